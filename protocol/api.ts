@@ -1,0 +1,96 @@
+// REST API shapes (SPEC §4) shared by the Worker's routes, the agent's local API, the web and the CLI.
+import { z } from "zod";
+import { VmState } from "./wire.ts";
+
+export const ROLES = ["viewer", "operator", "admin"] as const;
+export const Role = z.enum(ROLES);
+export type Role = z.infer<typeof Role>;
+export const roleRank: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
+
+export const REQUEST_STATUSES = ["queued", "sent", "done", "failed", "expired"] as const;
+export const RequestStatus = z.enum(REQUEST_STATUSES);
+export type RequestStatus = z.infer<typeof RequestStatus>;
+
+export const LOG_LINES_MIN = 1;
+export const LOG_LINES_MAX = 10_000;
+export const LOG_LINES_DEFAULT = 100;
+
+export type ApiError = { success: false; error: { code: string; message: string } };
+
+export type NodeView = {
+  id: string;
+  name: string;
+  connected: boolean;
+  lastSeenAt: string | null; // ISO 8601
+  hostname: string | null;
+  agentVersion: string | null;
+  libvirtVersion: string | null;
+  vmCount: number;
+};
+
+export type VmView = {
+  id: string;
+  name: string;
+  state: VmState;
+  node_id: string | null;
+  vcpus: number;
+  memoryMiB: number;
+  stateUpdatedAt: string; // ISO 8601
+  updatedAt: string;
+  /** The host no longer reports this domain (kept, not deleted). */
+  missing: boolean;
+};
+
+export type RequestView = {
+  id: string;
+  kind: string;
+  vm_id: string | null;
+  node_id: string | null;
+  status: RequestStatus;
+  error: { code: string; message: string } | null;
+  createdAt: string;
+  finishedAt: string | null;
+};
+
+export type VmEventView = {
+  at: string;
+  actor: string;
+  action: string;
+  fromState: VmState | null;
+  toState: VmState | null;
+  source: string | null;
+  message: string | null;
+};
+
+export type ResetStateResponse = {
+  success: true;
+  message: string;
+  vm: { id: string; name: string; state: VmState; node_id: string | null };
+  previousState: VmState;
+  source: "hypervisor" | "forced";
+};
+
+export type LogsResponse = {
+  qemuLog: string;
+  logPath: string;
+  logSizeBytes: number;
+  linesReturned: number;
+  truncated: boolean;
+  lastModified: string | null;
+};
+
+/** `?lines=` for every logs route (control plane and agent local API): an integer 1..10000. */
+export const LogLinesQuery = z.object({
+  lines: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v === "") return LOG_LINES_DEFAULT;
+      const n = /^\d{1,6}$/.test(v) ? Number(v) : NaN;
+      if (!Number.isInteger(n) || n < LOG_LINES_MIN || n > LOG_LINES_MAX) {
+        ctx.addIssue({ code: "custom", message: `lines must be an integer from ${LOG_LINES_MIN} to ${LOG_LINES_MAX}` });
+        return z.NEVER;
+      }
+      return n;
+    }),
+});

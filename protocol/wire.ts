@@ -1,0 +1,235 @@
+// The one wire protocol between the Worker (NodeSession), the agent and the web: every frame is
+// `{type, id, payload}`, validated with zod on both ends. A message shape is defined here only.
+import { z } from "zod";
+
+export const PROTOCOL_VERSION = 1;
+
+/** Largest frame either side accepts; anything bigger is refused with CLOSE.tooLarge. */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+/** Log text per answer (SPEC §4): 8 MiB, sent as `log.chunk` frames under MAX_FRAME_BYTES. */
+export const MAX_LOG_BYTES = 8 * 1024 * 1024;
+/** Text per `log.chunk` frame, leaving room for the envelope and JSON escaping. */
+export const LOG_CHUNK_BYTES = 256 * 1024;
+/** VMs per `inventory` frame: keeps a 5,000-domain host well under MAX_FRAME_BYTES per frame. */
+export const INVENTORY_CHUNK = 500;
+
+/** Liveness: the agent sends PING_FRAME every HEARTBEAT_MS; the Durable Object answers PONG_FRAME
+ *  through setWebSocketAutoResponse (exact string match), so pings never wake it. */
+export const HEARTBEAT_MS = 20_000;
+export const PING_FRAME = '{"type":"ping"}';
+export const PONG_FRAME = '{"type":"pong"}';
+/** No sign of life for this long: the node is offline. */
+export const OFFLINE_AFTER_MS = 60_000;
+
+/** Default deadlines (SPEC §6). */
+export const QUERY_TIMEOUT_MS = 10_000; // vm.state, vm.logs
+export const ACK_TIMEOUT_MS = 10_000; // power actions: time for the agent to acknowledge
+export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits for the guest
+
+/** Custom WebSocket close codes (4000-4999 are the application's). */
+export const CLOSE = {
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 4000,
+  unauthorized: 4001, // credential refused or revoked: the agent must not retry it
+  replaced: 4002, // a newer connection for the same node took over
+  tooLarge: 4003,
+  nodeDeleted: 4004,
+  dead: 4008, // no heartbeat in time
+  flood: 4009, // too many messages
+} as const;
+
+export const VM_STATES = [
+  "CREATING",
+  "STARTING",
+  "RUNNING",
+  "STOPPING",
+  "STOPPED",
+  "PAUSED",
+  "SUSPENDED",
+  "ERROR",
+  "UNKNOWN",
+] as const;
+export const VmState = z.enum(VM_STATES);
+export type VmState = z.infer<typeof VmState>;
+
+export const TRANSITIONAL_STATES: readonly VmState[] = ["CREATING", "STARTING", "STOPPING"];
+export const canStart = (s: VmState) => s === "STOPPED" || s === "PAUSED";
+export const canStop = (s: VmState) => s === "RUNNING" || s === "PAUSED";
+
+/** libvirt virDomainState names as the agent reports them. */
+export const LIBVIRT_STATES = [
+  "nostate",
+  "running",
+  "blocked",
+  "paused",
+  "shutdown",
+  "shutoff",
+  "crashed",
+  "pmsuspended",
+] as const;
+export const LibvirtState = z.enum(LIBVIRT_STATES);
+export type LibvirtState = z.infer<typeof LibvirtState>;
+
+/** SPEC §4's mapping from libvirt to the domain state. */
+export function mapLibvirtState(s: LibvirtState): VmState {
+  switch (s) {
+    case "running":
+    case "blocked":
+      return "RUNNING";
+    case "paused":
+      return "PAUSED";
+    case "shutdown":
+      return "STOPPING";
+    case "shutoff":
+      return "STOPPED";
+    case "crashed":
+      return "ERROR";
+    case "pmsuspended":
+      return "SUSPENDED";
+    case "nostate":
+      return "UNKNOWN";
+  }
+}
+
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
+/** libvirt domain names as we accept them: what becomes `<log dir>/<name>.log` must stay a file name. */
+export const DomainName = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._+:@-]*$/, "a domain name of letters, digits and . _ + : @ -")
+  .refine((n) => !n.includes(".."), "no '..' in a domain name");
+
+export const VmInfo = z.object({
+  uuid,
+  name: DomainName,
+  state: VmState,
+  libvirtState: LibvirtState,
+  vcpus: z.number().int().min(0).max(4096),
+  memoryMiB: z.number().int().min(0).max(64 * 1024 * 1024),
+});
+export type VmInfo = z.infer<typeof VmInfo>;
+
+const frame = <T extends string, P extends z.ZodTypeAny>(type: T, payload: P) =>
+  z.object({ type: z.literal(type), id: z.string().min(1).max(64), payload });
+
+/** Every command carries the request id (frame id) and an absolute deadline in the control
+ *  plane's clock (epoch ms); the agent corrects for skew with `welcome.serverTime`. */
+const commandTarget = { vmId: uuid, name: DomainName, deadline: z.number().int().positive() };
+
+// ---- Worker -> agent -------------------------------------------------------------------------
+export const Welcome = frame(
+  "welcome",
+  z.object({ nodeId: z.string(), serverTime: z.number().int(), heartbeatMs: z.number().int().positive() }),
+);
+export const VmStateCommand = frame("vm.state", z.object(commandTarget));
+export const VmLogsCommand = frame(
+  "vm.logs",
+  z.object({ ...commandTarget, lines: z.number().int().min(1).max(10_000), maxBytes: z.number().int().positive().max(MAX_LOG_BYTES) }),
+);
+export const VmStartCommand = frame("vm.start", z.object(commandTarget));
+/** Graceful stop: the agent acks at once, then reports the outcome within `graceMs`. */
+export const VmStopCommand = frame("vm.stop", z.object({ ...commandTarget, graceMs: z.number().int().positive().max(3_600_000) }));
+export const VmForceStopCommand = frame("vm.forceStop", z.object(commandTarget));
+/** Ask the agent for a fresh full inventory (after a control-plane restart, or on demand). */
+export const ResyncCommand = frame("resync", z.object({}));
+
+export const ServerMessage = z.discriminatedUnion("type", [
+  Welcome,
+  VmStateCommand,
+  VmLogsCommand,
+  VmStartCommand,
+  VmStopCommand,
+  VmForceStopCommand,
+  ResyncCommand,
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+export type Command = Exclude<ServerMessage, { type: "welcome" | "resync" }>;
+export type CommandKind = Command["type"];
+export const COMMAND_KINDS = ["vm.state", "vm.logs", "vm.start", "vm.stop", "vm.forceStop"] as const;
+
+// ---- Agent -> worker -------------------------------------------------------------------------
+export const Hello = frame(
+  "hello",
+  z.object({
+    agentVersion: z.string().max(64),
+    hostname: z.string().max(255),
+    libvirtVersion: z.string().max(64),
+    protocolVersion: z.number().int(),
+  }),
+);
+/** Full inventory, possibly over several frames: the same `syncId`, `seq` from 0, `done` on the
+ *  last. VMs of the node missing from a completed sync are marked missing, never deleted. */
+export const Inventory = frame(
+  "inventory",
+  z.object({
+    syncId: z.string().max(64),
+    seq: z.number().int().min(0).max(10_000),
+    done: z.boolean(),
+    vms: z.array(VmInfo).max(INVENTORY_CHUNK),
+  }),
+);
+/** Differences since the last report (the agent polls libvirt: the binding has no events). */
+export const VmChanged = frame(
+  "vm.changed",
+  z.object({ vms: z.array(VmInfo).max(INVENTORY_CHUNK), removed: z.array(uuid).max(INVENTORY_CHUNK) }),
+);
+/** A power action was received in time and is being carried out. */
+export const Ack = frame("ack", z.object({}));
+
+export const StateResult = z.object({ state: VmState, libvirtState: LibvirtState });
+export type StateResult = z.infer<typeof StateResult>;
+/** Outcome of start / stop / forceStop: the real state afterwards; `timedOut` when a graceful
+ *  stop's grace ran out with the guest still up. */
+export const PowerResult = StateResult.extend({ timedOut: z.boolean().default(false) });
+export type PowerResult = z.infer<typeof PowerResult>;
+export const LogsResult = z.object({
+  logPath: z.string().max(4096),
+  logSizeBytes: z.number().int().min(0),
+  linesReturned: z.number().int().min(0),
+  truncated: z.boolean(),
+  lastModified: z.string().nullable(), // ISO 8601
+  chunks: z.number().int().min(0).max(64), // `log.chunk` frames sent before this result
+});
+export type LogsResult = z.infer<typeof LogsResult>;
+
+export const Result = frame("result", z.union([LogsResult, PowerResult, StateResult]));
+/** One piece of a log answer's text, in order; the final `result` says how many came. */
+export const LogChunk = frame("log.chunk", z.object({ seq: z.number().int().min(0).max(63), text: z.string() }));
+
+export const AGENT_ERROR_CODES = [
+  "expired", // deadline had passed when the command was read: not carried out
+  "vm_not_found",
+  "log_not_found",
+  "invalid_name",
+  "not_allowed", // e.g. start of a running domain
+  "libvirt_error",
+  "internal",
+] as const;
+export const AgentErrorCode = z.enum(AGENT_ERROR_CODES);
+export const ErrorReply = frame("error", z.object({ code: AgentErrorCode, message: z.string().max(2000) }));
+
+export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, ErrorReply]);
+export type AgentMessage = z.infer<typeof AgentMessage>;
+
+/** Parse one text frame; null when it is not JSON or not a known message. */
+export function parseFrame<T extends z.ZodTypeAny>(schema: T, data: string): z.infer<T> | null {
+  let json: unknown;
+  try {
+    json = JSON.parse(data);
+  } catch {
+    return null;
+  }
+  const parsed = schema.safeParse(json);
+  return parsed.success ? parsed.data : null;
+}
+
+// ---- HTTP between agent and Worker (outside /api: a node credential cannot call /api/*) --------
+/** `POST AGENT_ENROLL_PATH` with `{joinToken, hostname}` answers `{nodeId, credential}`; 401 when
+ *  the join token is unknown, used or expired. */
+export const AGENT_ENROLL_PATH = "/agent/enroll";
+/** WebSocket upgrade with `Authorization: Bearer <node credential>`; 401 when refused. */
+export const AGENT_CONNECT_PATH = "/agent/connect";
+export const EnrollRequest = z.object({ joinToken: z.string().min(1).max(200), hostname: z.string().max(255).optional() });
+export const EnrollResponse = z.object({ nodeId: z.string(), credential: z.string() });

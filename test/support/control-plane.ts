@@ -1,0 +1,146 @@
+// Starts the real control plane (`wrangler dev`: workerd, local D1, Durable Objects) on a free
+// loopback port with its own persistence directory, for end-to-end, browser and bench runs.
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+// Run wrangler with this Node (22 from node_modules), not whatever `node` is first on PATH.
+const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
+const run = promisify(execFile);
+
+export async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once("error", fail);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+export type ControlPlaneOptions = {
+  port?: number;
+  /** keep data across restart(): pass the same directory */
+  persistDir?: string;
+  adminToken?: string;
+  vars?: Record<string, string>;
+};
+
+export class ControlPlane {
+  readonly port: number;
+  readonly persistDir: string;
+  readonly adminToken: string;
+  readonly url: string;
+  private child: ChildProcess | null = null;
+  private output = "";
+  private readonly ownsDir: boolean;
+  private readonly vars: Record<string, string>;
+
+  private constructor(opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars">> & { persistDir?: string; vars?: Record<string, string> }) {
+    this.port = opts.port;
+    this.ownsDir = !opts.persistDir;
+    this.persistDir = opts.persistDir ?? mkdtempSync(join(tmpdir(), "qx-cp-"));
+    this.adminToken = opts.adminToken;
+    this.url = `http://127.0.0.1:${this.port}`;
+    this.vars = opts.vars ?? {};
+  }
+
+  static async start(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
+    const cp = new ControlPlane({
+      port: opts.port ?? (await freePort()),
+      adminToken: opts.adminToken ?? `test-admin-${Math.random().toString(36).slice(2)}`,
+      persistDir: opts.persistDir,
+      vars: opts.vars,
+    });
+    await cp.migrate();
+    await cp.boot();
+    return cp;
+  }
+
+  private async migrate(): Promise<void> {
+    await run(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persistDir], {
+      cwd: ROOT,
+      env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" },
+    });
+  }
+
+  /** (Re)starts wrangler dev on the same port and data directory and waits for /api/health. */
+  async boot(): Promise<void> {
+    const inspector = await freePort();
+    const vars = Object.entries({ ADMIN_TOKEN: this.adminToken, ...this.vars }).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
+    this.output = "";
+    const child = spawn(
+      process.execPath,
+      [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", String(inspector), "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn", ...vars],
+      { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
+    );
+    this.child = child;
+    child.stdout!.on("data", (d) => (this.output += d));
+    child.stderr!.on("data", (d) => (this.output += d));
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null) throw new Error(`wrangler dev exited ${child.exitCode}:\n${this.output}`);
+      try {
+        const res = await fetch(`${this.url}/api/health`);
+        if (res.ok) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`control plane did not become healthy in 60 s:\n${this.output}`);
+  }
+
+  /** Stops workerd (the whole process group) and waits for it to exit. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const child = this.child;
+    this.child = null;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    try {
+      process.kill(-child.pid!, signal);
+    } catch {
+      child.kill(signal);
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }, 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.boot();
+  }
+
+  async dispose(): Promise<void> {
+    await this.stop();
+    if (this.ownsDir) rmSync(this.persistDir, { recursive: true, force: true });
+  }
+
+  get logs(): string {
+    return this.output;
+  }
+
+  /** fetch against the API with the admin token (or another one) and JSON in/out. */
+  async api(path: string, init: RequestInit & { token?: string; json?: unknown } = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    headers.set("authorization", `Bearer ${init.token ?? this.adminToken}`);
+    let body = init.body;
+    if (init.json !== undefined) {
+      headers.set("content-type", "application/json");
+      body = JSON.stringify(init.json);
+    }
+    return fetch(`${this.url}${path}`, { ...init, headers, body });
+  }
+}

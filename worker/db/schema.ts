@@ -1,0 +1,114 @@
+// The one D1 schema (drizzle-orm). `npm run db:generate` writes migrations/ from it; review the SQL.
+import { sqliteTable, text, integer, index, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+/** Times are epoch milliseconds (integers); the API renders them as ISO 8601. */
+export const nodes = sqliteTable(
+  "nodes",
+  {
+    id: text("id").primaryKey(),
+    name: text("name").notNull(),
+    hostname: text("hostname"),
+    agentVersion: text("agent_version"),
+    libvirtVersion: text("libvirt_version"),
+    protocolVersion: integer("protocol_version"),
+    connected: integer("connected", { mode: "boolean" }).notNull().default(false),
+    lastSeenAt: integer("last_seen_at"),
+    /** SHA-256 of the single-use join token; null once traded for a credential. */
+    joinTokenHash: text("join_token_hash"),
+    joinTokenExpiresAt: integer("join_token_expires_at"),
+    /** SHA-256 of the node credential; null until enrolled, replaced on rotate. */
+    credentialHash: text("credential_hash"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("nodes_name_unique").on(t.name),
+    uniqueIndex("nodes_join_token_hash_unique").on(t.joinTokenHash),
+    uniqueIndex("nodes_credential_hash_unique").on(t.credentialHash),
+  ],
+);
+
+export const vms = sqliteTable(
+  "vms",
+  {
+    /** libvirt domain UUID */
+    id: text("id").primaryKey(),
+    name: text("name").notNull(),
+    nodeId: text("node_id").references(() => nodes.id, { onDelete: "set null" }),
+    state: text("state").notNull(),
+    /** last state the hypervisor reported, whatever `state` says */
+    libvirtState: text("libvirt_state"),
+    vcpus: integer("vcpus").notNull().default(0),
+    memoryMiB: integer("memory_mib").notNull().default(0),
+    /** bumped on every control-plane state change; a result applies only to its own generation */
+    generation: integer("generation").notNull().default(0),
+    /** the power action that put the VM in STARTING / STOPPING; inventory does not override it */
+    transitionRequestId: text("transition_request_id"),
+    missing: integer("missing", { mode: "boolean" }).notNull().default(false),
+    missingSince: integer("missing_since"),
+    stateUpdatedAt: integer("state_updated_at").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("vms_node_name_idx").on(t.nodeId, t.name, t.id),
+    index("vms_state_name_idx").on(t.state, t.name, t.id),
+    index("vms_name_idx").on(t.name, t.id),
+  ],
+);
+
+export const apiTokens = sqliteTable(
+  "api_tokens",
+  {
+    id: text("id").primaryKey(),
+    name: text("name").notNull(),
+    role: text("role").notNull(),
+    tokenHash: text("token_hash").notNull(),
+    createdBy: text("created_by").notNull(),
+    createdAt: integer("created_at").notNull(),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [uniqueIndex("api_tokens_hash_unique").on(t.tokenHash)],
+);
+
+/** The queue: one row per command sent (or to be sent) to an agent. */
+export const requests = sqliteTable(
+  "requests",
+  {
+    id: text("id").primaryKey(),
+    kind: text("kind").notNull(),
+    vmId: text("vm_id"),
+    nodeId: text("node_id"),
+    params: text("params"), // JSON
+    status: text("status").notNull(), // queued | sent | done | failed | expired
+    deadlineAt: integer("deadline_at").notNull(),
+    requestedBy: text("requested_by").notNull(),
+    vmGeneration: integer("vm_generation"),
+    result: text("result"), // JSON
+    error: text("error"), // JSON {code, message}
+    createdAt: integer("created_at").notNull(),
+    sentAt: integer("sent_at"),
+    ackedAt: integer("acked_at"),
+    finishedAt: integer("finished_at"),
+  },
+  (t) => [index("requests_vm_idx").on(t.vmId, t.createdAt), index("requests_node_status_idx").on(t.nodeId, t.status)],
+);
+
+/** The audit trail of a VM. */
+export const vmEvents = sqliteTable(
+  "vm_events",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    vmId: text("vm_id").notNull(),
+    at: integer("at").notNull(),
+    actor: text("actor").notNull(), // "token:<name>", "admin", "agent:<node>", "system"
+    action: text("action").notNull(), // start, stop, force_stop, reset_state, discovered, state_changed, missing, ...
+    fromState: text("from_state"),
+    toState: text("to_state"),
+    source: text("source"), // hypervisor | forced | agent | control_plane
+    message: text("message"),
+    reason: text("reason"),
+    requestId: text("request_id"),
+  },
+  (t) => [index("vm_events_vm_at_idx").on(t.vmId, t.at)],
+);
