@@ -1,0 +1,299 @@
+// `qx`: the Quantix Edge command line, a thin client of the REST API (SPEC §4).
+// Token and URL from QX_URL / QX_API_TOKEN, or the config file `qx login` writes (mode 0600).
+import { parseArgs } from "node:util";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import type { LogsResponse, NodeView, VmEventView, VmView } from "../protocol/api.ts";
+
+const USAGE = `qx — Quantix Edge CLI
+
+usage: npm run qx -- <command> [options]
+
+  login --url URL --token TOKEN          save the control plane URL and API token
+  whoami                                 the token's name and role
+  nodes list                             nodes with connection state
+  nodes add <name>                       enroll a node: prints its join token and agent command once
+  nodes rotate <node-id>                 new join token, old credential revoked
+  nodes rm <node-id>                     delete a node (its VMs are kept, on no node)
+  vms list [--node ID] [--state S] [--search TEXT] [--limit N] [--all]
+  vms show <vm-id>
+  vms start <vm-id> [--wait]
+  vms stop <vm-id> [--force] [--wait]
+  vms reset-state <vm-id> [--force] [--reason TEXT]
+  vms logs <vm-id> [-n LINES] [--follow]
+  vms events <vm-id>
+  requests show <request-id>
+  tokens list | tokens create <name> --role viewer|operator|admin | tokens revoke <token-id>
+
+options: --json (raw JSON output), --url, --token (override the environment / config file)
+environment: QX_URL, QX_API_TOKEN, QX_CONFIG (config file, default ~/.config/quantix/config.json)`;
+
+export class CliError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+type Config = { url: string; token: string };
+type Out = { log: (line: string) => void; err: (line: string) => void };
+
+const configPath = (env: NodeJS.ProcessEnv) => env.QX_CONFIG ?? join(homedir(), ".config", "quantix", "config.json");
+
+function loadConfig(env: NodeJS.ProcessEnv, flags: { url?: string; token?: string }): Config {
+  let file: Partial<Config> = {};
+  try {
+    file = JSON.parse(readFileSync(configPath(env), "utf8")) as Partial<Config>;
+  } catch {
+    // no config file: environment or flags only
+  }
+  const url = flags.url ?? env.QX_URL ?? file.url;
+  const token = flags.token ?? env.QX_API_TOKEN ?? file.token;
+  if (!url) throw new CliError("no control plane URL: set QX_URL or run `qx login --url URL --token TOKEN`", 2);
+  if (!token) throw new CliError("no API token: set QX_API_TOKEN or run `qx login --url URL --token TOKEN`", 2);
+  return { url: url.replace(/\/+$/, ""), token };
+}
+
+class Api {
+  readonly config: Config;
+  constructor(config: Config) {
+    this.config = config;
+  }
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.config.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${this.config.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new CliError(`cannot reach ${this.config.url}: ${(e as Error).message}`);
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new CliError(`${method} ${path}: HTTP ${res.status}, not JSON`);
+    }
+    if (!res.ok) {
+      const err = (json as { error?: { code?: string; message?: string } }).error;
+      throw new CliError(`${err?.code ?? `http_${res.status}`}: ${err?.message ?? text}`);
+    }
+    return json as T;
+  }
+}
+
+const enc = encodeURIComponent;
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+const vmRow = (v: VmView) => [v.id, v.name, v.state + (v.missing ? " (missing)" : ""), v.node_id ?? "-", String(v.vcpus), `${v.memoryMiB} MiB`, v.stateUpdatedAt];
+
+/** Lines of `next` that come after the overlap with `prev`: what a follow prints. */
+export function newLinesSince(prev: string[], next: string[]): string[] {
+  if (prev.length === 0) return next;
+  for (let overlap = Math.min(prev.length, next.length); overlap > 0; overlap--) {
+    let same = true;
+    for (let i = 0; i < overlap && same; i++) same = prev[prev.length - overlap + i] === next[i];
+    if (same) return next.slice(overlap);
+  }
+  return next; // no overlap: the log moved past the window (or was rotated)
+}
+
+const splitLines = (text: string) => (text === "" ? [] : text.replace(/\n$/, "").split("\n"));
+
+export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env, out: Out = { log: console.log, err: console.error }, signal?: AbortSignal): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      url: { type: "string" },
+      token: { type: "string" },
+      json: { type: "boolean", default: false },
+      node: { type: "string" },
+      state: { type: "string" },
+      search: { type: "string" },
+      limit: { type: "string" },
+      all: { type: "boolean", default: false },
+      force: { type: "boolean", default: false },
+      wait: { type: "boolean", default: false },
+      reason: { type: "string" },
+      lines: { type: "string", short: "n" },
+      follow: { type: "boolean", short: "f", default: false },
+      interval: { type: "string" },
+      role: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const [group, action, arg] = positionals;
+  if (values.help || !group) {
+    out.log(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const print = (data: unknown, human: () => string) => out.log(values.json ? JSON.stringify(data, null, 2) : human());
+  const need = (what: string) => {
+    if (!arg) throw new CliError(`missing <${what}>: see qx --help`, 2);
+    return arg;
+  };
+
+  if (group === "login") {
+    if (!values.url || !values.token) throw new CliError("login needs --url and --token", 2);
+    const api = new Api({ url: values.url.replace(/\/+$/, ""), token: values.token });
+    const me = await api.call<{ role: string; name: string }>("GET", "/api/me");
+    const path = configPath(env);
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    writeFileSync(path, JSON.stringify({ url: values.url, token: values.token }, null, 2), { mode: 0o600 });
+    out.log(`signed in as ${me.name} (${me.role}); saved to ${path}`);
+    return 0;
+  }
+
+  const api = new Api(loadConfig(env, values));
+  const key = `${group} ${action ?? ""}`.trim();
+  switch (key) {
+    case "whoami": {
+      const me = await api.call<{ role: string; name: string }>("GET", "/api/me");
+      print(me, () => `${me.name} (${me.role})`);
+      return 0;
+    }
+    case "nodes list": {
+      const { nodes } = await api.call<{ nodes: NodeView[] }>("GET", "/api/nodes");
+      print(nodes, () =>
+        table([
+          ["ID", "NAME", "STATUS", "LAST SEEN", "HOSTNAME", "VMS", "AGENT", "LIBVIRT"],
+          ...nodes.map((n) => [n.id, n.name, n.connected ? "online" : "offline", n.lastSeenAt ?? "never", n.hostname ?? "-", String(n.vmCount), n.agentVersion ?? "-", n.libvirtVersion ?? "-"]),
+        ]),
+      );
+      return 0;
+    }
+    case "nodes add": {
+      const res = await api.call<{ node: NodeView; joinToken: string }>("POST", "/api/nodes", { name: need("name") });
+      print(res, () => [`node ${res.node.name} (${res.node.id}) created.`, `join token (shown once): ${res.joinToken}`, `run on the host:`, `  node quantix-agent.mjs --server ${api.config.url} --token ${res.joinToken}`].join("\n"));
+      return 0;
+    }
+    case "nodes rotate": {
+      const res = await api.call<{ node: NodeView; joinToken: string }>("POST", `/api/nodes/${enc(need("node-id"))}/rotate_token`);
+      print(res, () => `old credential revoked. new join token (shown once): ${res.joinToken}`);
+      return 0;
+    }
+    case "nodes rm": {
+      await api.call("DELETE", `/api/nodes/${enc(need("node-id"))}`);
+      print({ deleted: arg }, () => `node ${arg} deleted`);
+      return 0;
+    }
+    case "vms list": {
+      const params = new URLSearchParams();
+      if (values.node) params.set("node_id", values.node);
+      if (values.state) params.set("state", values.state.toUpperCase());
+      if (values.search) params.set("q", values.search);
+      params.set("limit", values.limit ?? "100");
+      const all: VmView[] = [];
+      let cursor: string | null = null;
+      do {
+        if (cursor) params.set("cursor", cursor);
+        const page: { vms: VmView[]; nextCursor: string | null } = await api.call("GET", `/api/vms?${params}`);
+        all.push(...page.vms);
+        cursor = values.all ? page.nextCursor : null;
+      } while (cursor);
+      print(all, () => table([["ID", "NAME", "STATE", "NODE", "VCPUS", "MEMORY", "STATE SINCE"], ...all.map(vmRow)]));
+      return 0;
+    }
+    case "vms show": {
+      const { vm } = await api.call<{ vm: VmView }>("GET", `/api/vms/${enc(need("vm-id"))}`);
+      print(vm, () => Object.entries(vm).map(([k, v]) => `${k.padEnd(15)} ${v}`).join("\n"));
+      return 0;
+    }
+    case "vms start":
+    case "vms stop": {
+      const qs = new URLSearchParams();
+      if (values.force && action === "stop") qs.set("force", "true");
+      if (values.wait) qs.set("wait", "true");
+      const res = await api.call<{ vm: VmView; request?: { id: string; status: string } }>("POST", `/api/vms/${enc(need("vm-id"))}/${action}?${qs}`);
+      print(res, () => `${res.vm.name}: ${res.vm.state}${res.request ? ` (request ${res.request.id}: ${res.request.status})` : ""}`);
+      return 0;
+    }
+    case "vms reset-state": {
+      const qs = new URLSearchParams();
+      if (values.force) qs.set("force", "true");
+      const res = await api.call<{ message: string; previousState: string; source: string; vm: { name: string; state: string } }>(
+        "POST",
+        `/api/vms/${enc(need("vm-id"))}/reset_state?${qs}`,
+        values.reason ? { reason: values.reason } : undefined,
+      );
+      print(res, () => `${res.vm.name}: ${res.previousState} -> ${res.vm.state} (${res.source}): ${res.message}`);
+      return 0;
+    }
+    case "vms logs": {
+      const id = need("vm-id");
+      const lines = values.lines ?? "100";
+      const path = `/api/vms/${enc(id)}/logs?lines=${enc(lines)}`;
+      const first = await api.call<LogsResponse>("GET", path);
+      if (values.json && !values.follow) {
+        print(first, () => "");
+        return 0;
+      }
+      let shown = splitLines(first.qemuLog);
+      for (const line of shown) out.log(line);
+      if (first.truncated && !values.follow) out.err(`(last ${first.linesReturned} lines of ${first.logPath}, ${first.logSizeBytes} bytes)`);
+      if (!values.follow) return 0;
+      const intervalMs = Math.max(500, Number(values.interval ?? "2000"));
+      while (!signal?.aborted) {
+        await new Promise((r) => setTimeout(r, intervalMs));
+        if (signal?.aborted) break;
+        const next = splitLines((await api.call<LogsResponse>("GET", path)).qemuLog);
+        for (const line of newLinesSince(shown, next)) out.log(line);
+        shown = next;
+      }
+      return 0;
+    }
+    case "vms events": {
+      const { events } = await api.call<{ events: VmEventView[] }>("GET", `/api/vms/${enc(need("vm-id"))}/events`);
+      print(events, () =>
+        table([["AT", "ACTOR", "ACTION", "FROM", "TO", "SOURCE", "MESSAGE"], ...events.map((e) => [e.at, e.actor, e.action, e.fromState ?? "-", e.toState ?? "-", e.source ?? "-", e.message ?? ""])]),
+      );
+      return 0;
+    }
+    case "requests show": {
+      const res = await api.call<{ request: Record<string, unknown> }>("GET", `/api/requests/${enc(need("request-id"))}`);
+      print(res.request, () => Object.entries(res.request).map(([k, v]) => `${k.padEnd(11)} ${typeof v === "object" && v ? JSON.stringify(v) : v}`).join("\n"));
+      return 0;
+    }
+    case "tokens list": {
+      const { tokens } = await api.call<{ tokens: { id: string; name: string; role: string; createdAt: string; revokedAt: string | null }[] }>("GET", "/api/tokens");
+      print(tokens, () => table([["ID", "NAME", "ROLE", "CREATED", "REVOKED"], ...tokens.map((t) => [t.id, t.name, t.role, t.createdAt, t.revokedAt ?? "-"])]));
+      return 0;
+    }
+    case "tokens create": {
+      if (!values.role) throw new CliError("tokens create needs --role viewer|operator|admin", 2);
+      const res = await api.call<{ token: string; id: string }>("POST", "/api/tokens", { name: need("name"), role: values.role });
+      print(res, () => `token ${res.id} (shown once): ${res.token}`);
+      return 0;
+    }
+    case "tokens revoke": {
+      await api.call("DELETE", `/api/tokens/${enc(need("token-id"))}`);
+      print({ revoked: arg }, () => `token ${arg} revoked`);
+      return 0;
+    }
+    default:
+      throw new CliError(`unknown command "${key}": see qx --help`, 2);
+  }
+}
+
+if (import.meta.main) {
+  const abort = new AbortController();
+  process.once("SIGINT", () => abort.abort());
+  runCli(process.argv.slice(2), process.env, undefined, abort.signal).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      console.error(`qx: ${e instanceof CliError ? e.message : (e as Error).message}`);
+      process.exit(e instanceof CliError ? e.exitCode : 1);
+    },
+  );
+}
