@@ -13,6 +13,11 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 ADMIN_TOKEN: "test-admin-token",
+                // Short deadlines so deadline / liveness tests run on real alarms in seconds.
+                QUERY_TIMEOUT_MS: "1000",
+                ACK_TIMEOUT_MS: "1000",
+                STOP_GRACE_MS: "1500",
+                OFFLINE_AFTER_MS: "4000",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
               },
             },

@@ -1,9 +1,40 @@
-// Quantix Edge control plane Worker: builds the Hono app and re-exports the Durable Object classes.
+// Quantix Edge control plane Worker: the Hono app (REST API + agent endpoint) and the NodeSession
+// Durable Object class. Static dashboard files are served by the assets binding before this runs.
 import { Hono } from "hono";
-import { DurableObject } from "cloudflare:workers";
+import { HTTPException } from "hono/http-exception";
+import type { AppEnv } from "./app-env.ts";
+import { authenticate } from "./auth.ts";
+import { ApiError, errorResponse } from "./errors.ts";
+import { agentRoutes } from "./routes/agent.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { meRoutes } from "./routes/me.ts";
+import { nodeRoutes } from "./routes/nodes.ts";
+import { requestRoutes } from "./routes/requests.ts";
+import { tokenRoutes } from "./routes/tokens.ts";
+import { vmRoutes } from "./routes/vms.ts";
 
-const app = new Hono<{ Bindings: Env }>();
-app.get("/api/health", (c) => c.json({ ok: true, version: "0.1.0" }));
+export { NodeSession } from "./node-session.ts";
 
-export class NodeSession extends DurableObject<Env> {}
+const app = new Hono<AppEnv>()
+  .route("/api/health", healthRoutes) // before authentication: the only open /api route
+  .use("/api/*", authenticate)
+  .route("/api/me", meRoutes)
+  .route("/api/tokens", tokenRoutes)
+  .route("/api/nodes", nodeRoutes)
+  .route("/api/vms", vmRoutes)
+  .route("/api/requests", requestRoutes)
+  .route("/agent", agentRoutes);
+
+app.notFound((c) => errorResponse(c, 404, "not_found", `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
+
+app.onError((err, c) => {
+  if (err instanceof ApiError) return errorResponse(c, err.status, err.code, err.message, err.headers);
+  // Hono's own 4xx (e.g. a body that is not JSON) keep their status, in our envelope.
+  if (err instanceof HTTPException && err.status < 500) {
+    return errorResponse(c, err.status, err.status === 400 ? "invalid_request" : "http_error", err.message || "bad request");
+  }
+  console.error(`unhandled error on ${c.req.method} ${new URL(c.req.url).pathname}`, err);
+  return errorResponse(c, 500, "internal", "internal error");
+});
+
 export default app;

@@ -46,6 +46,9 @@ export const vms = sqliteTable(
     transitionRequestId: text("transition_request_id"),
     missing: integer("missing", { mode: "boolean" }).notNull().default(false),
     missingSince: integer("missing_since"),
+    /** the last full inventory sync that reported this VM: a completed sync marks the node's
+     *  other VMs missing without holding the set of UUIDs in memory */
+    lastSyncId: text("last_sync_id"),
     stateUpdatedAt: integer("state_updated_at").notNull(),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),

@@ -1,0 +1,1 @@
+ALTER TABLE `vms` ADD `last_sync_id` text;

@@ -1,0 +1,96 @@
+// Bearer authentication for /api/* and the credentials we issue: API tokens (qxa_), join tokens
+// (qxj_) and node credentials (qxn_). Only SHA-256 hashes of them are ever stored.
+import { createMiddleware } from "hono/factory";
+import { and, eq, isNull } from "drizzle-orm";
+import { roleRank, type Role } from "../protocol/api.ts";
+import type { AppEnv, Principal } from "./app-env.ts";
+import { ApiError } from "./errors.ts";
+import { database } from "./db/client.ts";
+import { apiTokens } from "./db/schema.ts";
+
+export const TOKEN_PREFIX = { api: "qxa_", join: "qxj_", node: "qxn_" } as const;
+
+const base64url = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+
+/** 32 random bytes: `<prefix><43 base64url chars>`. */
+export function newSecret(kind: keyof typeof TOKEN_PREFIX): string {
+  return TOKEN_PREFIX[kind] + base64url(crypto.getRandomValues(new Uint8Array(32)));
+}
+
+export function newId(): string {
+  return crypto.randomUUID();
+}
+
+async function sha256(text: string): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+}
+
+export async function hashSecret(secret: string): Promise<string> {
+  return Array.from(await sha256(secret), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Compares digests so neither length nor content of ADMIN_TOKEN leaks through timing. */
+async function sameSecret(given: string, expected: string): Promise<boolean> {
+  const [a, b] = await Promise.all([sha256(given), sha256(expected)]);
+  return crypto.subtle.timingSafeEqual(a, b);
+}
+
+export function bearer(header: string | undefined): string | null {
+  const m = header?.match(/^Bearer\s+(\S{1,512})\s*$/i);
+  return m ? m[1]! : null;
+}
+
+// Token hash -> principal, per isolate, for a few seconds: without it every API call pays a D1
+// round trip before doing its own work, which halves the throughput of cheap reads such as
+// `GET /api/vms/:id` (issue 6 wants them near /api/health). Revocation evicts the entry in this
+// isolate at once; other isolates notice within TOKEN_CACHE_MS.
+const TOKEN_CACHE_MS = 15_000;
+const TOKEN_CACHE_MAX = 1_000;
+const tokenCache = new Map<string, { principal: Principal; until: number }>();
+
+export function forgetTokenHash(hash: string): void {
+  tokenCache.delete(hash);
+}
+
+async function principalOf(env: Env, token: string): Promise<Principal | null> {
+  if (env.ADMIN_TOKEN && (await sameSecret(token, env.ADMIN_TOKEN))) {
+    return { id: "admin", name: "admin", role: "admin", actor: "admin" };
+  }
+  // Only API tokens reach D1: a node credential or join token is never a principal of /api/*.
+  if (!token.startsWith(TOKEN_PREFIX.api)) return null;
+  const hash = await hashSecret(token);
+  const now = Date.now();
+  const cached = tokenCache.get(hash);
+  if (cached && cached.until > now) return cached.principal;
+  const row = await database(env.DB)
+    .select({ id: apiTokens.id, name: apiTokens.name, role: apiTokens.role })
+    .from(apiTokens)
+    .where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt)))
+    .get();
+  if (!row) {
+    tokenCache.delete(hash);
+    return null;
+  }
+  const principal: Principal = { id: row.id, name: row.name, role: row.role as Role, actor: `token:${row.name}` };
+  if (tokenCache.size >= TOKEN_CACHE_MAX) tokenCache.clear();
+  tokenCache.set(hash, { principal, until: now + TOKEN_CACHE_MS });
+  return principal;
+}
+
+/** Every /api route but health: 401 without a valid API token. */
+export const authenticate = createMiddleware<AppEnv>(async (c, next) => {
+  const token = bearer(c.req.header("authorization"));
+  if (!token) throw new ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)");
+  const principal = await principalOf(c.env, token);
+  if (!principal) throw new ApiError(401, "unauthorized", "invalid or revoked token");
+  c.set("principal", principal);
+  await next();
+});
+
+/** 403 unless the caller's role is at least `role`. */
+export const requireRole = (role: Role) =>
+  createMiddleware<AppEnv>(async (c, next) => {
+    const have = c.get("principal").role;
+    if (roleRank[have] < roleRank[role]) throw new ApiError(403, "forbidden", `this needs the ${role} role; your token is ${have}`);
+    await next();
+  });

@@ -1,0 +1,25 @@
+// Deadlines and limits read from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
+// tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
+import { ACK_TIMEOUT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
+
+export type Timeouts = { queryMs: number; ackMs: number; stopGraceMs: number; offlineAfterMs: number };
+
+const positive = (v: string | undefined, fallback: number) => {
+  const n = Number(v);
+  return Number.isFinite(n) && n > 0 ? Math.floor(n) : fallback;
+};
+
+export function timeouts(env: Partial<Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS">>): Timeouts {
+  return {
+    queryMs: positive(env.QUERY_TIMEOUT_MS, QUERY_TIMEOUT_MS),
+    ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),
+    stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),
+    offlineAfterMs: positive(env.OFFLINE_AFTER_MS, OFFLINE_AFTER_MS),
+  };
+}
+
+export function joinTokenTtlMs(env: Pick<Env, "JOIN_TOKEN_TTL_SECONDS">): number {
+  return positive(env.JOIN_TOKEN_TTL_SECONDS, 3600) * 1000;
+}
+
+export const VERSION = "0.1.0";

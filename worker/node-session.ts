@@ -1,0 +1,432 @@
+// NodeSession: one Durable Object per node. Holds that node's agent WebSocket (Hibernation API),
+// delivers commands, routes answers by request id, enforces deadlines with alarms only (no timers,
+// so it can hibernate), and keeps the node's connected/offline state and inventory in D1.
+import { DurableObject } from "cloudflare:workers";
+import { eq, sql } from "drizzle-orm";
+import {
+  AgentMessage,
+  CLOSE,
+  HEARTBEAT_MS,
+  LogsResult,
+  MAX_FRAME_BYTES,
+  MAX_LOG_BYTES,
+  PING_FRAME,
+  PONG_FRAME,
+  PowerResult,
+  StateResult,
+  parseFrame,
+  type CommandKind,
+  type ServerMessage,
+} from "../protocol/wire.ts";
+import { timeouts, type Timeouts } from "./config.ts";
+import { database, type Database } from "./db/client.ts";
+import { nodes } from "./db/schema.ts";
+import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./inventory.ts";
+import { applyPowerOutcome, finishRequest, isPowerKind, markRequestAcked, markRequestSent, undoPowerAction, type RequestFinish } from "./vm-state.ts";
+
+/** What the Worker asks the node to do; the `requests` row (queued) exists already. */
+export type Dispatch = {
+  id: string;
+  kind: CommandKind;
+  vmId: string;
+  name: string;
+  /** power actions: the generation the transition set, and the state to go back to if never done */
+  vmGeneration?: number;
+  prevState?: string;
+  lines?: number;
+  /** resolve only with the final outcome (else as soon as the command is on the wire) */
+  wait: boolean;
+};
+
+export type Outcome =
+  | { status: "sent" }
+  | { status: "done"; result: unknown; text?: string }
+  | { status: "failed" | "expired"; error: { code: string; message: string } };
+
+/** An in-flight request, in DO storage so a deadline survives eviction. */
+type InFlight = {
+  id: string;
+  kind: CommandKind;
+  vmId: string;
+  vmGeneration: number | null;
+  prevState: string | null;
+  connId: string;
+  phase: "sent" | "acked";
+  deadline: number;
+};
+
+type Attachment = { nodeId: string; connId: string; connectedAt: number; lastMessageAt: number; clock: number };
+
+const INFLIGHT = "inflight:";
+/** Frames per second an agent may send on average, and the burst it may use (5,000-VM syncs are 10). */
+const FLOOD_RATE = 200;
+const FLOOD_BURST = 400;
+/** The header through which the Worker tells the object which node an authenticated socket is. */
+export const NODE_ID_HEADER = "x-quantix-node-id";
+
+export class NodeSession extends DurableObject<Env> {
+  private readonly db: Database;
+  private readonly limits: Timeouts;
+  // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
+  private readonly waiters = new Map<string, (o: Outcome) => void>();
+  private readonly logChunks = new Map<string, Map<number, string>>();
+  private flood = { tokens: FLOOD_BURST, at: Date.now() };
+  private lastMessageAt = 0;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.db = database(env.DB);
+    this.limits = timeouts(env);
+    // Pings are answered by the runtime without waking the object; their time is our liveness.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
+  }
+
+  // ---- connection ------------------------------------------------------------------------------
+
+  /** The agent's upgrade, already authenticated by the Worker (which sets NODE_ID_HEADER). */
+  async fetch(request: Request): Promise<Response> {
+    const nodeId = request.headers.get(NODE_ID_HEADER);
+    if (!nodeId || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json({ success: false, error: { code: "bad_request", message: "expected an agent WebSocket upgrade" } }, { status: 400 });
+    }
+    const now = Date.now();
+    // A newer connection for the node replaces the old one; what was sent on it can't be answered.
+    for (const old of this.ctx.getWebSockets()) {
+      try {
+        old.close(CLOSE.replaced, "replaced by a newer connection");
+      } catch {
+        // already closing
+      }
+    }
+    await this.failAll({ code: "agent_disconnected", message: "the agent connection was replaced before it answered" });
+
+    const { 0: client, 1: server } = new WebSocketPair();
+    const connId = crypto.randomUUID();
+    this.ctx.acceptWebSocket(server);
+    const att: Attachment = { nodeId, connId, connectedAt: now, lastMessageAt: now, clock: now };
+    server.serializeAttachment(att);
+    await this.ctx.storage.put({ conn: connId, nodeId });
+    this.lastMessageAt = now;
+    this.send(server, { type: "welcome", id: connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS } });
+    await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
+    await this.armAlarm();
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** The open socket of the current connection, if any. */
+  private async currentSocket(): Promise<{ ws: WebSocket; att: Attachment } | null> {
+    const conn = await this.ctx.storage.get<string>("conn");
+    if (!conn) return null;
+    for (const ws of this.ctx.getWebSockets()) {
+      const att = ws.deserializeAttachment() as Attachment | null;
+      if (att?.connId === conn && ws.readyState === WebSocket.OPEN) return { ws, att };
+    }
+    return null;
+  }
+
+  private send(ws: WebSocket, frame: ServerMessage): void {
+    ws.send(JSON.stringify(frame));
+  }
+
+  /** The current connection ended (closed, errored, dead or kicked): the node is offline and every
+   *  request whose answer could only come over it fails now. */
+  private async connectionGone(connId: string, error: { code: string; message: string }): Promise<void> {
+    const conn = await this.ctx.storage.get<string>("conn");
+    if (conn !== connId) return; // an older, replaced connection: the node is still online
+    const nodeId = await this.ctx.storage.get<string>("nodeId");
+    await this.ctx.storage.delete("conn");
+    if (nodeId) await this.db.update(nodes).set({ connected: false, updatedAt: Date.now() }).where(eq(nodes.id, nodeId));
+    await this.failAll(error);
+    await this.armAlarm();
+  }
+
+  async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    const att = ws.deserializeAttachment() as Attachment | null;
+    try {
+      ws.close(code === 1005 || code === 1006 ? CLOSE.normal : code, reason);
+    } catch {
+      // the runtime already answered the close
+    }
+    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: "the agent disconnected before answering" });
+  }
+
+  async webSocketError(ws: WebSocket): Promise<void> {
+    const att = ws.deserializeAttachment() as Attachment | null;
+    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: "the agent connection failed before answering" });
+  }
+
+  /** Close the node's socket from the control plane (credential rotated: CLOSE.unauthorized; node
+   *  deleted: CLOSE.nodeDeleted, which also forgets everything stored here). */
+  async disconnect(code: number, reason: string, forget = false): Promise<void> {
+    const current = await this.currentSocket();
+    if (current) {
+      try {
+        current.ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+      await this.connectionGone(current.att.connId, { code: "node_offline", message: reason });
+    }
+    if (forget) {
+      await this.failAll({ code: "node_offline", message: reason });
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+    }
+  }
+
+  /** Ask the agent for its full inventory again. */
+  async resync(): Promise<boolean> {
+    const current = await this.currentSocket();
+    if (!current) return false;
+    this.send(current.ws, { type: "resync", id: crypto.randomUUID(), payload: {} });
+    return true;
+  }
+
+  /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
+  async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean }> {
+    const inflight = await this.ctx.storage.list({ prefix: INFLIGHT });
+    return {
+      ignoredAnswers: (await this.ctx.storage.get<number>("ignoredAnswers")) ?? 0,
+      inFlight: inflight.size,
+      connected: (await this.currentSocket()) !== null,
+    };
+  }
+
+  // ---- requests --------------------------------------------------------------------------------
+
+  /** Sends one command. Resolves when it is on the wire, or with `wait` when its outcome is known
+   *  (answer, agent error, deadline, or the connection dropping). */
+  async dispatch(d: Dispatch): Promise<Outcome> {
+    const current = await this.currentSocket();
+    if (!current) return { status: "failed", error: { code: "node_offline", message: "the node's agent is not connected" } };
+    const now = Date.now();
+    const deadline = now + (isPowerKind(d.kind) ? this.limits.ackMs : this.limits.queryMs);
+    const target = { vmId: d.vmId, name: d.name, deadline };
+    const frame: ServerMessage =
+      d.kind === "vm.logs"
+        ? { type: "vm.logs", id: d.id, payload: { ...target, lines: d.lines ?? 100, maxBytes: MAX_LOG_BYTES } }
+        : d.kind === "vm.stop"
+          ? { type: "vm.stop", id: d.id, payload: { ...target, graceMs: this.limits.stopGraceMs } }
+          : { type: d.kind, id: d.id, payload: target };
+    const inflight: InFlight = {
+      id: d.id,
+      kind: d.kind,
+      vmId: d.vmId,
+      vmGeneration: d.vmGeneration ?? null,
+      prevState: d.prevState ?? null,
+      connId: current.att.connId,
+      phase: "sent",
+      deadline,
+    };
+    await this.ctx.storage.put(INFLIGHT + d.id, inflight);
+    const outcome = d.wait ? new Promise<Outcome>((resolve) => this.waiters.set(d.id, resolve)) : null;
+    try {
+      this.send(current.ws, frame);
+    } catch {
+      await this.ctx.storage.delete(INFLIGHT + d.id);
+      this.waiters.delete(d.id);
+      return { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } };
+    }
+    await markRequestSent(this.db, d.id, now);
+    await this.armAlarm();
+    return outcome ? outcome : { status: "sent" };
+  }
+
+  /** Ends an in-flight request exactly once: storage entry gone, D1 row final, waiter woken. */
+  private async settle(r: InFlight, outcome: Exclude<Outcome, { status: "sent" }>, stored: unknown = undefined): Promise<void> {
+    await this.ctx.storage.delete(INFLIGHT + r.id);
+    this.logChunks.delete(r.id);
+    const finish: RequestFinish =
+      outcome.status === "done" ? { status: "done", result: stored ?? outcome.result } : { status: outcome.status, error: outcome.error };
+    await finishRequest(this.db, r.id, finish);
+    const wake = this.waiters.get(r.id);
+    this.waiters.delete(r.id);
+    wake?.(outcome);
+  }
+
+  private async failAll(error: { code: string; message: string }): Promise<void> {
+    const all = await this.ctx.storage.list<InFlight>({ prefix: INFLIGHT });
+    for (const r of all.values()) await this.settle(r, { status: "failed", error });
+  }
+
+  private async countIgnored(what: string, id: string): Promise<void> {
+    const n = ((await this.ctx.storage.get<number>("ignoredAnswers")) ?? 0) + 1;
+    await this.ctx.storage.put("ignoredAnswers", n);
+    console.warn(`node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late)`);
+  }
+
+  // ---- alarms: deadlines and liveness -------------------------------------------------------------
+
+  private get livenessEveryMs(): number {
+    return Math.max(250, Math.floor(this.limits.offlineAfterMs / 3));
+  }
+
+  /** One alarm for the earliest thing due: a request deadline, or the next liveness check. */
+  private async armAlarm(): Promise<void> {
+    const all = await this.ctx.storage.list<InFlight>({ prefix: INFLIGHT });
+    let due = Infinity;
+    for (const r of all.values()) due = Math.min(due, r.deadline);
+    if (await this.ctx.storage.get<string>("conn")) due = Math.min(due, Date.now() + this.livenessEveryMs);
+    if (due === Infinity) await this.ctx.storage.deleteAlarm();
+    else await this.ctx.storage.setAlarm(Math.max(due, Date.now() + 1));
+  }
+
+  async alarm(): Promise<void> {
+    const now = Date.now();
+    const all = await this.ctx.storage.list<InFlight>({ prefix: INFLIGHT });
+    for (const r of all.values()) {
+      if (r.deadline > now) continue;
+      const what = isPowerKind(r.kind) && r.phase === "sent" ? "acknowledge" : "answer";
+      await this.settle(r, { status: "failed", error: { code: "agent_timeout", message: `the agent did not ${what} ${r.kind} in time` } });
+    }
+    const current = await this.currentSocket();
+    if (current) {
+      const auto = this.ctx.getWebSocketAutoResponseTimestamp(current.ws)?.getTime() ?? 0;
+      const lastSign = Math.max(auto, current.att.lastMessageAt, current.att.connectedAt, this.lastMessageAt);
+      if (now - lastSign > this.limits.offlineAfterMs) {
+        try {
+          current.ws.close(CLOSE.dead, "no sign of life in time");
+        } catch {
+          // already closing
+        }
+        await this.connectionGone(current.att.connId, { code: "node_offline", message: "the node stopped answering" });
+      } else {
+        // Liveness reaches D1 at the sweep's pace (not per heartbeat) so reads can tell a stale node.
+        const nodeId = current.att.nodeId;
+        await this.db.update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
+      }
+    } else if (await this.ctx.storage.get<string>("conn")) {
+      // The socket vanished without a close event (e.g. the object was reset): treat as gone.
+      await this.connectionGone((await this.ctx.storage.get<string>("conn"))!, { code: "agent_disconnected", message: "the agent connection was lost" });
+    }
+    await this.armAlarm();
+  }
+
+  // ---- inbound frames ----------------------------------------------------------------------------
+
+  async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      await this.onFrame(ws, message);
+    } catch (err) {
+      // Never let a frame crash the object: log, and drop the connection as a protocol error.
+      console.error("node session: frame handling failed", err);
+      try {
+        ws.close(CLOSE.protocolError, "internal error handling a frame");
+      } catch {
+        // closing already
+      }
+    }
+  }
+
+  private async onFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const att = ws.deserializeAttachment() as Attachment | null;
+    if (!att || att.connId !== (await this.ctx.storage.get<string>("conn"))) return; // a replaced socket
+    const kick = async (code: number, why: string) => {
+      ws.close(code, why);
+      await this.connectionGone(att.connId, { code: "agent_disconnected", message: `connection closed: ${why}` });
+    };
+    const size = typeof message === "string" ? message.length : message.byteLength;
+    const bytes = typeof message === "string" && size * 3 > MAX_FRAME_BYTES ? new TextEncoder().encode(message).byteLength : size;
+    if (bytes > MAX_FRAME_BYTES) return kick(CLOSE.tooLarge, `frame over ${MAX_FRAME_BYTES} bytes`);
+    if (typeof message !== "string") return kick(CLOSE.protocolError, "binary frames are not part of the protocol");
+
+    const now = Date.now();
+    this.flood.tokens = Math.min(FLOOD_BURST, this.flood.tokens + ((now - this.flood.at) * FLOOD_RATE) / 1000);
+    this.flood.at = now;
+    if (--this.flood.tokens < 0) return kick(CLOSE.flood, "too many frames");
+
+    this.lastMessageAt = now;
+    if (now - att.lastMessageAt > HEARTBEAT_MS / 2) ws.serializeAttachment({ ...att, lastMessageAt: now });
+
+    const msg = parseFrame(AgentMessage, message);
+    if (!msg) return kick(CLOSE.protocolError, "malformed or unknown frame");
+    const actor = `agent:${att.nodeId}`;
+
+    switch (msg.type) {
+      case "hello": {
+        const p = msg.payload;
+        await this.db
+          .update(nodes)
+          .set({ hostname: p.hostname, agentVersion: p.agentVersion, libvirtVersion: p.libvirtVersion, protocolVersion: p.protocolVersion, lastSeenAt: now, updatedAt: now })
+          .where(eq(nodes.id, att.nodeId));
+        return;
+      }
+      case "inventory": {
+        const p = msg.payload;
+        const syncId = `${att.connId}:${p.syncId}`;
+        const { foreign } = await upsertReportedVms(this.db, att.nodeId, p.vms, syncId, actor);
+        if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
+        if (p.done) await markUnreportedMissing(this.db, att.nodeId, syncId, actor);
+        return;
+      }
+      case "vm.changed": {
+        const { foreign } = await upsertReportedVms(this.db, att.nodeId, msg.payload.vms, null, actor);
+        if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
+        await markRemoved(this.db, att.nodeId, msg.payload.removed, actor);
+        return;
+      }
+      case "ack":
+        return this.onAck(msg.id);
+      case "log.chunk": {
+        const r = await this.ctx.storage.get<InFlight>(INFLIGHT + msg.id);
+        if (!r || r.kind !== "vm.logs") return this.countIgnored("log.chunk", msg.id);
+        const chunks = this.logChunks.get(msg.id) ?? new Map<number, string>();
+        chunks.set(msg.payload.seq, msg.payload.text);
+        this.logChunks.set(msg.id, chunks);
+        return;
+      }
+      case "result":
+        return this.onResult(msg.id, msg.payload, actor);
+      case "error": {
+        const r = await this.ctx.storage.get<InFlight>(INFLIGHT + msg.id);
+        if (!r) return this.countIgnored("error", msg.id);
+        const error = { code: msg.payload.code, message: msg.payload.message };
+        if (isPowerKind(r.kind) && r.vmGeneration !== null && r.prevState) {
+          // Refused or failed before doing anything we can rely on: back to the state before it.
+          await undoPowerAction(this.db, { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration, prevState: r.prevState }, error, actor);
+        }
+        await this.settle(r, { status: msg.payload.code === "expired" ? "expired" : "failed", error });
+        return;
+      }
+    }
+  }
+
+  private async onAck(id: string): Promise<void> {
+    const r = await this.ctx.storage.get<InFlight>(INFLIGHT + id);
+    if (!r || !isPowerKind(r.kind) || r.phase !== "sent") return this.countIgnored("ack", id);
+    const now = Date.now();
+    // After the ack the agent reports the outcome: a graceful stop may take the whole grace.
+    const work = r.kind === "vm.stop" ? this.limits.stopGraceMs : this.limits.queryMs;
+    const acked: InFlight = { ...r, phase: "acked", deadline: now + work + this.limits.ackMs };
+    await this.ctx.storage.put(INFLIGHT + id, acked);
+    await markRequestAcked(this.db, id, acked.deadline, now);
+    await this.armAlarm();
+  }
+
+  private async onResult(id: string, payload: unknown, actor: string): Promise<void> {
+    const r = await this.ctx.storage.get<InFlight>(INFLIGHT + id);
+    if (!r) return this.countIgnored("result", id);
+    const bad = (why: string) => this.settle(r, { status: "failed", error: { code: "agent_error", message: why } });
+
+    if (isPowerKind(r.kind)) {
+      const parsed = PowerResult.safeParse(payload);
+      if (!parsed.success) return bad(`the agent's ${r.kind} result was malformed`);
+      if (r.vmGeneration !== null) {
+        await applyPowerOutcome(this.db, { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration, kind: r.kind }, parsed.data, actor);
+      }
+      return this.settle(r, { status: "done", result: parsed.data });
+    }
+    if (r.kind === "vm.state") {
+      const parsed = StateResult.safeParse(payload);
+      if (!parsed.success) return bad("the agent's vm.state result was malformed");
+      return this.settle(r, { status: "done", result: parsed.data });
+    }
+    const parsed = LogsResult.safeParse(payload);
+    if (!parsed.success) return bad("the agent's vm.logs result was malformed");
+    const chunks = this.logChunks.get(id) ?? new Map<number, string>();
+    if (chunks.size !== parsed.data.chunks) return bad(`the agent announced ${parsed.data.chunks} log chunks but ${chunks.size} arrived`);
+    const text = [...chunks.entries()].sort(([a], [b]) => a - b).map(([, t]) => t).join("");
+    // The row keeps the metadata only; the text goes to the waiting caller.
+    return this.settle(r, { status: "done", result: parsed.data, text }, parsed.data);
+  }
+}

@@ -1,0 +1,107 @@
+// /api/nodes: list and show nodes (any role); create, rotate the credential, delete (admin).
+import { Hono } from "hono";
+import { asc, eq, sql } from "drizzle-orm";
+import { z } from "zod";
+import { CLOSE } from "../../protocol/wire.ts";
+import type { AppEnv } from "../app-env.ts";
+import { hashSecret, newId, newSecret, requireRole } from "../auth.ts";
+import { joinTokenTtlMs, timeouts } from "../config.ts";
+import { database, type Database } from "../db/client.ts";
+import { runBatch } from "../db/batch.ts";
+import { nodes, vms } from "../db/schema.ts";
+import { ApiError, validate } from "../errors.ts";
+import { IdParam } from "../params.ts";
+import { nodeView } from "../views.ts";
+
+const CreateNode = z.object({
+  name: z
+    .string()
+    .trim()
+    .min(1, "must not be empty")
+    .max(64, "at most 64 characters")
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "letters, digits, '.', '_' and '-', starting with a letter or digit"),
+});
+
+const vmCount = sql<number>`(SELECT count(*) FROM vms WHERE vms.node_id = ${nodes.id})`.mapWith(Number);
+
+async function nodeWithCount(db: Database, id: string) {
+  return db.select({ node: nodes, vmCount }).from(nodes).where(eq(nodes.id, id)).get();
+}
+
+/** The node's NodeSession stub (one Durable Object per node id). */
+export const nodeSession = (env: Env, nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
+
+async function issueJoinToken(env: Env) {
+  const joinToken = newSecret("join");
+  return { joinToken, joinTokenHash: await hashSecret(joinToken), joinTokenExpiresAt: Date.now() + joinTokenTtlMs(env) };
+}
+
+export const nodeRoutes = new Hono<AppEnv>()
+  .get("/", async (c) => {
+    const rows = await database(c.env.DB).select({ node: nodes, vmCount }).from(nodes).orderBy(asc(nodes.name)).limit(10_000);
+    const offlineAfter = timeouts(c.env).offlineAfterMs;
+    return c.json({ nodes: rows.map((r) => nodeView(r.node, r.vmCount, offlineAfter)) });
+  })
+  .get("/:id", validate("param", IdParam), async (c) => {
+    const row = await nodeWithCount(database(c.env.DB), c.req.valid("param").id);
+    if (!row) throw new ApiError(404, "not_found", `no node ${c.req.valid("param").id}`);
+    return c.json({ node: nodeView(row.node, row.vmCount, timeouts(c.env).offlineAfterMs) });
+  })
+  .post("/", requireRole("admin"), validate("json", CreateNode), async (c) => {
+    const db = database(c.env.DB);
+    const { name } = c.req.valid("json");
+    if (await db.select({ id: nodes.id }).from(nodes).where(eq(nodes.name, name)).get()) {
+      throw new ApiError(409, "node_exists", `a node named ${name} exists already`);
+    }
+    const { joinToken, joinTokenHash, joinTokenExpiresAt } = await issueJoinToken(c.env);
+    const now = Date.now();
+    const id = newId();
+    try {
+      await db.insert(nodes).values({ id, name, joinTokenHash, joinTokenExpiresAt, createdAt: now, updatedAt: now });
+    } catch (err) {
+      // Two creates racing for the name: the unique index decides.
+      if (String(err).includes("UNIQUE")) throw new ApiError(409, "node_exists", `a node named ${name} exists already`);
+      throw err;
+    }
+    const row = (await nodeWithCount(db, id))!;
+    return c.json(
+      { node: nodeView(row.node, 0, timeouts(c.env).offlineAfterMs), joinToken, joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString() },
+      201,
+    );
+  })
+  .post("/:id/rotate_token", requireRole("admin"), validate("param", IdParam), async (c) => {
+    const db = database(c.env.DB);
+    const { id } = c.req.valid("param");
+    const { joinToken, joinTokenHash, joinTokenExpiresAt } = await issueJoinToken(c.env);
+    const updated = await db
+      .update(nodes)
+      .set({ joinTokenHash, joinTokenExpiresAt, credentialHash: null, updatedAt: Date.now() })
+      .where(eq(nodes.id, id))
+      .returning({ id: nodes.id });
+    if (!updated.length) throw new ApiError(404, "not_found", `no node ${id}`);
+    // The old credential is void; its live socket must not outlive it.
+    await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
+    const row = (await nodeWithCount(db, id))!;
+    return c.json({
+      node: nodeView(row.node, row.vmCount, timeouts(c.env).offlineAfterMs),
+      joinToken,
+      joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
+    });
+  })
+  .delete("/:id", requireRole("admin"), validate("param", IdParam), async (c) => {
+    const db = database(c.env.DB);
+    const { id } = c.req.valid("param");
+    const node = await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, id)).get();
+    if (!node) throw new ApiError(404, "not_found", `no node ${id}`);
+    await nodeSession(c.env, id).disconnect(CLOSE.nodeDeleted, "node deleted", true);
+    const now = Date.now();
+    const actor = c.get("principal").actor;
+    // Its VMs stay (history, events) but belong to no node from now on.
+    await runBatch(db, [
+      sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
+        SELECT id, ${now}, ${actor}, 'node_deleted', state, state, 'control_plane', ${`node ${node.name} was deleted`} FROM vms WHERE node_id = ${id}`,
+      db.update(vms).set({ nodeId: null, updatedAt: now }).where(eq(vms.nodeId, id)),
+      db.delete(nodes).where(eq(nodes.id, id)),
+    ]);
+    return c.json({ success: true, id });
+  });

@@ -1,0 +1,259 @@
+// /api/vms: list (keyset pages) and show VMs, power actions, reset_state, QEMU logs, events.
+import { Hono, type Context } from "hono";
+import { and, asc, desc, eq, sql, type SQL } from "drizzle-orm";
+import { z } from "zod";
+import { LogLinesQuery, type LogsResponse, type ResetStateResponse } from "../../protocol/api.ts";
+import { mapLibvirtState, StateResult, VmState } from "../../protocol/wire.ts";
+import type { AppEnv } from "../app-env.ts";
+import { newId, requireRole } from "../auth.ts";
+import { timeouts } from "../config.ts";
+import { database, type Database } from "../db/client.ts";
+import { nodes, requests, vmEvents, vms } from "../db/schema.ts";
+import { ApiError, validate } from "../errors.ts";
+import type { Outcome } from "../node-session.ts";
+import { flag, IdParam } from "../params.ts";
+import { limitPerToken } from "../rate-limit.ts";
+import { assertPowerAllowed, beginPowerAction, finishRequest, resetVmState, undoPowerAction, type PowerKind, type VmRow } from "../vm-state.ts";
+import { eventView, nodeView, vmView } from "../views.ts";
+import { nodeSession } from "./nodes.ts";
+
+// ---- list -----------------------------------------------------------------------------------------
+
+const encodeCursor = (name: string, id: string) => btoa(JSON.stringify([name, id])).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+const Cursor = z
+  .string()
+  .max(1024, "too long")
+  .transform((v, ctx) => {
+    try {
+      const [name, id] = JSON.parse(atob(v.replaceAll("-", "+").replaceAll("_", "/"))) as unknown[];
+      if (typeof name === "string" && typeof id === "string") return { name, id };
+    } catch {
+      // fall through
+    }
+    ctx.addIssue({ code: "custom", message: "not a cursor this API handed out (use nextCursor as given)" });
+    return z.NEVER;
+  });
+
+const ListQuery = z.object({
+  node_id: z.string().min(1).max(128).optional(),
+  state: VmState.optional(),
+  q: z.string().max(200, "at most 200 characters").optional(),
+  limit: z
+    .string()
+    .regex(/^\d{1,4}$/, "must be an integer from 1 to 500")
+    .transform(Number)
+    .pipe(z.number().int().min(1, "must be an integer from 1 to 500").max(500, "must be an integer from 1 to 500"))
+    .optional(),
+  cursor: Cursor.optional(),
+});
+
+// ---- helpers --------------------------------------------------------------------------------------
+
+async function loadVm(db: Database, id: string): Promise<VmRow> {
+  const vm = await db.select().from(vms).where(eq(vms.id, id.toLowerCase())).get();
+  if (!vm) throw new ApiError(404, "not_found", `no VM ${id}`);
+  return vm;
+}
+
+/** The VM's node when it has one and is connected now (D1 view, liveness-checked). */
+async function nodeState(c: Context<AppEnv>, db: Database, vm: VmRow) {
+  if (!vm.nodeId) return { node: null, online: false };
+  const node = await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
+  if (!node) return { node: null, online: false };
+  return { node, online: nodeView(node, 0, timeouts(c.env).offlineAfterMs).connected };
+}
+
+/** Inserts the queued request row for a query command (vm.state / vm.logs). */
+async function queueQuery(c: Context<AppEnv>, db: Database, vm: VmRow, kind: "vm.state" | "vm.logs", params: Record<string, unknown>) {
+  const id = newId();
+  const now = Date.now();
+  await db.insert(requests).values({
+    id,
+    kind,
+    vmId: vm.id,
+    nodeId: vm.nodeId,
+    params: JSON.stringify(params),
+    status: "queued",
+    deadlineAt: now + timeouts(c.env).queryMs,
+    requestedBy: c.get("principal").actor,
+    createdAt: now,
+  });
+  return id;
+}
+
+/** Calls the node's session; an RPC that breaks (object evicted or reset mid-wait) is reported as
+ *  a lost answer: the object's alarm still closes the request row truthfully. */
+async function callSession(env: Env, nodeId: string, run: (s: ReturnType<typeof nodeSession>) => Promise<Outcome>): Promise<Outcome> {
+  try {
+    return await run(nodeSession(env, nodeId));
+  } catch (err) {
+    console.error("node session call failed", err);
+    return { status: "failed", error: { code: "session_lost", message: "lost contact with the node's session before it answered" } };
+  }
+}
+
+/** Agent-side failures as HTTP answers. */
+function outcomeError(o: Exclude<Outcome, { status: "sent" | "done" }>): ApiError {
+  const { code, message } = o.error;
+  if (code === "node_offline" || code === "agent_disconnected") return new ApiError(503, "node_offline", message);
+  if (code === "agent_timeout" || code === "session_lost" || o.status === "expired") return new ApiError(504, "agent_timeout", message);
+  if (code === "log_not_found") return new ApiError(404, "log_not_found", message);
+  if (code === "vm_not_found") return new ApiError(404, "vm_not_found", `the hypervisor does not know this domain: ${message}`);
+  if (code === "not_allowed") return new ApiError(409, "invalid_state", message);
+  return new ApiError(502, "agent_error", `${code}: ${message}`);
+}
+
+const PowerQuery = z.object({ force: flag, wait: flag });
+
+async function powerAction(c: Context<AppEnv>, id: string, kind: PowerKind, wait: boolean) {
+  const db = database(c.env.DB);
+  const t = timeouts(c.env);
+  const vm = await loadVm(db, id);
+  // State first: a 409 says what is wrong with the VM even when its node is away.
+  assertPowerAllowed(vm, kind);
+  if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node`);
+  const { node, online } = await nodeState(c, db, vm);
+  if (!node || !online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline; the VM was not changed`);
+  const deadline = Date.now() + t.ackMs;
+  const actor = c.get("principal").actor;
+  const begun = await beginPowerAction(db, vm, kind, { actor }, deadline, kind === "vm.stop" ? { graceMs: t.stopGraceMs } : {});
+  const outcome = await callSession(c.env, vm.nodeId, (s) =>
+    s.dispatch({ id: begun.requestId, kind, vmId: vm.id, name: vm.name, vmGeneration: begun.generation, prevState: vm.state, wait }),
+  );
+  if (outcome.status === "failed" && outcome.error.code === "node_offline") {
+    // Never reached the agent: put the VM back and close the request, then say so.
+    await undoPowerAction(db, { id: begun.requestId, vmId: vm.id, vmGeneration: begun.generation, prevState: vm.state }, outcome.error, "system");
+    await finishRequest(db, begun.requestId, { status: "failed", error: outcome.error });
+    throw new ApiError(503, "node_offline", `${outcome.error.message}; the VM was not changed`);
+  }
+  if (outcome.status === "sent") {
+    return c.json({ success: true, vm: vmView(begun.vm), request: { id: begun.requestId, status: "sent" } }, 202);
+  }
+  if (outcome.status === "done") {
+    const fresh = await loadVm(db, vm.id);
+    return c.json({ success: true, vm: vmView(fresh), request: { id: begun.requestId, status: "done" } }, 200);
+  }
+  throw outcomeError(outcome);
+}
+
+// reset_state takes `reason` from the query or a JSON body; the body is optional.
+const ResetQuery = z.object({ force: flag, reason: z.string().max(500, "at most 500 characters").optional() });
+const ResetBody = z.object({ force: z.boolean().optional(), reason: z.string().max(500, "at most 500 characters").optional() }).strict();
+
+async function optionalJson(req: Request): Promise<unknown> {
+  const text = await req.text();
+  if (text.trim() === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, "invalid_request", "body: not valid JSON");
+  }
+}
+
+// ---- routes ---------------------------------------------------------------------------------------
+
+export const vmRoutes = new Hono<AppEnv>()
+  .get("/", validate("query", ListQuery), async (c) => {
+    const q = c.req.valid("query");
+    const limit = q.limit ?? 100;
+    const where: SQL[] = [];
+    if (q.node_id) where.push(eq(vms.nodeId, q.node_id));
+    if (q.state) where.push(eq(vms.state, q.state));
+    if (q.q) where.push(sql`instr(lower(${vms.name}), lower(${q.q})) > 0`);
+    // Keyset pagination on (name, id): every page is an index range scan, however deep.
+    if (q.cursor) where.push(sql`(${vms.name}, ${vms.id}) > (${q.cursor.name}, ${q.cursor.id})`);
+    const rows = await database(c.env.DB)
+      .select()
+      .from(vms)
+      .where(where.length ? and(...where) : undefined)
+      .orderBy(asc(vms.name), asc(vms.id))
+      .limit(limit + 1);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return c.json({ vms: page.map(vmView), nextCursor: rows.length > limit && last ? encodeCursor(last.name, last.id) : null });
+  })
+  .get("/:id", validate("param", IdParam), async (c) => {
+    return c.json({ vm: vmView(await loadVm(database(c.env.DB), c.req.valid("param").id)) });
+  })
+  .get("/:id/events", validate("param", IdParam), async (c) => {
+    const db = database(c.env.DB);
+    const vm = await loadVm(db, c.req.valid("param").id);
+    const rows = await db.select().from(vmEvents).where(eq(vmEvents.vmId, vm.id)).orderBy(desc(vmEvents.at), desc(vmEvents.id)).limit(200);
+    return c.json({ events: rows.map(eventView) });
+  })
+  .post("/:id/start", requireRole("operator"), validate("param", IdParam), validate("query", PowerQuery), async (c) =>
+    powerAction(c, c.req.valid("param").id, "vm.start", c.req.valid("query").wait),
+  )
+  .post("/:id/stop", requireRole("operator"), validate("param", IdParam), validate("query", PowerQuery), async (c) => {
+    const { force, wait } = c.req.valid("query");
+    return powerAction(c, c.req.valid("param").id, force ? "vm.forceStop" : "vm.stop", wait);
+  })
+  .post("/:id/reset_state", requireRole("operator"), limitPerToken("RESET_LIMITER"), validate("param", IdParam), validate("query", ResetQuery), async (c) => {
+    const body = ResetBody.safeParse(await optionalJson(c.req.raw));
+    if (!body.success) {
+      const issue = body.error.issues[0];
+      throw new ApiError(400, "invalid_request", `${issue?.path.join(".") || "body"}: ${issue?.message ?? "invalid"}`);
+    }
+    const query = c.req.valid("query");
+    const force = query.force || body.data.force === true;
+    const reason = body.data.reason ?? query.reason ?? null;
+    const db = database(c.env.DB);
+    const t = timeouts(c.env);
+    const actor = c.get("principal").actor;
+    let vm = await loadVm(db, c.req.valid("param").id);
+
+    let change: { to: VmState; libvirtState?: string; source: "hypervisor" | "forced"; message: string };
+    const forced = (why: string) => ({ to: "STOPPED" as VmState, source: "forced" as const, message: `state set to STOPPED: ${why}` });
+    if (force) change = forced("forced by request");
+    else if (!vm.nodeId) change = forced("the VM is on no node");
+    else if (!(await nodeState(c, db, vm)).online) change = forced("node offline");
+    else {
+      const requestId = await queueQuery(c, db, vm, "vm.state", {});
+      const outcome = await callSession(c.env, vm.nodeId, (s) => s.dispatch({ id: requestId, kind: "vm.state", vmId: vm.id, name: vm.name, wait: true }));
+      const answer = outcome.status === "done" ? StateResult.safeParse(outcome.result) : null;
+      if (answer?.success) {
+        const to = mapLibvirtState(answer.data.libvirtState);
+        change = { to, libvirtState: answer.data.libvirtState, source: "hypervisor", message: `state read from the hypervisor: libvirt ${answer.data.libvirtState} -> ${to}` };
+      } else if (outcome.status === "failed" && outcome.error.code === "node_offline") {
+        change = forced("node offline");
+      } else if (outcome.status === "failed" && (outcome.error.code === "agent_timeout" || outcome.error.code === "session_lost")) {
+        change = forced(`node did not answer within ${Math.round(t.queryMs / 100) / 10} s`);
+      } else if (outcome.status === "failed" || outcome.status === "expired") {
+        change = forced(`the agent could not read the state (${outcome.error.code}: ${outcome.error.message})`);
+      } else {
+        change = forced("the agent's answer was unusable");
+      }
+      vm = await loadVm(db, vm.id); // the query took time: write against the current generation
+    }
+    const updated = await resetVmState(db, vm, { ...change, actor, reason });
+    const answer: ResetStateResponse = {
+      success: true,
+      message: change.message,
+      vm: { id: updated.id, name: updated.name, state: updated.state as VmState, node_id: updated.nodeId },
+      previousState: vm.state as VmState,
+      source: change.source,
+    };
+    return c.json(answer);
+  })
+  .get("/:id/logs", requireRole("operator"), limitPerToken("LOGS_LIMITER"), validate("param", IdParam), validate("query", LogLinesQuery), async (c) => {
+    const db = database(c.env.DB);
+    const vm = await loadVm(db, c.req.valid("param").id);
+    const { lines } = c.req.valid("query");
+    if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to read`);
+    const { node, online } = await nodeState(c, db, vm);
+    if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
+    const requestId = await queueQuery(c, db, vm, "vm.logs", { lines });
+    const outcome = await callSession(c.env, vm.nodeId, (s) => s.dispatch({ id: requestId, kind: "vm.logs", vmId: vm.id, name: vm.name, lines, wait: true }));
+    if (outcome.status === "sent") throw new ApiError(502, "agent_error", "no answer");
+    if (outcome.status !== "done") throw outcomeError(outcome);
+    const meta = outcome.result as Omit<LogsResponse, "qemuLog">;
+    const answer: LogsResponse = {
+      qemuLog: outcome.text ?? "",
+      logPath: meta.logPath,
+      logSizeBytes: meta.logSizeBytes,
+      linesReturned: meta.linesReturned,
+      truncated: meta.truncated,
+      lastModified: meta.lastModified,
+    };
+    return c.json(answer);
+  });

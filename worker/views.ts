@@ -1,0 +1,66 @@
+// D1 rows -> the REST shapes of protocol/api.ts (times as ISO 8601).
+import type { NodeView, RequestView, VmEventView, VmView } from "../protocol/api.ts";
+import type { VmState } from "../protocol/wire.ts";
+import type { nodes, requests, vmEvents, vms } from "./db/schema.ts";
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
+
+type VmRow = typeof vms.$inferSelect;
+type NodeRow = typeof nodes.$inferSelect;
+
+export function vmView(v: VmRow): VmView & { libvirtState: string | null } {
+  return {
+    id: v.id,
+    name: v.name,
+    state: v.state as VmState,
+    node_id: v.nodeId,
+    vcpus: v.vcpus,
+    memoryMiB: v.memoryMiB,
+    stateUpdatedAt: iso(v.stateUpdatedAt),
+    updatedAt: iso(v.updatedAt),
+    missing: v.missing,
+    libvirtState: v.libvirtState,
+  };
+}
+
+/** `connected` is also false when the last sign of life is older than `offlineAfterMs`, even if
+ *  the node's Durable Object has not swept yet (it may be gone with its host). */
+export function nodeView(n: NodeRow, vmCount: number, offlineAfterMs: number, now = Date.now()): NodeView {
+  const fresh = n.lastSeenAt !== null && now - n.lastSeenAt <= offlineAfterMs;
+  return {
+    id: n.id,
+    name: n.name,
+    connected: n.connected && fresh,
+    lastSeenAt: isoOrNull(n.lastSeenAt),
+    hostname: n.hostname,
+    agentVersion: n.agentVersion,
+    libvirtVersion: n.libvirtVersion,
+    vmCount,
+  };
+}
+
+export function requestView(r: typeof requests.$inferSelect): RequestView {
+  return {
+    id: r.id,
+    kind: r.kind,
+    vm_id: r.vmId,
+    node_id: r.nodeId,
+    status: r.status as RequestView["status"],
+    error: r.error ? (JSON.parse(r.error) as RequestView["error"]) : null,
+    createdAt: iso(r.createdAt),
+    finishedAt: isoOrNull(r.finishedAt),
+  };
+}
+
+export function eventView(e: typeof vmEvents.$inferSelect): VmEventView {
+  return {
+    at: iso(e.at),
+    actor: e.actor,
+    action: e.action,
+    fromState: e.fromState as VmState | null,
+    toState: e.toState as VmState | null,
+    source: e.source,
+    message: e.message,
+  };
+}

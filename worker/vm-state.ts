@@ -1,0 +1,180 @@
+// The VM state machine on D1: power transitions guarded by the VM's generation, their outcomes,
+// reset_state, and the events (audit trail) each change writes in the same batch.
+import { sql, eq } from "drizzle-orm";
+import { canStart, canStop, type VmState } from "../protocol/wire.ts";
+import type { Database } from "./db/client.ts";
+import { changes, runBatch } from "./db/batch.ts";
+import { requests, vms } from "./db/schema.ts";
+import { ApiError } from "./errors.ts";
+
+export type VmRow = typeof vms.$inferSelect;
+export const POWER_KINDS = ["vm.start", "vm.stop", "vm.forceStop"] as const;
+export type PowerKind = (typeof POWER_KINDS)[number];
+export const isPowerKind = (k: string): k is PowerKind => (POWER_KINDS as readonly string[]).includes(k);
+
+export type EventFields = {
+  vmId: string;
+  at: number;
+  actor: string;
+  action: string;
+  fromState?: string | null;
+  toState?: string | null;
+  source?: string | null;
+  message?: string | null;
+  reason?: string | null;
+  requestId?: string | null;
+};
+
+/** An event inserted only while the VM still has `generation`: put it before the guarded UPDATE in
+ *  the same batch, and it is written exactly when that UPDATE wins. */
+export function eventIfGeneration(db: Database, e: EventFields, generation: number) {
+  return sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id)
+    SELECT ${e.vmId}, ${e.at}, ${e.actor}, ${e.action}, ${e.fromState ?? null}, ${e.toState ?? null}, ${e.source ?? null},
+           ${e.message ?? null}, ${e.reason ?? null}, ${e.requestId ?? null}
+    WHERE EXISTS (SELECT 1 FROM vms WHERE id = ${e.vmId} AND generation = ${generation})`;
+}
+
+const ACTION_OF: Record<PowerKind, string> = { "vm.start": "start", "vm.stop": "stop", "vm.forceStop": "force_stop" };
+
+/** 409 naming the current state unless the power action is allowed from it. */
+export function assertPowerAllowed(vm: VmRow, kind: PowerKind): void {
+  const state = vm.state as VmState;
+  const allowed = kind === "vm.start" ? canStart(state) : canStop(state);
+  if (!allowed) {
+    const verb = kind === "vm.start" ? "start" : "stop";
+    const from = kind === "vm.start" ? "STOPPED or PAUSED" : "RUNNING or PAUSED";
+    throw new ApiError(
+      409,
+      "invalid_state",
+      `cannot ${verb} VM ${vm.name}: it is ${state} (${verb} is allowed from ${from}); if it is stuck, use POST /api/vms/${vm.id}/reset_state`,
+    );
+  }
+}
+
+/** Puts the VM in STARTING / STOPPING, bumps its generation, records the transition's request and
+ *  queues that request, all in one batch that only applies if nobody changed the VM since we read it. */
+export async function beginPowerAction(
+  db: Database,
+  vm: VmRow,
+  kind: PowerKind,
+  by: { actor: string },
+  deadlineAt: number,
+  params: Record<string, unknown>,
+): Promise<{ requestId: string; generation: number; vm: VmRow }> {
+  assertPowerAllowed(vm, kind);
+  const now = Date.now();
+  const requestId = crypto.randomUUID();
+  const generation = vm.generation + 1;
+  const to: VmState = kind === "vm.start" ? "STARTING" : "STOPPING";
+  const [, , update] = await runBatch(db, [
+    sql`INSERT INTO requests (id, kind, vm_id, node_id, params, status, deadline_at, requested_by, vm_generation, created_at)
+      SELECT ${requestId}, ${kind}, ${vm.id}, ${vm.nodeId}, ${JSON.stringify(params)}, 'queued', ${deadlineAt}, ${by.actor}, ${generation}, ${now}
+      WHERE EXISTS (SELECT 1 FROM vms WHERE id = ${vm.id} AND generation = ${vm.generation})`,
+    eventIfGeneration(
+      db,
+      { vmId: vm.id, at: now, actor: by.actor, action: ACTION_OF[kind], fromState: vm.state, toState: to, source: "control_plane", requestId },
+      vm.generation,
+    ),
+    db
+      .update(vms)
+      .set({ state: to, generation, transitionRequestId: requestId, stateUpdatedAt: now, updatedAt: now })
+      .where(sql`${vms.id} = ${vm.id} AND ${vms.generation} = ${vm.generation}`),
+  ]);
+  const updated = changes(update) ? await db.select().from(vms).where(eq(vms.id, vm.id)).get() : undefined;
+  if (!updated) throw new ApiError(409, "conflict", `VM ${vm.name} changed while this request was being made; read it again and retry`);
+  return { requestId, generation, vm: updated };
+}
+
+/** The agent's outcome of a power action: the reported state, applied only if the VM is still in
+ *  the transition this request started (same generation, same transition request). */
+export async function applyPowerOutcome(
+  db: Database,
+  r: { id: string; vmId: string; vmGeneration: number; kind: PowerKind },
+  outcome: { state: VmState; libvirtState: string; timedOut?: boolean },
+  actor: string,
+): Promise<boolean> {
+  const now = Date.now();
+  const message = outcome.timedOut ? "the guest did not shut down within the grace period" : null;
+  const guard = sql`id = ${r.vmId} AND generation = ${r.vmGeneration} AND transition_request_id = ${r.id}`;
+  const [, update] = await runBatch(db, [
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, request_id)
+      SELECT id, ${now}, ${actor}, ${ACTION_OF[r.kind] + "_done"}, state, ${outcome.state}, 'hypervisor', ${message}, ${r.id}
+      FROM vms WHERE ${guard}`,
+    sql`UPDATE vms SET state = ${outcome.state}, libvirt_state = ${outcome.libvirtState}, generation = generation + 1,
+      transition_request_id = NULL, state_updated_at = ${now}, updated_at = ${now} WHERE ${guard}`,
+  ]);
+  return changes(update) > 0;
+}
+
+/** A power action that was never carried out (agent refused it, node gone at dispatch): the VM goes
+ *  back to where it was, if it is still in this request's transition. */
+export async function undoPowerAction(
+  db: Database,
+  r: { id: string; vmId: string; vmGeneration: number; prevState: string },
+  why: { code: string; message: string },
+  actor: string,
+): Promise<void> {
+  const now = Date.now();
+  const guard = sql`id = ${r.vmId} AND generation = ${r.vmGeneration} AND transition_request_id = ${r.id}`;
+  await runBatch(db, [
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, request_id)
+      SELECT id, ${now}, ${actor}, 'power_failed', state, ${r.prevState}, 'control_plane', ${`${why.code}: ${why.message}`}, ${r.id}
+      FROM vms WHERE ${guard}`,
+    sql`UPDATE vms SET state = ${r.prevState}, generation = generation + 1, transition_request_id = NULL,
+      state_updated_at = ${now}, updated_at = ${now} WHERE ${guard}`,
+  ]);
+}
+
+/** reset_state's write: the new state, a new generation (so any answer to an older command is
+ *  void), no transition, and the event, together or not at all. */
+export async function resetVmState(
+  db: Database,
+  vm: VmRow,
+  change: { to: VmState; libvirtState?: string | null; source: "hypervisor" | "forced"; message: string; actor: string; reason: string | null },
+): Promise<VmRow> {
+  const now = Date.now();
+  const [, update] = await runBatch(db, [
+    eventIfGeneration(
+      db,
+      { vmId: vm.id, at: now, actor: change.actor, action: "reset_state", fromState: vm.state, toState: change.to, source: change.source, message: change.message, reason: change.reason },
+      vm.generation,
+    ),
+    db
+      .update(vms)
+      .set({
+        state: change.to,
+        ...(change.libvirtState ? { libvirtState: change.libvirtState } : {}),
+        generation: vm.generation + 1,
+        transitionRequestId: null,
+        stateUpdatedAt: now,
+        updatedAt: now,
+      })
+      .where(sql`${vms.id} = ${vm.id} AND ${vms.generation} = ${vm.generation}`),
+  ]);
+  const updated = changes(update) ? await db.select().from(vms).where(eq(vms.id, vm.id)).get() : undefined;
+  if (!updated) throw new ApiError(409, "conflict", `VM ${vm.name} changed during reset_state; try again`);
+  return updated;
+}
+
+export type RequestFinish = { status: "done" | "failed" | "expired"; result?: unknown; error?: { code: string; message: string } };
+
+/** Closes a request row once; a row already finished keeps its first outcome. */
+export function finishRequest(db: Database, id: string, f: RequestFinish, now = Date.now()) {
+  return db
+    .update(requests)
+    .set({
+      status: f.status,
+      result: f.result === undefined ? null : JSON.stringify(f.result),
+      error: f.error ? JSON.stringify(f.error) : null,
+      finishedAt: now,
+    })
+    .where(sql`${requests.id} = ${id} AND ${requests.status} IN ('queued', 'sent')`);
+}
+
+export function markRequestSent(db: Database, id: string, now = Date.now()) {
+  return db.update(requests).set({ status: "sent", sentAt: now }).where(sql`${requests.id} = ${id} AND ${requests.status} = 'queued'`);
+}
+
+export function markRequestAcked(db: Database, id: string, deadlineAt: number, now = Date.now()) {
+  return db.update(requests).set({ ackedAt: now, deadlineAt }).where(eq(requests.id, id));
+}
