@@ -252,7 +252,8 @@ export class NodeSession extends DurableObject<Env> {
   private async countIgnored(what: string, id: string): Promise<void> {
     const n = ((await this.ctx.storage.get<number>("ignoredAnswers")) ?? 0) + 1;
     await this.ctx.storage.put("ignoredAnswers", n);
-    console.warn(`node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late)`);
+    // Logged sparsely: an agent repeating itself must not turn into a log flood.
+    if (n <= 10 || n % 100 === 0) console.warn(`node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late; ${n} so far)`);
   }
 
   // ---- alarms: deadlines and liveness -------------------------------------------------------------

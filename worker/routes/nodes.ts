@@ -22,7 +22,8 @@ const CreateNode = z.object({
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "letters, digits, '.', '_' and '-', starting with a letter or digit"),
 });
 
-const vmCount = sql<number>`(SELECT count(*) FROM vms WHERE vms.node_id = ${nodes.id})`.mapWith(Number);
+// Written out in full: drizzle renders a column of the outer table unqualified, which the subquery would read as vms.id.
+const vmCount = sql<number>`(SELECT count(*) FROM vms WHERE vms.node_id = "nodes"."id")`.mapWith(Number);
 
 async function nodeWithCount(db: Database, id: string) {
   return db.select({ node: nodes, vmCount }).from(nodes).where(eq(nodes.id, id)).get();

@@ -1,0 +1,143 @@
+// Inventory from the agent into D1: chunked syncs, a 5,000-domain host within D1's bound-parameter
+// limit, missing / reappearing VMs, transitions not overridden by polling, and node isolation.
+import { env } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
+
+const agents: TestAgent[] = [];
+afterEach(() => {
+  for (const a of agents.splice(0)) a.close();
+});
+async function newAgent() {
+  const s = await TestAgent.forNewNode();
+  agents.push(s.agent);
+  return s;
+}
+const vmRow = (id: string) => env.DB.prepare("SELECT * FROM vms WHERE id = ?").bind(id).first<Record<string, any>>();
+const eventsOf = async (id: string) => (await json<{ events: any[] }>(await api(`/api/vms/${id}/events`))).events;
+
+describe("inventory", () => {
+  it("upserts a chunked full sync and fills node details from hello", async () => {
+    const { agent, nodeId } = await newAgent();
+    const list = Array.from({ length: 23 }, (_, i) => vmInfo(`chunked-${String(i).padStart(2, "0")}`, i % 2 ? "running" : "shutoff"));
+    agent.inventory(list, "s1", 5);
+    await eventually(async () => expect((await json(await api(`/api/vms?node_id=${nodeId}`))).vms).toHaveLength(23));
+    const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
+    expect(node).toMatchObject({ connected: true, hostname: "host.test", agentVersion: "0.1.0-test", libvirtVersion: "9.0.0", vmCount: 23 });
+    const one = (await json(await api(`/api/vms/${list[1]!.uuid}`))).vm;
+    expect(one).toMatchObject({ name: "chunked-01", state: "RUNNING", node_id: nodeId, vcpus: 2, memoryMiB: 2048, missing: false });
+    expect((await eventsOf(list[1]!.uuid))[0]).toMatchObject({ action: "discovered", toState: "RUNNING", source: "agent" });
+  });
+
+  it("syncs 5,000 domains with every statement under 100 bound parameters", async () => {
+    // The Durable Object runs in this isolate, so wrapping D1's bind() sees every statement it prepares.
+    const proto = Object.getPrototypeOf(env.DB.prepare("SELECT 1")) as { bind: (...a: unknown[]) => unknown };
+    const original = proto.bind;
+    let maxParams = 0;
+    let statements = 0;
+    proto.bind = function (this: unknown, ...args: unknown[]) {
+      maxParams = Math.max(maxParams, args.length);
+      statements++;
+      return original.apply(this, args);
+    };
+    try {
+      const { agent, nodeId } = await newAgent();
+      const list = Array.from({ length: 5000 }, (_, i) => vmInfo(`bulk-${String(i).padStart(5, "0")}`));
+      const started = Date.now();
+      agent.inventory(list, "big");
+      await eventually(async () => {
+        const n = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ?").bind(nodeId).first<{ n: number }>();
+        expect(n?.n).toBe(5000);
+      }, 30_000);
+      const elapsed = Date.now() - started;
+      expect(maxParams).toBeGreaterThan(0);
+      expect(maxParams).toBeLessThanOrEqual(100);
+      expect(statements).toBeLessThan(200); // ~3 per 500-VM chunk, not one per VM
+      expect(elapsed).toBeLessThan(20_000);
+      // A resync of the same 5,000 changes nothing and marks nothing missing.
+      agent.inventory(list, "big2");
+      await new Promise((r) => setTimeout(r, 300));
+      const missing = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ? AND missing = 1").bind(nodeId).first<{ n: number }>();
+      expect(missing?.n).toBe(0);
+    } finally {
+      proto.bind = original;
+    }
+  }, 60_000);
+
+  it("marks VMs absent from a completed sync missing (not deleted) and unmarks them when they return", async () => {
+    const { agent } = await newAgent();
+    const a = vmInfo("stay-a");
+    const b = vmInfo("gone-b");
+    agent.inventory([a, b], "first");
+    await eventually(async () => expect((await vmRow(b.uuid))?.name).toBe("gone-b"));
+    agent.inventory([a], "second");
+    await eventually(async () => expect((await json(await api(`/api/vms/${b.uuid}`))).vm.missing).toBe(true));
+    expect((await json(await api(`/api/vms/${a.uuid}`))).vm.missing).toBe(false);
+    expect((await eventsOf(b.uuid))[0]).toMatchObject({ action: "missing" });
+    agent.inventory([a, b], "third");
+    await eventually(async () => expect((await json(await api(`/api/vms/${b.uuid}`))).vm.missing).toBe(false));
+    expect((await eventsOf(b.uuid))[0]).toMatchObject({ action: "reappeared" });
+  });
+
+  it("does not mark anything missing for a sync that never completes", async () => {
+    const { agent } = await newAgent();
+    const a = vmInfo("partial-a");
+    const b = vmInfo("partial-b");
+    agent.inventory([a, b], "full");
+    await eventually(async () => expect(await vmRow(b.uuid)).toBeTruthy());
+    agent.send({ type: "inventory", id: "p0", payload: { syncId: "partial", seq: 0, done: false, vms: [a] } });
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await vmRow(b.uuid))?.missing).toBe(0);
+  });
+
+  it("applies vm.changed: state changes with an event, removed domains marked missing", async () => {
+    const { agent } = await newAgent();
+    const a = vmInfo("changed-a", "running");
+    const b = vmInfo("changed-b", "running");
+    agent.inventory([a, b]);
+    await eventually(async () => expect(await vmRow(b.uuid)).toBeTruthy());
+    agent.send({ type: "vm.changed", id: "c1", payload: { vms: [{ ...a, state: "PAUSED", libvirtState: "paused" }], removed: [b.uuid] } });
+    await eventually(async () => expect((await json(await api(`/api/vms/${a.uuid}`))).vm.state).toBe("PAUSED"));
+    expect((await json(await api(`/api/vms/${b.uuid}`))).vm.missing).toBe(true);
+    expect((await eventsOf(a.uuid))[0]).toMatchObject({ action: "state_changed", fromState: "RUNNING", toState: "PAUSED", source: "agent" });
+  });
+
+  it("records libvirt_state but keeps the state of a VM in a control-plane transition", async () => {
+    const { agent } = await newAgent();
+    const a = vmInfo("transit-a", "running");
+    agent.inventory([a]);
+    await eventually(async () => expect(await vmRow(a.uuid)).toBeTruthy());
+    const res = await json(await api(`/api/vms/${a.uuid}/stop`, { method: "POST" }), 202);
+    expect(res.vm.state).toBe("STOPPING");
+    await agent.next("vm.stop"); // never answered
+    agent.send({ type: "vm.changed", id: "c2", payload: { vms: [{ ...a, state: "STOPPED", libvirtState: "shutoff" }], removed: [] } });
+    await eventually(async () => expect((await vmRow(a.uuid))?.libvirt_state).toBe("shutoff"));
+    expect((await vmRow(a.uuid))?.state).toBe("STOPPING");
+  });
+
+  it("isolation: another node's UUIDs in an inventory are ignored, never moved or overwritten", async () => {
+    const owner = await newAgent();
+    const intruder = await newAgent();
+    const theirs = vmInfo("owned-by-a", "running");
+    owner.agent.inventory([theirs]);
+    await eventually(async () => expect((await vmRow(theirs.uuid))?.node_id).toBe(owner.nodeId));
+    const mine = vmInfo("intruder-own");
+    intruder.agent.inventory([{ ...theirs, name: "hijacked", state: "STOPPED", libvirtState: "shutoff" }, mine]);
+    intruder.agent.send({ type: "vm.changed", id: "x", payload: { vms: [{ ...theirs, name: "hijacked2", state: "PAUSED", libvirtState: "paused" }], removed: [theirs.uuid] } });
+    await eventually(async () => expect(await vmRow(mine.uuid)).toBeTruthy());
+    await new Promise((r) => setTimeout(r, 200));
+    const row = await vmRow(theirs.uuid);
+    expect(row).toMatchObject({ node_id: owner.nodeId, name: "owned-by-a", state: "RUNNING", missing: 0 });
+    const events = await eventsOf(theirs.uuid);
+    expect(events.every((e) => e.actor !== `agent:${intruder.nodeId}`)).toBe(true);
+    // The intruder's completed sync does not mark the owner's VM missing either.
+    expect((await json(await api(`/api/vms/${theirs.uuid}`))).vm.missing).toBe(false);
+  });
+
+  it("a uuid in upper case is the same VM", async () => {
+    const { agent } = await newAgent();
+    const id = uuid();
+    agent.inventory([vmInfo("case-vm", "running", id.toUpperCase())]);
+    await eventually(async () => expect((await json(await api(`/api/vms/${id}`))).vm.name).toBe("case-vm"));
+  });
+});

@@ -1,0 +1,296 @@
+// The NodeSession Durable Object with a protocol-speaking agent on a real WebSocket: command and
+// result routing, deadlines through alarms, eviction / hibernation mid-session, late and duplicate
+// answers, replacement by a second connection, liveness, and refusal of bad frames.
+import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { CLOSE, MAX_FRAME_BYTES, PING_FRAME } from "../../protocol/wire.ts";
+import { api, eventually, expectError, json, TestAgent, vmInfo } from "./support.ts";
+
+const agents: TestAgent[] = [];
+afterEach(() => {
+  for (const a of agents.splice(0)) a.close();
+});
+
+/** A connected node with one VM in `state`. */
+async function nodeWithVm(libvirtState: "running" | "shutoff" | "paused" = "running") {
+  const s = await TestAgent.forNewNode();
+  agents.push(s.agent);
+  const vm = vmInfo(`vm-${s.name}`, libvirtState);
+  s.agent.inventory([vm]);
+  await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
+  return { ...s, vm };
+}
+const session = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
+const getVm = async (id: string) => (await json(await api(`/api/vms/${id}`))).vm;
+const getRequest = async (id: string) => (await json(await api(`/api/requests/${id}`))).request;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("power actions through the session", () => {
+  it("start: 202 with STARTING, the command carries id and deadline, ack + result finish it", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("shutoff");
+    const res = await json(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 202);
+    expect(res).toMatchObject({ success: true, vm: { id: vm.uuid, state: "STARTING" }, request: { status: "sent" } });
+    const cmd = await agent.next("vm.start");
+    expect(cmd.id).toBe(res.request.id);
+    expect(cmd.payload).toMatchObject({ vmId: vm.uuid, name: vm.name });
+    expect(cmd.payload.deadline).toBeGreaterThan(Date.now());
+    expect(await getRequest(cmd.id)).toMatchObject({ id: cmd.id, kind: "vm.start", vm_id: vm.uuid, node_id: nodeId, status: "sent", error: null, finishedAt: null });
+    agent.reply(cmd, "ack");
+    agent.reply(cmd, "result", { state: "RUNNING", libvirtState: "running" });
+    await eventually(async () => expect((await getRequest(cmd.id)).status).toBe("done"));
+    expect(await getVm(vm.uuid)).toMatchObject({ state: "RUNNING", libvirtState: "running" });
+    const events = (await json(await api(`/api/vms/${vm.uuid}/events`))).events;
+    expect(events[0]).toMatchObject({ action: "start_done", fromState: "STARTING", toState: "RUNNING" });
+    expect(events[1]).toMatchObject({ action: "start", actor: "admin", fromState: "STOPPED", toState: "STARTING" });
+  });
+
+  it("stop?force=true sends vm.forceStop; stop sends vm.stop with the grace period", async () => {
+    const { agent, vm } = await nodeWithVm("running");
+    const p = api(`/api/vms/${vm.uuid}/stop?force=true&wait=true`, { method: "POST" });
+    const cmd = await agent.next("vm.forceStop");
+    agent.reply(cmd, "ack");
+    agent.reply(cmd, "result", { state: "STOPPED", libvirtState: "shutoff" });
+    expect((await json(await p)).vm.state).toBe("STOPPED");
+  });
+
+  it("graceful stop whose guest stays up reports the real state (timedOut)", async () => {
+    const { agent, vm } = await nodeWithVm("running");
+    const p = api(`/api/vms/${vm.uuid}/stop?wait=true`, { method: "POST" });
+    const cmd = await agent.next("vm.stop");
+    expect(cmd.payload.graceMs).toBe(1500);
+    agent.reply(cmd, "ack");
+    agent.reply(cmd, "result", { state: "RUNNING", libvirtState: "running", timedOut: true });
+    const body = await json(await p);
+    expect(body.vm.state).toBe("RUNNING");
+    expect(body.request.status).toBe("done");
+  });
+
+  it("409 naming the state when not allowed, with the reset_state hint; nothing is sent", async () => {
+    const { agent, vm } = await nodeWithVm("running");
+    const err = await expectError(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 409, "invalid_state");
+    expect(err.message).toContain("RUNNING");
+    expect(err.message).toContain("reset_state");
+    await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" });
+    await agent.next("vm.stop");
+    const again = await expectError(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 409, "invalid_state");
+    expect(again.message).toContain("STOPPING");
+    expect(agent.frames.filter((f) => f.type.startsWith("vm."))).toHaveLength(0);
+  });
+
+  it("no ack by the deadline: request failed agent_timeout by the alarm, VM left STOPPING (the stuck case); wait=true gets 504", async () => {
+    const { agent, vm } = await nodeWithVm("running");
+    const started = Date.now();
+    const res = await api(`/api/vms/${vm.uuid}/stop?wait=true`, { method: "POST" });
+    const err = await expectError(res, 504, "agent_timeout");
+    expect(err.message).toMatch(/acknowledge/);
+    expect(Date.now() - started).toBeLessThan(4000); // ACK_TIMEOUT_MS is 1 s in tests
+    const cmd = await agent.next("vm.stop");
+    expect(await getRequest(cmd.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } });
+    expect((await getRequest(cmd.id)).finishedAt).not.toBeNull();
+    expect((await getVm(vm.uuid)).state).toBe("STOPPING");
+    // A late answer to the timed-out request changes nothing and is counted as ignored.
+    const before = (await session((await getVm(vm.uuid)).node_id).stats()).ignoredAnswers;
+    agent.reply(cmd, "result", { state: "STOPPED", libvirtState: "shutoff" });
+    await eventually(async () => expect((await session((await getVm(vm.uuid)).node_id).stats()).ignoredAnswers).toBe(before + 1));
+    expect((await getVm(vm.uuid)).state).toBe("STOPPING");
+  });
+
+  it("acknowledged but no outcome in time: failed agent_timeout after the outcome deadline", async () => {
+    const { agent, vm } = await nodeWithVm("shutoff");
+    const res = await json(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 202);
+    const cmd = await agent.next("vm.start");
+    agent.reply(cmd, "ack");
+    await sleep(1200); // past the ack deadline: the ack moved the deadline on
+    expect((await getRequest(res.request.id)).status).toBe("sent");
+    await eventually(async () => expect(await getRequest(res.request.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } }), 5000);
+    expect((await getVm(vm.uuid)).state).toBe("STARTING");
+  });
+
+  it("an agent error undoes the transition; expired maps to status expired", async () => {
+    const { agent, vm } = await nodeWithVm("shutoff");
+    const p = api(`/api/vms/${vm.uuid}/start?wait=true`, { method: "POST" });
+    const cmd = await agent.next("vm.start");
+    agent.reply(cmd, "error", { code: "libvirt_error", message: "boom" });
+    await expectError(await p, 502, "agent_error");
+    expect((await getVm(vm.uuid)).state).toBe("STOPPED");
+    expect((await getRequest(cmd.id)).status).toBe("failed");
+
+    const p2 = api(`/api/vms/${vm.uuid}/start?wait=true`, { method: "POST" });
+    const cmd2 = await agent.next("vm.start");
+    agent.reply(cmd2, "error", { code: "expired", message: "deadline passed" });
+    await expectError(await p2, 504, "agent_timeout");
+    expect(await getRequest(cmd2.id)).toMatchObject({ status: "expired", error: { code: "expired" } });
+    expect((await getVm(vm.uuid)).state).toBe("STOPPED");
+  });
+
+  it("a result counts once: duplicates and unknown ids are ignored and counted", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    const res = await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
+    const cmd = await agent.next("vm.stop");
+    agent.reply(cmd, "result", { state: "STOPPED", libvirtState: "shutoff" });
+    await eventually(async () => expect((await getRequest(res.request.id)).status).toBe("done"));
+    const gen = (await env.DB.prepare("SELECT generation FROM vms WHERE id = ?").bind(vm.uuid).first<{ generation: number }>())!.generation;
+    agent.reply(cmd, "result", { state: "RUNNING", libvirtState: "running" });
+    agent.reply(cmd, "ack");
+    agent.send({ type: "result", id: "no-such-request", payload: { state: "RUNNING", libvirtState: "running" } });
+    await eventually(async () => expect((await session(nodeId).stats()).ignoredAnswers).toBe(3));
+    expect((await getVm(vm.uuid)).state).toBe("STOPPED");
+    const after = (await env.DB.prepare("SELECT generation FROM vms WHERE id = ?").bind(vm.uuid).first<{ generation: number }>())!.generation;
+    expect(after).toBe(gen);
+  });
+
+  it("generation guard: a stop answer arriving after a reset changes nothing", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
+    const stop = await agent.next("vm.stop");
+    agent.reply(stop, "ack");
+    await json(await api(`/api/vms/${vm.uuid}/reset_state?force=true`, { method: "POST" }));
+    expect((await getVm(vm.uuid)).state).toBe("STOPPED");
+    await json(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 202);
+    const start = await agent.next("vm.start");
+    // The old stop's answer (it is still in flight) must not touch the VM now STARTING under a newer generation.
+    agent.reply(stop, "result", { state: "STOPPED", libvirtState: "shutoff" });
+    await eventually(async () => expect((await getRequest(stop.id)).status).toBe("done"));
+    expect((await getVm(vm.uuid)).state).toBe("STARTING");
+    agent.reply(start, "result", { state: "RUNNING", libvirtState: "running" });
+    await eventually(async () => expect((await getVm(vm.uuid)).state).toBe("RUNNING"));
+    expect((await session(nodeId).stats()).inFlight).toBe(0);
+  });
+
+  it("the agent dropping mid-request fails the request at once and answers 503, VM left transitional", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    const p = api(`/api/vms/${vm.uuid}/stop?wait=true`, { method: "POST" });
+    const cmd = await agent.next("vm.stop");
+    agent.reply(cmd, "ack");
+    await sleep(50);
+    agent.ws.close(1000, "bye");
+    const err = await expectError(await p, 503, "node_offline");
+    expect(err.message).toMatch(/disconnect/);
+    expect(await getRequest(cmd.id)).toMatchObject({ status: "failed", error: { code: "agent_disconnected" } });
+    expect((await getVm(vm.uuid)).state).toBe("STOPPING");
+    await eventually(async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false));
+  });
+
+  it("node offline at dispatch: 503 node_offline and the VM is not changed", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    agent.ws.close(1000, "bye");
+    await eventually(async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false));
+    await expectError(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 503, "node_offline");
+    expect((await getVm(vm.uuid)).state).toBe("RUNNING");
+  });
+
+  it("socket gone while D1 still says connected: the session's refusal restores the VM and closes the request", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    agent.ws.close(1000, "bye");
+    await eventually(async () => expect((await session(nodeId).stats()).connected).toBe(false));
+    await env.DB.prepare("UPDATE nodes SET connected = 1, last_seen_at = ? WHERE id = ?").bind(Date.now(), nodeId).run();
+    await expectError(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 503, "node_offline");
+    expect((await getVm(vm.uuid)).state).toBe("RUNNING");
+    const failed = await env.DB.prepare("SELECT status, error FROM requests WHERE vm_id = ? ORDER BY created_at DESC").bind(vm.uuid).first<{ status: string; error: string }>();
+    expect(failed?.status).toBe("failed");
+    expect(JSON.parse(failed!.error).code).toBe("node_offline");
+  });
+});
+
+describe("session lifecycle", () => {
+  it("a second connection replaces the first (CLOSE.replaced) and fails what was sent on it", async () => {
+    const { agent, vm, nodeId, credential } = await nodeWithVm("running");
+    const res = await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
+    await agent.next("vm.stop");
+    const second = await TestAgent.connect(credential);
+    agents.push(second);
+    expect((await agent.waitClosed()).code).toBe(CLOSE.replaced);
+    expect(await getRequest(res.request.id)).toMatchObject({ status: "failed", error: { code: "agent_disconnected" } });
+    // The node stays online through the new connection, which gets the next command.
+    expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(true);
+    const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
+    const cmd = await second.next("vm.logs");
+    second.reply(cmd, "result", { logPath: "/l", logSizeBytes: 0, linesReturned: 0, truncated: false, lastModified: null, chunks: 0 });
+    expect((await json(await logs)).qemuLog).toBe("");
+  });
+
+  it("eviction (hibernation) mid-request loses nothing: the answer after wake still applies once", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    const res = await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
+    const cmd = await agent.next("vm.stop");
+    await evictDurableObject(session(nodeId));
+    agent.reply(cmd, "ack");
+    agent.reply(cmd, "result", { state: "STOPPED", libvirtState: "shutoff" });
+    await eventually(async () => expect((await getRequest(res.request.id)).status).toBe("done"));
+    expect((await getVm(vm.uuid)).state).toBe("STOPPED");
+    // The socket survived hibernation: pings are still answered and commands still flow.
+    agent.send(PING_FRAME);
+    expect((await agent.next("pong")).type).toBe("pong");
+    expect((await session(nodeId).stats()).connected).toBe(true);
+  });
+
+  it("a deadline survives eviction: the stored in-flight request expires through the alarm", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    const res = await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
+    await agent.next("vm.stop");
+    await evictDurableObject(session(nodeId));
+    await sleep(1100);
+    // Run the alarm now rather than waiting for the scheduler.
+    await runDurableObjectAlarm(session(nodeId));
+    expect(await getRequest(res.request.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } });
+    expect((await getVm(vm.uuid)).state).toBe("STOPPING");
+  });
+
+  it("a silent agent is declared dead by the alarm (CLOSE.dead) and the node shown offline", async () => {
+    const { agent, nodeId } = await nodeWithVm("running");
+    expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(true);
+    const closed = await agent.waitClosed(10_000); // OFFLINE_AFTER_MS is 4 s in tests
+    expect(closed.code).toBe(CLOSE.dead);
+    const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
+    expect(node.connected).toBe(false);
+  }, 15_000);
+
+  it("pings keep a node alive without D1 writes per ping; the sweep refreshes lastSeenAt", async () => {
+    const { agent, nodeId } = await nodeWithVm("running");
+    const first = (await json(await api(`/api/nodes/${nodeId}`))).node.lastSeenAt;
+    for (let i = 0; i < 10; i++) {
+      agent.send(PING_FRAME);
+      await agent.next("pong");
+      await sleep(500);
+    }
+    expect(agent.closed).toBeNull();
+    const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
+    expect(node.connected).toBe(true);
+    expect(Date.parse(node.lastSeenAt)).toBeGreaterThan(Date.parse(first));
+  }, 15_000);
+
+  it("the node view is offline when lastSeenAt is stale, even if the session has not swept", async () => {
+    const { nodeId } = await nodeWithVm("running");
+    await env.DB.prepare("UPDATE nodes SET last_seen_at = ? WHERE id = ?").bind(Date.now() - 60_000, nodeId).run();
+    const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
+    expect(node.connected).toBe(false);
+  });
+});
+
+describe("bad frames", () => {
+  const cases: [string, () => string | ArrayBuffer, number][] = [
+    ["not JSON", () => "{nope", CLOSE.protocolError],
+    ["unknown type", () => JSON.stringify({ type: "rm -rf", id: "1", payload: {} }), CLOSE.protocolError],
+    ["wrong payload", () => JSON.stringify({ type: "hello", id: "1", payload: { agentVersion: 5 } }), CLOSE.protocolError],
+    ["binary", () => new Uint8Array([1, 2, 3]).buffer, CLOSE.protocolError],
+    ["oversized", () => JSON.stringify({ type: "log.chunk", id: "x", payload: { seq: 0, text: "a".repeat(MAX_FRAME_BYTES + 10) } }), CLOSE.tooLarge],
+    ["inventory with a path-like name", () => JSON.stringify({ type: "inventory", id: "1", payload: { syncId: "s", seq: 0, done: true, vms: [{ ...vmInfo("x"), name: "../../etc/passwd" }] } }), CLOSE.protocolError],
+  ];
+  for (const [name, frame, code] of cases) {
+    it(`${name} -> close ${code}, node offline, no crash`, async () => {
+      const { agent, nodeId } = await TestAgent.forNewNode();
+      agents.push(agent);
+      agent.send(frame());
+      expect((await agent.waitClosed()).code).toBe(code);
+      await eventually(async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false));
+    });
+  }
+
+  it("a flood of frames is cut off with CLOSE.flood", async () => {
+    const { agent } = await TestAgent.forNewNode();
+    agents.push(agent);
+    const frame = JSON.stringify({ type: "ack", id: "flood", payload: {} });
+    for (let i = 0; i < 1500 && !agent.closed; i++) agent.send(frame);
+    expect((await agent.waitClosed()).code).toBe(CLOSE.flood);
+  });
+});
