@@ -1,0 +1,170 @@
+// reset_state (hypervisor path, forced path, fall-back when the node is away or silent) and the
+// logs route (chunks reassembled in order, every error code of SPEC §4), plus their rate limits.
+import { env } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { api, createToken, eventually, expectError, json, TestAgent, uuid, vmInfo } from "./support.ts";
+
+const agents: TestAgent[] = [];
+afterEach(() => {
+  for (const a of agents.splice(0)) a.close();
+});
+async function stuckVm() {
+  const s = await TestAgent.forNewNode();
+  agents.push(s.agent);
+  const vm = vmInfo(`stuck-${s.name}`, "running");
+  s.agent.inventory([vm]);
+  await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
+  // Put it in STOPPING and never answer: the stuck case.
+  await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
+  const stop = await s.agent.next("vm.stop");
+  return { ...s, vm, stop };
+}
+const events = async (id: string) => (await json(await api(`/api/vms/${id}/events`))).events;
+
+describe("reset_state", () => {
+  it("asks the hypervisor and adopts its state (source hypervisor), with an event naming actor and reason", async () => {
+    const { agent, vm } = await stuckVm();
+    const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST", json: { reason: "stop hung" } });
+    const q = await agent.next("vm.state");
+    expect(q.payload).toMatchObject({ vmId: vm.uuid, name: vm.name });
+    agent.reply(q, "result", { state: "PAUSED", libvirtState: "paused" });
+    const body = await json(await p);
+    expect(body).toEqual({
+      success: true,
+      message: expect.stringContaining("hypervisor"),
+      vm: { id: vm.uuid, name: vm.name, state: "PAUSED", node_id: expect.any(String) },
+      previousState: "STOPPING",
+      source: "hypervisor",
+    });
+    const [ev] = await events(vm.uuid);
+    expect(ev).toMatchObject({ action: "reset_state", actor: "admin", fromState: "STOPPING", toState: "PAUSED", source: "hypervisor" });
+    const row = await env.DB.prepare("SELECT reason, transition_request_id FROM vm_events e JOIN vms v ON v.id = e.vm_id WHERE e.vm_id = ? ORDER BY e.id DESC").bind(vm.uuid).first<any>();
+    expect(row).toMatchObject({ reason: "stop hung", transition_request_id: null });
+    // Start / stop work again.
+    expect((await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" })).status).toBe(202);
+  });
+
+  it("force=true sets STOPPED without asking (source forced, 'forced by request')", async () => {
+    const { agent, vm } = await stuckVm();
+    const body = await json(await api(`/api/vms/${vm.uuid}/reset_state?force=true&reason=ops`, { method: "POST" }));
+    expect(body).toMatchObject({ success: true, source: "forced", previousState: "STOPPING", vm: { state: "STOPPED" } });
+    expect(body.message).toContain("forced by request");
+    expect(agent.frames.find((f) => f.type === "vm.state")).toBeUndefined();
+    expect((await events(vm.uuid))[0]).toMatchObject({ action: "reset_state", source: "forced", toState: "STOPPED" });
+  });
+
+  it("node offline: forced, message says node offline", async () => {
+    const { agent, vm, nodeId } = await stuckVm();
+    agent.ws.close(1000, "gone");
+    await eventually(async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false));
+    const body = await json(await api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" }));
+    expect(body).toMatchObject({ source: "forced", vm: { state: "STOPPED" } });
+    expect(body.message).toContain("node offline");
+  });
+
+  it("no answer in time: forced, message says the node did not answer within the timeout", async () => {
+    const { agent, vm } = await stuckVm();
+    const started = Date.now();
+    const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
+    const q = await agent.next("vm.state");
+    const body = await json(await p);
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect(body).toMatchObject({ source: "forced", previousState: "STOPPING", vm: { state: "STOPPED" } });
+    expect(body.message).toMatch(/did not answer within 1 s/);
+    // A late answer to that query changes nothing.
+    agent.reply(q, "result", { state: "RUNNING", libvirtState: "running" });
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await json(await api(`/api/vms/${vm.uuid}`))).vm.state).toBe("STOPPED");
+  });
+
+  it("VM on no node: forced; unknown VM: 404", async () => {
+    const { vm, nodeId } = await stuckVm();
+    await json(await api(`/api/nodes/${nodeId}`, { method: "DELETE" }));
+    const body = await json(await api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" }));
+    expect(body).toMatchObject({ source: "forced", vm: { state: "STOPPED", node_id: null } });
+    await expectError(await api(`/api/vms/${uuid()}/reset_state`, { method: "POST" }), 404, "not_found");
+  });
+
+  it("reset voids the old command's generation: its late answer cannot overwrite", async () => {
+    const { agent, vm, stop } = await stuckVm();
+    await json(await api(`/api/vms/${vm.uuid}/reset_state?force=true`, { method: "POST" }));
+    agent.reply(stop, "result", { state: "RUNNING", libvirtState: "running" });
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await json(await api(`/api/vms/${vm.uuid}`))).vm.state).toBe("STOPPED");
+  });
+});
+
+describe("logs", () => {
+  async function vmOnline() {
+    const s = await TestAgent.forNewNode();
+    agents.push(s.agent);
+    const vm = vmInfo(`logged-${s.name}`);
+    s.agent.inventory([vm]);
+    await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
+    return { ...s, vm };
+  }
+
+  it("reassembles log.chunk frames in seq order into the SPEC answer", async () => {
+    const { agent, vm } = await vmOnline();
+    const p = api(`/api/vms/${vm.uuid}/logs?lines=3`);
+    const cmd = await agent.next("vm.logs");
+    expect(cmd.payload).toMatchObject({ vmId: vm.uuid, name: vm.name, lines: 3 });
+    agent.reply(cmd, "log.chunk", { seq: 1, text: "line 2\nline 3\n" });
+    agent.reply(cmd, "log.chunk", { seq: 0, text: "line 1\n" });
+    agent.reply(cmd, "result", { logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: 1234, linesReturned: 3, truncated: true, lastModified: "2026-01-01T00:00:00.000Z", chunks: 2 });
+    expect(await json(await p)).toEqual({
+      qemuLog: "line 1\nline 2\nline 3\n",
+      logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+      logSizeBytes: 1234,
+      linesReturned: 3,
+      truncated: true,
+      lastModified: "2026-01-01T00:00:00.000Z",
+    });
+    expect((await json(await api(`/api/requests/${cmd.id}`))).request).toMatchObject({ kind: "vm.logs", status: "done" });
+  });
+
+  it("default 100 lines; 400 naming the range for bad values", async () => {
+    const { agent, vm } = await vmOnline();
+    const p = api(`/api/vms/${vm.uuid}/logs`);
+    const cmd = await agent.next("vm.logs");
+    expect(cmd.payload.lines).toBe(100);
+    agent.reply(cmd, "error", { code: "log_not_found", message: "no such file" });
+    await expectError(await p, 404, "log_not_found");
+    for (const bad of ["0", "10001", "-5", "1.5", "abc", "1e3", "99999999999"]) {
+      const err = await expectError(await api(`/api/vms/${vm.uuid}/logs?lines=${bad}`), 400, "invalid_request");
+      expect(err.message).toContain("1 to 10000");
+    }
+  });
+
+  it("504 agent_timeout when the agent does not answer; 503 when the node is offline", async () => {
+    const { agent, vm, nodeId } = await vmOnline();
+    await expectError(await api(`/api/vms/${vm.uuid}/logs`), 504, "agent_timeout");
+    agent.ws.close(1000, "bye");
+    await eventually(async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false));
+    await expectError(await api(`/api/vms/${vm.uuid}/logs`), 503, "node_offline");
+  });
+
+  it("an answer with missing chunks is an error, not a silently short log", async () => {
+    const { agent, vm } = await vmOnline();
+    const p = api(`/api/vms/${vm.uuid}/logs`);
+    const cmd = await agent.next("vm.logs");
+    agent.reply(cmd, "log.chunk", { seq: 0, text: "x" });
+    agent.reply(cmd, "result", { logPath: "/l", logSizeBytes: 1, linesReturned: 1, truncated: false, lastModified: null, chunks: 2 });
+    await expectError(await p, 502, "agent_error");
+  });
+
+  it("is rate limited per token (429 rate_limited with Retry-After); other tokens unaffected", async () => {
+    const token = await createToken("operator");
+    const missing = uuid();
+    let limited: Response | null = null;
+    for (let i = 0; i < 150 && !limited; i++) {
+      const res = await api(`/api/vms/${missing}/logs`, { token });
+      if (res.status === 429) limited = res;
+      else await expectError(res, 404);
+    }
+    expect(limited).not.toBeNull();
+    expect(limited!.headers.get("retry-after")).toBe("60");
+    await expectError(limited!, 429, "rate_limited");
+    await expectError(await api(`/api/vms/${missing}/logs`, { token: await createToken("operator") }), 404);
+  });
+});
