@@ -1,0 +1,68 @@
+// One VM: its summary and actions (vm-detail), then tabs for the events trail and the QEMU log
+// (logs). Composed here so that neither feature imports the other.
+import type { VmView } from "../../../protocol/api.ts";
+import { cn } from "../components/ui/cn.ts";
+import { Notice, Panel, Spinner } from "../components/ui/panel.tsx";
+import { useNodes } from "../features/nodes/api/nodes.ts";
+import { LogsPanel, initialLineCount } from "../features/logs/components/logs-panel.tsx";
+import { useVM } from "../features/vm-detail/api/vm.ts";
+import { EventsTrail } from "../features/vm-detail/components/events-trail.tsx";
+import { VmSummary } from "../features/vm-detail/components/vm-summary.tsx";
+import { Link, useLocation } from "../lib/router.tsx";
+
+export function VmPage({ id, tab }: { id: string; tab: "events" | "logs" }) {
+  const vm = useVM(id);
+  const { search } = useLocation();
+  if (vm.error) return <Notice tone="error">Could not load the VM: {vm.error.message}</Notice>;
+  if (vm.isPending) return <Spinner />;
+  const base = `/vms/${encodeURIComponent(id)}`;
+  return (
+    <div>
+      <div className="mb-2 text-[13px]">
+        <Link to="/vms" className="text-cyan-700 hover:underline dark:text-cyan-400">
+          ← VMs
+        </Link>
+      </div>
+      <VmSummary vm={vm.data} nodeName={<NodeName vm={vm.data} />} />
+      <div className="mb-2 flex gap-1 border-b border-zinc-200 dark:border-zinc-800" role="tablist">
+        <TabLink to={base} active={tab === "events"} label="Events" />
+        <TabLink to={`${base}/logs`} active={tab === "logs"} label="Logs" />
+      </div>
+      {tab === "events" ? (
+        <Panel className="overflow-x-auto">
+          <EventsTrail vmId={id} />
+        </Panel>
+      ) : (
+        <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} />
+      )}
+    </div>
+  );
+}
+
+function NodeName({ vm }: { vm: VmView }) {
+  const nodes = useNodes();
+  if (!vm.node_id) return <>—</>;
+  const node = nodes.data?.find((n) => n.id === vm.node_id);
+  if (!node) return <span className="font-mono text-[12px]">{vm.node_id}</span>;
+  return (
+    <span>
+      {node.name} <span className={node.connected ? "text-emerald-700 dark:text-emerald-400" : "text-red-700 dark:text-red-400"}>({node.connected ? "connected" : "offline"})</span>
+    </span>
+  );
+}
+
+function TabLink({ to, active, label }: { to: string; active: boolean; label: string }) {
+  return (
+    <Link
+      to={to}
+      role="tab"
+      aria-selected={active}
+      className={cn(
+        "-mb-px border-b-2 px-3 py-1.5 text-[13px] font-medium",
+        active ? "border-cyan-600 text-zinc-900 dark:text-zinc-100" : "border-transparent text-zinc-500 hover:text-zinc-800 dark:hover:text-zinc-200",
+      )}
+    >
+      {label}
+    </Link>
+  );
+}

@@ -1,0 +1,29 @@
+// Fetcher, query options and hook for a VM's QEMU log (SPEC §4 logs route; the same shape from
+// the control plane and from an agent's local API).
+import { queryOptions, useQuery } from "@tanstack/react-query";
+import type { LogsResponse } from "../../../../../protocol/api.ts";
+import type { ApiClient } from "../../../lib/api-client.ts";
+import { useApiClient } from "../../../lib/api-context.tsx";
+
+export const LINE_CHOICES = [50, 100, 200, 500, 1000] as const;
+export const AUTO_REFRESH_MS = 5_000;
+
+export function fetchVmLogs(client: ApiClient, vmId: string, lines: number, signal?: AbortSignal): Promise<LogsResponse> {
+  return client.request<LogsResponse>(`/vms/${encodeURIComponent(vmId)}/logs?lines=${lines}`, { signal });
+}
+
+export function vmLogsQuery(client: ApiClient, vmId: string, lines: number, autoRefresh: boolean) {
+  return queryOptions({
+    queryKey: [client.prefix, "vm-logs", vmId, lines],
+    queryFn: ({ signal }) => fetchVmLogs(client, vmId, lines, signal),
+    refetchInterval: autoRefresh ? AUTO_REFRESH_MS : false,
+    refetchOnWindowFocus: false,
+    // A log read is a round-trip to the host: keep the last answer on screen while the next loads.
+    placeholderData: (previous) => previous,
+    retry: false,
+  });
+}
+
+export function useVMLogs(vmId: string, lines: number, autoRefresh: boolean) {
+  return useQuery(vmLogsQuery(useApiClient(), vmId, lines, autoRefresh));
+}

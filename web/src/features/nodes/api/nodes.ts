@@ -1,0 +1,49 @@
+// Fetchers, query options and hooks for nodes: list, enroll (join token), rotate, delete.
+import { queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import type { NodeView } from "../../../../../protocol/api.ts";
+import type { ApiClient } from "../../../lib/api-client.ts";
+import { useApiClient } from "../../../lib/api-context.tsx";
+
+export type Enrollment = { node: NodeView; joinToken: string };
+
+export function nodesQuery(client: ApiClient) {
+  return queryOptions({
+    queryKey: [client.prefix, "nodes"],
+    queryFn: ({ signal }) => client.request<{ nodes: NodeView[] }>("/nodes", { signal }).then((r) => r.nodes),
+    refetchInterval: 10_000,
+  });
+}
+
+export function useNodes() {
+  return useQuery(nodesQuery(useApiClient()));
+}
+
+function useNodeMutation<TArg>(run: (client: ApiClient, arg: TArg) => Promise<Enrollment | { success: true }>) {
+  const client = useApiClient();
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: (arg: TArg) => run(client, arg),
+    onSettled: () => queryClient.invalidateQueries({ queryKey: nodesQuery(client).queryKey }),
+  });
+}
+
+export function useCreateNode() {
+  return useNodeMutation((client, name: string) => client.request<Enrollment>("/nodes", { method: "POST", json: { name } }));
+}
+
+export function useRotateNodeToken() {
+  return useNodeMutation((client, id: string) => client.request<Enrollment>(`/nodes/${encodeURIComponent(id)}/rotate_token`, { method: "POST" }));
+}
+
+export function useDeleteNode() {
+  return useNodeMutation((client, id: string) => client.request<{ success: true }>(`/nodes/${encodeURIComponent(id)}`, { method: "DELETE" }));
+}
+
+/** The commands an operator runs on the host to enroll it (shown once, with the join token). */
+export function agentCommands(origin: string, joinToken: string, nodeName: string): { dev: string; host: string } {
+  const stateDir = `./.state/${nodeName.replace(/[^A-Za-z0-9._-]/g, "_")}`;
+  return {
+    dev: `npm run agent -- --server ${origin} --token ${joinToken} --state-dir ${stateDir}`,
+    host: `node quantix-agent.mjs --server ${origin} --token ${joinToken}`,
+  };
+}

@@ -1,0 +1,42 @@
+// The VM detail header: name, state with stuck / missing markers, facts, and (for operators) actions.
+import type { ReactNode } from "react";
+import type { VmView } from "../../../../../protocol/api.ts";
+import { Facts, PageHeader, Panel } from "../../../components/ui/panel.tsx";
+import { MissingMarker, StateBadge, StuckMarker } from "../../../components/ui/state-badge.tsx";
+import { formatDateTime, formatMemory, formatRelativeTime } from "../../../lib/format.ts";
+import { useCan } from "../../../lib/permissions.tsx";
+import { useNow } from "../../../lib/use-now.ts";
+import { isStuck } from "../../../lib/vm-state.ts";
+import { VmActions } from "./vm-actions.tsx";
+
+export function VmSummary({ vm, nodeName }: { vm: VmView; nodeName: ReactNode }) {
+  const canOperate = useCan("operate");
+  const now = useNow(5_000);
+  return (
+    <div className="mb-3">
+      <PageHeader
+        title={
+          <span className="flex items-center gap-2">
+            <span data-testid="vm-name">{vm.name}</span>
+            <StateBadge state={vm.state} />
+            {vm.missing && <MissingMarker />}
+          </span>
+        }
+        subtitle={isStuck(vm, now) ? <StuckMarker since={vm.stateUpdatedAt} now={now} /> : undefined}
+        actions={canOperate ? <VmActions vm={vm} /> : undefined}
+      />
+      <Panel className="px-3 py-2.5">
+        <Facts
+          items={[
+            ["ID", <span className="font-mono text-[12px]">{vm.id}</span>],
+            ["Node", nodeName],
+            ["vCPUs", vm.vcpus],
+            ["Memory", formatMemory(vm.memoryMiB)],
+            ["State", vm.state],
+            ["State since", `${formatDateTime(vm.stateUpdatedAt)} (${formatRelativeTime(vm.stateUpdatedAt, now)})`],
+          ]}
+        />
+      </Panel>
+    </div>
+  );
+}

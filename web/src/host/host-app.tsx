@@ -1,0 +1,90 @@
+// The host view: on the host itself, against the agent's local API (/api/v1) with the node
+// credential, the dashboard's own VM list and Logs tab, so logs stay readable without the
+// control plane.
+import { useState } from "react";
+import { QueryClientProvider } from "@tanstack/react-query";
+import { Button } from "../components/ui/button.tsx";
+import { PageHeader, Panel } from "../components/ui/panel.tsx";
+import { StateBadge } from "../components/ui/state-badge.tsx";
+import { ThemeToggle } from "../components/ui/theme-toggle.tsx";
+import { ToastProvider } from "../components/ui/toast.tsx";
+import { SignIn } from "../features/auth/components/sign-in.tsx";
+import { LogsPanel } from "../features/logs/components/logs-panel.tsx";
+import type { VmRow } from "../features/vms/api/vms.ts";
+import { VmsPage } from "../features/vms/components/vms-page.tsx";
+import { ApiClientProvider } from "../lib/api-context.tsx";
+import { useTokenSession } from "../lib/session.ts";
+import { HOST_CREDENTIAL_KEY } from "../lib/token-store.ts";
+
+export function HostApp() {
+  const session = useTokenSession(HOST_CREDENTIAL_KEY, "/api/v1");
+  const [selected, setSelected] = useState<VmRow | null>(null);
+  return (
+    <QueryClientProvider client={session.queryClient}>
+      <ApiClientProvider client={session.client}>
+        <ToastProvider>
+          {!session.token ? (
+            <SignIn
+              title="Host view"
+              label="Node credential"
+              help={
+                <>
+                  The agent's credential for this node: <code className="font-mono">credential</code> in <code className="font-mono">node.json</code> in the agent's
+                  state directory. It stays in this browser until you sign out.
+                </>
+              }
+              verify={(token) => session.client.request("/vms?limit=1", { token })}
+              onSignedIn={session.signIn}
+            />
+          ) : (
+            <div className="min-h-screen">
+              <header className="border-b border-zinc-200 bg-white dark:border-zinc-800 dark:bg-zinc-900">
+                <div className="mx-auto flex h-11 max-w-[1400px] items-center gap-3 px-4">
+                  <span className="text-[14px] font-semibold">
+                    <span className="text-cyan-700 dark:text-cyan-400">Quantix</span> Edge · host view
+                  </span>
+                  <span className="text-[12px] text-zinc-500">local agent API, works without the control plane</span>
+                  <div className="ml-auto flex items-center gap-2">
+                    <ThemeToggle />
+                    <Button tone="ghost" onClick={session.signOut} data-testid="sign-out">
+                      Sign out
+                    </Button>
+                  </div>
+                </div>
+              </header>
+              <main className="mx-auto grid max-w-[1400px] gap-4 px-4 py-4 xl:grid-cols-[minmax(0,2fr)_minmax(0,3fr)]">
+                <VmsPage
+                  title="VMs on this host"
+                  selectedId={selected?.id}
+                  renderName={(vm) => (
+                    <button type="button" className="text-cyan-700 hover:underline dark:text-cyan-400" onClick={() => setSelected(vm)}>
+                      {vm.name}
+                    </button>
+                  )}
+                />
+                <div>
+                  {selected ? (
+                    <>
+                      <PageHeader
+                        title={
+                          <span className="flex items-center gap-2">
+                            <span data-testid="host-selected-vm">{selected.name}</span>
+                            <StateBadge state={selected.state} />
+                          </span>
+                        }
+                        subtitle="QEMU log"
+                      />
+                      <LogsPanel key={selected.id} vm={selected} />
+                    </>
+                  ) : (
+                    <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500">Pick a VM to read its QEMU log.</Panel>
+                  )}
+                </div>
+              </main>
+            </div>
+          )}
+        </ToastProvider>
+      </ApiClientProvider>
+    </QueryClientProvider>
+  );
+}
