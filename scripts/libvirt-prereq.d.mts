@@ -1,0 +1,4 @@
+// Types for scripts/libvirt-prereq.mjs (plain JS so that npm's postinstall runs it under any Node).
+export function missingPackages(): string[];
+export function bindingBuilt(): boolean;
+export function ensureLibvirtBinding(): boolean;

@@ -1,0 +1,424 @@
+// `npm start`: the local control plane (wrangler dev on 127.0.0.1:8787 with local D1 and Durable
+// Objects) plus a demo agent on libvirt's test driver with the shipped demo node, one VM of which is
+// left stuck in STOPPING. `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs, promisify } from "node:util";
+import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const HOST = "127.0.0.1";
+const PORT = 8787;
+const AGENT_LISTEN = `${HOST}:8788`;
+const URL_BASE = `http://${HOST}:${PORT}`;
+const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
+const DEV_VARS = join(ROOT, ".dev.vars");
+const DEMO_NODE_NAME = "demo";
+const DEMO_XML = join(ROOT, "agent/demo/node.xml");
+const DEMO_LOGS = join(ROOT, "agent/demo/logs");
+const DEMO_STATE_DIR = join(ROOT, ".wrangler/demo-agent");
+/** What the demo set up once (node id, stuck VM), so a second `npm start` does not redo it. */
+const DEMO_MARKER = join(ROOT, ".wrangler/demo.json");
+/** The demo VM that `npm start` leaves stuck in STOPPING (see agent/demo/node.xml). */
+const STUCK_VM = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f07", name: "files-01" };
+
+const run = promisify(execFile);
+// Our children must not phone home, and their output is read by a filter, not a terminal.
+const CHILD_ENV = { ...process.env, WRANGLER_SEND_METRICS: "false", FORCE_COLOR: "0", NO_COLOR: "1" };
+const started = Date.now();
+const children: ChildProcess[] = [];
+let stopping = false;
+
+const say = (line: string) => console.log(`[start] ${line}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- .dev.vars ----------------------------------------------------------------------------------
+
+/** The admin token from .dev.vars, created (mode 0600) with a random one when missing. */
+function ensureAdminToken(): string {
+  const existing = existsSync(DEV_VARS) ? readFileSync(DEV_VARS, "utf8") : null;
+  const found = existing?.match(/^ADMIN_TOKEN\s*=\s*"?([^"\r\n]+)"?\s*$/m)?.[1];
+  if (found) return found;
+  const token = `qx_admin_${randomBytes(24).toString("base64url")}`;
+  if (existing === null) {
+    writeFileSync(DEV_VARS, `# Local secrets for wrangler dev (never committed). Created by npm start.\nADMIN_TOKEN=${token}\n`, { mode: 0o600 });
+    say("created .dev.vars with a random ADMIN_TOKEN");
+  } else {
+    appendFileSync(DEV_VARS, `${existing.endsWith("\n") ? "" : "\n"}ADMIN_TOKEN=${token}\n`);
+    say("added a random ADMIN_TOKEN to .dev.vars");
+  }
+  chmodSync(DEV_VARS, 0o600);
+  return token;
+}
+
+// ---- dashboard build ----------------------------------------------------------------------------
+
+function newestMtime(path: string): number {
+  if (!existsSync(path)) return 0;
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.mtimeMs;
+  return readdirSync(path).reduce((m, name) => Math.max(m, newestMtime(join(path, name))), st.mtimeMs);
+}
+
+/** Builds web/dist when it is missing or older than its sources; a placeholder when there is no web yet. */
+async function ensureDashboard(): Promise<void> {
+  const dist = join(ROOT, "web/dist");
+  const sources = ["web/src", "web/index.html", "web/host.html", "web/public", "web/vite.config.ts"].map((p) => join(ROOT, p));
+  if (!existsSync(join(ROOT, "web/vite.config.ts"))) {
+    if (!existsSync(join(dist, "index.html"))) {
+      mkdirSync(dist, { recursive: true });
+      writeFileSync(join(dist, "index.html"), "<!doctype html><title>Quantix Edge</title><p>The dashboard is not built yet; the API is at /api.</p>\n");
+      say("no dashboard sources yet: wrote a placeholder web/dist/index.html");
+    }
+    return;
+  }
+  const built = existsSync(join(dist, "index.html")) ? newestMtime(dist) : 0;
+  if (built >= Math.max(...sources.map(newestMtime))) return;
+  say("building the dashboard (npm run build:web)");
+  try {
+    await run("npm", ["run", "build:web", "--silent"], { cwd: ROOT, env: CHILD_ENV, maxBuffer: 64 * 1024 * 1024 });
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    process.stderr.write(`${e.stdout ?? ""}${e.stderr ?? ""}`);
+    throw new Error("the dashboard build failed (see above)");
+  }
+}
+
+// ---- control plane ------------------------------------------------------------------------------
+
+async function migrateLocalDb(): Promise<void> {
+  try {
+    const { stdout } = await run(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local"], {
+      cwd: ROOT,
+      env: { ...CHILD_ENV, CI: "true" }, // non-interactive: no confirmation prompt
+    });
+    const applied = [...stdout.matchAll(/^│\s*(\S+\.sql)\s*│\s*✅/gm)].map((m) => m[1]);
+    say(applied.length ? `local D1: applied ${[...new Set(applied)].join(", ")}` : "local D1: migrations up to date");
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    process.stderr.write(`${e.stdout ?? ""}${e.stderr ?? ""}`);
+    throw new Error("applying the local D1 migrations failed (see above)");
+  }
+}
+
+/** wrangler's chatter that says nothing to someone running the demo. */
+const WRANGLER_NOISE = [
+  /^\s*$/,
+  /⛅️ wrangler/,
+  /^[─-]+$/,
+  /^Using (secrets|vars) defined in/,
+  /^Your Worker has access to the following bindings/,
+  /^Binding\s+Resource\s+Mode/,
+  /^env\.\S+/,
+  /^⎔ Starting local server/,
+  /Ready on http/,
+  /update available/,
+  /✨ Parsed \d+ valid (header|redirect) rules?/,
+  /^\[wrangler:info\] (GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ [123]\d\d /, // successful requests
+];
+/** Lines that start a noisy block whose stack trace follows (no network for `Request.cf` here). */
+const WRANGLER_NOISY_BLOCK = [/Unable to fetch the `Request\.cf` object/, /^Error: getaddrinfo \S+ workers\.cloudflare\.com/];
+
+function pipeLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void) {
+  createInterface({ input: stream, crlfDelay: Infinity }).on("line", onLine);
+}
+
+function tidyWrangler(child: ChildProcess) {
+  let inNoisyBlock = false;
+  const onLine = (raw: string) => {
+    const line = raw.replace(/\x1b\[[0-9;]*m/g, "");
+    if (WRANGLER_NOISY_BLOCK.some((re) => re.test(line))) return void (inNoisyBlock = true);
+    if (inNoisyBlock && /^\s+at /.test(line)) return;
+    inNoisyBlock = false;
+    if (WRANGLER_NOISE.some((re) => re.test(line))) return;
+    console.log(`[worker] ${line}`);
+  };
+  pipeLines(child.stdout!, onLine);
+  pipeLines(child.stderr!, onLine);
+}
+
+function startWrangler(): ChildProcess {
+  const child = spawn(
+    process.execPath,
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false"],
+    { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true }, // own process group
+  );
+  children.push(child);
+  tidyWrangler(child);
+  child.once("exit", (code, signal) => {
+    if (!stopping) {
+      console.error(`[start] the control plane (wrangler dev) exited (${signal ?? code}); stopping`);
+      void shutdown(1);
+    }
+  });
+  return child;
+}
+
+async function healthy(): Promise<boolean> {
+  try {
+    const res = await fetch(`${URL_BASE}/api/health`, { signal: AbortSignal.timeout(2_000) });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+async function waitForHealth(child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error("wrangler dev exited before it was ready");
+    if (await healthy()) return;
+    await sleep(250);
+  }
+  throw new Error(`the control plane did not answer ${URL_BASE}/api/health within 120 s`);
+}
+
+// ---- REST as the admin ----------------------------------------------------------------------------
+
+async function api<T>(token: string, path: string, init: { method?: string; json?: unknown } = {}): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${URL_BASE}${path}`, {
+    method: init.method ?? (init.json === undefined ? "GET" : "POST"),
+    headers: { authorization: `Bearer ${token}`, ...(init.json === undefined ? {} : { "content-type": "application/json" }) },
+    body: init.json === undefined ? undefined : JSON.stringify(init.json),
+  });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text for the error message
+  }
+  return { status: res.status, body: body as T };
+}
+
+type NodeView = { id: string; name: string; connected: boolean };
+type VmView = { id: string; name: string; state: string };
+
+// ---- demo agent -----------------------------------------------------------------------------------
+
+type DemoMarker = { nodeId: string; stuckVmSeeded?: boolean };
+
+function readMarker(): DemoMarker | null {
+  try {
+    return JSON.parse(readFileSync(DEMO_MARKER, "utf8")) as DemoMarker;
+  } catch {
+    return null;
+  }
+}
+
+const writeMarker = (m: DemoMarker) => writeFileSync(DEMO_MARKER, `${JSON.stringify(m, null, 2)}\n`);
+
+const stateDirHasCredential = () => existsSync(DEMO_STATE_DIR) && readdirSync(DEMO_STATE_DIR).length > 0;
+
+/**
+ * The demo node's id and, when the agent must (re-)enroll, a join token. Reuses the node and the
+ * agent's kept credential across restarts; a fresh join token only when the credential is gone.
+ */
+async function demoNode(token: string, forceNewJoin = false): Promise<{ nodeId: string; joinToken?: string }> {
+  const list = await api<{ nodes: NodeView[] }>(token, "/api/nodes");
+  if (list.status !== 200) throw new Error(`GET /api/nodes answered ${list.status}: ${JSON.stringify(list.body)}`);
+  const existing = list.body.nodes.find((n) => n.name === DEMO_NODE_NAME);
+  if (existing && stateDirHasCredential() && !forceNewJoin) return { nodeId: existing.id };
+  rmSync(DEMO_STATE_DIR, { recursive: true, force: true });
+  if (existing) {
+    const rotated = await api<{ joinToken: string }>(token, `/api/nodes/${existing.id}/rotate_token`, { json: {} });
+    if (rotated.status >= 300) throw new Error(`rotate_token answered ${rotated.status}: ${JSON.stringify(rotated.body)}`);
+    say(`demo node "${DEMO_NODE_NAME}" re-enrolling with a fresh join token`);
+    return { nodeId: existing.id, joinToken: rotated.body.joinToken };
+  }
+  const created = await api<{ node: NodeView; joinToken: string }>(token, "/api/nodes", { json: { name: DEMO_NODE_NAME } });
+  if (created.status !== 201) throw new Error(`POST /api/nodes answered ${created.status}: ${JSON.stringify(created.body)}`);
+  say(`enrolled demo node "${DEMO_NODE_NAME}" (${created.body.node.id})`);
+  return { nodeId: created.body.node.id, joinToken: created.body.joinToken };
+}
+
+/** pino's JSON lines as short readable ones; anything else as it comes. */
+function tidyAgent(child: ChildProcess) {
+  const onLine = (line: string) => {
+    try {
+      const { level, msg, time: _t, pid: _p, hostname: _h, name: _n, ...rest } = JSON.parse(line) as Record<string, unknown>;
+      if (typeof level === "number" && level < 30) return;
+      const extra = Object.entries(rest)
+        .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+        .join(" ");
+      const tag = typeof level === "number" && level >= 50 ? "error: " : typeof level === "number" && level >= 40 ? "warn: " : "";
+      console.log(`[agent] ${tag}${String(msg ?? "")}${extra ? ` ${extra}` : ""}`);
+    } catch {
+      if (line.trim()) console.log(`[agent] ${line}`);
+    }
+  };
+  pipeLines(child.stdout!, onLine);
+  pipeLines(child.stderr!, onLine);
+}
+
+function startAgent(joinToken: string | undefined): ChildProcess {
+  const args = [
+    join(ROOT, "agent/main.ts"),
+    "--server", URL_BASE,
+    "--state-dir", DEMO_STATE_DIR,
+    "--libvirt-uri", `test://${DEMO_XML}`,
+    "--log-dir", DEMO_LOGS,
+    "--listen", AGENT_LISTEN,
+  ];
+  if (joinToken) args.push("--token", joinToken);
+  mkdirSync(DEMO_STATE_DIR, { recursive: true, mode: 0o700 });
+  // The join token goes on the command line as SPEC §2 documents; it is single-use and spent at once.
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  children.push(child);
+  tidyAgent(child);
+  return child;
+}
+
+/** Starts the agent; if its kept credential is refused (exit soon after start), re-enrolls once. */
+async function startDemoAgent(token: string): Promise<{ agent: ChildProcess; nodeId: string }> {
+  let { nodeId, joinToken } = await demoNode(token);
+  for (let attempt = 0; ; attempt++) {
+    const agent = startAgent(joinToken);
+    const exit = new Promise<number | null>((r) => agent.once("exit", (code) => r(code)));
+    const outcome = await Promise.race([exit, waitForConnected(token, nodeId, agent).then(() => "connected" as const)]);
+    if (outcome === "connected") {
+      agent.once("exit", (code, signal) => {
+        if (!stopping) console.error(`[start] the demo agent exited (${signal ?? code}); the control plane keeps running`);
+      });
+      return { agent, nodeId };
+    }
+    children.splice(children.indexOf(agent), 1);
+    if (attempt > 0 || joinToken) throw new Error(`the demo agent exited (${outcome}) before connecting`);
+    say("the demo agent's kept credential was refused; enrolling it again");
+    ({ nodeId, joinToken } = await demoNode(token, true));
+  }
+}
+
+async function waitForConnected(token: string, nodeId: string, agent: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline && agent.exitCode === null) {
+    const res = await api<{ node: NodeView }>(token, `/api/nodes/${nodeId}`);
+    if (res.status === 200 && res.body.node.connected) return;
+    await sleep(250);
+  }
+  if (agent.exitCode === null) throw new Error("the demo agent did not connect within 60 s");
+  await new Promise(() => {}); // exited: the race's other side reports it
+}
+
+/** Waits until the control plane lists every domain of the demo node. */
+async function waitForInventory(token: string, nodeId: string): Promise<VmView[]> {
+  const expected = (readFileSync(DEMO_XML, "utf8").match(/<domain\b/g) ?? []).length;
+  const deadline = Date.now() + 60_000;
+  let vms: VmView[] = [];
+  while (Date.now() < deadline) {
+    const res = await api<{ vms: VmView[] }>(token, `/api/vms?node_id=${nodeId}&limit=100`);
+    if (res.status === 200) vms = res.body.vms;
+    if (vms.length >= expected) return vms;
+    await sleep(250);
+  }
+  throw new Error(`the demo inventory did not arrive: ${vms.length} of ${expected} VMs listed after 60 s`);
+}
+
+/**
+ * Leaves STUCK_VM in STOPPING the way it happens in the field: a stop that the agent never
+ * acknowledges. The agent is frozen (SIGSTOP) while the stop is sent, the control plane gives up
+ * after its acknowledgement deadline (request failed, VM left STOPPING), then the agent is thawed;
+ * it finds the command's deadline passed and drops it, so the domain keeps running. Once per node.
+ */
+async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<boolean> {
+  const vm = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
+  if (vm.status !== 200 || vm.body.vm.state !== "RUNNING") return vm.body?.vm?.state === "STOPPING";
+  say(`leaving ${STUCK_VM.name} stuck in STOPPING: freezing the demo agent while a stop is sent (about 10 s, first start only)`);
+  process.kill(agent.pid!, "SIGSTOP");
+  try {
+    const stop = await api<{ request: { id: string } }>(token, `/api/vms/${STUCK_VM.id}/stop`, { json: {} });
+    if (stop.status !== 202) throw new Error(`stop answered ${stop.status}: ${JSON.stringify(stop.body)}`);
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      const req = await api<{ request: { status: string } }>(token, `/api/requests/${stop.body.request.id}`);
+      if (req.status === 200 && !["queued", "sent"].includes(req.body.request.status)) break;
+      await sleep(500);
+    }
+  } finally {
+    process.kill(agent.pid!, "SIGCONT");
+  }
+  await sleep(1_000); // let the thawed agent read (and drop) the expired stop
+  const after = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
+  return after.status === 200 && after.body.vm.state === "STOPPING";
+}
+
+// ---- lifecycle ------------------------------------------------------------------------------------
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    try {
+      child.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Stops the agent first (so it closes its socket cleanly), then the control plane. */
+async function shutdown(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    if (children.length) say("stopping…");
+    for (const child of [...children].reverse()) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = new Promise((r) => child.once("exit", r));
+      killGroup(child, "SIGCONT"); // in case it was frozen
+      killGroup(child, "SIGTERM");
+      const timer = setTimeout(() => killGroup(child, "SIGKILL"), 8_000);
+      await exited;
+      clearTimeout(timer);
+    }
+  }
+  process.exit(code);
+}
+
+// Last resort if we die some other way: no orphaned workerd or agent.
+process.on("exit", () => children.forEach((c) => killGroup(c, "SIGKILL")));
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => void shutdown(0));
+
+async function main() {
+  const { values } = parseArgs({ options: { "no-demo": { type: "boolean", default: false } }, allowPositionals: false });
+  const withDemo = !values["no-demo"];
+
+  if (await healthy()) throw new Error(`something already answers on ${URL_BASE} (another npm start?); stop it first`);
+  const adminToken = ensureAdminToken();
+  const canRunAgent = withDemo ? ensureLibvirtBinding() : false;
+  await ensureDashboard();
+  await migrateLocalDb();
+  const wrangler = startWrangler();
+  await waitForHealth(wrangler);
+  say(`control plane ready on ${URL_BASE}`);
+
+  const lines = [`Dashboard:    ${URL_BASE}/`, `Admin token:  ${adminToken}   (from .dev.vars)`];
+  if (withDemo && canRunAgent) {
+    const { agent, nodeId } = await startDemoAgent(adminToken);
+    const vms = await waitForInventory(adminToken, nodeId);
+    say(`demo agent connected: ${vms.length} VMs listed`);
+    const marker = readMarker();
+    if (!(marker?.nodeId === nodeId && marker.stuckVmSeeded)) {
+      const stuck = await leaveOneVmStuck(adminToken, agent);
+      if (!stuck) say(`could not leave ${STUCK_VM.name} stuck in STOPPING (the rest of the demo is unaffected)`);
+      writeMarker({ nodeId, stuckVmSeeded: true });
+    }
+    lines.push(
+      `Host view:    http://${AGENT_LISTEN}/   (the demo agent's local API and log viewer)`,
+      `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver (${vms.length} VMs; ${STUCK_VM.name} is stuck in STOPPING: try Reset State)`,
+    );
+  } else if (withDemo) {
+    say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");
+  }
+  const width = Math.max(...lines.map((l) => l.length));
+  console.log(`\n┌${"─".repeat(width + 2)}┐\n${lines.map((l) => `│ ${l.padEnd(width)} │`).join("\n")}\n└${"─".repeat(width + 2)}┘`);
+  say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops everything; data stays in .wrangler/state.`);
+}
+
+main().catch((err: unknown) => {
+  console.error(`[start] ${err instanceof Error ? err.message : String(err)}`);
+  void shutdown(1);
+});
