@@ -14,6 +14,9 @@ describe("classifyLine", () => {
     "Unable to connect to monitor",
     "2026-11-25 10:00:05.000+0000: shutting down, reason=crashed",
     "FATAL: module not found",
+    // QEMU's messages name the failing option but start with a timestamp or the binary's name.
+    `2026-08-22T09:25:23.458167Z qemu-system-x86_64: -blockdev {"driver":"file"}: Could not open '/x.qcow2': Permission denied`,
+    "KVM internal error. Suberror: 1",
   ])("error: %s", (line) => {
     expect(classifyLine(line)).toBe("error");
   });
@@ -37,6 +40,10 @@ describe("classifyLine", () => {
     "LC_ALL=C PATH=/usr/bin HOME=/var/lib/libvirt/qemu/domain-1-db /usr/bin/qemu-system-x86_64 -name guest=db -blockdev werror=stop,rerror=stop -global timeout=5",
     "/usr/bin/qemu-system-x86_64 -name guest=web,debug-threads=on -drive error_policy=stop",
     "device_add werror=report rerror=ignore",
+    // libvirt logs the command line one option per line, each ending in " \\".
+    `-blockdev '{"driver":"file","filename":"/var/lib/libvirt/images/failover.qcow2","node-name":"libvirt-1-storage"}' \\`,
+    "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny \\",
+    "-msg timestamp=on",
     "",
     "<script>alert(1)</script><img src=x onerror=alert(2)>",
   ])("normal: %s", (line) => {

@@ -2,9 +2,10 @@
 // unit-tested on its own (test/web/classify.test.ts).
 export type LineLevel = "error" | "warning" | "normal";
 
-// QEMU's command line (logged at every start) carries option names like `werror=`, `rerror=`,
-// `timeout=` or paths with "fail" in them: it is never an error by itself.
-const COMMAND_LINE = /^(LC_ALL=|PATH=|HOME=|XDG_\w+=)|\bqemu-system-[\w-]+\s+-name\s/;
+// QEMU's command line (libvirt logs it at every start, one option per line ending in a backslash) carries
+// option names like `werror=`, `rerror=`, `timeout=` or paths with "fail" in them: never an error
+// by itself. QEMU's own messages start with a timestamp or "qemu-system-…:", never with "-opt ".
+const COMMAND_LINE = /^(LC_ALL=|PATH=|HOME=|XDG_\w+=|\/\S*qemu-system-[\w-]+(\s|$)|-[a-z][\w-]*\s)|\s\\$|\bqemu-system-[\w-]+\s+-name\s/;
 
 // An explicit level label ("qemu-system-x86_64: warning: …", libvirt's "1234: error : …") wins
 // over the words in the message: QEMU's "warning: failed to …" is still a warning.
