@@ -53,11 +53,19 @@ export function forgetTokenHash(hash: string): void {
 }
 
 async function principalOf(env: Env, token: string): Promise<Principal | null> {
+  // API tokens first (the common case, usually a cache hit); ADMIN_TOKEN is compared otherwise.
+  // A node credential or join token is never a principal of /api/*.
+  if (token.startsWith(TOKEN_PREFIX.api)) {
+    const principal = await apiTokenPrincipal(env, token);
+    if (principal) return principal;
+  }
   if (env.ADMIN_TOKEN && (await sameSecret(token, env.ADMIN_TOKEN))) {
     return { id: "admin", name: "admin", role: "admin", actor: "admin" };
   }
-  // Only API tokens reach D1: a node credential or join token is never a principal of /api/*.
-  if (!token.startsWith(TOKEN_PREFIX.api)) return null;
+  return null;
+}
+
+async function apiTokenPrincipal(env: Env, token: string): Promise<Principal | null> {
   const hash = await hashSecret(token);
   const now = Date.now();
   const cached = tokenCache.get(hash);

@@ -1,6 +1,7 @@
 // Quantix Edge control plane Worker: the Hono app (REST API + agent endpoint) and the NodeSession
 // Durable Object class. Static dashboard files are served by the assets binding before this runs.
 import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { AppEnv } from "./app-env.ts";
 import { authenticate } from "./auth.ts";
@@ -15,7 +16,16 @@ import { vmRoutes } from "./routes/vms.ts";
 
 export { NodeSession } from "./node-session.ts";
 
+/** No request of this API needs more than a few KiB; refuse big bodies before parsing them. */
+const MAX_BODY_BYTES = 64 * 1024;
+const limitBody = bodyLimit({
+  maxSize: MAX_BODY_BYTES,
+  onError: (c) => errorResponse(c, 413, "payload_too_large", `request bodies are limited to ${MAX_BODY_BYTES} bytes`),
+});
+
 const app = new Hono<AppEnv>()
+  .use("/api/*", limitBody)
+  .use("/agent/*", limitBody)
   .route("/api/health", healthRoutes) // before authentication: the only open /api route
   .use("/api/*", authenticate)
   .route("/api/me", meRoutes)

@@ -273,6 +273,15 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async alarm(): Promise<void> {
+    try {
+      await this.sweep();
+    } finally {
+      // Whatever failed (a D1 blip), keep the deadlines and liveness checks coming.
+      await this.armAlarm();
+    }
+  }
+
+  private async sweep(): Promise<void> {
     const now = Date.now();
     const all = await this.ctx.storage.list<InFlight>({ prefix: INFLIGHT });
     for (const r of all.values()) {
@@ -294,13 +303,13 @@ export class NodeSession extends DurableObject<Env> {
       } else {
         // Liveness reaches D1 at the sweep's pace (not per heartbeat) so reads can tell a stale node.
         const nodeId = current.att.nodeId;
-        await this.db.update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
+        await this.db
+          .update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
       }
     } else if (await this.ctx.storage.get<string>("conn")) {
       // The socket vanished without a close event (e.g. the object was reset): treat as gone.
       await this.connectionGone((await this.ctx.storage.get<string>("conn"))!, { code: "agent_disconnected", message: "the agent connection was lost" });
     }
-    await this.armAlarm();
   }
 
   // ---- inbound frames ----------------------------------------------------------------------------

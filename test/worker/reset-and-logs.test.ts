@@ -85,6 +85,15 @@ describe("reset_state", () => {
     await expectError(await api(`/api/vms/${uuid()}/reset_state`, { method: "POST" }), 404, "not_found");
   });
 
+  it("is rate limited per token with 429 rate_limited", async () => {
+    const token = await createToken("operator");
+    const missing = uuid();
+    const statuses: number[] = [];
+    for (let i = 0; i < 70 && !statuses.includes(429); i++) statuses.push((await api(`/api/vms/${missing}/reset_state`, { method: "POST", token })).status);
+    expect(statuses.filter((s) => s === 404).length).toBeGreaterThanOrEqual(50);
+    expect(statuses.at(-1)).toBe(429);
+  });
+
   it("reset voids the old command's generation: its late answer cannot overwrite", async () => {
     const { agent, vm, stop } = await stuckVm();
     await json(await api(`/api/vms/${vm.uuid}/reset_state?force=true`, { method: "POST" }));

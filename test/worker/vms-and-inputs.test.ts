@@ -77,6 +77,19 @@ describe("GET /api/vms", () => {
   });
 });
 
+describe("limits on input", () => {
+  it("a body over 64 KiB is refused with 413 JSON before it is parsed", async () => {
+    await expectError(await api("/api/nodes", { json: { name: "x".repeat(70_000) } }), 413, "payload_too_large");
+    const res = await SELF.fetch(`${BASE}/agent/enroll`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ joinToken: "y".repeat(70_000) }) });
+    await expectError(res, 413, "payload_too_large");
+  });
+
+  it("blank filters mean no filter", async () => {
+    const all = await json(await api("/api/vms?node_id=&state=&q=&cursor=&limit=500"));
+    expect(all.vms.length).toBeGreaterThanOrEqual(26);
+  });
+});
+
 describe("unknown routes and methods", () => {
   it("answer JSON 404, never HTML", async () => {
     for (const [method, path] of [

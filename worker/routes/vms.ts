@@ -34,17 +34,20 @@ const Cursor = z
     return z.NEVER;
   });
 
+/** An empty query parameter (`?state=`) means "no filter", as a form with a blank field sends it. */
+const blankIsAbsent = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === "" ? undefined : v), schema.optional());
+
 const ListQuery = z.object({
-  node_id: z.string().min(1).max(128).optional(),
-  state: VmState.optional(),
-  q: z.string().max(200, "at most 200 characters").optional(),
+  node_id: blankIsAbsent(z.string().max(128, "at most 128 characters")),
+  state: blankIsAbsent(VmState),
+  q: blankIsAbsent(z.string().max(200, "at most 200 characters")),
   limit: z
     .string()
     .regex(/^\d{1,4}$/, "must be an integer from 1 to 500")
     .transform(Number)
     .pipe(z.number().int().min(1, "must be an integer from 1 to 500").max(500, "must be an integer from 1 to 500"))
     .optional(),
-  cursor: Cursor.optional(),
+  cursor: blankIsAbsent(Cursor),
 });
 
 // ---- helpers --------------------------------------------------------------------------------------
@@ -214,8 +217,8 @@ export const vmRoutes = new Hono<AppEnv>()
       if (answer?.success) {
         const to = mapLibvirtState(answer.data.libvirtState);
         change = { to, libvirtState: answer.data.libvirtState, source: "hypervisor", message: `state read from the hypervisor: libvirt ${answer.data.libvirtState} -> ${to}` };
-      } else if (outcome.status === "failed" && outcome.error.code === "node_offline") {
-        change = forced("node offline");
+      } else if (outcome.status === "failed" && (outcome.error.code === "node_offline" || outcome.error.code === "agent_disconnected")) {
+        change = forced(`node offline (${outcome.error.message})`);
       } else if (outcome.status === "failed" && (outcome.error.code === "agent_timeout" || outcome.error.code === "session_lost")) {
         change = forced(`node did not answer within ${Math.round(t.queryMs / 100) / 10} s`);
       } else if (outcome.status === "failed" || outcome.status === "expired") {
