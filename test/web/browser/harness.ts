@@ -90,7 +90,7 @@ export type AgentProcess = { child: ChildProcess; output: () => string; stop: ()
 export function startAgent(args: { server: string; token: string; stateDir: string; libvirtUri: string; logDir: string; listen?: string }): AgentProcess {
   const argv = [join(ROOT, "agent/main.ts"), "--server", args.server, "--token", args.token, "--state-dir", args.stateDir, "--libvirt-uri", args.libvirtUri, "--log-dir", args.logDir];
   if (args.listen) argv.push("--listen", args.listen);
-  const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LOG_LEVEL: "warn" } });
+  const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, QX_LOG_LEVEL: "warn" } });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));

@@ -1,0 +1,417 @@
+// The dashboard in Chromium against the real control plane (wrangler dev: workerd + local D1 +
+// Durable Objects) and a real agent process on libvirt's test driver: sign-in, nodes, VMs, the
+// stuck VM and its reset, the Logs tab, payloads shown as text, roles, tokens. Screenshots of
+// the main pages go to test-artifacts/screenshots/.
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { ControlPlane } from "../../support/control-plane.ts";
+import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
+import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, until, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
+
+const NODE_NAME = "edge-test-01";
+const ACK_TIMEOUT_MS = 1_500;
+
+let cp: ControlPlane;
+let agent: AgentProcess;
+let nodeId: string;
+let browser: Browser;
+let dir: string;
+let logDir: string;
+const contexts: BrowserContext[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "qx-web-"));
+  logDir = join(dir, "logs");
+  writeFixtureLogs(logDir);
+  const [control] = await Promise.all([
+    ControlPlane.start({ vars: { ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS), QUERY_TIMEOUT_MS: "5000" } }),
+    ensureWebBuild(),
+  ]);
+  cp = control;
+  ({ nodeId, agent } = await enrollAgent(cp, NODE_NAME, { stateDir: join(dir, "state"), libvirtUri: `test://${FIXTURE_XML}`, logDir, vmCount: 6 }));
+  browser = await launchChromium();
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await browser?.close();
+  await agent?.stop();
+  await cp?.dispose();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+type Session = { page: Page; watch: PageWatch; token: string };
+
+/** A fresh browser context signed in with `token`; every request URL is checked for the token. */
+async function signedIn(token: string, opts: { colorScheme?: "light" | "dark"; shiftClockMs?: number } = {}): Promise<Session> {
+  const context = await newContext(browser, cp.url, opts.colorScheme);
+  contexts.push(context);
+  const page = await context.newPage();
+  const watch = watchPage(page);
+  page.on("request", (req) => {
+    if (req.url().includes(token)) watch.problems.push(`token in a URL: ${req.url()}`);
+  });
+  if (opts.shiftClockMs) await page.clock.install({ time: Date.now() + opts.shiftClockMs });
+  await page.goto(cp.url + "/");
+  await page.getByTestId("sign-in-token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByTestId("signed-in-as").waitFor();
+  return { page, watch, token };
+}
+
+function expectClean(s: Session) {
+  expect(s.watch.problems).toEqual([]);
+  expect(s.watch.dialogs).toEqual([]);
+}
+
+const vmRow = (page: Page, name: string) => page.locator(`tr[data-vm-name="${name}"]`);
+
+async function createToken(role: "viewer" | "operator" | "admin", name: string): Promise<{ token: string; id: string }> {
+  const res = await cp.api("/api/tokens", { method: "POST", json: { name, role } });
+  expect(res.status).toBe(201);
+  return (await res.json()) as { token: string; id: string };
+}
+
+describe("dashboard in Chromium", () => {
+  it("signs in with a token (a refused one stays out), stays signed in across a reload, and serves HTML under a strict CSP", async () => {
+    const res = await fetch(cp.url + "/");
+    expect(res.headers.get("content-security-policy")).toContain("script-src 'self'");
+    expect(res.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+    expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(res.headers.get("x-frame-options")).toBe("DENY");
+    expect(res.headers.get("referrer-policy")).toBe("no-referrer");
+    const html = await res.text();
+    expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/); // no inline script
+    expect(html).not.toMatch(/<style|style=/);
+
+    const context = await newContext(browser, cp.url);
+    contexts.push(context);
+    const page = await context.newPage();
+    const watch = watchPage(page);
+    await page.goto(cp.url + "/vms");
+    await page.getByTestId("sign-in-token").fill("not-a-token");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => page.getByTestId("sign-in-error").textContent()).toContain("refused");
+    await screenshot(page, "sign-in");
+    await page.getByTestId("sign-in-token").fill(cp.adminToken);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => page.getByTestId("signed-in-as").textContent()).toContain("admin");
+    await page.reload();
+    await vmRow(page, VMS.web.name).waitFor();
+    expect(await page.evaluate(() => localStorage.getItem("qx.token"))).toBe(cp.adminToken);
+    expect(page.url()).not.toContain(cp.adminToken);
+    await page.getByTestId("sign-out").click();
+    await page.getByTestId("sign-in").waitFor();
+    expect(await page.evaluate(() => localStorage.getItem("qx.token"))).toBeNull();
+    expect(watch.problems).toEqual([]);
+  });
+
+  it("shows the node connected with its facts, enrolls a node with its agent command once, rotates and deletes it", async () => {
+    const s = await signedIn(cp.adminToken);
+    const { page } = s;
+    await page.getByRole("link", { name: "Nodes" }).click();
+    const row = page.locator(`tr[data-node-name="${NODE_NAME}"]`);
+    await expect.poll(() => row.getByTestId("node-status").textContent()).toBe("connected");
+    expect(await row.getByTestId("node-vm-count").textContent()).toBe("6");
+    const cells = await row.locator("td").allTextContents();
+    expect(cells[2]).toMatch(/just now|s ago/); // last seen
+    expect(cells[3]).not.toBe("—"); // hostname
+    expect(cells[4]).not.toBe("—"); // agent version
+
+    await page.getByTestId("node-name").fill("edge-new");
+    await page.getByRole("button", { name: "Create node" }).click();
+    const token = (await page.getByTestId("join-token").textContent())!;
+    expect(token.length).toBeGreaterThan(10);
+    const command = await page.getByTestId("agent-command").textContent();
+    expect(command).toBe(`npm run agent -- --server ${cp.url} --token ${token} --state-dir ./.state/edge-new`);
+    expect(await page.getByTestId("agent-command-host").textContent()).toBe(`node quantix-agent.mjs --server ${cp.url} --token ${token}`);
+    await page.getByTestId("agent-command").locator("..").getByRole("button", { name: "Copy" }).click();
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(command);
+    await screenshot(page, "nodes-enrolled");
+    await page.getByRole("button", { name: "Done" }).click();
+    await expect.poll(() => page.getByTestId("join-token").count()).toBe(0);
+
+    const newRow = page.locator('tr[data-node-name="edge-new"]');
+    await newRow.getByRole("button", { name: "Rotate token" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Rotate token" }).click();
+    await expect.poll(async () => (await page.getByTestId("join-token").count()) && page.getByTestId("join-token").textContent()).not.toBe(0);
+    expect(await page.getByTestId("join-token").textContent()).not.toBe(token);
+    await page.getByRole("button", { name: "Done" }).click();
+
+    await newRow.getByRole("button", { name: "Delete" }).click();
+    expect(await page.getByRole("dialog").textContent()).toContain("Removes the node");
+    await page.getByRole("dialog").getByRole("button", { name: "Delete node" }).click();
+    await expect.poll(() => newRow.count()).toBe(0);
+    await page.getByTestId("toast-success").first().waitFor();
+    await screenshot(page, "nodes");
+    expectClean(s);
+  });
+
+  it("lists VMs with state badges, filters by state and node, searches by name, and shows names literally", async () => {
+    const s = await signedIn(cp.adminToken);
+    const { page } = s;
+    await vmRow(page, VMS.web.name).waitFor();
+    expect(await page.locator("tr[data-vm-name]").count()).toBe(6);
+    expect(await vmRow(page, VMS.web.name).getByTestId("vm-state").textContent()).toBe("RUNNING");
+    expect(await vmRow(page, VMS.crashy.name).getByTestId("vm-state").textContent()).toBe("ERROR");
+    expect(await vmRow(page, VMS.oddName.name).locator("a").textContent()).toBe(VMS.oddName.name);
+    expect(await vmRow(page, VMS.web.name).locator("td").nth(2).textContent()).toBe(NODE_NAME);
+    await screenshot(page, "vms");
+
+    await page.getByTestId("vm-state-filter").selectOption("STOPPED");
+    await expect.poll(() => page.locator("tr[data-vm-name]").allTextContents().then((r) => r.length)).toBe(1);
+    expect(await page.locator("tr[data-vm-name]").getAttribute("data-vm-name")).toBe(VMS.oddName.name);
+    await page.getByTestId("vm-state-filter").selectOption("");
+    await page.getByTestId("vm-node-filter").selectOption({ label: NODE_NAME });
+    await expect.poll(() => page.locator("tr[data-vm-name]").count()).toBe(6);
+    await page.getByTestId("vm-search").fill("stuck");
+    await expect.poll(() => page.locator("tr[data-vm-name]").count()).toBe(1);
+    expect(await page.locator("tr[data-vm-name]").getAttribute("data-vm-name")).toBe(VMS.stuck.name);
+    await page.getByTestId("vm-search").fill("no-such-vm");
+    await page.getByText("No VMs match.").waitFor();
+    expectClean(s);
+  });
+
+  it("marks VMs stuck after a stop the frozen agent never acknowledged, then Reset State asks the hypervisor and Force Reset State sets STOPPED", async () => {
+    agent.child.kill("SIGSTOP");
+    let requestIds: string[];
+    try {
+      requestIds = await Promise.all(
+        [VMS.stuck, VMS.forceMe].map(async (vm) => {
+          const res = await cp.api(`/api/vms/${vm.id}/stop`, { method: "POST" });
+          expect(res.status).toBe(202);
+          return ((await res.json()) as { request: { id: string } }).request.id;
+        }),
+      );
+      for (const id of requestIds)
+        await until(`request ${id} failed`, async () => ((await (await cp.api(`/api/requests/${id}`)).json()) as { request: { status: string } }).request.status === "failed");
+    } finally {
+      agent.child.kill("SIGCONT");
+    }
+    const vm = (await (await cp.api(`/api/vms/${VMS.stuck.id}`)).json()) as { vm: { state: string } };
+    expect(vm.vm.state).toBe("STOPPING");
+
+    // The page's clock runs 90 s ahead, so the STOPPING state is past the 60 s stuck threshold.
+    const s = await signedIn(cp.adminToken, { shiftClockMs: 90_000 });
+    const { page } = s;
+    await vmRow(page, VMS.stuck.name).getByTestId("stuck-marker").waitFor();
+    expect(await vmRow(page, VMS.stuck.name).getByTestId("stuck-marker").textContent()).toMatch(/stuck since/);
+    expect(await vmRow(page, VMS.web.name).getByTestId("stuck-marker").count()).toBe(0);
+    await screenshot(page, "vms-stuck");
+
+    await vmRow(page, VMS.stuck.name).getByRole("link").click();
+    await page.getByTestId("vm-name").waitFor();
+    expect(await page.getByTestId("vm-name").textContent()).toBe(VMS.stuck.name);
+    await page.getByTestId("stuck-marker").waitFor();
+    await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("STOPPING");
+    expect(await page.getByRole("button", { name: "Start", exact: true }).isDisabled()).toBe(true);
+    expect(await page.getByRole("button", { name: "Stop", exact: true }).isDisabled()).toBe(true);
+
+    await page.getByRole("button", { name: "More actions" }).click();
+    await page.getByRole("menuitem", { name: /^Reset State/ }).click();
+    const dialog = page.getByRole("dialog");
+    expect(await dialog.textContent()).toContain("Asks the hypervisor");
+    await page.getByTestId("reset-reason").fill("stop never acknowledged");
+    await screenshot(page, "reset-state-dialog");
+    await dialog.getByRole("button", { name: "Reset State" }).click();
+    const toast = page.getByTestId("toast-success").first();
+    await toast.waitFor();
+    expect(await toast.textContent()).toContain("STOPPING → RUNNING");
+    expect(await toast.textContent()).toContain("hypervisor");
+    await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("RUNNING");
+    await expect.poll(() => page.getByTestId("stuck-marker").count()).toBe(0);
+    await expect.poll(() => page.getByTestId("events-trail").textContent()).toContain("STOPPING → RUNNING");
+    await screenshot(page, "vm-detail-after-reset");
+
+    await page.goto(`${cp.url}/vms/${VMS.forceMe.id}`);
+    await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("STOPPING");
+    await page.getByRole("button", { name: "More actions" }).click();
+    await screenshot(page, "vm-actions-menu");
+    await page.getByRole("menuitem", { name: /^Force Reset State/ }).click();
+    expect(await page.getByRole("dialog").textContent()).toContain("Risk: if the VM is in fact still running");
+    await screenshot(page, "force-reset-dialog");
+    await page.getByRole("dialog").getByRole("button", { name: "Force Reset State" }).click();
+    const forced = page.getByTestId("toast-success").first();
+    await forced.waitFor();
+    expect(await forced.textContent()).toContain("STOPPING → STOPPED");
+    await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("STOPPED");
+    await expect.poll(() => page.getByTestId("events-trail").textContent()).toContain("forced");
+    // STOPPED now allows Start and not Stop.
+    expect(await page.getByRole("button", { name: "Start", exact: true }).isDisabled()).toBe(false);
+    expect(await page.getByRole("button", { name: "Stop", exact: true }).isDisabled()).toBe(true);
+    expectClean(s);
+  }, 90_000);
+
+  it("Logs tab: highlighted lines, facts, help, payloads as text, refresh, auto-refresh, copy and download", async () => {
+    const s = await signedIn(cp.adminToken);
+    const { page } = s;
+    await page.goto(`${cp.url}/vms/${VMS.web.id}/logs`);
+    const view = page.getByTestId("log-view");
+    await view.getByText(WEB_LOG_LAST_LINE).waitFor();
+    expect(await page.getByTestId("log-path").textContent()).toMatch(/web-01\.log$/);
+    expect(await page.getByTestId("log-lines").inputValue()).toBe("100");
+    expect(await page.getByTestId("log-lines").locator("option").allTextContents()).toEqual(["50", "100", "200", "500", "1000"]);
+    expect(await page.getByTestId("log-lines-returned").textContent()).toContain("whole file");
+
+    // Colours come from the classification: error red, warning yellow, the rest plain.
+    expect(await view.locator("[data-line]", { hasText: "No space left on device" }).getAttribute("data-level")).toBe("error");
+    expect(await view.locator("[data-line]", { hasText: "terminating on signal 15" }).getAttribute("data-level")).toBe("error");
+    expect(await view.locator("[data-line]", { hasText: "warning: host doesn't support" }).getAttribute("data-level")).toBe("warning");
+    expect(await view.locator("[data-line]", { hasText: "char device redirected" }).getAttribute("data-level")).toBe("normal");
+    expect(await view.locator("[data-line]", { hasText: "-blockdev" }).getAttribute("data-level")).toBe("normal");
+    const errorColor = await view.locator('[data-level="error"]').first().evaluate((el) => getComputedStyle(el).color);
+    const warningColor = await view.locator('[data-level="warning"]').first().evaluate((el) => getComputedStyle(el).color);
+    const normalColor = await view.locator('[data-level="normal"]').first().evaluate((el) => getComputedStyle(el).color);
+    expect(new Set([errorColor, warningColor, normalColor]).size).toBe(3);
+    for (const id of ["no-space", "signal", "timeout"]) expect(await page.locator(`[data-issue="${id}"]`).getAttribute("data-detected")).toBe("true");
+    expect(await page.locator('[data-issue="permission"]').getAttribute("data-detected")).toBe("false");
+
+    // HTML and script in the log: literal text, no element made from it, nothing run.
+    for (const payload of PAYLOADS) expect(await view.locator("[data-line]", { hasText: payload }).count()).toBe(1);
+    expect(await view.locator("script, img, svg, iframe").count()).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: string }).__pwned)).toBeUndefined();
+    await screenshot(page, "logs");
+
+    // Copy and download carry exactly the text the agent read.
+    const file = join(logDir, `${VMS.web.name}.log`);
+    await page.getByTestId("log-copy").click();
+    await expect.poll(() => page.getByTestId("log-copy").textContent()).toBe("Copied");
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(readFileSync(file, "utf8"));
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("log-download").click()]);
+    expect(download.suggestedFilename()).toBe("web-01-qemu.log");
+    expect(readFileSync((await download.path())!, "utf8")).toBe(readFileSync(file, "utf8"));
+
+    // Refresh reads the file again.
+    appendFileSync(file, "2026-11-25 10:06:00.000+0000: appended before refresh\n");
+    await page.getByTestId("log-refresh").click();
+    await view.getByText("appended before refresh").waitFor();
+
+    // Auto-refresh every 5 s picks up new lines with no click.
+    await page.getByTestId("log-autorefresh").check();
+    appendFileSync(file, "2026-11-25 10:07:00.000+0000: appended for auto-refresh\n");
+    await view.getByText("appended for auto-refresh").waitFor({ timeout: 12_000 });
+    await page.getByTestId("log-autorefresh").uncheck();
+
+    // No log for this VM on its host: said plainly.
+    await page.goto(`${cp.url}/vms/${VMS.crashy.id}/logs`);
+    await expect.poll(() => page.getByTestId("logs-error").textContent()).toContain("No QEMU log");
+    expectClean(s);
+  }, 90_000);
+
+  it("Logs tab: the line selector changes what is read; auto-refresh follows the bottom only while the reader is there", async () => {
+    const s = await signedIn(cp.adminToken, { colorScheme: "dark" });
+    const { page } = s;
+    const file = join(logDir, `${VMS.bigLog.name}.log`);
+    await page.goto(`${cp.url}/vms/${VMS.bigLog.id}/logs`);
+    const view = page.getByTestId("log-view");
+    await expect.poll(() => page.getByTestId("log-lines-returned").textContent()).toContain("100 (truncated");
+    await page.getByTestId("log-lines").selectOption("1000");
+    await expect.poll(() => page.getByTestId("log-lines-returned").textContent()).toContain("1000 (truncated");
+    await view.locator('[data-line="1000"]').waitFor();
+    expect(await view.locator('[data-line="1000"]').textContent()).toContain("line 12000 ");
+    const atBottom = () => view.evaluate((el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 30);
+    await expect.poll(atBottom).toBe(true);
+    await screenshot(page, "logs-dark");
+
+    await page.getByTestId("log-autorefresh").check();
+    // At the bottom: new lines scroll into view.
+    appendFileSync(file, "2026-11-25T11:00:00.000000Z line 12001 followed\n");
+    await view.getByText("line 12001 followed").waitFor({ timeout: 12_000 });
+    await expect.poll(atBottom).toBe(true);
+    // Scrolled up: the reader keeps their place while new lines arrive.
+    await view.evaluate((el) => (el.scrollTop = 0));
+    await view.dispatchEvent("scroll");
+    const fetched = await page.getByTestId("log-fetched-at").textContent();
+    appendFileSync(file, "2026-11-25T11:00:01.000000Z line 12002 not followed\n");
+    await expect.poll(() => page.getByTestId("log-fetched-at").textContent(), { timeout: 12_000 }).not.toBe(fetched);
+    await expect.poll(() => view.locator('[data-line="1000"]').count()).toBe(0); // not rendered: still at the top
+    expect(await view.evaluate((el) => el.scrollTop)).toBeLessThan(50);
+    await page.getByTestId("log-autorefresh").uncheck();
+    expectClean(s);
+  }, 90_000);
+
+  it("renders 10,000 log lines virtualized and scrolls through them quickly", async () => {
+    const s = await signedIn(cp.adminToken);
+    const { page } = s;
+    await page.goto(`${cp.url}/vms/${VMS.bigLog.id}/logs?lines=10000`);
+    const view = page.getByTestId("log-view");
+    await expect.poll(() => page.getByTestId("log-lines-returned").textContent(), { timeout: 20_000 }).toContain("10000 (truncated");
+    await view.locator('[data-line="10000"]').waitFor();
+    expect(await view.locator("[data-line]").count()).toBeLessThan(200); // only what is on screen (+ overscan)
+    const elapsed = await view.evaluate(async (el) => {
+      const started = performance.now();
+      for (const fraction of [0, 0.25, 0.5, 0.75, 0.1, 0.9]) {
+        el.scrollTop = fraction * el.scrollHeight;
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      }
+      return performance.now() - started;
+    });
+    expect(elapsed).toBeLessThan(3_000);
+    const line = Math.round(0.9 * 10_000);
+    await expect.poll(() => view.locator(`[data-line="${line}"]`).count()).toBe(1);
+    await screenshot(page, "logs-10k");
+    expectClean(s);
+  }, 90_000);
+
+  it("a viewer sees VMs and nodes but no action of any kind", async () => {
+    const { token } = await createToken("viewer", "read-only");
+    const s = await signedIn(token);
+    const { page } = s;
+    await expect.poll(() => page.getByTestId("signed-in-as").textContent()).toContain("viewer");
+    await vmRow(page, VMS.web.name).waitFor();
+    expect(await page.getByRole("link", { name: "Tokens" }).count()).toBe(0);
+    await vmRow(page, VMS.web.name).getByRole("link").click();
+    await page.getByTestId("vm-name").waitFor();
+    await page.getByTestId("events-trail").or(page.getByText("No events yet.")).first().waitFor();
+    expect(await page.getByTestId("vm-actions").count()).toBe(0);
+    expect(await page.getByRole("button", { name: /Start|Stop|More actions/ }).count()).toBe(0);
+    await screenshot(page, "viewer-vm-detail");
+    await page.getByRole("tab", { name: "Logs" }).click();
+    await expect.poll(() => page.getByTestId("logs-error").textContent()).toContain("operator role");
+    await page.getByRole("link", { name: "Nodes" }).click();
+    await page.getByTestId("nodes-table").waitFor();
+    expect(await page.getByRole("button", { name: /Create node|Rotate token|Delete/ }).count()).toBe(0);
+    expectClean(s);
+  });
+
+  it("an admin creates and revokes tokens; a revoked token's session falls back to sign-in at its next request", async () => {
+    const admin = await signedIn(cp.adminToken);
+    await admin.page.getByRole("link", { name: "Tokens" }).click();
+    await admin.page.getByTestId("token-name").fill("ops-laptop");
+    await admin.page.getByTestId("token-role").selectOption("operator");
+    await admin.page.getByRole("button", { name: "Create token" }).click();
+    const token = (await admin.page.getByTestId("created-token").textContent())!;
+    expect(token.length).toBeGreaterThan(10);
+    await admin.page.locator('tr[data-token-name="ops-laptop"]').waitFor();
+    await screenshot(admin.page, "tokens");
+
+    const ops = await signedIn(token);
+    await expect.poll(() => ops.page.getByTestId("signed-in-as").textContent()).toContain("operator");
+
+    await admin.page.locator('tr[data-token-name="ops-laptop"]').getByRole("button", { name: "Revoke" }).click();
+    await admin.page.getByRole("dialog").getByRole("button", { name: "Revoke" }).click();
+    await expect.poll(() => admin.page.locator('tr[data-token-name="ops-laptop"]').textContent()).toContain("revoked");
+
+    await ops.page.getByRole("link", { name: "Nodes" }).click();
+    await ops.page.getByTestId("sign-in").waitFor();
+    expect(await ops.page.evaluate(() => localStorage.getItem("qx.token"))).toBeNull();
+    expectClean(admin);
+    expectClean(ops);
+  });
+
+  it("says the node is offline when its agent is gone", async () => {
+    await agent.stop();
+    await until("node offline", async () => !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected, 20_000);
+    const s = await signedIn(cp.adminToken);
+    const { page } = s;
+    await page.goto(`${cp.url}/vms/${VMS.web.id}/logs`);
+    await expect.poll(() => page.getByTestId("logs-error").textContent()).toContain("offline");
+    await screenshot(page, "logs-node-offline");
+    await page.getByRole("link", { name: "Nodes" }).click();
+    await expect.poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent()).toBe("offline");
+    expectClean(s);
+  }, 60_000);
+});

@@ -1,0 +1,87 @@
+// The host view in Chromium: an agent run with --listen serves host.html and the dashboard's VM
+// list and Logs tab against its local API (/api/v1, node credential), and keeps reading logs
+// with the control plane stopped.
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser } from "playwright-core";
+import { ControlPlane, freePort } from "../../support/control-plane.ts";
+import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
+import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, watchPage, type AgentProcess } from "./harness.ts";
+
+let cp: ControlPlane;
+let agent: AgentProcess;
+let browser: Browser;
+let dir: string;
+let logDir: string;
+let hostUrl: string;
+let credential: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "qx-host-"));
+  logDir = join(dir, "logs");
+  writeFixtureLogs(logDir);
+  const [control] = await Promise.all([ControlPlane.start(), ensureWebBuild()]);
+  cp = control;
+  const port = await freePort();
+  hostUrl = `http://127.0.0.1:${port}`;
+  const stateDir = join(dir, "state");
+  ({ agent } = await enrollAgent(cp, "edge-host-01", { stateDir, libvirtUri: `test://${FIXTURE_XML}`, logDir, vmCount: 6, listen: `127.0.0.1:${port}` }));
+  credential = (JSON.parse(readFileSync(join(stateDir, "node.json"), "utf8")) as { credential: string }).credential;
+  browser = await launchChromium();
+}, 180_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await agent?.stop();
+  await cp?.dispose();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("host view served by the agent", () => {
+  it("signs in with the node credential, lists the host's VMs and reads a log as text, also with the control plane down", async () => {
+    const context = await newContext(browser, hostUrl);
+    const page = await context.newPage();
+    const watch = watchPage(page);
+    page.on("request", (req) => {
+      if (req.url().includes(credential)) watch.problems.push(`credential in a URL: ${req.url()}`);
+    });
+    await page.goto(hostUrl + "/");
+    expect(await page.title()).toContain("host view");
+
+    await page.getByTestId("sign-in-token").fill("not-the-credential");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => page.getByTestId("sign-in-error").textContent()).toContain("refused");
+    await page.getByTestId("sign-in-token").fill(credential);
+    await page.getByRole("button", { name: "Sign in" }).click();
+
+    const rows = page.locator("tr[data-vm-name]");
+    await expect.poll(() => rows.count()).toBe(6);
+    const names = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-vm-name")));
+    expect(names.sort()).toEqual(Object.values(VMS).map((v) => v.name).sort());
+    expect(await page.locator(`tr[data-vm-name="${VMS.crashy.name}"]`).getByTestId("vm-state").textContent()).toBe("ERROR");
+    expect(await page.locator(`tr[data-vm-name="${VMS.oddName.name}"] button`).textContent()).toBe(VMS.oddName.name);
+
+    await page.locator(`tr[data-vm-name="${VMS.web.name}"]`).getByRole("button").click();
+    const view = page.getByTestId("log-view");
+    await view.getByText(WEB_LOG_LAST_LINE).waitFor();
+    expect(await page.getByTestId("host-selected-vm").textContent()).toBe(VMS.web.name);
+    expect(await page.getByTestId("log-path").textContent()).toMatch(/web-01\.log$/);
+    expect(await view.locator("[data-line]", { hasText: "No space left on device" }).getAttribute("data-level")).toBe("error");
+    for (const payload of PAYLOADS) expect(await view.locator("[data-line]", { hasText: payload }).count()).toBe(1);
+    expect(await view.locator("script, img, svg, iframe").count()).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: string }).__pwned)).toBeUndefined();
+    await screenshot(page, "host-view");
+
+    // The control plane out of reach: the host still reads its logs.
+    await cp.stop();
+    appendFileSync(join(logDir, `${VMS.web.name}.log`), "2026-11-25 10:08:00.000+0000: written while the control plane is down\n");
+    await page.getByTestId("log-refresh").click();
+    await view.getByText("written while the control plane is down").waitFor();
+
+    expect(watch.problems).toEqual([]);
+    expect(watch.dialogs).toEqual([]);
+    await context.close();
+  }, 90_000);
+});
