@@ -1,0 +1,130 @@
+// The qx CLI against the real control plane (wrangler dev) and a real agent on the demo test-driver node.
+import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli, newLinesSince, CliError } from "../../cli/qx.ts";
+import { ControlPlane } from "../support/control-plane.ts";
+import { AgentProcess } from "../support/agent.ts";
+
+const WEB_01 = "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f01"; // running, has a log
+const SCRATCH = "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f08"; // shut off, no log file
+
+let cp: ControlPlane;
+let agent: AgentProcess;
+let env: NodeJS.ProcessEnv;
+
+async function qx(...args: string[]) {
+  const lines: string[] = [];
+  const errs: string[] = [];
+  const code = await runCli(args, env, { log: (l) => lines.push(l), err: (l) => errs.push(l) });
+  return { code, out: lines.join("\n"), err: errs.join("\n") };
+}
+
+async function qxFails(...args: string[]): Promise<CliError> {
+  try {
+    await qx(...args);
+  } catch (e) {
+    if (e instanceof CliError) return e;
+    throw e;
+  }
+  throw new Error(`qx ${args.join(" ")} did not fail`);
+}
+
+beforeAll(async () => {
+  cp = await ControlPlane.start();
+  env = { QX_CONFIG: join(mkdtempSync(join(tmpdir(), "qx-cli-")), "config.json") };
+  await runCli(["login", "--url", cp.url, "--token", cp.adminToken], env, { log: () => {}, err: () => {} });
+  const { joinToken } = (await (await cp.api("/api/nodes", { method: "POST", json: { name: "cli-node" } })).json()) as { joinToken: string };
+  agent = AgentProcess.start({ server: cp.url, token: joinToken });
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const { vms } = (await (await cp.api("/api/vms?limit=50")).json()) as { vms: unknown[] };
+    if (vms.length === 8) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error("demo inventory never arrived");
+}, 120_000);
+
+afterAll(async () => {
+  await agent?.dispose();
+  await cp?.dispose();
+});
+
+describe("qx", () => {
+  it("login keeps the token in a 0600 config file and whoami reads it back", async () => {
+    const saved = JSON.parse(readFileSync(env.QX_CONFIG!, "utf8"));
+    expect(saved).toEqual({ url: cp.url, token: cp.adminToken });
+    expect(statSync(env.QX_CONFIG!).mode & 0o777).toBe(0o600);
+    expect((await qx("whoami")).out).toMatch(/\(admin\)$/);
+  });
+
+  it("lists nodes and VMs with filters, as a table and as JSON", async () => {
+    expect((await qx("nodes", "list")).out).toMatch(/cli-node\s+online/);
+    const running = JSON.parse((await qx("vms", "list", "--state", "running", "--json")).out) as { name: string; state: string }[];
+    expect(running.map((v) => v.name).sort()).toEqual(["db-01", "files-01", "web-01", "web-02"]);
+    expect(running.every((v) => v.state === "RUNNING")).toBe(true);
+    const table = (await qx("vms", "list", "--search", "web")).out.split("\n");
+    expect(table[0]).toMatch(/^ID\s+NAME\s+STATE/);
+    expect(table.slice(1).map((l) => l.split(/\s+/)[1])).toEqual(["web-01", "web-02"]);
+    const paged = JSON.parse((await qx("vms", "list", "--limit", "3", "--all", "--json")).out) as unknown[];
+    expect(paged).toHaveLength(8);
+  });
+
+  it("prints the last N lines of a VM's QEMU log, like the API", async () => {
+    const { out } = await qx("vms", "logs", WEB_01, "-n", "5");
+    const api = (await (await cp.api(`/api/vms/${WEB_01}/logs?lines=5`)).json()) as { qemuLog: string };
+    expect(out.split("\n")).toHaveLength(5);
+    expect(out).toBe(api.qemuLog.replace(/\n$/, ""));
+    expect((await qxFails("vms", "logs", SCRATCH)).message).toMatch(/^log_not_found:/);
+    expect((await qxFails("vms", "logs", WEB_01, "-n", "0")).message).toMatch(/invalid_request: .*1 to 10000/);
+  });
+
+  it("resets a VM's state from the hypervisor and by force, and shows both in the events", async () => {
+    const fromHv = (await qx("vms", "reset-state", WEB_01, "--reason", "cli test")).out;
+    expect(fromHv).toMatch(/^web-01: RUNNING -> RUNNING \(hypervisor\)/);
+    const forced = (await qx("vms", "reset-state", WEB_01, "--force")).out;
+    expect(forced).toMatch(/^web-01: RUNNING -> STOPPED \(forced\)/);
+    const events = JSON.parse((await qx("vms", "events", WEB_01, "--json")).out) as { action: string; source: string; toState: string }[];
+    expect(events.slice(0, 2).map((e) => [e.action, e.source, e.toState])).toEqual([
+      ["reset_state", "forced", "STOPPED"],
+      ["reset_state", "hypervisor", "RUNNING"],
+    ]);
+  });
+
+  it("enrolls, rotates and removes a node, and manages tokens; a viewer token cannot act", async () => {
+    const added = (await qx("nodes", "add", "cli-extra")).out;
+    expect(added).toMatch(/join token \(shown once\): qxj_/);
+    expect(added).toContain(`--server ${cp.url} --token qxj_`);
+    const nodes = JSON.parse((await qx("nodes", "list", "--json")).out) as { id: string; name: string }[];
+    const extra = nodes.find((n) => n.name === "cli-extra")!;
+    expect((await qx("nodes", "rotate", extra.id)).out).toMatch(/new join token \(shown once\): qxj_/);
+    await qx("nodes", "rm", extra.id);
+    expect((await qx("nodes", "list")).out).not.toContain("cli-extra");
+
+    const created = JSON.parse((await qx("tokens", "create", "reader", "--role", "viewer", "--json")).out) as { token: string; id: string };
+    const asViewer = { ...env, QX_API_TOKEN: created.token };
+    const viewerOut: string[] = [];
+    await runCli(["whoami"], asViewer, { log: (l) => viewerOut.push(l), err: () => {} });
+    expect(viewerOut).toEqual(["reader (viewer)"]);
+    await expect(runCli(["vms", "reset-state", WEB_01, "--force"], asViewer, { log: () => {}, err: () => {} })).rejects.toThrow(/^forbidden|403|role/);
+    await qx("tokens", "revoke", created.id);
+    await expect(runCli(["whoami"], asViewer, { log: () => {}, err: () => {} })).rejects.toThrow(/unauthorized|401|token/i);
+  });
+
+  it("says what is missing instead of guessing", async () => {
+    await expect(runCli(["vms", "list"], {}, { log: () => {}, err: () => {} })).rejects.toThrow(/no control plane URL/);
+    expect((await qxFails("vms", "show")).message).toMatch(/missing <vm-id>/);
+    expect((await qxFails("vms", "frobnicate")).message).toMatch(/unknown command "vms frobnicate"/);
+    expect((await qxFails("vms", "show", "00000000-0000-0000-0000-000000000000")).message).toMatch(/^not_found:/);
+  });
+});
+
+describe("follow", () => {
+  it("prints only the lines after the overlap with what was shown", () => {
+    expect(newLinesSince(["a", "b", "c"], ["b", "c", "d", "e"])).toEqual(["d", "e"]);
+    expect(newLinesSince(["a", "b"], ["a", "b"])).toEqual([]);
+    expect(newLinesSince([], ["x"])).toEqual(["x"]);
+    expect(newLinesSince(["a", "b"], ["z"])).toEqual(["z"]);
+  });
+});
