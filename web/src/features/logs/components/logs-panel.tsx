@@ -79,12 +79,12 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT }: { vm: { id: 
               ["Lines", <span data-testid="log-lines-returned">{`${logs.data.linesReturned}${logs.data.truncated ? " (truncated: the file holds more)" : " (whole file)"}`}</span>],
             ]}
           />
+          <LogHelp detected={issues.map((i) => i.id)} />
           <LogViewer lines={logLines} />
         </>
       )}
       {!logs.data && !logs.error && <div className="text-[13px] text-zinc-500">Reading the log from the host…</div>}
-
-      <LogHelp detected={issues.map((i) => i.id)} />
+      {!logs.data && <LogHelp detected={[]} />}
     </div>
   );
 }
@@ -120,9 +120,14 @@ function LogsError({ error }: { error: Error }) {
 
 function LogHelp({ detected }: { detected: string[] }) {
   return (
-    <details className="rounded border border-zinc-200 px-3 py-2 text-[13px] dark:border-zinc-800" open={detected.length > 0} data-testid="log-help">
-      <summary className="cursor-pointer font-medium">
-        Common issues{detected.length > 0 ? ` — ${detected.length} seen in this log` : ""}
+    <details className="rounded border border-zinc-200 px-3 py-1.5 text-[13px] dark:border-zinc-800" data-testid="log-help">
+      <summary className="cursor-pointer">
+        <span className="font-medium">Help on common issues</span>
+        {detected.length > 0 && (
+          <span className="ml-2 text-amber-700 dark:text-amber-400">
+            seen in this log: {LOG_ISSUES.filter((i) => detected.includes(i.id)).map((i) => i.title).join(" · ")}
+          </span>
+        )}
       </summary>
       <ul className="mt-2 space-y-2">
         {LOG_ISSUES.map((issue) => (
