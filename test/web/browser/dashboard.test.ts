@@ -8,11 +8,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { ControlPlane } from "../../support/control-plane.ts";
-import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
+import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs, writeFleetXml } from "./fixture-logs.ts";
 import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, until, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
 
 const NODE_NAME = "edge-test-01";
 const ACK_TIMEOUT_MS = 1_500;
+/** VMs on the second test host, to page through. */
+const FLEET = 10_000;
 
 let cp: ControlPlane;
 let agent: AgentProcess;
@@ -245,6 +247,23 @@ describe("dashboard in Chromium", () => {
     expectClean(s);
   }, 90_000);
 
+  it("an action the server refuses shows the server's message in an error toast", async () => {
+    const s = await signedIn(cp.adminToken);
+    const { page } = s;
+    await page.goto(`${cp.url}/vms/${VMS.oddName.id}`);
+    expect(await page.getByTestId("vm-name").textContent()).toBe(VMS.oddName.name);
+    await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("STOPPED");
+    // Someone else starts it meanwhile; this page still shows STOPPED and offers Start.
+    expect((await cp.api(`/api/vms/${VMS.oddName.id}/start`, { method: "POST" })).status).toBe(202);
+    await page.getByRole("button", { name: "Start", exact: true }).click();
+    const toast = page.getByTestId("toast-error").first();
+    await toast.waitFor();
+    expect(await toast.textContent()).toMatch(/^Start failed: .*(STARTING|RUNNING)/);
+    await expect.poll(() => page.locator("[data-fact=State]").textContent()).not.toBe("STOPPED");
+    await screenshot(page, "error-toast");
+    expect(s.watch.problems.filter((p) => !p.includes("409"))).toEqual([]);
+  });
+
   it("Logs tab: highlighted lines, facts, help, payloads as text, refresh, auto-refresh, copy and download", async () => {
     const s = await signedIn(cp.adminToken);
     const { page } = s;
@@ -356,11 +375,43 @@ describe("dashboard in Chromium", () => {
     expectClean(s);
   }, 90_000);
 
+  it(`pages through ${FLEET.toLocaleString("en")} VMs with "Load more" and finds one by name`, async () => {
+    const xml = join(dir, "fleet.xml");
+    writeFleetXml(xml, FLEET);
+    const fleet = await enrollAgent(cp, "edge-fleet", { stateDir: join(dir, "fleet-state"), libvirtUri: `test://${xml}`, logDir, vmCount: FLEET, timeoutMs: 120_000 });
+    try {
+      const s = await signedIn(cp.adminToken);
+      const { page } = s;
+      const rows = page.locator("tr[data-vm-name]");
+      await rows.first().waitFor();
+      await page.getByTestId("vm-node-filter").selectOption({ label: "edge-fleet" });
+      await expect.poll(() => rows.first().getAttribute("data-vm-name")).toBe("fleet-00001");
+      expect(await rows.count()).toBe(100);
+      const pageTimes: number[] = [];
+      for (const shown of [200, 300]) {
+        const started = Date.now();
+        await page.getByTestId("vm-load-more").click();
+        await expect.poll(() => rows.count()).toBe(shown);
+        pageTimes.push(Date.now() - started);
+      }
+      expect(await rows.nth(299).getAttribute("data-vm-name")).toBe("fleet-00300");
+      expect(Math.max(...pageTimes)).toBeLessThan(3_000);
+      await page.getByTestId("vm-search").fill("fleet-09999");
+      await expect.poll(() => rows.count()).toBe(1);
+      expect(await rows.first().getAttribute("data-vm-name")).toBe("fleet-09999");
+      expect(await page.getByTestId("vm-load-more").count()).toBe(0);
+      expectClean(s);
+    } finally {
+      await fleet.agent.stop();
+    }
+  }, 180_000);
+
   it("a viewer sees VMs and nodes but no action of any kind", async () => {
     const { token } = await createToken("viewer", "read-only");
     const s = await signedIn(token);
     const { page } = s;
     await expect.poll(() => page.getByTestId("signed-in-as").textContent()).toContain("viewer");
+    await page.getByTestId("vm-search").fill(VMS.web.name); // the fleet's VMs sort before it
     await vmRow(page, VMS.web.name).waitFor();
     expect(await page.getByRole("link", { name: "Tokens" }).count()).toBe(0);
     await vmRow(page, VMS.web.name).getByRole("link").click();

@@ -63,3 +63,15 @@ export function writeFixtureLogs(logDir: string): void {
   writeFileSync(join(logDir, `${VMS.bigLog.name}.log`), bigLog(12_000));
   // crashy has no log on purpose: the Logs tab explains log_not_found.
 }
+
+/** A test-driver host with `count` shut-off domains fleet-00001…, for paging through a big list. */
+export function writeFleetXml(path: string, count: number): void {
+  const domains: string[] = [];
+  for (let i = 1; i <= count; i++) {
+    const n = String(i).padStart(5, "0");
+    domains.push(
+      `<domain type="test"><name>fleet-${n}</name><uuid>f1ee0000-0000-4000-8000-${String(i).padStart(12, "0")}</uuid><memory unit="MiB">512</memory><vcpu>1</vcpu><os><type arch="x86_64">hvm</type></os><test:runstate>5</test:runstate></domain>`,
+    );
+  }
+  writeFileSync(path, `<?xml version="1.0"?>\n<node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">\n${domains.join("\n")}\n</node>\n`);
+}

@@ -110,17 +110,18 @@ export function startAgent(args: { server: string; token: string; stateDir: stri
 }
 
 /** Enrolls a node for `name` and waits until its agent is connected and has reported `vmCount` VMs. */
-export async function enrollAgent(cp: ControlPlane, name: string, opts: { stateDir: string; libvirtUri: string; logDir: string; vmCount: number; listen?: string }) {
+export async function enrollAgent(cp: ControlPlane, name: string, opts: { stateDir: string; libvirtUri: string; logDir: string; vmCount: number; listen?: string; timeoutMs?: number }) {
   const res = await cp.api("/api/nodes", { method: "POST", json: { name } });
   if (res.status !== 201) throw new Error(`POST /api/nodes: ${res.status} ${await res.text()}`);
   const { node, joinToken } = (await res.json()) as { node: { id: string }; joinToken: string };
   const agent = startAgent({ server: cp.url, token: joinToken, stateDir: opts.stateDir, libvirtUri: opts.libvirtUri, logDir: opts.logDir, listen: opts.listen });
-  const deadline = Date.now() + 30_000;
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     const n = (await (await cp.api(`/api/nodes/${node.id}`)).json()) as { node?: { connected: boolean; vmCount: number } };
     if (n.node?.connected && n.node.vmCount >= opts.vmCount) break;
     if (agent.child.exitCode !== null) throw new Error(`agent exited ${agent.child.exitCode}:\n${agent.output()}`);
-    if (Date.now() > deadline) throw new Error(`agent did not connect with ${opts.vmCount} VMs in 30 s:\n${agent.output()}`);
+    if (Date.now() > deadline) throw new Error(`agent did not connect with ${opts.vmCount} VMs in ${timeoutMs / 1000} s:\n${agent.output()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return { nodeId: node.id, agent };

@@ -26,7 +26,7 @@ export function StateBadge({ state }: { state: VmState }) {
 export function StuckMarker({ since, now }: { since: string; now: number }) {
   return (
     <span data-testid="stuck-marker" title={`In this state since ${formatDateTime(since)}`} className="text-[12px] font-medium text-amber-700 dark:text-amber-400">
-      ⚠ stuck since {formatRelativeTime(since, now).replace(/ ago$/, "")} ({formatDateTime(since)})
+      ⚠ stuck since {formatDateTime(since)} ({formatRelativeTime(since, now).replace(/ ago$/, "")})
     </span>
   );
 }
