@@ -1,13 +1,10 @@
 // Inventory from the agent into D1: chunked syncs, a 5,000-domain host within D1's bound-parameter
 // limit, missing / reappearing VMs, transitions not overridden by polling, and node isolation.
 import { env } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
-import { api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
+import { describe, expect, it } from "vitest";
+import { agentsClosedAfterEach, api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
 
-const agents: TestAgent[] = [];
-afterEach(() => {
-  for (const a of agents.splice(0)) a.close();
-});
+const agents = agentsClosedAfterEach();
 async function newAgent() {
   const s = await TestAgent.forNewNode();
   agents.push(s.agent);

@@ -2,14 +2,11 @@
 // result routing, deadlines through alarms, eviction / hibernation mid-session, late and duplicate
 // answers, replacement by a second connection, liveness, and refusal of bad frames.
 import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CLOSE, MAX_FRAME_BYTES, PING_FRAME } from "../../protocol/wire.ts";
-import { api, eventually, expectError, json, TestAgent, vmInfo } from "./support.ts";
+import { agentsClosedAfterEach, api, eventually, expectError, json, TestAgent, vmInfo } from "./support.ts";
 
-const agents: TestAgent[] = [];
-afterEach(() => {
-  for (const a of agents.splice(0)) a.close();
-});
+const agents = agentsClosedAfterEach();
 
 /** A connected node with one VM in `state`. */
 async function nodeWithVm(libvirtState: "running" | "shutoff" | "paused" = "running") {

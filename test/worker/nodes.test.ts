@@ -1,14 +1,11 @@
 // Nodes and enrollment: create (join token once), single-use expiring join tokens traded for a
 // node credential, the agent endpoint's refusals, rotate and delete closing the live socket.
 import { env, SELF } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CLOSE } from "../../protocol/wire.ts";
-import { api, BASE, createNode, enroll, eventually, expectError, json, TestAgent, unique, uuid, vmInfo } from "./support.ts";
+import { agentsClosedAfterEach, api, BASE, createNode, enroll, eventually, expectError, json, TestAgent, unique, uuid, vmInfo } from "./support.ts";
 
-const agents: TestAgent[] = [];
-afterEach(() => {
-  for (const a of agents.splice(0)) a.close();
-});
+const agents = agentsClosedAfterEach();
 const enrollRaw = (body: unknown, ip = "10.1.1.1") =>
   SELF.fetch(`${BASE}/agent/enroll`, { method: "POST", headers: { "content-type": "application/json", "cf-connecting-ip": ip }, body: JSON.stringify(body) });
 const connectRaw = (headers: Record<string, string>) => SELF.fetch(`${BASE}/agent/connect`, { headers });

@@ -1,13 +1,10 @@
 // reset_state (hypervisor path, forced path, fall-back when the node is away or silent) and the
 // logs route (chunks reassembled in order, every error code of SPEC §4), plus their rate limits.
 import { env } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
-import { api, createToken, eventually, expectError, json, TestAgent, uuid, vmInfo } from "./support.ts";
+import { describe, expect, it } from "vitest";
+import { agentsClosedAfterEach, api, createToken, eventually, expectError, json, TestAgent, uuid, vmInfo } from "./support.ts";
 
-const agents: TestAgent[] = [];
-afterEach(() => {
-  for (const a of agents.splice(0)) a.close();
-});
+const agents = agentsClosedAfterEach();
 async function stuckVm() {
   const s = await TestAgent.forNewNode();
   agents.push(s.agent);

@@ -1,8 +1,8 @@
 // Test helpers for the Worker suite: API calls through SELF, tokens and nodes, and TestAgent, a
 // protocol-speaking agent on a real WebSocket into the node's Durable Object (no fakes involved).
 import { SELF } from "cloudflare:test";
-import { expect } from "vitest";
-import { PROTOCOL_VERSION, type LibvirtState, type ServerMessage, type VmInfo, mapLibvirtState } from "../../protocol/wire.ts";
+import { afterEach, expect } from "vitest";
+import { PROTOCOL_VERSION, type LibvirtState, type VmInfo, mapLibvirtState } from "../../protocol/wire.ts";
 
 export const ADMIN = "test-admin-token";
 export const BASE = "http://cp.test";
@@ -169,8 +169,6 @@ export class TestAgent {
   }
 }
 
-export type Command = Extract<ServerMessage, { type: "vm.state" }>;
-
 /** Polls until `check` passes (for effects the Durable Object applies asynchronously). */
 export async function eventually<T>(check: () => Promise<T>, timeoutMs = 5000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -182,4 +180,13 @@ export async function eventually<T>(check: () => Promise<T>, timeoutMs = 5000): 
       await new Promise((r) => setTimeout(r, 25));
     }
   }
+}
+
+/** The agents a test file opens, closed after each of its tests. */
+export function agentsClosedAfterEach(): TestAgent[] {
+  const open: TestAgent[] = [];
+  afterEach(() => {
+    for (const a of open.splice(0)) a.close();
+  });
+  return open;
 }
