@@ -1,0 +1,170 @@
+// Carries out the control plane's commands against libvirt and the log directory. A command whose
+// deadline (in the control plane's clock) has passed when it is read is answered `expired` and not
+// carried out. Power actions are acked at once, then their outcome is reported; actions on one VM
+// run one after another.
+import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult } from "../protocol/wire.ts";
+import { AgentFailure, type Libvirt } from "./libvirt.ts";
+import type { Logger } from "./logger.ts";
+import { resolveLogPath } from "./log-path.ts";
+import { tailLines } from "./log-tail.ts";
+
+export type Send = (msg: AgentMessage) => boolean;
+
+export type CommandRunnerOptions = {
+  libvirt: Libvirt;
+  logDir: string;
+  send: Send;
+  log: Logger;
+  /** the control plane's clock (local clock corrected by welcome.serverTime) */
+  serverNow: () => number;
+  /** how often a graceful stop looks whether the guest is off */
+  stopPollMs: number;
+  /** after a power action: report the change without waiting for the next poll */
+  onPowerDone?: () => void;
+};
+
+/** The domain's name for its log: libvirt's own name for that UUID, never a name sent to us alone. */
+export async function logNameFor(libvirt: Libvirt, vmId: string, fallback: string): Promise<string> {
+  try {
+    return (await libvirt.domain(vmId)).name;
+  } catch (err) {
+    // libvirt unreachable: the control plane's name is still checked and confined by resolveLogPath.
+    if (err instanceof AgentFailure && err.code === "libvirt_error") return fallback;
+    throw err;
+  }
+}
+
+/** Split log text into `log.chunk` texts of ≤ LOG_CHUNK_BYTES UTF-8 bytes whose frames fit MAX_FRAME_BYTES. */
+export function splitLogText(text: string, chunkBytes = LOG_CHUNK_BYTES): string[] {
+  if (text === "") return [];
+  const bytes = Buffer.from(text);
+  const out: string[] = [];
+  const push = (piece: Buffer) => {
+    const s = piece.toString("utf8");
+    // JSON escaping can grow control characters six-fold: halve until the frame fits.
+    if (JSON.stringify(s).length > MAX_FRAME_BYTES - 1024 && piece.length > 8) {
+      let mid = piece.length >> 1;
+      while (mid < piece.length && (piece[mid]! & 0xc0) === 0x80) mid++;
+      push(piece.subarray(0, mid));
+      push(piece.subarray(mid));
+    } else out.push(s);
+  };
+  for (let i = 0; i < bytes.length; ) {
+    let end = Math.min(bytes.length, i + chunkBytes);
+    while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--; // never split a character
+    push(bytes.subarray(i, end));
+    i = end;
+  }
+  return out;
+}
+
+export class CommandRunner {
+  private readonly o: CommandRunnerOptions;
+  private readonly perVm = new Map<string, Promise<void>>();
+
+  constructor(opts: CommandRunnerOptions) {
+    this.o = opts;
+  }
+
+  /** Returns once the command is answered (tests wait on it; the link does not). */
+  handle(cmd: Command): Promise<void> {
+    const { id } = cmd;
+    const late = this.o.serverNow() - cmd.payload.deadline;
+    if (late > 0) {
+      this.o.log.warn({ id, type: cmd.type, vmId: cmd.payload.vmId, lateMs: late }, "command arrived after its deadline: not carried out");
+      this.fail(id, new AgentFailure("expired", `deadline passed ${late} ms before the command was read; not carried out`));
+      return Promise.resolve();
+    }
+    switch (cmd.type) {
+      case "vm.state":
+        return this.answer(id, async () => this.o.send({ type: "result", id, payload: await this.o.libvirt.state(cmd.payload.vmId) }));
+      case "vm.logs":
+        return this.answer(id, () => this.sendLogs(cmd));
+      case "vm.start":
+      case "vm.stop":
+      case "vm.forceStop":
+        this.o.send({ type: "ack", id, payload: {} });
+        return this.serialized(cmd.payload.vmId, () => this.answer(id, () => this.power(cmd)));
+    }
+  }
+
+  private async power(cmd: Extract<Command, { type: "vm.start" | "vm.stop" | "vm.forceStop" }>) {
+    const { libvirt } = this.o;
+    const uuid = cmd.payload.vmId;
+    this.o.log.info({ id: cmd.id, type: cmd.type, vmId: uuid }, "power action");
+    let result: PowerResult;
+    try {
+      if (cmd.type === "vm.start") {
+        await libvirt.start(uuid);
+        result = { ...(await libvirt.state(uuid)), timedOut: false };
+      } else if (cmd.type === "vm.forceStop") {
+        await libvirt.destroy(uuid);
+        result = { ...(await libvirt.state(uuid)), timedOut: false };
+      } else {
+        result = await this.gracefulStop(uuid, cmd.payload.graceMs);
+      }
+    } finally {
+      this.o.onPowerDone?.();
+    }
+    this.o.send({ type: "result", id: cmd.id, payload: result });
+  }
+
+  /** Ask the guest to shut down, then watch until it is off or the grace runs out. */
+  private async gracefulStop(uuid: string, graceMs: number): Promise<PowerResult> {
+    const { libvirt } = this.o;
+    const until = Date.now() + graceMs;
+    await libvirt.shutdown(uuid);
+    for (;;) {
+      const now = await libvirt.state(uuid);
+      if (now.libvirtState === "shutoff") return { ...now, timedOut: false };
+      const left = until - Date.now();
+      if (left <= 0) return { ...now, timedOut: true };
+      await new Promise((r) => setTimeout(r, Math.min(this.o.stopPollMs, left)));
+    }
+  }
+
+  private async sendLogs(cmd: Extract<Command, { type: "vm.logs" }>) {
+    const name = await logNameFor(this.o.libvirt, cmd.payload.vmId, cmd.payload.name);
+    const path = resolveLogPath(this.o.logDir, name);
+    const tail = tailLines(path, cmd.payload.lines, cmd.payload.maxBytes);
+    const pieces = splitLogText(tail.text);
+    pieces.forEach((text, seq) => this.o.send({ type: "log.chunk", id: cmd.id, payload: { seq, text } }));
+    this.o.send({
+      type: "result",
+      id: cmd.id,
+      payload: {
+        logPath: tail.logPath,
+        logSizeBytes: tail.logSizeBytes,
+        linesReturned: tail.linesReturned,
+        truncated: tail.truncated,
+        lastModified: tail.lastModified,
+        chunks: pieces.length,
+      },
+    });
+  }
+
+  private serialized(vmId: string, work: () => Promise<void>): Promise<void> {
+    const before = this.perVm.get(vmId) ?? Promise.resolve();
+    const mine = before.then(work, work);
+    this.perVm.set(vmId, mine);
+    void mine.finally(() => {
+      if (this.perVm.get(vmId) === mine) this.perVm.delete(vmId);
+    });
+    return mine;
+  }
+
+  private async answer(id: string, work: () => Promise<unknown>): Promise<void> {
+    try {
+      await work();
+    } catch (err) {
+      this.fail(id, err);
+    }
+  }
+
+  private fail(id: string, err: unknown) {
+    const failure =
+      err instanceof AgentFailure ? err : new AgentFailure("internal", `internal error: ${(err as Error)?.message ?? String(err)}`.slice(0, 2000));
+    if (!(err instanceof AgentFailure)) this.o.log.error({ id, err: (err as Error)?.stack }, "command failed unexpectedly");
+    this.o.send({ type: "error", id, payload: { code: failure.code, message: failure.message.slice(0, 2000) } });
+  }
+}

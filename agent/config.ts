@@ -1,0 +1,147 @@
+// The agent's configuration: SPEC §2 flags and QX_* environment variables, validated with zod.
+// A bad value is a one-line message and exit status 2 (see ConfigError), never a stack trace.
+import { parseArgs } from "node:util";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+
+export const EXIT_BAD_CONFIG = 2;
+
+export class ConfigError extends Error {}
+
+const hostPort = z.string().transform((v, ctx) => {
+  // "8080" and ":8080" mean loopback: the local API is for the host itself unless asked otherwise.
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(v.trim());
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
+    ctx.addIssue({ code: "custom", message: `expected HOST:PORT, :PORT or PORT (got "${v}")` });
+    return z.NEVER;
+  }
+  const host = (m[1] ?? "").replace(/^\[|\]$/g, "") || "127.0.0.1";
+  return { host, port };
+});
+
+const serverUrl = z.string().transform((v, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    ctx.addIssue({ code: "custom", message: `not a URL: "${v}"` });
+    return z.NEVER;
+  }
+  if (!["http:", "https:", "ws:", "wss:"].includes(url.protocol)) {
+    ctx.addIssue({ code: "custom", message: `expected an http(s):// or ws(s):// URL (got "${v}")` });
+    return z.NEVER;
+  }
+  if (url.username || url.password) {
+    ctx.addIssue({ code: "custom", message: "the server URL must not carry credentials" });
+    return z.NEVER;
+  }
+  // Keep only origin + base path: enrollment and the WebSocket paths are appended to it.
+  return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
+});
+
+const millis = (what: string, min: number, max: number) =>
+  z.coerce.number({ message: `${what} must be a number of milliseconds` }).int().min(min).max(max);
+
+const Config = z.object({
+  server: serverUrl.optional(),
+  token: z.string().min(1).max(200).optional(),
+  stateDir: z.string().min(1),
+  libvirtUri: z.string().min(1),
+  logDir: z.string().min(1),
+  listen: hostPort.optional(),
+  webDir: z.string().min(1),
+  logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+  pollIntervalMs: millis("--poll-interval", 100, 600_000),
+  stopPollMs: millis("--stop-poll", 10, 60_000),
+  connectTimeoutMs: millis("--connect-timeout", 100, 120_000),
+  backoffBaseMs: millis("--backoff-base", 1, 60_000),
+  backoffCapMs: millis("--backoff-cap", 1, 3_600_000),
+  stableAfterMs: millis("--stable-after", 1, 3_600_000),
+  shutdownDeadlineMs: millis("--shutdown-deadline", 100, 60_000),
+});
+export type AgentConfig = z.infer<typeof Config>;
+
+export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--state-dir DIR] [--libvirt-uri URI]
+                     [--log-dir DIR] [--listen HOST:PORT] [--web-dir DIR] [--log-level LEVEL]
+                     [--poll-interval MS] [--connect-timeout MS] [--backoff-base MS] [--backoff-cap MS]
+                     [--stable-after MS] [--stop-poll MS] [--shutdown-deadline MS]
+env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL
+--server may be left out only with --listen: the agent then serves the local API alone, with the
+credential it kept from an earlier enrollment.`;
+
+/** The host view's files: web/dist of the repo, or web/ beside the bundled agent. */
+function defaultWebDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [join(here, "web"), resolve(here, "../web/dist")];
+  return candidates.find((d) => existsSync(join(d, "host.html"))) ?? candidates[1]!;
+}
+
+const OPTIONS = {
+  server: { type: "string", env: "QX_SERVER" },
+  token: { type: "string", env: "QX_TOKEN" },
+  "state-dir": { type: "string", env: "QX_STATE_DIR" },
+  "libvirt-uri": { type: "string", env: "QX_LIBVIRT_URI" },
+  "log-dir": { type: "string", env: "QX_LOG_DIR" },
+  listen: { type: "string", env: "QX_LISTEN" },
+  "web-dir": { type: "string", env: "QX_WEB_DIR" },
+  "log-level": { type: "string", env: "QX_LOG_LEVEL" },
+  "poll-interval": { type: "string", env: "QX_POLL_INTERVAL" },
+  "stop-poll": { type: "string", env: "QX_STOP_POLL" },
+  "connect-timeout": { type: "string", env: "QX_CONNECT_TIMEOUT" },
+  "backoff-base": { type: "string", env: "QX_BACKOFF_BASE" },
+  "backoff-cap": { type: "string", env: "QX_BACKOFF_CAP" },
+  "stable-after": { type: "string", env: "QX_STABLE_AFTER" },
+  "shutdown-deadline": { type: "string", env: "QX_SHUTDOWN_DEADLINE" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** Flags win over environment variables; throws ConfigError with a one-line message. */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig | "help" {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: Object.fromEntries(Object.entries(OPTIONS).map(([k, o]) => [k, { type: o.type, ...("short" in o ? { short: o.short } : {}) }])),
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  if (values.help) return "help";
+  const raw: Record<string, unknown> = {
+    stateDir: "/var/lib/quantix-agent",
+    libvirtUri: "qemu:///system",
+    logDir: "/var/log/libvirt/qemu",
+    webDir: defaultWebDir(),
+    logLevel: "info",
+    pollIntervalMs: 3_000,
+    stopPollMs: 500,
+    connectTimeoutMs: 10_000,
+    backoffBaseMs: 1_000,
+    backoffCapMs: 30_000,
+    stableAfterMs: 30_000,
+    shutdownDeadlineMs: 5_000,
+  };
+  for (const [flag, o] of Object.entries(OPTIONS)) {
+    if (!("env" in o)) continue;
+    const v = values[flag] ?? (env[o.env] === "" ? undefined : env[o.env]);
+    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline)$/, "$1Ms")] = v;
+  }
+  const parsed = Config.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const key = String(issue.path[0] ?? "");
+    const flag = Object.keys(OPTIONS).find((f) => camel(f) === key || `${camel(f)}Ms` === key) ?? key;
+    throw new ConfigError(`--${flag}: ${issue.message}`);
+  }
+  const config = parsed.data;
+  if (!config.server && !config.listen) throw new ConfigError("--server (or QX_SERVER) is required, unless --listen is given alone");
+  if (config.backoffCapMs < config.backoffBaseMs) throw new ConfigError("--backoff-cap must not be below --backoff-base");
+  return config;
+}

@@ -1,0 +1,226 @@
+// The host-local API (`--listen`, loopback by default): `GET /api/v1/vms`, `GET /api/v1/vms/:vm_id/logs`
+// guarded by the node credential, and the host view's static files at `/`. Nothing a request
+// carries becomes a path: a VM is found in libvirt's list, its log path comes from its libvirt
+// name (log-path.ts), and a static file must resolve inside the web directory.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { timingSafeEqual, createHash } from "node:crypto";
+import { closeSync, fstatSync, openSync, readFileSync, realpathSync } from "node:fs";
+import { extname, join, sep } from "node:path";
+import type { AddressInfo } from "node:net";
+import { constants } from "node:fs";
+import { LogLinesQuery, type LogsResponse } from "../protocol/api.ts";
+import { MAX_LOG_BYTES, VmState } from "../protocol/wire.ts";
+import { AgentFailure, type Libvirt } from "./libvirt.ts";
+import type { Logger } from "./logger.ts";
+import { checkDomainName, decodeRepeatedly, resolveLogPath } from "./log-path.ts";
+import { tailLines } from "./log-tail.ts";
+
+export type LocalApiOptions = {
+  host: string;
+  port: number;
+  /** the node credential; null means nothing is authorized */
+  credential: () => string | null;
+  libvirt: Libvirt;
+  logDir: string;
+  webDir: string;
+  log: Logger;
+};
+
+const STATUS: Record<string, number> = {
+  vm_not_found: 404,
+  log_not_found: 404,
+  not_found: 404,
+  invalid_name: 400,
+  invalid_request: 400,
+  unauthorized: 401,
+  method_not_allowed: 405,
+  libvirt_error: 502,
+  web_build_missing: 503,
+  internal: 500,
+};
+
+const CONTENT_TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".ico": "image/x-icon",
+  ".woff2": "font/woff2",
+  ".txt": "text/plain; charset=utf-8",
+  ".map": "application/json",
+};
+
+// Same policy as the dashboard (web/public/_headers): the page loads only its own files.
+const PAGE_HEADERS = {
+  "content-security-policy":
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+};
+
+class HttpFailure extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", "x-content-type-options": "nosniff" });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, code: string, message: string) {
+  sendJson(res, STATUS[code] ?? 400, { success: false, error: { code, message } });
+}
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/** Timing-safe: compares digests so lengths never leak either. */
+function authorized(req: IncomingMessage, credential: string | null): boolean {
+  const header = req.headers.authorization ?? "";
+  const m = /^Bearer ([^\s]+)$/.exec(header);
+  if (!credential || !m) return false;
+  return timingSafeEqual(digest(m[1]!), digest(credential));
+}
+
+export type LocalApi = { server: Server; url: string; close: () => Promise<void> };
+
+export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
+  const server = createServer((req, res) => {
+    handle(o, req, res).catch((err) => {
+      if (err instanceof HttpFailure || err instanceof AgentFailure) return sendError(res, err.code, err.message);
+      o.log.error({ err: (err as Error)?.stack }, "local API: unexpected error");
+      if (!res.headersSent) sendError(res, "internal", "internal error");
+      else res.destroy();
+    });
+  });
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  const url = `http://${host}:${addr.port}`;
+  o.log.info({ url }, "local API listening");
+  return {
+    server,
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function handle(o: LocalApiOptions, req: IncomingMessage, res: ServerResponse) {
+  const raw = req.url ?? "/";
+  const q = raw.indexOf("?");
+  const rawPath = q >= 0 ? raw.slice(0, q) : raw;
+  const search = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : "");
+  if (req.method !== "GET" && req.method !== "HEAD") throw new HttpFailure("method_not_allowed", "only GET is served here");
+
+  if (rawPath === "/api/v1" || rawPath.startsWith("/api/v1/") || rawPath.startsWith("/api/")) {
+    if (!authorized(req, o.credential())) throw new HttpFailure("unauthorized", "Authorization: Bearer <node credential> required");
+    // Segments are matched raw: an encoded "/" or ".." stays inside its segment, never a route.
+    const parts = rawPath.split("/").slice(1); // ["api","v1",...]
+    if (parts.length === 3 && parts[2] === "vms") return listVms(o, search, res);
+    if (parts.length === 5 && parts[2] === "vms" && parts[4] === "logs") return vmLogs(o, parts[3]!, search, res);
+    throw new HttpFailure("not_found", "no such route; try GET /api/v1/vms or GET /api/v1/vms/:vm_id/logs?lines=N");
+  }
+  return serveStatic(o, rawPath, req, res);
+}
+
+async function listVms(o: LocalApiOptions, search: URLSearchParams, res: ServerResponse) {
+  let vms = await o.libvirt.listDomains();
+  const state = search.get("state");
+  if (state) {
+    const parsed = VmState.safeParse(state);
+    if (!parsed.success) throw new HttpFailure("invalid_request", `state must be one of ${VmState.options.join(", ")}`);
+    vms = vms.filter((v) => v.state === parsed.data);
+  }
+  const text = search.get("q")?.toLowerCase();
+  if (text) vms = vms.filter((v) => v.name.toLowerCase().includes(text));
+  sendJson(res, 200, {
+    vms: vms.map((v) => ({ id: v.uuid, name: v.name, state: v.state, libvirtState: v.libvirtState, vcpus: v.vcpus, memoryMiB: v.memoryMiB })),
+    nextCursor: null,
+  });
+}
+
+async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams, res: ServerResponse) {
+  const lines = LogLinesQuery.safeParse({ lines: search.get("lines") ?? undefined });
+  if (!lines.success) throw new HttpFailure("invalid_request", lines.error.issues[0]?.message ?? "bad lines");
+  const id = decodeRepeatedly(rawId);
+  if (id === null || id.length > 200) throw new AgentFailure("vm_not_found", "no such VM on this host");
+  // The VM is looked up by UUID (or exact domain name) in libvirt's own list: the id is never a path.
+  const vms = await o.libvirt.listDomains();
+  const vm = vms.find((v) => v.uuid === id.toLowerCase()) ?? vms.find((v) => v.name === id);
+  if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
+  const path = resolveLogPath(o.logDir, checkDomainName(vm.name));
+  const tail = tailLines(path, lines.data.lines, MAX_LOG_BYTES);
+  const body: LogsResponse = {
+    qemuLog: tail.text,
+    logPath: tail.logPath,
+    logSizeBytes: tail.logSizeBytes,
+    linesReturned: tail.linesReturned,
+    truncated: tail.truncated,
+    lastModified: tail.lastModified,
+  };
+  sendJson(res, 200, body);
+}
+
+/** The host view: `/` is host.html; other files must resolve inside the real web dir. */
+function serveStatic(o: LocalApiOptions, rawPath: string, req: IncomingMessage, res: ServerResponse) {
+  let realDir: string;
+  try {
+    realDir = realpathSync(o.webDir);
+    realpathSync(join(realDir, "host.html"));
+  } catch {
+    throw new HttpFailure("web_build_missing", `the host view is not built (no host.html in ${o.webDir}); run npm run build:web, or use /api/v1`);
+  }
+  const decoded = decodeRepeatedly(rawPath);
+  const rel = rawPath === "/" || rawPath === "/index.html" || rawPath === "/host.html" ? "host.html" : (decoded ?? "").replace(/^\/+/, "");
+  const refused =
+    decoded === null ||
+    decoded !== rawPath || // asset names need no escapes
+    /[\0\\]/.test(rel) ||
+    rel.split("/").some((seg) => seg === "" || seg === "." || seg === ".." || seg.startsWith(".")) ||
+    !/^[A-Za-z0-9._\-/]+$/.test(rel);
+  if (refused) throw new HttpFailure("not_found", "no such file");
+  let real: string;
+  try {
+    real = realpathSync(join(realDir, rel));
+  } catch {
+    throw new HttpFailure("not_found", "no such file");
+  }
+  if (!real.startsWith(realDir + sep)) throw new HttpFailure("not_found", "no such file");
+  let fd: number;
+  try {
+    fd = openSync(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    throw new HttpFailure("not_found", "no such file");
+  }
+  let body: Buffer;
+  try {
+    if (!fstatSync(fd).isFile()) throw new HttpFailure("not_found", "no such file");
+    body = readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const type = CONTENT_TYPES[extname(real)] ?? "application/octet-stream";
+  res.writeHead(200, {
+    "content-type": type,
+    "content-length": body.length,
+    "cache-control": rel.startsWith("assets/") ? "public, max-age=31536000, immutable" : "no-cache",
+    ...PAGE_HEADERS,
+  });
+  res.end(req.method === "HEAD" ? undefined : body);
+}

@@ -1,0 +1,190 @@
+// The last N lines of a log file, read backwards from the end in fixed blocks: never the whole file,
+// whatever its size. The bytes returned are exactly what GNU `tail -n N` prints (CR of CRLF kept,
+// no final newline added), cut to `maxBytes` from the front; then decoded as UTF-8 with U+FFFD for
+// invalid bytes. Reads are synchronous on purpose: from the page cache they take microseconds and
+// the 8 MiB cap bounds them, where an async read per block costs a thread-pool round trip each.
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { AgentFailure } from "./libvirt.ts";
+
+export const TAIL_BLOCK_BYTES = 64 * 1024;
+const NEWLINE = 0x0a;
+
+export type TailResult = {
+  text: string;
+  logPath: string;
+  logSizeBytes: number;
+  linesReturned: number;
+  /** the file holds more than what was returned */
+  truncated: boolean;
+  lastModified: string | null;
+  /** bytes read from the file (for the benchmark's "read ≤ returned + one block") */
+  bytesRead: number;
+};
+
+export type TailOptions = {
+  blockBytes?: number;
+  /** test seam: called after each block is read (to shrink or replace the file mid-read) */
+  afterBlockRead?: (blockIndex: number) => void;
+};
+
+/** The file changed under us (shrunk, replaced): read again from the top. */
+class FileChanged extends Error {}
+
+const ATTEMPTS = 3;
+
+export function tailLines(path: string, n: number, maxBytes: number, opts: TailOptions = {}): TailResult {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError("n must be a positive integer");
+  if (!Number.isInteger(maxBytes) || maxBytes < 4) throw new RangeError("maxBytes must be an integer ≥ 4");
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return tailOnce(path, n, maxBytes, opts);
+    } catch (err) {
+      if (!(err instanceof FileChanged)) throw err;
+      if (attempt >= ATTEMPTS) throw new AgentFailure("internal", `log file ${path} kept changing while it was read; try again`);
+    }
+  }
+}
+
+function openLog(path: string): { fd: number; st: Stats } {
+  let fd: number;
+  try {
+    // O_NOFOLLOW: the final component must not be a symlink; O_NONBLOCK: a FIFO must not hang us.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ELOOP" || code === "ENOTDIR") throw new AgentFailure("log_not_found", `no log file at ${path}`);
+    if (code === "EACCES" || code === "EPERM") throw new AgentFailure("log_not_found", `log file ${path} is not readable by the agent (permission denied)`);
+    throw err;
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile()) {
+    closeSync(fd);
+    throw new AgentFailure("log_not_found", `${path} is not a regular file`);
+  }
+  return { fd, st };
+}
+
+function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions): TailResult {
+  const blockBytes = opts.blockBytes ?? TAIL_BLOCK_BYTES;
+  const { fd, st } = openLog(path);
+  try {
+    const size = st.size;
+    const blocks: Buffer[] = [];
+    let pos = size; // start of the lowest block read so far
+    let bytesRead = 0;
+    let start = -1; // where the answer begins
+    let lines = 0;
+    let capped = false;
+    let midLine = false; // the answer starts inside its first line
+    if (size > 0) {
+      const limit = size - maxBytes; // a kept line must start at or after this
+      let scanEnd = -1; // newlines at or past this do not count (the file's final newline)
+      let counted = 0;
+      let candidate = -1; // start of the oldest whole line found that fits the cap
+      for (let block = 0; start < 0 && pos > 0; block++) {
+        const len = Math.min(blockBytes, pos);
+        const buf = Buffer.allocUnsafe(len);
+        readFully(fd, buf, pos - len);
+        bytesRead += len;
+        pos -= len;
+        blocks.push(buf);
+        opts.afterBlockRead?.(block);
+        if (scanEnd < 0) scanEnd = buf[len - 1] === NEWLINE ? size - 1 : size;
+        let i = Math.min(len, scanEnd - pos) - 1;
+        while (i >= 0) {
+          const q = buf.lastIndexOf(NEWLINE, i);
+          if (q < 0) break;
+          const lineStart = pos + q + 1;
+          if (lineStart < limit) {
+            capped = true;
+            break;
+          }
+          counted++;
+          candidate = lineStart;
+          if (counted === n) {
+            start = lineStart;
+            lines = n;
+            break;
+          }
+          i = q - 1;
+        }
+        if (start >= 0) break;
+        if (capped || pos < limit) {
+          capped = true;
+          break;
+        }
+      }
+      if (start < 0 && !capped) {
+        start = 0; // fewer than n lines in the whole file, and it fits
+        lines = counted + 1;
+      } else if (start < 0 && candidate >= 0) {
+        start = candidate; // only the newest whole lines fit under maxBytes
+        lines = counted;
+      } else if (start < 0) {
+        start = limit; // one line longer than the cap: its end only, from a character boundary
+        lines = 1;
+        midLine = true;
+      }
+    }
+    blocks.reverse();
+    let bytes: Buffer = Buffer.concat(blocks).subarray(start - pos);
+    if (midLine) bytes = skipContinuationBytes(bytes);
+    // The file may have shrunk (truncated, rewritten) or been replaced while we read it.
+    const after = fstatSync(fd);
+    if (after.size < size) throw new FileChanged();
+    const now = statOrNull(path);
+    if (!now || now.ino !== st.ino || now.dev !== st.dev) throw new FileChanged();
+
+    let text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
+    let truncated = start > 0;
+    // Invalid bytes become U+FFFD (3 bytes): keep the answer under the cap after decoding too.
+    if (Buffer.byteLength(text) > maxBytes) {
+      const encoded = Buffer.from(text);
+      text = skipContinuationBytes(encoded.subarray(encoded.length - maxBytes)).toString("utf8");
+      lines = countLines(text);
+      truncated = true;
+    }
+    return {
+      text,
+      logPath: path,
+      logSizeBytes: size,
+      linesReturned: size === 0 ? 0 : lines,
+      truncated,
+      lastModified: st.mtime.toISOString(),
+      bytesRead,
+    };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readFully(fd: number, buf: Buffer, position: number) {
+  let off = 0;
+  while (off < buf.length) {
+    const got = readSync(fd, buf, off, buf.length - off, position + off);
+    if (got === 0) throw new FileChanged(); // the file got shorter than its fstat size
+    off += got;
+  }
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** Drop UTF-8 continuation bytes at the front: a cut never starts mid-character. */
+function skipContinuationBytes(b: Buffer): Buffer {
+  let i = 0;
+  while (i < 3 && i < b.length && (b[i]! & 0xc0) === 0x80) i++;
+  return b.subarray(i);
+}
+
+function countLines(text: string): number {
+  if (text === "") return 0;
+  let count = 0;
+  for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) count++;
+  return text.endsWith("\n") ? count : count + 1;
+}

@@ -1,0 +1,218 @@
+// The Quantix Edge node agent: enrolls, keeps the outbound link to the control plane, reports the
+// host's domains, carries out commands and (with --listen) serves the host-local API.
+// Exit status: 0 stopped by a signal, 2 bad configuration, 3 join token or credential refused, 1 other.
+import { hostname as osHostname } from "node:os";
+import pkg from "../package.json" with { type: "json" };
+import { AGENT_CONNECT_PATH, CLOSE, PROTOCOL_VERSION, type ServerMessage } from "../protocol/wire.ts";
+import { ConfigError, EXIT_BAD_CONFIG, USAGE, loadConfig, type AgentConfig } from "./config.ts";
+import { AgentLink, backoffDelay } from "./connection.ts";
+import {
+  CREDENTIAL_REFUSED,
+  EXIT_REFUSED,
+  RefusedError,
+  enroll,
+  isNewJoinToken,
+  readCredential,
+  wsUrl,
+  writeCredential,
+  type NodeCredential,
+} from "./credentials.ts";
+import { CommandRunner } from "./commands.ts";
+import { InventoryReporter } from "./inventory.ts";
+import { Libvirt } from "./libvirt.ts";
+import { startLocalApi, type LocalApi } from "./local-api.ts";
+import { createLogger, type Logger } from "./logger.ts";
+
+export const AGENT_VERSION: string = pkg.version;
+
+function fatal(code: number, message: string): never {
+  process.stderr.write(`quantix-agent: ${message}\n`);
+  process.exit(code);
+}
+
+function parseConfig(): AgentConfig {
+  try {
+    const config = loadConfig(process.argv.slice(2), process.env);
+    if (config === "help") {
+      process.stdout.write(USAGE + "\n");
+      process.exit(0);
+    }
+    return config;
+  } catch (err) {
+    if (err instanceof ConfigError) fatal(EXIT_BAD_CONFIG, `${err.message} (--help for usage)`);
+    throw err;
+  }
+}
+
+class Agent {
+  private readonly config: AgentConfig;
+  private readonly log: Logger;
+  private readonly libvirt: Libvirt;
+  private cred: NodeCredential | null;
+  private link: AgentLink | null = null;
+  private localApi: LocalApi | null = null;
+  private readonly inventory: InventoryReporter;
+  private readonly runner: CommandRunner;
+  private reenrolled = false;
+  private stopping = false;
+  private hello = { hostname: osHostname(), libvirtVersion: "unknown" };
+
+  constructor(config: AgentConfig, log: Logger, cred: NodeCredential | null) {
+    this.config = config;
+    this.log = log;
+    this.cred = cred;
+    this.libvirt = new Libvirt(config.libvirtUri, log);
+    const send = (msg: Parameters<AgentLink["send"]>[0]) => this.link?.send(msg) ?? false;
+    this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs });
+    this.runner = new CommandRunner({
+      libvirt: this.libvirt,
+      logDir: config.logDir,
+      send,
+      log,
+      serverNow: () => this.link?.serverNow() ?? Date.now(),
+      stopPollMs: config.stopPollMs,
+      onPowerDone: () => void this.inventory.pollNow(),
+    });
+  }
+
+  async start() {
+    const { config } = this;
+    if (config.server && (!this.cred || this.cred.server !== config.server)) {
+      if (!config.token) {
+        fatal(EXIT_BAD_CONFIG, `no node credential in ${config.stateDir} for ${config.server}: give the node's join token with --token (or QX_TOKEN)`);
+      }
+      await this.enroll(config.token);
+    }
+    if (config.listen) {
+      if (!this.cred) fatal(EXIT_BAD_CONFIG, `--listen needs the node credential, and ${config.stateDir} has none: enroll first with --server and --token`);
+      this.localApi = await startLocalApi({
+        ...config.listen,
+        credential: () => this.cred?.credential ?? null,
+        libvirt: this.libvirt,
+        logDir: config.logDir,
+        webDir: config.webDir,
+        log: this.log,
+      }).catch((err: Error) => fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`));
+    }
+    if (!config.server) return;
+    this.hello = { hostname: await this.libvirt.hostname(), libvirtVersion: await this.libvirt.version() };
+    this.connect();
+  }
+
+  /** Trade a join token for the node credential; retries while the server is unreachable. */
+  private async enroll(joinToken: string) {
+    const server = this.config.server!;
+    for (let attempt = 0; !this.stopping; attempt++) {
+      try {
+        const cred = await enroll(server, joinToken, osHostname());
+        writeCredential(this.config.stateDir, cred);
+        this.cred = cred;
+        this.log.info({ nodeId: cred.nodeId, stateDir: this.config.stateDir }, "enrolled; node credential kept");
+        return;
+      } catch (err) {
+        if (err instanceof RefusedError) return this.refused(err.message);
+        const delay = backoffDelay(attempt, this.config, Math.random);
+        this.log.warn({ err: (err as Error).message, retryInMs: delay }, "enrollment failed; retrying");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private connect() {
+    const { config } = this;
+    this.link = new AgentLink({
+      url: wsUrl(config.server!, AGENT_CONNECT_PATH),
+      credential: () => this.cred!.credential,
+      timings: config,
+      log: this.log,
+      events: {
+        onOpen: () => {
+          this.link!.send({
+            type: "hello",
+            id: "hello",
+            payload: { agentVersion: AGENT_VERSION, protocolVersion: PROTOCOL_VERSION, ...this.hello },
+          });
+          void this.inventory.fullSync();
+          this.inventory.startPolling();
+        },
+        onMessage: (msg) => this.onMessage(msg),
+        onRefused: (detail) => void this.onCredentialRefused(detail),
+        onBackoff: (delayMs, attempt) => this.log.info({ delayMs, attempt }, "reconnecting after backoff"),
+        onStateChange: (state) => {
+          if (state !== "online") this.inventory.stopPolling();
+        },
+      },
+    });
+    this.link.start();
+  }
+
+  private onMessage(msg: ServerMessage) {
+    switch (msg.type) {
+      case "welcome":
+        this.log.info({ nodeId: msg.payload.nodeId, clockOffsetMs: this.link?.clockOffsetMs }, "welcomed by the control plane");
+        return;
+      case "resync":
+        void this.inventory.fullSync();
+        return;
+      default:
+        void this.runner.handle(msg);
+    }
+  }
+
+  /** A refused credential is never retried; one re-enrollment when a different join token was given. */
+  private async onCredentialRefused(detail: string) {
+    if (this.stopping) return;
+    if (!this.reenrolled && isNewJoinToken(this.cred, this.config.token)) {
+      this.reenrolled = true;
+      this.log.warn({ detail }, "node credential refused; enrolling again with the join token given");
+      await this.enroll(this.config.token);
+      if (!this.stopping) this.connect();
+      return;
+    }
+    this.refused(`${CREDENTIAL_REFUSED} (${detail})`);
+  }
+
+  private refused(message: string) {
+    this.log.error(message);
+    process.stderr.write(`quantix-agent: ${message}\n`);
+    void this.stop(EXIT_REFUSED);
+  }
+
+  /** Stop reconnecting, close the link cleanly, close the local API, exit under a hard deadline. */
+  async stop(code: number) {
+    if (this.stopping) return;
+    this.stopping = true;
+    setTimeout(() => process.exit(code), this.config.shutdownDeadlineMs).unref();
+    this.inventory.stopPolling();
+    await Promise.allSettled([this.link?.stop(CLOSE.goingAway), this.localApi?.close()]);
+    await this.libvirt.close();
+    this.log.info({ code }, "agent stopped");
+    this.log.flush?.();
+    process.exit(code);
+  }
+}
+
+const config = parseConfig();
+const log = createLogger(config.logLevel);
+let cred: NodeCredential | null;
+try {
+  cred = readCredential(config.stateDir);
+} catch (err) {
+  fatal(EXIT_BAD_CONFIG, `cannot read ${config.stateDir}/node.json: ${(err as Error).message}`);
+}
+const agent = new Agent(config, log, cred);
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    log.info({ signal: sig }, "stopping");
+    void agent.stop(0);
+  });
+}
+process.on("uncaughtException", (err) => {
+  log.fatal({ err: err.stack }, "uncaught exception");
+  void agent.stop(1);
+});
+process.on("unhandledRejection", (err) => {
+  log.fatal({ err: (err as Error)?.stack ?? String(err) }, "unhandled rejection");
+  void agent.stop(1);
+});
+await agent.start();
