@@ -72,6 +72,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly logChunks = new Map<string, Map<number, string>>();
   private flood = { tokens: FLOOD_BURST, at: Date.now() };
   private lastMessageAt = 0;
+  private inbox: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -315,9 +316,9 @@ export class NodeSession extends DurableObject<Env> {
   // ---- inbound frames ----------------------------------------------------------------------------
 
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    try {
-      await this.onFrame(ws, message);
-    } catch (err) {
+    // One frame at a time, in arrival order: D1 calls let the runtime deliver the next frame while
+    // one is awaited, and e.g. a sync's `done` must not be applied before its earlier chunks.
+    const handled = this.inbox.then(() => this.onFrame(ws, message)).catch((err) => {
       // Never let a frame crash the object: log, and drop the connection as a protocol error.
       console.error("node session: frame handling failed", err);
       try {
@@ -325,7 +326,9 @@ export class NodeSession extends DurableObject<Env> {
       } catch {
         // closing already
       }
-    }
+    });
+    this.inbox = handled;
+    await handled;
   }
 
   private async onFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {

@@ -76,6 +76,20 @@ describe("inventory", () => {
     expect((await eventsOf(b.uuid))[0]).toMatchObject({ action: "reappeared" });
   });
 
+  it("chunks sent back to back are applied in order: a resync marks nothing missing, not even for a moment", async () => {
+    const { agent } = await newAgent();
+    const list = Array.from({ length: 40 }, (_, i) => vmInfo(`order-${i}`));
+    agent.inventory(list, "one", 4);
+    await eventually(async () => expect(await vmRow(list[39]!.uuid)).toBeTruthy());
+    agent.inventory(list, "two", 4);
+    agent.inventory(list, "three", 4);
+    await new Promise((r) => setTimeout(r, 400));
+    const missing = await env.DB.prepare(
+      `SELECT count(*) AS n FROM vm_events WHERE action IN ('missing', 'reappeared') AND vm_id IN (SELECT value FROM json_each(?))`,
+    ).bind(JSON.stringify(list.map((v) => v.uuid))).first<{ n: number }>();
+    expect(missing?.n).toBe(0);
+  });
+
   it("does not mark anything missing for a sync that never completes", async () => {
     const { agent } = await newAgent();
     const a = vmInfo("partial-a");
