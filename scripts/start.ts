@@ -66,7 +66,7 @@ function newestMtime(path: string): number {
 /** Builds web/dist when it is missing or older than its sources; a placeholder when there is no web yet. */
 async function ensureDashboard(): Promise<void> {
   const dist = join(ROOT, "web/dist");
-  const sources = ["web/src", "web/index.html", "web/host.html", "web/public", "web/vite.config.ts"].map((p) => join(ROOT, p));
+  const sources = ["web/src", "web/index.html", "web/host.html", "web/public", "web/vite.config.ts", "protocol"].map((p) => join(ROOT, p));
   if (!existsSync(join(ROOT, "web/vite.config.ts"))) {
     if (!existsSync(join(dist, "index.html"))) {
       mkdirSync(dist, { recursive: true });
@@ -211,7 +211,8 @@ function readMarker(): DemoMarker | null {
 
 const writeMarker = (m: DemoMarker) => writeFileSync(DEMO_MARKER, `${JSON.stringify(m, null, 2)}\n`);
 
-const stateDirHasCredential = () => existsSync(DEMO_STATE_DIR) && readdirSync(DEMO_STATE_DIR).length > 0;
+/** The agent keeps its node credential in `<state dir>/node.json` (agent/credentials.ts). */
+const stateDirHasCredential = () => existsSync(join(DEMO_STATE_DIR, "node.json"));
 
 /**
  * The demo node's id and, when the agent must (re-)enroll, a join token. Reuses the node and the
@@ -407,7 +408,8 @@ async function main() {
       writeMarker({ nodeId, stuckVmSeeded: true });
     }
     lines.push(
-      `Host view:    http://${AGENT_LISTEN}/   (the demo agent's local API and log viewer)`,
+      `Host view:    http://${AGENT_LISTEN}/   (the demo agent's own VM list and logs; sign in with`,
+      `              the "credential" in .wrangler/demo-agent/node.json)`,
       `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver (${vms.length} VMs; ${STUCK_VM.name} is stuck in STOPPING: try Reset State)`,
     );
   } else if (withDemo) {
