@@ -92,6 +92,8 @@ export class NodeSession extends DurableObject<Env> {
     }
     const now = Date.now();
     // A newer connection for the node replaces the old one; what was sent on it can't be answered.
+    await this.failAll({ code: "agent_disconnected", message: "the agent connection was replaced before it answered" });
+    // No await from here to acceptWebSocket: two racing connects can't both stay open.
     for (const old of this.ctx.getWebSockets()) {
       try {
         old.close(CLOSE.replaced, "replaced by a newer connection");
@@ -99,8 +101,6 @@ export class NodeSession extends DurableObject<Env> {
         // already closing
       }
     }
-    await this.failAll({ code: "agent_disconnected", message: "the agent connection was replaced before it answered" });
-
     const { 0: client, 1: server } = new WebSocketPair();
     const connId = crypto.randomUUID();
     this.ctx.acceptWebSocket(server);

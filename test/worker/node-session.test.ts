@@ -206,6 +206,21 @@ describe("session lifecycle", () => {
     expect((await json(await logs)).qemuLog).toBe("");
   });
 
+  it("racing connections for one node: exactly one stays open and gets commands", async () => {
+    const { agent, vm, credential } = await nodeWithVm("running");
+    const racers = await Promise.all([TestAgent.connect(credential), TestAgent.connect(credential), TestAgent.connect(credential)]);
+    agents.push(...racers);
+    expect((await agent.waitClosed()).code).toBe(CLOSE.replaced);
+    await sleep(100);
+    const open = racers.filter((r) => !r.closed);
+    expect(open).toHaveLength(1);
+    for (const r of racers.filter((x) => x.closed)) expect(r.closed!.code).toBe(CLOSE.replaced);
+    const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
+    const cmd = await open[0]!.next("vm.logs");
+    open[0]!.reply(cmd, "result", { logPath: "/l", logSizeBytes: 0, linesReturned: 0, truncated: false, lastModified: null, chunks: 0 });
+    expect((await json(await logs)).linesReturned).toBe(0);
+  });
+
   it("eviction (hibernation) mid-request loses nothing: the answer after wake still applies once", async () => {
     const { agent, vm, nodeId } = await nodeWithVm("running");
     const res = await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
