@@ -47,7 +47,8 @@ describe("host view served by the agent", () => {
     page.on("request", (req) => {
       if (req.url().includes(credential)) watch.problems.push(`credential in a URL: ${req.url()}`);
     });
-    await page.goto(hostUrl + "/");
+    const res = await page.goto(hostUrl + "/");
+    expect(res!.headers()["content-security-policy"]).toContain("script-src 'self'");
     expect(await page.title()).toContain("host view");
 
     await page.getByTestId("sign-in-token").fill("not-the-credential");
