@@ -240,7 +240,7 @@ async function demoNode(token: string, forceNewJoin = false): Promise<{ nodeId: 
 function tidyAgent(child: ChildProcess) {
   const onLine = (line: string) => {
     try {
-      const { level, msg, time: _t, pid: _p, hostname: _h, name: _n, ...rest } = JSON.parse(line) as Record<string, unknown>;
+      const { level, msg, time: _t, pid: _p, hostname: _h, name: _n, svc: _s, ...rest } = JSON.parse(line) as Record<string, unknown>;
       if (typeof level === "number" && level < 30) return;
       const extra = Object.entries(rest)
         .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
@@ -407,10 +407,12 @@ async function main() {
       if (!stuck) say(`could not leave ${STUCK_VM.name} stuck in STOPPING (the rest of the demo is unaffected)`);
       writeMarker({ nodeId, stuckVmSeeded: true });
     }
+    const stuckNow = (await api<{ vm: VmView }>(adminToken, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state === "STOPPING";
     lines.push(
       `Host view:    http://${AGENT_LISTEN}/   (the demo agent's own VM list and logs; sign in with`,
       `              the "credential" in .wrangler/demo-agent/node.json)`,
-      `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver (${vms.length} VMs; ${STUCK_VM.name} is stuck in STOPPING: try Reset State)`,
+      `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver, ${vms.length} VMs` +
+        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State)` : ""),
     );
   } else if (withDemo) {
     say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");
