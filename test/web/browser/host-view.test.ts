@@ -64,6 +64,11 @@ describe("host view served by the agent", () => {
     expect(await page.locator(`tr[data-vm-name="${VMS.crashy.name}"]`).getByTestId("vm-state").textContent()).toBe("ERROR");
     expect(await page.locator(`tr[data-vm-name="${VMS.oddName.name}"] button`).textContent()).toBe(VMS.oddName.name);
 
+    await page.getByTestId("vm-state-filter").selectOption("ERROR");
+    await expect.poll(() => rows.count()).toBe(1);
+    await page.getByTestId("vm-state-filter").selectOption("");
+    await page.getByTestId("vm-search").fill("web");
+    await expect.poll(() => rows.count()).toBe(1);
     await page.locator(`tr[data-vm-name="${VMS.web.name}"]`).getByRole("button").click();
     const view = page.getByTestId("log-view");
     await view.getByText(WEB_LOG_LAST_LINE).waitFor();

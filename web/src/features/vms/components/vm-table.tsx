@@ -20,6 +20,8 @@ export function VmTable({
   selectedId?: string;
 }) {
   const now = useNow();
+  // The agent's local API has no state history: leave the column out rather than fill it with dashes.
+  const showSince = vms.some((vm) => vm.stateUpdatedAt);
   return (
     <table className={tableClass} data-testid="vm-table">
       <thead>
@@ -29,7 +31,7 @@ export function VmTable({
           {nodeNames && <th className={thClass}>Node</th>}
           <th className={thClass}>vCPU</th>
           <th className={thClass}>Memory</th>
-          <th className={thClass}>State since</th>
+          {showSince && <th className={thClass}>State since</th>}
         </tr>
       </thead>
       <tbody>
@@ -46,7 +48,7 @@ export function VmTable({
             {nodeNames && <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>{vm.node_id ? (nodeNames.get(vm.node_id) ?? vm.node_id.slice(0, 8)) : "—"}</td>}
             <td className={`${tdClass} tabular-nums`}>{vm.vcpus}</td>
             <td className={`${tdClass} tabular-nums`}>{formatMemory(vm.memoryMiB)}</td>
-            <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>{vm.stateUpdatedAt ? formatRelativeTime(vm.stateUpdatedAt, now) : "—"}</td>
+            {showSince && <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>{vm.stateUpdatedAt ? formatRelativeTime(vm.stateUpdatedAt, now) : "—"}</td>}
           </tr>
         ))}
       </tbody>
