@@ -43,7 +43,7 @@ describe("reset_state", () => {
 
   it("force=true sets STOPPED without asking (source forced, 'forced by request')", async () => {
     const { agent, vm } = await stuckVm();
-    const body = await json(await api(`/api/vms/${vm.uuid}/reset_state?force=true&reason=ops`, { method: "POST" }));
+    const body = await json(await api(`/api/vms/${vm.uuid}/reset_state?force&reason=ops`, { method: "POST" }));
     expect(body).toMatchObject({ success: true, source: "forced", previousState: "STOPPING", vm: { state: "STOPPED" } });
     expect(body.message).toContain("forced by request");
     expect(agent.frames.find((f) => f.type === "vm.state")).toBeUndefined();
