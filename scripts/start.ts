@@ -361,11 +361,13 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
   }
 }
 
-/** Stops the agent first (so it closes its socket cleanly), then the control plane. */
-async function shutdown(code: number): Promise<never> {
-  if (!stopping) {
+/** Stops the agent first (so it closes its socket cleanly), then the control plane. Idempotent:
+ *  Ctrl-C reaches us twice (from the terminal and forwarded by npm). */
+let shuttingDown: Promise<never> | null = null;
+function shutdown(code: number): Promise<never> {
+  shuttingDown ??= (async () => {
     stopping = true;
-    if (children.length) say("stopping…");
+    if (children.some((c) => c.exitCode === null && c.signalCode === null)) say("stopping…");
     for (const child of [...children].reverse()) {
       if (child.exitCode !== null || child.signalCode !== null) continue;
       const exited = new Promise((r) => child.once("exit", r));
@@ -375,8 +377,9 @@ async function shutdown(code: number): Promise<never> {
       await exited;
       clearTimeout(timer);
     }
-  }
-  process.exit(code);
+    process.exit(code);
+  })();
+  return shuttingDown;
 }
 
 // Last resort if we die some other way: no orphaned workerd or agent.
