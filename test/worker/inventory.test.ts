@@ -51,6 +51,25 @@ describe("inventory", () => {
       expect(maxParams).toBeLessThanOrEqual(100);
       expect(statements).toBeLessThan(200); // ~3 per 500-VM chunk, not one per VM
       expect(elapsed).toBeLessThan(20_000);
+      // Keyset pages over them: every VM once, in name order, each page an index range scan.
+      const pageStart = Date.now();
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: { vms: { name: string }[]; nextCursor: string | null } = await json(await api(`/api/vms?node_id=${nodeId}&limit=500${cursor ? `&cursor=${cursor}` : ""}`));
+        seen.push(...page.vms.map((v) => v.name));
+        cursor = page.nextCursor;
+      } while (cursor);
+      expect(seen).toEqual(list.map((v) => v.name));
+      expect(Date.now() - pageStart).toBeLessThan(10_000);
+      for (const where of ["node_id = ?1", "state = ?1", "1 = 1"]) {
+        const plan = await env.DB.prepare(`EXPLAIN QUERY PLAN SELECT * FROM vms WHERE ${where} AND (name, id) > (?2, ?3) ORDER BY name, id LIMIT 501`)
+          .bind(nodeId, "bulk-02500", "x")
+          .all<{ detail: string }>();
+        const detail = plan.results.map((r) => r.detail).join(" | ");
+        expect(detail, where).toMatch(/USING INDEX/);
+        expect(detail, where).not.toMatch(/TEMP B-TREE/);
+      }
       // A resync of the same 5,000 changes nothing and marks nothing missing.
       agent.inventory(list, "big2");
       await new Promise((r) => setTimeout(r, 300));
