@@ -1,0 +1,61 @@
+// `npm run build:agent`: the agent as one ESM file for hosts with Node 22 and libvirt installed:
+//   dist/agent/quantix-agent.mjs   the bundle (all JS dependencies inside)
+//   dist/agent/libvirt.node        @unraid/libvirt's native binding, loaded from beside the bundle
+//   dist/agent/web/                the host view (web/dist), when it has been built
+//   dist/agent/quantix-agent.service  the example systemd unit
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { build, type Plugin } from "esbuild";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const OUT = join(ROOT, "dist/agent");
+const BINDING = join(ROOT, "node_modules/@unraid/libvirt/build/Release/libvirt.node");
+
+// The binding loads its addon with createRequire(import.meta.url)('../build/Release/libvirt');
+// in the bundle import.meta.url is the bundle itself, so point it at the copy beside it.
+const nativeBindingBesideBundle: Plugin = {
+  name: "libvirt-native-beside-bundle",
+  setup(b) {
+    b.onLoad({ filter: /[\\/]@unraid[\\/]libvirt[\\/]dist[\\/].*\.js$/ }, (args) => {
+      const source = readFileSync(args.path, "utf8");
+      return { contents: source.replaceAll(/(['"])\.\.\/build\/Release\/libvirt(?:\.node)?\1/g, "'./libvirt.node'"), loader: "js", resolveDir: dirname(args.path) };
+    });
+  },
+};
+
+export async function buildAgent(outDir = OUT): Promise<string> {
+  if (!existsSync(BINDING)) throw new Error(`${BINDING} is missing: the libvirt binding was not built (npm install needs libvirt-dev)`);
+  rmSync(outDir, { recursive: true, force: true });
+  mkdirSync(outDir, { recursive: true });
+  const outfile = join(outDir, "quantix-agent.mjs");
+  await build({
+    entryPoints: [join(ROOT, "agent/main.ts")],
+    outfile,
+    bundle: true,
+    platform: "node",
+    target: "node22",
+    format: "esm",
+    minify: false,
+    sourcemap: false,
+    legalComments: "none",
+    // ws probes these optional native speed-ups with require() inside try/catch.
+    external: ["bufferutil", "utf-8-validate"],
+    plugins: [nativeBindingBesideBundle],
+    // CommonJS dependencies (ws, pino) call require(): give the ESM bundle one.
+    banner: {
+      js: "#!/usr/bin/env node\nimport { createRequire as __qxCreateRequire } from 'node:module';\nconst require = __qxCreateRequire(import.meta.url);",
+    },
+    logLevel: "warning",
+  });
+  cpSync(BINDING, join(outDir, "libvirt.node"));
+  const web = join(ROOT, "web/dist");
+  if (existsSync(join(web, "host.html"))) cpSync(web, join(outDir, "web"), { recursive: true });
+  else console.warn("build:agent: web/dist/host.html is missing (npm run build:web): the bundle's host view will answer 503");
+  cpSync(join(ROOT, "agent/quantix-agent.service"), join(outDir, "quantix-agent.service"));
+  return outfile;
+}
+
+if (import.meta.main) {
+  const out = await buildAgent();
+  console.log(`built ${out} (${(statSync(out).size / 1024).toFixed(0)} KiB) + libvirt.node${existsSync(join(OUT, "web")) ? " + web/" : ""} + quantix-agent.service`);
+}
