@@ -2,14 +2,14 @@
 // Durable Objects) and a real agent process on libvirt's test driver: sign-in, nodes, VMs, the
 // stuck VM and its reset, the Logs tab, payloads shown as text, roles, tokens. Screenshots of
 // the main pages go to test-artifacts/screenshots/.
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { ControlPlane } from "../../support/control-plane.ts";
 import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs, writeFleetXml } from "./fixture-logs.ts";
-import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, until, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
+import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, startAgent, until, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
 
 const NODE_NAME = "edge-test-01";
 const ACK_TIMEOUT_MS = 1_500;
@@ -463,6 +463,17 @@ describe("dashboard in Chromium", () => {
     await screenshot(page, "logs-node-offline");
     await page.getByRole("link", { name: "Nodes" }).click();
     await expect.poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent()).toBe("offline");
+
+    // Back with one domain gone from the host: that VM is kept and marked missing.
+    const xml = join(dir, "node-without-crashy.xml");
+    writeFileSync(xml, readFileSync(FIXTURE_XML, "utf8").replace(/<domain type="test">\s*<name>crashy<\/name>[\s\S]*?<\/domain>/, ""));
+    agent = startAgent({ server: cp.url, stateDir: join(dir, "state"), libvirtUri: `test://${xml}`, logDir });
+    await expect.poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent(), { timeout: 20_000 }).toBe("connected");
+    await page.getByRole("link", { name: "VMs" }).click();
+    await page.getByTestId("vm-node-filter").selectOption({ label: NODE_NAME });
+    await expect.poll(() => vmRow(page, VMS.crashy.name).getByTestId("missing-marker").count(), { timeout: 20_000 }).toBe(1);
+    expect(await vmRow(page, VMS.web.name).getByTestId("missing-marker").count()).toBe(0);
+    await screenshot(page, "vms-missing");
     expectClean(s);
-  }, 60_000);
+  }, 90_000);
 });

@@ -87,8 +87,10 @@ export async function screenshot(page: Page, name: string): Promise<void> {
 
 export type AgentProcess = { child: ChildProcess; output: () => string; stop: () => Promise<void> };
 
-export function startAgent(args: { server: string; token: string; stateDir: string; libvirtUri: string; logDir: string; listen?: string }): AgentProcess {
-  const argv = [join(ROOT, "agent/main.ts"), "--server", args.server, "--token", args.token, "--state-dir", args.stateDir, "--libvirt-uri", args.libvirtUri, "--log-dir", args.logDir];
+/** Runs `agent/main.ts`; without `token` it uses the credential kept in `stateDir`. */
+export function startAgent(args: { server: string; token?: string; stateDir: string; libvirtUri: string; logDir: string; listen?: string }): AgentProcess {
+  const argv = [join(ROOT, "agent/main.ts"), "--server", args.server, "--state-dir", args.stateDir, "--libvirt-uri", args.libvirtUri, "--log-dir", args.logDir];
+  if (args.token) argv.push("--token", args.token);
   if (args.listen) argv.push("--listen", args.listen);
   const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, QX_LOG_LEVEL: "warn" } });
   let output = "";
