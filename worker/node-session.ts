@@ -386,6 +386,12 @@ export class NodeSession extends DurableObject<Env> {
         const chunks = this.logChunks.get(msg.id) ?? new Map<number, string>();
         chunks.set(msg.payload.seq, msg.payload.text);
         this.logChunks.set(msg.id, chunks);
+        // An answer carries at most MAX_LOG_BYTES of text (SPEC §4); more is the agent misbehaving.
+        let bytes = 0;
+        for (const text of chunks.values()) bytes += text.length; // UTF-16 units: a lower bound of UTF-8 bytes
+        if (bytes > MAX_LOG_BYTES) {
+          return this.settle(r, { status: "failed", error: { code: "agent_error", message: `the agent sent more than ${MAX_LOG_BYTES} bytes of log text` } });
+        }
         return;
       }
       case "result":

@@ -159,6 +159,16 @@ describe("logs", () => {
     await expectError(await p, 502, "agent_error");
   });
 
+  it("more log text than an answer may carry is refused, not buffered", async () => {
+    const { agent, vm } = await vmOnline();
+    const p = api(`/api/vms/${vm.uuid}/logs`);
+    const cmd = await agent.next("vm.logs");
+    const piece = "y".repeat(900 * 1024);
+    for (let seq = 0; seq < 10; seq++) agent.reply(cmd, "log.chunk", { seq, text: piece });
+    const err = await expectError(await p, 502, "agent_error");
+    expect(err.message).toContain("log text");
+  });
+
   it("is rate limited per token (429 rate_limited with Retry-After); other tokens unaffected", async () => {
     const token = await createToken("operator");
     const missing = uuid();
