@@ -2,7 +2,7 @@
 // playwright-core), a real agent process on libvirt's test driver, and a watch on each page for
 // console errors, CSP violations and dialogs (nothing in a log may run script).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
@@ -29,6 +29,8 @@ export async function ensureWebBuild(): Promise<void> {
       mkdirSync(lock);
       break;
     } catch {
+      // A lock left by a killed run is older than any real build (about a second): take it over.
+      if (Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > 60_000) rmSync(lock, { recursive: true, force: true });
       if (Date.now() > deadline) throw new Error(`web build lock ${lock} held for 2 minutes`);
       await new Promise((r) => setTimeout(r, 200));
     }
