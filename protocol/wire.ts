@@ -134,6 +134,10 @@ export const VmStopCommand = frame("vm.stop", z.object({ ...commandTarget, grace
 export const VmForceStopCommand = frame("vm.forceStop", z.object(commandTarget));
 /** Ask the agent for a fresh full inventory (after a control-plane restart, or on demand). */
 export const ResyncCommand = frame("resync", z.object({}));
+/** Live follow (`tail -F`): the agent acks, then streams `log.append` frames with this frame's id
+ *  (the follow id) through rotation and truncation until `vm.logs.unfollow` or the link drops. */
+export const VmLogsFollowCommand = frame("vm.logs.follow", z.object(commandTarget));
+export const VmLogsUnfollowCommand = frame("vm.logs.unfollow", z.object({}));
 
 export const ServerMessage = z.discriminatedUnion("type", [
   Welcome,
@@ -143,9 +147,11 @@ export const ServerMessage = z.discriminatedUnion("type", [
   VmStopCommand,
   VmForceStopCommand,
   ResyncCommand,
+  VmLogsFollowCommand,
+  VmLogsUnfollowCommand,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
-export type Command = Exclude<ServerMessage, { type: "welcome" | "resync" }>;
+export type Command = Exclude<ServerMessage, { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" }>;
 export type CommandKind = Command["type"];
 export const COMMAND_KINDS = ["vm.state", "vm.logs", "vm.start", "vm.stop", "vm.forceStop"] as const;
 
@@ -191,12 +197,25 @@ export const LogsResult = z.object({
   truncated: z.boolean(),
   lastModified: z.string().nullable(), // ISO 8601
   chunks: z.number().int().min(0).max(64), // `log.chunk` frames sent before this result
+  /** the files read, newest first: `<name>.log`, then virtlogd's rotated `<name>.log.1`, `.2`, ... */
+  files: z.array(z.string().max(4096)).max(32).optional(),
 });
 export type LogsResult = z.infer<typeof LogsResult>;
 
 export const Result = frame("result", z.union([LogsResult, PowerResult, StateResult]));
 /** One piece of a log answer's text, in order; the final `result` says how many came. */
 export const LogChunk = frame("log.chunk", z.object({ seq: z.number().int().min(0).max(63), text: z.string() }));
+
+/** New text of a followed log, in order (`seq` counts per follow); `event` marks what happened to
+ *  the file before this text: rotated (a new file under the name), truncated, or appeared. */
+export const LogAppend = frame(
+  "log.append",
+  z.object({
+    seq: z.number().int().min(0),
+    text: z.string().max(LOG_CHUNK_BYTES),
+    event: z.enum(["rotated", "truncated", "appeared", "missing"]).optional(),
+  }),
+);
 
 export const AGENT_ERROR_CODES = [
   "expired", // deadline had passed when the command was read: not carried out
@@ -210,7 +229,7 @@ export const AGENT_ERROR_CODES = [
 export const AgentErrorCode = z.enum(AGENT_ERROR_CODES);
 export const ErrorReply = frame("error", z.object({ code: AgentErrorCode, message: z.string().max(2000) }));
 
-export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, ErrorReply]);
+export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
 /** Parse one text frame; null when it is not JSON or not a known message. */
