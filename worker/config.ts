@@ -2,15 +2,28 @@
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
 import { ACK_TIMEOUT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
 
-export type Timeouts = { queryMs: number; ackMs: number; stopGraceMs: number; offlineAfterMs: number };
+export type Timeouts = {
+  queryMs: number;
+  ackMs: number;
+  stopGraceMs: number;
+  offlineAfterMs: number;
+  /** Frames per second an agent may send on average, and the burst it may use (a 5,000-VM sync is 10). */
+  floodPerSecond: number;
+  floodBurst: number;
+};
 
 const positive = (v: string | undefined, fallback: number) => {
   const n = Number(v);
   return Number.isFinite(n) && n > 0 ? Math.floor(n) : fallback;
 };
 
-export function timeouts(env: Partial<Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS">>): Timeouts {
+export function timeouts(
+  env: Partial<Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND">>,
+): Timeouts {
+  const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
   return {
+    floodPerSecond,
+    floodBurst: floodPerSecond * 2,
     queryMs: positive(env.QUERY_TIMEOUT_MS, QUERY_TIMEOUT_MS),
     ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),
     stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),

@@ -58,9 +58,6 @@ type InFlight = {
 type Attachment = { nodeId: string; connId: string; connectedAt: number; lastMessageAt: number; clock: number };
 
 const INFLIGHT = "inflight:";
-/** Frames per second an agent may send on average, and the burst it may use (5,000-VM syncs are 10). */
-const FLOOD_RATE = 200;
-const FLOOD_BURST = 400;
 /** The header through which the Worker tells the object which node an authenticated socket is. */
 export const NODE_ID_HEADER = "x-quantix-node-id";
 
@@ -70,9 +67,18 @@ export class NodeSession extends DurableObject<Env> {
   // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
   private readonly waiters = new Map<string, (o: Outcome) => void>();
   private readonly logChunks = new Map<string, Map<number, string>>();
-  private flood = { tokens: FLOOD_BURST, at: Date.now() };
+  private flood = { tokens: 0, at: 0 };
   private lastMessageAt = 0;
   private inbox: Promise<void> = Promise.resolve();
+
+  /** Synchronous storage (SQLite-backed object): survives eviction, costs no await per frame. */
+  private get kv(): SyncKvStorage {
+    return this.ctx.storage.kv;
+  }
+
+  private inFlight(): InFlight[] {
+    return [...this.kv.list<InFlight>({ prefix: INFLIGHT })].map(([, r]) => r);
+  }
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -106,8 +112,10 @@ export class NodeSession extends DurableObject<Env> {
     this.ctx.acceptWebSocket(server);
     const att: Attachment = { nodeId, connId, connectedAt: now, lastMessageAt: now, clock: now };
     server.serializeAttachment(att);
-    await this.ctx.storage.put({ conn: connId, nodeId });
+    this.kv.put("conn", connId);
+    this.kv.put("nodeId", nodeId);
     this.lastMessageAt = now;
+    this.flood = { tokens: this.limits.floodBurst, at: now }; // a new connection starts with a full budget
     this.send(server, { type: "welcome", id: connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS } });
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
     await this.armAlarm();
@@ -116,7 +124,7 @@ export class NodeSession extends DurableObject<Env> {
 
   /** The open socket of the current connection, if any. */
   private async currentSocket(): Promise<{ ws: WebSocket; att: Attachment } | null> {
-    const conn = await this.ctx.storage.get<string>("conn");
+    const conn = this.kv.get<string>("conn");
     if (!conn) return null;
     for (const ws of this.ctx.getWebSockets()) {
       const att = ws.deserializeAttachment() as Attachment | null;
@@ -132,10 +140,10 @@ export class NodeSession extends DurableObject<Env> {
   /** The current connection ended (closed, errored, dead or kicked): the node is offline and every
    *  request whose answer could only come over it fails now. */
   private async connectionGone(connId: string, error: { code: string; message: string }): Promise<void> {
-    const conn = await this.ctx.storage.get<string>("conn");
+    const conn = this.kv.get<string>("conn");
     if (conn !== connId) return; // an older, replaced connection: the node is still online
-    const nodeId = await this.ctx.storage.get<string>("nodeId");
-    await this.ctx.storage.delete("conn");
+    const nodeId = this.kv.get<string>("nodeId");
+    this.kv.delete("conn");
     if (nodeId) await this.db.update(nodes).set({ connected: false, updatedAt: Date.now() }).where(eq(nodes.id, nodeId));
     await this.failAll(error);
     await this.armAlarm();
@@ -185,10 +193,10 @@ export class NodeSession extends DurableObject<Env> {
 
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
   async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean }> {
-    const inflight = await this.ctx.storage.list({ prefix: INFLIGHT });
+    const inflight = this.inFlight();
     return {
-      ignoredAnswers: (await this.ctx.storage.get<number>("ignoredAnswers")) ?? 0,
-      inFlight: inflight.size,
+      ignoredAnswers: this.kv.get<number>("ignoredAnswers") ?? 0,
+      inFlight: inflight.length,
       connected: (await this.currentSocket()) !== null,
     };
   }
@@ -219,12 +227,12 @@ export class NodeSession extends DurableObject<Env> {
       phase: "sent",
       deadline,
     };
-    await this.ctx.storage.put(INFLIGHT + d.id, inflight);
+    this.kv.put(INFLIGHT + d.id, inflight);
     const outcome = d.wait ? new Promise<Outcome>((resolve) => this.waiters.set(d.id, resolve)) : null;
     try {
       this.send(current.ws, frame);
     } catch {
-      await this.ctx.storage.delete(INFLIGHT + d.id);
+      this.kv.delete(INFLIGHT + d.id);
       this.waiters.delete(d.id);
       return { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } };
     }
@@ -235,7 +243,7 @@ export class NodeSession extends DurableObject<Env> {
 
   /** Ends an in-flight request exactly once: storage entry gone, D1 row final, waiter woken. */
   private async settle(r: InFlight, outcome: Exclude<Outcome, { status: "sent" }>, stored: unknown = undefined): Promise<void> {
-    await this.ctx.storage.delete(INFLIGHT + r.id);
+    this.kv.delete(INFLIGHT + r.id);
     this.logChunks.delete(r.id);
     const finish: RequestFinish =
       outcome.status === "done" ? { status: "done", result: stored ?? outcome.result } : { status: outcome.status, error: outcome.error };
@@ -246,13 +254,13 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   private async failAll(error: { code: string; message: string }): Promise<void> {
-    const all = await this.ctx.storage.list<InFlight>({ prefix: INFLIGHT });
+    const all = this.inFlight();
     for (const r of all.values()) await this.settle(r, { status: "failed", error });
   }
 
   private async countIgnored(what: string, id: string): Promise<void> {
-    const n = ((await this.ctx.storage.get<number>("ignoredAnswers")) ?? 0) + 1;
-    await this.ctx.storage.put("ignoredAnswers", n);
+    const n = (this.kv.get<number>("ignoredAnswers") ?? 0) + 1;
+    this.kv.put("ignoredAnswers", n);
     // Logged sparsely: an agent repeating itself must not turn into a log flood.
     if (n <= 10 || n % 100 === 0) console.warn(`node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late; ${n} so far)`);
   }
@@ -265,10 +273,10 @@ export class NodeSession extends DurableObject<Env> {
 
   /** One alarm for the earliest thing due: a request deadline, or the next liveness check. */
   private async armAlarm(): Promise<void> {
-    const all = await this.ctx.storage.list<InFlight>({ prefix: INFLIGHT });
+    const all = this.inFlight();
     let due = Infinity;
     for (const r of all.values()) due = Math.min(due, r.deadline);
-    if (await this.ctx.storage.get<string>("conn")) due = Math.min(due, Date.now() + this.livenessEveryMs);
+    if (this.kv.get<string>("conn")) due = Math.min(due, Date.now() + this.livenessEveryMs);
     if (due === Infinity) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(Math.max(due, Date.now() + 1));
   }
@@ -284,7 +292,7 @@ export class NodeSession extends DurableObject<Env> {
 
   private async sweep(): Promise<void> {
     const now = Date.now();
-    const all = await this.ctx.storage.list<InFlight>({ prefix: INFLIGHT });
+    const all = this.inFlight();
     for (const r of all.values()) {
       if (r.deadline > now) continue;
       const what = isPowerKind(r.kind) && r.phase === "sent" ? "acknowledge" : "answer";
@@ -307,52 +315,72 @@ export class NodeSession extends DurableObject<Env> {
         await this.db
           .update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
       }
-    } else if (await this.ctx.storage.get<string>("conn")) {
+    } else if (this.kv.get<string>("conn")) {
       // The socket vanished without a close event (e.g. the object was reset): treat as gone.
-      await this.connectionGone((await this.ctx.storage.get<string>("conn"))!, { code: "agent_disconnected", message: "the agent connection was lost" });
+      await this.connectionGone(this.kv.get<string>("conn")!, { code: "agent_disconnected", message: "the agent connection was lost" });
     }
   }
 
   // ---- inbound frames ----------------------------------------------------------------------------
 
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    // One frame at a time, in arrival order: D1 calls let the runtime deliver the next frame while
-    // one is awaited, and e.g. a sync's `done` must not be applied before its earlier chunks.
-    const handled = this.inbox.then(() => this.onFrame(ws, message)).catch((err) => {
-      // Never let a frame crash the object: log, and drop the connection as a protocol error.
-      console.error("node session: frame handling failed", err);
+    // Size and rate are judged on arrival (a slow handler must not hide a flood); the frames
+    // themselves are handled one at a time, in arrival order: D1 calls let the runtime deliver the
+    // next frame while one is awaited, and e.g. a sync's `done` must not overtake its earlier chunks.
+    const refused = this.admit(message);
+    if (refused) {
       try {
-        ws.close(CLOSE.protocolError, "internal error handling a frame");
+        ws.close(refused.code, refused.why);
       } catch {
         // closing already
       }
-    });
+    }
+    const handled = this.inbox
+      .then(() => (refused ? this.refused(ws, refused.why) : this.onFrame(ws, message)))
+      .catch((err) => {
+        // Never let a frame crash the object: log, and drop the connection as a protocol error.
+        console.error("node session: frame handling failed", err);
+        try {
+          ws.close(CLOSE.protocolError, "internal error handling a frame");
+        } catch {
+          // closing already
+        }
+      });
     this.inbox = handled;
     await handled;
   }
 
-  private async onFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const att = ws.deserializeAttachment() as Attachment | null;
-    if (!att || att.connId !== (await this.ctx.storage.get<string>("conn"))) return; // a replaced socket
-    const kick = async (code: number, why: string) => {
-      ws.close(code, why);
-      await this.connectionGone(att.connId, { code: "agent_disconnected", message: `connection closed: ${why}` });
-    };
+  /** Too big, binary, or one frame too many: the close code to answer with. */
+  private admit(message: string | ArrayBuffer): { code: number; why: string } | null {
     const size = typeof message === "string" ? message.length : message.byteLength;
     const bytes = typeof message === "string" && size * 3 > MAX_FRAME_BYTES ? new TextEncoder().encode(message).byteLength : size;
-    if (bytes > MAX_FRAME_BYTES) return kick(CLOSE.tooLarge, `frame over ${MAX_FRAME_BYTES} bytes`);
-    if (typeof message !== "string") return kick(CLOSE.protocolError, "binary frames are not part of the protocol");
-
+    if (bytes > MAX_FRAME_BYTES) return { code: CLOSE.tooLarge, why: `frame over ${MAX_FRAME_BYTES} bytes` };
+    if (typeof message !== "string") return { code: CLOSE.protocolError, why: "binary frames are not part of the protocol" };
     const now = Date.now();
-    this.flood.tokens = Math.min(FLOOD_BURST, this.flood.tokens + ((now - this.flood.at) * FLOOD_RATE) / 1000);
+    const { floodPerSecond, floodBurst } = this.limits;
+    this.flood.tokens = this.flood.at === 0 ? floodBurst : Math.min(floodBurst, this.flood.tokens + ((now - this.flood.at) * floodPerSecond) / 1000);
     this.flood.at = now;
-    if (--this.flood.tokens < 0) return kick(CLOSE.flood, "too many frames");
+    if (--this.flood.tokens < 0) return { code: CLOSE.flood, why: "too many frames" };
+    return null;
+  }
 
+  private async refused(ws: WebSocket, why: string): Promise<void> {
+    const att = ws.deserializeAttachment() as Attachment | null;
+    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: `connection closed: ${why}` });
+  }
+
+  private async onFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const att = ws.deserializeAttachment() as Attachment | null;
+    if (!att || typeof message !== "string" || att.connId !== this.kv.get<string>("conn")) return; // a replaced socket
+    const now = Date.now();
     this.lastMessageAt = now;
     if (now - att.lastMessageAt > HEARTBEAT_MS / 2) ws.serializeAttachment({ ...att, lastMessageAt: now });
 
     const msg = parseFrame(AgentMessage, message);
-    if (!msg) return kick(CLOSE.protocolError, "malformed or unknown frame");
+    if (!msg) {
+      ws.close(CLOSE.protocolError, "malformed or unknown frame");
+      return this.refused(ws, "malformed or unknown frame");
+    }
     const actor = `agent:${att.nodeId}`;
 
     switch (msg.type) {
@@ -381,7 +409,7 @@ export class NodeSession extends DurableObject<Env> {
       case "ack":
         return this.onAck(msg.id);
       case "log.chunk": {
-        const r = await this.ctx.storage.get<InFlight>(INFLIGHT + msg.id);
+        const r = this.kv.get<InFlight>(INFLIGHT + msg.id);
         if (!r || r.kind !== "vm.logs") return this.countIgnored("log.chunk", msg.id);
         const chunks = this.logChunks.get(msg.id) ?? new Map<number, string>();
         chunks.set(msg.payload.seq, msg.payload.text);
@@ -397,7 +425,7 @@ export class NodeSession extends DurableObject<Env> {
       case "result":
         return this.onResult(msg.id, msg.payload, actor);
       case "error": {
-        const r = await this.ctx.storage.get<InFlight>(INFLIGHT + msg.id);
+        const r = this.kv.get<InFlight>(INFLIGHT + msg.id);
         if (!r) return this.countIgnored("error", msg.id);
         const error = { code: msg.payload.code, message: msg.payload.message };
         if (isPowerKind(r.kind) && r.vmGeneration !== null && r.prevState) {
@@ -411,19 +439,19 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   private async onAck(id: string): Promise<void> {
-    const r = await this.ctx.storage.get<InFlight>(INFLIGHT + id);
+    const r = this.kv.get<InFlight>(INFLIGHT + id);
     if (!r || !isPowerKind(r.kind) || r.phase !== "sent") return this.countIgnored("ack", id);
     const now = Date.now();
     // After the ack the agent reports the outcome: a graceful stop may take the whole grace.
     const work = r.kind === "vm.stop" ? this.limits.stopGraceMs : this.limits.queryMs;
     const acked: InFlight = { ...r, phase: "acked", deadline: now + work + this.limits.ackMs };
-    await this.ctx.storage.put(INFLIGHT + id, acked);
+    this.kv.put(INFLIGHT + id, acked);
     await markRequestAcked(this.db, id, acked.deadline, now);
     await this.armAlarm();
   }
 
   private async onResult(id: string, payload: unknown, actor: string): Promise<void> {
-    const r = await this.ctx.storage.get<InFlight>(INFLIGHT + id);
+    const r = this.kv.get<InFlight>(INFLIGHT + id);
     if (!r) return this.countIgnored("result", id);
     const bad = (why: string) => this.settle(r, { status: "failed", error: { code: "agent_error", message: why } });
 
