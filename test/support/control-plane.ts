@@ -1,7 +1,7 @@
 // Starts the real control plane (`wrangler dev`: workerd, local D1, Durable Objects) on a free
 // loopback port with its own persistence directory, for end-to-end, browser and bench runs.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -29,7 +29,26 @@ export type ControlPlaneOptions = {
   persistDir?: string;
   adminToken?: string;
   vars?: Record<string, string>;
+  /** false: run without the [[ratelimits]] bindings (benches and fuzzing; the Worker then applies no
+   *  limit). Done with a generated copy of wrangler.toml, so the shipped config stays as it is. */
+  rateLimits?: boolean;
 };
+
+/** wrangler.toml minus its [[ratelimits]] blocks, written under .wrangler/ with paths re-rooted. */
+function configWithoutRateLimits(): string {
+  const src = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
+  const stripped = src
+    .split(/\n(?=\[)/)
+    .filter((block) => !block.startsWith("[[ratelimits]]"))
+    .join("\n")
+    .replace(/^main = "/m, 'main = "../')
+    .replace(/^directory = "/m, 'directory = "../')
+    .replace(/^migrations_dir = "/m, 'migrations_dir = "../');
+  mkdirSync(join(ROOT, ".wrangler"), { recursive: true });
+  const path = join(ROOT, ".wrangler", "wrangler.no-rate-limits.toml");
+  writeFileSync(path, stripped);
+  return path;
+}
 
 export class ControlPlane {
   readonly port: number;
@@ -40,14 +59,16 @@ export class ControlPlane {
   private output = "";
   private readonly ownsDir: boolean;
   private readonly vars: Record<string, string>;
+  private readonly configArgs: string[];
 
-  private constructor(opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars">> & { persistDir?: string; vars?: Record<string, string> }) {
+  private constructor(opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars" | "rateLimits">> & { persistDir?: string; vars?: Record<string, string>; rateLimits?: boolean }) {
     this.port = opts.port;
     this.ownsDir = !opts.persistDir;
     this.persistDir = opts.persistDir ?? mkdtempSync(join(tmpdir(), "qx-cp-"));
     this.adminToken = opts.adminToken;
     this.url = `http://127.0.0.1:${this.port}`;
     this.vars = opts.vars ?? {};
+    this.configArgs = opts.rateLimits === false ? ["--config", configWithoutRateLimits()] : [];
   }
 
   static async start(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
@@ -56,6 +77,7 @@ export class ControlPlane {
       adminToken: opts.adminToken ?? `test-admin-${Math.random().toString(36).slice(2)}`,
       persistDir: opts.persistDir,
       vars: opts.vars,
+      rateLimits: opts.rateLimits,
     });
     await cp.migrate();
     await cp.boot();
@@ -76,7 +98,7 @@ export class ControlPlane {
     this.output = "";
     const child = spawn(
       process.execPath,
-      [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", String(inspector), "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn", ...vars],
+      [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", String(inspector), "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn", ...this.configArgs, ...vars],
       { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
     );
     this.child = child;

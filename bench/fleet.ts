@@ -1,0 +1,98 @@
+// Bench: a fleet of simulated agents (bench/fleet-agent.ts: the real agent's link and backoff, a
+// fake in-memory host) on one local control plane, each enrolled as its own node. Measures the time
+// until all are connected, a command's p99 with one agent connected against with all of them, and
+// after a control-plane restart how the reconnects spread (jitter) and how long until all are back.
+import type { ControlPlane } from "../test/support/control-plane.ts";
+import { createNode, eventually } from "../test/e2e/journey.ts";
+import { enroll, SimAgent, simVms } from "./fleet-agent.ts";
+import { percentile, sequential } from "./load.ts";
+import type { BenchRow } from "./table.ts";
+
+const COMMANDS = 200;
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+/** Runs `work` over `items` with at most `limit` in flight. */
+async function pool<T, R>(items: T[], limit: number, work: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await work(items[i]!, i);
+      }
+    }),
+  );
+  return out;
+}
+
+export async function benchFleet(cp: ControlPlane, operatorToken: string, size: number): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const enrollStart = performance.now();
+  const creds = await pool(Array.from({ length: size }, (_, i) => i), 16, async (i) => {
+    const { joinToken } = await createNode(cp, `fleet-${String(i).padStart(4, "0")}-${Date.now()}`);
+    return enroll(cp.url, joinToken, `fleet-host-${i}`);
+  });
+  const enrollMs = performance.now() - enrollStart;
+  const agents = creds.map((c, i) => new SimAgent(cp.url, c.credential, simVms(1, `fleet${i}`)));
+  const [first, ...rest] = agents;
+  const probeVm = [...first!.vms.values()][0]!;
+  const reset = { url: `${cp.url}/api/vms/${probeVm.uuid}/reset_state`, method: "POST" as const, headers: { authorization: `Bearer ${operatorToken}` } };
+
+  try {
+    await first!.start();
+    await eventually("first fleet VM listed", async () => (await cp.api(`/api/vms/${probeVm.uuid}`)).ok, 30_000);
+    const alone = await sequential(reset, COMMANDS, 60_000);
+
+    const t0 = performance.now();
+    const wall0 = Date.now();
+    await Promise.all(rest.map((a) => a.start()));
+    const allUpMs = performance.now() - t0;
+    rows.push({
+      name: `fleet: ${size} simulated agents, start → all connected`,
+      value: Math.round(allUpMs),
+      unit: "ms",
+      note: `enrolling ${size} nodes (create + join) took ${Math.round(enrollMs)} ms; last welcome ${Math.max(...rest.map((a) => a.connectedAt[0]! - wall0))} ms after start`,
+    });
+    // Let their inventories land before timing commands beside them.
+    await eventually("fleet inventories stored", async () => {
+      const res = await cp.api(`/api/vms?q=fleet${size - 1}-0&limit=5`);
+      return res.ok && ((await res.json()) as { vms: unknown[] }).vms.length > 0;
+    }, 120_000, 500);
+    const crowded = await sequential(reset, COMMANDS, 60_000);
+    rows.push({ name: "fleet: reset_state p99 with 1 agent connected (baseline)", value: round(alone.p99), unit: "ms", note: `p50 ${round(alone.p50)} ms, non-2xx ${alone.non2xx + alone.errors}` });
+    rows.push({
+      name: `fleet: reset_state p99 with ${size} agents connected`,
+      value: round(crowded.p99),
+      unit: "ms",
+      baseline: round(alone.p99),
+      ratio: round(crowded.p99 / alone.p99),
+      target: "≤ 2× one agent",
+      met: crowded.p99 <= 2 * alone.p99 && crowded.non2xx + crowded.errors === 0,
+      note: `p50 ${round(crowded.p50)} ms, non-2xx ${crowded.non2xx + crowded.errors}`,
+    });
+
+    // Control-plane restart: every link drops; the agents come back on their own backoff.
+    const before = agents.map((a) => a.connectedAt.length);
+    const stopAt = Date.now();
+    await cp.restart();
+    const upAt = Date.now();
+    let back: number[] = [];
+    try {
+      await eventually("all agents reconnected", async () => agents.every((a, i) => a.connectedAt.length > before[i]!), 90_000, 250);
+    } catch {
+      // reported below as a shortfall
+    }
+    back = agents.filter((a, i) => a.connectedAt.length > before[i]!).map((a, i) => a.connectedAt[before[i]!]!);
+    const perSecond = new Map<number, number>();
+    for (const t of back) perSecond.set(Math.floor((t - upAt) / 1000), (perSecond.get(Math.floor((t - upAt) / 1000)) ?? 0) + 1);
+    const busiest = Math.max(0, ...perSecond.values());
+    const lastBack = back.length ? Math.max(...back) - upAt : NaN;
+    rows.push({ name: "fleet restart: agents back", value: back.length, unit: `of ${size}`, target: `= ${size}`, met: back.length === size, note: `control plane down→healthy in ${upAt - stopAt} ms` });
+    rows.push({ name: "fleet restart: most reconnects in any one second", value: busiest, unit: "agents", baseline: size, ratio: round(busiest / size, 3), target: "≤ 0.1× fleet", met: busiest <= size / 10 });
+    rows.push({ name: "fleet restart: control plane up → last agent back", value: Math.round(lastBack), unit: "ms", target: "≤ 60000", note: `median ${Math.round(percentile(back.map((t) => t - upAt), 50))} ms` });
+  } finally {
+    await Promise.all(agents.map((a) => a.stop()));
+  }
+  return rows;
+}

@@ -1,0 +1,75 @@
+// `npm run bench`: the benchmark suite. Starts the real control plane (wrangler dev, loopback only,
+// rate limits lifted through a config without the [[ratelimits]] bindings, so reset_state and
+// enrollment can be driven past 60 and 30 a minute), a real agent on libvirt's test driver (the
+// shipped demo host), and simulated agents for the fleet. Prints a table of figures, baselines
+// measured in the same run, ratios and targets, and writes bench/results.json. Never pass/fail.
+//   BENCH_FLEET=N    fleet size (default 1000)
+//   BENCH_ONLY=a,b   sections: rest, inventory, fleet, tail, agent-rss
+import { existsSync, writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { ControlPlane } from "../test/support/control-plane.ts";
+import { enrollAgent, json } from "../test/e2e/journey.ts";
+import { benchFleet } from "./fleet.ts";
+import { benchInventory } from "./inventory.ts";
+import { benchRest } from "./rest.ts";
+import { formatTable, judge, type BenchRow } from "./table.ts";
+
+const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
+const wanted = (section: string) => !only || only.includes(section);
+const fleetSize = Number(process.env.BENCH_FLEET ?? 1000);
+
+const rows: BenchRow[] = [];
+const section = async (name: string, run: () => Promise<BenchRow[]>) => {
+  if (!wanted(name)) return;
+  const t0 = Date.now();
+  process.stderr.write(`bench: ${name}…\n`);
+  try {
+    rows.push(...(await run()));
+  } catch (err) {
+    rows.push({ name: `${name}: FAILED`, value: NaN, unit: "", note: String((err as Error).stack ?? err).split("\n").slice(0, 3).join(" / ") });
+  }
+  process.stderr.write(`bench: ${name} done in ${Math.round((Date.now() - t0) / 1000)} s\n`);
+};
+
+/** Benches owned by the agent's module files (bench/tail.ts, bench/agent-rss.ts): loaded if present. */
+async function external(file: string, fn: string): Promise<BenchRow[]> {
+  const path = join(import.meta.dirname, file);
+  if (!existsSync(path)) throw new Error(`${file} not found`);
+  const mod = (await import(pathToFileURL(path).href)) as Record<string, () => Promise<BenchRow[]>>;
+  const run = mod[fn] ?? Object.values(mod).find((v) => typeof v === "function");
+  if (typeof run !== "function") throw new Error(`${file} exports no bench function`);
+  return run();
+}
+
+const started = Date.now();
+const needsCp = ["rest", "inventory", "fleet"].some(wanted);
+const cp = needsCp ? await ControlPlane.start({ rateLimits: false }) : null;
+try {
+  if (cp) {
+    const { token: operator } = await json<{ token: string }>(await cp.api("/api/tokens", { method: "POST", json: { name: "bench", role: "operator" } }));
+    await section("rest", async () => {
+      const { agent } = await enrollAgent(cp, `bench-demo-${Date.now()}`);
+      try {
+        return await benchRest(cp, operator);
+      } finally {
+        await agent.dispose();
+      }
+    });
+    await section("inventory", () => benchInventory(cp));
+    await section("fleet", () => benchFleet(cp, operator, fleetSize));
+  }
+  await section("tail", () => external("tail.ts", "benchTail"));
+  await section("agent-rss", () => external("agent-rss.ts", "benchAgentRss"));
+} finally {
+  await cp?.dispose();
+}
+
+const table = formatTable(rows);
+console.log(`\nQuantix Edge bench — ${new Date().toISOString()} — ${cpus().length} cores, load ${loadavg().map((l) => l.toFixed(2)).join(" ")}, ${Math.round((Date.now() - started) / 1000)} s`);
+console.log("rate limits lifted for this run (wrangler config without [[ratelimits]]); every baseline measured in this run\n");
+console.log(table);
+const results = { at: new Date().toISOString(), cores: cpus().length, loadavg: loadavg(), fleetSize, rows: rows.map((r) => ({ ...r, met: judge(r) })) };
+writeFileSync(join(import.meta.dirname, "results.json"), JSON.stringify(results, null, 2) + "\n");
+console.log("\nwritten: bench/results.json");

@@ -1,0 +1,39 @@
+// The bench table: rows of {name, value, unit, baseline?, ratio?, target?, met?}, printed as a
+// fixed-width table and saved as JSON. Rows from other modules may carry only a target string; the
+// simple forms ("≤ 16", "≥ 0.8× …", "≤ 0.5× …") are judged here, anything else is left "—".
+export type BenchRow = {
+  name: string;
+  value: number;
+  unit: string;
+  baseline?: number;
+  ratio?: number;
+  target?: string;
+  met?: boolean;
+  note?: string;
+};
+
+/** "≤ 16" compares the value; "≤ 0.5× …" compares the ratio. */
+export function judge(row: BenchRow): boolean | undefined {
+  if (row.met !== undefined) return row.met;
+  const m = row.target?.match(/^\s*([≤≥=])\s*([\d.]+)\s*(×)?/);
+  if (!m) return undefined;
+  const subject = m[3] ? row.ratio : row.value;
+  if (subject === undefined || Number.isNaN(subject)) return undefined;
+  const bound = Number(m[2]);
+  return m[1] === "≤" ? subject <= bound : m[1] === "≥" ? subject >= bound : subject === bound;
+}
+
+const fmt = (x: number | undefined) => (x === undefined ? "" : Number.isInteger(x) ? x.toLocaleString("en") : String(x));
+
+export function formatTable(rows: BenchRow[]): string {
+  const header = ["figure", "value", "baseline", "ratio", "target", "met?"];
+  const body = rows.map((r) => {
+    const ok = judge(r);
+    return [r.name, `${fmt(r.value)} ${r.unit}`, fmt(r.baseline), fmt(r.ratio), r.target ?? "", ok === undefined ? "—" : ok ? "yes" : "NO"];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |";
+  const rule = "|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|";
+  const notes = rows.filter((r) => r.note).map((r) => `  ${r.name}: ${r.note}`);
+  return [line(header), rule, ...body.map(line), ...(notes.length ? ["", "notes:", ...notes] : [])].join("\n");
+}
