@@ -34,7 +34,7 @@ export default defineConfig({
       {
         test: {
           name: "node",
-          include: ["test/agent/**/*.test.ts", "test/e2e/**/*.test.ts", "test/web/**/*.test.ts", "test/protocol/**/*.test.ts", "test/cli/**/*.test.ts"],
+          include: ["test/agent/**/*.test.ts", "test/e2e/**/*.test.ts", "test/web/**/*.test.ts", "test/protocol/**/*.test.ts", "test/cli/**/*.test.ts", "test/faults/**/*.test.ts", "test/security/**/*.test.ts"],
           environment: "node",
           testTimeout: 60_000,
           hookTimeout: 120_000,
