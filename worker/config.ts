@@ -1,8 +1,8 @@
-// Deadlines and limits read from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
+// Deadlines, liveness and flood limits from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
 import { ACK_TIMEOUT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
 
-export type Timeouts = {
+export type SessionSettings = {
   queryMs: number;
   ackMs: number;
   stopGraceMs: number;
@@ -17,9 +17,9 @@ const positive = (v: string | undefined, fallback: number) => {
   return Number.isFinite(n) && n > 0 ? Math.floor(n) : fallback;
 };
 
-export function timeouts(
+export function sessionSettings(
   env: Partial<Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND">>,
-): Timeouts {
+): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
   return {
     floodPerSecond,

@@ -18,7 +18,7 @@ import {
   type CommandKind,
   type ServerMessage,
 } from "../protocol/wire.ts";
-import { timeouts, type Timeouts } from "./config.ts";
+import { sessionSettings, type SessionSettings } from "./config.ts";
 import { database, type Database } from "./db/client.ts";
 import { nodes } from "./db/schema.ts";
 import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./inventory.ts";
@@ -63,7 +63,7 @@ export const NODE_ID_HEADER = "x-quantix-node-id";
 
 export class NodeSession extends DurableObject<Env> {
   private readonly db: Database;
-  private readonly limits: Timeouts;
+  private readonly limits: SessionSettings;
   // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
   private readonly waiters = new Map<string, (o: Outcome) => void>();
   private readonly logChunks = new Map<string, Map<number, string>>();
@@ -83,7 +83,7 @@ export class NodeSession extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.db = database(env.DB);
-    this.limits = timeouts(env);
+    this.limits = sessionSettings(env);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { CLOSE } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
 import { hashSecret, newId, newSecret, requireRole } from "../auth.ts";
-import { joinTokenTtlMs, timeouts } from "../config.ts";
+import { joinTokenTtlMs, sessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import { runBatch } from "../db/batch.ts";
 import { nodes, vms } from "../db/schema.ts";
@@ -40,13 +40,13 @@ async function issueJoinToken(env: Env) {
 export const nodeRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
     const rows = await database(c.env.DB).select({ node: nodes, vmCount }).from(nodes).orderBy(asc(nodes.name)).limit(10_000);
-    const offlineAfter = timeouts(c.env).offlineAfterMs;
+    const offlineAfter = sessionSettings(c.env).offlineAfterMs;
     return c.json({ nodes: rows.map((r) => nodeView(r.node, r.vmCount, offlineAfter)) });
   })
   .get("/:id", validate("param", IdParam), async (c) => {
     const row = await nodeWithCount(database(c.env.DB), c.req.valid("param").id);
     if (!row) throw new ApiError(404, "not_found", `no node ${c.req.valid("param").id}`);
-    return c.json({ node: nodeView(row.node, row.vmCount, timeouts(c.env).offlineAfterMs) });
+    return c.json({ node: nodeView(row.node, row.vmCount, sessionSettings(c.env).offlineAfterMs) });
   })
   .post("/", requireRole("admin"), validate("json", CreateNode), async (c) => {
     const db = database(c.env.DB);
@@ -66,7 +66,7 @@ export const nodeRoutes = new Hono<AppEnv>()
     }
     const row = (await nodeWithCount(db, id))!;
     return c.json(
-      { node: nodeView(row.node, 0, timeouts(c.env).offlineAfterMs), joinToken, joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString() },
+      { node: nodeView(row.node, 0, sessionSettings(c.env).offlineAfterMs), joinToken, joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString() },
       201,
     );
   })
@@ -84,7 +84,7 @@ export const nodeRoutes = new Hono<AppEnv>()
     await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
     const row = (await nodeWithCount(db, id))!;
     return c.json({
-      node: nodeView(row.node, row.vmCount, timeouts(c.env).offlineAfterMs),
+      node: nodeView(row.node, row.vmCount, sessionSettings(c.env).offlineAfterMs),
       joinToken,
       joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
     });

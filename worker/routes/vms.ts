@@ -6,7 +6,7 @@ import { LogLinesQuery, type LogsResponse, type ResetStateResponse } from "../..
 import { mapLibvirtState, StateResult, VmState } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
 import { newId, requireRole } from "../auth.ts";
-import { timeouts } from "../config.ts";
+import { sessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import { nodes, requests, vmEvents, vms } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
@@ -63,7 +63,7 @@ async function nodeState(c: Context<AppEnv>, db: Database, vm: VmRow) {
   if (!vm.nodeId) return { node: null, online: false };
   const node = await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
   if (!node) return { node: null, online: false };
-  return { node, online: nodeView(node, 0, timeouts(c.env).offlineAfterMs).connected };
+  return { node, online: nodeView(node, 0, sessionSettings(c.env).offlineAfterMs).connected };
 }
 
 /** Inserts the queued request row for a query command (vm.state / vm.logs). */
@@ -77,7 +77,7 @@ async function queueQuery(c: Context<AppEnv>, db: Database, vm: VmRow, kind: "vm
     nodeId: vm.nodeId,
     params: JSON.stringify(params),
     status: "queued",
-    deadlineAt: now + timeouts(c.env).queryMs,
+    deadlineAt: now + sessionSettings(c.env).queryMs,
     requestedBy: c.get("principal").actor,
     createdAt: now,
   });
@@ -110,7 +110,7 @@ const PowerQuery = z.object({ force: flag, wait: flag });
 
 async function powerAction(c: Context<AppEnv>, id: string, kind: PowerKind, wait: boolean) {
   const db = database(c.env.DB);
-  const t = timeouts(c.env);
+  const t = sessionSettings(c.env);
   const vm = await loadVm(db, id);
   // State first: a 409 says what is wrong with the VM even when its node is away.
   assertPowerAllowed(vm, kind);
@@ -201,7 +201,7 @@ export const vmRoutes = new Hono<AppEnv>()
     const force = query.force || body.data.force === true;
     const reason = body.data.reason ?? query.reason ?? null;
     const db = database(c.env.DB);
-    const t = timeouts(c.env);
+    const t = sessionSettings(c.env);
     const actor = c.get("principal").actor;
     let vm = await loadVm(db, c.req.valid("param").id);
 
