@@ -20,7 +20,8 @@ const reported = (json: string) => sql`(SELECT json_extract(value, '$.id') AS id
   json_extract(value, '$.vcpus') AS vcpus, json_extract(value, '$.memoryMiB') AS memory_mib FROM json_each(${json}))`;
 
 /** Upserts reported VMs for `nodeId`. A UUID that belongs to another node is left alone (isolation:
- *  an agent can never move or overwrite another node's VM) and counted in `foreign`. The state is
+ *  an agent can never move or overwrite another node's VM) and counted in `foreign`; a VM on no node
+ *  (its node was deleted) is adopted. The state is
  *  taken only when no control-plane transition holds the VM; libvirt_state always. `syncId` stamps
  *  the rows of a full sync (null for `vm.changed`). */
 export async function upsertReportedVms(db: Database, nodeId: string, list: VmInfo[], syncId: string | null, actor: string) {
@@ -33,12 +34,13 @@ export async function upsertReportedVms(db: Database, nodeId: string, list: VmIn
     // Events first: they compare what is stored with what is reported, before the upsert changes it.
     sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
       SELECT r.id, ${now}, ${actor},
-        CASE WHEN v.id IS NULL THEN 'discovered' WHEN v.missing = 1 THEN 'reappeared' ELSE 'state_changed' END,
+        CASE WHEN v.id IS NULL THEN 'discovered' WHEN v.node_id IS NULL THEN 'adopted' WHEN v.missing = 1 THEN 'reappeared'
+             ELSE 'state_changed' END,
         v.state,
         CASE WHEN v.transition_request_id IS NULL THEN r.state ELSE v.state END,
         'agent',
-        CASE WHEN v.id IS NULL THEN 'reported by the agent' WHEN v.missing = 1 THEN 'the host reports this domain again'
-             ELSE 'libvirt state ' || r.libvirt_state END
+        CASE WHEN v.id IS NULL THEN 'reported by the agent' WHEN v.node_id IS NULL THEN 'a VM on no node, now reported by this node'
+             WHEN v.missing = 1 THEN 'the host reports this domain again' ELSE 'libvirt state ' || r.libvirt_state END
       FROM ${reported(json)} r LEFT JOIN vms v ON v.id = r.id
       WHERE v.id IS NULL
          OR ((v.node_id = ${nodeId} OR v.node_id IS NULL)

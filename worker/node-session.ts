@@ -183,14 +183,6 @@ export class NodeSession extends DurableObject<Env> {
     }
   }
 
-  /** Ask the agent for its full inventory again. */
-  async resync(): Promise<boolean> {
-    const current = await this.currentSocket();
-    if (!current) return false;
-    this.send(current.ws, { type: "resync", id: crypto.randomUUID(), payload: {} });
-    return true;
-  }
-
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
   async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean }> {
     const inflight = this.inFlight();

@@ -164,6 +164,18 @@ describe("inventory", () => {
     expect((await json(await api(`/api/vms/${theirs.uuid}`))).vm.missing).toBe(false);
   });
 
+  it("a VM left on no node (its node deleted) is adopted by the node that reports it next", async () => {
+    const first = await newAgent();
+    const vm = vmInfo("migrated", "running");
+    first.agent.inventory([vm]);
+    await eventually(async () => expect((await vmRow(vm.uuid))?.node_id).toBe(first.nodeId));
+    await json(await api(`/api/nodes/${first.nodeId}`, { method: "DELETE" }));
+    const second = await newAgent();
+    second.agent.inventory([vm]);
+    await eventually(async () => expect((await vmRow(vm.uuid))?.node_id).toBe(second.nodeId));
+    expect((await eventsOf(vm.uuid))[0]).toMatchObject({ action: "adopted", actor: `agent:${second.nodeId}`, source: "agent" });
+  });
+
   it("a uuid in upper case is the same VM", async () => {
     const { agent } = await newAgent();
     const id = uuid();
