@@ -4,6 +4,7 @@
 // invalid bytes. Reads are synchronous on purpose: from the page cache they take microseconds and
 // the 8 MiB cap bounds them, where an async read per block costs a thread-pool round trip each.
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { isAscii } from "node:buffer";
 import { AgentFailure } from "./libvirt.ts";
 
 export const TAIL_BLOCK_BYTES = 64 * 1024;
@@ -69,7 +70,23 @@ function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions):
   const { fd, st } = openLog(path);
   try {
     const size = st.size;
-    const blocks: Buffer[] = [];
+    // Blocks are read straight into their place at the end of one buffer holding the file's last
+    // `room` bytes; it doubles when more is needed (capped at maxBytes + one block), so memory
+    // follows what is read, not the file's size, and the answer is never copied block by block.
+    const roomCap = Math.min(size, maxBytes + blockBytes);
+    let room = Math.min(roomCap, Math.max(4 * blockBytes, 256 * 1024));
+    let dest = Buffer.allocUnsafe(room);
+    const at = (filePos: number) => filePos - (size - room); // file offset -> index in dest
+    let expectBytes = 0; // bytes the answer will likely need, guessed from the lines seen so far
+    const makeRoomFor = (filePos: number) => {
+      if (filePos >= size - room) return;
+      let next = Math.min(roomCap, Math.max(room * 2, expectBytes));
+      while (size - next > filePos) next = Math.min(roomCap, next * 2);
+      const grown = Buffer.allocUnsafe(next);
+      dest.copy(grown, next - room + at(pos), at(pos), room);
+      dest = grown;
+      room = next;
+    };
     let pos = size; // start of the lowest block read so far
     let bytesRead = 0;
     let start = -1; // where the answer begins
@@ -83,18 +100,19 @@ function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions):
       let candidate = -1; // start of the oldest whole line found that fits the cap
       for (let block = 0; start < 0 && pos > 0; block++) {
         const len = Math.min(blockBytes, pos);
-        const buf = Buffer.allocUnsafe(len);
-        readFully(fd, buf, pos - len);
+        makeRoomFor(pos - len);
+        readFully(fd, dest, at(pos - len), len, pos - len);
         bytesRead += len;
         pos -= len;
-        blocks.push(buf);
         opts.afterBlockRead?.(block);
-        if (scanEnd < 0) scanEnd = buf[len - 1] === NEWLINE ? size - 1 : size;
-        let i = Math.min(len, scanEnd - pos) - 1;
-        while (i >= 0) {
-          const q = buf.lastIndexOf(NEWLINE, i);
-          if (q < 0) break;
-          const lineStart = pos + q + 1;
+        if (scanEnd < 0) scanEnd = dest[room - 1] === NEWLINE ? size - 1 : size;
+        // Newlines of this block, newest first: dest indexes [at(pos), at(min(pos + len, scanEnd))).
+        const lo = at(pos);
+        let i = at(Math.min(pos + len, scanEnd)) - 1;
+        while (i >= lo) {
+          const q = dest.lastIndexOf(NEWLINE, i);
+          if (q < lo) break;
+          const lineStart = q + 1 + (size - room);
           if (lineStart < limit) {
             capped = true;
             break;
@@ -109,6 +127,7 @@ function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions):
           i = q - 1;
         }
         if (start >= 0) break;
+        if (counted > 0) expectBytes = Math.ceil(((size - pos) / counted) * n * 1.1) + blockBytes;
         if (capped || pos < limit) {
           capped = true;
           break;
@@ -126,8 +145,7 @@ function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions):
         midLine = true;
       }
     }
-    blocks.reverse();
-    let bytes: Buffer = Buffer.concat(blocks).subarray(start - pos);
+    let bytes: Buffer = dest.subarray(at(Math.max(start, 0)), room);
     if (midLine) bytes = skipContinuationBytes(bytes);
     // The file may have shrunk (truncated, rewritten) or been replaced while we read it.
     const after = fstatSync(fd);
@@ -135,7 +153,9 @@ function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions):
     const now = statOrNull(path);
     if (!now || now.ino !== st.ino || now.dev !== st.dev) throw new FileChanged();
 
-    let text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
+    // Buffer#toString replaces invalid sequences with U+FFFD the way TextDecoder does (WHATWG);
+    // QEMU logs are nearly always ASCII, which decodes three times faster when known to be so.
+    let text = isAscii(bytes) ? bytes.toString("latin1") : bytes.toString("utf8");
     let truncated = start > 0;
     // Invalid bytes become U+FFFD (3 bytes): keep the answer under the cap after decoding too.
     if (Buffer.byteLength(text) > maxBytes) {
@@ -158,12 +178,12 @@ function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions):
   }
 }
 
-function readFully(fd: number, buf: Buffer, position: number) {
-  let off = 0;
-  while (off < buf.length) {
-    const got = readSync(fd, buf, off, buf.length - off, position + off);
+function readFully(fd: number, buf: Buffer, offset: number, length: number, position: number) {
+  let done = 0;
+  while (done < length) {
+    const got = readSync(fd, buf, offset + done, length - done, position + done);
     if (got === 0) throw new FileChanged(); // the file got shorter than its fstat size
-    off += got;
+    done += got;
   }
 }
 
