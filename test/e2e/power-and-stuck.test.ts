@@ -110,7 +110,10 @@ describe("the stuck case", () => {
     agent.thaw();
     for (const id of [DEMO.db01, DEMO.web02]) {
       const body = await json(await post(`/api/vms/${id}/reset_state`));
-      expect(body).toMatchObject({ success: true, previousState: "STOPPED", source: "hypervisor", vm: { id, state: "RUNNING" } });
+      expect(body).toMatchObject({ success: true, source: "hypervisor", vm: { id, state: "RUNNING" } });
+      // STOPPED as forced above, unless the thawed agent's own report already put it right
+      // (a VM no longer in transition takes the hypervisor's state from the inventory).
+      expect(["STOPPED", "RUNNING"]).toContain(body.previousState);
       expect(await hypervisorState(id)).toBe("RUNNING");
     }
     const events = (await json<{ events: { action: string; source: string | null; fromState: string | null; toState: string | null }[] }>(
