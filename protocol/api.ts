@@ -39,7 +39,12 @@ export type VmView = {
   updatedAt: string;
   /** The host no longer reports this domain (kept, not deleted). */
   missing: boolean;
+  /** Something the operator must look at (issue 7), e.g. `running_after_forced_reset`; cleared by
+   *  `POST /api/vms/:id/clear_flag`. Optional so older servers still type-check. */
+  flag?: VmFlag | null;
 };
+
+export type VmFlag = { code: string; message: string; at: string };
 
 export type RequestView = {
   id: string;
@@ -60,6 +65,12 @@ export type VmEventView = {
   toState: VmState | null;
   source: string | null;
   message: string | null;
+  /** Verified resets (issue 7): what the control plane believed, what the hypervisor said (null when
+   *  forced without asking), the reason the user typed, the last lines of the VM's log. */
+  expectedState?: VmState | null;
+  observedState?: VmState | null;
+  reason?: string | null;
+  logExcerpt?: string | null;
 };
 
 export type ResetStateResponse = {
@@ -77,7 +88,30 @@ export type LogsResponse = {
   linesReturned: number;
   truncated: boolean;
   lastModified: string | null;
+  /** Files read, newest first (`<name>.log`, `<name>.log.1`, …) when the answer continued into
+   *  virtlogd's rotated files (issue 7). */
+  files?: string[];
+  /** When the control plane read this answer from the node (ISO 8601). */
+  capturedAt?: string;
 };
+
+/** `GET /api/vms/:id/logs/last_known`: the latest answer kept while the node is offline. */
+export type LastKnownLogResponse = Omit<LogsResponse, "capturedAt"> & { capturedAt: string };
+
+// ---- live follow: `GET /api/vms/:id/logs/follow` (WebSocket) -----------------------------------
+/** Browsers cannot set headers on a WebSocket and a token never goes in a URL: the client offers
+ *  `[FOLLOW_SUBPROTOCOL, FOLLOW_TOKEN_PREFIX + token]`, the Worker answers with FOLLOW_SUBPROTOCOL. */
+export const FOLLOW_SUBPROTOCOL = "qx.follow.v1";
+export const FOLLOW_TOKEN_PREFIX = "bearer.";
+export const FOLLOW_STATUSES = ["following", "rotated", "truncated", "appeared", "missing", "node_offline", "stopped"] as const;
+export type FollowStatus = (typeof FOLLOW_STATUSES)[number];
+/** Close code after `node_offline`. */
+export const FOLLOW_CLOSE_NODE_OFFLINE = 4503;
+/** JSON text frames from the Worker to a following browser. */
+export type FollowMessage =
+  | { type: "append"; text: string }
+  | { type: "status"; status: FollowStatus }
+  | { type: "error"; code: string; message: string };
 
 /** `?lines=` for every logs route (control plane and agent local API): an integer 1..10000. */
 export const LogLinesQuery = z.object({

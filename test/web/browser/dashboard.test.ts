@@ -285,8 +285,12 @@ describe("dashboard in Chromium", () => {
     const warningColor = await view.locator('[data-level="warning"]').first().evaluate((el) => getComputedStyle(el).color);
     const normalColor = await view.locator('[data-level="normal"]').first().evaluate((el) => getComputedStyle(el).color);
     expect(new Set([errorColor, warningColor, normalColor]).size).toBe(3);
-    for (const id of ["no-space", "signal", "timeout"]) expect(await page.locator(`[data-issue="${id}"]`).getAttribute("data-detected")).toBe("true");
-    expect(await page.locator('[data-issue="permission"]').getAttribute("data-detected")).toBe("false");
+    for (const id of ["disk_full", "killed_by_signal", "timeout"]) expect(await page.locator(`[data-issue="${id}"]`).getAttribute("data-detected")).toBe("true");
+    expect(await page.locator('[data-issue="permission_denied"]').getAttribute("data-detected")).toBe("false");
+    // Each issue found is listed once, in order, with its one-line explanation.
+    const found = page.getByTestId("log-issues").locator("[data-found-issue]");
+    expect(await found.evaluateAll((els) => els.map((el) => el.getAttribute("data-found-issue")))).toEqual(["disk_full", "timeout", "killed_by_signal"]);
+    expect(await found.first().textContent()).toContain("free space in the image's storage pool");
 
     // HTML and script in the log: literal text, no element made from it, nothing run.
     for (const payload of PAYLOADS) expect(await view.locator("[data-line]", { hasText: payload }).count()).toBe(1);

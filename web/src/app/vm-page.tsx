@@ -33,7 +33,7 @@ export function VmPage({ id, tab }: { id: string; tab: "events" | "logs" }) {
           <EventsTrail vmId={id} />
         </Panel>
       ) : (
-        <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} />
+        <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} live />
       )}
     </div>
   );

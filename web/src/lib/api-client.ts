@@ -25,6 +25,8 @@ export type ApiClient = {
   /** "/api" against the control plane, "/api/v1" against an agent's local API */
   readonly prefix: string;
   request<T>(path: string, options?: RequestOptions): Promise<T>;
+  /** The session's token, for the one place a header cannot carry it: a WebSocket's subprotocols. */
+  token(): string | null;
 };
 
 export type ApiClientConfig = {
@@ -36,6 +38,7 @@ export type ApiClientConfig = {
 export function createApiClient(config: ApiClientConfig): ApiClient {
   return {
     prefix: config.prefix,
+    token: config.getToken,
     async request<T>(path: string, options: RequestOptions = {}): Promise<T> {
       const headers = new Headers({ accept: "application/json" });
       const token = options.token ?? config.getToken();

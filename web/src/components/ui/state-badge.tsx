@@ -1,4 +1,4 @@
-// A VM state as a coloured badge, plus the stuck and missing markers shown beside it.
+// A VM state as a coloured badge, plus the stuck, missing and flag markers shown beside it.
 import type { VmState } from "../../../../protocol/wire.ts";
 import { formatDateTime, formatRelativeTime } from "../../lib/format.ts";
 import { Badge, type BadgeTone } from "./badge.tsx";
@@ -35,6 +35,15 @@ export function MissingMarker() {
   return (
     <Badge tone="amber" title="The host no longer reports this domain" testId="missing-marker">
       missing
+    </Badge>
+  );
+}
+
+/** A VM flagged for the operator (e.g. found running after a forced reset). */
+export function FlagMarker({ flag }: { flag: { code: string; message: string; at: string } }) {
+  return (
+    <Badge tone="red" title={`${flag.message} (${formatDateTime(flag.at)})`} testId="flag-marker">
+      ⚑ flagged
     </Badge>
   );
 }

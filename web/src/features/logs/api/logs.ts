@@ -1,7 +1,7 @@
 // Fetcher, query options and hook for a VM's QEMU log (SPEC §4 logs route; the same shape from
 // the control plane and from an agent's local API).
 import { queryOptions, useQuery } from "@tanstack/react-query";
-import type { LogsResponse } from "../../../../../protocol/api.ts";
+import type { LastKnownLogResponse, LogsResponse } from "../../../../../protocol/api.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
@@ -26,4 +26,20 @@ export function vmLogsQuery(client: ApiClient, vmId: string, lines: number, auto
 
 export function useVMLogs(vmId: string, lines: number, autoRefresh: boolean) {
   return useQuery(vmLogsQuery(useApiClient(), vmId, lines, autoRefresh));
+}
+
+/** The VM's last-known log (issue 7): the latest answer the control plane kept, for when its node
+ *  is offline. 404 `no_snapshot` when none was ever read. */
+export function lastKnownLogQuery(client: ApiClient, vmId: string, enabled: boolean) {
+  return queryOptions({
+    queryKey: [client.prefix, "vm-logs", vmId, "last-known"],
+    queryFn: ({ signal }) => client.request<LastKnownLogResponse>(`/vms/${encodeURIComponent(vmId)}/logs/last_known`, { signal }),
+    enabled,
+    refetchOnWindowFocus: false,
+    retry: false,
+  });
+}
+
+export function useLastKnownLog(vmId: string, enabled: boolean) {
+  return useQuery(lastKnownLogQuery(useApiClient(), vmId, enabled));
 }

@@ -1,9 +1,10 @@
 // The log text, virtualized (10,000 lines scroll smoothly), each line a React text node coloured by
-// its level. Stays pinned to the bottom on new text only while the reader is at the bottom.
-import { useEffect, useLayoutEffect, useMemo, useRef } from "react";
+// its level. Stays pinned to the bottom on new text only while the reader is at the bottom, and
+// scrolls to a given line on request (jump to first error) with that line highlighted.
+import { useEffect, useImperativeHandle, useLayoutEffect, useRef, type Ref } from "react";
 import { useVirtualizer } from "@tanstack/react-virtual";
+import type { LineClass, LineLevel } from "../../../../../protocol/log-classify.ts";
 import { cn } from "../../../components/ui/cn.ts";
-import { classifyLine, type LineLevel } from "../classify.ts";
 
 const LINE_HEIGHT = 18;
 const AT_BOTTOM_SLACK = 24;
@@ -14,16 +15,40 @@ const levelClass: Record<LineLevel, string> = {
   normal: "",
 };
 
-export function LogViewer({ lines }: { lines: string[] }) {
+export type LogViewerHandle = { scrollToLine: (index: number) => void };
+
+export function LogViewer({
+  lines,
+  classes,
+  highlightedLine,
+  ref,
+}: {
+  lines: string[];
+  classes: LineClass[];
+  /** 0-based line to mark (the one jumped to) */
+  highlightedLine?: number | null;
+  ref?: Ref<LogViewerHandle>;
+}) {
   const scroller = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
-  const levels = useMemo(() => lines.map(classifyLine), [lines]);
   const virtualizer = useVirtualizer({
     count: lines.length,
     getScrollElement: () => scroller.current,
     estimateSize: () => LINE_HEIGHT,
     overscan: 30,
   });
+
+  useImperativeHandle(
+    ref,
+    () => ({
+      scrollToLine: (index) => {
+        atBottom.current = false; // a jump is a reader's choice: new text must not pull them away
+        virtualizer.scrollToIndex(index, { align: "center" });
+        scroller.current?.focus({ preventScroll: true });
+      },
+    }),
+    [virtualizer],
+  );
 
   useEffect(() => {
     const el = scroller.current;
@@ -56,20 +81,30 @@ export function LogViewer({ lines }: { lines: string[] }) {
         <div className="p-3 text-zinc-500">The log is empty.</div>
       ) : (
         <div className="relative w-max min-w-full" style={{ height: virtualizer.getTotalSize() }}>
-          {virtualizer.getVirtualItems().map((row) => (
-            <div
-              key={row.index}
-              data-line={row.index + 1}
-              data-level={levels[row.index]}
-              className={cn("absolute left-0 flex w-max min-w-full whitespace-pre", levelClass[levels[row.index]])}
-              style={{ top: row.start, height: LINE_HEIGHT, lineHeight: `${LINE_HEIGHT}px` }}
-            >
-              <span className="sticky left-0 shrink-0 bg-inherit pr-3 pl-2 text-right text-zinc-400 select-none dark:text-zinc-600" style={{ width: `${gutter + 2}ch` }}>
-                {row.index + 1}
-              </span>
-              <span className="pr-4">{lines[row.index]}</span>
-            </div>
-          ))}
+          {virtualizer.getVirtualItems().map((row) => {
+            const level = classes[row.index]?.level ?? "normal";
+            const highlighted = row.index === highlightedLine;
+            return (
+              <div
+                key={row.index}
+                data-line={row.index + 1}
+                data-level={level}
+                data-line-issue={classes[row.index]?.issue ?? undefined}
+                data-highlighted={highlighted || undefined}
+                className={cn(
+                  "absolute left-0 flex w-max min-w-full whitespace-pre",
+                  levelClass[level],
+                  highlighted && "bg-red-500/25 outline-2 -outline-offset-2 outline-red-500 dark:bg-red-500/30",
+                )}
+                style={{ top: row.start, height: LINE_HEIGHT, lineHeight: `${LINE_HEIGHT}px` }}
+              >
+                <span className="sticky left-0 shrink-0 bg-inherit pr-3 pl-2 text-right text-zinc-400 select-none dark:text-zinc-600" style={{ width: `${gutter + 2}ch` }}>
+                  {row.index + 1}
+                </span>
+                <span className="pr-4">{lines[row.index]}</span>
+              </div>
+            );
+          })}
         </div>
       )}
     </div>

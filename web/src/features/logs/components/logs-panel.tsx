@@ -1,16 +1,19 @@
-// The Logs tab (SPEC §5): line count, auto-refresh every 5 s, refresh, copy, download, highlighted
-// lines, the file's facts and help on common issues. Runs against whichever API client it is given.
-import { useMemo, useState } from "react";
+// The Logs tab (SPEC §5, issue 7): line count, auto-refresh every 5 s, live follow, refresh, copy,
+// download, highlighted lines with the issues found and a jump to the first error, the file's
+// facts, and the last-known log while the node is offline. Runs against whichever API client it
+// is given; `live` (the control plane) adds follow and last-known, which an agent's local API lacks.
+import { useEffect, useMemo, useState } from "react";
+import { LOG_LINES_DEFAULT, LOG_LINES_MAX } from "../../../../../protocol/api.ts";
 import { Button } from "../../../components/ui/button.tsx";
 import { CopyButton } from "../../../components/ui/copy-button.tsx";
-import { Facts, inputClass, Notice } from "../../../components/ui/panel.tsx";
+import { inputClass, Notice } from "../../../components/ui/panel.tsx";
 import { ApiError } from "../../../lib/api-client.ts";
-import { formatBytes, formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
-import { LINE_CHOICES, useVMLogs } from "../api/logs.ts";
-import { splitLines } from "../classify.ts";
-import { detectIssues, LOG_ISSUES } from "../help.ts";
-import { LogViewer } from "./log-viewer.tsx";
-import { LOG_LINES_DEFAULT, LOG_LINES_MAX } from "../../../../../protocol/api.ts";
+import { formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
+import { useLogFollow } from "../api/follow.ts";
+import { LINE_CHOICES, useLastKnownLog, useVMLogs } from "../api/logs.ts";
+import { FollowStatusBar } from "./follow-status.tsx";
+import { LogBody } from "./log-body.tsx";
+import { LogHelp } from "./log-help.tsx";
 
 /** `?lines=` from the page URL when it is a valid count (deep links to e.g. 10,000 lines). */
 export function initialLineCount(requested: string | null): number {
@@ -18,13 +21,37 @@ export function initialLineCount(requested: string | null): number {
   return Number.isInteger(n) && n >= 1 && n <= LOG_LINES_MAX ? n : LOG_LINES_DEFAULT;
 }
 
-export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT }: { vm: { id: string; name: string }; initialLines?: number }) {
+export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT, live = false }: { vm: { id: string; name: string }; initialLines?: number; live?: boolean }) {
   const [lines, setLines] = useState(initialLines);
   const [autoRefresh, setAutoRefresh] = useState(false);
-  const logs = useVMLogs(vm.id, lines, autoRefresh);
-  const text = logs.data?.qemuLog ?? "";
-  const logLines = useMemo(() => splitLines(text), [text]);
-  const issues = useMemo(() => detectIssues(text), [text]);
+  const [follow, setFollow] = useState(false);
+  const [followUnavailable, setFollowUnavailable] = useState<string | null>(null);
+  const logs = useVMLogs(vm.id, lines, autoRefresh && !follow);
+  const followed = useLogFollow(vm.id, live && follow);
+  const nodeOffline = logs.error instanceof ApiError && logs.error.code === "node_offline";
+  const lastKnown = useLastKnownLog(vm.id, live && nodeOffline);
+
+  // Each (re)connect of the follow re-reads the snapshot, so nothing written meanwhile is missed.
+  const { refetch } = logs;
+  useEffect(() => {
+    if (followed.followingSince) void refetch();
+  }, [followed.followingSince, refetch]);
+
+  // The server cannot follow: say so and poll every 5 s instead.
+  useEffect(() => {
+    if (followed.phase !== "unavailable" || !follow) return;
+    setFollowUnavailable(followed.error?.message ?? "live follow is not available");
+    setFollow(false);
+    setAutoRefresh(true);
+  }, [followed.phase, followed.error, follow]);
+
+  const base = logs.data?.qemuLog ?? "";
+  // Live text that arrived after the snapshot was read; what came before is in the snapshot.
+  const text = useMemo(() => {
+    if (!follow) return base;
+    const fresh = followed.chunks.filter((c) => c.at > logs.dataUpdatedAt);
+    return fresh.length ? base + fresh.map((c) => c.text).join("") : base;
+  }, [base, follow, followed.chunks, logs.dataUpdatedAt]);
   const choices = (LINE_CHOICES as readonly number[]).includes(lines) ? LINE_CHOICES : [...LINE_CHOICES, lines].sort((a, b) => a - b);
 
   const download = () => {
@@ -51,10 +78,32 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT }: { vm: { id: 
             ))}
           </select>
         </label>
-        <label className="flex items-center gap-1.5 text-[13px]">
-          <input data-testid="log-autorefresh" type="checkbox" checked={autoRefresh} onChange={(e) => setAutoRefresh(e.target.checked)} className="accent-cyan-700" />
+        <label className="flex items-center gap-1.5 text-[13px]" title={follow ? "Live follow is on" : undefined}>
+          <input
+            data-testid="log-autorefresh"
+            type="checkbox"
+            checked={autoRefresh && !follow}
+            disabled={follow}
+            onChange={(e) => setAutoRefresh(e.target.checked)}
+            className="accent-cyan-700"
+          />
           Auto-refresh (5 s)
         </label>
+        {live && (
+          <label className="flex items-center gap-1.5 text-[13px]">
+            <input
+              data-testid="log-follow"
+              type="checkbox"
+              checked={follow}
+              onChange={(e) => {
+                setFollow(e.target.checked);
+                if (e.target.checked) setFollowUnavailable(null);
+              }}
+              className="accent-cyan-700"
+            />
+            Follow live
+          </label>
+        )}
         <Button data-testid="log-refresh" onClick={() => logs.refetch()} disabled={logs.isFetching}>
           {logs.isFetching ? "Refreshing…" : "Refresh"}
         </Button>
@@ -67,24 +116,46 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT }: { vm: { id: 
         </span>
       </div>
 
+      {follow && <FollowStatusBar state={followed} />}
+      {followUnavailable && (
+        <Notice tone="info" testId="follow-unavailable">
+          Live follow is not available from this server ({followUnavailable}). Auto-refreshing every 5 s instead.
+        </Notice>
+      )}
+
       {logs.error && <LogsError error={logs.error} />}
 
-      {logs.data && (
-        <>
-          <Facts
-            items={[
-              ["Path", <span className="font-mono" data-testid="log-path">{logs.data.logPath}</span>],
-              ["Size", formatBytes(logs.data.logSizeBytes)],
-              ["Last modified", logs.data.lastModified ? `${formatDateTime(logs.data.lastModified)} (${formatRelativeTime(logs.data.lastModified)})` : "—"],
-              ["Lines", <span data-testid="log-lines-returned">{`${logs.data.linesReturned}${logs.data.truncated ? " (truncated: the file holds more)" : " (whole file)"}`}</span>],
-            ]}
-          />
-          <LogHelp detected={issues.map((i) => i.id)} />
-          <LogViewer lines={logLines} />
-        </>
-      )}
+      {logs.data && !(live && nodeOffline) && <LogBody data={logs.data} text={text} />}
+      {live && nodeOffline && <LastKnown query={lastKnown} />}
       {!logs.data && !logs.error && <div className="text-[13px] text-zinc-500">Reading the log from the host…</div>}
-      {!logs.data && <LogHelp detected={[]} />}
+      {!logs.data && !(live && nodeOffline && lastKnown.data) && <LogHelp detected={[]} />}
+    </div>
+  );
+}
+
+function LastKnown({ query }: { query: ReturnType<typeof useLastKnownLog> }) {
+  if (query.isPending) return <div className="text-[13px] text-zinc-500">Looking for the last known log…</div>;
+  if (query.error) {
+    if (query.error instanceof ApiError && query.error.code === "no_snapshot")
+      return (
+        <Notice tone="info" testId="last-known-none">
+          No last known log is kept for this VM: the control plane keeps one from each log read, and none was read before the node went offline.
+        </Notice>
+      );
+    return (
+      <Notice tone="error" testId="last-known-none">
+        Could not read the last known log: {query.error.message}
+      </Notice>
+    );
+  }
+  const snapshot = query.data;
+  return (
+    <div className="space-y-3" data-testid="last-known">
+      <Notice tone="warning" testId="last-known-label">
+        <b>Last known log, captured at {formatDateTime(snapshot.capturedAt)}</b> ({formatRelativeTime(snapshot.capturedAt)}): what the control plane
+        read before the node went offline. The file on the host may have changed since.
+      </Notice>
+      <LogBody data={snapshot} text={snapshot.qemuLog} />
     </div>
   );
 }
@@ -115,31 +186,5 @@ function LogsError({ error }: { error: Error }) {
     <Notice tone="error" testId="logs-error">
       Could not read the log: {error.message}
     </Notice>
-  );
-}
-
-function LogHelp({ detected }: { detected: string[] }) {
-  return (
-    <details className="rounded border border-zinc-200 px-3 py-1.5 text-[13px] dark:border-zinc-800" data-testid="log-help">
-      <summary className="cursor-pointer">
-        <span className="font-medium">Help on common issues</span>
-        {detected.length > 0 && (
-          <span className="ml-2 text-amber-700 dark:text-amber-400">
-            seen in this log: {LOG_ISSUES.filter((i) => detected.includes(i.id)).map((i) => i.title).join(" · ")}
-          </span>
-        )}
-      </summary>
-      <ul className="mt-2 space-y-2">
-        {LOG_ISSUES.map((issue) => (
-          <li key={issue.id} data-issue={issue.id} data-detected={detected.includes(issue.id)}>
-            <div className="font-medium">
-              {issue.title}
-              {detected.includes(issue.id) && <span className="ml-2 text-[12px] text-amber-700 dark:text-amber-400">seen in this log</span>}
-            </div>
-            <div className="text-zinc-600 dark:text-zinc-400">{issue.advice}</div>
-          </li>
-        ))}
-      </ul>
-    </details>
   );
 }

@@ -1,5 +1,6 @@
 // Fetchers, query options and hooks for one VM: its record, its events trail and the actions on it
-// (start / stop / force stop, reset_state). Every action refreshes the VM, its events and the list.
+// (start / stop / force stop, reset_state, clear_flag). Every action refreshes the VM, its events
+// and the list.
 import { queryOptions, useMutation, useQuery, useQueryClient, type QueryClient } from "@tanstack/react-query";
 import type { ResetStateResponse, VmEventView, VmView } from "../../../../../protocol/api.ts";
 import { TRANSITIONAL_STATES } from "../../../../../protocol/wire.ts";
@@ -72,5 +73,21 @@ export function useResetVMState(id: string) {
   return useMutation({
     mutationFn: ({ force, reason }: { force: boolean; reason: string }) => resetVMState(client, id, force, reason),
     onSettled: () => refreshVm(queryClient, client, id),
+  });
+}
+
+export function clearVMFlag(client: ApiClient, id: string): Promise<{ vm: VmView }> {
+  return client.request<{ vm: VmView }>(`${vmPath(id)}/clear_flag`, { method: "POST" });
+}
+
+export function useClearVMFlag(id: string) {
+  const client = useApiClient();
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: () => clearVMFlag(client, id),
+    onSuccess: (res) => {
+      if (res?.vm) queryClient.setQueryData(vmQuery(client, id).queryKey, res.vm);
+    },
+    onSettled: () => refreshVm(queryClient, client, id), // the VM's key prefixes its events
   });
 }

@@ -1,4 +1,5 @@
-// The VM detail header: name, state with stuck / missing markers, facts, and (for operators) actions.
+// The VM detail header: name, state with stuck / missing markers, a flag banner, facts, and (for
+// operators) actions.
 import type { ReactNode } from "react";
 import type { VmView } from "../../../../../protocol/api.ts";
 import { Facts, PageHeader, Panel } from "../../../components/ui/panel.tsx";
@@ -7,6 +8,7 @@ import { formatDateTime, formatMemory, formatRelativeTime } from "../../../lib/f
 import { useCan } from "../../../lib/permissions.tsx";
 import { useNow } from "../../../lib/use-now.ts";
 import { isStuck } from "../../../lib/vm-state.ts";
+import { FlagBanner } from "./flag-banner.tsx";
 import { VmActions } from "./vm-actions.tsx";
 
 export function VmSummary({ vm, nodeName }: { vm: VmView; nodeName: ReactNode }) {
@@ -25,6 +27,7 @@ export function VmSummary({ vm, nodeName }: { vm: VmView; nodeName: ReactNode })
         subtitle={isStuck(vm, now) ? <StuckMarker since={vm.stateUpdatedAt} now={now} /> : undefined}
         actions={canOperate ? <VmActions vm={vm} /> : undefined}
       />
+      {vm.flag && <FlagBanner vmId={vm.id} flag={vm.flag} />}
       <Panel className="px-3 py-2.5">
         <Facts
           items={[

@@ -1,6 +1,6 @@
-// The VM table: name, state badge with stuck / missing markers, node, size. Names are React text.
+// The VM table: name, state badge with stuck / missing / flag markers, node, size. Names are React text.
 import type { ReactNode } from "react";
-import { MissingMarker, StateBadge, StuckMarker } from "../../../components/ui/state-badge.tsx";
+import { FlagMarker, MissingMarker, StateBadge, StuckMarker } from "../../../components/ui/state-badge.tsx";
 import { tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
 import { formatMemory, formatRelativeTime } from "../../../lib/format.ts";
 import { useNow } from "../../../lib/use-now.ts";
@@ -42,6 +42,7 @@ export function VmTable({
               <div className="flex flex-wrap items-center gap-1.5">
                 <StateBadge state={vm.state} />
                 {vm.missing && <MissingMarker />}
+                {vm.flag && <FlagMarker flag={vm.flag} />}
                 {vm.stateUpdatedAt && isStuck(vm, now) && <StuckMarker since={vm.stateUpdatedAt} now={now} />}
               </div>
             </td>
