@@ -50,7 +50,9 @@ export function LogBody({ data, text, extraFacts = [] }: { data: LogsResponse; t
           <ul className="min-w-0 flex-1 space-y-1 text-[13px]">
             {issues.map((issue) => (
               <li key={issue.id} data-found-issue={issue.id} className="flex flex-wrap items-baseline gap-x-2">
-                <span className="font-semibold text-red-700 dark:text-red-400">{issue.label}</span>
+                <span className={classes[issue.firstLine]?.level === "error" ? "font-semibold text-red-700 dark:text-red-400" : "font-semibold text-amber-700 dark:text-amber-400"}>
+                  {issue.label}
+                </span>
                 <button type="button" className="text-[12px] text-cyan-700 hover:underline dark:text-cyan-400" onClick={() => jump(issue.firstLine)}>
                   line {issue.firstLine + 1}
                   {issue.count > 1 ? ` (+${issue.count - 1} more)` : ""}

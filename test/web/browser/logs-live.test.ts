@@ -1,0 +1,261 @@
+// Issue 7 in Chromium against the real control plane and a real agent on libvirt's test driver:
+// issues found in a log and the jump to the first error, live follow through appends, rotation and
+// truncation (token as a WebSocket subprotocol, never in a URL), the last-known log while the node
+// is offline, verified resets in the events trail, and a VM flagged after a forced reset.
+import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { ControlPlane } from "../../support/control-plane.ts";
+import { FIXTURE_XML, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
+import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, startAgent, until, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
+
+let cp: ControlPlane;
+let agent: AgentProcess;
+let nodeId: string;
+let browser: Browser;
+let dir: string;
+let logDir: string;
+const contexts: BrowserContext[] = [];
+
+/** big-log for the jump: 3,000 lines, quiet until a timeout warning at 2,000 and errors from 2,100. */
+const JUMP_LOG_LINES = 3_000;
+function jumpLog(): string {
+  const out: string[] = [];
+  for (let i = 1; i <= JUMP_LOG_LINES; i++) {
+    if (i === 2_000) out.push("2026-11-25T10:00:00.000000Z qemu-system-x86_64: warning: guest agent command timed out");
+    else if (i === 2_100)
+      out.push(`2026-11-25T10:00:01.000000Z qemu-system-x86_64: -blockdev {"driver":"file","filename":"/var/lib/libvirt/images/big.qcow2"}: Could not open '/var/lib/libvirt/images/big.qcow2': No such file or directory`);
+    else if (i === 2_101) out.push("2026-11-25T10:00:01.000000Z qemu-system-x86_64: -drive file=/srv/iso/x.iso: Could not open '/srv/iso/x.iso': Permission denied");
+    else if (i === 2_500) out.push("2026-11-25T10:00:02.000000Z KVM internal error. Suberror: 1");
+    else out.push(`2026-11-25T09:00:00.000000Z line ${i} virtio-balloon: stats update`);
+  }
+  return out.join("\n") + "\n";
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "qx-web-live-"));
+  logDir = join(dir, "logs");
+  writeFixtureLogs(logDir);
+  writeFileSync(join(logDir, `${VMS.bigLog.name}.log`), jumpLog());
+  const [control] = await Promise.all([ControlPlane.start({ rateLimits: false }), ensureWebBuild()]);
+  cp = control;
+  ({ nodeId, agent } = await enrollAgent(cp, "edge-live", { stateDir: join(dir, "state"), libvirtUri: `test://${FIXTURE_XML}`, logDir, vmCount: 6 }));
+  browser = await launchChromium();
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await browser?.close();
+  await agent?.stop();
+  await cp?.dispose();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+type Session = { page: Page; watch: PageWatch };
+
+async function signedIn(): Promise<Session> {
+  const context = await newContext(browser, cp.url);
+  contexts.push(context);
+  const page = await context.newPage();
+  const watch = watchPage(page);
+  const token = cp.adminToken;
+  page.on("request", (req) => req.url().includes(token) && watch.problems.push(`token in a URL: ${req.url()}`));
+  page.on("websocket", (ws) => ws.url().includes(token) && watch.problems.push(`token in a WebSocket URL: ${ws.url()}`));
+  await page.goto(cp.url + "/");
+  await page.getByTestId("sign-in-token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByTestId("signed-in-as").waitFor();
+  return { page, watch };
+}
+
+function expectClean(s: Session) {
+  expect(s.watch.problems).toEqual([]);
+  expect(s.watch.dialogs).toEqual([]);
+}
+
+const inView = (page: Page, selector: string) =>
+  page.getByTestId("log-view").evaluate((view, sel) => {
+    const el = view.querySelector(sel);
+    if (!el) return false;
+    const a = view.getBoundingClientRect();
+    const b = el.getBoundingClientRect();
+    return b.top >= a.top && b.bottom <= a.bottom;
+  }, selector);
+
+const atBottom = (page: Page) => page.getByTestId("log-view").evaluate((el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 30);
+
+describe("Logs tab and VM flags (issue 7) in Chromium", () => {
+  it("lists each issue found once with its explanation and jumps to the first error in the virtualized view", async () => {
+    const s = await signedIn();
+    const { page } = s;
+    await page.goto(`${cp.url}/vms/${VMS.bigLog.id}/logs?lines=${JUMP_LOG_LINES}`);
+    const view = page.getByTestId("log-view");
+    await view.locator(`[data-line="${JUMP_LOG_LINES}"]`).waitFor();
+    expect(await view.locator('[data-line="2100"]').count()).toBe(0); // virtualized: far above the bottom
+
+    const found = page.getByTestId("log-issues").locator("[data-found-issue]");
+    expect(await found.evaluateAll((els) => els.map((el) => el.getAttribute("data-found-issue")))).toEqual(["timeout", "missing_image", "permission_denied", "guest_crash"]);
+    expect(await found.nth(1).textContent()).toContain("line 2100");
+    expect(await found.nth(1).textContent()).toContain("does not exist on this host");
+
+    await page.getByTestId("log-jump-error").click();
+    const highlighted = view.locator("[data-highlighted]");
+    await expect.poll(() => highlighted.getAttribute("data-line")).toBe("2100");
+    expect(await highlighted.getAttribute("data-level")).toBe("error");
+    expect(await highlighted.getAttribute("data-line-issue")).toBe("missing_image");
+    await expect.poll(() => inView(page, '[data-line="2100"]')).toBe(true);
+    await screenshot(page, "logs-jump-to-error");
+
+    // An issue's own line link jumps there too.
+    await found.nth(3).getByRole("button").click();
+    await expect.poll(() => highlighted.getAttribute("data-line")).toBe("2500");
+    await expect.poll(() => inView(page, '[data-line="2500"]')).toBe(true);
+
+    // A log with no error: the button is off and says so.
+    await page.goto(`${cp.url}/vms/${VMS.oddName.id}/logs`);
+    await page.getByTestId("log-view").getByText("name check").waitFor();
+    expect(await page.getByTestId("log-jump-error").isDisabled()).toBe(true);
+    expect(await page.getByTestId("log-issues").textContent()).toContain("No errors in these lines.");
+    expectClean(s);
+  });
+
+  it("follows the log live through appends, rotation and truncation, following the bottom only while the reader is there", async () => {
+    const s = await signedIn();
+    const { page } = s;
+    const file = join(logDir, `${VMS.web.name}.log`);
+    await page.goto(`${cp.url}/vms/${VMS.web.id}/logs`);
+    const view = page.getByTestId("log-view");
+    await view.getByText(WEB_LOG_LAST_LINE).waitFor();
+    // The answer says when it was read and which files it read.
+    await expect.poll(() => page.getByTestId("log-files").textContent()).toContain("web-01.log");
+    expect(await page.getByTestId("log-captured-at").textContent()).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d/);
+
+    const sockets: string[] = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    await page.getByTestId("log-follow").check();
+    const status = page.getByTestId("follow-status");
+    await expect.poll(() => status.getAttribute("data-phase"), { timeout: 15_000 }).toBe("following");
+    expect(sockets).toEqual([`${cp.url.replace("http:", "ws:")}/api/vms/${VMS.web.id}/logs/follow`]);
+    expect(await page.getByTestId("log-autorefresh").isDisabled()).toBe(true);
+
+    appendFileSync(file, "2026-11-25T11:00:00.000000Z live line one\n");
+    await view.getByText("live line one").waitFor({ timeout: 10_000 });
+    await expect.poll(() => atBottom(page)).toBe(true);
+
+    // Scrolled up: new text arrives (the view grows) but the reader keeps their place.
+    await view.evaluate((el) => (el.scrollTop = 0));
+    await view.dispatchEvent("scroll");
+    const height = await view.evaluate((el) => el.scrollHeight);
+    appendFileSync(file, "2026-11-25T11:00:01.000000Z qemu-system-x86_64: terminating on signal 15 from pid 99 (live)\n");
+    await expect.poll(() => view.evaluate((el) => el.scrollHeight), { timeout: 10_000 }).toBeGreaterThan(height);
+    expect(await view.evaluate((el) => el.scrollTop)).toBeLessThan(50);
+    await view.evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await expect.poll(() => view.locator("[data-line]", { hasText: "(live)" }).getAttribute("data-level")).toBe("error");
+
+    // Rotation (virtlogd renames the file to .1 and starts a new one): said, and the new file followed.
+    renameSync(file, `${file}.1`);
+    writeFileSync(file, "2026-11-25T11:01:00.000000Z first line of the rotated-in file\n");
+    await expect.poll(() => page.getByTestId("follow-event").getAttribute("data-event"), { timeout: 10_000 }).toBe("rotated");
+    await view.getByText("first line of the rotated-in file").waitFor({ timeout: 10_000 });
+    await expect.poll(() => atBottom(page)).toBe(true);
+
+    // Truncation in place: said, and read again from the start.
+    writeFileSync(file, "after truncation\n");
+    await expect.poll(() => page.getByTestId("follow-event").getAttribute("data-event"), { timeout: 10_000 }).toBe("truncated");
+    await view.getByText("after truncation").waitFor({ timeout: 10_000 });
+    await screenshot(page, "logs-follow-live");
+
+    // Follow off: the socket closes. "Last N lines" now continues into the rotated file.
+    await page.getByTestId("log-follow").uncheck();
+    await expect.poll(() => status.count()).toBe(0);
+    await page.getByTestId("log-refresh").click();
+    await expect.poll(() => page.getByTestId("log-files").textContent()).toBe("web-01.log, web-01.log.1");
+    await view.getByText(WEB_LOG_LAST_LINE).waitFor();
+    expectClean(s);
+  }, 90_000);
+
+  it("the events trail shows expected and observed state, the reason and the log excerpt of a reset", async () => {
+    const s = await signedIn();
+    const { page } = s;
+    await page.goto(`${cp.url}/vms/${VMS.stuck.id}`);
+    await page.getByRole("button", { name: "More actions" }).click();
+    await page.getByRole("menuitem", { name: /^Reset State/ }).click();
+    await page.getByTestId("reset-reason").fill("checking after the storage alarm");
+    await page.getByRole("dialog").getByRole("button", { name: "Reset State" }).click();
+    await page.getByTestId("toast-success").first().waitFor();
+
+    const row = page.locator('tr[data-event-action="reset_state"]').first();
+    await row.waitFor();
+    expect(await row.getByTestId("event-verification").textContent()).toBe("expected RUNNING · hypervisor RUNNING");
+    expect(await row.getByTestId("event-reason").textContent()).toBe("Reason: checking after the storage alarm");
+    // The excerpt is read after the answer: it shows up at a later refresh of the trail.
+    await expect.poll(async () => (await page.reload(), await row.getByTestId("event-log-excerpt").count()), { timeout: 20_000 }).toBe(1);
+    await row.getByTestId("event-log-excerpt").locator("summary").click();
+    expect(await row.getByTestId("event-log-excerpt").locator("pre").textContent()).toContain("starting up libvirt version");
+    await screenshot(page, "events-verified-reset");
+    expectClean(s);
+  }, 60_000);
+
+  it("while the node is offline: the last-known log with its capture time, follow waits; back online: follow resumes and a VM force-reset while running is flagged until cleared", async () => {
+    const s = await signedIn();
+    const { page } = s;
+    // Force reset of a VM that is in fact running, as if its node were unreachable.
+    await page.goto(`${cp.url}/vms/${VMS.forceMe.id}`);
+    await page.getByRole("button", { name: "More actions" }).click();
+    await page.getByRole("menuitem", { name: /^Force Reset State/ }).click();
+    await page.getByTestId("reset-reason").fill("host unreachable drill");
+    await page.getByRole("dialog").getByRole("button", { name: "Force Reset State" }).click();
+    await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("STOPPED");
+    const forced = page.locator('tr[data-event-action="reset_state"]').first();
+    await expect.poll(() => forced.getByTestId("event-verification").textContent()).toBe("expected RUNNING · hypervisor not asked");
+    expect(await forced.getByTestId("event-reason").textContent()).toBe("Reason: host unreachable drill");
+
+    await agent.stop();
+    await until("node offline", async () => !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected, 20_000);
+
+    // web-01's log was read before (previous tests): its last-known copy is shown, labelled.
+    await page.goto(`${cp.url}/vms/${VMS.web.id}/logs`);
+    await expect.poll(() => page.getByTestId("logs-error").textContent()).toContain("offline");
+    const label = page.getByTestId("last-known-label");
+    await expect.poll(() => label.textContent()).toMatch(/^Last known log, captured at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/);
+    await page.getByTestId("last-known").getByTestId("log-view").getByText("after truncation").waitFor();
+    expect(await page.getByTestId("last-known").getByTestId("log-files").textContent()).toContain("web-01.log");
+    await screenshot(page, "logs-last-known");
+
+    // Follow while offline: it says so and waits.
+    await page.getByTestId("log-follow").check();
+    await expect.poll(() => page.getByTestId("follow-status").getAttribute("data-phase"), { timeout: 15_000 }).toBe("offline");
+
+    // crashy's log was never read: nothing kept, said plainly.
+    const other = await signedIn();
+    await other.page.goto(`${cp.url}/vms/${VMS.crashy.id}/logs`);
+    await expect.poll(() => other.page.getByTestId("last-known-none").textContent()).toContain("No last known log");
+
+    // Back online: the follow reconnects on its own; the forced-reset VM is found running and flagged.
+    agent = startAgent({ server: cp.url, stateDir: join(dir, "state"), libvirtUri: `test://${FIXTURE_XML}`, logDir });
+    await expect.poll(() => page.getByTestId("follow-status").getAttribute("data-phase"), { timeout: 45_000 }).toBe("following");
+    appendFileSync(join(logDir, `${VMS.web.name}.log`), "written after the node came back\n");
+    await page.getByTestId("log-view").getByText("written after the node came back").waitFor({ timeout: 15_000 });
+
+    await other.page.getByRole("link", { name: "VMs" }).click();
+    const row = other.page.locator(`tr[data-vm-name="${VMS.forceMe.name}"]`);
+    await expect.poll(() => row.getByTestId("flag-marker").count(), { timeout: 30_000 }).toBe(1);
+    expect(await other.page.locator(`tr[data-vm-name="${VMS.web.name}"]`).getByTestId("flag-marker").count()).toBe(0);
+    await screenshot(other.page, "vms-flagged");
+    await row.getByRole("link").click();
+    const banner = other.page.getByTestId("flag-banner");
+    await banner.waitFor();
+    expect(await banner.getAttribute("data-flag-code")).toBe("running_after_forced_reset");
+    await expect.poll(() => other.page.locator("[data-fact=State]").textContent()).toBe("RUNNING"); // follows the hypervisor, never stopped
+    await screenshot(other.page, "vm-flag-banner");
+    await other.page.getByTestId("flag-clear").click();
+    await other.page.getByTestId("toast-success").first().waitFor();
+    await expect.poll(() => banner.count()).toBe(0);
+    const vm = (await (await cp.api(`/api/vms/${VMS.forceMe.id}`)).json()) as { vm: { flag: unknown } };
+    expect(vm.vm.flag).toBeNull();
+    expectClean(s);
+    expectClean(other);
+  }, 120_000);
+});
