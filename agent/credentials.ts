@@ -2,6 +2,8 @@
 // (file 0600, dir 0700). A join token is traded once for the credential (SPEC §3).
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { z } from "zod";
 import { AGENT_ENROLL_PATH, EnrollResponse } from "../protocol/wire.ts";
@@ -64,20 +66,40 @@ export function isNewJoinToken(cred: NodeCredential | null, token: string | unde
  * trouble and 5xx → a plain Error the caller retries with backoff.
  */
 export async function enroll(server: string, joinToken: string, hostname: string, timeoutMs = 10_000): Promise<NodeCredential> {
-  const url = httpBase(server) + AGENT_ENROLL_PATH;
-  const res = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ joinToken, hostname }),
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  if (res.status === 401 || res.status === 403 || res.status === 404 || res.status === 400 || res.status === 410) {
-    throw new RefusedError(`${JOIN_TOKEN_REFUSED} (HTTP ${res.status})`);
+  const { status, body: text } = await postJson(httpBase(server) + AGENT_ENROLL_PATH, { joinToken, hostname }, timeoutMs);
+  if (status === 401 || status === 403 || status === 404 || status === 400 || status === 410) {
+    throw new RefusedError(`${JOIN_TOKEN_REFUSED} (HTTP ${status})`);
   }
-  if (!res.ok) throw new Error(`enrollment failed: HTTP ${res.status}`);
-  const body = EnrollResponse.safeParse(await res.json().catch(() => null));
+  if (status < 200 || status > 299) throw new Error(`enrollment failed: HTTP ${status}`);
+  let json: unknown = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // reported below
+  }
+  const body = EnrollResponse.safeParse(json);
   if (!body.success) throw new Error("enrollment failed: the server's answer is not {nodeId, credential}");
   return { nodeId: body.data.nodeId, credential: body.data.credential, server, joinTokenSha256: tokenDigest(joinToken) };
+}
+
+/** node:http(s) rather than fetch: fetch loads undici and its WebAssembly parser, ~20 MiB for one call. */
+function postJson(url: string, payload: unknown, timeoutMs: number): Promise<{ status: number; body: string }> {
+  const data = JSON.stringify(payload);
+  const request = url.startsWith("https:") ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data) }, timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => {
+        if (body.length < 64 * 1024) body += d;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer from ${new URL(url).host} in ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(data);
+  });
 }
 
 export function httpBase(server: string) {

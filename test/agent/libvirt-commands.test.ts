@@ -4,7 +4,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { LOG_CHUNK_BYTES, MAX_LOG_BYTES, STOP_GRACE_MS, type AgentMessage, type Command } from "../../protocol/wire.ts";
+import { LOG_CHUNK_BYTES, MAX_LOG_BYTES, STOP_GRACE_MS, type AgentMessage, type Command, type VmInfo } from "../../protocol/wire.ts";
 import { CommandRunner } from "../../agent/commands.ts";
 import { InventoryReporter, diffInventory } from "../../agent/inventory.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
@@ -84,13 +84,13 @@ describe("inventory from the test driver", () => {
   });
 
   it("diffs: new, changed and removed domains", () => {
-    const a = { uuid: VMS.running.uuid, name: "a", state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 1 } as const;
-    const b = { ...a, uuid: VMS.paused.uuid, name: "b" };
-    const before = new Map([
+    const a: VmInfo = { uuid: VMS.running.uuid, name: "a", state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 1 };
+    const b: VmInfo = { ...a, uuid: VMS.paused.uuid, name: "b" };
+    const before = new Map<string, VmInfo>([
       [a.uuid, a],
       [b.uuid, b],
     ]);
-    const c = { ...a, uuid: VMS.shutoff.uuid, name: "c" };
+    const c: VmInfo = { ...a, uuid: VMS.shutoff.uuid, name: "c" };
     const d = diffInventory(before, [{ ...a, state: "STOPPED", libvirtState: "shutoff" }, c]);
     expect(d.vms.map((v) => v.name)).toEqual(["a", "c"]);
     expect(d.removed).toEqual([b.uuid]);
