@@ -154,6 +154,11 @@ class Agent {
       case "resync":
         void this.inventory.fullSync();
         return;
+      case "vm.logs.follow":
+      case "vm.logs.unfollow":
+        // live follow is not implemented by this agent version yet: say so instead of ignoring it
+        this.link?.send({ type: "error", id: msg.id, payload: { code: "not_allowed", message: "this agent does not support live follow" } });
+        return;
       default:
         void this.runner.handle(msg);
     }
