@@ -176,6 +176,28 @@ describe("Logs tab and VM flags (issue 7) in Chromium", () => {
     expectClean(s);
   }, 90_000);
 
+  it("falls back to auto-refresh every 5 s when the server says it cannot follow", async () => {
+    const s = await signedIn();
+    const { page } = s;
+    // A FAKE follow socket standing in for a control plane that cannot follow (an older one): it
+    // answers the way the contract's error frame does and closes. Nothing reaches the real Worker.
+    await page.routeWebSocket(/\/logs\/follow$/, (ws) => {
+      ws.send(JSON.stringify({ type: "error", code: "follow_unavailable", message: "this control plane cannot follow logs" }));
+      ws.close({ code: 1000 });
+    });
+    await page.goto(`${cp.url}/vms/${VMS.oddName.id}/logs`);
+    await page.getByTestId("log-view").getByText("name check").waitFor();
+    await page.getByTestId("log-follow").check();
+    await expect.poll(() => page.getByTestId("follow-unavailable").textContent()).toContain("Auto-refreshing every 5 s instead");
+    expect(await page.getByTestId("follow-unavailable").textContent()).toContain("this control plane cannot follow logs");
+    expect(await page.getByTestId("log-follow").isChecked()).toBe(false);
+    expect(await page.getByTestId("log-autorefresh").isChecked()).toBe(true);
+    // and auto-refresh really polls: a line written now shows up with no click.
+    appendFileSync(join(logDir, `${VMS.oddName.name}.log`), "seen by the fallback auto-refresh\n");
+    await page.getByTestId("log-view").getByText("seen by the fallback auto-refresh").waitFor({ timeout: 12_000 });
+    expectClean(s);
+  }, 60_000);
+
   it("the events trail shows expected and observed state, the reason and the log excerpt of a reset", async () => {
     const s = await signedIn();
     const { page } = s;
