@@ -2,7 +2,7 @@
 // (qxj_) and node credentials (qxn_). Only SHA-256 hashes of them are ever stored.
 import { createMiddleware } from "hono/factory";
 import { and, eq, isNull } from "drizzle-orm";
-import { roleRank, type Role } from "../protocol/api.ts";
+import { FOLLOW_SUBPROTOCOL, FOLLOW_TOKEN_PREFIX, roleRank, type Role } from "../protocol/api.ts";
 import type { AppEnv, Principal } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
 import { database } from "./db/client.ts";
@@ -85,9 +85,21 @@ async function apiTokenPrincipal(env: Env, token: string): Promise<Principal | n
   return principal;
 }
 
+/** A browser WebSocket cannot carry an Authorization header and a token never goes in a URL: the
+ *  live-follow socket offers `[FOLLOW_SUBPROTOCOL, "bearer.<token>"]` instead. Read only on upgrades
+ *  that offer our subprotocol. */
+export function subprotocolToken(req: { header(name: string): string | undefined }): string | null {
+  if (req.header("upgrade")?.toLowerCase() !== "websocket") return null;
+  const offered = (req.header("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+  if (!offered.includes(FOLLOW_SUBPROTOCOL)) return null;
+  const entry = offered.find((p) => p.startsWith(FOLLOW_TOKEN_PREFIX));
+  const token = entry?.slice(FOLLOW_TOKEN_PREFIX.length);
+  return token && token.length <= 512 ? token : null;
+}
+
 /** Every /api route but health: 401 without a valid API token. */
 export const authenticate = createMiddleware<AppEnv>(async (c, next) => {
-  const token = bearer(c.req.header("authorization"));
+  const token = bearer(c.req.header("authorization")) ?? subprotocolToken(c.req);
   if (!token) throw new ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)");
   const principal = await principalOf(c.env, token);
   if (!principal) throw new ApiError(401, "unauthorized", "invalid or revoked token");

@@ -10,7 +10,14 @@ export type SessionSettings = {
   /** Frames per second an agent may send on average, and the burst it may use (a 5,000-VM sync is 10). */
   floodPerSecond: number;
   floodBurst: number;
+  /** the reconciler's threshold and period (issue 7) */
+  stuckAfterMs: number;
+  reconcileIntervalMs: number;
 };
+
+/** Defaults of the self-healing reconciler: a stuck VM is left alone for 2 minutes, checked every minute. */
+export const STUCK_AFTER_MS = 120_000;
+export const RECONCILE_INTERVAL_MS = 60_000;
 
 const positive = (v: string | undefined, fallback: number) => {
   const n = Number(v);
@@ -18,7 +25,9 @@ const positive = (v: string | undefined, fallback: number) => {
 };
 
 export function sessionSettings(
-  env: Partial<Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND">>,
+  env: Partial<
+    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS">
+  >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
   return {
@@ -28,6 +37,8 @@ export function sessionSettings(
     ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),
     stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),
     offlineAfterMs: positive(env.OFFLINE_AFTER_MS, OFFLINE_AFTER_MS),
+    stuckAfterMs: positive(env.STUCK_AFTER_MS, STUCK_AFTER_MS),
+    reconcileIntervalMs: positive(env.RECONCILE_INTERVAL_MS, RECONCILE_INTERVAL_MS),
   };
 }
 

@@ -15,6 +15,12 @@ const rowsOf = (list: VmInfo[]) => {
   );
 };
 
+/** Reported states that mean the domain is alive: after a forced reset to STOPPED, that is worth a flag. */
+const ALIVE = sql`('RUNNING', 'PAUSED')`;
+/** Reported states that settle a forced reset one way or the other (a transitional or unknown one does not). */
+const SETTLED = sql`('RUNNING', 'PAUSED', 'STOPPED', 'SUSPENDED', 'ERROR')`;
+export const RUNNING_AFTER_FORCED_RESET = "running_after_forced_reset";
+
 const reported = (json: string) => sql`(SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.name') AS name,
   json_extract(value, '$.state') AS state, json_extract(value, '$.libvirtState') AS libvirt_state,
   json_extract(value, '$.vcpus') AS vcpus, json_extract(value, '$.memoryMiB') AS memory_mib FROM json_each(${json}))`;
@@ -23,11 +29,15 @@ const reported = (json: string) => sql`(SELECT json_extract(value, '$.id') AS id
  *  an agent can never move or overwrite another node's VM) and counted in `foreign`; a VM on no node
  *  (its node was deleted) is adopted. The state is
  *  taken only when no control-plane transition holds the VM; libvirt_state always. `syncId` stamps
- *  the rows of a full sync (null for `vm.changed`). */
+ *  the rows of a full sync (null for `vm.changed`).
+ *  A VM force-reset to STOPPED that the host reports alive is flagged `running_after_forced_reset`
+ *  for the operator (never stopped by us): its state follows the hypervisor, an event says so. */
 export async function upsertReportedVms(db: Database, nodeId: string, list: VmInfo[], syncId: string | null, actor: string) {
   if (list.length === 0) return { foreign: [] as string[] };
   const json = rowsOf(list);
   const now = Date.now();
+  // In the upsert's SET, `vms.*` is the row before the update: the flag sees the forced reset it settles.
+  const flagNow = sql`vms.forced_reset_at IS NOT NULL AND vms.transition_request_id IS NULL AND excluded.state IN ${ALIVE}`;
   const [foreign] = await runBatch(db, [
     sql`SELECT v.id FROM vms v JOIN ${reported(json)} r ON r.id = v.id
       WHERE v.node_id IS NOT NULL AND v.node_id != ${nodeId}`,
@@ -45,6 +55,13 @@ export async function upsertReportedVms(db: Database, nodeId: string, list: VmIn
       WHERE v.id IS NULL
          OR ((v.node_id = ${nodeId} OR v.node_id IS NULL)
              AND (v.missing = 1 OR v.node_id IS NULL OR (v.transition_request_id IS NULL AND v.state != r.state)))`,
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, expected_state, observed_state)
+      SELECT v.id, ${now}, ${actor}, 'flagged', v.state, r.state, 'agent',
+        'force-reset to STOPPED, but the hypervisor reports it ' || r.state || ' (libvirt ' || r.libvirt_state ||
+        '); left as it is, not stopped by the control plane: check the VM, then clear the flag',
+        v.state, r.state
+      FROM ${reported(json)} r JOIN vms v ON v.id = r.id
+      WHERE (v.node_id = ${nodeId} OR v.node_id IS NULL) AND v.forced_reset_at IS NOT NULL AND v.transition_request_id IS NULL AND r.state IN ${ALIVE}`,
     sql`INSERT INTO vms (id, name, node_id, state, libvirt_state, vcpus, memory_mib, state_updated_at, created_at, updated_at, last_sync_id)
       SELECT r.id, r.name, ${nodeId}, r.state, r.libvirt_state, r.vcpus, r.memory_mib, ${now}, ${now}, ${now}, ${syncId}
       FROM ${reported(json)} r WHERE true
@@ -59,6 +76,11 @@ export async function upsertReportedVms(db: Database, nodeId: string, list: VmIn
         last_sync_id = COALESCE(excluded.last_sync_id, vms.last_sync_id),
         state_updated_at = CASE WHEN vms.transition_request_id IS NULL AND vms.state != excluded.state THEN ${now} ELSE vms.state_updated_at END,
         state = CASE WHEN vms.transition_request_id IS NULL THEN excluded.state ELSE vms.state END,
+        flag_code = CASE WHEN ${flagNow} THEN ${RUNNING_AFTER_FORCED_RESET} ELSE vms.flag_code END,
+        flag_message = CASE WHEN ${flagNow} THEN 'force-reset to STOPPED, but the hypervisor reports it ' || excluded.state || ' (libvirt ' ||
+          excluded.libvirt_state || ')' ELSE vms.flag_message END,
+        flag_at = CASE WHEN ${flagNow} THEN ${now} ELSE vms.flag_at END,
+        forced_reset_at = CASE WHEN vms.transition_request_id IS NULL AND excluded.state IN ${SETTLED} THEN NULL ELSE vms.forced_reset_at END,
         updated_at = ${now}
       WHERE vms.node_id = ${nodeId} OR vms.node_id IS NULL`,
   ]);

@@ -1,8 +1,11 @@
 // NodeSession: one Durable Object per node. Holds that node's agent WebSocket (Hibernation API),
 // delivers commands, routes answers by request id, enforces deadlines with alarms only (no timers,
-// so it can hibernate), and keeps the node's connected/offline state and inventory in D1.
+// so it can hibernate), and keeps the node's connected/offline state and inventory in D1. It also
+// relays live log follows to dashboard viewers (one agent follow per VM, shared by all its viewers)
+// and runs the self-healing reconciler for VMs stuck in a transition.
 import { DurableObject } from "cloudflare:workers";
 import { eq, sql } from "drizzle-orm";
+import { FOLLOW_CLOSE_NODE_OFFLINE, type FollowMessage } from "../protocol/api.ts";
 import {
   AgentMessage,
   CLOSE,
@@ -14,15 +17,27 @@ import {
   PONG_FRAME,
   PowerResult,
   StateResult,
+  TRANSITIONAL_STATES,
+  mapLibvirtState,
   parseFrame,
   type CommandKind,
   type ServerMessage,
 } from "../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "./config.ts";
 import { database, type Database } from "./db/client.ts";
-import { nodes } from "./db/schema.ts";
+import { nodes, vms } from "./db/schema.ts";
 import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./inventory.ts";
-import { applyPowerOutcome, finishRequest, isPowerKind, markRequestAcked, markRequestSent, undoPowerAction, type RequestFinish } from "./vm-state.ts";
+import { queueQuery } from "./session-calls.ts";
+import {
+  applyPowerOutcome,
+  finishRequest,
+  isPowerKind,
+  markRequestAcked,
+  markRequestSent,
+  repairStuckVm,
+  undoPowerAction,
+  type RequestFinish,
+} from "./vm-state.ts";
 
 /** What the Worker asks the node to do; the `requests` row (queued) exists already. */
 export type Dispatch = {
@@ -53,13 +68,36 @@ type InFlight = {
   connId: string;
   phase: "sent" | "acked";
   deadline: number;
+  /** a reconciler's vm.state query: the stuck transition it checks (applied only if still that one) */
+  reconcile?: StuckVm;
 };
 
-type Attachment = { nodeId: string; connId: string; connectedAt: number; lastMessageAt: number; clock: number };
+type StuckVm = { vmId: string; generation: number; transitionRequestId: string; expectedState: string; stuckSince: number };
+
+type Attachment = { kind?: "agent"; nodeId: string; connId: string; connectedAt: number; lastMessageAt: number; clock: number };
+/** A dashboard socket following one VM's log; tagged `vm:<id>` so its VM's viewers are found after a wake. */
+type ViewerAttachment = { kind: "viewer"; vmId: string };
+/** The one agent follow of a VM (frame id = follow id), shared by all of that VM's viewers. */
+type Follow = { followId: string; vmId: string; name: string; connId: string; acked: boolean; ackDeadline: number };
 
 const INFLIGHT = "inflight:";
+const FOLLOW = "follow:";
+const AGENT_TAG = "agent";
+const VIEWER_TAG = "viewer";
+const vmTag = (vmId: string) => `vm:${vmId}`;
+/** Viewers per node at once: bounds the fan-out a node's session does per appended chunk. */
+const MAX_VIEWERS = 200;
+/** Stuck VMs asked about per reconciler pass (the rest wait for the next pass). */
+const RECONCILE_BATCH = 50;
 /** The header through which the Worker tells the object which node an authenticated socket is. */
 export const NODE_ID_HEADER = "x-quantix-node-id";
+/** Headers of a viewer's follow upgrade, set by the Worker after authorizing it. */
+export const FOLLOW_HEADERS = {
+  vmId: "x-quantix-follow-vm",
+  vmName: "x-quantix-follow-name",
+  nodeId: "x-quantix-follow-node",
+  subprotocol: "x-quantix-follow-subprotocol",
+} as const;
 
 export class NodeSession extends DurableObject<Env> {
   private readonly db: Database;
@@ -80,6 +118,10 @@ export class NodeSession extends DurableObject<Env> {
     return [...this.kv.list<InFlight>({ prefix: INFLIGHT })].map(([, r]) => r);
   }
 
+  private follows(): Follow[] {
+    return [...this.kv.list<Follow>({ prefix: FOLLOW })].map(([, f]) => f);
+  }
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.db = database(env.DB);
@@ -90,8 +132,10 @@ export class NodeSession extends DurableObject<Env> {
 
   // ---- connection ------------------------------------------------------------------------------
 
-  /** The agent's upgrade, already authenticated by the Worker (which sets NODE_ID_HEADER). */
+  /** The agent's upgrade, already authenticated by the Worker (which sets NODE_ID_HEADER), or a
+   *  viewer's follow upgrade (FOLLOW_HEADERS), already authorized by the Worker. */
   async fetch(request: Request): Promise<Response> {
+    if (request.headers.has(FOLLOW_HEADERS.vmId)) return this.acceptViewer(request);
     const nodeId = request.headers.get(NODE_ID_HEADER);
     if (!nodeId || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return Response.json({ success: false, error: { code: "bad_request", message: "expected an agent WebSocket upgrade" } }, { status: 400 });
@@ -100,7 +144,7 @@ export class NodeSession extends DurableObject<Env> {
     // A newer connection for the node replaces the old one; what was sent on it can't be answered.
     await this.failAll({ code: "agent_disconnected", message: "the agent connection was replaced before it answered" });
     // No await from here to acceptWebSocket: two racing connects can't both stay open.
-    for (const old of this.ctx.getWebSockets()) {
+    for (const old of this.ctx.getWebSockets(AGENT_TAG)) {
       try {
         old.close(CLOSE.replaced, "replaced by a newer connection");
       } catch {
@@ -109,14 +153,17 @@ export class NodeSession extends DurableObject<Env> {
     }
     const { 0: client, 1: server } = new WebSocketPair();
     const connId = crypto.randomUUID();
-    this.ctx.acceptWebSocket(server);
-    const att: Attachment = { nodeId, connId, connectedAt: now, lastMessageAt: now, clock: now };
+    this.ctx.acceptWebSocket(server, [AGENT_TAG]);
+    const att: Attachment = { kind: "agent", nodeId, connId, connectedAt: now, lastMessageAt: now, clock: now };
     server.serializeAttachment(att);
     this.kv.put("conn", connId);
     this.kv.put("nodeId", nodeId);
     this.lastMessageAt = now;
     this.flood = { tokens: this.limits.floodBurst, at: now }; // a new connection starts with a full budget
     this.send(server, { type: "welcome", id: connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS } });
+    // Viewers that outlived the old connection keep following on the new one.
+    for (const f of this.follows()) this.startFollow({ ws: server, att }, f.vmId, f.name);
+    this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
     await this.armAlarm();
     return new Response(null, { status: 101, webSocket: client });
@@ -126,7 +173,7 @@ export class NodeSession extends DurableObject<Env> {
   private async currentSocket(): Promise<{ ws: WebSocket; att: Attachment } | null> {
     const conn = this.kv.get<string>("conn");
     if (!conn) return null;
-    for (const ws of this.ctx.getWebSockets()) {
+    for (const ws of this.ctx.getWebSockets(AGENT_TAG)) {
       const att = ws.deserializeAttachment() as Attachment | null;
       if (att?.connId === conn && ws.readyState === WebSocket.OPEN) return { ws, att };
     }
@@ -144,12 +191,16 @@ export class NodeSession extends DurableObject<Env> {
     if (conn !== connId) return; // an older, replaced connection: the node is still online
     const nodeId = this.kv.get<string>("nodeId");
     this.kv.delete("conn");
+    // Nothing to follow without the agent: every viewer is told, then closed (it retries later).
+    for (const f of this.follows()) this.endFollow(f, { type: "status", status: "node_offline" }, FOLLOW_CLOSE_NODE_OFFLINE, "node offline", false);
     if (nodeId) await this.db.update(nodes).set({ connected: false, updatedAt: Date.now() }).where(eq(nodes.id, nodeId));
     await this.failAll(error);
     await this.armAlarm();
   }
 
   async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    const viewer = this.viewerOf(ws);
+    if (viewer) return this.viewerGone(ws, viewer.vmId);
     const att = ws.deserializeAttachment() as Attachment | null;
     try {
       ws.close(code === 1005 || code === 1006 ? CLOSE.normal : code, reason);
@@ -160,6 +211,8 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
+    const viewer = this.viewerOf(ws);
+    if (viewer) return this.viewerGone(ws, viewer.vmId);
     const att = ws.deserializeAttachment() as Attachment | null;
     if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: "the agent connection failed before answering" });
   }
@@ -200,6 +253,17 @@ export class NodeSession extends DurableObject<Env> {
   async dispatch(d: Dispatch): Promise<Outcome> {
     const current = await this.currentSocket();
     if (!current) return { status: "failed", error: { code: "node_offline", message: "the node's agent is not connected" } };
+    // The waiter exists before the frame leaves: its answer can't be handled before we await.
+    const outcome = d.wait ? new Promise<Outcome>((resolve) => this.waiters.set(d.id, resolve)) : null;
+    if (!(await this.sendCommand(current, d))) {
+      this.waiters.delete(d.id);
+      return { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } };
+    }
+    return outcome ? outcome : { status: "sent" };
+  }
+
+  /** Puts the command on the wire and in flight (storage, deadline alarm); false if the socket is closing. */
+  private async sendCommand(current: { ws: WebSocket; att: Attachment }, d: Omit<Dispatch, "wait">, reconcile?: StuckVm): Promise<boolean> {
     const now = Date.now();
     const deadline = now + (isPowerKind(d.kind) ? this.limits.ackMs : this.limits.queryMs);
     const target = { vmId: d.vmId, name: d.name, deadline };
@@ -218,19 +282,18 @@ export class NodeSession extends DurableObject<Env> {
       connId: current.att.connId,
       phase: "sent",
       deadline,
+      ...(reconcile ? { reconcile } : {}),
     };
     this.kv.put(INFLIGHT + d.id, inflight);
-    const outcome = d.wait ? new Promise<Outcome>((resolve) => this.waiters.set(d.id, resolve)) : null;
     try {
       this.send(current.ws, frame);
     } catch {
       this.kv.delete(INFLIGHT + d.id);
-      this.waiters.delete(d.id);
-      return { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } };
+      return false;
     }
     await markRequestSent(this.db, d.id, now);
     await this.armAlarm();
-    return outcome ? outcome : { status: "sent" };
+    return true;
   }
 
   /** Ends an in-flight request exactly once: storage entry gone, D1 row final, waiter woken. */
@@ -268,7 +331,12 @@ export class NodeSession extends DurableObject<Env> {
     const all = this.inFlight();
     let due = Infinity;
     for (const r of all.values()) due = Math.min(due, r.deadline);
-    if (this.kv.get<string>("conn")) due = Math.min(due, Date.now() + this.livenessEveryMs);
+    for (const f of this.follows()) if (!f.acked) due = Math.min(due, f.ackDeadline);
+    if (this.kv.get<string>("conn")) {
+      due = Math.min(due, Date.now() + this.livenessEveryMs);
+      const reconcileAt = this.kv.get<number>("reconcileAt");
+      if (reconcileAt !== undefined) due = Math.min(due, reconcileAt);
+    }
     if (due === Infinity) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(Math.max(due, Date.now() + 1));
   }
@@ -290,6 +358,10 @@ export class NodeSession extends DurableObject<Env> {
       const what = isPowerKind(r.kind) && r.phase === "sent" ? "acknowledge" : "answer";
       await this.settle(r, { status: "failed", error: { code: "agent_timeout", message: `the agent did not ${what} ${r.kind} in time` } });
     }
+    for (const f of this.follows()) {
+      if (f.acked || f.ackDeadline > now) continue;
+      this.endFollow(f, { type: "error", code: "agent_timeout", message: "the agent did not start following the log in time" }, CLOSE.normal, "follow failed", true);
+    }
     const current = await this.currentSocket();
     if (current) {
       const auto = this.ctx.getWebSocketAutoResponseTimestamp(current.ws)?.getTime() ?? 0;
@@ -306,6 +378,7 @@ export class NodeSession extends DurableObject<Env> {
         const nodeId = current.att.nodeId;
         await this.db
           .update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
+        if (now >= (this.kv.get<number>("reconcileAt") ?? 0)) await this.reconcile(current);
       }
     } else if (this.kv.get<string>("conn")) {
       // The socket vanished without a close event (e.g. the object was reset): treat as gone.
@@ -316,6 +389,8 @@ export class NodeSession extends DurableObject<Env> {
   // ---- inbound frames ----------------------------------------------------------------------------
 
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    // Viewers only listen; what they send is dropped (and never counts against the agent's budget).
+    if (this.viewerOf(ws)) return;
     // Size and rate are judged on arrival (a slow handler must not hide a flood); the frames
     // themselves are handled one at a time, in arrival order: D1 calls let the runtime deliver the
     // next frame while one is awaited, and e.g. a sync's `done` must not overtake its earlier chunks.
@@ -389,7 +464,12 @@ export class NodeSession extends DurableObject<Env> {
         const syncId = `${att.connId}:${p.syncId}`;
         const { foreign } = await upsertReportedVms(this.db, att.nodeId, p.vms, syncId, actor);
         if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
-        if (p.done) await markUnreportedMissing(this.db, att.nodeId, syncId, actor);
+        if (p.done) {
+          await markUnreportedMissing(this.db, att.nodeId, syncId, actor);
+          // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
+          const current = await this.currentSocket();
+          if (current) await this.reconcile(current);
+        }
         return;
       }
       case "vm.changed": {
@@ -398,8 +478,24 @@ export class NodeSession extends DurableObject<Env> {
         await markRemoved(this.db, att.nodeId, msg.payload.removed, actor);
         return;
       }
-      case "ack":
+      case "ack": {
+        const follow = this.followById(msg.id);
+        if (follow) return this.onFollowing(follow);
         return this.onAck(msg.id);
+      }
+      case "log.append": {
+        const follow = this.followById(msg.id);
+        if (!follow) {
+          // A follow nobody watches any more (e.g. its unfollow crossed this frame): stop it for good.
+          this.send(ws, { type: "vm.logs.unfollow", id: msg.id, payload: {} });
+          return this.countIgnored("log.append", msg.id);
+        }
+        if (!follow.acked) this.onFollowing(follow);
+        const { event, text } = msg.payload;
+        if (event) this.broadcast(follow.vmId, { type: "status", status: event });
+        if (text) this.broadcast(follow.vmId, { type: "append", text });
+        return;
+      }
       case "log.chunk": {
         const r = this.kv.get<InFlight>(INFLIGHT + msg.id);
         if (!r || r.kind !== "vm.logs") return this.countIgnored("log.chunk", msg.id);
@@ -417,6 +513,11 @@ export class NodeSession extends DurableObject<Env> {
       case "result":
         return this.onResult(msg.id, msg.payload, actor);
       case "error": {
+        const follow = this.followById(msg.id);
+        if (follow) {
+          const { code, message } = msg.payload;
+          return this.endFollow(follow, { type: "error", code, message: `the agent cannot follow this log: ${message}` }, CLOSE.normal, "follow failed", false);
+        }
         const r = this.kv.get<InFlight>(INFLIGHT + msg.id);
         if (!r) return this.countIgnored("error", msg.id);
         const error = { code: msg.payload.code, message: msg.payload.message };
@@ -458,6 +559,10 @@ export class NodeSession extends DurableObject<Env> {
     if (r.kind === "vm.state") {
       const parsed = StateResult.safeParse(payload);
       if (!parsed.success) return bad("the agent's vm.state result was malformed");
+      if (r.reconcile) {
+        const observed = { state: mapLibvirtState(parsed.data.libvirtState), libvirtState: parsed.data.libvirtState };
+        await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed);
+      }
       return this.settle(r, { status: "done", result: parsed.data });
     }
     const parsed = LogsResult.safeParse(payload);
@@ -467,5 +572,154 @@ export class NodeSession extends DurableObject<Env> {
     const text = [...chunks.entries()].sort(([a], [b]) => a - b).map(([, t]) => t).join("");
     // The row keeps the metadata only; the text goes to the waiting caller.
     return this.settle(r, { status: "done", result: parsed.data, text }, parsed.data);
+  }
+
+  // ---- self-healing: VMs stuck in a transition --------------------------------------------------
+
+  /** Asks the hypervisor about this node's VMs that are stuck: in a transitional state for longer
+   *  than STUCK_AFTER_MS, held by a request that is no longer in flight. Each answer is adopted by
+   *  repairStuckVm (an `auto_repair` event), only if nobody acted on the VM meanwhile. */
+  private async reconcile(current: { ws: WebSocket; att: Attachment }): Promise<void> {
+    const now = Date.now();
+    this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
+    const transitional = TRANSITIONAL_STATES.map((t) => sql`${t}`);
+    const stuck = await this.db
+      .select()
+      .from(vms)
+      .where(
+        sql`${vms.nodeId} = ${current.att.nodeId} AND ${vms.state} IN (${sql.join(transitional, sql`, `)})
+          AND ${vms.transitionRequestId} IS NOT NULL AND ${vms.missing} = 0 AND ${vms.stateUpdatedAt} < ${now - this.limits.stuckAfterMs}`,
+      )
+      .limit(RECONCILE_BATCH);
+    if (stuck.length === 0) return;
+    const busy = new Set<string>();
+    for (const r of this.inFlight()) {
+      busy.add(r.id); // the transition's own request still running: not stuck, just slow
+      if (r.reconcile) busy.add(r.reconcile.vmId); // asked already
+    }
+    for (const vm of stuck) {
+      if (busy.has(vm.transitionRequestId!) || busy.has(vm.id)) continue;
+      const id = await queueQuery(this.env, this.db, vm, "vm.state", { reconcile: true }, "reconciler");
+      const check: StuckVm = { vmId: vm.id, generation: vm.generation, transitionRequestId: vm.transitionRequestId!, expectedState: vm.state, stuckSince: vm.stateUpdatedAt };
+      if (!(await this.sendCommand(current, { id, kind: "vm.state", vmId: vm.id, name: vm.name }, check))) {
+        await finishRequest(this.db, id, { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } });
+        return;
+      }
+    }
+  }
+
+  // ---- live follow: viewers <-> one agent follow per VM -------------------------------------------
+
+  private viewerOf(ws: WebSocket): ViewerAttachment | null {
+    const att = ws.deserializeAttachment() as ViewerAttachment | Attachment | null;
+    return att && att.kind === "viewer" ? att : null;
+  }
+
+  private followById(id: string): Follow | null {
+    return this.follows().find((f) => f.followId === id) ?? null;
+  }
+
+  private viewers(vmId: string): WebSocket[] {
+    return this.ctx.getWebSockets(vmTag(vmId)).filter((ws) => ws.readyState === WebSocket.OPEN);
+  }
+
+  private broadcast(vmId: string, message: FollowMessage): void {
+    const text = JSON.stringify(message);
+    for (const ws of this.viewers(vmId)) {
+      try {
+        ws.send(text);
+      } catch {
+        // that viewer is going; its close event cleans up
+      }
+    }
+  }
+
+  /** A dashboard socket for one VM's log: joins the VM's follow, starting it on the agent if needed. */
+  private async acceptViewer(request: Request): Promise<Response> {
+    const vmId = request.headers.get(FOLLOW_HEADERS.vmId)!;
+    const name = request.headers.get(FOLLOW_HEADERS.vmName) ?? "";
+    const subprotocol = request.headers.get(FOLLOW_HEADERS.subprotocol);
+    if (this.ctx.getWebSockets(VIEWER_TAG).length >= MAX_VIEWERS) {
+      return Response.json(
+        { success: false, error: { code: "too_many_viewers", message: `at most ${MAX_VIEWERS} live log viewers per node` } },
+        { status: 429, headers: { "Retry-After": "30" } },
+      );
+    }
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server, [VIEWER_TAG, vmTag(vmId)]);
+    const att: ViewerAttachment = { kind: "viewer", vmId };
+    server.serializeAttachment(att);
+    const current = await this.currentSocket();
+    if (!current) {
+      server.send(JSON.stringify({ type: "status", status: "node_offline" } satisfies FollowMessage));
+      server.close(FOLLOW_CLOSE_NODE_OFFLINE, "node offline");
+    } else {
+      const follow = this.kv.get<Follow>(FOLLOW + vmId);
+      if (!follow || follow.connId !== current.att.connId) this.startFollow(current, vmId, name);
+      else if (follow.acked) server.send(JSON.stringify({ type: "status", status: "following" } satisfies FollowMessage));
+      await this.armAlarm();
+    }
+    return new Response(null, { status: 101, webSocket: client, headers: subprotocol ? { "Sec-WebSocket-Protocol": subprotocol } : {} });
+  }
+
+  /** Asks the agent to follow the VM's log (`tail -F`); one follow per VM, whoever watches. */
+  private startFollow(current: { ws: WebSocket; att: Attachment }, vmId: string, name: string): void {
+    const now = Date.now();
+    const follow: Follow = { followId: crypto.randomUUID(), vmId, name, connId: current.att.connId, acked: false, ackDeadline: now + this.limits.queryMs };
+    this.kv.put(FOLLOW + vmId, follow);
+    try {
+      this.send(current.ws, { type: "vm.logs.follow", id: follow.followId, payload: { vmId, name, deadline: follow.ackDeadline } });
+    } catch {
+      // the agent socket is closing: its close event tells the viewers node_offline
+    }
+  }
+
+  private onFollowing(follow: Follow): void {
+    if (follow.acked) return;
+    this.kv.put(FOLLOW + follow.vmId, { ...follow, acked: true });
+    this.broadcast(follow.vmId, { type: "status", status: "following" });
+  }
+
+  /** Ends a VM's follow for all its viewers: a last message, then their sockets close. */
+  private endFollow(follow: Follow, last: FollowMessage, code: number, reason: string, tellAgent: boolean): void {
+    this.kv.delete(FOLLOW + follow.vmId);
+    for (const ws of this.viewers(follow.vmId)) {
+      try {
+        ws.send(JSON.stringify(last));
+        ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+    if (tellAgent) this.unfollow(follow);
+  }
+
+  private unfollow(follow: Follow): void {
+    const conn = this.kv.get<string>("conn");
+    if (conn !== follow.connId) return; // that connection is gone, and its follows with it
+    for (const ws of this.ctx.getWebSockets(AGENT_TAG)) {
+      const att = ws.deserializeAttachment() as Attachment | null;
+      if (att?.connId !== conn) continue;
+      try {
+        this.send(ws, { type: "vm.logs.unfollow", id: follow.followId, payload: {} });
+      } catch {
+        // closing: the follow ends with the connection
+      }
+    }
+  }
+
+  /** A viewer left: the last one of a VM ends its agent follow. */
+  private async viewerGone(ws: WebSocket, vmId: string): Promise<void> {
+    try {
+      ws.close(CLOSE.normal, "bye");
+    } catch {
+      // the runtime already answered the close
+    }
+    if (this.viewers(vmId).some((other) => other !== ws)) return;
+    const follow = this.kv.get<Follow>(FOLLOW + vmId);
+    if (!follow) return;
+    this.kv.delete(FOLLOW + vmId);
+    this.unfollow(follow);
+    await this.armAlarm();
   }
 }

@@ -20,6 +20,7 @@ export function vmView(v: VmRow): VmView & { libvirtState: string | null } {
     stateUpdatedAt: iso(v.stateUpdatedAt),
     updatedAt: iso(v.updatedAt),
     missing: v.missing,
+    flag: v.flagCode ? { code: v.flagCode, message: v.flagMessage ?? "", at: iso(v.flagAt ?? v.updatedAt) } : null,
     libvirtState: v.libvirtState,
   };
 }
@@ -62,5 +63,9 @@ export function eventView(e: typeof vmEvents.$inferSelect): VmEventView {
     toState: e.toState as VmState | null,
     source: e.source,
     message: e.message,
+    expectedState: e.expectedState as VmState | null,
+    observedState: e.observedState as VmState | null,
+    reason: e.reason,
+    logExcerpt: e.logExcerpt,
   };
 }

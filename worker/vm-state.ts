@@ -23,15 +23,18 @@ export type EventFields = {
   message?: string | null;
   reason?: string | null;
   requestId?: string | null;
+  expectedState?: string | null;
+  observedState?: string | null;
 };
 
 /** An event inserted only while the VM still has `generation`: put it before the guarded UPDATE in
- *  the same batch, and it is written exactly when that UPDATE wins. */
+ *  the same batch, and it is written exactly when that UPDATE wins. Its result row carries the id. */
 export function eventIfGeneration(db: Database, e: EventFields, generation: number) {
-  return sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id)
+  return sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id, expected_state, observed_state)
     SELECT ${e.vmId}, ${e.at}, ${e.actor}, ${e.action}, ${e.fromState ?? null}, ${e.toState ?? null}, ${e.source ?? null},
-           ${e.message ?? null}, ${e.reason ?? null}, ${e.requestId ?? null}
-    WHERE EXISTS (SELECT 1 FROM vms WHERE id = ${e.vmId} AND generation = ${generation})`;
+           ${e.message ?? null}, ${e.reason ?? null}, ${e.requestId ?? null}, ${e.expectedState ?? null}, ${e.observedState ?? null}
+    WHERE EXISTS (SELECT 1 FROM vms WHERE id = ${e.vmId} AND generation = ${generation})
+    RETURNING id`;
 }
 
 const ACTION_OF: Record<PowerKind, string> = { "vm.start": "start", "vm.stop": "stop", "vm.forceStop": "force_stop" };
@@ -101,7 +104,7 @@ export async function applyPowerOutcome(
       SELECT id, ${now}, ${actor}, ${ACTION_OF[r.kind] + "_done"}, state, ${outcome.state}, 'hypervisor', ${message}, ${r.id}
       FROM vms WHERE ${guard}`,
     sql`UPDATE vms SET state = ${outcome.state}, libvirt_state = ${outcome.libvirtState}, generation = generation + 1,
-      transition_request_id = NULL, state_updated_at = ${now}, updated_at = ${now} WHERE ${guard}`,
+      transition_request_id = NULL, forced_reset_at = NULL, state_updated_at = ${now}, updated_at = ${now} WHERE ${guard}`,
   ]);
   return changes(update) > 0;
 }
@@ -126,17 +129,39 @@ export async function undoPowerAction(
 }
 
 /** reset_state's write: the new state, a new generation (so any answer to an older command is
- *  void), no transition, and the event, together or not at all. */
+ *  void), no transition, and the event, together or not at all. The event keeps what the control
+ *  plane believed (`expectedState`) and what the hypervisor said (`observedState`, null when forced
+ *  without asking); a forced reset is remembered until the hypervisor next reports the VM. */
 export async function resetVmState(
   db: Database,
   vm: VmRow,
-  change: { to: VmState; libvirtState?: string | null; source: "hypervisor" | "forced"; message: string; actor: string; reason: string | null },
-): Promise<VmRow> {
+  change: {
+    to: VmState;
+    libvirtState?: string | null;
+    source: "hypervisor" | "forced";
+    observedState: VmState | null;
+    message: string;
+    actor: string;
+    reason: string | null;
+  },
+): Promise<{ vm: VmRow; eventId: number }> {
   const now = Date.now();
-  const [, update] = await runBatch(db, [
+  const [event, update] = await runBatch(db, [
     eventIfGeneration(
       db,
-      { vmId: vm.id, at: now, actor: change.actor, action: "reset_state", fromState: vm.state, toState: change.to, source: change.source, message: change.message, reason: change.reason },
+      {
+        vmId: vm.id,
+        at: now,
+        actor: change.actor,
+        action: "reset_state",
+        fromState: vm.state,
+        toState: change.to,
+        source: change.source,
+        message: change.message,
+        reason: change.reason,
+        expectedState: vm.state,
+        observedState: change.observedState,
+      },
       vm.generation,
     ),
     db
@@ -146,6 +171,7 @@ export async function resetVmState(
         ...(change.libvirtState ? { libvirtState: change.libvirtState } : {}),
         generation: vm.generation + 1,
         transitionRequestId: null,
+        forcedResetAt: change.source === "forced" ? now : null,
         stateUpdatedAt: now,
         updatedAt: now,
       })
@@ -153,7 +179,44 @@ export async function resetVmState(
   ]);
   const updated = changes(update) ? await db.select().from(vms).where(eq(vms.id, vm.id)).get() : undefined;
   if (!updated) throw new ApiError(409, "conflict", `VM ${vm.name} changed during reset_state; try again`);
-  return updated;
+  return { vm: updated, eventId: (event!.results[0] as { id: number }).id };
+}
+
+/** The operator has looked at the VM's flag: clear it, with an event. False when there was none. */
+export async function clearVmFlag(db: Database, vm: VmRow, actor: string): Promise<boolean> {
+  if (!vm.flagCode) return false;
+  const now = Date.now();
+  const guard = sql`id = ${vm.id} AND flag_code = ${vm.flagCode} AND flag_at IS ${vm.flagAt}`;
+  const [, update] = await runBatch(db, [
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
+      SELECT id, ${now}, ${actor}, 'flag_cleared', state, state, 'control_plane', ${`flag ${vm.flagCode} cleared: ${vm.flagMessage ?? ""}`}
+      FROM vms WHERE ${guard}`,
+    sql`UPDATE vms SET flag_code = NULL, flag_message = NULL, flag_at = NULL, updated_at = ${now} WHERE ${guard}`,
+  ]);
+  return changes(update) > 0;
+}
+
+/** The reconciler's repair of a VM stuck in a transition: the hypervisor's state, adopted only if
+ *  the VM is still in that same transition (nobody acted on it meanwhile). */
+export async function repairStuckVm(
+  db: Database,
+  stuck: { vmId: string; generation: number; transitionRequestId: string; expectedState: string; stuckForMs: number },
+  observed: { state: VmState; libvirtState: string },
+): Promise<boolean> {
+  const now = Date.now();
+  const guard = sql`id = ${stuck.vmId} AND generation = ${stuck.generation} AND transition_request_id = ${stuck.transitionRequestId}`;
+  const message =
+    `stuck in ${stuck.expectedState} for ${Math.round(stuck.stuckForMs / 1000)} s with no request in flight; ` +
+    `the hypervisor reports libvirt ${observed.libvirtState} -> ${observed.state}`;
+  const [, update] = await runBatch(db, [
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, request_id, expected_state, observed_state)
+      SELECT id, ${now}, 'reconciler', 'auto_repair', state, ${observed.state}, 'hypervisor', ${message}, ${stuck.transitionRequestId},
+        ${stuck.expectedState}, ${observed.state}
+      FROM vms WHERE ${guard}`,
+    sql`UPDATE vms SET state = ${observed.state}, libvirt_state = ${observed.libvirtState}, generation = generation + 1,
+      transition_request_id = NULL, forced_reset_at = NULL, state_updated_at = ${now}, updated_at = ${now} WHERE ${guard}`,
+  ]);
+  return changes(update) > 0;
 }
 
 export type RequestFinish = { status: "done" | "failed" | "expired"; result?: unknown; error?: { code: string; message: string } };

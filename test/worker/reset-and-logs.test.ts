@@ -125,6 +125,9 @@ describe("logs", () => {
       linesReturned: 3,
       truncated: true,
       lastModified: "2026-01-01T00:00:00.000Z",
+      // issue 7: an agent that does not list the files it read read the one file
+      files: [`${vm.name}.log`],
+      capturedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
     expect((await json(await api(`/api/requests/${cmd.id}`))).request).toMatchObject({ kind: "vm.logs", status: "done" });
   });

@@ -49,6 +49,13 @@ export const vms = sqliteTable(
     /** the last full inventory sync that reported this VM: a completed sync marks the node's
      *  other VMs missing without holding the set of UUIDs in memory */
     lastSyncId: text("last_sync_id"),
+    /** set by a forced reset_state (STOPPED without asking the hypervisor); the next hypervisor
+     *  report settles it: STOPPED confirms it, a live domain raises `running_after_forced_reset` */
+    forcedResetAt: integer("forced_reset_at"),
+    /** something the operator must look at (issue 7); cleared by POST /api/vms/:id/clear_flag */
+    flagCode: text("flag_code"),
+    flagMessage: text("flag_message"),
+    flagAt: integer("flag_at"),
     stateUpdatedAt: integer("state_updated_at").notNull(),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
@@ -112,6 +119,26 @@ export const vmEvents = sqliteTable(
     message: text("message"),
     reason: text("reason"),
     requestId: text("request_id"),
+    /** verified resets and repairs: what the control plane believed, what the hypervisor said
+     *  (null when forced without asking), and the last lines of the VM's log at the time */
+    expectedState: text("expected_state"),
+    observedState: text("observed_state"),
+    logExcerpt: text("log_excerpt"),
   },
   (t) => [index("vm_events_vm_at_idx").on(t.vmId, t.at)],
 );
+
+/** The VM's last-known log: the latest successful logs answer, kept to show while the node is away. */
+export const vmLogSnapshots = sqliteTable("vm_log_snapshots", {
+  vmId: text("vm_id")
+    .primaryKey()
+    .references(() => vms.id, { onDelete: "cascade" }),
+  capturedAt: integer("captured_at").notNull(),
+  logPath: text("log_path").notNull(),
+  logSizeBytes: integer("log_size_bytes").notNull(),
+  linesReturned: integer("lines_returned").notNull(),
+  truncated: integer("truncated", { mode: "boolean" }).notNull(),
+  lastModified: text("last_modified"), // ISO 8601, as the agent reported it
+  files: text("files").notNull(), // JSON string[]
+  text: text("text").notNull(), // at most LAST_KNOWN_LOG_BYTES, the newest lines
+});

@@ -11,7 +11,7 @@ import { nodes } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { clientIp, enforceLimit } from "../rate-limit.ts";
 import { NODE_ID_HEADER } from "../node-session.ts";
-import { nodeSession } from "./nodes.ts";
+import { nodeSession } from "../session-calls.ts";
 
 export const agentRoutes = new Hono<AppEnv>()
   .post(

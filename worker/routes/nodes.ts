@@ -11,6 +11,7 @@ import { runBatch } from "../db/batch.ts";
 import { nodes, vms } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
+import { nodeSession } from "../session-calls.ts";
 import { nodeView } from "../views.ts";
 
 const CreateNode = z.object({
@@ -28,9 +29,6 @@ const vmCount = sql<number>`(SELECT count(*) FROM vms WHERE vms.node_id = "nodes
 async function nodeWithCount(db: Database, id: string) {
   return db.select({ node: nodes, vmCount }).from(nodes).where(eq(nodes.id, id)).get();
 }
-
-/** The node's NodeSession stub (one Durable Object per node id). */
-export const nodeSession = (env: Env, nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
 
 async function issueJoinToken(env: Env) {
   const joinToken = newSecret("join");

@@ -2,20 +2,21 @@
 import { Hono, type Context } from "hono";
 import { and, asc, desc, eq, sql, type SQL } from "drizzle-orm";
 import { z } from "zod";
-import { LogLinesQuery, type LogsResponse, type ResetStateResponse } from "../../protocol/api.ts";
-import { mapLibvirtState, StateResult, VmState } from "../../protocol/wire.ts";
+import { FOLLOW_SUBPROTOCOL, LogLinesQuery, type LogsResponse, type ResetStateResponse } from "../../protocol/api.ts";
+import { mapLibvirtState, StateResult, VmState, type LogsResult } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
-import { newId, requireRole } from "../auth.ts";
+import { requireRole } from "../auth.ts";
 import { sessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
-import { nodes, requests, vmEvents, vms } from "../db/schema.ts";
+import { nodes, vmEvents, vms } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
-import type { Outcome } from "../node-session.ts";
+import { attachLogExcerpt, loadSnapshot, saveSnapshot } from "../last-known-log.ts";
+import { FOLLOW_HEADERS, type Outcome } from "../node-session.ts";
 import { flag, IdParam } from "../params.ts";
 import { limitPerToken } from "../rate-limit.ts";
-import { assertPowerAllowed, beginPowerAction, finishRequest, resetVmState, undoPowerAction, type PowerKind, type VmRow } from "../vm-state.ts";
+import { callSession, nodeSession, queueQuery, readVmLog } from "../session-calls.ts";
+import { assertPowerAllowed, beginPowerAction, clearVmFlag, finishRequest, resetVmState, undoPowerAction, type PowerKind, type VmRow } from "../vm-state.ts";
 import { eventView, nodeView, vmView } from "../views.ts";
-import { nodeSession } from "./nodes.ts";
 
 // ---- list -----------------------------------------------------------------------------------------
 
@@ -37,7 +38,7 @@ const Cursor = z
 /** An empty query parameter (`?state=`) means "no filter", as a form with a blank field sends it. */
 const blankIsAbsent = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === "" ? undefined : v), schema.optional());
 
-const ListQuery = z.object({
+export const ListQuery = z.object({
   node_id: blankIsAbsent(z.string().max(128, "at most 128 characters")),
   state: blankIsAbsent(VmState),
   q: blankIsAbsent(z.string().max(200, "at most 200 characters")),
@@ -66,35 +67,6 @@ async function nodeState(c: Context<AppEnv>, db: Database, vm: VmRow) {
   return { node, online: nodeView(node, 0, sessionSettings(c.env).offlineAfterMs).connected };
 }
 
-/** Inserts the queued request row for a query command (vm.state / vm.logs). */
-async function queueQuery(c: Context<AppEnv>, db: Database, vm: VmRow, kind: "vm.state" | "vm.logs", params: Record<string, unknown>) {
-  const id = newId();
-  const now = Date.now();
-  await db.insert(requests).values({
-    id,
-    kind,
-    vmId: vm.id,
-    nodeId: vm.nodeId,
-    params: JSON.stringify(params),
-    status: "queued",
-    deadlineAt: now + sessionSettings(c.env).queryMs,
-    requestedBy: c.get("principal").actor,
-    createdAt: now,
-  });
-  return id;
-}
-
-/** Calls the node's session; an RPC that breaks (object evicted or reset mid-wait) is reported as
- *  a lost answer: the object's alarm still closes the request row truthfully. */
-async function callSession(env: Env, nodeId: string, run: (s: ReturnType<typeof nodeSession>) => Promise<Outcome>): Promise<Outcome> {
-  try {
-    return await run(nodeSession(env, nodeId));
-  } catch (err) {
-    console.error("node session call failed", err);
-    return { status: "failed", error: { code: "session_lost", message: "lost contact with the node's session before it answered" } };
-  }
-}
-
 /** Agent-side failures as HTTP answers. */
 function outcomeError(o: Exclude<Outcome, { status: "sent" | "done" }>): ApiError {
   const { code, message } = o.error;
@@ -106,7 +78,7 @@ function outcomeError(o: Exclude<Outcome, { status: "sent" | "done" }>): ApiErro
   return new ApiError(502, "agent_error", `${code}: ${message}`);
 }
 
-const PowerQuery = z.object({ force: flag, wait: flag });
+export const PowerQuery = z.object({ force: flag, wait: flag });
 
 async function powerAction(c: Context<AppEnv>, id: string, kind: PowerKind, wait: boolean) {
   const db = database(c.env.DB);
@@ -140,8 +112,8 @@ async function powerAction(c: Context<AppEnv>, id: string, kind: PowerKind, wait
 }
 
 // reset_state takes `reason` from the query or a JSON body; the body is optional.
-const ResetQuery = z.object({ force: flag, reason: z.string().max(500, "at most 500 characters").optional() });
-const ResetBody = z.object({ force: z.boolean().optional(), reason: z.string().max(500, "at most 500 characters").optional() }).strict();
+export const ResetQuery = z.object({ force: flag, reason: z.string().max(500, "at most 500 characters").optional() });
+export const ResetBody = z.object({ force: z.boolean().optional(), reason: z.string().max(500, "at most 500 characters").optional() }).strict();
 
 async function optionalJson(req: Request): Promise<unknown> {
   const text = await req.text();
@@ -205,18 +177,24 @@ export const vmRoutes = new Hono<AppEnv>()
     const actor = c.get("principal").actor;
     let vm = await loadVm(db, c.req.valid("param").id);
 
-    let change: { to: VmState; libvirtState?: string; source: "hypervisor" | "forced"; message: string };
-    const forced = (why: string) => ({ to: "STOPPED" as VmState, source: "forced" as const, message: `state set to STOPPED: ${why}` });
+    let change: { to: VmState; libvirtState?: string; source: "hypervisor" | "forced"; observedState: VmState | null; message: string };
+    const forced = (why: string) => ({ to: "STOPPED" as VmState, source: "forced" as const, observedState: null, message: `state set to STOPPED: ${why}` });
     if (force) change = forced("forced by request");
     else if (!vm.nodeId) change = forced("the VM is on no node");
     else if (!(await nodeState(c, db, vm)).online) change = forced("node offline");
     else {
-      const requestId = await queueQuery(c, db, vm, "vm.state", {});
+      const requestId = await queueQuery(c.env, db, vm, "vm.state", {}, actor);
       const outcome = await callSession(c.env, vm.nodeId, (s) => s.dispatch({ id: requestId, kind: "vm.state", vmId: vm.id, name: vm.name, wait: true }));
       const answer = outcome.status === "done" ? StateResult.safeParse(outcome.result) : null;
       if (answer?.success) {
         const to = mapLibvirtState(answer.data.libvirtState);
-        change = { to, libvirtState: answer.data.libvirtState, source: "hypervisor", message: `state read from the hypervisor: libvirt ${answer.data.libvirtState} -> ${to}` };
+        change = {
+          to,
+          libvirtState: answer.data.libvirtState,
+          source: "hypervisor",
+          observedState: to,
+          message: `state read from the hypervisor: libvirt ${answer.data.libvirtState} -> ${to}`,
+        };
       } else if (outcome.status === "failed" && (outcome.error.code === "node_offline" || outcome.error.code === "agent_disconnected")) {
         change = forced(`node offline (${outcome.error.message})`);
       } else if (outcome.status === "failed" && (outcome.error.code === "agent_timeout" || outcome.error.code === "session_lost")) {
@@ -228,7 +206,9 @@ export const vmRoutes = new Hono<AppEnv>()
       }
       vm = await loadVm(db, vm.id); // the query took time: write against the current generation
     }
-    const updated = await resetVmState(db, vm, { ...change, actor, reason });
+    const { vm: updated, eventId } = await resetVmState(db, vm, { ...change, actor, reason });
+    // The event's log excerpt comes after the answer: a reset must never wait for a log read.
+    c.executionCtx.waitUntil(attachLogExcerpt(c.env, updated, eventId, actor));
     const answer: ResetStateResponse = {
       success: true,
       message: change.message,
@@ -245,18 +225,54 @@ export const vmRoutes = new Hono<AppEnv>()
     if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to read`);
     const { node, online } = await nodeState(c, db, vm);
     if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
-    const requestId = await queueQuery(c, db, vm, "vm.logs", { lines });
-    const outcome = await callSession(c.env, vm.nodeId, (s) => s.dispatch({ id: requestId, kind: "vm.logs", vmId: vm.id, name: vm.name, lines, wait: true }));
+    const outcome = await readVmLog(c.env, db, { ...vm, nodeId: vm.nodeId }, lines, c.get("principal").actor);
     if (outcome.status === "sent") throw new ApiError(502, "agent_error", "no answer");
     if (outcome.status !== "done") throw outcomeError(outcome);
-    const meta = outcome.result as Omit<LogsResponse, "qemuLog">;
-    const answer: LogsResponse = {
+    const meta = outcome.result as LogsResult;
+    const answer: LogsResponse & { files: string[]; capturedAt: string } = {
       qemuLog: outcome.text ?? "",
       logPath: meta.logPath,
       logSizeBytes: meta.logSizeBytes,
       linesReturned: meta.linesReturned,
       truncated: meta.truncated,
       lastModified: meta.lastModified,
+      // An agent from before issue 7 does not say which files it read: then it read the one.
+      files: meta.files ?? [meta.logPath.slice(meta.logPath.lastIndexOf("/") + 1)],
+      capturedAt: new Date().toISOString(),
     };
+    // Kept as the last-known log after answering: the caller does not wait for the write.
+    c.executionCtx.waitUntil(saveSnapshot(db, vm.id, answer).catch((err) => console.error("could not keep the last-known log", err)));
     return c.json(answer);
+  })
+  .get("/:id/logs/last_known", requireRole("operator"), validate("param", IdParam), async (c) => {
+    const db = database(c.env.DB);
+    const vm = await loadVm(db, c.req.valid("param").id);
+    const snapshot = await loadSnapshot(db, vm.id);
+    if (!snapshot) throw new ApiError(404, "no_snapshot", `no log of VM ${vm.name} has been read yet`);
+    return c.json(snapshot);
+  })
+  .get("/:id/logs/follow", requireRole("operator"), limitPerToken("LOGS_LIMITER"), validate("param", IdParam), async (c) => {
+    const db = database(c.env.DB);
+    const vm = await loadVm(db, c.req.valid("param").id);
+    if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to follow`);
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      // A plain GET says why a socket would fail (browsers can't see the status of a refused upgrade).
+      const { node, online } = await nodeState(c, db, vm);
+      if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
+      throw new ApiError(426, "upgrade_required", "this route follows a log over a WebSocket upgrade");
+    }
+    const offered = (c.req.header("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+    // The node's session holds the viewers and the one agent follow per VM; it says node_offline itself.
+    const headers = new Headers({ upgrade: "websocket" });
+    headers.set(FOLLOW_HEADERS.vmId, vm.id);
+    headers.set(FOLLOW_HEADERS.vmName, vm.name);
+    headers.set(FOLLOW_HEADERS.nodeId, vm.nodeId);
+    if (offered.includes(FOLLOW_SUBPROTOCOL)) headers.set(FOLLOW_HEADERS.subprotocol, FOLLOW_SUBPROTOCOL);
+    return nodeSession(c.env, vm.nodeId).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
+  })
+  .post("/:id/clear_flag", requireRole("operator"), validate("param", IdParam), async (c) => {
+    const db = database(c.env.DB);
+    const vm = await loadVm(db, c.req.valid("param").id);
+    const cleared = await clearVmFlag(db, vm, c.get("principal").actor);
+    return c.json({ success: true, cleared, vm: vmView(cleared ? await loadVm(db, vm.id) : vm) });
   });
