@@ -9,6 +9,8 @@ import { percentile, sequential } from "./load.ts";
 import type { BenchRow } from "./table.ts";
 
 const COMMANDS = 200;
+/** Links opening at once: a fleet comes up host by host, not in one instant. */
+const CONNECTING_AT_ONCE = 50;
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** Runs `work` over `items` with at most `limit` in flight. */
@@ -24,6 +26,13 @@ async function pool<T, R>(items: T[], limit: number, work: (item: T, i: number) 
     }),
   );
   return out;
+}
+
+/** Rejects when `p` has not settled within `ms` (every wait in a bench is bounded). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error(`${what}: not within ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 export async function benchFleet(cp: ControlPlane, operatorToken: string, size: number): Promise<BenchRow[]> {
@@ -46,10 +55,15 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
 
     const t0 = performance.now();
     const wall0 = Date.now();
-    await Promise.all(rest.map((a) => a.start()));
+    try {
+      await within(pool(rest, CONNECTING_AT_ONCE, (a) => a.start()), 180_000, "fleet connect");
+    } catch (err) {
+      const up = agents.filter((a) => a.connectedAt.length > 0).length;
+      throw new Error(`${(err as Error).message}; ${up} of ${size} connected; control plane output: ${cp.logs.slice(-1500)}`);
+    }
     const allUpMs = performance.now() - t0;
     rows.push({
-      name: `fleet: ${size} simulated agents, start → all connected`,
+      name: `fleet: ${size} simulated agents, start → all connected (${CONNECTING_AT_ONCE} opening at a time)`,
       value: Math.round(allUpMs),
       unit: "ms",
       note: `enrolling ${size} nodes (create + join) took ${Math.round(enrollMs)} ms; last welcome ${Math.max(...rest.map((a) => a.connectedAt[0]! - wall0))} ms after start`,
