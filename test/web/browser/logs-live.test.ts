@@ -213,7 +213,16 @@ describe("Logs tab and VM flags (issue 7) in Chromium", () => {
     expect(await row.getByTestId("event-verification").textContent()).toBe("expected RUNNING · hypervisor RUNNING");
     expect(await row.getByTestId("event-reason").textContent()).toBe("Reason: checking after the storage alarm");
     // The excerpt is read after the answer: it shows up at a later refresh of the trail.
-    await expect.poll(async () => (await page.reload(), await row.getByTestId("event-log-excerpt").count()), { timeout: 20_000 }).toBe(1);
+    await expect
+      .poll(
+        async () => {
+          await page.reload();
+          await row.waitFor();
+          return row.getByTestId("event-log-excerpt").count();
+        },
+        { timeout: 20_000 },
+      )
+      .toBe(1);
     await row.getByTestId("event-log-excerpt").locator("summary").click();
     expect(await row.getByTestId("event-log-excerpt").locator("pre").textContent()).toContain("starting up libvirt version");
     await screenshot(page, "events-verified-reset");
