@@ -190,3 +190,61 @@ export function agentsClosedAfterEach(): TestAgent[] {
   });
   return open;
 }
+
+/** A dashboard viewer of `GET /api/vms/:id/logs/follow` on a real WebSocket, offering the token as
+ *  the `bearer.<token>` subprotocol as a browser does (or as a header, as a CLI may). */
+export class FollowViewer {
+  readonly ws: WebSocket;
+  readonly protocol: string | null;
+  readonly messages: any[] = [];
+  closed: { code: number; reason: string } | null = null;
+
+  private constructor(ws: WebSocket, protocol: string | null) {
+    this.ws = ws;
+    this.protocol = protocol;
+    ws.addEventListener("message", (e) => this.messages.push(JSON.parse(e.data as string)));
+    ws.addEventListener("close", (e) => {
+      this.closed = { code: e.code, reason: e.reason };
+    });
+  }
+
+  /** The upgrade's raw answer (for refusals). */
+  static request(vmId: string, token: string | null = ADMIN, how: "subprotocol" | "header" = "subprotocol"): Promise<Response> {
+    const headers: Record<string, string> = { upgrade: "websocket" };
+    if (token !== null && how === "subprotocol") headers["sec-websocket-protocol"] = `qx.follow.v1, bearer.${token}`;
+    if (token !== null && how === "header") headers.authorization = `Bearer ${token}`;
+    return SELF.fetch(`${BASE}/api/vms/${vmId}/logs/follow`, { headers });
+  }
+
+  static async open(vmId: string, token: string = ADMIN, how: "subprotocol" | "header" = "subprotocol"): Promise<FollowViewer> {
+    const res = await FollowViewer.request(vmId, token, how);
+    expect(res.status, res.status === 101 ? "" : await res.text()).toBe(101);
+    res.webSocket!.accept();
+    return new FollowViewer(res.webSocket!, res.headers.get("sec-websocket-protocol"));
+  }
+
+  /** Waits until `count` messages have arrived (in total) and returns them. */
+  async received(count: number, timeoutMs = 5000): Promise<any[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.messages.length < count) {
+      if (Date.now() > deadline) throw new Error(`got ${JSON.stringify(this.messages)}, wanted ${count} messages`);
+      await new Promise((r) => setTimeout(r, 15));
+    }
+    return this.messages;
+  }
+
+  async waitClosed(timeoutMs = 5000): Promise<{ code: number; reason: string }> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 15));
+    if (!this.closed) throw new Error("viewer socket did not close");
+    return this.closed;
+  }
+
+  close(): void {
+    try {
+      this.ws.close(1000, "viewer left");
+    } catch {
+      // already closed
+    }
+  }
+}
