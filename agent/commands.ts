@@ -5,8 +5,7 @@
 import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
-import { resolveLogPath } from "./log-path.ts";
-import { tailLines } from "./log-tail.ts";
+import { readVmLog } from "./vm-log.ts";
 
 export type Send = (msg: AgentMessage) => boolean;
 
@@ -125,8 +124,7 @@ export class CommandRunner {
 
   private async sendLogs(cmd: Extract<Command, { type: "vm.logs" }>) {
     const name = await logNameFor(this.o.libvirt, cmd.payload.vmId, cmd.payload.name);
-    const path = resolveLogPath(this.o.logDir, name);
-    const tail = tailLines(path, cmd.payload.lines, cmd.payload.maxBytes);
+    const tail = readVmLog(this.o.logDir, name, cmd.payload.lines, cmd.payload.maxBytes);
     const pieces = splitLogText(tail.text);
     pieces.forEach((text, seq) => this.o.send({ type: "log.chunk", id: cmd.id, payload: { seq, text } }));
     this.o.send({
@@ -139,6 +137,8 @@ export class CommandRunner {
         truncated: tail.truncated,
         lastModified: tail.lastModified,
         chunks: pieces.length,
+        files: tail.files,
+        ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
       },
     });
   }

@@ -12,8 +12,8 @@ import { LogLinesQuery, type LogsResponse } from "../protocol/api.ts";
 import { MAX_LOG_BYTES, VmState } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
-import { checkDomainName, decodeRepeatedly, resolveLogPath } from "./log-path.ts";
-import { tailLines } from "./log-tail.ts";
+import { checkDomainName, decodeRepeatedly } from "./log-path.ts";
+import { readVmLog } from "./vm-log.ts";
 
 export type LocalApiOptions = {
   host: string;
@@ -169,8 +169,7 @@ async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams
   const vms = await o.libvirt.listDomains();
   const vm = vms.find((v) => v.uuid === id.toLowerCase()) ?? vms.find((v) => v.name === id);
   if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
-  const path = resolveLogPath(o.logDir, checkDomainName(vm.name));
-  const tail = tailLines(path, lines.data.lines, MAX_LOG_BYTES);
+  const tail = readVmLog(o.logDir, checkDomainName(vm.name), lines.data.lines, MAX_LOG_BYTES);
   const body: LogsResponse = {
     qemuLog: tail.text,
     logPath: tail.logPath,
@@ -178,6 +177,8 @@ async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams
     linesReturned: tail.linesReturned,
     truncated: tail.truncated,
     lastModified: tail.lastModified,
+    files: tail.files,
+    ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
   };
   sendJson(res, 200, body);
 }

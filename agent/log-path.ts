@@ -1,8 +1,8 @@
-// Where a VM's QEMU log is: `<log dir>/<domain name>.log` and nowhere else. The name is checked
-// (after undoing any percent-encoding), and the real path, symlinks resolved, must stay inside the
-// real log directory.
-import { realpathSync } from "node:fs";
-import { join, sep } from "node:path";
+// Where a VM's QEMU log is: `<log dir>/<domain name>.log` (and virtlogd's rotated `<name>.log.1`,
+// `.log.2`, …) and nowhere else. The name is checked (after undoing any percent-encoding), and the
+// real path, symlinks resolved, must stay inside the real log directory.
+import { lstatSync, realpathSync } from "node:fs";
+import { join, relative, sep } from "node:path";
 import { DomainName } from "../protocol/wire.ts";
 import { AgentFailure } from "./libvirt.ts";
 
@@ -59,4 +59,59 @@ export function resolveLogPath(logDir: string, name: string): string {
     throw new AgentFailure("log_not_found", `no log file at ${candidate} (it points outside the log directory)`);
   }
   return real;
+}
+
+export type SkipReason = "compressed" | "outside_log_dir" | "unreadable";
+
+/** A rotated file as found: read it, skip it (and say why), or there is none (the series ends). */
+export type RotatedLog =
+  | { kind: "file"; path: string; file: string }
+  | { kind: "skipped"; file: string; reason: SkipReason }
+  | { kind: "absent" };
+
+/** Compressed rotations (logrotate's `compress`): named so the answer can say they were not read. */
+const COMPRESSED_SUFFIXES = [".gz", ".xz", ".bz2", ".zst"];
+
+/** virtlogd's k-th rotated file of `name`'s log (`<name>.log.<k>`), confined like the log itself. */
+export function resolveRotatedLogPath(logDir: string, name: string, k: number): RotatedLog {
+  const checked = checkDomainName(name);
+  if (!Number.isInteger(k) || k < 1) throw new RangeError("k must be a positive integer");
+  let realDir: string;
+  try {
+    realDir = realpathSync(logDir);
+  } catch {
+    return { kind: "absent" };
+  }
+  const file = `${checked}.log.${k}`;
+  const candidate = join(realDir, file);
+  if (!exists(candidate)) {
+    const compressed = COMPRESSED_SUFFIXES.map((s) => file + s).find((f) => exists(join(realDir, f)));
+    return compressed ? { kind: "skipped", file: compressed, reason: "compressed" } : { kind: "absent" };
+  }
+  let real: string;
+  try {
+    real = realpathSync(candidate);
+  } catch {
+    return { kind: "skipped", file, reason: "unreadable" }; // a dangling symlink
+  }
+  if (!real.startsWith(realDir + sep)) return { kind: "skipped", file, reason: "outside_log_dir" };
+  return { kind: "file", path: real, file: relative(realDir, real) };
+}
+
+/** The name of `realPath` as the answer shows it: relative to the real log directory. */
+export function logFileName(logDir: string, realPath: string): string {
+  try {
+    return relative(realpathSync(logDir), realPath);
+  } catch {
+    return realPath;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

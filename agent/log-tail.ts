@@ -10,6 +10,23 @@ import { AgentFailure } from "./libvirt.ts";
 export const TAIL_BLOCK_BYTES = 64 * 1024;
 const NEWLINE = 0x0a;
 
+/** The raw bytes of a tail, before decoding: what GNU `tail -n` would print. */
+export type TailBytes = {
+  bytes: Buffer;
+  logPath: string;
+  logSizeBytes: number;
+  /** lines in `bytes` (a final line without newline counts) */
+  linesReturned: number;
+  /** the file holds more than `bytes` */
+  truncated: boolean;
+  /** `bytes` starts inside a line: one line longer than the cap, cut */
+  midLine: boolean;
+  lastModified: string | null;
+  bytesRead: number;
+  /** device and inode of the file read, to tell later whether the name still names it */
+  fileId: string;
+};
+
 export type TailResult = {
   text: string;
   logPath: string;
@@ -34,6 +51,21 @@ class FileChanged extends Error {}
 const ATTEMPTS = 3;
 
 export function tailLines(path: string, n: number, maxBytes: number, opts: TailOptions = {}): TailResult {
+  const raw = tailBytes(path, n, maxBytes, opts);
+  const decoded = decodeTail(raw.bytes, maxBytes);
+  return {
+    text: decoded.text,
+    logPath: raw.logPath,
+    logSizeBytes: raw.logSizeBytes,
+    linesReturned: decoded.cut ? decoded.lines : raw.linesReturned,
+    truncated: raw.truncated || decoded.cut,
+    lastModified: raw.lastModified,
+    bytesRead: raw.bytesRead,
+  };
+}
+
+/** Like tailLines, without decoding: for answers that join several files before decoding. */
+export function tailBytes(path: string, n: number, maxBytes: number, opts: TailOptions = {}): TailBytes {
   if (!Number.isInteger(n) || n < 1) throw new RangeError("n must be a positive integer");
   if (!Number.isInteger(maxBytes) || maxBytes < 4) throw new RangeError("maxBytes must be an integer ≥ 4");
   for (let attempt = 1; ; attempt++) {
@@ -44,6 +76,18 @@ export function tailLines(path: string, n: number, maxBytes: number, opts: TailO
       if (attempt >= ATTEMPTS) throw new AgentFailure("internal", `log file ${path} kept changing while it was read; try again`);
     }
   }
+}
+
+/** UTF-8 with U+FFFD for invalid bytes, kept under `maxBytes` after decoding too (each invalid
+ *  byte grows to 3): `cut` when the front had to go, with the lines then left. */
+export function decodeTail(bytes: Buffer, maxBytes: number): { text: string; cut: boolean; lines: number } {
+  // Buffer#toString replaces invalid sequences with U+FFFD the way TextDecoder does (WHATWG);
+  // QEMU logs are nearly always ASCII, which decodes three times faster when known to be so.
+  const text = isAscii(bytes) ? bytes.toString("latin1") : bytes.toString("utf8");
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text) <= maxBytes) return { text, cut: false, lines: -1 };
+  const encoded = Buffer.from(text);
+  const kept = skipContinuationBytes(encoded.subarray(encoded.length - maxBytes)).toString("utf8");
+  return { text: kept, cut: true, lines: countLines(kept) };
 }
 
 function openLog(path: string): { fd: number; st: Stats } {
@@ -65,7 +109,7 @@ function openLog(path: string): { fd: number; st: Stats } {
   return { fd, st };
 }
 
-function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions): TailResult {
+function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions): TailBytes {
   const blockBytes = opts.blockBytes ?? TAIL_BLOCK_BYTES;
   const { fd, st } = openLog(path);
   try {
@@ -153,25 +197,16 @@ function tailOnce(path: string, n: number, maxBytes: number, opts: TailOptions):
     const now = statOrNull(path);
     if (!now || now.ino !== st.ino || now.dev !== st.dev) throw new FileChanged();
 
-    // Buffer#toString replaces invalid sequences with U+FFFD the way TextDecoder does (WHATWG);
-    // QEMU logs are nearly always ASCII, which decodes three times faster when known to be so.
-    let text = isAscii(bytes) ? bytes.toString("latin1") : bytes.toString("utf8");
-    let truncated = start > 0;
-    // Invalid bytes become U+FFFD (3 bytes): keep the answer under the cap after decoding too.
-    if (Buffer.byteLength(text) > maxBytes) {
-      const encoded = Buffer.from(text);
-      text = skipContinuationBytes(encoded.subarray(encoded.length - maxBytes)).toString("utf8");
-      lines = countLines(text);
-      truncated = true;
-    }
     return {
-      text,
+      bytes,
       logPath: path,
       logSizeBytes: size,
       linesReturned: size === 0 ? 0 : lines,
-      truncated,
+      truncated: start > 0,
+      midLine,
       lastModified: st.mtime.toISOString(),
       bytesRead,
+      fileId: `${st.dev}:${st.ino}`,
     };
   } finally {
     closeSync(fd);
@@ -202,7 +237,7 @@ function skipContinuationBytes(b: Buffer): Buffer {
   return b.subarray(i);
 }
 
-function countLines(text: string): number {
+export function countLines(text: string): number {
   if (text === "") return 0;
   let count = 0;
   for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) count++;

@@ -91,6 +91,8 @@ export type LogsResponse = {
   /** Files read, newest first (`<name>.log`, `<name>.log.1`, …) when the answer continued into
    *  virtlogd's rotated files (issue 7). */
   files?: string[];
+  /** A rotated file that exists but was not read (compressed, outside the log dir, unreadable). */
+  skipped?: { file: string; reason: "compressed" | "outside_log_dir" | "unreadable" }[];
   /** When the control plane read this answer from the node (ISO 8601). */
   capturedAt?: string;
 };

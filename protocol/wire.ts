@@ -199,6 +199,12 @@ export const LogsResult = z.object({
   chunks: z.number().int().min(0).max(64), // `log.chunk` frames sent before this result
   /** the files read, newest first: `<name>.log`, then virtlogd's rotated `<name>.log.1`, `.2`, ... */
   files: z.array(z.string().max(4096)).max(32).optional(),
+  /** rotated files that exist but were not read: compressed, pointing outside the log dir, or
+   *  unreadable. The answer stops at the first one (`truncated` is then true). */
+  skipped: z
+    .array(z.object({ file: z.string().max(4096), reason: z.enum(["compressed", "outside_log_dir", "unreadable"]) }))
+    .max(4)
+    .optional(),
 });
 export type LogsResult = z.infer<typeof LogsResult>;
 

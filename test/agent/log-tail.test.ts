@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { TAIL_BLOCK_BYTES, tailLines } from "../../agent/log-tail.ts";
 import { AgentFailure } from "../../agent/libvirt.ts";
 import { tempDir } from "./helpers.ts";
+import { makeLog } from "./generated-log.ts";
 
 const dir = tempDir("qx-tail-");
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,33 +22,6 @@ const countLines = (b: Buffer) => {
   for (let i = b.indexOf(10); i >= 0; i = b.indexOf(10, i + 1)) c++;
   return b[b.length - 1] === 10 ? c : c + 1;
 };
-
-// Pieces a QEMU log line can hold, multi-byte and broken ones included.
-const PIECES = ["a", "qemu-system-x86_64: ", "é", "€", "😀", "\r", "\t", " ", "0123456789", Buffer.from([0xff]), Buffer.from([0xc3]), Buffer.from([0xe2, 0x82])];
-
-/** A deterministic file from a seed: cheap enough for 20,000 lines per run. */
-function makeLog(seed: number, lines: number, maxLineLen: number, crlf: number, finalNewline: boolean): Buffer {
-  let x = seed >>> 0 || 1;
-  const rnd = (k: number) => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x % k;
-  };
-  const parts: Buffer[] = [];
-  for (let i = 0; i < lines; i++) {
-    const len = rnd(maxLineLen + 1);
-    for (let j = 0; j < len; j++) {
-      const p = PIECES[rnd(PIECES.length)]!;
-      parts.push(typeof p === "string" ? Buffer.from(p) : p);
-    }
-    const last = i === lines - 1;
-    if (!last || finalNewline) parts.push(Buffer.from(rnd(100) < crlf ? "\r\n" : "\n"));
-  }
-  return Buffer.concat(parts);
-}
 
 describe("tailLines matches GNU tail -n", () => {
   it("on generated files (property-based)", () => {
