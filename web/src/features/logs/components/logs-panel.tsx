@@ -52,10 +52,13 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT, live = false }
     const fresh = followed.chunks.filter((c) => c.at > logs.dataUpdatedAt);
     return fresh.length ? base + fresh.map((c) => c.text).join("") : base;
   }, [base, follow, followed.chunks, logs.dataUpdatedAt]);
+  // Copy and download take what is on screen: the live text, or the last-known copy while offline.
+  const shown = live && nodeOffline ? lastKnown.data : logs.data;
+  const shownText = shown === logs.data ? text : (shown?.qemuLog ?? "");
   const choices = (LINE_CHOICES as readonly number[]).includes(lines) ? LINE_CHOICES : [...LINE_CHOICES, lines].sort((a, b) => a - b);
 
   const download = () => {
-    const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+    const url = URL.createObjectURL(new Blob([shownText], { type: "text/plain;charset=utf-8" }));
     const a = document.createElement("a");
     a.href = url;
     a.download = `${vm.name}-qemu.log`;
@@ -107,8 +110,8 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT, live = false }
         <Button data-testid="log-refresh" onClick={() => logs.refetch()} disabled={logs.isFetching}>
           {logs.isFetching ? "Refreshing…" : "Refresh"}
         </Button>
-        <CopyButton text={text} label="Copy" testId="log-copy" />
-        <Button data-testid="log-download" onClick={download} disabled={!logs.data}>
+        <CopyButton text={shownText} label="Copy" testId="log-copy" />
+        <Button data-testid="log-download" onClick={download} disabled={!shown}>
           Download
         </Button>
         <span className="ml-auto text-[12px] text-zinc-500" data-testid="log-fetched-at">

@@ -33,11 +33,12 @@ export function FlagBanner({ vmId, flag }: { vmId: string; flag: VmFlag }) {
         <Button
           data-testid="flag-clear"
           disabled={clear.isPending}
+          // mutateAsync, not mutate's callbacks: the banner unmounts as soon as the flag is gone.
           onClick={() =>
-            clear.mutate(undefined, {
-              onSuccess: () => toast.success("Flag cleared; the events keep the record."),
-              onError: (err) => toast.error(`Clear flag failed: ${errorMessage(err)}`),
-            })
+            clear.mutateAsync().then(
+              () => toast.success("Flag cleared; the events keep the record."),
+              (err) => toast.error(`Clear flag failed: ${errorMessage(err)}`),
+            )
           }
         >
           {clear.isPending ? "Clearing…" : "Clear flag"}
