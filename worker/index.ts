@@ -9,6 +9,7 @@ import { ApiError, errorResponse } from "./errors.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { meRoutes } from "./routes/me.ts";
+import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
 import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
@@ -26,7 +27,8 @@ const limitBody = bodyLimit({
 const app = new Hono<AppEnv>()
   .use("/api/*", limitBody)
   .use("/agent/*", limitBody)
-  .route("/api/health", healthRoutes) // before authentication: the only open /api route
+  .route("/api/health", healthRoutes) // before authentication: the open /api routes
+  .get("/api/openapi.json", (c) => c.json(openApiDocument()))
   .use("/api/*", authenticate)
   .route("/api/me", meRoutes)
   .route("/api/tokens", tokenRoutes)

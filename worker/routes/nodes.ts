@@ -14,7 +14,7 @@ import { IdParam } from "../params.ts";
 import { nodeSession } from "../session-calls.ts";
 import { nodeView } from "../views.ts";
 
-const CreateNode = z.object({
+export const CreateNode = z.object({
   name: z
     .string()
     .trim()

@@ -10,7 +10,7 @@ import { apiTokens } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
 
-const CreateToken = z.object({
+export const CreateToken = z.object({
   name: z.string().trim().min(1, "must not be empty").max(100, "at most 100 characters"),
   role: Role,
 });

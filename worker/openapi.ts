@@ -1,0 +1,370 @@
+// The OpenAPI 3.1 document of the REST API (`GET /api/openapi.json`), generated from the same zod
+// schemas the routes validate with (zod 4's z.toJSONSchema, input side: what a client sends), plus
+// response schemas checked at compile time against protocol/api.ts's shapes.
+import { z } from "zod";
+import {
+  LogLinesQuery,
+  RequestStatus,
+  Role,
+  type LastKnownLogResponse,
+  type LogsResponse,
+  type NodeView,
+  type RequestView,
+  type ResetStateResponse,
+  type VmEventView,
+} from "../protocol/api.ts";
+import { EnrollRequest, EnrollResponse, VmState } from "../protocol/wire.ts";
+import { VERSION } from "./config.ts";
+import { IdParam } from "./params.ts";
+import { CreateNode } from "./routes/nodes.ts";
+import { CreateToken } from "./routes/tokens.ts";
+import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
+import type { vmView } from "./views.ts";
+
+// ---- response shapes (the request side comes from the routes' own validators) -----------------------
+
+const iso = z.string().describe("ISO 8601 time");
+const ErrorEnvelope = z.object({ success: z.literal(false), error: z.object({ code: z.string(), message: z.string() }) });
+const Flag = z.object({ code: z.string(), message: z.string(), at: iso });
+const Vm = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: VmState,
+  node_id: z.string().nullable(),
+  vcpus: z.number().int(),
+  memoryMiB: z.number().int(),
+  stateUpdatedAt: iso,
+  updatedAt: iso,
+  missing: z.boolean().describe("the host no longer reports this domain (kept, not deleted)"),
+  flag: Flag.nullable().optional().describe("something the operator must look at, e.g. running_after_forced_reset"),
+  libvirtState: z.string().nullable(),
+});
+const Node = z.object({
+  id: z.string(),
+  name: z.string(),
+  connected: z.boolean(),
+  lastSeenAt: iso.nullable(),
+  hostname: z.string().nullable(),
+  agentVersion: z.string().nullable(),
+  libvirtVersion: z.string().nullable(),
+  vmCount: z.number().int(),
+});
+const Request = z.object({
+  id: z.string(),
+  kind: z.string(),
+  vm_id: z.string().nullable(),
+  node_id: z.string().nullable(),
+  status: RequestStatus,
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  createdAt: iso,
+  finishedAt: iso.nullable(),
+});
+const Event = z.object({
+  at: iso,
+  actor: z.string(),
+  action: z.string(),
+  fromState: VmState.nullable(),
+  toState: VmState.nullable(),
+  source: z.string().nullable(),
+  message: z.string().nullable(),
+  expectedState: VmState.nullable().optional(),
+  observedState: VmState.nullable().optional(),
+  reason: z.string().nullable().optional(),
+  logExcerpt: z.string().nullable().optional(),
+});
+const Logs = z.object({
+  qemuLog: z.string(),
+  logPath: z.string(),
+  logSizeBytes: z.number().int(),
+  linesReturned: z.number().int(),
+  truncated: z.boolean(),
+  lastModified: iso.nullable(),
+  files: z.array(z.string()).optional().describe("files read, newest first"),
+  capturedAt: iso.optional(),
+});
+const LastKnown = Logs.extend({ capturedAt: iso });
+const ResetAnswer = z.object({
+  success: z.literal(true),
+  message: z.string(),
+  vm: Vm.pick({ id: true, name: true, state: true, node_id: true }),
+  previousState: VmState,
+  source: z.enum(["hypervisor", "forced"]),
+});
+const PowerAnswer = z.object({ success: z.literal(true), vm: Vm, request: z.object({ id: z.string(), status: RequestStatus }) });
+const Token = z.object({ id: z.string(), name: z.string(), role: Role, createdAt: iso, revokedAt: iso.nullable() });
+const JoinAnswer = z.object({ node: Node, joinToken: z.string(), joinTokenExpiresAt: iso });
+
+// The shapes above must stay the ones protocol/api.ts (and the views) give: a drift fails typecheck.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const shapesAgree: [
+  Same<z.infer<typeof Vm>, ReturnType<typeof vmView>>,
+  Same<z.infer<typeof Node>, NodeView>,
+  Same<z.infer<typeof Request>, RequestView>,
+  Same<z.infer<typeof Event>, VmEventView>,
+  Same<z.infer<typeof Logs>, LogsResponse>,
+  Same<z.infer<typeof LastKnown>, LastKnownLogResponse>,
+  Same<z.infer<typeof ResetAnswer>, ResetStateResponse>,
+] = [true, true, true, true, true, true, true];
+void shapesAgree;
+
+// ---- the routes ---------------------------------------------------------------------------------------
+
+type Access = "none" | Role | "node";
+type Answer = { description: string; schema?: z.ZodType };
+export type RouteDoc = {
+  method: "get" | "post" | "delete";
+  /** Hono's form, as mounted: `/api/vms/:id` */
+  path: string;
+  summary: string;
+  access: Access;
+  params?: z.ZodObject;
+  query?: z.ZodObject;
+  body?: z.ZodType;
+  bodyRequired?: boolean;
+  answers: Record<number, Answer>;
+  /** notes per query parameter the schema can't say (e.g. a range checked in a transform) */
+  notes?: Record<string, string>;
+};
+
+const ok = (description: string, schema?: z.ZodType): Answer => ({ description, schema });
+const vmId = z.object({ id: IdParam.shape.id.describe("the VM's libvirt domain UUID") });
+const LINES_NOTE = "an integer from 1 to 10000 (default 100)";
+
+export const ROUTES: RouteDoc[] = [
+  { method: "get", path: "/api/health", summary: "Liveness", access: "none", answers: { 200: ok("up", z.object({ ok: z.literal(true), version: z.string() })) } },
+  { method: "get", path: "/api/openapi.json", summary: "This document", access: "none", answers: { 200: ok("OpenAPI 3.1 document", z.object({ openapi: z.string() })) } },
+  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller", z.object({ role: Role, name: z.string() })) } },
+  {
+    method: "post",
+    path: "/api/tokens",
+    summary: "Create an API token (shown once)",
+    access: "admin",
+    body: CreateToken,
+    bodyRequired: true,
+    answers: { 201: ok("created", z.object({ token: z.string(), id: z.string(), name: z.string(), role: Role })) },
+  },
+  { method: "get", path: "/api/tokens", summary: "List API tokens", access: "admin", answers: { 200: ok("tokens", z.object({ tokens: z.array(Token) })) } },
+  {
+    method: "delete",
+    path: "/api/tokens/:id",
+    summary: "Revoke an API token",
+    access: "admin",
+    params: IdParam,
+    answers: { 200: ok("revoked", z.object({ success: z.literal(true), id: z.string(), revoked: z.literal(true) })), 404: ok("no such token") },
+  },
+  { method: "get", path: "/api/nodes", summary: "List nodes", access: "viewer", answers: { 200: ok("nodes", z.object({ nodes: z.array(Node) })) } },
+  {
+    method: "post",
+    path: "/api/nodes",
+    summary: "Create a node and its single-use join token",
+    access: "admin",
+    body: CreateNode,
+    bodyRequired: true,
+    answers: { 201: ok("created", JoinAnswer), 409: ok("a node of that name exists") },
+  },
+  { method: "get", path: "/api/nodes/:id", summary: "Show a node", access: "viewer", params: IdParam, answers: { 200: ok("the node", z.object({ node: Node })), 404: ok("no such node") } },
+  {
+    method: "delete",
+    path: "/api/nodes/:id",
+    summary: "Delete a node (its VMs are kept, on no node)",
+    access: "admin",
+    params: IdParam,
+    answers: { 200: ok("deleted", z.object({ success: z.literal(true), id: z.string() })), 404: ok("no such node") },
+  },
+  {
+    method: "post",
+    path: "/api/nodes/:id/rotate_token",
+    summary: "Issue a new join token and revoke the node's credential",
+    access: "admin",
+    params: IdParam,
+    answers: { 200: ok("rotated", JoinAnswer), 404: ok("no such node") },
+  },
+  {
+    method: "get",
+    path: "/api/vms",
+    summary: "List VMs (keyset pages ordered by name)",
+    access: "viewer",
+    query: ListQuery,
+    notes: { q: "case-insensitive substring of the name", limit: "1..500, default 100", cursor: "nextCursor of the previous page" },
+    answers: { 200: ok("a page", z.object({ vms: z.array(Vm), nextCursor: z.string().nullable() })) },
+  },
+  { method: "get", path: "/api/vms/:id", summary: "Show a VM", access: "viewer", params: vmId, answers: { 200: ok("the VM", z.object({ vm: Vm })), 404: ok("no such VM") } },
+  {
+    method: "get",
+    path: "/api/vms/:id/events",
+    summary: "The VM's events, newest first (at most 200)",
+    access: "viewer",
+    params: vmId,
+    answers: { 200: ok("events", z.object({ events: z.array(Event) })), 404: ok("no such VM") },
+  },
+  ...(["start", "stop"] as const).map(
+    (verb): RouteDoc => ({
+      method: "post",
+      path: `/api/vms/:id/${verb}`,
+      summary: verb === "start" ? "Start a VM (from STOPPED or PAUSED)" : "Stop a VM (from RUNNING or PAUSED); force=true destroys it",
+      access: "operator",
+      params: vmId,
+      query: PowerQuery,
+      notes: { wait: "wait for the outcome (200 with the final VM, or 504)", ...(verb === "stop" ? { force: "force stop (destroy)" } : {}) },
+      answers: {
+        202: ok("queued: the VM is now STARTING / STOPPING", PowerAnswer),
+        200: ok("with wait=true: done", PowerAnswer),
+        404: ok("no such VM"),
+        409: ok("not allowed from the current state (hint: reset_state)"),
+        503: ok("node offline; the VM was not changed"),
+        504: ok("agent_timeout"),
+      },
+    }),
+  ),
+  {
+    method: "post",
+    path: "/api/vms/:id/reset_state",
+    summary: "Recover a stuck VM: ask the hypervisor, or set STOPPED (forced / node unreachable)",
+    access: "operator",
+    params: vmId,
+    query: ResetQuery,
+    body: ResetBody,
+    bodyRequired: false,
+    notes: { reason: "stored in the event (at most 500 characters)" },
+    answers: { 200: ok("reset", ResetAnswer), 404: ok("no such VM"), 429: ok("rate_limited") },
+  },
+  {
+    method: "get",
+    path: "/api/vms/:id/logs",
+    summary: "The last N lines of the VM's QEMU log, read on its node",
+    access: "operator",
+    params: vmId,
+    query: LogLinesQuery,
+    notes: { lines: LINES_NOTE },
+    answers: {
+      200: ok("the log", Logs),
+      404: ok("no such VM, or log_not_found"),
+      409: ok("vm_not_on_node"),
+      429: ok("rate_limited"),
+      503: ok("node_offline (see logs/last_known)"),
+      504: ok("agent_timeout"),
+    },
+  },
+  {
+    method: "get",
+    path: "/api/vms/:id/logs/last_known",
+    summary: "The last log answer kept, with its capture time",
+    access: "operator",
+    params: vmId,
+    answers: { 200: ok("the last-known log", LastKnown), 404: ok("no such VM, or no_snapshot") },
+  },
+  {
+    method: "get",
+    path: "/api/vms/:id/logs/follow",
+    summary:
+      "Follow the log live over a WebSocket. Browsers offer the subprotocols ['qx.follow.v1', 'bearer.<token>'] instead of an " +
+      "Authorization header; the server answers 'qx.follow.v1' and sends JSON text frames {type:'append',text} | " +
+      "{type:'status',status} | {type:'error',code,message}; after status node_offline it closes with 4503.",
+    access: "operator",
+    params: vmId,
+    answers: { 101: ok("switching protocols"), 409: ok("vm_not_on_node"), 426: ok("not a WebSocket upgrade"), 503: ok("node_offline") },
+  },
+  {
+    method: "post",
+    path: "/api/vms/:id/clear_flag",
+    summary: "Clear the VM's flag once looked at (an event records who)",
+    access: "operator",
+    params: vmId,
+    answers: { 200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: Vm })), 404: ok("no such VM") },
+  },
+  {
+    method: "get",
+    path: "/api/requests/:id",
+    summary: "Where a queued command stands",
+    access: "viewer",
+    params: IdParam,
+    answers: { 200: ok("the request", z.object({ request: Request })), 404: ok("no such request") },
+  },
+  {
+    method: "post",
+    path: "/agent/enroll",
+    summary: "Agent: trade a single-use join token for the node's credential",
+    access: "none",
+    body: EnrollRequest,
+    bodyRequired: true,
+    answers: { 200: ok("enrolled", EnrollResponse), 401: ok("join_token_invalid"), 429: ok("rate_limited") },
+  },
+  {
+    method: "get",
+    path: "/agent/connect",
+    summary: "Agent: the node's WebSocket (protocol/wire.ts frames), with Authorization: Bearer <node credential>",
+    access: "node",
+    answers: { 101: ok("switching protocols"), 401: ok("credential refused"), 426: ok("not a WebSocket upgrade") },
+  },
+];
+
+// ---- rendering ----------------------------------------------------------------------------------------
+
+const jsonSchema = (schema: z.ZodType) => {
+  const { $schema: _drop, ...rest } = z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) as Record<string, unknown>;
+  return rest;
+};
+
+function parameters(where: "path" | "query", schema: z.ZodObject | undefined, notes: Record<string, string> = {}) {
+  if (!schema) return [];
+  const object = jsonSchema(schema) as { properties?: Record<string, object>; required?: string[] };
+  return Object.entries(object.properties ?? {}).map(([name, s]) => ({
+    name,
+    in: where,
+    required: where === "path" || (object.required ?? []).includes(name),
+    schema: s,
+    ...(notes[name] ? { description: notes[name] } : {}),
+  }));
+}
+
+const ERRORS: Record<number, string> = { 400: "invalid_request (names the field and the rule)", 401: "missing or invalid token", 403: "role too low" };
+
+function operation(r: RouteDoc) {
+  const content = (schema: z.ZodType) => ({ "application/json": { schema: jsonSchema(schema) } });
+  const responses: Record<string, object> = {};
+  for (const [status, a] of Object.entries(r.answers)) {
+    const isError = Number(status) >= 400;
+    responses[status] = { description: a.description, ...(a.schema || isError ? { content: content(a.schema ?? ErrorEnvelope) } : {}) };
+  }
+  const implied = [...(r.params || r.query || r.body ? [400] : []), ...(r.access !== "none" ? [401] : []), ...(r.access === "operator" || r.access === "admin" ? [403] : [])];
+  for (const status of implied) responses[status] ??= { description: ERRORS[status], content: content(ErrorEnvelope) };
+  return {
+    summary: r.summary,
+    operationId: `${r.method}${r.path.replace(/[/:._]+(\w)/g, (_m, ch: string) => ch.toUpperCase())}`,
+    ...(r.access === "viewer" || r.access === "operator" || r.access === "admin" ? { "x-required-role": r.access } : {}),
+    security: r.access === "none" ? [] : r.access === "node" ? [{ nodeCredential: [] }] : [{ bearer: [] }],
+    parameters: [...parameters("path", r.params), ...parameters("query", r.query, r.notes)],
+    ...(r.body ? { requestBody: { required: r.bodyRequired ?? true, content: content(r.body) } } : {}),
+    responses,
+  };
+}
+
+/** `/api/vms/:id` -> `/api/vms/{id}` */
+export const openApiPath = (honoPath: string) => honoPath.replace(/:(\w+)/g, "{$1}");
+
+let cached: object | null = null;
+
+export function openApiDocument(): object {
+  if (cached) return cached;
+  const paths: Record<string, Record<string, object>> = {};
+  for (const r of ROUTES) (paths[openApiPath(r.path)] ??= {})[r.method] = operation(r);
+  cached = {
+    openapi: "3.1.0",
+    info: {
+      title: "Quantix Edge control plane",
+      version: VERSION,
+      description: "REST API of the Quantix Edge control plane. Roles: viewer (reads) < operator (power, reset_state, logs) < admin (nodes, tokens).",
+    },
+    servers: [{ url: "/" }],
+    security: [{ bearer: [] }],
+    components: {
+      securitySchemes: {
+        bearer: { type: "http", scheme: "bearer", description: "an API token (qxa_...) or the ADMIN_TOKEN" },
+        nodeCredential: { type: "http", scheme: "bearer", description: "a node credential (qxn_...), for the agent endpoint only" },
+      },
+      schemas: { Error: jsonSchema(ErrorEnvelope), Vm: jsonSchema(Vm), Node: jsonSchema(Node), Request: jsonSchema(Request), Event: jsonSchema(Event) },
+    },
+    paths,
+  };
+  return cached;
+}
