@@ -97,14 +97,14 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     } catch {
       // reported below as a shortfall
     }
-    back = agents.filter((a, i) => a.connectedAt.length > before[i]!).map((a, i) => a.connectedAt[before[i]!]!);
+    back = agents.flatMap((a, i) => (a.connectedAt.length > before[i]! ? [a.connectedAt[before[i]!]!] : []));
     const perSecond = new Map<number, number>();
     for (const t of back) perSecond.set(Math.floor((t - upAt) / 1000), (perSecond.get(Math.floor((t - upAt) / 1000)) ?? 0) + 1);
     const busiest = Math.max(0, ...perSecond.values());
     const lastBack = back.length ? Math.max(...back) - upAt : NaN;
     rows.push({ name: "fleet restart: agents back", value: back.length, unit: `of ${size}`, target: `= ${size}`, met: back.length === size, note: `control plane down→healthy in ${upAt - stopAt} ms` });
-    rows.push({ name: "fleet restart: most reconnects in any one second", value: busiest, unit: "agents", baseline: size, ratio: round(busiest / size, 3), target: "≤ 0.1× fleet", met: busiest <= size / 10 });
-    rows.push({ name: "fleet restart: control plane up → last agent back", value: Math.round(lastBack), unit: "ms", target: "≤ 60000", note: `median ${Math.round(percentile(back.map((t) => t - upAt), 50))} ms` });
+    rows.push({ name: "fleet restart: most reconnects in any one second", value: busiest, unit: "agents", baseline: size, ratio: round(busiest / size, 3), target: "≤ 0.1× fleet", met: back.length === size && busiest <= size / 10 });
+    rows.push({ name: "fleet restart: control plane up → last agent back", value: Math.round(lastBack), unit: "ms", target: "≤ 60000", met: back.length === size && lastBack <= 60_000, note: `median ${Math.round(percentile(back.map((t) => t - upAt), 50))} ms` });
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
   }
