@@ -23,8 +23,8 @@ export type FollowPhase =
   | "unavailable" // this server cannot follow logs: auto-refresh instead
   | "failed"; // refused for good (role, unknown VM, ...)
 
-/** New text and when it arrived (a later snapshot of the log makes earlier text redundant). */
-export type LiveChunk = { at: number; text: string };
+/** New text, in order, since the agent started watching (at the end of the file, like `tail -F`). */
+export type LiveChunk = { text: string };
 
 export type FollowState = {
   phase: FollowPhase;
@@ -33,7 +33,8 @@ export type FollowState = {
   lastEvent: { status: FollowStatus; at: number } | null;
   error: { code: string; message: string } | null;
   chunks: LiveChunk[];
-  /** When the server last confirmed following (each (re)connect): time to re-read the snapshot. */
+  /** When the server last confirmed following (each (re)connect): the live text starts afresh
+   *  there, and the snapshot is read again to close the gap. */
   followingSince: number | null;
 };
 
@@ -69,6 +70,21 @@ export function parseFollowMessage(data: string): FollowMessage | null {
   if (m.type === "status" && (FOLLOW_STATUSES as readonly unknown[]).includes(m.status)) return { type: "status", status: m.status as FollowStatus };
   if (m.type === "error" && typeof m.code === "string") return { type: "error", code: m.code, message: typeof m.message === "string" ? m.message : m.code };
   return null;
+}
+
+/** The snapshot followed by the live text, without the overlap: a snapshot read after the watch
+ *  began already holds the live text's start. The overlap starts at a line start of `base` and is
+ *  the longest suffix of `base` that `live` begins with; none (a gap, or a rotated file) → plain
+ *  concatenation. Mismatches end within a few characters, so this stays cheap on big logs. */
+export function joinFollowed(base: string, live: string): string {
+  if (!live) return base;
+  for (let i = Math.max(0, base.length - live.length); i < base.length; i++) {
+    if (i > 0 && base.charCodeAt(i - 1) !== 10) continue;
+    let j = 0;
+    while (i + j < base.length && base.charCodeAt(i + j) === live.charCodeAt(j)) j++;
+    if (i + j === base.length) return base + live.slice(j);
+  }
+  return base + live;
 }
 
 function appendChunk(chunks: LiveChunk[], chunk: LiveChunk): LiveChunk[] {
@@ -128,9 +144,9 @@ export function useLogFollow(vmId: string, enabled: boolean): FollowState {
         if (!msg) return;
         const now = Date.now();
         if (msg.type === "append") {
-          if (msg.text) update((s) => ({ chunks: appendChunk(s.chunks, { at: now, text: msg.text }) }));
+          if (msg.text) update((s) => ({ chunks: appendChunk(s.chunks, { text: msg.text }) }));
         } else if (msg.type === "status") {
-          if (msg.status === "following") update({ phase: "following", error: null, followingSince: now });
+          if (msg.status === "following") update({ phase: "following", error: null, followingSince: now, chunks: [] });
           else if (msg.status === "node_offline") {
             nodeOffline = true;
             update({ phase: "offline" });

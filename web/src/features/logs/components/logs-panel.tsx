@@ -9,7 +9,7 @@ import { CopyButton } from "../../../components/ui/copy-button.tsx";
 import { inputClass, Notice } from "../../../components/ui/panel.tsx";
 import { ApiError } from "../../../lib/api-client.ts";
 import { formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
-import { useLogFollow } from "../api/follow.ts";
+import { joinFollowed, useLogFollow } from "../api/follow.ts";
 import { LINE_CHOICES, useLastKnownLog, useVMLogs } from "../api/logs.ts";
 import { FollowStatusBar } from "./follow-status.tsx";
 import { LogBody } from "./log-body.tsx";
@@ -46,12 +46,14 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT, live = false }
   }, [followed.phase, followed.error, follow]);
 
   const base = logs.data?.qemuLog ?? "";
-  // Live text that arrived after the snapshot was read; what came before is in the snapshot.
+  // The snapshot, then the live text past what the snapshot already holds (only a snapshot read
+  // after the watch began can hold any of it).
   const text = useMemo(() => {
     if (!follow) return base;
-    const fresh = followed.chunks.filter((c) => c.at > logs.dataUpdatedAt);
-    return fresh.length ? base + fresh.map((c) => c.text).join("") : base;
-  }, [base, follow, followed.chunks, logs.dataUpdatedAt]);
+    const liveText = followed.chunks.map((c) => c.text).join("");
+    const readAfterWatch = followed.followingSince !== null && logs.dataUpdatedAt >= followed.followingSince;
+    return readAfterWatch ? joinFollowed(base, liveText) : base + liveText;
+  }, [base, follow, followed.chunks, followed.followingSince, logs.dataUpdatedAt]);
   // Copy and download take what is on screen: the live text, or the last-known copy while offline.
   const shown = live && nodeOffline ? lastKnown.data : logs.data;
   const shownText = shown === logs.data ? text : (shown?.qemuLog ?? "");
