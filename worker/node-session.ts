@@ -162,7 +162,10 @@ export class NodeSession extends DurableObject<Env> {
     this.flood = { tokens: this.limits.floodBurst, at: now }; // a new connection starts with a full budget
     this.send(server, { type: "welcome", id: connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS } });
     // Viewers that outlived the old connection keep following on the new one.
-    for (const f of this.follows()) this.startFollow({ ws: server, att }, f.vmId, f.name);
+    for (const f of this.follows()) {
+      if (this.viewers(f.vmId).length) this.startFollow({ ws: server, att }, f.vmId, f.name);
+      else this.kv.delete(FOLLOW + f.vmId);
+    }
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
     await this.armAlarm();
