@@ -1,7 +1,7 @@
 // The host view in Chromium: an agent run with --listen serves host.html and the dashboard's VM
 // list and Logs tab against its local API (/api/v1, node credential), and keeps reading logs
 // with the control plane stopped.
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -83,8 +83,16 @@ describe("host view served by the agent", () => {
     // The control plane out of reach: the host still reads its logs.
     await cp.stop();
     appendFileSync(join(logDir, `${VMS.web.name}.log`), "2026-11-25 10:08:00.000+0000: written while the control plane is down\n");
+    // virtlogd's rotated files: the last lines continue into .1; a compressed .2 is named, not read.
+    writeFileSync(join(logDir, `${VMS.web.name}.log.1`), "2026-11-24 09:00:00.000+0000: a line from the rotated file\n");
+    writeFileSync(join(logDir, `${VMS.web.name}.log.2.gz`), "\x1f\x8b compressed by logrotate");
     await page.getByTestId("log-refresh").click();
     await view.getByText("written while the control plane is down").waitFor();
+    await view.getByText("a line from the rotated file").waitFor();
+    expect(await page.getByTestId("log-files").textContent()).toBe("web-01.log, web-01.log.1");
+    expect(await page.getByTestId("log-skipped").textContent()).toBe("web-01.log.2.gz (compressed)");
+    // No live follow or last-known log here: those come from the control plane.
+    expect(await page.getByTestId("log-follow").count()).toBe(0);
 
     expect(watch.problems).toEqual([]);
     expect(watch.dialogs).toEqual([]);

@@ -1,6 +1,6 @@
-// One log answer on screen: its facts (path, size, files read, capture time), the issues found in
-// it (each once, with its explanation and a jump to its first line), a jump to the first error, and
-// the virtualized text. Used for the live answer and for the last-known one.
+// One log answer on screen: its facts (path, size, files read and rotated ones not read, capture
+// time), the issues found in it (each once, with its explanation and a jump to its first line), a
+// jump to the first error, and the virtualized text. Used for the live answer and the last-known one.
 import { useMemo, useRef, useState, type ReactNode } from "react";
 import type { LogsResponse } from "../../../../../protocol/api.ts";
 import { classifyLine, findIssues, firstErrorLine, splitLines } from "../../../../../protocol/log-classify.ts";
@@ -9,6 +9,8 @@ import { Facts } from "../../../components/ui/panel.tsx";
 import { formatBytes, formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
 import { LogHelp } from "./log-help.tsx";
 import { LogViewer, type LogViewerHandle } from "./log-viewer.tsx";
+
+const skipReasons: Record<string, string> = { compressed: "compressed", outside_log_dir: "points outside the log directory", unreadable: "unreadable" };
 
 export function LogBody({ data, text, extraFacts = [] }: { data: LogsResponse; text: string; extraFacts?: Array<[string, ReactNode]> }) {
   const viewer = useRef<LogViewerHandle>(null);
@@ -33,6 +35,16 @@ export function LogBody({ data, text, extraFacts = [] }: { data: LogsResponse; t
           ["Lines", <span data-testid="log-lines-returned">{`${data.linesReturned}${data.truncated ? " (truncated: the file holds more)" : " (whole file)"}`}</span>],
           ...(files.length > 0
             ? ([["Files read", <span className="font-mono" data-testid="log-files" title={files.join("\n")}>{files.map((f) => f.split("/").pop()).join(", ")}</span>]] as Array<[string, ReactNode]>)
+            : []),
+          ...(data.skipped?.length
+            ? ([
+                [
+                  "Not read",
+                  <span className="text-amber-700 dark:text-amber-400" data-testid="log-skipped">
+                    {data.skipped.map((f) => `${f.file.split("/").pop()} (${skipReasons[f.reason] ?? f.reason})`).join(", ")}
+                  </span>,
+                ],
+              ] as Array<[string, ReactNode]>)
             : []),
           ...(data.capturedAt
             ? ([["Captured", <span data-testid="log-captured-at">{`${formatDateTime(data.capturedAt)} (${formatRelativeTime(data.capturedAt)})`}</span>]] as Array<[string, ReactNode]>)
