@@ -2,9 +2,10 @@
 // deadline (in the control plane's clock) has passed when it is read is answered `expired` and not
 // carried out. Power actions are acked at once, then their outcome is reported; actions on one VM
 // run one after another.
-import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult } from "../protocol/wire.ts";
+import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult, type ServerMessage } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
+import type { LogFollower } from "./log-follow.ts";
 import { readVmLog } from "./vm-log.ts";
 
 export type Send = (msg: AgentMessage) => boolean;
@@ -20,7 +21,11 @@ export type CommandRunnerOptions = {
   stopPollMs: number;
   /** after a power action: report the change without waiting for the next poll */
   onPowerDone?: () => void;
+  /** live follows (`vm.logs.follow`); without it a follow is answered not_allowed */
+  follower?: LogFollower;
 };
+
+type FollowCommand = Extract<ServerMessage, { type: "vm.logs.follow" }>;
 
 /** The domain's name for its log: libvirt's own name for that UUID, never a name sent to us alone. */
 export async function logNameFor(libvirt: Libvirt, vmId: string, fallback: string): Promise<string> {
@@ -66,7 +71,7 @@ export class CommandRunner {
   }
 
   /** Returns once the command is answered (tests wait on it; the link does not). */
-  handle(cmd: Command): Promise<void> {
+  handle(cmd: Command | FollowCommand): Promise<void> {
     const { id } = cmd;
     const late = this.o.serverNow() - cmd.payload.deadline;
     if (late > 0) {
@@ -84,7 +89,17 @@ export class CommandRunner {
       case "vm.forceStop":
         this.o.send({ type: "ack", id, payload: {} });
         return this.serialized(cmd.payload.vmId, () => this.answer(id, () => this.power(cmd)));
+      case "vm.logs.follow":
+        return this.answer(id, () => this.follow(cmd));
     }
+  }
+
+  /** Acked once it runs; then `log.append` frames with this id until unfollowed or the link drops. */
+  private async follow(cmd: FollowCommand) {
+    const { follower } = this.o;
+    if (!follower) throw new AgentFailure("not_allowed", "this agent does not follow logs");
+    const name = await logNameFor(this.o.libvirt, cmd.payload.vmId, cmd.payload.name);
+    follower.start(cmd.id, name, () => this.o.send({ type: "ack", id: cmd.id, payload: {} }));
   }
 
   private async power(cmd: Extract<Command, { type: "vm.start" | "vm.stop" | "vm.forceStop" }>) {

@@ -56,6 +56,7 @@ const Config = z.object({
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   pollIntervalMs: millis("--poll-interval", 100, 600_000),
   stopPollMs: millis("--stop-poll", 10, 60_000),
+  followPollMs: millis("--follow-poll", 50, 60_000),
   connectTimeoutMs: millis("--connect-timeout", 100, 120_000),
   backoffBaseMs: millis("--backoff-base", 1, 60_000),
   backoffCapMs: millis("--backoff-cap", 1, 3_600_000),
@@ -67,7 +68,7 @@ export type AgentConfig = z.infer<typeof Config>;
 export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--state-dir DIR] [--libvirt-uri URI]
                      [--log-dir DIR] [--listen HOST:PORT] [--web-dir DIR] [--log-level LEVEL]
                      [--poll-interval MS] [--connect-timeout MS] [--backoff-base MS] [--backoff-cap MS]
-                     [--stable-after MS] [--stop-poll MS] [--shutdown-deadline MS]
+                     [--stable-after MS] [--stop-poll MS] [--follow-poll MS] [--shutdown-deadline MS]
 env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL
 --server may be left out only with --listen: the agent then serves the local API alone, with the
 credential it kept from an earlier enrollment.`;
@@ -90,6 +91,7 @@ const OPTIONS = {
   "log-level": { type: "string", env: "QX_LOG_LEVEL" },
   "poll-interval": { type: "string", env: "QX_POLL_INTERVAL" },
   "stop-poll": { type: "string", env: "QX_STOP_POLL" },
+  "follow-poll": { type: "string", env: "QX_FOLLOW_POLL" },
   "connect-timeout": { type: "string", env: "QX_CONNECT_TIMEOUT" },
   "backoff-base": { type: "string", env: "QX_BACKOFF_BASE" },
   "backoff-cap": { type: "string", env: "QX_BACKOFF_CAP" },
@@ -122,6 +124,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     logLevel: "info",
     pollIntervalMs: 3_000,
     stopPollMs: 500,
+    followPollMs: 500,
     connectTimeoutMs: 10_000,
     backoffBaseMs: 1_000,
     backoffCapMs: 30_000,
@@ -131,7 +134,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   for (const [flag, o] of Object.entries(OPTIONS)) {
     if (!("env" in o)) continue;
     const v = values[flag] ?? (env[o.env] === "" ? undefined : env[o.env]);
-    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline)$/, "$1Ms")] = v;
+    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline)$/, "$1Ms")] = v;
   }
   const parsed = Config.safeParse(raw);
   if (!parsed.success) {

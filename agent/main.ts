@@ -19,6 +19,7 @@ import {
 } from "./credentials.ts";
 import { CommandRunner } from "./commands.ts";
 import { InventoryReporter } from "./inventory.ts";
+import { LogFollower } from "./log-follow.ts";
 import { Libvirt } from "./libvirt.ts";
 import { startLocalApi, type LocalApi } from "./local-api.ts";
 import { createLogger, type Logger } from "./logger.ts";
@@ -53,6 +54,7 @@ class Agent {
   private localApi: LocalApi | null = null;
   private readonly inventory: InventoryReporter;
   private readonly runner: CommandRunner;
+  private readonly follower: LogFollower;
   private reenrolled = false;
   private stopping = false;
   private hello = { hostname: osHostname(), libvirtVersion: "unknown" };
@@ -64,6 +66,7 @@ class Agent {
     this.libvirt = new Libvirt(config.libvirtUri, log);
     const send = (msg: Parameters<AgentLink["send"]>[0]) => this.link?.send(msg) ?? false;
     this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs });
+    this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
       libvirt: this.libvirt,
       logDir: config.logDir,
@@ -72,6 +75,7 @@ class Agent {
       serverNow: () => this.link?.serverNow() ?? Date.now(),
       stopPollMs: config.stopPollMs,
       onPowerDone: () => void this.inventory.pollNow(),
+      follower: this.follower,
     });
   }
 
@@ -139,7 +143,9 @@ class Agent {
         onRefused: (detail) => void this.onCredentialRefused(detail),
         onBackoff: (delayMs, attempt) => this.log.info({ delayMs, attempt }, "reconnecting after backoff"),
         onStateChange: (state) => {
-          if (state !== "online") this.inventory.stopPolling();
+          if (state === "online") return;
+          this.inventory.stopPolling();
+          this.follower.stopAll(); // follows live on one link: the control plane asks again after a reconnect
         },
       },
     });
@@ -154,10 +160,8 @@ class Agent {
       case "resync":
         void this.inventory.fullSync();
         return;
-      case "vm.logs.follow":
       case "vm.logs.unfollow":
-        // live follow is not implemented by this agent version yet: say so instead of ignoring it
-        this.link?.send({ type: "error", id: msg.id, payload: { code: "not_allowed", message: "this agent does not support live follow" } });
+        this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say
         return;
       default:
         void this.runner.handle(msg);
@@ -189,6 +193,7 @@ class Agent {
     this.stopping = true;
     setTimeout(() => process.exit(code), this.config.shutdownDeadlineMs).unref();
     this.inventory.stopPolling();
+    this.follower.stopAll();
     await Promise.allSettled([this.link?.stop(CLOSE.goingAway), this.localApi?.close()]);
     await this.libvirt.close();
     this.log.info({ code }, "agent stopped");

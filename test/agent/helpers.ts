@@ -1,6 +1,8 @@
 // Shared pieces of the agent's tests: the test-driver host fixture, a silent logger, a recorder of
-// what the agent sends (in place of the socket, where the socket is not what is under test) and a
-// loopback control plane that speaks protocol/wire.ts and can misbehave on purpose.
+// what the agent sends (in place of the socket, where the socket is not what is under test), a
+// loopback control plane that speaks protocol/wire.ts and can misbehave on purpose, and the real
+// agent process.
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -186,4 +188,19 @@ export async function until(cond: () => boolean, timeoutMs = 10_000, stepMs = 10
     if (Date.now() > end) throw new Error("condition not met in time");
     await new Promise((r) => setTimeout(r, stepMs));
   }
+}
+
+export type AgentProcess = { child: ChildProcess; out: () => string; exit: Promise<number | null>; kill: () => void };
+
+/** The real agent (`node agent/main.ts …`), its stdout and stderr kept; `kill` SIGKILLs it if still running. */
+export function spawnAgentProcess(args: string[], env: Record<string, string> = {}): AgentProcess {
+  const child = spawn(process.execPath, [AGENT_MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  const exit = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  };
+  return { child, out: () => out, exit, kill };
 }

@@ -2,14 +2,13 @@
 // grows with jitter and caps, resets only after a stable link, connect timeout, dead-link detection,
 // refused credentials. Then the real agent process: enrollment, hello + inventory after every
 // (re)connect, commands over the socket, exit statuses, clean SIGTERM.
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentLink, type LinkState } from "../../agent/connection.ts";
 import { tokenDigest } from "../../agent/credentials.ts";
 import type { AgentMessage } from "../../protocol/wire.ts";
-import { AGENT_MAIN, LoopbackControlPlane, ROOT, TEST_URI, VMS, silentLog, tempDir, until, type Behaviour } from "./helpers.ts";
+import { LoopbackControlPlane, TEST_URI, spawnAgentProcess, type AgentProcess, VMS, silentLog, tempDir, until, type Behaviour } from "./helpers.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -144,18 +143,10 @@ describe("faults", () => {
 
 // ---- the real agent process ------------------------------------------------------------------
 
-type Proc = { child: ChildProcess; out: () => string; exit: Promise<number | null> };
-
-function spawnAgent(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [AGENT_MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  child.stdout!.on("data", (d) => (out += d));
-  child.stderr!.on("data", (d) => (out += d));
-  const exit = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  cleanups.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
-  return { child, out: () => out, exit };
+function spawnAgent(args: string[], env: Record<string, string> = {}): AgentProcess {
+  const agent = spawnAgentProcess(args, env);
+  cleanups.push(agent.kill);
+  return agent;
 }
 
 const FAST = ["--backoff-base", "50", "--backoff-cap", "200", "--poll-interval", "200", "--log-level", "info"];
