@@ -1,4 +1,5 @@
-// /api/vms: list (keyset pages) and show VMs, power actions, reset_state, QEMU logs, events.
+// /api/vms: list (keyset pages) and show VMs, power actions, reset_state, QEMU logs (live, last-known,
+// followed over a WebSocket), flags, events.
 import { Hono, type Context } from "hono";
 import { and, asc, desc, eq, sql, type SQL } from "drizzle-orm";
 import { z } from "zod";
