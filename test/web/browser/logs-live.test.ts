@@ -55,12 +55,11 @@ afterAll(async () => {
 
 type Session = { page: Page; watch: PageWatch };
 
-async function signedIn(): Promise<Session> {
+async function signedIn(token = cp.adminToken): Promise<Session> {
   const context = await newContext(browser, cp.url);
   contexts.push(context);
   const page = await context.newPage();
   const watch = watchPage(page);
-  const token = cp.adminToken;
   page.on("request", (req) => req.url().includes(token) && watch.problems.push(`token in a URL: ${req.url()}`));
   page.on("websocket", (ws) => ws.url().includes(token) && watch.problems.push(`token in a WebSocket URL: ${ws.url()}`));
   await page.goto(cp.url + "/");
@@ -302,6 +301,12 @@ describe("Logs tab and VM flags (issue 7) in Chromium", () => {
     expect(await banner.getAttribute("data-flag-code")).toBe("running_after_forced_reset");
     await expect.poll(() => other.page.locator("[data-fact=State]").textContent()).toBe("RUNNING"); // follows the hypervisor, never stopped
     await screenshot(other.page, "vm-flag-banner");
+    // A viewer sees the flag but cannot clear it.
+    const created = await cp.api("/api/tokens", { method: "POST", json: { name: "flag-viewer", role: "viewer" } });
+    const viewer = await signedIn(((await created.json()) as { token: string }).token);
+    await viewer.page.goto(`${cp.url}/vms/${VMS.forceMe.id}`);
+    await viewer.page.getByTestId("flag-banner").waitFor();
+    expect(await viewer.page.getByTestId("flag-clear").count()).toBe(0);
     await other.page.getByTestId("flag-clear").click();
     await other.page.getByTestId("toast-success").first().waitFor();
     await expect.poll(() => banner.count()).toBe(0);
@@ -309,5 +314,6 @@ describe("Logs tab and VM flags (issue 7) in Chromium", () => {
     expect(vm.vm.flag).toBeNull();
     expectClean(s);
     expectClean(other);
+    expectClean(viewer);
   }, 120_000);
 });
