@@ -143,7 +143,9 @@ function tidyWrangler(child: ChildProcess) {
 function startWrangler(): ChildProcess {
   const child = spawn(
     process.execPath,
-    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false"],
+    // The demo keeps its stuck VM for 15 min before the reconciler repairs it (default 2 min), so
+    // there is time to try Reset State by hand.
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", "--var", `STUCK_AFTER_MS:${15 * 60_000}`],
     { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true }, // own process group
   );
   children.push(child);
@@ -415,7 +417,7 @@ async function main() {
       `Host view:    http://${AGENT_LISTEN}/   (the demo agent's own VM list and logs; sign in with`,
       `              the "credential" in .wrangler/demo-agent/node.json)`,
       `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver, ${vms.length} VMs` +
-        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State)` : ""),
+        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State; the reconciler repairs it by itself after 15 min)` : ""),
     );
   } else if (withDemo) {
     say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");
