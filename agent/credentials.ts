@@ -2,8 +2,7 @@
 // (file 0600, dir 0700). A join token is traded once for the credential (SPEC §3).
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
+import { http, https } from "./node-http.ts";
 import { join } from "node:path";
 import { z } from "zod";
 import { AGENT_ENROLL_PATH, EnrollResponse } from "../protocol/wire.ts";
@@ -85,7 +84,7 @@ export async function enroll(server: string, joinToken: string, hostname: string
 /** node:http(s) rather than fetch: fetch loads undici and its WebAssembly parser, ~20 MiB for one call. */
 function postJson(url: string, payload: unknown, timeoutMs: number): Promise<{ status: number; body: string }> {
   const data = JSON.stringify(payload);
-  const request = url.startsWith("https:") ? httpsRequest : httpRequest;
+  const request = url.startsWith("https:") ? https.request : http.request;
   return new Promise((resolve, reject) => {
     const req = request(url, { method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data) }, timeout: timeoutMs }, (res) => {
       let body = "";

@@ -2,7 +2,8 @@
 // guarded by the node credential, and the host view's static files at `/`. Nothing a request
 // carries becomes a path: a VM is found in libvirt's list, its log path comes from its libvirt
 // name (log-path.ts), and a static file must resolve inside the web directory.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { http } from "./node-http.ts";
 import { timingSafeEqual, createHash } from "node:crypto";
 import { closeSync, fstatSync, openSync, readFileSync, realpathSync } from "node:fs";
 import { extname, join, sep } from "node:path";
@@ -97,7 +98,7 @@ function authorized(req: IncomingMessage, credential: string | null): boolean {
 export type LocalApi = { server: Server; url: string; close: () => Promise<void> };
 
 export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
-  const server = createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     handle(o, req, res).catch((err) => {
       if (err instanceof HttpFailure || err instanceof AgentFailure) return sendError(res, err.code, err.message);
       o.log.error({ err: (err as Error)?.stack }, "local API: unexpected error");

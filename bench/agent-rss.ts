@@ -1,7 +1,10 @@
-// Bench: idle RSS of a running agent (target ≤ 50 MiB), connected to a tiny loopback control plane
-// and reporting the shipped demo host (libvirt test driver). Measured for `node agent/main.ts` and,
-// when built (`npm run build:agent`), for the bundle. `node bench/agent-rss.ts` prints the rows.
-import { spawn } from "node:child_process";
+// Bench: idle memory of a running agent (target ≤ 50 MiB RSS), connected to a tiny loopback control
+// plane and reporting the shipped demo host (libvirt test driver). Measured for the bundle as a host
+// runs it (shebang V8 flags + the systemd unit's environment), the bundle without them, and
+// `node agent/main.ts`; RSS beside PSS and USS (from /proc/<pid>/smaps_rollup), because most of an
+// idle agent's RSS is shared file pages: the node binary and libvirt's libraries.
+// `node bench/agent-rss.ts` prints the rows.
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -44,11 +47,35 @@ async function tinyControlPlane() {
   };
 }
 
-type Rss = { total: number; anon: number; file: number };
-function rssOf(pid: number): Rss {
+/** Memory of a process, MiB. RSS counts every resident page, shared ones (the node binary, libc,
+ *  libvirt) in full; PSS splits shared pages between the processes mapping them; USS is what only
+ *  this process holds (private pages: what stopping it would give back). */
+export type Rss = { total: number; anon: number; file: number; pss: number; uss: number };
+export function rssOf(pid: number): Rss {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)![1]) / 1024;
-  return { total: kib("VmRSS"), anon: kib("RssAnon"), file: kib("RssFile") };
+  const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kib = (text: string, field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(text)![1]) / 1024;
+  return {
+    total: kib(status, "VmRSS"),
+    anon: kib(status, "RssAnon"),
+    file: kib(status, "RssFile"),
+    pss: kib(rollup, "Pss"),
+    uss: kib(rollup, "Private_Clean") + kib(rollup, "Private_Dirty"),
+  };
+}
+
+/** User + system CPU time of a process so far (clock ticks of /proc/<pid>/stat, 100 per second). */
+function cpuMsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime (fields 14 and 15)
+}
+
+/** SIGTERM and wait for the exit (at once if it already exited: a crash must not hang the bench). */
+async function stopChild(child: ChildProcess) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  await exited;
 }
 
 /** The floor: an idle `node` doing nothing, same binary, measured the same way. */
@@ -58,19 +85,20 @@ async function bareNodeRss(): Promise<Rss> {
     await new Promise((r) => setTimeout(r, 2_000));
     return rssOf(child.pid!);
   } finally {
-    child.kill("SIGTERM");
-    await new Promise((r) => child.once("exit", r));
+    await stopChild(child);
   }
 }
 
-async function idleRss(entry: string): Promise<Rss> {
+/** Idle memory of the agent at `entry`, started as `node [nodeFlags] entry …` with `env` added,
+ *  and the CPU time it used from its start to the end of the idle window. */
+export async function idleRss(entry: string, nodeFlags: string[] = [], env: Record<string, string> = {}): Promise<Rss & { cpuMs: number }> {
   const cp = await tinyControlPlane();
   const stateDir = mkdtempSync(join(tmpdir(), "qx-bench-agent-"));
   const child = spawn(
     process.execPath,
-    [entry, "--server", cp.url, "--token", "bench-join", "--state-dir", stateDir, "--libvirt-uri", `test://${join(ROOT, "agent/demo/node.xml")}`,
+    [...nodeFlags, entry, "--server", cp.url, "--token", "bench-join", "--state-dir", stateDir, "--libvirt-uri", `test://${join(ROOT, "agent/demo/node.xml")}`,
       "--log-dir", join(ROOT, "agent/demo/logs"), "--log-level", "warn"],
-    { stdio: "ignore" },
+    { stdio: "ignore", env: { ...process.env, ...env } },
   );
   try {
     const t0 = Date.now();
@@ -81,28 +109,45 @@ async function idleRss(entry: string): Promise<Rss> {
     await new Promise((r) => setTimeout(r, IDLE_MS)); // a couple of inventory polls, then idle
     const samples: Rss[] = [];
     for (let i = 0; i < 5; i++, await new Promise((r) => setTimeout(r, 200))) samples.push(rssOf(child.pid!));
-    return samples.reduce((a, b) => (b.total > a.total ? b : a));
+    return { ...samples.reduce((a, b) => (b.total > a.total ? b : a)), cpuMs: cpuMsOf(child.pid!) };
   } finally {
-    child.kill("SIGTERM");
-    await new Promise((r) => child.once("exit", r));
+    await stopChild(child);
     await cp.close();
     rmSync(stateDir, { recursive: true, force: true });
   }
 }
+
+/** The V8 flags in the bundle's shebang (`#!/usr/bin/env -S node <flags>`): what a host runs it with. */
+function shebangFlags(bundle: string): string[] {
+  const first = readFileSync(bundle, "utf8").slice(0, 200).split("\n")[0]!;
+  return first.replace(/^#!\S*env -S node\s*|^#!.*$/, "").split(/\s+/).filter(Boolean);
+}
+/** What agent/quantix-agent.service adds to the environment for memory. */
+const UNIT_ENV = { MALLOC_ARENA_MAX: "2" };
 
 export async function benchAgentRss(): Promise<BenchRow[]> {
   const round = (x: number) => Math.round(x * 10) / 10;
   const bare = await bareNodeRss();
   const rows: BenchRow[] = [
     { name: "idle RSS of a bare `node` process (floor: the binary's own pages)", value: round(bare.total), unit: "MiB" },
+    { name: "idle PSS / USS of a bare `node` process", value: round(bare.pss), unit: `MiB (USS ${round(bare.uss)})` },
   ];
   const bundle = join(ROOT, "dist/agent/quantix-agent.mjs");
-  const entries: [string, string][] = [["node agent/main.ts", join(ROOT, "agent/main.ts")]];
-  if (existsSync(bundle)) entries.unshift(["bundle", bundle]);
-  for (const [label, entry] of entries) {
-    const r = await idleRss(entry);
+  // [label, entry, node flags, env]: the bundle as a host runs it, the bundle without the flags
+  // (what they are worth), and the dev entry.
+  const entries: [string, string, string[], Record<string, string>][] = [];
+  if (existsSync(bundle)) {
+    entries.push(["bundle as shipped: " + [...shebangFlags(bundle), "MALLOC_ARENA_MAX=2"].join(" "), bundle, shebangFlags(bundle), UNIT_ENV]);
+    entries.push(["bundle, no flags", bundle, [], {}]);
+  }
+  entries.push(["node agent/main.ts", join(ROOT, "agent/main.ts"), [], {}]);
+  for (const [label, entry, flags, env] of entries) {
+    const r = await idleRss(entry, flags, env);
     rows.push({ name: `agent idle RSS (${label})`, value: round(r.total), unit: "MiB", baseline: round(bare.total), ratio: round(r.total / bare.total), target: "≤ 50" });
-    rows.push({ name: `agent idle private RSS, anonymous (${label})`, value: round(r.anon), unit: "MiB", baseline: round(bare.anon), target: "≤ 50" });
+    rows.push({ name: `agent idle PSS, shared pages split (${label})`, value: round(r.pss), unit: "MiB", baseline: round(bare.pss) });
+    rows.push({ name: `agent idle USS, private pages only (${label})`, value: round(r.uss), unit: "MiB", baseline: round(bare.uss) });
+    rows.push({ name: `agent idle anonymous RSS (${label})`, value: round(r.anon), unit: "MiB", baseline: round(bare.anon) });
+    rows.push({ name: `agent CPU, start + ${IDLE_MS / 1000} s idle (${label})`, value: r.cpuMs, unit: "ms" });
   }
   return rows;
 }

@@ -2,10 +2,10 @@
 // node_modules beside it), it enrolls, connects, reports the test-driver host and serves the host
 // view + local API from the web/ copied beside it.
 import { spawn } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { buildAgent } from "../../scripts/build-agent.ts";
+import { AGENT_NODE_FLAGS, buildAgent } from "../../scripts/build-agent.ts";
 import { LoopbackControlPlane, TEST_URI, VMS, tempDir, until } from "./helpers.ts";
 
 const stops: (() => Promise<void> | void)[] = [];
@@ -32,8 +32,11 @@ describe("bundled agent", () => {
     const cp = await LoopbackControlPlane.start();
     stops.push(() => cp.close());
     cp.joinTokens.set("join-bundle", "cred-bundle");
-    const child = spawn(process.execPath, [join(host, out.split("/").at(-1)!), "--server", cp.url, "--token", "join-bundle", "--state-dir", join(host, "state"),
-      "--libvirt-uri", TEST_URI, "--log-dir", logDir, "--listen", "127.0.0.1:0"], { cwd: host, stdio: ["ignore", "pipe", "pipe"] });
+    // Run as a host runs it: the file itself, through its shebang (`env -S node <V8 flags>`), with
+    // Node 22 first on PATH.
+    const child = spawn(join(host, out.split("/").at(-1)!), ["--server", cp.url, "--token", "join-bundle", "--state-dir", join(host, "state"),
+      "--libvirt-uri", TEST_URI, "--log-dir", logDir, "--listen", "127.0.0.1:0"],
+      { cwd: host, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` } });
     let output = "";
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));
@@ -44,6 +47,8 @@ describe("bundled agent", () => {
       throw new Error(`${e.message}; agent output:\n${output}`);
     });
     expect((inv.payload as { vms: unknown[] }).vms).toHaveLength(8);
+    const cmdline = readFileSync(`/proc/${child.pid}/cmdline`, "utf8").split("\0");
+    for (const flag of AGENT_NODE_FLAGS) expect(cmdline).toContain(flag);
 
     await until(() => output.includes("local API listening"));
     const base = /"url":"(http:\/\/127\.0\.0\.1:\d+)"[^\n]*local API listening/.exec(output)![1];
