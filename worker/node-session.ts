@@ -105,6 +105,9 @@ export class NodeSession extends DurableObject<Env> {
   // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
   private readonly waiters = new Map<string, (o: Outcome) => void>();
   private readonly logChunks = new Map<string, Map<number, string>>();
+  // A request's `sent` write, still running while its command is on the wire: the round trip need
+  // not wait for it, only the request's final write must come after it (see settle).
+  private readonly sentWrites = new Map<string, Promise<unknown>>();
   private flood = { tokens: 0, at: 0 };
   private lastMessageAt = 0;
   private inbox: Promise<void> = Promise.resolve();
@@ -294,7 +297,12 @@ export class NodeSession extends DurableObject<Env> {
       this.kv.delete(INFLIGHT + d.id);
       return false;
     }
-    await markRequestSent(this.db, d.id, now);
+    // Written while the agent works; markRequestSent only moves a queued row, so even a late write
+    // can't undo a final status, and settle waits for it before writing that status.
+    const sent = markRequestSent(this.db, d.id, now)
+      .catch((err) => console.error("node session: could not mark request sent", d.id, err))
+      .finally(() => this.sentWrites.delete(d.id));
+    this.sentWrites.set(d.id, sent);
     await this.armAlarm();
     return true;
   }
@@ -305,10 +313,15 @@ export class NodeSession extends DurableObject<Env> {
     this.logChunks.delete(r.id);
     const finish: RequestFinish =
       outcome.status === "done" ? { status: "done", result: stored ?? outcome.result } : { status: outcome.status, error: outcome.error };
-    await finishRequest(this.db, r.id, finish);
     const wake = this.waiters.get(r.id);
     this.waiters.delete(r.id);
-    wake?.(outcome);
+    // A query's caller (reset_state, logs) has the answer in hand and never hands out the request's
+    // id: it goes on while the row is closed. A power action's caller may answer with the request's
+    // status, so its row is final first.
+    if (!isPowerKind(r.kind)) wake?.(outcome);
+    await this.sentWrites.get(r.id);
+    await finishRequest(this.db, r.id, finish);
+    if (isPowerKind(r.kind)) wake?.(outcome);
   }
 
   private async failAll(error: { code: string; message: string }): Promise<void> {

@@ -1,6 +1,6 @@
 // The VM state machine on D1: power transitions guarded by the VM's generation, their outcomes,
 // reset_state, and the events (audit trail) each change writes in the same batch.
-import { sql, eq } from "drizzle-orm";
+import { eq, getTableColumns, sql, type Column } from "drizzle-orm";
 import { canStart, canStop, type VmState } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
 import { changes, runBatch } from "./db/batch.ts";
@@ -35,6 +35,18 @@ export function eventIfGeneration(db: Database, e: EventFields, generation: numb
            ${e.message ?? null}, ${e.reason ?? null}, ${e.requestId ?? null}, ${e.expectedState ?? null}, ${e.observedState ?? null}
     WHERE EXISTS (SELECT 1 FROM vms WHERE id = ${e.vmId} AND generation = ${generation})
     RETURNING id`;
+}
+
+const VM_COLUMNS = Object.entries(getTableColumns(vms)) as [keyof VmRow, Column][];
+
+/** A `RETURNING *` row of `vms` as D1 gives it (column names, driver values) as a VmRow. */
+export function vmFromReturning(raw: Record<string, unknown>): VmRow {
+  const row: Record<string, unknown> = {};
+  for (const [key, col] of VM_COLUMNS) {
+    const v = raw[col.name];
+    row[key] = v === null || v === undefined ? null : col.mapFromDriverValue(v);
+  }
+  return row as VmRow;
 }
 
 const ACTION_OF: Record<PowerKind, string> = { "vm.start": "start", "vm.stop": "stop", "vm.forceStop": "force_stop" };
@@ -81,9 +93,11 @@ export async function beginPowerAction(
     db
       .update(vms)
       .set({ state: to, generation, transitionRequestId: requestId, stateUpdatedAt: now, updatedAt: now })
-      .where(sql`${vms.id} = ${vm.id} AND ${vms.generation} = ${vm.generation}`),
+      .where(sql`${vms.id} = ${vm.id} AND ${vms.generation} = ${vm.generation}`)
+      .returning(),
   ]);
-  const updated = changes(update) ? await db.select().from(vms).where(eq(vms.id, vm.id)).get() : undefined;
+  const returned = update?.results[0] as Record<string, unknown> | undefined;
+  const updated = returned ? vmFromReturning(returned) : undefined;
   if (!updated) throw new ApiError(409, "conflict", `VM ${vm.name} changed while this request was being made; read it again and retry`);
   return { requestId, generation, vm: updated };
 }
@@ -144,7 +158,7 @@ export async function resetVmState(
     actor: string;
     reason: string | null;
   },
-): Promise<{ vm: VmRow; eventId: number }> {
+): Promise<{ vm: VmRow; eventId: number; previousState: string }> {
   const now = Date.now();
   const [event, update] = await runBatch(db, [
     eventIfGeneration(
@@ -175,11 +189,37 @@ export async function resetVmState(
         stateUpdatedAt: now,
         updatedAt: now,
       })
-      .where(sql`${vms.id} = ${vm.id} AND ${vms.generation} = ${vm.generation}`),
+      .where(sql`${vms.id} = ${vm.id} AND ${vms.generation} = ${vm.generation}`)
+      .returning(),
   ]);
-  const updated = changes(update) ? await db.select().from(vms).where(eq(vms.id, vm.id)).get() : undefined;
-  if (!updated) throw new ApiError(409, "conflict", `VM ${vm.name} changed during reset_state; try again`);
-  return { vm: updated, eventId: (event!.results[0] as { id: number }).id };
+  const returned = update?.results[0] as Record<string, unknown> | undefined;
+  if (!returned) throw new ApiError(409, "conflict", `VM ${vm.name} changed during reset_state; try again`);
+  return { vm: vmFromReturning(returned), eventId: (event!.results[0] as { id: number }).id, previousState: vm.state };
+}
+
+/** reset_state's write after asking the hypervisor (which took time): against the VM as it is at
+ *  the write, whatever changed meanwhile, in one batch: the event takes its from/expected state from
+ *  the row it supersedes, the update bumps that row's generation. No re-read before or after. */
+export async function resetVmStateNow(
+  db: Database,
+  vm: Pick<VmRow, "id" | "name">,
+  change: { to: VmState; libvirtState?: string | null; source: "hypervisor"; observedState: VmState; message: string; actor: string; reason: string | null },
+): Promise<{ vm: VmRow; eventId: number; previousState: string }> {
+  const now = Date.now();
+  const [event, update] = await runBatch(db, [
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id, expected_state, observed_state)
+      SELECT id, ${now}, ${change.actor}, 'reset_state', state, ${change.to}, ${change.source}, ${change.message}, ${change.reason}, NULL,
+        state, ${change.observedState}
+      FROM vms WHERE id = ${vm.id}
+      RETURNING id, from_state`,
+    sql`UPDATE vms SET state = ${change.to}, libvirt_state = coalesce(${change.libvirtState ?? null}, libvirt_state), generation = generation + 1,
+      transition_request_id = NULL, forced_reset_at = NULL, state_updated_at = ${now}, updated_at = ${now}
+      WHERE id = ${vm.id} RETURNING *`,
+  ]);
+  const ev = event?.results[0] as { id: number; from_state: string } | undefined;
+  const returned = update?.results[0] as Record<string, unknown> | undefined;
+  if (!ev || !returned) throw new ApiError(404, "not_found", `VM ${vm.name} is gone`);
+  return { vm: vmFromReturning(returned), eventId: ev.id, previousState: ev.from_state };
 }
 
 /** The operator has looked at the VM's flag: clear it, with an event. False when there was none. */

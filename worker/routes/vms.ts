@@ -16,7 +16,7 @@ import { FOLLOW_HEADERS, type Outcome } from "../node-session.ts";
 import { flag, IdParam } from "../params.ts";
 import { limitPerToken } from "../rate-limit.ts";
 import { callSession, nodeSession, queueQuery, readVmLog } from "../session-calls.ts";
-import { assertPowerAllowed, beginPowerAction, clearVmFlag, finishRequest, resetVmState, undoPowerAction, type PowerKind, type VmRow } from "../vm-state.ts";
+import { assertPowerAllowed, beginPowerAction, clearVmFlag, finishRequest, resetVmState, resetVmStateNow, undoPowerAction, type PowerKind, type VmRow } from "../vm-state.ts";
 import { eventView, nodeView, vmView } from "../views.ts";
 
 // ---- list -----------------------------------------------------------------------------------------
@@ -60,6 +60,15 @@ async function loadVm(db: Database, id: string): Promise<VmRow> {
   return vm;
 }
 
+/** The VM with its node and whether that node is connected now, in one D1 read (a join): the
+ *  command routes would otherwise pay two round trips before doing anything. */
+async function loadVmOnNode(c: Context<AppEnv>, db: Database, id: string) {
+  const row = await db.select({ vm: vms, node: nodes }).from(vms).leftJoin(nodes, eq(nodes.id, vms.nodeId)).where(eq(vms.id, id.toLowerCase())).get();
+  if (!row) throw new ApiError(404, "not_found", `no VM ${id}`);
+  const { vm, node } = row;
+  return { vm, node, online: node ? nodeView(node, 0, sessionSettings(c.env).offlineAfterMs).connected : false };
+}
+
 /** The VM's node when it has one and is connected now (D1 view, liveness-checked). */
 async function nodeState(c: Context<AppEnv>, db: Database, vm: VmRow) {
   if (!vm.nodeId) return { node: null, online: false };
@@ -84,11 +93,10 @@ export const PowerQuery = z.object({ force: flag, wait: flag });
 async function powerAction(c: Context<AppEnv>, id: string, kind: PowerKind, wait: boolean) {
   const db = database(c.env.DB);
   const t = sessionSettings(c.env);
-  const vm = await loadVm(db, id);
+  const { vm, node, online } = await loadVmOnNode(c, db, id);
   // State first: a 409 says what is wrong with the VM even when its node is away.
   assertPowerAllowed(vm, kind);
   if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node`);
-  const { node, online } = await nodeState(c, db, vm);
   if (!node || !online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline; the VM was not changed`);
   const deadline = Date.now() + t.ackMs;
   const actor = c.get("principal").actor;
@@ -176,13 +184,13 @@ export const vmRoutes = new Hono<AppEnv>()
     const db = database(c.env.DB);
     const t = sessionSettings(c.env);
     const actor = c.get("principal").actor;
-    let vm = await loadVm(db, c.req.valid("param").id);
+    const { vm, online } = await loadVmOnNode(c, db, c.req.valid("param").id);
 
     let change: { to: VmState; libvirtState?: string; source: "hypervisor" | "forced"; observedState: VmState | null; message: string };
     const forced = (why: string) => ({ to: "STOPPED" as VmState, source: "forced" as const, observedState: null, message: `state set to STOPPED: ${why}` });
     if (force) change = forced("forced by request");
     else if (!vm.nodeId) change = forced("the VM is on no node");
-    else if (!(await nodeState(c, db, vm)).online) change = forced("node offline");
+    else if (!online) change = forced("node offline");
     else {
       const requestId = await queueQuery(c.env, db, vm, "vm.state", {}, actor);
       const outcome = await callSession(c.env, vm.nodeId, (s) => s.dispatch({ id: requestId, kind: "vm.state", vmId: vm.id, name: vm.name, wait: true }));
@@ -205,26 +213,29 @@ export const vmRoutes = new Hono<AppEnv>()
       } else {
         change = forced("the agent's answer was unusable");
       }
-      vm = await loadVm(db, vm.id); // the query took time: write against the current generation
     }
-    const { vm: updated, eventId } = await resetVmState(db, vm, { ...change, actor, reason });
+    // The hypervisor's answer took time: it is written against the VM as it is now (one batch, no
+    // re-read); a forced change only against the VM as it was read (409 if it changed).
+    const { vm: updated, eventId, previousState } =
+      change.source === "hypervisor"
+        ? await resetVmStateNow(db, vm, { ...change, source: "hypervisor", observedState: change.to, actor, reason })
+        : await resetVmState(db, vm, { ...change, actor, reason });
     // The event's log excerpt comes after the answer: a reset must never wait for a log read.
     c.executionCtx.waitUntil(attachLogExcerpt(c.env, updated, eventId, actor));
     const answer: ResetStateResponse = {
       success: true,
       message: change.message,
       vm: { id: updated.id, name: updated.name, state: updated.state as VmState, node_id: updated.nodeId },
-      previousState: vm.state as VmState,
+      previousState: previousState as VmState,
       source: change.source,
     };
     return c.json(answer);
   })
   .get("/:id/logs", requireRole("operator"), limitPerToken("LOGS_LIMITER"), validate("param", IdParam), validate("query", LogLinesQuery), async (c) => {
     const db = database(c.env.DB);
-    const vm = await loadVm(db, c.req.valid("param").id);
+    const { vm, node, online } = await loadVmOnNode(c, db, c.req.valid("param").id);
     const { lines } = c.req.valid("query");
     if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to read`);
-    const { node, online } = await nodeState(c, db, vm);
     if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
     const outcome = await readVmLog(c.env, db, { ...vm, nodeId: vm.nodeId }, lines, c.get("principal").actor);
     if (outcome.status === "sent") throw new ApiError(502, "agent_error", "no answer");
