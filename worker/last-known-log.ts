@@ -79,7 +79,7 @@ export async function attachLogExcerpt(env: Env, vm: VmRow, eventId: number, act
     if (vm.nodeId) {
       const node = await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
       if (node && nodeView(node, 0, sessionSettings(env).offlineAfterMs).connected) {
-        const outcome = await readVmLog(env, db, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
+        const outcome = await readVmLog(env, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
         if (outcome.status === "done") excerpt = lastLines(outcome.text ?? "");
       }
     }

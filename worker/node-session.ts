@@ -31,6 +31,7 @@ import { queueQuery } from "./session-calls.ts";
 import {
   applyPowerOutcome,
   finishRequest,
+  insertQueryRequest,
   isPowerKind,
   markRequestAcked,
   markRequestSent,
@@ -51,6 +52,8 @@ export type Dispatch = {
   lines?: number;
   /** resolve only with the final outcome (else as soon as the command is on the wire) */
   wait: boolean;
+  /** a query whose request row does not exist yet: the session writes it as it sends the command */
+  newRequest?: { nodeId: string; params: Record<string, unknown>; requestedBy: string; createdAt: number };
 };
 
 export type Outcome =
@@ -258,14 +261,24 @@ export class NodeSession extends DurableObject<Env> {
    *  (answer, agent error, deadline, or the connection dropping). */
   async dispatch(d: Dispatch): Promise<Outcome> {
     const current = await this.currentSocket();
-    if (!current) return { status: "failed", error: { code: "node_offline", message: "the node's agent is not connected" } };
+    if (!current) return this.notSent(d, "the node's agent is not connected");
     // The waiter exists before the frame leaves: its answer can't be handled before we await.
     const outcome = d.wait ? new Promise<Outcome>((resolve) => this.waiters.set(d.id, resolve)) : null;
     if (!(await this.sendCommand(current, d))) {
       this.waiters.delete(d.id);
-      return { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } };
+      return this.notSent(d, "the node's agent connection is closing");
     }
     return outcome ? outcome : { status: "sent" };
+  }
+
+  /** A command that never left: its new request row (if it is ours to write) says so. */
+  private async notSent(d: Dispatch, message: string): Promise<Outcome> {
+    const error = { code: "node_offline", message };
+    if (d.newRequest) {
+      const now = Date.now();
+      await insertQueryRequest(this.db, { ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now }, { status: "failed", at: now, error });
+    }
+    return { status: "failed", error };
   }
 
   /** Puts the command on the wire and in flight (storage, deadline alarm); false if the socket is closing. */
@@ -299,7 +312,11 @@ export class NodeSession extends DurableObject<Env> {
     }
     // Written while the agent works; markRequestSent only moves a queued row, so even a late write
     // can't undo a final status, and settle waits for it before writing that status.
-    const sent = markRequestSent(this.db, d.id, now)
+    const sent = (
+      d.newRequest
+        ? insertQueryRequest(this.db, { ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: deadline }, { status: "sent", at: now })
+        : markRequestSent(this.db, d.id, now)
+    )
       .catch((err) => console.error("node session: could not mark request sent", d.id, err))
       .finally(() => this.sentWrites.delete(d.id));
     this.sentWrites.set(d.id, sent);

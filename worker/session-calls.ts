@@ -1,5 +1,5 @@
-// Calls from the Worker into a node's NodeSession for queries (vm.state, vm.logs): the queued
-// request row first, then the RPC, with a broken RPC reported as a lost answer.
+// Calls from the Worker into a node's NodeSession for queries (vm.state, vm.logs), with a broken RPC
+// reported as a lost answer; the reconciler's queued request rows.
 import type { Database } from "./db/client.ts";
 import { newId } from "./auth.ts";
 import { sessionSettings } from "./config.ts";
@@ -39,8 +39,15 @@ export async function callSession(env: Env, nodeId: string, run: (s: ReturnType<
   }
 }
 
+/** Asks the VM's node a query (vm.state / vm.logs) and waits for the outcome. The node's session
+ *  writes the request row as it sends the command: one D1 write on the way out instead of two. */
+export function askNode(env: Env, vm: Pick<VmRow, "id" | "name"> & { nodeId: string }, kind: "vm.state" | "vm.logs", params: Record<string, unknown>, actor: string): Promise<Outcome> {
+  const newRequest = { nodeId: vm.nodeId, params, requestedBy: actor, createdAt: Date.now() };
+  const lines = kind === "vm.logs" ? (params.lines as number) : undefined;
+  return callSession(env, vm.nodeId, (s) => s.dispatch({ id: newId(), kind, vmId: vm.id, name: vm.name, lines, wait: true, newRequest }));
+}
+
 /** Reads the last `lines` of the VM's log through its node (the VM must be on a node). */
-export async function readVmLog(env: Env, db: Database, vm: VmRow & { nodeId: string }, lines: number, actor: string): Promise<Outcome> {
-  const requestId = await queueQuery(env, db, vm, "vm.logs", { lines }, actor);
-  return callSession(env, vm.nodeId, (s) => s.dispatch({ id: requestId, kind: "vm.logs", vmId: vm.id, name: vm.name, lines, wait: true }));
+export function readVmLog(env: Env, vm: VmRow & { nodeId: string }, lines: number, actor: string): Promise<Outcome> {
+  return askNode(env, vm, "vm.logs", { lines }, actor);
 }

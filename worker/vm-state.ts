@@ -274,6 +274,27 @@ export function finishRequest(db: Database, id: string, f: RequestFinish, now = 
     .where(sql`${requests.id} = ${id} AND ${requests.status} IN ('queued', 'sent')`);
 }
 
+/** A query's request row written by the node's session as it sends the command (one D1 write, not
+ *  a queued insert and then a `sent` update); `failed` when it could not be sent at all. */
+export function insertQueryRequest(
+  db: Database,
+  r: { id: string; kind: string; vmId: string; nodeId: string; params: Record<string, unknown>; requestedBy: string; createdAt: number; deadlineAt: number },
+  outcome: { status: "sent"; at: number } | { status: "failed"; at: number; error: { code: string; message: string } },
+) {
+  return db.insert(requests).values({
+    id: r.id,
+    kind: r.kind,
+    vmId: r.vmId,
+    nodeId: r.nodeId,
+    params: JSON.stringify(r.params),
+    status: outcome.status,
+    deadlineAt: r.deadlineAt,
+    requestedBy: r.requestedBy,
+    createdAt: r.createdAt,
+    ...(outcome.status === "sent" ? { sentAt: outcome.at } : { error: JSON.stringify(outcome.error), finishedAt: outcome.at }),
+  });
+}
+
 export function markRequestSent(db: Database, id: string, now = Date.now()) {
   return db.update(requests).set({ status: "sent", sentAt: now }).where(sql`${requests.id} = ${id} AND ${requests.status} = 'queued'`);
 }

@@ -15,7 +15,7 @@ import { attachLogExcerpt, loadSnapshot, saveSnapshot } from "../last-known-log.
 import { FOLLOW_HEADERS, type Outcome } from "../node-session.ts";
 import { flag, IdParam } from "../params.ts";
 import { limitPerToken } from "../rate-limit.ts";
-import { callSession, nodeSession, queueQuery, readVmLog } from "../session-calls.ts";
+import { askNode, callSession, nodeSession, readVmLog } from "../session-calls.ts";
 import { assertPowerAllowed, beginPowerAction, clearVmFlag, finishRequest, resetVmState, resetVmStateNow, undoPowerAction, type PowerKind, type VmRow } from "../vm-state.ts";
 import { eventView, nodeView, vmView } from "../views.ts";
 
@@ -192,8 +192,7 @@ export const vmRoutes = new Hono<AppEnv>()
     else if (!vm.nodeId) change = forced("the VM is on no node");
     else if (!online) change = forced("node offline");
     else {
-      const requestId = await queueQuery(c.env, db, vm, "vm.state", {}, actor);
-      const outcome = await callSession(c.env, vm.nodeId, (s) => s.dispatch({ id: requestId, kind: "vm.state", vmId: vm.id, name: vm.name, wait: true }));
+      const outcome = await askNode(c.env, { ...vm, nodeId: vm.nodeId }, "vm.state", {}, actor);
       const answer = outcome.status === "done" ? StateResult.safeParse(outcome.result) : null;
       if (answer?.success) {
         const to = mapLibvirtState(answer.data.libvirtState);
@@ -237,7 +236,7 @@ export const vmRoutes = new Hono<AppEnv>()
     const { lines } = c.req.valid("query");
     if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to read`);
     if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
-    const outcome = await readVmLog(c.env, db, { ...vm, nodeId: vm.nodeId }, lines, c.get("principal").actor);
+    const outcome = await readVmLog(c.env, { ...vm, nodeId: vm.nodeId }, lines, c.get("principal").actor);
     if (outcome.status === "sent") throw new ApiError(502, "agent_error", "no answer");
     if (outcome.status !== "done") throw outcomeError(outcome);
     const meta = outcome.result as LogsResult;
