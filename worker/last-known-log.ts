@@ -71,14 +71,16 @@ export async function loadSnapshot(db: Database, vmId: string): Promise<LastKnow
 }
 
 /** Runs after a reset has answered (ctx.waitUntil): reads the VM's last lines from its node when it
- *  is online, else from the last-known log, and stores them on the reset's event. Never throws. */
-export async function attachLogExcerpt(env: Env, vm: VmRow, eventId: number, actor: string): Promise<void> {
+ *  is online, else from the last-known log, and stores them on the reset's event. Never throws.
+ *  `nodeAnswered`: the node's agent answered this reset just now, so D1 need not be asked whether
+ *  it is online (the read still falls back to the snapshot if the node has gone meanwhile). */
+export async function attachLogExcerpt(env: Env, vm: VmRow, eventId: number, actor: string, nodeAnswered = false): Promise<void> {
   try {
     const db = database(env.DB);
     let excerpt: string | null = null;
     if (vm.nodeId) {
-      const node = await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
-      if (node && nodeView(node, 0, sessionSettings(env).offlineAfterMs).connected) {
+      const node = nodeAnswered ? null : await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
+      if (nodeAnswered || (node && nodeView(node, 0, sessionSettings(env).offlineAfterMs).connected)) {
         const outcome = await readVmLog(env, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
         if (outcome.status === "done") excerpt = lastLines(outcome.text ?? "");
       }

@@ -220,7 +220,7 @@ export const vmRoutes = new Hono<AppEnv>()
         ? await resetVmStateNow(db, vm, { ...change, source: "hypervisor", observedState: change.to, actor, reason })
         : await resetVmState(db, vm, { ...change, actor, reason });
     // The event's log excerpt comes after the answer: a reset must never wait for a log read.
-    c.executionCtx.waitUntil(attachLogExcerpt(c.env, updated, eventId, actor));
+    c.executionCtx.waitUntil(attachLogExcerpt(c.env, updated, eventId, actor, change.source === "hypervisor"));
     const answer: ResetStateResponse = {
       success: true,
       message: change.message,
