@@ -132,6 +132,19 @@ describe("logs", () => {
     expect((await json(await api(`/api/requests/${cmd.id}`))).request).toMatchObject({ kind: "vm.logs", status: "done" });
   });
 
+  it("passes on the rotated files the agent read and the ones it skipped", async () => {
+    const { agent, vm } = await vmOnline();
+    const p = api(`/api/vms/${vm.uuid}/logs?lines=5`);
+    const cmd = await agent.next("vm.logs");
+    agent.reply(cmd, "log.chunk", { seq: 0, text: "old\nnew\n" });
+    const skipped = [{ file: `${vm.name}.log.2.gz`, reason: "compressed" }];
+    agent.reply(cmd, "result", {
+      logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: 4, linesReturned: 2, truncated: true,
+      lastModified: null, chunks: 1, files: [`${vm.name}.log`, `${vm.name}.log.1`], skipped,
+    });
+    expect(await json(await p)).toMatchObject({ qemuLog: "old\nnew\n", files: [`${vm.name}.log`, `${vm.name}.log.1`], skipped, truncated: true });
+  });
+
   it("default 100 lines; 400 naming the range for bad values", async () => {
     const { agent, vm } = await vmOnline();
     const p = api(`/api/vms/${vm.uuid}/logs`);

@@ -249,6 +249,8 @@ export const vmRoutes = new Hono<AppEnv>()
       lastModified: meta.lastModified,
       // An agent from before issue 7 does not say which files it read: then it read the one.
       files: meta.files ?? [meta.logPath.slice(meta.logPath.lastIndexOf("/") + 1)],
+      // rotated files the agent would not read (compressed, outside the log dir, unreadable)
+      ...(meta.skipped?.length ? { skipped: meta.skipped } : {}),
       capturedAt: new Date().toISOString(),
     };
     // Kept as the last-known log after answering: the caller does not wait for the write.
