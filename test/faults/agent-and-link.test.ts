@@ -21,6 +21,7 @@ import {
   json,
   listVms,
   startControlPlane,
+  SHORT_DEADLINES,
   waitConnected,
   waitRequestSettled,
 } from "../e2e/journey.ts";
@@ -121,8 +122,12 @@ describe("control plane killed mid-command", () => {
     const res = await post(`/api/vms/${DEMO.web02}/stop`);
     expect(res.status).toBe(202);
     const { request } = await json<{ request: { id: string } }>(res);
+    const stopSentAt = Date.now();
     await cp.stop("SIGKILL");
     await cp.boot();
+    // The stop frame is already in the frozen agent's socket buffer: thaw it only once the stop's
+    // deadline (ACK_TIMEOUT_MS) has passed, however quickly the control plane came back.
+    await new Promise((r) => setTimeout(r, Math.max(0, stopSentAt + Number(SHORT_DEADLINES.ACK_TIMEOUT_MS) + 500 - Date.now())));
     agent.thaw();
 
     await waitConnected(cp, nodeId, true, 30_000);
