@@ -3,8 +3,8 @@
 // honours (no OS, no ACPI handling) answered at its deadline with the VM still running, a force stop
 // that shuts it off, and its real /var/log/libvirt/qemu/<name>.log tailed.
 import { rmSync } from "node:fs";
-import { randomBytes } from "node:crypto";
 import { Hypervisor } from "@unraid/libvirt";
+import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CommandRunner } from "../../agent/commands.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
@@ -13,21 +13,7 @@ import { recorder, silentLog } from "./helpers.ts";
 
 const URI = "qemu:///system";
 const LOG_DIR = "/var/log/libvirt/qemu";
-const name = `qx-agent-test-${randomBytes(4).toString("hex")}`;
-const uuid = crypto.randomUUID();
-const xml = `<domain type='qemu'>
-  <name>${name}</name>
-  <uuid>${uuid}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>`;
+const { name, uuid, xml } = disklessQemuDomain("qx-agent-test");
 
 let admin: Hypervisor; // sets up and tears down the domain, outside the code under test
 const libvirt = new Libvirt(URI, silentLog);

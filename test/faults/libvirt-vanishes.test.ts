@@ -3,30 +3,16 @@
 // waiting for a guest that ignores ACPI when the domain is destroyed and undefined from another
 // connection. The request must end failed with the hypervisor's reason, the VM must not be left
 // STOPPING, the host's loss must show as `missing`, and a reset must settle it.
-import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
 import { Hypervisor } from "@unraid/libvirt";
+import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess } from "../support/agent.ts";
 import { FAST_AGENT_ARGS, createNode, eventually, getVm, json, startControlPlane, waitConnected, waitRequestSettled } from "../e2e/journey.ts";
 
 const URI = "qemu:///system";
-const name = `qx-fault-${randomBytes(4).toString("hex")}`;
-const uuid = crypto.randomUUID();
-const xml = `<domain type='qemu'>
-  <name>${name}</name>
-  <uuid>${uuid}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>`;
+const { name, uuid, xml } = disklessQemuDomain("qx-fault");
 
 let cp: ControlPlane;
 let admin: Hypervisor; // the "other connection" that pulls the domain away
