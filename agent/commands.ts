@@ -2,7 +2,8 @@
 // deadline (in the control plane's clock) has passed when it is read is answered `expired` and not
 // carried out. Power actions are acked at once, then their outcome is reported; actions on one VM
 // run one after another.
-import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult, type ServerMessage } from "../protocol/wire.ts";
+import { lastLines } from "../protocol/log-excerpt.ts";
+import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult, type ServerMessage } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import type { LogFollower } from "./log-follow.ts";
@@ -81,7 +82,11 @@ export class CommandRunner {
     }
     switch (cmd.type) {
       case "vm.state":
-        return this.answer(id, async () => this.o.send({ type: "result", id, payload: await this.o.libvirt.state(cmd.payload.vmId) }));
+        return this.answer(id, async () => {
+          const state = await this.o.libvirt.state(cmd.payload.vmId);
+          const { excerptLines } = cmd.payload;
+          this.o.send({ type: "result", id, payload: excerptLines ? { ...state, logExcerpt: await this.excerpt(cmd, excerptLines) } : state });
+        });
       case "vm.logs":
         return this.answer(id, () => this.sendLogs(cmd));
       case "vm.start":
@@ -134,6 +139,18 @@ export class CommandRunner {
       const left = until - Date.now();
       if (left <= 0) return { ...now, timedOut: true };
       await new Promise((r) => setTimeout(r, Math.min(this.o.stopPollMs, left)));
+    }
+  }
+
+  /** The log's last lines for a reset's event; null when there is no log to read (never fails the state answer). */
+  private async excerpt(cmd: Extract<Command, { type: "vm.state" }>, lines: number): Promise<string | null> {
+    try {
+      const name = await logNameFor(this.o.libvirt, cmd.payload.vmId, cmd.payload.name);
+      // Read with room to spare: the newest lines are kept when they are longer than the excerpt's budget.
+      return lastLines(readVmLog(this.o.logDir, name, lines, 16 * EXCERPT_MAX_BYTES).text, lines);
+    } catch (err) {
+      if (!(err instanceof AgentFailure)) this.o.log.warn({ id: cmd.id, err: (err as Error)?.message }, "could not read a log excerpt");
+      return null;
     }
   }
 

@@ -23,6 +23,9 @@ export const OFFLINE_AFTER_MS = 60_000;
 
 /** Default deadlines (SPEC §6). */
 export const QUERY_TIMEOUT_MS = 10_000; // vm.state, vm.logs
+/** A reset event's log excerpt: at most this many last lines and bytes of the VM's log. */
+export const EXCERPT_MAX_LINES = 50;
+export const EXCERPT_MAX_BYTES = 4 * 1024;
 export const ACK_TIMEOUT_MS = 10_000; // power actions: time for the agent to acknowledge
 export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits for the guest
 
@@ -123,7 +126,12 @@ export const Welcome = frame(
   "welcome",
   z.object({ nodeId: z.string(), serverTime: z.number().int(), heartbeatMs: z.number().int().positive() }),
 );
-export const VmStateCommand = frame("vm.state", z.object(commandTarget));
+/** A reset's vm.state also asks for the log's last `excerptLines` lines (≤ EXCERPT_MAX_BYTES) for its
+ *  event: one round trip instead of a state query followed by a log read. */
+export const VmStateCommand = frame(
+  "vm.state",
+  z.object({ ...commandTarget, excerptLines: z.number().int().min(1).max(EXCERPT_MAX_LINES).optional() }),
+);
 export const VmLogsCommand = frame(
   "vm.logs",
   z.object({ ...commandTarget, lines: z.number().int().min(1).max(10_000), maxBytes: z.number().int().positive().max(MAX_LOG_BYTES) }),
@@ -184,11 +192,14 @@ export const VmChanged = frame(
 /** A power action was received in time and is being carried out. */
 export const Ack = frame("ack", z.object({}));
 
-export const StateResult = z.object({ state: VmState, libvirtState: LibvirtState });
+/** `logExcerpt` only when the command asked for one: the log's last lines, or null when the VM has no
+ *  log the agent can read (an agent from before this field leaves it out). */
+const DomainState = z.object({ state: VmState, libvirtState: LibvirtState });
+export const StateResult = DomainState.extend({ logExcerpt: z.string().max(EXCERPT_MAX_BYTES).nullable().optional() });
 export type StateResult = z.infer<typeof StateResult>;
 /** Outcome of start / stop / forceStop: the real state afterwards; `timedOut` when a graceful
  *  stop's grace ran out with the guest still up. */
-export const PowerResult = StateResult.extend({ timedOut: z.boolean().default(false) });
+export const PowerResult = DomainState.extend({ timedOut: z.boolean().default(false) });
 export type PowerResult = z.infer<typeof PowerResult>;
 export const LogsResult = z.object({
   logPath: z.string().max(4096),
@@ -208,7 +219,12 @@ export const LogsResult = z.object({
 });
 export type LogsResult = z.infer<typeof LogsResult>;
 
-export const Result = frame("result", z.union([LogsResult, PowerResult, StateResult]));
+/** A result as received: which kind it is depends on its request, so the session parses the payload
+ *  again with PowerResult, StateResult or LogsResult (the union keeps every field for that). */
+export const Result = frame(
+  "result",
+  z.union([LogsResult, DomainState.extend({ timedOut: z.boolean().optional(), logExcerpt: z.string().max(MAX_FRAME_BYTES).nullable().optional() })]),
+);
 /** One piece of a log answer's text, in order; the final `result` says how many came. */
 export const LogChunk = frame("log.chunk", z.object({ seq: z.number().int().min(0).max(63), text: z.string() }));
 

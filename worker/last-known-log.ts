@@ -1,46 +1,49 @@
 // The VM's last-known log (issue 7): every successful logs answer is kept (newest 256 KiB) to be
-// shown, with its capture time, while the node is away; and the short log excerpt a reset event
-// keeps, fetched after the reset has answered or taken from that snapshot.
-import { eq } from "drizzle-orm";
+// shown, with its capture time, while the node is away (the node's session writes it, see
+// NodeSession.keepForD1); and the short log excerpt a reset event
+// keeps when the reset's own answer did not bring it: read after answering, or taken from that snapshot.
+import { eq, sql } from "drizzle-orm";
 import type { LastKnownLogResponse, LogsResponse } from "../protocol/api.ts";
+import type { LogsResult } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
 import { database } from "./db/client.ts";
 import { nodes, vmEvents, vmLogSnapshots } from "./db/schema.ts";
 import { sessionSettings } from "./config.ts";
 import { readVmLog } from "./session-calls.ts";
 import type { VmRow } from "./vm-state.ts";
+import { EXCERPT_LINES, lastLines, newestBytes } from "../protocol/log-excerpt.ts";
 import { nodeView } from "./views.ts";
 
 /** Text kept per VM: enough for the dashboard's largest usual view, well under D1's 2 MB row limit. */
 export const LAST_KNOWN_LOG_BYTES = 256 * 1024;
-/** A reset event's excerpt: the last lines of the log, at most this many bytes. */
-export const EXCERPT_LINES = 20;
-export const EXCERPT_BYTES = 4 * 1024;
 
 const countLines = (text: string) => (text === "" ? 0 : text.split("\n").length - (text.endsWith("\n") ? 1 : 0));
 
-/** The newest part of `text` within `maxBytes` of UTF-8, starting at a line when it can. */
-export function newestBytes(text: string, maxBytes: number): { text: string; cut: boolean } {
-  const bytes = new TextEncoder().encode(text);
-  if (bytes.byteLength <= maxBytes) return { text, cut: false };
-  let start = bytes.byteLength - maxBytes;
-  const newline = bytes.indexOf(0x0a, start - 1);
-  if (newline >= 0 && newline < bytes.byteLength - 1) start = newline + 1;
-  else while (start < bytes.byteLength && (bytes[start]! & 0xc0) === 0x80) start++; // one huge line: whole characters only
-  return { text: new TextDecoder().decode(bytes.subarray(start)), cut: true };
+/** A logs answer as the route gives it, from the agent's result and text. */
+export type LogsAnswer = LogsResponse & { files: string[]; capturedAt: string };
+
+export function logsAnswer(meta: LogsResult, text: string, capturedAt: number): LogsAnswer {
+  return {
+    qemuLog: text,
+    logPath: meta.logPath,
+    logSizeBytes: meta.logSizeBytes,
+    linesReturned: meta.linesReturned,
+    truncated: meta.truncated,
+    lastModified: meta.lastModified,
+    // An agent from before issue 7 does not say which files it read: then it read the one.
+    files: meta.files ?? [meta.logPath.slice(meta.logPath.lastIndexOf("/") + 1)],
+    // rotated files the agent would not read (compressed, outside the log dir, unreadable)
+    ...(meta.skipped?.length ? { skipped: meta.skipped } : {}),
+    capturedAt: new Date(capturedAt).toISOString(),
+  };
 }
 
-/** The last `lines` lines of `text`, within `maxBytes`. */
-export function lastLines(text: string, lines = EXCERPT_LINES, maxBytes = EXCERPT_BYTES): string {
-  const body = text.endsWith("\n") ? text.slice(0, -1) : text;
-  const tail = body.split("\n").slice(-lines).join("\n");
-  return newestBytes(tail, maxBytes).text;
-}
+export type SnapshotRow = typeof vmLogSnapshots.$inferInsert;
 
-/** Keeps a successful logs answer as the VM's last-known log (replacing the previous one). */
-export async function saveSnapshot(db: Database, vmId: string, answer: LogsResponse & { capturedAt: string; files: string[] }): Promise<void> {
+/** A logs answer as the VM's last-known log: its newest LAST_KNOWN_LOG_BYTES, saying what it holds. */
+export function snapshotRow(vmId: string, answer: LogsAnswer): SnapshotRow {
   const kept = newestBytes(answer.qemuLog, LAST_KNOWN_LOG_BYTES);
-  const row = {
+  return {
     vmId,
     capturedAt: Date.parse(answer.capturedAt),
     logPath: answer.logPath,
@@ -52,7 +55,14 @@ export async function saveSnapshot(db: Database, vmId: string, answer: LogsRespo
     files: JSON.stringify(answer.files),
     text: kept.text,
   };
-  await db.insert(vmLogSnapshots).values(row).onConflictDoUpdate({ target: vmLogSnapshots.vmId, set: row });
+}
+
+/** Replaces the VM's last-known log, unless a newer one is there already. */
+export function upsertSnapshot(db: Database, row: SnapshotRow) {
+  return db
+    .insert(vmLogSnapshots)
+    .values(row)
+    .onConflictDoUpdate({ target: vmLogSnapshots.vmId, set: row, setWhere: sql`${vmLogSnapshots.capturedAt} <= ${row.capturedAt}` });
 }
 
 export async function loadSnapshot(db: Database, vmId: string): Promise<LastKnownLogResponse | null> {
@@ -70,17 +80,20 @@ export async function loadSnapshot(db: Database, vmId: string): Promise<LastKnow
   };
 }
 
-/** Runs after a reset has answered (ctx.waitUntil): reads the VM's last lines from its node when it
- *  is online, else from the last-known log, and stores them on the reset's event. Never throws.
- *  `nodeAnswered`: the node's agent answered this reset just now, so D1 need not be asked whether
- *  it is online (the read still falls back to the snapshot if the node has gone meanwhile). */
-export async function attachLogExcerpt(env: Env, vm: VmRow, eventId: number, actor: string, nodeAnswered = false): Promise<void> {
+/** Runs after a reset has answered (ctx.waitUntil) when its answer did not carry the excerpt: reads
+ *  the VM's last lines from its node, or takes them from the last-known log, and stores them on the
+ *  reset's event. Never throws. `from`:
+ *  - "node": ask the node if D1 says it is online (a forced reset), else the last-known log;
+ *  - "answered-node": its agent answered this reset just now but said nothing of the log (an agent
+ *    from before the excerpt rode on vm.state): ask it without asking D1 first;
+ *  - "snapshot": the node has no log to read now; the last-known log is what there is. */
+export async function attachLogExcerpt(env: Env, vm: VmRow, eventId: number, actor: string, from: "node" | "answered-node" | "snapshot"): Promise<void> {
   try {
     const db = database(env.DB);
     let excerpt: string | null = null;
-    if (vm.nodeId) {
-      const node = nodeAnswered ? null : await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
-      if (nodeAnswered || (node && nodeView(node, 0, sessionSettings(env).offlineAfterMs).connected)) {
+    if (vm.nodeId && from !== "snapshot") {
+      const node = from === "answered-node" ? null : await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
+      if (from === "answered-node" || (node && nodeView(node, 0, sessionSettings(env).offlineAfterMs).connected)) {
         const outcome = await readVmLog(env, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
         if (outcome.status === "done") excerpt = lastLines(outcome.text ?? "");
       }

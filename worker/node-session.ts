@@ -27,14 +27,16 @@ import { sessionSettings, type SessionSettings } from "./config.ts";
 import { database, type Database } from "./db/client.ts";
 import { nodes, vms } from "./db/schema.ts";
 import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./inventory.ts";
+import { logsAnswer, snapshotRow, type SnapshotRow } from "./last-known-log.ts";
 import { queueQuery } from "./session-calls.ts";
 import {
   applyPowerOutcome,
   finishRequest,
-  insertQueryRequest,
+  writeKeptRows,
   isPowerKind,
   markRequestAcked,
   markRequestSent,
+  queryRequestRow,
   repairStuckVm,
   undoPowerAction,
   type RequestFinish,
@@ -50,6 +52,10 @@ export type Dispatch = {
   vmGeneration?: number;
   prevState?: string;
   lines?: number;
+  /** vm.state for a reset: also the log's last lines, for the reset's event */
+  excerptLines?: number;
+  /** vm.logs for the logs route: its answer becomes the VM's last-known log */
+  keepAsLastKnown?: boolean;
   /** resolve only with the final outcome (else as soon as the command is on the wire) */
   wait: boolean;
   /** a query whose request row does not exist yet: the session writes it as it sends the command */
@@ -58,7 +64,7 @@ export type Dispatch = {
 
 export type Outcome =
   | { status: "sent" }
-  | { status: "done"; result: unknown; text?: string }
+  | { status: "done"; result: unknown; text?: string; at?: number }
   | { status: "failed" | "expired"; error: { code: string; message: string } };
 
 /** An in-flight request, in DO storage so a deadline survives eviction. */
@@ -73,7 +79,12 @@ type InFlight = {
   deadline: number;
   /** a reconciler's vm.state query: the stuck transition it checks (applied only if still that one) */
   reconcile?: StuckVm;
+  /** a route's query: its request row is written only once it ends (see QUERY_ROW) */
+  newRequest?: NonNullable<Dispatch["newRequest"]> & { sentAt: number };
+  keepAsLastKnown?: boolean;
 };
+
+type QueryRow = ReturnType<typeof queryRequestRow>;
 
 type StuckVm = { vmId: string; generation: number; transitionRequestId: string; expectedState: string; stuckSince: number };
 
@@ -84,6 +95,13 @@ type ViewerAttachment = { kind: "viewer"; vmId: string };
 type Follow = { followId: string; vmId: string; name: string; connId: string; acked: boolean; ackDeadline: number };
 
 const INFLIGHT = "inflight:";
+/** Writes kept for D1, made together on the next alarm at most KEPT_DELAY_MS later: finished query
+ *  rows (a round trip's D1 writes were an insert as it left and an update as it ended) and each
+ *  VM's newest last-known log (a dashboard refreshing a 1,000-line log wrote it on every read). */
+const QUERY_ROW = "queryrow:";
+const SNAPSHOT = "snapshot:";
+const KEPT_DELAY_MS = 1_000;
+const KEPT_AT_ONCE = 100;
 const FOLLOW = "follow:";
 const AGENT_TAG = "agent";
 const VIEWER_TAG = "viewer";
@@ -240,6 +258,7 @@ export class NodeSession extends DurableObject<Env> {
     }
     if (forget) {
       await this.failAll({ code: "node_offline", message: reason });
+      await this.writeKept();
       await this.ctx.storage.deleteAlarm();
       await this.ctx.storage.deleteAll();
     }
@@ -276,7 +295,7 @@ export class NodeSession extends DurableObject<Env> {
     const error = { code: "node_offline", message };
     if (d.newRequest) {
       const now = Date.now();
-      await insertQueryRequest(this.db, { ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now }, { status: "failed", at: now, error });
+      await this.keepForD1(QUERY_ROW + d.id, queryRequestRow({ ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null }, { status: "failed", error }, now));
     }
     return { status: "failed", error };
   }
@@ -291,7 +310,9 @@ export class NodeSession extends DurableObject<Env> {
         ? { type: "vm.logs", id: d.id, payload: { ...target, lines: d.lines ?? 100, maxBytes: MAX_LOG_BYTES } }
         : d.kind === "vm.stop"
           ? { type: "vm.stop", id: d.id, payload: { ...target, graceMs: this.limits.stopGraceMs } }
-          : { type: d.kind, id: d.id, payload: target };
+          : d.kind === "vm.state" && d.excerptLines
+            ? { type: "vm.state", id: d.id, payload: { ...target, excerptLines: d.excerptLines } }
+            : { type: d.kind, id: d.id, payload: target };
     const inflight: InFlight = {
       id: d.id,
       kind: d.kind,
@@ -302,6 +323,8 @@ export class NodeSession extends DurableObject<Env> {
       phase: "sent",
       deadline,
       ...(reconcile ? { reconcile } : {}),
+      ...(d.newRequest ? { newRequest: { ...d.newRequest, sentAt: now } } : {}),
+      ...(d.keepAsLastKnown ? { keepAsLastKnown: true } : {}),
     };
     this.kv.put(INFLIGHT + d.id, inflight);
     try {
@@ -310,16 +333,14 @@ export class NodeSession extends DurableObject<Env> {
       this.kv.delete(INFLIGHT + d.id);
       return false;
     }
-    // Written while the agent works; markRequestSent only moves a queued row, so even a late write
-    // can't undo a final status, and settle waits for it before writing that status.
-    const sent = (
-      d.newRequest
-        ? insertQueryRequest(this.db, { ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: deadline }, { status: "sent", at: now })
-        : markRequestSent(this.db, d.id, now)
-    )
-      .catch((err) => console.error("node session: could not mark request sent", d.id, err))
-      .finally(() => this.sentWrites.delete(d.id));
-    this.sentWrites.set(d.id, sent);
+    if (!d.newRequest) {
+      // Written while the agent works; markRequestSent only moves a queued row, so even a late write
+      // can't undo a final status, and settle waits for it before writing that status.
+      const sent = markRequestSent(this.db, d.id, now)
+        .catch((err) => console.error("node session: could not mark request sent", d.id, err))
+        .finally(() => this.sentWrites.delete(d.id));
+      this.sentWrites.set(d.id, sent);
+    }
     await this.armAlarm();
     return true;
   }
@@ -332,6 +353,17 @@ export class NodeSession extends DurableObject<Env> {
       outcome.status === "done" ? { status: "done", result: stored ?? outcome.result } : { status: outcome.status, error: outcome.error };
     const wake = this.waiters.get(r.id);
     this.waiters.delete(r.id);
+    if (r.newRequest) {
+      // A route's query: the caller has its answer now; its row (and the log it read, to be the
+      // last-known one) go to D1 with others shortly.
+      const at = Date.now();
+      wake?.(outcome.status === "done" ? { ...outcome, at } : outcome);
+      if (r.keepAsLastKnown && outcome.status === "done") {
+        this.kv.put(SNAPSHOT + r.vmId, snapshotRow(r.vmId, logsAnswer(outcome.result as LogsResult, outcome.text ?? "", at)));
+      }
+      const { sentAt, ...request } = r.newRequest;
+      return this.keepForD1(QUERY_ROW + r.id, queryRequestRow({ ...request, id: r.id, kind: r.kind, vmId: r.vmId, deadlineAt: r.deadline, sentAt }, finish, at));
+    }
     // A query's caller (reset_state, logs) has the answer in hand and never hands out the request's
     // id: it goes on while the row is closed. A power action's caller may answer with the request's
     // status, so its row is final first.
@@ -339,6 +371,36 @@ export class NodeSession extends DurableObject<Env> {
     await this.sentWrites.get(r.id);
     await finishRequest(this.db, r.id, finish);
     if (isPowerKind(r.kind)) wake?.(outcome);
+  }
+
+  /** Keeps a write for the next batch of them (KEPT_DELAY_MS from the first one kept). */
+  private async keepForD1(key: string, value: unknown): Promise<void> {
+    this.kv.put(key, value);
+    if (this.kv.get<number>("keptAt") === undefined) {
+      this.kv.put("keptAt", Date.now() + KEPT_DELAY_MS);
+      await this.armAlarm();
+    }
+  }
+
+  /** Writes the kept rows and last-known logs in one D1 batch; on failure they stay for a later alarm. */
+  private async writeKept(): Promise<void> {
+    const rows = [...this.kv.list<QueryRow>({ prefix: QUERY_ROW, limit: KEPT_AT_ONCE })];
+    // Snapshots are large (≤ 256 KiB each): a few per batch.
+    const snapshots = [...this.kv.list<SnapshotRow>({ prefix: SNAPSHOT, limit: 8 })];
+    if (rows.length === 0 && snapshots.length === 0) {
+      this.kv.delete("keptAt");
+      return;
+    }
+    try {
+      await writeKeptRows(this.db, rows.map(([, row]) => row), snapshots.map(([, row]) => row));
+      for (const [key] of [...rows, ...snapshots]) this.kv.delete(key);
+      const more = [...this.kv.list({ prefix: QUERY_ROW, limit: 1 }), ...this.kv.list({ prefix: SNAPSHOT, limit: 1 })].length > 0;
+      if (more) this.kv.put("keptAt", Date.now());
+      else this.kv.delete("keptAt");
+    } catch (err) {
+      console.error("node session: could not write kept request rows / last-known logs; retrying", err);
+      this.kv.put("keptAt", Date.now() + 5 * KEPT_DELAY_MS);
+    }
   }
 
   private async failAll(error: { code: string; message: string }): Promise<void> {
@@ -365,6 +427,8 @@ export class NodeSession extends DurableObject<Env> {
     let due = Infinity;
     for (const r of all.values()) due = Math.min(due, r.deadline);
     for (const f of this.follows()) if (!f.acked) due = Math.min(due, f.ackDeadline);
+    const keptAt = this.kv.get<number>("keptAt");
+    if (keptAt !== undefined) due = Math.min(due, keptAt);
     if (this.kv.get<string>("conn")) {
       due = Math.min(due, Date.now() + this.livenessEveryMs);
       const reconcileAt = this.kv.get<number>("reconcileAt");
@@ -385,6 +449,7 @@ export class NodeSession extends DurableObject<Env> {
 
   private async sweep(): Promise<void> {
     const now = Date.now();
+    if ((this.kv.get<number>("keptAt") ?? Infinity) <= now) await this.writeKept();
     const all = this.inFlight();
     for (const r of all.values()) {
       if (r.deadline > now) continue;

@@ -4,7 +4,7 @@ import type { Database } from "./db/client.ts";
 import { newId } from "./auth.ts";
 import { sessionSettings } from "./config.ts";
 import { requests } from "./db/schema.ts";
-import type { Outcome } from "./node-session.ts";
+import type { Dispatch, Outcome } from "./node-session.ts";
 import type { VmRow } from "./vm-state.ts";
 
 /** The node's NodeSession stub (one Durable Object per node id). */
@@ -41,13 +41,21 @@ export async function callSession(env: Env, nodeId: string, run: (s: ReturnType<
 
 /** Asks the VM's node a query (vm.state / vm.logs) and waits for the outcome. The node's session
  *  writes the request row as it sends the command: one D1 write on the way out instead of two. */
-export function askNode(env: Env, vm: Pick<VmRow, "id" | "name"> & { nodeId: string }, kind: "vm.state" | "vm.logs", params: Record<string, unknown>, actor: string): Promise<Outcome> {
+export function askNode(
+  env: Env,
+  vm: Pick<VmRow, "id" | "name"> & { nodeId: string },
+  kind: "vm.state" | "vm.logs",
+  params: Record<string, unknown>,
+  actor: string,
+  opts: Pick<Dispatch, "excerptLines" | "keepAsLastKnown"> = {},
+): Promise<Outcome> {
   const newRequest = { nodeId: vm.nodeId, params, requestedBy: actor, createdAt: Date.now() };
   const lines = kind === "vm.logs" ? (params.lines as number) : undefined;
-  return callSession(env, vm.nodeId, (s) => s.dispatch({ id: newId(), kind, vmId: vm.id, name: vm.name, lines, wait: true, newRequest }));
+  return callSession(env, vm.nodeId, (s) => s.dispatch({ id: newId(), kind, vmId: vm.id, name: vm.name, lines, wait: true, newRequest, ...opts }));
 }
 
-/** Reads the last `lines` of the VM's log through its node (the VM must be on a node). */
-export function readVmLog(env: Env, vm: VmRow & { nodeId: string }, lines: number, actor: string): Promise<Outcome> {
-  return askNode(env, vm, "vm.logs", { lines }, actor);
+/** Reads the last `lines` of the VM's log through its node (the VM must be on a node); with
+ *  `keepAsLastKnown` the answer is also kept as the VM's last-known log. */
+export function readVmLog(env: Env, vm: VmRow & { nodeId: string }, lines: number, actor: string, keepAsLastKnown = false): Promise<Outcome> {
+  return askNode(env, vm, "vm.logs", { lines }, actor, { keepAsLastKnown });
 }

@@ -3,8 +3,9 @@
 import { eq, getTableColumns, sql, type Column } from "drizzle-orm";
 import { canStart, canStop, type VmState } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
-import { changes, runBatch } from "./db/batch.ts";
-import { requests, vms } from "./db/schema.ts";
+import { changes, runBatch, type Statement } from "./db/batch.ts";
+import { requests, vmLogSnapshots, vms } from "./db/schema.ts";
+import { upsertSnapshot } from "./last-known-log.ts";
 import { ApiError } from "./errors.ts";
 
 export type VmRow = typeof vms.$inferSelect;
@@ -203,13 +204,23 @@ export async function resetVmState(
 export async function resetVmStateNow(
   db: Database,
   vm: Pick<VmRow, "id" | "name">,
-  change: { to: VmState; libvirtState?: string | null; source: "hypervisor"; observedState: VmState; message: string; actor: string; reason: string | null },
+  change: {
+    to: VmState;
+    libvirtState?: string | null;
+    source: "hypervisor";
+    observedState: VmState;
+    message: string;
+    actor: string;
+    reason: string | null;
+    /** the log's last lines, when the agent sent them with its answer */
+    logExcerpt?: string | null;
+  },
 ): Promise<{ vm: VmRow; eventId: number; previousState: string }> {
   const now = Date.now();
   const [event, update] = await runBatch(db, [
-    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id, expected_state, observed_state)
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id, expected_state, observed_state, log_excerpt)
       SELECT id, ${now}, ${change.actor}, 'reset_state', state, ${change.to}, ${change.source}, ${change.message}, ${change.reason}, NULL,
-        state, ${change.observedState}
+        state, ${change.observedState}, ${change.logExcerpt ?? null}
       FROM vms WHERE id = ${vm.id}
       RETURNING id, from_state`,
     sql`UPDATE vms SET state = ${change.to}, libvirt_state = coalesce(${change.libvirtState ?? null}, libvirt_state), generation = generation + 1,
@@ -274,25 +285,46 @@ export function finishRequest(db: Database, id: string, f: RequestFinish, now = 
     .where(sql`${requests.id} = ${id} AND ${requests.status} IN ('queued', 'sent')`);
 }
 
-/** A query's request row written by the node's session as it sends the command (one D1 write, not
- *  a queued insert and then a `sent` update); `failed` when it could not be sent at all. */
-export function insertQueryRequest(
-  db: Database,
-  r: { id: string; kind: string; vmId: string; nodeId: string; params: Record<string, unknown>; requestedBy: string; createdAt: number; deadlineAt: number },
-  outcome: { status: "sent"; at: number } | { status: "failed"; at: number; error: { code: string; message: string } },
-) {
-  return db.insert(requests).values({
+/** A query's (vm.state / vm.logs from a route) request row, final: the node's session keeps it and
+ *  writes many at once (insertRequestRows) instead of an insert as it sends and an update as it ends. */
+export function queryRequestRow(
+  r: { id: string; kind: string; vmId: string; nodeId: string; params: Record<string, unknown>; requestedBy: string; createdAt: number; deadlineAt: number; sentAt: number | null },
+  f: RequestFinish,
+  now = Date.now(),
+): typeof requests.$inferInsert {
+  return {
     id: r.id,
     kind: r.kind,
     vmId: r.vmId,
     nodeId: r.nodeId,
     params: JSON.stringify(r.params),
-    status: outcome.status,
+    status: f.status,
     deadlineAt: r.deadlineAt,
     requestedBy: r.requestedBy,
     createdAt: r.createdAt,
-    ...(outcome.status === "sent" ? { sentAt: outcome.at } : { error: JSON.stringify(outcome.error), finishedAt: outcome.at }),
-  });
+    sentAt: r.sentAt,
+    result: f.result === undefined ? null : JSON.stringify(f.result),
+    error: f.error ? JSON.stringify(f.error) : null,
+    finishedAt: now,
+  };
+}
+
+/** Rows per INSERT: 13 columns each, within D1's 100 bound parameters per statement. */
+const REQUEST_ROWS_PER_INSERT = Math.floor(100 / 13);
+
+/** Writes finished query rows and last-known logs (built by last-known-log.ts) in one D1 batch; a
+ *  request row written before is left as it is. */
+export async function writeKeptRows(
+  db: Database,
+  rows: Array<typeof requests.$inferInsert>,
+  snapshots: Array<typeof vmLogSnapshots.$inferInsert>,
+): Promise<void> {
+  const statements: Statement[] = [];
+  for (let i = 0; i < rows.length; i += REQUEST_ROWS_PER_INSERT) {
+    statements.push(db.insert(requests).values(rows.slice(i, i + REQUEST_ROWS_PER_INSERT)).onConflictDoNothing());
+  }
+  for (const row of snapshots) statements.push(upsertSnapshot(db, row));
+  if (statements.length) await runBatch(db, statements);
 }
 
 export function markRequestSent(db: Database, id: string, now = Date.now()) {

@@ -110,6 +110,36 @@ describe("commands", () => {
     expect(errorOf(rec.of(missing.id))?.code).toBe("vm_not_found");
   });
 
+  it("vm.state with excerptLines also sends the log's last lines (newest 4 KiB at most); null when the VM has no log", async () => {
+    const { runner, rec, logDir } = setup();
+    const text = Array.from({ length: 100 }, (_, i) => `2026-11-26 line ${i}`).join("\n") + "\n";
+    writeFileSync(join(logDir, `${VMS.running.name}.log`), text);
+    const c = cmd("vm.state", { ...target(VMS.running), excerptLines: 20 });
+    await runner.handle(c);
+    expect(resultOf(rec.of(c.id))).toEqual({
+      state: "RUNNING",
+      libvirtState: "running",
+      logExcerpt: Array.from({ length: 20 }, (_, i) => `2026-11-26 line ${80 + i}`).join("\n"),
+    });
+    // Long lines: the newest whole lines within 4 KiB.
+    const wide = Array.from({ length: 30 }, (_, i) => `${i} ${"x".repeat(500)}`).join("\n") + "\n";
+    writeFileSync(join(logDir, `${VMS.running.name}.log`), wide);
+    const w = cmd("vm.state", { ...target(VMS.running), excerptLines: 20 });
+    await runner.handle(w);
+    const excerpt = resultOf(rec.of(w.id))!.logExcerpt as string;
+    expect(Buffer.byteLength(excerpt)).toBeLessThanOrEqual(4096);
+    expect(excerpt).toMatch(/^\d+ x/);
+    expect(wide.trimEnd().endsWith(excerpt)).toBe(true);
+    // No log: the state still answers.
+    const none = cmd("vm.state", { ...target(VMS.paused), excerptLines: 20 });
+    await runner.handle(none);
+    expect(resultOf(rec.of(none.id))).toEqual({ state: "PAUSED", libvirtState: "paused", logExcerpt: null });
+    // Without excerptLines, no excerpt field at all.
+    const plain = cmd("vm.state", target(VMS.running));
+    await runner.handle(plain);
+    expect(resultOf(rec.of(plain.id))).toEqual({ state: "RUNNING", libvirtState: "running" });
+  });
+
   it("vm.start: ack at once, then RUNNING; a running domain is not_allowed; a paused one is resumed", async () => {
     const { runner, rec } = setup();
     const start = cmd("vm.start", target(VMS.shutoff));

@@ -129,7 +129,43 @@ describe("logs", () => {
       files: [`${vm.name}.log`],
       capturedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
-    expect((await json(await api(`/api/requests/${cmd.id}`))).request).toMatchObject({ kind: "vm.logs", status: "done" });
+    // A query's row is written once it has ended, with the node's other finished queries (≤ 1 s later).
+    const row = await eventually(async () => {
+      const res = await api(`/api/requests/${cmd.id}`);
+      expect(res.status).toBe(200);
+      return (await json(res)).request;
+    });
+    expect(row).toMatchObject({ kind: "vm.logs", status: "done", vm_id: vm.uuid, error: null });
+  });
+
+  it("the rows of finished queries reach D1 together: one per query, final, with when it was sent and ended", async () => {
+    const { agent, vm } = await vmOnline();
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const p = api(`/api/vms/${vm.uuid}/logs?lines=2`);
+      const cmd = await agent.next("vm.logs");
+      ids.push(cmd.id);
+      if (i % 3 === 2) agent.reply(cmd, "error", { code: "log_not_found", message: "no such file" });
+      else {
+        agent.reply(cmd, "log.chunk", { seq: 0, text: "a\nb\n" });
+        agent.reply(cmd, "result", { logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: 4, linesReturned: 2, truncated: false, lastModified: null, chunks: 1 });
+      }
+      expect((await p).status).toBe(i % 3 === 2 ? 404 : 200);
+    }
+    const rows = await eventually(async () => {
+      const { results } = await env.DB.prepare(`SELECT * FROM requests WHERE id IN (${ids.map(() => "?").join(",")})`).bind(...ids).all<any>();
+      expect(results).toHaveLength(12);
+      return results;
+    });
+    for (const row of rows) {
+      const failed = ids.indexOf(row.id) % 3 === 2;
+      expect(row).toMatchObject({ kind: "vm.logs", vm_id: vm.uuid, status: failed ? "failed" : "done", requested_by: "admin" });
+      expect(JSON.parse(row.params)).toEqual({ lines: 2 });
+      expect(row.sent_at).toBeGreaterThanOrEqual(row.created_at);
+      expect(row.finished_at).toBeGreaterThanOrEqual(row.sent_at);
+      if (failed) expect(JSON.parse(row.error).code).toBe("log_not_found");
+      else expect(JSON.parse(row.result)).toMatchObject({ linesReturned: 2 });
+    }
   });
 
   it("passes on the rotated files the agent read and the ones it skipped", async () => {

@@ -105,22 +105,17 @@ describe("logs answer and the last-known log", () => {
 });
 
 describe("verified resets", () => {
-  it("hypervisor reset: the event keeps expected and observed state, the reason, and the log's last 20 lines fetched after answering", async () => {
+  it("hypervisor reset: the event keeps expected and observed state, the reason, and the log's last 20 lines sent with the agent's answer", async () => {
     const s = await nodeWithVm();
     await stuck(s);
-    const started = Date.now();
     const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST", json: { reason: "stop hung after kernel update" } });
-    s.agent.reply(await s.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running" });
+    // One round trip: the state query itself asks for the excerpt.
+    const q = await s.agent.next("vm.state");
+    expect(q.payload.excerptLines).toBe(20);
+    s.agent.reply(q, "result", { state: "RUNNING", libvirtState: "running", logExcerpt: lines(11, 30).trimEnd() });
     expect(await json(await p)).toMatchObject({ source: "hypervisor", previousState: "STOPPING", vm: { state: "RUNNING" } });
-    // The answer came before the excerpt was read: its vm.logs command arrives only now.
-    const read = await s.agent.next("vm.logs");
-    expect(read.payload.lines).toBe(20);
-    answerLogs(s.agent, read, lines(1, 30));
-    const ev = await eventually(async () => {
-      const [e] = await events(s.vm.uuid);
-      expect(e.logExcerpt).toBeTruthy();
-      return e;
-    });
+    // Written with the reset itself: there when the answer is.
+    const [ev] = await events(s.vm.uuid);
     expect(ev).toMatchObject({
       action: "reset_state",
       actor: "admin",
@@ -130,9 +125,57 @@ describe("verified resets", () => {
       expectedState: "STOPPING",
       observedState: "RUNNING",
       reason: "stop hung after kernel update",
+      logExcerpt: lines(11, 30).trimEnd(),
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(s.agent.frames.filter((f) => f.type === "vm.logs")).toHaveLength(0);
+  });
+
+  it("an agent that answers without an excerpt (older agent) is asked for the log after the reset has answered", async () => {
+    const s = await nodeWithVm();
+    await stuck(s);
+    const started = Date.now();
+    const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST" });
+    s.agent.reply(await s.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running" });
+    expect(await json(await p)).toMatchObject({ source: "hypervisor", vm: { state: "RUNNING" } });
+    // The answer came before the excerpt was read: its vm.logs command arrives only now.
+    const read = await s.agent.next("vm.logs");
+    expect(read.payload.lines).toBe(20);
+    answerLogs(s.agent, read, lines(1, 30));
+    const ev = await eventually(async () => {
+      const [e] = await events(s.vm.uuid);
+      expect(e.logExcerpt).toBeTruthy();
+      return e;
     });
     expect(ev.logExcerpt).toBe(lines(11, 30).trimEnd());
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it("an agent with no log to read (excerpt null): the excerpt comes from the last-known log, and the node is not asked again", async () => {
+    const s = await nodeWithVm();
+    const p0 = api(`/api/vms/${s.vm.uuid}/logs`);
+    answerLogs(s.agent, await s.agent.next("vm.logs"), lines(1, 8));
+    await json(await p0);
+    await eventually(async () => json(await api(`/api/vms/${s.vm.uuid}/logs/last_known`)));
+    const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST" });
+    s.agent.reply(await s.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: null });
+    expect(await json(await p)).toMatchObject({ source: "hypervisor" });
+    const ev = await eventually(async () => {
+      const [e] = await events(s.vm.uuid);
+      expect(e.logExcerpt).toBeTruthy();
+      return e;
+    });
+    expect(ev.logExcerpt).toBe(lines(1, 8).trimEnd());
+    expect(s.agent.frames.filter((f) => f.type === "vm.logs")).toHaveLength(0); // none after the first read (taken by next())
+  });
+
+  it("an excerpt over 4 KiB in the agent's answer is refused as malformed, and the reset falls back to forced", async () => {
+    const s = await nodeWithVm();
+    const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST" });
+    s.agent.reply(await s.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "x".repeat(5000) });
+    const body = await json(await p);
+    expect(body).toMatchObject({ source: "forced", vm: { state: "STOPPED" } });
+    expect(body.message).toContain("malformed");
   });
 
   it("forced reset with the node offline: observed null, reason from the query, excerpt from the last-known log (capped 4 KiB)", async () => {

@@ -7,7 +7,7 @@ import type { Database } from "./client.ts";
 
 const dialect = new SQLiteAsyncDialect();
 
-type Statement = SQL | { toSQL(): { sql: string; params: unknown[] } };
+export type Statement = SQL | { toSQL(): { sql: string; params: unknown[] } };
 
 export function compile(s: Statement): { sql: string; params: unknown[] } {
   return s instanceof SQL ? dialect.sqlToQuery(s) : s.toSQL();

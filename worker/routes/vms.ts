@@ -3,7 +3,7 @@
 import { Hono, type Context } from "hono";
 import { and, asc, desc, eq, sql, type SQL } from "drizzle-orm";
 import { z } from "zod";
-import { FOLLOW_SUBPROTOCOL, LogLinesQuery, type LogsResponse, type ResetStateResponse } from "../../protocol/api.ts";
+import { FOLLOW_SUBPROTOCOL, LogLinesQuery, type ResetStateResponse } from "../../protocol/api.ts";
 import { mapLibvirtState, StateResult, VmState, type LogsResult } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
 import { requireRole } from "../auth.ts";
@@ -11,7 +11,8 @@ import { sessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import { nodes, vmEvents, vms } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
-import { attachLogExcerpt, loadSnapshot, saveSnapshot } from "../last-known-log.ts";
+import { EXCERPT_LINES } from "../../protocol/log-excerpt.ts";
+import { attachLogExcerpt, loadSnapshot, logsAnswer } from "../last-known-log.ts";
 import { FOLLOW_HEADERS, type Outcome } from "../node-session.ts";
 import { flag, IdParam } from "../params.ts";
 import { limitPerToken } from "../rate-limit.ts";
@@ -186,13 +187,14 @@ export const vmRoutes = new Hono<AppEnv>()
     const actor = c.get("principal").actor;
     const { vm, online } = await loadVmOnNode(c, db, c.req.valid("param").id);
 
-    let change: { to: VmState; libvirtState?: string; source: "hypervisor" | "forced"; observedState: VmState | null; message: string };
+    let change: { to: VmState; libvirtState?: string; source: "hypervisor" | "forced"; observedState: VmState | null; message: string; logExcerpt?: string | null };
     const forced = (why: string) => ({ to: "STOPPED" as VmState, source: "forced" as const, observedState: null, message: `state set to STOPPED: ${why}` });
     if (force) change = forced("forced by request");
     else if (!vm.nodeId) change = forced("the VM is on no node");
     else if (!online) change = forced("node offline");
     else {
-      const outcome = await askNode(c.env, { ...vm, nodeId: vm.nodeId }, "vm.state", {}, actor);
+      // The event's log excerpt rides on the state query: one round trip to the agent, one D1 write.
+      const outcome = await askNode(c.env, { ...vm, nodeId: vm.nodeId }, "vm.state", {}, actor, { excerptLines: EXCERPT_LINES });
       const answer = outcome.status === "done" ? StateResult.safeParse(outcome.result) : null;
       if (answer?.success) {
         const to = mapLibvirtState(answer.data.libvirtState);
@@ -202,6 +204,7 @@ export const vmRoutes = new Hono<AppEnv>()
           source: "hypervisor",
           observedState: to,
           message: `state read from the hypervisor: libvirt ${answer.data.libvirtState} -> ${to}`,
+          logExcerpt: answer.data.logExcerpt,
         };
       } else if (outcome.status === "failed" && (outcome.error.code === "node_offline" || outcome.error.code === "agent_disconnected")) {
         change = forced(`node offline (${outcome.error.message})`);
@@ -219,8 +222,11 @@ export const vmRoutes = new Hono<AppEnv>()
       change.source === "hypervisor"
         ? await resetVmStateNow(db, vm, { ...change, source: "hypervisor", observedState: change.to, actor, reason })
         : await resetVmState(db, vm, { ...change, actor, reason });
-    // The event's log excerpt comes after the answer: a reset must never wait for a log read.
-    c.executionCtx.waitUntil(attachLogExcerpt(c.env, updated, eventId, actor, change.source === "hypervisor"));
+    // Without the excerpt in the answer it comes after answering: a reset never waits for a log read.
+    if (typeof change.logExcerpt !== "string") {
+      const from = change.source === "forced" ? "node" : change.logExcerpt === null ? "snapshot" : "answered-node";
+      c.executionCtx.waitUntil(attachLogExcerpt(c.env, updated, eventId, actor, from));
+    }
     const answer: ResetStateResponse = {
       success: true,
       message: change.message,
@@ -236,26 +242,11 @@ export const vmRoutes = new Hono<AppEnv>()
     const { lines } = c.req.valid("query");
     if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to read`);
     if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
-    const outcome = await readVmLog(c.env, { ...vm, nodeId: vm.nodeId }, lines, c.get("principal").actor);
+    const outcome = await readVmLog(c.env, { ...vm, nodeId: vm.nodeId }, lines, c.get("principal").actor, true);
     if (outcome.status === "sent") throw new ApiError(502, "agent_error", "no answer");
     if (outcome.status !== "done") throw outcomeError(outcome);
-    const meta = outcome.result as LogsResult;
-    const answer: LogsResponse & { files: string[]; capturedAt: string } = {
-      qemuLog: outcome.text ?? "",
-      logPath: meta.logPath,
-      logSizeBytes: meta.logSizeBytes,
-      linesReturned: meta.linesReturned,
-      truncated: meta.truncated,
-      lastModified: meta.lastModified,
-      // An agent from before issue 7 does not say which files it read: then it read the one.
-      files: meta.files ?? [meta.logPath.slice(meta.logPath.lastIndexOf("/") + 1)],
-      // rotated files the agent would not read (compressed, outside the log dir, unreadable)
-      ...(meta.skipped?.length ? { skipped: meta.skipped } : {}),
-      capturedAt: new Date().toISOString(),
-    };
-    // Kept as the last-known log after answering: the caller does not wait for the write.
-    c.executionCtx.waitUntil(saveSnapshot(db, vm.id, answer).catch((err) => console.error("could not keep the last-known log", err)));
-    return c.json(answer);
+    // The node's session keeps this answer as the last-known log; the caller does not wait for that.
+    return c.json(logsAnswer(outcome.result as LogsResult, outcome.text ?? "", outcome.at ?? Date.now()));
   })
   .get("/:id/logs/last_known", requireRole("operator"), validate("param", IdParam), async (c) => {
     const db = database(c.env.DB);
