@@ -52,9 +52,12 @@ export type LinkOptions = {
   headers?: Record<string, string>;
 };
 
-/** Full jitter: uniform in [0, min(cap, base·2^attempt)]. */
-export function backoffDelay(attempt: number, t: Pick<LinkTimings, "backoffBaseMs" | "backoffCapMs">, random: () => number): number {
-  const ceiling = Math.min(t.backoffCapMs, t.backoffBaseMs * 2 ** Math.min(attempt, 30));
+/** Full jitter: uniform in [0, min(cap, max(base·2^attempt, spread))]. `spread` is the window the
+ *  control plane asked for (welcome.reconnectSpreadMs) once a link was lost: a restart drops the
+ *  whole fleet at once, and exponential windows starting at one second would bring most of it back
+ *  in the same few seconds. */
+export function backoffDelay(attempt: number, t: Pick<LinkTimings, "backoffBaseMs" | "backoffCapMs">, random: () => number, spreadMs = 0): number {
+  const ceiling = Math.min(t.backoffCapMs, Math.max(spreadMs, t.backoffBaseMs * 2 ** Math.min(attempt, 30)));
   return Math.floor(random() * ceiling);
 }
 
@@ -73,6 +76,9 @@ export class AgentLink {
   private drained: (() => void) | null = null;
   /** server clock minus ours, from welcome.serverTime */
   clockOffsetMs = 0;
+  /** welcome.reconnectSpreadMs of the current link, and the window in force since a link was lost */
+  private offeredSpreadMs = 0;
+  private spreadMs = 0;
 
   constructor(opts: LinkOptions) {
     this.opts = opts;
@@ -189,6 +195,8 @@ export class AgentLink {
       }
       if (msg.type === "welcome") {
         this.clockOffsetMs = msg.payload.serverTime - Date.now();
+        this.offeredSpreadMs = msg.payload.reconnectSpreadMs ?? 0;
+        this.spreadMs = 0;
         if (msg.payload.heartbeatMs !== this.heartbeatMs) {
           this.heartbeatMs = msg.payload.heartbeatMs;
           this.armHeartbeat();
@@ -212,7 +220,10 @@ export class AgentLink {
         this.opts.log.error({ detail: refused }, "node credential refused");
         return this.opts.events.onRefused(refused);
       }
-      if (wasOnline) this.opts.log.warn({ code, reason: reason.toString() }, "link lost");
+      if (wasOnline) {
+        this.opts.log.warn({ code, reason: reason.toString() }, "link lost");
+        this.spreadMs = this.offeredSpreadMs;
+      }
       if (wasOnline && Date.now() - this.onlineSince >= this.timings.stableAfterMs) this.attempt = 0;
       this.scheduleReconnect();
     });
@@ -234,7 +245,7 @@ export class AgentLink {
   }
 
   private scheduleReconnect() {
-    const delay = backoffDelay(this.attempt, this.timings, this.random);
+    const delay = backoffDelay(this.attempt, this.timings, this.random, this.spreadMs);
     this.opts.events.onBackoff?.(delay, this.attempt);
     this.attempt++;
     this.setState("backingOff");

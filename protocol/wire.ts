@@ -122,9 +122,17 @@ const frame = <T extends string, P extends z.ZodTypeAny>(type: T, payload: P) =>
 const commandTarget = { vmId: uuid, name: DomainName, deadline: z.number().int().positive() };
 
 // ---- Worker -> agent -------------------------------------------------------------------------
+/** `reconnectSpreadMs`: after losing this link, the agent spreads its reconnect attempts over at
+ *  least this window (full jitter), sized by the control plane to its fleet so that a restart or
+ *  deploy, which drops every agent at once, does not bring them all back in the same second. */
 export const Welcome = frame(
   "welcome",
-  z.object({ nodeId: z.string(), serverTime: z.number().int(), heartbeatMs: z.number().int().positive() }),
+  z.object({
+    nodeId: z.string(),
+    serverTime: z.number().int(),
+    heartbeatMs: z.number().int().positive(),
+    reconnectSpreadMs: z.number().int().min(0).max(600_000).optional(),
+  }),
 );
 /** A reset's vm.state also asks for the log's last `excerptLines` lines (≤ EXCERPT_MAX_BYTES) for its
  *  event: one round trip instead of a state query followed by a log read. */

@@ -42,6 +42,17 @@ export function sessionSettings(
   };
 }
 
+/** Reconnects per second the control plane wants at most after dropping every agent at once (a
+ *  restart, a deploy): each agent's reconnect window is sized to the fleet to stay under it. */
+export const FLEET_RECONNECTS_PER_SECOND = 50;
+/** The widest reconnect window a fleet is asked for: every agent is back within about this long. */
+export const MAX_RECONNECT_SPREAD_MS = 45_000;
+
+/** The window over which `nodes` agents should spread their reconnects. */
+export function reconnectSpreadMs(nodes: number): number {
+  return Math.min(MAX_RECONNECT_SPREAD_MS, Math.ceil(nodes / FLEET_RECONNECTS_PER_SECOND) * 1000);
+}
+
 export function joinTokenTtlMs(env: Pick<Env, "JOIN_TOKEN_TTL_SECONDS">): number {
   return positive(env.JOIN_TOKEN_TTL_SECONDS, 3600) * 1000;
 }

@@ -4,7 +4,7 @@
 // relays live log follows to dashboard viewers (one agent follow per VM, shared by all its viewers)
 // and runs the self-healing reconciler for VMs stuck in a transition.
 import { DurableObject } from "cloudflare:workers";
-import { eq, sql } from "drizzle-orm";
+import { asc, eq, sql } from "drizzle-orm";
 import { FOLLOW_CLOSE_NODE_OFFLINE, type FollowMessage } from "../protocol/api.ts";
 import {
   AgentMessage,
@@ -112,6 +112,8 @@ const MAX_VIEWERS = 200;
 const RECONCILE_BATCH = 50;
 /** The header through which the Worker tells the object which node an authenticated socket is. */
 export const NODE_ID_HEADER = "x-quantix-node-id";
+/** …and over how long its agent should spread its reconnects after losing the link (see Welcome). */
+export const RECONNECT_SPREAD_HEADER = "x-quantix-reconnect-spread";
 /** Headers of a viewer's follow upgrade, set by the Worker after authorizing it. */
 export const FOLLOW_HEADERS = {
   vmId: "x-quantix-follow-vm",
@@ -184,7 +186,9 @@ export class NodeSession extends DurableObject<Env> {
     this.kv.put("nodeId", nodeId);
     this.lastMessageAt = now;
     this.flood = { tokens: this.limits.floodBurst, at: now }; // a new connection starts with a full budget
-    this.send(server, { type: "welcome", id: connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS } });
+    const spread = Number(request.headers.get(RECONNECT_SPREAD_HEADER) ?? NaN);
+    const reconnectSpreadMs = Number.isInteger(spread) && spread >= 0 && spread <= 600_000 ? spread : undefined;
+    this.send(server, { type: "welcome", id: connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs } });
     // Viewers that outlived the old connection keep following on the new one.
     for (const f of this.follows()) {
       if (this.viewers(f.vmId).length) this.startFollow({ ws: server, att }, f.vmId, f.name);
@@ -327,6 +331,7 @@ export class NodeSession extends DurableObject<Env> {
       ...(d.keepAsLastKnown ? { keepAsLastKnown: true } : {}),
     };
     this.kv.put(INFLIGHT + d.id, inflight);
+    if (isPowerKind(d.kind)) this.kv.put("transitionsOpen", true); // for the reconciler's next pass
     try {
       this.send(current.ws, frame);
     } catch {
@@ -476,7 +481,7 @@ export class NodeSession extends DurableObject<Env> {
         const nodeId = current.att.nodeId;
         await this.db
           .update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
-        if (now >= (this.kv.get<number>("reconcileAt") ?? 0)) await this.reconcile(current);
+        if (now >= (this.kv.get<number>("reconcileAt") ?? 0)) await this.reconcile(current, true);
       }
     } else if (this.kv.get<string>("conn")) {
       // The socket vanished without a close event (e.g. the object was reset): treat as gone.
@@ -677,18 +682,24 @@ export class NodeSession extends DurableObject<Env> {
   /** Asks the hypervisor about this node's VMs that are stuck: in a transitional state for longer
    *  than STUCK_AFTER_MS, held by a request that is no longer in flight. Each answer is adopted by
    *  repairStuckVm (an `auto_repair` event), only if nobody acted on the VM meanwhile. */
-  private async reconcile(current: { ws: WebSocket; att: Attachment }): Promise<void> {
+  private async reconcile(current: { ws: WebSocket; att: Attachment }, periodic = false): Promise<void> {
     const now = Date.now();
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
+    // The periodic pass asks D1 only while a transition may be open: one seen by the last pass, or a
+    // power action sent since (a thousand idle nodes then cost D1 nothing every minute).
+    if (periodic && this.kv.get<boolean>("transitionsOpen") === false) return;
     const transitional = TRANSITIONAL_STATES.map((t) => sql`${t}`);
-    const stuck = await this.db
+    const open = await this.db
       .select()
       .from(vms)
       .where(
         sql`${vms.nodeId} = ${current.att.nodeId} AND ${vms.state} IN (${sql.join(transitional, sql`, `)})
-          AND ${vms.transitionRequestId} IS NOT NULL AND ${vms.missing} = 0 AND ${vms.stateUpdatedAt} < ${now - this.limits.stuckAfterMs}`,
+          AND ${vms.transitionRequestId} IS NOT NULL AND ${vms.missing} = 0`,
       )
+      .orderBy(asc(vms.stateUpdatedAt))
       .limit(RECONCILE_BATCH);
+    this.kv.put("transitionsOpen", open.length > 0);
+    const stuck = open.filter((vm) => vm.stateUpdatedAt < now - this.limits.stuckAfterMs);
     if (stuck.length === 0) return;
     const busy = new Set<string>();
     for (const r of this.inFlight()) {

@@ -73,6 +73,8 @@ export class LoopbackControlPlane {
   /** which credentials may connect (empty: any) */
   credentials = new Set<string>();
   heartbeatMs = 20_000;
+  /** welcome.reconnectSpreadMs, when set */
+  reconnectSpreadMs: number | undefined = undefined;
   private stalled: Socket[] = [];
   private listeners: ((m: AgentMsg) => void)[] = [];
 
@@ -132,7 +134,7 @@ export class LoopbackControlPlane {
       ws.on("close", (code, reason) => this.closes.push({ code, reason: reason.toString() }));
       if (b === "drop") return ws.close(1011, "dropped by test");
       if (b === "close4001") return ws.close(4001, "credential revoked");
-      ws.send(JSON.stringify({ type: "welcome", id: "w", payload: { nodeId: "node-1", serverTime: Date.now(), heartbeatMs: this.heartbeatMs } }));
+      ws.send(JSON.stringify({ type: "welcome", id: "w", payload: { nodeId: "node-1", serverTime: Date.now(), heartbeatMs: this.heartbeatMs, reconnectSpreadMs: this.reconnectSpreadMs } }));
       ws.on("message", (data) => {
         const text = data.toString();
         if (text === PING_FRAME) {

@@ -86,6 +86,40 @@ describe("backoff", () => {
   });
 });
 
+describe("reconnect spread (welcome.reconnectSpreadMs)", () => {
+  it("after a lost link, every retry's window is at least the spread the welcome asked for, within the cap; first connects are not spread", async () => {
+    // attempts 0-1 refused (a fresh start: plain exponential), 2 accepted then dropped by the
+    // server, 3-5 refused, 6 accepted.
+    const plan: Behaviour[] = ["refuse503", "refuse503", "accept", "refuse503", "refuse503", "refuse503", "accept"];
+    const cp = await controlPlane((i) => plan[i] ?? "accept");
+    cp.reconnectSpreadMs = 120;
+    const { delays, l, opens } = link(cp, {}, () => 0.999999);
+    await until(() => opens() === 1);
+    cp.socket!.close(1012, "restart");
+    await until(() => opens() === 2);
+    await l.stop();
+    // base 20, cap 160: 19, 39 before any link; then (the link was not stable, so the attempt count
+    // goes on from 2) max(120, 20·2^n) within the cap: 120, 160, 160, 160.
+    expect(delays.map((d) => d.attempt)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(delays.map((d) => d.delay)).toEqual([19, 39, 119, 159, 159, 159]);
+  });
+
+  it("spreads a fleet: 1,000 agents dropped at once, with the window a 1,000-node control plane asks for, come back at most ~0.1 of them per second", async () => {
+    const { reconnectSpreadMs } = await import("../../worker/config.ts");
+    const spread = reconnectSpreadMs(1000);
+    expect(spread).toBeGreaterThanOrEqual(10_000);
+    expect(spread).toBeLessThanOrEqual(45_000);
+    const { backoffDelay } = await import("../../agent/connection.ts");
+    const perSecond = new Map<number, number>();
+    for (let i = 0; i < 1000; i++) {
+      const s = Math.floor(backoffDelay(0, { backoffBaseMs: 1_000, backoffCapMs: 30_000 }, Math.random, spread) / 1000);
+      perSecond.set(s, (perSecond.get(s) ?? 0) + 1);
+    }
+    expect(Math.max(...perSecond.values())).toBeLessThanOrEqual(100);
+    expect(Math.max(...perSecond.keys())).toBeLessThan(30);
+  });
+});
+
 describe("faults", () => {
   it("a stalled handshake times out and is retried, one connect at a time", async () => {
     const cp = await controlPlane((i) => (i < 2 ? "stallHandshake" : "accept"));

@@ -3,6 +3,7 @@
 import { env, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE } from "../../protocol/wire.ts";
+import { reconnectSpreadMs } from "../../worker/config.ts";
 import { agentsClosedAfterEach, api, BASE, createNode, enroll, eventually, expectError, json, TestAgent, unique, uuid, vmInfo } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
@@ -126,5 +127,21 @@ describe("agent endpoint", () => {
     ws.close();
     // b's session is untouched: still connected, not replaced.
     expect(b.agent.closed).toBeNull();
+  });
+
+  it("the welcome asks the agent to spread its reconnects over a window sized to the fleet (a client can't set it)", async () => {
+    const a = await TestAgent.forNewNode();
+    agents.push(a.agent);
+    const res = await SELF.fetch(`${BASE}/agent/connect`, {
+      headers: { upgrade: "websocket", authorization: `Bearer ${a.credential}`, "x-quantix-reconnect-spread": "600000" },
+    });
+    const ws = res.webSocket!;
+    ws.accept();
+    const welcome = await new Promise<any>((r) => ws.addEventListener("message", (e) => r(JSON.parse(e.data as string)), { once: true }));
+    ws.close();
+    // A handful of nodes (this file's): one second; 50 reconnects a second per FLEET_RECONNECTS_PER_SECOND.
+    expect(welcome.payload.reconnectSpreadMs).toBe(1000);
+    expect(reconnectSpreadMs(1000)).toBe(20_000);
+    expect(reconnectSpreadMs(100_000)).toBe(45_000);
   });
 });

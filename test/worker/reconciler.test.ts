@@ -100,6 +100,36 @@ describe("reconciler", () => {
     expect(next! - Date.now()).toBeGreaterThan(50_000);
   });
 
+  it("an idle node's periodic pass remembers there is no open transition and skips D1; a power action sent later is still repaired once stuck", async () => {
+    const s = await TestAgent.forNewNode();
+    agents.push(s.agent);
+    const vm = vmInfo(`rc-idle-${s.name}`, "running");
+    s.agent.inventory([vm]);
+    await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
+    const kv = <T,>(key: string) => runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.get<T>(key));
+    const due = () => runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.put("reconcileAt", 0));
+    await eventually(async () => expect(await kv<boolean>("transitionsOpen")).toBe(false)); // the sync's pass found none
+    await due();
+    await runDurableObjectAlarm(session(s.nodeId));
+    expect(await kv<boolean>("transitionsOpen")).toBe(false);
+
+    await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
+    await s.agent.next("vm.stop"); // never acknowledged: failed by its deadline, the VM stays STOPPING
+    expect(await kv<boolean>("transitionsOpen")).toBe(true);
+    await eventually(async () => expect((await json(await api(`/api/vms/${vm.uuid}`))).vm.state).toBe("STOPPING"));
+    await eventually(async () => expect(await runInDurableObject(session(s.nodeId), async (o) => (await o.stats()).inFlight)).toBe(0), 6000);
+    await age(vm.uuid, 200_000);
+    await due();
+    await runDurableObjectAlarm(session(s.nodeId));
+    s.agent.reply(await s.agent.next("vm.state"), "result", { state: "STOPPED", libvirtState: "shutoff" });
+    await eventually(async () => expect((await getVm(vm.uuid)).state).toBe("STOPPED"));
+    expect((await events(vm.uuid))[0]).toMatchObject({ action: "auto_repair", actor: "reconciler", observedState: "STOPPED" });
+    // That pass saw the transition open; the next one sees it closed.
+    await due();
+    await runDurableObjectAlarm(session(s.nodeId));
+    expect(await kv<boolean>("transitionsOpen")).toBe(false);
+  });
+
   it("an answer that arrives after an operator's reset changes nothing (the generation moved on)", async () => {
     const s = await stuckVm();
     await age(s.vm.uuid, 200_000);

@@ -2,7 +2,7 @@
 // node's WebSocket, authenticated here and then handed to that node's NodeSession.
 import { Hono } from "hono";
 import type { z } from "zod";
-import { and, eq, gt } from "drizzle-orm";
+import { and, count, eq, gt } from "drizzle-orm";
 import { EnrollRequest, EnrollResponse } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
 import { bearer, hashSecret, newSecret, TOKEN_PREFIX } from "../auth.ts";
@@ -10,8 +10,21 @@ import { database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { clientIp, enforceLimit } from "../rate-limit.ts";
-import { NODE_ID_HEADER } from "../node-session.ts";
+import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER } from "../node-session.ts";
+import { reconnectSpreadMs } from "../config.ts";
 import { nodeSession } from "../session-calls.ts";
+
+// The fleet's size, per isolate for a minute: every connect needs it, and it changes slowly.
+const FLEET_SIZE_CACHE_MS = 60_000;
+let fleet: { nodes: number; until: number } | null = null;
+
+async function fleetSize(env: Env): Promise<number> {
+  const now = Date.now();
+  if (fleet && fleet.until > now) return fleet.nodes;
+  const row = await database(env.DB).select({ nodes: count() }).from(nodes).get();
+  fleet = { nodes: row?.nodes ?? 0, until: now + FLEET_SIZE_CACHE_MS };
+  return fleet.nodes;
+}
 
 export const agentRoutes = new Hono<AppEnv>()
   .post(
@@ -53,6 +66,7 @@ export const agentRoutes = new Hono<AppEnv>()
     if (!node) throw new ApiError(401, "credential_invalid", "node credential refused (revoked, rotated or unknown); enroll again with a new join token");
     const headers = new Headers(c.req.raw.headers);
     headers.set(NODE_ID_HEADER, node.id);
+    headers.set(RECONNECT_SPREAD_HEADER, String(reconnectSpreadMs(await fleetSize(c.env))));
     headers.delete("authorization"); // the session never needs the secret
     return nodeSession(c.env, node.id).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
   });
