@@ -133,7 +133,7 @@ describe("bad frames and floods", () => {
       CLOSE.protocolError,
     ],
   ];
-  let victim: { nodeId: string; credential: string };
+  let victim: Awaited<ReturnType<typeof simNode>>;
   let bystander: { nodeId: string; vm: SimVm };
   beforeAll(async () => {
     victim = await simNode("bad-frames", simVms(3, "bf"));
