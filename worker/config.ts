@@ -43,8 +43,10 @@ export function sessionSettings(
 }
 
 /** Reconnects per second the control plane wants at most after dropping every agent at once (a
- *  restart, a deploy): each agent's reconnect window is sized to the fleet to stay under it. */
-export const FLEET_RECONNECTS_PER_SECOND = 50;
+ *  restart, a deploy): each agent's reconnect window is sized to the fleet to stay under it. Kept
+ *  well below what it can take (~50 connects/s locally), since the attempts made while it was still
+ *  coming up all land together in its first second. */
+export const FLEET_RECONNECTS_PER_SECOND = 30;
 /** The widest reconnect window a fleet is asked for: every agent is back within about this long. */
 export const MAX_RECONNECT_SPREAD_MS = 45_000;
 
