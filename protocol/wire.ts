@@ -282,3 +282,41 @@ export const AGENT_ENROLL_PATH = "/agent/enroll";
 export const AGENT_CONNECT_PATH = "/agent/connect";
 export const EnrollRequest = z.object({ joinToken: z.string().min(1).max(200), hostname: z.string().max(255).optional() });
 export const EnrollResponse = z.object({ nodeId: z.string(), credential: z.string() });
+
+// ---- Long-poll transport (networks that block WebSockets) ------------------------------------
+// The same frames over plain HTTPS request/response, with the same node credential as
+// AGENT_CONNECT_PATH. A poll without `connId` opens a new link (replacing the node's socket or older
+// poll link, as a WebSocket connect does); its answer carries the `welcome` frame, whose id is the
+// link's `connId`. A poll or send naming a link that is no longer the node's current one is answered
+// 409 `link_replaced` (a newer connection took over), 410 `link_closed` (ended: no poll in time, a
+// protocol error, ...) or 401 (credential revoked): the agent then starts a new link.
+/** `POST` with PollRequest: waits up to `waitMs` (capped by the server) for frames, answers PollResponse. */
+export const AGENT_POLL_PATH = "/agent/poll";
+/** `POST` with SendRequest: each message handled exactly as the same frame on the socket. */
+export const AGENT_SEND_PATH = "/agent/send";
+/** The longest a poll is held open when no frame is due (many proxies cut idle requests at 30 s+). */
+export const LONG_POLL_WAIT_MS = 25_000;
+/** Messages per send, and a send's whole body (each message also stays under MAX_FRAME_BYTES). */
+export const MAX_SEND_MESSAGES = 64;
+export const MAX_SEND_BYTES = 1024 * 1024;
+/** Frames handed out per poll answer; the rest come with the next poll. */
+export const MAX_POLL_MESSAGES = 100;
+
+const connId = z.string().min(1).max(64);
+export const PollRequest = z.object({
+  /** absent: open a new link */
+  connId: connId.optional(),
+  /** the `cursor` of the last answer received on this link: frames up to it are not handed out again
+   *  (an answer lost on the way is delivered again with the next poll) */
+  cursor: z.string().max(80).optional(),
+  /** how long to hold the poll when nothing is due (the server caps it at its own maximum) */
+  waitMs: z.number().int().min(0).max(120_000).optional(),
+});
+export type PollRequest = z.infer<typeof PollRequest>;
+export const PollResponse = z.object({ connId, cursor: z.string().max(80), messages: z.array(ServerMessage).max(MAX_POLL_MESSAGES) });
+export type PollResponse = z.infer<typeof PollResponse>;
+/** `messages` are checked one by one against AgentMessage (a 400 names the first bad one). */
+export const SendRequest = z.object({ connId, messages: z.array(z.unknown()).min(1).max(MAX_SEND_MESSAGES) });
+export type SendRequest = z.infer<typeof SendRequest>;
+export const SendResponse = z.object({ success: z.literal(true) });
+export type SendResponse = z.infer<typeof SendResponse>;

@@ -1,6 +1,6 @@
 // Deadlines, liveness and flood limits from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
-import { ACK_TIMEOUT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
+import { ACK_TIMEOUT_MS, LONG_POLL_WAIT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
 
 export type SessionSettings = {
   queryMs: number;
@@ -13,6 +13,8 @@ export type SessionSettings = {
   /** the reconciler's threshold and period (issue 7) */
   stuckAfterMs: number;
   reconcileIntervalMs: number;
+  /** the longest a long-poll is held open with nothing due */
+  longPollWaitMs: number;
 };
 
 /** Defaults of the self-healing reconciler: a stuck VM is left alone for 2 minutes, checked every minute. */
@@ -26,7 +28,7 @@ const positive = (v: string | undefined, fallback: number) => {
 
 export function sessionSettings(
   env: Partial<
-    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS">
+    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS">
   >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
@@ -39,6 +41,7 @@ export function sessionSettings(
     offlineAfterMs: positive(env.OFFLINE_AFTER_MS, OFFLINE_AFTER_MS),
     stuckAfterMs: positive(env.STUCK_AFTER_MS, STUCK_AFTER_MS),
     reconcileIntervalMs: positive(env.RECONCILE_INTERVAL_MS, RECONCILE_INTERVAL_MS),
+    longPollWaitMs: positive(env.LONG_POLL_WAIT_MS, LONG_POLL_WAIT_MS),
   };
 }
 

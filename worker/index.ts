@@ -5,6 +5,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { AppEnv } from "./app-env.ts";
 import { authenticate } from "./auth.ts";
+import { AGENT_SEND_PATH } from "../protocol/wire.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -26,7 +27,8 @@ const limitBody = bodyLimit({
 
 const app = new Hono<AppEnv>()
   .use("/api/*", limitBody)
-  .use("/agent/*", limitBody)
+  // A long-poll send carries agent frames (up to MAX_SEND_BYTES): its route sets its own limit.
+  .use("/agent/*", (c, next) => (c.req.path === AGENT_SEND_PATH ? next() : limitBody(c, next)))
   .route("/api/health", healthRoutes) // before authentication: the open /api routes
   .get("/api/openapi.json", (c) => c.json(openApiDocument()))
   .use("/api/*", authenticate)

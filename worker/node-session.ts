@@ -1,5 +1,5 @@
-// NodeSession: one Durable Object per node. Holds that node's agent WebSocket (Hibernation API),
-// delivers commands, routes answers by request id, enforces deadlines with alarms only (no timers,
+// NodeSession: one Durable Object per node. Holds that node's agent link — a WebSocket (Hibernation
+// API) or, for networks that block WebSockets, a long-poll link over plain HTTPS — delivers commands, routes answers by request id, enforces deadlines with alarms only (no timers,
 // so it can hibernate), and keeps the node's connected/offline state and inventory in D1. It also
 // relays live log follows to dashboard viewers (one agent follow per VM, shared by all its viewers)
 // and runs the self-healing reconciler for VMs stuck in a transition.
@@ -21,6 +21,7 @@ import {
   mapLibvirtState,
   parseFrame,
   type CommandKind,
+  type PollRequest,
   type ServerMessage,
 } from "../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "./config.ts";
@@ -28,6 +29,7 @@ import { database, type Database } from "./db/client.ts";
 import { nodes, vms } from "./db/schema.ts";
 import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./inventory.ts";
 import { logsAnswer, snapshotRow, type SnapshotRow } from "./last-known-log.ts";
+import { PollOutbox, type LinkEnded, type PollAnswer } from "./poll-link.ts";
 import { queueQuery } from "./session-calls.ts";
 import {
   applyPowerOutcome,
@@ -88,7 +90,30 @@ type QueryRow = ReturnType<typeof queryRequestRow>;
 
 type StuckVm = { vmId: string; generation: number; transitionRequestId: string; expectedState: string; stuckSince: number };
 
-type Attachment = { kind?: "agent"; nodeId: string; connId: string; connectedAt: number; lastMessageAt: number; clock: number };
+type Attachment = {
+  kind?: "agent";
+  nodeId: string;
+  connId: string;
+  connectedAt: number;
+  lastMessageAt: number;
+  clock: number;
+  /** absent on sockets accepted before the long-poll transport existed */
+  transport?: "socket" | "poll";
+};
+/** The agent's current link, socket or long-poll: all that dispatch, settle, the follow relay, the
+ *  reconciler and liveness know of it. */
+type Link = {
+  att: Attachment;
+  /** throws when the link is closing or ended */
+  send(frame: ServerMessage): void;
+  /** ends the link from our side; the caller then runs connectionGone if the node is now offline */
+  close(code: number, reason: string): void;
+  /** the agent's latest sign of life */
+  lastSign(): number;
+  /** records a sign of life (a frame, a poll) */
+  touch(now: number): void;
+};
+type SendAnswer = { ok: true } | ({ ok: false } & LinkEnded);
 /** A dashboard socket following one VM's log; tagged `vm:<id>` so its VM's viewers are found after a wake. */
 type ViewerAttachment = { kind: "viewer"; vmId: string };
 /** The one agent follow of a VM (frame id = follow id), shared by all of that VM's viewers. */
@@ -102,6 +127,9 @@ const QUERY_ROW = "queryrow:";
 const SNAPSHOT = "snapshot:";
 const KEPT_DELAY_MS = 1_000;
 const KEPT_AT_ONCE = 100;
+/** The long-poll link's attachment while it is the current connection, and the last one that ended. */
+const POLL_LINK = "pollLink";
+const POLL_ENDED = "pollEnded";
 const FOLLOW = "follow:";
 const AGENT_TAG = "agent";
 const VIEWER_TAG = "viewer";
@@ -122,6 +150,9 @@ export const FOLLOW_HEADERS = {
   subprotocol: "x-quantix-follow-subprotocol",
 } as const;
 
+/** welcome.reconnectSpreadMs as the Worker passed it, if it is one. */
+const validSpread = (ms: number | undefined) => (ms !== undefined && Number.isInteger(ms) && ms >= 0 && ms <= 600_000 ? ms : undefined);
+
 export class NodeSession extends DurableObject<Env> {
   private readonly db: Database;
   private readonly limits: SessionSettings;
@@ -134,6 +165,8 @@ export class NodeSession extends DurableObject<Env> {
   private flood = { tokens: 0, at: 0 };
   private lastMessageAt = 0;
   private inbox: Promise<void> = Promise.resolve();
+  /** The current long-poll link's queue and held poll (memory only: see poll-link.ts). */
+  private outbox: PollOutbox | null = null;
 
   /** Synchronous storage (SQLite-backed object): survives eviction, costs no await per frame. */
   private get kv(): SyncKvStorage {
@@ -166,10 +199,54 @@ export class NodeSession extends DurableObject<Env> {
     if (!nodeId || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return Response.json({ success: false, error: { code: "bad_request", message: "expected an agent WebSocket upgrade" } }, { status: 400 });
     }
+    const spread = Number(request.headers.get(RECONNECT_SPREAD_HEADER) ?? NaN);
+    const { 0: client, 1: server } = new WebSocketPair();
+    await this.openLink(nodeId, "socket", validSpread(spread), (att) => {
+      this.ctx.acceptWebSocket(server, [AGENT_TAG]);
+      server.serializeAttachment(att);
+      return this.socketLink(server, att);
+    });
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** A long-poll from the agent, already authenticated by the Worker: without `connId` it opens a
+   *  new link (answered with its welcome at once); with one, it waits for that link's frames. */
+  async poll(nodeId: string, req: PollRequest, reconnectSpreadMs?: number): Promise<PollAnswer> {
+    const waitMs = Math.min(req.waitMs ?? this.limits.longPollWaitMs, this.limits.longPollWaitMs);
+    if (!req.connId) {
+      const link = await this.openLink(nodeId, "poll", validSpread(reconnectSpreadMs), (att) => {
+        this.kv.put(POLL_LINK, att);
+        this.outbox = new PollOutbox(att.connId);
+        return this.pollLink(att);
+      });
+      return this.outboxFor(link.att.connId).take(undefined, 0);
+    }
+    const link = this.currentLink();
+    if (!link || link.att.connId !== req.connId || link.att.nodeId !== nodeId || link.att.transport !== "poll") return this.staleLink(req.connId);
+    link.touch(Date.now());
+    const answer = await this.outboxFor(req.connId).take(req.cursor, waitMs);
+    // Answering is a sign of life too: an agent that died mid-poll is offline OFFLINE_AFTER_MS later.
+    if (answer.ok && this.kv.get<string>("conn") === req.connId) this.currentLink()?.touch(Date.now());
+    return answer;
+  }
+
+  /** Frames the agent posted on its long-poll link, each handled exactly as the same socket frame. */
+  async receivePolled(nodeId: string, connId: string, frames: string[]): Promise<SendAnswer> {
+    const link = this.currentLink();
+    if (!link || link.att.connId !== connId || link.att.nodeId !== nodeId || link.att.transport !== "poll") return this.staleLink(connId);
+    let handled = Promise.resolve();
+    for (const frame of frames) handled = this.receive(link, frame);
+    await handled;
+    // A frame that ended the link (malformed, flood) is answered like any later use of it.
+    return this.kv.get<string>("conn") === connId ? { ok: true } : this.staleLink(connId);
+  }
+
+  /** Opens the node's new link, replacing the current one (socket or poll), and welcomes it. */
+  private async openLink(nodeId: string, transport: "socket" | "poll", reconnectSpreadMs: number | undefined, accept: (att: Attachment) => Link): Promise<Link> {
     const now = Date.now();
     // A newer connection for the node replaces the old one; what was sent on it can't be answered.
     await this.failAll({ code: "agent_disconnected", message: "the agent connection was replaced before it answered" });
-    // No await from here to acceptWebSocket: two racing connects can't both stay open.
+    // No await from here until the new link is stored: two racing connects can't both stay open.
     for (const old of this.ctx.getWebSockets(AGENT_TAG)) {
       try {
         old.close(CLOSE.replaced, "replaced by a newer connection");
@@ -177,42 +254,91 @@ export class NodeSession extends DurableObject<Env> {
         // already closing
       }
     }
-    const { 0: client, 1: server } = new WebSocketPair();
-    const connId = crypto.randomUUID();
-    this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    const att: Attachment = { kind: "agent", nodeId, connId, connectedAt: now, lastMessageAt: now, clock: now };
-    server.serializeAttachment(att);
-    this.kv.put("conn", connId);
+    const oldPoll = this.kv.get<Attachment>(POLL_LINK);
+    if (oldPoll) this.endPollLink(oldPoll.connId, CLOSE.replaced, "replaced by a newer connection");
+    const att: Attachment = { kind: "agent", nodeId, connId: crypto.randomUUID(), connectedAt: now, lastMessageAt: now, clock: now, transport };
+    const link = accept(att);
+    this.kv.put("conn", att.connId);
     this.kv.put("nodeId", nodeId);
     this.lastMessageAt = now;
     this.flood = { tokens: this.limits.floodBurst, at: now }; // a new connection starts with a full budget
-    const spread = Number(request.headers.get(RECONNECT_SPREAD_HEADER) ?? NaN);
-    const reconnectSpreadMs = Number.isInteger(spread) && spread >= 0 && spread <= 600_000 ? spread : undefined;
-    this.send(server, { type: "welcome", id: connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs } });
+    link.send({ type: "welcome", id: att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs } });
     // Viewers that outlived the old connection keep following on the new one.
     for (const f of this.follows()) {
-      if (this.viewers(f.vmId).length) this.startFollow({ ws: server, att }, f.vmId, f.name);
+      if (this.viewers(f.vmId).length) this.startFollow(link, f.vmId, f.name);
       else this.kv.delete(FOLLOW + f.vmId);
     }
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
     await this.armAlarm();
-    return new Response(null, { status: 101, webSocket: client });
+    return link;
   }
 
-  /** The open socket of the current connection, if any. */
-  private async currentSocket(): Promise<{ ws: WebSocket; att: Attachment } | null> {
+  /** The current connection, socket or long-poll, if any. */
+  private currentLink(): Link | null {
     const conn = this.kv.get<string>("conn");
     if (!conn) return null;
+    const poll = this.kv.get<Attachment>(POLL_LINK);
+    if (poll?.connId === conn) return this.pollLink(poll);
     for (const ws of this.ctx.getWebSockets(AGENT_TAG)) {
       const att = ws.deserializeAttachment() as Attachment | null;
-      if (att?.connId === conn && ws.readyState === WebSocket.OPEN) return { ws, att };
+      if (att?.connId === conn && ws.readyState === WebSocket.OPEN) return this.socketLink(ws, att);
     }
     return null;
   }
 
-  private send(ws: WebSocket, frame: ServerMessage): void {
-    ws.send(JSON.stringify(frame));
+  private socketLink(ws: WebSocket, att: Attachment): Link {
+    return {
+      att,
+      send: (frame) => ws.send(JSON.stringify(frame)),
+      close: (code, reason) => ws.close(code, reason),
+      // Pings are answered by the runtime without waking us: their time counts as well.
+      lastSign: () => Math.max(this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0, att.lastMessageAt, att.connectedAt, this.lastMessageAt),
+      touch: (now) => {
+        if (now - att.lastMessageAt > HEARTBEAT_MS / 2) ws.serializeAttachment({ ...att, lastMessageAt: now });
+      },
+    };
+  }
+
+  private pollLink(att: Attachment): Link {
+    const outbox = this.outboxFor(att.connId);
+    return {
+      att,
+      send: (frame) => outbox.push(frame),
+      close: (code, reason) => this.endPollLink(att.connId, code, reason),
+      // The poll itself is the heartbeat: one held open right now means the agent is there.
+      lastSign: () => (outbox.polling ? Date.now() : Math.max(att.lastMessageAt, att.connectedAt, this.lastMessageAt)),
+      touch: (now) => {
+        this.lastMessageAt = now;
+        this.kv.put(POLL_LINK, { ...att, lastMessageAt: now });
+      },
+    };
+  }
+
+  /** The link's queue; a fresh, empty one if the object's memory was lost since the last poll. */
+  private outboxFor(connId: string): PollOutbox {
+    if (this.outbox?.connId !== connId) this.outbox = new PollOutbox(connId);
+    return this.outbox;
+  }
+
+  /** Ends a long-poll link: its held poll, and any later poll or send naming it, learns why. */
+  private endPollLink(connId: string, code: number, reason: string): void {
+    const ended: LinkEnded =
+      code === CLOSE.unauthorized
+        ? { status: 401, code: "credential_invalid", message: `node credential refused: ${reason}` }
+        : code === CLOSE.replaced
+          ? { status: 409, code: "link_replaced", message: `this long-poll link was ${reason}; open a new one (poll without connId)` }
+          : { status: 410, code: "link_closed", message: `this long-poll link was closed (${reason}); open a new one (poll without connId)` };
+    if (this.outbox?.connId === connId) this.outbox.end(ended);
+    this.kv.put(POLL_ENDED, { connId, ...ended });
+    if (this.kv.get<Attachment>(POLL_LINK)?.connId === connId) this.kv.delete(POLL_LINK);
+  }
+
+  /** The answer to a poll or send naming a link that is not the current one. */
+  private staleLink(connId: string): { ok: false } & LinkEnded {
+    const ended = this.kv.get<{ connId: string } & LinkEnded>(POLL_ENDED);
+    if (ended?.connId === connId) return { ok: false, status: ended.status, code: ended.code, message: ended.message };
+    return { ok: false, status: 410, code: "link_closed", message: "no such long-poll link on this node (closed, or never opened); open a new one (poll without connId)" };
   }
 
   /** The current connection ended (closed, errored, dead or kicked): the node is offline and every
@@ -222,6 +348,7 @@ export class NodeSession extends DurableObject<Env> {
     if (conn !== connId) return; // an older, replaced connection: the node is still online
     const nodeId = this.kv.get<string>("nodeId");
     this.kv.delete("conn");
+    if (this.kv.get<Attachment>(POLL_LINK)?.connId === connId) this.endPollLink(connId, CLOSE.normal, error.message);
     // Nothing to follow without the agent: every viewer is told, then closed (it retries later).
     for (const f of this.follows()) this.endFollow(f, { type: "status", status: "node_offline" }, FOLLOW_CLOSE_NODE_OFFLINE, "node offline", false);
     if (nodeId) await this.db.update(nodes).set({ connected: false, updatedAt: Date.now() }).where(eq(nodes.id, nodeId));
@@ -251,10 +378,10 @@ export class NodeSession extends DurableObject<Env> {
   /** Close the node's socket from the control plane (credential rotated: CLOSE.unauthorized; node
    *  deleted: CLOSE.nodeDeleted, which also forgets everything stored here). */
   async disconnect(code: number, reason: string, forget = false): Promise<void> {
-    const current = await this.currentSocket();
+    const current = this.currentLink();
     if (current) {
       try {
-        current.ws.close(code, reason);
+        current.close(code, reason);
       } catch {
         // already closing
       }
@@ -269,12 +396,14 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
-  async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean }> {
+  async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean; transport: "socket" | "poll" | null }> {
     const inflight = this.inFlight();
+    const link = this.currentLink();
     return {
       ignoredAnswers: this.kv.get<number>("ignoredAnswers") ?? 0,
       inFlight: inflight.length,
-      connected: (await this.currentSocket()) !== null,
+      connected: link !== null,
+      transport: link ? (link.att.transport ?? "socket") : null,
     };
   }
 
@@ -283,7 +412,7 @@ export class NodeSession extends DurableObject<Env> {
   /** Sends one command. Resolves when it is on the wire, or with `wait` when its outcome is known
    *  (answer, agent error, deadline, or the connection dropping). */
   async dispatch(d: Dispatch): Promise<Outcome> {
-    const current = await this.currentSocket();
+    const current = this.currentLink();
     if (!current) return this.notSent(d, "the node's agent is not connected");
     // The waiter exists before the frame leaves: its answer can't be handled before we await.
     const outcome = d.wait ? new Promise<Outcome>((resolve) => this.waiters.set(d.id, resolve)) : null;
@@ -305,7 +434,7 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   /** Puts the command on the wire and in flight (storage, deadline alarm); false if the socket is closing. */
-  private async sendCommand(current: { ws: WebSocket; att: Attachment }, d: Omit<Dispatch, "wait">, reconcile?: StuckVm): Promise<boolean> {
+  private async sendCommand(current: Link, d: Omit<Dispatch, "wait">, reconcile?: StuckVm): Promise<boolean> {
     const now = Date.now();
     const deadline = now + (isPowerKind(d.kind) ? this.limits.ackMs : this.limits.queryMs);
     const target = { vmId: d.vmId, name: d.name, deadline };
@@ -333,7 +462,7 @@ export class NodeSession extends DurableObject<Env> {
     this.kv.put(INFLIGHT + d.id, inflight);
     if (isPowerKind(d.kind)) this.kv.put("transitionsOpen", true); // for the reconciler's next pass
     try {
-      this.send(current.ws, frame);
+      current.send(frame);
     } catch {
       this.kv.delete(INFLIGHT + d.id);
       return false;
@@ -465,13 +594,12 @@ export class NodeSession extends DurableObject<Env> {
       if (f.acked || f.ackDeadline > now) continue;
       this.endFollow(f, { type: "error", code: "agent_timeout", message: "the agent did not start following the log in time" }, CLOSE.normal, "follow failed", true);
     }
-    const current = await this.currentSocket();
+    const current = this.currentLink();
     if (current) {
-      const auto = this.ctx.getWebSocketAutoResponseTimestamp(current.ws)?.getTime() ?? 0;
-      const lastSign = Math.max(auto, current.att.lastMessageAt, current.att.connectedAt, this.lastMessageAt);
+      const lastSign = current.lastSign();
       if (now - lastSign > this.limits.offlineAfterMs) {
         try {
-          current.ws.close(CLOSE.dead, "no sign of life in time");
+          current.close(CLOSE.dead, "no sign of life in time");
         } catch {
           // already closing
         }
@@ -494,30 +622,30 @@ export class NodeSession extends DurableObject<Env> {
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     // Viewers only listen; what they send is dropped (and never counts against the agent's budget).
     if (this.viewerOf(ws)) return;
-    // Size and rate are judged on arrival (a slow handler must not hide a flood); the frames
-    // themselves are handled one at a time, in arrival order: D1 calls let the runtime deliver the
-    // next frame while one is awaited, and e.g. a sync's `done` must not overtake its earlier chunks.
-    const refused = this.admit(message);
-    if (refused) {
-      try {
-        ws.close(refused.code, refused.why);
-      } catch {
-        // closing already
-      }
+    const att = ws.deserializeAttachment() as Attachment | null;
+    if (att) return this.receive(this.socketLink(ws, att), message);
+    try {
+      ws.close(CLOSE.protocolError, "not an agent connection");
+    } catch {
+      // closing already
     }
+  }
+
+  /** One frame from the agent, on either transport. Size and rate are judged on arrival (a slow
+   *  handler must not hide a flood); the frames themselves are handled one at a time, in arrival
+   *  order: D1 calls let the runtime deliver the next frame while one is awaited, and e.g. a sync's
+   *  `done` must not overtake its earlier chunks. */
+  private receive(link: Link, message: string | ArrayBuffer): Promise<void> {
+    const refused = this.admit(message);
     const handled = this.inbox
-      .then(() => (refused ? this.refused(ws, refused.why) : this.onFrame(ws, message)))
+      .then(() => (refused ? this.dropLink(link, refused.code, refused.why) : this.onFrame(link, message)))
       .catch((err) => {
         // Never let a frame crash the object: log, and drop the connection as a protocol error.
         console.error("node session: frame handling failed", err);
-        try {
-          ws.close(CLOSE.protocolError, "internal error handling a frame");
-        } catch {
-          // closing already
-        }
+        return this.dropLink(link, CLOSE.protocolError, "internal error handling a frame");
       });
     this.inbox = handled;
-    await handled;
+    return handled;
   }
 
   /** Too big, binary, or one frame too many: the close code to answer with. */
@@ -534,23 +662,25 @@ export class NodeSession extends DurableObject<Env> {
     return null;
   }
 
-  private async refused(ws: WebSocket, why: string): Promise<void> {
-    const att = ws.deserializeAttachment() as Attachment | null;
-    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: `connection closed: ${why}` });
+  /** Ends the agent's link from our side for a protocol fault: the node is offline until it reconnects. */
+  private async dropLink(link: Link, code: number, why: string): Promise<void> {
+    try {
+      link.close(code, why);
+    } catch {
+      // closing already
+    }
+    await this.connectionGone(link.att.connId, { code: "agent_disconnected", message: `connection closed: ${why}` });
   }
 
-  private async onFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const att = ws.deserializeAttachment() as Attachment | null;
-    if (!att || typeof message !== "string" || att.connId !== this.kv.get<string>("conn")) return; // a replaced socket
+  private async onFrame(link: Link, message: string | ArrayBuffer): Promise<void> {
+    const { att } = link;
+    if (typeof message !== "string" || att.connId !== this.kv.get<string>("conn")) return; // a replaced link
     const now = Date.now();
     this.lastMessageAt = now;
-    if (now - att.lastMessageAt > HEARTBEAT_MS / 2) ws.serializeAttachment({ ...att, lastMessageAt: now });
+    link.touch(now);
 
     const msg = parseFrame(AgentMessage, message);
-    if (!msg) {
-      ws.close(CLOSE.protocolError, "malformed or unknown frame");
-      return this.refused(ws, "malformed or unknown frame");
-    }
+    if (!msg) return this.dropLink(link, CLOSE.protocolError, "malformed or unknown frame");
     const actor = `agent:${att.nodeId}`;
 
     switch (msg.type) {
@@ -570,7 +700,7 @@ export class NodeSession extends DurableObject<Env> {
         if (p.done) {
           await markUnreportedMissing(this.db, att.nodeId, syncId, actor);
           // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
-          const current = await this.currentSocket();
+          const current = this.currentLink();
           if (current) await this.reconcile(current);
         }
         return;
@@ -590,7 +720,7 @@ export class NodeSession extends DurableObject<Env> {
         const follow = this.followById(msg.id);
         if (!follow) {
           // A follow nobody watches any more (e.g. its unfollow crossed this frame): stop it for good.
-          this.send(ws, { type: "vm.logs.unfollow", id: msg.id, payload: {} });
+          link.send({ type: "vm.logs.unfollow", id: msg.id, payload: {} });
           return this.countIgnored("log.append", msg.id);
         }
         if (!follow.acked) this.onFollowing(follow);
@@ -682,7 +812,7 @@ export class NodeSession extends DurableObject<Env> {
   /** Asks the hypervisor about this node's VMs that are stuck: in a transitional state for longer
    *  than STUCK_AFTER_MS, held by a request that is no longer in flight. Each answer is adopted by
    *  repairStuckVm (an `auto_repair` event), only if nobody acted on the VM meanwhile. */
-  private async reconcile(current: { ws: WebSocket; att: Attachment }, periodic = false): Promise<void> {
+  private async reconcile(current: Link, periodic = false): Promise<void> {
     const now = Date.now();
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     // The periodic pass asks D1 only while a transition may be open: one seen by the last pass, or a
@@ -758,7 +888,7 @@ export class NodeSession extends DurableObject<Env> {
     this.ctx.acceptWebSocket(server, [VIEWER_TAG, vmTag(vmId)]);
     const att: ViewerAttachment = { kind: "viewer", vmId };
     server.serializeAttachment(att);
-    const current = await this.currentSocket();
+    const current = this.currentLink();
     if (!current) {
       server.send(JSON.stringify({ type: "status", status: "node_offline" } satisfies FollowMessage));
       server.close(FOLLOW_CLOSE_NODE_OFFLINE, "node offline");
@@ -772,12 +902,12 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   /** Asks the agent to follow the VM's log (`tail -F`); one follow per VM, whoever watches. */
-  private startFollow(current: { ws: WebSocket; att: Attachment }, vmId: string, name: string): void {
+  private startFollow(current: Link, vmId: string, name: string): void {
     const now = Date.now();
     const follow: Follow = { followId: crypto.randomUUID(), vmId, name, connId: current.att.connId, acked: false, ackDeadline: now + this.limits.queryMs };
     this.kv.put(FOLLOW + vmId, follow);
     try {
-      this.send(current.ws, { type: "vm.logs.follow", id: follow.followId, payload: { vmId, name, deadline: follow.ackDeadline } });
+      current.send({ type: "vm.logs.follow", id: follow.followId, payload: { vmId, name, deadline: follow.ackDeadline } });
     } catch {
       // the agent socket is closing: its close event tells the viewers node_offline
     }
@@ -806,14 +936,10 @@ export class NodeSession extends DurableObject<Env> {
   private unfollow(follow: Follow): void {
     const conn = this.kv.get<string>("conn");
     if (conn !== follow.connId) return; // that connection is gone, and its follows with it
-    for (const ws of this.ctx.getWebSockets(AGENT_TAG)) {
-      const att = ws.deserializeAttachment() as Attachment | null;
-      if (att?.connId !== conn) continue;
-      try {
-        this.send(ws, { type: "vm.logs.unfollow", id: follow.followId, payload: {} });
-      } catch {
-        // closing: the follow ends with the connection
-      }
+    try {
+      this.currentLink()?.send({ type: "vm.logs.unfollow", id: follow.followId, payload: {} });
+    } catch {
+      // closing: the follow ends with the connection
     }
   }
 

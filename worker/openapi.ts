@@ -13,7 +13,7 @@ import {
   type ResetStateResponse,
   type VmEventView,
 } from "../protocol/api.ts";
-import { EnrollRequest, EnrollResponse, VmState } from "../protocol/wire.ts";
+import { EnrollRequest, EnrollResponse, PollRequest, PollResponse, SendRequest, SendResponse, VmState } from "../protocol/wire.ts";
 import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
@@ -295,6 +295,35 @@ export const ROUTES: RouteDoc[] = [
     summary: "Agent: the node's WebSocket (protocol/wire.ts frames), with Authorization: Bearer <node credential>",
     access: "node",
     answers: { 101: ok("switching protocols"), 401: ok("credential refused"), 426: ok("not a WebSocket upgrade") },
+  },
+  {
+    method: "post",
+    path: "/agent/poll",
+    summary: "Agent, long-poll transport (WebSockets blocked): open a link (no connId; answered with its welcome) or wait for its frames",
+    access: "node",
+    body: PollRequest,
+    bodyRequired: true,
+    answers: {
+      200: ok("frames for the agent (possibly none when the wait ran out)", PollResponse),
+      401: ok("credential refused"),
+      409: ok("link_replaced: a newer connection of the node took over"),
+      410: ok("link_closed: the link ended; open a new one"),
+    },
+  },
+  {
+    method: "post",
+    path: "/agent/send",
+    summary: "Agent, long-poll transport: frames for the control plane, each handled as the same frame on the WebSocket",
+    access: "node",
+    body: SendRequest,
+    bodyRequired: true,
+    answers: {
+      200: ok("handled", SendResponse),
+      401: ok("credential refused"),
+      409: ok("link_replaced"),
+      410: ok("link_closed"),
+      413: ok("payload_too_large"),
+    },
   },
 ];
 

@@ -17,13 +17,15 @@ describe("OpenAPI document", () => {
     expect(d.paths["/api/health"].get.security).toEqual([]);
     expect(d.paths["/api/vms/{id}/reset_state"].post.security).toEqual([{ bearer: [] }]);
     expect(d.paths["/agent/connect"].get.security).toEqual([{ nodeCredential: [] }]);
+    expect(d.paths["/agent/poll"].post.security).toEqual([{ nodeCredential: [] }]);
+    expect(d.paths["/agent/send"].post.requestBody.content["application/json"].schema.properties.messages.maxItems).toBe(64);
   });
 
   it("lists every route the app mounts, and nothing it does not", async () => {
     const d = await doc();
     const mounted = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`));
     const documented = new Set(Object.entries(d.paths as Record<string, object>).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`)));
-    expect(mounted.size).toBe(24);
+    expect(mounted.size).toBe(26);
     expect([...mounted].filter((r) => !documented.has(r))).toEqual([]);
     expect([...documented].filter((r) => !mounted.has(r))).toEqual([]);
   });

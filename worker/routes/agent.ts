@@ -1,14 +1,26 @@
 // The agent's side door (outside /api): trade a join token for a node credential, and open the
-// node's WebSocket, authenticated here and then handed to that node's NodeSession.
-import { Hono } from "hono";
+// node's WebSocket — or, where WebSockets are blocked, its long-poll link (poll + send) — each
+// authenticated here and then handed to that node's NodeSession.
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { createMiddleware } from "hono/factory";
 import type { z } from "zod";
 import { and, count, eq, gt } from "drizzle-orm";
-import { EnrollRequest, EnrollResponse } from "../../protocol/wire.ts";
+import {
+  AgentMessage,
+  EnrollRequest,
+  EnrollResponse,
+  MAX_SEND_BYTES,
+  PollRequest,
+  SendRequest,
+  type PollResponse,
+  type SendResponse,
+} from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
 import { bearer, hashSecret, newSecret, TOKEN_PREFIX } from "../auth.ts";
 import { database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
-import { ApiError, validate } from "../errors.ts";
+import { ApiError, errorResponse, validate } from "../errors.ts";
 import { clientIp, enforceLimit } from "../rate-limit.ts";
 import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER } from "../node-session.ts";
 import { reconnectSpreadMs } from "../config.ts";
@@ -26,7 +38,30 @@ async function fleetSize(env: Env): Promise<number> {
   return fleet.nodes;
 }
 
-export const agentRoutes = new Hono<AppEnv>()
+type AgentEnv = AppEnv & { Variables: { nodeId: string } };
+
+/** The node whose credential (`Authorization: Bearer qxn_...`) the request carries; 401 otherwise. */
+async function authenticatedNode(c: Context<AgentEnv>): Promise<string> {
+  const token = bearer(c.req.header("authorization"));
+  if (!token?.startsWith(TOKEN_PREFIX.node)) throw new ApiError(401, "unauthorized", "a node credential (Bearer qxn_...) is required");
+  const node = await database(c.env.DB).select({ id: nodes.id }).from(nodes).where(eq(nodes.credentialHash, await hashSecret(token))).get();
+  if (!node) throw new ApiError(401, "credential_invalid", "node credential refused (revoked, rotated or unknown); enroll again with a new join token");
+  return node.id;
+}
+
+const nodeCredential = createMiddleware<AgentEnv>(async (c, next) => {
+  c.set("nodeId", await authenticatedNode(c));
+  await next();
+});
+
+/** A send carries at most a few frames of at most MAX_FRAME_BYTES together (the rest of /agent/*
+ *  keeps the Worker's small limit). */
+const limitSendBody = bodyLimit({
+  maxSize: MAX_SEND_BYTES,
+  onError: (c) => errorResponse(c, 413, "payload_too_large", `a send's body is limited to ${MAX_SEND_BYTES} bytes; send fewer messages per call`),
+});
+
+export const agentRoutes = new Hono<AgentEnv>()
   .post(
     "/enroll",
     async (c, next) => {
@@ -60,13 +95,39 @@ export const agentRoutes = new Hono<AppEnv>()
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
       throw new ApiError(426, "upgrade_required", "this endpoint only accepts a WebSocket upgrade");
     }
-    const token = bearer(c.req.header("authorization"));
-    if (!token?.startsWith(TOKEN_PREFIX.node)) throw new ApiError(401, "unauthorized", "a node credential (Bearer qxn_...) is required");
-    const node = await database(c.env.DB).select({ id: nodes.id }).from(nodes).where(eq(nodes.credentialHash, await hashSecret(token))).get();
-    if (!node) throw new ApiError(401, "credential_invalid", "node credential refused (revoked, rotated or unknown); enroll again with a new join token");
+    const nodeId = await authenticatedNode(c);
     const headers = new Headers(c.req.raw.headers);
-    headers.set(NODE_ID_HEADER, node.id);
+    headers.set(NODE_ID_HEADER, nodeId);
     headers.set(RECONNECT_SPREAD_HEADER, String(reconnectSpreadMs(await fleetSize(c.env))));
     headers.delete("authorization"); // the session never needs the secret
-    return nodeSession(c.env, node.id).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
+    return nodeSession(c.env, nodeId).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
+  })
+  // Long-poll transport: the credential is checked before the body is looked at.
+  .post("/poll", nodeCredential, validate("json", PollRequest), async (c) => {
+    const nodeId = c.get("nodeId");
+    const req = c.req.valid("json");
+    // Only a new link's welcome carries the reconnect window: the fleet's size is not read per poll.
+    const spreadMs = req.connId ? undefined : reconnectSpreadMs(await fleetSize(c.env));
+    const answer = await nodeSession(c.env, nodeId).poll(nodeId, req, spreadMs);
+    if (!answer.ok) throw new ApiError(answer.status, answer.code, answer.message);
+    const body: PollResponse = { connId: answer.connId, cursor: answer.cursor, messages: answer.messages };
+    return c.json(body);
+  })
+  .post("/send", limitSendBody, nodeCredential, validate("json", SendRequest), async (c) => {
+    const nodeId = c.get("nodeId");
+    const { connId, messages } = c.req.valid("json");
+    // All or nothing: a batch with one bad message is refused whole, naming it, before any is handled.
+    for (const [i, message] of messages.entries()) {
+      const parsed = AgentMessage.safeParse(message);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        const where = [`messages[${i}]`, ...(issue?.path ?? []).map(String)].join(".");
+        throw new ApiError(400, "invalid_request", `${where}: ${issue?.message ?? "not an agent message"}`);
+      }
+    }
+    // Handed on as the text a socket would carry, so the session parses it on the frame path.
+    const answer = await nodeSession(c.env, nodeId).receivePolled(nodeId, connId, messages.map((m) => JSON.stringify(m)));
+    if (!answer.ok) throw new ApiError(answer.status, answer.code, answer.message);
+    const body: SendResponse = { success: true };
+    return c.json(body);
   });
