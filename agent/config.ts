@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { TRANSPORTS } from "./transport.ts";
 
 export const EXIT_BAD_CONFIG = 2;
 
@@ -62,6 +63,9 @@ const Config = z.object({
   backoffCapMs: millis("--backoff-cap", 1, 3_600_000),
   stableAfterMs: millis("--stable-after", 1, 3_600_000),
   shutdownDeadlineMs: millis("--shutdown-deadline", 100, 60_000),
+  transport: z.enum(TRANSPORTS, { message: `expected one of ${TRANSPORTS.join(", ")}` }),
+  pollWaitMs: millis("--poll-wait", 100, 120_000),
+  websocketRetryMs: millis("--websocket-retry", 100, 86_400_000),
 });
 export type AgentConfig = z.infer<typeof Config>;
 
@@ -69,7 +73,9 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--log-dir DIR] [--listen HOST:PORT] [--web-dir DIR] [--log-level LEVEL]
                      [--poll-interval MS] [--connect-timeout MS] [--backoff-base MS] [--backoff-cap MS]
                      [--stable-after MS] [--stop-poll MS] [--follow-poll MS] [--shutdown-deadline MS]
-env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL
+                     [--transport auto|websocket|long-poll] [--poll-wait MS] [--websocket-retry MS]
+env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL,
+     QX_TRANSPORT (default auto: WebSocket, long-poll over HTTPS after 5 WebSocket failures in a row)
 --server may be left out only with --listen: the agent then serves the local API alone, with the
 credential it kept from an earlier enrollment.`;
 
@@ -97,6 +103,9 @@ const OPTIONS = {
   "backoff-cap": { type: "string", env: "QX_BACKOFF_CAP" },
   "stable-after": { type: "string", env: "QX_STABLE_AFTER" },
   "shutdown-deadline": { type: "string", env: "QX_SHUTDOWN_DEADLINE" },
+  transport: { type: "string", env: "QX_TRANSPORT" },
+  "poll-wait": { type: "string", env: "QX_POLL_WAIT" },
+  "websocket-retry": { type: "string", env: "QX_WEBSOCKET_RETRY" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -130,11 +139,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     backoffCapMs: 30_000,
     stableAfterMs: 30_000,
     shutdownDeadlineMs: 5_000,
+    transport: "auto",
+    pollWaitMs: 25_000,
+    websocketRetryMs: 600_000,
   };
   for (const [flag, o] of Object.entries(OPTIONS)) {
     if (!("env" in o)) continue;
     const v = values[flag] ?? (env[o.env] === "" ? undefined : env[o.env]);
-    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline)$/, "$1Ms")] = v;
+    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry)$/, "$1Ms")] = v;
   }
   const parsed = Config.safeParse(raw);
   if (!parsed.success) {

@@ -3,9 +3,9 @@
 // Exit status: 0 stopped by a signal, 2 bad configuration, 3 join token or credential refused, 1 other.
 import { hostname as osHostname } from "node:os";
 import pkg from "../package.json" with { type: "json" };
-import { AGENT_CONNECT_PATH, CLOSE, PROTOCOL_VERSION, type ServerMessage } from "../protocol/wire.ts";
+import { CLOSE, PROTOCOL_VERSION, type AgentMessage, type ServerMessage } from "../protocol/wire.ts";
 import { ConfigError, EXIT_BAD_CONFIG, USAGE, loadConfig, type AgentConfig } from "./config.ts";
-import { AgentLink, backoffDelay } from "./connection.ts";
+import { backoffDelay } from "./connection.ts";
 import {
   CREDENTIAL_REFUSED,
   EXIT_REFUSED,
@@ -13,7 +13,6 @@ import {
   enroll,
   isNewJoinToken,
   readCredential,
-  wsUrl,
   writeCredential,
   type NodeCredential,
 } from "./credentials.ts";
@@ -23,6 +22,7 @@ import { LogFollower } from "./log-follow.ts";
 import { Libvirt } from "./libvirt.ts";
 import { startLocalApi, type LocalApi } from "./local-api.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { createLink, type Link } from "./transport.ts";
 
 export const AGENT_VERSION: string = pkg.version;
 
@@ -50,7 +50,7 @@ class Agent {
   private readonly log: Logger;
   private readonly libvirt: Libvirt;
   private cred: NodeCredential | null;
-  private link: AgentLink | null = null;
+  private link: Link | null = null;
   private localApi: LocalApi | null = null;
   private readonly inventory: InventoryReporter;
   private readonly runner: CommandRunner;
@@ -64,7 +64,7 @@ class Agent {
     this.log = log;
     this.cred = cred;
     this.libvirt = new Libvirt(config.libvirtUri, log);
-    const send = (msg: Parameters<AgentLink["send"]>[0]) => this.link?.send(msg) ?? false;
+    const send = (msg: AgentMessage) => this.link?.send(msg) ?? false;
     this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs });
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
@@ -124,8 +124,11 @@ class Agent {
 
   private connect() {
     const { config } = this;
-    this.link = new AgentLink({
-      url: wsUrl(config.server!, AGENT_CONNECT_PATH),
+    this.link = createLink({
+      server: config.server!,
+      transport: config.transport,
+      pollWaitMs: config.pollWaitMs,
+      websocketRetryMs: config.websocketRetryMs,
       credential: () => this.cred!.credential,
       timings: config,
       log: this.log,

@@ -1,0 +1,187 @@
+// Which link the agent keeps to the control plane (`--transport auto|websocket|long-poll`). `auto`
+// uses the WebSocket and falls back to long-poll after SWITCH_AFTER_FAILURES WebSocket failures in a
+// row (connect errors, refused upgrades, links that drop before being stable), then tries the
+// WebSocket again every `websocketRetryMs` while on long-poll (and on the next process start).
+import { AGENT_CONNECT_PATH, type AgentMessage } from "../protocol/wire.ts";
+import { AgentLink, type LinkEvents, type LinkOptions, type LinkState } from "./connection.ts";
+import { httpBase, wsUrl } from "./credentials.ts";
+import { PollLink } from "./poll-link.ts";
+
+export const TRANSPORTS = ["auto", "websocket", "long-poll"] as const;
+export type Transport = (typeof TRANSPORTS)[number];
+/** WebSocket failures in a row after which `auto` switches to long-poll. */
+export const SWITCH_AFTER_FAILURES = 5;
+/** How long `auto` stays on long-poll before trying the WebSocket again. */
+export const WEBSOCKET_RETRY_MS = 10 * 60_000;
+
+/** What the agent needs of its link, whatever carries it. */
+export type Link = {
+  readonly state: LinkState;
+  readonly online: boolean;
+  readonly clockOffsetMs: number;
+  start(): void;
+  send(msg: AgentMessage): boolean;
+  stop(code?: number): Promise<void>;
+  serverNow(): number;
+};
+
+export type TransportOptions = Omit<LinkOptions, "url"> & {
+  /** the control plane's base URL as configured (http(s) or ws(s)) */
+  server: string;
+  transport: Transport;
+  pollWaitMs?: number;
+  websocketRetryMs?: number;
+};
+
+export function createLink(opts: TransportOptions): Link {
+  if (opts.transport === "websocket") return webSocketLink(opts, opts.events);
+  if (opts.transport === "long-poll") return pollLink(opts, opts.events);
+  return new AutoLink(opts);
+}
+
+const webSocketLink = (opts: TransportOptions, events: LinkEvents) => new AgentLink({ ...opts, url: wsUrl(opts.server, AGENT_CONNECT_PATH), events });
+const pollLink = (opts: TransportOptions, events: LinkEvents) => new PollLink({ ...opts, server: httpBase(opts.server), events });
+
+/** WebSocket first; long-poll when WebSockets keep failing; the WebSocket again later. */
+export class AutoLink implements Link {
+  private readonly opts: TransportOptions;
+  private active: Link;
+  private mode: "websocket" | "long-poll" = "websocket";
+  private probe: AgentLink | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(opts: TransportOptions) {
+    this.opts = opts;
+    this.active = this.webSocket();
+  }
+
+  get state() {
+    return this.active.state;
+  }
+  get online() {
+    return this.active.online;
+  }
+  get clockOffsetMs() {
+    return this.active.clockOffsetMs;
+  }
+  /** which transport carries the link now */
+  get transport() {
+    return this.mode;
+  }
+
+  start() {
+    this.active.start();
+  }
+
+  send(msg: AgentMessage): boolean {
+    return this.active.send(msg);
+  }
+
+  serverNow(): number {
+    return this.active.serverNow();
+  }
+
+  async stop(code?: number): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const probe = this.probe;
+    this.probe = null;
+    await Promise.all([this.active.stop(code), probe?.stop(code)]);
+  }
+
+  /** The WebSocket link, counting its failures in a row (its backoff attempt is exactly that: it
+   *  resets only after a stable link). */
+  private webSocket(): AgentLink {
+    const { events } = this.opts;
+    const link: AgentLink = webSocketLink(this.opts, {
+      ...events,
+      onBackoff: (delayMs, attempt) => {
+        if (this.active !== link) return;
+        if (attempt + 1 >= SWITCH_AFTER_FAILURES && !this.stopped) return this.later(() => this.toLongPoll(link, attempt + 1));
+        events.onBackoff?.(delayMs, attempt);
+      },
+      onStateChange: (s) => {
+        if (this.active === link) events.onStateChange?.(s);
+      },
+    });
+    return link;
+  }
+
+  /** Runs `step` once the link reporting an event has finished its own bookkeeping (a link stopped
+   *  from inside its onBackoff would still schedule its next attempt). */
+  private later(step: () => void) {
+    setImmediate(() => {
+      if (!this.stopped) step();
+    });
+  }
+
+  private toLongPoll(from: Link, failures: number) {
+    if (this.active !== from) return; // switched already
+    const retryMs = this.opts.websocketRetryMs ?? WEBSOCKET_RETRY_MS;
+    this.opts.log.warn(
+      { failures, retryWebSocketInMs: retryMs },
+      `WebSocket failed ${failures} times in a row (blocked by a proxy or firewall?); switching to long-poll over HTTPS`,
+    );
+    const old = this.active;
+    this.mode = "long-poll";
+    this.active = pollLink(this.opts, {
+      ...this.opts.events,
+      onStateChange: (s) => {
+        if (this.active === next) this.opts.events.onStateChange?.(s);
+      },
+    });
+    const next = this.active;
+    void old.stop();
+    next.start();
+    this.retryTimer = setTimeout(() => this.tryWebSocket(), retryMs);
+  }
+
+  /** One WebSocket attempt beside the working long-poll link: if it opens, the control plane makes
+   *  it the node's connection (replacing the poll link) and we follow; if not, nothing changed. */
+  private tryWebSocket() {
+    this.retryTimer = null;
+    if (this.stopped || this.mode !== "long-poll") return;
+    const { events } = this.opts;
+    const probe: AgentLink = webSocketLink(this.opts, {
+      ...events,
+      onOpen: () => {
+        if (this.probe !== probe) return;
+        this.probe = null;
+        this.opts.log.warn("WebSocket works again; leaving long-poll");
+        const old = this.active;
+        this.mode = "websocket";
+        this.active = probe;
+        void old.stop();
+        // A new connection as far as the agent is concerned: what lived on the old link starts over.
+        events.onStateChange?.("connecting");
+        events.onStateChange?.("online");
+        events.onOpen();
+      },
+      onMessage: (msg) => {
+        if (this.active === probe) events.onMessage(msg);
+      },
+      onRefused: (detail) => {
+        if (this.probe === probe || this.active === probe) events.onRefused(detail);
+      },
+      onBackoff: (delayMs, attempt) => {
+        if (this.probe === probe) {
+          // Still blocked: stay on long-poll, try again later.
+          this.probe = null;
+          setImmediate(() => void probe.stop());
+          this.opts.log.info({ retryWebSocketInMs: this.opts.websocketRetryMs ?? WEBSOCKET_RETRY_MS }, "WebSocket still failing; staying on long-poll");
+          this.retryTimer = setTimeout(() => this.tryWebSocket(), this.opts.websocketRetryMs ?? WEBSOCKET_RETRY_MS);
+          return;
+        }
+        if (this.active !== probe) return;
+        if (attempt + 1 >= SWITCH_AFTER_FAILURES && !this.stopped) return this.later(() => this.toLongPoll(probe, attempt + 1));
+        events.onBackoff?.(delayMs, attempt);
+      },
+      onStateChange: (s) => {
+        if (this.active === probe) events.onStateChange?.(s);
+      },
+    });
+    this.probe = probe;
+    probe.start();
+  }
+}
