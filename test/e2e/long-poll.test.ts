@@ -67,11 +67,12 @@ const fileTail = (name: string, n: number) => readFileSync(join(DEMO_LOG_DIR, `$
 
 describe("--transport long-poll through a proxy that blocks WebSockets", () => {
   let agent: AgentProcess;
+  let nodeId: string;
   let listen: string;
 
   beforeAll(async () => {
     listen = await freeLoopback();
-    ({ agent } = await agentBehindProxy("long-poll", ["--transport", "long-poll"], { listen }));
+    ({ agent, nodeId } = await agentBehindProxy("long-poll", ["--transport", "long-poll"], { listen }));
   });
   // Its polls would otherwise be counted with the next agent's.
   afterAll(() => agent?.stop());
@@ -118,6 +119,13 @@ describe("--transport long-poll through a proxy that blocks WebSockets", () => {
     expect(started.status).toBe(200);
     expect((await json(started)).vm.state).toBe("RUNNING");
     expect(await hypervisorState(DEMO.web01)).toBe("RUNNING");
+  });
+
+  it("a revoked credential ends the agent with exit status 3, as on the WebSocket", async () => {
+    const rotated = await cp.api(`/api/nodes/${nodeId}/rotate_token`, { method: "POST" });
+    expect(rotated.status).toBe(200);
+    expect(await agent.waitForExit(15_000)).toEqual({ code: 3, signal: null });
+    expect(agent.output).toMatch(/credential refused/);
   });
 });
 
