@@ -132,6 +132,8 @@ const ROUTES: [string, string][] = [
   ["GET", "/api/requests/:x"],
   ["POST", "/agent/enroll"],
   ["GET", "/agent/connect"],
+  ["POST", "/agent/poll"],
+  ["POST", "/agent/send"],
   ["PUT", "/api/vms/:vm"],
   ["PATCH", "/api/nodes"],
   ["GET", "/api/:x"],
