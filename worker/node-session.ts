@@ -1,6 +1,7 @@
 // NodeSession: one Durable Object per node. Holds that node's agent link — a WebSocket (Hibernation
-// API) or, for networks that block WebSockets, a long-poll link over plain HTTPS — delivers commands, routes answers by request id, enforces deadlines with alarms only (no timers,
-// so it can hibernate), and keeps the node's connected/offline state and inventory in D1. It also
+// API) or, for networks that block WebSockets, a long-poll link over plain HTTPS — delivers
+// commands, routes answers by request id, enforces deadlines with alarms only (no timers but a held
+// poll's, so it can hibernate), and keeps the node's connected/offline state and inventory in D1. It also
 // relays live log follows to dashboard viewers (one agent follow per VM, shared by all its viewers)
 // and runs the self-healing reconciler for VMs stuck in a transition.
 import { DurableObject } from "cloudflare:workers";
@@ -380,11 +381,7 @@ export class NodeSession extends DurableObject<Env> {
   async disconnect(code: number, reason: string, forget = false): Promise<void> {
     const current = this.currentLink();
     if (current) {
-      try {
-        current.close(code, reason);
-      } catch {
-        // already closing
-      }
+      this.closeLink(current, code, reason);
       await this.connectionGone(current.att.connId, { code: "node_offline", message: reason });
     }
     if (forget) {
@@ -598,11 +595,7 @@ export class NodeSession extends DurableObject<Env> {
     if (current) {
       const lastSign = current.lastSign();
       if (now - lastSign > this.limits.offlineAfterMs) {
-        try {
-          current.close(CLOSE.dead, "no sign of life in time");
-        } catch {
-          // already closing
-        }
+        this.closeLink(current, CLOSE.dead, "no sign of life in time");
         await this.connectionGone(current.att.connId, { code: "node_offline", message: "the node stopped answering" });
       } else {
         // Liveness reaches D1 at the sweep's pace (not per heartbeat) so reads can tell a stale node.
@@ -624,11 +617,6 @@ export class NodeSession extends DurableObject<Env> {
     if (this.viewerOf(ws)) return;
     const att = ws.deserializeAttachment() as Attachment | null;
     if (att) return this.receive(this.socketLink(ws, att), message);
-    try {
-      ws.close(CLOSE.protocolError, "not an agent connection");
-    } catch {
-      // closing already
-    }
   }
 
   /** One frame from the agent, on either transport. Size and rate are judged on arrival (a slow
@@ -637,6 +625,7 @@ export class NodeSession extends DurableObject<Env> {
    *  `done` must not overtake its earlier chunks. */
   private receive(link: Link, message: string | ArrayBuffer): Promise<void> {
     const refused = this.admit(message);
+    if (refused) this.closeLink(link, refused.code, refused.why);
     const handled = this.inbox
       .then(() => (refused ? this.dropLink(link, refused.code, refused.why) : this.onFrame(link, message)))
       .catch((err) => {
@@ -662,13 +651,17 @@ export class NodeSession extends DurableObject<Env> {
     return null;
   }
 
-  /** Ends the agent's link from our side for a protocol fault: the node is offline until it reconnects. */
-  private async dropLink(link: Link, code: number, why: string): Promise<void> {
+  private closeLink(link: Link, code: number, why: string): void {
     try {
       link.close(code, why);
     } catch {
       // closing already
     }
+  }
+
+  /** Ends the agent's link from our side for a protocol fault: the node is offline until it reconnects. */
+  private async dropLink(link: Link, code: number, why: string): Promise<void> {
+    this.closeLink(link, code, why);
     await this.connectionGone(link.att.connId, { code: "agent_disconnected", message: `connection closed: ${why}` });
   }
 
