@@ -1,0 +1,62 @@
+// `--transport auto` against a loopback control plane that drops WebSockets on demand: it counts
+// WebSocket failures in a row (links that drop before being stable count), a stable link starts the
+// count over, and the fifth failure in a row moves the link to long-poll (POST /agent/poll).
+import { afterEach, describe, expect, it } from "vitest";
+import type { LinkState } from "../../agent/connection.ts";
+import { AutoLink, SWITCH_AFTER_FAILURES, createLink } from "../../agent/transport.ts";
+import { LoopbackControlPlane, silentLog, until, type Behaviour } from "./helpers.ts";
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function setup(behaviour: (attempt: number) => Behaviour) {
+  const cp = await LoopbackControlPlane.start();
+  cp.behaviour = behaviour;
+  const polls: string[] = [];
+  // The loopback control plane has no long-poll routes: seeing the request is enough here.
+  cp.server.on("request", (req) => {
+    if (req.url === "/agent/poll") polls.push(req.method ?? "");
+  });
+  const states: LinkState[] = [];
+  const link = createLink({
+    server: cp.url,
+    transport: "auto",
+    credential: () => "cred-1",
+    timings: { connectTimeoutMs: 2_000, backoffBaseMs: 5, backoffCapMs: 20, stableAfterMs: 150 },
+    websocketRetryMs: 600_000,
+    log: silentLog,
+    events: { onOpen: () => {}, onMessage: () => {}, onRefused: () => {}, onStateChange: (s) => states.push(s) },
+  });
+  cleanups.push(async () => {
+    await link.stop();
+    await cp.close();
+  });
+  link.start();
+  return { cp, link: link as AutoLink, polls, states };
+}
+
+describe("--transport auto", () => {
+  it(`switches to long-poll on the ${SWITCH_AFTER_FAILURES}th WebSocket failure in a row (early drops count)`, async () => {
+    const { cp, link, polls } = await setup((n) => (n % 2 ? "drop" : "refuse503"));
+    await until(() => polls.length > 0, 10_000);
+    expect(cp.attempts).toHaveLength(SWITCH_AFTER_FAILURES);
+    expect(link.transport).toBe("long-poll");
+    // The WebSocket link was stopped: no further upgrade attempts while on long-poll.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(cp.attempts).toHaveLength(SWITCH_AFTER_FAILURES);
+  });
+
+  it("a link that stayed up long enough starts the count over", async () => {
+    // 4 failures, a stable link, 4 failures (the stable link's drop is the first of them), then up.
+    const plan: Behaviour[] = ["drop", "drop", "drop", "drop", "accept", "drop", "drop", "drop", "accept"];
+    const { cp, link, polls } = await setup((n) => plan[n] ?? "accept");
+    await until(() => cp.attempts.length === 5 && cp.socket !== undefined, 10_000);
+    await new Promise((r) => setTimeout(r, 250)); // longer than stableAfterMs
+    cp.socket!.close(1012, "restarting");
+    await until(() => cp.attempts.length === plan.length && link.online, 10_000);
+    expect(polls).toEqual([]);
+    expect(link.transport).toBe("websocket");
+  });
+});
