@@ -39,6 +39,10 @@ export class PollLink {
   state: LinkState = "idle";
   /** server clock minus ours, from welcome.serverTime */
   clockOffsetMs = 0;
+  /** welcome.reconnectSpreadMs of the current link, and the window in force since a link was lost
+   *  (as on the socket: a control-plane restart must not bring the whole fleet back at once) */
+  private offeredSpreadMs = 0;
+  private spreadMs = 0;
   private readonly opts: PollLinkOptions;
   private readonly timings: LinkTimings;
   private readonly random: () => number;
@@ -165,7 +169,11 @@ export class PollLink {
 
   private deliver(messages: ServerMessage[]) {
     for (const msg of messages) {
-      if (msg.type === "welcome") this.clockOffsetMs = msg.payload.serverTime - Date.now();
+      if (msg.type === "welcome") {
+        this.clockOffsetMs = msg.payload.serverTime - Date.now();
+        this.offeredSpreadMs = msg.payload.reconnectSpreadMs ?? 0;
+        this.spreadMs = 0;
+      }
       this.opts.events.onMessage(msg);
     }
   }
@@ -249,10 +257,12 @@ export class PollLink {
       return this.opts.events.onRefused(err.message);
     }
     const detail = (err as Error).name === "TimeoutError" ? "timed out" : (err as Error).message;
-    if (wasOnline) this.opts.log.warn({ detail, transport: "long-poll" }, "link lost");
-    else this.opts.log.warn({ detail, transport: "long-poll" }, "could not open the link; will retry");
+    if (wasOnline) {
+      this.opts.log.warn({ detail, transport: "long-poll" }, "link lost");
+      this.spreadMs = this.offeredSpreadMs;
+    } else this.opts.log.warn({ detail, transport: "long-poll" }, "could not open the link; will retry");
     if (wasOnline && Date.now() - this.onlineSince >= this.timings.stableAfterMs) this.attempt = 0;
-    const delay = backoffDelay(this.attempt, this.timings, this.random);
+    const delay = backoffDelay(this.attempt, this.timings, this.random, this.spreadMs);
     this.opts.events.onBackoff?.(delay, this.attempt);
     this.attempt++;
     this.setState("backingOff");

@@ -135,6 +135,7 @@ describe("long-poll: the link", () => {
     expect(Date.now() - started).toBeLessThan(2000); // answered at once, not after a wait
     expect(welcome).toMatchObject({ type: "welcome", id: agent.connId, payload: { nodeId } });
     expect(welcome.payload.serverTime).toBeGreaterThan(started - 5000);
+    expect(welcome.payload.reconnectSpreadMs).toBeGreaterThanOrEqual(1000); // sized to the fleet, as on the socket
     expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(true);
     expect(await session(nodeId).stats()).toMatchObject({ connected: true, transport: "poll" });
   });
@@ -156,14 +157,12 @@ describe("long-poll: the link", () => {
     expect(Date.now() - started).toBeLessThan(3000); // the held poll was answered by the command
     const cmd = frames.find((f) => f.type === "vm.state")!;
     expect(cmd.payload).toMatchObject({ vmId: vm.uuid, name: vm.name });
-    await agent.sendOk({ type: "result", id: cmd.id, payload: { state: "STOPPED", libvirtState: "shutoff" } });
+    await agent.sendOk({ type: "result", id: cmd.id, payload: { state: "STOPPED", libvirtState: "shutoff", logExcerpt: "guest shut down\n" } });
     const body = await json(await reset);
     expect(body).toMatchObject({ success: true, source: "hypervisor", vm: { id: vm.uuid, state: "STOPPED" } });
-    // The reset's log excerpt is asked for after answering, on the same link.
-    const excerpt = await agent.next("vm.logs");
-    expect(excerpt.payload).toMatchObject({ vmId: vm.uuid });
-    await agent.sendOk({ type: "error", id: excerpt.id, payload: { code: "log_not_found", message: "no log" } });
-    await eventually(async () => expect((await session(nodeId).stats()).inFlight).toBe(0));
+    expect((await session(nodeId).stats()).inFlight).toBe(0);
+    const events = (await json(await api(`/api/vms/${vm.uuid}/events`))).events;
+    expect(events[0]).toMatchObject({ source: "hypervisor", logExcerpt: "guest shut down\n" });
   });
 
   it("a power action and a chunked log answer over poll + send, in order", async () => {
