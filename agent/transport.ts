@@ -1,7 +1,9 @@
 // Which link the agent keeps to the control plane (`--transport auto|websocket|long-poll`). `auto`
 // uses the WebSocket and falls back to long-poll after SWITCH_AFTER_FAILURES WebSocket failures in a
-// row (connect errors, refused upgrades, links that drop before being stable), then tries the
-// WebSocket again every `websocketRetryMs` while on long-poll (and on the next process start).
+// row (connect errors, refused upgrades, links that drop before being stable) when the control plane
+// answers plain HTTPS (GET /api/health) and the WebSocket fails once more after that: a control plane
+// that is down or restarting fails both, and is waited for on the WebSocket. On long-poll it tries the WebSocket again every `websocketRetryMs`
+// (and on the next process start).
 import { AGENT_CONNECT_PATH, type AgentMessage } from "../protocol/wire.ts";
 import { AgentLink, type LinkEvents, type LinkOptions, type LinkState } from "./connection.ts";
 import { httpBase, wsUrl } from "./credentials.ts";
@@ -50,6 +52,9 @@ export class AutoLink implements Link {
   private probe: AgentLink | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private checkingHttps = false;
+  /** HTTPS answered after the WebSocket had failed SWITCH_AFTER_FAILURES times: one more failure switches */
+  private httpsAnswered = false;
 
   constructor(opts: TransportOptions) {
     this.opts = opts;
@@ -97,15 +102,47 @@ export class AutoLink implements Link {
     const link: AgentLink = webSocketLink(this.opts, {
       ...events,
       onBackoff: (delayMs, attempt) => {
-        if (this.active !== link) return;
-        if (attempt + 1 >= SWITCH_AFTER_FAILURES && !this.stopped) return this.later(() => this.toLongPoll(link, attempt + 1));
-        events.onBackoff?.(delayMs, attempt);
+        if (this.active === link) this.webSocketFailed(link, delayMs, attempt);
       },
       onStateChange: (s) => {
-        if (this.active === link) events.onStateChange?.(s);
+        if (this.active !== link) return;
+        if (s === "online") this.httpsAnswered = false;
+        events.onStateChange?.(s);
       },
     });
     return link;
+  }
+
+  /** The active WebSocket failed again (its backoff attempt counts the failures in a row). */
+  private webSocketFailed(link: Link, delayMs: number, attempt: number) {
+    if (attempt + 1 >= SWITCH_AFTER_FAILURES && !this.stopped) {
+      if (this.httpsAnswered) return this.later(() => this.toLongPoll(link, attempt + 1));
+      this.later(() => void this.checkHttps(link, attempt + 1));
+    }
+    this.opts.events.onBackoff?.(delayMs, attempt);
+  }
+
+  /** WebSockets failing while plain HTTPS reaches the control plane: something between blocks them,
+   *  so the next WebSocket failure switches to long-poll (not this one: a control plane coming back
+   *  from a restart answers HTTPS a moment before the next WebSocket attempt would have worked).
+   *  Both failing: the control plane is away (a restart, an outage); keep waiting on the WebSocket,
+   *  whose backoff goes on meanwhile. */
+  private async checkHttps(from: Link, failures: number) {
+    if (this.checkingHttps || this.active !== from) return;
+    this.checkingHttps = true;
+    try {
+      const timeoutMs = this.opts.timings?.connectTimeoutMs ?? 10_000;
+      const res = await fetch(`${httpBase(this.opts.server)}/api/health`, { signal: AbortSignal.timeout(timeoutMs) });
+      await res.body?.cancel();
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      if (this.active === from && from.state !== "online") this.httpsAnswered = true;
+    } catch (err) {
+      if (failures === SWITCH_AFTER_FAILURES) {
+        this.opts.log.warn({ failures, err: (err as Error).message }, "WebSocket keeps failing and the control plane does not answer HTTPS either: waiting for it on the WebSocket");
+      }
+    } finally {
+      this.checkingHttps = false;
+    }
   }
 
   /** Runs `step` once the link reporting an event has finished its own bookkeeping (a link stopped
@@ -125,6 +162,7 @@ export class AutoLink implements Link {
     );
     const old = this.active;
     this.mode = "long-poll";
+    this.httpsAnswered = false;
     this.active = pollLink(this.opts, {
       ...this.opts.events,
       onStateChange: (s) => {
@@ -173,9 +211,7 @@ export class AutoLink implements Link {
           this.retryTimer = setTimeout(() => this.tryWebSocket(), this.opts.websocketRetryMs ?? WEBSOCKET_RETRY_MS);
           return;
         }
-        if (this.active !== probe) return;
-        if (attempt + 1 >= SWITCH_AFTER_FAILURES && !this.stopped) return this.later(() => this.toLongPoll(probe, attempt + 1));
-        events.onBackoff?.(delayMs, attempt);
+        if (this.active === probe) this.webSocketFailed(probe, delayMs, attempt);
       },
       onStateChange: (s) => {
         if (this.active === probe) events.onStateChange?.(s);

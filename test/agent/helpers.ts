@@ -73,6 +73,8 @@ export class LoopbackControlPlane {
   /** which credentials may connect (empty: any) */
   credentials = new Set<string>();
   heartbeatMs = 20_000;
+  /** whether GET /api/health answers 200 (else 503): plain HTTPS reaching the control plane */
+  healthy = true;
   /** welcome.reconnectSpreadMs, when set */
   reconnectSpreadMs: number | undefined = undefined;
   private stalled: Socket[] = [];
@@ -109,6 +111,10 @@ export class LoopbackControlPlane {
         res.end(JSON.stringify({ nodeId: "node-1", credential }));
       });
       return;
+    }
+    if (req.method === "GET" && req.url === "/api/health") {
+      res.writeHead(this.healthy ? 200 : 503, { "content-type": "application/json" });
+      return res.end(JSON.stringify(this.healthy ? { ok: true } : { success: false, error: { code: "unavailable", message: "down" } }));
     }
     res.writeHead(404).end();
   }

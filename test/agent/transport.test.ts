@@ -1,6 +1,7 @@
 // `--transport auto` against a loopback control plane that drops WebSockets on demand: it counts
 // WebSocket failures in a row (links that drop before being stable count), a stable link starts the
-// count over, and the fifth failure in a row moves the link to long-poll (POST /agent/poll).
+// count over, and the fifth failure in a row moves the link to long-poll (POST /agent/poll) if plain
+// HTTPS (GET /api/health) reaches the control plane; if it does not, the control plane is just away.
 import { afterEach, describe, expect, it } from "vitest";
 import type { LinkState } from "../../agent/connection.ts";
 import { AutoLink, SWITCH_AFTER_FAILURES, createLink } from "../../agent/transport.ts";
@@ -38,14 +39,32 @@ async function setup(behaviour: (attempt: number) => Behaviour) {
 }
 
 describe("--transport auto", () => {
-  it(`switches to long-poll on the ${SWITCH_AFTER_FAILURES}th WebSocket failure in a row (early drops count)`, async () => {
+  it(`switches to long-poll on the ${SWITCH_AFTER_FAILURES}th WebSocket failure in a row (early drops count) while HTTPS reaches the control plane`, async () => {
     const { cp, link, polls } = await setup((n) => (n % 2 ? "drop" : "refuse503"));
     await until(() => polls.length > 0, 10_000);
-    expect(cp.attempts).toHaveLength(SWITCH_AFTER_FAILURES);
+    // The fifth failure asks GET /api/health; the socket's backoff may make one more attempt meanwhile.
+    expect(cp.attempts.length).toBeGreaterThanOrEqual(SWITCH_AFTER_FAILURES);
+    expect(cp.attempts.length).toBeLessThanOrEqual(SWITCH_AFTER_FAILURES + 2);
     expect(link.transport).toBe("long-poll");
     // The WebSocket link was stopped: no further upgrade attempts while on long-poll.
+    const attempts = cp.attempts.length;
     await new Promise((r) => setTimeout(r, 200));
-    expect(cp.attempts).toHaveLength(SWITCH_AFTER_FAILURES);
+    expect(cp.attempts).toHaveLength(attempts);
+  });
+
+  it("a control plane that answers neither WebSockets nor HTTPS (down, restarting) is waited for on the WebSocket, not left for long-poll", async () => {
+    let up = false;
+    const { cp, link, polls } = await setup(() => (up ? "accept" : "refuse503"));
+    cp.healthy = false;
+    await until(() => cp.attempts.length >= 3 * SWITCH_AFTER_FAILURES, 10_000);
+    expect(link.transport).toBe("websocket");
+    expect(polls).toEqual([]);
+    // Back: the WebSocket connects, still no long-poll.
+    cp.healthy = true;
+    up = true;
+    await until(() => link.online, 10_000);
+    expect(link.transport).toBe("websocket");
+    expect(polls).toEqual([]);
   });
 
   it("a link that stayed up long enough starts the count over", async () => {

@@ -148,11 +148,12 @@ describe("--transport auto when WebSockets are blocked", () => {
   });
   afterAll(() => rmSync(host, { recursive: true, force: true }));
 
-  it("switches to long-poll after 5 WebSocket failures in a row, says so once at warn, and works", async () => {
-    expect(proxy.refusedUpgrades).toBeGreaterThanOrEqual(5);
+  it("switches to long-poll after 5 WebSocket failures in a row, HTTPS answering and one more failure; says so once at warn, and works", async () => {
+    expect(proxy.refusedUpgrades).toBeGreaterThanOrEqual(6);
     const switches = agent.output.split("\n").filter((l) => l.includes("switching to long-poll"));
     expect(switches).toHaveLength(1);
-    expect(JSON.parse(switches[0]!)).toMatchObject({ level: 40, failures: 5 });
+    // 5 in a row, then GET /api/health through the proxy answered, then the sixth failure switched.
+    expect(JSON.parse(switches[0]!)).toMatchObject({ level: 40, failures: 6 });
     const body = await json<LogsResponse>(await cp.api(`/api/vms/${legacyErp}/logs?lines=5`));
     expect(body.qemuLog.replace(/\n$/, "").split("\n")).toEqual(fileTail("legacy-erp", 5));
   });
