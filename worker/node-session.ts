@@ -352,8 +352,11 @@ export class NodeSession extends DurableObject<Env> {
     if (this.kv.get<Attachment>(POLL_LINK)?.connId === connId) this.endPollLink(connId, CLOSE.normal, error.message);
     // Nothing to follow without the agent: every viewer is told, then closed (it retries later).
     for (const f of this.follows()) this.endFollow(f, { type: "status", status: "node_offline" }, FOLLOW_CLOSE_NODE_OFFLINE, "node offline", false);
-    if (nodeId) await this.db.update(nodes).set({ connected: false, updatedAt: Date.now() }).where(eq(nodes.id, nodeId));
+    // What the requests on this link fail with, then the kept writes (the last-known log is read
+    // exactly when a node is offline), all in D1 before the node shows offline.
     await this.failAll(error);
+    await this.writeKept();
+    if (nodeId) await this.db.update(nodes).set({ connected: false, updatedAt: Date.now() }).where(eq(nodes.id, nodeId));
     await this.armAlarm();
   }
 

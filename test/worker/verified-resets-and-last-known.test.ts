@@ -96,6 +96,16 @@ describe("logs answer and the last-known log", () => {
     expect(kept.linesReturned).toBeLessThan(4000);
   });
 
+  it("a log read just before the node goes away is its last-known log by the time the node shows offline", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm();
+    const p = api(`/api/vms/${vm.uuid}/logs?lines=3`);
+    answerLogs(agent, await agent.next("vm.logs"), lines(7, 9));
+    await json(await p);
+    // No waiting for the session's batched write: going offline writes what it kept first.
+    await goOffline(agent, nodeId);
+    expect((await json(await api(`/api/vms/${vm.uuid}/logs/last_known`))).qemuLog).toBe(lines(7, 9));
+  });
+
   it("last_known: operator role, 404 for an unknown VM", async () => {
     const { vm } = await nodeWithVm();
     await expectError(await api(`/api/vms/${vm.uuid}/logs/last_known`, { token: await createToken("viewer") }), 403, "forbidden");
