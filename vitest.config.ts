@@ -18,6 +18,7 @@ export default defineConfig({
                 ACK_TIMEOUT_MS: "1000",
                 STOP_GRACE_MS: "1500",
                 OFFLINE_AFTER_MS: "4000",
+                LAST_SEEN_WRITE_MS: "2000",
                 // Frame delivery in the test pool is slow; a low limit keeps the flood test meaningful.
                 FLOOD_FRAMES_PER_SECOND: "50",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),

@@ -12,6 +12,7 @@ interface __BaseEnv_Env {
 	ACK_TIMEOUT_MS: string;
 	STOP_GRACE_MS: string;
 	OFFLINE_AFTER_MS: string;
+	LAST_SEEN_WRITE_MS: string;
 	FLOOD_FRAMES_PER_SECOND: string;
 	STUCK_AFTER_MS: string;
 	RECONCILE_INTERVAL_MS: string;
@@ -31,7 +32,7 @@ type StringifyValues<EnvType extends Record<string, unknown>> = {
 	[Binding in keyof EnvType]: EnvType[Binding] extends string ? EnvType[Binding] : string;
 };
 declare namespace NodeJS {
-	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "JOIN_TOKEN_TTL_SECONDS" | "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS" | "ADMIN_TOKEN">> {}
+	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "JOIN_TOKEN_TTL_SECONDS" | "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS" | "ADMIN_TOKEN">> {}
 }
 declare module "*.txt" {
 	const value: string;

@@ -53,6 +53,8 @@ export class SimAgent {
   readonly received: Command[] = [];
   /** every time the link came up (welcome received), epoch ms */
   readonly connectedAt: number[] = [];
+  /** every connection attempt (the link entering "connecting"), epoch ms */
+  readonly attemptedAt: number[] = [];
   policy: CommandPolicy = () => "answer";
   private welcomed: (() => void) | null = null;
   private syncs = 0;
@@ -71,6 +73,9 @@ export class SimAgent {
         },
         onMessage: (msg) => this.onMessage(msg),
         onRefused: () => {},
+        onStateChange: (state) => {
+          if (state === "connecting") this.attemptedAt.push(Date.now());
+        },
       },
     });
   }

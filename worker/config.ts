@@ -7,6 +7,11 @@ export type SessionSettings = {
   ackMs: number;
   stopGraceMs: number;
   offlineAfterMs: number;
+  /** how often a connected node's lastSeenAt is written to D1 (its session knows it to the second) */
+  lastSeenWriteMs: number;
+  /** a node row whose lastSeenAt is older than this is offline, whatever its session last wrote
+   *  (the session may be gone with its host): OFFLINE_AFTER_MS past the latest due write */
+  nodeStaleAfterMs: number;
   /** Frames per second an agent may send on average, and the burst it may use (a 5,000-VM sync is 10). */
   floodPerSecond: number;
   floodBurst: number;
@@ -16,6 +21,11 @@ export type SessionSettings = {
   /** the longest a long-poll is held open with nothing due */
   longPollWaitMs: number;
 };
+
+/** A connected node's lastSeenAt reaches D1 every 2 minutes: with a write per node every 20 s, a
+ *  1,000-node fleet kept D1 (one writer) busy with 50 liveness writes a second and slowed every
+ *  command beside it. Going offline is decided by the node's session, not by this column. */
+export const LAST_SEEN_WRITE_MS = 120_000;
 
 /** Defaults of the self-healing reconciler: a stuck VM is left alone for 2 minutes, checked every minute. */
 export const STUCK_AFTER_MS = 120_000;
@@ -28,17 +38,21 @@ const positive = (v: string | undefined, fallback: number) => {
 
 export function sessionSettings(
   env: Partial<
-    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS">
+    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS">
   >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
+  const offlineAfterMs = positive(env.OFFLINE_AFTER_MS, OFFLINE_AFTER_MS);
+  const lastSeenWriteMs = positive(env.LAST_SEEN_WRITE_MS, LAST_SEEN_WRITE_MS);
   return {
     floodPerSecond,
     floodBurst: floodPerSecond * 2,
     queryMs: positive(env.QUERY_TIMEOUT_MS, QUERY_TIMEOUT_MS),
     ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),
     stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),
-    offlineAfterMs: positive(env.OFFLINE_AFTER_MS, OFFLINE_AFTER_MS),
+    offlineAfterMs,
+    lastSeenWriteMs,
+    nodeStaleAfterMs: offlineAfterMs + lastSeenWriteMs,
     stuckAfterMs: positive(env.STUCK_AFTER_MS, STUCK_AFTER_MS),
     reconcileIntervalMs: positive(env.RECONCILE_INTERVAL_MS, RECONCILE_INTERVAL_MS),
     longPollWaitMs: positive(env.LONG_POLL_WAIT_MS, LONG_POLL_WAIT_MS),

@@ -93,7 +93,7 @@ export async function attachLogExcerpt(env: Env, vm: VmRow, eventId: number, act
     let excerpt: string | null = null;
     if (vm.nodeId && from !== "snapshot") {
       const node = from === "answered-node" ? null : await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
-      if (from === "answered-node" || (node && nodeView(node, 0, sessionSettings(env).offlineAfterMs).connected)) {
+      if (from === "answered-node" || (node && nodeView(node, 0, sessionSettings(env).nodeStaleAfterMs).connected)) {
         const outcome = await readVmLog(env, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
         if (outcome.status === "done") excerpt = lastLines(outcome.text ?? "");
       }

@@ -271,6 +271,7 @@ export class NodeSession extends DurableObject<Env> {
     }
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
+    this.kv.put("lastSeenWritten", now);
     await this.armAlarm();
     return link;
   }
@@ -344,7 +345,7 @@ export class NodeSession extends DurableObject<Env> {
 
   /** The current connection ended (closed, errored, dead or kicked): the node is offline and every
    *  request whose answer could only come over it fails now. */
-  private async connectionGone(connId: string, error: { code: string; message: string }): Promise<void> {
+  private async connectionGone(connId: string, error: { code: string; message: string }, lastSign = Date.now()): Promise<void> {
     const conn = this.kv.get<string>("conn");
     if (conn !== connId) return; // an older, replaced connection: the node is still online
     const nodeId = this.kv.get<string>("nodeId");
@@ -356,7 +357,13 @@ export class NodeSession extends DurableObject<Env> {
     // exactly when a node is offline), all in D1 before the node shows offline.
     await this.failAll(error);
     await this.writeKept();
-    if (nodeId) await this.db.update(nodes).set({ connected: false, updatedAt: Date.now() }).where(eq(nodes.id, nodeId));
+    // Offline with its true last sign of life (written coarsely while it was connected).
+    if (nodeId) {
+      await this.db
+        .update(nodes)
+        .set({ connected: false, updatedAt: Date.now(), lastSeenAt: sql`max(coalesce(${nodes.lastSeenAt}, 0), ${lastSign})` })
+        .where(eq(nodes.id, nodeId));
+    }
     await this.armAlarm();
   }
 
@@ -549,6 +556,12 @@ export class NodeSession extends DurableObject<Env> {
     if (n <= 10 || n % 100 === 0) console.warn(`node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late; ${n} so far)`);
   }
 
+  private async writeLastSeen(nodeId: string, lastSign: number): Promise<void> {
+    await this.db
+      .update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
+    this.kv.put("lastSeenWritten", lastSign);
+  }
+
   // ---- alarms: deadlines and liveness -------------------------------------------------------------
 
   private get livenessEveryMs(): number {
@@ -599,12 +612,13 @@ export class NodeSession extends DurableObject<Env> {
       const lastSign = current.lastSign();
       if (now - lastSign > this.limits.offlineAfterMs) {
         this.closeLink(current, CLOSE.dead, "no sign of life in time");
-        await this.connectionGone(current.att.connId, { code: "node_offline", message: "the node stopped answering" });
+        await this.connectionGone(current.att.connId, { code: "node_offline", message: "the node stopped answering" }, lastSign);
       } else {
-        // Liveness reaches D1 at the sweep's pace (not per heartbeat) so reads can tell a stale node.
-        const nodeId = current.att.nodeId;
-        await this.db
-          .update(nodes).set({ lastSeenAt: lastSign }).where(sql`${nodes.id} = ${nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
+        // Liveness reaches D1 every LAST_SEEN_WRITE_MS (not per heartbeat, not per sweep): the
+        // session decides offline itself; the column is for showing and for a session gone silent.
+        if (lastSign - (this.kv.get<number>("lastSeenWritten") ?? 0) >= this.limits.lastSeenWriteMs) {
+          await this.writeLastSeen(current.att.nodeId, lastSign);
+        }
         if (now >= (this.kv.get<number>("reconcileAt") ?? 0)) await this.reconcile(current, true);
       }
     } else if (this.kv.get<string>("conn")) {
@@ -686,6 +700,7 @@ export class NodeSession extends DurableObject<Env> {
           .update(nodes)
           .set({ hostname: p.hostname, agentVersion: p.agentVersion, libvirtVersion: p.libvirtVersion, protocolVersion: p.protocolVersion, lastSeenAt: now, updatedAt: now })
           .where(eq(nodes.id, att.nodeId));
+        this.kv.put("lastSeenWritten", now);
         return;
       }
       case "inventory": {

@@ -25,10 +25,11 @@ export function vmView(v: VmRow): VmView & { libvirtState: string | null } {
   };
 }
 
-/** `connected` is also false when the last sign of life is older than `offlineAfterMs`, even if
- *  the node's Durable Object has not swept yet (it may be gone with its host). */
-export function nodeView(n: NodeRow, vmCount: number, offlineAfterMs: number, now = Date.now()): NodeView {
-  const fresh = n.lastSeenAt !== null && now - n.lastSeenAt <= offlineAfterMs;
+/** `connected` is also false when the last sign of life in D1 is older than `staleAfterMs`
+ *  (SessionSettings.nodeStaleAfterMs), even if the node's Durable Object has not said so (it may
+ *  be gone with its host). */
+export function nodeView(n: NodeRow, vmCount: number, staleAfterMs: number, now = Date.now()): NodeView {
+  const fresh = n.lastSeenAt !== null && now - n.lastSeenAt <= staleAfterMs;
   return {
     id: n.id,
     name: n.name,

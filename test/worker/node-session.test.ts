@@ -273,8 +273,40 @@ describe("session lifecycle", () => {
     expect(Date.parse(node.lastSeenAt)).toBeGreaterThan(Date.parse(first));
   }, 15_000);
 
+  it("a connected node's lastSeenAt reaches D1 at most every LAST_SEEN_WRITE_MS (2 s here); going offline writes its true last sign", async () => {
+    const { agent, nodeId } = await nodeWithVm("running");
+    const node = async () => (await json(await api(`/api/nodes/${nodeId}`))).node;
+    const first = Date.parse((await node()).lastSeenAt);
+    for (let i = 0; i < 4; i++) {
+      agent.send(PING_FRAME);
+      await agent.next("pong");
+      await runDurableObjectAlarm(session(nodeId)); // a liveness sweep, with a fresher sign each time
+      await sleep(100);
+    }
+    expect(Date.parse((await node()).lastSeenAt)).toBe(first); // swept, alive, not written
+    await sleep(2_100 - (Date.now() - first));
+    agent.send(PING_FRAME);
+    await agent.next("pong");
+    await runDurableObjectAlarm(session(nodeId));
+    const written = Date.parse((await node()).lastSeenAt);
+    expect(written - first).toBeGreaterThanOrEqual(2_000);
+    // Gone: offline at once, with the last sign of life the session had.
+    await sleep(300);
+    agent.send(PING_FRAME);
+    await agent.next("pong");
+    const lastPing = Date.now();
+    agent.ws.close(1000, "bye");
+    const offline = await eventually(async () => {
+      const n = await node();
+      expect(n.connected).toBe(false);
+      return n;
+    });
+    expect(Date.parse(offline.lastSeenAt)).toBeGreaterThanOrEqual(lastPing - 50);
+  });
+
   it("the node view is offline when lastSeenAt is stale, even if the session has not swept", async () => {
     const { nodeId } = await nodeWithVm("running");
+    // Staler than OFFLINE_AFTER_MS + LAST_SEEN_WRITE_MS (4 s + 2 s here).
     await env.DB.prepare("UPDATE nodes SET last_seen_at = ? WHERE id = ?").bind(Date.now() - 60_000, nodeId).run();
     const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
     expect(node.connected).toBe(false);

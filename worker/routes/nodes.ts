@@ -38,13 +38,13 @@ async function issueJoinToken(env: Env) {
 export const nodeRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
     const rows = await database(c.env.DB).select({ node: nodes, vmCount }).from(nodes).orderBy(asc(nodes.name)).limit(10_000);
-    const offlineAfter = sessionSettings(c.env).offlineAfterMs;
-    return c.json({ nodes: rows.map((r) => nodeView(r.node, r.vmCount, offlineAfter)) });
+    const staleAfter = sessionSettings(c.env).nodeStaleAfterMs;
+    return c.json({ nodes: rows.map((r) => nodeView(r.node, r.vmCount, staleAfter)) });
   })
   .get("/:id", validate("param", IdParam), async (c) => {
     const row = await nodeWithCount(database(c.env.DB), c.req.valid("param").id);
     if (!row) throw new ApiError(404, "not_found", `no node ${c.req.valid("param").id}`);
-    return c.json({ node: nodeView(row.node, row.vmCount, sessionSettings(c.env).offlineAfterMs) });
+    return c.json({ node: nodeView(row.node, row.vmCount, sessionSettings(c.env).nodeStaleAfterMs) });
   })
   .post("/", requireRole("admin"), validate("json", CreateNode), async (c) => {
     const db = database(c.env.DB);
@@ -64,7 +64,7 @@ export const nodeRoutes = new Hono<AppEnv>()
     }
     const row = (await nodeWithCount(db, id))!;
     return c.json(
-      { node: nodeView(row.node, 0, sessionSettings(c.env).offlineAfterMs), joinToken, joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString() },
+      { node: nodeView(row.node, 0, sessionSettings(c.env).nodeStaleAfterMs), joinToken, joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString() },
       201,
     );
   })
@@ -82,7 +82,7 @@ export const nodeRoutes = new Hono<AppEnv>()
     await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
     const row = (await nodeWithCount(db, id))!;
     return c.json({
-      node: nodeView(row.node, row.vmCount, sessionSettings(c.env).offlineAfterMs),
+      node: nodeView(row.node, row.vmCount, sessionSettings(c.env).nodeStaleAfterMs),
       joinToken,
       joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
     });

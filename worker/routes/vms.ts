@@ -67,7 +67,7 @@ async function loadVmOnNode(c: Context<AppEnv>, db: Database, id: string) {
   const row = await db.select({ vm: vms, node: nodes }).from(vms).leftJoin(nodes, eq(nodes.id, vms.nodeId)).where(eq(vms.id, id.toLowerCase())).get();
   if (!row) throw new ApiError(404, "not_found", `no VM ${id}`);
   const { vm, node } = row;
-  return { vm, node, online: node ? nodeView(node, 0, sessionSettings(c.env).offlineAfterMs).connected : false };
+  return { vm, node, online: node ? nodeView(node, 0, sessionSettings(c.env).nodeStaleAfterMs).connected : false };
 }
 
 /** The VM's node when it has one and is connected now (D1 view, liveness-checked). */
@@ -75,7 +75,7 @@ async function nodeState(c: Context<AppEnv>, db: Database, vm: VmRow) {
   if (!vm.nodeId) return { node: null, online: false };
   const node = await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
   if (!node) return { node: null, online: false };
-  return { node, online: nodeView(node, 0, sessionSettings(c.env).offlineAfterMs).connected };
+  return { node, online: nodeView(node, 0, sessionSettings(c.env).nodeStaleAfterMs).connected };
 }
 
 /** Agent-side failures as HTTP answers. */
