@@ -10,7 +10,8 @@ export type SessionSettings = {
   /** how often a connected node's lastSeenAt is written to D1 (its session knows it to the second) */
   lastSeenWriteMs: number;
   /** a node row whose lastSeenAt is older than this is offline, whatever its session last wrote
-   *  (the session may be gone with its host): OFFLINE_AFTER_MS past the latest due write */
+   *  (the session may be gone with its host): past the latest due write (LAST_SEEN_WRITE_MS after
+   *  the last, made at a liveness check, which comes at least every OFFLINE_AFTER_MS), with room */
   nodeStaleAfterMs: number;
   /** Frames per second an agent may send on average, and the burst it may use (a 5,000-VM sync is 10). */
   floodPerSecond: number;
@@ -52,7 +53,7 @@ export function sessionSettings(
     stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),
     offlineAfterMs,
     lastSeenWriteMs,
-    nodeStaleAfterMs: offlineAfterMs + lastSeenWriteMs,
+    nodeStaleAfterMs: lastSeenWriteMs + 2 * offlineAfterMs,
     stuckAfterMs: positive(env.STUCK_AFTER_MS, STUCK_AFTER_MS),
     reconcileIntervalMs: positive(env.RECONCILE_INTERVAL_MS, RECONCILE_INTERVAL_MS),
     longPollWaitMs: positive(env.LONG_POLL_WAIT_MS, LONG_POLL_WAIT_MS),

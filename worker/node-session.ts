@@ -272,6 +272,7 @@ export class NodeSession extends DurableObject<Env> {
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
     this.kv.put("lastSeenWritten", now);
+    this.kv.put("livenessAt", now + this.limits.offlineAfterMs + 1);
     await this.armAlarm();
     return link;
   }
@@ -564,11 +565,10 @@ export class NodeSession extends DurableObject<Env> {
 
   // ---- alarms: deadlines and liveness -------------------------------------------------------------
 
-  private get livenessEveryMs(): number {
-    return Math.max(250, Math.floor(this.limits.offlineAfterMs / 3));
-  }
-
-  /** One alarm for the earliest thing due: a request deadline, or the next liveness check. */
+  /** One alarm for the earliest thing due: a request deadline, a kept write, the next liveness check
+   *  (when the node would be OFFLINE_AFTER_MS without a sign of life, as of the last check: pings
+   *  are answered without waking the object, so a live node's object wakes about once a minute),
+   *  or the reconciler's next pass while a transition may be open. */
   private async armAlarm(): Promise<void> {
     const all = this.inFlight();
     let due = Infinity;
@@ -577,9 +577,9 @@ export class NodeSession extends DurableObject<Env> {
     const keptAt = this.kv.get<number>("keptAt");
     if (keptAt !== undefined) due = Math.min(due, keptAt);
     if (this.kv.get<string>("conn")) {
-      due = Math.min(due, Date.now() + this.livenessEveryMs);
+      due = Math.min(due, this.kv.get<number>("livenessAt") ?? Date.now() + this.limits.offlineAfterMs);
       const reconcileAt = this.kv.get<number>("reconcileAt");
-      if (reconcileAt !== undefined) due = Math.min(due, reconcileAt);
+      if (reconcileAt !== undefined && this.kv.get<boolean>("transitionsOpen") !== false) due = Math.min(due, reconcileAt);
     }
     if (due === Infinity) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(Math.max(due, Date.now() + 1));
@@ -614,6 +614,7 @@ export class NodeSession extends DurableObject<Env> {
         this.closeLink(current, CLOSE.dead, "no sign of life in time");
         await this.connectionGone(current.att.connId, { code: "node_offline", message: "the node stopped answering" }, lastSign);
       } else {
+        this.kv.put("livenessAt", lastSign + this.limits.offlineAfterMs + 1);
         // Liveness reaches D1 every LAST_SEEN_WRITE_MS (not per heartbeat, not per sweep): the
         // session decides offline itself; the column is for showing and for a session gone silent.
         if (lastSign - (this.kv.get<number>("lastSeenWritten") ?? 0) >= this.limits.lastSeenWriteMs) {

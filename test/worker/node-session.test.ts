@@ -1,7 +1,7 @@
 // The NodeSession Durable Object with a protocol-speaking agent on a real WebSocket: command and
 // result routing, deadlines through alarms, eviction / hibernation mid-session, late and duplicate
 // answers, replacement by a second connection, liveness, and refusal of bad frames.
-import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE, MAX_FRAME_BYTES, PING_FRAME } from "../../protocol/wire.ts";
 import { agentsClosedAfterEach, api, eventually, expectError, json, TestAgent, vmInfo } from "./support.ts";
@@ -302,6 +302,22 @@ describe("session lifecycle", () => {
       return n;
     });
     expect(Date.parse(offline.lastSeenAt)).toBeGreaterThanOrEqual(lastPing - 50);
+  });
+
+  it("a live node's session wakes when the node would turn offline as of its last sign of life, not on a fixed beat", async () => {
+    const { agent, nodeId } = await nodeWithVm("running");
+    const alarmAt = () => runInDurableObject(session(nodeId), async (_o, state) => state.storage.getAlarm());
+    const connectedAt = Date.now();
+    expect((await alarmAt())! - connectedAt).toBeGreaterThan(3_000); // OFFLINE_AFTER_MS is 4 s here
+    await sleep(1_000);
+    agent.send(PING_FRAME);
+    await agent.next("pong"); // answered by the runtime: the object is not woken
+    const pinged = Date.now();
+    await runDurableObjectAlarm(session(nodeId));
+    const next = (await alarmAt())!;
+    expect(next).toBeGreaterThanOrEqual(pinged + 4_000 - 100);
+    expect(next).toBeLessThanOrEqual(Date.now() + 4_000 + 100);
+    expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(true);
   });
 
   it("the node view is offline when lastSeenAt is stale, even if the session has not swept", async () => {
