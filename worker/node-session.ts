@@ -272,7 +272,9 @@ export class NodeSession extends DurableObject<Env> {
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
     this.kv.put("lastSeenWritten", now);
-    this.kv.put("livenessAt", now + this.limits.offlineAfterMs + 1);
+    // The first check comes somewhere in the second half of OFFLINE_AFTER_MS: a fleet that
+    // (re)connects at once (a restart, a deploy) then does not wake all its objects in step.
+    this.kv.put("livenessAt", now + Math.ceil(this.limits.offlineAfterMs * (0.5 + Math.random() / 2)));
     await this.armAlarm();
     return link;
   }
