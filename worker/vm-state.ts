@@ -198,38 +198,58 @@ export async function resetVmState(
   return { vm: vmFromReturning(returned), eventId: (event!.results[0] as { id: number }).id, previousState: vm.state };
 }
 
+export type HypervisorReset = {
+  to: VmState;
+  libvirtState?: string | null;
+  source: "hypervisor";
+  observedState: VmState;
+  message: string;
+  actor: string;
+  reason: string | null;
+  /** the log's last lines, when the agent sent them with its answer */
+  logExcerpt?: string | null;
+};
+
 /** reset_state's write after asking the hypervisor (which took time): against the VM as it is at
  *  the write, whatever changed meanwhile, in one batch: the event takes its from/expected state from
- *  the row it supersedes, the update bumps that row's generation. No re-read before or after. */
+ *  the row it supersedes, the update bumps that row's generation. No re-read before or after.
+ *  With `onNode` (the node that was asked, known before any read) only if the VM is still on it:
+ *  null when it is not (or is gone), for the caller to read it and decide. */
 export async function resetVmStateNow(
   db: Database,
   vm: Pick<VmRow, "id" | "name">,
-  change: {
-    to: VmState;
-    libvirtState?: string | null;
-    source: "hypervisor";
-    observedState: VmState;
-    message: string;
-    actor: string;
-    reason: string | null;
-    /** the log's last lines, when the agent sent them with its answer */
-    logExcerpt?: string | null;
-  },
-): Promise<{ vm: VmRow; eventId: number; previousState: string }> {
+  change: HypervisorReset,
+): Promise<{ vm: VmRow; eventId: number; previousState: string }>;
+export async function resetVmStateNow(
+  db: Database,
+  vm: Pick<VmRow, "id" | "name">,
+  change: HypervisorReset,
+  onNode: string,
+): Promise<{ vm: VmRow; eventId: number; previousState: string } | null>;
+export async function resetVmStateNow(
+  db: Database,
+  vm: Pick<VmRow, "id" | "name">,
+  change: HypervisorReset,
+  onNode?: string,
+): Promise<{ vm: VmRow; eventId: number; previousState: string } | null> {
   const now = Date.now();
+  const where = onNode === undefined ? sql`id = ${vm.id}` : sql`id = ${vm.id} AND node_id = ${onNode}`;
   const [event, update] = await runBatch(db, [
     sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id, expected_state, observed_state, log_excerpt)
       SELECT id, ${now}, ${change.actor}, 'reset_state', state, ${change.to}, ${change.source}, ${change.message}, ${change.reason}, NULL,
         state, ${change.observedState}, ${change.logExcerpt ?? null}
-      FROM vms WHERE id = ${vm.id}
+      FROM vms WHERE ${where}
       RETURNING id, from_state`,
     sql`UPDATE vms SET state = ${change.to}, libvirt_state = coalesce(${change.libvirtState ?? null}, libvirt_state), generation = generation + 1,
       transition_request_id = NULL, forced_reset_at = NULL, state_updated_at = ${now}, updated_at = ${now}
-      WHERE id = ${vm.id} RETURNING *`,
+      WHERE ${where} RETURNING *`,
   ]);
   const ev = event?.results[0] as { id: number; from_state: string } | undefined;
   const returned = update?.results[0] as Record<string, unknown> | undefined;
-  if (!ev || !returned) throw new ApiError(404, "not_found", `VM ${vm.name} is gone`);
+  if (!ev || !returned) {
+    if (onNode !== undefined) return null;
+    throw new ApiError(404, "not_found", `VM ${vm.name} is gone`);
+  }
   return { vm: vmFromReturning(returned), eventId: ev.id, previousState: ev.from_state };
 }
 

@@ -100,6 +100,45 @@ describe("reset_state", () => {
   });
 });
 
+describe("reset_state routing", () => {
+  it("asks the node this isolate last saw the VM on; if the VM has moved meanwhile, that answer is not written and its new node is asked", async () => {
+    const a = await TestAgent.forNewNode();
+    const b = await TestAgent.forNewNode();
+    agents.push(a.agent, b.agent);
+    const vm = vmInfo(`moving-${a.name}`, "running");
+    a.agent.inventory([vm]);
+    await eventually(async () => expect((await json(await api(`/api/vms/${vm.uuid}`))).vm.node_id).toBe(a.nodeId)); // seen on A
+    // The VM is now B's (as after its first node was deleted and B reported it).
+    await env.DB.prepare("UPDATE vms SET node_id = ? WHERE id = ?").bind(b.nodeId, vm.uuid).run();
+    const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
+    a.agent.reply(await a.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "from A" });
+    b.agent.reply(await b.agent.next("vm.state"), "result", { state: "PAUSED", libvirtState: "paused", logExcerpt: "from B" });
+    expect(await json(await p)).toMatchObject({ source: "hypervisor", previousState: "RUNNING", vm: { state: "PAUSED", node_id: b.nodeId } });
+    const resets = (await events(vm.uuid)).filter((e: any) => e.action === "reset_state");
+    expect(resets).toHaveLength(1);
+    expect(resets[0]).toMatchObject({ toState: "PAUSED", logExcerpt: "from B" });
+    // Seen on B now: the next reset asks B alone.
+    const q = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
+    b.agent.reply(await b.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "" });
+    expect(await json(await q)).toMatchObject({ source: "hypervisor", vm: { state: "RUNNING" } });
+    expect(a.agent.frames.filter((f) => f.type === "vm.state")).toHaveLength(0);
+  });
+
+  it("a node that did not answer is not asked a second time: one timeout, then forced", async () => {
+    const s = await TestAgent.forNewNode();
+    agents.push(s.agent);
+    const vm = vmInfo(`silent-${s.name}`, "running");
+    s.agent.inventory([vm]);
+    await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
+    const started = Date.now();
+    const body = await json(await api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" }));
+    expect(body).toMatchObject({ source: "forced", vm: { state: "STOPPED" } });
+    expect(body.message).toContain("did not answer");
+    expect(s.agent.frames.filter((f) => f.type === "vm.state")).toHaveLength(1);
+    expect(Date.now() - started).toBeLessThan(2 * 1000 + 500); // QUERY_TIMEOUT_MS is 1 s here
+  });
+});
+
 describe("logs", () => {
   async function vmOnline() {
     const s = await TestAgent.forNewNode();

@@ -55,9 +55,28 @@ export const ListQuery = z.object({
 
 // ---- helpers --------------------------------------------------------------------------------------
 
+// Which node a VM was on when this isolate last read it: lets reset_state ask that node's agent
+// before reading D1 (one D1 round trip less on the common path). Only a hint: the reset's write is
+// guarded by the node, and anything unexpected takes the path that reads D1 first.
+const VM_HOME_MS = 60_000;
+const VM_HOME_MAX = 10_000;
+const vmHomes = new Map<string, { nodeId: string; name: string; until: number }>();
+
+function rememberHome(vm: Pick<VmRow, "id" | "name" | "nodeId">): void {
+  if (!vm.nodeId) return void vmHomes.delete(vm.id);
+  if (vmHomes.size >= VM_HOME_MAX) vmHomes.clear();
+  vmHomes.set(vm.id, { nodeId: vm.nodeId, name: vm.name, until: Date.now() + VM_HOME_MS });
+}
+
+function homeOf(id: string): { nodeId: string; name: string } | null {
+  const home = vmHomes.get(id);
+  return home && home.until > Date.now() ? home : null;
+}
+
 async function loadVm(db: Database, id: string): Promise<VmRow> {
   const vm = await db.select().from(vms).where(eq(vms.id, id.toLowerCase())).get();
   if (!vm) throw new ApiError(404, "not_found", `no VM ${id}`);
+  rememberHome(vm);
   return vm;
 }
 
@@ -67,6 +86,7 @@ async function loadVmOnNode(c: Context<AppEnv>, db: Database, id: string) {
   const row = await db.select({ vm: vms, node: nodes }).from(vms).leftJoin(nodes, eq(nodes.id, vms.nodeId)).where(eq(vms.id, id.toLowerCase())).get();
   if (!row) throw new ApiError(404, "not_found", `no VM ${id}`);
   const { vm, node } = row;
+  rememberHome(vm);
   return { vm, node, online: node ? nodeView(node, 0, sessionSettings(c.env).nodeStaleAfterMs).connected : false };
 }
 
@@ -76,6 +96,21 @@ async function nodeState(c: Context<AppEnv>, db: Database, vm: VmRow) {
   const node = await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
   if (!node) return { node: null, online: false };
   return { node, online: nodeView(node, 0, sessionSettings(c.env).nodeStaleAfterMs).connected };
+}
+
+/** The state the hypervisor reported in a vm.state outcome, as a reset's change; null if it did not. */
+function hypervisorChange(outcome: Outcome) {
+  const answer = outcome.status === "done" ? StateResult.safeParse(outcome.result) : null;
+  if (!answer?.success) return null;
+  const to = mapLibvirtState(answer.data.libvirtState);
+  return {
+    to,
+    libvirtState: answer.data.libvirtState,
+    source: "hypervisor" as const,
+    observedState: to,
+    message: `state read from the hypervisor: libvirt ${answer.data.libvirtState} -> ${to}`,
+    logExcerpt: answer.data.logExcerpt,
+  };
 }
 
 /** Agent-side failures as HTTP answers. */
@@ -185,27 +220,54 @@ export const vmRoutes = new Hono<AppEnv>()
     const db = database(c.env.DB);
     const t = sessionSettings(c.env);
     const actor = c.get("principal").actor;
-    const { vm, online } = await loadVmOnNode(c, db, c.req.valid("param").id);
+    const id = c.req.valid("param").id.toLowerCase();
+    const answerWith = (
+      change: { message: string; source: "hypervisor" | "forced"; logExcerpt?: string | null },
+      done: { vm: VmRow; eventId: number; previousState: string },
+    ) => {
+      // Without the excerpt in the answer it comes after answering: a reset never waits for a log read.
+      if (typeof change.logExcerpt !== "string") {
+        const from = change.source === "forced" ? "node" : change.logExcerpt === null ? "snapshot" : "answered-node";
+        c.executionCtx.waitUntil(attachLogExcerpt(c.env, done.vm, done.eventId, actor, from));
+      }
+      rememberHome(done.vm);
+      const answer: ResetStateResponse = {
+        success: true,
+        message: change.message,
+        vm: { id: done.vm.id, name: done.vm.name, state: done.vm.state as VmState, node_id: done.vm.nodeId },
+        previousState: done.previousState as VmState,
+        source: change.source,
+      };
+      return c.json(answer);
+    };
+    // The event's log excerpt rides on the state query: one round trip to the agent, one D1 write.
+    const askState = (vm: Pick<VmRow, "id" | "name">, nodeId: string) =>
+      askNode(c.env, { ...vm, nodeId }, "vm.state", {}, actor, { excerptLines: EXCERPT_LINES });
 
+    // The common case, when this isolate has seen the VM lately: ask its node at once, and write
+    // only if the VM is still on that node. Anything else goes on below, reading D1 first.
+    let asked: { nodeId: string; outcome: Outcome } | null = null;
+    const home = force ? null : homeOf(id);
+    if (home) {
+      const outcome = await askState({ id, name: home.name }, home.nodeId);
+      const change = hypervisorChange(outcome);
+      const done = change && (await resetVmStateNow(db, { id, name: home.name }, { ...change, actor, reason }, home.nodeId));
+      if (change && done) return answerWith(change, done);
+      asked = { nodeId: home.nodeId, outcome };
+    }
+
+    const { vm, online } = await loadVmOnNode(c, db, id);
     let change: { to: VmState; libvirtState?: string; source: "hypervisor" | "forced"; observedState: VmState | null; message: string; logExcerpt?: string | null };
     const forced = (why: string) => ({ to: "STOPPED" as VmState, source: "forced" as const, observedState: null, message: `state set to STOPPED: ${why}` });
     if (force) change = forced("forced by request");
     else if (!vm.nodeId) change = forced("the VM is on no node");
     else if (!online) change = forced("node offline");
     else {
-      // The event's log excerpt rides on the state query: one round trip to the agent, one D1 write.
-      const outcome = await askNode(c.env, { ...vm, nodeId: vm.nodeId }, "vm.state", {}, actor, { excerptLines: EXCERPT_LINES });
-      const answer = outcome.status === "done" ? StateResult.safeParse(outcome.result) : null;
-      if (answer?.success) {
-        const to = mapLibvirtState(answer.data.libvirtState);
-        change = {
-          to,
-          libvirtState: answer.data.libvirtState,
-          source: "hypervisor",
-          observedState: to,
-          message: `state read from the hypervisor: libvirt ${answer.data.libvirtState} -> ${to}`,
-          logExcerpt: answer.data.logExcerpt,
-        };
+      // Its node was asked just now (above): that answer stands, the node is not asked twice.
+      const outcome = asked?.nodeId === vm.nodeId ? asked.outcome : await askState(vm, vm.nodeId);
+      const fromHypervisor = hypervisorChange(outcome);
+      if (fromHypervisor) {
+        change = fromHypervisor;
       } else if (outcome.status === "failed" && (outcome.error.code === "node_offline" || outcome.error.code === "agent_disconnected")) {
         change = forced(`node offline (${outcome.error.message})`);
       } else if (outcome.status === "failed" && (outcome.error.code === "agent_timeout" || outcome.error.code === "session_lost")) {
@@ -218,23 +280,11 @@ export const vmRoutes = new Hono<AppEnv>()
     }
     // The hypervisor's answer took time: it is written against the VM as it is now (one batch, no
     // re-read); a forced change only against the VM as it was read (409 if it changed).
-    const { vm: updated, eventId, previousState } =
+    const done =
       change.source === "hypervisor"
         ? await resetVmStateNow(db, vm, { ...change, source: "hypervisor", observedState: change.to, actor, reason })
         : await resetVmState(db, vm, { ...change, actor, reason });
-    // Without the excerpt in the answer it comes after answering: a reset never waits for a log read.
-    if (typeof change.logExcerpt !== "string") {
-      const from = change.source === "forced" ? "node" : change.logExcerpt === null ? "snapshot" : "answered-node";
-      c.executionCtx.waitUntil(attachLogExcerpt(c.env, updated, eventId, actor, from));
-    }
-    const answer: ResetStateResponse = {
-      success: true,
-      message: change.message,
-      vm: { id: updated.id, name: updated.name, state: updated.state as VmState, node_id: updated.nodeId },
-      previousState: previousState as VmState,
-      source: change.source,
-    };
-    return c.json(answer);
+    return answerWith(change, done);
   })
   .get("/:id/logs", requireRole("operator"), limitPerToken("LOGS_LIMITER"), validate("param", IdParam), validate("query", LogLinesQuery), async (c) => {
     const db = database(c.env.DB);
