@@ -465,6 +465,14 @@ describe("dashboard in Chromium", () => {
     const { page } = s;
     await page.goto(`${cp.url}/vms/${VMS.web.id}/logs`);
     await expect.poll(() => page.getByTestId("logs-error").textContent()).toContain("offline");
+    // Start / stop wait for the node's agent; the resets in the "…" menu stay.
+    await expect.poll(() => page.getByTestId("vm-actions").getAttribute("data-node-offline")).toBe("true");
+    expect(await page.getByRole("button", { name: "Stop", exact: true }).isDisabled()).toBe(true);
+    expect(await page.getByRole("button", { name: "Force stop", exact: true }).isDisabled()).toBe(true);
+    expect(await page.getByRole("button", { name: "Stop", exact: true }).getAttribute("title")).toContain("Force Reset State");
+    await page.getByRole("button", { name: "More actions" }).click();
+    expect(await page.getByRole("menuitem", { name: /^Force Reset State/ }).isEnabled()).toBe(true);
+    await page.keyboard.press("Escape");
     await screenshot(page, "logs-node-offline");
     await page.getByRole("link", { name: "Nodes" }).click();
     await expect.poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent()).toBe("offline");

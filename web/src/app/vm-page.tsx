@@ -12,6 +12,7 @@ import { Link, useLocation } from "../lib/router.tsx";
 
 export function VmPage({ id, tab }: { id: string; tab: "events" | "logs" }) {
   const vm = useVM(id);
+  const nodes = useNodes();
   const { search } = useLocation();
   if (vm.error) return <Notice tone="error">Could not load the VM: {vm.error.message}</Notice>;
   if (vm.isPending) return <Spinner />;
@@ -23,7 +24,11 @@ export function VmPage({ id, tab }: { id: string; tab: "events" | "logs" }) {
           ← VMs
         </Link>
       </div>
-      <VmSummary vm={vm.data} nodeName={<NodeName vm={vm.data} />} />
+      <VmSummary
+        vm={vm.data}
+        nodeName={<NodeName vm={vm.data} />}
+        nodeOffline={nodes.data?.find((n) => n.id === vm.data.node_id)?.connected === false}
+      />
       <div className="mb-2 flex gap-1 border-b border-zinc-200 dark:border-zinc-800" role="tablist">
         <TabLink to={base} active={tab === "events"} label="Events" />
         <TabLink to={`${base}/logs`} active={tab === "logs"} label="Logs" />

@@ -15,7 +15,9 @@ type Pending = { kind: "power"; action: PowerAction } | { kind: "reset"; force: 
 
 const powerLabels: Record<PowerAction, string> = { start: "Start", stop: "Stop", forceStop: "Force stop" };
 
-export function VmActions({ vm }: { vm: VmView }) {
+/** `nodeOffline`: start and stop need the node's agent, so they wait for it; the "…" menu's resets
+ *  stay (Force Reset State is what an unreachable node's stuck VM needs). */
+export function VmActions({ vm, nodeOffline = false }: { vm: VmView; nodeOffline?: boolean }) {
   const toast = useToast();
   const power = usePowerAction(vm.id);
   const reset = useResetVMState(vm.id);
@@ -43,15 +45,16 @@ export function VmActions({ vm }: { vm: VmView }) {
     );
 
   const busy = power.isPending || reset.isPending;
+  const offlineTitle = nodeOffline ? "The node is offline: power actions need its agent. Force Reset State is in the … menu." : undefined;
   return (
-    <div className="flex items-center gap-2" data-testid="vm-actions">
-      <Button tone="primary" disabled={!canStart(vm.state) || busy} onClick={() => runPower("start")}>
+    <div className="flex items-center gap-2" data-testid="vm-actions" data-node-offline={nodeOffline ? "true" : undefined}>
+      <Button tone="primary" disabled={!canStart(vm.state) || busy || nodeOffline} title={offlineTitle} onClick={() => runPower("start")}>
         Start
       </Button>
-      <Button disabled={!canStop(vm.state) || busy} onClick={() => runPower("stop")}>
+      <Button disabled={!canStop(vm.state) || busy || nodeOffline} title={offlineTitle} onClick={() => runPower("stop")}>
         Stop
       </Button>
-      <Button tone="danger" disabled={!canStop(vm.state) || busy} onClick={() => setPending({ kind: "power", action: "forceStop" })}>
+      <Button tone="danger" disabled={!canStop(vm.state) || busy || nodeOffline} title={offlineTitle} onClick={() => setPending({ kind: "power", action: "forceStop" })}>
         Force stop
       </Button>
       <Menu

@@ -11,7 +11,7 @@ import { isStuck } from "../../../lib/vm-state.ts";
 import { FlagBanner } from "./flag-banner.tsx";
 import { VmActions } from "./vm-actions.tsx";
 
-export function VmSummary({ vm, nodeName }: { vm: VmView; nodeName: ReactNode }) {
+export function VmSummary({ vm, nodeName, nodeOffline = false }: { vm: VmView; nodeName: ReactNode; nodeOffline?: boolean }) {
   const canOperate = useCan("operate");
   const now = useNow(5_000);
   return (
@@ -25,7 +25,7 @@ export function VmSummary({ vm, nodeName }: { vm: VmView; nodeName: ReactNode })
           </span>
         }
         subtitle={isStuck(vm, now) ? <StuckMarker since={vm.stateUpdatedAt} now={now} /> : undefined}
-        actions={canOperate ? <VmActions vm={vm} /> : undefined}
+        actions={canOperate ? <VmActions vm={vm} nodeOffline={nodeOffline} /> : undefined}
       />
       {vm.flag && <FlagBanner vmId={vm.id} flag={vm.flag} />}
       <Panel className="px-3 py-2.5">
