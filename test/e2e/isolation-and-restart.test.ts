@@ -96,6 +96,7 @@ describe("a control-plane restart", () => {
     };
     expect(before.events).toBeGreaterThan(0);
 
+    const restartedAt = Date.now();
     await cp.restart();
 
     const nodes = (await json(await cp.api("/api/nodes"))).nodes.map((n: { id: string; name: string }) => [n.id, n.name]).sort();
@@ -103,8 +104,9 @@ describe("a control-plane restart", () => {
     expect(await getVm(cp, a.web)).toMatchObject({ id: a.web, name: "alpha-web", state: before.web.state, node_id: a.nodeId });
     expect((await json(await cp.api(`/api/vms/${a.web}/events`))).events.length).toBeGreaterThanOrEqual(before.events);
 
-    await waitConnected(cp, a.nodeId, true, 45_000);
-    await waitConnected(cp, b.nodeId, true, 45_000);
+    // Reconnected: a connection made since the restart (the rows said connected all along).
+    await waitConnected(cp, a.nodeId, true, 45_000, restartedAt);
+    await waitConnected(cp, b.nodeId, true, 45_000, restartedAt);
     // and the link works again end to end
     const start = await cp.api(`/api/vms/${a.web}/start?wait=true`, { method: "POST" });
     expect(start.status).toBe(200);

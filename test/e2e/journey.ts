@@ -66,8 +66,17 @@ export async function listVms(cp: ControlPlane, nodeId: string): Promise<VmView[
   return (await json<{ vms: VmView[] }>(await cp.api(`/api/vms?node_id=${nodeId}&limit=500`))).vms;
 }
 
-export const waitConnected = (cp: ControlPlane, nodeId: string, connected = true, timeoutMs = 30_000) =>
-  eventually(`node ${nodeId} ${connected ? "connected" : "disconnected"}`, async () => (await getNode(cp, nodeId)).connected === connected, timeoutMs);
+/** With `since` (epoch ms), connected means a connection made after it: after a control-plane restart
+ *  the node's row still says connected until its session's next liveness check. */
+export const waitConnected = (cp: ControlPlane, nodeId: string, connected = true, timeoutMs = 30_000, since?: number) =>
+  eventually(
+    `node ${nodeId} ${connected ? "connected" : "disconnected"}${since ? ` since ${new Date(since).toISOString()}` : ""}`,
+    async () => {
+      const node = await getNode(cp, nodeId);
+      return node.connected === connected && (since === undefined || (node.lastSeenAt !== null && Date.parse(node.lastSeenAt) >= since));
+    },
+    timeoutMs,
+  );
 
 export const waitVmState = (cp: ControlPlane, vmId: string, state: string, timeoutMs = 20_000) =>
   eventually(`VM ${vmId} in ${state}`, async () => {
