@@ -61,35 +61,77 @@ export function backoffDelay(attempt: number, t: Pick<LinkTimings, "backoffBaseM
   return Math.floor(random() * ceiling);
 }
 
-export class AgentLink {
-  state: LinkState = "idle";
-  private readonly opts: LinkOptions;
-  private readonly timings: LinkTimings;
-  private readonly random: () => number;
-  private ws: WebSocket | null = null;
-  private attempt = 0;
-  private onlineSince = 0;
-  private heartbeatMs: number;
-  private unansweredPings = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private heartbeat: NodeJS.Timeout | null = null;
-  private drained: (() => void) | null = null;
+/** What every link (socket or long-poll) keeps between attempts: the control plane's clock and
+ *  reconnect window from its welcome, and the backoff attempt, which starts over only after a link
+ *  that stayed up `stableAfterMs`. */
+export class Reconnects {
   /** server clock minus ours, from welcome.serverTime */
   clockOffsetMs = 0;
+  private readonly timings: LinkTimings;
+  private readonly random: () => number;
+  private attempt = 0;
+  private onlineSince = 0;
   /** welcome.reconnectSpreadMs of the current link, and the window in force since a link was lost */
   private offeredSpreadMs = 0;
   private spreadMs = 0;
 
-  constructor(opts: LinkOptions) {
-    this.opts = opts;
-    this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
-    this.random = opts.random ?? Math.random;
-    this.heartbeatMs = this.timings.heartbeatMs;
+  constructor(timings: LinkTimings, random: () => number) {
+    this.timings = timings;
+    this.random = random;
   }
 
   /** The control plane's clock as this host best knows it (for command deadlines). */
   serverNow(): number {
     return Date.now() + this.clockOffsetMs;
+  }
+
+  online(): void {
+    this.onlineSince = Date.now();
+  }
+
+  welcomed(welcome: { serverTime: number; reconnectSpreadMs?: number }): void {
+    this.clockOffsetMs = welcome.serverTime - Date.now();
+    this.offeredSpreadMs = welcome.reconnectSpreadMs ?? 0;
+    this.spreadMs = 0;
+  }
+
+  /** A link ended or could not be opened: the delay before the next attempt, and that attempt's number. */
+  next(wasOnline: boolean): { delayMs: number; attempt: number } {
+    if (wasOnline) {
+      this.spreadMs = this.offeredSpreadMs;
+      if (Date.now() - this.onlineSince >= this.timings.stableAfterMs) this.attempt = 0;
+    }
+    const attempt = this.attempt++;
+    return { delayMs: backoffDelay(attempt, this.timings, this.random, this.spreadMs), attempt };
+  }
+}
+
+export class AgentLink {
+  state: LinkState = "idle";
+  private readonly opts: LinkOptions;
+  private readonly timings: LinkTimings;
+  private readonly reconnects: Reconnects;
+  private ws: WebSocket | null = null;
+  private heartbeatMs: number;
+  private unansweredPings = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private drained: (() => void) | null = null;
+
+  constructor(opts: LinkOptions) {
+    this.opts = opts;
+    this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
+    this.reconnects = new Reconnects(this.timings, opts.random ?? Math.random);
+    this.heartbeatMs = this.timings.heartbeatMs;
+  }
+
+  /** server clock minus ours, from welcome.serverTime */
+  get clockOffsetMs(): number {
+    return this.reconnects.clockOffsetMs;
+  }
+
+  serverNow(): number {
+    return this.reconnects.serverNow();
   }
 
   get online() {
@@ -173,7 +215,7 @@ export class AgentLink {
       ws.terminate();
     });
     ws.on("open", () => {
-      this.onlineSince = Date.now();
+      this.reconnects.online();
       this.unansweredPings = 0;
       this.heartbeatMs = this.timings.heartbeatMs;
       this.setState("online");
@@ -194,9 +236,7 @@ export class AgentLink {
         return;
       }
       if (msg.type === "welcome") {
-        this.clockOffsetMs = msg.payload.serverTime - Date.now();
-        this.offeredSpreadMs = msg.payload.reconnectSpreadMs ?? 0;
-        this.spreadMs = 0;
+        this.reconnects.welcomed(msg.payload);
         if (msg.payload.heartbeatMs !== this.heartbeatMs) {
           this.heartbeatMs = msg.payload.heartbeatMs;
           this.armHeartbeat();
@@ -220,12 +260,8 @@ export class AgentLink {
         this.opts.log.error({ detail: refused }, "node credential refused");
         return this.opts.events.onRefused(refused);
       }
-      if (wasOnline) {
-        this.opts.log.warn({ code, reason: reason.toString() }, "link lost");
-        this.spreadMs = this.offeredSpreadMs;
-      }
-      if (wasOnline && Date.now() - this.onlineSince >= this.timings.stableAfterMs) this.attempt = 0;
-      this.scheduleReconnect();
+      if (wasOnline) this.opts.log.warn({ code, reason: reason.toString() }, "link lost");
+      this.scheduleReconnect(wasOnline);
     });
   }
 
@@ -244,10 +280,9 @@ export class AgentLink {
     }, this.heartbeatMs);
   }
 
-  private scheduleReconnect() {
-    const delay = backoffDelay(this.attempt, this.timings, this.random, this.spreadMs);
-    this.opts.events.onBackoff?.(delay, this.attempt);
-    this.attempt++;
+  private scheduleReconnect(wasOnline: boolean) {
+    const { delayMs: delay, attempt } = this.reconnects.next(wasOnline);
+    this.opts.events.onBackoff?.(delay, attempt);
     this.setState("backingOff");
     this.timer = setTimeout(() => {
       this.timer = null;

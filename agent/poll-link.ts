@@ -12,7 +12,7 @@ import {
   type AgentMessage,
   type ServerMessage,
 } from "../protocol/wire.ts";
-import { DEFAULT_TIMINGS, backoffDelay, type LinkOptions, type LinkState, type LinkTimings } from "./connection.ts";
+import { DEFAULT_TIMINGS, Reconnects, type LinkOptions, type LinkState, type LinkTimings } from "./connection.ts";
 
 export type PollLinkOptions = Omit<LinkOptions, "url"> & {
   /** the control plane's http(s) base URL */
@@ -37,18 +37,11 @@ class LinkEnd extends Error {
 
 export class PollLink {
   state: LinkState = "idle";
-  /** server clock minus ours, from welcome.serverTime */
-  clockOffsetMs = 0;
-  /** welcome.reconnectSpreadMs of the current link, and the window in force since a link was lost
-   *  (as on the socket: a control-plane restart must not bring the whole fleet back at once) */
-  private offeredSpreadMs = 0;
-  private spreadMs = 0;
   private readonly opts: PollLinkOptions;
   private readonly timings: LinkTimings;
-  private readonly random: () => number;
+  /** clock, reconnect window and backoff, as on the socket */
+  private readonly reconnects: Reconnects;
   private readonly pollWaitMs: number;
-  private attempt = 0;
-  private onlineSince = 0;
   private connId: string | null = null;
   private cursor: string | undefined;
   private outbox: string[] = [];
@@ -60,12 +53,16 @@ export class PollLink {
   constructor(opts: PollLinkOptions) {
     this.opts = opts;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
-    this.random = opts.random ?? Math.random;
+    this.reconnects = new Reconnects(this.timings, opts.random ?? Math.random);
     this.pollWaitMs = opts.pollWaitMs ?? LONG_POLL_WAIT_MS;
   }
 
+  get clockOffsetMs(): number {
+    return this.reconnects.clockOffsetMs;
+  }
+
   serverNow(): number {
-    return Date.now() + this.clockOffsetMs;
+    return this.reconnects.serverNow();
   }
 
   get online() {
@@ -159,7 +156,7 @@ export class PollLink {
     if (this.state !== "connecting") return; // stopped meanwhile
     this.connId = opened.connId;
     this.cursor = opened.cursor;
-    this.onlineSince = Date.now();
+    this.reconnects.online();
     this.setState("online");
     this.opts.log.info({ transport: "long-poll" }, "link online");
     this.opts.events.onOpen();
@@ -169,11 +166,7 @@ export class PollLink {
 
   private deliver(messages: ServerMessage[]) {
     for (const msg of messages) {
-      if (msg.type === "welcome") {
-        this.clockOffsetMs = msg.payload.serverTime - Date.now();
-        this.offeredSpreadMs = msg.payload.reconnectSpreadMs ?? 0;
-        this.spreadMs = 0;
-      }
+      if (msg.type === "welcome") this.reconnects.welcomed(msg.payload);
       this.opts.events.onMessage(msg);
     }
   }
@@ -257,14 +250,10 @@ export class PollLink {
       return this.opts.events.onRefused(err.message);
     }
     const detail = (err as Error).name === "TimeoutError" ? "timed out" : (err as Error).message;
-    if (wasOnline) {
-      this.opts.log.warn({ detail, transport: "long-poll" }, "link lost");
-      this.spreadMs = this.offeredSpreadMs;
-    } else this.opts.log.warn({ detail, transport: "long-poll" }, "could not open the link; will retry");
-    if (wasOnline && Date.now() - this.onlineSince >= this.timings.stableAfterMs) this.attempt = 0;
-    const delay = backoffDelay(this.attempt, this.timings, this.random, this.spreadMs);
-    this.opts.events.onBackoff?.(delay, this.attempt);
-    this.attempt++;
+    if (wasOnline) this.opts.log.warn({ detail, transport: "long-poll" }, "link lost");
+    else this.opts.log.warn({ detail, transport: "long-poll" }, "could not open the link; will retry");
+    const { delayMs: delay, attempt } = this.reconnects.next(wasOnline);
+    this.opts.events.onBackoff?.(delay, attempt);
     this.setState("backingOff");
     this.timer = setTimeout(() => {
       this.timer = null;
