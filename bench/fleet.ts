@@ -33,6 +33,16 @@ async function pool<T, R>(items: T[], limit: number, work: (item: T, i: number) 
   return out;
 }
 
+/** How many of `times` (epoch ms) fall in each whole second after `from`. */
+function countPerSecond(times: number[], from: number): Map<number, number> {
+  const counts = new Map<number, number>();
+  for (const t of times) {
+    const second = Math.floor((t - from) / 1000);
+    counts.set(second, (counts.get(second) ?? 0) + 1);
+  }
+  return counts;
+}
+
 /** Rejects when `p` has not settled within `ms` (every wait in a bench is bounded). */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -111,13 +121,11 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
       // reported below as a shortfall
     }
     back = agents.flatMap((a, i) => (a.connectedAt.length > before[i]! ? [a.connectedAt[before[i]!]!] : []));
-    const perSecond = new Map<number, number>();
-    for (const t of back) perSecond.set(Math.floor((t - upAt) / 1000), (perSecond.get(Math.floor((t - upAt) / 1000)) ?? 0) + 1);
+    const perSecond = countPerSecond(back, upAt);
     const busiest = Math.max(0, ...perSecond.values());
     // The agents' side of it: their attempts per second from the moment the links dropped.
     const attempts = agents.flatMap((a) => a.attemptedAt.filter((t) => t >= stopAt));
-    const attemptsPerSecond = new Map<number, number>();
-    for (const t of attempts) attemptsPerSecond.set(Math.floor((t - stopAt) / 1000), (attemptsPerSecond.get(Math.floor((t - stopAt) / 1000)) ?? 0) + 1);
+    const attemptsPerSecond = countPerSecond(attempts, stopAt);
     const histogram = (m: Map<number, number>, n: number) => Array.from({ length: n }, (_, i) => m.get(i) ?? 0).join(" ");
     const lastBack = back.length ? Math.max(...back) - upAt : NaN;
     rows.push({ name: "fleet restart: agents back", value: back.length, unit: `of ${size}`, target: `= ${size}`, met: back.length === size, note: `control plane down→healthy in ${upAt - stopAt} ms` });
