@@ -8,7 +8,7 @@ import { HostTokenCheck, ensureHostToken, hostTokenPath, rotateHostToken } from 
 import { LoopbackControlPlane, TEST_URI, VMS, spawnAgentProcess, tempDir, until, type AgentProcess } from "./helpers.ts";
 
 const NODE_CREDENTIAL = "qxn_node-credential-of-this-host";
-const FAST = ["--backoff-base", "50", "--backoff-cap", "200", "--poll-interval", "200", "--log-level", "info"];
+const FAST = ["--backoff-base", "50", "--backoff-cap", "200", "--poll-interval", "200", "--log-level", "debug"];
 
 let cp: LoopbackControlPlane;
 const cleanups: (() => void)[] = [];
