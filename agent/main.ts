@@ -83,15 +83,13 @@ class Agent {
 
   async start() {
     const { config } = this;
-    if (config.server && (!this.cred || this.cred.server !== config.server)) {
-      if (!config.token) {
-        fatal(EXIT_BAD_CONFIG, `no node credential in ${config.stateDir} for ${config.server}: give the node's join token with --token (or QX_TOKEN)`);
-      }
-      await this.enroll(config.token);
+    if (config.server && (!this.cred || this.cred.server !== config.server) && !config.token) {
+      fatal(EXIT_BAD_CONFIG, `no node credential in ${config.stateDir} for ${config.server}: give the node's join token with --token (or QX_TOKEN)`);
     }
     if (config.server && config.insecureHttp && cleartextServerProblem(config.server)) {
       this.log.warn({ server: config.server }, "--insecure-http: the join token, the node credential and all traffic travel in clear text");
     }
+    // The local API first: it needs no enrollment, and serves the host while the control plane is out of reach.
     if (config.listen) {
       const check = this.hostTokenCheck();
       this.localApi = await startLocalApi({
@@ -104,6 +102,8 @@ class Agent {
       }).catch((err: Error) => fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`));
     }
     if (!config.server) return;
+    if (!this.cred || this.cred.server !== config.server) await this.enroll(config.token!);
+    if (this.stopping) return;
     this.hello = { hostname: await this.libvirt.hostname(), libvirtVersion: await this.libvirt.version() };
     this.connect();
   }

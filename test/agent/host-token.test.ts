@@ -2,6 +2,8 @@
 // plane: the local API takes the host token and refuses the node credential; the token lives in the
 // state directory (0600) and is never logged; `--rotate-host-token` replaces it for the running agent.
 import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { HostTokenCheck, ensureHostToken, hostTokenPath, rotateHostToken } from "../../agent/host-token.ts";
@@ -130,6 +132,25 @@ describe("the host token on the agent's local API", () => {
     expect((await vmsWith(url2, after)).status).toBe(200);
     expect(again.out()).not.toContain(after);
   }, 60_000);
+
+  it("serves the host before its first enrollment, while the control plane cannot be reached", async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", () => r()));
+    const unreachable = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise<void>((r) => closed.close(() => r())); // nothing answers there now
+    const stateDir = join(dir("qx-host-offline-"), "state");
+    const agent = spawnAgent(["--server", unreachable, "--token", "join-later", "--state-dir", stateDir, "--libvirt-uri", TEST_URI, "--log-dir", dir("qx-host-logs-"), "--listen", "127.0.0.1:0", ...FAST]);
+    const url = await localApiUrl(agent);
+    expect((await vmsWith(url, readToken(stateDir))).status).toBe(200);
+    await until(() => agent.out().includes("enrollment failed; retrying"), 20_000);
+    expect(agent.child.exitCode).toBeNull();
+  }, 30_000);
+
+  it("with --listen, a refused join token still ends the agent with status 3", async () => {
+    const agent = spawnAgent(["--server", cp.url, "--token", "never-issued", "--state-dir", join(dir("qx-host-refused-"), "state"), "--libvirt-uri", TEST_URI, "--listen", "127.0.0.1:0", ...FAST]);
+    expect(await agent.exit).toBe(3);
+    expect(agent.out()).toMatch(/join token refused/);
+  }, 30_000);
 
   it("a token file left readable by others is tightened to 0600 at start, and the agent says so", async () => {
     const stateDir = join(dir("qx-host-mode-"), "state");
