@@ -6,6 +6,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { TRANSPORTS } from "./transport.ts";
+import { cleartextServerProblem } from "./cleartext-server.ts";
 
 export const EXIT_BAD_CONFIG = 2;
 
@@ -43,6 +44,11 @@ const serverUrl = z.string().transform((v, ctx) => {
   return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
 });
 
+/** A switch given as a flag (true) or as an environment variable ("1"/"0", "true"/"false"). */
+const onOff = z
+  .union([z.boolean(), z.enum(["1", "true", "yes", "on", "0", "false", "no", "off"])], { message: "expected 1 or 0" })
+  .transform((v) => v === true || (typeof v === "string" && ["1", "true", "yes", "on"].includes(v)));
+
 const millis = (what: string, min: number, max: number) =>
   z.coerce.number({ message: `${what} must be a number of milliseconds` }).int().min(min).max(max);
 
@@ -54,6 +60,8 @@ const Config = z.object({
   logDir: z.string().min(1),
   listen: hostPort.optional(),
   webDir: z.string().min(1),
+  insecureHttp: onOff,
+  rotateHostToken: z.boolean(),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   pollIntervalMs: millis("--poll-interval", 100, 600_000),
   stopPollMs: millis("--stop-poll", 10, 60_000),
@@ -74,10 +82,13 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--poll-interval MS] [--connect-timeout MS] [--backoff-base MS] [--backoff-cap MS]
                      [--stable-after MS] [--stop-poll MS] [--follow-poll MS] [--shutdown-deadline MS]
                      [--transport auto|websocket|long-poll] [--poll-wait MS] [--websocket-retry MS]
+                     [--insecure-http]
+       quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
 env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL,
      QX_TRANSPORT (default auto: WebSocket, long-poll over HTTPS after 5 WebSocket failures in a row)
---server may be left out only with --listen: the agent then serves the local API alone, with the
-credential it kept from an earlier enrollment.`;
+     QX_INSECURE_HTTP=1 (allow a plain http:// server that is not on loopback: credentials in clear text)
+--server may be left out only with --listen: the agent then serves the local API alone, guarded by
+the host token it keeps in <state dir>/host-token (made on the first --listen run).`;
 
 /** The host view's files: web/dist of the repo, or web/ beside the bundled agent. */
 function defaultWebDir(): string {
@@ -94,6 +105,8 @@ const OPTIONS = {
   "log-dir": { type: "string", env: "QX_LOG_DIR" },
   listen: { type: "string", env: "QX_LISTEN" },
   "web-dir": { type: "string", env: "QX_WEB_DIR" },
+  "insecure-http": { type: "boolean", env: "QX_INSECURE_HTTP" },
+  "rotate-host-token": { type: "boolean" },
   "log-level": { type: "string", env: "QX_LOG_LEVEL" },
   "poll-interval": { type: "string", env: "QX_POLL_INTERVAL" },
   "stop-poll": { type: "string", env: "QX_STOP_POLL" },
@@ -130,6 +143,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     libvirtUri: "qemu:///system",
     logDir: "/var/log/libvirt/qemu",
     webDir: defaultWebDir(),
+    insecureHttp: false,
+    rotateHostToken: values["rotate-host-token"] ?? false,
     logLevel: "info",
     pollIntervalMs: 3_000,
     stopPollMs: 500,
@@ -156,7 +171,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     throw new ConfigError(`--${flag}: ${issue.message}`);
   }
   const config = parsed.data;
+  if (config.rotateHostToken) return config; // writes the token file and exits: the rest does not apply
   if (!config.server && !config.listen) throw new ConfigError("--server (or QX_SERVER) is required, unless --listen is given alone");
+  const cleartext = config.server && !config.insecureHttp ? cleartextServerProblem(config.server) : null;
+  if (cleartext) throw new ConfigError(`--server: ${cleartext}`);
   if (config.backoffCapMs < config.backoffBaseMs) throw new ConfigError("--backoff-cap must not be below --backoff-base");
   return config;
 }

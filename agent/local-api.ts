@@ -1,10 +1,10 @@
 // The host-local API (`--listen`, loopback by default): `GET /api/v1/vms`, `GET /api/v1/vms/:vm_id/logs`
-// guarded by the node credential, and the host view's static files at `/`. Nothing a request
+// guarded by the host token (host-token.ts; never the node credential, whose holder could act as
+// the node), and the host view's static files at `/`. Nothing a request
 // carries becomes a path: a VM is found in libvirt's list, its log path comes from its libvirt
 // name (log-path.ts), and a static file must resolve inside the web directory.
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { http } from "./node-http.ts";
-import { timingSafeEqual, createHash } from "node:crypto";
 import { closeSync, fstatSync, openSync, readFileSync, realpathSync } from "node:fs";
 import { extname, join, sep } from "node:path";
 import type { AddressInfo } from "node:net";
@@ -19,8 +19,8 @@ import { readVmLog } from "./vm-log.ts";
 export type LocalApiOptions = {
   host: string;
   port: number;
-  /** the node credential; null means nothing is authorized */
-  credential: () => string | null;
+  /** whether a bearer token is this host's host-view token */
+  acceptsToken: (bearer: string) => boolean;
   libvirt: Libvirt;
   logDir: string;
   webDir: string;
@@ -85,14 +85,9 @@ function sendError(res: ServerResponse, code: string, message: string) {
   sendJson(res, STATUS[code] ?? 400, { success: false, error: { code, message } });
 }
 
-const digest = (s: string) => createHash("sha256").update(s).digest();
-
-/** Timing-safe: compares digests so lengths never leak either. */
-function authorized(req: IncomingMessage, credential: string | null): boolean {
-  const header = req.headers.authorization ?? "";
-  const m = /^Bearer ([^\s]+)$/.exec(header);
-  if (!credential || !m) return false;
-  return timingSafeEqual(digest(m[1]!), digest(credential));
+function authorized(req: IncomingMessage, o: LocalApiOptions): boolean {
+  const m = /^Bearer ([^\s]+)$/.exec(req.headers.authorization ?? "");
+  return !!m && o.acceptsToken(m[1]!);
 }
 
 export type LocalApi = { server: Server; url: string; close: () => Promise<void> };
@@ -135,7 +130,7 @@ async function handle(o: LocalApiOptions, req: IncomingMessage, res: ServerRespo
   if (req.method !== "GET" && req.method !== "HEAD") throw new HttpFailure("method_not_allowed", "only GET is served here");
 
   if (rawPath === "/api/v1" || rawPath.startsWith("/api/v1/") || rawPath.startsWith("/api/")) {
-    if (!authorized(req, o.credential())) throw new HttpFailure("unauthorized", "Authorization: Bearer <node credential> required");
+    if (!authorized(req, o)) throw new HttpFailure("unauthorized", "Authorization: Bearer <host token> required: the file host-token in the agent's state directory");
     // Segments are matched raw: an encoded "/" or ".." stays inside its segment, never a route.
     const parts = rawPath.split("/").slice(1); // ["api","v1",...]
     if (parts.length === 3 && parts[2] === "vms") return listVms(o, search, res);

@@ -17,6 +17,8 @@ import {
   type NodeCredential,
 } from "./credentials.ts";
 import { CommandRunner } from "./commands.ts";
+import { HostTokenCheck, ensureHostToken, rotateHostToken } from "./host-token.ts";
+import { cleartextServerProblem } from "./cleartext-server.ts";
 import { InventoryReporter } from "./inventory.ts";
 import { LogFollower } from "./log-follow.ts";
 import { Libvirt } from "./libvirt.ts";
@@ -81,17 +83,18 @@ class Agent {
 
   async start() {
     const { config } = this;
-    if (config.server && (!this.cred || this.cred.server !== config.server)) {
-      if (!config.token) {
-        fatal(EXIT_BAD_CONFIG, `no node credential in ${config.stateDir} for ${config.server}: give the node's join token with --token (or QX_TOKEN)`);
-      }
-      await this.enroll(config.token);
+    if (config.server && (!this.cred || this.cred.server !== config.server) && !config.token) {
+      fatal(EXIT_BAD_CONFIG, `no node credential in ${config.stateDir} for ${config.server}: give the node's join token with --token (or QX_TOKEN)`);
     }
+    if (config.server && config.insecureHttp && cleartextServerProblem(config.server)) {
+      this.log.warn({ server: config.server }, "--insecure-http: the join token, the node credential and all traffic travel in clear text");
+    }
+    // The local API first: it needs no enrollment, and serves the host while the control plane is out of reach.
     if (config.listen) {
-      if (!this.cred) fatal(EXIT_BAD_CONFIG, `--listen needs the node credential, and ${config.stateDir} has none: enroll first with --server and --token`);
+      const check = this.hostTokenCheck();
       this.localApi = await startLocalApi({
         ...config.listen,
-        credential: () => this.cred?.credential ?? null,
+        acceptsToken: (bearer) => check.accepts(bearer),
         libvirt: this.libvirt,
         logDir: config.logDir,
         webDir: config.webDir,
@@ -99,8 +102,23 @@ class Agent {
       }).catch((err: Error) => fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`));
     }
     if (!config.server) return;
+    if (!this.cred || this.cred.server !== config.server) await this.enroll(config.token!);
+    if (this.stopping) return;
     this.hello = { hostname: await this.libvirt.hostname(), libvirtVersion: await this.libvirt.version() };
     this.connect();
+  }
+
+  /** The host token file (made on the first --listen run); its path is logged, never its content. */
+  private hostTokenCheck(): HostTokenCheck {
+    let file;
+    try {
+      file = ensureHostToken(this.config.stateDir);
+    } catch (err) {
+      fatal(EXIT_BAD_CONFIG, `--listen: cannot keep the host token in ${this.config.stateDir}: ${(err as Error).message}`);
+    }
+    if (file.modeFixed) this.log.warn({ hostTokenFile: file.path }, "the host token file was readable by others: its mode is 0600 again; rotate it with --rotate-host-token");
+    this.log.info({ hostTokenFile: file.path, created: file.created }, "host view: sign in with the token in this file");
+    return new HostTokenCheck(file.path, (message) => this.log.warn(message));
   }
 
   /** Trade a join token for the node credential; retries while the server is unreachable. */
@@ -206,6 +224,16 @@ class Agent {
 }
 
 const config = parseConfig();
+if (config.rotateHostToken) {
+  // A one-shot command: the running agent reads the file again at its next request, no restart.
+  try {
+    const path = rotateHostToken(config.stateDir);
+    process.stdout.write(`quantix-agent: new host token written to ${path} (mode 0600); the old one is refused from now on\n`);
+    process.exit(0);
+  } catch (err) {
+    fatal(1, `--rotate-host-token: cannot write ${config.stateDir}: ${(err as Error).message}`);
+  }
+}
 const log = createLogger(config.logLevel);
 let cred: NodeCredential | null;
 try {

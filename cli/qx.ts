@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { LogsResponse, NodeView, VmEventView, VmView } from "../protocol/api.ts";
+import { forTerminal, jsonForTerminal } from "./terminal-text.ts";
 
 const USAGE = `qx — Quantix Edge CLI
 
@@ -21,12 +22,15 @@ usage: npm run qx -- <command> [options]
   vms start <vm-id> [--wait]
   vms stop <vm-id> [--force] [--wait]
   vms reset-state <vm-id> [--force] [--reason TEXT]
-  vms logs <vm-id> [-n LINES] [--follow]
+  vms logs <vm-id> [-n LINES] [--follow] [--raw]
   vms events <vm-id>
   requests show <request-id>
   tokens list | tokens create <name> --role viewer|operator|admin | tokens revoke <token-id>
 
 options: --json (raw JSON output), --url, --token (override the environment / config file)
+         --raw (vms logs: print terminal control sequences in the log as they are; by default escape
+         sequences are removed and other control characters shown as \\xNN, so a log cannot drive
+         your terminal)
 environment: QX_URL, QX_API_TOKEN, QX_CONFIG (config file, default ~/.config/quantix/config.json)`;
 
 export class CliError extends Error {
@@ -130,15 +134,19 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       follow: { type: "boolean", short: "f", default: false },
       interval: { type: "string" },
       role: { type: "string" },
+      raw: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
+  // Everything printed is made safe for the terminal; only log lines with --raw are printed as received.
+  const terminal: Out = { log: (line) => out.log(forTerminal(line)), err: (line) => out.err(forTerminal(line)) };
+  const logOut: Out = values.raw ? out : terminal;
   const [group, action, arg] = positionals;
   if (values.help || !group) {
     out.log(USAGE);
     return values.help ? 0 : 2;
   }
-  const print = (data: unknown, human: () => string) => out.log(values.json ? JSON.stringify(data, null, 2) : human());
+  const print = (data: unknown, human: () => string) => (values.json ? out.log(jsonForTerminal(data)) : terminal.log(human()));
   const need = (what: string) => {
     if (!arg) throw new CliError(`missing <${what}>: see qx --help`, 2);
     return arg;
@@ -151,7 +159,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     const path = configPath(env);
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     writeFileSync(path, JSON.stringify({ url: values.url, token: values.token }, null, 2), { mode: 0o600 });
-    out.log(`signed in as ${me.name} (${me.role}); saved to ${path}`);
+    terminal.log(`signed in as ${me.name} (${me.role}); saved to ${path}`);
     return 0;
   }
 
@@ -240,15 +248,15 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         return 0;
       }
       let shown = splitLines(first.qemuLog);
-      for (const line of shown) out.log(line);
-      if (first.truncated && !values.follow) out.err(`(last ${first.linesReturned} lines of ${first.logPath}, ${first.logSizeBytes} bytes)`);
+      for (const line of shown) logOut.log(line);
+      if (first.truncated && !values.follow) terminal.err(`(last ${first.linesReturned} lines of ${first.logPath}, ${first.logSizeBytes} bytes)`);
       if (!values.follow) return 0;
       const intervalMs = Math.max(500, Number(values.interval ?? "2000"));
       while (!signal?.aborted) {
         await new Promise((r) => setTimeout(r, intervalMs));
         if (signal?.aborted) break;
         const next = splitLines((await api.call<LogsResponse>("GET", path)).qemuLog);
-        for (const line of newLinesSince(shown, next)) out.log(line);
+        for (const line of newLinesSince(shown, next)) logOut.log(line);
         shown = next;
       }
       return 0;
@@ -292,7 +300,7 @@ if (import.meta.main) {
   runCli(process.argv.slice(2), process.env, undefined, abort.signal).then(
     (code) => process.exit(code),
     (e: unknown) => {
-      console.error(`qx: ${e instanceof CliError ? e.message : (e as Error).message}`);
+      console.error(forTerminal(`qx: ${e instanceof CliError ? e.message : (e as Error).message}`)); // server text in it too
       process.exit(e instanceof CliError ? e.exitCode : 1);
     },
   );

@@ -4,10 +4,11 @@
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs, promisify } from "node:util";
 import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
+import { hostTokenPath } from "../agent/host-token.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const HOST = "127.0.0.1";
@@ -415,7 +416,7 @@ async function main() {
     const stuckNow = (await api<{ vm: VmView }>(adminToken, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state === "STOPPING";
     lines.push(
       `Host view:    http://${AGENT_LISTEN}/   (the demo agent's own VM list and logs; sign in with`,
-      `              the "credential" in .wrangler/demo-agent/node.json)`,
+      `              the host token in ${relative(ROOT, hostTokenPath(DEMO_STATE_DIR))})`,
       `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver, ${vms.length} VMs` +
         (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State; the reconciler repairs it by itself after 15 min)` : ""),
     );

@@ -52,7 +52,9 @@ describe("bundled agent", () => {
 
     await until(() => output.includes("local API listening"));
     const base = /"url":"(http:\/\/127\.0\.0\.1:\d+)"[^\n]*local API listening/.exec(output)![1];
-    const auth = { authorization: "Bearer cred-bundle" };
+    const hostToken = readFileSync(join(host, "state", "host-token"), "utf8").trim();
+    const auth = { authorization: `Bearer ${hostToken}` };
+    expect((await fetch(`${base}/api/v1/vms`, { headers: { authorization: "Bearer cred-bundle" } })).status).toBe(401);
     const logs = await fetch(`${base}/api/v1/vms/${VMS.running.uuid}/logs?lines=5`, { headers: auth });
     expect(await logs.json()).toMatchObject({ qemuLog: "hello from the bundle\n", linesReturned: 1 });
     const page = await fetch(`${base}/`);

@@ -2,7 +2,7 @@
 // when the current file holds fewer: checked against GNU `tail -n` over the files joined oldest
 // first (property-based), and every rotated file is confined to the log dir like the current one.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,6 +10,7 @@ import { MAX_LOG_BYTES, type LogsResult } from "../../protocol/wire.ts";
 import { CommandRunner } from "../../agent/commands.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { startLocalApi, type LocalApi } from "../../agent/local-api.ts";
+import { HostTokenCheck, ensureHostToken } from "../../agent/host-token.ts";
 import { MAX_ROTATED_FILES, readVmLog } from "../../agent/vm-log.ts";
 import { TEST_URI, VMS, recorder, silentLog, tempDir } from "./helpers.ts";
 import { makeLog } from "./generated-log.ts";
@@ -193,7 +194,7 @@ describe("files in the answers", () => {
   let libvirt: Libvirt;
   let api: LocalApi;
   let logDir: string;
-  const CREDENTIAL = "rotated-test-credential";
+  let hostToken: string;
   beforeAll(async () => {
     logDir = join(base, "answers");
     mkdirSync(logDir);
@@ -201,7 +202,10 @@ describe("files in the answers", () => {
     writeFileSync(join(logDir, `${VMS.running.name}.log.1`), "2026-01-01 qemu: terminating on signal 15\n");
     symlinkSync(join(base, "secret.txt"), join(logDir, `${VMS.running.name}.log.2`));
     libvirt = new Libvirt(TEST_URI, silentLog);
-    api = await startLocalApi({ host: "127.0.0.1", port: 0, credential: () => CREDENTIAL, libvirt, logDir, webDir: join(base, "no-web"), log: silentLog });
+    const tokenFile = ensureHostToken(join(base, "answers-state")).path;
+    hostToken = readFileSync(tokenFile, "utf8").trim();
+    const check = new HostTokenCheck(tokenFile, () => {});
+    api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => check.accepts(t), libvirt, logDir, webDir: join(base, "no-web"), log: silentLog });
   });
   afterAll(async () => {
     await api?.close();
@@ -225,7 +229,7 @@ describe("files in the answers", () => {
   });
 
   it("the local API answer carries the same files", async () => {
-    const res = await fetch(`${api.url}/api/v1/vms/${VMS.running.uuid}/logs?lines=50`, { headers: { authorization: `Bearer ${CREDENTIAL}` } });
+    const res = await fetch(`${api.url}/api/v1/vms/${VMS.running.uuid}/logs?lines=50`, { headers: { authorization: `Bearer ${hostToken}` } });
     expect(res.status).toBe(200);
     const body = (await res.json()) as Record<string, unknown>;
     expect(body).toMatchObject({

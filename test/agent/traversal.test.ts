@@ -1,18 +1,21 @@
 // Nothing given to the agent — a domain name in a command or anything in a local API URL — reads a
 // file outside the log directory or the web directory: encoded, double-encoded, backslashes, NUL,
 // Unicode dots, absolute paths, and symlinks pointing out.
-import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveLogPath } from "../../agent/log-path.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { startLocalApi, type LocalApi } from "../../agent/local-api.ts";
+import { HostTokenCheck, ensureHostToken } from "../../agent/host-token.ts";
 import { TEST_URI, VMS, silentLog, tempDir } from "./helpers.ts";
 
 const SECRET = "TOP-SECRET-CONTENT-never-served";
-const CREDENTIAL = "local-node-credential";
 const base = tempDir("qx-traversal-");
+const tokenFile = ensureHostToken(join(base, "state")).path;
+const HOST_TOKEN = readFileSync(tokenFile, "utf8").trim();
+const hostToken = new HostTokenCheck(tokenFile, () => {});
 const logDir = join(base, "logs");
 const webDir = join(base, "web");
 
@@ -60,7 +63,7 @@ beforeAll(async () => {
   writeFileSync(join(webDir, "assets", "host.js"), "console.log('host')");
   symlinkSync(join(base, "secret.txt"), join(webDir, "leak.txt"));
   libvirt = new Libvirt(TEST_URI, silentLog);
-  api = await startLocalApi({ host: "127.0.0.1", port: 0, credential: () => CREDENTIAL, libvirt, logDir, webDir, log: silentLog });
+  api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => hostToken.accepts(t), libvirt, logDir, webDir, log: silentLog });
   port = Number(new URL(api.url).port);
 });
 
@@ -71,7 +74,7 @@ afterAll(async () => {
 });
 
 /** A raw HTTP/1.1 GET: the path goes on the wire exactly as given (no client-side normalization). */
-function rawGet(path: string, auth: string | null = `Bearer ${CREDENTIAL}`): Promise<{ status: number; headers: string; body: string }> {
+function rawGet(path: string, auth: string | null = `Bearer ${HOST_TOKEN}`): Promise<{ status: number; headers: string; body: string }> {
   return new Promise((resolve, reject) => {
     const sock = connect(port, "127.0.0.1");
     let data = "";
@@ -105,8 +108,8 @@ describe("log-path", () => {
 });
 
 describe("local API", () => {
-  it("requires the node credential (timing-safe compare)", async () => {
-    for (const auth of [null, "Bearer wrong", `Bearer ${CREDENTIAL}x`, `bearer${CREDENTIAL}`, `Bearer ${CREDENTIAL} extra`, CREDENTIAL]) {
+  it("requires the host token (timing-safe compare)", async () => {
+    for (const auth of [null, "Bearer wrong", `Bearer ${HOST_TOKEN}x`, `bearer${HOST_TOKEN}`, `Bearer ${HOST_TOKEN} extra`, HOST_TOKEN]) {
       const res = await rawGet("/api/v1/vms", auth);
       expect(res.status, String(auth)).toBe(401);
       expect(JSON.parse(res.body)).toMatchObject({ success: false, error: { code: "unauthorized" } });
@@ -212,7 +215,7 @@ describe("local API", () => {
   });
 
   it("says the web build is missing when host.html is absent (503, not a crash)", async () => {
-    const other = await startLocalApi({ host: "127.0.0.1", port: 0, credential: () => CREDENTIAL, libvirt, logDir, webDir: join(base, "nowhere"), log: silentLog });
+    const other = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => hostToken.accepts(t), libvirt, logDir, webDir: join(base, "nowhere"), log: silentLog });
     try {
       const res = await fetch(other.url + "/");
       expect(res.status).toBe(503);

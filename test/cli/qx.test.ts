@@ -1,18 +1,39 @@
 // The qx CLI against the real control plane (wrangler dev) and a real agent on the demo test-driver node.
-import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, newLinesSince, CliError } from "../../cli/qx.ts";
 import { ControlPlane } from "../support/control-plane.ts";
-import { AgentProcess } from "../support/agent.ts";
+import { AgentProcess, DEMO_LOG_DIR } from "../support/agent.ts";
 
 const WEB_01 = "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f01"; // running, has a log
 const SCRATCH = "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f08"; // shut off, no log file
+const ANALYTICS = "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f05"; // its log is replaced by HOSTILE_LOG below
+
+/** A log whose text tries to drive the terminal it is printed on, each line with what qx shows for it. */
+const HOSTILE: [written: string, shown: string][] = [
+  ["\x1b[31mERROR\x1b[0m disk full", "ERROR disk full"], // colours: removed, text kept
+  ["\x1b]0;pwned title\x07visible after title", "visible after title"], // window title (OSC, BEL)
+  ["\x1b]52;c;cm0gLXJmIH4=\x1b\\clip", "clip"], // clipboard write (OSC 52, ST)
+  ["\x1b[2J\x1b[Hcleared", "cleared"], // clear screen, cursor home
+  ["\u009b31mC1 csi", "C1 csi"], // 8-bit CSI
+  ["\x1bc reset", " reset"], // full terminal reset (RIS)
+  ["\x1bPqsixel\x1b\\after dcs", "after dcs"], // DCS
+  ["innocent\rmalicious", "innocent\\x0dmalicious"], // CR would overwrite the line
+  ["abc\b\b\bxyz", "abc\\x08\\x08\\x08xyz"], // backspaces would hide text
+  ["bell\x07 and \x7f del", "bell\\x07 and \\x7f del"],
+  ["invoice\u202egpj.exe", "invoice\\u202egpj.exe"], // right-to-left override reorders what is shown
+  ["\x1b]8;;http://evil.example/", "\\x1b]8;;http://evil.example/"], // unterminated OSC: shown, inert
+  ["col1\tcol2 тест-вм", "col1\tcol2 тест-вм"], // tabs and Unicode text are text
+  ["crlf line\r", "crlf line"], // the CR of CRLF
+];
+const HOSTILE_LOG = HOSTILE.map(([w]) => w).join("\n") + "\n";
 
 let cp: ControlPlane;
 let agent: AgentProcess;
 let env: NodeJS.ProcessEnv;
+let logDir: string;
 
 async function qx(...args: string[]) {
   const lines: string[] = [];
@@ -36,7 +57,10 @@ beforeAll(async () => {
   env = { QX_CONFIG: join(mkdtempSync(join(tmpdir(), "qx-cli-")), "config.json") };
   await runCli(["login", "--url", cp.url, "--token", cp.adminToken], env, { log: () => {}, err: () => {} });
   const { joinToken } = (await (await cp.api("/api/nodes", { method: "POST", json: { name: "cli-node" } })).json()) as { joinToken: string };
-  agent = AgentProcess.start({ server: cp.url, token: joinToken });
+  logDir = mkdtempSync(join(tmpdir(), "qx-cli-logs-"));
+  cpSync(DEMO_LOG_DIR, logDir, { recursive: true });
+  writeFileSync(join(logDir, "analytics.log"), HOSTILE_LOG);
+  agent = AgentProcess.start({ server: cp.url, token: joinToken, logDir });
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     const { vms } = (await (await cp.api("/api/vms?limit=50")).json()) as { vms: unknown[] };
@@ -49,6 +73,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await agent?.dispose();
   await cp?.dispose();
+  if (logDir) rmSync(logDir, { recursive: true, force: true });
 });
 
 describe("qx", () => {
@@ -78,6 +103,23 @@ describe("qx", () => {
     expect(out).toBe(api.qemuLog.replace(/\n$/, ""));
     expect((await qxFails("vms", "logs", SCRATCH)).message).toMatch(/^log_not_found:/);
     expect((await qxFails("vms", "logs", WEB_01, "-n", "0")).message).toMatch(/invalid_request: .*1 to 10000/);
+  });
+
+  it("never lets a log drive the terminal: escape sequences removed, other controls shown escaped; --raw keeps them", async () => {
+    const api = (await (await cp.api(`/api/vms/${ANALYTICS}/logs?lines=100`)).json()) as { qemuLog: string };
+    expect(api.qemuLog).toBe(HOSTILE_LOG);
+
+    const shown = (await qx("vms", "logs", ANALYTICS, "-n", "100")).out;
+    expect(shown.split("\n")).toEqual(HOSTILE.map(([, s]) => s));
+    expect(shown).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
+
+    const raw = (await qx("vms", "logs", ANALYTICS, "-n", "100", "--raw")).out;
+    expect(raw).toBe(HOSTILE_LOG.replace(/\n$/, ""));
+
+    // --json: the same value, with nothing a terminal acts on left raw in the printed text.
+    const json = (await qx("vms", "logs", ANALYTICS, "-n", "100", "--json")).out;
+    expect((JSON.parse(json) as { qemuLog: string }).qemuLog).toBe(HOSTILE_LOG);
+    expect(json).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]/);
   });
 
   it("resets a VM's state from the hypervisor and by force, and shows both in the events", async () => {

@@ -113,6 +113,11 @@ export function keptCredential(agent: AgentProcess): string {
   return (JSON.parse(readFileSync(join(agent.stateDir, "node.json"), "utf8")) as { credential: string }).credential;
 }
 
+/** The host-view token the agent keeps for its local API (`<state dir>/host-token`, made with --listen). */
+export function keptHostToken(agent: AgentProcess): string {
+  return readFileSync(join(agent.stateDir, "host-token"), "utf8").trim();
+}
+
 export async function freeLoopback(): Promise<string> {
   return `127.0.0.1:${await freePort()}`;
 }

@@ -20,7 +20,7 @@ import {
   freeLoopback,
   getVm,
   json,
-  keptCredential,
+  keptHostToken,
   listVms,
   startControlPlane,
   waitConnected,
@@ -79,7 +79,7 @@ describe("--transport long-poll through a proxy that blocks WebSockets", () => {
 
   /** The domain's state as the agent's hypervisor sees it, through the agent's local API. */
   async function hypervisorState(vmId: string): Promise<string> {
-    const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptCredential(agent)}` } });
+    const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptHostToken(agent)}` } });
     const { vms } = await json<{ vms: { id: string; state: string }[] }>(res);
     const vm = vms.find((v) => v.id === vmId);
     if (!vm) throw new Error(`VM ${vmId} not in the agent's local list`);

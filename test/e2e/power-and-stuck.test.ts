@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../support/control-plane.ts";
 import type { AgentProcess } from "../support/agent.ts";
 import {
-  DEMO, enrollAgent, freeLoopback, getRequest, getVm, json, keptCredential, startControlPlane, waitRequestSettled, waitVmState,
+  DEMO, enrollAgent, freeLoopback, getRequest, getVm, json, keptHostToken, startControlPlane, waitRequestSettled, waitVmState,
 } from "./journey.ts";
 
 let cp: ControlPlane;
@@ -28,7 +28,7 @@ const post = (path: string) => cp.api(path, { method: "POST" });
 
 /** The domain's state as the agent's hypervisor sees it, through the agent's local API. */
 async function hypervisorState(vmId: string): Promise<string> {
-  const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptCredential(agent)}` } });
+  const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptHostToken(agent)}` } });
   expect(res.status).toBe(200);
   const { vms } = await json<{ vms: { id?: string; uuid?: string; state: string }[] }>(res);
   const vm = vms.find((v) => (v.id ?? v.uuid) === vmId);

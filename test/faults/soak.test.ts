@@ -8,7 +8,7 @@ import type { VmView } from "../../protocol/api.ts";
 import { TRANSITIONAL_STATES, type VmState } from "../../protocol/wire.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess } from "../support/agent.ts";
-import { DEMO, DEMO_VM_COUNT, FAST_AGENT_ARGS, createNode, eventually, freeLoopback, json, keptCredential, listVms, startControlPlane, waitConnected, waitRequestSettled } from "../e2e/journey.ts";
+import { DEMO, DEMO_VM_COUNT, FAST_AGENT_ARGS, createNode, eventually, freeLoopback, json, keptHostToken, listVms, startControlPlane, waitConnected, waitRequestSettled } from "../e2e/journey.ts";
 import { LinkProxy } from "./link-proxy.ts";
 
 const SOAK_MS = Number(process.env.QX_SOAK_MS ?? 120_000);
@@ -42,7 +42,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** What the hypervisor says, through the agent's local API (live libvirt reads). */
 async function hypervisorStates(): Promise<Map<string, VmState>> {
-  const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptCredential(agent)}` } });
+  const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptHostToken(agent)}` } });
   const body = await json<{ vms: { id: string; state: VmState }[] }>(res);
   return new Map(body.vms.map((v) => [v.id, v.state]));
 }

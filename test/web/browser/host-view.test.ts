@@ -1,9 +1,10 @@
 // The host view in Chromium: an agent run with --listen serves host.html and the dashboard's VM
-// list and Logs tab against its local API (/api/v1, node credential), and keeps reading logs
-// with the control plane stopped.
+// list and Logs tab against its local API (/api/v1, the agent's host token, kept for the browser
+// session only; the node credential is refused), and keeps reading logs with the control plane stopped.
+import { spawn } from "node:child_process";
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
 import { ControlPlane, freePort } from "../../support/control-plane.ts";
@@ -13,10 +14,13 @@ import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, wa
 let cp: ControlPlane;
 let agent: AgentProcess;
 let browser: Browser;
+const ROOT = resolve(import.meta.dirname, "../../..");
 let dir: string;
+let stateDir: string;
 let logDir: string;
 let hostUrl: string;
 let credential: string;
+let hostToken: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "qx-host-"));
@@ -26,9 +30,10 @@ beforeAll(async () => {
   cp = control;
   const port = await freePort();
   hostUrl = `http://127.0.0.1:${port}`;
-  const stateDir = join(dir, "state");
+  stateDir = join(dir, "state");
   ({ agent } = await enrollAgent(cp, "edge-host-01", { stateDir, libvirtUri: `test://${FIXTURE_XML}`, logDir, vmCount: 6, listen: `127.0.0.1:${port}` }));
   credential = (JSON.parse(readFileSync(join(stateDir, "node.json"), "utf8")) as { credential: string }).credential;
+  hostToken = readFileSync(join(stateDir, "host-token"), "utf8").trim();
   browser = await launchChromium();
 }, 180_000);
 
@@ -40,21 +45,25 @@ afterAll(async () => {
 });
 
 describe("host view served by the agent", () => {
-  it("signs in with the node credential, lists the host's VMs and reads a log as text, also with the control plane down", async () => {
+  it("signs in with the host token (the node credential is refused), lists the host's VMs and reads a log as text, also with the control plane down", async () => {
     const context = await newContext(browser, hostUrl);
     const page = await context.newPage();
     const watch = watchPage(page);
     page.on("request", (req) => {
-      if (req.url().includes(credential)) watch.problems.push(`credential in a URL: ${req.url()}`);
+      if (req.url().includes(credential) || req.url().includes(hostToken)) watch.problems.push(`a secret in a URL: ${req.url()}`);
     });
     const res = await page.goto(hostUrl + "/");
     expect(res!.headers()["content-security-policy"]).toContain("script-src 'self'");
     expect(await page.title()).toContain("host view");
+    expect(await page.getByTestId("sign-in").textContent()).toContain("host-token");
 
-    await page.getByTestId("sign-in-token").fill("not-the-credential");
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await expect.poll(() => page.getByTestId("sign-in-error").textContent()).toContain("refused");
-    await page.getByTestId("sign-in-token").fill(credential);
+    for (const refused of ["not-the-token", credential]) {
+      await page.getByTestId("sign-in-token").fill(refused);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await expect.poll(() => page.getByTestId("sign-in-error").textContent()).toContain("refused");
+      expect(await page.getByTestId("sign-in").count()).toBe(1);
+    }
+    await page.getByTestId("sign-in-token").fill(hostToken);
     await page.getByRole("button", { name: "Sign in" }).click();
 
     const rows = page.locator("tr[data-vm-name]");
@@ -96,6 +105,52 @@ describe("host view served by the agent", () => {
 
     expect(watch.problems).toEqual([]);
     expect(watch.dialogs).toEqual([]);
+    await context.close();
+  }, 90_000);
+
+  it("keeps the host token for the browser session only: a reload stays signed in, a new tab or a rotated token asks again", async () => {
+    const context = await newContext(browser, hostUrl);
+    const page = await context.newPage();
+    const watch = watchPage(page);
+    await page.goto(hostUrl + "/");
+    // What an earlier version left behind: the node credential in localStorage. It goes at load.
+    await page.evaluate((c) => localStorage.setItem("qx.host.credential", c), credential);
+    await page.reload();
+    await page.getByTestId("sign-in-token").fill(hostToken);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    const rows = page.locator("tr[data-vm-name]");
+    await expect.poll(() => rows.count()).toBe(6);
+
+    const stored = () =>
+      page.evaluate(() => ({
+        local: Object.keys(localStorage).map((k) => [k, localStorage.getItem(k)]),
+        session: Object.keys(sessionStorage).map((k) => [k, sessionStorage.getItem(k)]),
+      }));
+    const kept = await stored();
+    expect(kept.session).toContainEqual(["qx.host.token", hostToken]);
+    expect(JSON.stringify(kept.local)).not.toContain(hostToken);
+    expect(JSON.stringify(kept.local)).not.toContain(credential);
+
+    await page.reload();
+    await expect.poll(() => rows.count()).toBe(6);
+    expect(await page.getByTestId("sign-in").count()).toBe(0);
+
+    // sessionStorage belongs to one tab: a second tab of the same browser signs in on its own.
+    const other = await context.newPage();
+    await other.goto(hostUrl + "/");
+    await other.getByTestId("sign-in-token").waitFor();
+
+    // Rotated on the host while signed in: the next request is refused and the view asks again.
+    await new Promise<void>((resolve, reject) => {
+      const cmd = spawn(process.execPath, [join(ROOT, "agent/main.ts"), "--rotate-host-token", "--state-dir", stateDir], { stdio: "ignore" });
+      cmd.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`--rotate-host-token exited ${code}`))));
+    });
+    hostToken = readFileSync(join(stateDir, "host-token"), "utf8").trim();
+    await page.getByTestId("vm-search").fill("web"); // any new request
+    await page.getByTestId("sign-in-token").waitFor();
+    expect((await stored()).session).not.toContainEqual(expect.arrayContaining(["qx.host.token"]));
+
+    expect(watch.problems).toEqual([]);
     await context.close();
   }, 90_000);
 });

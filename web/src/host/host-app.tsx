@@ -1,6 +1,6 @@
-// The host view: on the host itself, against the agent's local API (/api/v1) with the node
-// credential, the dashboard's own VM list and Logs tab, so logs stay readable without the
-// control plane.
+// The host view: on the host itself, against the agent's local API (/api/v1) with the agent's
+// host token, the dashboard's own VM list and Logs tab, so logs stay readable without the control
+// plane. The token is kept for this browser session only (sessionStorage).
 import { useState } from "react";
 import { QueryClientProvider } from "@tanstack/react-query";
 import { Button } from "../components/ui/button.tsx";
@@ -14,10 +14,13 @@ import type { VmRow } from "../features/vms/api/vms.ts";
 import { VmsPage } from "../features/vms/components/vms-page.tsx";
 import { ApiClientProvider } from "../lib/api-context.tsx";
 import { useTokenSession } from "../lib/session.ts";
-import { HOST_CREDENTIAL_KEY } from "../lib/token-store.ts";
+import { HOST_TOKEN_KEY, writeToken } from "../lib/token-store.ts";
+
+// Earlier versions kept the node credential here, in localStorage: it must not stay behind.
+writeToken("qx.host.credential", null);
 
 export function HostApp() {
-  const session = useTokenSession(HOST_CREDENTIAL_KEY, "/api/v1");
+  const session = useTokenSession(HOST_TOKEN_KEY, "/api/v1", "session");
   const [selected, setSelected] = useState<VmRow | null>(null);
   return (
     <QueryClientProvider client={session.queryClient}>
@@ -26,11 +29,12 @@ export function HostApp() {
           {!session.token ? (
             <SignIn
               title="Host view"
-              label="Node credential"
+              label="Host token"
               help={
                 <>
-                  The agent's credential for this node: <code className="font-mono">credential</code> in <code className="font-mono">node.json</code> in the agent's
-                  state directory. It stays in this browser until you sign out.
+                  The file <code className="font-mono">host-token</code> in the agent's state directory (e.g.{" "}
+                  <code className="font-mono">sudo cat /var/lib/quantix-agent/host-token</code>). It is kept for this browser tab only, until you sign out or
+                  close it.
                 </>
               }
               verify={(token) => session.client.request("/vms?limit=1", { token })}
