@@ -110,13 +110,6 @@ export class PowerActions {
     return job.answeredPromise;
   }
 
-  /** How many actions are queued or working (tests, shutdown). */
-  get pending(): number {
-    let n = 0;
-    for (const q of this.queues.values()) n += q.length;
-    return n;
-  }
-
   private newJob(cmd: PowerCommand): Job {
     let resolve!: () => void;
     const answeredPromise = new Promise<void>((r) => (resolve = r));
@@ -153,7 +146,9 @@ export class PowerActions {
     if (queue?.includes(job)) queue.splice(queue.indexOf(job), 1);
     const late = this.o.serverNow() - job.cmd.payload.deadline;
     this.o.log.warn({ id: job.cmd.id, type: job.cmd.type, vmId: job.cmd.payload.vmId, lateMs: late }, "command waited past its deadline behind another action: not carried out");
-    void this.answerError(job, new AgentFailure("expired", `deadline passed ${late} ms ago while it waited behind another action on this VM; not carried out`));
+    const failure = new AgentFailure("expired", `deadline passed ${late} ms ago while it waited behind another action on this VM; not carried out`);
+    // A force stop that never ran still ended the graceful stops it took over: they are answered first.
+    void this.answerOverridden(job).then(() => this.answerError(job, failure));
     this.pump(job.cmd.payload.vmId);
   }
 
