@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { Hypervisor, type Domain } from "@unraid/libvirt";
-import { LIBVIRT_STATES, mapLibvirtState, type LibvirtState, type StateResult, type VmInfo } from "../protocol/wire.ts";
+import { DomainName, LIBVIRT_STATES, mapLibvirtState, type LibvirtState, type StateResult, type VmInfo } from "../protocol/wire.ts";
 import type { Logger } from "./logger.ts";
 
 export type AgentErrorCode = "expired" | "vm_not_found" | "log_not_found" | "invalid_name" | "not_allowed" | "overridden" | "libvirt_error" | "internal";
@@ -71,10 +71,14 @@ export class Libvirt {
     }
   }
 
-  /** Every domain, whatever its name: the name is never judged here; its log path is confined where
-   *  the log is opened (log-path.ts). */
-  private async describe(hv: Hypervisor, dom: Domain): Promise<VmInfo> {
+  /** Every domain whatever its name (its log path is confined where the log is opened, log-path.ts);
+   *  only a name libvirt itself refuses (a `/`, NUL), which no frame may carry, is left out. */
+  private async describe(hv: Hypervisor, dom: Domain): Promise<VmInfo | null> {
     const [name, uuid, info] = await Promise.all([hv.domainGetName(dom), hv.domainGetUUIDString(dom), hv.domainGetInfo(dom)]);
+    if (!DomainName.safeParse(name).success) {
+      this.log.warn({ uuid, name: name.slice(0, 80) }, "domain name holds '/' or NUL, which libvirt refuses; skipped");
+      return null;
+    }
     const libvirtState = (LIBVIRT_STATES[info.state] ?? "nostate") as LibvirtState;
     return {
       uuid: uuid.toLowerCase(),
@@ -95,7 +99,11 @@ export class Libvirt {
   }
 
   async domain(uuid: string): Promise<VmInfo> {
-    return this.call(`domain ${uuid}`, async (hv) => this.describe(hv, await hv.domainLookupByUUIDString(uuid)));
+    return this.call(`domain ${uuid}`, async (hv) => {
+      const info = await this.describe(hv, await hv.domainLookupByUUIDString(uuid));
+      if (!info) throw new AgentFailure("invalid_name", `domain ${uuid} has a name libvirt itself refuses ('/' or NUL)`);
+      return info;
+    });
   }
 
   async state(uuid: string): Promise<StateResult> {

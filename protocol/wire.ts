@@ -113,13 +113,13 @@ export function mapLibvirtState(s: LibvirtState): VmState {
 
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
 /** libvirt domain names as libvirt allows them: spaces, Unicode (in whichever normal form it was
- *  given), quotes, `%`, dots. Nothing is refused for looking odd: a log path made from a name is
- *  confined where the file is opened (the agent's log-path.ts). */
+ *  given), quotes, `%`, dots, even `..`. Only what libvirt itself refuses is refused here (a `/`,
+ *  NUL); a log path made from a name is confined where the file is opened (the agent's log-path.ts). */
 export const DomainName = z
   .string()
   .min(1)
   .max(1000)
-  .refine((n) => !n.includes("\0"), "no NUL in a domain name");
+  .refine((n) => !n.includes("/") && !n.includes("\0"), "a domain name holds no '/' or NUL (libvirt refuses both)");
 
 export const VmInfo = z.object({
   uuid,
