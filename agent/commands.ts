@@ -1,12 +1,13 @@
 // Carries out the control plane's commands against libvirt and the log directory. A command whose
 // deadline (in the control plane's clock) has passed when it is read is answered `expired` and not
-// carried out. Power actions are acked at once, then their outcome is reported; actions on one VM
-// run one after another.
+// carried out. Power actions go to power.ts (acked at once, one VM's after another, deadlines
+// checked again when their turn comes, progress while under way).
 import { lastLines } from "../protocol/log-excerpt.ts";
-import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult, type ServerMessage } from "../protocol/wire.ts";
+import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type ServerMessage } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import type { LogFollower } from "./log-follow.ts";
+import { PowerActions, toFailure } from "./power.ts";
 import { readVmLog } from "./vm-log.ts";
 
 export type Send = (msg: AgentMessage) => boolean;
@@ -20,6 +21,12 @@ export type CommandRunnerOptions = {
   serverNow: () => number;
   /** how often a graceful stop looks whether the guest is off */
   stopPollMs: number;
+  /** a `progress` frame at least this often while a power action is under way (default 3 s) */
+  progressMs?: number;
+  /** a power action longer than this reports the real state instead (default 10 min) */
+  operationCapMs?: number;
+  /** the features the control plane announced in its welcome */
+  peerFeatures?: () => ReadonlySet<string>;
   /** after a power action: report the change without waiting for the next poll */
   onPowerDone?: () => void;
   /** live follows (`vm.logs.follow`); without it a follow is answered not_allowed */
@@ -65,15 +72,17 @@ export function splitLogText(text: string, chunkBytes = LOG_CHUNK_BYTES): string
 
 export class CommandRunner {
   private readonly o: CommandRunnerOptions;
-  private readonly perVm = new Map<string, Promise<void>>();
+  readonly power: PowerActions;
 
   constructor(opts: CommandRunnerOptions) {
     this.o = opts;
+    this.power = new PowerActions(opts);
   }
 
   /** Returns once the command is answered (tests wait on it; the link does not). */
   handle(cmd: Command | FollowCommand): Promise<void> {
     const { id } = cmd;
+    if (cmd.type === "vm.start" || cmd.type === "vm.stop" || cmd.type === "vm.forceStop") return this.power.handle(cmd);
     const late = this.o.serverNow() - cmd.payload.deadline;
     if (late > 0) {
       this.o.log.warn({ id, type: cmd.type, vmId: cmd.payload.vmId, lateMs: late }, "command arrived after its deadline: not carried out");
@@ -89,11 +98,6 @@ export class CommandRunner {
         });
       case "vm.logs":
         return this.answer(id, () => this.sendLogs(cmd));
-      case "vm.start":
-      case "vm.stop":
-      case "vm.forceStop":
-        this.o.send({ type: "ack", id, payload: {} });
-        return this.serialized(cmd.payload.vmId, () => this.answer(id, () => this.power(cmd)));
       case "vm.logs.follow":
         return this.answer(id, () => this.follow(cmd));
     }
@@ -105,41 +109,6 @@ export class CommandRunner {
     if (!follower) throw new AgentFailure("not_allowed", "this agent does not follow logs");
     const name = await logNameFor(this.o.libvirt, cmd.payload.vmId, cmd.payload.name);
     follower.start(cmd.id, name, () => this.o.send({ type: "ack", id: cmd.id, payload: {} }));
-  }
-
-  private async power(cmd: Extract<Command, { type: "vm.start" | "vm.stop" | "vm.forceStop" }>) {
-    const { libvirt } = this.o;
-    const uuid = cmd.payload.vmId;
-    this.o.log.info({ id: cmd.id, type: cmd.type, vmId: uuid }, "power action");
-    let result: PowerResult;
-    try {
-      if (cmd.type === "vm.start") {
-        await libvirt.start(uuid);
-        result = { ...(await libvirt.state(uuid)), timedOut: false };
-      } else if (cmd.type === "vm.forceStop") {
-        await libvirt.destroy(uuid);
-        result = { ...(await libvirt.state(uuid)), timedOut: false };
-      } else {
-        result = await this.gracefulStop(uuid, cmd.payload.graceMs);
-      }
-    } finally {
-      this.o.onPowerDone?.();
-    }
-    this.o.send({ type: "result", id: cmd.id, payload: result });
-  }
-
-  /** Ask the guest to shut down, then watch until it is off or the grace runs out. */
-  private async gracefulStop(uuid: string, graceMs: number): Promise<PowerResult> {
-    const { libvirt } = this.o;
-    const until = Date.now() + graceMs;
-    await libvirt.shutdown(uuid);
-    for (;;) {
-      const now = await libvirt.state(uuid);
-      if (now.libvirtState === "shutoff") return { ...now, timedOut: false };
-      const left = until - Date.now();
-      if (left <= 0) return { ...now, timedOut: true };
-      await new Promise((r) => setTimeout(r, Math.min(this.o.stopPollMs, left)));
-    }
   }
 
   /** The log's last lines for a reset's event; null when there is no log to read (never fails the state answer). */
@@ -175,16 +144,6 @@ export class CommandRunner {
     });
   }
 
-  private serialized(vmId: string, work: () => Promise<void>): Promise<void> {
-    const before = this.perVm.get(vmId) ?? Promise.resolve();
-    const mine = before.then(work, work);
-    this.perVm.set(vmId, mine);
-    void mine.finally(() => {
-      if (this.perVm.get(vmId) === mine) this.perVm.delete(vmId);
-    });
-    return mine;
-  }
-
   private async answer(id: string, work: () => Promise<unknown>): Promise<void> {
     try {
       await work();
@@ -194,9 +153,7 @@ export class CommandRunner {
   }
 
   private fail(id: string, err: unknown) {
-    const failure =
-      err instanceof AgentFailure ? err : new AgentFailure("internal", `internal error: ${(err as Error)?.message ?? String(err)}`.slice(0, 2000));
-    if (!(err instanceof AgentFailure)) this.o.log.error({ id, err: (err as Error)?.stack }, "command failed unexpectedly");
+    const failure = toFailure(err, this.o.log, id);
     this.o.send({ type: "error", id, payload: { code: failure.code, message: failure.message.slice(0, 2000) } });
   }
 }

@@ -74,6 +74,9 @@ const Config = z.object({
   transport: z.enum(TRANSPORTS, { message: `expected one of ${TRANSPORTS.join(", ")}` }),
   pollWaitMs: millis("--poll-wait", 100, 120_000),
   websocketRetryMs: millis("--websocket-retry", 100, 86_400_000),
+  digestIntervalMs: millis("--digest-interval", 1_000, 86_400_000),
+  progressIntervalMs: millis("--progress-interval", 100, 60_000),
+  operationCapMs: millis("--operation-cap", 1_000, 86_400_000),
 });
 export type AgentConfig = z.infer<typeof Config>;
 
@@ -82,7 +85,7 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--poll-interval MS] [--connect-timeout MS] [--backoff-base MS] [--backoff-cap MS]
                      [--stable-after MS] [--stop-poll MS] [--follow-poll MS] [--shutdown-deadline MS]
                      [--transport auto|websocket|long-poll] [--poll-wait MS] [--websocket-retry MS]
-                     [--insecure-http]
+                     [--digest-interval MS] [--progress-interval MS] [--operation-cap MS] [--insecure-http]
        quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
 env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL,
      QX_TRANSPORT (default auto: WebSocket, long-poll over HTTPS after 5 WebSocket failures in a row)
@@ -119,6 +122,9 @@ const OPTIONS = {
   transport: { type: "string", env: "QX_TRANSPORT" },
   "poll-wait": { type: "string", env: "QX_POLL_WAIT" },
   "websocket-retry": { type: "string", env: "QX_WEBSOCKET_RETRY" },
+  "digest-interval": { type: "string", env: "QX_DIGEST_INTERVAL_MS" },
+  "progress-interval": { type: "string", env: "QX_PROGRESS_INTERVAL_MS" },
+  "operation-cap": { type: "string", env: "QX_OPERATION_CAP_MS" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -157,11 +163,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     transport: "auto",
     pollWaitMs: 25_000,
     websocketRetryMs: 600_000,
+    digestIntervalMs: 60_000,
+    progressIntervalMs: 3_000,
+    operationCapMs: 600_000,
   };
   for (const [flag, o] of Object.entries(OPTIONS)) {
     if (!("env" in o)) continue;
     const v = values[flag] ?? (env[o.env] === "" ? undefined : env[o.env]);
-    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry)$/, "$1Ms")] = v;
+    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap)$/, "$1Ms")] = v;
   }
   const parsed = Config.safeParse(raw);
   if (!parsed.success) {

@@ -1,7 +1,10 @@
 // The host's domains as the control plane knows them: a full inventory after every (re)connect
-// (chunked), then polling (the binding has no events) and sending only the differences.
+// (chunked), then polling (the binding has no events) and sending only the differences; every
+// digest interval a digest of all it reported (anti-entropy), and a scoped inventory of the VMs or
+// digest buckets the control plane asks about.
 import { randomUUID } from "node:crypto";
-import { INVENTORY_CHUNK, type AgentMessage, type VmInfo } from "../protocol/wire.ts";
+import { digestBucket, inventoryDigest } from "../protocol/digest.ts";
+import { INVENTORY_CHUNK, type AgentMessage, type InventoryScope, type VmInfo, type WireFeature } from "../protocol/wire.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 
@@ -29,22 +32,46 @@ const chunk = <T>(items: T[], size: number): T[][] => {
   return out;
 };
 
+/** Whether a VM falls in a scoped resync's scope. */
+export function inScope(scope: InventoryScope, uuid: string): boolean {
+  return !!(scope.vmIds?.some((id) => id.toLowerCase() === uuid) || scope.buckets?.includes(digestBucket(uuid)));
+}
+
+export type InventoryReporterOptions = {
+  libvirt: Libvirt;
+  send: Send;
+  log: Logger;
+  pollMs: number;
+  /** how often the digest is sent while polling (default 60 s) */
+  digestIntervalMs?: number;
+  /** the features the control plane announced: the digest goes only to one that announced `digest` */
+  peerFeatures?: () => ReadonlySet<string>;
+};
+
 export class InventoryReporter {
   private readonly libvirt: Libvirt;
   private readonly send: Send;
   private readonly log: Logger;
   private readonly pollMs: number;
+  private readonly digestIntervalMs: number;
+  private readonly peerFeatures: () => ReadonlySet<string>;
   private reported = new Map<string, VmInfo>();
   private timer: NodeJS.Timeout | null = null;
+  private digestTimer: NodeJS.Timeout | null = null;
   private busy: Promise<void> | null = null;
   private again = false;
   private fullSyncDue = false;
+  private digestDue = false;
+  /** scoped resyncs to answer at the next pass, with the id of the frame that asked */
+  private scopes: { id: string; scope: InventoryScope }[] = [];
 
-  constructor(opts: { libvirt: Libvirt; send: Send; log: Logger; pollMs: number }) {
+  constructor(opts: InventoryReporterOptions) {
     this.libvirt = opts.libvirt;
     this.send = opts.send;
     this.log = opts.log;
     this.pollMs = opts.pollMs;
+    this.digestIntervalMs = opts.digestIntervalMs ?? 60_000;
+    this.peerFeatures = opts.peerFeatures ?? (() => new Set());
   }
 
   /** After a (re)connect or a resync command: everything, whatever was sent before. */
@@ -58,6 +85,19 @@ export class InventoryReporter {
     return this.runOnce();
   }
 
+  /** A `resync` frame: the whole inventory, or (with vmIds / buckets) only that scope. */
+  resync(id: string, scope: InventoryScope): Promise<void> {
+    if (!scope.vmIds?.length && !scope.buckets?.length) return this.fullSync();
+    this.scopes.push({ id, scope });
+    return this.runOnce();
+  }
+
+  /** Look at libvirt, send what changed, then the digest of everything reported. */
+  digestNow(): Promise<void> {
+    this.digestDue = true;
+    return this.runOnce();
+  }
+
   startPolling() {
     if (this.timer) return;
     const tick = () => {
@@ -66,11 +106,18 @@ export class InventoryReporter {
       });
     };
     this.timer = setTimeout(tick, this.pollMs);
+    const digestTick = () => {
+      this.digestNow().finally(() => {
+        if (this.digestTimer) this.digestTimer = setTimeout(digestTick, this.digestIntervalMs);
+      });
+    };
+    this.digestTimer = setTimeout(digestTick, this.digestIntervalMs);
   }
 
   stopPolling() {
     if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    if (this.digestTimer) clearTimeout(this.digestTimer);
+    this.timer = this.digestTimer = null;
   }
 
   /** One pass at a time; a request during a pass runs one more pass after it. */
@@ -90,6 +137,15 @@ export class InventoryReporter {
 
   private async pass() {
     const vms = await this.libvirt.listDomains();
+    this.sendChanges(vms);
+    this.answerScopes(vms);
+    if (this.digestDue && !this.fullSyncDue) {
+      this.digestDue = false;
+      this.sendDigest();
+    }
+  }
+
+  private sendChanges(vms: VmInfo[]) {
     if (this.fullSyncDue) {
       const syncId = randomUUID();
       const parts = vms.length ? chunk(vms, INVENTORY_CHUNK) : [[]];
@@ -113,5 +169,28 @@ export class InventoryReporter {
       for (const uuid of part.removed) this.reported.delete(uuid);
     }
     this.log.debug({ changed: changed.length, removed: removed.length }, "vm changes sent");
+  }
+
+  /** Each scoped resync: an inventory complete for its scope, `syncId` the asking frame's id. */
+  private answerScopes(vms: VmInfo[]) {
+    for (const { id, scope } of this.scopes.splice(0)) {
+      const part = vms.filter((v) => inScope(scope, v.uuid));
+      const parts = part.length ? chunk(part, INVENTORY_CHUNK) : [[]];
+      let delivered = true;
+      parts.forEach((p, seq) => {
+        delivered &&= this.send({ type: "inventory", id: `${id.slice(0, 40)}-${seq}`, payload: { syncId: id, seq, done: seq === parts.length - 1, vms: p, scope } });
+      });
+      if (!delivered) return; // link down: the next connect's full sync covers it
+      for (const uuid of [...this.reported.keys()]) if (inScope(scope, uuid)) this.reported.delete(uuid);
+      for (const vm of part) this.reported.set(vm.uuid, vm);
+      this.log.info({ resyncId: id, vms: part.length }, "scoped inventory sent");
+    }
+  }
+
+  /** The digest of what was reported (so far as the link took it), to a control plane that asked for digests. */
+  private sendDigest() {
+    if (!this.peerFeatures().has("digest" satisfies WireFeature)) return;
+    const digest = inventoryDigest([...this.reported.values()]);
+    this.send({ type: "inventory.digest", id: `digest-${randomUUID().slice(0, 12)}`, payload: digest });
   }
 }

@@ -7,7 +7,7 @@ import { Hypervisor, type Domain } from "@unraid/libvirt";
 import { DomainName, LIBVIRT_STATES, mapLibvirtState, type LibvirtState, type StateResult, type VmInfo } from "../protocol/wire.ts";
 import type { Logger } from "./logger.ts";
 
-export type AgentErrorCode = "expired" | "vm_not_found" | "log_not_found" | "invalid_name" | "not_allowed" | "libvirt_error" | "internal";
+export type AgentErrorCode = "expired" | "vm_not_found" | "log_not_found" | "invalid_name" | "not_allowed" | "overridden" | "libvirt_error" | "internal";
 
 /** A failure the control plane (or the local API) is told about as `{code, message}`. */
 export class AgentFailure extends Error {
@@ -71,11 +71,12 @@ export class Libvirt {
     }
   }
 
+  /** Every domain whatever its name (its log path is confined where the log is opened, log-path.ts);
+   *  only a name libvirt itself refuses (a `/`, NUL), which no frame may carry, is left out. */
   private async describe(hv: Hypervisor, dom: Domain): Promise<VmInfo | null> {
     const [name, uuid, info] = await Promise.all([hv.domainGetName(dom), hv.domainGetUUIDString(dom), hv.domainGetInfo(dom)]);
     if (!DomainName.safeParse(name).success) {
-      // Its log path could not be formed safely; the control plane never hears of it.
-      this.log.warn({ name: name.slice(0, 80) }, "domain name not accepted (letters, digits and . _ + : @ - only); skipped");
+      this.log.warn({ uuid, name: name.slice(0, 80) }, "domain name holds '/' or NUL, which libvirt refuses; skipped");
       return null;
     }
     const libvirtState = (LIBVIRT_STATES[info.state] ?? "nostate") as LibvirtState;
@@ -93,14 +94,14 @@ export class Libvirt {
     return this.call("list domains", async (hv) => {
       const doms = await hv.connectListAllDomains();
       const vms = await Promise.all(doms.map((d) => this.describe(hv, d).catch(() => null))); // vanished mid-list
-      return vms.filter((v): v is VmInfo => v !== null).sort((a, b) => a.name.localeCompare(b.name));
+      return vms.filter((v): v is VmInfo => v !== null).sort((a, b) => a.name.localeCompare(b.name) || (a.uuid < b.uuid ? -1 : 1));
     });
   }
 
   async domain(uuid: string): Promise<VmInfo> {
     return this.call(`domain ${uuid}`, async (hv) => {
       const info = await this.describe(hv, await hv.domainLookupByUUIDString(uuid));
-      if (!info) throw new AgentFailure("invalid_name", `domain ${uuid} has a name this agent does not accept`);
+      if (!info) throw new AgentFailure("invalid_name", `domain ${uuid} has a name libvirt itself refuses ('/' or NUL)`);
       return info;
     });
   }

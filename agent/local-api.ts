@@ -159,11 +159,10 @@ async function listVms(o: LocalApiOptions, search: URLSearchParams, res: ServerR
 async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams, res: ServerResponse) {
   const lines = LogLinesQuery.safeParse({ lines: search.get("lines") ?? undefined });
   if (!lines.success) throw new HttpFailure("invalid_request", lines.error.issues[0]?.message ?? "bad lines");
-  const id = decodeRepeatedly(rawId);
-  if (id === null || id.length > 200) throw new AgentFailure("vm_not_found", "no such VM on this host");
-  // The VM is looked up by UUID (or exact domain name) in libvirt's own list: the id is never a path.
-  const vms = await o.libvirt.listDomains();
-  const vm = vms.find((v) => v.uuid === id.toLowerCase()) ?? vms.find((v) => v.name === id);
+  const id = decodeSegment(rawId);
+  if (id === null || id.length > 1000) throw new AgentFailure("vm_not_found", "no such VM on this host");
+  // The VM is looked up by UUID or domain name in libvirt's own list: the id is never a path.
+  const vm = findVm(await o.libvirt.listDomains(), id);
   if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
   const tail = readVmLog(o.logDir, checkDomainName(vm.name), lines.data.lines, MAX_LOG_BYTES);
   const body: LogsResponse = {
@@ -177,6 +176,25 @@ async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams
     ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
   };
   sendJson(res, 200, body);
+}
+
+/** A URL path segment decoded once, as a browser encoded it (`100%25` is `100%`); null if malformed. */
+function decodeSegment(raw: string): string | null {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return null;
+  }
+}
+
+/** By UUID, then by the exact name, then by the one name equal to it in Unicode NFC (a name typed on
+ *  one system may arrive in the other normal form). */
+function findVm<T extends { uuid: string; name: string }>(vms: T[], id: string): T | undefined {
+  const exact = vms.find((v) => v.uuid === id.toLowerCase()) ?? vms.find((v) => v.name === id);
+  if (exact) return exact;
+  const nfc = id.normalize("NFC");
+  const same = vms.filter((v) => v.name.normalize("NFC") === nfc);
+  return same.length === 1 ? same[0] : undefined;
 }
 
 /** The host view: `/` is host.html; other files must resolve inside the real web dir. */

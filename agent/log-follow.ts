@@ -12,7 +12,7 @@ import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "n
 import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_LOG_BYTES } from "../protocol/wire.ts";
 import { AgentFailure } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
-import { resolveLogPath } from "./log-path.ts";
+import { openedPathIs, resolveLogPath } from "./log-path.ts";
 import type { Send } from "./commands.ts";
 
 export const MAX_FOLLOWS = 16;
@@ -166,8 +166,8 @@ export class LogFollower {
       return; // gone between the look and the open: the next look says missing
     }
     const st = fstatSync(fd);
-    if (!st.isFile()) {
-      closeSync(fd);
+    if (!st.isFile() || !openedPathIs(fd, path)) {
+      closeSync(fd); // not a regular file, or not the confined file any more: the next look resolves again
       return;
     }
     f.fd = fd;

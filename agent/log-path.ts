@@ -1,9 +1,10 @@
 // Where a VM's QEMU log is: `<log dir>/<domain name>.log` (and virtlogd's rotated `<name>.log.1`,
-// `.log.2`, …) and nowhere else. The name is checked (after undoing any percent-encoding), and the
-// real path, symlinks resolved, must stay inside the real log directory.
-import { lstatSync, realpathSync } from "node:fs";
+// `.log.2`, …), the name exactly as libvirt has it, and nowhere else. Ordinary names are never
+// refused (spaces, Unicode in either normal form, quotes, `%`, a leading dot); confinement is on the
+// resolved path: the real path, symlinks resolved, must be inside the real log directory, and the
+// readers open it with O_NOFOLLOW and check it is a regular file (log-tail.ts, log-follow.ts).
+import { lstatSync, readlinkSync, realpathSync } from "node:fs";
 import { join, relative, sep } from "node:path";
-import { DomainName } from "../protocol/wire.ts";
 import { AgentFailure } from "./libvirt.ts";
 
 /** Undo percent-encoding until stable (bounded): `%252e%252e` must be judged as `..`. */
@@ -22,19 +23,30 @@ export function decodeRepeatedly(s: string, rounds = 4): string | null {
   return null;
 }
 
-/** Throws AgentFailure invalid_name unless `raw` is a plain domain name in every decoding. */
-export function checkDomainName(raw: string): string {
-  const decoded = decodeRepeatedly(raw);
-  const bad =
-    decoded === null ||
-    decoded !== raw || // a domain name never needs escapes
-    /[\0/\\]/.test(decoded) ||
-    decoded.includes("..") ||
-    decoded.normalize("NFKC") !== decoded ||
-    !DomainName.safeParse(decoded).success;
-  if (bad) throw new AgentFailure("invalid_name", "not a valid domain name (letters, digits and . _ + : @ -; no '..', slashes or escapes)");
-  return decoded;
+/** The name itself, unless it cannot name one file in the log directory: empty, or holding a `/` or
+ *  NUL (libvirt refuses both in domain names, so only a made-up name has them). Nothing is decoded:
+ *  `%2e%2e` is a name of six characters, its log `%2e%2e.log`. */
+export function checkDomainName(name: string): string {
+  if (name === "" || name.includes("/") || name.includes("\0")) {
+    throw new AgentFailure("invalid_name", "a domain name cannot be empty or hold '/' or NUL, so it names no log file");
+  }
+  return name;
 }
+
+/** Whether the open file `fd` is the file at `path` (a confined real path): a directory on the way
+ *  swapped for a symlink between resolving and opening would show here. True where /proc is absent. */
+export function openedPathIs(fd: number, path: string): boolean {
+  let opened: string;
+  try {
+    opened = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return true;
+  }
+  return opened === path;
+}
+
+/** Whether `real` (a path realpath gave) lies inside the real log directory. */
+const inside = (realDir: string, real: string) => real.startsWith(realDir.endsWith(sep) ? realDir : realDir + sep);
 
 /** The real path of `name`'s log, inside the real log dir; log_not_found when absent or outside. */
 export function resolveLogPath(logDir: string, name: string): string {
@@ -54,7 +66,7 @@ export function resolveLogPath(logDir: string, name: string): string {
     if (code === "EACCES") throw new AgentFailure("log_not_found", `log file ${candidate} is not readable by the agent (permission denied)`);
     throw new AgentFailure("log_not_found", `no log file at ${candidate}`);
   }
-  if (!real.startsWith(realDir + sep)) {
+  if (!inside(realDir, real)) {
     // A symlink leading out of the log directory: refused, and the target is not named.
     throw new AgentFailure("log_not_found", `no log file at ${candidate} (it points outside the log directory)`);
   }
@@ -94,7 +106,7 @@ export function resolveRotatedLogPath(logDir: string, name: string, k: number): 
   } catch {
     return { kind: "skipped", file, reason: "unreadable" }; // a dangling symlink
   }
-  if (!real.startsWith(realDir + sep)) return { kind: "skipped", file, reason: "outside_log_dir" };
+  if (!inside(realDir, real)) return { kind: "skipped", file, reason: "outside_log_dir" };
   return { kind: "file", path: real, file: relative(realDir, real) };
 }
 

@@ -6,6 +6,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { isAscii } from "node:buffer";
 import { AgentFailure } from "./libvirt.ts";
+import { openedPathIs } from "./log-path.ts";
 
 export const TAIL_BLOCK_BYTES = 64 * 1024;
 const NEWLINE = 0x0a;
@@ -105,6 +106,10 @@ function openLog(path: string): { fd: number; st: Stats } {
   if (!st.isFile()) {
     closeSync(fd);
     throw new AgentFailure("log_not_found", `${path} is not a regular file`);
+  }
+  if (!openedPathIs(fd, path)) {
+    closeSync(fd);
+    throw new FileChanged(); // moved (rotated) or a directory swapped between resolving and opening
   }
   return { fd, st };
 }

@@ -3,7 +3,7 @@
 // Exit status: 0 stopped by a signal, 2 bad configuration, 3 join token or credential refused, 1 other.
 import { hostname as osHostname } from "node:os";
 import pkg from "../package.json" with { type: "json" };
-import { CLOSE, PROTOCOL_VERSION, type AgentMessage, type ServerMessage } from "../protocol/wire.ts";
+import { CLOSE, PROTOCOL_VERSION, WIRE_FEATURES, type AgentMessage, type ServerMessage } from "../protocol/wire.ts";
 import { ConfigError, EXIT_BAD_CONFIG, USAGE, loadConfig, type AgentConfig } from "./config.ts";
 import { backoffDelay } from "./connection.ts";
 import {
@@ -60,6 +60,8 @@ class Agent {
   private reenrolled = false;
   private stopping = false;
   private hello = { hostname: osHostname(), libvirtVersion: "unknown" };
+  /** what the current link's control plane announced in its welcome (none until it did) */
+  private peerFeatures: ReadonlySet<string> = new Set();
 
   constructor(config: AgentConfig, log: Logger, cred: NodeCredential | null) {
     this.config = config;
@@ -67,7 +69,8 @@ class Agent {
     this.cred = cred;
     this.libvirt = new Libvirt(config.libvirtUri, log);
     const send = (msg: AgentMessage) => this.link?.send(msg) ?? false;
-    this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs });
+    const peerFeatures = () => this.peerFeatures;
+    this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs, digestIntervalMs: config.digestIntervalMs, peerFeatures });
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
       libvirt: this.libvirt,
@@ -76,6 +79,9 @@ class Agent {
       log,
       serverNow: () => this.link?.serverNow() ?? Date.now(),
       stopPollMs: config.stopPollMs,
+      progressMs: config.progressIntervalMs,
+      operationCapMs: config.operationCapMs,
+      peerFeatures,
       onPowerDone: () => void this.inventory.pollNow(),
       follower: this.follower,
     });
@@ -152,10 +158,11 @@ class Agent {
       log: this.log,
       events: {
         onOpen: () => {
+          this.peerFeatures = new Set(); // a control plane says again what it understands, in this link's welcome
           this.link!.send({
             type: "hello",
             id: "hello",
-            payload: { agentVersion: AGENT_VERSION, protocolVersion: PROTOCOL_VERSION, ...this.hello },
+            payload: { agentVersion: AGENT_VERSION, protocolVersion: PROTOCOL_VERSION, ...this.hello, features: [...WIRE_FEATURES] },
           });
           void this.inventory.fullSync();
           this.inventory.startPolling();
@@ -176,10 +183,11 @@ class Agent {
   private onMessage(msg: ServerMessage) {
     switch (msg.type) {
       case "welcome":
-        this.log.info({ nodeId: msg.payload.nodeId, clockOffsetMs: this.link?.clockOffsetMs }, "welcomed by the control plane");
+        this.peerFeatures = new Set(msg.payload.features ?? []);
+        this.log.info({ nodeId: msg.payload.nodeId, clockOffsetMs: this.link?.clockOffsetMs, features: msg.payload.features ?? [] }, "welcomed by the control plane");
         return;
       case "resync":
-        void this.inventory.fullSync();
+        void this.inventory.resync(msg.id, msg.payload);
         return;
       case "vm.logs.unfollow":
         this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say

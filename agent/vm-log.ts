@@ -14,7 +14,7 @@
 //   skipped                              the rotated file the answer stopped at without reading, and why.
 import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { AgentFailure } from "./libvirt.ts";
-import { logFileName, resolveLogPath, resolveRotatedLogPath, type SkipReason } from "./log-path.ts";
+import { logFileName, openedPathIs, resolveLogPath, resolveRotatedLogPath, type SkipReason } from "./log-path.ts";
 import { countLines, decodeTail, tailBytes, type TailBytes, type TailOptions, type TailResult } from "./log-tail.ts";
 
 /** How many rotated files an answer may continue into (virtlogd keeps 3 by default: max_backups). */
@@ -144,6 +144,7 @@ function lastByte(path: string): number | null {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new AgentFailure("log_not_found", `${path} is not a regular file`);
+    if (!openedPathIs(fd, path)) throw new FilesMoved(); // rotated (or a directory swapped) while it was opened
     if (st.size === 0) return null;
     const one = Buffer.alloc(1);
     return readSync(fd, one, 0, 1, st.size - 1) === 1 ? one[0]! : null;

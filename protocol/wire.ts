@@ -1,6 +1,7 @@
 // The one wire protocol between the Worker (NodeSession), the agent and the web: every frame is
 // `{type, id, payload}`, validated with zod on both ends. A message shape is defined here only.
 import { z } from "zod";
+import { DIGEST_BUCKETS } from "./digest.ts";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -30,6 +31,21 @@ export const ACK_TIMEOUT_MS = 10_000; // power actions: time for the agent to ac
 export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits for the guest
 
 /** Custom WebSocket close codes (4000-4999 are the application's). */
+/** What each side of a link understands beyond PROTOCOL_VERSION 1, announced in `hello.features`
+ *  (the agent's) and `welcome.features` (the control plane's). A side sends a frame or value named
+ *  here only when the other side announced it, so an older peer never sees what it would refuse:
+ *  - `progress`: `progress` frames while a power action is queued or working (agent → worker);
+ *  - `digest`: `inventory.digest` frames (agent → worker);
+ *  - `override`: `vm.forceStop` ends a graceful stop still waiting for the guest, which is answered
+ *    `error` code `overridden` (the agent announces the behaviour; it uses the code only when the
+ *    worker announced it, else `not_allowed` with the same message);
+ *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent).
+ *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
+ *  older parser drops unknown fields. Unknown feature names are ignored. */
+export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync"] as const;
+export type WireFeature = (typeof WIRE_FEATURES)[number];
+const features = z.array(z.string().max(64)).max(64).optional();
+
 export const CLOSE = {
   normal: 1000,
   goingAway: 1001,
@@ -96,13 +112,14 @@ export function mapLibvirtState(s: LibvirtState): VmState {
 }
 
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
-/** libvirt domain names as we accept them: what becomes `<log dir>/<name>.log` must stay a file name. */
+/** libvirt domain names as libvirt allows them: spaces, Unicode (in whichever normal form it was
+ *  given), quotes, `%`, dots, even `..`. Only what libvirt itself refuses is refused here (a `/`,
+ *  NUL); a log path made from a name is confined where the file is opened (the agent's log-path.ts). */
 export const DomainName = z
   .string()
   .min(1)
-  .max(200)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._+:@-]*$/, "a domain name of letters, digits and . _ + : @ -")
-  .refine((n) => !n.includes(".."), "no '..' in a domain name");
+  .max(1000)
+  .refine((n) => !n.includes("/") && !n.includes("\0"), "a domain name holds no '/' or NUL (libvirt refuses both)");
 
 export const VmInfo = z.object({
   uuid,
@@ -132,6 +149,8 @@ export const Welcome = frame(
     serverTime: z.number().int(),
     heartbeatMs: z.number().int().positive(),
     reconnectSpreadMs: z.number().int().min(0).max(600_000).optional(),
+    /** the WIRE_FEATURES this control plane understands */
+    features,
   }),
 );
 /** A reset's vm.state also asks for the log's last `excerptLines` lines (≤ EXCERPT_MAX_BYTES) for its
@@ -148,8 +167,19 @@ export const VmStartCommand = frame("vm.start", z.object(commandTarget));
 /** Graceful stop: the agent acks at once, then reports the outcome within `graceMs`. */
 export const VmStopCommand = frame("vm.stop", z.object({ ...commandTarget, graceMs: z.number().int().positive().max(3_600_000) }));
 export const VmForceStopCommand = frame("vm.forceStop", z.object(commandTarget));
-/** Ask the agent for a fresh full inventory (after a control-plane restart, or on demand). */
-export const ResyncCommand = frame("resync", z.object({}));
+/** A digest bucket: the first hex digit of a VM's UUID (protocol/digest.ts). */
+export const DigestBucket = z.string().regex(/^[0-9a-f]$/, "a hex digit");
+/** Which VMs a scoped resync or its inventory covers: these UUIDs and every VM whose UUID falls in
+ *  these buckets (either may be empty). */
+export const InventoryScope = z.object({
+  vmIds: z.array(uuid).max(INVENTORY_CHUNK).optional(),
+  buckets: z.array(DigestBucket).max(DIGEST_BUCKETS).optional(),
+});
+export type InventoryScope = z.infer<typeof InventoryScope>;
+/** Ask the agent for a fresh full inventory (after a control-plane restart, or on demand). With
+ *  `vmIds` / `buckets` (agent feature `scopedResync`): only those VMs, answered by an `inventory`
+ *  whose `syncId` is this frame's id and whose `scope` repeats the request. */
+export const ResyncCommand = frame("resync", InventoryScope);
 /** Live follow (`tail -F`): the agent acks, then streams `log.append` frames with this frame's id
  *  (the follow id) through rotation and truncation until `vm.logs.unfollow` or the link drops. */
 export const VmLogsFollowCommand = frame("vm.logs.follow", z.object(commandTarget));
@@ -179,10 +209,14 @@ export const Hello = frame(
     hostname: z.string().max(255),
     libvirtVersion: z.string().max(64),
     protocolVersion: z.number().int(),
+    /** the WIRE_FEATURES this agent understands */
+    features,
   }),
 );
 /** Full inventory, possibly over several frames: the same `syncId`, `seq` from 0, `done` on the
- *  last. VMs of the node missing from a completed sync are marked missing, never deleted. */
+ *  last. VMs of the node missing from a completed sync are marked missing, never deleted. With
+ *  `scope` (the answer to a scoped `resync`, sent only then) it is complete for that scope alone:
+ *  the node's VMs inside the scope and missing from it are missing; VMs outside it are untouched. */
 export const Inventory = frame(
   "inventory",
   z.object({
@@ -190,6 +224,18 @@ export const Inventory = frame(
     seq: z.number().int().min(0).max(10_000),
     done: z.boolean(),
     vms: z.array(VmInfo).max(INVENTORY_CHUNK),
+    scope: InventoryScope.optional(),
+  }),
+);
+/** Anti-entropy (feature `digest`): every digest interval (default 60 s), after any `vm.changed` of
+ *  the same look at libvirt, the digest of everything the agent has reported (protocol/digest.ts).
+ *  The control plane computes the same over its records of the node (missing ones left out) and
+ *  sends a scoped `resync` for the buckets that differ. */
+export const InventoryDigestFrame = frame(
+  "inventory.digest",
+  z.object({
+    count: z.number().int().min(0).max(1_000_000),
+    buckets: z.array(z.string().regex(/^[0-9a-f]{16}$/)).length(DIGEST_BUCKETS),
   }),
 );
 /** Differences since the last report (the agent polls libvirt: the binding has no events). */
@@ -199,6 +245,21 @@ export const VmChanged = frame(
 );
 /** A power action was received in time and is being carried out. */
 export const Ack = frame("ack", z.object({}));
+/** A power action is still under way (feature `progress`): sent with the request's id from the ack
+ *  until its `result` or `error`, at least every `nextWithinMs`. `queued`: waiting behind another
+ *  action on the same VM (it is dropped as `expired` if its deadline passes there); `working`: being
+ *  carried out (a start libvirt has not finished, a graceful stop waiting for the guest).
+ *  `elapsedMs` counts from the ack; `state` / `libvirtState` when the agent just saw them. */
+export const Progress = frame(
+  "progress",
+  z.object({
+    phase: z.enum(["queued", "working"]),
+    elapsedMs: z.number().int().min(0),
+    nextWithinMs: z.number().int().positive(),
+    state: VmState.optional(),
+    libvirtState: LibvirtState.optional(),
+  }),
+);
 
 /** `logExcerpt` only when the command asked for one: the log's last lines, or null when the VM has no
  *  log the agent can read (an agent from before this field leaves it out). */
@@ -253,13 +314,19 @@ export const AGENT_ERROR_CODES = [
   "log_not_found",
   "invalid_name",
   "not_allowed", // e.g. start of a running domain
+  "overridden", // a graceful stop ended by a force stop of the same VM (feature `override`)
   "libvirt_error",
   "internal",
 ] as const;
 export const AgentErrorCode = z.enum(AGENT_ERROR_CODES);
-export const ErrorReply = frame("error", z.object({ code: AgentErrorCode, message: z.string().max(2000) }));
+/** On a power action, `state` / `libvirtState`: the domain as libvirt showed it right after the
+ *  failure (absent when libvirt could not say, e.g. the domain is gone or libvirt is down). */
+export const ErrorReply = frame(
+  "error",
+  z.object({ code: AgentErrorCode, message: z.string().max(2000), state: VmState.optional(), libvirtState: LibvirtState.optional() }),
+);
 
-export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply]);
+export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply, Progress, InventoryDigestFrame]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
 /** Parse one text frame; null when it is not JSON or not a known message. */

@@ -77,6 +77,8 @@ export class LoopbackControlPlane {
   healthy = true;
   /** welcome.reconnectSpreadMs, when set */
   reconnectSpreadMs: number | undefined = undefined;
+  /** welcome.features, when set (what this control plane claims to understand) */
+  features: string[] | undefined = undefined;
   private stalled: Socket[] = [];
   private listeners: ((m: AgentMsg) => void)[] = [];
 
@@ -140,7 +142,7 @@ export class LoopbackControlPlane {
       ws.on("close", (code, reason) => this.closes.push({ code, reason: reason.toString() }));
       if (b === "drop") return ws.close(1011, "dropped by test");
       if (b === "close4001") return ws.close(4001, "credential revoked");
-      ws.send(JSON.stringify({ type: "welcome", id: "w", payload: { nodeId: "node-1", serverTime: Date.now(), heartbeatMs: this.heartbeatMs, reconnectSpreadMs: this.reconnectSpreadMs } }));
+      ws.send(JSON.stringify({ type: "welcome", id: "w", payload: { nodeId: "node-1", serverTime: Date.now(), heartbeatMs: this.heartbeatMs, reconnectSpreadMs: this.reconnectSpreadMs, features: this.features } }));
       ws.on("message", (data) => {
         const text = data.toString();
         if (text === PING_FRAME) {

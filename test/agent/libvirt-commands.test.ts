@@ -193,6 +193,22 @@ describe("commands", () => {
     expect((await libvirt.state(VMS.shutoff.uuid)).state).toBe("STOPPED");
   });
 
+  it("an error on a power action carries the state libvirt shows after it; none when the domain is gone", async () => {
+    const { runner, rec } = setup();
+    const start = cmd("vm.start", target(VMS.running));
+    await runner.handle(start);
+    expect(errorOf(rec.of(start.id))).toMatchObject({ code: "not_allowed", state: "RUNNING", libvirtState: "running" });
+    const force = cmd("vm.forceStop", target(VMS.shutoff));
+    await runner.handle(force);
+    expect(errorOf(rec.of(force.id))).toMatchObject({ code: "not_allowed", state: "STOPPED", libvirtState: "shutoff" });
+    const late = cmd("vm.stop", { ...target(VMS.paused), deadline: Date.now() - 1, graceMs: 1_000 });
+    await runner.handle(late);
+    expect(errorOf(rec.of(late.id))).toMatchObject({ code: "expired", state: "PAUSED", libvirtState: "paused" });
+    const ghost = cmd("vm.start", target({ uuid: "99999999-0000-4000-8000-000000000000", name: "ghost" }));
+    await runner.handle(ghost);
+    expect(errorOf(rec.of(ghost.id))).toEqual({ code: "vm_not_found", message: expect.any(String) });
+  });
+
   it("actions on one VM run one after another, in arrival order", async () => {
     const { runner, rec } = setup();
     const stop = cmd("vm.stop", { ...target(VMS.running), graceMs: STOP_GRACE_MS });
