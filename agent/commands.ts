@@ -3,13 +3,11 @@
 // carried out. Power actions are acked at once, then their outcome is reported; actions on one VM
 // run one after another.
 import { lastLines } from "../protocol/log-excerpt.ts";
-import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type PowerResult, type ServerMessage } from "../protocol/wire.ts";
+import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type Command, type PowerResult, type ServerMessage } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
-import type { LogFollower } from "./log-follow.ts";
+import type { LogFollower, Send } from "./log-follow.ts";
 import { readVmLog } from "./vm-log.ts";
-
-export type Send = (msg: AgentMessage) => boolean;
 
 export type CommandRunnerOptions = {
   libvirt: Libvirt;

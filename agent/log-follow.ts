@@ -9,11 +9,13 @@
 // costs ≤ 2 frames/s per follow. A follow that falls more than MAX_LOG_BYTES behind skips to near the
 // end and says so in the text; a UTF-8 character is never split between frames.
 import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
-import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_LOG_BYTES } from "../protocol/wire.ts";
+import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_LOG_BYTES, type AgentMessage } from "../protocol/wire.ts";
 import { AgentFailure } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import { resolveLogPath } from "./log-path.ts";
-import type { Send } from "./commands.ts";
+
+/** Puts one frame on the agent's link; false when the link is down. */
+export type Send = (msg: AgentMessage) => boolean;
 
 export const MAX_FOLLOWS = 16;
 export const FOLLOW_POLL_MS = 500;
