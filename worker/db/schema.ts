@@ -142,3 +142,6 @@ export const vmLogSnapshots = sqliteTable("vm_log_snapshots", {
   files: text("files").notNull(), // JSON string[]
   text: text("text").notNull(), // at most LAST_KNOWN_LOG_BYTES, the newest lines
 });
+
+/** A VM as stored (the REST shape is protocol/rest.ts's Vm). */
+export type VmRecord = typeof vms.$inferSelect;
