@@ -1,18 +1,18 @@
 // NodeSession: one Durable Object per node, a shell that routes the runtime's calls (fetch, RPC,
 // webSocket*, alarm) and each agent frame to the room that owns it: links.ts (socket and long-poll
-// links), ledger.ts (in-flight requests), kept-writes.ts (batched D1 writes), liveness.ts,
-// reconciler.ts, follow-relay.ts; store.ts names everything kept in storage. Deadlines are alarms
+// links), inbox.ts (frame admission and order), ledger.ts (in-flight requests), kept-writes.ts
+// (batched D1 writes), liveness.ts, reconciler.ts, follow-relay.ts; store.ts names every stored key. Deadlines are alarms
 // only (no timers but a held poll's), so the object can hibernate.
 import { DurableObject } from "cloudflare:workers";
 import { AgentMessage, CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, parseFrame, type PollRequest } from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
-import { markRemoved, markUnreportedMissing, upsertReportedVms } from "../inventory.ts";
 import type { AgentFailure } from "../request-rows.ts";
-import { FrameAdmission } from "./admission.ts";
 import type { LogsDispatch, LogsOutcome, PowerDispatch, PowerOutcome, StateDispatch, StateOutcome } from "./dispatch.ts";
 import { FollowRelay } from "./follow-relay.ts";
 import { FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
+import { AgentInbox } from "./inbox.ts";
+import { applyChanges, applyInventory } from "./inventory-sync.ts";
 import { KeptWrites } from "./kept-writes.ts";
 import { RequestLedger } from "./ledger.ts";
 import { AgentLinks, type AgentLink, type StaleLink } from "./links.ts";
@@ -26,13 +26,12 @@ export class NodeSession extends DurableObject<Env> {
   private readonly limits: SessionSettings;
   private readonly store: SessionStore;
   private readonly links: AgentLinks;
-  private readonly admission: FrameAdmission;
+  private readonly inbox: AgentInbox;
   private readonly kept: KeptWrites;
   private readonly ledger: RequestLedger;
   private readonly liveness: Liveness;
   private readonly reconciler: Reconciler;
   private readonly follows: FollowRelay;
-  private inbox: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -41,7 +40,7 @@ export class NodeSession extends DurableObject<Env> {
     this.store = new SessionStore(ctx.storage.kv);
     const armAlarm = () => this.armAlarm();
     this.links = new AgentLinks(ctx, this.store);
-    this.admission = new FrameAdmission(this.limits.floodPerSecond, this.limits.floodBurst);
+    this.inbox = new AgentInbox(this.limits.floodPerSecond, this.limits.floodBurst);
     this.kept = new KeptWrites(this.store, this.db, armAlarm);
     this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm);
     this.liveness = new Liveness(this.store, this.db, this.limits);
@@ -104,7 +103,7 @@ export class NodeSession extends DurableObject<Env> {
     this.links.closeAll();
     const link = accept({ kind: "agent", nodeId, connId: crypto.randomUUID(), connectedAt: now, lastMessageAt: now, clock: now, transport });
     this.links.makeCurrent(link, now);
-    this.admission.refill(now);
+    this.inbox.refill(now);
     link.send({ type: "welcome", id: link.att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs } });
     this.follows.resumeOn(link);
     this.reconciler.scheduleFrom(now);
@@ -248,21 +247,10 @@ export class NodeSession extends DurableObject<Env> {
     if (att) return this.receive(this.links.socketLink(ws, att), message);
   }
 
-  /** One frame from the agent, on either transport. Size and rate are judged on arrival; the frames
-   *  are handled one at a time, in arrival order: D1 calls let the runtime deliver the next frame
-   *  while one is awaited, and e.g. a sync's `done` must not overtake its earlier chunks. */
+  /** One frame from the agent, on either transport (see inbox.ts). */
   private receive(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
-    const refused = this.admission.admit(message);
-    if (refused) this.links.close(link, refused.code, refused.why);
-    const handled = this.inbox
-      .then(() => (refused ? this.dropLink(link, refused.code, refused.why) : this.onFrame(link, message)))
-      .catch((err) => {
-        // Never let a frame crash the object: log, and drop the connection as a protocol error.
-        console.error("node session: frame handling failed", err);
-        return this.dropLink(link, CLOSE.protocolError, "internal error handling a frame");
-      });
-    this.inbox = handled;
-    return handled;
+    const drop = (r: { code: number; why: string }) => this.dropLink(link, r.code, r.why);
+    return this.inbox.receive(message, (r) => this.links.close(link, r.code, r.why), () => this.onFrame(link, message), drop);
   }
 
   /** The frame switch: each agent frame, parsed once here, goes to the room that owns it. */
@@ -280,23 +268,14 @@ export class NodeSession extends DurableObject<Env> {
       case "hello":
         return this.liveness.hello(att.nodeId, msg.payload, now);
       case "inventory": {
-        const p = msg.payload;
-        const syncId = `${att.connId}:${p.syncId}`;
-        const { foreign } = await upsertReportedVms(this.db, att.nodeId, p.vms, syncId, actor);
-        if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
-        if (!p.done) return;
-        await markUnreportedMissing(this.db, att.nodeId, syncId, actor);
+        if (!(await applyInventory(this.db, att, msg.payload, actor))) return;
         // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
         const current = this.links.current();
         if (current) await this.reconciler.pass(current);
         return;
       }
-      case "vm.changed": {
-        const { foreign } = await upsertReportedVms(this.db, att.nodeId, msg.payload.vms, null, actor);
-        if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
-        await markRemoved(this.db, att.nodeId, msg.payload.removed, actor);
-        return;
-      }
+      case "vm.changed":
+        return applyChanges(this.db, att, msg.payload, actor);
       case "ack":
         if (this.follows.onAck(msg.id)) return;
         return ignored(this.ledger.onAck(msg.id));
