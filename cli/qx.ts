@@ -1,4 +1,4 @@
-// `qx`: the Quantix Edge command line, a thin client of the REST API (SPEC §4).
+// `qx`: the Quantix Edge command line, a thin client of the REST API.
 // Token and URL from QX_URL / QX_API_TOKEN, or the config file `qx login` writes (mode 0600).
 import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";

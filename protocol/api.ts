@@ -1,4 +1,4 @@
-// REST API shapes (SPEC §4) shared by the Worker's routes, the agent's local API, the web and the CLI.
+// REST API shapes shared by the Worker's routes, the agent's local API, the web and the CLI.
 import { z } from "zod";
 import { VmState } from "./wire.ts";
 
@@ -39,7 +39,7 @@ export type VmView = {
   updatedAt: string;
   /** The host no longer reports this domain (kept, not deleted). */
   missing: boolean;
-  /** Something the operator must look at (issue 7), e.g. `running_after_forced_reset`; cleared by
+  /** Something the operator must look at, e.g. `running_after_forced_reset`; cleared by
    *  `POST /api/vms/:id/clear_flag`. Optional so older servers still type-check. */
   flag?: VmFlag | null;
 };
@@ -65,7 +65,7 @@ export type VmEventView = {
   toState: VmState | null;
   source: string | null;
   message: string | null;
-  /** Verified resets (issue 7): what the control plane believed, what the hypervisor said (null when
+  /** Verified resets: what the control plane believed, what the hypervisor said (null when
    *  forced without asking), the reason the user typed, the last lines of the VM's log. */
   expectedState?: VmState | null;
   observedState?: VmState | null;
@@ -89,7 +89,7 @@ export type LogsResponse = {
   truncated: boolean;
   lastModified: string | null;
   /** Files read, newest first (`<name>.log`, `<name>.log.1`, …) when the answer continued into
-   *  virtlogd's rotated files (issue 7). */
+   *  virtlogd's rotated files. */
   files?: string[];
   /** A rotated file that exists but was not read (compressed, outside the log dir, unreadable). */
   skipped?: { file: string; reason: "compressed" | "outside_log_dir" | "unreadable" }[];

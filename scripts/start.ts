@@ -268,7 +268,7 @@ function startAgent(joinToken: string | undefined): ChildProcess {
   ];
   if (joinToken) args.push("--token", joinToken);
   mkdirSync(DEMO_STATE_DIR, { recursive: true, mode: 0o700 });
-  // The join token goes on the command line as SPEC §2 documents; it is single-use and spent at once.
+  // The join token goes on the command line as the agent's `--token` flag takes it; it is single-use and spent at once.
   const child = spawn(process.execPath, args, { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true });
   children.push(child);
   tidyAgent(child);

@@ -16,7 +16,7 @@ export type SessionSettings = {
   /** Frames per second an agent may send on average, and the burst it may use (a 5,000-VM sync is 10). */
   floodPerSecond: number;
   floodBurst: number;
-  /** the reconciler's threshold and period (issue 7) */
+  /** the reconciler's threshold and period */
   stuckAfterMs: number;
   reconcileIntervalMs: number;
   /** the longest a long-poll is held open with nothing due */

@@ -1,4 +1,4 @@
-// Authentication and roles (SPEC §3): health is open, every other /api route needs a valid API
+// Authentication and roles: health is open, every other /api route needs a valid API
 // token; viewer < operator < admin; node credentials and join tokens are not API tokens.
 import { SELF } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";

@@ -1,4 +1,4 @@
-// Issue 7 in Chromium against the real control plane and a real agent on libvirt's test driver:
+// Last-known logs, rotated files and VM flags in Chromium against the real control plane and a real agent on libvirt's test driver:
 // issues found in a log and the jump to the first error, live follow through appends, rotation and
 // truncation (token as a WebSocket subprotocol, never in a URL), the last-known log while the node
 // is offline, verified resets in the events trail, and a VM flagged after a forced reset.
@@ -85,7 +85,7 @@ const inView = (page: Page, selector: string) =>
 
 const atBottom = (page: Page) => page.getByTestId("log-view").evaluate((el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 30);
 
-describe("Logs tab and VM flags (issue 7) in Chromium", () => {
+describe("Logs tab and VM flags in Chromium", () => {
   it("lists each issue found once with its explanation and jumps to the first error in the virtualized view", async () => {
     const s = await signedIn();
     const { page } = s;

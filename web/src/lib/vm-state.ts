@@ -1,4 +1,4 @@
-// VM state rules the UI needs beyond SPEC §4's start/stop: when a transitional state counts as stuck.
+// VM state rules the UI needs beyond start/stop: when a transitional state counts as stuck.
 import { TRANSITIONAL_STATES, type VmState } from "../../../protocol/wire.ts";
 
 /** A VM still CREATING / STARTING / STOPPING after this long is marked stuck. */
