@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import type { LogsResponse, NodeView, VmEventView, VmView } from "../protocol/api.ts";
+import type { LogsResponse, NodeView, VmEventView, VmView } from "../protocol/rest.ts";
 
 const USAGE = `qx — Quantix Edge CLI
 

@@ -2,7 +2,7 @@
 // last-known log (every successful logs answer is kept, newest 256 KiB, to be shown with its capture
 // time while the node is away; the node's session writes it, see session/kept-writes.ts).
 import { eq, sql } from "drizzle-orm";
-import type { LastKnownLogResponse, LogsResponse } from "../protocol/api.ts";
+import type { LastKnownLogResponse, LogsResponse } from "../protocol/rest.ts";
 import type { LogsResult } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
 import { vmLogSnapshots } from "./db/schema.ts";

@@ -1,5 +1,5 @@
-// D1 rows -> the REST shapes of protocol/api.ts (times as ISO 8601).
-import type { NodeView, RequestView, VmEventView, VmView } from "../protocol/api.ts";
+// D1 rows -> the REST shapes of protocol/rest.ts (times as ISO 8601).
+import type { NodeView, RequestView, VmEventView, VmView } from "../protocol/rest.ts";
 import type { VmState } from "../protocol/wire.ts";
 import type { nodes, requests, vmEvents, VmRecord } from "./db/schema.ts";
 
@@ -8,7 +8,7 @@ const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
 
 type NodeRow = typeof nodes.$inferSelect;
 
-export function vmView(v: VmRecord): VmView & { libvirtState: string | null } {
+export function vmView(v: VmRecord): VmView {
   return {
     id: v.id,
     name: v.name,

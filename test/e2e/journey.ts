@@ -2,7 +2,7 @@
 // and starting its real agent, polling the REST API until something holds.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { NodeView, RequestView, VmView } from "../../protocol/api.ts";
+import type { NodeView, RequestView, VmView } from "../../protocol/rest.ts";
 import { ControlPlane, freePort } from "../support/control-plane.ts";
 import { AgentProcess, type AgentOptions } from "../support/agent.ts";
 

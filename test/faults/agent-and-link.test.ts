@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { VmView } from "../../protocol/api.ts";
+import type { VmView } from "../../protocol/rest.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess, DEMO_LOG_DIR } from "../support/agent.ts";
 import {

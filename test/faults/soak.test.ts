@@ -4,7 +4,7 @@
 // end every request is in a final status, no 500 was ever answered, and once the stuck VMs are reset
 // (recovery: every difference converges by itself) every VM's state equals the hypervisor's as the agent's local API reads it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { VmView } from "../../protocol/api.ts";
+import type { VmView } from "../../protocol/rest.ts";
 import { TRANSITIONAL_STATES, type VmState } from "../../protocol/wire.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess } from "../support/agent.ts";

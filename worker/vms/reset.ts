@@ -2,7 +2,7 @@
 // STOPPED when forced or when the node can't answer; one guarded write (state, generation, event);
 // the event's log excerpt rides on the state answer, or is attached after answering.
 import { eq } from "drizzle-orm";
-import type { ResetStateResponse } from "../../protocol/api.ts";
+import type { ResetStateResponse } from "../../protocol/rest.ts";
 import { EXCERPT_LINES, lastLines } from "../../protocol/log-excerpt.ts";
 import { mapLibvirtState, type VmState } from "../../protocol/wire.ts";
 import { sessionSettings } from "../config.ts";

@@ -29,7 +29,8 @@ beforeAll(async () => {
   logDir = join(dir, "logs");
   writeFixtureLogs(logDir);
   const [control] = await Promise.all([
-    ControlPlane.start({ vars: { ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS), QUERY_TIMEOUT_MS: "5000" } }),
+    // The dashboard marks VMs stuck by the control plane's threshold (GET /api/me): 60 s here.
+    ControlPlane.start({ vars: { ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS), QUERY_TIMEOUT_MS: "5000", STUCK_AFTER_MS: "60000" } }),
     ensureWebBuild(),
   ]);
   cp = control;

@@ -1,7 +1,7 @@
 // Fetcher, query options and hook for a VM's QEMU log (the logs route; the same shape from
 // the control plane and from an agent's local API).
 import { queryOptions, useQuery } from "@tanstack/react-query";
-import type { LastKnownLogResponse, LogsResponse } from "../../../../../protocol/api.ts";
+import type { LastKnownLogResponse, LogsResponse } from "../../../../../protocol/rest.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 

@@ -1,7 +1,7 @@
 // Nodes: connected / offline, last seen, hostname, versions, VM count; admins enroll, rotate and
 // delete. A join token and its agent command are shown once, right after create or rotate.
 import { useState, type FormEvent } from "react";
-import type { NodeView } from "../../../../../protocol/api.ts";
+import type { NodeView } from "../../../../../protocol/rest.ts";
 import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
 import { CopyButton } from "../../../components/ui/copy-button.tsx";
