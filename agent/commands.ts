@@ -3,14 +3,13 @@
 // carried out. Power actions go to power.ts (acked at once, one VM's after another, deadlines
 // checked again when their turn comes, progress while under way).
 import { lastLines } from "../protocol/log-excerpt.ts";
-import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type AgentMessage, type Command, type ServerMessage } from "../protocol/wire.ts";
+import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type Command, type ServerMessage } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import type { LogFollower } from "./log-follow.ts";
+import type { Send } from "./send.ts";
 import { PowerActions, toFailure } from "./power.ts";
 import { readVmLog } from "./vm-log.ts";
-
-export type Send = (msg: AgentMessage) => boolean;
 
 export type CommandRunnerOptions = {
   libvirt: Libvirt;

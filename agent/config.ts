@@ -1,4 +1,4 @@
-// The agent's configuration: SPEC §2 flags and QX_* environment variables, validated with zod.
+// The agent's configuration: command-line flags and their QX_* environment equivalents, validated with zod.
 // A bad value is a one-line message and exit status 2 (see ConfigError), never a stack trace.
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";

@@ -1,5 +1,5 @@
 // Enrollment and the kept node credential: `<state dir>/node.json` {nodeId, credential, server}
-// (file 0600, dir 0700). A join token is traded once for the credential (SPEC §3).
+// (file 0600, dir 0700). A join token is traded once for the credential.
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { http, https } from "./node-http.ts";

@@ -111,7 +111,7 @@ export class Libvirt {
     return { state, libvirtState };
   }
 
-  /** Start a shut-off domain; a paused one is resumed, a pm-suspended one woken (SPEC: start from PAUSED). */
+  /** Start a shut-off domain; a paused one is resumed, a pm-suspended one woken (start is allowed from PAUSED too). */
   async start(uuid: string): Promise<void> {
     const { libvirtState } = await this.domain(uuid);
     await this.call(`start ${uuid}`, async (hv) => {

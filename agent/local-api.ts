@@ -9,7 +9,8 @@ import { closeSync, fstatSync, openSync, readFileSync, realpathSync } from "node
 import { extname, join, sep } from "node:path";
 import type { AddressInfo } from "node:net";
 import { constants } from "node:fs";
-import { LogLinesQuery, type LogsResponse } from "../protocol/api.ts";
+import { LogLinesQuery } from "../protocol/api.ts";
+import type { LogsResponse } from "../protocol/rest.ts";
 import { MAX_LOG_BYTES, VmState } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";

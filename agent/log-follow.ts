@@ -13,7 +13,7 @@ import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_LOG_BYTES } from "../protocol/wir
 import { AgentFailure } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import { openedPathIs, resolveLogPath } from "./log-path.ts";
-import type { Send } from "./commands.ts";
+import type { Send } from "./send.ts";
 
 export const MAX_FOLLOWS = 16;
 export const FOLLOW_POLL_MS = 500;

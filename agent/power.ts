@@ -8,7 +8,7 @@
 import type { Command, LibvirtState, PowerResult, VmState, WireFeature } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
-import type { Send } from "./commands.ts";
+import type { Send } from "./send.ts";
 
 export type PowerCommand = Extract<Command, { type: "vm.start" | "vm.stop" | "vm.forceStop" }>;
 export const OVERRIDDEN_MESSAGE = "overridden by force stop";

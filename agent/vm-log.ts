@@ -4,7 +4,7 @@
 // decoded once, so a line or a character that rotation split across two files comes out whole.
 //
 // What the fields mean across files:
-//   logPath, logSizeBytes, lastModified  the current file `<name>.log` only (as SPEC §4 names it);
+//   logPath, logSizeBytes, lastModified  the current file `<name>.log` only (the file the answer names);
 //   linesReturned                        lines of the returned text (a line split by rotation counts once);
 //   truncated                            the current and rotated files hold more than was returned:
 //                                        older text in a file read, a further rotated file not read

@@ -35,7 +35,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string): Promis
   const reset: Target = { url: `${cp.url}/api/vms/${DEMO.web01}/reset_state`, method: "POST", headers: auth };
   const logs: Target = { url: `${cp.url}/api/vms/${DEMO.web01}/logs?lines=1000`, headers: auth };
 
-  // Sanity: the routes answer what the SPEC says before they are timed.
+  // Sanity: the routes answer the documented shapes before they are timed.
   const probe = await json(await fetch(logs.url, { headers: auth }));
   if (probe.linesReturned !== 1000) throw new Error(`logs probe: ${JSON.stringify(probe).slice(0, 300)}`);
   const resetProbe = await json(await fetch(reset.url, { method: "POST", headers: auth }));

@@ -1,10 +1,10 @@
-// `qx`: the Quantix Edge command line, a thin client of the REST API (SPEC §4).
+// `qx`: the Quantix Edge command line, a thin client of the REST API.
 // Token and URL from QX_URL / QX_API_TOKEN, or the config file `qx login` writes (mode 0600).
 import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import type { LogsResponse, NodeView, VmEventView, VmView } from "../protocol/api.ts";
+import type { LogsResponse, MeResponse, NodeView, VmEventView, VmView } from "../protocol/rest.ts";
 import { forTerminal, jsonForTerminal } from "./terminal-text.ts";
 
 const USAGE = `qx — Quantix Edge CLI
@@ -155,7 +155,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   if (group === "login") {
     if (!values.url || !values.token) throw new CliError("login needs --url and --token", 2);
     const api = new Api({ url: values.url.replace(/\/+$/, ""), token: values.token });
-    const me = await api.call<{ role: string; name: string }>("GET", "/api/me");
+    const me = await api.call<MeResponse>("GET", "/api/me");
     const path = configPath(env);
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     writeFileSync(path, JSON.stringify({ url: values.url, token: values.token }, null, 2), { mode: 0o600 });
@@ -167,7 +167,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   const key = `${group} ${action ?? ""}`.trim();
   switch (key) {
     case "whoami": {
-      const me = await api.call<{ role: string; name: string }>("GET", "/api/me");
+      const me = await api.call<MeResponse>("GET", "/api/me");
       print(me, () => `${me.name} (${me.role})`);
       return 0;
     }

@@ -1,6 +1,6 @@
-// REST API shapes (SPEC §4) shared by the Worker's routes, the agent's local API, the web and the CLI.
+// REST API rules and request shapes shared by the Worker's routes, the agent's local API, the web and
+// the CLI (the answers' shapes are in rest.ts).
 import { z } from "zod";
-import { VmState } from "./wire.ts";
 
 export const ROLES = ["viewer", "operator", "admin"] as const;
 export const Role = z.enum(ROLES);
@@ -15,90 +15,10 @@ export const LOG_LINES_MIN = 1;
 export const LOG_LINES_MAX = 10_000;
 export const LOG_LINES_DEFAULT = 100;
 
-export type ApiError = { success: false; error: { code: string; message: string } };
-
-export type NodeView = {
-  id: string;
-  name: string;
-  connected: boolean;
-  lastSeenAt: string | null; // ISO 8601
-  hostname: string | null;
-  agentVersion: string | null;
-  libvirtVersion: string | null;
-  vmCount: number;
-};
-
-export type VmView = {
-  id: string;
-  name: string;
-  state: VmState;
-  node_id: string | null;
-  vcpus: number;
-  memoryMiB: number;
-  stateUpdatedAt: string; // ISO 8601
-  updatedAt: string;
-  /** The host no longer reports this domain (kept, not deleted). */
-  missing: boolean;
-  /** Something the operator must look at (issue 7), e.g. `running_after_forced_reset`; cleared by
-   *  `POST /api/vms/:id/clear_flag`. Optional so older servers still type-check. */
-  flag?: VmFlag | null;
-};
-
-export type VmFlag = { code: string; message: string; at: string };
-
-export type RequestView = {
-  id: string;
-  kind: string;
-  vm_id: string | null;
-  node_id: string | null;
-  status: RequestStatus;
-  error: { code: string; message: string } | null;
-  createdAt: string;
-  finishedAt: string | null;
-};
-
-export type VmEventView = {
-  at: string;
-  actor: string;
-  action: string;
-  fromState: VmState | null;
-  toState: VmState | null;
-  source: string | null;
-  message: string | null;
-  /** Verified resets (issue 7): what the control plane believed, what the hypervisor said (null when
-   *  forced without asking), the reason the user typed, the last lines of the VM's log. */
-  expectedState?: VmState | null;
-  observedState?: VmState | null;
-  reason?: string | null;
-  logExcerpt?: string | null;
-};
-
-export type ResetStateResponse = {
-  success: true;
-  message: string;
-  vm: { id: string; name: string; state: VmState; node_id: string | null };
-  previousState: VmState;
-  source: "hypervisor" | "forced";
-};
-
-export type LogsResponse = {
-  qemuLog: string;
-  logPath: string;
-  logSizeBytes: number;
-  linesReturned: number;
-  truncated: boolean;
-  lastModified: string | null;
-  /** Files read, newest first (`<name>.log`, `<name>.log.1`, …) when the answer continued into
-   *  virtlogd's rotated files (issue 7). */
-  files?: string[];
-  /** A rotated file that exists but was not read (compressed, outside the log dir, unreadable). */
-  skipped?: { file: string; reason: "compressed" | "outside_log_dir" | "unreadable" }[];
-  /** When the control plane read this answer from the node (ISO 8601). */
-  capturedAt?: string;
-};
-
-/** `GET /api/vms/:id/logs/last_known`: the latest answer kept while the node is offline. */
-export type LastKnownLogResponse = Omit<LogsResponse, "capturedAt"> & { capturedAt: string };
+/** A VM in a transitional state (CREATING, STARTING, STOPPING) for longer than this is stuck: the
+ *  dashboard marks it and the reconciler asks its hypervisor. The control plane's `STUCK_AFTER_MS`
+ *  var overrides it, and `GET /api/me` says which value applies. */
+export const STUCK_AFTER_MS = 120_000;
 
 // ---- live follow: `GET /api/vms/:id/logs/follow` (WebSocket) -----------------------------------
 /** Browsers cannot set headers on a WebSocket and a token never goes in a URL: the client offers

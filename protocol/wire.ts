@@ -7,7 +7,7 @@ export const PROTOCOL_VERSION = 1;
 
 /** Largest frame either side accepts; anything bigger is refused with CLOSE.tooLarge. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
-/** Log text per answer (SPEC §4): 8 MiB, sent as `log.chunk` frames under MAX_FRAME_BYTES. */
+/** Log text per answer: at most 8 MiB, sent as `log.chunk` frames under MAX_FRAME_BYTES. */
 export const MAX_LOG_BYTES = 8 * 1024 * 1024;
 /** Text per `log.chunk` frame, leaving room for the envelope and JSON escaping. */
 export const LOG_CHUNK_BYTES = 256 * 1024;
@@ -22,7 +22,7 @@ export const PONG_FRAME = '{"type":"pong"}';
 /** No sign of life for this long: the node is offline. */
 export const OFFLINE_AFTER_MS = 60_000;
 
-/** Default deadlines (SPEC §6). */
+/** Default deadlines: 10 s for an answer or an acknowledgement, 60 s for a guest to shut down. */
 export const QUERY_TIMEOUT_MS = 10_000; // vm.state, vm.logs
 /** A reset event's log excerpt: at most this many last lines and bytes of the VM's log. */
 export const EXCERPT_MAX_LINES = 50;
@@ -90,7 +90,8 @@ export const LIBVIRT_STATES = [
 export const LibvirtState = z.enum(LIBVIRT_STATES);
 export type LibvirtState = z.infer<typeof LibvirtState>;
 
-/** SPEC §4's mapping from libvirt to the domain state. */
+/** libvirt's domain state as the control plane's VM state (blocked counts as running, a domain
+ *  shutting down as STOPPING, crashed as ERROR). */
 export function mapLibvirtState(s: LibvirtState): VmState {
   switch (s) {
     case "running":

@@ -5,8 +5,8 @@ import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import { parseArgs, promisify } from "node:util";
+import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
 import { hostTokenPath } from "../agent/host-token.ts";
 
@@ -103,42 +103,6 @@ async function migrateLocalDb(): Promise<void> {
     process.stderr.write(`${e.stdout ?? ""}${e.stderr ?? ""}`);
     throw new Error("applying the local D1 migrations failed (see above)");
   }
-}
-
-/** wrangler's chatter that says nothing to someone running the demo. */
-const WRANGLER_NOISE = [
-  /^\s*$/,
-  /⛅️ wrangler/,
-  /^[─-]+$/,
-  /^Using (secrets|vars) defined in/,
-  /^Your Worker has access to the following bindings/,
-  /^Binding\s+Resource\s+Mode/,
-  /^env\.\S+/,
-  /^⎔ Starting local server/,
-  /Ready on http/,
-  /update available/,
-  /✨ Parsed \d+ valid (header|redirect) rules?/,
-  /^\[wrangler:info\] (GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ [123]\d\d /, // successful requests
-];
-/** Lines that start a noisy block whose stack trace follows (no network for `Request.cf` here). */
-const WRANGLER_NOISY_BLOCK = [/Unable to fetch the `Request\.cf` object/, /^Error: getaddrinfo \S+ workers\.cloudflare\.com/];
-
-function pipeLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void) {
-  createInterface({ input: stream, crlfDelay: Infinity }).on("line", onLine);
-}
-
-function tidyWrangler(child: ChildProcess) {
-  let inNoisyBlock = false;
-  const onLine = (raw: string) => {
-    const line = raw.replace(/\x1b\[[0-9;]*m/g, "");
-    if (WRANGLER_NOISY_BLOCK.some((re) => re.test(line))) return void (inNoisyBlock = true);
-    if (inNoisyBlock && /^\s+at /.test(line)) return;
-    inNoisyBlock = false;
-    if (WRANGLER_NOISE.some((re) => re.test(line))) return;
-    console.log(`[worker] ${line}`);
-  };
-  pipeLines(child.stdout!, onLine);
-  pipeLines(child.stderr!, onLine);
 }
 
 function startWrangler(): ChildProcess {
@@ -239,25 +203,6 @@ async function demoNode(token: string, forceNewJoin = false): Promise<{ nodeId: 
   return { nodeId: created.body.node.id, joinToken: created.body.joinToken };
 }
 
-/** pino's JSON lines as short readable ones; anything else as it comes. */
-function tidyAgent(child: ChildProcess) {
-  const onLine = (line: string) => {
-    try {
-      const { level, msg, time: _t, pid: _p, hostname: _h, name: _n, svc: _s, ...rest } = JSON.parse(line) as Record<string, unknown>;
-      if (typeof level === "number" && level < 30) return;
-      const extra = Object.entries(rest)
-        .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
-        .join(" ");
-      const tag = typeof level === "number" && level >= 50 ? "error: " : typeof level === "number" && level >= 40 ? "warn: " : "";
-      console.log(`[agent] ${tag}${String(msg ?? "")}${extra ? ` ${extra}` : ""}`);
-    } catch {
-      if (line.trim()) console.log(`[agent] ${line}`);
-    }
-  };
-  pipeLines(child.stdout!, onLine);
-  pipeLines(child.stderr!, onLine);
-}
-
 function startAgent(joinToken: string | undefined): ChildProcess {
   const args = [
     join(ROOT, "agent/main.ts"),
@@ -269,7 +214,7 @@ function startAgent(joinToken: string | undefined): ChildProcess {
   ];
   if (joinToken) args.push("--token", joinToken);
   mkdirSync(DEMO_STATE_DIR, { recursive: true, mode: 0o700 });
-  // The join token goes on the command line as SPEC §2 documents; it is single-use and spent at once.
+  // The join token goes on the command line as the agent's `--token` flag takes it; it is single-use and spent at once.
   const child = spawn(process.execPath, args, { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true });
   children.push(child);
   tidyAgent(child);

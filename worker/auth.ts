@@ -42,7 +42,7 @@ export function bearer(header: string | undefined): string | null {
 
 // Token hash -> principal, per isolate, for a few seconds: without it every API call pays a D1
 // round trip before doing its own work, which halves the throughput of cheap reads such as
-// `GET /api/vms/:id` (issue 6 wants them near /api/health). Revocation evicts the entry in this
+// `GET /api/vms/:id` (they should cost about what /api/health does). Revocation evicts the entry in this
 // isolate at once; other isolates notice within TOKEN_CACHE_MS.
 const TOKEN_CACHE_MS = 15_000;
 const TOKEN_CACHE_MAX = 1_000;

@@ -1,5 +1,6 @@
 // Deadlines, liveness and flood limits from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
+import { STUCK_AFTER_MS } from "../protocol/api.ts";
 import { ACK_TIMEOUT_MS, LONG_POLL_WAIT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
 
 export type SessionSettings = {
@@ -16,7 +17,7 @@ export type SessionSettings = {
   /** Frames per second an agent may send on average, and the burst it may use (a 5,000-VM sync is 10). */
   floodPerSecond: number;
   floodBurst: number;
-  /** the reconciler's threshold and period (issue 7) */
+  /** the reconciler's threshold and period */
   stuckAfterMs: number;
   reconcileIntervalMs: number;
   /** the longest a long-poll is held open with nothing due */
@@ -28,8 +29,7 @@ export type SessionSettings = {
  *  command beside it. Going offline is decided by the node's session, not by this column. */
 export const LAST_SEEN_WRITE_MS = 120_000;
 
-/** Defaults of the self-healing reconciler: a stuck VM is left alone for 2 minutes, checked every minute. */
-export const STUCK_AFTER_MS = 120_000;
+/** How often the self-healing reconciler looks (a stuck VM is left alone for STUCK_AFTER_MS first). */
 export const RECONCILE_INTERVAL_MS = 60_000;
 
 const positive = (v: string | undefined, fallback: number) => {

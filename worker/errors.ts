@@ -1,4 +1,4 @@
-// The JSON error envelope (SPEC §4) and the one validation hook every route uses.
+// The JSON error envelope `{success:false,error:{code,message}}` and the one validation hook every route uses.
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { zValidator } from "@hono/zod-validator";

@@ -16,7 +16,7 @@ import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { vmRoutes } from "./routes/vms.ts";
 
-export { NodeSession } from "./node-session.ts";
+export { NodeSession } from "./session/node-session.ts";
 
 /** No request of this API needs more than a few KiB; refuse big bodies before parsing them. */
 const MAX_BODY_BYTES = 64 * 1024;

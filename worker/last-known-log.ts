@@ -1,18 +1,12 @@
-// The VM's last-known log (issue 7): every successful logs answer is kept (newest 256 KiB) to be
-// shown, with its capture time, while the node is away (the node's session writes it, see
-// NodeSession.keepForD1); and the short log excerpt a reset event
-// keeps when the reset's own answer did not bring it: read after answering, or taken from that snapshot.
+// A log answer on the control plane's side: the agent's result as the REST answer, and the VM's
+// last-known log (every successful logs answer is kept, newest 256 KiB, to be shown with its capture
+// time while the node is away; the node's session writes it, see session/kept-writes.ts).
 import { eq, sql } from "drizzle-orm";
-import type { LastKnownLogResponse, LogsResponse } from "../protocol/api.ts";
+import type { LastKnownLogResponse, LogsResponse } from "../protocol/rest.ts";
 import type { LogsResult } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
-import { database } from "./db/client.ts";
-import { nodes, vmEvents, vmLogSnapshots } from "./db/schema.ts";
-import { sessionSettings } from "./config.ts";
-import { readVmLog } from "./session-calls.ts";
-import type { VmRow } from "./vm-state.ts";
-import { EXCERPT_LINES, lastLines, newestBytes } from "../protocol/log-excerpt.ts";
-import { nodeView } from "./views.ts";
+import { vmLogSnapshots } from "./db/schema.ts";
+import { newestBytes } from "../protocol/log-excerpt.ts";
 
 /** Text kept per VM: enough for the dashboard's largest usual view, well under D1's 2 MB row limit. */
 export const LAST_KNOWN_LOG_BYTES = 256 * 1024;
@@ -30,7 +24,7 @@ export function logsAnswer(meta: LogsResult, text: string, capturedAt: number): 
     linesReturned: meta.linesReturned,
     truncated: meta.truncated,
     lastModified: meta.lastModified,
-    // An agent from before issue 7 does not say which files it read: then it read the one.
+    // An agent from before rotated-file reading does not say which files it read: then it read the one.
     files: meta.files ?? [meta.logPath.slice(meta.logPath.lastIndexOf("/") + 1)],
     // rotated files the agent would not read (compressed, outside the log dir, unreadable)
     ...(meta.skipped?.length ? { skipped: meta.skipped } : {}),
@@ -78,32 +72,4 @@ export async function loadSnapshot(db: Database, vmId: string): Promise<LastKnow
     files: JSON.parse(s.files) as string[],
     capturedAt: new Date(s.capturedAt).toISOString(),
   };
-}
-
-/** Runs after a reset has answered (ctx.waitUntil) when its answer did not carry the excerpt: reads
- *  the VM's last lines from its node, or takes them from the last-known log, and stores them on the
- *  reset's event. Never throws. `from`:
- *  - "node": ask the node if D1 says it is online (a forced reset), else the last-known log;
- *  - "answered-node": its agent answered this reset just now but said nothing of the log (an agent
- *    from before the excerpt rode on vm.state): ask it without asking D1 first;
- *  - "snapshot": the node has no log to read now; the last-known log is what there is. */
-export async function attachLogExcerpt(env: Env, vm: VmRow, eventId: number, actor: string, from: "node" | "answered-node" | "snapshot"): Promise<void> {
-  try {
-    const db = database(env.DB);
-    let excerpt: string | null = null;
-    if (vm.nodeId && from !== "snapshot") {
-      const node = from === "answered-node" ? null : await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
-      if (from === "answered-node" || (node && nodeView(node, 0, sessionSettings(env).nodeStaleAfterMs).connected)) {
-        const outcome = await readVmLog(env, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
-        if (outcome.status === "done") excerpt = lastLines(outcome.text ?? "");
-      }
-    }
-    if (excerpt === null) {
-      const snapshot = await loadSnapshot(db, vm.id);
-      if (snapshot) excerpt = lastLines(snapshot.qemuLog);
-    }
-    if (excerpt !== null) await db.update(vmEvents).set({ logExcerpt: excerpt }).where(eq(vmEvents.id, eventId));
-  } catch (err) {
-    console.error("could not attach a log excerpt to reset event", eventId, err);
-  }
 }

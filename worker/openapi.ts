@@ -1,111 +1,29 @@
 // The OpenAPI 3.1 document of the REST API (`GET /api/openapi.json`), generated from the same zod
-// schemas the routes validate with (zod 4's z.toJSONSchema, input side: what a client sends), plus
-// response schemas checked at compile time against protocol/api.ts's shapes.
+// schemas the routes validate with (zod 4's z.toJSONSchema, input side: what a client sends) and
+// the answer schemas of protocol/rest.ts, which also type the routes' answers.
 import { z } from "zod";
+import { LOG_LINES_DEFAULT, LOG_LINES_MAX, LOG_LINES_MIN, LogLinesQuery, Role } from "../protocol/api.ts";
 import {
-  LogLinesQuery,
-  RequestStatus,
-  Role,
-  type LastKnownLogResponse,
-  type LogsResponse,
-  type NodeView,
-  type RequestView,
-  type ResetStateResponse,
-  type VmEventView,
-} from "../protocol/api.ts";
-import { EnrollRequest, EnrollResponse, PollRequest, PollResponse, SendRequest, SendResponse, VmState } from "../protocol/wire.ts";
+  ErrorBody,
+  HealthResponse,
+  JoinTokenResponse,
+  LastKnownLogResponse,
+  LogsResponse,
+  MeResponse,
+  NodeView,
+  PowerResponse,
+  RequestView,
+  ResetStateResponse,
+  TokenView,
+  VmEventView,
+  VmView,
+} from "../protocol/rest.ts";
+import { EnrollRequest, EnrollResponse, PollRequest, PollResponse, SendRequest, SendResponse } from "../protocol/wire.ts";
 import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
 import { CreateToken } from "./routes/tokens.ts";
 import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
-import type { vmView } from "./views.ts";
-
-// ---- response shapes (the request side comes from the routes' own validators) -----------------------
-
-const iso = z.string().describe("ISO 8601 time");
-const ErrorEnvelope = z.object({ success: z.literal(false), error: z.object({ code: z.string(), message: z.string() }) });
-const Flag = z.object({ code: z.string(), message: z.string(), at: iso });
-const Vm = z.object({
-  id: z.string(),
-  name: z.string(),
-  state: VmState,
-  node_id: z.string().nullable(),
-  vcpus: z.number().int(),
-  memoryMiB: z.number().int(),
-  stateUpdatedAt: iso,
-  updatedAt: iso,
-  missing: z.boolean().describe("the host no longer reports this domain (kept, not deleted)"),
-  flag: Flag.nullable().optional().describe("something the operator must look at, e.g. running_after_forced_reset"),
-  libvirtState: z.string().nullable(),
-});
-const Node = z.object({
-  id: z.string(),
-  name: z.string(),
-  connected: z.boolean(),
-  lastSeenAt: iso.nullable(),
-  hostname: z.string().nullable(),
-  agentVersion: z.string().nullable(),
-  libvirtVersion: z.string().nullable(),
-  vmCount: z.number().int(),
-});
-const Request = z.object({
-  id: z.string(),
-  kind: z.string(),
-  vm_id: z.string().nullable(),
-  node_id: z.string().nullable(),
-  status: RequestStatus,
-  error: z.object({ code: z.string(), message: z.string() }).nullable(),
-  createdAt: iso,
-  finishedAt: iso.nullable(),
-});
-const Event = z.object({
-  at: iso,
-  actor: z.string(),
-  action: z.string(),
-  fromState: VmState.nullable(),
-  toState: VmState.nullable(),
-  source: z.string().nullable(),
-  message: z.string().nullable(),
-  expectedState: VmState.nullable().optional(),
-  observedState: VmState.nullable().optional(),
-  reason: z.string().nullable().optional(),
-  logExcerpt: z.string().nullable().optional(),
-});
-const Logs = z.object({
-  qemuLog: z.string(),
-  logPath: z.string(),
-  logSizeBytes: z.number().int(),
-  linesReturned: z.number().int(),
-  truncated: z.boolean(),
-  lastModified: iso.nullable(),
-  files: z.array(z.string()).optional().describe("files read, newest first"),
-  capturedAt: iso.optional(),
-});
-const LastKnown = Logs.extend({ capturedAt: iso });
-const ResetAnswer = z.object({
-  success: z.literal(true),
-  message: z.string(),
-  vm: Vm.pick({ id: true, name: true, state: true, node_id: true }),
-  previousState: VmState,
-  source: z.enum(["hypervisor", "forced"]),
-});
-const PowerAnswer = z.object({ success: z.literal(true), vm: Vm, request: z.object({ id: z.string(), status: RequestStatus }) });
-const Token = z.object({ id: z.string(), name: z.string(), role: Role, createdAt: iso, revokedAt: iso.nullable() });
-const JoinAnswer = z.object({ node: Node, joinToken: z.string(), joinTokenExpiresAt: iso });
-
-// The shapes above must stay the ones protocol/api.ts (and the views) give: a drift fails typecheck.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const shapesAgree: [
-  Same<z.infer<typeof Vm>, ReturnType<typeof vmView>>,
-  Same<z.infer<typeof Node>, NodeView>,
-  Same<z.infer<typeof Request>, RequestView>,
-  Same<z.infer<typeof Event>, VmEventView>,
-  Same<z.infer<typeof Logs>, LogsResponse>,
-  Same<z.infer<typeof LastKnown>, LastKnownLogResponse>,
-  Same<z.infer<typeof ResetAnswer>, ResetStateResponse>,
-] = [true, true, true, true, true, true, true];
-void shapesAgree;
 
 // ---- the routes ---------------------------------------------------------------------------------------
 
@@ -128,12 +46,12 @@ export type RouteDoc = {
 
 const ok = (description: string, schema?: z.ZodType): Answer => ({ description, schema });
 const vmId = z.object({ id: IdParam.shape.id.describe("the VM's libvirt domain UUID") });
-const LINES_NOTE = "an integer from 1 to 10000 (default 100)";
+const LINES_NOTE = `an integer from ${LOG_LINES_MIN} to ${LOG_LINES_MAX} (default ${LOG_LINES_DEFAULT})`;
 
 export const ROUTES: RouteDoc[] = [
-  { method: "get", path: "/api/health", summary: "Liveness", access: "none", answers: { 200: ok("up", z.object({ ok: z.literal(true), version: z.string() })) } },
+  { method: "get", path: "/api/health", summary: "Liveness", access: "none", answers: { 200: ok("up", HealthResponse) } },
   { method: "get", path: "/api/openapi.json", summary: "This document", access: "none", answers: { 200: ok("OpenAPI 3.1 document", z.object({ openapi: z.string() })) } },
-  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller", z.object({ role: Role, name: z.string() })) } },
+  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller, and the stuck threshold in force", MeResponse) } },
   {
     method: "post",
     path: "/api/tokens",
@@ -143,7 +61,7 @@ export const ROUTES: RouteDoc[] = [
     bodyRequired: true,
     answers: { 201: ok("created", z.object({ token: z.string(), id: z.string(), name: z.string(), role: Role })) },
   },
-  { method: "get", path: "/api/tokens", summary: "List API tokens", access: "admin", answers: { 200: ok("tokens", z.object({ tokens: z.array(Token) })) } },
+  { method: "get", path: "/api/tokens", summary: "List API tokens", access: "admin", answers: { 200: ok("tokens", z.object({ tokens: z.array(TokenView) })) } },
   {
     method: "delete",
     path: "/api/tokens/:id",
@@ -152,7 +70,7 @@ export const ROUTES: RouteDoc[] = [
     params: IdParam,
     answers: { 200: ok("revoked", z.object({ success: z.literal(true), id: z.string(), revoked: z.literal(true) })), 404: ok("no such token") },
   },
-  { method: "get", path: "/api/nodes", summary: "List nodes", access: "viewer", answers: { 200: ok("nodes", z.object({ nodes: z.array(Node) })) } },
+  { method: "get", path: "/api/nodes", summary: "List nodes", access: "viewer", answers: { 200: ok("nodes", z.object({ nodes: z.array(NodeView) })) } },
   {
     method: "post",
     path: "/api/nodes",
@@ -160,9 +78,9 @@ export const ROUTES: RouteDoc[] = [
     access: "admin",
     body: CreateNode,
     bodyRequired: true,
-    answers: { 201: ok("created", JoinAnswer), 409: ok("a node of that name exists") },
+    answers: { 201: ok("created", JoinTokenResponse), 409: ok("a node of that name exists") },
   },
-  { method: "get", path: "/api/nodes/:id", summary: "Show a node", access: "viewer", params: IdParam, answers: { 200: ok("the node", z.object({ node: Node })), 404: ok("no such node") } },
+  { method: "get", path: "/api/nodes/:id", summary: "Show a node", access: "viewer", params: IdParam, answers: { 200: ok("the node", z.object({ node: NodeView })), 404: ok("no such node") } },
   {
     method: "delete",
     path: "/api/nodes/:id",
@@ -177,7 +95,7 @@ export const ROUTES: RouteDoc[] = [
     summary: "Issue a new join token and revoke the node's credential",
     access: "admin",
     params: IdParam,
-    answers: { 200: ok("rotated", JoinAnswer), 404: ok("no such node") },
+    answers: { 200: ok("rotated", JoinTokenResponse), 404: ok("no such node") },
   },
   {
     method: "get",
@@ -186,16 +104,16 @@ export const ROUTES: RouteDoc[] = [
     access: "viewer",
     query: ListQuery,
     notes: { q: "case-insensitive substring of the name", limit: "1..500, default 100", cursor: "nextCursor of the previous page" },
-    answers: { 200: ok("a page", z.object({ vms: z.array(Vm), nextCursor: z.string().nullable() })) },
+    answers: { 200: ok("a page", z.object({ vms: z.array(VmView), nextCursor: z.string().nullable() })) },
   },
-  { method: "get", path: "/api/vms/:id", summary: "Show a VM", access: "viewer", params: vmId, answers: { 200: ok("the VM", z.object({ vm: Vm })), 404: ok("no such VM") } },
+  { method: "get", path: "/api/vms/:id", summary: "Show a VM", access: "viewer", params: vmId, answers: { 200: ok("the VM", z.object({ vm: VmView })), 404: ok("no such VM") } },
   {
     method: "get",
     path: "/api/vms/:id/events",
     summary: "The VM's events, newest first (at most 200)",
     access: "viewer",
     params: vmId,
-    answers: { 200: ok("events", z.object({ events: z.array(Event) })), 404: ok("no such VM") },
+    answers: { 200: ok("events", z.object({ events: z.array(VmEventView) })), 404: ok("no such VM") },
   },
   ...(["start", "stop"] as const).map(
     (verb): RouteDoc => ({
@@ -207,8 +125,8 @@ export const ROUTES: RouteDoc[] = [
       query: PowerQuery,
       notes: { wait: "wait for the outcome (200 with the final VM, or 504)", ...(verb === "stop" ? { force: "force stop (destroy)" } : {}) },
       answers: {
-        202: ok("queued: the VM is now STARTING / STOPPING", PowerAnswer),
-        200: ok("with wait=true: done", PowerAnswer),
+        202: ok("queued: the VM is now STARTING / STOPPING", PowerResponse),
+        200: ok("with wait=true: done", PowerResponse),
         404: ok("no such VM"),
         409: ok("not allowed from the current state (hint: reset_state)"),
         503: ok("node offline; the VM was not changed"),
@@ -226,7 +144,7 @@ export const ROUTES: RouteDoc[] = [
     body: ResetBody,
     bodyRequired: false,
     notes: { reason: "stored in the event (at most 500 characters)" },
-    answers: { 200: ok("reset", ResetAnswer), 404: ok("no such VM"), 429: ok("rate_limited") },
+    answers: { 200: ok("reset", ResetStateResponse), 404: ok("no such VM"), 429: ok("rate_limited") },
   },
   {
     method: "get",
@@ -237,7 +155,7 @@ export const ROUTES: RouteDoc[] = [
     query: LogLinesQuery,
     notes: { lines: LINES_NOTE },
     answers: {
-      200: ok("the log", Logs),
+      200: ok("the log", LogsResponse),
       404: ok("no such VM, or log_not_found"),
       409: ok("vm_not_on_node"),
       429: ok("rate_limited"),
@@ -251,7 +169,7 @@ export const ROUTES: RouteDoc[] = [
     summary: "The last log answer kept, with its capture time",
     access: "operator",
     params: vmId,
-    answers: { 200: ok("the last-known log", LastKnown), 404: ok("no such VM, or no_snapshot") },
+    answers: { 200: ok("the last-known log", LastKnownLogResponse), 404: ok("no such VM, or no_snapshot") },
   },
   {
     method: "get",
@@ -270,7 +188,7 @@ export const ROUTES: RouteDoc[] = [
     summary: "Clear the VM's flag once looked at (an event records who)",
     access: "operator",
     params: vmId,
-    answers: { 200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: Vm })), 404: ok("no such VM") },
+    answers: { 200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: VmView })), 404: ok("no such VM") },
   },
   {
     method: "get",
@@ -278,7 +196,7 @@ export const ROUTES: RouteDoc[] = [
     summary: "Where a queued command stands",
     access: "viewer",
     params: IdParam,
-    answers: { 200: ok("the request", z.object({ request: Request })), 404: ok("no such request") },
+    answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") },
   },
   {
     method: "post",
@@ -353,10 +271,10 @@ function operation(r: RouteDoc) {
   const responses: Record<string, object> = {};
   for (const [status, a] of Object.entries(r.answers)) {
     const isError = Number(status) >= 400;
-    responses[status] = { description: a.description, ...(a.schema || isError ? { content: content(a.schema ?? ErrorEnvelope) } : {}) };
+    responses[status] = { description: a.description, ...(a.schema || isError ? { content: content(a.schema ?? ErrorBody) } : {}) };
   }
   const implied = [...(r.params || r.query || r.body ? [400] : []), ...(r.access !== "none" ? [401] : []), ...(r.access === "operator" || r.access === "admin" ? [403] : [])];
-  for (const status of implied) responses[status] ??= { description: ERRORS[status], content: content(ErrorEnvelope) };
+  for (const status of implied) responses[status] ??= { description: ERRORS[status], content: content(ErrorBody) };
   return {
     summary: r.summary,
     operationId: `${r.method}${r.path.replace(/[/:._]+(\w)/g, (_m, ch: string) => ch.toUpperCase())}`,
@@ -391,7 +309,7 @@ export function openApiDocument(): object {
         bearer: { type: "http", scheme: "bearer", description: "an API token (qxa_...) or the ADMIN_TOKEN" },
         nodeCredential: { type: "http", scheme: "bearer", description: "a node credential (qxn_...), for the agent endpoint only" },
       },
-      schemas: { Error: jsonSchema(ErrorEnvelope), Vm: jsonSchema(Vm), Node: jsonSchema(Node), Request: jsonSchema(Request), Event: jsonSchema(Event) },
+      schemas: { Error: jsonSchema(ErrorBody), Vm: jsonSchema(VmView), Node: jsonSchema(NodeView), Request: jsonSchema(RequestView), Event: jsonSchema(VmEventView) },
     },
     paths,
   };

@@ -1,15 +1,14 @@
-// D1 rows -> the REST shapes of protocol/api.ts (times as ISO 8601).
-import type { NodeView, RequestView, VmEventView, VmView } from "../protocol/api.ts";
+// D1 rows -> the REST shapes of protocol/rest.ts (times as ISO 8601).
+import type { NodeView, RequestView, VmEventView, VmView } from "../protocol/rest.ts";
 import type { VmState } from "../protocol/wire.ts";
-import type { nodes, requests, vmEvents, vms } from "./db/schema.ts";
+import type { nodes, requests, vmEvents, VmRecord } from "./db/schema.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
 
-type VmRow = typeof vms.$inferSelect;
 type NodeRow = typeof nodes.$inferSelect;
 
-export function vmView(v: VmRow): VmView & { libvirtState: string | null } {
+export function vmView(v: VmRecord): VmView {
   return {
     id: v.id,
     name: v.name,

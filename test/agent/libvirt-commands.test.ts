@@ -1,5 +1,5 @@
 // The agent against libvirt's own test driver (test:///…/fixtures/node.xml, one domain per libvirt
-// state): inventory and the SPEC §4 mapping, every command, deadlines, per-VM ordering, change
+// state): inventory and the libvirt-to-VM-state mapping, every command, deadlines, per-VM ordering, change
 // detection. Each test opens its own connection, so each starts from the fixture's states.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -139,7 +139,7 @@ describe("local API", () => {
     }
   });
 
-  it("answers the SPEC error envelope: 400 for lines out of range, 404 vm_not_found / log_not_found", async () => {
+  it("answers the JSON error envelope: 400 for lines out of range, 404 vm_not_found / log_not_found", async () => {
     for (const lines of ["0", "10001", "abc", "1.5", "-1", "1e3"]) {
       const res = await rawGet(`/api/v1/vms/${VMS.running.uuid}/logs?lines=${lines}`);
       expect(res.status, lines).toBe(400);

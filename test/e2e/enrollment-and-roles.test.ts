@@ -35,7 +35,7 @@ describe("enrollment and inventory", () => {
 
     const vms = await listVms(cp, demo.nodeId);
     const byName = Object.fromEntries(vms.map((v) => [v.name, v]));
-    // libvirt's states mapped as SPEC §4 says, ids are the domain UUIDs, sizes from the domain XML.
+    // libvirt's states mapped to VM states (running, shut off, paused, crashed), ids are the domain UUIDs, sizes from the domain XML.
     expect(byName["web-01"]).toMatchObject({ id: DEMO.web01, state: "RUNNING", node_id: demo.nodeId });
     expect(byName["db-01"]).toMatchObject({ id: DEMO.db01, state: "RUNNING", vcpus: 8, memoryMiB: 16384 });
     expect(byName["ci-runner"]).toMatchObject({ state: "STOPPED" });

@@ -2,11 +2,11 @@
 // and starting its real agent, polling the REST API until something holds.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { NodeView, RequestView, VmView } from "../../protocol/api.ts";
+import type { NodeView, RequestView, VmView } from "../../protocol/rest.ts";
 import { ControlPlane, freePort } from "../support/control-plane.ts";
 import { AgentProcess, type AgentOptions } from "../support/agent.ts";
 
-/** Deadlines short enough for tests (SPEC §6 defaults are 10 s / 60 s). */
+/** Deadlines short enough for tests (the defaults are 10 s / 60 s). */
 export const SHORT_DEADLINES = { ACK_TIMEOUT_MS: "2000", QUERY_TIMEOUT_MS: "2000", STOP_GRACE_MS: "3000" };
 
 /** Agent knobs for tests: poll libvirt often, reconnect fast, quiet logs. */

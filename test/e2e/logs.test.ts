@@ -3,7 +3,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { LogsResponse } from "../../protocol/api.ts";
+import type { LogsResponse } from "../../protocol/rest.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { DEMO_LOG_DIR, type AgentProcess } from "../support/agent.ts";
 import { DEMO, enrollAgent, getVm, json, startControlPlane, waitConnected } from "./journey.ts";

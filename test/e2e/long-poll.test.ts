@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { LogsResponse } from "../../protocol/api.ts";
+import type { LogsResponse } from "../../protocol/rest.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess, DEMO_LOG_DIR, writeNodeXml } from "../support/agent.ts";
 import { NoWebSocketProxy } from "../support/no-websocket-proxy.ts";

@@ -2,12 +2,12 @@
 // SIGKILLed or SIGSTOPped mid-command, the control plane SIGKILLed and restarted mid-command, and
 // the link blackholed or cut by a loopback TCP proxy and restored. Each asserts that every request
 // ends in a final status, no record is lost, and no VM keeps a state the hypervisor contradicts
-// (a VM left STARTING/STOPPING by an unanswered power action is SPEC §6's stuck case, and
+// (a VM left STARTING/STOPPING by an unanswered power action is the stuck case, and
 // reset_state then adopts the hypervisor's state).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { VmView } from "../../protocol/api.ts";
+import type { VmView } from "../../protocol/rest.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess, DEMO_LOG_DIR } from "../support/agent.ts";
 import {
@@ -177,7 +177,7 @@ describe("link faults through a TCP proxy", () => {
     expect(start.status).toBe(503);
     expect((await json(start)).error.code).toBe("node_offline");
     expect((await getVm(cp, DEMO.scratch)).state).toBe("STOPPED"); // not changed by the refused start
-    // SPEC: node unreachable → reset sets STOPPED (forced), though files-01 really runs.
+    // The rule: node unreachable → reset sets STOPPED (forced), though files-01 really runs.
     const forced = await json(await post(`/api/vms/${DEMO.files01}/reset_state`));
     expect(forced).toMatchObject({ source: "forced", vm: { state: "STOPPED" } });
 

@@ -2,9 +2,9 @@
 // agent on the demo host while its link is randomly cut, blackholed and the agent itself SIGKILLed
 // and restarted (the test driver then reloads the host: the hypervisor's states jump back). At the
 // end every request is in a final status, no 500 was ever answered, and once the stuck VMs are reset
-// (SPEC §6's recovery) every VM's state equals the hypervisor's as the agent's local API reads it.
+// (recovery: every difference converges by itself) every VM's state equals the hypervisor's as the agent's local API reads it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { VmView } from "../../protocol/api.ts";
+import type { VmView } from "../../protocol/rest.ts";
 import { TRANSITIONAL_STATES, type VmState } from "../../protocol/wire.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess } from "../support/agent.ts";

@@ -1,4 +1,4 @@
-// Authentication and roles (SPEC §3): health is open, every other /api route needs a valid API
+// Authentication and roles: health is open, every other /api route needs a valid API
 // token; viewer < operator < admin; node credentials and join tokens are not API tokens.
 import { SELF } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -42,10 +42,10 @@ describe("authentication", () => {
     expect(body).toEqual({ ok: true, version: expect.any(String) });
   });
 
-  it("/api/me tells role and name", async () => {
-    expect(await json(await api("/api/me"))).toEqual({ role: "admin", name: "admin" });
+  it("/api/me tells role and name, and the stuck threshold the dashboard marks VMs by (wrangler.toml's STUCK_AFTER_MS)", async () => {
+    expect(await json(await api("/api/me"))).toEqual({ role: "admin", name: "admin", stuckAfterMs: 120_000 });
     const t = await createToken("operator", "ops-bot");
-    expect(await json(await api("/api/me", { token: t }))).toEqual({ role: "operator", name: "ops-bot" });
+    expect(await json(await api("/api/me", { token: t }))).toEqual({ role: "operator", name: "ops-bot", stuckAfterMs: 120_000 });
   });
 
   for (const [method, path] of ROUTES) {

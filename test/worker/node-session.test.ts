@@ -143,7 +143,7 @@ describe("power actions through the session", () => {
     agent.reply(stop, "ack");
     await json(await api(`/api/vms/${vm.uuid}/reset_state?force=true`, { method: "POST" }));
     expect((await getVm(vm.uuid)).state).toBe("STOPPED");
-    // The reset reads the log excerpt for its event after answering (issue 7): no log here.
+    // The reset reads the log excerpt for its event after answering: no log here.
     agent.reply(await agent.next("vm.logs"), "error", { code: "log_not_found", message: "no log" });
     await json(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 202);
     const start = await agent.next("vm.start");

@@ -1,5 +1,5 @@
 // reset_state (hypervisor path, forced path, fall-back when the node is away or silent) and the
-// logs route (chunks reassembled in order, every error code of SPEC §4), plus their rate limits.
+// logs route (chunks reassembled in order, every error code the logs route has), plus their rate limits.
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { agentsClosedAfterEach, api, createToken, eventually, expectError, json, TestAgent, uuid, vmInfo } from "./support.ts";
@@ -149,7 +149,7 @@ describe("logs", () => {
     return { ...s, vm };
   }
 
-  it("reassembles log.chunk frames in seq order into the SPEC answer", async () => {
+  it("reassembles log.chunk frames in seq order into the documented answer", async () => {
     const { agent, vm } = await vmOnline();
     const p = api(`/api/vms/${vm.uuid}/logs?lines=3`);
     const cmd = await agent.next("vm.logs");
@@ -164,7 +164,7 @@ describe("logs", () => {
       linesReturned: 3,
       truncated: true,
       lastModified: "2026-01-01T00:00:00.000Z",
-      // issue 7: an agent that does not list the files it read read the one file
+      // an agent that does not list the files it read read the one file
       files: [`${vm.name}.log`],
       capturedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });

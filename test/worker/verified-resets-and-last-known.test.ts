@@ -1,4 +1,4 @@
-// Issue 7 on the Worker: verified resets (expected / observed state, reason, log excerpt on the
+// On the Worker: verified resets (expected / observed state, reason, log excerpt on the
 // event), the last-known log kept from every successful logs answer, and the
 // `running_after_forced_reset` flag raised when a force-reset VM turns out to be alive.
 import { env } from "cloudflare:test";
@@ -68,7 +68,7 @@ describe("logs answer and the last-known log", () => {
       files: [`${vm.name}.log`, `${vm.name}.log.1`],
       capturedAt: body.capturedAt,
     });
-    // The node goes away: the live route keeps SPEC's 503, the last-known log is still there.
+    // The node goes away: the live route still answers 503 node_offline, the last-known log is still there.
     await goOffline(agent, nodeId);
     await expectError(await api(`/api/vms/${vm.uuid}/logs`), 503, "node_offline");
     expect((await json(await api(`/api/vms/${vm.uuid}/logs/last_known`))).qemuLog).toBe(lines(1, 5));

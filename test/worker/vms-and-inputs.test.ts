@@ -52,7 +52,7 @@ describe("GET /api/vms", () => {
     expect(none.vms).toEqual([]);
   });
 
-  it("a VM has the SPEC fields", async () => {
+  it("a VM has the documented fields", async () => {
     const { vms } = await json(await api(`/api/vms?node_id=${nodeId}&limit=1`));
     expect(vms[0]).toMatchObject({
       id: expect.stringMatching(/^[0-9a-f-]{36}$/),

@@ -52,7 +52,7 @@ export const vms = sqliteTable(
     /** set by a forced reset_state (STOPPED without asking the hypervisor); the next hypervisor
      *  report settles it: STOPPED confirms it, a live domain raises `running_after_forced_reset` */
     forcedResetAt: integer("forced_reset_at"),
-    /** something the operator must look at (issue 7); cleared by POST /api/vms/:id/clear_flag */
+    /** something the operator must look at; cleared by POST /api/vms/:id/clear_flag */
     flagCode: text("flag_code"),
     flagMessage: text("flag_message"),
     flagAt: integer("flag_at"),
@@ -142,3 +142,6 @@ export const vmLogSnapshots = sqliteTable("vm_log_snapshots", {
   files: text("files").notNull(), // JSON string[]
   text: text("text").notNull(), // at most LAST_KNOWN_LOG_BYTES, the newest lines
 });
+
+/** A VM as stored (the REST shape is protocol/rest.ts's Vm). */
+export type VmRecord = typeof vms.$inferSelect;

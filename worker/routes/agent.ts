@@ -22,9 +22,9 @@ import { database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
 import { ApiError, errorResponse, validate } from "../errors.ts";
 import { clientIp, enforceLimit } from "../rate-limit.ts";
-import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER } from "../node-session.ts";
+import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER } from "../session/headers.ts";
 import { reconnectSpreadMs } from "../config.ts";
-import { nodeSession } from "../session-calls.ts";
+import { nodeSession } from "../session/calls.ts";
 
 // The fleet's size, per isolate for a minute: every connect needs it, and it changes slowly.
 const FLEET_SIZE_CACHE_MS = 60_000;

@@ -11,7 +11,7 @@ import { runBatch } from "../db/batch.ts";
 import { nodes, vms } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
-import { nodeSession } from "../session-calls.ts";
+import { nodeSession } from "../session/calls.ts";
 import { nodeView } from "../views.ts";
 
 export const CreateNode = z.object({

@@ -1,4 +1,4 @@
-// GET /api/requests/:id: where a queued command stands (SPEC §4).
+// GET /api/requests/:id: where a queued command stands.
 import { Hono } from "hono";
 import { eq } from "drizzle-orm";
 import type { AppEnv } from "../app-env.ts";

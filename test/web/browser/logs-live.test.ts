@@ -1,23 +1,22 @@
-// Issue 7 in Chromium against the real control plane and a real agent on libvirt's test driver:
+// Last-known logs, rotated files and VM flags in Chromium against the real control plane and a real agent on libvirt's test driver:
 // issues found in a log and the jump to the first error, live follow through appends, rotation and
 // truncation (token as a WebSocket subprotocol, never in a URL), the last-known log while the node
 // is offline, verified resets in the events trail, and a VM flagged after a forced reset.
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Browser, BrowserContext, Page } from "playwright-core";
-import { ControlPlane } from "../../support/control-plane.ts";
-import { FIXTURE_XML, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
-import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, startAgent, until, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
+import type { Page } from "playwright-core";
+import type { ControlPlane } from "../../support/control-plane.ts";
+import { startDashboard, type DashboardFixture, type Session } from "./fixture.ts";
+import { FIXTURE_XML, VMS, WEB_LOG_LAST_LINE } from "./fixture-logs.ts";
+import { screenshot, startAgent, until, type AgentProcess } from "./harness.ts";
 
+let f: DashboardFixture;
 let cp: ControlPlane;
 let agent: AgentProcess;
 let nodeId: string;
-let browser: Browser;
 let dir: string;
 let logDir: string;
-const contexts: BrowserContext[] = [];
 
 /** big-log for the jump: 3,000 lines, quiet until a timeout warning at 2,000 and errors from 2,100. */
 const JUMP_LOG_LINES = 3_000;
@@ -35,44 +34,19 @@ function jumpLog(): string {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "qx-web-live-"));
-  logDir = join(dir, "logs");
-  writeFixtureLogs(logDir);
-  writeFileSync(join(logDir, `${VMS.bigLog.name}.log`), jumpLog());
-  const [control] = await Promise.all([ControlPlane.start({ rateLimits: false }), ensureWebBuild()]);
-  cp = control;
-  ({ nodeId, agent } = await enrollAgent(cp, "edge-live", { stateDir: join(dir, "state"), libvirtUri: `test://${FIXTURE_XML}`, logDir, vmCount: 6 }));
-  browser = await launchChromium();
+  f = await startDashboard({
+    tmpPrefix: "qx-web-live-",
+    nodeName: "edge-live",
+    start: { rateLimits: false },
+    prepareLogs: (dir) => writeFileSync(join(dir, `${VMS.bigLog.name}.log`), jumpLog()),
+  });
+  ({ cp, agent, nodeId, dir, logDir } = f);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => {});
-  await browser?.close();
-  await agent?.stop();
-  await cp?.dispose();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => f?.dispose());
 
-type Session = { page: Page; watch: PageWatch };
-
-async function signedIn(token = cp.adminToken): Promise<Session> {
-  const context = await newContext(browser, cp.url);
-  contexts.push(context);
-  const page = await context.newPage();
-  const watch = watchPage(page);
-  page.on("request", (req) => req.url().includes(token) && watch.problems.push(`token in a URL: ${req.url()}`));
-  page.on("websocket", (ws) => ws.url().includes(token) && watch.problems.push(`token in a WebSocket URL: ${ws.url()}`));
-  await page.goto(cp.url + "/");
-  await page.getByTestId("sign-in-token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByTestId("signed-in-as").waitFor();
-  return { page, watch };
-}
-
-function expectClean(s: Session) {
-  expect(s.watch.problems).toEqual([]);
-  expect(s.watch.dialogs).toEqual([]);
-}
+const signedIn = (token?: string): Promise<Session> => f.signedIn(token);
+const expectClean = (s: Session) => f.expectClean(s);
 
 const inView = (page: Page, selector: string) =>
   page.getByTestId("log-view").evaluate((view, sel) => {
@@ -85,7 +59,7 @@ const inView = (page: Page, selector: string) =>
 
 const atBottom = (page: Page) => page.getByTestId("log-view").evaluate((el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 30);
 
-describe("Logs tab and VM flags (issue 7) in Chromium", () => {
+describe("Logs tab and VM flags in Chromium", () => {
   it("lists each issue found once with its explanation and jumps to the first error in the virtualized view", async () => {
     const s = await signedIn();
     const { page } = s;

@@ -13,6 +13,7 @@ import { RoleProvider, useCan } from "../lib/permissions.tsx";
 import { Link, matchPath, useLocation } from "../lib/router.tsx";
 import { useTokenSession } from "../lib/session.ts";
 import { DASHBOARD_TOKEN_KEY } from "../lib/token-store.ts";
+import { STUCK_AFTER_MS, StuckAfterContext } from "../lib/vm-state.ts";
 import { Shell } from "./shell.tsx";
 import { VmPage } from "./vm-page.tsx";
 
@@ -45,9 +46,11 @@ function SignedIn({ token, onSignOut }: { token: string; onSignOut: () => void }
   if (me.isPending) return <Spinner label="Signing in…" />;
   return (
     <RoleProvider role={me.data.role}>
-      <Shell who={`${me.data.name} · ${me.data.role}`} onSignOut={onSignOut}>
-        <Routes />
-      </Shell>
+      <StuckAfterContext.Provider value={me.data.stuckAfterMs ?? STUCK_AFTER_MS}>
+        <Shell who={`${me.data.name} · ${me.data.role}`} onSignOut={onSignOut}>
+          <Routes />
+        </Shell>
+      </StuckAfterContext.Provider>
     </RoleProvider>
   );
 }

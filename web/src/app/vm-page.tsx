@@ -1,6 +1,6 @@
 // One VM: its summary and actions (vm-detail), then tabs for the events trail and the QEMU log
 // (logs). Composed here so that neither feature imports the other.
-import type { VmView } from "../../../protocol/api.ts";
+import type { VmView } from "../../../protocol/rest.ts";
 import { cn } from "../components/ui/cn.ts";
 import { Notice, Panel, Spinner } from "../components/ui/panel.tsx";
 import { useNodes } from "../features/nodes/api/nodes.ts";

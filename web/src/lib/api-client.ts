@@ -1,6 +1,6 @@
 // The one HTTP client of the dashboard and the host view: JSON in and out, the token only ever in
-// the Authorization header, SPEC §4 error bodies turned into ApiError, 401 reported to the session.
-import type { ApiError as ApiErrorBody } from "../../../protocol/api.ts";
+// the Authorization header, `{success:false,error}` bodies turned into ApiError, 401 reported to the session.
+import type { ErrorBody as ApiErrorBody } from "../../../protocol/rest.ts";
 
 export class ApiError extends Error {
   readonly status: number;

@@ -1,4 +1,4 @@
-// What the signed-in role may do (SPEC §3): viewers read, operators act on VMs, admins manage
+// What the signed-in role may do (roles): viewers read, operators act on VMs, admins manage
 // nodes and tokens. Components ask `useCan(...)` and hide what the role cannot use.
 import { createContext, useContext, type ReactNode } from "react";
 import { roleRank, type Role } from "../../../protocol/api.ts";

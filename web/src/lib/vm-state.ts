@@ -1,11 +1,17 @@
-// VM state rules the UI needs beyond SPEC §4's start/stop: when a transitional state counts as stuck.
+// VM state rules the UI needs beyond start/stop: when a transitional state counts as stuck, by the
+// threshold the control plane uses (`GET /api/me` says it; the default until then).
+import { createContext, useContext } from "react";
+import { STUCK_AFTER_MS } from "../../../protocol/api.ts";
 import { TRANSITIONAL_STATES, type VmState } from "../../../protocol/wire.ts";
 
-/** A VM still CREATING / STARTING / STOPPING after this long is marked stuck. */
-export const STUCK_AFTER_MS = 60_000;
+export { STUCK_AFTER_MS };
 
-export function isStuck(vm: { state: VmState; stateUpdatedAt?: string | null }, now: number = Date.now()): boolean {
+/** The stuck threshold in force: the signed-in control plane's, else the default. */
+export const StuckAfterContext = createContext<number>(STUCK_AFTER_MS);
+export const useStuckAfterMs = () => useContext(StuckAfterContext);
+
+export function isStuck(vm: { state: VmState; stateUpdatedAt?: string | null }, now: number = Date.now(), stuckAfterMs: number = STUCK_AFTER_MS): boolean {
   if (!TRANSITIONAL_STATES.includes(vm.state) || !vm.stateUpdatedAt) return false;
   const since = Date.parse(vm.stateUpdatedAt);
-  return !Number.isNaN(since) && now - since > STUCK_AFTER_MS;
+  return !Number.isNaN(since) && now - since > stuckAfterMs;
 }

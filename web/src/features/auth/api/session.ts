@@ -1,11 +1,12 @@
-// Who the signed-in token is (`GET /me` → {role, name}), and the check a token passes before it
+// Who the signed-in token is (`GET /me` → {role, name, stuckAfterMs}), and the check a token passes before it
 // is kept.
 import { queryOptions, useQuery } from "@tanstack/react-query";
-import type { Role } from "../../../../../protocol/api.ts";
+import type { MeResponse } from "../../../../../protocol/rest.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
-export type Me = { role: Role; name: string };
+/** `stuckAfterMs` is absent from a control plane older than this dashboard. */
+export type Me = Omit<MeResponse, "stuckAfterMs"> & Partial<Pick<MeResponse, "stuckAfterMs">>;
 
 export function fetchMe(client: ApiClient, token?: string): Promise<Me> {
   return client.request<Me>("/me", { token });

@@ -40,7 +40,7 @@ export type FollowState = {
 
 const IDLE: FollowState = { phase: "connecting", retryAt: null, lastEvent: null, error: null, chunks: [], followingSince: null };
 
-/** Live text kept on the page, like one log answer (SPEC §4: 8 MiB); older chunks drop first. */
+/** Live text kept on the page, like one log answer (at most 8 MiB); older chunks drop first. */
 const MAX_LIVE_CHARS = 8 * 1024 * 1024;
 const RETRY_BASE_MS = 1_000;
 const RETRY_CAP_MS = 30_000;

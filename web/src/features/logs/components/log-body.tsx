@@ -2,7 +2,7 @@
 // time), the issues found in it (each once, with its explanation and a jump to its first line), a
 // jump to the first error, and the virtualized text. Used for the live answer and the last-known one.
 import { useMemo, useRef, useState, type ReactNode } from "react";
-import type { LogsResponse } from "../../../../../protocol/api.ts";
+import type { LogsResponse } from "../../../../../protocol/rest.ts";
 import { classifyLine, findIssues, firstErrorLine, splitLines } from "../../../../../protocol/log-classify.ts";
 import { Button } from "../../../components/ui/button.tsx";
 import { Facts } from "../../../components/ui/panel.tsx";

@@ -1,4 +1,4 @@
-// Help on the common QEMU / libvirt log issues (SPEC §5), each with its one-line explanation from
+// Help on the common QEMU / libvirt log issues, each with its one-line explanation from
 // the shared classifier; the ones seen in this log are marked.
 import { ISSUE_IDS, ISSUES, type IssueId } from "../../../../../protocol/log-classify.ts";
 

@@ -1,4 +1,4 @@
-// The Logs tab (SPEC §5, issue 7): line count, auto-refresh every 5 s, live follow, refresh, copy,
+// The Logs tab: line count, auto-refresh every 5 s, live follow, refresh, copy,
 // download, highlighted lines with the issues found and a jump to the first error, the file's
 // facts, and the last-known log while the node is offline. Runs against whichever API client it
 // is given; `live` (the control plane) adds follow and last-known, which an agent's local API lacks.

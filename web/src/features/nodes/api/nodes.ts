@@ -1,6 +1,6 @@
 // Fetchers, query options and hooks for nodes: list, enroll (join token), rotate, delete.
 import { queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import type { NodeView } from "../../../../../protocol/api.ts";
+import type { NodeView } from "../../../../../protocol/rest.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 

@@ -1,12 +1,12 @@
 // Nodes: connected / offline, last seen, hostname, versions, VM count; admins enroll, rotate and
 // delete. A join token and its agent command are shown once, right after create or rotate.
 import { useState, type FormEvent } from "react";
-import type { NodeView } from "../../../../../protocol/api.ts";
+import type { NodeView } from "../../../../../protocol/rest.ts";
 import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
-import { CopyButton } from "../../../components/ui/copy-button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
 import { inputClass, Notice, PageHeader, Panel, Spinner, tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
+import { SecretLine, SecretPanel } from "../../../components/ui/secret-panel.tsx";
 import { useToast } from "../../../components/ui/toast.tsx";
 import { errorMessage } from "../../../lib/api-client.ts";
 import { formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
@@ -164,33 +164,10 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
 function EnrollmentCard({ enrollment, onDismiss }: { enrollment: Enrollment; onDismiss: () => void }) {
   const commands = agentCommands(location.origin, enrollment.joinToken, enrollment.node.name);
   return (
-    <Panel className="mb-3 space-y-2 border-cyan-300 px-3 py-3 dark:border-cyan-800">
-      <div className="flex items-start justify-between gap-3">
-        <div>
-          <div className="font-semibold">Join token for {enrollment.node.name}</div>
-          <div className="text-[12px] text-amber-700 dark:text-amber-400">Shown once: copy it now. It is single-use and expires (1 h by default).</div>
-        </div>
-        <Button tone="ghost" onClick={onDismiss}>
-          Done
-        </Button>
-      </div>
-      <CommandLine label="Join token" text={enrollment.joinToken} testId="join-token" />
-      <CommandLine label="From a checkout" text={commands.dev} testId="agent-command" />
-      <CommandLine label="On a host (bundled agent)" text={commands.host} testId="agent-command-host" />
-    </Panel>
-  );
-}
-
-function CommandLine({ label, text, testId }: { label: string; text: string; testId: string }) {
-  return (
-    <div>
-      <div className="mb-0.5 text-[12px] text-zinc-500">{label}</div>
-      <div className="flex items-center gap-2">
-        <code data-testid={testId} className="block flex-1 overflow-x-auto rounded bg-zinc-100 px-2 py-1 font-mono text-[12px] whitespace-pre dark:bg-zinc-950">
-          {text}
-        </code>
-        <CopyButton text={text} />
-      </div>
-    </div>
+    <SecretPanel title={`Join token for ${enrollment.node.name}`} warning="Shown once: copy it now. It is single-use and expires (1 h by default)." onDone={onDismiss}>
+      <SecretLine label="Join token" text={enrollment.joinToken} testId="join-token" />
+      <SecretLine label="From a checkout" text={commands.dev} testId="agent-command" />
+      <SecretLine label="On a host (bundled agent)" text={commands.host} testId="agent-command-host" />
+    </SecretPanel>
   );
 }

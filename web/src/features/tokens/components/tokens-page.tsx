@@ -3,9 +3,9 @@ import { useState, type FormEvent } from "react";
 import { ROLES, type Role } from "../../../../../protocol/api.ts";
 import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
-import { CopyButton } from "../../../components/ui/copy-button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
 import { inputClass, Notice, PageHeader, Panel, Spinner, tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
+import { SecretLine, SecretPanel } from "../../../components/ui/secret-panel.tsx";
 import { useToast } from "../../../components/ui/toast.tsx";
 import { errorMessage } from "../../../lib/api-client.ts";
 import { formatDateTime } from "../../../lib/format.ts";
@@ -56,25 +56,9 @@ export function TokensPage() {
         }
       />
       {created && (
-        <Panel className="mb-3 space-y-2 border-cyan-300 px-3 py-3 dark:border-cyan-800">
-          <div className="flex items-start justify-between">
-            <div>
-              <div className="font-semibold">
-                Token {created.name} ({created.role})
-              </div>
-              <div className="text-[12px] text-amber-700 dark:text-amber-400">Shown once: only its hash is kept.</div>
-            </div>
-            <Button tone="ghost" onClick={() => setCreated(null)}>
-              Done
-            </Button>
-          </div>
-          <div className="flex items-center gap-2">
-            <code data-testid="created-token" className="block flex-1 overflow-x-auto rounded bg-zinc-100 px-2 py-1 font-mono text-[12px] dark:bg-zinc-950">
-              {created.token}
-            </code>
-            <CopyButton text={created.token} />
-          </div>
-        </Panel>
+        <SecretPanel title={`Token ${created.name} (${created.role})`} warning="Shown once: only its hash is kept." onDone={() => setCreated(null)}>
+          <SecretLine text={created.token} testId="created-token" />
+        </SecretPanel>
       )}
       {tokens.error && <Notice tone="error">Could not list tokens: {tokens.error.message}</Notice>}
       <Panel className="overflow-x-auto">

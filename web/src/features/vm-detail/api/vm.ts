@@ -2,7 +2,7 @@
 // (start / stop / force stop, reset_state, clear_flag). Every action refreshes the VM, its events
 // and the list.
 import { queryOptions, useMutation, useQuery, useQueryClient, type QueryClient } from "@tanstack/react-query";
-import type { ResetStateResponse, VmEventView, VmView } from "../../../../../protocol/api.ts";
+import type { ResetStateResponse, VmEventView, VmView } from "../../../../../protocol/rest.ts";
 import { TRANSITIONAL_STATES } from "../../../../../protocol/wire.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";

@@ -1,7 +1,7 @@
 // The VM's events, newest first: who did what, from which state to which, when; for verified resets
 // and repairs also what the control plane expected, what the hypervisor said, the reason typed by
 // the user and an excerpt of the VM's log at that moment.
-import type { VmEventView } from "../../../../../protocol/api.ts";
+import type { VmEventView } from "../../../../../protocol/rest.ts";
 import { Notice, Spinner, tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
 import { formatDateTime } from "../../../lib/format.ts";
 import { useVMEvents } from "../api/vm.ts";

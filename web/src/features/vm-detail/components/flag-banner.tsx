@@ -1,6 +1,6 @@
-// A VM flagged for the operator (issue 7: e.g. found running after a forced reset; never stopped
+// A VM flagged for the operator (e.g. found running after a forced reset; never stopped
 // by us): what and since when, and for operators a "Clear flag" once they have looked.
-import type { VmFlag } from "../../../../../protocol/api.ts";
+import type { VmFlag } from "../../../../../protocol/rest.ts";
 import { Button } from "../../../components/ui/button.tsx";
 import { useToast } from "../../../components/ui/toast.tsx";
 import { errorMessage } from "../../../lib/api-client.ts";

@@ -1,7 +1,7 @@
 // Start / Stop / Force stop and the "…" menu with Reset State and Force Reset State, each behind a
 // confirmation; toasts carry the server's message. Rendered only for operators and admins.
 import { useState } from "react";
-import type { VmView } from "../../../../../protocol/api.ts";
+import type { VmView } from "../../../../../protocol/rest.ts";
 import { canStart, canStop } from "../../../../../protocol/wire.ts";
 import { Button } from "../../../components/ui/button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";

@@ -1,19 +1,20 @@
 // The VM detail header: name, state with stuck / missing markers, a flag banner, facts, and (for
 // operators) actions.
 import type { ReactNode } from "react";
-import type { VmView } from "../../../../../protocol/api.ts";
+import type { VmView } from "../../../../../protocol/rest.ts";
 import { Facts, PageHeader, Panel } from "../../../components/ui/panel.tsx";
 import { MissingMarker, StateBadge, StuckMarker } from "../../../components/ui/state-badge.tsx";
 import { formatDateTime, formatMemory, formatRelativeTime } from "../../../lib/format.ts";
 import { useCan } from "../../../lib/permissions.tsx";
 import { useNow } from "../../../lib/use-now.ts";
-import { isStuck } from "../../../lib/vm-state.ts";
+import { isStuck, useStuckAfterMs } from "../../../lib/vm-state.ts";
 import { FlagBanner } from "./flag-banner.tsx";
 import { VmActions } from "./vm-actions.tsx";
 
 export function VmSummary({ vm, nodeName, nodeOffline = false }: { vm: VmView; nodeName: ReactNode; nodeOffline?: boolean }) {
   const canOperate = useCan("operate");
   const now = useNow(5_000);
+  const stuckAfterMs = useStuckAfterMs();
   return (
     <div className="mb-3">
       <PageHeader
@@ -24,7 +25,7 @@ export function VmSummary({ vm, nodeName, nodeOffline = false }: { vm: VmView; n
             {vm.missing && <MissingMarker />}
           </span>
         }
-        subtitle={isStuck(vm, now) ? <StuckMarker since={vm.stateUpdatedAt} now={now} /> : undefined}
+        subtitle={isStuck(vm, now, stuckAfterMs) ? <StuckMarker since={vm.stateUpdatedAt} now={now} /> : undefined}
         actions={canOperate ? <VmActions vm={vm} nodeOffline={nodeOffline} /> : undefined}
       />
       {vm.flag && <FlagBanner vmId={vm.id} flag={vm.flag} />}

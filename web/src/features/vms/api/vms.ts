@@ -1,7 +1,7 @@
 // Fetcher, query options and hook for the VM list: keyset pages of `GET /vms` with filters. The
 // agent's local API answers the same route with one page and no cursor.
 import { infiniteQueryOptions, useInfiniteQuery } from "@tanstack/react-query";
-import type { VmView } from "../../../../../protocol/api.ts";
+import type { VmView } from "../../../../../protocol/rest.ts";
 import type { VmState } from "../../../../../protocol/wire.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";

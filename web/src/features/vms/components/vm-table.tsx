@@ -4,7 +4,7 @@ import { FlagMarker, MissingMarker, StateBadge, StuckMarker } from "../../../com
 import { tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
 import { formatMemory, formatRelativeTime } from "../../../lib/format.ts";
 import { useNow } from "../../../lib/use-now.ts";
-import { isStuck } from "../../../lib/vm-state.ts";
+import { isStuck, useStuckAfterMs } from "../../../lib/vm-state.ts";
 import type { VmRow } from "../api/vms.ts";
 
 export function VmTable({
@@ -20,6 +20,7 @@ export function VmTable({
   selectedId?: string;
 }) {
   const now = useNow();
+  const stuckAfterMs = useStuckAfterMs();
   // The agent's local API has no state history: leave the column out rather than fill it with dashes.
   const showSince = vms.some((vm) => vm.stateUpdatedAt);
   return (
@@ -43,7 +44,7 @@ export function VmTable({
                 <StateBadge state={vm.state} />
                 {vm.missing && <MissingMarker />}
                 {vm.flag && <FlagMarker flag={vm.flag} />}
-                {vm.stateUpdatedAt && isStuck(vm, now) && <StuckMarker since={vm.stateUpdatedAt} now={now} />}
+                {vm.stateUpdatedAt && isStuck(vm, now, stuckAfterMs) && <StuckMarker since={vm.stateUpdatedAt} now={now} />}
               </div>
             </td>
             {nodeNames && <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>{vm.node_id ? (nodeNames.get(vm.node_id) ?? vm.node_id.slice(0, 8)) : "—"}</td>}

@@ -1,7 +1,7 @@
-// The server half of a long-poll link (issue 7): the frames queued for an agent that cannot keep a
+// The server half of a long-poll link: the frames queued for an agent that cannot keep a
 // WebSocket, and the one poll waiting for them. The queue lives in memory: losing it (the object
 // evicted between two polls) costs only commands that then fail through their deadlines.
-import { MAX_POLL_MESSAGES, type ServerMessage } from "../protocol/wire.ts";
+import { MAX_POLL_MESSAGES, type ServerMessage } from "../../protocol/wire.ts";
 
 /** Why a link ended, as a poll or send naming it is answered from then on. */
 export type LinkEnded = { status: 401 | 409 | 410; code: string; message: string };

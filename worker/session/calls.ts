@@ -1,0 +1,43 @@
+// Calls from the Worker into a node's NodeSession (power actions, state queries, log reads), with a
+// broken RPC reported as a lost answer.
+import type { VmRecord } from "../db/schema.ts";
+import { failed, type LogsOutcome, type PowerDispatch, type PowerOutcome, type StateOutcome } from "./dispatch.ts";
+
+/** The node's NodeSession stub (one Durable Object per node id). */
+export const nodeSession = (env: Env, nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
+
+type Stub = ReturnType<typeof nodeSession>;
+type VmOnNode = Pick<VmRecord, "id" | "name"> & { nodeId: string };
+
+/** Calls the node's session; an RPC that breaks (object evicted or reset mid-wait) is reported as
+ *  a lost answer: the object's alarm still closes the request row truthfully. */
+async function callSession<O>(env: Env, nodeId: string, run: (s: Stub) => Promise<O>): Promise<O | ReturnType<typeof failed>> {
+  try {
+    return await run(nodeSession(env, nodeId));
+  } catch (err) {
+    console.error("node session call failed", err);
+    return failed("session_lost", "lost contact with the node's session before it answered");
+  }
+}
+
+const newRequest = (vm: VmOnNode, params: Record<string, unknown>, actor: string) => ({ nodeId: vm.nodeId, params, requestedBy: actor, createdAt: Date.now() });
+
+/** Sends a power action whose request row and VM transition are written already. */
+export function sendPowerAction(env: Env, nodeId: string, d: PowerDispatch): Promise<PowerOutcome> {
+  return callSession<PowerOutcome>(env, nodeId, (s) => s.power(d));
+}
+
+/** Asks the VM's node for its state and waits for the answer. The node's session writes the request
+ *  row once the query has ended: one D1 write instead of two. With `excerptLines` the answer also
+ *  carries the log's last lines. */
+export function askVmState(env: Env, vm: VmOnNode, actor: string, excerptLines?: number): Promise<StateOutcome> {
+  const d = { id: crypto.randomUUID(), kind: "vm.state" as const, vmId: vm.id, name: vm.name, newRequest: newRequest(vm, {}, actor), ...(excerptLines ? { excerptLines } : {}) };
+  return callSession<StateOutcome>(env, vm.nodeId, (s) => s.askState(d));
+}
+
+/** Reads the last `lines` of the VM's log through its node; with `keepAsLastKnown` the answer is also
+ *  kept as the VM's last-known log. */
+export function readLogThroughNode(env: Env, vm: VmOnNode, lines: number, actor: string, keepAsLastKnown = false): Promise<LogsOutcome> {
+  const d = { id: crypto.randomUUID(), kind: "vm.logs" as const, vmId: vm.id, name: vm.name, lines, keepAsLastKnown, newRequest: newRequest(vm, { lines }, actor) };
+  return callSession<LogsOutcome>(env, vm.nodeId, (s) => s.readLog(d));
+}

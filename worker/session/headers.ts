@@ -1,0 +1,16 @@
+// Headers through which the Worker tells a node's session what it has already checked: which node an
+// authenticated agent socket is, and which VM a viewer's authorized follow socket is for.
+/** The node an authenticated agent upgrade or poll belongs to. */
+export const NODE_ID_HEADER = "x-quantix-node-id";
+/** …and over how long its agent should spread its reconnects after losing the link (see Welcome). */
+export const RECONNECT_SPREAD_HEADER = "x-quantix-reconnect-spread";
+/** Headers of a viewer's follow upgrade, set by the Worker after authorizing it. */
+export const FOLLOW_HEADERS = {
+  vmId: "x-quantix-follow-vm",
+  vmName: "x-quantix-follow-name",
+  nodeId: "x-quantix-follow-node",
+  subprotocol: "x-quantix-follow-subprotocol",
+} as const;
+
+/** welcome.reconnectSpreadMs as the Worker passed it, if it is one. */
+export const validSpread = (ms: number | undefined) => (ms !== undefined && Number.isInteger(ms) && ms >= 0 && ms <= 600_000 ? ms : undefined);

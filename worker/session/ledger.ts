@@ -1,0 +1,296 @@
+// The in-flight request ledger of a node's session: puts a command on the agent's link with its
+// deadline, reads each answer once into its kind's shape (power, state, logs), applies it, and
+// settles every request exactly once (answer, agent error, deadline, or the link going away).
+import { LogsResult, MAX_LOG_BYTES, PowerResult, StateResult, mapLibvirtState, type AgentMessage, type ServerMessage } from "../../protocol/wire.ts";
+import type { SessionSettings } from "../config.ts";
+import type { Database } from "../db/client.ts";
+import { logsAnswer, snapshotRow } from "../last-known-log.ts";
+import { finishRequest, finishedQueryRow, markRequestAcked, markRequestSent, type AgentFailure, type RequestFinish } from "../request-rows.ts";
+import { applyPowerOutcome, isPowerKind, repairStuckVm, undoPowerAction } from "../vm-state.ts";
+import type { LogsOutcome, PowerDispatch, PowerOutcome, QueryDispatch, StateOutcome } from "./dispatch.ts";
+import type { KeptWrites } from "./kept-writes.ts";
+import type { AgentLink } from "./links.ts";
+import type { InFlight, LogsInFlight, PowerInFlight, ReconcileInFlight, SessionStore, StateInFlight, StuckVm } from "./store.ts";
+
+type ErrorPayload = Extract<AgentMessage, { type: "error" }>["payload"];
+type ResultPayload = Extract<AgentMessage, { type: "result" }>["payload"];
+type ChunkPayload = Extract<AgentMessage, { type: "log.chunk" }>["payload"];
+
+/** What settles a request: the answer in its kind's shape, or a failure. */
+type Settlement =
+  | { status: "done"; power: PowerResult }
+  | { status: "done"; state: StateResult }
+  | { status: "done"; logs: LogsResult; text: string }
+  | { status: "failed" | "expired"; error: AgentFailure };
+
+/** The callers waiting for an outcome (RPC calls still running, which keep the object awake). */
+type Waiter = { kind: "power"; wake: (o: PowerOutcome) => void } | { kind: "state"; wake: (o: StateOutcome) => void } | { kind: "logs"; wake: (o: LogsOutcome) => void };
+
+export class RequestLedger {
+  // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
+  private readonly waiters = new Map<string, Waiter>();
+  private readonly logChunks = new Map<string, Map<number, string>>();
+  // A request's `sent` write, still running while its command is on the wire: the round trip need
+  // not wait for it, only the request's final write must come after it (see settle).
+  private readonly sentWrites = new Map<string, Promise<unknown>>();
+
+  private readonly store: SessionStore;
+
+  private readonly db: Database;
+
+  private readonly limits: SessionSettings;
+
+  private readonly kept: KeptWrites;
+
+  private readonly armAlarm: () => Promise<void>;
+
+
+  constructor(store: SessionStore, db: Database, limits: SessionSettings, kept: KeptWrites, armAlarm: () => Promise<void>) {
+
+    this.store = store;
+
+    this.db = db;
+
+    this.limits = limits;
+
+    this.kept = kept;
+
+    this.armAlarm = armAlarm;
+
+  }
+
+  all(): InFlight[] {
+    return this.store.all("inFlight");
+  }
+
+  earliestDeadline(): number {
+    let due = Infinity;
+    for (const r of this.all()) due = Math.min(due, r.deadline);
+    return due;
+  }
+
+  /** Sends a power action; resolves when it is on the wire, or with `wait` when its outcome is known. */
+  async power(link: AgentLink | null, d: PowerDispatch): Promise<PowerOutcome> {
+    const error = { code: "node_offline", message: link ? "the node's agent connection is closing" : "the node's agent is not connected" };
+    if (!link) return { status: "failed", error };
+    // The waiter exists before the frame leaves: its answer can't be handled before we await.
+    const outcome = d.wait ? new Promise<PowerOutcome>((wake) => this.waiters.set(d.id, { kind: "power", wake })) : null;
+    const now = Date.now();
+    const deadline = now + this.limits.ackMs;
+    const target = { vmId: d.vmId, name: d.name, deadline };
+    const frame: ServerMessage = d.kind === "vm.stop" ? { type: "vm.stop", id: d.id, payload: { ...target, graceMs: this.limits.stopGraceMs } } : { type: d.kind, id: d.id, payload: target };
+    const r: PowerInFlight = { id: d.id, kind: d.kind, vmId: d.vmId, vmGeneration: d.vmGeneration, prevState: d.prevState, connId: link.att.connId, phase: "sent", deadline };
+    this.store.put("transitionsOpen", true); // for the reconciler's next pass
+    if (!(await this.send(link, r, frame))) {
+      this.waiters.delete(d.id);
+      return { status: "failed", error };
+    }
+    return outcome ?? { status: "sent" };
+  }
+
+  /** Asks a route's query (vm.state / vm.logs) and waits for its outcome. */
+  query(link: AgentLink | null, d: Extract<QueryDispatch, { kind: "vm.state" }>): Promise<StateOutcome>;
+  query(link: AgentLink | null, d: Extract<QueryDispatch, { kind: "vm.logs" }>): Promise<LogsOutcome>;
+  async query(link: AgentLink | null, d: QueryDispatch): Promise<StateOutcome | LogsOutcome> {
+    if (!link) return this.notSent(d, "the node's agent is not connected");
+    const now = Date.now();
+    const deadline = now + this.limits.queryMs;
+    const target = { vmId: d.vmId, name: d.name, deadline };
+    const newRequest = { ...d.newRequest, sentAt: now };
+    const base = { id: d.id, vmId: d.vmId, connId: link.att.connId, phase: "sent" as const, deadline, newRequest };
+    let outcome: Promise<StateOutcome | LogsOutcome>;
+    let sent: boolean;
+    if (d.kind === "vm.logs") {
+      outcome = new Promise<LogsOutcome>((wake) => this.waiters.set(d.id, { kind: "logs", wake }));
+      const r: LogsInFlight = { ...base, kind: "vm.logs", ...(d.keepAsLastKnown ? { keepAsLastKnown: true } : {}) };
+      sent = await this.send(link, r, { type: "vm.logs", id: d.id, payload: { ...target, lines: d.lines, maxBytes: MAX_LOG_BYTES } });
+    } else {
+      outcome = new Promise<StateOutcome>((wake) => this.waiters.set(d.id, { kind: "state", wake }));
+      const r: StateInFlight = { ...base, kind: "vm.state" };
+      sent = await this.send(link, r, { type: "vm.state", id: d.id, payload: d.excerptLines ? { ...target, excerptLines: d.excerptLines } : target });
+    }
+    if (!sent) {
+      this.waiters.delete(d.id);
+      return this.notSent(d, "the node's agent connection is closing");
+    }
+    return outcome;
+  }
+
+  /** The reconciler's state query (its request row is queued already); false if the link is closing. */
+  reconcile(link: AgentLink, id: string, vm: { id: string; name: string }, stuck: StuckVm): Promise<boolean> {
+    const deadline = Date.now() + this.limits.queryMs;
+    const r: ReconcileInFlight = { id, kind: "vm.state", vmId: vm.id, connId: link.att.connId, phase: "sent", deadline, reconcile: stuck };
+    return this.send(link, r, { type: "vm.state", id, payload: { vmId: vm.id, name: vm.name, deadline } });
+  }
+
+  /** A query that never left: its request row says so. */
+  private async notSent(d: QueryDispatch, message: string): Promise<{ status: "failed"; error: AgentFailure }> {
+    const error = { code: "node_offline", message };
+    const now = Date.now();
+    await this.kept.keepRow(d.id, finishedQueryRow({ ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null }, { status: "failed", error }, now));
+    return { status: "failed", error };
+  }
+
+  /** Puts the command on the wire and in flight (storage, deadline alarm); false if the link is closing. */
+  private async send(link: AgentLink, r: InFlight, frame: ServerMessage): Promise<boolean> {
+    const now = Date.now();
+    this.store.putEntry("inFlight", r.id, r);
+    try {
+      link.send(frame);
+    } catch {
+      this.store.deleteEntry("inFlight", r.id);
+      return false;
+    }
+    if (!r.newRequest) {
+      // Written while the agent works; markRequestSent only moves a queued row, so even a late write
+      // can't undo a final status, and settle waits for it before writing that status.
+      const sent = markRequestSent(this.db, r.id, now)
+        .catch((err) => console.error("node session: could not mark request sent", r.id, err))
+        .finally(() => this.sentWrites.delete(r.id));
+      this.sentWrites.set(r.id, sent);
+    }
+    await this.armAlarm();
+    return true;
+  }
+
+  onAck(id: string): Promise<void> | "ignored" {
+    const r = this.store.entry("inFlight", id);
+    if (!r || !isPowerInFlight(r) || r.phase !== "sent") return "ignored";
+    return this.acked(r);
+  }
+
+  private async acked(r: PowerInFlight): Promise<void> {
+    const now = Date.now();
+    // After the ack the agent reports the outcome: a graceful stop may take the whole grace.
+    const work = r.kind === "vm.stop" ? this.limits.stopGraceMs : this.limits.queryMs;
+    const acked: PowerInFlight = { ...r, phase: "acked", deadline: now + work + this.limits.ackMs };
+    this.store.putEntry("inFlight", r.id, acked);
+    await markRequestAcked(this.db, r.id, acked.deadline, now);
+    await this.armAlarm();
+  }
+
+  onChunk(id: string, chunk: ChunkPayload): Promise<void> | "ignored" {
+    const r = this.store.entry("inFlight", id);
+    if (!r || r.kind !== "vm.logs") return "ignored";
+    const chunks = this.logChunks.get(id) ?? new Map<number, string>();
+    chunks.set(chunk.seq, chunk.text);
+    this.logChunks.set(id, chunks);
+    // An answer carries at most MAX_LOG_BYTES of text; more is the agent misbehaving.
+    let bytes = 0;
+    for (const text of chunks.values()) bytes += text.length; // UTF-16 units: a lower bound of UTF-8 bytes
+    if (bytes > MAX_LOG_BYTES) return this.settle(r, { status: "failed", error: { code: "agent_error", message: `the agent sent more than ${MAX_LOG_BYTES} bytes of log text` } });
+    return Promise.resolve();
+  }
+
+  /** An agent's result: read once, here, into its request's kind of answer, then applied and settled. */
+  onResult(id: string, payload: ResultPayload, actor: string): Promise<void> | "ignored" {
+    const r = this.store.entry("inFlight", id);
+    if (!r) return "ignored";
+    const bad = (why: string) => this.settle(r, { status: "failed", error: { code: "agent_error", message: why } });
+    if (r.kind === "vm.logs") {
+      const parsed = LogsResult.safeParse(payload);
+      if (!parsed.success) return bad("the agent's vm.logs result was malformed");
+      const chunks = this.logChunks.get(id) ?? new Map<number, string>();
+      if (chunks.size !== parsed.data.chunks) return bad(`the agent announced ${parsed.data.chunks} log chunks but ${chunks.size} arrived`);
+      const text = [...chunks.entries()].sort(([a], [b]) => a - b).map(([, t]) => t).join("");
+      return this.settle(r, { status: "done", logs: parsed.data, text });
+    }
+    if (r.kind === "vm.state") {
+      const parsed = StateResult.safeParse(payload);
+      if (!parsed.success) return bad("the agent's vm.state result was malformed");
+      return this.stateAnswered(r, parsed.data);
+    }
+    const parsed = PowerResult.safeParse(payload);
+    if (!parsed.success) return bad(`the agent's ${r.kind} result was malformed`);
+    return this.powerAnswered(r, parsed.data, actor);
+  }
+
+  private async stateAnswered(r: StateInFlight | ReconcileInFlight, state: StateResult): Promise<void> {
+    if (r.reconcile) {
+      const observed = { state: mapLibvirtState(state.libvirtState), libvirtState: state.libvirtState };
+      await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed);
+    }
+    return this.settle(r, { status: "done", state });
+  }
+
+  private async powerAnswered(r: PowerInFlight, power: PowerResult, actor: string): Promise<void> {
+    if (r.vmGeneration !== null) await applyPowerOutcome(this.db, { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration, kind: r.kind }, power, actor);
+    return this.settle(r, { status: "done", power });
+  }
+
+  onError(id: string, payload: ErrorPayload, actor: string): Promise<void> | "ignored" {
+    const r = this.store.entry("inFlight", id);
+    if (!r) return "ignored";
+    return this.refused(r, payload, actor);
+  }
+
+  private async refused(r: InFlight, payload: ErrorPayload, actor: string): Promise<void> {
+    const error = { code: payload.code, message: payload.message };
+    if (isPowerInFlight(r) && r.vmGeneration !== null && r.prevState) {
+      // Refused or failed before doing anything we can rely on: back to the state before it.
+      await undoPowerAction(this.db, { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration, prevState: r.prevState }, error, actor);
+    }
+    await this.settle(r, { status: payload.code === "expired" ? "expired" : "failed", error });
+  }
+
+  /** Fails every request whose deadline has passed. */
+  async expireDue(now: number): Promise<void> {
+    for (const r of this.all()) {
+      if (r.deadline > now) continue;
+      const what = isPowerInFlight(r) && r.phase === "sent" ? "acknowledge" : "answer";
+      await this.settle(r, { status: "failed", error: { code: "agent_timeout", message: `the agent did not ${what} ${r.kind} in time` } });
+    }
+  }
+
+  async failAll(error: AgentFailure): Promise<void> {
+    for (const r of this.all()) await this.settle(r, { status: "failed", error });
+  }
+
+  /** Ends an in-flight request exactly once: storage entry gone, D1 row final, waiter woken. */
+  private async settle(r: InFlight, s: Settlement): Promise<void> {
+    this.store.deleteEntry("inFlight", r.id);
+    this.logChunks.delete(r.id);
+    const waiter = this.waiters.get(r.id);
+    this.waiters.delete(r.id);
+    const at = Date.now();
+    const finish: RequestFinish =
+      s.status !== "done" ? { status: s.status, error: s.error } : { status: "done", result: "power" in s ? s.power : "state" in s ? s.state : s.logs };
+    if (r.newRequest) {
+      // A route's query: the caller has its answer now; its row (and the log it read, to be the
+      // last-known one) go to D1 with others shortly.
+      if (s.status !== "done") wakeFailed(waiter, s);
+      else if ("logs" in s) {
+        if (waiter?.kind === "logs") waiter.wake({ status: "done", result: s.logs, text: s.text, at });
+        if (r.kind === "vm.logs" && r.keepAsLastKnown) this.kept.keepSnapshot(r.vmId, snapshotRow(r.vmId, logsAnswer(s.logs, s.text, at)));
+      } else if ("state" in s && waiter?.kind === "state") waiter.wake({ status: "done", result: s.state, at });
+      const { sentAt, ...request } = r.newRequest;
+      return this.kept.keepRow(r.id, finishedQueryRow({ ...request, id: r.id, kind: r.kind, vmId: r.vmId, deadlineAt: r.deadline, sentAt }, finish, at));
+    }
+    // A power action's caller may answer with the request's status, so its row is final first.
+    await this.sentWrites.get(r.id);
+    await finishRequest(this.db, r.id, finish);
+    if (s.status !== "done") wakeFailed(waiter, s);
+    else if ("power" in s && waiter?.kind === "power") waiter.wake({ status: "done", result: s.power });
+  }
+
+  async countIgnored(what: string, id: string): Promise<void> {
+    const n = (this.store.get("ignoredAnswers") ?? 0) + 1;
+    this.store.put("ignoredAnswers", n);
+    // Logged sparsely: an agent repeating itself must not turn into a log flood.
+    if (n <= 10 || n % 100 === 0) console.warn(`node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late; ${n} so far)`);
+  }
+
+  ignoredAnswers(): number {
+    return this.store.get("ignoredAnswers") ?? 0;
+  }
+}
+
+const isPowerInFlight = (r: InFlight): r is PowerInFlight => isPowerKind(r.kind);
+
+function wakeFailed(waiter: Waiter | undefined, s: { status: "failed" | "expired"; error: AgentFailure }): void {
+  if (!waiter) return;
+  const failed = { status: s.status, error: s.error };
+  if (waiter.kind === "power") waiter.wake(failed);
+  else if (waiter.kind === "state") waiter.wake(failed);
+  else waiter.wake(failed);
+}

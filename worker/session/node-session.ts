@@ -1,0 +1,296 @@
+// NodeSession: one Durable Object per node, a shell that routes the runtime's calls (fetch, RPC,
+// webSocket*, alarm) and each agent frame to the room that owns it: links.ts (socket and long-poll
+// links), inbox.ts (frame admission and order), ledger.ts (in-flight requests), kept-writes.ts
+// (batched D1 writes), liveness.ts, reconciler.ts, follow-relay.ts; store.ts names every stored key. Deadlines are alarms
+// only (no timers but a held poll's), so the object can hibernate.
+import { DurableObject } from "cloudflare:workers";
+import { AgentMessage, CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, parseFrame, type PollRequest } from "../../protocol/wire.ts";
+import { sessionSettings, type SessionSettings } from "../config.ts";
+import { database, type Database } from "../db/client.ts";
+import type { AgentFailure } from "../request-rows.ts";
+import type { LogsDispatch, LogsOutcome, PowerDispatch, PowerOutcome, StateDispatch, StateOutcome } from "./dispatch.ts";
+import { FollowRelay } from "./follow-relay.ts";
+import { FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
+import { AgentInbox } from "./inbox.ts";
+import { applyChanges, applyInventory } from "./inventory-sync.ts";
+import { KeptWrites } from "./kept-writes.ts";
+import { RequestLedger } from "./ledger.ts";
+import { AgentLinks, type AgentLink, type StaleLink } from "./links.ts";
+import { Liveness } from "./liveness.ts";
+import type { PollAnswer } from "./poll-outbox.ts";
+import { Reconciler } from "./reconciler.ts";
+import { SessionStore, type AgentAttachment } from "./store.ts";
+
+export class NodeSession extends DurableObject<Env> {
+  private readonly db: Database;
+  private readonly limits: SessionSettings;
+  private readonly store: SessionStore;
+  private readonly links: AgentLinks;
+  private readonly inbox: AgentInbox;
+  private readonly kept: KeptWrites;
+  private readonly ledger: RequestLedger;
+  private readonly liveness: Liveness;
+  private readonly reconciler: Reconciler;
+  private readonly follows: FollowRelay;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.db = database(env.DB);
+    this.limits = sessionSettings(env);
+    this.store = new SessionStore(ctx.storage.kv);
+    const armAlarm = () => this.armAlarm();
+    this.links = new AgentLinks(ctx, this.store);
+    this.inbox = new AgentInbox(this.limits.floodPerSecond, this.limits.floodBurst);
+    this.kept = new KeptWrites(this.store, this.db, armAlarm);
+    this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm);
+    this.liveness = new Liveness(this.store, this.db, this.limits);
+    this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger);
+    this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
+    // Pings are answered by the runtime without waking the object; their time is our liveness.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
+  }
+
+  // ---- links ------------------------------------------------------------------------------------
+
+  /** The agent's upgrade, already authenticated by the Worker (which sets NODE_ID_HEADER), or a
+   *  viewer's follow upgrade (FOLLOW_HEADERS), already authorized by the Worker. */
+  async fetch(request: Request): Promise<Response> {
+    if (request.headers.has(FOLLOW_HEADERS.vmId)) return this.follows.acceptViewer(request);
+    const nodeId = request.headers.get(NODE_ID_HEADER);
+    if (!nodeId || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json({ success: false, error: { code: "bad_request", message: "expected an agent WebSocket upgrade" } }, { status: 400 });
+    }
+    const spread = Number(request.headers.get(RECONNECT_SPREAD_HEADER) ?? NaN);
+    const { 0: client, 1: server } = new WebSocketPair();
+    await this.openLink(nodeId, "socket", validSpread(spread), (att) => this.links.acceptSocket(server, att));
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** A long-poll from the agent, already authenticated by the Worker: without `connId` it opens a
+   *  new link (answered with its welcome at once); with one, it waits for that link's frames. */
+  async poll(nodeId: string, req: PollRequest, reconnectSpreadMs?: number): Promise<PollAnswer> {
+    const waitMs = Math.min(req.waitMs ?? this.limits.longPollWaitMs, this.limits.longPollWaitMs);
+    if (!req.connId) {
+      const link = await this.openLink(nodeId, "poll", validSpread(reconnectSpreadMs), (att) => this.links.acceptPoll(att));
+      return this.links.outboxFor(link.att.connId).take(undefined, 0);
+    }
+    const link = this.links.currentPoll(nodeId, req.connId);
+    if (!link) return this.links.staleLink(req.connId);
+    link.touch(Date.now());
+    const answer = await this.links.outboxFor(req.connId).take(req.cursor, waitMs);
+    // Answering is a sign of life too: an agent that died mid-poll is offline OFFLINE_AFTER_MS later.
+    if (answer.ok && this.links.isCurrent(req.connId)) this.links.current()?.touch(Date.now());
+    return answer;
+  }
+
+  /** Frames the agent posted on its long-poll link, each handled exactly as the same socket frame. */
+  async receivePolled(nodeId: string, connId: string, frames: string[]): Promise<{ ok: true } | StaleLink> {
+    const link = this.links.currentPoll(nodeId, connId);
+    if (!link) return this.links.staleLink(connId);
+    let handled = Promise.resolve();
+    for (const frame of frames) handled = this.receive(link, frame);
+    await handled;
+    // A frame that ended the link (malformed, flood) is answered like any later use of it.
+    return this.links.isCurrent(connId) ? { ok: true } : this.links.staleLink(connId);
+  }
+
+  /** Opens the node's new link, replacing the current one (socket or poll), and welcomes it. */
+  private async openLink(nodeId: string, transport: "socket" | "poll", reconnectSpreadMs: number | undefined, accept: (att: AgentAttachment) => AgentLink) {
+    const now = Date.now();
+    // A newer connection for the node replaces the old one; what was sent on it can't be answered.
+    await this.ledger.failAll({ code: "agent_disconnected", message: "the agent connection was replaced before it answered" });
+    // No await from here until the new link is stored: two racing connects can't both stay open.
+    this.links.closeAll();
+    const link = accept({ kind: "agent", nodeId, connId: crypto.randomUUID(), connectedAt: now, lastMessageAt: now, clock: now, transport });
+    this.links.makeCurrent(link, now);
+    this.inbox.refill(now);
+    link.send({ type: "welcome", id: link.att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs } });
+    this.follows.resumeOn(link);
+    this.reconciler.scheduleFrom(now);
+    await this.liveness.online(nodeId, now);
+    await this.armAlarm();
+    return link;
+  }
+
+  /** The current connection ended (closed, errored, dead or kicked): the node is offline and every
+   *  request whose answer could only come over it fails now. */
+  private async connectionGone(connId: string, error: AgentFailure, lastSign = Date.now()): Promise<void> {
+    if (!this.links.isCurrent(connId)) return; // an older, replaced connection: the node is still online
+    const nodeId = this.store.get("nodeId");
+    this.links.forget(connId, error.message);
+    this.follows.nodeOffline();
+    // What the requests on this link fail with, then the kept writes (the last-known log is read
+    // exactly when a node is offline), all in D1 before the node shows offline.
+    await this.ledger.failAll(error);
+    await this.kept.write();
+    if (nodeId) await this.liveness.offline(nodeId, lastSign);
+    await this.armAlarm();
+  }
+
+  /** Ends the agent's link from our side for a protocol fault: the node is offline until it reconnects. */
+  private async dropLink(link: AgentLink, code: number, why: string): Promise<void> {
+    this.links.close(link, code, why);
+    await this.connectionGone(link.att.connId, { code: "agent_disconnected", message: `connection closed: ${why}` });
+  }
+
+  async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    const viewer = this.follows.viewerOf(ws);
+    if (viewer) return this.follows.viewerGone(ws, viewer.vmId);
+    const att = this.links.attachmentOf(ws);
+    try {
+      ws.close(code === 1005 || code === 1006 ? CLOSE.normal : code, reason);
+    } catch {
+      // the runtime already answered the close
+    }
+    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: "the agent disconnected before answering" });
+  }
+
+  async webSocketError(ws: WebSocket): Promise<void> {
+    const viewer = this.follows.viewerOf(ws);
+    if (viewer) return this.follows.viewerGone(ws, viewer.vmId);
+    const att = this.links.attachmentOf(ws);
+    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: "the agent connection failed before answering" });
+  }
+
+  /** Close the node's link from the control plane (credential rotated: CLOSE.unauthorized; node
+   *  deleted: CLOSE.nodeDeleted, which also forgets everything stored here). */
+  async disconnect(code: number, reason: string, forget = false): Promise<void> {
+    const current = this.links.current();
+    if (current) {
+      this.links.close(current, code, reason);
+      await this.connectionGone(current.att.connId, { code: "node_offline", message: reason });
+    }
+    if (forget) {
+      await this.ledger.failAll({ code: "node_offline", message: reason });
+      await this.kept.write();
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+    }
+  }
+
+  /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
+  async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean; transport: "socket" | "poll" | null }> {
+    const link = this.links.current();
+    return {
+      ignoredAnswers: this.ledger.ignoredAnswers(),
+      inFlight: this.ledger.all().length,
+      connected: link !== null,
+      transport: link ? (link.att.transport ?? "socket") : null,
+    };
+  }
+
+  // ---- requests (RPC from the Worker) -----------------------------------------------------------
+
+  /** Sends a power action. Resolves when it is on the wire, or with `wait` when its outcome is known
+   *  (answer, agent error, deadline, or the connection dropping). */
+  power(d: PowerDispatch): Promise<PowerOutcome> {
+    return this.ledger.power(this.links.current(), d);
+  }
+
+  /** Asks the hypervisor for a VM's state and waits for the answer. */
+  askState(d: StateDispatch): Promise<StateOutcome> {
+    return this.ledger.query(this.links.current(), d);
+  }
+
+  /** Reads the last lines of a VM's log on the node and waits for them. */
+  readLog(d: LogsDispatch): Promise<LogsOutcome> {
+    return this.ledger.query(this.links.current(), d);
+  }
+
+  // ---- alarms: deadlines and liveness -------------------------------------------------------------
+
+  /** One alarm for the earliest thing due: a request deadline, a follow's ack, a kept write, the next
+   *  liveness check, or the reconciler's next pass while a transition may be open. */
+  private async armAlarm(): Promise<void> {
+    let due = Math.min(this.ledger.earliestDeadline(), this.follows.earliestDeadline(), this.kept.dueAt() ?? Infinity);
+    if (this.store.get("conn")) due = Math.min(due, this.liveness.dueAt(), this.reconciler.dueAt() ?? Infinity);
+    if (due === Infinity) await this.ctx.storage.deleteAlarm();
+    else await this.ctx.storage.setAlarm(Math.max(due, Date.now() + 1));
+  }
+
+  async alarm(): Promise<void> {
+    try {
+      await this.sweep();
+    } finally {
+      // Whatever failed (a D1 blip), keep the deadlines and liveness checks coming.
+      await this.armAlarm();
+    }
+  }
+
+  private async sweep(): Promise<void> {
+    const now = Date.now();
+    if ((this.kept.dueAt() ?? Infinity) <= now) await this.kept.write();
+    await this.ledger.expireDue(now);
+    this.follows.expireDue(now);
+    const current = this.links.current();
+    const conn = this.store.get("conn");
+    if (current) {
+      const dead = await this.liveness.check(current, now);
+      if (dead !== null) {
+        this.links.close(current, CLOSE.dead, "no sign of life in time");
+        await this.connectionGone(current.att.connId, { code: "node_offline", message: "the node stopped answering" }, dead);
+      } else if (this.reconciler.isDue(now)) {
+        await this.reconciler.pass(current, true);
+      }
+    } else if (conn) {
+      // The socket vanished without a close event (e.g. the object was reset): treat as gone.
+      await this.connectionGone(conn, { code: "agent_disconnected", message: "the agent connection was lost" });
+    }
+  }
+
+  // ---- inbound frames ----------------------------------------------------------------------------
+
+  async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    // Viewers only listen; what they send is dropped (and never counts against the agent's budget).
+    if (this.follows.viewerOf(ws)) return;
+    const att = this.links.attachmentOf(ws);
+    if (att) return this.receive(this.links.socketLink(ws, att), message);
+  }
+
+  /** One frame from the agent, on either transport (see inbox.ts). */
+  private receive(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
+    const drop = (r: { code: number; why: string }) => this.dropLink(link, r.code, r.why);
+    return this.inbox.receive(message, (r) => this.links.close(link, r.code, r.why), () => this.onFrame(link, message), drop);
+  }
+
+  /** The frame switch: each agent frame, parsed once here, goes to the room that owns it. */
+  private async onFrame(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
+    const { att } = link;
+    if (typeof message !== "string" || !this.links.isCurrent(att.connId)) return; // a replaced link
+    const now = Date.now();
+    this.links.heard(link, now);
+    const msg = parseFrame(AgentMessage, message);
+    if (!msg) return this.dropLink(link, CLOSE.protocolError, "malformed or unknown frame");
+    const actor = `agent:${att.nodeId}`;
+    const ignored = (handled: Promise<void> | "ignored") => (handled === "ignored" ? this.ledger.countIgnored(msg.type, msg.id) : handled);
+
+    switch (msg.type) {
+      case "hello":
+        return this.liveness.hello(att.nodeId, msg.payload, now);
+      case "inventory": {
+        if (!(await applyInventory(this.db, att, msg.payload, actor))) return;
+        // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
+        const current = this.links.current();
+        if (current) await this.reconciler.pass(current);
+        return;
+      }
+      case "vm.changed":
+        return applyChanges(this.db, att, msg.payload, actor);
+      case "ack":
+        if (this.follows.onAck(msg.id)) return;
+        return ignored(this.ledger.onAck(msg.id));
+      case "log.append":
+        if (this.follows.onAppend(msg.id, msg.payload)) return;
+        // A follow nobody watches any more (e.g. its unfollow crossed this frame): stop it for good.
+        link.send({ type: "vm.logs.unfollow", id: msg.id, payload: {} });
+        return this.ledger.countIgnored("log.append", msg.id);
+      case "log.chunk":
+        return ignored(this.ledger.onChunk(msg.id, msg.payload));
+      case "result":
+        return ignored(this.ledger.onResult(msg.id, msg.payload, actor));
+      case "error":
+        if (this.follows.onError(msg.id, msg.payload)) return;
+        return ignored(this.ledger.onError(msg.id, msg.payload, actor));
+    }
+  }
+}

@@ -1,0 +1,80 @@
+// Self-healing: asks the hypervisor about this node's VMs stuck in a transition (STARTING, STOPPING,
+// CREATING for longer than STUCK_AFTER_MS, held by a request that is no longer in flight). Each
+// answer is adopted by repairStuckVm (an `auto_repair` event), only if nobody acted on the VM meanwhile.
+import { asc, sql } from "drizzle-orm";
+import { TRANSITIONAL_STATES } from "../../protocol/wire.ts";
+import type { SessionSettings } from "../config.ts";
+import type { Database } from "../db/client.ts";
+import { vms } from "../db/schema.ts";
+import { finishRequest, queueStateQuery } from "../request-rows.ts";
+import type { RequestLedger } from "./ledger.ts";
+import type { AgentLink } from "./links.ts";
+import type { SessionStore, StuckVm } from "./store.ts";
+
+/** Stuck VMs asked about per pass (the rest wait for the next pass). */
+const RECONCILE_BATCH = 50;
+
+export class Reconciler {
+  private readonly store: SessionStore;
+  private readonly db: Database;
+  private readonly limits: SessionSettings;
+  private readonly ledger: RequestLedger;
+
+  constructor(store: SessionStore, db: Database, limits: SessionSettings, ledger: RequestLedger) {
+    this.store = store;
+    this.db = db;
+    this.limits = limits;
+    this.ledger = ledger;
+  }
+
+  /** The next periodic pass, while a transition may be open (undefined: none due). */
+  dueAt(): number | undefined {
+    const at = this.store.get("reconcileAt");
+    return at !== undefined && this.store.get("transitionsOpen") !== false ? at : undefined;
+  }
+
+  /** A new link: the first periodic pass comes one interval from now. */
+  scheduleFrom(now: number): void {
+    this.store.put("reconcileAt", now + this.limits.reconcileIntervalMs);
+  }
+
+  isDue(now: number): boolean {
+    return now >= (this.store.get("reconcileAt") ?? 0);
+  }
+
+  async pass(current: AgentLink, periodic = false): Promise<void> {
+    const now = Date.now();
+    this.scheduleFrom(now);
+    // The periodic pass asks D1 only while a transition may be open: one seen by the last pass, or a
+    // power action sent since (a thousand idle nodes then cost D1 nothing every minute).
+    if (periodic && this.store.get("transitionsOpen") === false) return;
+    const transitional = TRANSITIONAL_STATES.map((t) => sql`${t}`);
+    const open = await this.db
+      .select()
+      .from(vms)
+      .where(
+        sql`${vms.nodeId} = ${current.att.nodeId} AND ${vms.state} IN (${sql.join(transitional, sql`, `)})
+          AND ${vms.transitionRequestId} IS NOT NULL AND ${vms.missing} = 0`,
+      )
+      .orderBy(asc(vms.stateUpdatedAt))
+      .limit(RECONCILE_BATCH);
+    this.store.put("transitionsOpen", open.length > 0);
+    const stuck = open.filter((vm) => vm.stateUpdatedAt < now - this.limits.stuckAfterMs);
+    if (stuck.length === 0) return;
+    const busy = new Set<string>();
+    for (const r of this.ledger.all()) {
+      busy.add(r.id); // the transition's own request still running: not stuck, just slow
+      if (r.reconcile) busy.add(r.reconcile.vmId); // asked already
+    }
+    for (const vm of stuck) {
+      const transitionRequestId = vm.transitionRequestId;
+      if (transitionRequestId === null || busy.has(transitionRequestId) || busy.has(vm.id)) continue;
+      const id = await queueStateQuery(this.db, vm, "reconciler", Date.now() + this.limits.queryMs);
+      const check: StuckVm = { vmId: vm.id, generation: vm.generation, transitionRequestId, expectedState: vm.state, stuckSince: vm.stateUpdatedAt };
+      if (!(await this.ledger.reconcile(current, id, vm, check))) {
+        await finishRequest(this.db, id, { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } });
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,118 @@
+// The one table of what a node's session keeps in its Durable Object storage (synchronous KV of the
+// SQLite-backed object: it survives eviction and costs no await per frame), with the type of each
+// key. Nothing else in the session names a storage key.
+import type { PowerKind } from "../vm-state.ts";
+import type { RequestRow } from "../request-rows.ts";
+import type { SnapshotRow } from "../last-known-log.ts";
+import type { LinkEnded } from "./poll-outbox.ts";
+import type { NewRequest } from "./dispatch.ts";
+
+/** The agent's link as a socket attachment (and, for a long-poll link, under `pollLink`). */
+export type AgentAttachment = {
+  kind?: "agent";
+  nodeId: string;
+  connId: string;
+  connectedAt: number;
+  lastMessageAt: number;
+  clock: number;
+  /** absent on sockets accepted before the long-poll transport existed */
+  transport?: "socket" | "poll";
+};
+
+/** A VM the reconciler asks the hypervisor about: the stuck transition, applied only if still that one. */
+export type StuckVm = { vmId: string; generation: number; transitionRequestId: string; expectedState: string; stuckSince: number };
+
+type InFlightBase = { id: string; vmId: string; connId: string; deadline: number };
+/** In-flight requests, one shape per kind, in storage so a deadline survives eviction. */
+export type PowerInFlight = InFlightBase & { kind: PowerKind; vmGeneration: number | null; prevState: string | null; phase: "sent" | "acked"; newRequest?: undefined; reconcile?: undefined };
+export type StateInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; newRequest: NewRequest & { sentAt: number }; reconcile?: undefined };
+export type ReconcileInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; reconcile: StuckVm; newRequest?: undefined };
+export type LogsInFlight = InFlightBase & { kind: "vm.logs"; phase: "sent"; newRequest: NewRequest & { sentAt: number }; keepAsLastKnown?: boolean; reconcile?: undefined };
+export type InFlight = PowerInFlight | StateInFlight | ReconcileInFlight | LogsInFlight;
+
+/** The one agent follow of a VM (frame id = follow id), shared by all of that VM's viewers. */
+export type Follow = { followId: string; vmId: string; name: string; connId: string; acked: boolean; ackDeadline: number };
+
+type Singles = {
+  /** the current link's connId (socket or long-poll); absent while the node is offline */
+  conn: string;
+  nodeId: string;
+  /** the long-poll link's attachment while it is the current connection, and the last one that ended */
+  pollLink: AgentAttachment;
+  pollEnded: { connId: string } & LinkEnded;
+  /** when the kept D1 writes are due */
+  keptAt: number;
+  reconcileAt: number;
+  /** false when the last reconciler pass saw no open transition and no power action was sent since */
+  transitionsOpen: boolean;
+  livenessAt: number;
+  lastSeenWritten: number;
+  ignoredAnswers: number;
+};
+
+type Families = {
+  inFlight: InFlight;
+  /** finished query rows, written to D1 together (see kept-writes.ts) */
+  queryRow: RequestRow;
+  /** each VM's newest last-known log, written to D1 together */
+  snapshot: SnapshotRow;
+  follow: Follow;
+};
+
+// The key strings are what objects already hold: changing one loses what is stored under it.
+const SINGLE_KEYS: { [K in keyof Singles]: string } = {
+  conn: "conn",
+  nodeId: "nodeId",
+  pollLink: "pollLink",
+  pollEnded: "pollEnded",
+  keptAt: "keptAt",
+  reconcileAt: "reconcileAt",
+  transitionsOpen: "transitionsOpen",
+  livenessAt: "livenessAt",
+  lastSeenWritten: "lastSeenWritten",
+  ignoredAnswers: "ignoredAnswers",
+};
+const FAMILY_PREFIXES: { [F in keyof Families]: string } = { inFlight: "inflight:", queryRow: "queryrow:", snapshot: "snapshot:", follow: "follow:" };
+
+export class SessionStore {
+  private readonly kv: SyncKvStorage;
+
+  constructor(kv: SyncKvStorage) {
+    this.kv = kv;
+  }
+
+  get<K extends keyof Singles>(key: K): Singles[K] | undefined {
+    return this.kv.get<Singles[K]>(SINGLE_KEYS[key]);
+  }
+
+  put<K extends keyof Singles>(key: K, value: Singles[K]): void {
+    this.kv.put(SINGLE_KEYS[key], value);
+  }
+
+  delete(key: keyof Singles): void {
+    this.kv.delete(SINGLE_KEYS[key]);
+  }
+
+  /** One entry of a family, by its id (a request id, a VM id). */
+  entry<F extends keyof Families>(family: F, id: string): Families[F] | undefined {
+    return this.kv.get<Families[F]>(FAMILY_PREFIXES[family] + id);
+  }
+
+  putEntry<F extends keyof Families>(family: F, id: string, value: Families[F]): void {
+    this.kv.put(FAMILY_PREFIXES[family] + id, value);
+  }
+
+  deleteEntry(family: keyof Families, id: string): void {
+    this.kv.delete(FAMILY_PREFIXES[family] + id);
+  }
+
+  /** The family's entries as [id, value], in key order. */
+  entries<F extends keyof Families>(family: F, limit?: number): [string, Families[F]][] {
+    const prefix = FAMILY_PREFIXES[family];
+    return [...this.kv.list<Families[F]>({ prefix, ...(limit === undefined ? {} : { limit }) })].map(([key, value]) => [key.slice(prefix.length), value]);
+  }
+
+  all<F extends keyof Families>(family: F): Families[F][] {
+    return this.entries(family).map(([, value]) => value);
+  }
+}
