@@ -12,11 +12,13 @@ import { healthRoutes } from "./routes/health.ts";
 import { meRoutes } from "./routes/me.ts";
 import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
+import { notificationRoutes } from "./routes/notifications.ts";
 import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { vmRoutes } from "./routes/vms.ts";
 
 export { NodeSession } from "./node-session.ts";
+export { NotificationOutbox } from "./notifications/outbox.ts";
 
 /** No request of this API needs more than a few KiB; refuse big bodies before parsing them. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -37,6 +39,7 @@ const app = new Hono<AppEnv>()
   .route("/api/nodes", nodeRoutes)
   .route("/api/vms", vmRoutes)
   .route("/api/requests", requestRoutes)
+  .route("/api/notifications", notificationRoutes)
   .route("/agent", agentRoutes);
 
 app.notFound((c) => errorResponse(c, 404, "not_found", `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
