@@ -32,6 +32,7 @@ import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./invento
 import { logsAnswer, snapshotRow, type SnapshotRow } from "./last-known-log.ts";
 import { PollOutbox, type LinkEnded, type PollAnswer } from "./poll-link.ts";
 import { queueQuery } from "./session-calls.ts";
+import { notify, notifyInventoryFlags, notifyNodeLiveness } from "./notifications/notify.ts";
 import {
   applyPowerOutcome,
   finishRequest,
@@ -271,6 +272,7 @@ export class NodeSession extends DurableObject<Env> {
     }
     this.kv.put("reconcileAt", now + this.limits.reconcileIntervalMs);
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
+    this.ctx.waitUntil(notifyNodeLiveness(this.env, nodeId, true, "the node's agent connected"));
     this.kv.put("lastSeenWritten", now);
     // The first check comes somewhere in the second half of OFFLINE_AFTER_MS: a fleet that
     // (re)connects at once (a restart, a deploy) then does not wake all its objects in step.
@@ -367,6 +369,7 @@ export class NodeSession extends DurableObject<Env> {
         .set({ connected: false, updatedAt: Date.now(), lastSeenAt: sql`max(coalesce(${nodes.lastSeenAt}, 0), ${lastSign})` })
         .where(eq(nodes.id, nodeId));
     }
+    this.ctx.waitUntil(notifyNodeLiveness(this.env, nodeId, false, `the node went offline: ${error.message}`));
     await this.armAlarm();
   }
 
@@ -709,7 +712,8 @@ export class NodeSession extends DurableObject<Env> {
       case "inventory": {
         const p = msg.payload;
         const syncId = `${att.connId}:${p.syncId}`;
-        const { foreign } = await upsertReportedVms(this.db, att.nodeId, p.vms, syncId, actor);
+        const { foreign, flagged } = await upsertReportedVms(this.db, att.nodeId, p.vms, syncId, actor);
+        this.ctx.waitUntil(notifyInventoryFlags(this.env, att.nodeId, { foreign, flagged }));
         if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
         if (p.done) {
           await markUnreportedMissing(this.db, att.nodeId, syncId, actor);
@@ -720,7 +724,8 @@ export class NodeSession extends DurableObject<Env> {
         return;
       }
       case "vm.changed": {
-        const { foreign } = await upsertReportedVms(this.db, att.nodeId, msg.payload.vms, null, actor);
+        const { foreign, flagged } = await upsertReportedVms(this.db, att.nodeId, msg.payload.vms, null, actor);
+        this.ctx.waitUntil(notifyInventoryFlags(this.env, att.nodeId, { foreign, flagged }));
         if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
         await markRemoved(this.db, att.nodeId, msg.payload.removed, actor);
         return;
@@ -808,7 +813,7 @@ export class NodeSession extends DurableObject<Env> {
       if (!parsed.success) return bad("the agent's vm.state result was malformed");
       if (r.reconcile) {
         const observed = { state: mapLibvirtState(parsed.data.libvirtState), libvirtState: parsed.data.libvirtState };
-        await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed);
+        if (await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed)) this.ctx.waitUntil(notify(this.env, { event: "vm.repaired", vmId: r.reconcile.vmId, message: `repaired by the reconciler: stuck in ${r.reconcile.expectedState}, the hypervisor reports ${observed.state} (libvirt ${observed.libvirtState})` }));
       }
       return this.settle(r, { status: "done", result: parsed.data });
     }
@@ -852,6 +857,7 @@ export class NodeSession extends DurableObject<Env> {
     }
     for (const vm of stuck) {
       if (busy.has(vm.transitionRequestId!) || busy.has(vm.id)) continue;
+      this.ctx.waitUntil(notify(this.env, { event: "vm.stuck", nodeId: current.att.nodeId, vmId: vm.id, message: `${vm.name} has been ${vm.state} for ${Math.round((now - vm.stateUpdatedAt) / 1000)} s with no request in flight; asking the hypervisor`, dedupeKey: `stuck:${vm.id}:${vm.transitionRequestId}` }));
       const id = await queueQuery(this.env, this.db, vm, "vm.state", { reconcile: true }, "reconciler");
       const check: StuckVm = { vmId: vm.id, generation: vm.generation, transitionRequestId: vm.transitionRequestId!, expectedState: vm.state, stuckSince: vm.stateUpdatedAt };
       if (!(await this.sendCommand(current, { id, kind: "vm.state", vmId: vm.id, name: vm.name }, check))) {
