@@ -1,11 +1,11 @@
-// Who the signed-in token is (`GET /me` → {role, name}), and the check a token passes before it
-// is kept.
+// Who is signed in (`GET /me` → {role, name}, plus `via: "access"` and the email for a person
+// signed in through Cloudflare Access), and the check a token passes before it is kept.
 import { queryOptions, useQuery } from "@tanstack/react-query";
 import type { Role } from "../../../../../protocol/api.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
-export type Me = { role: Role; name: string };
+export type Me = { role: Role; name: string; via?: "access"; email?: string | null };
 
 export function fetchMe(client: ApiClient, token?: string): Promise<Me> {
   return client.request<Me>("/me", { token });
@@ -17,4 +17,14 @@ export function meQuery(client: ApiClient, token: string) {
 
 export function useMe(token: string) {
   return useQuery(meQuery(useApiClient(), token));
+}
+
+/** Behind Cloudflare Access the browser is signed in already (Access's cookie): `/me` without a
+ *  token says as whom. A 401 means it is not (Access off, or its assertion refused). */
+export function accessMeQuery(client: ApiClient) {
+  return queryOptions({ queryKey: [client.prefix, "me", "access"], queryFn: () => fetchMe(client, ""), staleTime: 60_000, retry: false });
+}
+
+export function useAccessMe() {
+  return useQuery(accessMeQuery(useApiClient()));
 }
