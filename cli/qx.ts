@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { LogsResponse, NodeView, VmEventView, VmView } from "../protocol/api.ts";
+import { NOTIFICATIONS_USAGE, runNotifications } from "./notifications.ts";
 
 const USAGE = `qx — Quantix Edge CLI
 
@@ -25,6 +26,7 @@ usage: npm run qx -- <command> [options]
   vms events <vm-id>
   requests show <request-id>
   tokens list | tokens create <name> --role viewer|operator|admin | tokens revoke <token-id>
+${NOTIFICATIONS_USAGE}
 
 options: --json (raw JSON output), --url, --token (override the environment / config file)
 environment: QX_URL, QX_API_TOKEN, QX_CONFIG (config file, default ~/.config/quantix/config.json)`;
@@ -130,6 +132,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       follow: { type: "boolean", short: "f", default: false },
       interval: { type: "string" },
       role: { type: "string" },
+      secret: { type: "string" },
+      events: { type: "string" },
+      format: { type: "string" },
+      target: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -156,6 +162,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
 
   const api = new Api(loadConfig(env, values));
+  if (group === "notifications") {
+    await runNotifications((method, path, body) => api.call(method, path, body), positionals, values, print, table, (m) => new CliError(m, 2));
+    return 0;
+  }
   const key = `${group} ${action ?? ""}`.trim();
   switch (key) {
     case "whoami": {

@@ -193,3 +193,32 @@ describe("deliveries", () => {
     expect(distinct(receivers.down).map((d) => d.event).sort()).toEqual(distinct(receivers.main).filter((d) => d.event !== "test").map((d) => d.event).sort());
   });
 });
+
+describe("qx notifications", () => {
+  it("adds a target, sends a test, lists deliveries and removes it", async () => {
+    const { runCli } = await import("../../cli/qx.ts");
+    const env = { QX_URL: cp.url, QX_API_TOKEN: cp.adminToken, QX_CONFIG: "/nonexistent/qx.json" };
+    const qx = async (...args: string[]) => {
+      const lines: string[] = [];
+      const code = await runCli(args, env, { log: (l) => lines.push(l), err: (l) => lines.push(l) });
+      return { code, out: lines.join("\n") };
+    };
+    const cli = new WebhookReceiver("cli-secret");
+    await cli.up();
+    try {
+      const added = await qx("notifications", "add", "from the CLI", cli.url, "--secret", cli.secret, "--events", "node.online,node.offline", "--json");
+      expect(added.code).toBe(0);
+      const target = JSON.parse(added.out) as { id: string; events: string[] };
+      expect(target.events).toEqual(["node.online", "node.offline"]);
+      expect(added.out).not.toContain(cli.secret);
+      expect((await qx("notifications", "list")).out).toContain("from the CLI");
+      expect((await qx("notifications", "test", target.id)).out).toMatch(/delivered \(HTTP 200\)/);
+      expect(cli.received.map((d) => [d.event, d.signatureOk])).toEqual([["test", true]]);
+      expect((await qx("notifications", "deliveries", "--target", target.id)).out).toMatch(/test\s+delivered\s+1\s+HTTP 200/);
+      expect((await qx("notifications", "rm", target.id)).code).toBe(0);
+      expect((await qx("notifications", "list")).out).not.toContain("from the CLI");
+    } finally {
+      await cli.down();
+    }
+  });
+});
