@@ -18,6 +18,7 @@ import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
 import { CreateToken } from "./routes/tokens.ts";
+import { NOTIFICATION_ROUTES } from "./notifications/openapi.ts";
 import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
 import type { vmView } from "./views.ts";
 
@@ -133,7 +134,7 @@ const LINES_NOTE = "an integer from 1 to 10000 (default 100)";
 export const ROUTES: RouteDoc[] = [
   { method: "get", path: "/api/health", summary: "Liveness", access: "none", answers: { 200: ok("up", z.object({ ok: z.literal(true), version: z.string() })) } },
   { method: "get", path: "/api/openapi.json", summary: "This document", access: "none", answers: { 200: ok("OpenAPI 3.1 document", z.object({ openapi: z.string() })) } },
-  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller", z.object({ role: Role, name: z.string() })) } },
+  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller (via Cloudflare Access: also via, email)", z.object({ role: Role, name: z.string(), via: z.literal("access").optional(), email: z.string().nullable().optional() })) } },
   {
     method: "post",
     path: "/api/tokens",
@@ -376,7 +377,7 @@ let cached: object | null = null;
 export function openApiDocument(): object {
   if (cached) return cached;
   const paths: Record<string, Record<string, object>> = {};
-  for (const r of ROUTES) (paths[openApiPath(r.path)] ??= {})[r.method] = operation(r);
+  for (const r of [...ROUTES, ...NOTIFICATION_ROUTES]) (paths[openApiPath(r.path)] ??= {})[r.method] = operation(r);
   cached = {
     openapi: "3.1.0",
     info: {

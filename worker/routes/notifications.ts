@@ -27,7 +27,7 @@ export const CreateTarget = z.object({
   format: NotificationFormat.default("json"),
 });
 
-const DeliveriesQuery = z.object({
+export const DeliveriesQuery = z.object({
   target_id: z.string().min(1).max(128).optional(),
   limit: z.coerce.number().int("must be a whole number").min(1, "at least 1").max(200, "at most 200").default(50),
 });
