@@ -1,6 +1,9 @@
 // Cloudflare Access sign-in against the real control plane (wrangler dev) and a team key set served
 // on loopback by the test: each role, every way an assertion can be wrong (401 saying why, never a
 // 500), key rotation without a restart, the cross-site guard, and events naming the person.
+import { execFile } from "node:child_process";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { exportSPKI, importJWK, SignJWT } from "jose";
 import { ControlPlane } from "../support/control-plane.ts";
@@ -59,6 +62,16 @@ async function refusal(res: Response, status = 401): Promise<{ code: string; mes
 
 const b64url = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
 
+/** Rows of the control plane's local D1, read the supported way (`wrangler d1 execute --local`). */
+async function d1Rows<T>(sql: string): Promise<T[]> {
+  const root = resolve(import.meta.dirname, "../..");
+  const { stdout } = await promisify(execFile)(process.execPath, [join(root, "node_modules/wrangler/bin/wrangler.js"), "d1", "execute", "DB", "--local", "--persist-to", cp.persistDir, "--json", "--command", sql], {
+    cwd: root,
+    env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" },
+  });
+  return (JSON.parse(stdout) as { results: T[] }[])[0]!.results;
+}
+
 describe("Access sign-in", () => {
   it("each identity gets its role: admin by email, operator by group, anyone else viewer; header or cookie", async () => {
     const alice = await team.mint(keyA, { email: ALICE });
@@ -74,12 +87,15 @@ describe("Access sign-in", () => {
     expect((await asserted("/api/tokens", alice, { method: "POST", json: { name: "made-by-alice", role: "viewer" } })).status).toBe(201);
   });
 
-  it("an operator's reset is recorded under the person's email", async () => {
+  it("an operator's reset is recorded under the person's email, in the events and in the request rows", async () => {
     const bob = await team.mint(keyA, { email: BOB, groups: ["ops-team"] });
-    const res = await asserted(`/api/vms/${DEMO.scratch}/reset_state?force=true`, bob, { method: "POST", json: { reason: "checking Access" } });
+    // Without force the reset asks the hypervisor: a request row (vm.state) made for bob.
+    const res = await asserted(`/api/vms/${DEMO.scratch}/reset_state`, bob, { method: "POST", json: { reason: "checking Access" } });
     expect(res.status, await res.clone().text()).toBe(200);
     const { events } = await json<{ events: { action: string; actor: string; reason: string | null }[] }>(await cp.api(`/api/vms/${DEMO.scratch}/events`));
     expect(events.find((e) => e.action === "reset_state")).toMatchObject({ actor: `user:${BOB}`, reason: "checking Access" });
+    const rows = await d1Rows<{ kind: string; requested_by: string }>(`SELECT kind, requested_by FROM requests WHERE vm_id = '${DEMO.scratch}'`);
+    expect(rows).toContainEqual({ kind: "vm.state", requested_by: `user:${BOB}` });
   });
 
   it("a bearer token keeps working, and wins over an assertion", async () => {
@@ -140,6 +156,18 @@ describe("Access sign-in", () => {
     team.published = [keyB]; // the old key retired: still cached until the set is read again
     expect((await asserted("/api/me", await team.mint(keyB, { email: CAROL }))).status).toBe(200);
     team.published = [keyA];
+  });
+
+  it("keys that cannot be read: cached keys keep working, an unknown key is a 503 (not a 401, not a 500)", async () => {
+    team.failing = true;
+    try {
+      await new Promise((r) => setTimeout(r, KEYS_REFETCH_MS + 200)); // past the cooldown, so an unknown kid fetches
+      expect((await asserted("/api/me", await team.mint(keyB, { email: ALICE }))).status).toBe(200);
+      const error = await refusal(await asserted("/api/me", await team.mint(outsider, { email: ALICE }, { kid: "rotated-in-later" })), 503);
+      expect(error).toMatchObject({ code: "access_keys_unavailable", message: expect.stringMatching(/keys could not be read/) });
+    } finally {
+      team.failing = false;
+    }
   });
 });
 

@@ -18,6 +18,8 @@ export class AccessTeam {
   published: TeamKey[];
   /** how often the key set was fetched */
   fetches = 0;
+  /** answer 500 instead of the keys (Access's endpoint having a bad moment) */
+  failing = false;
   private server: Server | null = null;
   private port = 0;
 
@@ -35,6 +37,7 @@ export class AccessTeam {
         return;
       }
       team.fetches++;
+      if (team.failing) return void res.writeHead(500).end("unavailable");
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: team.published.map((k) => k.publicJwk) }));
     });
     await new Promise<void>((ok) => team.server!.listen(0, "127.0.0.1", ok));
