@@ -1,5 +1,6 @@
-// Authentication for /api/* (bearer tokens, or Cloudflare Access sign-in) and the credentials we issue: API tokens (qxa_), join tokens
-// (qxj_) and node credentials (qxn_). Only SHA-256 hashes of them are ever stored.
+// Authentication for /api/* (bearer tokens, or Cloudflare Access sign-in) and the credentials we
+// issue: API tokens (qxa_), join tokens (qxj_) and node credentials (qxn_). Only SHA-256 hashes of
+// them are ever stored.
 import { createMiddleware } from "hono/factory";
 import { and, eq, isNull } from "drizzle-orm";
 import { FOLLOW_SUBPROTOCOL, FOLLOW_TOKEN_PREFIX, roleRank, type Role } from "../protocol/api.ts";

@@ -32,7 +32,7 @@ import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./invento
 import { logsAnswer, snapshotRow, type SnapshotRow } from "./last-known-log.ts";
 import { PollOutbox, type LinkEnded, type PollAnswer } from "./poll-link.ts";
 import { queueQuery } from "./session-calls.ts";
-import { notify, notifyInventoryFlags, notifyNodeLiveness } from "./notifications/notify.ts";
+import { notifyInventoryFlags, notifyNodeLiveness, notifyRepairedVm, notifyStuckVm } from "./notifications/notify.ts";
 import {
   applyPowerOutcome,
   finishRequest,
@@ -813,7 +813,7 @@ export class NodeSession extends DurableObject<Env> {
       if (!parsed.success) return bad("the agent's vm.state result was malformed");
       if (r.reconcile) {
         const observed = { state: mapLibvirtState(parsed.data.libvirtState), libvirtState: parsed.data.libvirtState };
-        if (await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed)) this.ctx.waitUntil(notify(this.env, { event: "vm.repaired", vmId: r.reconcile.vmId, message: `repaired by the reconciler: stuck in ${r.reconcile.expectedState}, the hypervisor reports ${observed.state} (libvirt ${observed.libvirtState})` }));
+        if (await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed)) this.ctx.waitUntil(notifyRepairedVm(this.env, r.reconcile, observed));
       }
       return this.settle(r, { status: "done", result: parsed.data });
     }
@@ -857,7 +857,7 @@ export class NodeSession extends DurableObject<Env> {
     }
     for (const vm of stuck) {
       if (busy.has(vm.transitionRequestId!) || busy.has(vm.id)) continue;
-      this.ctx.waitUntil(notify(this.env, { event: "vm.stuck", nodeId: current.att.nodeId, vmId: vm.id, message: `${vm.name} has been ${vm.state} for ${Math.round((now - vm.stateUpdatedAt) / 1000)} s with no request in flight; asking the hypervisor`, dedupeKey: `stuck:${vm.id}:${vm.transitionRequestId}` }));
+      this.ctx.waitUntil(notifyStuckVm(this.env, current.att.nodeId, vm, now));
       const id = await queueQuery(this.env, this.db, vm, "vm.state", { reconcile: true }, "reconciler");
       const check: StuckVm = { vmId: vm.id, generation: vm.generation, transitionRequestId: vm.transitionRequestId!, expectedState: vm.state, stuckSince: vm.stateUpdatedAt };
       if (!(await this.sendCommand(current, { id, kind: "vm.state", vmId: vm.id, name: vm.name }, check))) {

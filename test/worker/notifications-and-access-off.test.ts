@@ -66,7 +66,8 @@ describe("notification targets", () => {
 
 describe("with Cloudflare Access off", () => {
   it("an assertion header or cookie alone is no sign-in: 401 asking for a bearer token", async () => {
-    for (const headers of [{ "cf-access-jwt-assertion": "eyJhbGciOiJSUzI1NiJ9.e30.sig" }, { cookie: "CF_Authorization=eyJhbGciOiJSUzI1NiJ9.e30.sig" }]) {
+    const attempts: Record<string, string>[] = [{ "cf-access-jwt-assertion": "eyJhbGciOiJSUzI1NiJ9.e30.sig" }, { cookie: "CF_Authorization=eyJhbGciOiJSUzI1NiJ9.e30.sig" }];
+    for (const headers of attempts) {
       const err = await expectError(await SELF.fetch(`${BASE}/api/me`, { headers }), 401, "unauthorized");
       expect(err.message).toMatch(/bearer token/);
     }

@@ -74,6 +74,20 @@ export async function notifyNodeLiveness(env: Env, nodeId: string | null | undef
   }
 }
 
+/** `vm.stuck`: the reconciler found `vm` in a transition too long, with nothing in flight (once per
+ *  transition, however many passes find it). */
+export function notifyStuckVm(env: Env, nodeId: string, vm: { id: string; name: string; state: string; stateUpdatedAt: number; transitionRequestId: string | null }, now = Date.now()) {
+  const seconds = Math.round((now - vm.stateUpdatedAt) / 1000);
+  const message = `${vm.name} has been ${vm.state} for ${seconds} s with no request in flight; asking the hypervisor`;
+  return notify(env, { event: "vm.stuck", nodeId, vmId: vm.id, message, dedupeKey: `stuck:${vm.id}:${vm.transitionRequestId}` });
+}
+
+/** `vm.repaired`: the reconciler adopted the hypervisor's state for a stuck VM. */
+export function notifyRepairedVm(env: Env, stuck: { vmId: string; expectedState: string }, observed: { state: string; libvirtState: string }) {
+  const message = `repaired by the reconciler: stuck in ${stuck.expectedState}, the hypervisor reports ${observed.state} (libvirt ${observed.libvirtState})`;
+  return notify(env, { event: "vm.repaired", vmId: stuck.vmId, message });
+}
+
 /** `vm.flagged` for what an inventory report raised: VMs flagged by the upsert, and UUIDs another
  *  node holds (once per VM and reporting node). */
 export async function notifyInventoryFlags(env: Env, nodeId: string, found: { flagged?: { vmId: string; message: string }[]; foreign?: string[] }): Promise<void> {
