@@ -10,8 +10,10 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { ControlPlane } from "../../support/control-plane.ts";
 import { AccessTeam, teamKey, type TeamKey } from "../../support/access-team.ts";
 import { DEMO_LOG_DIR, demoLibvirtUri } from "../../support/agent.ts";
+import { WebhookReceiver } from "../../../scripts/webhook-receiver.ts";
 import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
 
+const ALICE = "alice@acme.test";
 const BOB = "bob@acme.test";
 const SCRATCH = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f08", name: "scratch" };
 
@@ -27,7 +29,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "qx-access-web-"));
   key = await teamKey("web-key");
   team = await AccessTeam.start({ keys: [key] });
-  const [control] = await Promise.all([ControlPlane.start({ vars: team.vars({ ACCESS_OPERATORS: "sre" }) }), ensureWebBuild()]);
+  const [control] = await Promise.all([ControlPlane.start({ vars: team.vars({ ACCESS_ADMINS: ALICE, ACCESS_OPERATORS: "sre" }) }), ensureWebBuild()]);
   cp = control;
   ({ agent } = await enrollAgent(cp, "access-web-node", { stateDir: join(dir, "state"), libvirtUri: demoLibvirtUri(), logDir: DEMO_LOG_DIR, vmCount: 8 }));
   browser = await launchChromium();
@@ -75,6 +77,35 @@ describe("dashboard behind Cloudflare Access", () => {
     expect(events.find((e) => e.action === "reset_state")?.actor).toBe(`user:${BOB}`);
     expect(watch.problems).toEqual([]);
     expect(watch.dialogs).toEqual([]);
+  }, 60_000);
+
+  it("an admin adds a webhook target on the Notifications page, sends a test and sees the delivery", async () => {
+    const receiver = new WebhookReceiver("page-secret");
+    await receiver.up();
+    try {
+      const { page, watch } = await browse(await team.mint(key, { email: ALICE }));
+      await page.getByTestId("signed-in-as").waitFor();
+      await page.getByRole("link", { name: "Notifications" }).click();
+      const form = page.getByTestId("new-target");
+      await form.getByLabel("Target name").fill("on-call hook");
+      await form.getByLabel("Target URL").fill(receiver.url);
+      await form.getByLabel("Signing secret").fill(receiver.secret);
+      await form.getByRole("button", { name: "Add target" }).click();
+      await page.getByTestId("toast-success").filter({ hasText: "added" }).waitFor();
+      const row = page.locator('tr[data-target-name="on-call hook"]');
+      await row.waitFor();
+      expect(await page.content()).not.toContain(receiver.secret); // the form is cleared, the list never has it
+      await row.getByTestId("target-test").click();
+      await page.getByTestId("toast-success").filter({ hasText: "answered 200" }).waitFor();
+      await page.locator('[data-testid="deliveries-table"] tr[data-delivery-event="test"]').waitFor();
+      expect(await page.locator('tr[data-delivery-event="test"]').first().textContent()).toContain("delivered");
+      expect(receiver.received.map((d) => [d.event, d.signatureOk])).toEqual([["test", true]]);
+      expect((receiver.received[0]!.body as { message: string }).message).toContain(ALICE);
+      await screenshot(page, "notifications-page");
+      expect(watch.problems).toEqual([]);
+    } finally {
+      await receiver.down();
+    }
   }, 60_000);
 
   it("without Access's cookie the token screen is offered; with an expired one it says so", async () => {
