@@ -28,8 +28,9 @@ export function signatureMatches(secret: string, raw: string, header: string | u
 export class WebhookReceiver {
   readonly secret: string;
   readonly received: Delivery[] = [];
-  /** what to answer the next request (a test turns this to 500 to make the control plane retry) */
-  answer: (d: Omit<Delivery, "answered">) => number = () => 200;
+  /** what to answer a request: 401 to a bad signature (as a real receiver must), else 200; a test
+   *  may answer 500 to make the control plane retry */
+  answer: (d: Omit<Delivery, "answered">) => number = (d) => (d.signatureOk ? 200 : 401);
   onDelivery: (d: Delivery) => void = () => {};
   private server: Server | null = null;
   port = 0;
@@ -99,7 +100,7 @@ async function main() {
   }
   const receiver = new WebhookReceiver(values.secret);
   const fail = values.fail ? Number(values.fail) : null;
-  receiver.answer = () => fail ?? 200;
+  if (fail !== null) receiver.answer = () => fail;
   receiver.onDelivery = (d) => {
     const mark = d.signatureOk ? "signature ok" : "SIGNATURE MISMATCH";
     console.log(`${new Date(d.receivedAt).toISOString()} ${d.event} delivery ${d.id} (${mark}) -> answered ${d.answered}`);
