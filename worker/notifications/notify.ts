@@ -56,17 +56,32 @@ export async function notify(env: Env, notice: Notice): Promise<void> {
   }
 }
 
+// A node's liveness changes are told in the order they happened: a link that drops and comes back
+// within milliseconds must not end as "offline" because the two writes crossed. One chain per node,
+// in the isolate that runs the node's session.
+const livenessChains = new Map<string, Promise<void>>();
+
 /** `node.online` / `node.offline`, only when that differs from what targets were last told (a
  *  connection replacing a live one is no news). */
-export async function notifyNodeLiveness(env: Env, nodeId: string | null | undefined, online: boolean, message: string): Promise<void> {
-  if (!nodeId) return;
+export function notifyNodeLiveness(env: Env, nodeId: string | null | undefined, online: boolean, message: string): Promise<void> {
+  if (!nodeId) return Promise.resolve();
+  const at = Date.now();
+  const next = (livenessChains.get(nodeId) ?? Promise.resolve()).then(() => tellLiveness(env, nodeId, online, message, at));
+  livenessChains.set(nodeId, next);
+  void next.then(() => {
+    if (livenessChains.get(nodeId) === next) livenessChains.delete(nodeId);
+  });
+  return next;
+}
+
+async function tellLiveness(env: Env, nodeId: string, online: boolean, message: string, at: number): Promise<void> {
   try {
     const changed = await env.DB.prepare(
       `INSERT INTO notification_node_status (node_id, online, at) VALUES (?1, ?2, ?3)
        ON CONFLICT (node_id) DO UPDATE SET online = excluded.online, at = excluded.at WHERE notification_node_status.online != excluded.online
        RETURNING node_id`,
     )
-      .bind(nodeId, online ? 1 : 0, Date.now())
+      .bind(nodeId, online ? 1 : 0, at)
       .all();
     if (changed.results.length) await notify(env, { event: online ? "node.online" : "node.offline", nodeId, message });
   } catch (err) {
