@@ -13,6 +13,7 @@ import { meRoutes } from "./routes/me.ts";
 import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
 import { notificationRoutes } from "./routes/notifications.ts";
+import { reportStuckVms } from "./notifications/stuck-scan.ts";
 import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { vmRoutes } from "./routes/vms.ts";
@@ -54,4 +55,10 @@ app.onError((err, c) => {
   return errorResponse(c, 500, "internal", "internal error");
 });
 
-export default app;
+/** The Worker: the app's fetch, and the once-a-minute cron (wrangler.toml `[triggers]`) that reports
+ *  VMs stuck on nodes whose agent is away (the reconciler covers connected ones). */
+export default Object.assign(app, {
+  scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext) {
+    ctx.waitUntil(reportStuckVms(env));
+  },
+});

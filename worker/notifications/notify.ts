@@ -91,9 +91,15 @@ async function tellLiveness(env: Env, nodeId: string, online: boolean, message: 
 
 /** `vm.stuck`: the reconciler found `vm` in a transition too long, with nothing in flight (once per
  *  transition, however many passes find it). */
-export function notifyStuckVm(env: Env, nodeId: string, vm: { id: string; name: string; state: string; stateUpdatedAt: number; transitionRequestId: string | null }, now = Date.now()) {
+export function notifyStuckVm(
+  env: Env,
+  nodeId: string | null,
+  vm: { id: string; name: string; state: string; stateUpdatedAt: number; transitionRequestId: string | null },
+  now = Date.now(),
+  next = "asking the hypervisor",
+) {
   const seconds = Math.round((now - vm.stateUpdatedAt) / 1000);
-  const message = `${vm.name} has been ${vm.state} for ${seconds} s with no request in flight; asking the hypervisor`;
+  const message = `${vm.name} has been ${vm.state} for ${seconds} s with no request in flight; ${next}`;
   return notify(env, { event: "vm.stuck", nodeId, vmId: vm.id, message, dedupeKey: `stuck:${vm.id}:${vm.transitionRequestId}` });
 }
 
