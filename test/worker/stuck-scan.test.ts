@@ -38,5 +38,11 @@ describe("stuck scan", () => {
     expect(queued).toHaveLength(1);
     expect(queued[0]!.payload).toMatchObject({ event: "vm.stuck", vm: { id: vm.uuid, name: vm.name }, node: { id: s.nodeId }, message: expect.stringMatching(/STOPPING .*node is offline/) });
     expect((await deliveries(otherTarget.id)).filter((d) => d.event === "vm.stuck")).toEqual([]);
+    // Nothing listens there: its first attempt is kept as a failure with a retry due (the outbox
+    // is done with it before the test ends).
+    await eventually(async () => {
+      const [d] = (await deliveries(stuckTarget.id)).filter((x) => x.payload.vm?.id === vm.uuid) as any[];
+      expect(d).toMatchObject({ status: "pending", attempts: [{ httpStatus: null, error: expect.stringMatching(/no answer/) }], nextAttemptAt: expect.any(String) });
+    });
   });
 });
