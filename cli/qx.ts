@@ -6,6 +6,7 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { LogsResponse, MeResponse, NodeView, VmEventView, VmView } from "../protocol/rest.ts";
 import { forTerminal, jsonForTerminal } from "./terminal-text.ts";
+import { NOTIFICATIONS_USAGE, runNotifications } from "./notifications.ts";
 
 const USAGE = `qx — Quantix Edge CLI
 
@@ -26,6 +27,7 @@ usage: npm run qx -- <command> [options]
   vms events <vm-id>
   requests show <request-id>
   tokens list | tokens create <name> --role viewer|operator|admin | tokens revoke <token-id>
+${NOTIFICATIONS_USAGE}
 
 options: --json (raw JSON output), --url, --token (override the environment / config file)
          --raw (vms logs: print terminal control sequences in the log as they are; by default escape
@@ -135,6 +137,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       interval: { type: "string" },
       role: { type: "string" },
       raw: { type: "boolean", default: false },
+      secret: { type: "string" },
+      events: { type: "string" },
+      format: { type: "string" },
+      target: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -164,6 +170,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
 
   const api = new Api(loadConfig(env, values));
+  if (group === "notifications") {
+    await runNotifications((method, path, body) => api.call(method, path, body), positionals, values, print, table, (m) => new CliError(m, 2));
+    return 0;
+  }
   const key = `${group} ${action ?? ""}`.trim();
   switch (key) {
     case "whoami": {

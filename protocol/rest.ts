@@ -112,5 +112,7 @@ export const MeResponse = z.object({
   role: Role,
   name: z.string(),
   stuckAfterMs: z.number().int().describe("a VM in a transitional state for longer than this is stuck (the reconciler then asks its hypervisor)"),
+  via: z.literal("access").optional().describe("present when the caller signed in through Cloudflare Access"),
+  email: z.string().nullable().optional().describe("the Access identity's email"),
 });
 export type MeResponse = z.infer<typeof MeResponse>;

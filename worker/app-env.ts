@@ -1,7 +1,8 @@
 // The Hono environment of every route: bindings plus who is calling.
 import type { Role } from "../protocol/api.ts";
 
-/** The caller behind a valid API token (or ADMIN_TOKEN). `actor` is what events record. */
-export type Principal = { id: string; name: string; role: Role; actor: string };
+/** The caller behind a valid API token (or ADMIN_TOKEN), or a person signed in through Cloudflare
+ *  Access (`via: "access"`). `actor` is what events and request rows record. */
+export type Principal = { id: string; name: string; role: Role; actor: string; via: "token" | "access"; email?: string | null };
 
 export type AppEnv = { Bindings: Env; Variables: { principal: Principal } };

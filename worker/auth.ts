@@ -1,9 +1,11 @@
-// Bearer authentication for /api/* and the credentials we issue: API tokens (qxa_), join tokens
-// (qxj_) and node credentials (qxn_). Only SHA-256 hashes of them are ever stored.
+// Authentication for /api/* (bearer tokens, or Cloudflare Access sign-in) and the credentials we
+// issue: API tokens (qxa_), join tokens (qxj_) and node credentials (qxn_). Only SHA-256 hashes of
+// them are ever stored.
 import { createMiddleware } from "hono/factory";
 import { and, eq, isNull } from "drizzle-orm";
 import { FOLLOW_SUBPROTOCOL, FOLLOW_TOKEN_PREFIX, roleRank, type Role } from "../protocol/api.ts";
 import type { AppEnv, Principal } from "./app-env.ts";
+import { accessAssertion, accessPrincipal, refuseCrossSite } from "./access/sign-in.ts";
 import { ApiError } from "./errors.ts";
 import { database } from "./db/client.ts";
 import { apiTokens } from "./db/schema.ts";
@@ -60,7 +62,7 @@ async function principalOf(env: Env, token: string): Promise<Principal | null> {
     if (principal) return principal;
   }
   if (env.ADMIN_TOKEN && (await sameSecret(token, env.ADMIN_TOKEN))) {
-    return { id: "admin", name: "admin", role: "admin", actor: "admin" };
+    return { id: "admin", name: "admin", role: "admin", actor: "admin", via: "token" };
   }
   return null;
 }
@@ -79,7 +81,7 @@ async function apiTokenPrincipal(env: Env, token: string): Promise<Principal | n
     tokenCache.delete(hash);
     return null;
   }
-  const principal: Principal = { id: row.id, name: row.name, role: row.role as Role, actor: `token:${row.name}` };
+  const principal: Principal = { id: row.id, name: row.name, role: row.role as Role, actor: `token:${row.name}`, via: "token" };
   if (tokenCache.size >= TOKEN_CACHE_MAX) tokenCache.clear();
   tokenCache.set(hash, { principal, until: now + TOKEN_CACHE_MS });
   return principal;
@@ -97,13 +99,21 @@ export function subprotocolToken(req: { header(name: string): string | undefined
   return token && token.length <= 512 ? token : null;
 }
 
-/** Every /api route but health: 401 without a valid API token. */
+/** Every /api route but health: 401 without a valid API token or, when Cloudflare Access sign-in
+ *  is on, a valid Access assertion. A bearer token wins over an assertion (Access adds one to every
+ *  request it lets through, also to those of a CLI with its own token). */
 export const authenticate = createMiddleware<AppEnv>(async (c, next) => {
   const token = bearer(c.req.header("authorization")) ?? subprotocolToken(c.req);
-  if (!token) throw new ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)");
-  const principal = await principalOf(c.env, token);
-  if (!principal) throw new ApiError(401, "unauthorized", "invalid or revoked token");
-  c.set("principal", principal);
+  if (token) {
+    const principal = await principalOf(c.env, token);
+    if (!principal) throw new ApiError(401, "unauthorized", "invalid or revoked token");
+    c.set("principal", principal);
+    return next();
+  }
+  const assertion = accessAssertion(c);
+  if (!assertion) throw new ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)");
+  c.set("principal", await accessPrincipal(c.env, assertion));
+  refuseCrossSite(c);
   await next();
 });
 

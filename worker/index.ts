@@ -12,11 +12,14 @@ import { healthRoutes } from "./routes/health.ts";
 import { meRoutes } from "./routes/me.ts";
 import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
+import { notificationRoutes } from "./routes/notifications.ts";
+import { reportStuckVms } from "./notifications/stuck-scan.ts";
 import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { vmRoutes } from "./routes/vms.ts";
 
 export { NodeSession } from "./session/node-session.ts";
+export { NotificationOutbox } from "./notifications/outbox.ts";
 
 /** No request of this API needs more than a few KiB; refuse big bodies before parsing them. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -37,6 +40,7 @@ const app = new Hono<AppEnv>()
   .route("/api/nodes", nodeRoutes)
   .route("/api/vms", vmRoutes)
   .route("/api/requests", requestRoutes)
+  .route("/api/notifications", notificationRoutes)
   .route("/agent", agentRoutes);
 
 app.notFound((c) => errorResponse(c, 404, "not_found", `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
@@ -51,4 +55,10 @@ app.onError((err, c) => {
   return errorResponse(c, 500, "internal", "internal error");
 });
 
-export default app;
+/** The Worker: the app's fetch, and the once-a-minute cron (wrangler.toml `[triggers]`) that reports
+ *  VMs stuck on nodes whose agent is away (the reconciler covers connected ones). */
+export default Object.assign(app, {
+  scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext) {
+    ctx.waitUntil(reportStuckVms(env));
+  },
+});

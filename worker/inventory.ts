@@ -33,12 +33,12 @@ const reported = (json: string) => sql`(SELECT json_extract(value, '$.id') AS id
  *  A VM force-reset to STOPPED that the host reports alive is flagged `running_after_forced_reset`
  *  for the operator (never stopped by us): its state follows the hypervisor, an event says so. */
 export async function upsertReportedVms(db: Database, nodeId: string, list: VmInfo[], syncId: string | null, actor: string) {
-  if (list.length === 0) return { foreign: [] as string[] };
+  if (list.length === 0) return { foreign: [] as string[], flagged: [] as { vmId: string; message: string }[] };
   const json = rowsOf(list);
   const now = Date.now();
   // In the upsert's SET, `vms.*` is the row before the update: the flag sees the forced reset it settles.
   const flagNow = sql`vms.forced_reset_at IS NOT NULL AND vms.transition_request_id IS NULL AND excluded.state IN ${ALIVE}`;
-  const [foreign] = await runBatch(db, [
+  const [foreign, , flagged] = await runBatch(db, [
     sql`SELECT v.id FROM vms v JOIN ${reported(json)} r ON r.id = v.id
       WHERE v.node_id IS NOT NULL AND v.node_id != ${nodeId}`,
     // Events first: they compare what is stored with what is reported, before the upsert changes it.
@@ -61,7 +61,8 @@ export async function upsertReportedVms(db: Database, nodeId: string, list: VmIn
         '); left as it is, not stopped by the control plane: check the VM, then clear the flag',
         v.state, r.state
       FROM ${reported(json)} r JOIN vms v ON v.id = r.id
-      WHERE (v.node_id = ${nodeId} OR v.node_id IS NULL) AND v.forced_reset_at IS NOT NULL AND v.transition_request_id IS NULL AND r.state IN ${ALIVE}`,
+      WHERE (v.node_id = ${nodeId} OR v.node_id IS NULL) AND v.forced_reset_at IS NOT NULL AND v.transition_request_id IS NULL AND r.state IN ${ALIVE}
+      RETURNING vm_id AS vmId, message`,
     sql`INSERT INTO vms (id, name, node_id, state, libvirt_state, vcpus, memory_mib, state_updated_at, created_at, updated_at, last_sync_id)
       SELECT r.id, r.name, ${nodeId}, r.state, r.libvirt_state, r.vcpus, r.memory_mib, ${now}, ${now}, ${now}, ${syncId}
       FROM ${reported(json)} r WHERE true
@@ -84,7 +85,7 @@ export async function upsertReportedVms(db: Database, nodeId: string, list: VmIn
         updated_at = ${now}
       WHERE vms.node_id = ${nodeId} OR vms.node_id IS NULL`,
   ]);
-  return { foreign: (foreign!.results as { id: string }[]).map((r) => r.id) };
+  return { foreign: (foreign!.results as { id: string }[]).map((r) => r.id), flagged: flagged!.results as { vmId: string; message: string }[] };
 }
 
 /** After a completed full sync: the node's VMs it did not report are marked missing (kept). */

@@ -23,26 +23,11 @@ import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
 import { CreateToken } from "./routes/tokens.ts";
+import { NOTIFICATION_ROUTES } from "./notifications/openapi.ts";
+import type { Answer, RouteDoc } from "./route-doc.ts";
 import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
 
 // ---- the routes ---------------------------------------------------------------------------------------
-
-type Access = "none" | Role | "node";
-type Answer = { description: string; schema?: z.ZodType };
-export type RouteDoc = {
-  method: "get" | "post" | "delete";
-  /** Hono's form, as mounted: `/api/vms/:id` */
-  path: string;
-  summary: string;
-  access: Access;
-  params?: z.ZodObject;
-  query?: z.ZodObject;
-  body?: z.ZodType;
-  bodyRequired?: boolean;
-  answers: Record<number, Answer>;
-  /** notes per query parameter the schema can't say (e.g. a range checked in a transform) */
-  notes?: Record<string, string>;
-};
 
 const ok = (description: string, schema?: z.ZodType): Answer => ({ description, schema });
 const vmId = z.object({ id: IdParam.shape.id.describe("the VM's libvirt domain UUID") });
@@ -51,7 +36,7 @@ const LINES_NOTE = `an integer from ${LOG_LINES_MIN} to ${LOG_LINES_MAX} (defaul
 export const ROUTES: RouteDoc[] = [
   { method: "get", path: "/api/health", summary: "Liveness", access: "none", answers: { 200: ok("up", HealthResponse) } },
   { method: "get", path: "/api/openapi.json", summary: "This document", access: "none", answers: { 200: ok("OpenAPI 3.1 document", z.object({ openapi: z.string() })) } },
-  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller, and the stuck threshold in force", MeResponse) } },
+  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller (through Cloudflare Access: also via and email), and the stuck threshold in force", MeResponse) } },
   {
     method: "post",
     path: "/api/tokens",
@@ -294,7 +279,7 @@ let cached: object | null = null;
 export function openApiDocument(): object {
   if (cached) return cached;
   const paths: Record<string, Record<string, object>> = {};
-  for (const r of ROUTES) (paths[openApiPath(r.path)] ??= {})[r.method] = operation(r);
+  for (const r of [...ROUTES, ...NOTIFICATION_ROUTES]) (paths[openApiPath(r.path)] ??= {})[r.method] = operation(r);
   cached = {
     openapi: "3.1.0",
     info: {

@@ -145,3 +145,64 @@ export const vmLogSnapshots = sqliteTable("vm_log_snapshots", {
 
 /** A VM as stored (the REST shape is protocol/rest.ts's Vm). */
 export type VmRecord = typeof vms.$inferSelect;
+
+/** Webhook targets for notifications. The secret signs each delivery, so it is kept as given (never
+ *  shown again after creation); a deleted target keeps its row (its deliveries' history) without it. */
+export const notificationTargets = sqliteTable("notification_targets", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  url: text("url").notNull(),
+  secret: text("secret").notNull(),
+  events: text("events").notNull(), // JSON NotificationEvent[]
+  format: text("format").notNull(), // json | slack
+  createdBy: text("created_by").notNull(),
+  createdAt: integer("created_at").notNull(),
+  deletedAt: integer("deleted_at"),
+});
+
+/** One event for one target: its body is fixed when it is queued, so every retry sends the same
+ *  bytes under the same delivery id. */
+export const notificationDeliveries = sqliteTable(
+  "notification_deliveries",
+  {
+    id: text("id").primaryKey(),
+    targetId: text("target_id").notNull(),
+    event: text("event").notNull(),
+    body: text("body").notNull(),
+    /** events that must reach a target once per occurrence (a stuck transition) carry a key */
+    dedupeKey: text("dedupe_key"),
+    status: text("status").notNull(), // pending | delivered | failed | cancelled
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: integer("next_attempt_at"),
+    lastStatus: integer("last_status"),
+    lastError: text("last_error"),
+    createdAt: integer("created_at").notNull(),
+    deliveredAt: integer("delivered_at"),
+  },
+  (t) => [
+    index("notification_deliveries_target_idx").on(t.targetId, t.createdAt),
+    index("notification_deliveries_due_idx").on(t.targetId, t.status, t.nextAttemptAt),
+    uniqueIndex("notification_deliveries_dedupe_unique").on(t.targetId, t.dedupeKey),
+  ],
+);
+
+/** Every try of a delivery: when, the receiver's HTTP status (none when it did not answer), why it failed. */
+export const notificationAttempts = sqliteTable(
+  "notification_attempts",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    deliveryId: text("delivery_id").notNull(),
+    at: integer("at").notNull(),
+    httpStatus: integer("http_status"),
+    error: text("error"),
+    durationMs: integer("duration_ms").notNull(),
+  },
+  (t) => [index("notification_attempts_delivery_idx").on(t.deliveryId, t.at)],
+);
+
+/** The last node liveness told to notification targets, so a replaced connection is no `node.online`. */
+export const notificationNodeStatus = sqliteTable("notification_node_status", {
+  nodeId: text("node_id").primaryKey(),
+  online: integer("online", { mode: "boolean" }).notNull(),
+  at: integer("at").notNull(),
+});

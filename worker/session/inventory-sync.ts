@@ -3,6 +3,7 @@
 import type { AgentMessage } from "../../protocol/wire.ts";
 import type { Database } from "../db/client.ts";
 import { markRemoved, markUnreportedMissing, upsertReportedVms } from "../inventory.ts";
+import type { SessionNotices } from "./notices.ts";
 import type { AgentAttachment } from "./store.ts";
 
 type Payload<T extends AgentMessage["type"]> = Extract<AgentMessage, { type: T }>["payload"];
@@ -12,16 +13,18 @@ const warnForeign = (nodeId: string, foreign: string[]) => {
 };
 
 /** One frame of a full sync; true when it completed the sync. */
-export async function applyInventory(db: Database, att: AgentAttachment, p: Payload<"inventory">, actor: string): Promise<boolean> {
+export async function applyInventory(db: Database, att: AgentAttachment, p: Payload<"inventory">, actor: string, notices: SessionNotices): Promise<boolean> {
   const syncId = `${att.connId}:${p.syncId}`;
-  const { foreign } = await upsertReportedVms(db, att.nodeId, p.vms, syncId, actor);
+  const { foreign, flagged } = await upsertReportedVms(db, att.nodeId, p.vms, syncId, actor);
+  notices.inventoryFlags(att.nodeId, { foreign, flagged });
   warnForeign(att.nodeId, foreign);
   if (p.done) await markUnreportedMissing(db, att.nodeId, syncId, actor);
   return p.done;
 }
 
-export async function applyChanges(db: Database, att: AgentAttachment, p: Payload<"vm.changed">, actor: string): Promise<void> {
-  const { foreign } = await upsertReportedVms(db, att.nodeId, p.vms, null, actor);
+export async function applyChanges(db: Database, att: AgentAttachment, p: Payload<"vm.changed">, actor: string, notices: SessionNotices): Promise<void> {
+  const { foreign, flagged } = await upsertReportedVms(db, att.nodeId, p.vms, null, actor);
+  notices.inventoryFlags(att.nodeId, { foreign, flagged });
   warnForeign(att.nodeId, foreign);
   await markRemoved(db, att.nodeId, p.removed, actor);
 }

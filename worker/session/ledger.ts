@@ -10,6 +10,7 @@ import { applyPowerOutcome, isPowerKind, repairStuckVm, undoPowerAction } from "
 import type { LogsOutcome, PowerDispatch, PowerOutcome, QueryDispatch, StateOutcome } from "./dispatch.ts";
 import type { KeptWrites } from "./kept-writes.ts";
 import type { AgentLink } from "./links.ts";
+import type { SessionNotices } from "./notices.ts";
 import type { InFlight, LogsInFlight, PowerInFlight, ReconcileInFlight, SessionStore, StateInFlight, StuckVm } from "./store.ts";
 
 type ErrorPayload = Extract<AgentMessage, { type: "error" }>["payload"];
@@ -35,28 +36,19 @@ export class RequestLedger {
   private readonly sentWrites = new Map<string, Promise<unknown>>();
 
   private readonly store: SessionStore;
-
   private readonly db: Database;
-
   private readonly limits: SessionSettings;
-
   private readonly kept: KeptWrites;
-
   private readonly armAlarm: () => Promise<void>;
+  private readonly notices: SessionNotices;
 
-
-  constructor(store: SessionStore, db: Database, limits: SessionSettings, kept: KeptWrites, armAlarm: () => Promise<void>) {
-
+  constructor(store: SessionStore, db: Database, limits: SessionSettings, kept: KeptWrites, armAlarm: () => Promise<void>, notices: SessionNotices) {
     this.store = store;
-
     this.db = db;
-
     this.limits = limits;
-
     this.kept = kept;
-
     this.armAlarm = armAlarm;
-
+    this.notices = notices;
   }
 
   all(): InFlight[] {
@@ -208,7 +200,7 @@ export class RequestLedger {
   private async stateAnswered(r: StateInFlight | ReconcileInFlight, state: StateResult): Promise<void> {
     if (r.reconcile) {
       const observed = { state: mapLibvirtState(state.libvirtState), libvirtState: state.libvirtState };
-      await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed);
+      if (await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed)) this.notices.repaired(r.reconcile, observed);
     }
     return this.settle(r, { status: "done", state });
   }

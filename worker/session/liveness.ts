@@ -7,6 +7,7 @@ import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
 import type { AgentLink } from "./links.ts";
+import type { SessionNotices } from "./notices.ts";
 import type { SessionStore } from "./store.ts";
 
 type HelloPayload = Extract<AgentMessage, { type: "hello" }>["payload"];
@@ -15,11 +16,13 @@ export class Liveness {
   private readonly store: SessionStore;
   private readonly db: Database;
   private readonly limits: SessionSettings;
+  private readonly notices: SessionNotices;
 
-  constructor(store: SessionStore, db: Database, limits: SessionSettings) {
+  constructor(store: SessionStore, db: Database, limits: SessionSettings, notices: SessionNotices) {
     this.store = store;
     this.db = db;
     this.limits = limits;
+    this.notices = notices;
   }
 
   /** When the next check is due (while connected). */
@@ -30,6 +33,7 @@ export class Liveness {
   /** A new link: the node is connected now. */
   async online(nodeId: string, now: number): Promise<void> {
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
+    this.notices.nodeLiveness(nodeId, true, "the node's agent connected");
     this.store.put("lastSeenWritten", now);
     // The first check comes somewhere in the second half of OFFLINE_AFTER_MS: a fleet that
     // (re)connects at once (a restart, a deploy) then does not wake all its objects in step.
@@ -63,10 +67,11 @@ export class Liveness {
   }
 
   /** Offline with its true last sign of life (written coarsely while it was connected). */
-  async offline(nodeId: string, lastSign: number): Promise<void> {
+  async offline(nodeId: string, lastSign: number, why: string): Promise<void> {
     await this.db
       .update(nodes)
       .set({ connected: false, updatedAt: Date.now(), lastSeenAt: sql`max(coalesce(${nodes.lastSeenAt}, 0), ${lastSign})` })
       .where(eq(nodes.id, nodeId));
+    this.notices.nodeLiveness(nodeId, false, `the node went offline: ${why}`);
   }
 }

@@ -13,6 +13,7 @@ import { FollowRelay } from "./follow-relay.ts";
 import { FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
 import { AgentInbox } from "./inbox.ts";
 import { applyChanges, applyInventory } from "./inventory-sync.ts";
+import { sessionNotices, type SessionNotices } from "./notices.ts";
 import { KeptWrites } from "./kept-writes.ts";
 import { RequestLedger } from "./ledger.ts";
 import { AgentLinks, type AgentLink, type StaleLink } from "./links.ts";
@@ -32,6 +33,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly liveness: Liveness;
   private readonly reconciler: Reconciler;
   private readonly follows: FollowRelay;
+  private readonly notices: SessionNotices;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -39,12 +41,13 @@ export class NodeSession extends DurableObject<Env> {
     this.limits = sessionSettings(env);
     this.store = new SessionStore(ctx.storage.kv);
     const armAlarm = () => this.armAlarm();
+    const notices = (this.notices = sessionNotices(env, (work) => ctx.waitUntil(work)));
     this.links = new AgentLinks(ctx, this.store);
     this.inbox = new AgentInbox(this.limits.floodPerSecond, this.limits.floodBurst);
     this.kept = new KeptWrites(this.store, this.db, armAlarm);
-    this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm);
-    this.liveness = new Liveness(this.store, this.db, this.limits);
-    this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger);
+    this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm, notices);
+    this.liveness = new Liveness(this.store, this.db, this.limits, notices);
+    this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
@@ -123,7 +126,7 @@ export class NodeSession extends DurableObject<Env> {
     // exactly when a node is offline), all in D1 before the node shows offline.
     await this.ledger.failAll(error);
     await this.kept.write();
-    if (nodeId) await this.liveness.offline(nodeId, lastSign);
+    if (nodeId) await this.liveness.offline(nodeId, lastSign, error.message);
     await this.armAlarm();
   }
 
@@ -268,14 +271,14 @@ export class NodeSession extends DurableObject<Env> {
       case "hello":
         return this.liveness.hello(att.nodeId, msg.payload, now);
       case "inventory": {
-        if (!(await applyInventory(this.db, att, msg.payload, actor))) return;
+        if (!(await applyInventory(this.db, att, msg.payload, actor, this.notices))) return;
         // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
         const current = this.links.current();
         if (current) await this.reconciler.pass(current);
         return;
       }
       case "vm.changed":
-        return applyChanges(this.db, att, msg.payload, actor);
+        return applyChanges(this.db, att, msg.payload, actor, this.notices);
       case "ack":
         if (this.follows.onAck(msg.id)) return;
         return ignored(this.ledger.onAck(msg.id));

@@ -9,6 +9,7 @@ import { vms } from "../db/schema.ts";
 import { finishRequest, queueStateQuery } from "../request-rows.ts";
 import type { RequestLedger } from "./ledger.ts";
 import type { AgentLink } from "./links.ts";
+import type { SessionNotices } from "./notices.ts";
 import type { SessionStore, StuckVm } from "./store.ts";
 
 /** Stuck VMs asked about per pass (the rest wait for the next pass). */
@@ -19,12 +20,14 @@ export class Reconciler {
   private readonly db: Database;
   private readonly limits: SessionSettings;
   private readonly ledger: RequestLedger;
+  private readonly notices: SessionNotices;
 
-  constructor(store: SessionStore, db: Database, limits: SessionSettings, ledger: RequestLedger) {
+  constructor(store: SessionStore, db: Database, limits: SessionSettings, ledger: RequestLedger, notices: SessionNotices) {
     this.store = store;
     this.db = db;
     this.limits = limits;
     this.ledger = ledger;
+    this.notices = notices;
   }
 
   /** The next periodic pass, while a transition may be open (undefined: none due). */
@@ -69,6 +72,7 @@ export class Reconciler {
     for (const vm of stuck) {
       const transitionRequestId = vm.transitionRequestId;
       if (transitionRequestId === null || busy.has(transitionRequestId) || busy.has(vm.id)) continue;
+      this.notices.stuck(current.att.nodeId, vm, now);
       const id = await queueStateQuery(this.db, vm, "reconciler", Date.now() + this.limits.queryMs);
       const check: StuckVm = { vmId: vm.id, generation: vm.generation, transitionRequestId, expectedState: vm.state, stuckSince: vm.stateUpdatedAt };
       if (!(await this.ledger.reconcile(current, id, vm, check))) {

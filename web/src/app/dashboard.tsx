@@ -1,11 +1,13 @@
-// The dashboard: sign-in with an API token, then the routed pages for the token's role.
+// The dashboard: signed in through Cloudflare Access when it is on, else with an API token; then
+// the routed pages for the role.
 import { QueryClientProvider } from "@tanstack/react-query";
 import { Notice, Spinner } from "../components/ui/panel.tsx";
 import { ToastProvider } from "../components/ui/toast.tsx";
-import { fetchMe, useMe } from "../features/auth/api/session.ts";
+import { fetchMe, useAccessMe, useMe, type Me } from "../features/auth/api/session.ts";
 import { SignIn } from "../features/auth/components/sign-in.tsx";
 import { useNodes } from "../features/nodes/api/nodes.ts";
 import { NodesPage } from "../features/nodes/components/nodes-page.tsx";
+import { NotificationsPage } from "../features/notifications/components/notifications-page.tsx";
 import { TokensPage } from "../features/tokens/components/tokens-page.tsx";
 import { VmsPage } from "../features/vms/components/vms-page.tsx";
 import { ApiClientProvider } from "../lib/api-context.tsx";
@@ -26,13 +28,7 @@ export function Dashboard() {
           {session.token ? (
             <SignedIn token={session.token} onSignOut={session.signOut} />
           ) : (
-            <SignIn
-              title="Sign in to the dashboard"
-              label="API token"
-              help="Use the admin token (ADMIN_TOKEN; npm start prints it) or a token an admin created for you. It stays in this browser until you sign out."
-              verify={(token) => fetchMe(session.client, token)}
-              onSignedIn={session.signIn}
-            />
+            <AccessOrToken onSignedIn={session.signIn} verify={(token) => fetchMe(session.client, token)} />
           )}
         </ToastProvider>
       </ApiClientProvider>
@@ -40,14 +36,43 @@ export function Dashboard() {
   );
 }
 
+/** Signed in through Cloudflare Access already? Then no token is asked for; else the token form
+ *  (saying why, when Access refused the browser's sign-in). */
+function AccessOrToken({ verify, onSignedIn }: { verify: (token: string) => Promise<unknown>; onSignedIn: (token: string) => void }) {
+  const access = useAccessMe();
+  if (access.isPending) return <Spinner label="Checking sign-in…" />;
+  if (access.data) return <Pages me={access.data} onSignOut={() => window.location.assign("/cdn-cgi/access/logout")} />;
+  const refused = access.error?.message.startsWith("Cloudflare Access") ? access.error.message : null;
+  return (
+    <SignIn
+      title="Sign in to the dashboard"
+      label="API token"
+      help={
+        <>
+          {refused && <span className="mb-2 block text-red-700 dark:text-red-400" data-testid="access-refused">{refused}</span>}
+          Use the admin token (ADMIN_TOKEN; npm start prints it) or a token an admin created for you. It stays in this browser until you sign out.
+          Behind Cloudflare Access you are signed in without a token.
+        </>
+      }
+      verify={verify}
+      onSignedIn={onSignedIn}
+    />
+  );
+}
+
 function SignedIn({ token, onSignOut }: { token: string; onSignOut: () => void }) {
   const me = useMe(token);
   if (me.error) return <div className="p-4"><Notice tone="error">Could not check the token: {me.error.message}</Notice></div>;
   if (me.isPending) return <Spinner label="Signing in…" />;
+  return <Pages me={me.data} onSignOut={onSignOut} />;
+}
+
+function Pages({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
+  const who = me.via === "access" ? `${me.email ?? me.name} · ${me.role} · Cloudflare Access` : `${me.name} · ${me.role}`;
   return (
-    <RoleProvider role={me.data.role}>
-      <StuckAfterContext.Provider value={me.data.stuckAfterMs ?? STUCK_AFTER_MS}>
-        <Shell who={`${me.data.name} · ${me.data.role}`} onSignOut={onSignOut}>
+    <RoleProvider role={me.role}>
+      <StuckAfterContext.Provider value={me.stuckAfterMs ?? STUCK_AFTER_MS}>
+        <Shell who={`${me.data.name} · ${me.role}`} onSignOut={onSignOut}>
           <Routes />
         </Shell>
       </StuckAfterContext.Provider>
@@ -62,6 +87,7 @@ function Routes() {
   if (pathname === "/" || pathname === "/vms") return <VmList />;
   if (pathname === "/nodes") return <NodesPage />;
   if (pathname === "/tokens") return isAdmin ? <TokensPage /> : <Notice tone="info">Tokens are managed by admins.</Notice>;
+  if (pathname === "/notifications") return isAdmin ? <NotificationsPage /> : <Notice tone="info">Notifications are managed by admins.</Notice>;
   if ((params = matchPath("/vms/:id", pathname))) return <VmPage key={params.id} id={params.id} tab="events" />;
   if ((params = matchPath("/vms/:id/logs", pathname))) return <VmPage key={params.id} id={params.id} tab="logs" />;
   return <Notice tone="info">No page at {pathname}.</Notice>;

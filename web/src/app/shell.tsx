@@ -12,7 +12,12 @@ export function Shell({ who, onSignOut, children }: { who: ReactNode; onSignOut:
   const nav = [
     { to: "/vms", label: "VMs", active: pathname === "/" || pathname.startsWith("/vms") },
     { to: "/nodes", label: "Nodes", active: pathname.startsWith("/nodes") },
-    ...(isAdmin ? [{ to: "/tokens", label: "Tokens", active: pathname.startsWith("/tokens") }] : []),
+    ...(isAdmin
+      ? [
+          { to: "/tokens", label: "Tokens", active: pathname.startsWith("/tokens") },
+          { to: "/notifications", label: "Notifications", active: pathname.startsWith("/notifications") },
+        ]
+      : []),
   ];
   return (
     <div className="min-h-screen">

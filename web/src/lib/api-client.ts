@@ -17,7 +17,8 @@ export type RequestOptions = {
   method?: "GET" | "POST" | "DELETE";
   json?: unknown;
   signal?: AbortSignal;
-  /** use this token instead of the session's (sign-in checks a token before keeping it) */
+  /** use this token instead of the session's (sign-in checks a token before keeping it; "" sends
+   *  none, as the Access sign-in check does) */
   token?: string;
 };
 

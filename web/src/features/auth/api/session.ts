@@ -1,5 +1,5 @@
-// Who the signed-in token is (`GET /me` → {role, name, stuckAfterMs}), and the check a token passes before it
-// is kept.
+// Who is signed in (`GET /me` → {role, name, stuckAfterMs}, plus `via: "access"` and the email for a
+// person signed in through Cloudflare Access), and the check a token passes before it is kept.
 import { queryOptions, useQuery } from "@tanstack/react-query";
 import type { MeResponse } from "../../../../../protocol/rest.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
@@ -18,4 +18,14 @@ export function meQuery(client: ApiClient, token: string) {
 
 export function useMe(token: string) {
   return useQuery(meQuery(useApiClient(), token));
+}
+
+/** Behind Cloudflare Access the browser is signed in already (Access's cookie): `/me` without a
+ *  token says as whom. A 401 means it is not (Access off, or its assertion refused). */
+export function accessMeQuery(client: ApiClient) {
+  return queryOptions({ queryKey: [client.prefix, "me", "access"], queryFn: () => fetchMe(client, ""), staleTime: 60_000, retry: false });
+}
+
+export function useAccessMe() {
+  return useQuery(accessMeQuery(useApiClient()));
 }
