@@ -30,6 +30,7 @@ import { database, type Database } from "./db/client.ts";
 import { nodes, vms } from "./db/schema.ts";
 import { markRemoved, markUnreportedMissing, upsertReportedVms } from "./inventory.ts";
 import { logsAnswer, snapshotRow, type SnapshotRow } from "./last-known-log.ts";
+import { utf8Bytes } from "../protocol/log-excerpt.ts";
 import { PollOutbox, type LinkEnded, type PollAnswer } from "./poll-link.ts";
 import { queueQuery } from "./session-calls.ts";
 import {
@@ -751,7 +752,7 @@ export class NodeSession extends DurableObject<Env> {
         this.logChunks.set(msg.id, chunks);
         // An answer carries at most MAX_LOG_BYTES of text (SPEC §4); more is the agent misbehaving.
         let bytes = 0;
-        for (const text of chunks.values()) bytes += text.length; // UTF-16 units: a lower bound of UTF-8 bytes
+        for (const text of chunks.values()) bytes += utf8Bytes(text);
         if (bytes > MAX_LOG_BYTES) {
           return this.settle(r, { status: "failed", error: { code: "agent_error", message: `the agent sent more than ${MAX_LOG_BYTES} bytes of log text` } });
         }
