@@ -201,10 +201,10 @@ export const vmRoutes = new Hono<AppEnv>()
     const rows = await db.select().from(vmEvents).where(eq(vmEvents.vmId, vm.id)).orderBy(desc(vmEvents.at), desc(vmEvents.id)).limit(200);
     return c.json({ events: rows.map(eventView) });
   })
-  .post("/:id/start", requireRole("operator"), validate("param", IdParam), validate("query", PowerQuery), async (c) =>
+  .post("/:id/start", requireRole("operator"), limitPerToken("POWER_LIMITER"), validate("param", IdParam), validate("query", PowerQuery), async (c) =>
     powerAction(c, c.req.valid("param").id, "vm.start", c.req.valid("query").wait),
   )
-  .post("/:id/stop", requireRole("operator"), validate("param", IdParam), validate("query", PowerQuery), async (c) => {
+  .post("/:id/stop", requireRole("operator"), limitPerToken("POWER_LIMITER"), validate("param", IdParam), validate("query", PowerQuery), async (c) => {
     const { force, wait } = c.req.valid("query");
     return powerAction(c, c.req.valid("param").id, force ? "vm.forceStop" : "vm.stop", wait);
   })
