@@ -26,6 +26,9 @@ export type NodeView = {
   agentVersion: string | null;
   libvirtVersion: string | null;
   vmCount: number;
+  /** Something an admin must look at, e.g. `vm_cap_exceeded` (VMs it reported past the cap were
+   *  not stored). Optional so older servers still type-check. */
+  flag?: VmFlag | null;
 };
 
 export type VmView = {
@@ -66,7 +69,8 @@ export type VmEventView = {
   source: string | null;
   message: string | null;
   /** Verified resets (issue 7): what the control plane believed, what the hypervisor said (null when
-   *  forced without asking), the reason the user typed, the last lines of the VM's log. */
+   *  forced without asking), the reason the user typed, the last lines of the VM's log (operators
+   *  and admins only: log text never reaches a viewer). */
   expectedState?: VmState | null;
   observedState?: VmState | null;
   reason?: string | null;

@@ -12,6 +12,7 @@ import { healthRoutes } from "./routes/health.ts";
 import { meRoutes } from "./routes/me.ts";
 import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
+import { rehomeRoutes } from "./routes/rehome.ts";
 import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { vmRoutes } from "./routes/vms.ts";
@@ -36,6 +37,7 @@ const app = new Hono<AppEnv>()
   .route("/api/tokens", tokenRoutes)
   .route("/api/nodes", nodeRoutes)
   .route("/api/vms", vmRoutes)
+  .route("/api/vms", rehomeRoutes)
   .route("/api/requests", requestRoutes)
   .route("/agent", agentRoutes);
 

@@ -33,6 +33,7 @@ import { logsAnswer, snapshotRow, type SnapshotRow } from "./last-known-log.ts";
 import { utf8Bytes } from "../protocol/log-excerpt.ts";
 import { PollOutbox, type LinkEnded, type PollAnswer } from "./poll-link.ts";
 import { queueQuery } from "./session-calls.ts";
+import { settleReport } from "./vm-ownership.ts";
 import {
   applyPowerOutcome,
   finishRequest,
@@ -406,6 +407,16 @@ export class NodeSession extends DurableObject<Env> {
     }
   }
 
+  /** Asks the connected agent for a full inventory (a VM was re-homed to this node); false when offline. */
+  async resync(): Promise<boolean> {
+    try {
+      this.currentLink()?.send({ type: "resync", id: crypto.randomUUID(), payload: {} });
+      return this.currentLink() !== null;
+    } catch {
+      return false;
+    }
+  }
+
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
   async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean; transport: "socket" | "poll" | null }> {
     const inflight = this.inFlight();
@@ -710,8 +721,8 @@ export class NodeSession extends DurableObject<Env> {
       case "inventory": {
         const p = msg.payload;
         const syncId = `${att.connId}:${p.syncId}`;
-        const { foreign } = await upsertReportedVms(this.db, att.nodeId, p.vms, syncId, actor);
-        if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
+        const report = await upsertReportedVms(this.db, att.nodeId, p.vms, syncId, actor, this.limits.maxVmsPerNode);
+        await settleReport(this.db, link.send, att.nodeId, msg.id, report, this.limits.maxVmsPerNode);
         if (p.done) {
           await markUnreportedMissing(this.db, att.nodeId, syncId, actor);
           // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
@@ -721,8 +732,8 @@ export class NodeSession extends DurableObject<Env> {
         return;
       }
       case "vm.changed": {
-        const { foreign } = await upsertReportedVms(this.db, att.nodeId, msg.payload.vms, null, actor);
-        if (foreign.length) console.warn(`node ${att.nodeId} reported ${foreign.length} VM(s) of another node; ignored`);
+        const report = await upsertReportedVms(this.db, att.nodeId, msg.payload.vms, null, actor, this.limits.maxVmsPerNode);
+        await settleReport(this.db, link.send, att.nodeId, msg.id, report, this.limits.maxVmsPerNode);
         await markRemoved(this.db, att.nodeId, msg.payload.removed, actor);
         return;
       }

@@ -17,6 +17,7 @@ import { EnrollRequest, EnrollResponse, PollRequest, PollResponse, SendRequest, 
 import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
+import { RehomeBody } from "./routes/rehome.ts";
 import { CreateToken } from "./routes/tokens.ts";
 import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
 import type { vmView } from "./views.ts";
@@ -48,6 +49,7 @@ const Node = z.object({
   agentVersion: z.string().nullable(),
   libvirtVersion: z.string().nullable(),
   vmCount: z.number().int(),
+  flag: Flag.nullable().optional().describe("something an admin must look at, e.g. vm_cap_exceeded"),
 });
 const Request = z.object({
   id: z.string(),
@@ -70,7 +72,7 @@ const Event = z.object({
   expectedState: VmState.nullable().optional(),
   observedState: VmState.nullable().optional(),
   reason: z.string().nullable().optional(),
-  logExcerpt: z.string().nullable().optional(),
+  logExcerpt: z.string().nullable().optional().describe("operators and admins only: a viewer's events carry none"),
 });
 const Logs = z.object({
   qemuLog: z.string(),
@@ -267,19 +269,14 @@ export const ROUTES: RouteDoc[] = [
   {
     method: "post",
     path: "/api/vms/:id/clear_flag",
-    summary: "Clear the VM's flag once looked at (an event records who)",
+    summary: "Clear the VM's flag once looked at (an event records who); uuid_conflict and node_deleted are resolved by rehome instead (409)",
     access: "operator",
     params: vmId,
     answers: { 200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: Vm })), 404: ok("no such VM") },
   },
-  {
-    method: "get",
-    path: "/api/requests/:id",
-    summary: "Where a queued command stands",
-    access: "viewer",
-    params: IdParam,
-    answers: { 200: ok("the request", z.object({ request: Request })), 404: ok("no such request") },
-  },
+  { method: "post", path: "/api/vms/:id/rehome", summary: "Put a VM on a node: resolves uuid_conflict, or re-homes a VM whose node was deleted (an event names both nodes)", access: "admin",
+    params: vmId, body: RehomeBody, answers: { 200: ok("re-homed", z.object({ success: z.literal(true), vm: Vm })), 404: ok("no such VM, or node_not_found"), 409: ok("conflict, or vm_cap_exceeded") } },
+  { method: "get", path: "/api/requests/:id", summary: "Where a queued command stands", access: "viewer", params: IdParam, answers: { 200: ok("the request", z.object({ request: Request })), 404: ok("no such request") } },
   {
     method: "post",
     path: "/agent/enroll",

@@ -19,6 +19,7 @@ import { limitPerToken } from "../rate-limit.ts";
 import { askNode, callSession, nodeSession, readVmLog } from "../session-calls.ts";
 import { assertPowerAllowed, beginPowerAction, clearVmFlag, finishRequest, resetVmState, resetVmStateNow, undoPowerAction, type PowerKind, type VmRow } from "../vm-state.ts";
 import { eventView, nodeView, vmView } from "../views.ts";
+import { OWNERSHIP_FLAGS } from "../vm-ownership.ts";
 
 // ---- list -----------------------------------------------------------------------------------------
 
@@ -199,7 +200,8 @@ export const vmRoutes = new Hono<AppEnv>()
     const db = database(c.env.DB);
     const vm = await loadVm(db, c.req.valid("param").id);
     const rows = await db.select().from(vmEvents).where(eq(vmEvents.vmId, vm.id)).orderBy(desc(vmEvents.at), desc(vmEvents.id)).limit(200);
-    return c.json({ events: rows.map(eventView) });
+    const role = c.get("principal").role;
+    return c.json({ events: rows.map((e) => eventView(e, role)) });
   })
   .post("/:id/start", requireRole("operator"), limitPerToken("POWER_LIMITER"), validate("param", IdParam), validate("query", PowerQuery), async (c) =>
     powerAction(c, c.req.valid("param").id, "vm.start", c.req.valid("query").wait),
@@ -327,6 +329,9 @@ export const vmRoutes = new Hono<AppEnv>()
   .post("/:id/clear_flag", requireRole("operator"), validate("param", IdParam), async (c) => {
     const db = database(c.env.DB);
     const vm = await loadVm(db, c.req.valid("param").id);
+    if (vm.flagCode && OWNERSHIP_FLAGS.includes(vm.flagCode)) {
+      throw new ApiError(409, "needs_rehome", `the ${vm.flagCode} flag is resolved by an admin re-homing the VM (POST /api/vms/:id/rehome), not cleared`);
+    }
     const cleared = await clearVmFlag(db, vm, c.get("principal").actor);
     return c.json({ success: true, cleared, vm: vmView(cleared ? await loadVm(db, vm.id) : vm) });
   });
