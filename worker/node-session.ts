@@ -6,7 +6,7 @@
 // and runs the self-healing reconciler for VMs stuck in a transition.
 import { DurableObject } from "cloudflare:workers";
 import { asc, eq, sql } from "drizzle-orm";
-import { FOLLOW_CLOSE_NODE_OFFLINE, type FollowMessage } from "../protocol/api.ts";
+import { FOLLOW_CLOSE_NODE_OFFLINE, FOLLOW_CLOSE_REVOKED, type FollowMessage } from "../protocol/api.ts";
 import {
   AgentMessage,
   CLOSE,
@@ -137,6 +137,7 @@ const FOLLOW = "follow:";
 const AGENT_TAG = "agent";
 const VIEWER_TAG = "viewer";
 const vmTag = (vmId: string) => `vm:${vmId}`;
+const tokenTag = (tokenId: string) => `token:${tokenId}`;
 /** Viewers per node at once: bounds the fan-out a node's session does per appended chunk. */
 const MAX_VIEWERS = 200;
 /** Stuck VMs asked about per reconciler pass (the rest wait for the next pass). */
@@ -151,6 +152,8 @@ export const FOLLOW_HEADERS = {
   vmName: "x-quantix-follow-name",
   nodeId: "x-quantix-follow-node",
   subprotocol: "x-quantix-follow-subprotocol",
+  /** the API token the follow was opened with: its revocation closes the follow */
+  tokenId: "x-quantix-follow-token",
 } as const;
 
 /** welcome.reconnectSpreadMs as the Worker passed it, if it is one. */
@@ -405,6 +408,23 @@ export class NodeSession extends DurableObject<Env> {
       await this.ctx.storage.deleteAlarm();
       await this.ctx.storage.deleteAll();
     }
+  }
+
+  /** The token these follows were opened with was revoked: each is told so and closed. */
+  async closeFollowsOf(tokenId: string): Promise<number> {
+    const sockets = this.ctx.getWebSockets(tokenTag(tokenId));
+    const revoked: FollowMessage = { type: "error", code: "token_revoked", message: "the token this follow was opened with was revoked" };
+    for (const ws of sockets) {
+      const viewer = this.viewerOf(ws);
+      try {
+        ws.send(JSON.stringify(revoked));
+        ws.close(FOLLOW_CLOSE_REVOKED, "token revoked");
+      } catch {
+        // closing already
+      }
+      if (viewer) await this.viewerGone(ws, viewer.vmId);
+    }
+    return sockets.length;
   }
 
   /** Asks the connected agent for a full inventory (a VM was re-homed to this node); false when offline. */
@@ -904,6 +924,7 @@ export class NodeSession extends DurableObject<Env> {
     const vmId = request.headers.get(FOLLOW_HEADERS.vmId)!;
     const name = request.headers.get(FOLLOW_HEADERS.vmName) ?? "";
     const subprotocol = request.headers.get(FOLLOW_HEADERS.subprotocol);
+    const tokenId = request.headers.get(FOLLOW_HEADERS.tokenId);
     if (this.ctx.getWebSockets(VIEWER_TAG).length >= MAX_VIEWERS) {
       return Response.json(
         { success: false, error: { code: "too_many_viewers", message: `at most ${MAX_VIEWERS} live log viewers per node` } },
@@ -911,7 +932,7 @@ export class NodeSession extends DurableObject<Env> {
       );
     }
     const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server, [VIEWER_TAG, vmTag(vmId)]);
+    this.ctx.acceptWebSocket(server, [VIEWER_TAG, vmTag(vmId), ...(tokenId ? [tokenTag(tokenId)] : [])]);
     const att: ViewerAttachment = { kind: "viewer", vmId };
     server.serializeAttachment(att);
     const current = this.currentLink();

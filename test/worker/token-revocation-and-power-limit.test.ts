@@ -1,10 +1,13 @@
 // An API token revoked is refused from the next request on in the isolate that revoked it, and
-// within TOKEN_CACHE_MS (one second) in any other isolate still holding it; power actions are rate
-// limited per token.
+// within TOKEN_CACHE_MS (one second) in any other isolate still holding it; the live log follows
+// opened with it are closed; power actions are rate limited per token.
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { TOKEN_CACHE_MS } from "../../worker/auth.ts";
-import { api, createToken, expectError, json, uuid } from "./support.ts";
+import { FOLLOW_CLOSE_REVOKED } from "../../protocol/api.ts";
+import { agentsClosedAfterEach, api, createToken, eventually, expectError, FollowViewer, json, TestAgent, uuid, vmInfo } from "./support.ts";
+
+const agents = agentsClosedAfterEach();
 
 const tokenId = async (name: string) => (await json(await api("/api/tokens"))).tokens.find((t: any) => t.name === name).id as string;
 
@@ -41,6 +44,29 @@ describe("API token revocation", () => {
     expect(status).toBe(401);
     console.log(`API token revocation, another isolate's copy: refused ${took.toFixed(0)} ms after the revocation reached D1 (cache ${TOKEN_CACHE_MS} ms)`);
     expect(TOKEN_CACHE_MS).toBeLessThanOrEqual(1_000);
+  });
+
+  it("a live log follow opened with the token is closed by the revocation, before its answer", async () => {
+    const s = await TestAgent.forNewNode();
+    agents.push(s.agent);
+    const vm = vmInfo(`followed-${s.name}`, "running");
+    s.agent.inventory([vm]);
+    await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
+    const token = await createToken("operator", "follower");
+    const viewer = await FollowViewer.open(vm.uuid, token);
+    const follow = await s.agent.next("vm.logs.follow");
+    s.agent.reply(follow, "ack");
+    s.agent.send({ type: "log.append", id: follow.id, payload: { seq: 0, text: "before revocation\n" } });
+    await viewer.received(2);
+    await json(await api(`/api/tokens/${await tokenId("follower")}`, { method: "DELETE" }));
+    const answered = performance.now();
+    const closed = await viewer.waitClosed();
+    console.log(`API token revocation, open follow: closed ${(performance.now() - answered).toFixed(1)} ms after the delete answer`);
+    expect(closed.code).toBe(FOLLOW_CLOSE_REVOKED);
+    expect(viewer.messages.at(-1)).toMatchObject({ type: "error", code: "token_revoked" });
+    // The agent stops following a log nobody may watch any more.
+    expect((await s.agent.next("vm.logs.unfollow")).id).toBe(follow.id);
+    await expectError(await FollowViewer.request(vm.uuid, token), 401, "unauthorized");
   });
 });
 

@@ -323,6 +323,7 @@ export const vmRoutes = new Hono<AppEnv>()
     headers.set(FOLLOW_HEADERS.vmId, vm.id);
     headers.set(FOLLOW_HEADERS.vmName, vm.name);
     headers.set(FOLLOW_HEADERS.nodeId, vm.nodeId);
+    headers.set(FOLLOW_HEADERS.tokenId, c.get("principal").id);
     if (offered.includes(FOLLOW_SUBPROTOCOL)) headers.set(FOLLOW_HEADERS.subprotocol, FOLLOW_SUBPROTOCOL);
     return nodeSession(c.env, vm.nodeId).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
   })
