@@ -165,6 +165,8 @@ export class NodeSession extends DurableObject<Env> {
   // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
   private readonly waiters = new Map<string, (o: Outcome) => void>();
   private readonly logChunks = new Map<string, Map<number, string>>();
+  /** UTF-8 bytes of each answer's chunks so far (counted once per chunk, not per arrival). */
+  private readonly logBytes = new Map<string, number>();
   // A request's `sent` write, still running while its command is on the wire: the round trip need
   // not wait for it, only the request's final write must come after it (see settle).
   private readonly sentWrites = new Map<string, Promise<unknown>>();
@@ -525,6 +527,7 @@ export class NodeSession extends DurableObject<Env> {
   private async settle(r: InFlight, outcome: Exclude<Outcome, { status: "sent" }>, stored: unknown = undefined): Promise<void> {
     this.kv.delete(INFLIGHT + r.id);
     this.logChunks.delete(r.id);
+    this.logBytes.delete(r.id);
     const finish: RequestFinish =
       outcome.status === "done" ? { status: "done", result: stored ?? outcome.result } : { status: outcome.status, error: outcome.error };
     const wake = this.waiters.get(r.id);
@@ -779,11 +782,12 @@ export class NodeSession extends DurableObject<Env> {
         const r = this.kv.get<InFlight>(INFLIGHT + msg.id);
         if (!r || r.kind !== "vm.logs") return this.countIgnored("log.chunk", msg.id);
         const chunks = this.logChunks.get(msg.id) ?? new Map<number, string>();
+        const replaced = chunks.get(msg.payload.seq);
         chunks.set(msg.payload.seq, msg.payload.text);
         this.logChunks.set(msg.id, chunks);
-        // An answer carries at most MAX_LOG_BYTES of text (SPEC §4); more is the agent misbehaving.
-        let bytes = 0;
-        for (const text of chunks.values()) bytes += utf8Bytes(text);
+        // An answer carries at most MAX_LOG_BYTES of text, counted in UTF-8 bytes; more is the agent misbehaving.
+        const bytes = (this.logBytes.get(msg.id) ?? 0) - (replaced === undefined ? 0 : utf8Bytes(replaced)) + utf8Bytes(msg.payload.text);
+        this.logBytes.set(msg.id, bytes);
         if (bytes > MAX_LOG_BYTES) {
           return this.settle(r, { status: "failed", error: { code: "agent_error", message: `the agent sent more than ${MAX_LOG_BYTES} bytes of log text` } });
         }
