@@ -192,6 +192,9 @@ class Agent {
       case "vm.logs.unfollow":
         this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say
         return;
+      case "error":
+        this.log.error({ code: msg.payload.code, frame: msg.id }, `control plane refused part of what this agent sent: ${msg.payload.message}`);
+        return;
       default:
         void this.runner.handle(msg);
     }

@@ -51,6 +51,8 @@ export class SimAgent {
   readonly vms = new Map<string, SimVm>();
   /** commands received, in order (all of them, answered or held) */
   readonly received: Command[] = [];
+  /** the control plane's error frames: what it did not take of what this agent sent */
+  readonly refusals: { code: string; message: string }[] = [];
   /** every time the link came up (welcome received), epoch ms */
   readonly connectedAt: number[] = [];
   /** every connection attempt (the link entering "connecting"), epoch ms */
@@ -119,6 +121,7 @@ export class SimAgent {
     }
     if (msg.type === "resync") return this.sendInventory();
     if (msg.type === "vm.logs.follow" || msg.type === "vm.logs.unfollow") return;
+    if (msg.type === "error") return void this.refusals.push(msg.payload);
     this.received.push(msg);
     if (this.policy(msg, this) === "answer") this.answer(msg);
   }

@@ -60,7 +60,7 @@ async function countSyncStatements(): Promise<{ statements: number; maxParams: n
   const agent = new SimAgent("http://127.0.0.1:1", "unused", simVms(DOMAINS));
   const all = [...agent.vms.values()].map((v) => agent.info(v));
   const before = d1.statements;
-  for (let i = 0; i < all.length; i += INVENTORY_CHUNK) await upsertReportedVms(db, nodeId, all.slice(i, i + INVENTORY_CHUNK), "sync-1", "bench");
+  for (let i = 0; i < all.length; i += INVENTORY_CHUNK) await upsertReportedVms(db, nodeId, all.slice(i, i + INVENTORY_CHUNK), "sync-1", "bench", DOMAINS);
   await markUnreportedMissing(db, nodeId, "sync-1", "bench");
   const { n } = d1.sqlite.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ?").get(nodeId) as { n: number };
   return { statements: d1.statements - before, maxParams: d1.maxParams, vms: n };

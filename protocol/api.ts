@@ -29,6 +29,8 @@ export const FOLLOW_STATUSES = ["following", "rotated", "truncated", "appeared",
 export type FollowStatus = (typeof FOLLOW_STATUSES)[number];
 /** Close code after `node_offline`. */
 export const FOLLOW_CLOSE_NODE_OFFLINE = 4503;
+/** Close code after the error `token_revoked`: the token the follow was opened with was revoked. */
+export const FOLLOW_CLOSE_REVOKED = 4401;
 /** JSON text frames from the Worker to a following browser. */
 export type FollowMessage =
   | { type: "append"; text: string }

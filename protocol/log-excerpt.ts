@@ -5,9 +5,28 @@ import { EXCERPT_MAX_BYTES } from "./wire.ts";
 /** A reset event's excerpt: the log's last lines, at most EXCERPT_MAX_BYTES of them. */
 export const EXCERPT_LINES = 20;
 
+const encoder = new TextEncoder();
+
+/** The size of `text` as UTF-8, the unit every log cap counts in (a string's length counts UTF-16
+ *  units, which is half the bytes of Cyrillic text and a third of CJK). */
+export function utf8Bytes(text: string): number {
+  // Counted in place: encoding an 8 MiB answer just to measure it would copy it.
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
 /** The newest part of `text` within `maxBytes` of UTF-8, starting at a line when it can. */
 export function newestBytes(text: string, maxBytes: number): { text: string; cut: boolean } {
-  const bytes = new TextEncoder().encode(text);
+  const bytes = encoder.encode(text);
   if (bytes.byteLength <= maxBytes) return { text, cut: false };
   let start = bytes.byteLength - maxBytes;
   const newline = bytes.indexOf(0x0a, start - 1);

@@ -39,6 +39,7 @@ export const NodeView = z.object({
   agentVersion: z.string().nullable(),
   libvirtVersion: z.string().nullable(),
   vmCount: z.number().int(),
+  flag: VmFlag.nullable().optional().describe("something an admin must look at, e.g. vm_cap_exceeded (VMs reported past the cap were not stored)"),
 });
 export type NodeView = z.infer<typeof NodeView>;
 

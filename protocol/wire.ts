@@ -185,6 +185,9 @@ export const ResyncCommand = frame("resync", InventoryScope);
  *  (the follow id) through rotation and truncation until `vm.logs.unfollow` or the link drops. */
 export const VmLogsFollowCommand = frame("vm.logs.follow", z.object(commandTarget));
 export const VmLogsUnfollowCommand = frame("vm.logs.unfollow", z.object({}));
+/** Something the agent sent was not taken, said once per frame concerned (`id` is that frame's):
+ *  `vm_cap_exceeded` when the node would hold more VMs than the control plane allows. */
+export const ServerError = frame("error", z.object({ code: z.string().max(64), message: z.string().max(2000) }));
 
 export const ServerMessage = z.discriminatedUnion("type", [
   Welcome,
@@ -196,9 +199,10 @@ export const ServerMessage = z.discriminatedUnion("type", [
   ResyncCommand,
   VmLogsFollowCommand,
   VmLogsUnfollowCommand,
+  ServerError,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
-export type Command = Exclude<ServerMessage, { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" }>;
+export type Command = Exclude<ServerMessage, { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" | "error" }>;
 export type CommandKind = Command["type"];
 export const COMMAND_KINDS = ["vm.state", "vm.logs", "vm.start", "vm.stop", "vm.forceStop"] as const;
 

@@ -22,7 +22,12 @@ export type SessionSettings = {
   reconcileIntervalMs: number;
   /** the longest a long-poll is held open with nothing due */
   longPollWaitMs: number;
+  /** VMs one node may hold; new VMs it reports past this are not stored */
+  maxVmsPerNode: number;
 };
+
+/** Default of MAX_VMS_PER_NODE: the largest host the inventory is built and measured for. */
+export const MAX_VMS_PER_NODE = 5_000;
 
 /** A connected node's lastSeenAt reaches D1 every 2 minutes: with a write per node every 20 s, a
  *  1,000-node fleet kept D1 (one writer) busy with 50 liveness writes a second and slowed every
@@ -39,7 +44,7 @@ const positive = (v: string | undefined, fallback: number) => {
 
 export function sessionSettings(
   env: Partial<
-    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS">
+    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS" | "MAX_VMS_PER_NODE">
   >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
@@ -57,6 +62,7 @@ export function sessionSettings(
     stuckAfterMs: positive(env.STUCK_AFTER_MS, STUCK_AFTER_MS),
     reconcileIntervalMs: positive(env.RECONCILE_INTERVAL_MS, RECONCILE_INTERVAL_MS),
     longPollWaitMs: positive(env.LONG_POLL_WAIT_MS, LONG_POLL_WAIT_MS),
+    maxVmsPerNode: positive(env.MAX_VMS_PER_NODE, MAX_VMS_PER_NODE),
   };
 }
 

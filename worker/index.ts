@@ -14,6 +14,7 @@ import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
 import { notificationRoutes } from "./routes/notifications.ts";
 import { reportStuckVms } from "./notifications/stuck-scan.ts";
+import { rehomeRoutes } from "./routes/rehome.ts";
 import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { vmRoutes } from "./routes/vms.ts";
@@ -39,6 +40,7 @@ const app = new Hono<AppEnv>()
   .route("/api/tokens", tokenRoutes)
   .route("/api/nodes", nodeRoutes)
   .route("/api/vms", vmRoutes)
+  .route("/api/vms", rehomeRoutes)
   .route("/api/requests", requestRoutes)
   .route("/api/notifications", notificationRoutes)
   .route("/agent", agentRoutes);

@@ -22,6 +22,7 @@ import { EnrollRequest, EnrollResponse, PollRequest, PollResponse, SendRequest, 
 import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
+import { RehomeBody } from "./routes/rehome.ts";
 import { CreateToken } from "./routes/tokens.ts";
 import { NOTIFICATION_ROUTES } from "./notifications/openapi.ts";
 import type { Answer, RouteDoc } from "./route-doc.ts";
@@ -170,19 +171,14 @@ export const ROUTES: RouteDoc[] = [
   {
     method: "post",
     path: "/api/vms/:id/clear_flag",
-    summary: "Clear the VM's flag once looked at (an event records who)",
+    summary: "Clear the VM's flag once looked at (an event records who); uuid_conflict and node_deleted are resolved by rehome instead (409)",
     access: "operator",
     params: vmId,
     answers: { 200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: VmView })), 404: ok("no such VM") },
   },
-  {
-    method: "get",
-    path: "/api/requests/:id",
-    summary: "Where a queued command stands",
-    access: "viewer",
-    params: IdParam,
-    answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") },
-  },
+  { method: "post", path: "/api/vms/:id/rehome", summary: "Put a VM on a node: resolves uuid_conflict, or re-homes a VM whose node was deleted (an event names both nodes)", access: "admin",
+    params: vmId, body: RehomeBody, answers: { 200: ok("re-homed", z.object({ success: z.literal(true), vm: VmView })), 404: ok("no such VM, or node_not_found"), 409: ok("conflict, or vm_cap_exceeded") } },
+  { method: "get", path: "/api/requests/:id", summary: "Where a queued command stands", access: "viewer", params: IdParam, answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") } },
   {
     method: "post",
     path: "/agent/enroll",

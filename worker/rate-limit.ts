@@ -1,10 +1,11 @@
-// 429s for the expensive routes (logs, reset_state, enrollment) through the Workers Rate Limiting
-// binding, which miniflare enforces locally as well (wrangler dev and the vitest pool).
+// 429s for the expensive or abusable routes (logs, reset_state, power actions, enrollment, agent
+// connects and polls) through the Workers Rate Limiting binding, which miniflare enforces locally as
+// well (wrangler dev and the vitest pool).
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
 
-type LimiterName = "LOGS_LIMITER" | "RESET_LIMITER" | "ENROLL_LIMITER";
+type LimiterName = "LOGS_LIMITER" | "RESET_LIMITER" | "POWER_LIMITER" | "ENROLL_LIMITER" | "CONNECT_LIMITER" | "POLL_LIMITER";
 
 /** The caller's IP as Cloudflare reports it; a local run without the header shares one bucket. */
 export const clientIp = (req: Request) => req.headers.get("cf-connecting-ip") ?? "local";

@@ -1,4 +1,5 @@
 // D1 rows -> the REST shapes of protocol/rest.ts (times as ISO 8601).
+import { roleRank, type Role } from "../protocol/api.ts";
 import type { NodeView, RequestView, VmEventView, VmView } from "../protocol/rest.ts";
 import type { VmState } from "../protocol/wire.ts";
 import type { nodes, requests, vmEvents, VmRecord } from "./db/schema.ts";
@@ -38,6 +39,7 @@ export function nodeView(n: NodeRow, vmCount: number, staleAfterMs: number, now 
     agentVersion: n.agentVersion,
     libvirtVersion: n.libvirtVersion,
     vmCount,
+    flag: n.flagCode ? { code: n.flagCode, message: n.flagMessage ?? "", at: iso(n.flagAt ?? n.updatedAt) } : null,
   };
 }
 
@@ -54,8 +56,10 @@ export function requestView(r: typeof requests.$inferSelect): RequestView {
   };
 }
 
-export function eventView(e: typeof vmEvents.$inferSelect): VmEventView {
-  return {
+/** An event as `role` may see it: log text is for operators and admins, so a viewer's events carry
+ *  no excerpt at all. */
+export function eventView(e: typeof vmEvents.$inferSelect, role: Role): VmEventView {
+  const view: VmEventView = {
     at: iso(e.at),
     actor: e.actor,
     action: e.action,
@@ -66,6 +70,7 @@ export function eventView(e: typeof vmEvents.$inferSelect): VmEventView {
     expectedState: e.expectedState as VmState | null,
     observedState: e.observedState as VmState | null,
     reason: e.reason,
-    logExcerpt: e.logExcerpt,
   };
+  if (roleRank[role] >= roleRank.operator) view.logExcerpt = e.logExcerpt;
+  return view;
 }

@@ -45,12 +45,24 @@ async function agentNode(name: string, server = cp.url) {
   const agent = AgentProcess.start({ server, token: joinToken, args: FAST_AGENT_ARGS });
   cleanup.push(() => agent.dispose());
   await waitConnected(cp, node.id);
+  // The previous test's node was deleted: its VMs (the same demo UUIDs) wait on no node for an admin.
+  await rehomeOrphans(node.id);
   await eventually("demo inventory listed", async () => (await listVms(cp, node.id)).length === DEMO_VM_COUNT);
   return { nodeId: node.id, agent };
 }
 
+/** A deleted node's VMs are re-homed only by an admin: as one does when a host is re-enrolled. */
+async function rehomeOrphans(nodeId: string) {
+  const all = (await json<{ vms: VmView[] }>(await cp.api("/api/vms?limit=500"))).vms;
+  for (const vm of all.filter((v) => v.node_id === null)) {
+    const res = await cp.api(`/api/vms/${vm.id}/rehome`, { method: "POST", json: { node_id: nodeId } });
+    expect(res.status, await res.text()).toBe(200);
+  }
+}
+
 /** VM ids are libvirt UUIDs, global across nodes: each test's node is the only one holding the demo
- *  host while it runs, and is deleted at its end (its VMs stay, node-less, for the next to adopt). */
+ *  host while it runs, and is deleted at its end (its VMs stay, node-less, for the next test's node,
+ *  to which an admin re-homes them). */
 async function retire(nodeId: string, agent: AgentProcess) {
   await agent.dispose();
   expect((await cp.api(`/api/nodes/${nodeId}`, { method: "DELETE" })).status).toBeLessThan(300);

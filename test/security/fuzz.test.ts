@@ -13,11 +13,13 @@ import { enroll, SimAgent, simVms } from "../../bench/fleet-agent.ts";
 let cp: ControlPlane;
 let agent: SimAgent;
 let vmIds: string[] = [];
+let nodeId = "";
 const tally = { requests: 0, fiveXx: 0, statuses: {} as Record<number, number> };
 
 beforeAll(async () => {
   cp = await ControlPlane.start({ rateLimits: false, vars: { QUERY_TIMEOUT_MS: "1500", ACK_TIMEOUT_MS: "1500", STOP_GRACE_MS: "1500" } });
   const { node, joinToken } = await createNode(cp, "fuzz-node");
+  nodeId = node.id;
   agent = new SimAgent(cp.url, (await enroll(cp.url, joinToken)).credential, simVms(4, "fuzz"));
   await agent.start();
   await eventually("fuzz VMs", async () => (await listVms(cp, node.id)).length === 4);
@@ -100,6 +102,8 @@ const body = fc.oneof(
   fc.jsonValue().map((v) => JSON.stringify(v)),
   fc.record({ name: fc.oneof(fc.string({ maxLength: 300 }), fc.jsonValue()), role: fc.oneof(fc.constantFrom("viewer", "operator", "admin", "root", ""), fc.jsonValue()) }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
   fc.record({ force: fc.jsonValue(), reason: fc.jsonValue(), joinToken: fc.jsonValue(), hostname: fc.jsonValue() }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
+  fc.record({ node_id: fc.oneof(fc.constant(() => nodeId), fc.string({ maxLength: 200 }), fc.jsonValue()), reason: fc.oneof(fc.string({ maxLength: 600 }), fc.jsonValue()) }, { requiredKeys: [] })
+    .map((v) => JSON.stringify({ ...v, ...(typeof v.node_id === "function" ? { node_id: v.node_id() } : {}) })),
   fc.string({ maxLength: 200 }),
   fc.constantFrom("", "{", "null", "[]", '{"__proto__":{"admin":true}}', "\u0000", '{"name":"a","name":"b"}'),
 );
@@ -129,6 +133,9 @@ const ROUTES: [string, string][] = [
   ["POST", "/api/vms/:vm/reset_state"],
   ["GET", "/api/vms/:vm/logs"],
   ["GET", "/api/vms/:vm/events"],
+  ["GET", "/api/vms/:vm/logs/last_known"],
+  ["POST", "/api/vms/:vm/clear_flag"],
+  ["POST", "/api/vms/:vm/rehome"],
   ["GET", "/api/requests/:x"],
   ["POST", "/agent/enroll"],
   ["GET", "/agent/connect"],

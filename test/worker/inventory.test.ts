@@ -1,5 +1,6 @@
 // Inventory from the agent into D1: chunked syncs, a 5,000-domain host within D1's bound-parameter
-// limit, missing / reappearing VMs, transitions not overridden by polling, and node isolation.
+// limit, missing / reappearing VMs, transitions not overridden by polling, and node isolation
+// (UUID conflicts and deleted nodes' VMs: vm-ownership.test.ts).
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { agentsClosedAfterEach, api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
@@ -158,22 +159,11 @@ describe("inventory", () => {
     await new Promise((r) => setTimeout(r, 200));
     const row = await vmRow(theirs.uuid);
     expect(row).toMatchObject({ node_id: owner.nodeId, name: "owned-by-a", state: "RUNNING", missing: 0 });
+    // The intruder's only trace is the conflict it raised, for an admin to look at.
     const events = await eventsOf(theirs.uuid);
-    expect(events.every((e) => e.actor !== `agent:${intruder.nodeId}`)).toBe(true);
+    expect(events.filter((e) => e.actor === `agent:${intruder.nodeId}`).map((e) => e.action)).toEqual(["uuid_conflict"]);
     // The intruder's completed sync does not mark the owner's VM missing either.
     expect((await json(await api(`/api/vms/${theirs.uuid}`))).vm.missing).toBe(false);
-  });
-
-  it("a VM left on no node (its node deleted) is adopted by the node that reports it next", async () => {
-    const first = await newAgent();
-    const vm = vmInfo("migrated", "running");
-    first.agent.inventory([vm]);
-    await eventually(async () => expect((await vmRow(vm.uuid))?.node_id).toBe(first.nodeId));
-    await json(await api(`/api/nodes/${first.nodeId}`, { method: "DELETE" }));
-    const second = await newAgent();
-    second.agent.inventory([vm]);
-    await eventually(async () => expect((await vmRow(vm.uuid))?.node_id).toBe(second.nodeId));
-    expect((await eventsOf(vm.uuid))[0]).toMatchObject({ action: "adopted", actor: `agent:${second.nodeId}`, source: "agent" });
   });
 
   it("a uuid in upper case is the same VM", async () => {

@@ -16,7 +16,7 @@ describe("nodes", () => {
     const name = unique("edge");
     const created = await json(await api("/api/nodes", { json: { name } }), 201);
     expect(created.joinToken).toMatch(/^qxj_[A-Za-z0-9_-]{43}$/);
-    expect(created.node).toEqual({ id: expect.any(String), name, connected: false, lastSeenAt: null, hostname: null, agentVersion: null, libvirtVersion: null, vmCount: 0 });
+    expect(created.node).toEqual({ id: expect.any(String), name, connected: false, lastSeenAt: null, hostname: null, agentVersion: null, libvirtVersion: null, vmCount: 0, flag: null });
     await expectError(await api("/api/nodes", { json: { name } }), 409, "node_exists");
     const list = await json(await api("/api/nodes"));
     expect(list.nodes.map((n: any) => n.id)).toContain(created.node.id);

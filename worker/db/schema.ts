@@ -18,6 +18,11 @@ export const nodes = sqliteTable(
     joinTokenExpiresAt: integer("join_token_expires_at"),
     /** SHA-256 of the node credential; null until enrolled, replaced on rotate. */
     credentialHash: text("credential_hash"),
+    /** something an admin must look at on the node, e.g. `vm_cap_exceeded` (VMs it reported past
+     *  MAX_VMS_PER_NODE were not stored); cleared when its next new VMs fit */
+    flagCode: text("flag_code"),
+    flagMessage: text("flag_message"),
+    flagAt: integer("flag_at"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
   },
@@ -56,6 +61,9 @@ export const vms = sqliteTable(
     flagCode: text("flag_code"),
     flagMessage: text("flag_message"),
     flagAt: integer("flag_at"),
+    /** a node that reported this UUID while the VM was another node's or on no node: it did not
+     *  take the VM (flag `uuid_conflict` / `node_deleted`); an admin re-homes it */
+    claimantNodeId: text("claimant_node_id"),
     stateUpdatedAt: integer("state_updated_at").notNull(),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),

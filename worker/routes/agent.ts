@@ -8,6 +8,7 @@ import type { z } from "zod";
 import { and, count, eq, gt } from "drizzle-orm";
 import {
   AgentMessage,
+  CLOSE,
   EnrollRequest,
   EnrollResponse,
   MAX_SEND_BYTES,
@@ -38,21 +39,48 @@ async function fleetSize(env: Env): Promise<number> {
   return fleet.nodes;
 }
 
-type AgentEnv = AppEnv & { Variables: { nodeId: string } };
+type AgentEnv = AppEnv & { Variables: { nodeId: string; credentialHash: string } };
+
+const credentialRefused = () =>
+  new ApiError(401, "credential_invalid", "node credential refused (revoked, rotated or unknown); enroll again with a new join token");
 
 /** The node whose credential (`Authorization: Bearer qxn_...`) the request carries; 401 otherwise. */
-async function authenticatedNode(c: Context<AgentEnv>): Promise<string> {
+async function authenticatedNode(c: Context<AgentEnv>): Promise<{ nodeId: string; credentialHash: string }> {
   const token = bearer(c.req.header("authorization"));
   if (!token?.startsWith(TOKEN_PREFIX.node)) throw new ApiError(401, "unauthorized", "a node credential (Bearer qxn_...) is required");
-  const node = await database(c.env.DB).select({ id: nodes.id }).from(nodes).where(eq(nodes.credentialHash, await hashSecret(token))).get();
-  if (!node) throw new ApiError(401, "credential_invalid", "node credential refused (revoked, rotated or unknown); enroll again with a new join token");
-  return node.id;
+  const credentialHash = await hashSecret(token);
+  const node = await database(c.env.DB).select({ id: nodes.id }).from(nodes).where(eq(nodes.credentialHash, credentialHash)).get();
+  if (!node) throw credentialRefused();
+  return { nodeId: node.id, credentialHash };
 }
 
 const nodeCredential = createMiddleware<AgentEnv>(async (c, next) => {
-  c.set("nodeId", await authenticatedNode(c));
+  const { nodeId, credentialHash } = await authenticatedNode(c);
+  c.set("nodeId", nodeId);
+  c.set("credentialHash", credentialHash);
   await next();
 });
+
+/** A rotate or delete that ran while a new link was being opened found no link to close: checked
+ *  again once the link is open, a credential revoked meanwhile closes it at once. */
+async function closedIfRevoked(env: Env, nodeId: string, credentialHash: string): Promise<boolean> {
+  const node = await database(env.DB).select({ credentialHash: nodes.credentialHash }).from(nodes).where(eq(nodes.id, nodeId)).get();
+  if (node?.credentialHash === credentialHash) return false;
+  if (node) await nodeSession(env, nodeId).disconnect(CLOSE.unauthorized, "node credential rotated");
+  else await nodeSession(env, nodeId).disconnect(CLOSE.nodeDeleted, "node deleted", true);
+  return true;
+}
+
+/** The headers of the agent's upgrade as the node's session gets them: built from nothing but the
+ *  upgrade itself and what this route vouches for. Forwarding the client's headers would let a
+ *  node credential pass as anything the session trusts a header for (a dashboard's log follow). */
+function sessionUpgradeHeaders(client: Headers, nodeId: string, reconnectSpreadMs: number): Headers {
+  const headers = new Headers({ upgrade: "websocket" });
+  for (const [name, value] of client) if (name.startsWith("sec-websocket-")) headers.set(name, value);
+  headers.set(NODE_ID_HEADER, nodeId);
+  headers.set(RECONNECT_SPREAD_HEADER, String(reconnectSpreadMs));
+  return headers;
+}
 
 /** A send carries at most a few frames of at most MAX_FRAME_BYTES together (the rest of /agent/*
  *  keeps the Worker's small limit). */
@@ -95,21 +123,23 @@ export const agentRoutes = new Hono<AgentEnv>()
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
       throw new ApiError(426, "upgrade_required", "this endpoint only accepts a WebSocket upgrade");
     }
-    const nodeId = await authenticatedNode(c);
-    const headers = new Headers(c.req.raw.headers);
-    headers.set(NODE_ID_HEADER, nodeId);
-    headers.set(RECONNECT_SPREAD_HEADER, String(reconnectSpreadMs(await fleetSize(c.env))));
-    headers.delete("authorization"); // the session never needs the secret
-    return nodeSession(c.env, nodeId).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
+    const { nodeId, credentialHash } = await authenticatedNode(c);
+    await enforceLimit(c.env, "CONNECT_LIMITER", `connect:${nodeId}`);
+    const headers = sessionUpgradeHeaders(c.req.raw.headers, nodeId, reconnectSpreadMs(await fleetSize(c.env)));
+    const opened = await nodeSession(c.env, nodeId).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
+    if (opened.status === 101 && (await closedIfRevoked(c.env, nodeId, credentialHash))) throw credentialRefused();
+    return opened;
   })
   // Long-poll transport: the credential is checked before the body is looked at.
   .post("/poll", nodeCredential, validate("json", PollRequest), async (c) => {
     const nodeId = c.get("nodeId");
+    await enforceLimit(c.env, "POLL_LIMITER", `poll:${nodeId}`);
     const req = c.req.valid("json");
     // Only a new link's welcome carries the reconnect window: the fleet's size is not read per poll.
     const spreadMs = req.connId ? undefined : reconnectSpreadMs(await fleetSize(c.env));
     const answer = await nodeSession(c.env, nodeId).poll(nodeId, req, spreadMs);
     if (!answer.ok) throw new ApiError(answer.status, answer.code, answer.message);
+    if (!req.connId && (await closedIfRevoked(c.env, nodeId, c.get("credentialHash")))) throw credentialRefused();
     const body: PollResponse = { connId: answer.connId, cursor: answer.cursor, messages: answer.messages };
     return c.json(body);
   })

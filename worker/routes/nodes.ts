@@ -13,6 +13,7 @@ import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
 import { nodeSession } from "../session/calls.ts";
 import { nodeView } from "../views.ts";
+import { orphanStatements } from "../vm-ownership.ts";
 
 export const CreateNode = z.object({
   name: z
@@ -95,12 +96,8 @@ export const nodeRoutes = new Hono<AppEnv>()
     await nodeSession(c.env, id).disconnect(CLOSE.nodeDeleted, "node deleted", true);
     const now = Date.now();
     const actor = c.get("principal").actor;
-    // Its VMs stay (history, events) but belong to no node from now on.
-    await runBatch(db, [
-      sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
-        SELECT id, ${now}, ${actor}, 'node_deleted', state, state, 'control_plane', ${`node ${node.name} was deleted`} FROM vms WHERE node_id = ${id}`,
-      db.update(vms).set({ nodeId: null, updatedAt: now }).where(eq(vms.nodeId, id)),
-      db.delete(nodes).where(eq(nodes.id, id)),
-    ]);
+    // Its VMs stay (history, events) but belong to no node from now on, flagged: no node that
+    // reports them later takes them; an admin re-homes them.
+    await runBatch(db, [...orphanStatements(node, actor, now), db.delete(nodes).where(eq(nodes.id, id))]);
     return c.json({ success: true, id });
   });

@@ -6,6 +6,7 @@ import { Role } from "../../protocol/api.ts";
 import type { AppEnv } from "../app-env.ts";
 import { forgetTokenHash, hashSecret, newId, newSecret, requireRole } from "../auth.ts";
 import { database } from "../db/client.ts";
+import { closeFollowsOfToken } from "../follow-revocation.ts";
 import { apiTokens } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
@@ -41,5 +42,6 @@ export const tokenRoutes = new Hono<AppEnv>()
     if (!row) throw new ApiError(404, "not_found", `no token ${id}`);
     if (row.revokedAt === null) await db.update(apiTokens).set({ revokedAt: Date.now() }).where(eq(apiTokens.id, id));
     forgetTokenHash(row.tokenHash);
+    await closeFollowsOfToken(c.env, id);
     return c.json({ success: true, id, revoked: true });
   });

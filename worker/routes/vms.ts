@@ -22,6 +22,7 @@ import { agentFailureError } from "../vms/agent-errors.ts";
 import { loadVm, loadVmOnNode, nodeState } from "../vms/lookup.ts";
 import { resetVmState } from "../vms/reset.ts";
 import { eventView, vmView } from "../views.ts";
+import { OWNERSHIP_FLAGS } from "../vm-ownership.ts";
 
 // ---- list -----------------------------------------------------------------------------------------
 
@@ -129,12 +130,13 @@ export const vmRoutes = new Hono<AppEnv>()
     const db = database(c.env.DB);
     const vm = await loadVm(db, c.req.valid("param").id);
     const rows = await db.select().from(vmEvents).where(eq(vmEvents.vmId, vm.id)).orderBy(desc(vmEvents.at), desc(vmEvents.id)).limit(200);
-    return c.json({ events: rows.map(eventView) });
+    const role = c.get("principal").role;
+    return c.json({ events: rows.map((e) => eventView(e, role)) });
   })
-  .post("/:id/start", requireRole("operator"), validate("param", IdParam), validate("query", PowerQuery), async (c) =>
+  .post("/:id/start", requireRole("operator"), limitPerToken("POWER_LIMITER"), validate("param", IdParam), validate("query", PowerQuery), async (c) =>
     powerAction(c, c.req.valid("param").id, "vm.start", c.req.valid("query").wait),
   )
-  .post("/:id/stop", requireRole("operator"), validate("param", IdParam), validate("query", PowerQuery), async (c) => {
+  .post("/:id/stop", requireRole("operator"), limitPerToken("POWER_LIMITER"), validate("param", IdParam), validate("query", PowerQuery), async (c) => {
     const { force, wait } = c.req.valid("query");
     return powerAction(c, c.req.valid("param").id, force ? "vm.forceStop" : "vm.stop", wait);
   })
@@ -182,12 +184,16 @@ export const vmRoutes = new Hono<AppEnv>()
     headers.set(FOLLOW_HEADERS.vmId, vm.id);
     headers.set(FOLLOW_HEADERS.vmName, vm.name);
     headers.set(FOLLOW_HEADERS.nodeId, vm.nodeId);
+    headers.set(FOLLOW_HEADERS.tokenId, c.get("principal").id);
     if (offered.includes(FOLLOW_SUBPROTOCOL)) headers.set(FOLLOW_HEADERS.subprotocol, FOLLOW_SUBPROTOCOL);
     return nodeSession(c.env, vm.nodeId).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
   })
   .post("/:id/clear_flag", requireRole("operator"), validate("param", IdParam), async (c) => {
     const db = database(c.env.DB);
     const vm = await loadVm(db, c.req.valid("param").id);
+    if (vm.flagCode && OWNERSHIP_FLAGS.includes(vm.flagCode)) {
+      throw new ApiError(409, "needs_rehome", `the ${vm.flagCode} flag is resolved by an admin re-homing the VM (POST /api/vms/:id/rehome), not cleared`);
+    }
     const cleared = await clearVmFlag(db, vm, c.get("principal").actor);
     return c.json({ success: true, cleared, vm: vmView(cleared ? await loadVm(db, vm.id) : vm) });
   });

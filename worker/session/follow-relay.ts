@@ -1,6 +1,6 @@
 // Live log follows: dashboard sockets ("viewers") of one VM's log share one agent follow (`tail -F`)
 // per VM, started by the first viewer and stopped after the last one leaves.
-import { FOLLOW_CLOSE_NODE_OFFLINE, type FollowMessage } from "../../protocol/api.ts";
+import { FOLLOW_CLOSE_NODE_OFFLINE, FOLLOW_CLOSE_REVOKED, type FollowMessage } from "../../protocol/api.ts";
 import { CLOSE, type AgentMessage } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
 import { FOLLOW_HEADERS } from "./headers.ts";
@@ -14,6 +14,7 @@ type ErrorPayload = Extract<AgentMessage, { type: "error" }>["payload"];
 
 const VIEWER_TAG = "viewer";
 const vmTag = (vmId: string) => `vm:${vmId}`;
+const tokenTag = (tokenId: string) => `token:${tokenId}`;
 /** Viewers per node at once: bounds the fan-out a node's session does per appended chunk. */
 const MAX_VIEWERS = 200;
 
@@ -71,6 +72,7 @@ export class FollowRelay {
     const vmId = request.headers.get(FOLLOW_HEADERS.vmId) ?? "";
     const name = request.headers.get(FOLLOW_HEADERS.vmName) ?? "";
     const subprotocol = request.headers.get(FOLLOW_HEADERS.subprotocol);
+    const tokenId = request.headers.get(FOLLOW_HEADERS.tokenId);
     if (this.ctx.getWebSockets(VIEWER_TAG).length >= MAX_VIEWERS) {
       return Response.json(
         { success: false, error: { code: "too_many_viewers", message: `at most ${MAX_VIEWERS} live log viewers per node` } },
@@ -78,7 +80,7 @@ export class FollowRelay {
       );
     }
     const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server, [VIEWER_TAG, vmTag(vmId)]);
+    this.ctx.acceptWebSocket(server, [VIEWER_TAG, vmTag(vmId), ...(tokenId ? [tokenTag(tokenId)] : [])]);
     const att: ViewerAttachment = { kind: "viewer", vmId };
     server.serializeAttachment(att);
     const current = this.links.current();
@@ -195,5 +197,22 @@ export class FollowRelay {
     this.store.deleteEntry("follow", vmId);
     this.unfollow(follow);
     await this.armAlarm();
+  }
+
+  /** The token these follows were opened with was revoked: each is told so and closed. */
+  async closeFollowsOf(tokenId: string): Promise<number> {
+    const sockets = this.ctx.getWebSockets(tokenTag(tokenId));
+    const revoked: FollowMessage = { type: "error", code: "token_revoked", message: "the token this follow was opened with was revoked" };
+    for (const ws of sockets) {
+      const viewer = this.viewerOf(ws);
+      try {
+        ws.send(JSON.stringify(revoked));
+        ws.close(FOLLOW_CLOSE_REVOKED, "token revoked");
+      } catch {
+        // closing already
+      }
+      if (viewer) await this.viewerGone(ws, viewer.vmId);
+    }
+    return sockets.length;
   }
 }

@@ -10,6 +10,8 @@ export const FOLLOW_HEADERS = {
   vmName: "x-quantix-follow-name",
   nodeId: "x-quantix-follow-node",
   subprotocol: "x-quantix-follow-subprotocol",
+  /** the API token the follow was opened with: its revocation closes the follow */
+  tokenId: "x-quantix-follow-token",
 } as const;
 
 /** welcome.reconnectSpreadMs as the Worker passed it, if it is one. */

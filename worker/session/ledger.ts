@@ -2,6 +2,7 @@
 // deadline, reads each answer once into its kind's shape (power, state, logs), applies it, and
 // settles every request exactly once (answer, agent error, deadline, or the link going away).
 import { LogsResult, MAX_LOG_BYTES, PowerResult, StateResult, mapLibvirtState, type AgentMessage, type ServerMessage } from "../../protocol/wire.ts";
+import { utf8Bytes } from "../../protocol/log-excerpt.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { logsAnswer, snapshotRow } from "../last-known-log.ts";
@@ -31,6 +32,8 @@ export class RequestLedger {
   // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
   private readonly waiters = new Map<string, Waiter>();
   private readonly logChunks = new Map<string, Map<number, string>>();
+  /** UTF-8 bytes of each answer's chunks so far (a chunk sent again replaces its count). */
+  private readonly logBytes = new Map<string, number>();
   // A request's `sent` write, still running while its command is on the wire: the round trip need
   // not wait for it, only the request's final write must come after it (see settle).
   private readonly sentWrites = new Map<string, Promise<unknown>>();
@@ -165,11 +168,12 @@ export class RequestLedger {
     const r = this.store.entry("inFlight", id);
     if (!r || r.kind !== "vm.logs") return "ignored";
     const chunks = this.logChunks.get(id) ?? new Map<number, string>();
+    const replaced = chunks.get(chunk.seq);
     chunks.set(chunk.seq, chunk.text);
     this.logChunks.set(id, chunks);
-    // An answer carries at most MAX_LOG_BYTES of text; more is the agent misbehaving.
-    let bytes = 0;
-    for (const text of chunks.values()) bytes += text.length; // UTF-16 units: a lower bound of UTF-8 bytes
+    // An answer carries at most MAX_LOG_BYTES of text, counted in UTF-8 bytes; more is the agent misbehaving.
+    const bytes = (this.logBytes.get(id) ?? 0) - (replaced === undefined ? 0 : utf8Bytes(replaced)) + utf8Bytes(chunk.text);
+    this.logBytes.set(id, bytes);
     if (bytes > MAX_LOG_BYTES) return this.settle(r, { status: "failed", error: { code: "agent_error", message: `the agent sent more than ${MAX_LOG_BYTES} bytes of log text` } });
     return Promise.resolve();
   }
@@ -242,6 +246,7 @@ export class RequestLedger {
   private async settle(r: InFlight, s: Settlement): Promise<void> {
     this.store.deleteEntry("inFlight", r.id);
     this.logChunks.delete(r.id);
+    this.logBytes.delete(r.id);
     const waiter = this.waiters.get(r.id);
     this.waiters.delete(r.id);
     const at = Date.now();

@@ -182,6 +182,18 @@ export class NodeSession extends DurableObject<Env> {
     };
   }
 
+  /** The token these follows were opened with was revoked: they are closed. */
+  closeFollowsOf(tokenId: string): Promise<number> {
+    return this.follows.closeFollowsOf(tokenId);
+  }
+
+  /** Asks the connected agent for a full inventory (a VM was re-homed here); false when offline. */
+  resync(): boolean {
+    const link = this.links.current();
+    link?.send({ type: "resync", id: crypto.randomUUID(), payload: {} });
+    return link !== null;
+  }
+
   // ---- requests (RPC from the Worker) -----------------------------------------------------------
 
   /** Sends a power action. Resolves when it is on the wire, or with `wait` when its outcome is known
@@ -266,19 +278,20 @@ export class NodeSession extends DurableObject<Env> {
     if (!msg) return this.dropLink(link, CLOSE.protocolError, "malformed or unknown frame");
     const actor = `agent:${att.nodeId}`;
     const ignored = (handled: Promise<void> | "ignored") => (handled === "ignored" ? this.ledger.countIgnored(msg.type, msg.id) : handled);
+    const report = { db: this.db, link, maxVms: this.limits.maxVmsPerNode, notices: this.notices, actor };
 
     switch (msg.type) {
       case "hello":
         return this.liveness.hello(att.nodeId, msg.payload, now);
       case "inventory": {
-        if (!(await applyInventory(this.db, att, msg.payload, actor, this.notices))) return;
+        if (!(await applyInventory(report, msg.id, msg.payload))) return;
         // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
         const current = this.links.current();
         if (current) await this.reconciler.pass(current);
         return;
       }
       case "vm.changed":
-        return applyChanges(this.db, att, msg.payload, actor, this.notices);
+        return applyChanges(report, msg.id, msg.payload);
       case "ack":
         if (this.follows.onAck(msg.id)) return;
         return ignored(this.ledger.onAck(msg.id));
