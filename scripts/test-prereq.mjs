@@ -87,7 +87,7 @@ async function startDaemon({ name, socket }) {
 function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
   const sudo = isRoot() ? "" : "sudo ";
   say("npm test cannot run yet; some suites need what this machine lacks:");
-  if (bindingPackages.length > 0) say(`  libvirt headers and a C++ toolchain (${bindingPackages.join(" ")}): the agent's libvirt binding, for every agent, end-to-end and browser suite`);
+  if (bindingPackages.length > 0) say(`  what the agent's libvirt binding is built with (${bindingPackages.join(" ")}): every agent, end-to-end and browser suite`);
   for (const part of ["hypervisor", "browser"]) {
     const lacking = missing.filter((p) => p.part === part);
     if (lacking.length > 0) say(`  ${lacking.map((p) => `${p.what} (${p.pkg})`).join(", ")}: ${suitesOf(part)}`);
@@ -109,7 +109,8 @@ function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
     say(`then npm test again${isRoot() ? "" : " (as root, npm test does this itself: sudo npm test)"}.`);
   }
   for (const { fix } of cannotUse) say(fix);
-  say("Meanwhile `npm run test:unit` runs every suite that needs no hypervisor and no browser.");
+  if (bindingPackages.length > 0) say("Meanwhile `npx vitest run --project worker` runs the Worker's suites (the others need the binding).");
+  else say("Meanwhile `npm run test:unit` runs every suite that needs no hypervisor and no browser.");
 }
 
 /** Returns true when every suite can run; prints what to do and returns false when not. */
