@@ -98,7 +98,10 @@ function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
   const commands = [];
   if (pkgs.length > 0) {
     if (isDebianLike()) commands.push(`${sudo}apt-get update`, `${sudo}apt-get install -y --no-install-recommends ${pkgs.join(" ")}`);
-    else commands.push(`install what provides ${missing.flatMap((p) => p.files).join(", ")} (the Debian packages are: ${pkgs.join(" ")})`);
+    else {
+      const paths = missing.flatMap((p) => p.files);
+      commands.push(`install the equivalents of the Debian packages ${pkgs.join(" ")}${paths.length > 0 ? ` (the tests run ${paths.join(", ")})` : ""}`);
+    }
   }
   if (daemonsDown.length > 0) {
     commands.push(hasSystemd() ? `${sudo}systemctl start ${daemonsDown.join(" ")}` : daemonsDown.map((d) => `${sudo}${d} -d`).join(" && "));
