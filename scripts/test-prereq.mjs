@@ -83,6 +83,29 @@ async function startDaemon({ name, socket }) {
   return false;
 }
 
+/**
+ * Opens qemu:///system and lists its domains, as the hypervisor suites do; returns why not, or null.
+ * libvirtd opens its socket before its QEMU driver is loaded (and may still fail loading it), so an
+ * answering socket alone does not say the suites can start a guest.
+ */
+async function qemuSystemProblem() {
+  const { Hypervisor } = await import("@unraid/libvirt");
+  const hv = new Hypervisor({ uri: "qemu:///system" });
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${DAEMON_START_TIMEOUT_MS / 1000} s`)), DAEMON_START_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([hv.connectOpen().then(() => hv.connectListAllDomains()), timeout]);
+    await hv.connectClose();
+    return null;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Prints what to do when we may not do it ourselves, each step with the suites that need it. */
 function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
   const sudo = isRoot() ? "" : "sudo ";
@@ -167,10 +190,17 @@ export async function prepareTestMachine() {
     explain({ missing: [], bindingPackages: [], daemonsDown, cannotUse });
     return false;
   }
-  say(`ready: libvirt binding built, virtlogd and libvirtd answering, QEMU and Chromium installed (${((performance.now() - started) / 1000).toFixed(2)} s)`);
+  const problem = await qemuSystemProblem();
+  if (problem !== null) {
+    say(`libvirtd runs but qemu:///system does not open: ${problem}`);
+    say(`${suitesOf("hypervisor")} would fail; its log may say why (journalctl -u libvirtd, or run \`libvirtd\` in the foreground).`);
+    return false;
+  }
+  say(`ready: libvirt binding built, virtlogd running, qemu:///system answering, Chromium installed (${((performance.now() - started) / 1000).toFixed(2)} s)`);
   return true;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  process.exitCode = (await prepareTestMachine()) ? 0 : 1;
+  // Exit explicitly: a libvirt call that timed out would otherwise keep the process waiting.
+  process.exit((await prepareTestMachine()) ? 0 : 1);
 }
