@@ -1,7 +1,12 @@
 // The whole suite (`npm test`): Worker tests inside workerd with local D1 (@cloudflare/vitest-plugin),
-// and Node tests for the agent, the end-to-end loop and the dashboard in Chromium.
-import { defineConfig } from "vitest/config";
+// and Node tests for the agent, the end-to-end loop and the dashboard in Chromium. The Node tests that
+// need a real libvirtd + QEMU or Chromium are projects of their own (`hypervisor`, `browser`), so
+// `npm run test:unit` (projects `worker` and `node`) runs on a machine without them.
+import { configDefaults, defineConfig } from "vitest/config";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { SUITES_NEEDING } from "./scripts/test-prereq.mjs";
+
+const nodeTests = { environment: "node", testTimeout: 60_000, hookTimeout: 120_000 } as const;
 
 export default defineConfig({
   test: {
@@ -36,11 +41,12 @@ export default defineConfig({
         test: {
           name: "node",
           include: ["test/agent/**/*.test.ts", "test/e2e/**/*.test.ts", "test/web/**/*.test.ts", "test/protocol/**/*.test.ts", "test/cli/**/*.test.ts", "test/faults/**/*.test.ts", "test/security/**/*.test.ts"],
-          environment: "node",
-          testTimeout: 60_000,
-          hookTimeout: 120_000,
+          exclude: [...configDefaults.exclude, ...SUITES_NEEDING.hypervisor, ...SUITES_NEEDING.browser],
+          ...nodeTests,
         },
       },
+      { test: { name: "hypervisor", include: SUITES_NEEDING.hypervisor, ...nodeTests } },
+      { test: { name: "browser", include: SUITES_NEEDING.browser, ...nodeTests } },
     ],
   },
 });

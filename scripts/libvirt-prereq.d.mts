@@ -2,3 +2,7 @@
 export function missingPackages(): string[];
 export function bindingBuilt(): boolean;
 export function ensureLibvirtBinding(): boolean;
+export function onPath(cmd: string): boolean;
+export function isDebianLike(): boolean;
+export function isRoot(): boolean;
+export function aptInstall(pkgs: string[], log?: (line: string) => void): boolean;

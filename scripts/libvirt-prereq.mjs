@@ -25,7 +25,7 @@ const REQUIREMENTS = [
   { what: "python3 (for node-gyp)", pkg: "python3", present: () => onPath("python3") },
 ];
 
-function onPath(cmd) {
+export function onPath(cmd) {
   return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 }
 
@@ -33,7 +33,7 @@ function pkgConfigHas(lib) {
   return spawnSync("pkg-config", ["--exists", lib], { stdio: "ignore" }).status === 0;
 }
 
-function isDebianLike() {
+export function isDebianLike() {
   try {
     const osRelease = readFileSync("/etc/os-release", "utf8");
     return /^(ID|ID_LIKE)=.*\b(debian|ubuntu)\b/m.test(osRelease);
@@ -42,7 +42,7 @@ function isDebianLike() {
   }
 }
 
-const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
+export const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
 
 /** Debian/Ubuntu packages still missing for the build. */
 export function missingPackages() {
@@ -61,13 +61,14 @@ function installCommand(pkgs) {
   return `apt-get install -y --no-install-recommends ${pkgs.join(" ")}`;
 }
 
-function aptInstall(pkgs) {
-  say(`installing ${pkgs.join(" ")} with apt-get (running as root)`);
+/** apt-get update + install (root only); `log` prefixes the lines with the caller's name. */
+export function aptInstall(pkgs, log = say) {
+  log(`installing ${pkgs.join(" ")} with apt-get (running as root)`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   for (const args of [["update", "-qq"], ["install", "-y", "-qq", "--no-install-recommends", ...pkgs]]) {
     const r = spawnSync("apt-get", args, { stdio: ["ignore", "inherit", "inherit"], env });
     if (r.status !== 0) {
-      say(`apt-get ${args[0]} failed (exit ${r.status})`);
+      log(`apt-get ${args[0]} failed (exit ${r.status})`);
       return false;
     }
   }

@@ -1,7 +1,7 @@
-// The agent against a real libvirtd + QEMU (started by .ci/run as root; `libvirtd -d; virtlogd -d`
-// by hand): a diskless 64 MiB type='qemu' domain started, a graceful stop that the guest never
-// honours (no OS, no ACPI handling) answered at its deadline with the VM still running, a force stop
-// that shuts it off, and its real /var/log/libvirt/qemu/<name>.log tailed.
+// The agent against a real libvirtd + QEMU (npm test's first step, scripts/test-prereq.mjs, installs and
+// starts them as root): a diskless 64 MiB type='qemu' domain started, a graceful stop that the guest
+// never honours (no OS, no ACPI handling) answered at its deadline with the VM still running, a force
+// stop that shuts it off, and its real /var/log/libvirt/qemu/<name>.log tailed.
 import { rmSync } from "node:fs";
 import { Hypervisor } from "@unraid/libvirt";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
