@@ -7,7 +7,8 @@ import { pino } from "pino";
 import { splitLogText } from "../agent/commands.ts";
 import { Libvirt } from "../agent/libvirt.ts";
 import { readVmLog } from "../agent/vm-log.ts";
-import { AgentMessage, MAX_LOG_BYTES, parseFrame } from "../protocol/wire.ts";
+import { lastLines } from "../protocol/log-excerpt.ts";
+import { AgentMessage, EXCERPT_MAX_BYTES, MAX_LOG_BYTES, parseFrame } from "../protocol/wire.ts";
 import { DEMO_LOG_DIR, demoLibvirtUri } from "../test/support/agent.ts";
 import type { ControlPlane } from "../test/support/control-plane.ts";
 import { DEMO, json } from "../test/e2e/journey.ts";
@@ -115,6 +116,8 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
   rows.push(failuresRow("reset_state", { ...r50.p, non2xx: r50.p.non2xx + r1.p.non2xx, errors: r50.p.errors + r1.p.errors }));
   rows.push(failuresRow("floor probe, echo + D1 write", { ...r50.f, non2xx: r50.f.non2xx + r1.f.non2xx, errors: r50.f.errors + r1.f.errors }));
   rows.push(await directLibvirt(r1.p.p50));
+  const excerptP50 = inProcessP50(() => lastLines(readVmLog(DEMO_LOG_DIR, "web-01", 20, 16 * EXCERPT_MAX_BYTES).text, 20));
+  rows.push({ name: "reset_state, agent: the event's 20-line log excerpt read, in-process p50", value: round(excerptP50, 3), unit: "ms", baseline: round(r1.p.p50), ratio: round(excerptP50 / r1.p.p50, 3), note: "baseline: the round trip's p50" });
 
   // Logs end to end
   const l1 = await p50Pair(echoLog, logs, 150);

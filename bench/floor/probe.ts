@@ -1,13 +1,13 @@
 // Starts the floor probe (bench/floor/worker.ts) the way the product is started for the bench:
 // `wrangler dev` from this repo's wrangler, a free loopback port, its own --persist-to directory,
-// local D1 migrated, then 10,000 rows seeded through the Worker; and connects the Node `ws` client
-// that answers the probe's Durable Object, as an agent answers its node's session.
+// local D1 migrated, then 10,000 rows seeded through the Worker; and starts the Node `ws` client
+// (bench/floor/echo-client.ts, its own process) that answers the probe's Durable Object, as an
+// agent answers its node's session.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { WebSocket } from "ws";
 import { freePort } from "../../test/support/control-plane.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -22,25 +22,12 @@ const SEED_PER_REQUEST = 1_000;
 /** Seed row read by the D1 point-read route (the same id format as bench/floor/worker.ts's itemId). */
 export const FLOOR_READ_ID = `00000000-0000-4000-8000-${String(FLOOR_ITEMS / 2).padStart(12, "0")}`;
 
-/** Log-like ASCII text of exactly `bytes` bytes (one string per size, built once). */
-const texts = new Map<number, string>();
-function textOf(bytes: number): string {
-  let text = texts.get(bytes);
-  if (text === undefined) {
-    const line = "2026-11-30T08:00:00.000000Z qemu-system-x86_64: bench line of a guest's QEMU log\n";
-    text = line.repeat(Math.ceil(bytes / line.length)).slice(0, bytes);
-    texts.set(bytes, text);
-  }
-  return text;
-}
-
 export class FloorProbe {
   readonly url: string;
   readonly port: number;
   private readonly persistDir: string;
   private child: ChildProcess | null = null;
-  private echoClient: WebSocket | null = null;
-  private disposing = false;
+  private echoClient: ChildProcess | null = null;
   private output = "";
 
   private constructor(port: number, persistDir: string) {
@@ -89,31 +76,21 @@ export class FloorProbe {
     throw new Error(`floor probe did not answer in 60 s:\n${this.output}`);
   }
 
-  /** The echoing client: answers `{id, bytes, json}` with `bytes` bytes of text, in one plain frame
-   *  or as the agent answers a log read (a JSON log.chunk frame, then a JSON result frame). Like an
-   *  agent it connects again when the link drops (wrangler dev restarts the object on a file change). */
+  /** Starts the echoing client and waits until one echo has come back through it. */
   private async connectEchoClient(): Promise<void> {
-    const ws = new WebSocket(`ws://127.0.0.1:${this.port}/connect`);
+    const client = spawn(process.execPath, [join(import.meta.dirname, "echo-client.ts"), `ws://127.0.0.1:${this.port}/connect`], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe", "ipc"],
+    });
+    this.echoClient = client;
+    client.stderr!.on("data", (d) => (this.output += d));
     await new Promise<void>((ok, fail) => {
-      ws.once("open", () => ok());
-      ws.once("error", fail);
+      client.stdout!.on("data", (d) => String(d).includes("ready") && ok());
+      client.once("exit", (code) => fail(new Error(`floor probe: echo client exited ${code}`)));
     });
-    ws.on("message", (data) => {
-      const ask = JSON.parse(String(data)) as { id: string; bytes: number; json: boolean };
-      const text = textOf(ask.bytes);
-      if (!ask.json) return ws.send(`${ask.id} ${text}`);
-      ws.send(JSON.stringify({ type: "log.chunk", id: ask.id, payload: { seq: 0, text } }));
-      ws.send(JSON.stringify({ type: "result", id: ask.id, payload: { chunks: 1 } }));
-    });
-    ws.on("close", () => {
-      if (this.disposing || this.echoClient !== ws) return;
-      this.output += "floor probe: echo client link closed; connecting again\n";
-      setTimeout(() => void this.connectEchoClient().catch((err: Error) => (this.output += `floor probe: reconnect failed: ${err.message}\n`)), 200);
-    });
-    this.echoClient = ws;
     const res = await fetch(`${this.url}/echo?bytes=10`, { method: "POST" });
     const body = await res.text();
-    if (body !== textOf(10)) throw new Error(`floor probe: echo answered ${res.status} ${body.slice(0, 200)}`);
+    if (!res.ok || body.length !== 10) throw new Error(`floor probe: echo answered ${res.status} ${body.slice(0, 200)}`);
   }
 
   /** wrangler dev's output so far (for a failure's message). */
@@ -122,8 +99,7 @@ export class FloorProbe {
   }
 
   async dispose(): Promise<void> {
-    this.disposing = true;
-    this.echoClient?.close();
+    this.echoClient?.kill("SIGTERM");
     this.echoClient = null;
     const child = this.child;
     this.child = null;

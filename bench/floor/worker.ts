@@ -9,9 +9,11 @@ type FloorEnv = { DB: D1Database; ECHO_SESSION: DurableObjectNamespace<EchoSessi
 /** How the echo client answers: `plain` one frame `<id> <text>`; `json` the product's shape (a
  *  log.chunk frame and a result frame, both JSON). `kept` is plain plus the product's per-command
  *  Durable Object storage: an in-flight entry and a deadline alarm written before the frame leaves,
- *  the entry deleted on the answer. `stored` is plain plus the answer's text written to the object's
- *  storage as it is handed back (as a logs answer is kept as the VM's last-known log). */
-export type EchoMode = "plain" | "json" | "kept" | "stored";
+ *  the entry deleted on the answer; `put` and `alarm` are each half of that. `stored` is plain plus
+ *  the answer's text written to the object's storage as it is handed back (as a logs answer is kept
+ *  as the VM's last-known log). */
+export type EchoMode = "plain" | "json" | "kept" | "put" | "alarm" | "stored";
+const ECHO_MODES: readonly string[] = ["plain", "json", "kept", "put", "alarm", "stored"] satisfies EchoMode[];
 
 const ITEM_COLUMNS = 7;
 /** Rows per seed statement: 7 bound parameters each, under D1's 100 per statement. */
@@ -47,6 +49,13 @@ async function seed(env: FloorEnv, from: number, count: number): Promise<Respons
 
 const writeOne = (env: FloorEnv, itemIdValue: string) => env.DB.prepare("INSERT INTO writes (item_id, at) VALUES (?, ?)").bind(itemIdValue, Date.now()).run();
 
+/** A reset's write shape: an event row and the record's update, one batch (one D1 call). */
+const writeBatch = (env: FloorEnv, itemIdValue: string) =>
+  env.DB.batch([
+    env.DB.prepare("INSERT INTO writes (item_id, at) SELECT id, ? FROM items WHERE id = ? RETURNING id").bind(Date.now(), itemIdValue),
+    env.DB.prepare("UPDATE items SET generation = generation + 1, updated_at = ? WHERE id = ? RETURNING *").bind(Date.now(), itemIdValue),
+  ]);
+
 export default {
   async fetch(request: Request, env: FloorEnv): Promise<Response> {
     const url = new URL(request.url);
@@ -69,18 +78,21 @@ export default {
       case "write":
         await writeOne(env, itemId(0));
         return ok();
+      case "write-batch":
+        await writeBatch(env, itemId(0));
+        return ok();
       case "seed":
         return seed(env, Number(url.searchParams.get("from")), Number(url.searchParams.get("count")));
       case "connect":
         return session().fetch(request);
       case "rpc":
         return Response.json({ ok: await session().ping() });
-      case "echo":
-        return new Response(await session().echo(bytes, "plain"));
-      case "echo-kept":
-        return new Response(await session().echo(bytes, "kept"));
-      case "echo-stored":
-        return new Response(await session().echo(bytes, "stored"));
+      case "echo": {
+        // /echo/<mode>: plain when none is named
+        const mode = (arg ?? "plain") as EchoMode;
+        if (!ECHO_MODES.includes(mode) || mode === "json") return Response.json({ error: `no echo mode ${mode}` }, { status: 404 });
+        return new Response(await session().echo(bytes, mode));
+      }
       case "echo-json":
         // The product's answer shape: the text inside a JSON document.
         return Response.json({ text: await session().echo(bytes, "json"), capturedAt: new Date().toISOString() });
@@ -118,10 +130,8 @@ export class EchoSession extends DurableObject<FloorEnv> {
     if (!ws) throw new Error("no echo client connected");
     const id = `${++this.next}`;
     const answer = new Promise<string>((resolve) => this.waiters.set(id, { resolve, mode, chunks: [] }));
-    if (mode === "kept") {
-      this.ctx.storage.kv.put(`inflight:${id}`, { id, bytes, at: Date.now() });
-      await this.ctx.storage.setAlarm(Date.now() + 10_000);
-    }
+    if (mode === "kept" || mode === "put") this.ctx.storage.kv.put(`inflight:${id}`, { id, bytes, at: Date.now() });
+    if (mode === "kept" || mode === "alarm") await this.ctx.storage.setAlarm(Date.now() + 10_000);
     ws.send(JSON.stringify({ id, bytes, json: mode === "json" }));
     return answer;
   }
@@ -148,7 +158,7 @@ export class EchoSession extends DurableObject<FloorEnv> {
     const waiter = this.waiters.get(id);
     if (!waiter) return;
     this.waiters.delete(id);
-    if (waiter.mode === "kept") this.ctx.storage.kv.delete(`inflight:${id}`);
+    if (waiter.mode === "kept" || waiter.mode === "put") this.ctx.storage.kv.delete(`inflight:${id}`);
     waiter.resolve(text);
     if (waiter.mode === "stored") this.ctx.storage.kv.put("last-answer", text);
   }
