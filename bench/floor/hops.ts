@@ -25,6 +25,7 @@ export async function benchFloorHops(floor: FloorProbe, logAnswerBytes: number):
     { name: "DO + WebSocket echo + DO storage (in-flight entry only)", path: "/echo/put?bytes=0", method: "POST", over: "DO + WebSocket echo, 0 bytes" },
     { name: "DO + WebSocket echo + DO storage (alarm only)", path: "/echo/alarm?bytes=0", method: "POST", over: "DO + WebSocket echo, 0 bytes" },
     { name: "DO + WebSocket echo + D1 write", path: "/echo-write", method: "POST", over: "DO + WebSocket echo, 0 bytes" },
+    { name: "DO + WebSocket echo + DO storage (in-flight entry, alarm) + D1 write", path: "/echo-write/kept", method: "POST", over: "DO + WebSocket echo + D1 write" },
     { name: `DO + WebSocket echo, ${n} bytes back`, path: `/echo?bytes=${n}`, method: "POST", over: "DO + WebSocket echo, 0 bytes" },
     { name: `DO + WebSocket echo, ${n} bytes back, kept in DO storage`, path: `/echo/stored?bytes=${n}`, method: "POST", over: `DO + WebSocket echo, ${n} bytes back` },
     { name: `DO + WebSocket echo, ${n} bytes in JSON frames, JSON answer`, path: `/echo-json?bytes=${n}`, method: "POST", over: `DO + WebSocket echo, ${n} bytes back` },

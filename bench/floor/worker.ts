@@ -97,7 +97,8 @@ export default {
         // The product's answer shape: the text inside a JSON document.
         return Response.json({ text: await session().echo(bytes, "json"), capturedAt: new Date().toISOString() });
       case "echo-write": {
-        await session().echo(bytes, "plain");
+        // /echo-write/kept: with the per-command storage of `kept`
+        await session().echo(bytes, arg === "kept" ? "kept" : "plain");
         await writeOne(env, itemId(0));
         return ok();
       }
