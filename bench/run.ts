@@ -1,19 +1,24 @@
 // `npm run bench`: the benchmark suite. Starts the real control plane (wrangler dev, loopback only,
 // rate limits lifted through a config without the [[ratelimits]] bindings, so reset_state and
 // enrollment can be driven past 60 and 30 a minute), a real agent on libvirt's test driver (the
-// shipped demo host), and simulated agents for the fleet. Prints a table of figures, baselines
-// measured in the same run, ratios and targets, and writes bench/results.json. Never pass/fail.
+// shipped demo host), simulated agents for the fleet, and the floor probe (bench/floor/: the same
+// platform hops with none of our code, started the same way). Prints a table of figures, floors and
+// baselines measured in the same run, differences, ratios and targets, and writes
+// bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, inventory, fleet, tail, agent-rss
-import { existsSync, writeFileSync } from "node:fs";
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, tail, agent-rss
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ControlPlane } from "../test/support/control-plane.ts";
 import { enrollAgent, json } from "../test/e2e/journey.ts";
+import { DEMO_LOG_DIR } from "../test/support/agent.ts";
 import { benchFleet } from "./fleet.ts";
+import { benchFloorHops } from "./floor/hops.ts";
+import { FloorProbe } from "./floor/probe.ts";
 import { benchInventory } from "./inventory.ts";
-import { benchRest } from "./rest.ts";
+import { benchRest, LOG_ANSWER_ROW } from "./rest.ts";
 import { formatTable, judge, type BenchRow } from "./table.ts";
 
 const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
@@ -43,32 +48,51 @@ async function external(file: string, fn: string): Promise<BenchRow[]> {
   return run();
 }
 
+/** Without the product's answer in this run: the size a 1,000-line logs answer of the demo's
+ *  web-01 has (its last 1,000 lines as JSON, plus the answer's other fields). */
+function demoLogAnswerBytes(): number {
+  const lines = readFileSync(join(DEMO_LOG_DIR, "web-01.log"), "utf8").split("\n").slice(-1001).join("\n");
+  return Buffer.byteLength(JSON.stringify({ qemuLog: lines })) + 300;
+}
+
 const started = Date.now();
 const needsCp = ["rest", "inventory", "fleet"].some(wanted);
+const needsFloor = ["rest", "floor"].some(wanted);
 const cp = needsCp ? await ControlPlane.start({ rateLimits: false }) : null;
+const floor = needsFloor ? await FloorProbe.start().catch((err: Error) => (rows.push({ name: "floor probe: FAILED to start", value: NaN, unit: "", note: err.message.split("\n")[0] }), null)) : null;
 try {
+  const operator = cp ? (await json<{ token: string }>(await cp.api("/api/tokens", { method: "POST", json: { name: "bench", role: "operator" } }))).token : "";
   if (cp) {
-    const { token: operator } = await json<{ token: string }>(await cp.api("/api/tokens", { method: "POST", json: { name: "bench", role: "operator" } }));
     await section("rest", async () => {
+      if (!floor) throw new Error("the floor probe did not start");
       const { agent } = await enrollAgent(cp, `bench-demo-${Date.now()}`);
       try {
-        return await benchRest(cp, operator);
+        return await benchRest(cp, operator, floor);
       } finally {
         await agent.dispose();
       }
     });
+  }
+  if (floor) {
+    const logAnswerBytes = rows.find((r) => r.name === LOG_ANSWER_ROW)?.value ?? demoLogAnswerBytes();
+    await section("floor", () => benchFloorHops(floor, logAnswerBytes));
+    // Idle from here on: stopped so the later sections have the machine to themselves.
+    await floor.dispose();
+  }
+  if (cp) {
     await section("inventory", () => benchInventory(cp));
     await section("fleet", () => benchFleet(cp, operator, fleetSize));
   }
   await section("tail", () => external("tail.ts", "benchTail"));
   await section("agent-rss", () => external("agent-rss.ts", "benchAgentRss"));
 } finally {
+  await floor?.dispose();
   await cp?.dispose();
 }
 
 const table = formatTable(rows);
 console.log(`\nQuantix Edge bench — ${new Date().toISOString()} — ${cpus().length} cores, load ${loadavg().map((l) => l.toFixed(2)).join(" ")}, ${Math.round((Date.now() - started) / 1000)} s`);
-console.log("rate limits lifted for this run (wrangler config without [[ratelimits]]); every baseline measured in this run\n");
+console.log("rate limits lifted for this run (wrangler config without [[ratelimits]]); every floor and baseline measured in this run\n");
 console.log(table);
 const results = { at: new Date().toISOString(), cores: cpus().length, loadavg: loadavg(), fleetSize, rows: rows.map((r) => ({ ...r, met: judge(r) })) };
 writeFileSync(join(import.meta.dirname, "results.json"), JSON.stringify(results, null, 2) + "\n");

@@ -28,7 +28,8 @@ const STUCK_VM = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f07", name: "files-01" 
 
 const run = promisify(execFile);
 // Our children must not phone home, and their output is read by a filter, not a terminal.
-const CHILD_ENV = { ...process.env, WRANGLER_SEND_METRICS: "false", FORCE_COLOR: "0", NO_COLOR: "1" };
+// No metrics and no fetch of request.cf data from the internet: a local run talks to loopback only.
+const CHILD_ENV = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", FORCE_COLOR: "0", NO_COLOR: "1" };
 const started = Date.now();
 const children: ChildProcess[] = [];
 let stopping = false;

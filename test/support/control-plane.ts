@@ -87,7 +87,7 @@ export class ControlPlane {
   private async migrate(): Promise<void> {
     await run(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persistDir], {
       cwd: ROOT,
-      env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" },
+      env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
     });
   }
 
@@ -99,7 +99,7 @@ export class ControlPlane {
     const child = spawn(
       process.execPath,
       [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", String(inspector), "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn", ...this.configArgs, ...vars],
-      { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
+      { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
     );
     this.child = child;
     child.stdout!.on("data", (d) => (this.output += d));
