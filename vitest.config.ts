@@ -6,6 +6,9 @@ import { configDefaults, defineConfig } from "vitest/config";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { SUITES_NEEDING } from "./scripts/test-prereq.mjs";
 
+// Local runs never fetch request.cf data from the internet (wrangler would at start): loopback only.
+process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
+
 const nodeTests = { environment: "node", testTimeout: 60_000, hookTimeout: 120_000 } as const;
 
 export default defineConfig({
