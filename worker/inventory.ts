@@ -6,7 +6,7 @@ import { sql } from "drizzle-orm";
 import type { VmInfo } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
 import { changes, runBatch } from "./db/batch.ts";
-import { NODE_DELETED, UUID_CONFLICT } from "./vm-ownership.ts";
+import { NODE_DELETED, UUID_CONFLICT, type ReportOutcome } from "./vm-ownership.ts";
 
 const rowsOf = (list: VmInfo[]) => {
   // One row per UUID (the last report wins), UUIDs lower-cased as the primary key is.
@@ -30,10 +30,6 @@ const reported = (json: string) => sql`(SELECT json_extract(value, '$.id') AS id
   json_extract(value, '$.state') AS state, json_extract(value, '$.libvirtState') AS libvirt_state,
   json_extract(value, '$.vcpus') AS vcpus, json_extract(value, '$.memoryMiB') AS memory_mib FROM json_each(${json}))`;
 
-/** What became of a report: UUIDs another node (or no node) holds, which this node did not take;
- *  how many new VMs were stored; UUIDs not stored because the node is at its cap; VMs flagged
- *  running after a forced reset (with the flag's message). */
-export type ReportOutcome = { claimed: string[]; added: number; refused: string[]; flagged: { vmId: string; message: string }[] };
 
 /** Upserts reported VMs for `nodeId`. A UUID held by another node, or by none (its node was
  *  deleted), is never taken: the VM is flagged (`uuid_conflict` naming both nodes, or
