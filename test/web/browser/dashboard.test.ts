@@ -29,7 +29,8 @@ beforeAll(async () => {
     nodeName: NODE_NAME,
     start: {
       // The dashboard marks VMs stuck by the control plane's threshold (GET /api/me): 60 s here.
-      vars: { ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS), QUERY_TIMEOUT_MS: "5000", STUCK_AFTER_MS: "60000" },
+      // One node holds the whole 10,000-VM fleet of the paging test: above the default cap of 5,000.
+      vars: { ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS), QUERY_TIMEOUT_MS: "5000", STUCK_AFTER_MS: "60000", MAX_VMS_PER_NODE: String(FLEET) },
     },
   });
   ({ cp, agent, nodeId, dir, logDir } = f);
