@@ -7,7 +7,6 @@ import type { Database } from "./db/client.ts";
 import { runBatch, changes } from "./db/batch.ts";
 import { nodes, vms } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
-import type { ReportOutcome } from "./inventory.ts";
 
 /** Another node reported the UUID of a VM a node holds. */
 export const UUID_CONFLICT = "uuid_conflict";
@@ -17,6 +16,11 @@ export const NODE_DELETED = "node_deleted";
 export const OWNERSHIP_FLAGS: readonly string[] = [UUID_CONFLICT, NODE_DELETED];
 /** The node reported more VMs than it may hold; the excess was not stored. */
 export const VM_CAP_EXCEEDED = "vm_cap_exceeded";
+
+/** What became of a report: UUIDs another node (or no node) holds, which this node did not take;
+ *  how many new VMs were stored; UUIDs not stored because the node is at its cap; VMs flagged
+ *  running after a forced reset (with the flag's message). */
+export type ReportOutcome = { claimed: string[]; added: number; refused: string[]; flagged: { vmId: string; message: string }[] };
 
 const nodeLabel = (n: { id: string; name: string }) => `${n.name} (${n.id})`;
 
