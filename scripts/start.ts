@@ -9,6 +9,7 @@ import { parseArgs, promisify } from "node:util";
 import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
 import { hostTokenPath } from "../agent/host-token.ts";
+import { varArgs } from "./dev-vars.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const HOST = "127.0.0.1";
@@ -105,12 +106,17 @@ async function migrateLocalDb(): Promise<void> {
   }
 }
 
+/** The demo's stuck threshold (15 min, default 2 min), so the dashboard's stuck marker stays on a
+ *  while; only when the user set none (see dev-vars.ts). */
+const DEMO_STUCK_AFTER_MS = 15 * 60_000;
+
 function startWrangler(): ChildProcess {
+  const devVars = existsSync(DEV_VARS) ? readFileSync(DEV_VARS, "utf8") : null;
+  const stuck = varArgs("STUCK_AFTER_MS", String(DEMO_STUCK_AFTER_MS), devVars, process.env);
+  if (stuck.from !== "demo") say(`STUCK_AFTER_MS: yours (from ${stuck.from === "dev.vars" ? ".dev.vars" : "the environment"}), not the demo's 15 min`);
   const child = spawn(
     process.execPath,
-    // The demo keeps its stuck VM for 15 min before the reconciler repairs it (default 2 min), so
-    // there is time to try Reset State by hand.
-    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", "--var", `STUCK_AFTER_MS:${15 * 60_000}`],
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", ...stuck.args],
     { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true }, // own process group
   );
   children.push(child);
