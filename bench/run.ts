@@ -4,7 +4,7 @@
 // shipped demo host), and simulated agents for the fleet. Prints a table of figures, baselines
 // measured in the same run, ratios and targets, and writes bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, inventory, fleet, tail, agent-rss
+//   BENCH_ONLY=a,b   sections: rest, inventory, fleet, tail, agent-rss, digest
 import { existsSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
@@ -62,6 +62,7 @@ try {
   }
   await section("tail", () => external("tail.ts", "benchTail"));
   await section("agent-rss", () => external("agent-rss.ts", "benchAgentRss"));
+  await section("digest", () => external("digest.ts", "benchDigest"));
 } finally {
   await cp?.dispose();
 }
