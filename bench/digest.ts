@@ -54,7 +54,7 @@ async function nodeOf(n: number) {
   const d1 = new ReadCountingD1();
   const nodeId = "bench-digest";
   d1.sqlite.prepare("INSERT INTO nodes (id, name, created_at, updated_at) VALUES (?, ?, 0, 0)").run(nodeId, nodeId);
-  const db = database(d1 as unknown as D1Database);
+  const db = database(d1 as unknown as Parameters<typeof database>[0]);
   const vms = hostVms(n, "d1g3");
   await upsertReportedVms(db, nodeId, vms, "sync-1", "bench", 10_000);
   return { d1, db, nodeId, vms };
