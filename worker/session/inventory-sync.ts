@@ -26,8 +26,8 @@ export async function applyInventory(ctx: ReportContext, frameId: string, p: Pay
   const syncId = `${ctx.link.att.connId}:${p.syncId}`;
   await applyReport(ctx, frameId, p.vms, syncId);
   if (!p.done) return false;
-  const scoped = p.scope && (p.scope.vmIds?.length || p.scope.buckets?.length);
-  if (scoped) await markUnreportedMissingInScope(ctx.db, ctx.link.att.nodeId, syncId, p.scope!, ctx.actor);
+  const scope = p.scope?.vmIds?.length || p.scope?.buckets?.length ? p.scope : undefined;
+  if (scope) await markUnreportedMissingInScope(ctx.db, ctx.link.att.nodeId, syncId, scope, ctx.actor);
   else await markUnreportedMissing(ctx.db, ctx.link.att.nodeId, syncId, ctx.actor);
   return true;
 }
