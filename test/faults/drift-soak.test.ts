@@ -77,15 +77,20 @@ async function divergences(): Promise<{ uuid: string; record: string; hypervisor
 beforeAll(async () => {
   admin = new Hypervisor({ uri: URI });
   await admin.connectOpen();
-  for (let i = 0; i < 4; i++) await defineGuest("qx-drift");
+  // Defining a domain can take libvirtd most of a minute on a busy host: two guests to begin with.
+  await Promise.all([defineGuest("qx-drift"), defineGuest("qx-drift")]);
   cp = await startControlPlane({ OFFLINE_AFTER_MS: "6000" });
   proxy = await LinkProxy.start(cp.port);
   const { node, joinToken } = await createNode(cp, `drift-${Date.now()}`);
   nodeId = node.id;
   agent = AgentProcess.start({ server: proxy.url, token: joinToken, libvirtUri: URI, logDir: LOG_DIR, args: [...FAST_AGENT_ARGS, "--digest-interval", String(DIGEST_MS), "--progress-interval", "1000"] });
-  await waitConnected(cp, nodeId);
-  for (const uuid of guests.keys()) await eventually("guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 30_000);
-}, 180_000);
+  try {
+    await waitConnected(cp, nodeId);
+    for (const uuid of guests.keys()) await eventually("guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 30_000);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n--- agent output ---\n${agent.output.slice(-4000)}\n--- control plane ---\n${cp.logs.slice(-4000)}`);
+  }
+}, 400_000);
 
 afterAll(async () => {
   await agent?.dispose();
@@ -106,7 +111,7 @@ describe("drift soak", () => {
   it(`rounds of actions, faults and out-of-band changes for ${SOAK_MS / 1000} s: every record comes back to the hypervisor's truth by itself`, async () => {
     const statuses: Record<number, number> = {};
     const faults: Record<string, number> = { sigkill: 0, sigstop: 0, cut: 0, blackhole: 0, restart: 0 };
-    const outOfBand: Record<string, number> = { start: 0, destroy: 0, define: 0, undefine: 0 };
+    const outOfBand = { start: 0, destroy: 0, define: 0, undefine: 0 };
     const rounds: { convergedMs: number; left: number }[] = [];
     const until = Date.now() + SOAK_MS;
     let restarted = false;
@@ -127,18 +132,22 @@ describe("drift soak", () => {
           await sleep(150 + Math.random() * 600);
         }
       })();
+      // Out-of-band: starts and destroys all along; a define in the first round and an undefine (of
+      // that guest) in a later one, as defining takes libvirtd long on a busy host.
       const hypervisor = (async () => {
-        while (Date.now() < roundEnd) {
+        let structural = rounds.length === 0 ? "define" : outOfBand.define && !outOfBand.undefine ? "undefine" : null;
+        while (Date.now() < roundEnd || structural) {
           await sleep(500 + Math.random() * 1_500);
-          const change = pick(["start", "destroy", "define", "undefine"] as const);
-          const uuid = pick([...defined]);
+          const change = structural ?? pick(["start", "destroy"] as const);
+          structural = null;
+          const uuid = change === "undefine" ? [...defined].at(-1) : pick([...defined]);
           const dom = uuid ? await admin.domainLookupByUUIDString(uuid).catch(() => null) : null;
           try {
-            if (change === "define" && defined.size < 7) await defineGuest("qx-drift-new");
-            else if (change === "undefine" && dom && defined.size > 3) {
+            if (change === "define") await defineGuest("qx-drift-new");
+            else if (change === "undefine" && uuid && dom) {
               await admin.domainDestroy(dom).catch(() => {});
               await admin.domainUndefine(dom);
-              defined.delete(uuid!);
+              defined.delete(uuid);
             } else if (change === "start" && dom) await admin.domainCreate(dom);
             else if (change === "destroy" && dom) await admin.domainDestroy(dom);
             else continue;
@@ -198,5 +207,5 @@ describe("drift soak", () => {
     );
     expect(statuses[500] ?? 0).toBe(0);
     expect(divergent).toBe(0);
-  }, SOAK_MS + 300_000);
+  }, SOAK_MS + 400_000);
 });
