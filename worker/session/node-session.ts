@@ -47,13 +47,9 @@ export class NodeSession extends DurableObject<Env> {
     this.inbox = new AgentInbox(this.limits.floodPerSecond, this.limits.floodBurst);
     this.kept = new KeptWrites(this.store, this.db, armAlarm);
     // A power action left without the hypervisor's word, or a state written on our own: checked at once.
-    const linked = async (check: (link: AgentLink) => Promise<void>) => {
-      const link = this.links.current();
-      if (link) await check(link);
-    };
     this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm, notices, {
-      transitionLeftOpen: (vmIds) => linked((link) => this.reconciler.pass(link, false, vmIds)),
-      verifyVm: (vmId) => linked((link) => this.reconciler.verify(link, vmId)),
+      transitionLeftOpen: (vmIds) => this.reconciler.askNow(this.links.current(), vmIds),
+      verifyVm: (vmId) => this.reconciler.verify(this.links.current(), vmId),
     });
     this.liveness = new Liveness(this.store, this.db, this.limits, notices);
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
@@ -214,7 +210,7 @@ export class NodeSession extends DurableObject<Env> {
    *  if the agent is connected; false when it is not (its next full inventory settles it). */
   async verifyState(vmId: string): Promise<boolean> {
     const link = this.links.current();
-    if (link) await this.reconciler.verify(link, vmId);
+    await this.reconciler.verify(link, vmId);
     return link !== null;
   }
 

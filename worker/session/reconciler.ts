@@ -86,8 +86,14 @@ export class Reconciler {
     }
   }
 
-  /** Asks the hypervisor about a VM whose state the control plane wrote on its own. */
-  async verify(current: AgentLink, vmId: string): Promise<void> {
+  /** VMs whose power action just ended without an answer: asked about now, if the agent is connected. */
+  async askNow(current: AgentLink | null, vmIds: readonly string[]): Promise<void> {
+    if (current) await this.pass(current, false, vmIds);
+  }
+
+  /** Asks the hypervisor about a VM whose state the control plane wrote on its own (when connected). */
+  async verify(current: AgentLink | null, vmId: string): Promise<void> {
+    if (!current) return;
     const vm = await this.db.select({ id: vms.id, name: vms.name, nodeId: vms.nodeId }).from(vms).where(eq(vms.id, vmId)).get();
     if (!vm || vm.nodeId !== current.att.nodeId) return;
     if (this.ledger.all().some((r) => r.vmId === vmId && r.kind === "vm.state" && (r.verify || r.reconcile))) return; // asked already
