@@ -116,10 +116,13 @@ describe("drift soak", () => {
     const until = Date.now() + SOAK_MS;
     let restarted = false;
 
-    while (Date.now() < until || rounds.length === 0) {
+    while (Date.now() < until || rounds.length < 3) {
       const roundEnd = Date.now() + CHAOS_MS;
+      // A round's actions and faults go on while its slow out-of-band change (a define) is pending.
+      let structuralPending = true;
+      const going = () => Date.now() < roundEnd || structuralPending;
       const traffic = (async () => {
-        while (Date.now() < roundEnd) {
+        while (going()) {
           const vm = pick([...guests.keys()]);
           const action = pick(["start", "stop", "stop?force=true", "reset_state", "reset_state?force=true"]);
           try {
@@ -154,33 +157,38 @@ describe("drift soak", () => {
             outOfBand[change]++;
           } catch {
             // e.g. start of a running domain: libvirt refuses, nothing changed
+          } finally {
+            if (change === "define" || change === "undefine") structuralPending = false;
           }
         }
+        structuralPending = false;
       })();
       const chaos = (async () => {
-        await sleep(1_000 + Math.random() * 3_000);
-        const fault = !restarted && rounds.length === 1 ? "restart" : pick(["sigkill", "sigstop", "cut", "blackhole"] as const);
-        faults[fault]++;
-        if (fault === "restart") {
-          restarted = true;
-          await cp.restart();
-        } else if (fault === "sigkill") {
-          process.kill(agent.pid, "SIGKILL");
-          await agent.waitForExit(5_000);
-          await agent.restart();
-        } else if (fault === "sigstop") {
-          agent.freeze();
+        do {
           await sleep(1_000 + Math.random() * 3_000);
-          agent.thaw();
-        } else if (fault === "cut") {
-          proxy.cut();
-          await sleep(300 + Math.random() * 2_000);
-          proxy.restore();
-        } else {
-          proxy.blackhole();
-          await sleep(500 + Math.random() * 2_500);
-          proxy.restore();
-        }
+          const fault = !restarted && rounds.length === 1 ? "restart" : pick(["sigkill", "sigstop", "cut", "blackhole"] as const);
+          faults[fault]++;
+          if (fault === "restart") {
+            restarted = true;
+            await cp.restart();
+          } else if (fault === "sigkill") {
+            process.kill(agent.pid, "SIGKILL");
+            await agent.waitForExit(5_000);
+            await agent.restart();
+          } else if (fault === "sigstop") {
+            agent.freeze();
+            await sleep(1_000 + Math.random() * 3_000);
+            agent.thaw();
+          } else if (fault === "cut") {
+            proxy.cut();
+            await sleep(300 + Math.random() * 2_000);
+            proxy.restore();
+          } else {
+            proxy.blackhole();
+            await sleep(500 + Math.random() * 2_500);
+            proxy.restore();
+          }
+        } while (going());
       })();
       await Promise.all([traffic, hypervisor, chaos]);
 
