@@ -29,6 +29,10 @@ export const EXCERPT_MAX_LINES = 50;
 export const EXCERPT_MAX_BYTES = 4 * 1024;
 export const ACK_TIMEOUT_MS = 10_000; // power actions: time for the agent to acknowledge
 export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits for the guest
+/** Long operations: an agent reports progress this often by default while a power action is under
+ *  way, and the control plane gives an operation at most OPERATION_CAP_MS from its request. */
+export const PROGRESS_INTERVAL_MS = 3_000;
+export const OPERATION_CAP_MS = 600_000;
 
 /** Custom WebSocket close codes (4000-4999 are the application's). */
 /** What each side of a link understands beyond PROTOCOL_VERSION 1, announced in `hello.features`

@@ -1,6 +1,6 @@
 // `npm start`: the local control plane (wrangler dev on 127.0.0.1:8787 with local D1 and Durable
 // Objects) plus a demo agent on libvirt's test driver with the shipped demo node, one VM of which is
-// left stuck in STOPPING. `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
+// left stuck in STOPPING on the first start, and repaired by the reconciler once its agent answers. `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
@@ -9,6 +9,7 @@ import { parseArgs, promisify } from "node:util";
 import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
 import { hostTokenPath } from "../agent/host-token.ts";
+import { varArgs } from "./dev-vars.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const HOST = "127.0.0.1";
@@ -106,12 +107,17 @@ async function migrateLocalDb(): Promise<void> {
   }
 }
 
+/** The demo's stuck threshold (15 min, default 2 min), so the dashboard's stuck marker stays on a
+ *  while; only when the user set none (see dev-vars.ts). */
+const DEMO_STUCK_AFTER_MS = 15 * 60_000;
+
 function startWrangler(): ChildProcess {
+  const devVars = existsSync(DEV_VARS) ? readFileSync(DEV_VARS, "utf8") : null;
+  const stuck = varArgs("STUCK_AFTER_MS", String(DEMO_STUCK_AFTER_MS), devVars, process.env);
+  if (stuck.from !== "demo") say(`STUCK_AFTER_MS: yours (from ${stuck.from === "dev.vars" ? ".dev.vars" : "the environment"}), not the demo's 15 min`);
   const child = spawn(
     process.execPath,
-    // The demo keeps its stuck VM for 15 min before the reconciler repairs it (default 2 min), so
-    // there is time to try Reset State by hand.
-    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", "--var", `STUCK_AFTER_MS:${15 * 60_000}`],
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", ...stuck.args],
     { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true }, // own process group
   );
   children.push(child);
@@ -268,14 +274,17 @@ async function waitForInventory(token: string, nodeId: string): Promise<VmView[]
 }
 
 /**
- * Leaves STUCK_VM in STOPPING the way it happens in the field: a stop that the agent never
- * acknowledges. The agent is frozen (SIGSTOP) while the stop is sent, the control plane gives up
- * after its acknowledgement deadline (request failed, VM left STOPPING), then the agent is thawed;
- * it finds the command's deadline passed and drops it, so the domain keeps running. Once per node.
+ * Shows STUCK_VM left in STOPPING the way it happens in the field, and repaired by itself: a stop
+ * that the agent never acknowledges. The agent is frozen (SIGSTOP) while the stop is sent, the
+ * control plane gives up after its acknowledgement deadline (request failed, VM left STOPPING), then
+ * the agent is thawed; it finds the command's deadline passed and drops it, so the domain keeps
+ * running, and the reconciler, which asks the hypervisor about a transition no request holds any
+ * more, puts the VM back to RUNNING (an `auto_repair` event). Once per node. Returns what the VM
+ * is afterwards.
  */
-async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<boolean> {
+async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<string | null> {
   const vm = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
-  if (vm.status !== 200 || vm.body.vm.state !== "RUNNING") return vm.body?.vm?.state === "STOPPING";
+  if (vm.status !== 200 || vm.body.vm.state !== "RUNNING") return vm.body?.vm?.state ?? null;
   say(`leaving ${STUCK_VM.name} stuck in STOPPING: freezing the demo agent while a stop is sent (about 10 s, first start only)`);
   process.kill(agent.pid!, "SIGSTOP");
   try {
@@ -290,9 +299,16 @@ async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<bool
   } finally {
     process.kill(agent.pid!, "SIGCONT");
   }
-  await sleep(1_000); // let the thawed agent read (and drop) the expired stop
-  const after = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
-  return after.status === 200 && after.body.vm.state === "STOPPING";
+  // The thawed agent drops the expired stop; the reconciler asks the hypervisor (at once, or at its
+  // next pass when its first question also went to the frozen agent).
+  const deadline = Date.now() + 90_000;
+  let state: string | null = null;
+  while (Date.now() < deadline) {
+    state = (await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state ?? null;
+    if (state !== "STOPPING") break;
+    await sleep(1_000);
+  }
+  return state;
 }
 
 // ---- lifecycle ------------------------------------------------------------------------------------
@@ -355,8 +371,12 @@ async function main() {
     say(`demo agent connected: ${vms.length} VMs listed`);
     const marker = readMarker();
     if (!(marker?.nodeId === nodeId && marker.stuckVmSeeded)) {
-      const stuck = await leaveOneVmStuck(adminToken, agent);
-      if (!stuck) say(`could not leave ${STUCK_VM.name} stuck in STOPPING (the rest of the demo is unaffected)`);
+      const after = await leaveOneVmStuck(adminToken, agent);
+      say(
+        after === "RUNNING"
+          ? `${STUCK_VM.name} was repaired by itself: the reconciler asked the hypervisor and put it back to RUNNING (see its events: auto_repair)`
+          : `${STUCK_VM.name} is ${after ?? "unknown"} (the rest of the demo is unaffected)`,
+      );
       writeMarker({ nodeId, stuckVmSeeded: true });
     }
     const stuckNow = (await api<{ vm: VmView }>(adminToken, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state === "STOPPING";
@@ -364,7 +384,7 @@ async function main() {
       `Host view:    http://${AGENT_LISTEN}/   (the demo agent's own VM list and logs; sign in with`,
       `              the host token in ${relative(ROOT, hostTokenPath(DEMO_STATE_DIR))})`,
       `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver, ${vms.length} VMs` +
-        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State; the reconciler repairs it by itself after 15 min)` : ""),
+        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State, or wait for the reconciler to repair it)` : ""),
     );
   } else if (withDemo) {
     say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");

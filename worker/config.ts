@@ -1,12 +1,14 @@
 // Deadlines, liveness and flood limits from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
 import { STUCK_AFTER_MS } from "../protocol/api.ts";
-import { ACK_TIMEOUT_MS, LONG_POLL_WAIT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
+import { ACK_TIMEOUT_MS, LONG_POLL_WAIT_MS, OFFLINE_AFTER_MS, OPERATION_CAP_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
 
 export type SessionSettings = {
   queryMs: number;
   ackMs: number;
   stopGraceMs: number;
+  /** a power action that keeps reporting progress stays in flight at most this long from its request */
+  operationCapMs: number;
   offlineAfterMs: number;
   /** how often a connected node's lastSeenAt is written to D1 (its session knows it to the second) */
   lastSeenWriteMs: number;
@@ -44,7 +46,7 @@ const positive = (v: string | undefined, fallback: number) => {
 
 export function sessionSettings(
   env: Partial<
-    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS" | "MAX_VMS_PER_NODE">
+    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OPERATION_CAP_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS" | "MAX_VMS_PER_NODE">
   >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
@@ -56,6 +58,7 @@ export function sessionSettings(
     queryMs: positive(env.QUERY_TIMEOUT_MS, QUERY_TIMEOUT_MS),
     ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),
     stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),
+    operationCapMs: positive(env.OPERATION_CAP_MS, OPERATION_CAP_MS),
     offlineAfterMs,
     lastSeenWriteMs,
     nodeStaleAfterMs: lastSeenWriteMs + 2 * offlineAfterMs,
