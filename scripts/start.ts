@@ -1,6 +1,7 @@
 // `npm start`: the local control plane (wrangler dev on 127.0.0.1:8787 with local D1 and Durable
 // Objects) plus a demo agent on libvirt's test driver with the shipped demo node, one VM of which is
-// left stuck in STOPPING on the first start, and repaired by the reconciler once its agent answers. `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
+// left stuck in STOPPING on the first start (the reconciler repairs it after 15 min unless you
+// reset it first). `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
@@ -107,17 +108,22 @@ async function migrateLocalDb(): Promise<void> {
   }
 }
 
-/** The demo's stuck threshold (15 min, default 2 min), so the dashboard's stuck marker stays on a
- *  while; only when the user set none (see dev-vars.ts). */
-const DEMO_STUCK_AFTER_MS = 15 * 60_000;
+/** The demo's settings, each only when the user set none (see dev-vars.ts): its stuck VM is marked
+ *  stuck after a minute (default 2 min), and the reconciler leaves it for 15 min (default: it asks
+ *  the hypervisor at once), so there is time to try Reset State on it. */
+const DEMO_VARS = { STUCK_AFTER_MS: 60_000, REPAIR_AFTER_MS: 15 * 60_000 };
 
-function startWrangler(): ChildProcess {
+function startWrangler(withDemo: boolean): ChildProcess {
   const devVars = existsSync(DEV_VARS) ? readFileSync(DEV_VARS, "utf8") : null;
-  const stuck = varArgs("STUCK_AFTER_MS", String(DEMO_STUCK_AFTER_MS), devVars, process.env);
-  if (stuck.from !== "demo") say(`STUCK_AFTER_MS: yours (from ${stuck.from === "dev.vars" ? ".dev.vars" : "the environment"}), not the demo's 15 min`);
+  const demoArgs: string[] = [];
+  for (const [name, value] of withDemo ? Object.entries(DEMO_VARS) : []) {
+    const v = varArgs(name, String(value), devVars, process.env);
+    if (v.from !== "demo") say(`${name}: yours (from ${v.from === "dev.vars" ? ".dev.vars" : "the environment"}), not the demo's ${value / 60_000} min`);
+    demoArgs.push(...v.args);
+  }
   const child = spawn(
     process.execPath,
-    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", ...stuck.args],
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", ...demoArgs],
     { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true }, // own process group
   );
   children.push(child);
@@ -274,13 +280,12 @@ async function waitForInventory(token: string, nodeId: string): Promise<VmView[]
 }
 
 /**
- * Shows STUCK_VM left in STOPPING the way it happens in the field, and repaired by itself: a stop
- * that the agent never acknowledges. The agent is frozen (SIGSTOP) while the stop is sent, the
- * control plane gives up after its acknowledgement deadline (request failed, VM left STOPPING), then
- * the agent is thawed; it finds the command's deadline passed and drops it, so the domain keeps
- * running, and the reconciler, which asks the hypervisor about a transition no request holds any
- * more, puts the VM back to RUNNING (an `auto_repair` event). Once per node. Returns what the VM
- * is afterwards.
+ * Leaves STUCK_VM in STOPPING the way it happens in the field: a stop that the agent never
+ * acknowledges. The agent is frozen (SIGSTOP) while the stop is sent, the control plane gives up
+ * after its acknowledgement deadline (request failed, VM left STOPPING), then the agent is thawed;
+ * it finds the command's deadline passed and drops it, so the domain keeps running. The demo's
+ * REPAIR_AFTER_MS keeps the reconciler off it for 15 min (then it puts it back to RUNNING, an
+ * `auto_repair` event). Once per node. Returns what the VM is afterwards.
  */
 async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<string | null> {
   const vm = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
@@ -299,16 +304,8 @@ async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<stri
   } finally {
     process.kill(agent.pid!, "SIGCONT");
   }
-  // The thawed agent drops the expired stop; the reconciler asks the hypervisor (at once, or at its
-  // next pass when its first question also went to the frozen agent).
-  const deadline = Date.now() + 90_000;
-  let state: string | null = null;
-  while (Date.now() < deadline) {
-    state = (await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state ?? null;
-    if (state !== "STOPPING") break;
-    await sleep(1_000);
-  }
-  return state;
+  await sleep(1_000); // let the thawed agent read (and drop) the expired stop
+  return (await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state ?? null;
 }
 
 // ---- lifecycle ------------------------------------------------------------------------------------
@@ -360,7 +357,7 @@ async function main() {
   const canRunAgent = withDemo ? ensureLibvirtBinding() : false;
   await ensureDashboard();
   await migrateLocalDb();
-  const wrangler = startWrangler();
+  const wrangler = startWrangler(withDemo);
   await waitForHealth(wrangler);
   say(`control plane ready on ${URL_BASE}`);
 
@@ -373,8 +370,8 @@ async function main() {
     if (!(marker?.nodeId === nodeId && marker.stuckVmSeeded)) {
       const after = await leaveOneVmStuck(adminToken, agent);
       say(
-        after === "RUNNING"
-          ? `${STUCK_VM.name} was repaired by itself: the reconciler asked the hypervisor and put it back to RUNNING (see its events: auto_repair)`
+        after === "STOPPING"
+          ? `${STUCK_VM.name} is stuck in STOPPING (the hypervisor says running): try Reset State, or leave it and the reconciler repairs it in 15 min`
           : `${STUCK_VM.name} is ${after ?? "unknown"} (the rest of the demo is unaffected)`,
       );
       writeMarker({ nodeId, stuckVmSeeded: true });

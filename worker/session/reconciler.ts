@@ -65,8 +65,11 @@ export class Reconciler {
       .orderBy(asc(vms.stateUpdatedAt))
       .limit(RECONCILE_BATCH);
     this.store.put("transitionsOpen", open.length > 0);
-    // A transition younger than the ack deadline may belong to a request still on its way here.
-    const stuck = open.filter((vm) => vm.stateUpdatedAt < now - this.limits.ackMs || endedNow.includes(vm.id));
+    // A transition younger than the ack deadline may belong to a request still on its way here;
+    // REPAIR_AFTER_MS, when set, leaves one that no request holds alone that long.
+    const waitMs = Math.max(this.limits.ackMs, this.limits.repairAfterMs);
+    const askNow = (id: string) => this.limits.repairAfterMs === 0 && endedNow.includes(id);
+    const stuck = open.filter((vm) => vm.stateUpdatedAt < now - waitMs || askNow(vm.id));
     if (stuck.length === 0) return;
     const busy = new Set<string>();
     for (const r of this.ledger.all()) {
