@@ -227,10 +227,17 @@ describe("Logs tab and VM flags in Chromium", () => {
     expectClean(s);
   }, 60_000);
 
-  it("while the node is offline: the last-known log with its capture time; back online: a VM force-reset while running is flagged until cleared", async () => {
+  it("while the node is offline: the last-known log with its capture time, and a force reset; back online: the VM found running is flagged until cleared", async () => {
     const s = await signedIn();
     const { page } = s;
-    // Force reset of a VM that is in fact running, as if its node were unreachable.
+    // A log read while the node is there is kept as the VM's last-known log.
+    appendFileSync(join(logDir, `${VMS.web.name}.log`), "last line read before the node went away\n");
+    expect((await cp.api(`/api/vms/${VMS.web.id}/logs?lines=50`)).status).toBe(200);
+
+    await agent.stop();
+    await until("node offline", async () => !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected, 20_000);
+
+    // The node is unreachable: Force Reset State of a VM that is in fact running sets STOPPED without asking.
     await page.goto(`${cp.url}/vms/${VMS.forceMe.id}`);
     await page.getByRole("button", { name: "More actions" }).click();
     await page.getByRole("menuitem", { name: /^Force Reset State/ }).click();
@@ -240,13 +247,6 @@ describe("Logs tab and VM flags in Chromium", () => {
     const forced = page.locator('tr[data-event-action="reset_state"]').first();
     await expect.poll(() => forced.getByTestId("event-verification").textContent()).toBe("expected RUNNING · hypervisor not asked");
     expect(await forced.getByTestId("event-reason").textContent()).toBe("Reason: host unreachable drill");
-
-    // A log read while the node is there is kept as the VM's last-known log.
-    appendFileSync(join(logDir, `${VMS.web.name}.log`), "last line read before the node went away\n");
-    expect((await cp.api(`/api/vms/${VMS.web.id}/logs?lines=50`)).status).toBe(200);
-
-    await agent.stop();
-    await until("node offline", async () => !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected, 20_000);
 
     // Its last-known copy is shown instead, labelled with its capture time.
     await page.goto(`${cp.url}/vms/${VMS.web.id}/logs`);
