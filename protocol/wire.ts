@@ -2,6 +2,7 @@
 // `{type, id, payload}`, validated with zod on both ends. A message shape is defined here only.
 import { z } from "zod";
 import { DIGEST_BUCKETS } from "./digest.ts";
+import { MetricsPayload } from "./metrics.ts";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -39,10 +40,11 @@ export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits 
  *  - `override`: `vm.forceStop` ends a graceful stop still waiting for the guest, which is answered
  *    `error` code `overridden` (the agent announces the behaviour; it uses the code only when the
  *    worker announced it, else `not_allowed` with the same message);
- *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent).
+ *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent);
+ *  - `metrics`: `metrics` frames, running VMs' figures per sample tick (protocol/metrics.ts).
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
-export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync"] as const;
+export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync", "metrics"] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 const features = z.array(z.string().max(64)).max(64).optional();
 
@@ -331,7 +333,8 @@ export const ErrorReply = frame(
   z.object({ code: AgentErrorCode, message: z.string().max(2000), state: VmState.optional(), libvirtState: LibvirtState.optional() }),
 );
 
-export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply, Progress, InventoryDigestFrame]);
+export const MetricsFrame = frame("metrics", MetricsPayload);
+export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply, Progress, InventoryDigestFrame, MetricsFrame]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
 /** Parse one text frame; null when it is not JSON or not a known message. */

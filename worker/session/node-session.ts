@@ -7,6 +7,7 @@ import { DurableObject } from "cloudflare:workers";
 import { AgentMessage, CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, parseFrame, type PollRequest } from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
+import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
 import type { AgentFailure } from "../request-rows.ts";
 import type { LogsDispatch, LogsOutcome, PowerDispatch, PowerOutcome, StateDispatch, StateOutcome } from "./dispatch.ts";
 import { FollowRelay } from "./follow-relay.ts";
@@ -18,6 +19,7 @@ import { KeptWrites } from "./kept-writes.ts";
 import { RequestLedger } from "./ledger.ts";
 import { AgentLinks, type AgentLink, type StaleLink } from "./links.ts";
 import { Liveness } from "./liveness.ts";
+import { MetricsHistory } from "./metrics.ts";
 import type { PollAnswer } from "./poll-outbox.ts";
 import { Reconciler } from "./reconciler.ts";
 import { SessionStore, type AgentAttachment } from "./store.ts";
@@ -34,6 +36,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly reconciler: Reconciler;
   private readonly follows: FollowRelay;
   private readonly notices: SessionNotices;
+  readonly metrics: MetricsHistory;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -49,6 +52,7 @@ export class NodeSession extends DurableObject<Env> {
     this.liveness = new Liveness(this.store, this.db, this.limits, notices);
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
+    this.metrics = new MetricsHistory(ctx.storage);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -107,7 +111,7 @@ export class NodeSession extends DurableObject<Env> {
     const link = accept({ kind: "agent", nodeId, connId: crypto.randomUUID(), connectedAt: now, lastMessageAt: now, clock: now, transport });
     this.links.makeCurrent(link, now);
     this.inbox.refill(now);
-    link.send({ type: "welcome", id: link.att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs } });
+    link.send({ type: "welcome", id: link.att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs, features: ["metrics"] } });
     this.follows.resumeOn(link);
     this.reconciler.scheduleFrom(now);
     await this.liveness.online(nodeId, now);
@@ -207,6 +211,11 @@ export class NodeSession extends DurableObject<Env> {
     return this.ledger.query(this.links.current(), d);
   }
 
+  /** A VM's metrics (or, with null, the node's totals) over a range, from this object's storage. */
+  readMetrics(vmId: string | null, range: MetricRange): MetricsAnswer {
+    return this.metrics.series(vmId, range);
+  }
+
   /** Reads the last lines of a VM's log on the node and waits for them. */
   readLog(d: LogsDispatch): Promise<LogsOutcome> {
     return this.ledger.query(this.links.current(), d);
@@ -304,6 +313,8 @@ export class NodeSession extends DurableObject<Env> {
         return ignored(this.ledger.onChunk(msg.id, msg.payload));
       case "result":
         return ignored(this.ledger.onResult(msg.id, msg.payload, actor));
+      case "metrics":
+        return void this.metrics.ingest(msg.payload);
       case "error":
         if (this.follows.onError(msg.id, msg.payload)) return;
         return ignored(this.ledger.onError(msg.id, msg.payload, actor));

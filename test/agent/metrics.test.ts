@@ -1,0 +1,101 @@
+// The agent's metrics sampler against libvirt's test driver (whose CPU time is synthetic: libvirt
+// reports the wall clock), virsh's output parsers on names with spaces, quotes and Unicode, and how a
+// series becomes an answer with offline stretches as gaps.
+import { afterEach, describe, expect, it } from "vitest";
+import { Libvirt } from "../../agent/libvirt.ts";
+import { MetricsSampler, figuresBetween } from "../../agent/metrics.ts";
+import { domstats, lifecycleEventDomain, parseDomstats } from "../../agent/virsh.ts";
+import { seriesAnswer, type MetricPoint } from "../../protocol/metrics.ts";
+import { TEST_URI, VMS, recorder, silentLog } from "./helpers.ts";
+
+const opened: Libvirt[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((l) => l.close()));
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("virsh output", () => {
+  it("domstats blocks are keyed by the whole domain name, quotes, spaces and Unicode included", () => {
+    const text = ["Domain: 'web 1 ü'", "  cpu.time=1000", "  block.count=1", "", "Domain: 'it's \"odd\"'", "  balloon.rss=2048", ""].join("\n");
+    const stats = parseDomstats(text);
+    expect([...stats.keys()]).toEqual(["web 1 ü", `it's "odd"`]);
+    expect(stats.get("web 1 ü")!.get("cpu.time")).toBe("1000");
+    expect(stats.get(`it's "odd"`)!.get("balloon.rss")).toBe("2048");
+  });
+
+  it("a lifecycle event line gives its domain name; other events give none", () => {
+    expect(lifecycleEventDomain("2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'qxm probe ü': Stopped Destroyed")).toBe("qxm probe ü");
+    expect(lifecycleEventDomain("2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'a': b': Started Booted")).toBe("a': b");
+    expect(lifecycleEventDomain("event 'reboot' for domain 'x'")).toBeNull();
+  });
+
+  it("domstats lists the active domains through virsh on the test driver, without counters (it keeps none)", async () => {
+    const stats = await domstats(TEST_URI);
+    expect(stats?.has(VMS.running.name)).toBe(true);
+    expect(stats?.has(VMS.shutoff.name)).toBe(false);
+    expect(stats?.get(VMS.running.name)?.has("cpu.time")).toBe(false);
+  });
+});
+
+describe("metrics sampler on the test driver", () => {
+  it("samples running VMs (synthetic CPU time, assigned memory), pushes them only to a control plane that announced metrics", async () => {
+    const libvirt = new Libvirt(TEST_URI, silentLog);
+    opened.push(libvirt);
+    const rec = recorder();
+    let features = new Set<string>();
+    const sampler = new MetricsSampler({ libvirt, uri: TEST_URI, intervalMs: 10_000, log: silentLog, send: rec.send, peerFeatures: () => features, hostCpus: 4 });
+    await sampler.sampleNow();
+    await sleep(300);
+    await sampler.sampleNow(); // the control plane did not announce metrics: kept, not sent
+    expect(rec.sent).toEqual([]);
+    features = new Set(["metrics"]);
+    await sleep(300);
+    await sampler.sampleNow();
+
+    const [frame] = rec.sent;
+    expect(frame?.type).toBe("metrics");
+    if (frame?.type !== "metrics") return;
+    const byId = new Map(frame.payload.vms.map((v) => [v.vmId, v]));
+    // running and blocked count as running; paused, shut off and the rest are not sampled
+    expect([...byId.keys()].sort()).toEqual([VMS.running.uuid, VMS.blocked.uuid].sort());
+    const web = byId.get(VMS.running.uuid)!;
+    expect(web.cpuPct).toBeGreaterThan(0);
+    expect(web.memAssignedMiB).toBe(1024);
+    expect(web.memUsedMiB).toBeGreaterThan(0);
+    expect(web.diskReadBps).toBeNull(); // the test driver has no block statistics
+    expect(frame.payload.node?.cpuPct).toBeGreaterThan(0);
+    expect(frame.payload.node?.memAssignedMiB).toBe(1024 + 512);
+
+    const series = sampler.series(VMS.running.uuid, "1h");
+    expect(series.points.length).toBeGreaterThanOrEqual(1); // two samples, one or two 10 s steps
+    expect(series.points.every((p) => p.cpuPct !== null && p.cpuPct > 0)).toBe(true);
+    expect(sampler.series(VMS.paused.uuid, "1h").points).toEqual([]);
+  });
+
+  it("a counter that went back (the domain restarted) gives no figure for that tick", () => {
+    const c = (t: number, cpuTimeNs: number, wrBytes: number | null) => ({ t, cpuTimeNs, rdBytes: null, wrBytes, rdReqs: null, wrReqs: null, rxBytes: null, txBytes: null });
+    const mem = { memUsedMiB: 10, memAssignedMiB: 64 };
+    expect(figuresBetween(c(0, 5e9, 100), c(1_000, 1e9, 50), 1, mem)).toMatchObject({ cpuPct: null, diskWriteBps: null, memUsedMiB: 10 });
+    expect(figuresBetween(c(0, 0, 0), c(2_000, 1e9, 4096), 2, mem)).toMatchObject({ cpuPct: 25, diskWriteBps: 2048 });
+  });
+});
+
+describe("series answers", () => {
+  const point = (t: number, cpuPct: number): MetricPoint => ({ t, cpuPct, memUsedMiB: 1, memAssignedMiB: 2, diskReadBps: null, diskWriteBps: null, diskReadOps: null, diskWriteOps: null, netRxBps: null, netTxBps: null });
+
+  it("averages into the range's step and marks an offline stretch, and the silence up to now, as gaps", () => {
+    const now = 10_000_000;
+    const before = [0, 10_000, 20_000].map((d) => point(now - 1_800_000 + d, 10 + d / 1_000));
+    const after = [0, 10_000].map((d) => point(now - 600_000 + d, 50));
+    const answer = seriesAnswer("1h", now, [...before, ...after]);
+    expect(answer.stepMs).toBe(10_000);
+    const gaps = answer.points.filter((p) => p.cpuPct === null);
+    expect(gaps.length).toBe(2); // between the two stretches, and after the last sample
+    expect(answer.points.map((p) => p.cpuPct)).toEqual([10, 20, 30, null, 50, 50, null]);
+
+    const day = seriesAnswer("24h", now, [...before, ...after]);
+    expect(day.stepMs).toBe(60_000);
+    expect(day.points.filter((p) => p.cpuPct !== null).map((p) => p.cpuPct)).toEqual(expect.arrayContaining([50]));
+  });
+});
