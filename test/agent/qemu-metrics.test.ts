@@ -5,7 +5,6 @@
 import { execFile } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
-import { Hypervisor } from "@unraid/libvirt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InventoryReporter } from "../../agent/inventory.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
@@ -29,25 +28,25 @@ async function until(ok: () => boolean, ms: number) {
   return ok();
 }
 
-let admin: Hypervisor; // sets up and tears down the domain, outside the code under test
 const libvirt = new Libvirt(URI, silentLog);
+// virsh sets up and tears down the domain: another connection, outside the code under test.
+const virsh = (...args: string[]) => run("virsh", ["-c", URI, ...args]);
+const XML_FILE = `/tmp/${uuid}.xml`;
 
 beforeAll(async () => {
   writeFileSync(DISK, Buffer.alloc(1024 * 1024));
-  admin = new Hypervisor({ uri: URI });
-  await admin.connectOpen();
-  await admin.domainDefineXML(xml);
+  writeFileSync(XML_FILE, xml);
+  await virsh("define", XML_FILE);
 });
 
 afterAll(async () => {
   try {
-    const dom = await admin.domainLookupByUUIDString(uuid);
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom);
+    await virsh("destroy", uuid).catch(() => {});
+    await virsh("undefine", uuid);
   } finally {
-    await admin.connectClose();
     await libvirt.close();
     rmSync(DISK, { force: true });
+    rmSync(XML_FILE, { force: true });
     rmSync(`/var/log/libvirt/qemu/${name}.log`, { force: true });
   }
 });
@@ -56,7 +55,7 @@ const running = async () => (await libvirt.domain(uuid)).state === "RUNNING";
 
 describe("real libvirtd + QEMU", () => {
   it("samples a running guest: CPU time rises, memory is its QEMU's resident size, its disk shows the BIOS's reads", async () => {
-    await admin.domainCreate(await admin.domainLookupByUUIDString(uuid));
+    await virsh("start", uuid);
     const rec = recorder();
     const sampler = new MetricsSampler({ libvirt, uri: URI, intervalMs: 1_000, log: silentLog, send: rec.send, peerFeatures: () => new Set(["metrics"]) });
     const before = (await libvirt.activeCounters()).find((c) => c.uuid === uuid)!;
@@ -76,12 +75,12 @@ describe("real libvirtd + QEMU", () => {
     expect(vm.diskReadBps).not.toBeNull();
     expect(vm.diskWriteOps).toBe(0);
     expect(vm.netRxBps).toBeNull(); // no network interface
-    const { stdout } = await run("virsh", ["-c", URI, "domstats", "--raw", "--block", uuid]);
+    const { stdout } = await virsh("domstats", "--raw", "--block", uuid);
     expect(Number(/block\.0\.rd\.bytes=(\d+)/.exec(stdout)?.[1])).toBeGreaterThan(0);
   }, 60_000);
 
   it("a virsh destroy from another connection reaches the inventory through events, well before the poll; polling alone still sees it", async () => {
-    if (!(await running())) await admin.domainCreate(await admin.domainLookupByUUIDString(uuid));
+    if (!(await running())) await virsh("start", uuid);
     const rec = recorder();
     // A poll so slow that only an event can explain a prompt report.
     const inventory = new InventoryReporter({ libvirt, send: rec.send, log: silentLog, pollMs: 120_000 });
@@ -92,7 +91,7 @@ describe("real libvirtd + QEMU", () => {
     const stopped = () => rec.sent.some((m) => m.type === "vm.changed" && m.payload.vms.some((v) => v.uuid === uuid && v.state === "STOPPED"));
 
     const t0 = Date.now();
-    await run("virsh", ["-c", URI, "destroy", uuid]);
+    await virsh("destroy", uuid);
     const destroyedAt = Date.now();
     expect(await until(stopped, 2_000)).toBe(true);
     const now = Date.now();
@@ -100,14 +99,14 @@ describe("real libvirtd + QEMU", () => {
     events.stop();
 
     // Fallback: no events, the poll finds the next change.
-    await admin.domainCreate(await admin.domainLookupByUUIDString(uuid));
+    await virsh("start", uuid);
     await inventory.pollNow();
     rec.sent.length = 0;
     const polled = new InventoryReporter({ libvirt, send: rec.send, log: silentLog, pollMs: 200 });
     await polled.fullSync();
     rec.sent.length = 0;
     polled.startPolling();
-    await run("virsh", ["-c", URI, "destroy", uuid]);
+    await virsh("destroy", uuid);
     expect(await until(stopped, 10_000)).toBe(true);
     polled.stopPolling();
   }, 60_000);
