@@ -1,6 +1,7 @@
 // Cloudflare Access sign-in against the real control plane (wrangler dev) and a team key set served
 // on loopback by the test: each role, every way an assertion can be wrong (401 saying why, never a
 // 500), key rotation without a restart, the cross-site guard, and events naming the person.
+import { STUCK_AFTER_MS } from "../../protocol/api.ts";
 import { execFile } from "node:child_process";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -10,6 +11,9 @@ import { ControlPlane } from "../support/control-plane.ts";
 import { AccessTeam, teamKey, type TeamKey } from "../support/access-team.ts";
 import type { AgentProcess } from "../support/agent.ts";
 import { DEMO, enrollAgent, eventually, json, SHORT_DEADLINES } from "./journey.ts";
+
+/** `GET /api/me` also says the stuck threshold in force (the control plane default here). */
+const STUCK = STUCK_AFTER_MS;
 
 const ALICE = "alice@acme.test"; // admin by email
 const BOB = "bob@acme.test"; // operator through his group
@@ -75,11 +79,11 @@ async function d1Rows<T>(sql: string): Promise<T[]> {
 describe("Access sign-in", () => {
   it("each identity gets its role: admin by email, operator by group, anyone else viewer; header or cookie", async () => {
     const alice = await team.mint(keyA, { email: ALICE });
-    expect(await json(await asserted("/api/me", alice))).toEqual({ role: "admin", name: ALICE, via: "access", email: ALICE });
+    expect(await json(await asserted("/api/me", alice))).toEqual({ role: "admin", name: ALICE, via: "access", email: ALICE, stuckAfterMs: STUCK });
     const bob = await team.mint(keyA, { email: BOB, groups: ["ops-team"] });
-    expect(await json(await asserted("/api/me", bob, { via: "cookie" }))).toEqual({ role: "operator", name: BOB, via: "access", email: BOB });
+    expect(await json(await asserted("/api/me", bob, { via: "cookie" }))).toEqual({ role: "operator", name: BOB, via: "access", email: BOB, stuckAfterMs: STUCK });
     const carol = await team.mint(keyA, { email: "Carol@Acme.test" });
-    expect(await json(await asserted("/api/me", carol))).toEqual({ role: "viewer", name: CAROL, via: "access", email: CAROL });
+    expect(await json(await asserted("/api/me", carol))).toEqual({ role: "viewer", name: CAROL, via: "access", email: CAROL, stuckAfterMs: STUCK });
 
     // Roles hold on the routes: a viewer cannot reset, an operator cannot make tokens, an admin can.
     expect((await refusal(await asserted(`/api/vms/${DEMO.web01}/reset_state?force=true`, carol, { method: "POST" }), 403)).code).toBe("forbidden");
@@ -100,7 +104,7 @@ describe("Access sign-in", () => {
 
   it("a bearer token keeps working, and wins over an assertion", async () => {
     const carol = await team.mint(keyA, { email: CAROL });
-    expect(await json(await cp.api("/api/me", { headers: { "cf-access-jwt-assertion": carol } }))).toEqual({ role: "admin", name: "admin" });
+    expect(await json(await cp.api("/api/me", { headers: { "cf-access-jwt-assertion": carol } }))).toEqual({ role: "admin", name: "admin", stuckAfterMs: STUCK });
   });
 
   it("every kind of bad assertion is a 401 that says why, never a 500", async () => {
@@ -151,7 +155,7 @@ describe("Access sign-in", () => {
       const res = await asserted("/api/me", signedWithB);
       return res.status === 200 ? json(res) : undefined;
     }, KEYS_REFETCH_MS * 5, 250);
-    expect(me).toEqual({ role: "admin", name: ALICE, via: "access", email: ALICE });
+    expect(me).toEqual({ role: "admin", name: ALICE, via: "access", email: ALICE, stuckAfterMs: STUCK });
 
     team.published = [keyB]; // the old key retired: still cached until the set is read again
     expect((await asserted("/api/me", await team.mint(keyB, { email: CAROL }))).status).toBe(200);

@@ -8,6 +8,7 @@ import { SELF } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { roleRank } from "../../protocol/api.ts";
 import app from "../../worker/index.ts";
+import { NOTIFICATION_ROUTES } from "../../worker/notifications/openapi.ts";
 import { ROUTES } from "../../worker/openapi.ts";
 import { api, BASE, createNode, createToken, enroll, eventually, json, TestAgent, unique, vmInfo, type Frame } from "./support.ts";
 
@@ -129,6 +130,16 @@ async function callFor(route: string): Promise<Call | null> {
       return { method: "POST", path: "/agent/poll", body: {} };
     case "POST /agent/send":
       return { method: "POST", path: "/agent/send", body: { connId: crypto.randomUUID(), messages: [{ type: "ack", id: "x", payload: {} }] } };
+    case "GET /api/notifications/targets":
+      return { method: "GET", path: "/api/notifications/targets" };
+    case "POST /api/notifications/targets":
+      return { method: "POST", path: "/api/notifications/targets", body: webhookTarget() };
+    case "DELETE /api/notifications/targets/:id":
+      return { method: "DELETE", path: `/api/notifications/targets/${await adminTarget()}` };
+    case "POST /api/notifications/targets/:id/test":
+      return { method: "POST", path: `/api/notifications/targets/${await adminTarget()}/test` };
+    case "GET /api/notifications/deliveries":
+      return { method: "GET", path: `/api/notifications/deliveries?target_id=${await adminTarget()}` };
     default:
       return null;
   }
@@ -137,6 +148,15 @@ async function callFor(route: string): Promise<Call | null> {
 function secretOf(caller: Caller): string | null {
   if (caller === "none") return null;
   return caller === "node" ? bystanderCredential : tokens[caller];
+}
+
+/** A webhook target on a loopback port nothing listens on (a delivery there fails, and is kept). */
+const webhookTarget = () => ({ name: unique("matrix-hook"), url: "http://127.0.0.1:9/hook", secret: "matrix-secret", events: ["node.offline"] });
+
+/** A target made by the admin, for the routes that act on one. */
+async function adminTarget(): Promise<string> {
+  const created = await json<{ target: { id: string } }>(await api("/api/notifications/targets", { json: webhookTarget() }), 201);
+  return created.target.id;
 }
 
 /** Sends the call as `caller`; returns the status and everything the caller got back. */
@@ -175,7 +195,7 @@ function expected(access: string, caller: Caller): "open" | "allowed" | 401 | 40
 describe("every route x every caller", () => {
   it("statuses follow each route's access, and no log text reaches a viewer, a node credential or an anonymous caller", async () => {
     const mounted = [...new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`))];
-    const access = new Map(ROUTES.map((r) => [`${r.method.toUpperCase()} ${r.path}`, r.access as string]));
+    const access = new Map([...ROUTES, ...NOTIFICATION_ROUTES].map((r) => [`${r.method.toUpperCase()} ${r.path}`, r.access as string]));
     const cells: { route: string; caller: Caller; status: number; leaked: boolean }[] = [];
     const unmapped: string[] = [];
     for (const route of mounted) {

@@ -26,6 +26,7 @@ import { clientIp, enforceLimit } from "../rate-limit.ts";
 import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER } from "../session/headers.ts";
 import { reconnectSpreadMs } from "../config.ts";
 import { nodeSession } from "../session/calls.ts";
+import { locationHintFor } from "../session/placement.ts";
 
 // The fleet's size, per isolate for a minute: every connect needs it, and it changes slowly.
 const FLEET_SIZE_CACHE_MS = 60_000;
@@ -126,7 +127,7 @@ export const agentRoutes = new Hono<AgentEnv>()
     const { nodeId, credentialHash } = await authenticatedNode(c);
     await enforceLimit(c.env, "CONNECT_LIMITER", `connect:${nodeId}`);
     const headers = sessionUpgradeHeaders(c.req.raw.headers, nodeId, reconnectSpreadMs(await fleetSize(c.env)));
-    const opened = await nodeSession(c.env, nodeId).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
+    const opened = await nodeSession(c.env, nodeId, locationHintFor(c.req.raw.cf)).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
     if (opened.status === 101 && (await closedIfRevoked(c.env, nodeId, credentialHash))) throw credentialRefused();
     return opened;
   })
@@ -137,7 +138,7 @@ export const agentRoutes = new Hono<AgentEnv>()
     const req = c.req.valid("json");
     // Only a new link's welcome carries the reconnect window: the fleet's size is not read per poll.
     const spreadMs = req.connId ? undefined : reconnectSpreadMs(await fleetSize(c.env));
-    const answer = await nodeSession(c.env, nodeId).poll(nodeId, req, spreadMs);
+    const answer = await nodeSession(c.env, nodeId, locationHintFor(c.req.raw.cf)).poll(nodeId, req, spreadMs);
     if (!answer.ok) throw new ApiError(answer.status, answer.code, answer.message);
     if (!req.connId && (await closedIfRevoked(c.env, nodeId, c.get("credentialHash")))) throw credentialRefused();
     const body: PollResponse = { connId: answer.connId, cursor: answer.cursor, messages: answer.messages };
@@ -156,7 +157,7 @@ export const agentRoutes = new Hono<AgentEnv>()
       }
     }
     // Handed on as the text a socket would carry, so the session parses it on the frame path.
-    const answer = await nodeSession(c.env, nodeId).receivePolled(nodeId, connId, messages.map((m) => JSON.stringify(m)));
+    const answer = await nodeSession(c.env, nodeId, locationHintFor(c.req.raw.cf)).receivePolled(nodeId, connId, messages.map((m) => JSON.stringify(m)));
     if (!answer.ok) throw new ApiError(answer.status, answer.code, answer.message);
     const body: SendResponse = { success: true };
     return c.json(body);

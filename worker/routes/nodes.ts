@@ -77,10 +77,11 @@ export const nodeRoutes = new Hono<AppEnv>()
       .update(nodes)
       .set({ joinTokenHash, joinTokenExpiresAt, credentialHash: null, updatedAt: Date.now() })
       .where(eq(nodes.id, id))
-      .returning({ id: nodes.id });
+      .returning({ id: nodes.id, lastSeenAt: nodes.lastSeenAt });
     if (!updated.length) throw new ApiError(404, "not_found", `no node ${id}`);
-    // The old credential is void; its live socket must not outlive it.
-    await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
+    // The old credential is void; its live socket must not outlive it. A node that never connected
+    // has no session to tell (and the call would create its object here, far from its agent).
+    if (updated[0]!.lastSeenAt !== null) await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
     const row = (await nodeWithCount(db, id))!;
     return c.json({
       node: nodeView(row.node, row.vmCount, sessionSettings(c.env).nodeStaleAfterMs),
@@ -91,9 +92,9 @@ export const nodeRoutes = new Hono<AppEnv>()
   .delete("/:id", requireRole("admin"), validate("param", IdParam), async (c) => {
     const db = database(c.env.DB);
     const { id } = c.req.valid("param");
-    const node = await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, id)).get();
+    const node = await db.select({ id: nodes.id, name: nodes.name, lastSeenAt: nodes.lastSeenAt }).from(nodes).where(eq(nodes.id, id)).get();
     if (!node) throw new ApiError(404, "not_found", `no node ${id}`);
-    await nodeSession(c.env, id).disconnect(CLOSE.nodeDeleted, "node deleted", true);
+    if (node.lastSeenAt !== null) await nodeSession(c.env, id).disconnect(CLOSE.nodeDeleted, "node deleted", true);
     const now = Date.now();
     const actor = c.get("principal").actor;
     // Its VMs stay (history, events) but belong to no node from now on, flagged: no node that

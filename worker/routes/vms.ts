@@ -19,10 +19,13 @@ import { nodeSession, readLogThroughNode, sendPowerAction } from "../session/cal
 import { FOLLOW_HEADERS } from "../session/headers.ts";
 import { assertPowerAllowed, beginPowerAction, clearVmFlag, undoPowerAction, type PowerKind } from "../vm-state.ts";
 import { agentFailureError } from "../vms/agent-errors.ts";
-import { loadVm, loadVmOnNode, nodeState } from "../vms/lookup.ts";
+import { homeOf, loadVm, loadVmOnNode, nodeState } from "../vms/lookup.ts";
 import { resetVmState } from "../vms/reset.ts";
 import { eventView, vmView } from "../views.ts";
 import { OWNERSHIP_FLAGS } from "../vm-ownership.ts";
+
+/** Failures of a read sent to a VM's remembered node that mean the VM may be elsewhere now. */
+const WRONG_PLACE = new Set(["node_offline", "agent_disconnected", "session_lost", "vm_not_found"]);
 
 // ---- list -----------------------------------------------------------------------------------------
 
@@ -151,12 +154,23 @@ export const vmRoutes = new Hono<AppEnv>()
     return c.json(await resetVmState(c.env, (work) => c.executionCtx.waitUntil(work), request));
   })
   .get("/:id/logs", requireRole("operator"), limitPerToken("LOGS_LIMITER"), validate("param", IdParam), validate("query", LogLinesQuery), async (c) => {
-    const db = database(c.env.DB);
-    const { vm, node, online } = await loadVmOnNode(sessionSettings(c.env), db, c.req.valid("param").id);
+    const id = c.req.valid("param").id.toLowerCase();
     const { lines } = c.req.valid("query");
+    const actor = c.get("principal").actor;
+    // The common path asks the node this isolate last saw the VM on, without reading D1 first; a VM
+    // that moved, a node gone or any doubt takes the path that reads D1 and answers from what it finds.
+    const home = homeOf(id);
+    if (home) {
+      const fast = await readLogThroughNode(c.env, { id, name: home.name, nodeId: home.nodeId }, lines, actor, true);
+      if (fast.status === "done") return c.json(logsAnswer(fast.result, fast.text, fast.at));
+      // Only an answer that says "not here" (no link to that node, or no such domain on it) is asked again.
+      if (!WRONG_PLACE.has(fast.error.code)) throw agentFailureError(fast);
+    }
+    const db = database(c.env.DB);
+    const { vm, node, online } = await loadVmOnNode(sessionSettings(c.env), db, id);
     if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to read`);
     if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
-    const outcome = await readLogThroughNode(c.env, { ...vm, nodeId: vm.nodeId }, lines, c.get("principal").actor, true);
+    const outcome = await readLogThroughNode(c.env, { ...vm, nodeId: vm.nodeId }, lines, actor, true);
     if (outcome.status !== "done") throw agentFailureError(outcome);
     // The node's session keeps this answer as the last-known log; the caller does not wait for that.
     return c.json(logsAnswer(outcome.result, outcome.text, outcome.at));

@@ -2,9 +2,12 @@
 // broken RPC reported as a lost answer.
 import type { VmRecord } from "../db/schema.ts";
 import { failed, type LogsOutcome, type PowerDispatch, type PowerOutcome, type StateOutcome } from "./dispatch.ts";
+import type { LocationHint } from "./placement.ts";
 
-/** The node's NodeSession stub (one Durable Object per node id). */
-export const nodeSession = (env: Env, nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
+/** The node's NodeSession stub (one Durable Object per node id); `near` places a new object (the
+ *  agent's own requests pass it: see placement.ts). */
+export const nodeSession = (env: Env, nodeId: string, near?: LocationHint) =>
+  env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId), near ? { locationHint: near } : undefined);
 
 type Stub = ReturnType<typeof nodeSession>;
 type VmOnNode = Pick<VmRecord, "id" | "name"> & { nodeId: string };

@@ -74,7 +74,7 @@ function Pages({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
   return (
     <RoleProvider role={me.role}>
       <StuckAfterContext.Provider value={me.stuckAfterMs ?? STUCK_AFTER_MS}>
-        <Shell who={`${me.data.name} · ${me.role}`} onSignOut={onSignOut}>
+        <Shell who={who} onSignOut={onSignOut}>
           <Routes />
         </Shell>
       </StuckAfterContext.Provider>
