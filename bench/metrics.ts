@@ -13,7 +13,7 @@ import { Hypervisor } from "@unraid/libvirt";
 import type { MetricFigures, MetricsPayload } from "../protocol/metrics.ts";
 import { createNode } from "../test/e2e/journey.ts";
 import type { ControlPlane } from "../test/support/control-plane.ts";
-import { MetricsHistory } from "../worker/session/metrics.ts";
+import { MetricsHistory, type MetricsStorage } from "../worker/session/metrics.ts";
 import { enroll, SimAgent, simVms } from "./fleet-agent.ts";
 import type { BenchRow } from "./table.ts";
 
@@ -45,7 +45,7 @@ function sqliteStorage() {
       }
     },
   };
-  return storage as unknown as DurableObjectStorage;
+  return storage as unknown as MetricsStorage;
 }
 
 const figures = (i: number): MetricFigures => ({ cpuPct: (i * 7) % 100, memUsedMiB: 900 + i, memAssignedMiB: 2048, diskReadBps: 1e5 + i, diskWriteBps: 2e5 + i, diskReadOps: 12, diskWriteOps: 30, netRxBps: 5e4, netTxBps: 3e4 });

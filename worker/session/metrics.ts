@@ -23,17 +23,25 @@ const ROLL_UP = `INSERT OR REPLACE INTO metric_5m (series, t, ${COLUMNS.join(", 
 
 export type IngestCost = { rowsWritten: number };
 
+type SqlRow = Record<string, string | number | null | ArrayBuffer>;
+/** What this room uses of the object's storage (DurableObjectStorage has it; the bench hands in the
+ *  same over node:sqlite to count rows written). */
+export type MetricsStorage = {
+  sql: { exec<T extends SqlRow>(query: string, ...bindings: (string | number | null)[]): { toArray(): T[]; one(): T; readonly rowsWritten: number } };
+  transactionSync<T>(fn: () => T): T;
+};
+
 export class MetricsHistory {
-  private readonly storage: DurableObjectStorage;
+  private readonly storage: MetricsStorage;
   private ready = false;
   /** start of the next 5-minute bucket to roll up (cached from metric_meta) */
   private rolledTo: number | null = null;
 
-  constructor(storage: DurableObjectStorage) {
+  constructor(storage: MetricsStorage) {
     this.storage = storage;
   }
 
-  private get sql(): SqlStorage {
+  private get sql(): MetricsStorage["sql"] {
     if (!this.ready) {
       for (const statement of SCHEMA) this.storage.sql.exec(statement);
       this.ready = true;
