@@ -18,8 +18,8 @@ export function MetricChart({ title, times, series, format, testId }: { title: s
       height: 160,
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (_u, min, max) => [0, Math.max(max ?? 0, min ?? 0, 1e-9) * 1.1] } },
-      axes: [{ stroke: "#71717a", grid: { stroke: "#71717a22" } }, { stroke: "#71717a", grid: { stroke: "#71717a22" }, size: 64, values: (_u, ticks) => ticks.map(format) }],
+      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      axes: [{ stroke: "#71717a", grid: { stroke: "#71717a22" } }, { stroke: "#71717a", grid: { stroke: "#71717a22" }, size: 80, values: (_u, ticks) => ticks.map(format) }],
       series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, spanGaps: false, value: (_u: uPlot, v: number | null) => (v === null ? "—" : format(v)) }))],
     };
     const u = new uPlot(opts, [[], ...series.map(() => [])], el);
