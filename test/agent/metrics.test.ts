@@ -2,6 +2,7 @@
 // reports the wall clock), virsh's output parsers on names with spaces, quotes and Unicode, and how a
 // series becomes an answer with offline stretches as gaps.
 import { afterEach, describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../agent/config.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { MetricsSampler, figuresBetween } from "../../agent/metrics.ts";
 import { domstats, lifecycleEventDomain, parseDomstats } from "../../agent/virsh.ts";
@@ -97,5 +98,18 @@ describe("series answers", () => {
     const day = seriesAnswer("24h", now, [...before, ...after]);
     expect(day.stepMs).toBe(60_000);
     expect(day.points.filter((p) => p.cpuPct !== null).map((p) => p.cpuPct)).toEqual(expect.arrayContaining([50]));
+  });
+});
+
+describe("configuration", () => {
+  const base = ["--server", "http://127.0.0.1:8787"];
+  it("samples every 10 s by default; --metrics-interval 0 turns sampling off; below a second is refused; --events auto|off", () => {
+    const config = (argv: string[], env: NodeJS.ProcessEnv = {}) => loadConfig([...base, ...argv], env) as Exclude<ReturnType<typeof loadConfig>, "help">;
+    expect(config([])).toMatchObject({ metricsIntervalMs: 10_000, events: "auto" });
+    expect(config(["--metrics-interval", "0"]).metricsIntervalMs).toBe(0);
+    expect(config([], { QX_METRICS_INTERVAL_MS: "2500", QX_EVENTS: "off" })).toMatchObject({ metricsIntervalMs: 2_500, events: "off" });
+    expect(() => config(["--metrics-interval", "500"])).toThrow(ConfigError);
+    expect(() => config(["--metrics-interval", "500"])).toThrow(/--metrics-interval: must be 0 \(off\) or at least 1000 ms/);
+    expect(() => config(["--events", "sometimes"])).toThrow(/--events: expected auto or off/);
   });
 });
