@@ -4,6 +4,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
+import { startLocalApi } from "../../agent/local-api.ts";
 import { MetricsSampler, figuresBetween } from "../../agent/metrics.ts";
 import { domstats, lifecycleEventDomain, parseDomstats } from "../../agent/virsh.ts";
 import { seriesAnswer, type MetricPoint } from "../../protocol/metrics.ts";
@@ -98,6 +99,32 @@ describe("series answers", () => {
     const day = seriesAnswer("24h", now, [...before, ...after]);
     expect(day.stepMs).toBe(60_000);
     expect(day.points.filter((p) => p.cpuPct !== null).map((p) => p.cpuPct)).toEqual(expect.arrayContaining([50]));
+  });
+});
+
+describe("host view's metrics route", () => {
+  it("answers the agent's in-memory series of a VM found by UUID or name; a bad range is 400, an unknown VM 404, no token 401", async () => {
+    const libvirt = new Libvirt(TEST_URI, silentLog);
+    opened.push(libvirt);
+    const sampler = new MetricsSampler({ libvirt, uri: TEST_URI, intervalMs: 10_000, log: silentLog, send: () => true, peerFeatures: () => new Set(), useVirsh: false });
+    await sampler.sampleNow();
+    await sleep(200);
+    await sampler.sampleNow();
+    const api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => t === "host-token", libvirt, metrics: sampler, logDir: "/nonexistent", webDir: "/nonexistent", log: silentLog });
+    try {
+      const get = (path: string, token: string | null = "host-token") => fetch(api.url + path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      const byId = await get(`/api/v1/vms/${VMS.running.uuid}/metrics?range=1h`);
+      expect(byId.status).toBe(200);
+      const answer = (await byId.json()) as { range: string; stepMs: number; points: { cpuPct: number | null }[] };
+      expect(answer).toMatchObject({ range: "1h", stepMs: 10_000 });
+      expect(answer.points.some((p) => p.cpuPct !== null && p.cpuPct > 0)).toBe(true);
+      expect((await (await get(`/api/v1/vms/${encodeURIComponent(VMS.running.name)}/metrics`)).json()).range).toBe("1h");
+      expect((await get(`/api/v1/vms/${VMS.running.uuid}/metrics?range=2h`)).status).toBe(400);
+      expect((await get(`/api/v1/vms/11111111-0000-4000-8000-00000000ffff/metrics`)).status).toBe(404);
+      expect((await get(`/api/v1/vms/${VMS.running.uuid}/metrics`, null)).status).toBe(401);
+    } finally {
+      await api.close();
+    }
   });
 });
 
