@@ -76,7 +76,8 @@ class Agent {
     const send = (msg: AgentMessage) => this.link?.send(msg) ?? false;
     const peerFeatures = () => this.peerFeatures;
     this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs, digestIntervalMs: config.digestIntervalMs, peerFeatures });
-    this.metrics = new MetricsSampler({ libvirt: this.libvirt, uri: config.libvirtUri, intervalMs: config.metricsIntervalMs, log, send, peerFeatures });
+    const serverNow = () => this.link?.serverNow() ?? Date.now();
+    this.metrics = new MetricsSampler({ libvirt: this.libvirt, uri: config.libvirtUri, intervalMs: config.metricsIntervalMs, log, send, peerFeatures, serverNow });
     const look = () => void this.inventory.pollNow();
     this.events = config.events === "auto" && eventsReachable(config.libvirtUri) ? new LifecycleEvents({ uri: config.libvirtUri, log, onLifecycle: look, onStart: look }) : null;
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
@@ -238,6 +239,7 @@ class Agent {
     this.inventory.stopPolling();
     this.follower.stopAll();
     this.metrics.stop();
+    this.metrics.flush(); // the samples of the last batch, while the link is still up
     this.events?.stop();
     await Promise.allSettled([this.link?.stop(CLOSE.goingAway), this.localApi?.close()]);
     await this.libvirt.close();

@@ -1,9 +1,9 @@
 // Samples every running VM's figures each metrics interval (CPU %, memory, disk and network rates,
 // and the node's totals), pushes each tick as `metrics` frames to a control plane that announced
-// `metrics`, and keeps a day in memory for the host view (1 h of raw samples, 24 h of 1-minute means).
+// `metrics` in batches of `batchTicks` ticks (a minute's), and keeps a day in memory for the host view (1 h of raw samples, 24 h of 1-minute means).
 import { randomUUID } from "node:crypto";
 import { cpus } from "node:os";
-import { METRIC_FIELDS, METRICS_CHUNK, meanPoint, seriesAnswer, type MetricFigures, type MetricPoint, type MetricRange, type MetricsAnswer } from "../protocol/metrics.ts";
+import { METRIC_FIELDS, METRICS_FRAME_SAMPLES, meanPoint, seriesAnswer, type MetricFigures, type MetricPoint, type MetricRange, type MetricsAnswer, type MetricsTick } from "../protocol/metrics.ts";
 import type { AgentMessage, WireFeature } from "../protocol/wire.ts";
 import type { DomainCounters, Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
@@ -120,6 +120,10 @@ export type MetricsSamplerOptions = {
   /** read bulk statistics through virsh (false: CPU and memory from the binding only) */
   useVirsh?: boolean;
   hostCpus?: number;
+  /** ticks per `metrics` frame (default 6: one frame a minute at 10 s) */
+  batchTicks?: number;
+  /** the control plane's clock, which the ticks are stamped with */
+  serverNow?: () => number;
 };
 
 export class MetricsSampler {
@@ -131,6 +135,8 @@ export class MetricsSampler {
   private sampling: Promise<void> | null = null;
   /** the first tick only reads counters: figures are differences between two ticks */
   private counted = false;
+  /** ticks sampled and not sent yet */
+  private pending: MetricsTick[] = [];
 
   constructor(opts: MetricsSamplerOptions) {
     this.opts = opts;
@@ -184,7 +190,7 @@ export class MetricsSampler {
     const node = nodeTotals(vms, this.hostCpus);
     for (const v of vms) this.ringOf(v.vmId).add({ t, ...v.figures });
     this.ringOf("").add({ t, ...node });
-    this.push(t, vms, node);
+    this.queue({ t: this.opts.serverNow?.() ?? t, vms: vms.map((v) => ({ vmId: v.vmId, ...v.figures })), node });
   }
 
   private ringOf(key: string): SeriesRing {
@@ -193,15 +199,35 @@ export class MetricsSampler {
     return ring;
   }
 
-  /** One frame per METRICS_CHUNK VMs, the node's totals with the first; nothing is kept for a link
-   *  that is down (the control plane shows the gap). */
-  private push(t: number, vms: { vmId: string; figures: MetricFigures }[], node: MetricFigures) {
-    if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return;
-    const batch = randomUUID().slice(0, 8);
-    for (let i = 0; i === 0 || i < vms.length; i += METRICS_CHUNK) {
-      const part = vms.slice(i, i + METRICS_CHUNK).map((v) => ({ vmId: v.vmId, ...v.figures }));
-      const payload = { t, intervalMs: this.opts.intervalMs, vms: part, ...(i === 0 ? { node } : {}) };
-      if (!this.opts.send({ type: "metrics", id: `metrics-${batch}-${i / METRICS_CHUNK}`, payload })) return;
+  /** Sends the pending ticks once there are `batchTicks` of them, in frames of at most
+   *  METRICS_FRAME_SAMPLES VM samples; nothing is kept for a control plane that cannot take them
+   *  (the link is down, or it did not announce `metrics`): it shows the gap. */
+  private queue(tick: MetricsTick) {
+    if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return void (this.pending = []);
+    // A host beyond one frame's worth of VMs sends each tick in parts.
+    for (let i = 0; i === 0 || i < tick.vms.length; i += METRICS_FRAME_SAMPLES) {
+      this.pending.push({ t: tick.t, vms: tick.vms.slice(i, i + METRICS_FRAME_SAMPLES), ...(i === 0 ? { node: tick.node } : {}) });
     }
+    if (this.pending.length >= (this.opts.batchTicks ?? 6)) this.flush();
+  }
+
+  /** Sends what is pending now (also at stop). */
+  flush(): void {
+    const ticks = this.pending.splice(0);
+    const batch = randomUUID().slice(0, 8);
+    let frame: MetricsTick[] = [];
+    let samples = 0;
+    const send = (n: number) => this.opts.send({ type: "metrics", id: `metrics-${batch}-${n}`, payload: { intervalMs: this.opts.intervalMs, ticks: frame } });
+    let n = 0;
+    for (const tick of ticks) {
+      if (frame.length && samples + tick.vms.length > METRICS_FRAME_SAMPLES) {
+        if (!send(n++)) return;
+        frame = [];
+        samples = 0;
+      }
+      frame.push(tick);
+      samples += tick.vms.length;
+    }
+    if (frame.length) send(n);
   }
 }

@@ -28,17 +28,23 @@ export const METRIC_FIELDS = Object.keys(MetricFigures.shape) as (keyof MetricFi
 export const MetricPoint = MetricFigures.extend({ t: z.number().int().positive() });
 export type MetricPoint = z.infer<typeof MetricPoint>;
 
-/** VMs per `metrics` frame: a frame of 500 VMs stays near 150 KB, well under the frame limit. */
-export const METRICS_CHUNK = 500;
+/** VM samples per `metrics` frame (VMs × ticks): about 650 KB at most, under the frame limit. */
+export const METRICS_FRAME_SAMPLES = 3_000;
 
-/** Agent → worker (feature `metrics`): the figures of every running VM at one sample tick, and the
- *  node's totals (sent with the first chunk only when a tick needs several frames). */
-export const MetricsPayload = z.object({
+/** One sample tick: every running VM's figures and the node's totals, at `t` in the control
+ *  plane's clock (the agent corrects its own with the welcome's serverTime). */
+export const MetricsTick = z.object({
   t: z.number().int().positive(),
-  intervalMs: z.number().int().positive().max(3_600_000),
-  vms: z.array(MetricFigures.extend({ vmId: uuid })).max(METRICS_CHUNK),
+  vms: z.array(MetricFigures.extend({ vmId: uuid })).max(METRICS_FRAME_SAMPLES),
   node: MetricFigures.optional(),
 });
+export type MetricsTick = z.infer<typeof MetricsTick>;
+
+/** Agent → worker (feature `metrics`): several ticks per frame (a minute's by default), so the
+ *  node's Durable Object wakes once per batch rather than at every tick. */
+export const MetricsPayload = z
+  .object({ intervalMs: z.number().int().positive().max(3_600_000), ticks: z.array(MetricsTick).min(1).max(360) })
+  .refine((p) => p.ticks.reduce((n, t) => n + t.vms.length, 0) <= METRICS_FRAME_SAMPLES, `at most ${METRICS_FRAME_SAMPLES} VM samples per frame`);
 export type MetricsPayload = z.infer<typeof MetricsPayload>;
 
 /** The ranges a reader asks for, each with the step its points are averaged over. */

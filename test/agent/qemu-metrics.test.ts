@@ -57,7 +57,7 @@ describe("real libvirtd + QEMU", () => {
   it("samples a running guest: CPU time rises, memory is its QEMU's resident size, its disk shows the BIOS's reads", async () => {
     await virsh("start", uuid);
     const rec = recorder();
-    const sampler = new MetricsSampler({ libvirt, uri: URI, intervalMs: 1_000, log: silentLog, send: rec.send, peerFeatures: () => new Set(["metrics"]) });
+    const sampler = new MetricsSampler({ libvirt, uri: URI, intervalMs: 1_000, log: silentLog, send: rec.send, peerFeatures: () => new Set(["metrics"]), batchTicks: 1 });
     const before = (await libvirt.activeCounters()).find((c) => c.uuid === uuid)!;
     await sampler.sampleNow();
     await sleep(1_500);
@@ -67,7 +67,7 @@ describe("real libvirtd + QEMU", () => {
 
     const frame = rec.sent.findLast((m) => m.type === "metrics");
     if (frame?.type !== "metrics") throw new Error("no metrics frame");
-    const vm = frame.payload.vms.find((v) => v.vmId === uuid)!;
+    const vm = frame.payload.ticks[0]!.vms.find((v) => v.vmId === uuid)!;
     expect(vm.cpuPct).toBeGreaterThan(0);
     expect(vm.memUsedMiB).toBeGreaterThan(0);
     expect(vm.memAssignedMiB).toBe(64);

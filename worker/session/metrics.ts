@@ -1,7 +1,7 @@
 // The node's metrics history in its Durable Object's own SQLite (D1 holds no time series): each
 // `metrics` frame's samples kept raw for a day, rolled up into 5-minute means kept 30 days, and read
-// back as a range's series with offline stretches as gaps. Rows are stamped with this object's
-// clock when they arrive, so an agent's clock skew never shifts a chart.
+// back as a range's series with offline stretches as gaps. Ticks carry their time in this side's
+// clock (the agent corrects for skew); one stamped in the future or past the raw retention is dropped.
 import { METRIC_FIELDS, METRIC_RANGES, RAW_KEEP_MS, ROLLUP_KEEP_MS, ROLLUP_STEP_MS, seriesAnswer, type MetricFigures, type MetricPoint, type MetricRange, type MetricsAnswer, type MetricsPayload } from "../../protocol/metrics.ts";
 
 /** The series of the node's own totals (a VM's series is keyed by its UUID). */
@@ -58,17 +58,20 @@ export class MetricsHistory {
     return this.sql.exec("INSERT OR REPLACE INTO metric_meta (key, value) VALUES (?, ?)", key, value).rowsWritten;
   }
 
-  /** Stores one frame's samples (one transaction); past a 5-minute boundary, rolls up the closed
+  /** Stores one frame's ticks (one transaction); past a 5-minute boundary, rolls up the closed
    *  buckets and drops what is past its retention. */
   ingest(payload: MetricsPayload, now = Date.now()): IngestCost {
     return this.storage.transactionSync(() => {
       const sql = this.sql;
       let rowsWritten = 0;
-      const insert = (series: string, f: MetricFigures) => {
-        rowsWritten += sql.exec(INSERT_RAW, series, now, ...COLUMNS.map((c) => f[FIELD_OF[c]])).rowsWritten;
-      };
-      for (const vm of payload.vms) insert(vm.vmId.toLowerCase(), vm);
-      if (payload.node) insert(NODE_SERIES, payload.node);
+      for (const tick of payload.ticks) {
+        if (tick.t > now + 60_000 || tick.t < now - RAW_KEEP_MS) continue;
+        const insert = (series: string, f: MetricFigures) => {
+          rowsWritten += sql.exec(INSERT_RAW, series, tick.t, ...COLUMNS.map((c) => f[FIELD_OF[c]])).rowsWritten;
+        };
+        for (const vm of tick.vms) insert(vm.vmId.toLowerCase(), vm);
+        if (tick.node) insert(NODE_SERIES, tick.node);
+      }
       if (this.meta("intervalMs") !== payload.intervalMs) rowsWritten += this.setMeta("intervalMs", payload.intervalMs);
       rowsWritten += this.rollUp(now);
       return { rowsWritten };
