@@ -41,7 +41,7 @@ export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits 
  *    `error` code `overridden` (the agent announces the behaviour; it uses the code only when the
  *    worker announced it, else `not_allowed` with the same message);
  *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent);
- *  - `metrics`: `metrics` frames, running VMs' figures per sample tick (protocol/metrics.ts).
+ *  - `metrics`: `metrics` frames, running VMs' figures, a batch of sample ticks each (protocol/metrics.ts).
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
 export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync", "metrics"] as const;
