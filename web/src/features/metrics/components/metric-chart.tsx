@@ -6,9 +6,12 @@ import "uplot/dist/uPlot.min.css";
 
 export type ChartSeries = { label: string; color: string; values: (number | null)[] };
 
-export function MetricChart({ title, times, series, format, testId }: { title: string; times: number[]; series: ChartSeries[]; format: (v: number) => string; testId: string }) {
+/** `span`: the range shown, in seconds, whatever the points cover (a lone sample is not a year). */
+export function MetricChart({ title, times, span, series, format, testId }: { title: string; times: number[]; span: [number, number]; series: ChartSeries[]; format: (v: number) => string; testId: string }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
+  const shown = useRef(span);
+  shown.current = span;
   const labels = series.map((s) => s.label).join("|");
 
   useEffect(() => {
@@ -18,7 +21,7 @@ export function MetricChart({ title, times, series, format, testId }: { title: s
       height: 160,
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      scales: { x: { time: true, range: () => shown.current }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       axes: [{ stroke: "#71717a", grid: { stroke: "#71717a22" } }, { stroke: "#71717a", grid: { stroke: "#71717a22" }, size: 80, values: (_u, ticks) => ticks.map(format) }],
       series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, spanGaps: false, value: (_u: uPlot, v: number | null) => (v === null ? "—" : format(v)) }))],
     };

@@ -15,7 +15,7 @@ export function formatBytes(v: number): string {
     v /= 1024;
     i++;
   }
-  return `${v >= 100 || i === 0 ? Math.round(v) : v.toFixed(1)} ${UNITS[i]}`;
+  return `${v >= 100 || Number.isInteger(v) ? Math.round(v) : v.toFixed(1)} ${UNITS[i]}`;
 }
 const pct = (v: number) => `${v >= 10 ? Math.round(v) : v.toFixed(1)} %`;
 const mib = (v: number) => formatBytes(v * 1024 * 1024);
@@ -38,8 +38,9 @@ export function MetricsPanel({ target, offline }: { target: MetricsTarget; offli
   const charts = useMemo(() => {
     const list = points ?? [];
     const times = list.map((p) => p.t / 1000);
-    return CHARTS.map((c) => ({ ...c, times, series: c.series.map((s): ChartSeries => ({ label: s.label, color: s.color, values: list.map((p) => p[s.field]) })) }));
-  }, [points]);
+    const span: [number, number] = metrics.data ? [metrics.data.from / 1000, metrics.data.to / 1000] : [0, 1];
+    return CHARTS.map((c) => ({ ...c, times, span, series: c.series.map((s): ChartSeries => ({ label: s.label, color: s.color, values: list.map((p) => p[s.field]) })) }));
+  }, [points, metrics.data]);
   const hasSamples = points?.some((p) => p.cpuPct !== null || p.memUsedMiB !== null) ?? false;
 
   return (
@@ -75,7 +76,7 @@ export function MetricsPanel({ target, offline }: { target: MetricsTarget; offli
           )}
           <div className="mt-2 grid gap-2 lg:grid-cols-2">
             {charts.map((c) => (
-              <MetricChart key={c.id} testId={`metric-chart-${c.id}`} title={c.title(target.kind === "nodes")} times={c.times} series={c.series} format={c.format} />
+              <MetricChart key={c.id} testId={`metric-chart-${c.id}`} title={c.title(target.kind === "nodes")} times={c.times} span={c.span} series={c.series} format={c.format} />
             ))}
           </div>
         </>
