@@ -81,13 +81,14 @@ function ingestion(): BenchRow[] {
   const ingestMs = performance.now() - t0;
   const vmId = FLEET[0]!.uuid;
   const now = start + day;
-  const query = (range: "1h" | "24h" | "30d") => {
+  // A full day: 1,440 one-minute points for 24 h, 48 half-hour points for 30 d.
+  const query = (range: "24h" | "30d", atLeast: number) => {
     const ms: number[] = [];
     for (let i = 0; i < 10; i++) {
       const q0 = performance.now();
       const points = history.series(vmId, range, now).points.length;
       ms.push(performance.now() - q0);
-      if (points < 100) throw new Error(`the ${range} query found ${points} points: the bench's data is not what it measures`);
+      if (points < atLeast) throw new Error(`the ${range} query found ${points} points: the bench's data is not what it measures`);
     }
     return Math.round(median(ms) * 100) / 100;
   };
@@ -97,8 +98,8 @@ function ingestion(): BenchRow[] {
     { name: `metrics: DO rows written per second per node (${VMS} VMs sampled every 10 s; one batch, one wake-up, a minute)`, value: Math.round((rows / batches / (batchMs / 1000)) * 100) / 100, unit: "rows/s" },
     { name: `metrics: bytes per batch (one metrics frame: 6 ticks of ${VMS} VMs)`, value: frameBytes, unit: "B" },
     { name: `metrics: ingest CPU per batch (node:sqlite, same statements)`, value: Math.round((ingestMs / batches) * 1000) / 1000, unit: "ms" },
-    { name: `metrics: 24 h query SQL over a full day (${VMS} VMs, ${history.counts().raw} raw rows; node:sqlite)`, value: query("24h"), unit: "ms" },
-    { name: `metrics: 30 d query SQL (5-minute means)`, value: query("30d"), unit: "ms" },
+    { name: `metrics: 24 h query SQL over a full day (${VMS} VMs, ${history.counts().raw} raw rows; node:sqlite)`, value: query("24h", 1_400), unit: "ms" },
+    { name: `metrics: 30 d query SQL (5-minute means)`, value: query("30d", 46), unit: "ms" },
   ];
 }
 
