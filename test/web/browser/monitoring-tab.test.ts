@@ -17,7 +17,7 @@ beforeAll(async () => {
 
 afterAll(() => f?.dispose());
 
-/** Pixels of the chart's canvas in the CPU line's colour (#0891b2): more than a few means a line was drawn. */
+/** Pixels of the chart's canvas in the CPU line's colour (#0891b2), which nothing but the series is drawn in: a few mean the line (or, for one sample, its point) is drawn. */
 const linePixels = (page: Page, testId: string) =>
   page.getByTestId(testId).locator("canvas").evaluate((canvas: HTMLCanvasElement) => {
     const { data } = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height);
@@ -37,7 +37,7 @@ describe("Monitoring tab in Chromium", () => {
     expect(await page.getByTestId("metrics-range-1h").getAttribute("aria-pressed")).toBe("true");
 
     // The tab refetches every 10 s; samples come every second once the agent has two ticks.
-    await until("a CPU line drawn", async () => (await linePixels(page, "metric-chart-cpu")) > 20, 60_000);
+    await until("a CPU line drawn", async () => (await linePixels(page, "metric-chart-cpu")) > 3, 60_000);
     for (const id of ["metric-chart-memory", "metric-chart-disk", "metric-chart-disk-ops", "metric-chart-network"]) await page.getByTestId(id).locator("canvas").waitFor();
 
     // Hover: the legend shows the value under the cursor.
@@ -65,7 +65,7 @@ describe("Monitoring tab in Chromium", () => {
     await page.goto(`${f.cp.url}/nodes`);
     const totals = page.getByTestId("node-totals");
     await totals.getByText("CPU (% of the host's CPUs)").waitFor();
-    await until("the node's CPU line drawn", async () => (await linePixels(page, "metric-chart-cpu")) > 20, 60_000);
+    await until("the node's CPU line drawn", async () => (await linePixels(page, "metric-chart-cpu")) > 3, 60_000);
     await screenshot(page, "monitoring-node-totals");
     f.expectClean(s);
   }, 120_000);
