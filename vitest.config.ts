@@ -25,6 +25,8 @@ export default defineConfig({
                 QUERY_TIMEOUT_MS: "1000",
                 ACK_TIMEOUT_MS: "1000",
                 STOP_GRACE_MS: "1500",
+                // A power action reporting progress stays in flight at most this long from its request.
+                OPERATION_CAP_MS: "5000",
                 OFFLINE_AFTER_MS: "4000",
                 LAST_SEEN_WRITE_MS: "2000",
                 // Frame delivery in the test pool is slow; a low limit keeps the flood test meaningful.

@@ -30,6 +30,10 @@ export const EXCERPT_MAX_LINES = 50;
 export const EXCERPT_MAX_BYTES = 4 * 1024;
 export const ACK_TIMEOUT_MS = 10_000; // power actions: time for the agent to acknowledge
 export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits for the guest
+/** Long operations: an agent reports progress this often by default while a power action is under
+ *  way, and the control plane gives an operation at most OPERATION_CAP_MS from its request. */
+export const PROGRESS_INTERVAL_MS = 3_000;
+export const OPERATION_CAP_MS = 600_000;
 
 /** Custom WebSocket close codes (4000-4999 are the application's). */
 /** What each side of a link understands beyond PROTOCOL_VERSION 1, announced in `hello.features`
@@ -359,12 +363,11 @@ export const EnrollRequest = z.object({ joinToken: z.string().min(1).max(200), h
 export const EnrollResponse = z.object({ nodeId: z.string(), credential: z.string() });
 
 // ---- Long-poll transport (networks that block WebSockets) ------------------------------------
-// The same frames over plain HTTPS request/response, with the same node credential as
-// AGENT_CONNECT_PATH. A poll without `connId` opens a new link (replacing the node's socket or older
-// poll link, as a WebSocket connect does); its answer carries the `welcome` frame, whose id is the
-// link's `connId`. A poll or send naming a link that is no longer the node's current one is answered
-// 409 `link_replaced` (a newer connection took over), 410 `link_closed` (ended: no poll in time, a
-// protocol error, ...) or 401 (credential revoked): the agent then starts a new link.
+// The same frames over plain HTTPS, with the node credential of AGENT_CONNECT_PATH. A poll without
+// `connId` opens a new link (replacing the node's socket or older poll link); its answer carries the
+// `welcome` frame, whose id is the link's `connId`. A poll or send naming a link that is no longer
+// current is answered 409 `link_replaced`, 410 `link_closed` (no poll in time, a protocol error) or
+// 401 (credential revoked): the agent then starts a new link.
 /** `POST` with PollRequest: waits up to `waitMs` (capped by the server) for frames, answers PollResponse. */
 export const AGENT_POLL_PATH = "/agent/poll";
 /** `POST` with SendRequest: each message handled exactly as the same frame on the socket. */

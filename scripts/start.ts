@@ -1,6 +1,7 @@
 // `npm start`: the local control plane (wrangler dev on 127.0.0.1:8787 with local D1 and Durable
 // Objects) plus a demo agent on libvirt's test driver with the shipped demo node, one VM of which is
-// left stuck in STOPPING. `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
+// left stuck in STOPPING on the first start (the reconciler repairs it after 15 min unless you
+// reset it first). `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
@@ -9,6 +10,7 @@ import { parseArgs, promisify } from "node:util";
 import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
 import { hostTokenPath } from "../agent/host-token.ts";
+import { varArgs } from "./dev-vars.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const HOST = "127.0.0.1";
@@ -106,12 +108,22 @@ async function migrateLocalDb(): Promise<void> {
   }
 }
 
-function startWrangler(): ChildProcess {
+/** The demo's settings, each only when the user set none (see dev-vars.ts): its stuck VM is marked
+ *  stuck after a minute (default 2 min), and the reconciler leaves it for 15 min (default: it asks
+ *  the hypervisor at once), so there is time to try Reset State on it. */
+const DEMO_VARS = { STUCK_AFTER_MS: 60_000, REPAIR_AFTER_MS: 15 * 60_000 };
+
+function startWrangler(withDemo: boolean): ChildProcess {
+  const devVars = existsSync(DEV_VARS) ? readFileSync(DEV_VARS, "utf8") : null;
+  const demoArgs: string[] = [];
+  for (const [name, value] of withDemo ? Object.entries(DEMO_VARS) : []) {
+    const v = varArgs(name, String(value), devVars, process.env);
+    if (v.from !== "demo") say(`${name}: yours (from ${v.from === "dev.vars" ? ".dev.vars" : "the environment"}), not the demo's ${value / 60_000} min`);
+    demoArgs.push(...v.args);
+  }
   const child = spawn(
     process.execPath,
-    // The demo keeps its stuck VM for 15 min before the reconciler repairs it (default 2 min), so
-    // there is time to try Reset State by hand.
-    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", "--var", `STUCK_AFTER_MS:${15 * 60_000}`],
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", ...demoArgs],
     { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true }, // own process group
   );
   children.push(child);
@@ -271,11 +283,13 @@ async function waitForInventory(token: string, nodeId: string): Promise<VmView[]
  * Leaves STUCK_VM in STOPPING the way it happens in the field: a stop that the agent never
  * acknowledges. The agent is frozen (SIGSTOP) while the stop is sent, the control plane gives up
  * after its acknowledgement deadline (request failed, VM left STOPPING), then the agent is thawed;
- * it finds the command's deadline passed and drops it, so the domain keeps running. Once per node.
+ * it finds the command's deadline passed and drops it, so the domain keeps running. The demo's
+ * REPAIR_AFTER_MS keeps the reconciler off it for 15 min (then it puts it back to RUNNING, an
+ * `auto_repair` event). Once per node. Returns what the VM is afterwards.
  */
-async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<boolean> {
+async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<string | null> {
   const vm = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
-  if (vm.status !== 200 || vm.body.vm.state !== "RUNNING") return vm.body?.vm?.state === "STOPPING";
+  if (vm.status !== 200 || vm.body.vm.state !== "RUNNING") return vm.body?.vm?.state ?? null;
   say(`leaving ${STUCK_VM.name} stuck in STOPPING: freezing the demo agent while a stop is sent (about 10 s, first start only)`);
   process.kill(agent.pid!, "SIGSTOP");
   try {
@@ -291,8 +305,7 @@ async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<bool
     process.kill(agent.pid!, "SIGCONT");
   }
   await sleep(1_000); // let the thawed agent read (and drop) the expired stop
-  const after = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
-  return after.status === 200 && after.body.vm.state === "STOPPING";
+  return (await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state ?? null;
 }
 
 // ---- lifecycle ------------------------------------------------------------------------------------
@@ -344,7 +357,7 @@ async function main() {
   const canRunAgent = withDemo ? ensureLibvirtBinding() : false;
   await ensureDashboard();
   await migrateLocalDb();
-  const wrangler = startWrangler();
+  const wrangler = startWrangler(withDemo);
   await waitForHealth(wrangler);
   say(`control plane ready on ${URL_BASE}`);
 
@@ -355,8 +368,12 @@ async function main() {
     say(`demo agent connected: ${vms.length} VMs listed`);
     const marker = readMarker();
     if (!(marker?.nodeId === nodeId && marker.stuckVmSeeded)) {
-      const stuck = await leaveOneVmStuck(adminToken, agent);
-      if (!stuck) say(`could not leave ${STUCK_VM.name} stuck in STOPPING (the rest of the demo is unaffected)`);
+      const after = await leaveOneVmStuck(adminToken, agent);
+      say(
+        after === "STOPPING"
+          ? `${STUCK_VM.name} is stuck in STOPPING (the hypervisor says running): try Reset State, or leave it and the reconciler repairs it in 15 min`
+          : `${STUCK_VM.name} is ${after ?? "unknown"} (the rest of the demo is unaffected)`,
+      );
       writeMarker({ nodeId, stuckVmSeeded: true });
     }
     const stuckNow = (await api<{ vm: VmView }>(adminToken, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state === "STOPPING";
@@ -364,7 +381,7 @@ async function main() {
       `Host view:    http://${AGENT_LISTEN}/   (the demo agent's own VM list and logs; sign in with`,
       `              the host token in ${relative(ROOT, hostTokenPath(DEMO_STATE_DIR))})`,
       `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver, ${vms.length} VMs` +
-        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State; the reconciler repairs it by itself after 15 min)` : ""),
+        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State, or wait for the reconciler to repair it)` : ""),
     );
   } else if (withDemo) {
     say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");

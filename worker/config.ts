@@ -1,12 +1,14 @@
 // Deadlines, liveness and flood limits from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
 import { STUCK_AFTER_MS } from "../protocol/api.ts";
-import { ACK_TIMEOUT_MS, LONG_POLL_WAIT_MS, OFFLINE_AFTER_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
+import { ACK_TIMEOUT_MS, LONG_POLL_WAIT_MS, OFFLINE_AFTER_MS, OPERATION_CAP_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
 
 export type SessionSettings = {
   queryMs: number;
   ackMs: number;
   stopGraceMs: number;
+  /** a power action that keeps reporting progress stays in flight at most this long from its request */
+  operationCapMs: number;
   offlineAfterMs: number;
   /** how often a connected node's lastSeenAt is written to D1 (its session knows it to the second) */
   lastSeenWriteMs: number;
@@ -20,6 +22,9 @@ export type SessionSettings = {
   /** the reconciler's threshold and period */
   stuckAfterMs: number;
   reconcileIntervalMs: number;
+  /** a VM left in a transition that no request holds any more is asked about after this long (0: at
+   *  once); a demo keeps its stuck VM to try Reset State on by setting it */
+  repairAfterMs: number;
   /** the longest a long-poll is held open with nothing due */
   longPollWaitMs: number;
   /** VMs one node may hold; new VMs it reports past this are not stored */
@@ -44,7 +49,7 @@ const positive = (v: string | undefined, fallback: number) => {
 
 export function sessionSettings(
   env: Partial<
-    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "LONG_POLL_WAIT_MS" | "MAX_VMS_PER_NODE">
+    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OPERATION_CAP_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "REPAIR_AFTER_MS" | "LONG_POLL_WAIT_MS" | "MAX_VMS_PER_NODE">
   >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
@@ -56,11 +61,13 @@ export function sessionSettings(
     queryMs: positive(env.QUERY_TIMEOUT_MS, QUERY_TIMEOUT_MS),
     ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),
     stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),
+    operationCapMs: positive(env.OPERATION_CAP_MS, OPERATION_CAP_MS),
     offlineAfterMs,
     lastSeenWriteMs,
     nodeStaleAfterMs: lastSeenWriteMs + 2 * offlineAfterMs,
     stuckAfterMs: positive(env.STUCK_AFTER_MS, STUCK_AFTER_MS),
     reconcileIntervalMs: positive(env.RECONCILE_INTERVAL_MS, RECONCILE_INTERVAL_MS),
+    repairAfterMs: positive(env.REPAIR_AFTER_MS, 0),
     longPollWaitMs: positive(env.LONG_POLL_WAIT_MS, LONG_POLL_WAIT_MS),
     maxVmsPerNode: positive(env.MAX_VMS_PER_NODE, MAX_VMS_PER_NODE),
   };

@@ -6,6 +6,7 @@ import { sql } from "drizzle-orm";
 import type { VmInfo } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
 import { changes, runBatch } from "./db/batch.ts";
+import { vms } from "./db/schema.ts";
 import { NODE_DELETED, UUID_CONFLICT, type ReportOutcome } from "./vm-ownership.ts";
 
 const rowsOf = (list: VmInfo[]) => {
@@ -146,5 +147,35 @@ export async function markRemoved(db: Database, nodeId: string, uuids: string[],
     sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
       SELECT id, ${now}, ${actor}, 'missing', state, state, 'agent', 'the host no longer reports this domain' FROM vms WHERE ${target}`,
     sql`UPDATE vms SET missing = 1, missing_since = ${now}, updated_at = ${now} WHERE ${target}`,
+  ]);
+}
+
+/** A state the control plane wrote on its own, checked with the hypervisor: the VM's answer is
+ *  applied exactly as the agent's report of it would be (its state when no transition holds it, and
+ *  `running_after_forced_reset` when a forced reset to STOPPED meets a live domain). False when the
+ *  VM is not this node's any more (nothing written). */
+export async function applyObservedState(db: Database, nodeId: string, vmId: string, observed: { state: VmInfo["state"]; libvirtState: VmInfo["libvirtState"] }, actor: string, maxVms: number): Promise<ReportOutcome | null> {
+  const row = await db
+    .select({ name: vms.name, vcpus: vms.vcpus, memoryMiB: vms.memoryMiB })
+    .from(vms)
+    .where(sql`${vms.id} = ${vmId} AND ${vms.nodeId} = ${nodeId} AND ${vms.missing} = 0`)
+    .get();
+  if (!row) return null;
+  const info: VmInfo = { uuid: vmId, ...row, ...observed };
+  return upsertReportedVms(db, nodeId, [info], null, actor, maxVms);
+}
+
+/** After a completed scoped inventory (the answer to a scoped resync): the node's VMs inside the
+ *  scope that it did not report are marked missing; VMs outside the scope are left alone. */
+export async function markUnreportedMissingInScope(db: Database, nodeId: string, syncId: string, scope: { vmIds?: string[]; buckets?: string[] }, actor: string) {
+  const ids = JSON.stringify((scope.vmIds ?? []).map((u) => u.toLowerCase()));
+  const buckets = JSON.stringify(scope.buckets ?? []);
+  const now = Date.now();
+  const unreported = sql`node_id = ${nodeId} AND missing = 0 AND (last_sync_id IS NULL OR last_sync_id != ${syncId})
+    AND (id IN (SELECT value FROM json_each(${ids})) OR substr(id, 1, 1) IN (SELECT value FROM json_each(${buckets})))`;
+  await runBatch(db, [
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
+      SELECT id, ${now}, ${actor}, 'missing', state, state, 'agent', 'the host no longer reports this domain' FROM vms WHERE ${unreported}`,
+    sql`UPDATE vms SET missing = 1, missing_since = ${now}, updated_at = ${now} WHERE ${unreported}`,
   ]);
 }

@@ -111,12 +111,15 @@ export const ROUTES: RouteDoc[] = [
       access: "operator",
       params: vmId,
       query: PowerQuery,
-      notes: { wait: "wait for the outcome (200 with the final VM, or 504)", ...(verb === "stop" ? { force: "force stop (destroy)" } : {}) },
+      notes: {
+        wait: "wait for the outcome, as long as the agent reports progress (200 with the final VM, or 504)",
+        ...(verb === "stop" ? { force: "force stop (destroy); also allowed while STOPPING when the node's agent can override a graceful stop" } : {}),
+      },
       answers: {
         202: ok("queued: the VM is now STARTING / STOPPING", PowerResponse),
         200: ok("with wait=true: done", PowerResponse),
         404: ok("no such VM"),
-        409: ok("not allowed from the current state (hint: reset_state)"),
+        409: ok("not allowed from the current state (hint: reset_state); with wait=true, `overridden` when a force stop took over this graceful stop"),
         503: ok("node offline; the VM was not changed"),
         504: ok("agent_timeout"),
       },
@@ -132,7 +135,13 @@ export const ROUTES: RouteDoc[] = [
     body: ResetBody,
     bodyRequired: false,
     notes: { reason: "stored in the event (at most 500 characters)" },
-    answers: { 200: ok("reset", ResetStateResponse), 404: ok("no such VM"), 429: ok("rate_limited") },
+    answers: {
+      200: ok("reset", ResetStateResponse),
+      404: ok("no such VM, or vm_not_found: the hypervisor has no such domain (the VM is marked missing; nothing forced)"),
+      409: ok("conflict: the VM changed while the hypervisor was being asked"),
+      429: ok("rate_limited"),
+      502: ok("hypervisor_error (libvirt failed, its message given) or agent_error; nothing forced"),
+    },
   },
   {
     method: "get",

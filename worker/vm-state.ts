@@ -22,11 +22,14 @@ export type VmGuard = {
   transitionRequestId?: string;
   nodeId?: string;
   flag?: { code: string; at: number | null };
+  /** nobody changed the VM's state at or after this time (a reset asking the hypervisor since then) */
+  unchangedSince?: number;
 };
 
 function guardSql(g: VmGuard): SQL {
   const parts = [sql`id = ${g.vmId}`];
   if (g.generation !== undefined) parts.push(sql`generation = ${g.generation}`);
+  if (g.unchangedSince !== undefined) parts.push(sql`state_updated_at < ${g.unchangedSince}`);
   if (g.transitionRequestId !== undefined) parts.push(sql`transition_request_id = ${g.transitionRequestId}`);
   if (g.nodeId !== undefined) parts.push(sql`node_id = ${g.nodeId}`);
   if (g.flag !== undefined) parts.push(sql`flag_code = ${g.flag.code} AND flag_at IS ${g.flag.at}`);
@@ -118,17 +121,21 @@ export async function writeVmState(db: Database, guard: VmGuard, change: StateCh
 
 const ACTION_OF: Record<PowerKind, string> = { "vm.start": "start", "vm.stop": "stop", "vm.forceStop": "force_stop" };
 
-/** 409 naming the current state unless the power action is allowed from it. */
-export function assertPowerAllowed(vm: VmRecord, kind: PowerKind): void {
+/** 409 naming the current state unless the power action is allowed from it. With `overrideStopping`
+ *  (the node's agent announced it can end a graceful stop's wait), a force stop is also allowed while
+ *  the VM is STOPPING: it overrides the graceful stop. */
+export function assertPowerAllowed(vm: VmRecord, kind: PowerKind, overrideStopping = false): void {
   const state = vm.state as VmState;
-  const allowed = kind === "vm.start" ? canStart(state) : canStop(state);
+  const allowed = kind === "vm.start" ? canStart(state) : canStop(state) || (kind === "vm.forceStop" && overrideStopping && state === "STOPPING");
   if (!allowed) {
     const verb = kind === "vm.start" ? "start" : "stop";
     const from = kind === "vm.start" ? "STOPPED or PAUSED" : "RUNNING or PAUSED";
     throw new ApiError(
       409,
       "invalid_state",
-      `cannot ${verb} VM ${vm.name}: it is ${state} (${verb} is allowed from ${from}); if it is stuck, use POST /api/vms/${vm.id}/reset_state`,
+      `cannot ${verb} VM ${vm.name}: it is ${state} (${verb} is allowed from ${from}` +
+        (kind === "vm.forceStop" && state === "STOPPING" ? `; a force stop overrides a graceful stop only when the node's agent supports it` : "") +
+        `); if it is stuck, use POST /api/vms/${vm.id}/reset_state`,
     );
   }
 }
@@ -142,8 +149,9 @@ export async function beginPowerAction(
   by: { actor: string },
   deadlineAt: number,
   params: Record<string, unknown>,
+  overrideStopping = false,
 ): Promise<{ requestId: string; generation: number; vm: VmRecord }> {
-  assertPowerAllowed(vm, kind);
+  assertPowerAllowed(vm, kind, overrideStopping);
   const requestId = crypto.randomUUID();
   const generation = vm.generation + 1;
   const to: VmState = kind === "vm.start" ? "STARTING" : "STOPPING";
@@ -178,10 +186,33 @@ export async function applyPowerOutcome(
 }
 
 /** A power action that was never carried out (agent refused it, node gone at dispatch): the VM goes
- *  back to where it was, if it is still in this request's transition. */
-export async function undoPowerAction(db: Database, r: PowerRequest & { prevState: string }, why: AgentFailure, actor: string): Promise<void> {
+ *  back to where it was, if it is still in this request's transition. True when written: a state the
+ *  control plane wrote on its own, which the caller has checked with the hypervisor. */
+export async function undoPowerAction(db: Database, r: PowerRequest & { prevState: string }, why: AgentFailure, actor: string): Promise<boolean> {
   const event = { actor, action: "power_failed", toState: r.prevState, source: "control_plane", message: `${why.code}: ${why.message}`, requestId: r.id };
-  await writeVmState(db, inTransition(r), { state: r.prevState as VmState }, event);
+  return (await writeVmState(db, inTransition(r), { state: r.prevState as VmState }, event)) !== null;
+}
+
+/** A power action the agent answered with an error and the domain's state as libvirt showed it
+ *  right after: the VM takes that state (not the one remembered from before), if it is still in
+ *  this request's transition. */
+export async function adoptStateAfterError(
+  db: Database,
+  r: PowerRequest,
+  why: AgentFailure,
+  observed: { state: VmState; libvirtState: string },
+  actor: string,
+): Promise<boolean> {
+  const event = {
+    actor,
+    action: "power_failed",
+    toState: observed.state,
+    source: "hypervisor",
+    message: `${why.code}: ${why.message}; the hypervisor reports libvirt ${observed.libvirtState}`,
+    requestId: r.id,
+    observedState: observed.state,
+  };
+  return (await writeVmState(db, inTransition(r), { state: observed.state, libvirtState: observed.libvirtState, forcedResetAt: null }, event)) !== null;
 }
 
 /** The reconciler's repair of a VM stuck in a transition: the hypervisor's state, adopted only if

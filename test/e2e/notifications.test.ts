@@ -134,11 +134,12 @@ describe("deliveries", () => {
       // Past ACK_TIMEOUT_MS the request has failed and the VM is left in STOPPING with nothing in flight.
       expect((await waitRequestSettled(cp, request.id)).status).toBe("failed");
       expect((await waitVmState(cp, DEMO.db01, "STOPPING")).state).toBe("STOPPING");
+      // The reconciler asks the frozen agent at once and gets no answer; past STUCK_AFTER_MS it says so.
+      const [stuck] = await waitFor("main", receivers.main, "vm.stuck", 1);
+      expect(stuck!.body).toMatchObject({ event: "vm.stuck", vm: { id: DEMO.db01, name: "db-01" }, message: expect.stringMatching(/STOPPING/) });
     } finally {
       agent.thaw();
     }
-    const [stuck] = await waitFor("main", receivers.main, "vm.stuck", 1);
-    expect(stuck!.body).toMatchObject({ event: "vm.stuck", vm: { id: DEMO.db01, name: "db-01" }, message: expect.stringMatching(/STOPPING/) });
     const [repaired] = await waitFor("main", receivers.main, "vm.repaired", 1);
     expect(repaired!.body).toMatchObject({ event: "vm.repaired", vm: { id: DEMO.db01 }, message: expect.stringMatching(/stuck in STOPPING, the hypervisor reports (RUNNING|STOPPED)/) });
   });

@@ -3,7 +3,7 @@
 // against another node's requests and VMs (BOLA); join-token reuse and expiry; no token,
 // credential or join token in plaintext anywhere in the persisted state (local D1 and Durable Object
 // storage, read straight from disk after the run) nor in any line the control plane or agent
-// printed; HTML in a VM name refused by the protocol (log text in the dashboard is covered by
+// printed; HTML in a VM name kept as text, a '/' in one refused by the protocol (log text in the dashboard is covered by
 // test/web/browser/dashboard.test.ts); and the expensive routes answering a clear 429.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -113,13 +113,25 @@ describe("join tokens", () => {
 });
 
 describe("untrusted text", () => {
-  it("HTML in a VM name is refused by the protocol: it never reaches the API or the dashboard", async () => {
+  it("HTML in a VM name is kept as the literal name, served as JSON text; a name libvirt cannot hold ('/') is refused by the protocol", async () => {
     const { credential } = await simNode("html-name");
-    const { ws, closed } = await rawSocket(cp.url, credential);
+    const { ws } = await rawSocket(cp.url, credential);
     const vm = { uuid: crypto.randomUUID(), name: "<img src=x onerror=alert(1)>", state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 1 };
     ws.send(JSON.stringify({ type: "vm.changed", id: "x", payload: { vms: [vm], removed: [] } }));
-    expect((await closed).code).toBe(CLOSE.protocolError);
-    expect((await cp.api(`/api/vms/${vm.uuid}`)).status).toBe(404);
+    const shown = await eventually("the VM listed", async () => {
+      const res = await cp.api(`/api/vms/${vm.uuid}`);
+      return res.ok ? res : undefined;
+    });
+    expect(shown.headers.get("content-type")).toContain("application/json");
+    expect((await json(shown)).vm.name).toBe(vm.name);
+    ws.close();
+
+    const { credential: other } = await simNode("slash-name");
+    const second = await rawSocket(cp.url, other);
+    const bad = { ...vm, uuid: crypto.randomUUID(), name: "../../etc/passwd" };
+    second.ws.send(JSON.stringify({ type: "vm.changed", id: "y", payload: { vms: [bad], removed: [] } }));
+    expect((await second.closed).code).toBe(CLOSE.protocolError);
+    expect((await cp.api(`/api/vms/${bad.uuid}`)).status).toBe(404);
   });
 });
 

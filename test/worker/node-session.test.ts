@@ -143,8 +143,11 @@ describe("power actions through the session", () => {
     agent.reply(stop, "ack");
     await json(await api(`/api/vms/${vm.uuid}/reset_state?force=true`, { method: "POST" }));
     expect((await getVm(vm.uuid)).state).toBe("STOPPED");
-    // The reset reads the log excerpt for its event after answering: no log here.
+    // The reset reads the log excerpt for its event after answering: no log here. Its forced STOPPED
+    // is checked with the hypervisor at once: the domain is off.
     agent.reply(await agent.next("vm.logs"), "error", { code: "log_not_found", message: "no log" });
+    agent.reply(await agent.next("vm.state"), "result", { state: "STOPPED", libvirtState: "shutoff" });
+    await eventually(async () => expect((await session(nodeId).stats()).inFlight).toBe(1)); // the stop alone
     await json(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 202);
     const start = await agent.next("vm.start");
     // The old stop's answer (it is still in flight) must not touch the VM now STARTING under a newer generation.

@@ -179,13 +179,14 @@ describe("verified resets", () => {
     expect(s.agent.frames.filter((f) => f.type === "vm.logs")).toHaveLength(0); // none after the first read (taken by next())
   });
 
-  it("an excerpt over 4 KiB in the agent's answer is refused as malformed, and the reset falls back to forced", async () => {
+  it("an excerpt over 4 KiB in the agent's answer is refused as malformed: 502 agent_error, nothing forced", async () => {
     const s = await nodeWithVm();
+    const before = (await json(await api(`/api/vms/${s.vm.uuid}`))).vm.state;
     const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST" });
     s.agent.reply(await s.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "x".repeat(5000) });
-    const body = await json(await p);
-    expect(body).toMatchObject({ source: "forced", vm: { state: "STOPPED" } });
-    expect(body.message).toContain("malformed");
+    const err = await expectError(await p, 502, "agent_error");
+    expect(err.message).toContain("malformed");
+    expect((await json(await api(`/api/vms/${s.vm.uuid}`))).vm.state).toBe(before);
   });
 
   it("forced reset with the node offline: observed null, reason from the query, excerpt from the last-known log (capped 4 KiB)", async () => {

@@ -15,7 +15,7 @@ import { loadSnapshot, logsAnswer } from "../last-known-log.ts";
 import { flag, IdParam } from "../params.ts";
 import { limitPerToken } from "../rate-limit.ts";
 import { finishRequest } from "../request-rows.ts";
-import { nodeSession, readLogThroughNode, sendPowerAction } from "../session/calls.ts";
+import { agentFeaturesOf, nodeSession, readLogThroughNode, sendPowerAction } from "../session/calls.ts";
 import { FOLLOW_HEADERS } from "../session/headers.ts";
 import { assertPowerAllowed, beginPowerAction, clearVmFlag, undoPowerAction, type PowerKind } from "../vm-state.ts";
 import { agentFailureError } from "../vms/agent-errors.ts";
@@ -66,13 +66,16 @@ async function powerAction(c: Context<AppEnv>, id: string, kind: PowerKind, wait
   const db = database(c.env.DB);
   const t = sessionSettings(c.env);
   const { vm, node, online } = await loadVmOnNode(t, db, id);
+  // A force stop while STOPPING overrides the graceful stop, if the node's agent can end its wait.
+  const override = kind === "vm.forceStop" && vm.state === "STOPPING" && online && vm.nodeId !== null && (await agentFeaturesOf(c.env, vm.nodeId)).includes("override");
   // State first: a 409 says what is wrong with the VM even when its node is away.
-  assertPowerAllowed(vm, kind);
+  assertPowerAllowed(vm, kind, override);
   if (!vm.nodeId) throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node`);
   if (!node || !online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline; the VM was not changed`);
   const deadline = Date.now() + t.ackMs;
   const actor = c.get("principal").actor;
-  const begun = await beginPowerAction(db, vm, kind, { actor }, deadline, kind === "vm.stop" ? { graceMs: t.stopGraceMs } : {});
+  const params = kind === "vm.stop" ? { graceMs: t.stopGraceMs } : override ? { overrides: vm.transitionRequestId } : {};
+  const begun = await beginPowerAction(db, vm, kind, { actor }, deadline, params, override);
   const outcome = await sendPowerAction(c.env, vm.nodeId, { id: begun.requestId, kind, vmId: vm.id, name: vm.name, vmGeneration: begun.generation, prevState: vm.state, wait });
   if (outcome.status === "failed" && outcome.error.code === "node_offline") {
     // Never reached the agent: put the VM back and close the request, then say so.

@@ -30,6 +30,26 @@ export function sendPowerAction(env: Env, nodeId: string, d: PowerDispatch): Pro
   return callSession<PowerOutcome>(env, nodeId, (s) => s.power(d));
 }
 
+/** The features the node's connected agent announced (none when offline or unreachable). */
+export async function agentFeaturesOf(env: Env, nodeId: string): Promise<string[]> {
+  try {
+    return await nodeSession(env, nodeId).agentFeatures();
+  } catch (err) {
+    console.error("node session call failed", err);
+    return [];
+  }
+}
+
+/** Has a state the control plane wrote on its own checked with the hypervisor: at once when the
+ *  node's agent is connected, else by its next full inventory. Never throws. */
+export async function verifyWrittenState(env: Env, nodeId: string, vmId: string): Promise<void> {
+  try {
+    await nodeSession(env, nodeId).verifyState(vmId);
+  } catch (err) {
+    console.error("could not have a written state verified", vmId, err);
+  }
+}
+
 /** Asks the VM's node for its state and waits for the answer. The node's session writes the request
  *  row once the query has ended: one D1 write instead of two. With `excerptLines` the answer also
  *  carries the log's last lines. */

@@ -3,7 +3,7 @@
 // another node holds, and a node past its VM cap is told so (vm-ownership.ts).
 import type { AgentMessage } from "../../protocol/wire.ts";
 import type { Database } from "../db/client.ts";
-import { markRemoved, markUnreportedMissing, upsertReportedVms } from "../inventory.ts";
+import { markRemoved, markUnreportedMissing, markUnreportedMissingInScope, upsertReportedVms } from "../inventory.ts";
 import { settleReport } from "../vm-ownership.ts";
 import type { AgentLink } from "./links.ts";
 import type { SessionNotices } from "./notices.ts";
@@ -20,12 +20,16 @@ async function applyReport(ctx: ReportContext, frameId: string, vms: Payload<"vm
   await settleReport(ctx.db, (frame) => ctx.link.send(frame), nodeId, frameId, report, ctx.maxVms);
 }
 
-/** One frame of a full sync; true when it completed the sync. */
+/** One frame of a full sync, or of a scoped one (the answer to a scoped resync, complete for its
+ *  scope only: missing VMs are marked within it, never across the node); true when it completed. */
 export async function applyInventory(ctx: ReportContext, frameId: string, p: Payload<"inventory">): Promise<boolean> {
   const syncId = `${ctx.link.att.connId}:${p.syncId}`;
   await applyReport(ctx, frameId, p.vms, syncId);
-  if (p.done) await markUnreportedMissing(ctx.db, ctx.link.att.nodeId, syncId, ctx.actor);
-  return p.done;
+  if (!p.done) return false;
+  const scope = p.scope?.vmIds?.length || p.scope?.buckets?.length ? p.scope : undefined;
+  if (scope) await markUnreportedMissingInScope(ctx.db, ctx.link.att.nodeId, syncId, scope, ctx.actor);
+  else await markUnreportedMissing(ctx.db, ctx.link.att.nodeId, syncId, ctx.actor);
+  return true;
 }
 
 export async function applyChanges(ctx: ReportContext, frameId: string, p: Payload<"vm.changed">): Promise<void> {

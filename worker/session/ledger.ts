@@ -1,22 +1,29 @@
 // The in-flight request ledger of a node's session: puts a command on the agent's link with its
 // deadline, reads each answer once into its kind's shape (power, state, logs), applies it, and
 // settles every request exactly once (answer, agent error, deadline, or the link going away).
-import { LogsResult, MAX_LOG_BYTES, PowerResult, StateResult, mapLibvirtState, type AgentMessage, type ServerMessage } from "../../protocol/wire.ts";
+import { LogsResult, MAX_LOG_BYTES, PROGRESS_INTERVAL_MS, PowerResult, StateResult, mapLibvirtState, type AgentMessage, type ServerMessage } from "../../protocol/wire.ts";
 import { utf8Bytes } from "../../protocol/log-excerpt.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { logsAnswer, snapshotRow } from "../last-known-log.ts";
 import { finishRequest, finishedQueryRow, markRequestAcked, markRequestSent, type AgentFailure, type RequestFinish } from "../request-rows.ts";
-import { applyPowerOutcome, isPowerKind, repairStuckVm, undoPowerAction } from "../vm-state.ts";
+import { applyObservedState } from "../inventory.ts";
+import { adoptStateAfterError, applyPowerOutcome, isPowerKind, repairStuckVm, undoPowerAction } from "../vm-state.ts";
 import type { LogsOutcome, PowerDispatch, PowerOutcome, QueryDispatch, StateOutcome } from "./dispatch.ts";
 import type { KeptWrites } from "./kept-writes.ts";
 import type { AgentLink } from "./links.ts";
 import type { SessionNotices } from "./notices.ts";
-import type { InFlight, LogsInFlight, PowerInFlight, ReconcileInFlight, SessionStore, StateInFlight, StuckVm } from "./store.ts";
+import type { InFlight, LogsInFlight, PowerInFlight, ReconcileInFlight, SessionStore, StateInFlight, StuckVm, VerifyInFlight } from "./store.ts";
 
 type ErrorPayload = Extract<AgentMessage, { type: "error" }>["payload"];
 type ResultPayload = Extract<AgentMessage, { type: "result" }>["payload"];
 type ChunkPayload = Extract<AgentMessage, { type: "log.chunk" }>["payload"];
+type ProgressPayload = Extract<AgentMessage, { type: "progress" }>["payload"];
+
+/** What the ledger asks of its session when a VM's record needs a look at the hypervisor: a power
+ *  action ended without a state from the hypervisor (the VM may be left in its transition), or the
+ *  control plane wrote a state on its own (an undo). */
+export type VerifyHooks = { transitionLeftOpen: (vmIds: string[]) => Promise<void>; verifyVm: (vmId: string) => Promise<void> };
 
 /** What settles a request: the answer in its kind's shape, or a failure. */
 type Settlement =
@@ -44,14 +51,16 @@ export class RequestLedger {
   private readonly kept: KeptWrites;
   private readonly armAlarm: () => Promise<void>;
   private readonly notices: SessionNotices;
+  private readonly hooks: VerifyHooks;
 
-  constructor(store: SessionStore, db: Database, limits: SessionSettings, kept: KeptWrites, armAlarm: () => Promise<void>, notices: SessionNotices) {
+  constructor(store: SessionStore, db: Database, limits: SessionSettings, kept: KeptWrites, armAlarm: () => Promise<void>, notices: SessionNotices, hooks: VerifyHooks) {
     this.store = store;
     this.db = db;
     this.limits = limits;
     this.kept = kept;
     this.armAlarm = armAlarm;
     this.notices = notices;
+    this.hooks = hooks;
   }
 
   all(): InFlight[] {
@@ -74,7 +83,7 @@ export class RequestLedger {
     const deadline = now + this.limits.ackMs;
     const target = { vmId: d.vmId, name: d.name, deadline };
     const frame: ServerMessage = d.kind === "vm.stop" ? { type: "vm.stop", id: d.id, payload: { ...target, graceMs: this.limits.stopGraceMs } } : { type: d.kind, id: d.id, payload: target };
-    const r: PowerInFlight = { id: d.id, kind: d.kind, vmId: d.vmId, vmGeneration: d.vmGeneration, prevState: d.prevState, connId: link.att.connId, phase: "sent", deadline };
+    const r: PowerInFlight = { id: d.id, kind: d.kind, vmId: d.vmId, vmGeneration: d.vmGeneration, prevState: d.prevState, connId: link.att.connId, phase: "sent", deadline, createdAt: now };
     this.store.put("transitionsOpen", true); // for the reconciler's next pass
     if (!(await this.send(link, r, frame))) {
       this.waiters.delete(d.id);
@@ -118,6 +127,13 @@ export class RequestLedger {
     return this.send(link, r, { type: "vm.state", id, payload: { vmId: vm.id, name: vm.name, deadline } });
   }
 
+  /** A check of a state the control plane wrote on its own (its request row is queued already). */
+  verify(link: AgentLink, id: string, vm: { id: string; name: string }): Promise<boolean> {
+    const deadline = Date.now() + this.limits.queryMs;
+    const r: VerifyInFlight = { id, kind: "vm.state", vmId: vm.id, connId: link.att.connId, phase: "sent", deadline, verify: true };
+    return this.send(link, r, { type: "vm.state", id, payload: { vmId: vm.id, name: vm.name, deadline } });
+  }
+
   /** A query that never left: its request row says so. */
   private async notSent(d: QueryDispatch, message: string): Promise<{ status: "failed"; error: AgentFailure }> {
     const error = { code: "node_offline", message };
@@ -156,12 +172,31 @@ export class RequestLedger {
 
   private async acked(r: PowerInFlight): Promise<void> {
     const now = Date.now();
-    // After the ack the agent reports the outcome: a graceful stop may take the whole grace.
+    // After the ack the agent reports the outcome: a graceful stop may take the whole grace. An agent
+    // that reports progress gets until its first report is overdue (twice its usual interval).
     const work = r.kind === "vm.stop" ? this.limits.stopGraceMs : this.limits.queryMs;
-    const acked: PowerInFlight = { ...r, phase: "acked", deadline: now + work + this.limits.ackMs };
+    const reports = this.store.get("agentFeatures")?.includes("progress") ?? false;
+    const due = now + Math.max(work + this.limits.ackMs, reports ? 2 * PROGRESS_INTERVAL_MS : 0);
+    const acked: PowerInFlight = { ...r, phase: "acked", deadline: Math.min(due, this.capOf(r)) };
     this.store.putEntry("inFlight", r.id, acked);
     await markRequestAcked(this.db, r.id, acked.deadline, now);
     await this.armAlarm();
+  }
+
+  /** The latest a power action may stay in flight, however long the agent keeps reporting progress. */
+  private capOf(r: PowerInFlight): number {
+    return (r.createdAt ?? r.deadline) + this.limits.operationCapMs;
+  }
+
+  /** The agent says a power action is still under way: it stays `sent`, and its deadline moves to
+   *  when the next report is overdue (twice the interval the agent announced), never past the cap. */
+  onProgress(id: string, p: ProgressPayload): Promise<void> | "ignored" {
+    const r = this.store.entry("inFlight", id);
+    if (!r || !isPowerInFlight(r)) return "ignored";
+    const deadline = Math.min(Date.now() + 2 * p.nextWithinMs, this.capOf(r));
+    if (deadline === r.deadline && r.phase === "acked") return Promise.resolve();
+    this.store.putEntry("inFlight", id, { ...r, phase: "acked", deadline });
+    return this.armAlarm();
   }
 
   onChunk(id: string, chunk: ChunkPayload): Promise<void> | "ignored" {
@@ -201,7 +236,13 @@ export class RequestLedger {
     return this.powerAnswered(r, parsed.data, actor);
   }
 
-  private async stateAnswered(r: StateInFlight | ReconcileInFlight, state: StateResult): Promise<void> {
+  private async stateAnswered(r: StateInFlight | ReconcileInFlight | VerifyInFlight, state: StateResult): Promise<void> {
+    if (r.verify) {
+      const observed = { state: mapLibvirtState(state.libvirtState), libvirtState: state.libvirtState };
+      const nodeId = this.store.get("nodeId");
+      const report = nodeId ? await applyObservedState(this.db, nodeId, r.vmId, observed, "verifier", this.limits.maxVmsPerNode) : null;
+      if (report && nodeId) this.notices.inventoryFlags(nodeId, { foreign: report.claimed, flagged: report.flagged });
+    }
     if (r.reconcile) {
       const observed = { state: mapLibvirtState(state.libvirtState), libvirtState: state.libvirtState };
       if (await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed)) this.notices.repaired(r.reconcile, observed);
@@ -222,20 +263,39 @@ export class RequestLedger {
 
   private async refused(r: InFlight, payload: ErrorPayload, actor: string): Promise<void> {
     const error = { code: payload.code, message: payload.message };
-    if (isPowerInFlight(r) && r.vmGeneration !== null && r.prevState) {
-      // Refused or failed before doing anything we can rely on: back to the state before it.
-      await undoPowerAction(this.db, { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration, prevState: r.prevState }, error, actor);
+    let unverified = false;
+    if (isPowerInFlight(r) && r.vmGeneration !== null) {
+      const request = { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration };
+      if (payload.state && payload.libvirtState) {
+        // The agent said what libvirt shows after the failure: that is the VM's state now.
+        await adoptStateAfterError(this.db, request, error, { state: payload.state, libvirtState: payload.libvirtState }, actor);
+      } else if (r.prevState) {
+        // No state with the error (libvirt could not say, or an older agent): back to the state
+        // before it, which is then checked with the hypervisor.
+        unverified = await undoPowerAction(this.db, { ...request, prevState: r.prevState }, error, actor);
+      }
     }
     await this.settle(r, { status: payload.code === "expired" ? "expired" : "failed", error });
+    if (unverified) await this.hooks.verifyVm(r.vmId);
   }
 
   /** Fails every request whose deadline has passed. */
   async expireDue(now: number): Promise<void> {
+    const leftOpen: string[] = [];
     for (const r of this.all()) {
       if (r.deadline > now) continue;
-      const what = isPowerInFlight(r) && r.phase === "sent" ? "acknowledge" : "answer";
-      await this.settle(r, { status: "failed", error: { code: "agent_timeout", message: `the agent did not ${what} ${r.kind} in time` } });
+      const power = isPowerInFlight(r);
+      const message =
+        power && r.phase === "acked" && r.deadline >= this.capOf(r)
+          ? `${r.kind} still under way ${Math.round(this.limits.operationCapMs / 1000)} s after it was requested (the operation cap)`
+          : power && r.phase === "acked"
+            ? `the agent stopped reporting on ${r.kind} (no result or progress in time)`
+            : `the agent did not ${power ? "acknowledge" : "answer"} ${r.kind} in time`;
+      await this.settle(r, { status: "failed", error: { code: "agent_timeout", message } });
+      if (power) leftOpen.push(r.vmId);
     }
+    // The VM of a power action that ended without an answer is still in its transition: ask now.
+    if (leftOpen.length) await this.hooks.transitionLeftOpen(leftOpen);
   }
 
   async failAll(error: AgentFailure): Promise<void> {

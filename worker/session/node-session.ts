@@ -1,10 +1,11 @@
 // NodeSession: one Durable Object per node, a shell that routes the runtime's calls (fetch, RPC,
 // webSocket*, alarm) and each agent frame to the room that owns it: links.ts (socket and long-poll
-// links), inbox.ts (frame admission and order), ledger.ts (in-flight requests), kept-writes.ts
-// (batched D1 writes), liveness.ts, reconciler.ts, follow-relay.ts; store.ts names every stored key. Deadlines are alarms
-// only (no timers but a held poll's), so the object can hibernate.
+// links), inbox.ts (frame admission and order), frames.ts (the frame switch), ledger.ts (in-flight
+// requests), kept-writes.ts (batched D1 writes), liveness.ts, reconciler.ts (checks with the
+// hypervisor), anti-entropy.ts, follow-relay.ts; store.ts names every stored key. Deadlines are
+// alarms only (no timers but a held poll's), so the object can hibernate.
 import { DurableObject } from "cloudflare:workers";
-import { AgentMessage, CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, parseFrame, type PollRequest } from "../../protocol/wire.ts";
+import { CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, WIRE_FEATURES, type PollRequest } from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
@@ -12,8 +13,8 @@ import type { AgentFailure } from "../request-rows.ts";
 import type { LogsDispatch, LogsOutcome, PowerDispatch, PowerOutcome, StateDispatch, StateOutcome } from "./dispatch.ts";
 import { FollowRelay } from "./follow-relay.ts";
 import { FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
+import { onAgentFrame, type FrameRooms } from "./frames.ts";
 import { AgentInbox } from "./inbox.ts";
-import { applyChanges, applyInventory } from "./inventory-sync.ts";
 import { sessionNotices, type SessionNotices } from "./notices.ts";
 import { KeptWrites } from "./kept-writes.ts";
 import { RequestLedger } from "./ledger.ts";
@@ -48,7 +49,11 @@ export class NodeSession extends DurableObject<Env> {
     this.links = new AgentLinks(ctx, this.store);
     this.inbox = new AgentInbox(this.limits.floodPerSecond, this.limits.floodBurst);
     this.kept = new KeptWrites(this.store, this.db, armAlarm);
-    this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm, notices);
+    // A power action left without the hypervisor's word, or a state written on our own: checked at once.
+    this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm, notices, {
+      transitionLeftOpen: (vmIds) => this.reconciler.askNow(this.links.current(), vmIds),
+      verifyVm: (vmId) => this.reconciler.verify(this.links.current(), vmId),
+    });
     this.liveness = new Liveness(this.store, this.db, this.limits, notices);
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
@@ -111,7 +116,9 @@ export class NodeSession extends DurableObject<Env> {
     const link = accept({ kind: "agent", nodeId, connId: crypto.randomUUID(), connectedAt: now, lastMessageAt: now, clock: now, transport });
     this.links.makeCurrent(link, now);
     this.inbox.refill(now);
-    link.send({ type: "welcome", id: link.att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs, features: ["metrics"] } });
+    this.store.delete("agentFeatures"); // until this link's hello says them
+    const features = [...WIRE_FEATURES];
+    link.send({ type: "welcome", id: link.att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs, features } });
     this.follows.resumeOn(link);
     this.reconciler.scheduleFrom(now);
     await this.liveness.online(nodeId, now);
@@ -178,12 +185,8 @@ export class NodeSession extends DurableObject<Env> {
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
   async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean; transport: "socket" | "poll" | null }> {
     const link = this.links.current();
-    return {
-      ignoredAnswers: this.ledger.ignoredAnswers(),
-      inFlight: this.ledger.all().length,
-      connected: link !== null,
-      transport: link ? (link.att.transport ?? "socket") : null,
-    };
+    const transport = link ? (link.att.transport ?? "socket") : null;
+    return { ignoredAnswers: this.ledger.ignoredAnswers(), inFlight: this.ledger.all().length, connected: link !== null, transport };
   }
 
   /** The token these follows were opened with was revoked: they are closed. */
@@ -198,10 +201,21 @@ export class NodeSession extends DurableObject<Env> {
     return link !== null;
   }
 
+  /** The features the connected agent announced (none while it is offline). */
+  agentFeatures(): string[] {
+    return this.links.current() ? (this.store.get("agentFeatures") ?? []) : [];
+  }
+
+  /** Checks a state we wrote on our own with the hypervisor now; false when offline (the next inventory does). */
+  async verifyState(vmId: string): Promise<boolean> {
+    const link = this.links.current();
+    await this.reconciler.verify(link, vmId);
+    return link !== null;
+  }
+
   // ---- requests (RPC from the Worker) -----------------------------------------------------------
 
-  /** Sends a power action. Resolves when it is on the wire, or with `wait` when its outcome is known
-   *  (answer, agent error, deadline, or the connection dropping). */
+  /** Sends a power action; resolves once it is on the wire, or with `wait` once its outcome is known. */
   power(d: PowerDispatch): Promise<PowerOutcome> {
     return this.ledger.power(this.links.current(), d);
   }
@@ -211,7 +225,7 @@ export class NodeSession extends DurableObject<Env> {
     return this.ledger.query(this.links.current(), d);
   }
 
-  /** A VM's metrics (or, with null, the node's totals) over a range, from this object's storage. */
+  /** A VM's metrics (null: the node's totals) over a range, from this object's storage. */
   readMetrics(vmId: string | null, range: MetricRange): MetricsAnswer {
     return this.metrics.series(vmId, range);
   }
@@ -223,8 +237,7 @@ export class NodeSession extends DurableObject<Env> {
 
   // ---- alarms: deadlines and liveness -------------------------------------------------------------
 
-  /** One alarm for the earliest thing due: a request deadline, a follow's ack, a kept write, the next
-   *  liveness check, or the reconciler's next pass while a transition may be open. */
+  /** One alarm for the earliest thing due: deadlines, follow acks, kept writes, liveness, the reconciler. */
   private async armAlarm(): Promise<void> {
     let due = Math.min(this.ledger.earliestDeadline(), this.follows.earliestDeadline(), this.kept.dueAt() ?? Infinity);
     if (this.store.get("conn")) due = Math.min(due, this.liveness.dueAt(), this.reconciler.dueAt() ?? Infinity);
@@ -277,47 +290,10 @@ export class NodeSession extends DurableObject<Env> {
     return this.inbox.receive(message, (r) => this.links.close(link, r.code, r.why), () => this.onFrame(link, message), drop);
   }
 
-  /** The frame switch: each agent frame, parsed once here, goes to the room that owns it. */
-  private async onFrame(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
-    const { att } = link;
-    if (typeof message !== "string" || !this.links.isCurrent(att.connId)) return; // a replaced link
-    const now = Date.now();
-    this.links.heard(link, now);
-    const msg = parseFrame(AgentMessage, message);
-    if (!msg) return this.dropLink(link, CLOSE.protocolError, "malformed or unknown frame");
-    const actor = `agent:${att.nodeId}`;
-    const ignored = (handled: Promise<void> | "ignored") => (handled === "ignored" ? this.ledger.countIgnored(msg.type, msg.id) : handled);
-    const report = { db: this.db, link, maxVms: this.limits.maxVmsPerNode, notices: this.notices, actor };
-
-    switch (msg.type) {
-      case "hello":
-        return this.liveness.hello(att.nodeId, msg.payload, now);
-      case "inventory": {
-        if (!(await applyInventory(report, msg.id, msg.payload))) return;
-        // A completed sync (typically a reconnect) is when stuck transitions are worth a look.
-        const current = this.links.current();
-        if (current) await this.reconciler.pass(current);
-        return;
-      }
-      case "vm.changed":
-        return applyChanges(report, msg.id, msg.payload);
-      case "ack":
-        if (this.follows.onAck(msg.id)) return;
-        return ignored(this.ledger.onAck(msg.id));
-      case "log.append":
-        if (this.follows.onAppend(msg.id, msg.payload)) return;
-        // A follow nobody watches any more (e.g. its unfollow crossed this frame): stop it for good.
-        link.send({ type: "vm.logs.unfollow", id: msg.id, payload: {} });
-        return this.ledger.countIgnored("log.append", msg.id);
-      case "log.chunk":
-        return ignored(this.ledger.onChunk(msg.id, msg.payload));
-      case "result":
-        return ignored(this.ledger.onResult(msg.id, msg.payload, actor));
-      case "metrics":
-        return void this.metrics.ingest(msg.payload);
-      case "error":
-        if (this.follows.onError(msg.id, msg.payload)) return;
-        return ignored(this.ledger.onError(msg.id, msg.payload, actor));
-    }
+  /** Each agent frame goes to the room that owns it (frames.ts). */
+  private onFrame(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
+    const { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics } = this;
+    const rooms: FrameRooms = { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics, dropLink: (l, code, why) => this.dropLink(l, code, why) };
+    return onAgentFrame(rooms, link, message);
   }
 }

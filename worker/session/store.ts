@@ -24,11 +24,24 @@ export type StuckVm = { vmId: string; generation: number; transitionRequestId: s
 
 type InFlightBase = { id: string; vmId: string; connId: string; deadline: number };
 /** In-flight requests, one shape per kind, in storage so a deadline survives eviction. */
-export type PowerInFlight = InFlightBase & { kind: PowerKind; vmGeneration: number | null; prevState: string | null; phase: "sent" | "acked"; newRequest?: undefined; reconcile?: undefined };
-export type StateInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; newRequest: NewRequest & { sentAt: number }; reconcile?: undefined };
-export type ReconcileInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; reconcile: StuckVm; newRequest?: undefined };
+/** `createdAt`: when the request was made (the operation cap counts from it; absent on entries
+ *  stored before the cap existed, which then count from their deadline). */
+export type PowerInFlight = InFlightBase & {
+  kind: PowerKind;
+  vmGeneration: number | null;
+  prevState: string | null;
+  phase: "sent" | "acked";
+  createdAt?: number;
+  newRequest?: undefined;
+  reconcile?: undefined;
+};
+export type StateInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; newRequest: NewRequest & { sentAt: number }; reconcile?: undefined; verify?: undefined };
+export type ReconcileInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; reconcile: StuckVm; newRequest?: undefined; verify?: undefined };
+/** A state the control plane wrote on its own (an undo, a forced reset), checked with the hypervisor:
+ *  the answer is applied as the agent's report of that VM would be. */
+export type VerifyInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; verify: true; newRequest?: undefined; reconcile?: undefined };
 export type LogsInFlight = InFlightBase & { kind: "vm.logs"; phase: "sent"; newRequest: NewRequest & { sentAt: number }; keepAsLastKnown?: boolean; reconcile?: undefined };
-export type InFlight = PowerInFlight | StateInFlight | ReconcileInFlight | LogsInFlight;
+export type InFlight = PowerInFlight | StateInFlight | ReconcileInFlight | VerifyInFlight | LogsInFlight;
 
 /** The one agent follow of a VM (frame id = follow id), shared by all of that VM's viewers. */
 export type Follow = { followId: string; vmId: string; name: string; connId: string; acked: boolean; ackDeadline: number };
@@ -48,6 +61,8 @@ type Singles = {
   livenessAt: number;
   lastSeenWritten: number;
   ignoredAnswers: number;
+  /** the WIRE_FEATURES the current link's agent announced in its hello */
+  agentFeatures: string[];
 };
 
 type Families = {
@@ -71,6 +86,7 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
   livenessAt: "livenessAt",
   lastSeenWritten: "lastSeenWritten",
   ignoredAnswers: "ignoredAnswers",
+  agentFeatures: "agentFeatures",
 };
 const FAMILY_PREFIXES: { [F in keyof Families]: string } = { inFlight: "inflight:", queryRow: "queryrow:", snapshot: "snapshot:", follow: "follow:" };
 

@@ -9,5 +9,6 @@ export function agentFailureError(o: { status: "failed" | "expired"; error: Agen
   if (code === "log_not_found") return new ApiError(404, "log_not_found", message);
   if (code === "vm_not_found") return new ApiError(404, "vm_not_found", `the hypervisor does not know this domain: ${message}`);
   if (code === "not_allowed") return new ApiError(409, "invalid_state", message);
+  if (code === "overridden") return new ApiError(409, "overridden", message);
   return new ApiError(502, "agent_error", `${code}: ${message}`);
 }

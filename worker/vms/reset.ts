@@ -1,6 +1,7 @@
-// reset_state, the use case: ask the hypervisor for a stuck VM's real state and adopt it, or set
-// STOPPED when forced or when the node can't answer; one guarded write (state, generation, event);
-// the event's log excerpt rides on the state answer, or is attached after answering.
+// reset_state, the use case: ask the hypervisor for a stuck VM's real state and adopt it (unless the
+// VM changed meanwhile), say what the hypervisor said when it answered with an error, or set STOPPED
+// when forced or when the node can't answer (then checked with the hypervisor); one guarded write
+// (state, generation, event); the event's log excerpt rides on the state answer, or comes after.
 import { eq } from "drizzle-orm";
 import type { ResetStateResponse } from "../../protocol/rest.ts";
 import { EXCERPT_LINES, lastLines } from "../../protocol/log-excerpt.ts";
@@ -10,8 +11,9 @@ import { database, type Database } from "../db/client.ts";
 import { nodes, vmEvents, type VmRecord } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { loadSnapshot } from "../last-known-log.ts";
-import { askVmState, readLogThroughNode } from "../session/calls.ts";
+import { askVmState, readLogThroughNode, verifyWrittenState } from "../session/calls.ts";
 import type { StateOutcome } from "../session/dispatch.ts";
+import { markRemoved } from "../inventory.ts";
 import { AS_STORED, writeVmState, type StateWritten } from "../vm-state.ts";
 import { nodeView } from "../views.ts";
 import { homeOf, loadVmOnNode, rememberHome } from "./lookup.ts";
@@ -20,9 +22,8 @@ export type ResetRequest = { id: string; force: boolean; reason: string | null; 
 /** Work that goes on after the answer (the Worker's ctx.waitUntil). */
 export type Background = (work: Promise<void>) => void;
 
-type Change =
-  | { source: "hypervisor"; to: VmState; libvirtState: string; message: string; logExcerpt?: string | null }
-  | { source: "forced"; to: "STOPPED"; message: string };
+type Observed = { source: "hypervisor"; to: VmState; libvirtState: string; message: string; logExcerpt?: string | null };
+type Change = Observed | { source: "forced"; to: "STOPPED"; message: string };
 
 const forced = (why: string): Change => ({ source: "forced", to: "STOPPED", message: `state set to STOPPED: ${why}` });
 
@@ -30,32 +31,52 @@ type Answered = Extract<StateOutcome, { status: "done" }>;
 type Unanswered = Exclude<StateOutcome, { status: "done" }>;
 
 /** The state the hypervisor reported, as a reset's change. */
-function hypervisorChange(outcome: Answered): Change {
+function hypervisorChange(outcome: Answered): Observed {
   const { libvirtState, logExcerpt } = outcome.result;
   const to = mapLibvirtState(libvirtState);
   return { source: "hypervisor", to, libvirtState, message: `state read from the hypervisor: libvirt ${libvirtState} -> ${to}`, logExcerpt };
 }
 
+/** Failures that mean the node gave no answer (gone, silent, too late): only these force STOPPED. */
+const NO_ANSWER = new Set(["node_offline", "agent_disconnected", "agent_timeout", "session_lost", "expired"]);
+
 /** Why the node could not say: the forced change that stands in for its answer. */
 function unanswered(outcome: Unanswered, queryMs: number): Change {
   const { code, message } = outcome.error;
   if (code === "node_offline" || code === "agent_disconnected") return forced(`node offline (${message})`);
-  if (code === "agent_timeout" || code === "session_lost") return forced(`node did not answer within ${Math.round(queryMs / 100) / 10} s`);
-  return forced(`the agent could not read the state (${code}: ${message})`);
+  return forced(`node did not answer within ${Math.round(queryMs / 100) / 10} s (${code}: ${message})`);
 }
 
-/** The one write of a reset. The hypervisor's answer took time: it is written against the VM as it
- *  is now (on `onNode` when given); a forced change only against the VM as it was read. */
-function write(db: Database, vm: Pick<VmRecord, "id" | "generation"> | { id: string }, change: Change, r: ResetRequest, onNode?: string) {
-  const event = { actor: r.actor, action: "reset_state", toState: change.to, source: change.source, message: change.message, reason: r.reason, expectedState: AS_STORED };
-  if (change.source === "hypervisor") {
-    const guard = { vmId: vm.id, ...(onNode ? { nodeId: onNode } : {}) };
-    const observed = { ...event, observedState: change.to, logExcerpt: change.logExcerpt ?? null };
-    return writeVmState(db, guard, { state: change.to, libvirtState: change.libvirtState, forcedResetAt: null }, observed);
+/** The node answered, but with an error: what the hypervisor (or the agent) said is the answer,
+ *  nothing is forced. A domain the host no longer has marks the VM missing. */
+async function agentSaidNo(db: Database, vm: { id: string; name: string }, nodeId: string, outcome: Unanswered, actor: string): Promise<never> {
+  const { code, message } = outcome.error;
+  if (code === "vm_not_found") {
+    await markRemoved(db, nodeId, [vm.id], actor);
+    throw new ApiError(404, "vm_not_found", `the hypervisor has no domain ${vm.name} (${message}); the VM is marked missing, nothing was forced`);
   }
-  const generation = "generation" in vm ? vm.generation : undefined;
-  return writeVmState(db, { vmId: vm.id, generation }, { state: "STOPPED", forcedResetAt: Date.now() }, { ...event, observedState: null });
+  if (code === "libvirt_error") throw new ApiError(502, "hypervisor_error", `libvirt could not read the state of ${vm.name}: ${message}; nothing was forced`);
+  throw new ApiError(502, "agent_error", `the node's agent could not read the state of ${vm.name} (${code}: ${message}); nothing was forced`);
 }
+
+type ResetEvent = { actor: string; action: string; toState: string; source: string; message: string; reason: string | null; expectedState: string };
+
+/** The hypervisor's answer, written only if nobody changed the VM's state since it was asked
+ *  (`askedAt`) and it is still on that node. */
+function writeAnswer(db: Database, vmId: string, nodeId: string, askedAt: number, change: Observed, event: ResetEvent) {
+  const observed = { ...event, observedState: change.to, logExcerpt: change.logExcerpt ?? null };
+  return writeVmState(db, { vmId, nodeId, unchangedSince: askedAt }, { state: change.to, libvirtState: change.libvirtState, forcedResetAt: null }, observed);
+}
+
+const eventOf = (change: Change, r: ResetRequest): ResetEvent => ({
+  actor: r.actor,
+  action: "reset_state",
+  toState: change.to,
+  source: change.source,
+  message: change.message,
+  reason: r.reason,
+  expectedState: AS_STORED,
+});
 
 export async function resetVmState(env: Env, background: Background, r: ResetRequest): Promise<ResetStateResponse> {
   const db = database(env.DB);
@@ -69,21 +90,33 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
       const from = change.source === "forced" ? "node" : excerpt === null ? "snapshot" : "answered-node";
       background(attachLogExcerpt(env, done.vm, done.eventId, r.actor, from));
     }
+    // A forced STOPPED is the control plane's word, not the hypervisor's: checked with it at once
+    // when the node is connected (else its next inventory settles it); never acted on.
+    if (change.source === "forced" && done.vm.nodeId) background(verifyWrittenState(env, done.vm.nodeId, done.vm.id));
     rememberHome(done.vm);
     const vm = { id: done.vm.id, name: done.vm.name, state: done.vm.state as VmState, node_id: done.vm.nodeId };
     return { success: true, message: change.message, vm, previousState: done.previousState as VmState, source: change.source };
   };
+  /** Asks the node and writes its answer; null when the VM changed meanwhile (nothing written). */
+  const askAndWrite = async (vm: { id: string; name: string }, nodeId: string) => {
+    const askedAt = Date.now();
+    const outcome = await askState(vm, nodeId);
+    if (outcome.status !== "done") return { outcome, done: null };
+    const change = hypervisorChange(outcome);
+    return { outcome, change, done: await writeAnswer(db, vm.id, nodeId, askedAt, change, eventOf(change, r)) };
+  };
 
-  // The common case, when this isolate has seen the VM lately: ask its node at once, and write
-  // only if the VM is still on that node. Anything else goes on below, reading D1 first.
-  let asked: { nodeId: string; outcome: StateOutcome } | null = null;
+  // The common case, when this isolate has seen the VM lately: ask its node at once, and write only
+  // if the VM is still on that node and unchanged since. Anything else goes on below, reading D1 first.
+  let asked: { nodeId: string; outcome: Unanswered } | null = null;
   const home = r.force ? null : homeOf(id);
   if (home) {
-    const outcome = await askState({ id, name: home.name }, home.nodeId);
-    const change = outcome.status === "done" ? hypervisorChange(outcome) : null;
-    const done = change && (await write(db, { id }, change, r, home.nodeId));
-    if (change && done) return answer(change, done);
-    asked = { nodeId: home.nodeId, outcome };
+    const first = await askAndWrite({ id, name: home.name }, home.nodeId);
+    if (first.change && first.done) return answer(first.change, first.done);
+    if (first.outcome.status !== "done") {
+      if (!NO_ANSWER.has(first.outcome.error.code)) return agentSaidNo(db, { id, name: home.name }, home.nodeId, first.outcome, r.actor);
+      asked = { nodeId: home.nodeId, outcome: first.outcome };
+    }
   }
 
   const { vm, online } = await loadVmOnNode(settings, db, id);
@@ -92,14 +125,30 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
   else if (!vm.nodeId) change = forced("the VM is on no node");
   else if (!online) change = forced("node offline");
   else {
-    // Its node was asked just now (above): that answer stands, the node is not asked twice.
-    const outcome = asked?.nodeId === vm.nodeId ? asked.outcome : await askState(vm, vm.nodeId);
-    change = outcome.status === "done" ? hypervisorChange(outcome) : unanswered(outcome, settings.queryMs);
+    // Its node was asked just now (above) and gave no answer: that stands, it is not asked twice.
+    // An answer that lost to a change made meanwhile is asked for again, once.
+    if (asked?.nodeId === vm.nodeId) change = unanswered(asked.outcome, settings.queryMs);
+    else {
+      const again = await askAndWrite(vm, vm.nodeId);
+      if (again.change && again.done) return answer(again.change, again.done);
+      if (again.outcome.status !== "done") {
+        if (!NO_ANSWER.has(again.outcome.error.code)) return agentSaidNo(db, vm, vm.nodeId, again.outcome, r.actor);
+        change = unanswered(again.outcome, settings.queryMs);
+      } else {
+        const now = await loadVmOnNode(settings, db, id);
+        throw new ApiError(
+          409,
+          "conflict",
+          `VM ${vm.name} changed while the hypervisor was being asked (it was ${vm.state}, it is now ${now.vm.state}` +
+            `${now.vm.nodeId !== vm.nodeId ? ", on another node" : ""}); the hypervisor's older answer was not written: read it again and retry`,
+        );
+      }
+    }
   }
-  const done = await write(db, change.source === "hypervisor" ? { id: vm.id } : vm, change, r);
+  // A forced change is written only against the VM as it was read.
+  const done = await writeVmState(db, { vmId: vm.id, generation: vm.generation }, { state: "STOPPED", forcedResetAt: Date.now() }, { ...eventOf(change, r), observedState: null });
   if (done) return answer(change, done);
-  if (change.source === "hypervisor") throw new ApiError(404, "not_found", `VM ${vm.name} is gone`);
-  throw new ApiError(409, "conflict", `VM ${vm.name} changed during reset_state; try again`);
+  throw new ApiError(409, "conflict", `VM ${vm.name} changed during reset_state (it was ${vm.state}); read it again and retry`);
 }
 
 /** Runs after a reset has answered when its answer did not carry the excerpt: reads the VM's last

@@ -54,7 +54,9 @@ export function VmActions({ vm, nodeOffline = false }: { vm: VmView; nodeOffline
       <Button disabled={!canStop(vm.state) || busy || nodeOffline} title={offlineTitle} onClick={() => runPower("stop")}>
         Stop
       </Button>
-      <Button tone="danger" disabled={!canStop(vm.state) || busy || nodeOffline} title={offlineTitle} onClick={() => setPending({ kind: "power", action: "forceStop" })}>
+      {/* Also while STOPPING: a force stop overrides a graceful stop still waiting for the guest (the
+          control plane answers 409 when the node's agent cannot). */}
+      <Button tone="danger" disabled={!(canStop(vm.state) || vm.state === "STOPPING") || busy || nodeOffline} title={offlineTitle} onClick={() => setPending({ kind: "power", action: "forceStop" })}>
         Force stop
       </Button>
       <Menu

@@ -1,0 +1,88 @@
+// The frame switch of a node's session: each agent frame, parsed once here, goes to the room that
+// owns it (liveness, inventory sync, the ledger, the follow relay, anti-entropy, the reconciler,
+// the metrics history).
+import { AgentMessage, CLOSE, parseFrame } from "../../protocol/wire.ts";
+import type { SessionSettings } from "../config.ts";
+import type { Database } from "../db/client.ts";
+import { compareDigest } from "./anti-entropy.ts";
+import type { FollowRelay } from "./follow-relay.ts";
+import { applyChanges, applyInventory } from "./inventory-sync.ts";
+import type { RequestLedger } from "./ledger.ts";
+import type { AgentLink, AgentLinks } from "./links.ts";
+import type { Liveness } from "./liveness.ts";
+import type { MetricsHistory } from "./metrics.ts";
+import type { SessionNotices } from "./notices.ts";
+import type { Reconciler } from "./reconciler.ts";
+import type { SessionStore } from "./store.ts";
+
+/** The rooms a frame can go to, and how to end a link that sent something it must not. */
+export type FrameRooms = {
+  db: Database;
+  limits: SessionSettings;
+  store: SessionStore;
+  links: AgentLinks;
+  ledger: RequestLedger;
+  liveness: Liveness;
+  reconciler: Reconciler;
+  follows: FollowRelay;
+  notices: SessionNotices;
+  metrics: MetricsHistory;
+  dropLink: (link: AgentLink, code: number, why: string) => Promise<void>;
+};
+
+export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, message: string | ArrayBuffer): Promise<void> {
+  const { links, ledger, follows, reconciler, store, db } = rooms;
+  const { att } = link;
+  if (typeof message !== "string" || !links.isCurrent(att.connId)) return; // a replaced link
+  const now = Date.now();
+  links.heard(link, now);
+  const msg = parseFrame(AgentMessage, message);
+  if (!msg) return rooms.dropLink(link, CLOSE.protocolError, "malformed or unknown frame");
+  const actor = `agent:${att.nodeId}`;
+  const ignored = (handled: Promise<void> | "ignored") => (handled === "ignored" ? ledger.countIgnored(msg.type, msg.id) : handled);
+  const report = { db, link, maxVms: rooms.limits.maxVmsPerNode, notices: rooms.notices, actor };
+
+  switch (msg.type) {
+    case "hello":
+      // What the agent understands decides what may be sent to it (e.g. a force stop over a graceful one).
+      store.put("agentFeatures", msg.payload.features ?? []);
+      return rooms.liveness.hello(att.nodeId, msg.payload, now);
+    case "inventory": {
+      if (!(await applyInventory(report, msg.id, msg.payload))) return;
+      // A completed sync (typically a reconnect) is when open transitions are worth a look.
+      const current = links.current();
+      if (current) await reconciler.pass(current);
+      return;
+    }
+    case "vm.changed":
+      return applyChanges(report, msg.id, msg.payload);
+    case "inventory.digest": {
+      const verdict = await compareDigest(db, att.nodeId, msg.payload, new Set(ledger.all().map((r) => r.id)));
+      if (verdict.resync.length) {
+        const scoped = store.get("agentFeatures")?.includes("scopedResync") ?? false;
+        link.send({ type: "resync", id: crypto.randomUUID(), payload: scoped ? { buckets: verdict.resync } : {} });
+      }
+      if (verdict.transitionsLeftOpen) await reconciler.pass(link);
+      return;
+    }
+    case "ack":
+      if (follows.onAck(msg.id)) return;
+      return ignored(ledger.onAck(msg.id));
+    case "progress":
+      return ignored(ledger.onProgress(msg.id, msg.payload));
+    case "log.append":
+      if (follows.onAppend(msg.id, msg.payload)) return;
+      // A follow nobody watches any more (e.g. its unfollow crossed this frame): stop it for good.
+      link.send({ type: "vm.logs.unfollow", id: msg.id, payload: {} });
+      return ledger.countIgnored("log.append", msg.id);
+    case "log.chunk":
+      return ignored(ledger.onChunk(msg.id, msg.payload));
+    case "result":
+      return ignored(ledger.onResult(msg.id, msg.payload, actor));
+    case "metrics":
+      return void rooms.metrics.ingest(msg.payload);
+    case "error":
+      if (follows.onError(msg.id, msg.payload)) return;
+      return ignored(ledger.onError(msg.id, msg.payload, actor));
+  }
+}
