@@ -77,6 +77,8 @@ const Config = z.object({
   digestIntervalMs: millis("--digest-interval", 1_000, 86_400_000),
   progressIntervalMs: millis("--progress-interval", 100, 60_000),
   operationCapMs: millis("--operation-cap", 1_000, 86_400_000),
+  metricsIntervalMs: millis("--metrics-interval", 0, 3_600_000).refine((v) => v === 0 || v >= 1_000, "must be 0 (off) or at least 1000 ms"),
+  events: z.enum(["auto", "off"], { message: "expected auto or off" }),
 });
 export type AgentConfig = z.infer<typeof Config>;
 
@@ -86,9 +88,12 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--stable-after MS] [--stop-poll MS] [--follow-poll MS] [--shutdown-deadline MS]
                      [--transport auto|websocket|long-poll] [--poll-wait MS] [--websocket-retry MS]
                      [--digest-interval MS] [--progress-interval MS] [--operation-cap MS] [--insecure-http]
+                     [--metrics-interval MS (0: off)] [--events auto|off]
        quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
 env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL,
      QX_TRANSPORT (default auto: WebSocket, long-poll over HTTPS after 5 WebSocket failures in a row)
+     QX_METRICS_INTERVAL_MS (default 10000), QX_EVENTS (auto: libvirt lifecycle events through virsh
+     where a daemon serves the URI, polling meanwhile and as the fallback; off: polling only)
      QX_INSECURE_HTTP=1 (allow a plain http:// server that is not on loopback: credentials in clear text)
 --server may be left out only with --listen: the agent then serves the local API alone, guarded by
 the host token it keeps in <state dir>/host-token (made on the first --listen run).`;
@@ -125,6 +130,8 @@ const OPTIONS = {
   "digest-interval": { type: "string", env: "QX_DIGEST_INTERVAL_MS" },
   "progress-interval": { type: "string", env: "QX_PROGRESS_INTERVAL_MS" },
   "operation-cap": { type: "string", env: "QX_OPERATION_CAP_MS" },
+  "metrics-interval": { type: "string", env: "QX_METRICS_INTERVAL_MS" },
+  events: { type: "string", env: "QX_EVENTS" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -166,11 +173,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     digestIntervalMs: 60_000,
     progressIntervalMs: 3_000,
     operationCapMs: 600_000,
+    metricsIntervalMs: 10_000,
+    events: "auto",
   };
   for (const [flag, o] of Object.entries(OPTIONS)) {
     if (!("env" in o)) continue;
     const v = values[flag] ?? (env[o.env] === "" ? undefined : env[o.env]);
-    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap)$/, "$1Ms")] = v;
+    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap|metricsInterval)$/, "$1Ms")] = v;
   }
   const parsed = Config.safeParse(raw);
   if (!parsed.success) {

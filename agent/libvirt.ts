@@ -23,6 +23,8 @@ const NOT_ALLOWED = /operation is not valid|already running|not running|is not a
 // Messages that mean the connection itself is gone: drop it so the next call reopens.
 const CONNECTION_LOST = /end of file|cannot recv|cannot write|connection.*(closed|reset)|not connected|broken pipe|no connection driver|failed to connect/i;
 
+export type DomainCounters = { uuid: string; name: string; vcpus: number; cpuTimeNs: number; memoryKiB: number; maxMemKiB: number; running: boolean };
+
 export class Libvirt {
   private readonly uri: string;
   private readonly log: Logger;
@@ -95,6 +97,20 @@ export class Libvirt {
       const doms = await hv.connectListAllDomains();
       const vms = await Promise.all(doms.map((d) => this.describe(hv, d).catch(() => null))); // vanished mid-list
       return vms.filter((v): v is VmInfo => v !== null).sort((a, b) => a.name.localeCompare(b.name) || (a.uuid < b.uuid ? -1 : 1));
+    });
+  }
+
+  /** The running domains' counters for the metrics sampler (cpuTime in ns, memory in KiB). */
+  async activeCounters(): Promise<DomainCounters[]> {
+    return this.call("active domain counters", async (hv) => {
+      const doms = await hv.connectListAllDomains(1); // VIR_CONNECT_LIST_DOMAINS_ACTIVE
+      const rows = await Promise.all(
+        doms.map(async (d) => {
+          const [name, uuid, info] = await Promise.all([hv.domainGetName(d), hv.domainGetUUIDString(d), hv.domainGetInfo(d)]);
+          return { uuid: uuid.toLowerCase(), name, vcpus: info.nrVirtCpu, cpuTimeNs: info.cpuTime, memoryKiB: info.memory, maxMemKiB: info.maxMem, running: info.state === 1 || info.state === 2 };
+        }).map((p) => p.catch(() => null)), // vanished mid-list
+      );
+      return rows.filter((r): r is DomainCounters => r !== null);
     });
   }
 

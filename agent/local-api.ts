@@ -1,5 +1,5 @@
-// The host-local API (`--listen`, loopback by default): `GET /api/v1/vms`, `GET /api/v1/vms/:vm_id/logs`
-// guarded by the host token (host-token.ts; never the node credential, whose holder could act as
+// The host-local API (`--listen`, loopback by default): `GET /api/v1/vms`, `GET /api/v1/vms/:vm_id/logs`,
+// `GET /api/v1/vms/:vm_id/metrics?range=` (the agent's in-memory day of samples) guarded by the host token (host-token.ts; never the node credential, whose holder could act as
 // the node), and the host view's static files at `/`. Nothing a request
 // carries becomes a path: a VM is found in libvirt's list, its log path comes from its libvirt
 // name (log-path.ts), and a static file must resolve inside the web directory.
@@ -12,7 +12,9 @@ import { constants } from "node:fs";
 import { LogLinesQuery } from "../protocol/api.ts";
 import type { LogsResponse } from "../protocol/rest.ts";
 import { MAX_LOG_BYTES, VmState } from "../protocol/wire.ts";
+import { MetricsQuery } from "../protocol/metrics.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
+import type { MetricsSampler } from "./metrics.ts";
 import type { Logger } from "./logger.ts";
 import { checkDomainName, decodeRepeatedly } from "./log-path.ts";
 import { readVmLog } from "./vm-log.ts";
@@ -23,6 +25,8 @@ export type LocalApiOptions = {
   /** whether a bearer token is this host's host-view token */
   acceptsToken: (bearer: string) => boolean;
   libvirt: Libvirt;
+  /** the agent's sampler, whose in-memory series answer the metrics route (absent: no samples) */
+  metrics?: MetricsSampler;
   logDir: string;
   webDir: string;
   log: Logger;
@@ -136,6 +140,7 @@ async function handle(o: LocalApiOptions, req: IncomingMessage, res: ServerRespo
     const parts = rawPath.split("/").slice(1); // ["api","v1",...]
     if (parts.length === 3 && parts[2] === "vms") return listVms(o, search, res);
     if (parts.length === 5 && parts[2] === "vms" && parts[4] === "logs") return vmLogs(o, parts[3]!, search, res);
+    if (parts.length === 5 && parts[2] === "vms" && parts[4] === "metrics") return vmMetrics(o, parts[3]!, search, res);
     throw new HttpFailure("not_found", "no such route; try GET /api/v1/vms or GET /api/v1/vms/:vm_id/logs?lines=N");
   }
   return serveStatic(o, rawPath, req, res);
@@ -177,6 +182,16 @@ async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams
     ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
   };
   sendJson(res, 200, body);
+}
+
+async function vmMetrics(o: LocalApiOptions, rawId: string, search: URLSearchParams, res: ServerResponse) {
+  const query = MetricsQuery.safeParse({ range: search.get("range") || undefined });
+  if (!query.success) throw new HttpFailure("invalid_request", "range must be one of 1h, 24h, 7d, 30d");
+  const id = decodeSegment(rawId);
+  const vm = id === null || id.length > 1000 ? undefined : findVm(await o.libvirt.listDomains(), id);
+  if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
+  if (!o.metrics) return sendJson(res, 200, { range: query.data.range, stepMs: 10_000, from: Date.now(), to: Date.now(), points: [] });
+  sendJson(res, 200, o.metrics.series(vm.uuid, query.data.range));
 }
 
 /** A URL path segment decoded once, as a browser encoded it (`100%25` is `100%`); null if malformed. */

@@ -22,6 +22,8 @@ import { cleartextServerProblem } from "./cleartext-server.ts";
 import { InventoryReporter } from "./inventory.ts";
 import { LogFollower } from "./log-follow.ts";
 import { Libvirt } from "./libvirt.ts";
+import { MetricsSampler } from "./metrics.ts";
+import { LifecycleEvents, eventsReachable } from "./virsh.ts";
 import { startLocalApi, type LocalApi } from "./local-api.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createLink, type Link } from "./transport.ts";
@@ -57,6 +59,9 @@ class Agent {
   private readonly inventory: InventoryReporter;
   private readonly runner: CommandRunner;
   private readonly follower: LogFollower;
+  private readonly metrics: MetricsSampler;
+  /** libvirt's lifecycle events: a state change reaches the record at once, not at the next poll */
+  private readonly events: LifecycleEvents | null;
   private reenrolled = false;
   private stopping = false;
   private hello = { hostname: osHostname(), libvirtVersion: "unknown" };
@@ -71,6 +76,10 @@ class Agent {
     const send = (msg: AgentMessage) => this.link?.send(msg) ?? false;
     const peerFeatures = () => this.peerFeatures;
     this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs, digestIntervalMs: config.digestIntervalMs, peerFeatures });
+    const serverNow = () => this.link?.serverNow() ?? Date.now();
+    this.metrics = new MetricsSampler({ libvirt: this.libvirt, uri: config.libvirtUri, intervalMs: config.metricsIntervalMs, log, send, peerFeatures, serverNow });
+    const look = () => void this.inventory.pollNow();
+    this.events = config.events === "auto" && eventsReachable(config.libvirtUri) ? new LifecycleEvents({ uri: config.libvirtUri, log, onLifecycle: look, onStart: look }) : null;
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
       libvirt: this.libvirt,
@@ -102,11 +111,14 @@ class Agent {
         ...config.listen,
         acceptsToken: (bearer) => check.accepts(bearer),
         libvirt: this.libvirt,
+        metrics: this.metrics,
         logDir: config.logDir,
         webDir: config.webDir,
         log: this.log,
       }).catch((err: Error) => fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`));
     }
+    this.metrics.start();
+    this.events?.start();
     if (!config.server) return;
     if (!this.cred || this.cred.server !== config.server) await this.enroll(config.token!);
     if (this.stopping) return;
@@ -226,6 +238,9 @@ class Agent {
     setTimeout(() => process.exit(code), this.config.shutdownDeadlineMs).unref();
     this.inventory.stopPolling();
     this.follower.stopAll();
+    this.metrics.stop();
+    this.metrics.flush(); // the samples of the last batch, while the link is still up
+    this.events?.stop();
     await Promise.allSettled([this.link?.stop(CLOSE.goingAway), this.localApi?.close()]);
     await this.libvirt.close();
     this.log.info({ code }, "agent stopped");

@@ -6,7 +6,7 @@
 // baselines measured in the same run, differences, ratios and targets, and writes
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, tail, agent-rss, digest
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, digest
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
@@ -56,7 +56,7 @@ function demoLogAnswerBytes(): number {
 }
 
 const started = Date.now();
-const needsCp = ["rest", "inventory", "fleet"].some(wanted);
+const needsCp = ["rest", "inventory", "fleet", "metrics"].some(wanted);
 const needsFloor = ["rest", "floor"].some(wanted);
 const cp = needsCp ? await ControlPlane.start({ rateLimits: false }) : null;
 const floor = needsFloor ? await FloorProbe.start().catch((err: Error) => (rows.push({ name: "floor probe: FAILED to start", value: NaN, unit: "", note: err.message.split("\n")[0] }), null)) : null;
@@ -82,6 +82,7 @@ try {
   if (cp) {
     await section("inventory", () => benchInventory(cp));
     await section("fleet", () => benchFleet(cp, operator, fleetSize));
+    await section("metrics", async () => (await import("./metrics.ts")).benchMetrics(cp, rows));
   }
   await section("tail", () => external("tail.ts", "benchTail"));
   await section("agent-rss", () => external("agent-rss.ts", "benchAgentRss"));

@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import type { LogsResponse, MeResponse, NodeView, VmEventView, VmView } from "../protocol/rest.ts";
 import { forTerminal, jsonForTerminal } from "./terminal-text.ts";
 import { NOTIFICATIONS_USAGE, runNotifications } from "./notifications.ts";
+import { METRICS_USAGE, runMetrics } from "./metrics.ts";
 
 const USAGE = `qx — Quantix Edge CLI
 
@@ -25,6 +26,7 @@ usage: npm run qx -- <command> [options]
   vms reset-state <vm-id> [--force] [--reason TEXT]
   vms logs <vm-id> [-n LINES] [--follow] [--raw]
   vms events <vm-id>
+${METRICS_USAGE}
   requests show <request-id>
   tokens list | tokens create <name> --role viewer|operator|admin | tokens revoke <token-id>
 ${NOTIFICATIONS_USAGE}
@@ -141,6 +143,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       events: { type: "string" },
       format: { type: "string" },
       target: { type: "string" },
+      range: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -175,6 +178,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     return 0;
   }
   const key = `${group} ${action ?? ""}`.trim();
+  if (key === "vms metrics" || key === "nodes metrics") {
+    await runMetrics((method, path, body) => api.call(method, path, body), group as "vms" | "nodes", need(`${group === "vms" ? "vm" : "node"}-id`), values.range, print, table, (m) => new CliError(m, 2));
+    return 0;
+  }
   switch (key) {
     case "whoami": {
       const me = await api.call<MeResponse>("GET", "/api/me");

@@ -3,6 +3,7 @@
 // API read the same types.
 import { z } from "zod";
 import { RequestStatus, Role } from "./api.ts";
+import { MetricsAnswer } from "./metrics.ts";
 import { VmState } from "./wire.ts";
 
 const iso = z.string().describe("ISO 8601 time");
@@ -117,3 +118,8 @@ export const MeResponse = z.object({
   email: z.string().nullable().optional().describe("the Access identity's email"),
 });
 export type MeResponse = z.infer<typeof MeResponse>;
+
+/** `GET /api/vms/:id/metrics` and `GET /api/nodes/:id/metrics` (and the host view's
+ *  `/api/v1/vms/:vm_id/metrics`): a range's points, oldest first; an all-null point is a gap. */
+export const MetricsResponse = MetricsAnswer.describe("points oldest first, averaged over stepMs; a point whose figures are all null marks a gap (node offline, VM not running)");
+export type MetricsResponse = z.infer<typeof MetricsResponse>;

@@ -2,6 +2,7 @@
 // `{type, id, payload}`, validated with zod on both ends. A message shape is defined here only.
 import { z } from "zod";
 import { DIGEST_BUCKETS } from "./digest.ts";
+import { MetricsPayload } from "./metrics.ts";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -43,10 +44,11 @@ export const OPERATION_CAP_MS = 600_000;
  *  - `override`: `vm.forceStop` ends a graceful stop still waiting for the guest, which is answered
  *    `error` code `overridden` (the agent announces the behaviour; it uses the code only when the
  *    worker announced it, else `not_allowed` with the same message);
- *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent).
+ *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent);
+ *  - `metrics`: `metrics` frames, running VMs' figures, a batch of sample ticks each (protocol/metrics.ts).
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
-export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync"] as const;
+export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync", "metrics"] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 const features = z.array(z.string().max(64)).max(64).optional();
 
@@ -335,7 +337,8 @@ export const ErrorReply = frame(
   z.object({ code: AgentErrorCode, message: z.string().max(2000), state: VmState.optional(), libvirtState: LibvirtState.optional() }),
 );
 
-export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply, Progress, InventoryDigestFrame]);
+export const MetricsFrame = frame("metrics", MetricsPayload);
+export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply, Progress, InventoryDigestFrame, MetricsFrame]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
 /** Parse one text frame; null when it is not JSON or not a known message. */
@@ -360,12 +363,11 @@ export const EnrollRequest = z.object({ joinToken: z.string().min(1).max(200), h
 export const EnrollResponse = z.object({ nodeId: z.string(), credential: z.string() });
 
 // ---- Long-poll transport (networks that block WebSockets) ------------------------------------
-// The same frames over plain HTTPS request/response, with the same node credential as
-// AGENT_CONNECT_PATH. A poll without `connId` opens a new link (replacing the node's socket or older
-// poll link, as a WebSocket connect does); its answer carries the `welcome` frame, whose id is the
-// link's `connId`. A poll or send naming a link that is no longer the node's current one is answered
-// 409 `link_replaced` (a newer connection took over), 410 `link_closed` (ended: no poll in time, a
-// protocol error, ...) or 401 (credential revoked): the agent then starts a new link.
+// The same frames over plain HTTPS, with the node credential of AGENT_CONNECT_PATH. A poll without
+// `connId` opens a new link (replacing the node's socket or older poll link); its answer carries the
+// `welcome` frame, whose id is the link's `connId`. A poll or send naming a link that is no longer
+// current is answered 409 `link_replaced`, 410 `link_closed` (no poll in time, a protocol error) or
+// 401 (credential revoked): the agent then starts a new link.
 /** `POST` with PollRequest: waits up to `waitMs` (capped by the server) for frames, answers PollResponse. */
 export const AGENT_POLL_PATH = "/agent/poll";
 /** `POST` with SendRequest: each message handled exactly as the same frame on the socket. */

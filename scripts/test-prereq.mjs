@@ -14,7 +14,7 @@ import { aptInstall, bindingBuilt, ensureLibvirtBinding, isDebianLike, isRoot, m
 
 /** The suites that need more than Node, by what they need (vitest.config.ts runs each as a project). */
 export const SUITES_NEEDING = {
-  hypervisor: ["test/agent/qemu.test.ts", "test/agent/qemu-power.test.ts", "test/faults/libvirt-vanishes.test.ts", "test/faults/power-on-real-qemu.test.ts", "test/faults/drift-soak.test.ts"],
+  hypervisor: ["test/agent/qemu.test.ts", "test/agent/qemu-power.test.ts", "test/agent/qemu-metrics.test.ts", "test/faults/libvirt-vanishes.test.ts", "test/faults/power-on-real-qemu.test.ts", "test/faults/drift-soak.test.ts"],
   browser: ["test/web/browser/**/*.test.ts"],
 };
 

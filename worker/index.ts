@@ -10,6 +10,7 @@ import { ApiError, errorResponse } from "./errors.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { meRoutes } from "./routes/me.ts";
+import { metricRoutes } from "./routes/metrics.ts";
 import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
 import { notificationRoutes } from "./routes/notifications.ts";
@@ -41,6 +42,7 @@ const app = new Hono<AppEnv>()
   .route("/api/nodes", nodeRoutes)
   .route("/api/vms", vmRoutes)
   .route("/api/vms", rehomeRoutes)
+  .route("/api", metricRoutes)
   .route("/api/requests", requestRoutes)
   .route("/api/notifications", notificationRoutes)
   .route("/agent", agentRoutes);

@@ -10,6 +10,7 @@ import {
   LastKnownLogResponse,
   LogsResponse,
   MeResponse,
+  MetricsResponse,
   NodeView,
   PowerResponse,
   RequestView,
@@ -27,6 +28,7 @@ import { CreateToken } from "./routes/tokens.ts";
 import { NOTIFICATION_ROUTES } from "./notifications/openapi.ts";
 import type { Answer, RouteDoc } from "./route-doc.ts";
 import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
+import { MetricsQuery } from "../protocol/metrics.ts";
 
 // ---- the routes ---------------------------------------------------------------------------------------
 
@@ -185,6 +187,18 @@ export const ROUTES: RouteDoc[] = [
     params: vmId,
     answers: { 200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: VmView })), 404: ok("no such VM") },
   },
+  ...(["vms", "nodes"] as const).map(
+    (kind): RouteDoc => ({
+      method: "get",
+      path: `/api/${kind}/:id/metrics`,
+      summary: kind === "vms" ? "The VM's resource figures over a range (CPU %, memory, disk and network rates)" : "The node's totals over a range (CPU as % of the host's CPUs)",
+      access: "viewer",
+      params: kind === "vms" ? vmId : IdParam,
+      query: MetricsQuery,
+      notes: { range: "1h (10 s steps), 24h (1 min), 7d (5 min) or 30d (30 min); default 1h" },
+      answers: { 200: ok("the series", MetricsResponse), 404: ok(kind === "vms" ? "no such VM" : "no such node"), 503: ok("metrics_unavailable") },
+    }),
+  ),
   { method: "post", path: "/api/vms/:id/rehome", summary: "Put a VM on a node: resolves uuid_conflict, or re-homes a VM whose node was deleted (an event names both nodes)", access: "admin",
     params: vmId, body: RehomeBody, answers: { 200: ok("re-homed", z.object({ success: z.literal(true), vm: VmView })), 404: ok("no such VM, or node_not_found"), 409: ok("conflict, or vm_cap_exceeded") } },
   { method: "get", path: "/api/requests/:id", summary: "Where a queued command stands", access: "viewer", params: IdParam, answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") } },

@@ -60,7 +60,7 @@ beforeAll(async () => {
   logDir = mkdtempSync(join(tmpdir(), "qx-cli-logs-"));
   cpSync(DEMO_LOG_DIR, logDir, { recursive: true });
   writeFileSync(join(logDir, "analytics.log"), HOSTILE_LOG);
-  agent = AgentProcess.start({ server: cp.url, token: joinToken, logDir });
+  agent = AgentProcess.start({ server: cp.url, token: joinToken, logDir, env: { QX_METRICS_INTERVAL_MS: "1000" } });
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     const { vms } = (await (await cp.api("/api/vms?limit=50")).json()) as { vms: unknown[] };
@@ -94,6 +94,24 @@ describe("qx", () => {
     expect(table.slice(1).map((l) => l.split(/\s+/)[1])).toEqual(["web-01", "web-02"]);
     const paged = JSON.parse((await qx("vms", "list", "--limit", "3", "--all", "--json")).out) as unknown[];
     expect(paged).toHaveLength(8);
+  });
+
+  it("prints a VM's and its node's metrics as a compact table (test driver: synthetic CPU time); a bad range is a usage error", async () => {
+    const deadline = Date.now() + 30_000;
+    let answer: { range: string; points: { cpuPct: number | null }[] } = { range: "", points: [] };
+    while (Date.now() < deadline && !answer.points.some((p) => p.cpuPct !== null)) {
+      answer = JSON.parse((await qx("vms", "metrics", WEB_01, "--json")).out);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(answer.range).toBe("1h");
+    expect(answer.points.some((p) => p.cpuPct !== null && p.cpuPct > 0)).toBe(true);
+    const lines = (await qx("vms", "metrics", WEB_01, "--range", "24h")).out.split("\n");
+    expect(lines[0]).toMatch(/^TIME \(UTC\)\s+CPU %\s+MEM USED/);
+    expect(lines.length).toBeLessThanOrEqual(25);
+    expect(lines.slice(1).some((l) => /^\d\d:\d\d\s+\d+\.\d/.test(l))).toBe(true);
+    const { vm } = (await (await cp.api(`/api/vms/${WEB_01}`)).json()) as { vm: { node_id: string } };
+    expect((await qx("nodes", "metrics", vm.node_id, "--range", "1h")).out).toMatch(/^TIME \(UTC\)/);
+    expect((await qxFails("vms", "metrics", WEB_01, "--range", "2h")).exitCode).toBe(2);
   });
 
   it("prints the last N lines of a VM's QEMU log, like the API", async () => {

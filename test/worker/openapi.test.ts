@@ -25,7 +25,7 @@ describe("OpenAPI document", () => {
     const d = await doc();
     const mounted = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`));
     const documented = new Set(Object.entries(d.paths as Record<string, object>).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`)));
-    expect(mounted.size).toBe(32);
+    expect(mounted.size).toBe(34);
     expect([...mounted].filter((r) => !documented.has(r))).toEqual([]);
     expect([...documented].filter((r) => !mounted.has(r))).toEqual([]);
   });

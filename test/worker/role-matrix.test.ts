@@ -130,6 +130,10 @@ async function callFor(route: string): Promise<Call | null> {
       return { method: "POST", path: "/agent/poll", body: {} };
     case "POST /agent/send":
       return { method: "POST", path: "/agent/send", body: { connId: crypto.randomUUID(), messages: [{ type: "ack", id: "x", payload: {} }] } };
+    case "GET /api/vms/:id/metrics":
+      return { method: "GET", path: `${v}/metrics?range=1h` };
+    case "GET /api/nodes/:id/metrics":
+      return { method: "GET", path: `/api/nodes/${nodeId}/metrics?range=1h` };
     case "GET /api/notifications/targets":
       return { method: "GET", path: "/api/notifications/targets" };
     case "POST /api/notifications/targets":

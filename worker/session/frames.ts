@@ -1,5 +1,6 @@
 // The frame switch of a node's session: each agent frame, parsed once here, goes to the room that
-// owns it (liveness, inventory sync, the ledger, the follow relay, anti-entropy, the reconciler).
+// owns it (liveness, inventory sync, the ledger, the follow relay, anti-entropy, the reconciler,
+// the metrics history).
 import { AgentMessage, CLOSE, parseFrame } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
@@ -9,6 +10,7 @@ import { applyChanges, applyInventory } from "./inventory-sync.ts";
 import type { RequestLedger } from "./ledger.ts";
 import type { AgentLink, AgentLinks } from "./links.ts";
 import type { Liveness } from "./liveness.ts";
+import type { MetricsHistory } from "./metrics.ts";
 import type { SessionNotices } from "./notices.ts";
 import type { Reconciler } from "./reconciler.ts";
 import type { SessionStore } from "./store.ts";
@@ -24,6 +26,7 @@ export type FrameRooms = {
   reconciler: Reconciler;
   follows: FollowRelay;
   notices: SessionNotices;
+  metrics: MetricsHistory;
   dropLink: (link: AgentLink, code: number, why: string) => Promise<void>;
 };
 
@@ -76,6 +79,8 @@ export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, message: 
       return ignored(ledger.onChunk(msg.id, msg.payload));
     case "result":
       return ignored(ledger.onResult(msg.id, msg.payload, actor));
+    case "metrics":
+      return void rooms.metrics.ingest(msg.payload);
     case "error":
       if (follows.onError(msg.id, msg.payload)) return;
       return ignored(ledger.onError(msg.id, msg.payload, actor));

@@ -8,6 +8,7 @@ import { DurableObject } from "cloudflare:workers";
 import { CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, WIRE_FEATURES, type PollRequest } from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
+import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
 import type { AgentFailure } from "../request-rows.ts";
 import type { LogsDispatch, LogsOutcome, PowerDispatch, PowerOutcome, StateDispatch, StateOutcome } from "./dispatch.ts";
 import { FollowRelay } from "./follow-relay.ts";
@@ -19,6 +20,7 @@ import { KeptWrites } from "./kept-writes.ts";
 import { RequestLedger } from "./ledger.ts";
 import { AgentLinks, type AgentLink, type StaleLink } from "./links.ts";
 import { Liveness } from "./liveness.ts";
+import { MetricsHistory } from "./metrics.ts";
 import type { PollAnswer } from "./poll-outbox.ts";
 import { Reconciler } from "./reconciler.ts";
 import { SessionStore, type AgentAttachment } from "./store.ts";
@@ -35,6 +37,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly reconciler: Reconciler;
   private readonly follows: FollowRelay;
   private readonly notices: SessionNotices;
+  readonly metrics: MetricsHistory;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -54,6 +57,7 @@ export class NodeSession extends DurableObject<Env> {
     this.liveness = new Liveness(this.store, this.db, this.limits, notices);
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
+    this.metrics = new MetricsHistory(ctx.storage);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -181,12 +185,8 @@ export class NodeSession extends DurableObject<Env> {
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
   async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean; transport: "socket" | "poll" | null }> {
     const link = this.links.current();
-    return {
-      ignoredAnswers: this.ledger.ignoredAnswers(),
-      inFlight: this.ledger.all().length,
-      connected: link !== null,
-      transport: link ? (link.att.transport ?? "socket") : null,
-    };
+    const transport = link ? (link.att.transport ?? "socket") : null;
+    return { ignoredAnswers: this.ledger.ignoredAnswers(), inFlight: this.ledger.all().length, connected: link !== null, transport };
   }
 
   /** The token these follows were opened with was revoked: they are closed. */
@@ -206,8 +206,7 @@ export class NodeSession extends DurableObject<Env> {
     return this.links.current() ? (this.store.get("agentFeatures") ?? []) : [];
   }
 
-  /** Checks a state the control plane wrote on its own (a forced reset) with the hypervisor, at once
-   *  if the agent is connected; false when it is not (its next full inventory settles it). */
+  /** Checks a state we wrote on our own with the hypervisor now; false when offline (the next inventory does). */
   async verifyState(vmId: string): Promise<boolean> {
     const link = this.links.current();
     await this.reconciler.verify(link, vmId);
@@ -216,8 +215,7 @@ export class NodeSession extends DurableObject<Env> {
 
   // ---- requests (RPC from the Worker) -----------------------------------------------------------
 
-  /** Sends a power action. Resolves when it is on the wire, or with `wait` when its outcome is known
-   *  (answer, agent error, deadline, or the connection dropping). */
+  /** Sends a power action; resolves once it is on the wire, or with `wait` once its outcome is known. */
   power(d: PowerDispatch): Promise<PowerOutcome> {
     return this.ledger.power(this.links.current(), d);
   }
@@ -227,6 +225,11 @@ export class NodeSession extends DurableObject<Env> {
     return this.ledger.query(this.links.current(), d);
   }
 
+  /** A VM's metrics (null: the node's totals) over a range, from this object's storage. */
+  readMetrics(vmId: string | null, range: MetricRange): MetricsAnswer {
+    return this.metrics.series(vmId, range);
+  }
+
   /** Reads the last lines of a VM's log on the node and waits for them. */
   readLog(d: LogsDispatch): Promise<LogsOutcome> {
     return this.ledger.query(this.links.current(), d);
@@ -234,8 +237,7 @@ export class NodeSession extends DurableObject<Env> {
 
   // ---- alarms: deadlines and liveness -------------------------------------------------------------
 
-  /** One alarm for the earliest thing due: a request deadline, a follow's ack, a kept write, the next
-   *  liveness check, or the reconciler's next pass while a transition may be open. */
+  /** One alarm for the earliest thing due: deadlines, follow acks, kept writes, liveness, the reconciler. */
   private async armAlarm(): Promise<void> {
     let due = Math.min(this.ledger.earliestDeadline(), this.follows.earliestDeadline(), this.kept.dueAt() ?? Infinity);
     if (this.store.get("conn")) due = Math.min(due, this.liveness.dueAt(), this.reconciler.dueAt() ?? Infinity);
@@ -290,8 +292,8 @@ export class NodeSession extends DurableObject<Env> {
 
   /** Each agent frame goes to the room that owns it (frames.ts). */
   private onFrame(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
-    const { db, limits, store, links, ledger, liveness, reconciler, follows, notices } = this;
-    const rooms: FrameRooms = { db, limits, store, links, ledger, liveness, reconciler, follows, notices, dropLink: (l, code, why) => this.dropLink(l, code, why) };
+    const { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics } = this;
+    const rooms: FrameRooms = { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics, dropLink: (l, code, why) => this.dropLink(l, code, why) };
     return onAgentFrame(rooms, link, message);
   }
 }

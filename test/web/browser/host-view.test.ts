@@ -1,5 +1,5 @@
 // The host view in Chromium: an agent run with --listen serves host.html and the dashboard's VM
-// list and Logs tab against its local API (/api/v1, the agent's host token, kept for the browser
+// list, Monitoring and Logs tabs against its local API (/api/v1, the agent's host token, kept for the browser
 // session only; the node credential is refused), and keeps reading logs with the control plane stopped.
 import { spawn } from "node:child_process";
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -103,10 +103,20 @@ describe("host view served by the agent", () => {
     // No live follow or last-known log here: those come from the control plane.
     expect(await page.getByTestId("log-follow").count()).toBe(0);
 
+    // The Monitoring tab from the agent's own samples (two ticks of its 10 s interval), control plane still down.
+    await page.getByTestId("host-tab-monitoring").click();
+    const cpu = page.getByTestId("metric-chart-cpu");
+    await cpu.locator("canvas").waitFor();
+    await expect
+      .poll(() => page.evaluate(() => document.querySelector("[data-testid=metrics-panel] [data-testid=metrics-empty]") === null), { timeout: 45_000, interval: 1_000 })
+      .toBe(true);
+    expect(await page.getByTestId("metrics-panel").getAttribute("data-range")).toBe("1h");
+    await screenshot(page, "host-view-monitoring");
+
     expect(watch.problems).toEqual([]);
     expect(watch.dialogs).toEqual([]);
     await context.close();
-  }, 90_000);
+  }, 150_000);
 
   it("keeps the host token for the browser session only: a reload stays signed in, a new tab or a rotated token asks again", async () => {
     const context = await newContext(browser, hostUrl);

@@ -1,12 +1,14 @@
 // The dashboard: signed in through Cloudflare Access when it is on, else with an API token; then
 // the routed pages for the role.
 import { QueryClientProvider } from "@tanstack/react-query";
-import { Notice, Spinner } from "../components/ui/panel.tsx";
+import { useState } from "react";
+import { inputClass, Notice, Spinner } from "../components/ui/panel.tsx";
 import { ToastProvider } from "../components/ui/toast.tsx";
 import { fetchMe, useAccessMe, useMe, type Me } from "../features/auth/api/session.ts";
 import { SignIn } from "../features/auth/components/sign-in.tsx";
 import { useNodes } from "../features/nodes/api/nodes.ts";
 import { NodesPage } from "../features/nodes/components/nodes-page.tsx";
+import { MetricsPanel } from "../features/metrics/components/metrics-panel.tsx";
 import { NotificationsPage } from "../features/notifications/components/notifications-page.tsx";
 import { TokensPage } from "../features/tokens/components/tokens-page.tsx";
 import { VmsPage } from "../features/vms/components/vms-page.tsx";
@@ -85,12 +87,40 @@ function Routes() {
   const isAdmin = useCan("administer");
   let params: Record<string, string> | null;
   if (pathname === "/" || pathname === "/vms") return <VmList />;
-  if (pathname === "/nodes") return <NodesPage />;
+  if (pathname === "/nodes") return <NodesWithTotals />;
   if (pathname === "/tokens") return isAdmin ? <TokensPage /> : <Notice tone="info">Tokens are managed by admins.</Notice>;
   if (pathname === "/notifications") return isAdmin ? <NotificationsPage /> : <Notice tone="info">Notifications are managed by admins.</Notice>;
   if ((params = matchPath("/vms/:id", pathname))) return <VmPage key={params.id} id={params.id} tab="events" />;
+  if ((params = matchPath("/vms/:id/monitoring", pathname))) return <VmPage key={params.id} id={params.id} tab="monitoring" />;
   if ((params = matchPath("/vms/:id/logs", pathname))) return <VmPage key={params.id} id={params.id} tab="logs" />;
   return <Notice tone="info">No page at {pathname}.</Notice>;
+}
+
+/** The nodes, then the chosen node's totals (composed here: the features do not import each other). */
+function NodesWithTotals() {
+  const nodes = useNodes();
+  const [chosen, setChosen] = useState<string | null>(null);
+  const node = nodes.data?.find((n) => n.id === chosen) ?? nodes.data?.[0];
+  return (
+    <>
+      <NodesPage />
+      {node && (
+        <section className="mt-4" data-testid="node-totals">
+          <div className="mb-2 flex items-center gap-2 text-[13px]">
+            <h2 className="font-semibold">Node totals</h2>
+            <select className={inputClass} value={node.id} onChange={(e) => setChosen(e.target.value)} aria-label="Node">
+              {nodes.data!.map((n) => (
+                <option key={n.id} value={n.id}>
+                  {n.name}
+                </option>
+              ))}
+            </select>
+          </div>
+          <MetricsPanel key={node.id} target={{ kind: "nodes", id: node.id }} offline={!node.connected} />
+        </section>
+      )}
+    </>
+  );
 }
 
 function VmList() {

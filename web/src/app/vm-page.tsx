@@ -1,22 +1,26 @@
-// One VM: its summary and actions (vm-detail), then tabs for the events trail and the QEMU log
-// (logs). Composed here so that neither feature imports the other.
+// One VM: its summary and actions (vm-detail), then tabs for the events trail, its resource charts
+// (metrics) and the QEMU log (logs). Composed here so that no feature imports another.
 import type { VmView } from "../../../protocol/rest.ts";
 import { cn } from "../components/ui/cn.ts";
 import { Notice, Panel, Spinner } from "../components/ui/panel.tsx";
 import { useNodes } from "../features/nodes/api/nodes.ts";
 import { LogsPanel, initialLineCount } from "../features/logs/components/logs-panel.tsx";
+import { MetricsPanel } from "../features/metrics/components/metrics-panel.tsx";
 import { useVM } from "../features/vm-detail/api/vm.ts";
 import { EventsTrail } from "../features/vm-detail/components/events-trail.tsx";
 import { VmSummary } from "../features/vm-detail/components/vm-summary.tsx";
 import { Link, useLocation } from "../lib/router.tsx";
 
-export function VmPage({ id, tab }: { id: string; tab: "events" | "logs" }) {
+export type VmTab = "events" | "monitoring" | "logs";
+
+export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
   const vm = useVM(id);
   const nodes = useNodes();
   const { search } = useLocation();
   if (vm.error) return <Notice tone="error">Could not load the VM: {vm.error.message}</Notice>;
   if (vm.isPending) return <Spinner />;
   const base = `/vms/${encodeURIComponent(id)}`;
+  const nodeOffline = nodes.data?.find((n) => n.id === vm.data.node_id)?.connected === false;
   return (
     <div>
       <div className="mb-2 text-[13px]">
@@ -27,16 +31,19 @@ export function VmPage({ id, tab }: { id: string; tab: "events" | "logs" }) {
       <VmSummary
         vm={vm.data}
         nodeName={<NodeName vm={vm.data} />}
-        nodeOffline={nodes.data?.find((n) => n.id === vm.data.node_id)?.connected === false}
+        nodeOffline={nodeOffline}
       />
       <div className="mb-2 flex gap-1 border-b border-zinc-200 dark:border-zinc-800" role="tablist">
         <TabLink to={base} active={tab === "events"} label="Events" />
+        <TabLink to={`${base}/monitoring`} active={tab === "monitoring"} label="Monitoring" />
         <TabLink to={`${base}/logs`} active={tab === "logs"} label="Logs" />
       </div>
       {tab === "events" ? (
         <Panel className="overflow-x-auto">
           <EventsTrail vmId={id} />
         </Panel>
+      ) : tab === "monitoring" ? (
+        <MetricsPanel target={{ kind: "vms", id }} offline={nodeOffline} />
       ) : (
         <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} live />
       )}

@@ -1,6 +1,6 @@
 // The host view: on the host itself, against the agent's local API (/api/v1) with the agent's
-// host token, the dashboard's own VM list and Logs tab, so logs stay readable without the control
-// plane. The token is kept for this browser session only (sessionStorage).
+// host token, the dashboard's own VM list, Monitoring and Logs tabs, so logs and the agent's last day
+// of samples stay readable without the control plane. The token is kept for this browser session only (sessionStorage).
 import { useState } from "react";
 import { QueryClientProvider } from "@tanstack/react-query";
 import { Button } from "../components/ui/button.tsx";
@@ -10,6 +10,7 @@ import { ThemeToggle } from "../components/ui/theme-toggle.tsx";
 import { ToastProvider } from "../components/ui/toast.tsx";
 import { SignIn } from "../features/auth/components/sign-in.tsx";
 import { LogsPanel } from "../features/logs/components/logs-panel.tsx";
+import { MetricsPanel } from "../features/metrics/components/metrics-panel.tsx";
 import type { VmRow } from "../features/vms/api/vms.ts";
 import { VmsPage } from "../features/vms/components/vms-page.tsx";
 import { ApiClientProvider } from "../lib/api-context.tsx";
@@ -22,6 +23,7 @@ writeToken("qx.host.credential", null);
 export function HostApp() {
   const session = useTokenSession(HOST_TOKEN_KEY, "/api/v1", "session");
   const [selected, setSelected] = useState<VmRow | null>(null);
+  const [tab, setTab] = useState<"monitoring" | "logs">("logs");
   return (
     <QueryClientProvider client={session.queryClient}>
       <ApiClientProvider client={session.client}>
@@ -76,9 +78,17 @@ export function HostApp() {
                             <StateBadge state={selected.state} />
                           </span>
                         }
-                        subtitle="QEMU log"
+                        subtitle={
+                          <span className="flex gap-1" role="tablist">
+                            {(["monitoring", "logs"] as const).map((t) => (
+                              <Button key={t} tone={t === tab ? "primary" : "ghost"} role="tab" aria-selected={t === tab} onClick={() => setTab(t)} data-testid={`host-tab-${t}`}>
+                                {t === "logs" ? "QEMU log" : "Monitoring"}
+                              </Button>
+                            ))}
+                          </span>
+                        }
                       />
-                      <LogsPanel key={selected.id} vm={selected} />
+                      {tab === "monitoring" ? <MetricsPanel key={selected.id} target={{ kind: "vms", id: selected.id }} /> : <LogsPanel key={selected.id} vm={selected} />}
                     </>
                   ) : (
                     <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500">Pick a VM to read its QEMU log.</Panel>

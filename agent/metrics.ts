@@ -1,0 +1,233 @@
+// Samples every running VM's figures each metrics interval (CPU %, memory, disk and network rates,
+// and the node's totals), pushes each tick as `metrics` frames to a control plane that announced
+// `metrics` in batches of `batchTicks` ticks (a minute's), and keeps a day in memory for the host view (1 h of raw samples, 24 h of 1-minute means).
+import { randomUUID } from "node:crypto";
+import { cpus } from "node:os";
+import { METRIC_FIELDS, METRICS_FRAME_SAMPLES, meanPoint, seriesAnswer, type MetricFigures, type MetricPoint, type MetricRange, type MetricsAnswer, type MetricsTick } from "../protocol/metrics.ts";
+import type { AgentMessage, WireFeature } from "../protocol/wire.ts";
+import type { DomainCounters, Libvirt } from "./libvirt.ts";
+import type { Logger } from "./logger.ts";
+import { domstats, type DomainStats } from "./virsh.ts";
+
+/** A VM's cumulative counters at one tick; rates are their differences between two ticks. */
+type Counters = { t: number; cpuTimeNs: number; rdBytes: number | null; wrBytes: number | null; rdReqs: number | null; wrReqs: number | null; rxBytes: number | null; txBytes: number | null };
+
+const MiB = 1024;
+const RAW_KEEP_MS = 3_600_000;
+const MINUTE_MS = 60_000;
+const MINUTES_KEEP = 24 * 60;
+
+/** Sum of `<group>.<i>.<field>` over `<group>.count` devices; null when the group has none. */
+function deviceSum(stats: DomainStats | undefined, group: "block" | "net", field: string): number | null {
+  const count = Number(stats?.get(`${group}.count`) ?? 0);
+  if (!stats || !count) return null;
+  let sum = 0;
+  for (let i = 0; i < count; i++) sum += Number(stats.get(`${group}.${i}.${field}`) ?? 0);
+  return sum;
+}
+
+const num = (stats: DomainStats | undefined, key: string) => (stats?.has(key) ? Number(stats.get(key)) : null);
+
+/** Counters of one domain from the binding's info and, where virsh gave them, its bulk statistics. */
+export function countersOf(dom: DomainCounters, stats: DomainStats | undefined, t: number): { counters: Counters; memUsedMiB: number; memAssignedMiB: number } {
+  const available = num(stats, "balloon.available");
+  const unused = num(stats, "balloon.unused");
+  // The guest's own view when its balloon driver reports it, else the QEMU process's resident memory.
+  const usedKiB = available !== null && unused !== null ? available - unused : (num(stats, "balloon.rss") ?? dom.memoryKiB);
+  return {
+    counters: {
+      t,
+      cpuTimeNs: num(stats, "cpu.time") ?? dom.cpuTimeNs,
+      rdBytes: deviceSum(stats, "block", "rd.bytes"),
+      wrBytes: deviceSum(stats, "block", "wr.bytes"),
+      rdReqs: deviceSum(stats, "block", "rd.reqs"),
+      wrReqs: deviceSum(stats, "block", "wr.reqs"),
+      rxBytes: deviceSum(stats, "net", "rx.bytes"),
+      txBytes: deviceSum(stats, "net", "tx.bytes"),
+    },
+    memUsedMiB: usedKiB / MiB,
+    memAssignedMiB: (num(stats, "balloon.current") ?? dom.memoryKiB) / MiB,
+  };
+}
+
+/** Per-second rate of a counter between two ticks; null when either is missing or it went back
+ *  (the domain restarted and its counters began again). */
+const perSecond = (now: number | null, before: number | null, ms: number) => (now === null || before === null || now < before || ms <= 0 ? null : ((now - before) * 1000) / ms);
+const round = (v: number | null) => (v === null ? null : Math.round(v * 100) / 100);
+
+export function figuresBetween(before: Counters, now: Counters, vcpus: number, mem: { memUsedMiB: number; memAssignedMiB: number }): MetricFigures {
+  const ms = now.t - before.t;
+  const cpuNs = now.cpuTimeNs - before.cpuTimeNs;
+  return {
+    cpuPct: cpuNs < 0 || ms <= 0 ? null : round((cpuNs / (ms * 1e6 * Math.max(1, vcpus))) * 100),
+    memUsedMiB: round(mem.memUsedMiB),
+    memAssignedMiB: round(mem.memAssignedMiB),
+    diskReadBps: round(perSecond(now.rdBytes, before.rdBytes, ms)),
+    diskWriteBps: round(perSecond(now.wrBytes, before.wrBytes, ms)),
+    diskReadOps: round(perSecond(now.rdReqs, before.rdReqs, ms)),
+    diskWriteOps: round(perSecond(now.wrReqs, before.wrReqs, ms)),
+    netRxBps: round(perSecond(now.rxBytes, before.rxBytes, ms)),
+    netTxBps: round(perSecond(now.txBytes, before.txBytes, ms)),
+  };
+}
+
+/** The node's totals: sums of its VMs' figures; CPU as % of the host's CPUs. */
+export function nodeTotals(vms: { figures: MetricFigures; vcpus: number }[], hostCpus: number): MetricFigures {
+  const sum = (f: keyof MetricFigures) => {
+    const vs = vms.map((v) => v.figures[f]).filter((v): v is number => v !== null);
+    return vs.length ? round(vs.reduce((a, b) => a + b, 0)) : null;
+  };
+  const cpu = vms.filter((v) => v.figures.cpuPct !== null);
+  const totals = Object.fromEntries(METRIC_FIELDS.map((f) => [f, sum(f)])) as MetricFigures;
+  totals.cpuPct = cpu.length ? round((cpu.reduce((a, v) => a + (v.figures.cpuPct! * Math.max(1, v.vcpus)) / 100, 0) / Math.max(1, hostCpus)) * 100) : vms.length ? null : 0;
+  // No running VM: its guests use nothing (a zero, not a gap).
+  if (!vms.length) totals.memUsedMiB = totals.memAssignedMiB = 0;
+  return totals;
+}
+
+/** A day of one series in memory: raw samples for an hour, then 1-minute means. */
+class SeriesRing {
+  raw: MetricPoint[] = [];
+  minutes: MetricPoint[] = [];
+  private minute: { t: number; points: MetricPoint[] } | null = null;
+
+  add(p: MetricPoint) {
+    this.raw.push(p);
+    while (this.raw.length && this.raw[0]!.t < p.t - RAW_KEEP_MS) this.raw.shift();
+    const m = Math.floor(p.t / MINUTE_MS) * MINUTE_MS;
+    if (this.minute && this.minute.t !== m) {
+      this.minutes.push(meanPoint(this.minute.t, this.minute.points));
+      if (this.minutes.length > MINUTES_KEEP) this.minutes.shift();
+      this.minute = null;
+    }
+    (this.minute ??= { t: m, points: [] }).points.push(p);
+  }
+
+  answer(range: MetricRange, now: number, sampleMs: number): MetricsAnswer {
+    if (range === "1h") return seriesAnswer(range, now, this.raw, sampleMs);
+    const current = this.minute?.points ?? [];
+    return seriesAnswer(range, now, [...this.minutes, ...current], MINUTE_MS);
+  }
+}
+
+export type MetricsSamplerOptions = {
+  libvirt: Libvirt;
+  uri: string;
+  intervalMs: number;
+  log: Logger;
+  send: (msg: AgentMessage) => boolean;
+  peerFeatures: () => ReadonlySet<string>;
+  /** read bulk statistics through virsh (false: CPU and memory from the binding only) */
+  useVirsh?: boolean;
+  hostCpus?: number;
+  /** ticks per `metrics` frame (default 6: one frame a minute at 10 s) */
+  batchTicks?: number;
+  /** the control plane's clock, which the ticks are stamped with */
+  serverNow?: () => number;
+};
+
+export class MetricsSampler {
+  private readonly opts: MetricsSamplerOptions;
+  private readonly hostCpus: number;
+  private readonly previous = new Map<string, Counters>();
+  private readonly rings = new Map<string, SeriesRing>();
+  private timer: NodeJS.Timeout | null = null;
+  private sampling: Promise<void> | null = null;
+  /** the first tick only reads counters: figures are differences between two ticks */
+  private counted = false;
+  /** ticks sampled and not sent yet */
+  private pending: MetricsTick[] = [];
+
+  constructor(opts: MetricsSamplerOptions) {
+    this.opts = opts;
+    this.hostCpus = opts.hostCpus ?? cpus().length;
+  }
+
+  start(): void {
+    if (this.timer || this.opts.intervalMs <= 0) return;
+    const tick = () => {
+      void this.sampleNow().finally(() => {
+        if (this.timer) this.timer = setTimeout(tick, this.opts.intervalMs);
+      });
+    };
+    this.timer = setTimeout(tick, 0);
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** One tick: read the counters, turn differences into figures, keep them and push them. */
+  sampleNow(): Promise<void> {
+    this.sampling ??= this.sample()
+      .catch((err) => this.opts.log.warn({ err: (err as Error).message }, "metrics sample failed"))
+      .finally(() => (this.sampling = null));
+    return this.sampling;
+  }
+
+  /** The host view's series of one VM (or, with null, the node's totals). */
+  series(vmId: string | null, range: MetricRange, now = Date.now()): MetricsAnswer {
+    const ring = this.rings.get(vmId ?? "") ?? new SeriesRing();
+    return ring.answer(range, now, this.opts.intervalMs);
+  }
+
+  private async sample(): Promise<void> {
+    const [doms, stats] = await Promise.all([this.opts.libvirt.activeCounters(), this.opts.useVirsh === false ? null : domstats(this.opts.uri)]);
+    const t = Date.now();
+    const vms: { vmId: string; vcpus: number; figures: MetricFigures }[] = [];
+    const seen = new Set<string>();
+    for (const dom of doms) {
+      if (!dom.running) continue;
+      seen.add(dom.uuid);
+      const { counters, ...mem } = countersOf(dom, stats?.get(dom.name), t);
+      const before = this.previous.get(dom.uuid);
+      this.previous.set(dom.uuid, counters);
+      if (before) vms.push({ vmId: dom.uuid, vcpus: dom.vcpus, figures: figuresBetween(before, counters, dom.vcpus, mem) });
+    }
+    for (const uuid of [...this.previous.keys()]) if (!seen.has(uuid)) this.previous.delete(uuid);
+    if (!this.counted) return void (this.counted = true);
+    const node = nodeTotals(vms, this.hostCpus);
+    for (const v of vms) this.ringOf(v.vmId).add({ t, ...v.figures });
+    this.ringOf("").add({ t, ...node });
+    this.queue({ t: this.opts.serverNow?.() ?? t, vms: vms.map((v) => ({ vmId: v.vmId, ...v.figures })), node });
+  }
+
+  private ringOf(key: string): SeriesRing {
+    let ring = this.rings.get(key);
+    if (!ring) this.rings.set(key, (ring = new SeriesRing()));
+    return ring;
+  }
+
+  /** Sends the pending ticks once there are `batchTicks` of them, in frames of at most
+   *  METRICS_FRAME_SAMPLES VM samples; nothing is kept for a control plane that cannot take them
+   *  (the link is down, or it did not announce `metrics`): it shows the gap. */
+  private queue(tick: MetricsTick) {
+    if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return void (this.pending = []);
+    // A host beyond one frame's worth of VMs sends each tick in parts.
+    for (let i = 0; i === 0 || i < tick.vms.length; i += METRICS_FRAME_SAMPLES) {
+      this.pending.push({ t: tick.t, vms: tick.vms.slice(i, i + METRICS_FRAME_SAMPLES), ...(i === 0 ? { node: tick.node } : {}) });
+    }
+    if (this.pending.length >= (this.opts.batchTicks ?? 6)) this.flush();
+  }
+
+  /** Sends what is pending now (also at stop). */
+  flush(): void {
+    const ticks = this.pending.splice(0);
+    const batch = randomUUID().slice(0, 8);
+    let frame: MetricsTick[] = [];
+    let samples = 0;
+    const send = (n: number) => this.opts.send({ type: "metrics", id: `metrics-${batch}-${n}`, payload: { intervalMs: this.opts.intervalMs, ticks: frame } });
+    let n = 0;
+    for (const tick of ticks) {
+      if (frame.length && samples + tick.vms.length > METRICS_FRAME_SAMPLES) {
+        if (!send(n++)) return;
+        frame = [];
+        samples = 0;
+      }
+      frame.push(tick);
+      samples += tick.vms.length;
+    }
+    if (frame.length) send(n);
+  }
+}

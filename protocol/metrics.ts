@@ -1,0 +1,116 @@
+// Resource figures of running VMs and of their node: the `metrics` frame the agent pushes (one
+// batch per sample tick), the ranges a reader asks for, and how a stored series becomes an answer
+// (buckets of the range's step, offline stretches as explicit gaps). Shared by the agent, the
+// Worker's node session, the web and the CLI.
+import { z } from "zod";
+
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
+const rate = z.number().min(0).max(1e15);
+
+/** The figures of one sample; null where the hypervisor gave none (a VM without a disk, a driver
+ *  without block statistics). Rates are per second over the sample's interval. */
+export const MetricFigures = z.object({
+  /** CPU time used over the interval, as % of the VM's vCPUs (a node: of the host's CPUs) */
+  cpuPct: z.number().min(0).max(100_000).nullable(),
+  memUsedMiB: z.number().min(0).max(1e9).nullable(),
+  memAssignedMiB: z.number().min(0).max(1e9).nullable(),
+  diskReadBps: rate.nullable(),
+  diskWriteBps: rate.nullable(),
+  diskReadOps: rate.nullable(),
+  diskWriteOps: rate.nullable(),
+  netRxBps: rate.nullable(),
+  netTxBps: rate.nullable(),
+});
+export type MetricFigures = z.infer<typeof MetricFigures>;
+export const METRIC_FIELDS = Object.keys(MetricFigures.shape) as (keyof MetricFigures)[];
+
+/** One point of a series: the sample time (epoch ms) and its figures. */
+export const MetricPoint = MetricFigures.extend({ t: z.number().int().positive() });
+export type MetricPoint = z.infer<typeof MetricPoint>;
+
+/** VM samples per `metrics` frame (VMs × ticks): about 650 KB at most, under the frame limit. */
+export const METRICS_FRAME_SAMPLES = 3_000;
+
+/** One sample tick: every running VM's figures and the node's totals, at `t` in the control
+ *  plane's clock (the agent corrects its own with the welcome's serverTime). */
+export const MetricsTick = z.object({
+  t: z.number().int().positive(),
+  vms: z.array(MetricFigures.extend({ vmId: uuid })).max(METRICS_FRAME_SAMPLES),
+  node: MetricFigures.optional(),
+});
+export type MetricsTick = z.infer<typeof MetricsTick>;
+
+/** Agent → worker (feature `metrics`): several ticks per frame (a minute's by default), so the
+ *  node's Durable Object wakes once per batch rather than at every tick. */
+export const MetricsPayload = z
+  .object({ intervalMs: z.number().int().positive().max(3_600_000), ticks: z.array(MetricsTick).min(1).max(360) })
+  .refine((p) => p.ticks.reduce((n, t) => n + t.vms.length, 0) <= METRICS_FRAME_SAMPLES, `at most ${METRICS_FRAME_SAMPLES} VM samples per frame`);
+export type MetricsPayload = z.infer<typeof MetricsPayload>;
+
+/** The ranges a reader asks for, each with the step its points are averaged over. */
+export const METRIC_RANGES = { "1h": { spanMs: 3_600_000, stepMs: 10_000 }, "24h": { spanMs: 86_400_000, stepMs: 60_000 }, "7d": { spanMs: 7 * 86_400_000, stepMs: 300_000 }, "30d": { spanMs: 30 * 86_400_000, stepMs: 1_800_000 } } as const;
+export const MetricRange = z.enum(["1h", "24h", "7d", "30d"]);
+export type MetricRange = z.infer<typeof MetricRange>;
+export const MetricsQuery = z.object({ range: MetricRange.default("1h") });
+
+/** Stored resolutions: raw samples for a day, 5-minute averages for 30 days. */
+export const RAW_KEEP_MS = 86_400_000;
+export const ROLLUP_STEP_MS = 300_000;
+export const ROLLUP_KEEP_MS = 30 * 86_400_000;
+
+/** An answer: points oldest first; a point whose figures are all null marks a gap (no sample: the
+ *  node was offline or the VM not running), so a chart breaks its line there. */
+export const MetricsAnswer = z.object({
+  range: MetricRange,
+  stepMs: z.number().int().positive(),
+  from: z.number().int(),
+  to: z.number().int(),
+  points: z.array(MetricPoint),
+});
+export type MetricsAnswer = z.infer<typeof MetricsAnswer>;
+
+const nothing: MetricFigures = Object.fromEntries(METRIC_FIELDS.map((f) => [f, null])) as MetricFigures;
+
+/** The mean of each figure over some points (nulls left out), as one point at `t`. */
+export function meanPoint(t: number, points: MetricFigures[]): MetricPoint {
+  const out = { t } as MetricPoint;
+  for (const f of METRIC_FIELDS) {
+    let n = 0;
+    let sum = 0;
+    for (const p of points) {
+      const v = p[f];
+      if (v === null) continue;
+      n++;
+      sum += v;
+    }
+    out[f] = n ? Math.round((sum / n) * 100) / 100 : null;
+  }
+  return out;
+}
+
+/** Averages points into the range's step buckets and marks each stretch without samples (longer
+ *  than two steps, or two samples of the source's resolution `sampleMs`) with one all-null point.
+ *  `points` must be oldest first. */
+export function seriesAnswer(range: MetricRange, now: number, points: MetricPoint[], sampleMs = 10_000): MetricsAnswer {
+  const { spanMs, stepMs } = METRIC_RANGES[range];
+  const from = now - spanMs;
+  const buckets = new Map<number, MetricPoint[]>();
+  for (const p of points) {
+    if (p.t < from || p.t > now) continue;
+    const b = Math.floor(p.t / stepMs) * stepMs;
+    const bucket = buckets.get(b);
+    if (bucket) bucket.push(p);
+    else buckets.set(b, [p]);
+  }
+  const out: MetricPoint[] = [];
+  const gapAfter = 2 * Math.max(stepMs, sampleMs);
+  let last: number | null = null;
+  for (const [t, bucket] of [...buckets].sort((a, b) => a[0] - b[0])) {
+    if (last !== null && t - last > gapAfter) out.push({ t: last + stepMs, ...nothing });
+    out.push(meanPoint(t, bucket));
+    last = t;
+  }
+  // Silence since the last point (the node went offline, the VM stopped) shows as a gap up to now.
+  if (last !== null && now - last > gapAfter) out.push({ t: last + stepMs, ...nothing });
+  return { range, stepMs, from, to: now, points: out };
+}
