@@ -55,8 +55,9 @@ beforeAll(async () => {
   expect((await json(await cp.api(`/api/vms/${vmId}/logs?lines=5`))).qemuLog).toContain(MARKER);
   const reset = await cp.api(`/api/vms/${vmId}/reset_state`, { method: "POST", json: { reason: "access matrix" } });
   expect(reset.status, await reset.clone().text()).toBe(200);
-  const events = (await json(await cp.api(`/api/vms/${vmId}/events`))).events as { logExcerpt?: string | null }[];
-  expect(events.some((e) => e.logExcerpt?.includes(MARKER))).toBe(true);
+  await eventually("the reset's event holding the log excerpt", async () =>
+    ((await json(await cp.api(`/api/vms/${vmId}/events`))).events as { logExcerpt?: string | null }[]).some((e) => e.logExcerpt?.includes(MARKER)),
+  );
   await eventually("the log kept as the last-known log", async () => (await json(await cp.api(`/api/vms/${vmId}/logs/last_known`))).qemuLog?.includes(MARKER));
   const stopped = await cp.api(`/api/vms/${DEMO.db01}/stop?force=true&wait=true`, { method: "POST" });
   expect(stopped.status, await stopped.clone().text()).toBe(200);
