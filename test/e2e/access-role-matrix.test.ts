@@ -118,6 +118,10 @@ async function callFor(route: string, caller: Caller): Promise<Call | null> {
       return { method, path: path.replace("/api/vms/:id", v) };
     case "GET /api/vms/:id/logs":
       return { method, path: `${v}/logs?lines=5` };
+    case "GET /api/vms/:id/metrics":
+      return { method, path: `${v}/metrics?range=1h` };
+    case "GET /api/nodes/:id/metrics":
+      return { method, path: `/api/nodes/${nodeId}/metrics?range=1h` };
     case "GET /api/vms/:id/logs/follow":
       return { method, path: `${v}/logs/follow`, upgrade: true };
     // Power actions on other VMs (the marker VM keeps running for the follow), one per caller allowed.
