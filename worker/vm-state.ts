@@ -107,7 +107,9 @@ export async function writeVmState(db: Database, guard: VmGuard, change: StateCh
         generation: sql`generation + 1`,
         transitionRequestId: change.transitionRequestId ?? null,
         ...(change.forcedResetAt !== undefined ? { forcedResetAt: change.forcedResetAt } : {}),
-        stateUpdatedAt: now,
+        // A write that leaves the state and its transition as they were changes nothing a reader
+        // waits on: the state's time stays (two resets finding the same state do not conflict).
+        stateUpdatedAt: sql`CASE WHEN state = ${change.state} AND transition_request_id IS ${change.transitionRequestId ?? null} THEN state_updated_at ELSE ${now} END`,
         updatedAt: now,
       })
       .where(guardSql(guard))

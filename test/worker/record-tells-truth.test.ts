@@ -213,6 +213,18 @@ describe("reset_state when the agent answers with an error", () => {
     expect(err.message).toMatch(/changed while the hypervisor was being asked/);
     expect((await getVm(vm.uuid)).state).toBe("PAUSED"); // the newer state stands
   });
+
+  it("resets racing each other that find the same state all succeed: writing a state the VM already has changes nothing a guard waits on", async () => {
+    const vm = vmInfo("twin-resets", "running");
+    const { agent } = await nodeWith([vm]);
+    const before = (await getVm(vm.uuid)).stateUpdatedAt;
+    const resets = [0, 1, 2].map(() => api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" }));
+    const questions = [await agent.next("vm.state"), await agent.next("vm.state"), await agent.next("vm.state")];
+    for (const q of questions) agent.reply(q, "result", { state: "RUNNING", libvirtState: "running" });
+    // All three answer from their one question (one asked again would wait for an answer never sent).
+    for (const res of await Promise.all(resets)) expect(await json(res)).toMatchObject({ success: true, source: "hypervisor", vm: { state: "RUNNING" } });
+    expect((await getVm(vm.uuid)).stateUpdatedAt).toBe(before); // RUNNING since it was first reported
+  });
 });
 
 describe("force stop over a graceful stop", () => {
