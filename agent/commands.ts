@@ -8,26 +8,12 @@ import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import type { LogFollower } from "./log-follow.ts";
 import type { Send } from "./send.ts";
-import { PowerActions, toFailure } from "./power.ts";
+import { PowerActions, toFailure, type PowerActionsOptions } from "./power.ts";
 import { readVmLog } from "./vm-log.ts";
 
-export type CommandRunnerOptions = {
-  libvirt: Libvirt;
+/** What power actions need (power.ts), plus the log directory and the live-follow room. */
+export type CommandRunnerOptions = PowerActionsOptions & {
   logDir: string;
-  send: Send;
-  log: Logger;
-  /** the control plane's clock (local clock corrected by welcome.serverTime) */
-  serverNow: () => number;
-  /** how often a graceful stop looks whether the guest is off */
-  stopPollMs: number;
-  /** a `progress` frame at least this often while a power action is under way (default 3 s) */
-  progressMs?: number;
-  /** a power action longer than this reports the real state instead (default 10 min) */
-  operationCapMs?: number;
-  /** the features the control plane announced in its welcome */
-  peerFeatures?: () => ReadonlySet<string>;
-  /** after a power action: report the change without waiting for the next poll */
-  onPowerDone?: () => void;
   /** live follows (`vm.logs.follow`); without it a follow is answered not_allowed */
   follower?: LogFollower;
 };

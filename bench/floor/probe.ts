@@ -3,6 +3,7 @@
 // local D1 migrated, then 10,000 rows seeded through the Worker; and starts the Node `ws` client
 // (bench/floor/echo-client.ts, its own process) that answers the probe's Durable Object, as an
 // agent answers its node's session.
+import { stopProcessGroup } from "../../test/support/process-group.ts";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -103,23 +104,7 @@ export class FloorProbe {
     this.echoClient = null;
     const child = this.child;
     this.child = null;
-    if (child && child.exitCode === null) {
-      const exited = new Promise((r) => child.once("exit", r));
-      try {
-        process.kill(-child.pid!, "SIGTERM");
-      } catch {
-        child.kill("SIGTERM");
-      }
-      const timer = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, 5_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    if (child) await stopProcessGroup(child);
     rmSync(this.persistDir, { recursive: true, force: true });
   }
 }

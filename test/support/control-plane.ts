@@ -6,6 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { stopProcessGroup } from "./process-group.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 // Run wrangler with this Node (22 from node_modules), not whatever `node` is first on PATH.
@@ -122,22 +123,7 @@ export class ControlPlane {
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     const child = this.child;
     this.child = null;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((r) => child.once("exit", r));
-    try {
-      process.kill(-child.pid!, signal);
-    } catch {
-      child.kill(signal);
-    }
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }, 5_000);
-    await exited;
-    clearTimeout(timer);
+    if (child) await stopProcessGroup(child, signal);
   }
 
   async restart(): Promise<void> {
