@@ -23,7 +23,7 @@ describe("placement of a node's session", () => {
     expect(locationHintFor(cf)).toBe(hint);
   });
 
-  it("an agent whose request says where it arrived connects through the hinted session", async () => {
+  it("an agent whose request carries request.cf connects and is welcomed (the runtime takes the hint; where the object lands cannot be seen locally)", async () => {
     const { node, joinToken } = await createNode();
     const { credential } = await enroll(joinToken);
     const res = await SELF.fetch(`${BASE}/agent/connect`, {
@@ -38,7 +38,7 @@ describe("placement of a node's session", () => {
     ws.close(1000, "done");
   });
 
-  it("rotating or deleting a node that never connected answers without touching its session", async () => {
+  it("rotating and deleting a node that never connected both answer (its session is left alone, which locally shows only as no error)", async () => {
     const { node } = await createNode();
     const rotated = await json<{ joinToken: string }>(await api(`/api/nodes/${node.id}/rotate_token`, { method: "POST" }));
     expect(rotated.joinToken).toBeTruthy();
