@@ -93,7 +93,9 @@ describe("real libvirtd + QEMU", () => {
     const t0 = Date.now();
     await virsh("destroy", uuid);
     const destroyedAt = Date.now();
-    expect(await until(stopped, 2_000)).toBe(true);
+    // With a poll every 120 s, only the event can explain a report within 30 s; how fast it came is
+    // printed (and the bench's business), not assumed of this machine.
+    expect(await until(stopped, 30_000)).toBe(true);
     const now = Date.now();
     console.log(`virsh destroy: ${destroyedAt - t0} ms to return; vm.changed through events ${now - t0} ms after it was issued, ${now - destroyedAt} ms after it returned (the old poll: up to 3000 ms)`);
     events.stop();
