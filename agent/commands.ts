@@ -77,9 +77,10 @@ export class CommandRunner {
     switch (cmd.type) {
       case "vm.state":
         return this.answer(id, async () => {
-          const state = await this.o.libvirt.state(cmd.payload.vmId);
+          // One look at the domain gives its state and libvirt's name for its log.
+          const { state, libvirtState, name } = await this.o.libvirt.domain(cmd.payload.vmId);
           const { excerptLines } = cmd.payload;
-          this.o.send({ type: "result", id, payload: excerptLines ? { ...state, logExcerpt: await this.excerpt(cmd, excerptLines) } : state });
+          this.o.send({ type: "result", id, payload: excerptLines ? { state, libvirtState, logExcerpt: this.excerpt(id, name, excerptLines) } : { state, libvirtState } });
         });
       case "vm.logs":
         return this.answer(id, () => this.sendLogs(cmd));
@@ -96,14 +97,14 @@ export class CommandRunner {
     follower.start(cmd.id, name, () => this.o.send({ type: "ack", id: cmd.id, payload: {} }));
   }
 
-  /** The log's last lines for a reset's event; null when there is no log to read (never fails the state answer). */
-  private async excerpt(cmd: Extract<Command, { type: "vm.state" }>, lines: number): Promise<string | null> {
+  /** The last lines of the log of the domain libvirt names `name`, for a reset's event; null when
+   *  there is no log to read (never fails the state answer). */
+  private excerpt(id: string, name: string, lines: number): string | null {
     try {
-      const name = await logNameFor(this.o.libvirt, cmd.payload.vmId, cmd.payload.name);
       // Read with room to spare: the newest lines are kept when they are longer than the excerpt's budget.
       return lastLines(readVmLog(this.o.logDir, name, lines, 16 * EXCERPT_MAX_BYTES).text, lines);
     } catch (err) {
-      if (!(err instanceof AgentFailure)) this.o.log.warn({ id: cmd.id, err: (err as Error)?.message }, "could not read a log excerpt");
+      if (!(err instanceof AgentFailure)) this.o.log.warn({ id, err: (err as Error)?.message }, "could not read a log excerpt");
       return null;
     }
   }

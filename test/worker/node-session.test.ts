@@ -241,6 +241,27 @@ describe("session lifecycle", () => {
     expect((await session(nodeId).stats()).connected).toBe(true);
   });
 
+  it("a route's query is held in memory while its caller waits: an object reset answers the caller and its row is still closed (session_lost)", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm("running");
+    const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
+    const first = await agent.next("vm.logs");
+    // The object is reset (as a deploy or a crash would) while its caller waits: its memory and the
+    // agent's socket go with it.
+    await runInDurableObject(session(nodeId), (_instance, state) => state.abort("reset by the test")).catch(() => {});
+    await expectError(await logs, 503, "node_offline");
+    expect((await agent.waitClosed()).code).toBeGreaterThan(0);
+    await eventually(async () => expect(await getRequest(first.id)).toMatchObject({ status: "failed", error: { code: "session_lost" } }));
+  });
+
+  it("a route's query whose agent stays silent fails at its deadline without an alarm (agent_timeout)", async () => {
+    const { agent, vm } = await nodeWithVm("running");
+    const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
+    const cmd = await agent.next("vm.logs");
+    await expectError(await logs, 504, "agent_timeout");
+    expect(Date.now()).toBeGreaterThanOrEqual(cmd.payload.deadline - 50); // not before its deadline
+    await eventually(async () => expect(await getRequest(cmd.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } }));
+  });
+
   it("a deadline survives eviction: the stored in-flight request expires through the alarm", async () => {
     const { agent, vm, nodeId } = await nodeWithVm("running");
     const res = await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);

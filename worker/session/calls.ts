@@ -1,7 +1,10 @@
 // Calls from the Worker into a node's NodeSession (power actions, state queries, log reads), with a
 // broken RPC reported as a lost answer.
 import type { VmRecord } from "../db/schema.ts";
-import { failed, type LogsOutcome, type PowerDispatch, type PowerOutcome, type StateOutcome } from "./dispatch.ts";
+import { database } from "../db/client.ts";
+import { runBatch } from "../db/batch.ts";
+import { finishedQueryRow, insertFinishedRows, type AgentFailure } from "../request-rows.ts";
+import { failed, type LogsOutcome, type PowerDispatch, type PowerOutcome, type QueryDispatch, type StateOutcome } from "./dispatch.ts";
 import type { LocationHint } from "./placement.ts";
 
 /** The node's NodeSession stub (one Durable Object per node id); `near` places a new object (the
@@ -13,15 +16,25 @@ type Stub = ReturnType<typeof nodeSession>;
 type VmOnNode = Pick<VmRecord, "id" | "name"> & { nodeId: string };
 
 /** Calls the node's session; an RPC that breaks (object evicted or reset mid-wait) is reported as
- *  a lost answer: the object's alarm still closes the request row truthfully. */
-async function callSession<O>(env: Env, nodeId: string, run: (s: Stub) => Promise<O>): Promise<O | ReturnType<typeof failed>> {
+ *  a lost answer: a power action's row is closed by the object's alarm; `lost` closes the row of a
+ *  route's query, which the object held in memory only. */
+async function callSession<O>(env: Env, nodeId: string, run: (s: Stub) => Promise<O>, lost?: (f: AgentFailure) => Promise<void>): Promise<O | ReturnType<typeof failed>> {
   try {
     return await run(nodeSession(env, nodeId));
   } catch (err) {
     console.error("node session call failed", err);
-    return failed("session_lost", "lost contact with the node's session before it answered");
+    const outcome = failed("session_lost", "lost contact with the node's session before it answered");
+    await lost?.(outcome.error).catch((e) => console.error("could not write the row of a query whose session was lost", e));
+    return outcome;
   }
 }
+
+/** Writes the final row of a route's query that its session lost with its memory. */
+const writeLostQuery = (env: Env, d: QueryDispatch) => async (error: AgentFailure) => {
+  const now = Date.now();
+  const row = finishedQueryRow({ ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null }, { status: "failed", error }, now);
+  await runBatch(database(env.DB), insertFinishedRows(database(env.DB), [row]));
+};
 
 const newRequest = (vm: VmOnNode, params: Record<string, unknown>, actor: string) => ({ nodeId: vm.nodeId, params, requestedBy: actor, createdAt: Date.now() });
 
@@ -55,12 +68,12 @@ export async function verifyWrittenState(env: Env, nodeId: string, vmId: string)
  *  carries the log's last lines. */
 export function askVmState(env: Env, vm: VmOnNode, actor: string, excerptLines?: number): Promise<StateOutcome> {
   const d = { id: crypto.randomUUID(), kind: "vm.state" as const, vmId: vm.id, name: vm.name, newRequest: newRequest(vm, {}, actor), ...(excerptLines ? { excerptLines } : {}) };
-  return callSession<StateOutcome>(env, vm.nodeId, (s) => s.askState(d));
+  return callSession<StateOutcome>(env, vm.nodeId, (s) => s.askState(d), writeLostQuery(env, d));
 }
 
 /** Reads the last `lines` of the VM's log through its node; with `keepAsLastKnown` the answer is also
  *  kept as the VM's last-known log. */
 export function readLogThroughNode(env: Env, vm: VmOnNode, lines: number, actor: string, keepAsLastKnown = false): Promise<LogsOutcome> {
   const d = { id: crypto.randomUUID(), kind: "vm.logs" as const, vmId: vm.id, name: vm.name, lines, keepAsLastKnown, newRequest: newRequest(vm, { lines }, actor) };
-  return callSession<LogsOutcome>(env, vm.nodeId, (s) => s.readLog(d));
+  return callSession<LogsOutcome>(env, vm.nodeId, (s) => s.readLog(d), writeLostQuery(env, d));
 }

@@ -44,6 +44,10 @@ export class RequestLedger {
   // A request's `sent` write, still running while its command is on the wire: the round trip need
   // not wait for it, only the request's final write must come after it (see settle).
   private readonly sentWrites = new Map<string, Promise<unknown>>();
+  // A route's query (its caller waits on an RPC, which keeps the object awake) is in flight in memory
+  // only, its deadline a timer: storage written before the frame leaves holds the frame until the
+  // write is durable, and an eviction ends the caller's RPC anyway (the Worker then writes its row).
+  private readonly waited = new Map<string, { r: StateInFlight | LogsInFlight; timer: ReturnType<typeof setTimeout> }>();
 
   private readonly store: SessionStore;
   private readonly db: Database;
@@ -64,12 +68,17 @@ export class RequestLedger {
   }
 
   all(): InFlight[] {
-    return this.store.all("inFlight");
+    return [...this.store.all("inFlight"), ...[...this.waited.values()].map((w) => w.r)];
   }
 
+  private entry(id: string): InFlight | undefined {
+    return this.waited.get(id)?.r ?? this.store.entry("inFlight", id);
+  }
+
+  /** The earliest deadline the alarm must keep (a waited query's deadline is its own timer). */
   earliestDeadline(): number {
     let due = Infinity;
-    for (const r of this.all()) due = Math.min(due, r.deadline);
+    for (const r of this.store.all("inFlight")) due = Math.min(due, r.deadline);
     return due;
   }
 
@@ -142,30 +151,47 @@ export class RequestLedger {
     return { status: "failed", error };
   }
 
-  /** Puts the command on the wire and in flight (storage, deadline alarm); false if the link is closing. */
+  /** Puts the command on the wire and in flight (storage and the deadline alarm, or for a waited
+   *  query memory and a timer); false if the link is closing. */
   private async send(link: AgentLink, r: InFlight, frame: ServerMessage): Promise<boolean> {
     const now = Date.now();
-    this.store.putEntry("inFlight", r.id, r);
+    if (r.newRequest) {
+      const timer = setTimeout(() => void this.expireWaited(r.id), Math.max(0, r.deadline - now));
+      this.waited.set(r.id, { r, timer });
+    } else this.store.putEntry("inFlight", r.id, r);
     try {
       link.send(frame);
     } catch {
-      this.store.deleteEntry("inFlight", r.id);
+      this.forget(r.id);
       return false;
     }
-    if (!r.newRequest) {
-      // Written while the agent works; markRequestSent only moves a queued row, so even a late write
-      // can't undo a final status, and settle waits for it before writing that status.
-      const sent = markRequestSent(this.db, r.id, now)
-        .catch((err) => console.error("node session: could not mark request sent", r.id, err))
-        .finally(() => this.sentWrites.delete(r.id));
-      this.sentWrites.set(r.id, sent);
-    }
+    if (r.newRequest) return true;
+    // Written while the agent works; markRequestSent only moves a queued row, so even a late write
+    // can't undo a final status, and settle waits for it before writing that status.
+    const sent = markRequestSent(this.db, r.id, now)
+      .catch((err) => console.error("node session: could not mark request sent", r.id, err))
+      .finally(() => this.sentWrites.delete(r.id));
+    this.sentWrites.set(r.id, sent);
     await this.armAlarm();
     return true;
   }
 
+  /** A waited query's deadline passed without an answer. */
+  private async expireWaited(id: string): Promise<void> {
+    const r = this.waited.get(id)?.r;
+    if (r) await this.settle(r, { status: "failed", error: { code: "agent_timeout", message: `the agent did not answer ${r.kind} in time` } });
+  }
+
+  private forget(id: string): void {
+    const w = this.waited.get(id);
+    if (w) {
+      clearTimeout(w.timer);
+      this.waited.delete(id);
+    } else this.store.deleteEntry("inFlight", id);
+  }
+
   onAck(id: string): Promise<void> | "ignored" {
-    const r = this.store.entry("inFlight", id);
+    const r = this.entry(id);
     if (!r || !isPowerInFlight(r) || r.phase !== "sent") return "ignored";
     return this.acked(r);
   }
@@ -191,7 +217,7 @@ export class RequestLedger {
   /** The agent says a power action is still under way: it stays `sent`, and its deadline moves to
    *  when the next report is overdue (twice the interval the agent announced), never past the cap. */
   onProgress(id: string, p: ProgressPayload): Promise<void> | "ignored" {
-    const r = this.store.entry("inFlight", id);
+    const r = this.entry(id);
     if (!r || !isPowerInFlight(r)) return "ignored";
     const deadline = Math.min(Date.now() + 2 * p.nextWithinMs, this.capOf(r));
     if (deadline === r.deadline && r.phase === "acked") return Promise.resolve();
@@ -200,7 +226,7 @@ export class RequestLedger {
   }
 
   onChunk(id: string, chunk: ChunkPayload): Promise<void> | "ignored" {
-    const r = this.store.entry("inFlight", id);
+    const r = this.entry(id);
     if (!r || r.kind !== "vm.logs") return "ignored";
     const chunks = this.logChunks.get(id) ?? new Map<number, string>();
     const replaced = chunks.get(chunk.seq);
@@ -215,7 +241,7 @@ export class RequestLedger {
 
   /** An agent's result: read once, here, into its request's kind of answer, then applied and settled. */
   onResult(id: string, payload: ResultPayload, actor: string): Promise<void> | "ignored" {
-    const r = this.store.entry("inFlight", id);
+    const r = this.entry(id);
     if (!r) return "ignored";
     const bad = (why: string) => this.settle(r, { status: "failed", error: { code: "agent_error", message: why } });
     if (r.kind === "vm.logs") {
@@ -256,7 +282,7 @@ export class RequestLedger {
   }
 
   onError(id: string, payload: ErrorPayload, actor: string): Promise<void> | "ignored" {
-    const r = this.store.entry("inFlight", id);
+    const r = this.entry(id);
     if (!r) return "ignored";
     return this.refused(r, payload, actor);
   }
@@ -304,7 +330,7 @@ export class RequestLedger {
 
   /** Ends an in-flight request exactly once: storage entry gone, D1 row final, waiter woken. */
   private async settle(r: InFlight, s: Settlement): Promise<void> {
-    this.store.deleteEntry("inFlight", r.id);
+    this.forget(r.id);
     this.logChunks.delete(r.id);
     this.logBytes.delete(r.id);
     const waiter = this.waiters.get(r.id);
