@@ -29,14 +29,15 @@ export class KeptWrites {
     return this.store.get("keptAt");
   }
 
+  /** A finished query's row: kept as its caller is answered, and the answer does not wait for it. */
   keepRow(requestId: string, row: RequestRow): Promise<void> {
-    this.store.putEntry("queryRow", requestId, row);
+    this.store.putEntryUnconfirmed("queryRow", requestId, row);
     return this.scheduled();
   }
 
   /** The VM's newest last-known log; written with the next batch (no alarm of its own: a row comes with it). */
   keepSnapshot(vmId: string, row: SnapshotRow): void {
-    this.store.putEntry("snapshot", vmId, row);
+    this.store.putEntryUnconfirmed("snapshot", vmId, row);
   }
 
   /** Keeps the batch due KEPT_DELAY_MS from the first write kept. */

@@ -43,7 +43,7 @@ export class NodeSession extends DurableObject<Env> {
     super(ctx, env);
     this.db = database(env.DB);
     this.limits = sessionSettings(env);
-    this.store = new SessionStore(ctx.storage.kv);
+    this.store = new SessionStore(ctx.storage);
     const armAlarm = () => this.armAlarm();
     const notices = (this.notices = sessionNotices(env, (work) => ctx.waitUntil(work)));
     this.links = new AgentLinks(ctx, this.store);

@@ -91,10 +91,12 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
 const FAMILY_PREFIXES: { [F in keyof Families]: string } = { inFlight: "inflight:", queryRow: "queryrow:", snapshot: "snapshot:", follow: "follow:" };
 
 export class SessionStore {
+  private readonly storage: DurableObjectStorage;
   private readonly kv: SyncKvStorage;
 
-  constructor(kv: SyncKvStorage) {
-    this.kv = kv;
+  constructor(storage: DurableObjectStorage) {
+    this.storage = storage;
+    this.kv = storage.kv;
   }
 
   get<K extends keyof Singles>(key: K): Singles[K] | undefined {
@@ -116,6 +118,13 @@ export class SessionStore {
 
   putEntry<F extends keyof Families>(family: F, id: string, value: Families[F]): void {
     this.kv.put(FAMILY_PREFIXES[family] + id, value);
+  }
+
+  /** Written like putEntry (the same table, read back at once), but the object's outgoing messages
+   *  do not wait until it is durable: for what is kept as a caller is answered, whose answer must not
+   *  wait for it. A write that then fails resets the object, as any failed write does. */
+  putEntryUnconfirmed<F extends keyof Families>(family: F, id: string, value: Families[F]): void {
+    void this.storage.put(FAMILY_PREFIXES[family] + id, value, { allowUnconfirmed: true });
   }
 
   deleteEntry(family: keyof Families, id: string): void {
