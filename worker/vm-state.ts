@@ -1,11 +1,12 @@
 // The VM state machine on D1. Every state change goes through writeVmState: the new state, a new
 // generation (so any answer to an older command is void) and the event (the audit trail) in one
 // batch, applied only while the caller's guard holds. vmEventIf is the one way an event is written.
-import { getTableColumns, sql, type Column, type SQL } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import { canStart, canStop, type VmState } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
 import { runBatch, type Statement } from "./db/batch.ts";
-import { vms, type VmRecord } from "./db/schema.ts";
+import { vmFromRow } from "./db/rows.ts";
+import type { VmRecord } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
 import { queuePowerRequestIf, type AgentFailure } from "./request-rows.ts";
 
@@ -26,14 +27,20 @@ export type VmGuard = {
   unchangedSince?: number;
 };
 
-function guardSql(g: VmGuard): SQL {
-  const parts = [sql`id = ${g.vmId}`];
-  if (g.generation !== undefined) parts.push(sql`generation = ${g.generation}`);
-  if (g.unchangedSince !== undefined) parts.push(sql`state_updated_at < ${g.unchangedSince}`);
-  if (g.transitionRequestId !== undefined) parts.push(sql`transition_request_id = ${g.transitionRequestId}`);
-  if (g.nodeId !== undefined) parts.push(sql`node_id = ${g.nodeId}`);
-  if (g.flag !== undefined) parts.push(sql`flag_code = ${g.flag.code} AND flag_at IS ${g.flag.at}`);
-  return sql.join(parts, sql` AND `);
+/** A statement as SQL text and its parameters: the hot writes below are built as strings, without a
+ *  query builder's per-call compile (they run on every state change and every reset). */
+type Raw = { toSQL(): { sql: string; params: unknown[] } };
+const raw = (text: string, params: unknown[]): Raw => ({ toSQL: () => ({ sql: text, params }) });
+
+function guardSql(g: VmGuard): { text: string; params: unknown[] } {
+  const parts = ["id = ?"];
+  const params: unknown[] = [g.vmId];
+  if (g.generation !== undefined) parts.push("generation = ?"), params.push(g.generation);
+  if (g.unchangedSince !== undefined) parts.push("state_updated_at < ?"), params.push(g.unchangedSince);
+  if (g.transitionRequestId !== undefined) parts.push("transition_request_id = ?"), params.push(g.transitionRequestId);
+  if (g.nodeId !== undefined) parts.push("node_id = ?"), params.push(g.nodeId);
+  if (g.flag !== undefined) parts.push("flag_code = ? AND flag_at IS ?"), params.push(g.flag.code, g.flag.at);
+  return { text: parts.join(" AND "), params };
 }
 
 /** The state the VM has when the event is written (under the guard). */
@@ -55,28 +62,23 @@ export type VmEvent = {
   logExcerpt?: string | null;
 };
 
-const storedOr = (v: string | null | undefined) => (v === AS_STORED ? sql`state` : sql`${v ?? null}`);
-
 /** The event, inserted only while `guard` holds: put it before the guarded write in the same batch,
  *  and it is written exactly when that write applies. Its result row carries `id` and `from_state`. */
-export function vmEventIf(guard: VmGuard, at: number, e: VmEvent): SQL {
-  return sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id, expected_state, observed_state, log_excerpt)
-    SELECT id, ${at}, ${e.actor}, ${e.action}, state, ${storedOr(e.toState)}, ${e.source}, ${e.message ?? null}, ${e.reason ?? null},
-      ${e.requestId ?? null}, ${storedOr(e.expectedState)}, ${e.observedState ?? null}, ${e.logExcerpt ?? null}
-    FROM vms WHERE ${guardSql(guard)}
-    RETURNING id, from_state`;
-}
-
-const VM_COLUMNS = Object.entries(getTableColumns(vms)) as [keyof VmRecord, Column][];
-
-/** A `RETURNING *` row of `vms` as D1 gives it (column names, driver values) as a VmRecord. */
-function vmFromReturning(raw: Record<string, unknown>): VmRecord {
-  const row: Record<string, unknown> = {};
-  for (const [key, col] of VM_COLUMNS) {
-    const v = raw[col.name];
-    row[key] = v === null || v === undefined ? null : col.mapFromDriverValue(v);
-  }
-  return row as VmRecord;
+export function vmEventIf(guard: VmGuard, at: number, e: VmEvent): Raw {
+  const where = guardSql(guard);
+  // AS_STORED reads the VM's own state column; anything else is a parameter.
+  const toState = e.toState === AS_STORED ? "state" : "?";
+  const expected = e.expectedState === AS_STORED ? "state" : "?";
+  const params: unknown[] = [at, e.actor, e.action];
+  if (e.toState !== AS_STORED) params.push(e.toState);
+  params.push(e.source, e.message ?? null, e.reason ?? null, e.requestId ?? null);
+  if (e.expectedState !== AS_STORED) params.push(e.expectedState ?? null);
+  params.push(e.observedState ?? null, e.logExcerpt ?? null, ...where.params);
+  return raw(
+    "INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, reason, request_id, expected_state, observed_state, log_excerpt) " +
+      `SELECT id, ?, ?, ?, state, ${toState}, ?, ?, ?, ?, ${expected}, ?, ? FROM vms WHERE ${where.text} RETURNING id, from_state`,
+    params,
+  );
 }
 
 export type StateChange = {
@@ -96,29 +98,22 @@ export type StateWritten = { vm: VmRecord; eventId: number; previousState: strin
  *  when the guard no longer held (nothing was written). */
 export async function writeVmState(db: Database, guard: VmGuard, change: StateChange, event: VmEvent, first: Statement[] = []): Promise<StateWritten | null> {
   const now = Date.now();
-  const results = await runBatch(db, [
-    ...first,
-    vmEventIf(guard, now, event),
-    db
-      .update(vms)
-      .set({
-        state: change.state,
-        ...(change.libvirtState ? { libvirtState: change.libvirtState } : {}),
-        generation: sql`generation + 1`,
-        transitionRequestId: change.transitionRequestId ?? null,
-        ...(change.forcedResetAt !== undefined ? { forcedResetAt: change.forcedResetAt } : {}),
-        // A write that leaves the state and its transition as they were changes nothing a reader
-        // waits on: the state's time stays (two resets finding the same state do not conflict).
-        stateUpdatedAt: sql`CASE WHEN state = ${change.state} AND transition_request_id IS ${change.transitionRequestId ?? null} THEN state_updated_at ELSE ${now} END`,
-        updatedAt: now,
-      })
-      .where(guardSql(guard))
-      .returning(),
-  ]);
+  const where = guardSql(guard);
+  const set = ["state = ?"];
+  const params: unknown[] = [change.state];
+  if (change.libvirtState) set.push("libvirt_state = ?"), params.push(change.libvirtState);
+  set.push("generation = generation + 1", "transition_request_id = ?");
+  params.push(change.transitionRequestId ?? null);
+  if (change.forcedResetAt !== undefined) set.push("forced_reset_at = ?"), params.push(change.forcedResetAt);
+  // A write that leaves the state and its transition as they were changes nothing a reader waits
+  // on: the state's time stays (two resets finding the same state do not conflict).
+  set.push("state_updated_at = CASE WHEN state = ? AND transition_request_id IS ? THEN state_updated_at ELSE ? END", "updated_at = ?");
+  params.push(change.state, change.transitionRequestId ?? null, now, now, ...where.params);
+  const results = await runBatch(db, [...first, vmEventIf(guard, now, event), raw(`UPDATE vms SET ${set.join(", ")} WHERE ${where.text} RETURNING *`, params)]);
   const [written, updated] = results.slice(first.length);
   const ev = written?.results[0] as { id: number; from_state: string } | undefined;
   const row = updated?.results[0] as Record<string, unknown> | undefined;
-  return ev && row ? { vm: vmFromReturning(row), eventId: ev.id, previousState: ev.from_state } : null;
+  return ev && row ? { vm: vmFromRow(row), eventId: ev.id, previousState: ev.from_state } : null;
 }
 
 const ACTION_OF: Record<PowerKind, string> = { "vm.start": "start", "vm.stop": "stop", "vm.forceStop": "force_stop" };
@@ -247,9 +242,10 @@ export async function clearVmFlag(db: Database, vm: VmRecord, actor: string): Pr
   const now = Date.now();
   const guard = { vmId: vm.id, flag: { code: vm.flagCode, at: vm.flagAt } };
   const message = `flag ${vm.flagCode} cleared: ${vm.flagMessage ?? ""}`;
+  const where = guardSql(guard);
   const [, update] = await runBatch(db, [
     vmEventIf(guard, now, { actor, action: "flag_cleared", toState: AS_STORED, source: "control_plane", message }),
-    sql`UPDATE vms SET flag_code = NULL, flag_message = NULL, flag_at = NULL, updated_at = ${now} WHERE ${guardSql(guard)}`,
+    raw(`UPDATE vms SET flag_code = NULL, flag_message = NULL, flag_at = NULL, updated_at = ? WHERE ${where.text}`, [now, ...where.params]),
   ]);
   return (update?.meta?.changes ?? 0) > 0;
 }
