@@ -33,7 +33,7 @@ async function callSession<O>(env: Env, nodeId: string, run: (s: Stub) => Promis
 const writeLostQuery = (env: Env, d: QueryDispatch) => async (error: AgentFailure) => {
   const now = Date.now();
   const row = finishedQueryRow({ ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null }, { status: "failed", error }, now);
-  await runBatch(database(env.DB), insertFinishedRows(database(env.DB), [row]));
+  await runBatch(database(env.DB), insertFinishedRows([row]));
 };
 
 const newRequest = (vm: VmOnNode, params: Record<string, unknown>, actor: string) => ({ nodeId: vm.nodeId, params, requestedBy: actor, createdAt: Date.now() });
