@@ -77,10 +77,15 @@ export class CommandRunner {
     switch (cmd.type) {
       case "vm.state":
         return this.answer(id, async () => {
-          // One look at the domain gives its state and libvirt's name for its log.
-          const { state, libvirtState, name } = await this.o.libvirt.domain(cmd.payload.vmId);
-          const { excerptLines } = cmd.payload;
-          this.o.send({ type: "result", id, payload: excerptLines ? { state, libvirtState, logExcerpt: this.excerpt(id, name, excerptLines) } : { state, libvirtState } });
+          // One look at the domain gives its state and libvirt's name for its log. While libvirt
+          // answers, the log is read under the name the control plane sent; that text is used only
+          // when libvirt names the domain the same (the usual case), else it is read again.
+          const { vmId, name: sentName, excerptLines } = cmd.payload;
+          const looked = this.o.libvirt.domain(vmId);
+          const early = excerptLines ? this.excerpt(id, sentName, excerptLines) : null;
+          const { state, libvirtState, name } = await looked;
+          if (!excerptLines) return void this.o.send({ type: "result", id, payload: { state, libvirtState } });
+          this.o.send({ type: "result", id, payload: { state, libvirtState, logExcerpt: name === sentName ? early : this.excerpt(id, name, excerptLines) } });
         });
       case "vm.logs":
         return this.answer(id, () => this.sendLogs(cmd));

@@ -140,6 +140,20 @@ describe("commands", () => {
     expect(resultOf(rec.of(plain.id))).toEqual({ state: "RUNNING", libvirtState: "running" });
   });
 
+  it("vm.state's excerpt is the log of the domain libvirt names, whatever name the control plane sent", async () => {
+    const { runner, rec, logDir } = setup();
+    writeFileSync(join(logDir, `${VMS.running.name}.log`), "the real domain's line\n");
+    writeFileSync(join(logDir, "stale-name.log"), "another file's line\n");
+    // A name the control plane holds that is not (or no longer) libvirt's: that file is not the answer.
+    const stale = cmd("vm.state", { ...target({ uuid: VMS.running.uuid, name: "stale-name" }), excerptLines: 20 });
+    await runner.handle(stale);
+    expect(resultOf(rec.of(stale.id))).toEqual({ state: "RUNNING", libvirtState: "running", logExcerpt: "the real domain's line" });
+    // A name outside the log directory is never read either.
+    const outside = cmd("vm.state", { ...target({ uuid: VMS.running.uuid, name: "../../../etc/passwd" }), excerptLines: 20 });
+    await runner.handle(outside);
+    expect(resultOf(rec.of(outside.id))).toEqual({ state: "RUNNING", libvirtState: "running", logExcerpt: "the real domain's line" });
+  });
+
   it("vm.start: ack at once, then RUNNING; a running domain is not_allowed; a paused one is resumed", async () => {
     const { runner, rec } = setup();
     const start = cmd("vm.start", target(VMS.shutoff));
