@@ -54,6 +54,11 @@ export function markRequestAcked(db: Database, id: string, deadlineAt: number, n
   return db.update(requests).set({ ackedAt: now, deadlineAt }).where(eq(requests.id, id));
 }
 
+/** A power action the agent reports still under way: its row's deadline moves with the session's. */
+export function extendRequestDeadline(db: Database, id: string, deadlineAt: number) {
+  return db.update(requests).set({ deadlineAt }).where(sql`${requests.id} = ${id} AND ${requests.status} IN ('queued', 'sent')`);
+}
+
 /** Closes a request row once; a row already finished keeps its first outcome. */
 export function finishRequest(db: Database, id: string, f: RequestFinish, now = Date.now()) {
   return db

@@ -4,6 +4,7 @@
 // reset_state answering with what the hypervisor said; a force stop overriding a graceful stop;
 // anti-entropy digests answered with scoped resyncs. The test agent speaks the protocol on a real
 // WebSocket into the node's Durable Object.
+import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { inventoryDigest, digestBucket } from "../../protocol/digest.ts";
 import { PROTOCOL_VERSION, WIRE_FEATURES, type VmInfo } from "../../protocol/wire.ts";
@@ -51,12 +52,19 @@ describe("features and long operations", () => {
     const start = await agent.next("vm.start");
     agent.reply(start, "ack");
     // ACK 1 s + QUERY 1 s in this suite: progress every 400 ms carries it for 3 s.
+    let lastReport = 0;
     for (let t = 0; t < 3000; t += 400) {
+      lastReport = Date.now();
       progress(agent, start, 400, t);
       await sleep(400);
     }
     expect(await getRequest(start.id)).toMatchObject({ status: "sent" });
     expect((await getVm(vm.uuid)).state).toBe("STARTING");
+    // The row's deadline moved with the reports: twice the announced interval after the last one.
+    await eventually(async () => {
+      const row = await env.DB.prepare("SELECT deadline_at FROM requests WHERE id = ?").bind(start.id).first<{ deadline_at: number }>();
+      expect(row!.deadline_at).toBeGreaterThanOrEqual(lastReport + 2 * 400);
+    });
     agent.reply(start, "result", { state: "RUNNING", libvirtState: "running" });
     const body = await json(await waiting);
     expect(body.vm.state).toBe("RUNNING");

@@ -6,7 +6,7 @@ import { utf8Bytes } from "../../protocol/log-excerpt.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { logsAnswer, snapshotRow } from "../last-known-log.ts";
-import { finishRequest, finishedQueryRow, markRequestAcked, markRequestSent, type AgentFailure, type RequestFinish } from "../request-rows.ts";
+import { extendRequestDeadline, finishRequest, finishedQueryRow, markRequestAcked, markRequestSent, type AgentFailure, type RequestFinish } from "../request-rows.ts";
 import { applyObservedState } from "../inventory.ts";
 import { adoptStateAfterError, applyPowerOutcome, isPowerKind, repairStuckVm, undoPowerAction } from "../vm-state.ts";
 import type { LogsOutcome, PowerDispatch, PowerOutcome, QueryDispatch, StateOutcome } from "./dispatch.ts";
@@ -222,7 +222,7 @@ export class RequestLedger {
     const deadline = Math.min(Date.now() + 2 * p.nextWithinMs, this.capOf(r));
     if (deadline === r.deadline && r.phase === "acked") return Promise.resolve();
     this.store.putEntry("inFlight", id, { ...r, phase: "acked", deadline });
-    return this.armAlarm();
+    return Promise.all([this.armAlarm(), extendRequestDeadline(this.db, id, deadline)]).then(() => undefined);
   }
 
   onChunk(id: string, chunk: ChunkPayload): Promise<void> | "ignored" {
