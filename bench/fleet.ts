@@ -4,6 +4,7 @@
 // after a control-plane restart how the reconnects spread (jitter) and how long until all are back.
 import type { ControlPlane } from "../test/support/control-plane.ts";
 import { createNode, eventually } from "../test/e2e/journey.ts";
+import { countD1Writes, d1File } from "./d1-writes.ts";
 import { enroll, SimAgent, simVms } from "./fleet-agent.ts";
 import { percentile, sequential } from "./load.ts";
 import type { BenchRow } from "./table.ts";
@@ -14,6 +15,10 @@ const MEASURE_MS = 30_000;
 const COMMANDS = 5_000;
 /** Pause between the last inventory landing and the crowded measurement. */
 const SETTLE_MS = 10_000;
+/** The window over which D1 writes are counted at steady state: longer than LAST_SEEN_WRITE_MS (2 min),
+ *  the slowest of a connected node's periodic writes (its liveness check, digest and reconciler pass
+ *  come about once a minute). */
+const STEADY_MS = 150_000;
 /** Links opening at once: a fleet comes up host by host, not in one instant. */
 const CONNECTING_AT_ONCE = 50;
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
@@ -91,6 +96,21 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     // Steady state, not the tail of the connect storm: every session's after-sync work (the reconciler's
     // pass, missing-VM marks, liveness writes) done before timing commands beside them.
     await new Promise((r) => setTimeout(r, SETTLE_MS));
+    // Steady state with nobody asking anything: what the fleet alone writes to D1.
+    const stopCounting = countD1Writes(d1File(cp.persistDir));
+    // One write we make ourselves, to know the counting sees the control plane's writes at all.
+    await cp.api("/api/tokens", { method: "POST", json: { name: `bench-marker-${Date.now()}`, role: "viewer" } });
+    await new Promise((r) => setTimeout(r, STEADY_MS));
+    const counted = stopCounting();
+    if ((counted.byTable.api_tokens ?? 0) < 1) throw new Error("the D1 write count did not see a token created in the window");
+    const steady = { rows: counted.rows - 1, byTable: { ...counted.byTable, api_tokens: counted.byTable.api_tokens! - 1 } };
+    const perNodeHour = steady.rows / size / (STEADY_MS / 3_600_000);
+    rows.push({
+      name: `fleet: D1 rows written per node per hour at steady state (${size} agents connected, nothing asked)`,
+      value: round(perNodeHour, 1),
+      unit: "rows",
+      note: `${steady.rows} rows in ${STEADY_MS / 1000} s (${round(steady.rows / (STEADY_MS / 1000), 1)} rows/s for the fleet): ${Object.entries(steady.byTable).filter(([, n]) => n > 0).map(([t, n]) => `${t} ${n}`).join(", ") || "none"}`,
+    });
     const crowded = await sequential(reset, COMMANDS, MEASURE_MS);
     rows.push({
       name: "fleet: reset_state p99 with 1 agent connected (baseline)",
@@ -128,7 +148,8 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     const attemptsPerSecond = countPerSecond(attempts, stopAt);
     const histogram = (m: Map<number, number>, n: number) => Array.from({ length: n }, (_, i) => m.get(i) ?? 0).join(" ");
     const lastBack = back.length ? Math.max(...back) - upAt : NaN;
-    rows.push({ name: "fleet restart: agents back", value: back.length, unit: `of ${size}`, target: `= ${size}`, met: back.length === size, note: `control plane down→healthy in ${upAt - stopAt} ms` });
+    const shortfall = back.length < size ? `; control plane output: ${cp.logs.replace(/\s+/g, " ").slice(-600)}` : "";
+    rows.push({ name: "fleet restart: agents back", value: back.length, unit: `of ${size}`, target: `= ${size}`, met: back.length === size, note: `control plane down→healthy in ${upAt - stopAt} ms${shortfall}` });
     rows.push({
       name: "fleet restart: most reconnects in any one second",
       value: busiest,
