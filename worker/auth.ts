@@ -27,8 +27,12 @@ async function sha256(text: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
 }
 
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 export async function hashSecret(secret: string): Promise<string> {
-  return Array.from(await sha256(secret), (b) => b.toString(16).padStart(2, "0")).join("");
+  let hex = "";
+  for (const b of await sha256(secret)) hex += HEX[b];
+  return hex;
 }
 
 /** Compares digests so neither length nor content of ADMIN_TOKEN leaks through timing. */
@@ -42,16 +46,18 @@ export function bearer(header: string | undefined): string | null {
   return m ? m[1]! : null;
 }
 
-// Token hash -> principal, per isolate, for one second: without it every API call pays a D1 round
-// trip before doing its own work, which halves the throughput of cheap reads such as
-// `GET /api/vms/:id`. A revoked token must stop working everywhere within a second: revocation
-// evicts the entry in this isolate at once, and no other isolate trusts its copy longer than this.
+// Token -> principal, per isolate, for one second: without it every API call pays a D1 round trip
+// (and a SHA-256) before doing its own work, which halves the throughput of cheap reads such as
+// `GET /api/vms/:id`. Keyed by the token as the request carried it, held in this isolate's memory
+// only and never longer than a second. A revoked token must stop working everywhere within a second:
+// revocation evicts its entries in this isolate at once (by hash, all that is stored of a token), and
+// no other isolate trusts its copy longer than this.
 export const TOKEN_CACHE_MS = 1_000;
 const TOKEN_CACHE_MAX = 1_000;
-const tokenCache = new Map<string, { principal: Principal; until: number }>();
+const tokenCache = new Map<string, { principal: Principal; hash: string; until: number }>();
 
 export function forgetTokenHash(hash: string): void {
-  tokenCache.delete(hash);
+  for (const [token, entry] of tokenCache) if (entry.hash === hash) tokenCache.delete(token);
 }
 
 async function principalOf(env: Env, token: string): Promise<Principal | null> {
@@ -68,22 +74,22 @@ async function principalOf(env: Env, token: string): Promise<Principal | null> {
 }
 
 async function apiTokenPrincipal(env: Env, token: string): Promise<Principal | null> {
-  const hash = await hashSecret(token);
   const now = Date.now();
-  const cached = tokenCache.get(hash);
+  const cached = tokenCache.get(token);
   if (cached && cached.until > now) return cached.principal;
+  const hash = await hashSecret(token);
   const row = await database(env.DB)
     .select({ id: apiTokens.id, name: apiTokens.name, role: apiTokens.role })
     .from(apiTokens)
     .where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt)))
     .get();
   if (!row) {
-    tokenCache.delete(hash);
+    tokenCache.delete(token);
     return null;
   }
   const principal: Principal = { id: row.id, name: row.name, role: row.role as Role, actor: `token:${row.name}`, via: "token" };
   if (tokenCache.size >= TOKEN_CACHE_MAX) tokenCache.clear();
-  tokenCache.set(hash, { principal, until: now + TOKEN_CACHE_MS });
+  tokenCache.set(token, { principal, hash, until: now + TOKEN_CACHE_MS });
   return principal;
 }
 

@@ -178,7 +178,7 @@ export class NodeSession extends DurableObject<Env> {
       await this.ledger.failAll({ code: "node_offline", message: reason });
       await this.kept.write();
       await this.ctx.storage.deleteAlarm();
-      await this.ctx.storage.deleteAll();
+      await this.store.deleteAll();
     }
   }
 

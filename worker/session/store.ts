@@ -90,9 +90,16 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
 };
 const FAMILY_PREFIXES: { [F in keyof Families]: string } = { inFlight: "inflight:", queryRow: "queryrow:", snapshot: "snapshot:", follow: "follow:" };
 
+/** Singles read on every frame and command (which link is current, its node, what its agent
+ *  understands): held in memory as well, written through. Only this class writes them. */
+const HELD: ReadonlySet<keyof Singles> = new Set<keyof Singles>(["conn", "nodeId", "pollLink", "agentFeatures"]);
+/** A held value is shared by every reader: frozen, so nobody changes it without a put. */
+const frozen = <T,>(v: T): T => (v !== null && typeof v === "object" ? Object.freeze(v) : v);
+
 export class SessionStore {
   private readonly storage: DurableObjectStorage;
   private readonly kv: SyncKvStorage;
+  private readonly held = new Map<keyof Singles, unknown>();
 
   constructor(storage: DurableObjectStorage) {
     this.storage = storage;
@@ -100,15 +107,25 @@ export class SessionStore {
   }
 
   get<K extends keyof Singles>(key: K): Singles[K] | undefined {
-    return this.kv.get<Singles[K]>(SINGLE_KEYS[key]);
+    if (!HELD.has(key)) return this.kv.get<Singles[K]>(SINGLE_KEYS[key]);
+    if (!this.held.has(key)) this.held.set(key, frozen(this.kv.get<Singles[K]>(SINGLE_KEYS[key])));
+    return this.held.get(key) as Singles[K] | undefined;
   }
 
   put<K extends keyof Singles>(key: K, value: Singles[K]): void {
     this.kv.put(SINGLE_KEYS[key], value);
+    if (HELD.has(key)) this.held.set(key, frozen(value));
   }
 
   delete(key: keyof Singles): void {
     this.kv.delete(SINGLE_KEYS[key]);
+    if (HELD.has(key)) this.held.set(key, undefined);
+  }
+
+  /** Forgets everything stored (a deleted node). */
+  async deleteAll(): Promise<void> {
+    await this.storage.deleteAll();
+    this.held.clear();
   }
 
   /** One entry of a family, by its id (a request id, a VM id). */
