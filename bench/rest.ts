@@ -16,10 +16,10 @@ import { FLOOR_READ_ID, type FloorProbe } from "./floor/probe.ts";
 import { alternating, interleaved, percentile, type LoadResult, type Target } from "./load.ts";
 import type { BenchRow } from "./table.ts";
 
-const ONE_CONN_REQUESTS = 300;
+const ONE_CONN_REQUESTS = 1_000;
 const MANY_CONNS = 50;
 /** Throughput: floor and product take turns, ROUNDS rounds of ROUND_SECONDS each. */
-const ROUNDS = 3;
+const ROUNDS = 5;
 const ROUND_SECONDS = 2;
 /** The row saying how big the product's 1,000-line logs answer is: the floor's N-byte echo uses it. */
 export const LOG_ANSWER_ROW = "GET logs?lines=1000 answer size (the floor echo's N)";

@@ -43,7 +43,11 @@ beforeAll(async () => {
   ({ cp, agent, nodeId, dir, logDir } = f);
 }, 180_000);
 
-afterAll(() => f?.dispose());
+// A test may start the node's agent again: that one is stopped here too, not left running.
+afterAll(async () => {
+  if (agent !== f?.agent) await agent?.stop();
+  await f?.dispose();
+});
 
 const signedIn = (token?: string): Promise<Session> => f.signedIn(token);
 const expectClean = (s: Session) => f.expectClean(s);
