@@ -65,7 +65,7 @@ export function backoffDelay(attempt: number, t: Pick<LinkTimings, "backoffBaseM
  *  reconnect window from its welcome, and the backoff attempt, which starts over only after a link
  *  that stayed up `stableAfterMs`. */
 export class Reconnects {
-  /** server clock minus ours, from welcome.serverTime */
+  /** server clock minus ours, from welcome.serverTime: the most it can be (see welcomed) */
   clockOffsetMs = 0;
   private readonly timings: LinkTimings;
   private readonly random: () => number;
@@ -89,8 +89,12 @@ export class Reconnects {
     this.onlineSince = Date.now();
   }
 
-  welcomed(welcome: { serverTime: number; reconnectSpreadMs?: number }): void {
-    this.clockOffsetMs = welcome.serverTime - Date.now();
+  /** `askedAt`: when the request the welcome answers was sent. The server stamped serverTime between
+   *  then and now, so its clock is at most `serverTime - askedAt` ahead of ours: that bound is kept,
+   *  and a deadline that may already have passed on the server counts as passed here (a command
+   *  is never carried out late because the welcome was slow to arrive). */
+  welcomed(welcome: { serverTime: number; reconnectSpreadMs?: number }, askedAt = Date.now()): void {
+    this.clockOffsetMs = welcome.serverTime - askedAt;
     this.offeredSpreadMs = welcome.reconnectSpreadMs ?? 0;
     this.spreadMs = 0;
   }
@@ -199,6 +203,7 @@ export class AgentLink {
   private connect() {
     if (this.state === "draining" || this.state === "closed" || this.ws) return; // one at a time
     this.setState("connecting");
+    const askedAt = Date.now();
     const ws = new WebSocket(this.opts.url, {
       headers: { authorization: `Bearer ${this.opts.credential()}`, ...this.opts.headers },
       handshakeTimeout: this.timings.connectTimeoutMs,
@@ -236,7 +241,7 @@ export class AgentLink {
         return;
       }
       if (msg.type === "welcome") {
-        this.reconnects.welcomed(msg.payload);
+        this.reconnects.welcomed(msg.payload, askedAt);
         if (msg.payload.heartbeatMs !== this.heartbeatMs) {
           this.heartbeatMs = msg.payload.heartbeatMs;
           this.armHeartbeat();

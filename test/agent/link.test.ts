@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentLink, backoffDelay, type LinkState } from "../../agent/connection.ts";
+import { AgentLink, DEFAULT_TIMINGS, Reconnects, backoffDelay, type LinkState } from "../../agent/connection.ts";
 import { tokenDigest } from "../../agent/credentials.ts";
 import type { AgentMessage } from "../../protocol/wire.ts";
 import { LoopbackControlPlane, TEST_URI, spawnAgentProcess, type AgentProcess, VMS, silentLog, tempDir, until, type Behaviour } from "./helpers.ts";
@@ -277,5 +277,21 @@ describe("the agent process", () => {
     expect(Date.now() - t0).toBeLessThan(5_000);
     await until(() => cp.closes.length === 2);
     expect(cp.closes[1]!.code).toBe(1001);
+  });
+});
+
+describe("the control plane's clock", () => {
+  it("a deadline counts as passed when it may have passed on the server: a slow welcome never makes a late command look on time", () => {
+    const clock = new Reconnects(DEFAULT_TIMINGS, Math.random);
+    // The connect went out 50 ms ago; the server (whose clock is ours here) stamped its welcome as the
+    // request arrived, and the welcome took the rest of the 50 ms to come back.
+    const askedAt = Date.now() - 50;
+    clock.welcomed({ serverTime: askedAt }, askedAt);
+    const deadline = Date.now() - 10; // passed 10 ms ago on the server's clock
+    expect(clock.serverNow()).toBeGreaterThan(deadline);
+    // Without knowing when it asked, the welcome's arrival is all there is (the older estimate).
+    const unaware = new Reconnects(DEFAULT_TIMINGS, Math.random);
+    unaware.welcomed({ serverTime: askedAt });
+    expect(unaware.serverNow()).toBeLessThan(deadline);
   });
 });
