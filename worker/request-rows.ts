@@ -1,6 +1,7 @@
 // The request-row ledger: every write to the `requests` table (queued, sent, acked, finished, and a
 // query's row written whole once it has ended) goes through here.
 import { eq, sql, type SQL } from "drizzle-orm";
+import { raw, type Raw } from "./db/batch.ts";
 import type { Database } from "./db/client.ts";
 import { requests, type VmRecord } from "./db/schema.ts";
 
@@ -112,8 +113,7 @@ const FINISHED_INSERT =
 
 /** One statement inserting finished query rows, all of them in ONE bound JSON parameter (many rows
  *  per statement whatever D1's 100 parameters); a row written before is left as it is. */
-export function insertFinishedRows(rows: RequestRow[]): { toSQL(): { sql: string; params: unknown[] } }[] {
+export function insertFinishedRows(rows: RequestRow[]): Raw[] {
   if (rows.length === 0) return [];
-  const json = JSON.stringify(rows.map((r) => FINISHED_COLUMNS.map(([key]) => r[key] ?? null)));
-  return [{ toSQL: () => ({ sql: FINISHED_INSERT, params: [json] }) }];
+  return [raw(FINISHED_INSERT, [JSON.stringify(rows.map((r) => FINISHED_COLUMNS.map(([key]) => r[key] ?? null)))])];
 }

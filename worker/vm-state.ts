@@ -4,7 +4,7 @@
 import { sql } from "drizzle-orm";
 import { canStart, canStop, type VmState } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
-import { runBatch, type Statement } from "./db/batch.ts";
+import { raw, runBatch, type Raw, type Statement } from "./db/batch.ts";
 import { vmFromRow } from "./db/rows.ts";
 import type { VmRecord } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
@@ -27,11 +27,7 @@ export type VmGuard = {
   unchangedSince?: number;
 };
 
-/** A statement as SQL text and its parameters: the hot writes below are built as strings, without a
- *  query builder's per-call compile (they run on every state change and every reset). */
-type Raw = { toSQL(): { sql: string; params: unknown[] } };
-const raw = (text: string, params: unknown[]): Raw => ({ toSQL: () => ({ sql: text, params }) });
-
+// The hot writes below are SQL text (`raw`): they run on every state change and every reset.
 function guardSql(g: VmGuard): { text: string; params: unknown[] } {
   const parts = ["id = ?"];
   const params: unknown[] = [g.vmId];

@@ -7,7 +7,11 @@ import type { Database } from "./client.ts";
 
 const dialect = new SQLiteAsyncDialect();
 
-export type Statement = SQL | { toSQL(): { sql: string; params: unknown[] } };
+/** A statement written as SQL text with its parameters (no query builder compile per call). */
+export type Raw = { toSQL(): { sql: string; params: unknown[] } };
+export const raw = (text: string, params: unknown[]): Raw => ({ toSQL: () => ({ sql: text, params }) });
+
+export type Statement = SQL | Raw;
 
 export function compile(s: Statement): { sql: string; params: unknown[] } {
   return s instanceof SQL ? dialect.sqlToQuery(s) : s.toSQL();
