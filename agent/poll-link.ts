@@ -143,6 +143,7 @@ export class PollLink {
     if (this.state === "draining" || this.state === "closed") return;
     this.setState("connecting");
     let opened: PollResponse;
+    const askedAt = Date.now();
     try {
       const { status, json } = await this.post(AGENT_POLL_PATH, {}, this.timings.connectTimeoutMs);
       const end = this.judge(status, json, AGENT_POLL_PATH);
@@ -160,13 +161,14 @@ export class PollLink {
     this.setState("online");
     this.opts.log.info({ transport: "long-poll" }, "link online");
     this.opts.events.onOpen();
-    this.deliver(opened.messages);
+    this.deliver(opened.messages, askedAt);
     void this.pollLoop(this.connId);
   }
 
-  private deliver(messages: ServerMessage[]) {
+  /** `askedAt`: when the poll these messages answer went out (the opening poll carries the welcome). */
+  private deliver(messages: ServerMessage[], askedAt?: number) {
     for (const msg of messages) {
-      if (msg.type === "welcome") this.reconnects.welcomed(msg.payload);
+      if (msg.type === "welcome") this.reconnects.welcomed(msg.payload, askedAt);
       this.opts.events.onMessage(msg);
     }
   }
