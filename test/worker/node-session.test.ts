@@ -291,7 +291,12 @@ describe("session lifecycle", () => {
       await agent.next("pong");
       await sleep(500);
     }
+    // Past OFFLINE_AFTER_MS (4 s here): a real liveness check has come and found the pings.
     expect(agent.closed).toBeNull();
+    expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(true);
+    // The real check may have come too soon after the hello to be due a write (LAST_SEEN_WRITE_MS,
+    // 2 s here); the next one, run now, comes more than 2 s of pings after it.
+    await runDurableObjectAlarm(session(nodeId));
     const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
     expect(node.connected).toBe(true);
     expect(Date.parse(node.lastSeenAt)).toBeGreaterThan(Date.parse(first));
