@@ -5,7 +5,7 @@
 // so a second run changes nothing. Plain .mjs like libvirt-prereq.mjs; vitest.config.ts takes its
 // suite lists from here.
 import { spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } from "node:fs";
+import { accessSync, chmodSync, chownSync, closeSync, constants, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -106,6 +106,33 @@ async function qemuSystemProblem() {
   }
 }
 
+/**
+ * QEMU's user (libvirt-qemu, of group kvm on Debian) must be able to open /dev/kvm. libvirtd probes
+ * each QEMU binary's capabilities once and caches them, but when it found KVM at that probe and
+ * QEMU's user cannot open /dev/kvm now, it throws the cache away on every lookup and probes again:
+ * each define then takes tens of seconds (about 40 s on our 2-core machines) and each start several,
+ * for guests that do not even use KVM. udev gives /dev/kvm to group kvm (0660) on a normal host; a
+ * machine without udev leaves it root's 0600. As root we do what udev would; otherwise we say how.
+ */
+function kvmDeviceForQemu() {
+  const device = "/dev/kvm";
+  if (!existsSync(device)) return;
+  const kvmGid = readFileSync("/etc/group", "utf8")
+    .split("\n")
+    .map((line) => line.split(":"))
+    .find((f) => f[0] === "kvm")?.[2];
+  if (kvmGid === undefined) return;
+  const st = statSync(device);
+  if (st.gid === Number(kvmGid) && (st.mode & 0o060) === 0o060) return;
+  if (!isRoot()) {
+    say(`${device} is not open to group kvm (QEMU's user): libvirtd re-probes QEMU on every define and start, which makes ${suitesOf("hypervisor")} slow. udev's setting: sudo chgrp kvm ${device} && sudo chmod 0660 ${device}`);
+    return;
+  }
+  chownSync(device, st.uid, Number(kvmGid));
+  chmodSync(device, (st.mode & 0o7777) | 0o060);
+  say(`${device} opened to group kvm (0660, as udev does): libvirtd otherwise re-probes QEMU on every define and start`);
+}
+
 /** Prints what to do when we may not do it ourselves, each step with the suites that need it. */
 function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
   const sudo = isRoot() ? "" : "sudo ";
@@ -190,6 +217,7 @@ export async function prepareTestMachine() {
     explain({ missing: [], bindingPackages: [], daemonsDown, cannotUse });
     return false;
   }
+  kvmDeviceForQemu();
   const problem = await qemuSystemProblem();
   if (problem !== null) {
     say(`libvirtd runs but qemu:///system does not open: ${problem}`);
