@@ -55,10 +55,9 @@ export class FloorProbe {
   }
 
   private async boot(): Promise<void> {
-    const inspector = await freePort();
     const child = spawn(
       process.execPath,
-      [WRANGLER, "dev", "--config", CONFIG, "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", String(inspector), "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn"],
+      [WRANGLER, "dev", "--config", CONFIG, "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", "0", "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn"],
       { cwd: ROOT, env: WRANGLER_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true },
     );
     this.child = child;

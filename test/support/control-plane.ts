@@ -13,15 +13,44 @@ const ROOT = resolve(import.meta.dirname, "../..");
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
 const run = promisify(execFile);
 
-export async function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
+/** Ports below the kernel's ephemeral range, where nothing is handed out by chance. */
+const FIRST_PORT = 10_000;
+const handedOut = new Set<number>();
+
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    if (low && high) return [low, high];
+  } catch {
+    // not Linux: its usual range
+  }
+  return [32768, 60999];
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((ok) => {
     const srv = createServer();
-    srv.once("error", fail);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => ok(port));
-    });
+    srv.once("error", () => ok(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => ok(true)));
   });
+}
+
+/**
+ * A loopback port that is free now, for a child process to listen on. The port is closed again
+ * before the child binds it, so it is taken below the kernel's ephemeral range: in that gap no
+ * socket another process opens (a connect, a listen on port 0) can be given it by chance, as one
+ * in the range can (wrangler and workerd open many while they start). Never the same port twice
+ * from this process.
+ */
+export async function freePort(): Promise<number> {
+  const [low] = ephemeralRange();
+  for (let tries = 0; tries < 500 && low - FIRST_PORT > 1_000; tries++) {
+    const port = FIRST_PORT + Math.floor(Math.random() * (low - FIRST_PORT));
+    if (handedOut.has(port) || !(await bindable(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free loopback port between ${FIRST_PORT} and ${low}`);
 }
 
 export type ControlPlaneOptions = {
@@ -94,12 +123,11 @@ export class ControlPlane {
 
   /** (Re)starts wrangler dev on the same port and data directory and waits for /api/health. */
   async boot(): Promise<void> {
-    const inspector = await freePort();
     const vars = Object.entries({ ADMIN_TOKEN: this.adminToken, ...this.vars }).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
     this.output = "";
     const child = spawn(
       process.execPath,
-      [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", String(inspector), "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn", ...this.configArgs, ...vars],
+      [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", "0", "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn", ...this.configArgs, ...vars],
       { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
     );
     this.child = child;
