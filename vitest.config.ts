@@ -9,7 +9,9 @@ import { SUITES_NEEDING } from "./scripts/test-prereq.mjs";
 // Local runs never fetch request.cf data from the internet (wrangler would at start): loopback only.
 process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
 
-const nodeTests = { environment: "node", testTimeout: 60_000, hookTimeout: 120_000 } as const;
+// expect.poll waits up to 15 s (vitest's own default is 1 s): in the browser suites each poll may
+// cross Chromium, wrangler dev and an agent on a loaded 2-core machine.
+const nodeTests = { environment: "node", testTimeout: 60_000, hookTimeout: 120_000, expect: { poll: { timeout: 15_000 } } } as const;
 
 export default defineConfig({
   test: {

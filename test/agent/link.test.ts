@@ -70,15 +70,16 @@ describe("backoff", () => {
 
   it("resets only after the link stayed up long enough", async () => {
     // attempts 0-2 refused (503); 3 accepted and closed by us after 50 ms (not stable); 4-5 refused;
-    // 6 accepted and kept past stableAfter (150 ms), then closed: the next delay starts over.
+    // 6 accepted and kept past stableAfter (1 s: a stall of this process must not make the first
+    // one stable), then closed: the next delay starts over.
     const plan: Behaviour[] = ["refuse503", "refuse503", "refuse503", "accept", "refuse503", "refuse503", "accept"];
     const cp = await controlPlane((i) => plan[i] ?? "refuse503");
-    const { delays, l, opens } = link(cp, { stableAfterMs: 150 }, () => 0.999999);
+    const { delays, l, opens } = link(cp, { stableAfterMs: 1_000 }, () => 0.999999);
     await until(() => opens() === 1);
     await new Promise((r) => setTimeout(r, 50));
     cp.socket!.close(1012, "restart");
     await until(() => opens() === 2);
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, 1_100));
     cp.socket!.close(1012, "restart");
     await until(() => delays.length >= 8);
     await l.stop();
@@ -130,12 +131,12 @@ describe("faults", () => {
 
   it("two unanswered pings mean a dead link: it reconnects", async () => {
     const cp = await controlPlane((i) => (i === 0 ? "silent" : "accept"));
-    cp.heartbeatMs = 40; // the welcome sets the agent's heartbeat
+    cp.heartbeatMs = 200; // the welcome sets the agent's heartbeat
     const { opens, l } = link(cp, {});
     await until(() => opens() === 2, 5_000);
     expect(cp.attempts.map((a) => a.behaviour)).toEqual(["silent", "accept"]);
     // The answered link stays up over many heartbeats.
-    await new Promise((r) => setTimeout(r, 400));
+    await new Promise((r) => setTimeout(r, 2_000));
     expect(opens()).toBe(2);
     expect(l.state).toBe("online");
   });

@@ -231,7 +231,9 @@ describe("the agent process follows over the link", () => {
     ]);
 
     cp.send({ type: "vm.logs.unfollow", id: "live-1", payload: {} });
-    await new Promise((r) => setTimeout(r, 150)); // the unfollow is read
+    // The agent reads its frames in order: once a later question is answered, the unfollow was read.
+    cp.send({ type: "vm.state", id: "barrier", payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline: Date.now() + 10_000 } });
+    await cp.waitFor((m) => m.id === "barrier" && m.type === "result");
     appendFileSync(log, "nobody follows this\n");
     await new Promise((r) => setTimeout(r, 400));
     expect(appendsOf("live-1")).toHaveLength(2);

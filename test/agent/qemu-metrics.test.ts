@@ -84,10 +84,22 @@ describe("real libvirtd + QEMU", () => {
     const rec = recorder();
     // A poll so slow that only an event can explain a prompt report.
     const inventory = new InventoryReporter({ libvirt, send: rec.send, log: silentLog, pollMs: 120_000 });
-    const events = new LifecycleEvents({ uri: URI, log: silentLog, onLifecycle: () => void inventory.pollNow() });
+    let heard = 0;
+    const events = new LifecycleEvents({
+      uri: URI,
+      log: silentLog,
+      onLifecycle: () => {
+        heard++;
+        void inventory.pollNow();
+      },
+    });
     await inventory.fullSync();
     events.start();
     expect(await until(() => events.running, 10_000)).toBe(true);
+    // `running` says virsh stayed up a moment; a suspend and resume heard proves it is subscribed.
+    await virsh("suspend", uuid);
+    await virsh("resume", uuid);
+    expect(await until(() => heard >= 2, 30_000)).toBe(true);
     const stopped = () => rec.sent.some((m) => m.type === "vm.changed" && m.payload.vms.some((v) => v.uuid === uuid && v.state === "STOPPED"));
 
     const t0 = Date.now();

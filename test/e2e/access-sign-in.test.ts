@@ -98,7 +98,11 @@ describe("Access sign-in", () => {
     expect(res.status, await res.clone().text()).toBe(200);
     const { events } = await json<{ events: { action: string; actor: string; reason: string | null }[] }>(await cp.api(`/api/vms/${DEMO.scratch}/events`));
     expect(events.find((e) => e.action === "reset_state")).toMatchObject({ actor: `user:${BOB}`, reason: "checking Access" });
-    const rows = await d1Rows<{ kind: string; requested_by: string }>(`SELECT kind, requested_by FROM requests WHERE vm_id = '${DEMO.scratch}'`);
+    // A finished query's row reaches D1 with the session's next batch of kept rows, about a second later.
+    const rows = await eventually("bob's vm.state row in D1", async () => {
+      const found = await d1Rows<{ kind: string; requested_by: string }>(`SELECT kind, requested_by FROM requests WHERE vm_id = '${DEMO.scratch}'`);
+      return found.some((r) => r.kind === "vm.state" && r.requested_by === `user:${BOB}`) ? found : undefined;
+    }, 15_000, 500);
     expect(rows).toContainEqual({ kind: "vm.state", requested_by: `user:${BOB}` });
   });
 

@@ -4,7 +4,7 @@
 // answering 500 gets the same delivery id again; one that is down gets everything once it is back;
 // a deleted target gets nothing more.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ControlPlane } from "../support/control-plane.ts";
+import { ControlPlane, freePort } from "../support/control-plane.ts";
 import type { AgentProcess } from "../support/agent.ts";
 import { WebhookReceiver, type Delivery } from "../../scripts/webhook-receiver.ts";
 import { DEMO, enrollAgent, eventually, json, SHORT_DEADLINES, waitConnected, waitRequestSettled, waitVmState } from "./journey.ts";
@@ -44,9 +44,11 @@ const waitFor = (what: string, r: WebhookReceiver, event: string, count: number,
   eventually(`${count} ${event} at ${what}`, async () => (distinct(r, event).length >= count ? distinct(r, event) : undefined), timeoutMs, 50);
 
 beforeAll(async () => {
-  for (const [name, r] of Object.entries(receivers)) if (name !== "down") await r.up();
+  // Ports below the kernel's ephemeral range: the down and deleted receivers come back on theirs
+  // later, and meanwhile no socket opened by chance (wrangler and workerd open many) can be given them.
+  for (const [name, r] of Object.entries(receivers)) if (name !== "down") await r.up(await freePort());
   // The down receiver's port is taken and released, so nothing answers there yet.
-  await receivers.down.up();
+  await receivers.down.up(await freePort());
   await receivers.down.down();
   const failures = new Map<string, number>();
   receivers.flaky.answer = (d) => {

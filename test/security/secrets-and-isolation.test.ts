@@ -114,7 +114,9 @@ describe("join tokens", () => {
 
 describe("untrusted text", () => {
   it("HTML in a VM name is kept as the literal name, served as JSON text; a name libvirt cannot hold ('/') is refused by the protocol", async () => {
-    const { credential } = await simNode("html-name");
+    // Each node's simulated agent is stopped first: reconnecting, it would replace the raw socket.
+    const { credential, sim } = await simNode("html-name");
+    await sim.stop();
     const { ws } = await rawSocket(cp.url, credential);
     const vm = { uuid: crypto.randomUUID(), name: "<img src=x onerror=alert(1)>", state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 1 };
     ws.send(JSON.stringify({ type: "vm.changed", id: "x", payload: { vms: [vm], removed: [] } }));
@@ -126,7 +128,8 @@ describe("untrusted text", () => {
     expect((await json(shown)).vm.name).toBe(vm.name);
     ws.close();
 
-    const { credential: other } = await simNode("slash-name");
+    const { credential: other, sim: otherSim } = await simNode("slash-name");
+    await otherSim.stop();
     const second = await rawSocket(cp.url, other);
     const bad = { ...vm, uuid: crypto.randomUUID(), name: "../../etc/passwd" };
     second.ws.send(JSON.stringify({ type: "vm.changed", id: "y", payload: { vms: [bad], removed: [] } }));

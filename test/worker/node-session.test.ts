@@ -216,7 +216,8 @@ describe("session lifecycle", () => {
     const racers = await Promise.all([TestAgent.connect(credential), TestAgent.connect(credential), TestAgent.connect(credential)]);
     agents.push(...racers);
     expect((await agent.waitClosed()).code).toBe(CLOSE.replaced);
-    await sleep(100);
+    // The replaced racers' closes come on their own sockets, in no order with the others.
+    await eventually(async () => expect(racers.filter((r) => r.closed)).toHaveLength(2));
     const open = racers.filter((r) => !r.closed);
     expect(open).toHaveLength(1);
     for (const r of racers.filter((x) => x.closed)) expect(r.closed!.code).toBe(CLOSE.replaced);

@@ -300,7 +300,7 @@ describe("anti-entropy", () => {
   it("a bucket whose VM has a power action in flight is held back; a STARTING VM with no request in flight is asked about at once", async () => {
     const busy = inBucket("d", "anti-busy");
     const left = inBucket("e", "anti-left", "shutoff");
-    const { agent } = await nodeWith([busy, left]);
+    const { agent, nodeId } = await nodeWith([busy, left]);
     await json(await api(`/api/vms/${busy.uuid}/stop`, { method: "POST" }), 202);
     const stop = await agent.next("vm.stop");
     agent.reply(stop, "ack"); // in flight for STOP_GRACE_MS
@@ -316,7 +316,9 @@ describe("anti-entropy", () => {
     await agent.next("vm.start");
     await agent.next("vm.state", 5000); // asked as the start failed; left unanswered
     await eventually(async () => expect((await json(await api(`/api/nodes/${(await getVm(left.uuid)).node_id}`))).node.connected).toBe(true));
-    await sleep(1200); // that question times out too
+    // That question times out too (QUERY_TIMEOUT_MS, 1 s here): nothing is in flight any more.
+    const session = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
+    await eventually(async () => expect((await session.stats()).inFlight).toBe(0), 10_000);
     const busyNow = { ...busy, state: "STOPPED" as const, libvirtState: "shutoff" as const };
     agent.send({ type: "inventory.digest", id: "d2", payload: inventoryDigest([busyNow, left]) });
     const q = await agent.next("vm.state", 5000);

@@ -7,6 +7,7 @@
 import { SELF } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { roleRank } from "../../protocol/api.ts";
+import { PING_FRAME } from "../../protocol/wire.ts";
 import app from "../../worker/index.ts";
 import { NOTIFICATION_ROUTES } from "../../worker/notifications/openapi.ts";
 import { ROUTES } from "../../worker/openapi.ts";
@@ -33,6 +34,9 @@ async function answerCommands() {
       f = await agent.next(undefined, 1_000);
     } catch {
       if (agent.closed) return;
+      // A second without a command: a sign of life, or the session would end the link as dead
+      // (OFFLINE_AFTER_MS, 4 s here) while the matrix runs the routes that never reach the agent.
+      agent.send(PING_FRAME);
       continue;
     }
     const logPath = `/var/log/libvirt/qemu/${vm.name}.log`;
@@ -181,9 +185,17 @@ async function send(call: Call, caller: Caller): Promise<{ status: number; text:
   // An opened socket: what arrives on it in a moment is part of the answer.
   const ws = res.webSocket!;
   const got: string[] = [];
-  ws.addEventListener("message", (e) => got.push(String(e.data)));
+  // Until the log's line comes or the socket closes, at most 2 s.
+  const settled = new Promise((r) => {
+    ws.addEventListener("message", (e) => {
+      got.push(String(e.data));
+      if (String(e.data).includes(MARKER)) r(null);
+    });
+    ws.addEventListener("close", () => r(null));
+    setTimeout(r, 2_000);
+  });
   ws.accept();
-  await new Promise((r) => setTimeout(r, 400));
+  await settled;
   ws.close(1000, "matrix");
   return { status: 101, text: got.join("\n") };
 }
