@@ -55,9 +55,11 @@ describe("Monitoring tab in Chromium", () => {
     await until("the 24h range shown", async () => (await page.getByTestId("metrics-panel").getAttribute("data-range")) === "24h");
     expect(await page.getByTestId("metrics-range-24h").getAttribute("aria-pressed")).toBe("true");
     expect(await page.getByTestId("metrics-range-1h").getAttribute("aria-pressed")).toBe("false");
-    await until("the 24h CPU line drawn", async () => (await linePixels(page, "metric-chart-cpu")) > 0, 10_000);
+    // The 24h range averages into 1-minute points: a line needs samples on both sides of a minute's
+    // turn, which may be up to a minute and a refetch (10 s) away, depending on the clock.
+    await until("the 24h CPU line drawn", async () => (await linePixels(page, "metric-chart-cpu")) > 0, 90_000);
     f.expectClean(s);
-  }, 120_000);
+  }, 240_000);
 
   it("shows the node's totals under the nodes list", async () => {
     const s = await f.signedIn();
