@@ -1,14 +1,13 @@
 // What a node credential can and cannot do on /agent/*: the headers of its upgrade are rebuilt by
 // the Worker, so it cannot pass as a dashboard's log follow (or as another node); a rotated or
 // deleted node's link ends at once; connects and polls are rate limited per node.
-import { SELF, env } from "cloudflare:test";
+import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE } from "../../protocol/wire.ts";
 import { FOLLOW_HEADERS, NODE_ID_HEADER } from "../../worker/session/headers.ts";
-import { agentsClosedAfterEach, api, BASE, eventually, expectError, FollowViewer, json, TestAgent, vmInfo, type Frame } from "./support.ts";
+import { agentsClosedAfterEach, api, BASE, eventually, expectError, FollowViewer, json, TestAgent, vmInfo, type Frame, session } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
-const session = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
 
 function connect(credential: string, extra: Record<string, string> = {}): Promise<Response> {
   return SELF.fetch(`${BASE}/agent/connect`, { headers: { upgrade: "websocket", authorization: `Bearer ${credential}`, ...extra } });

@@ -2,16 +2,15 @@
 // subprotocol, answered with `qx.follow.v1`) through the node's NodeSession, which holds one agent
 // follow per VM (`vm.logs.follow` / `vm.logs.unfollow`) shared by all its viewers and relays
 // `log.append` as {type: "append" | "status" | "error"}. The agent side is TestAgent.
-import { env, evictDurableObject } from "cloudflare:test";
+import { evictDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { agentsClosedAfterEach, api, createToken, eventually, expectError, FollowViewer, json, TestAgent, uuid, vmInfo } from "./support.ts";
+import { agentsClosedAfterEach, api, createToken, eventually, expectError, FollowViewer, json, TestAgent, uuid, vmInfo, session } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const viewers: FollowViewer[] = [];
 afterEach(() => {
   for (const v of viewers.splice(0)) v.close();
 });
-const session = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function nodeWithVm() {

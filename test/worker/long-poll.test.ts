@@ -2,27 +2,12 @@
 // checks, the welcome of a new link, commands delivered on the next poll and settled by a send,
 // stale links, replacement between a poll link and a socket (both ways), bad bodies, and a link
 // that stops polling declared gone like a dead socket.
-import { SELF, env } from "cloudflare:test";
+import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE, MAX_SEND_MESSAGES, PROTOCOL_VERSION } from "../../protocol/wire.ts";
-import {
-  BASE,
-  FollowViewer,
-  agentsClosedAfterEach,
-  api,
-  createNode,
-  enroll,
-  eventually,
-  expectError,
-  json,
-  TestAgent,
-  unique,
-  vmInfo,
-  type Frame,
-} from "./support.ts";
+import { BASE, FollowViewer, agentsClosedAfterEach, api, createNode, enroll, eventually, expectError, json, TestAgent, unique, vmInfo, type Frame, session } from "./support.ts";
 
 const sockets = agentsClosedAfterEach();
-const session = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function post(path: "/agent/poll" | "/agent/send", body: unknown, credential: string | null): Promise<Response> {

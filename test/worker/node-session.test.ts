@@ -4,7 +4,7 @@
 import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE, MAX_FRAME_BYTES, PING_FRAME } from "../../protocol/wire.ts";
-import { agentsClosedAfterEach, api, eventually, expectError, json, TestAgent, vmInfo } from "./support.ts";
+import { agentsClosedAfterEach, api, eventually, expectError, json, TestAgent, vmInfo, session } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 
@@ -17,7 +17,6 @@ async function nodeWithVm(libvirtState: "running" | "shutoff" | "paused" = "runn
   await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
   return { ...s, vm };
 }
-const session = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
 const getVm = async (id: string) => (await json(await api(`/api/vms/${id}`))).vm;
 const getRequest = async (id: string) => (await json(await api(`/api/requests/${id}`))).request;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -4,10 +4,9 @@
 // "Old" is made by moving state_updated_at back in D1, "periodically" by running the alarm.
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { agentsClosedAfterEach, api, eventually, json, TestAgent, vmInfo } from "./support.ts";
+import { agentsClosedAfterEach, api, eventually, json, TestAgent, vmInfo, session } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
-const session = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
 const getVm = async (id: string) => (await json(await api(`/api/vms/${id}`))).vm;
 const events = async (id: string) => (await json(await api(`/api/vms/${id}/events`))).events as any[];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -8,7 +8,7 @@ import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { inventoryDigest, digestBucket } from "../../protocol/digest.ts";
 import { PROTOCOL_VERSION, WIRE_FEATURES, type VmInfo } from "../../protocol/wire.ts";
-import { agentsClosedAfterEach, api, createNode, enroll, eventually, expectError, json, TestAgent, unique, uuid, vmInfo, type Frame } from "./support.ts";
+import { agentsClosedAfterEach, api, createNode, enroll, eventually, expectError, json, TestAgent, unique, uuid, vmInfo, type Frame, session } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -317,8 +317,7 @@ describe("anti-entropy", () => {
     await agent.next("vm.state", 5000); // asked as the start failed; left unanswered
     await eventually(async () => expect((await json(await api(`/api/nodes/${(await getVm(left.uuid)).node_id}`))).node.connected).toBe(true));
     // That question times out too (QUERY_TIMEOUT_MS, 1 s here): nothing is in flight any more.
-    const session = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
-    await eventually(async () => expect((await session.stats()).inFlight).toBe(0), 10_000);
+    await eventually(async () => expect((await session(nodeId).stats()).inFlight).toBe(0), 10_000);
     const busyNow = { ...busy, state: "STOPPED" as const, libvirtState: "shutoff" as const };
     agent.send({ type: "inventory.digest", id: "d2", payload: inventoryDigest([busyNow, left]) });
     const q = await agent.next("vm.state", 5000);

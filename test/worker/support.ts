@@ -1,6 +1,6 @@
 // Test helpers for the Worker suite: API calls through SELF, tokens and nodes, and TestAgent, a
 // protocol-speaking agent on a real WebSocket into the node's Durable Object (no fakes involved).
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { afterEach, expect } from "vitest";
 import { PROTOCOL_VERSION, type LibvirtState, type VmInfo, mapLibvirtState } from "../../protocol/wire.ts";
 
@@ -248,3 +248,6 @@ export class FollowViewer {
     }
   }
 }
+
+/** The Durable Object that holds a node's session. */
+export const session = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
