@@ -44,7 +44,8 @@ function bindable(port: number): Promise<boolean> {
  */
 export async function freePort(): Promise<number> {
   const [low] = ephemeralRange();
-  for (let tries = 0; tries < 500 && low - FIRST_PORT > 1_000; tries++) {
+  if (low - FIRST_PORT < 1_000) throw new Error(`the kernel's ephemeral ports start at ${low}: too few below it to choose from`);
+  for (let tries = 0; tries < 500; tries++) {
     const port = FIRST_PORT + Math.floor(Math.random() * (low - FIRST_PORT));
     if (handedOut.has(port) || !(await bindable(port))) continue;
     handedOut.add(port);
