@@ -11,7 +11,12 @@ process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
 
 // expect.poll waits up to 15 s (vitest's own default is 1 s): in the browser suites each poll may
 // cross Chromium, wrangler dev and an agent on a loaded 2-core machine.
-const nodeTests = { environment: "node", testTimeout: 60_000, hookTimeout: 120_000, expect: { poll: { timeout: 15_000 } } } as const;
+const nodeTests = {
+  environment: "node",
+  testTimeout: 60_000,
+  hookTimeout: 120_000,
+  expect: { poll: { timeout: 15_000 } },
+} as const;
 
 export default defineConfig({
   test: {
@@ -47,7 +52,15 @@ export default defineConfig({
       {
         test: {
           name: "node",
-          include: ["test/agent/**/*.test.ts", "test/e2e/**/*.test.ts", "test/web/**/*.test.ts", "test/protocol/**/*.test.ts", "test/cli/**/*.test.ts", "test/faults/**/*.test.ts", "test/security/**/*.test.ts"],
+          include: [
+            "test/agent/**/*.test.ts",
+            "test/e2e/**/*.test.ts",
+            "test/web/**/*.test.ts",
+            "test/protocol/**/*.test.ts",
+            "test/cli/**/*.test.ts",
+            "test/faults/**/*.test.ts",
+            "test/security/**/*.test.ts",
+          ],
           exclude: [...configDefaults.exclude, ...SUITES_NEEDING.hypervisor, ...SUITES_NEEDING.browser],
           ...nodeTests,
         },

@@ -3,7 +3,13 @@
 // carried out. Power actions go to power.ts (acked at once, one VM's after another, deadlines
 // checked again when their turn comes, progress while under way).
 import { lastLines } from "../protocol/log-excerpt.ts";
-import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES, type Command, type ServerMessage } from "../protocol/wire.ts";
+import {
+  EXCERPT_MAX_BYTES,
+  LOG_CHUNK_BYTES,
+  MAX_FRAME_BYTES,
+  type Command,
+  type ServerMessage,
+} from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import type { LogFollower } from "./log-follow.ts";
@@ -70,8 +76,14 @@ export class CommandRunner {
     if (cmd.type === "vm.start" || cmd.type === "vm.stop" || cmd.type === "vm.forceStop") return this.power.handle(cmd);
     const late = this.o.serverNow() - cmd.payload.deadline;
     if (late > 0) {
-      this.o.log.warn({ id, type: cmd.type, vmId: cmd.payload.vmId, lateMs: late }, "command arrived after its deadline: not carried out");
-      this.fail(id, new AgentFailure("expired", `deadline passed ${late} ms before the command was read; not carried out`));
+      this.o.log.warn(
+        { id, type: cmd.type, vmId: cmd.payload.vmId, lateMs: late },
+        "command arrived after its deadline: not carried out",
+      );
+      this.fail(
+        id,
+        new AgentFailure("expired", `deadline passed ${late} ms before the command was read; not carried out`),
+      );
       return Promise.resolve();
     }
     switch (cmd.type) {
@@ -85,7 +97,15 @@ export class CommandRunner {
           const early = excerptLines ? this.excerpt(id, sentName, excerptLines) : null;
           const { state, libvirtState, name } = await looked;
           if (!excerptLines) return void this.o.send({ type: "result", id, payload: { state, libvirtState } });
-          this.o.send({ type: "result", id, payload: { state, libvirtState, logExcerpt: name === sentName ? early : this.excerpt(id, name, excerptLines) } });
+          this.o.send({
+            type: "result",
+            id,
+            payload: {
+              state,
+              libvirtState,
+              logExcerpt: name === sentName ? early : this.excerpt(id, name, excerptLines),
+            },
+          });
         });
       case "vm.logs":
         return this.answer(id, () => this.sendLogs(cmd));
@@ -109,7 +129,8 @@ export class CommandRunner {
       // Read with room to spare: the newest lines are kept when they are longer than the excerpt's budget.
       return lastLines(readVmLog(this.o.logDir, name, lines, 16 * EXCERPT_MAX_BYTES).text, lines);
     } catch (err) {
-      if (!(err instanceof AgentFailure)) this.o.log.warn({ id, err: (err as Error)?.message }, "could not read a log excerpt");
+      if (!(err instanceof AgentFailure))
+        this.o.log.warn({ id, err: (err as Error)?.message }, "could not read a log excerpt");
       return null;
     }
   }

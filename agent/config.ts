@@ -50,7 +50,11 @@ const onOff = z
   .transform((v) => v === true || (typeof v === "string" && ["1", "true", "yes", "on"].includes(v)));
 
 const millis = (what: string, min: number, max: number) =>
-  z.coerce.number({ message: `${what} must be a number of milliseconds` }).int().min(min).max(max);
+  z.coerce
+    .number({ message: `${what} must be a number of milliseconds` })
+    .int()
+    .min(min)
+    .max(max);
 
 const Config = z.object({
   server: serverUrl.optional(),
@@ -77,7 +81,10 @@ const Config = z.object({
   digestIntervalMs: millis("--digest-interval", 1_000, 86_400_000),
   progressIntervalMs: millis("--progress-interval", 100, 60_000),
   operationCapMs: millis("--operation-cap", 1_000, 86_400_000),
-  metricsIntervalMs: millis("--metrics-interval", 0, 3_600_000).refine((v) => v === 0 || v >= 1_000, "must be 0 (off) or at least 1000 ms"),
+  metricsIntervalMs: millis("--metrics-interval", 0, 3_600_000).refine(
+    (v) => v === 0 || v >= 1_000,
+    "must be 0 (off) or at least 1000 ms",
+  ),
   events: z.enum(["auto", "off"], { message: "expected auto or off" }),
 });
 export type AgentConfig = z.infer<typeof Config>;
@@ -143,7 +150,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: Object.fromEntries(Object.entries(OPTIONS).map(([k, o]) => [k, { type: o.type, ...("short" in o ? { short: o.short } : {}) }])),
+      options: Object.fromEntries(
+        Object.entries(OPTIONS).map(([k, o]) => [k, { type: o.type, ...("short" in o ? { short: o.short } : {}) }]),
+      ),
       strict: true,
       allowPositionals: false,
     }));
@@ -179,7 +188,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   for (const [flag, o] of Object.entries(OPTIONS)) {
     if (!("env" in o)) continue;
     const v = values[flag] ?? (env[o.env] === "" ? undefined : env[o.env]);
-    if (v !== undefined) raw[camel(flag).replace(/^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap|metricsInterval)$/, "$1Ms")] = v;
+    if (v !== undefined)
+      raw[
+        camel(flag).replace(
+          /^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap|metricsInterval)$/,
+          "$1Ms",
+        )
+      ] = v;
   }
   const parsed = Config.safeParse(raw);
   if (!parsed.success) {
@@ -190,9 +205,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   }
   const config = parsed.data;
   if (config.rotateHostToken) return config; // writes the token file and exits: the rest does not apply
-  if (!config.server && !config.listen) throw new ConfigError("--server (or QX_SERVER) is required, unless --listen is given alone");
+  if (!config.server && !config.listen)
+    throw new ConfigError("--server (or QX_SERVER) is required, unless --listen is given alone");
   const cleartext = config.server && !config.insecureHttp ? cleartextServerProblem(config.server) : null;
   if (cleartext) throw new ConfigError(`--server: ${cleartext}`);
-  if (config.backoffCapMs < config.backoffBaseMs) throw new ConfigError("--backoff-cap must not be below --backoff-base");
+  if (config.backoffCapMs < config.backoffBaseMs)
+    throw new ConfigError("--backoff-cap must not be below --backoff-base");
   return config;
 }

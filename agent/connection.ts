@@ -4,7 +4,16 @@
 // the link stayed up a while, PING_FRAME every heartbeat and two unanswered pings = dead link.
 import WebSocket from "ws";
 import type { Logger } from "./logger.ts";
-import { CLOSE, HEARTBEAT_MS, MAX_FRAME_BYTES, PING_FRAME, PONG_FRAME, ServerMessage, parseFrame, type AgentMessage } from "../protocol/wire.ts";
+import {
+  CLOSE,
+  HEARTBEAT_MS,
+  MAX_FRAME_BYTES,
+  PING_FRAME,
+  PONG_FRAME,
+  ServerMessage,
+  parseFrame,
+  type AgentMessage,
+} from "../protocol/wire.ts";
 
 export type LinkState = "idle" | "connecting" | "online" | "backingOff" | "draining" | "closed";
 
@@ -56,7 +65,12 @@ export type LinkOptions = {
  *  control plane asked for (welcome.reconnectSpreadMs) once a link was lost: a restart drops the
  *  whole fleet at once, and exponential windows starting at one second would bring most of it back
  *  in the same few seconds. */
-export function backoffDelay(attempt: number, t: Pick<LinkTimings, "backoffBaseMs" | "backoffCapMs">, random: () => number, spreadMs = 0): number {
+export function backoffDelay(
+  attempt: number,
+  t: Pick<LinkTimings, "backoffBaseMs" | "backoffCapMs">,
+  random: () => number,
+  spreadMs = 0,
+): number {
   const ceiling = Math.min(t.backoffCapMs, Math.max(spreadMs, t.backoffBaseMs * 2 ** Math.min(attempt, 30)));
   return Math.floor(random() * ceiling);
 }
@@ -214,7 +228,8 @@ export class AgentLink {
     let refused: string | null = null;
 
     ws.on("unexpected-response", (_req, res) => {
-      if (res.statusCode === 401 || res.statusCode === 403) refused = `HTTP ${res.statusCode} on ${new URL(this.opts.url).pathname}`;
+      if (res.statusCode === 401 || res.statusCode === 403)
+        refused = `HTTP ${res.statusCode} on ${new URL(this.opts.url).pathname}`;
       else this.opts.log.warn({ status: res.statusCode }, "control plane refused the upgrade; will retry");
       res.resume();
       ws.terminate();

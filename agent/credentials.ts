@@ -64,8 +64,17 @@ export function isNewJoinToken(cred: NodeCredential | null, token: string | unde
  * POST {server}/agent/enroll. 401/403/400/404 → RefusedError (a new join token is needed); network
  * trouble and 5xx → a plain Error the caller retries with backoff.
  */
-export async function enroll(server: string, joinToken: string, hostname: string, timeoutMs = 10_000): Promise<NodeCredential> {
-  const { status, body: text } = await postJson(httpBase(server) + AGENT_ENROLL_PATH, { joinToken, hostname }, timeoutMs);
+export async function enroll(
+  server: string,
+  joinToken: string,
+  hostname: string,
+  timeoutMs = 10_000,
+): Promise<NodeCredential> {
+  const { status, body: text } = await postJson(
+    httpBase(server) + AGENT_ENROLL_PATH,
+    { joinToken, hostname },
+    timeoutMs,
+  );
   if (status === 401 || status === 403 || status === 404 || status === 400 || status === 410) {
     throw new RefusedError(`${JOIN_TOKEN_REFUSED} (HTTP ${status})`);
   }
@@ -78,7 +87,12 @@ export async function enroll(server: string, joinToken: string, hostname: string
   }
   const body = EnrollResponse.safeParse(json);
   if (!body.success) throw new Error("enrollment failed: the server's answer is not {nodeId, credential}");
-  return { nodeId: body.data.nodeId, credential: body.data.credential, server, joinTokenSha256: tokenDigest(joinToken) };
+  return {
+    nodeId: body.data.nodeId,
+    credential: body.data.credential,
+    server,
+    joinTokenSha256: tokenDigest(joinToken),
+  };
 }
 
 /** node:http(s) rather than fetch: fetch loads undici and its WebAssembly parser, ~20 MiB for one call. */
@@ -86,15 +100,23 @@ function postJson(url: string, payload: unknown, timeoutMs: number): Promise<{ s
   const data = JSON.stringify(payload);
   const request = url.startsWith("https:") ? https.request : http.request;
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data) }, timeout: timeoutMs }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => {
-        if (body.length < 64 * 1024) body += d;
-      });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on("error", reject);
-    });
+    const req = request(
+      url,
+      {
+        method: "POST",
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data) },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => {
+          if (body.length < 64 * 1024) body += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("error", reject);
+      },
+    );
     req.on("timeout", () => req.destroy(new Error(`no answer from ${new URL(url).host} in ${timeoutMs} ms`)));
     req.on("error", reject);
     req.end(data);

@@ -2,7 +2,19 @@
 // local API. It is not the node credential, so whoever reads it from a browser can read this host's
 // VM list and logs but cannot act as the node towards the control plane.
 import { randomBytes, createHash, timingSafeEqual } from "node:crypto";
-import { chmodSync, chownSync, closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 
 export const HOST_TOKEN_FILE = "host-token";
@@ -55,7 +67,8 @@ function readHostToken(path: string): string {
   try {
     if (!fstatSync(fd).isFile()) throw new Error(`${path} is not a regular file`);
     const token = readFileSync(fd, "utf8").trim();
-    if (!TOKEN_SHAPE.test(token)) throw new Error(`${path} does not hold a host token; write a new one with --rotate-host-token`);
+    if (!TOKEN_SHAPE.test(token))
+      throw new Error(`${path} does not hold a host token; write a new one with --rotate-host-token`);
     return token;
   } finally {
     closeSync(fd);
@@ -93,7 +106,9 @@ export class HostTokenCheck {
       const st = statSync(this.path);
       key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
     } catch (err) {
-      return this.unreadable(`host token ${this.path} is gone (${(err as NodeJS.ErrnoException).code}); write one with --rotate-host-token`);
+      return this.unreadable(
+        `host token ${this.path} is gone (${(err as NodeJS.ErrnoException).code}); write one with --rotate-host-token`,
+      );
     }
     if (key === this.seen && this.tokenDigest) return this.tokenDigest;
     try {

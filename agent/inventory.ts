@@ -4,14 +4,24 @@
 // digest buckets the control plane asks about.
 import { randomUUID } from "node:crypto";
 import { digestBucket, inventoryDigest } from "../protocol/digest.ts";
-import { INVENTORY_CHUNK, type AgentMessage, type InventoryScope, type VmInfo, type WireFeature } from "../protocol/wire.ts";
+import {
+  INVENTORY_CHUNK,
+  type AgentMessage,
+  type InventoryScope,
+  type VmInfo,
+  type WireFeature,
+} from "../protocol/wire.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 
 export type Send = (msg: AgentMessage) => boolean;
 
 const sameVm = (a: VmInfo, b: VmInfo) =>
-  a.name === b.name && a.libvirtState === b.libvirtState && a.state === b.state && a.vcpus === b.vcpus && a.memoryMiB === b.memoryMiB;
+  a.name === b.name &&
+  a.libvirtState === b.libvirtState &&
+  a.state === b.state &&
+  a.vcpus === b.vcpus &&
+  a.memoryMiB === b.memoryMiB;
 
 /** What changed between two reports: new or different VMs, and the UUIDs that are gone. */
 export function diffInventory(before: Map<string, VmInfo>, now: VmInfo[]): { vms: VmInfo[]; removed: string[] } {
@@ -151,7 +161,11 @@ export class InventoryReporter {
       const parts = vms.length ? chunk(vms, INVENTORY_CHUNK) : [[]];
       let delivered = true;
       parts.forEach((part, seq) => {
-        delivered &&= this.send({ type: "inventory", id: `${syncId.slice(0, 8)}-${seq}`, payload: { syncId, seq, done: seq === parts.length - 1, vms: part } });
+        delivered &&= this.send({
+          type: "inventory",
+          id: `${syncId.slice(0, 8)}-${seq}`,
+          payload: { syncId, seq, done: seq === parts.length - 1, vms: part },
+        });
       });
       if (!delivered) return; // link went down: the next connect sends it all again
       this.fullSyncDue = false;
@@ -163,7 +177,10 @@ export class InventoryReporter {
     if (!changed.length && !removed.length) return;
     const rounds = Math.max(Math.ceil(changed.length / INVENTORY_CHUNK), Math.ceil(removed.length / INVENTORY_CHUNK));
     for (let i = 0; i < rounds; i++) {
-      const part = { vms: changed.slice(i * INVENTORY_CHUNK, (i + 1) * INVENTORY_CHUNK), removed: removed.slice(i * INVENTORY_CHUNK, (i + 1) * INVENTORY_CHUNK) };
+      const part = {
+        vms: changed.slice(i * INVENTORY_CHUNK, (i + 1) * INVENTORY_CHUNK),
+        removed: removed.slice(i * INVENTORY_CHUNK, (i + 1) * INVENTORY_CHUNK),
+      };
       if (!this.send({ type: "vm.changed", id: randomUUID().slice(0, 18), payload: part })) return; // resent after the next full sync
       for (const vm of part.vms) this.reported.set(vm.uuid, vm);
       for (const uuid of part.removed) this.reported.delete(uuid);
@@ -178,7 +195,11 @@ export class InventoryReporter {
       const parts = part.length ? chunk(part, INVENTORY_CHUNK) : [[]];
       let delivered = true;
       parts.forEach((p, seq) => {
-        delivered &&= this.send({ type: "inventory", id: `${id.slice(0, 40)}-${seq}`, payload: { syncId: id, seq, done: seq === parts.length - 1, vms: p, scope } });
+        delivered &&= this.send({
+          type: "inventory",
+          id: `${id.slice(0, 40)}-${seq}`,
+          payload: { syncId: id, seq, done: seq === parts.length - 1, vms: p, scope },
+        });
       });
       if (!delivered) return; // link down: the next connect's full sync covers it
       for (const uuid of [...this.reported.keys()]) if (inScope(scope, uuid)) this.reported.delete(uuid);

@@ -4,10 +4,25 @@
 import { readFileSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { Hypervisor, type Domain } from "@unraid/libvirt";
-import { DomainName, LIBVIRT_STATES, mapLibvirtState, type LibvirtState, type StateResult, type VmInfo } from "../protocol/wire.ts";
+import {
+  DomainName,
+  LIBVIRT_STATES,
+  mapLibvirtState,
+  type LibvirtState,
+  type StateResult,
+  type VmInfo,
+} from "../protocol/wire.ts";
 import type { Logger } from "./logger.ts";
 
-export type AgentErrorCode = "expired" | "vm_not_found" | "log_not_found" | "invalid_name" | "not_allowed" | "overridden" | "libvirt_error" | "internal";
+export type AgentErrorCode =
+  | "expired"
+  | "vm_not_found"
+  | "log_not_found"
+  | "invalid_name"
+  | "not_allowed"
+  | "overridden"
+  | "libvirt_error"
+  | "internal";
 
 /** A failure the control plane (or the local API) is told about as `{code, message}`. */
 export class AgentFailure extends Error {
@@ -21,9 +36,18 @@ export class AgentFailure extends Error {
 const NOT_FOUND = /domain not found|no domain with matching/i;
 const NOT_ALLOWED = /operation is not valid|already running|not running|is not active|domain is already active/i;
 // Messages that mean the connection itself is gone: drop it so the next call reopens.
-const CONNECTION_LOST = /end of file|cannot recv|cannot write|connection.*(closed|reset)|not connected|broken pipe|no connection driver|failed to connect/i;
+const CONNECTION_LOST =
+  /end of file|cannot recv|cannot write|connection.*(closed|reset)|not connected|broken pipe|no connection driver|failed to connect/i;
 
-export type DomainCounters = { uuid: string; name: string; vcpus: number; cpuTimeNs: number; memoryKiB: number; maxMemKiB: number; running: boolean };
+export type DomainCounters = {
+  uuid: string;
+  name: string;
+  vcpus: number;
+  cpuTimeNs: number;
+  memoryKiB: number;
+  maxMemKiB: number;
+  running: boolean;
+};
 
 export class Libvirt {
   private readonly uri: string;
@@ -76,7 +100,11 @@ export class Libvirt {
   /** Every domain whatever its name (its log path is confined where the log is opened, log-path.ts);
    *  only a name libvirt itself refuses (a `/`, NUL), which no frame may carry, is left out. */
   private async describe(hv: Hypervisor, dom: Domain): Promise<VmInfo | null> {
-    const [name, uuid, info] = await Promise.all([hv.domainGetName(dom), hv.domainGetUUIDString(dom), hv.domainGetInfo(dom)]);
+    const [name, uuid, info] = await Promise.all([
+      hv.domainGetName(dom),
+      hv.domainGetUUIDString(dom),
+      hv.domainGetInfo(dom),
+    ]);
     if (!DomainName.safeParse(name).success) {
       this.log.warn({ uuid, name: name.slice(0, 80) }, "domain name holds '/' or NUL, which libvirt refuses; skipped");
       return null;
@@ -96,7 +124,9 @@ export class Libvirt {
     return this.call("list domains", async (hv) => {
       const doms = await hv.connectListAllDomains();
       const vms = await Promise.all(doms.map((d) => this.describe(hv, d).catch(() => null))); // vanished mid-list
-      return vms.filter((v): v is VmInfo => v !== null).sort((a, b) => a.name.localeCompare(b.name) || (a.uuid < b.uuid ? -1 : 1));
+      return vms
+        .filter((v): v is VmInfo => v !== null)
+        .sort((a, b) => a.name.localeCompare(b.name) || (a.uuid < b.uuid ? -1 : 1));
     });
   }
 
@@ -105,10 +135,24 @@ export class Libvirt {
     return this.call("active domain counters", async (hv) => {
       const doms = await hv.connectListAllDomains(1); // VIR_CONNECT_LIST_DOMAINS_ACTIVE
       const rows = await Promise.all(
-        doms.map(async (d) => {
-          const [name, uuid, info] = await Promise.all([hv.domainGetName(d), hv.domainGetUUIDString(d), hv.domainGetInfo(d)]);
-          return { uuid: uuid.toLowerCase(), name, vcpus: info.nrVirtCpu, cpuTimeNs: info.cpuTime, memoryKiB: info.memory, maxMemKiB: info.maxMem, running: info.state === 1 || info.state === 2 };
-        }).map((p) => p.catch(() => null)), // vanished mid-list
+        doms
+          .map(async (d) => {
+            const [name, uuid, info] = await Promise.all([
+              hv.domainGetName(d),
+              hv.domainGetUUIDString(d),
+              hv.domainGetInfo(d),
+            ]);
+            return {
+              uuid: uuid.toLowerCase(),
+              name,
+              vcpus: info.nrVirtCpu,
+              cpuTimeNs: info.cpuTime,
+              memoryKiB: info.memory,
+              maxMemKiB: info.maxMem,
+              running: info.state === 1 || info.state === 2,
+            };
+          })
+          .map((p) => p.catch(() => null)), // vanished mid-list
       );
       return rows.filter((r): r is DomainCounters => r !== null);
     });
@@ -117,7 +161,8 @@ export class Libvirt {
   async domain(uuid: string): Promise<VmInfo> {
     return this.call(`domain ${uuid}`, async (hv) => {
       const info = await this.describe(hv, await hv.domainLookupByUUIDString(uuid));
-      if (!info) throw new AgentFailure("invalid_name", `domain ${uuid} has a name libvirt itself refuses ('/' or NUL)`);
+      if (!info)
+        throw new AgentFailure("invalid_name", `domain ${uuid} has a name libvirt itself refuses ('/' or NUL)`);
       return info;
     });
   }
@@ -134,7 +179,8 @@ export class Libvirt {
       const dom = await hv.domainLookupByUUIDString(uuid);
       if (libvirtState === "paused") return hv.domainResume(dom);
       if (libvirtState === "pmsuspended") return hv.domainPMWakeup(dom);
-      if (libvirtState !== "shutoff") throw new AgentFailure("not_allowed", `start ${uuid}: the domain is ${libvirtState}`);
+      if (libvirtState !== "shutoff")
+        throw new AgentFailure("not_allowed", `start ${uuid}: the domain is ${libvirtState}`);
       return hv.domainCreate(dom);
     });
   }

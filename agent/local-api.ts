@@ -132,10 +132,15 @@ async function handle(o: LocalApiOptions, req: IncomingMessage, res: ServerRespo
   const q = raw.indexOf("?");
   const rawPath = q >= 0 ? raw.slice(0, q) : raw;
   const search = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : "");
-  if (req.method !== "GET" && req.method !== "HEAD") throw new HttpFailure("method_not_allowed", "only GET is served here");
+  if (req.method !== "GET" && req.method !== "HEAD")
+    throw new HttpFailure("method_not_allowed", "only GET is served here");
 
   if (rawPath === "/api/v1" || rawPath.startsWith("/api/v1/") || rawPath.startsWith("/api/")) {
-    if (!authorized(req, o)) throw new HttpFailure("unauthorized", "Authorization: Bearer <host token> required: the file host-token in the agent's state directory");
+    if (!authorized(req, o))
+      throw new HttpFailure(
+        "unauthorized",
+        "Authorization: Bearer <host token> required: the file host-token in the agent's state directory",
+      );
     // Segments are matched raw: an encoded "/" or ".." stays inside its segment, never a route.
     const parts = rawPath.split("/").slice(1); // ["api","v1",...]
     if (parts.length === 3 && parts[2] === "vms") return listVms(o, search, res);
@@ -157,7 +162,14 @@ async function listVms(o: LocalApiOptions, search: URLSearchParams, res: ServerR
   const text = search.get("q")?.toLowerCase();
   if (text) vms = vms.filter((v) => v.name.toLowerCase().includes(text));
   sendJson(res, 200, {
-    vms: vms.map((v) => ({ id: v.uuid, name: v.name, state: v.state, libvirtState: v.libvirtState, vcpus: v.vcpus, memoryMiB: v.memoryMiB })),
+    vms: vms.map((v) => ({
+      id: v.uuid,
+      name: v.name,
+      state: v.state,
+      libvirtState: v.libvirtState,
+      vcpus: v.vcpus,
+      memoryMiB: v.memoryMiB,
+    })),
     nextCursor: null,
   });
 }
@@ -190,7 +202,14 @@ async function vmMetrics(o: LocalApiOptions, rawId: string, search: URLSearchPar
   const id = decodeSegment(rawId);
   const vm = id === null || id.length > 1000 ? undefined : findVm(await o.libvirt.listDomains(), id);
   if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
-  if (!o.metrics) return sendJson(res, 200, { range: query.data.range, stepMs: 10_000, from: Date.now(), to: Date.now(), points: [] });
+  if (!o.metrics)
+    return sendJson(res, 200, {
+      range: query.data.range,
+      stepMs: 10_000,
+      from: Date.now(),
+      to: Date.now(),
+      points: [],
+    });
   sendJson(res, 200, o.metrics.series(vm.uuid, query.data.range));
 }
 
@@ -220,10 +239,16 @@ function serveStatic(o: LocalApiOptions, rawPath: string, req: IncomingMessage, 
     realDir = realpathSync(o.webDir);
     realpathSync(join(realDir, "host.html"));
   } catch {
-    throw new HttpFailure("web_build_missing", `the host view is not built (no host.html in ${o.webDir}); run npm run build:web, or use /api/v1`);
+    throw new HttpFailure(
+      "web_build_missing",
+      `the host view is not built (no host.html in ${o.webDir}); run npm run build:web, or use /api/v1`,
+    );
   }
   const decoded = decodeRepeatedly(rawPath);
-  const rel = rawPath === "/" || rawPath === "/index.html" || rawPath === "/host.html" ? "host.html" : (decoded ?? "").replace(/^\/+/, "");
+  const rel =
+    rawPath === "/" || rawPath === "/index.html" || rawPath === "/host.html"
+      ? "host.html"
+      : (decoded ?? "").replace(/^\/+/, "");
   const refused =
     decoded === null ||
     decoded !== rawPath || // asset names need no escapes

@@ -66,7 +66,8 @@ export class LogFollower {
    *  calls `ack` before the first frame (a log not there yet is followed too: "missing" at once). */
   start(id: string, name: string, ack: () => void): void {
     if (this.follows.has(id)) return ack(); // the same follow asked twice: it is already running
-    if (this.follows.size >= MAX_FOLLOWS) throw new AgentFailure("not_allowed", `this agent follows at most ${MAX_FOLLOWS} logs at once`);
+    if (this.follows.size >= MAX_FOLLOWS)
+      throw new AgentFailure("not_allowed", `this agent follows at most ${MAX_FOLLOWS} logs at once`);
     const follow: Follow = { id, name, seq: 0, fd: null, fileId: "", offset: 0, missing: false };
     const path = this.resolve(name); // invalid_name is thrown here, before anything is kept
     // Where the follow starts is fixed before the ack: whatever is written after the ack is sent.
@@ -105,7 +106,10 @@ export class LogFollower {
       try {
         this.look(follow);
       } catch (err) {
-        this.o.log.warn({ followId: follow.id, err: (err as Error).message }, "log follow: could not read; will look again");
+        this.o.log.warn(
+          { followId: follow.id, err: (err as Error).message },
+          "log follow: could not read; will look again",
+        );
       }
     }
   }

@@ -63,7 +63,8 @@ export function resolveLogPath(logDir: string, name: string): string {
     real = realpathSync(candidate);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "EACCES") throw new AgentFailure("log_not_found", `log file ${candidate} is not readable by the agent (permission denied)`);
+    if (code === "EACCES")
+      throw new AgentFailure("log_not_found", `log file ${candidate} is not readable by the agent (permission denied)`);
     throw new AgentFailure("log_not_found", `no log file at ${candidate}`);
   }
   if (!inside(realDir, real)) {

@@ -74,7 +74,8 @@ export function tailBytes(path: string, n: number, maxBytes: number, opts: TailO
       return tailOnce(path, n, maxBytes, opts);
     } catch (err) {
       if (!(err instanceof FileChanged)) throw err;
-      if (attempt >= ATTEMPTS) throw new AgentFailure("internal", `log file ${path} kept changing while it was read; try again`);
+      if (attempt >= ATTEMPTS)
+        throw new AgentFailure("internal", `log file ${path} kept changing while it was read; try again`);
     }
   }
 }
@@ -98,8 +99,10 @@ function openLog(path: string): { fd: number; st: Stats } {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ELOOP" || code === "ENOTDIR") throw new AgentFailure("log_not_found", `no log file at ${path}`);
-    if (code === "EACCES" || code === "EPERM") throw new AgentFailure("log_not_found", `log file ${path} is not readable by the agent (permission denied)`);
+    if (code === "ENOENT" || code === "ELOOP" || code === "ENOTDIR")
+      throw new AgentFailure("log_not_found", `no log file at ${path}`);
+    if (code === "EACCES" || code === "EPERM")
+      throw new AgentFailure("log_not_found", `log file ${path} is not readable by the agent (permission denied)`);
     throw err;
   }
   const st = fstatSync(fd);

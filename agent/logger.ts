@@ -12,7 +12,12 @@ export function createLogger(level: string): Logger {
     base: { svc: "quantix-agent" },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: {
-      paths: [...SECRET_FIELDS, ...SECRET_FIELDS.map((f) => `*.${f}`), "headers.authorization", "req.headers.authorization"],
+      paths: [
+        ...SECRET_FIELDS,
+        ...SECRET_FIELDS.map((f) => `*.${f}`),
+        "headers.authorization",
+        "req.headers.authorization",
+      ],
       censor: "[redacted]",
     },
   });

@@ -75,11 +75,29 @@ class Agent {
     this.libvirt = new Libvirt(config.libvirtUri, log);
     const send = (msg: AgentMessage) => this.link?.send(msg) ?? false;
     const peerFeatures = () => this.peerFeatures;
-    this.inventory = new InventoryReporter({ libvirt: this.libvirt, send, log, pollMs: config.pollIntervalMs, digestIntervalMs: config.digestIntervalMs, peerFeatures });
+    this.inventory = new InventoryReporter({
+      libvirt: this.libvirt,
+      send,
+      log,
+      pollMs: config.pollIntervalMs,
+      digestIntervalMs: config.digestIntervalMs,
+      peerFeatures,
+    });
     const serverNow = () => this.link?.serverNow() ?? Date.now();
-    this.metrics = new MetricsSampler({ libvirt: this.libvirt, uri: config.libvirtUri, intervalMs: config.metricsIntervalMs, log, send, peerFeatures, serverNow });
+    this.metrics = new MetricsSampler({
+      libvirt: this.libvirt,
+      uri: config.libvirtUri,
+      intervalMs: config.metricsIntervalMs,
+      log,
+      send,
+      peerFeatures,
+      serverNow,
+    });
     const look = () => void this.inventory.pollNow();
-    this.events = config.events === "auto" && eventsReachable(config.libvirtUri) ? new LifecycleEvents({ uri: config.libvirtUri, log, onLifecycle: look, onStart: look }) : null;
+    this.events =
+      config.events === "auto" && eventsReachable(config.libvirtUri)
+        ? new LifecycleEvents({ uri: config.libvirtUri, log, onLifecycle: look, onStart: look })
+        : null;
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
       libvirt: this.libvirt,
@@ -99,10 +117,16 @@ class Agent {
   async start() {
     const { config } = this;
     if (config.server && (!this.cred || this.cred.server !== config.server) && !config.token) {
-      fatal(EXIT_BAD_CONFIG, `no node credential in ${config.stateDir} for ${config.server}: give the node's join token with --token (or QX_TOKEN)`);
+      fatal(
+        EXIT_BAD_CONFIG,
+        `no node credential in ${config.stateDir} for ${config.server}: give the node's join token with --token (or QX_TOKEN)`,
+      );
     }
     if (config.server && config.insecureHttp && cleartextServerProblem(config.server)) {
-      this.log.warn({ server: config.server }, "--insecure-http: the join token, the node credential and all traffic travel in clear text");
+      this.log.warn(
+        { server: config.server },
+        "--insecure-http: the join token, the node credential and all traffic travel in clear text",
+      );
     }
     // The local API first: it needs no enrollment, and serves the host while the control plane is out of reach.
     if (config.listen) {
@@ -115,7 +139,9 @@ class Agent {
         logDir: config.logDir,
         webDir: config.webDir,
         log: this.log,
-      }).catch((err: Error) => fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`));
+      }).catch((err: Error) =>
+        fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`),
+      );
     }
     this.metrics.start();
     this.events?.start();
@@ -132,10 +158,20 @@ class Agent {
     try {
       file = ensureHostToken(this.config.stateDir);
     } catch (err) {
-      fatal(EXIT_BAD_CONFIG, `--listen: cannot keep the host token in ${this.config.stateDir}: ${(err as Error).message}`);
+      fatal(
+        EXIT_BAD_CONFIG,
+        `--listen: cannot keep the host token in ${this.config.stateDir}: ${(err as Error).message}`,
+      );
     }
-    if (file.modeFixed) this.log.warn({ hostTokenFile: file.path }, "the host token file was readable by others: its mode is 0600 again; rotate it with --rotate-host-token");
-    this.log.info({ hostTokenFile: file.path, created: file.created }, "host view: sign in with the token in this file");
+    if (file.modeFixed)
+      this.log.warn(
+        { hostTokenFile: file.path },
+        "the host token file was readable by others: its mode is 0600 again; rotate it with --rotate-host-token",
+      );
+    this.log.info(
+      { hostTokenFile: file.path, created: file.created },
+      "host view: sign in with the token in this file",
+    );
     return new HostTokenCheck(file.path, (message) => this.log.warn(message));
   }
 
@@ -174,7 +210,12 @@ class Agent {
           this.link!.send({
             type: "hello",
             id: "hello",
-            payload: { agentVersion: AGENT_VERSION, protocolVersion: PROTOCOL_VERSION, ...this.hello, features: [...WIRE_FEATURES] },
+            payload: {
+              agentVersion: AGENT_VERSION,
+              protocolVersion: PROTOCOL_VERSION,
+              ...this.hello,
+              features: [...WIRE_FEATURES],
+            },
           });
           void this.inventory.fullSync();
           this.inventory.startPolling();
@@ -196,7 +237,10 @@ class Agent {
     switch (msg.type) {
       case "welcome":
         this.peerFeatures = new Set(msg.payload.features ?? []);
-        this.log.info({ nodeId: msg.payload.nodeId, clockOffsetMs: this.link?.clockOffsetMs, features: msg.payload.features ?? [] }, "welcomed by the control plane");
+        this.log.info(
+          { nodeId: msg.payload.nodeId, clockOffsetMs: this.link?.clockOffsetMs, features: msg.payload.features ?? [] },
+          "welcomed by the control plane",
+        );
         return;
       case "resync":
         void this.inventory.resync(msg.id, msg.payload);
@@ -205,7 +249,10 @@ class Agent {
         this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say
         return;
       case "error":
-        this.log.error({ code: msg.payload.code, frame: msg.id }, `control plane refused part of what this agent sent: ${msg.payload.message}`);
+        this.log.error(
+          { code: msg.payload.code, frame: msg.id },
+          `control plane refused part of what this agent sent: ${msg.payload.message}`,
+        );
         return;
       default:
         void this.runner.handle(msg);
@@ -254,7 +301,9 @@ if (config.rotateHostToken) {
   // A one-shot command: the running agent reads the file again at its next request, no restart.
   try {
     const path = rotateHostToken(config.stateDir);
-    process.stdout.write(`quantix-agent: new host token written to ${path} (mode 0600); the old one is refused from now on\n`);
+    process.stdout.write(
+      `quantix-agent: new host token written to ${path} (mode 0600); the old one is refused from now on\n`,
+    );
     process.exit(0);
   } catch (err) {
     fatal(1, `--rotate-host-token: cannot write ${config.stateDir}: ${(err as Error).message}`);

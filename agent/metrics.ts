@@ -3,14 +3,33 @@
 // `metrics` in batches of `batchTicks` ticks (a minute's), and keeps a day in memory for the host view (1 h of raw samples, 24 h of 1-minute means).
 import { randomUUID } from "node:crypto";
 import { cpus } from "node:os";
-import { METRIC_FIELDS, METRICS_FRAME_SAMPLES, meanPoint, seriesAnswer, type MetricFigures, type MetricPoint, type MetricRange, type MetricsAnswer, type MetricsTick } from "../protocol/metrics.ts";
+import {
+  METRIC_FIELDS,
+  METRICS_FRAME_SAMPLES,
+  meanPoint,
+  seriesAnswer,
+  type MetricFigures,
+  type MetricPoint,
+  type MetricRange,
+  type MetricsAnswer,
+  type MetricsTick,
+} from "../protocol/metrics.ts";
 import type { AgentMessage, WireFeature } from "../protocol/wire.ts";
 import type { DomainCounters, Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
 import { domstats, type DomainStats } from "./virsh.ts";
 
 /** A VM's cumulative counters at one tick; rates are their differences between two ticks. */
-type Counters = { t: number; cpuTimeNs: number; rdBytes: number | null; wrBytes: number | null; rdReqs: number | null; wrReqs: number | null; rxBytes: number | null; txBytes: number | null };
+type Counters = {
+  t: number;
+  cpuTimeNs: number;
+  rdBytes: number | null;
+  wrBytes: number | null;
+  rdReqs: number | null;
+  wrReqs: number | null;
+  rxBytes: number | null;
+  txBytes: number | null;
+};
 
 const MiB = 1024;
 const RAW_KEEP_MS = 3_600_000;
@@ -29,11 +48,16 @@ function deviceSum(stats: DomainStats | undefined, group: "block" | "net", field
 const num = (stats: DomainStats | undefined, key: string) => (stats?.has(key) ? Number(stats.get(key)) : null);
 
 /** Counters of one domain from the binding's info and, where virsh gave them, its bulk statistics. */
-export function countersOf(dom: DomainCounters, stats: DomainStats | undefined, t: number): { counters: Counters; memUsedMiB: number; memAssignedMiB: number } {
+export function countersOf(
+  dom: DomainCounters,
+  stats: DomainStats | undefined,
+  t: number,
+): { counters: Counters; memUsedMiB: number; memAssignedMiB: number } {
   const available = num(stats, "balloon.available");
   const unused = num(stats, "balloon.unused");
   // The guest's own view when its balloon driver reports it, else the QEMU process's resident memory.
-  const usedKiB = available !== null && unused !== null ? available - unused : (num(stats, "balloon.rss") ?? dom.memoryKiB);
+  const usedKiB =
+    available !== null && unused !== null ? available - unused : (num(stats, "balloon.rss") ?? dom.memoryKiB);
   return {
     counters: {
       t,
@@ -52,10 +76,16 @@ export function countersOf(dom: DomainCounters, stats: DomainStats | undefined, 
 
 /** Per-second rate of a counter between two ticks; null when either is missing or it went back
  *  (the domain restarted and its counters began again). */
-const perSecond = (now: number | null, before: number | null, ms: number) => (now === null || before === null || now < before || ms <= 0 ? null : ((now - before) * 1000) / ms);
+const perSecond = (now: number | null, before: number | null, ms: number) =>
+  now === null || before === null || now < before || ms <= 0 ? null : ((now - before) * 1000) / ms;
 const round = (v: number | null) => (v === null ? null : Math.round(v * 100) / 100);
 
-export function figuresBetween(before: Counters, now: Counters, vcpus: number, mem: { memUsedMiB: number; memAssignedMiB: number }): MetricFigures {
+export function figuresBetween(
+  before: Counters,
+  now: Counters,
+  vcpus: number,
+  mem: { memUsedMiB: number; memAssignedMiB: number },
+): MetricFigures {
   const ms = now.t - before.t;
   const cpuNs = now.cpuTimeNs - before.cpuTimeNs;
   return {
@@ -79,7 +109,13 @@ export function nodeTotals(vms: { figures: MetricFigures; vcpus: number }[], hos
   };
   const cpu = vms.filter((v) => v.figures.cpuPct !== null);
   const totals = Object.fromEntries(METRIC_FIELDS.map((f) => [f, sum(f)])) as MetricFigures;
-  totals.cpuPct = cpu.length ? round((cpu.reduce((a, v) => a + (v.figures.cpuPct! * Math.max(1, v.vcpus)) / 100, 0) / Math.max(1, hostCpus)) * 100) : vms.length ? null : 0;
+  totals.cpuPct = cpu.length
+    ? round(
+        (cpu.reduce((a, v) => a + (v.figures.cpuPct! * Math.max(1, v.vcpus)) / 100, 0) / Math.max(1, hostCpus)) * 100,
+      )
+    : vms.length
+      ? null
+      : 0;
   // No running VM: its guests use nothing (a zero, not a gap).
   if (!vms.length) totals.memUsedMiB = totals.memAssignedMiB = 0;
   return totals;
@@ -173,7 +209,10 @@ export class MetricsSampler {
   }
 
   private async sample(): Promise<void> {
-    const [doms, stats] = await Promise.all([this.opts.libvirt.activeCounters(), this.opts.useVirsh === false ? null : domstats(this.opts.uri)]);
+    const [doms, stats] = await Promise.all([
+      this.opts.libvirt.activeCounters(),
+      this.opts.useVirsh === false ? null : domstats(this.opts.uri),
+    ]);
     const t = Date.now();
     const vms: { vmId: string; vcpus: number; figures: MetricFigures }[] = [];
     const seen = new Set<string>();
@@ -183,7 +222,8 @@ export class MetricsSampler {
       const { counters, ...mem } = countersOf(dom, stats?.get(dom.name), t);
       const before = this.previous.get(dom.uuid);
       this.previous.set(dom.uuid, counters);
-      if (before) vms.push({ vmId: dom.uuid, vcpus: dom.vcpus, figures: figuresBetween(before, counters, dom.vcpus, mem) });
+      if (before)
+        vms.push({ vmId: dom.uuid, vcpus: dom.vcpus, figures: figuresBetween(before, counters, dom.vcpus, mem) });
     }
     for (const uuid of [...this.previous.keys()]) if (!seen.has(uuid)) this.previous.delete(uuid);
     if (!this.counted) return void (this.counted = true);
@@ -206,7 +246,11 @@ export class MetricsSampler {
     if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return void (this.pending = []);
     // A host beyond one frame's worth of VMs sends each tick in parts.
     for (let i = 0; i === 0 || i < tick.vms.length; i += METRICS_FRAME_SAMPLES) {
-      this.pending.push({ t: tick.t, vms: tick.vms.slice(i, i + METRICS_FRAME_SAMPLES), ...(i === 0 ? { node: tick.node } : {}) });
+      this.pending.push({
+        t: tick.t,
+        vms: tick.vms.slice(i, i + METRICS_FRAME_SAMPLES),
+        ...(i === 0 ? { node: tick.node } : {}),
+      });
     }
     if (this.pending.length >= (this.opts.batchTicks ?? 6)) this.flush();
   }
@@ -217,7 +261,12 @@ export class MetricsSampler {
     const batch = randomUUID().slice(0, 8);
     let frame: MetricsTick[] = [];
     let samples = 0;
-    const send = (n: number) => this.opts.send({ type: "metrics", id: `metrics-${batch}-${n}`, payload: { intervalMs: this.opts.intervalMs, ticks: frame } });
+    const send = (n: number) =>
+      this.opts.send({
+        type: "metrics",
+        id: `metrics-${batch}-${n}`,
+        payload: { intervalMs: this.opts.intervalMs, ticks: frame },
+      });
     let n = 0;
     for (const tick of ticks) {
       if (frame.length && samples + tick.vms.length > METRICS_FRAME_SAMPLES) {

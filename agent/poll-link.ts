@@ -117,7 +117,11 @@ export class PollLink {
     const signal = AbortSignal.any([this.aborter.signal, AbortSignal.timeout(timeoutMs)]);
     const res = await fetch(this.opts.server + path, {
       method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${this.opts.credential()}`, ...this.opts.headers },
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${this.opts.credential()}`,
+        ...this.opts.headers,
+      },
       body: typeof body === "string" ? body : JSON.stringify(body),
       signal,
     });
@@ -135,7 +139,8 @@ export class PollLink {
   private judge(status: number, json: unknown, path: string): LinkEnd | null {
     if (status === 200) return null;
     const error = (json as { error?: { code?: string; message?: string } } | null)?.error;
-    if (status === 401 || status === 403) return new LinkEnd(`HTTP ${status} on ${path}${error?.message ? `: ${error.message}` : ""}`, true);
+    if (status === 401 || status === 403)
+      return new LinkEnd(`HTTP ${status} on ${path}${error?.message ? `: ${error.message}` : ""}`, true);
     return new LinkEnd(`HTTP ${status} on ${path}${error?.code ? ` (${error.code})` : ""}`);
   }
 
@@ -149,7 +154,8 @@ export class PollLink {
       const end = this.judge(status, json, AGENT_POLL_PATH);
       if (end) throw end;
       const parsed = PollResponse.safeParse(json);
-      if (!parsed.success || parsed.data.messages[0]?.type !== "welcome") throw new LinkEnd("the control plane's first poll answer had no welcome");
+      if (!parsed.success || parsed.data.messages[0]?.type !== "welcome")
+        throw new LinkEnd("the control plane's first poll answer had no welcome");
       opened = parsed.data;
     } catch (err) {
       return this.linkFailed(err, false);
@@ -211,15 +217,27 @@ export class PollLink {
       while (this.outbox.length && this.state === "online" && this.connId === connId) {
         let bytes = SEND_ENVELOPE_BYTES;
         let n = 0;
-        while (n < this.outbox.length && n < MAX_SEND_MESSAGES && bytes + Buffer.byteLength(this.outbox[n]!) + 1 <= MAX_SEND_BYTES) bytes += Buffer.byteLength(this.outbox[n++]!) + 1;
+        while (
+          n < this.outbox.length &&
+          n < MAX_SEND_MESSAGES &&
+          bytes + Buffer.byteLength(this.outbox[n]!) + 1 <= MAX_SEND_BYTES
+        )
+          bytes += Buffer.byteLength(this.outbox[n++]!) + 1;
         const batch = this.outbox.slice(0, n);
         try {
-          const { status, json } = await this.post(AGENT_SEND_PATH, `{"connId":${JSON.stringify(connId)},"messages":[${batch.join(",")}]}`, this.timings.connectTimeoutMs * 3);
+          const { status, json } = await this.post(
+            AGENT_SEND_PATH,
+            `{"connId":${JSON.stringify(connId)},"messages":[${batch.join(",")}]}`,
+            this.timings.connectTimeoutMs * 3,
+          );
           if (this.connId !== connId) return;
           if (status >= 500 || status === 429) throw new Error(`HTTP ${status} on ${AGENT_SEND_PATH}`);
           if (status === 400 || status === 413) {
             // Our own frames refused: a bug on one side; drop them rather than block the link.
-            this.opts.log.error({ status, error: (json as { error?: unknown })?.error, frames: n }, "control plane refused sent frames; dropped");
+            this.opts.log.error(
+              { status, error: (json as { error?: unknown })?.error, frames: n },
+              "control plane refused sent frames; dropped",
+            );
           } else {
             const end = this.judge(status, json, AGENT_SEND_PATH);
             if (end) throw end;

@@ -77,8 +77,15 @@ export class PowerActions {
   handle(cmd: PowerCommand): Promise<void> {
     const late = this.o.serverNow() - cmd.payload.deadline;
     if (late > 0) {
-      this.o.log.warn({ id: cmd.id, type: cmd.type, vmId: cmd.payload.vmId, lateMs: late }, "command arrived after its deadline: not carried out");
-      return this.fail(cmd.id, cmd.payload.vmId, new AgentFailure("expired", `deadline passed ${late} ms before the command was read; not carried out`));
+      this.o.log.warn(
+        { id: cmd.id, type: cmd.type, vmId: cmd.payload.vmId, lateMs: late },
+        "command arrived after its deadline: not carried out",
+      );
+      return this.fail(
+        cmd.id,
+        cmd.payload.vmId,
+        new AgentFailure("expired", `deadline passed ${late} ms before the command was read; not carried out`),
+      );
     }
     this.o.send({ type: "ack", id: cmd.id, payload: {} });
     const job = this.newJob(cmd);
@@ -96,7 +103,10 @@ export class PowerActions {
       const working = queue.filter((j) => j.phase === "working");
       if (graceful.length && working.every((j) => j.abort.signal.aborted)) {
         // The only work under way is the graceful stop just ended: power off now, ahead of the queue.
-        this.o.log.info({ id: cmd.id, vmId, overridden: graceful.map((g) => g.cmd.id) }, "force stop overrides a graceful stop");
+        this.o.log.info(
+          { id: cmd.id, vmId, overridden: graceful.map((g) => g.cmd.id) },
+          "force stop overrides a graceful stop",
+        );
         queue.splice(working.length, 0, job);
         void this.run(job);
         return job.answeredPromise;
@@ -113,7 +123,17 @@ export class PowerActions {
   private newJob(cmd: PowerCommand): Job {
     let resolve!: () => void;
     const answeredPromise = new Promise<void>((r) => (resolve = r));
-    const job: Job = { cmd, ackedAt: Date.now(), phase: "queued", answered: false, abort: new AbortController(), overrides: [], timers: [], answeredPromise, resolve };
+    const job: Job = {
+      cmd,
+      ackedAt: Date.now(),
+      phase: "queued",
+      answered: false,
+      abort: new AbortController(),
+      overrides: [],
+      timers: [],
+      answeredPromise,
+      resolve,
+    };
     if (this.o.peerFeatures().has("progress" satisfies WireFeature)) {
       const tick = setInterval(() => this.progress(job), this.o.progressMs);
       tick.unref?.();
@@ -127,7 +147,12 @@ export class PowerActions {
     this.o.send({
       type: "progress",
       id: job.cmd.id,
-      payload: { phase: job.phase, elapsedMs: Date.now() - job.ackedAt, nextWithinMs: this.o.progressMs, ...(job.seen ?? {}) },
+      payload: {
+        phase: job.phase,
+        elapsedMs: Date.now() - job.ackedAt,
+        nextWithinMs: this.o.progressMs,
+        ...(job.seen ?? {}),
+      },
     });
   }
 
@@ -145,8 +170,14 @@ export class PowerActions {
     const queue = this.queues.get(job.cmd.payload.vmId);
     if (queue?.includes(job)) queue.splice(queue.indexOf(job), 1);
     const late = this.o.serverNow() - job.cmd.payload.deadline;
-    this.o.log.warn({ id: job.cmd.id, type: job.cmd.type, vmId: job.cmd.payload.vmId, lateMs: late }, "command waited past its deadline behind another action: not carried out");
-    const failure = new AgentFailure("expired", `deadline passed ${late} ms ago while it waited behind another action on this VM; not carried out`);
+    this.o.log.warn(
+      { id: job.cmd.id, type: job.cmd.type, vmId: job.cmd.payload.vmId, lateMs: late },
+      "command waited past its deadline behind another action: not carried out",
+    );
+    const failure = new AgentFailure(
+      "expired",
+      `deadline passed ${late} ms ago while it waited behind another action on this VM; not carried out`,
+    );
     // A force stop that never ran still ended the graceful stops it took over: they are answered first.
     void this.answerOverridden(job).then(() => this.answerError(job, failure));
     this.pump(job.cmd.payload.vmId);
@@ -183,7 +214,10 @@ export class PowerActions {
       // A start libvirt has not finished within the cap: the real state now; the VM stays busy
       // (later actions wait, and expire) until libvirt returns, and the next poll reports it.
       this.answer(job, { ...(await this.o.libvirt.state(uuid)), timedOut: true });
-      this.o.log.warn({ id: job.cmd.id, vmId: uuid, capMs: this.o.operationCapMs }, "start still not finished at the cap: reported the real state");
+      this.o.log.warn(
+        { id: job.cmd.id, vmId: uuid, capMs: this.o.operationCapMs },
+        "start still not finished at the cap: reported the real state",
+      );
       await work.catch(() => {});
       return;
     }
@@ -245,7 +279,12 @@ export class PowerActions {
     if (!open.length) return;
     const seen = state ?? (await this.stateOf(job.cmd.payload.vmId));
     const code = this.o.peerFeatures().has("override" satisfies WireFeature) ? "overridden" : "not_allowed";
-    for (const g of open) this.sendAnswer(g, { type: "error", id: g.cmd.id, payload: { code, message: OVERRIDDEN_MESSAGE, ...(seen ?? {}) } });
+    for (const g of open)
+      this.sendAnswer(g, {
+        type: "error",
+        id: g.cmd.id,
+        payload: { code, message: OVERRIDDEN_MESSAGE, ...(seen ?? {}) },
+      });
   }
 
   private answer(job: Job, result: PowerResult) {
@@ -256,7 +295,11 @@ export class PowerActions {
     if (job.answered) return;
     const failure = toFailure(err, this.o.log, job.cmd.id);
     const state = failure.code === "vm_not_found" ? null : await this.stateOf(job.cmd.payload.vmId);
-    this.sendAnswer(job, { type: "error", id: job.cmd.id, payload: { code: failure.code, message: failure.message.slice(0, 2000), ...(state ?? {}) } });
+    this.sendAnswer(job, {
+      type: "error",
+      id: job.cmd.id,
+      payload: { code: failure.code, message: failure.message.slice(0, 2000), ...(state ?? {}) },
+    });
   }
 
   private sendAnswer(job: Job, msg: Parameters<Send>[0]) {
@@ -277,7 +320,10 @@ export class PowerActions {
     let timer: NodeJS.Timeout | undefined;
     const slow = new Promise<null>((r) => (timer = setTimeout(() => r(null), STATE_AFTER_ERROR_MS)));
     try {
-      const state = await Promise.race([this.o.libvirt.state(vmId).then(({ state, libvirtState }) => ({ state, libvirtState })), slow]);
+      const state = await Promise.race([
+        this.o.libvirt.state(vmId).then(({ state, libvirtState }) => ({ state, libvirtState })),
+        slow,
+      ]);
       return state;
     } catch {
       return null;

@@ -41,8 +41,10 @@ export function createLink(opts: TransportOptions): Link {
   return new AutoLink(opts);
 }
 
-const webSocketLink = (opts: TransportOptions, events: LinkEvents) => new AgentLink({ ...opts, url: wsUrl(opts.server, AGENT_CONNECT_PATH), events });
-const pollLink = (opts: TransportOptions, events: LinkEvents) => new PollLink({ ...opts, server: httpBase(opts.server), events });
+const webSocketLink = (opts: TransportOptions, events: LinkEvents) =>
+  new AgentLink({ ...opts, url: wsUrl(opts.server, AGENT_CONNECT_PATH), events });
+const pollLink = (opts: TransportOptions, events: LinkEvents) =>
+  new PollLink({ ...opts, server: httpBase(opts.server), events });
 
 /** WebSocket first; long-poll when WebSockets keep failing; the WebSocket again later. */
 export class AutoLink implements Link {
@@ -138,7 +140,10 @@ export class AutoLink implements Link {
       if (this.active === from && from.state !== "online") this.httpsAnswered = true;
     } catch (err) {
       if (failures === SWITCH_AFTER_FAILURES) {
-        this.opts.log.warn({ failures, err: (err as Error).message }, "WebSocket keeps failing and the control plane does not answer HTTPS either: waiting for it on the WebSocket");
+        this.opts.log.warn(
+          { failures, err: (err as Error).message },
+          "WebSocket keeps failing and the control plane does not answer HTTPS either: waiting for it on the WebSocket",
+        );
       }
     } finally {
       this.checkingHttps = false;
@@ -207,7 +212,10 @@ export class AutoLink implements Link {
           // Still blocked: stay on long-poll, try again later.
           this.probe = null;
           setImmediate(() => void probe.stop());
-          this.opts.log.info({ retryWebSocketInMs: this.opts.websocketRetryMs ?? WEBSOCKET_RETRY_MS }, "WebSocket still failing; staying on long-poll");
+          this.opts.log.info(
+            { retryWebSocketInMs: this.opts.websocketRetryMs ?? WEBSOCKET_RETRY_MS },
+            "WebSocket still failing; staying on long-poll",
+          );
           this.retryTimer = setTimeout(() => this.tryWebSocket(), this.opts.websocketRetryMs ?? WEBSOCKET_RETRY_MS);
           return;
         }

@@ -46,7 +46,19 @@ export function domstats(uri: string, timeoutMs = 5_000): Promise<Map<string, Do
   return new Promise((resolve) => {
     execFile(
       "virsh",
-      ["-q", "-c", uri, "domstats", "--raw", "--list-active", "--nowait", "--cpu-total", "--balloon", "--block", "--interface"],
+      [
+        "-q",
+        "-c",
+        uri,
+        "domstats",
+        "--raw",
+        "--list-active",
+        "--nowait",
+        "--cpu-total",
+        "--balloon",
+        "--block",
+        "--interface",
+      ],
       { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: "C" } },
       (err, stdout) => resolve(err ? null : parseDomstats(stdout)),
     );
@@ -86,7 +98,10 @@ export class LifecycleEvents {
 
   start(): void {
     if (this.stopped || this.child) return;
-    const child = spawn("virsh", ["-c", this.opts.uri, "event", "--all", "--loop", "--timestamp"], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
+    const child = spawn("virsh", ["-c", this.opts.uri, "event", "--all", "--loop", "--timestamp"], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, LC_ALL: "C" },
+    });
     this.child = child;
     const startedAt = Date.now();
     // virsh opens the connection before it waits: still running after a moment means it is listening.
@@ -123,7 +138,10 @@ export class LifecycleEvents {
     if (this.stopped) return;
     this.failures = ranMs > 30_000 ? 0 : this.failures + 1;
     const delay = Math.min(this.opts.restartMaxMs, this.opts.restartMinMs * 2 ** Math.min(this.failures, 10));
-    this.opts.log.warn({ why: why.slice(0, 200), retryInMs: delay }, "libvirt lifecycle events stopped; polling meanwhile");
+    this.opts.log.warn(
+      { why: why.slice(0, 200), retryInMs: delay },
+      "libvirt lifecycle events stopped; polling meanwhile",
+    );
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
       this.start();

@@ -33,7 +33,8 @@ export function readVmLog(logDir: string, name: string, n: number, maxBytes: num
       return readOnce(logDir, name, n, maxBytes, opts);
     } catch (err) {
       if (!(err instanceof FilesMoved)) throw err;
-      if (attempt >= ATTEMPTS) throw new AgentFailure("internal", `the log files of ${name} kept rotating while they were read; try again`);
+      if (attempt >= ATTEMPTS)
+        throw new AgentFailure("internal", `the log files of ${name} kept rotating while they were read; try again`);
     }
   }
 }

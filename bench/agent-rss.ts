@@ -24,14 +24,24 @@ async function tinyControlPlane() {
   const server = createServer((req, res) => {
     if (req.method === "POST" && req.url === "/agent/enroll") {
       req.resume();
-      req.on("end", () => res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ nodeId: "bench", credential: "bench-credential" })));
+      req.on("end", () =>
+        res
+          .writeHead(201, { "content-type": "application/json" })
+          .end(JSON.stringify({ nodeId: "bench", credential: "bench-credential" })),
+      );
       return;
     }
     res.writeHead(404).end();
   });
   server.on("upgrade", (req, socket, head) =>
     wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.send(JSON.stringify({ type: "welcome", id: "w", payload: { nodeId: "bench", serverTime: Date.now(), heartbeatMs: 20_000 } }));
+      ws.send(
+        JSON.stringify({
+          type: "welcome",
+          id: "w",
+          payload: { nodeId: "bench", serverTime: Date.now(), heartbeatMs: 20_000 },
+        }),
+      );
       ws.on("message", (d) => {
         const text = d.toString();
         if (text === PING_FRAME) ws.send(PONG_FRAME);
@@ -43,7 +53,10 @@ async function tinyControlPlane() {
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     inventories: () => inventories,
-    close: () => new Promise<void>((r) => (wss.clients.forEach((c) => c.terminate()), server.closeAllConnections(), server.close(() => r()))),
+    close: () =>
+      new Promise<void>(
+        (r) => (wss.clients.forEach((c) => c.terminate()), server.closeAllConnections(), server.close(() => r())),
+      ),
   };
 }
 
@@ -66,7 +79,9 @@ export function rssOf(pid: number): Rss {
 
 /** User + system CPU time of a process so far (clock ticks of /proc/<pid>/stat, 100 per second). */
 function cpuMsOf(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8")
+    .replace(/^.*\) /s, "")
+    .split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime (fields 14 and 15)
 }
 
@@ -91,19 +106,38 @@ async function bareNodeRss(): Promise<Rss> {
 
 /** Idle memory of the agent at `entry`, started as `node [nodeFlags] entry …` with `env` added,
  *  and the CPU time it used from its start to the end of the idle window. */
-export async function idleRss(entry: string, nodeFlags: string[] = [], env: Record<string, string> = {}): Promise<Rss & { cpuMs: number }> {
+export async function idleRss(
+  entry: string,
+  nodeFlags: string[] = [],
+  env: Record<string, string> = {},
+): Promise<Rss & { cpuMs: number }> {
   const cp = await tinyControlPlane();
   const stateDir = mkdtempSync(join(tmpdir(), "qx-bench-agent-"));
   const child = spawn(
     process.execPath,
-    [...nodeFlags, entry, "--server", cp.url, "--token", "bench-join", "--state-dir", stateDir, "--libvirt-uri", `test://${join(ROOT, "agent/demo/node.xml")}`,
-      "--log-dir", join(ROOT, "agent/demo/logs"), "--log-level", "warn"],
+    [
+      ...nodeFlags,
+      entry,
+      "--server",
+      cp.url,
+      "--token",
+      "bench-join",
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      `test://${join(ROOT, "agent/demo/node.xml")}`,
+      "--log-dir",
+      join(ROOT, "agent/demo/logs"),
+      "--log-level",
+      "warn",
+    ],
     { stdio: "ignore", env: { ...process.env, ...env } },
   );
   try {
     const t0 = Date.now();
     while (cp.inventories() === 0) {
-      if (Date.now() - t0 > 20_000 || child.exitCode !== null) throw new Error(`agent ${entry} did not report its inventory`);
+      if (Date.now() - t0 > 20_000 || child.exitCode !== null)
+        throw new Error(`agent ${entry} did not report its inventory`);
       await new Promise((r) => setTimeout(r, 50));
     }
     await new Promise((r) => setTimeout(r, IDLE_MS)); // a couple of inventory polls, then idle
@@ -120,7 +154,10 @@ export async function idleRss(entry: string, nodeFlags: string[] = [], env: Reco
 /** The V8 flags in the bundle's shebang (`#!/usr/bin/env -S node <flags>`): what a host runs it with. */
 function shebangFlags(bundle: string): string[] {
   const first = readFileSync(bundle, "utf8").slice(0, 200).split("\n")[0]!;
-  return first.replace(/^#!\S*env -S node\s*|^#!.*$/, "").split(/\s+/).filter(Boolean);
+  return first
+    .replace(/^#!\S*env -S node\s*|^#!.*$/, "")
+    .split(/\s+/)
+    .filter(Boolean);
 }
 /** What agent/quantix-agent.service adds to the environment for memory. */
 const UNIT_ENV = { MALLOC_ARENA_MAX: "2" };
@@ -129,7 +166,11 @@ export async function benchAgentRss(): Promise<BenchRow[]> {
   const round = (x: number) => Math.round(x * 10) / 10;
   const bare = await bareNodeRss();
   const rows: BenchRow[] = [
-    { name: "idle RSS of a bare `node` process (floor: the binary's own pages)", value: round(bare.total), unit: "MiB" },
+    {
+      name: "idle RSS of a bare `node` process (floor: the binary's own pages)",
+      value: round(bare.total),
+      unit: "MiB",
+    },
     { name: "idle PSS / USS of a bare `node` process", value: round(bare.pss), unit: `MiB (USS ${round(bare.uss)})` },
   ];
   const bundle = join(ROOT, "dist/agent/quantix-agent.mjs");
@@ -137,16 +178,43 @@ export async function benchAgentRss(): Promise<BenchRow[]> {
   // (what they are worth), and the dev entry.
   const entries: [string, string, string[], Record<string, string>][] = [];
   if (existsSync(bundle)) {
-    entries.push(["bundle as shipped: " + [...shebangFlags(bundle), "MALLOC_ARENA_MAX=2"].join(" "), bundle, shebangFlags(bundle), UNIT_ENV]);
+    entries.push([
+      "bundle as shipped: " + [...shebangFlags(bundle), "MALLOC_ARENA_MAX=2"].join(" "),
+      bundle,
+      shebangFlags(bundle),
+      UNIT_ENV,
+    ]);
     entries.push(["bundle, no flags", bundle, [], {}]);
   }
   entries.push(["node agent/main.ts", join(ROOT, "agent/main.ts"), [], {}]);
   for (const [label, entry, flags, env] of entries) {
     const r = await idleRss(entry, flags, env);
-    rows.push({ name: `agent idle RSS (${label})`, value: round(r.total), unit: "MiB", baseline: round(bare.total), ratio: round(r.total / bare.total), target: "≤ 50" });
-    rows.push({ name: `agent idle PSS, shared pages split (${label})`, value: round(r.pss), unit: "MiB", baseline: round(bare.pss) });
-    rows.push({ name: `agent idle USS, private pages only (${label})`, value: round(r.uss), unit: "MiB", baseline: round(bare.uss) });
-    rows.push({ name: `agent idle anonymous RSS (${label})`, value: round(r.anon), unit: "MiB", baseline: round(bare.anon) });
+    rows.push({
+      name: `agent idle RSS (${label})`,
+      value: round(r.total),
+      unit: "MiB",
+      baseline: round(bare.total),
+      ratio: round(r.total / bare.total),
+      target: "≤ 50",
+    });
+    rows.push({
+      name: `agent idle PSS, shared pages split (${label})`,
+      value: round(r.pss),
+      unit: "MiB",
+      baseline: round(bare.pss),
+    });
+    rows.push({
+      name: `agent idle USS, private pages only (${label})`,
+      value: round(r.uss),
+      unit: "MiB",
+      baseline: round(bare.uss),
+    });
+    rows.push({
+      name: `agent idle anonymous RSS (${label})`,
+      value: round(r.anon),
+      unit: "MiB",
+      baseline: round(bare.anon),
+    });
     rows.push({ name: `agent CPU, start + ${IDLE_MS / 1000} s idle (${label})`, value: r.cpuMs, unit: "ms" });
   }
   return rows;

@@ -1,6 +1,14 @@
 // The part of autocannon's programmatic API the benches use (the package ships no types).
 declare module "autocannon" {
-  type Options = { url: string; method?: string; headers?: Record<string, string>; connections?: number; duration?: number; amount?: number; timeout?: number };
+  type Options = {
+    url: string;
+    method?: string;
+    headers?: Record<string, string>;
+    connections?: number;
+    duration?: number;
+    amount?: number;
+    timeout?: number;
+  };
   type Histogram = { p50: number; p99: number; average: number; total: number };
   type Result = {
     duration: number;

@@ -20,19 +20,29 @@ export type WriteCount = { rows: number; byTable: Record<string, number> };
 export function countD1Writes(file: string): () => WriteCount {
   const db = new DatabaseSync(file);
   db.exec("PRAGMA busy_timeout = 5000");
-  const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%' AND name <> 'd1_migrations'").all() as { name: string }[]).map((t) => t.name);
+  const tables = (
+    db
+      .prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%' AND name <> 'd1_migrations'",
+      )
+      .all() as { name: string }[]
+  ).map((t) => t.name);
   db.exec("CREATE TABLE IF NOT EXISTS bench_writes (tbl TEXT PRIMARY KEY, n INTEGER NOT NULL)");
   const triggers: string[] = [];
   for (const t of tables) {
     for (const op of ["INSERT", "UPDATE", "DELETE"]) {
       const name = `bench_count_${t}_${op.toLowerCase()}`;
-      db.exec(`CREATE TRIGGER ${name} AFTER ${op} ON "${t}" BEGIN INSERT INTO bench_writes VALUES ('${t}', 1) ON CONFLICT (tbl) DO UPDATE SET n = n + 1; END`);
+      db.exec(
+        `CREATE TRIGGER ${name} AFTER ${op} ON "${t}" BEGIN INSERT INTO bench_writes VALUES ('${t}', 1) ON CONFLICT (tbl) DO UPDATE SET n = n + 1; END`,
+      );
       triggers.push(name);
     }
   }
   return () => {
     for (const name of triggers) db.exec(`DROP TRIGGER IF EXISTS ${name}`);
-    const byTable = Object.fromEntries((db.prepare("SELECT tbl, n FROM bench_writes").all() as { tbl: string; n: number }[]).map((r) => [r.tbl, r.n]));
+    const byTable = Object.fromEntries(
+      (db.prepare("SELECT tbl, n FROM bench_writes").all() as { tbl: string; n: number }[]).map((r) => [r.tbl, r.n]),
+    );
     db.exec("DROP TABLE bench_writes");
     db.close();
     return { rows: Object.values(byTable).reduce((a, b) => a + b, 0), byTable };

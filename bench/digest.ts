@@ -45,8 +45,15 @@ class ReadCountingD1 extends CountingD1 {
 function hostVms(n: number, prefix: string): VmInfo[] {
   return Array.from({ length: n }, (_, i) => {
     const libvirtState = i % 3 ? "running" : "shutoff";
-    const uuid = `${(i * 2654435761 >>> 0).toString(16).padStart(8, "0")}-${prefix}-4000-8000-${String(i).padStart(12, "0")}`;
-    return { uuid, name: `vm ${prefix} ${i}`, state: mapLibvirtState(libvirtState), libvirtState, vcpus: 2, memoryMiB: 2048 } as VmInfo;
+    const uuid = `${((i * 2654435761) >>> 0).toString(16).padStart(8, "0")}-${prefix}-4000-8000-${String(i).padStart(12, "0")}`;
+    return {
+      uuid,
+      name: `vm ${prefix} ${i}`,
+      state: mapLibvirtState(libvirtState),
+      libvirtState,
+      vcpus: 2,
+      memoryMiB: 2048,
+    } as VmInfo;
   });
 }
 
@@ -62,7 +69,8 @@ async function nodeOf(n: number) {
 
 export async function benchDigest(): Promise<BenchRow[]> {
   const { d1, db, nodeId, vms } = await nodeOf(VMS);
-  const frame = (v: VmInfo[]) => JSON.stringify({ type: "inventory.digest", id: "digest-0123456789ab", payload: inventoryDigest(v) });
+  const frame = (v: VmInfo[]) =>
+    JSON.stringify({ type: "inventory.digest", id: "digest-0123456789ab", payload: inventoryDigest(v) });
   const bytes = new TextEncoder().encode(frame(vms)).length;
 
   // Nothing differs: one read.
@@ -73,7 +81,9 @@ export async function benchDigest(): Promise<BenchRow[]> {
 
   // One VM changed on the host behind the reports: the comparison names its bucket, and the scoped
   // answer is applied (upsert of the bucket's VMs, missing-marking within it).
-  const changed = vms.map((v, i) => (i === 0 ? { ...v, state: "RUNNING" as const, libvirtState: "running" as const } : v));
+  const changed = vms.map((v, i) =>
+    i === 0 ? { ...v, state: "RUNNING" as const, libvirtState: "running" as const } : v,
+  );
   before = d1.statements;
   const verdict = await compareDigest(db, nodeId, inventoryDigest(changed), new Set());
   const bucket = verdict.resync;
@@ -96,12 +106,36 @@ export async function benchDigest(): Promise<BenchRow[]> {
   const ms5000 = await timeOne(5_000);
 
   return [
-    { name: `digest: frame size at ${VMS} VMs`, value: bytes, unit: "bytes", target: "≤ 512", note: "16 buckets of 16 hex digits and a count, whatever the host's size" },
+    {
+      name: `digest: frame size at ${VMS} VMs`,
+      value: bytes,
+      unit: "bytes",
+      target: "≤ 512",
+      note: "16 buckets of 16 hex digits and a count, whatever the host's size",
+    },
     { name: `digest: bytes per node per hour at ${VMS} VMs (every 60 s)`, value: bytes * PER_HOUR, unit: "bytes" },
     { name: "digest: D1 statements per digest, nothing differs", value: equalStatements, unit: "stmts", target: "≤ 1" },
-    { name: `digest: D1 statements per node per hour at ${VMS} VMs, nothing differs`, value: equalStatements * PER_HOUR, unit: "stmts", target: "≤ 60" },
-    { name: "digest: D1 statements when one VM differs (compare + scoped resync applied)", value: differenceStatements, unit: "stmts", note: "the resync frame and its scoped inventory cost no D1 reads beyond these" },
-    { name: `digest: one comparison at ${VMS} VMs (SQLite read + hash)`, value: Math.round(ms50 * 100) / 100, unit: "ms" },
-    { name: "digest: one comparison at 5,000 VMs (SQLite read + hash)", value: Math.round(ms5000 * 10) / 10, unit: "ms" },
+    {
+      name: `digest: D1 statements per node per hour at ${VMS} VMs, nothing differs`,
+      value: equalStatements * PER_HOUR,
+      unit: "stmts",
+      target: "≤ 60",
+    },
+    {
+      name: "digest: D1 statements when one VM differs (compare + scoped resync applied)",
+      value: differenceStatements,
+      unit: "stmts",
+      note: "the resync frame and its scoped inventory cost no D1 reads beyond these",
+    },
+    {
+      name: `digest: one comparison at ${VMS} VMs (SQLite read + hash)`,
+      value: Math.round(ms50 * 100) / 100,
+      unit: "ms",
+    },
+    {
+      name: "digest: one comparison at 5,000 VMs (SQLite read + hash)",
+      value: Math.round(ms5000 * 10) / 10,
+      unit: "ms",
+    },
   ];
 }

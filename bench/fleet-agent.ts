@@ -30,7 +30,11 @@ const silent = pino({ level: "silent" });
 export const wsUrl = (httpUrl: string) => httpUrl.replace(/^http/, "ws") + AGENT_CONNECT_PATH;
 
 /** Trades a join token for a node credential, as the real agent does on its first run. */
-export async function enroll(baseUrl: string, joinToken: string, hostname = "sim-host"): Promise<{ nodeId: string; credential: string }> {
+export async function enroll(
+  baseUrl: string,
+  joinToken: string,
+  hostname = "sim-host",
+): Promise<{ nodeId: string; credential: string }> {
   const res = await fetch(baseUrl + AGENT_ENROLL_PATH, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -43,7 +47,11 @@ export async function enroll(baseUrl: string, joinToken: string, hostname = "sim
 /** `count` domains with fresh UUIDs and names `<prefix>-<n>`, in a mix of states. */
 export function simVms(count: number, prefix = "vm"): SimVm[] {
   const states: LibvirtState[] = ["running", "shutoff", "running", "paused"];
-  return Array.from({ length: count }, (_, i) => ({ uuid: crypto.randomUUID(), name: `${prefix}-${i}`, libvirtState: states[i % states.length]! }));
+  return Array.from({ length: count }, (_, i) => ({
+    uuid: crypto.randomUUID(),
+    name: `${prefix}-${i}`,
+    libvirtState: states[i % states.length]!,
+  }));
 }
 
 export class SimAgent {
@@ -70,7 +78,16 @@ export class SimAgent {
       log: silent,
       events: {
         onOpen: () => {
-          this.send({ type: "hello", id: crypto.randomUUID(), payload: { agentVersion: "sim-0", hostname: "sim-host", libvirtVersion: "sim", protocolVersion: PROTOCOL_VERSION } });
+          this.send({
+            type: "hello",
+            id: crypto.randomUUID(),
+            payload: {
+              agentVersion: "sim-0",
+              hostname: "sim-host",
+              libvirtVersion: "sim",
+              protocolVersion: PROTOCOL_VERSION,
+            },
+          });
           this.sendInventory();
         },
         onMessage: (msg) => this.onMessage(msg),
@@ -98,7 +115,14 @@ export class SimAgent {
   }
 
   info(v: SimVm): VmInfo {
-    return { uuid: v.uuid, name: v.name, state: mapLibvirtState(v.libvirtState), libvirtState: v.libvirtState, vcpus: 1, memoryMiB: 512 };
+    return {
+      uuid: v.uuid,
+      name: v.name,
+      state: mapLibvirtState(v.libvirtState),
+      libvirtState: v.libvirtState,
+      vcpus: 1,
+      memoryMiB: 512,
+    };
   }
 
   /** The full inventory in INVENTORY_CHUNK frames (seq from 0, done on the last). */
@@ -108,7 +132,11 @@ export class SimAgent {
     const chunks = Math.max(1, Math.ceil(all.length / INVENTORY_CHUNK));
     for (let seq = 0; seq < chunks; seq++) {
       const vms = all.slice(seq * INVENTORY_CHUNK, (seq + 1) * INVENTORY_CHUNK);
-      this.send({ type: "inventory", id: crypto.randomUUID(), payload: { syncId, seq, done: seq === chunks - 1, vms } });
+      this.send({
+        type: "inventory",
+        id: crypto.randomUUID(),
+        payload: { syncId, seq, done: seq === chunks - 1, vms },
+      });
     }
   }
 
@@ -130,7 +158,11 @@ export class SimAgent {
   answer(cmd: Command): void {
     const { id } = cmd;
     if (this.link.serverNow() > cmd.payload.deadline) {
-      this.send({ type: "error", id, payload: { code: "expired", message: "deadline passed before the command was read" } });
+      this.send({
+        type: "error",
+        id,
+        payload: { code: "expired", message: "deadline passed before the command was read" },
+      });
       return;
     }
     const vm = this.vms.get(cmd.payload.vmId);
@@ -140,16 +172,30 @@ export class SimAgent {
     }
     switch (cmd.type) {
       case "vm.state":
-        this.send({ type: "result", id, payload: { state: mapLibvirtState(vm.libvirtState), libvirtState: vm.libvirtState } });
+        this.send({
+          type: "result",
+          id,
+          payload: { state: mapLibvirtState(vm.libvirtState), libvirtState: vm.libvirtState },
+        });
         return;
       case "vm.logs": {
-        const lines = Array.from({ length: cmd.payload.lines }, (_, i) => `2026-01-01T00:00:00.000Z sim ${vm.name} line ${i}`);
+        const lines = Array.from(
+          { length: cmd.payload.lines },
+          (_, i) => `2026-01-01T00:00:00.000Z sim ${vm.name} line ${i}`,
+        );
         const text = lines.join("\n") + "\n";
         this.send({ type: "log.chunk", id, payload: { seq: 0, text } });
         this.send({
           type: "result",
           id,
-          payload: { logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: text.length, linesReturned: lines.length, truncated: false, lastModified: new Date().toISOString(), chunks: 1 },
+          payload: {
+            logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+            logSizeBytes: text.length,
+            linesReturned: lines.length,
+            truncated: false,
+            lastModified: new Date().toISOString(),
+            chunks: 1,
+          },
         });
         return;
       }
@@ -158,7 +204,11 @@ export class SimAgent {
       case "vm.forceStop": {
         this.send({ type: "ack", id, payload: {} });
         vm.libvirtState = cmd.type === "vm.start" ? "running" : "shutoff";
-        this.send({ type: "result", id, payload: { state: mapLibvirtState(vm.libvirtState), libvirtState: vm.libvirtState, timedOut: false } });
+        this.send({
+          type: "result",
+          id,
+          payload: { state: mapLibvirtState(vm.libvirtState), libvirtState: vm.libvirtState, timedOut: false },
+        });
         return;
       }
     }
@@ -166,11 +216,19 @@ export class SimAgent {
 }
 
 /** A bare WebSocket with a node credential, for frames the real link would never send. */
-export function rawSocket(url: string, credential: string): Promise<{ ws: WebSocket; frames: string[]; closed: Promise<{ code: number; reason: string }> }> {
+export function rawSocket(
+  url: string,
+  credential: string,
+): Promise<{ ws: WebSocket; frames: string[]; closed: Promise<{ code: number; reason: string }> }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(wsUrl(url), { headers: { authorization: `Bearer ${credential}` }, perMessageDeflate: false });
+    const ws = new WebSocket(wsUrl(url), {
+      headers: { authorization: `Bearer ${credential}` },
+      perMessageDeflate: false,
+    });
     const frames: string[] = [];
-    const closed = new Promise<{ code: number; reason: string }>((r) => ws.on("close", (code, reason) => r({ code, reason: reason.toString() })));
+    const closed = new Promise<{ code: number; reason: string }>((r) =>
+      ws.on("close", (code, reason) => r({ code, reason: reason.toString() })),
+    );
     ws.on("message", (d) => frames.push(d.toString()));
     ws.once("open", () => resolve({ ws, frames, closed }));
     ws.once("unexpected-response", (_q, res) => reject(new Error(`upgrade refused: HTTP ${res.statusCode}`)));

@@ -51,22 +51,32 @@ function countPerSecond(times: number[], from: number): Map<number, number> {
 /** Rejects when `p` has not settled within `ms` (every wait in a bench is bounded). */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error(`${what}: not within ${ms} ms`)), ms)));
+  const late = new Promise<never>(
+    (_, fail) => (timer = setTimeout(() => fail(new Error(`${what}: not within ${ms} ms`)), ms)),
+  );
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 export async function benchFleet(cp: ControlPlane, operatorToken: string, size: number): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const enrollStart = performance.now();
-  const creds = await pool(Array.from({ length: size }, (_, i) => i), 16, async (i) => {
-    const { joinToken } = await createNode(cp, `fleet-${String(i).padStart(4, "0")}-${Date.now()}`);
-    return enroll(cp.url, joinToken, `fleet-host-${i}`);
-  });
+  const creds = await pool(
+    Array.from({ length: size }, (_, i) => i),
+    16,
+    async (i) => {
+      const { joinToken } = await createNode(cp, `fleet-${String(i).padStart(4, "0")}-${Date.now()}`);
+      return enroll(cp.url, joinToken, `fleet-host-${i}`);
+    },
+  );
   const enrollMs = performance.now() - enrollStart;
   const agents = creds.map((c, i) => new SimAgent(cp.url, c.credential, simVms(1, `fleet${i}`)));
   const [first, ...rest] = agents;
   const probeVm = [...first!.vms.values()][0]!;
-  const reset = { url: `${cp.url}/api/vms/${probeVm.uuid}/reset_state`, method: "POST" as const, headers: { authorization: `Bearer ${operatorToken}` } };
+  const reset = {
+    url: `${cp.url}/api/vms/${probeVm.uuid}/reset_state`,
+    method: "POST" as const,
+    headers: { authorization: `Bearer ${operatorToken}` },
+  };
 
   try {
     await first!.start();
@@ -76,10 +86,16 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     const t0 = performance.now();
     const wall0 = Date.now();
     try {
-      await within(pool(rest, CONNECTING_AT_ONCE, (a) => a.start()), 180_000, "fleet connect");
+      await within(
+        pool(rest, CONNECTING_AT_ONCE, (a) => a.start()),
+        180_000,
+        "fleet connect",
+      );
     } catch (err) {
       const up = agents.filter((a) => a.connectedAt.length > 0).length;
-      throw new Error(`${(err as Error).message}; ${up} of ${size} connected; control plane output: ${cp.logs.slice(-1500)}`);
+      throw new Error(
+        `${(err as Error).message}; ${up} of ${size} connected; control plane output: ${cp.logs.slice(-1500)}`,
+      );
     }
     const allUpMs = performance.now() - t0;
     rows.push({
@@ -89,10 +105,15 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
       note: `enrolling ${size} nodes (create + join) took ${Math.round(enrollMs)} ms; last welcome ${Math.max(...rest.map((a) => a.connectedAt[0]! - wall0))} ms after start`,
     });
     // Let their inventories land before timing commands beside them.
-    await eventually("fleet inventories stored", async () => {
-      const res = await cp.api(`/api/vms?q=fleet${size - 1}-0&limit=5`);
-      return res.ok && ((await res.json()) as { vms: unknown[] }).vms.length > 0;
-    }, 120_000, 500);
+    await eventually(
+      "fleet inventories stored",
+      async () => {
+        const res = await cp.api(`/api/vms?q=fleet${size - 1}-0&limit=5`);
+        return res.ok && ((await res.json()) as { vms: unknown[] }).vms.length > 0;
+      },
+      120_000,
+      500,
+    );
     // Steady state, not the tail of the connect storm: every session's after-sync work (the reconciler's
     // pass, missing-VM marks, liveness writes) done before timing commands beside them.
     await new Promise((r) => setTimeout(r, SETTLE_MS));
@@ -102,14 +123,23 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     await cp.api("/api/tokens", { method: "POST", json: { name: `bench-marker-${Date.now()}`, role: "viewer" } });
     await new Promise((r) => setTimeout(r, STEADY_MS));
     const counted = stopCounting();
-    if ((counted.byTable.api_tokens ?? 0) < 1) throw new Error("the D1 write count did not see a token created in the window");
-    const steady = { rows: counted.rows - 1, byTable: { ...counted.byTable, api_tokens: counted.byTable.api_tokens! - 1 } };
+    if ((counted.byTable.api_tokens ?? 0) < 1)
+      throw new Error("the D1 write count did not see a token created in the window");
+    const steady = {
+      rows: counted.rows - 1,
+      byTable: { ...counted.byTable, api_tokens: counted.byTable.api_tokens! - 1 },
+    };
     const perNodeHour = steady.rows / size / (STEADY_MS / 3_600_000);
     rows.push({
       name: `fleet: D1 rows written per node per hour at steady state (${size} agents connected, nothing asked)`,
       value: round(perNodeHour, 1),
       unit: "rows",
-      note: `${steady.rows} rows in ${STEADY_MS / 1000} s (${round(steady.rows / (STEADY_MS / 1000), 1)} rows/s for the fleet): ${Object.entries(steady.byTable).filter(([, n]) => n > 0).map(([t, n]) => `${t} ${n}`).join(", ") || "none"}`,
+      note: `${steady.rows} rows in ${STEADY_MS / 1000} s (${round(steady.rows / (STEADY_MS / 1000), 1)} rows/s for the fleet): ${
+        Object.entries(steady.byTable)
+          .filter(([, n]) => n > 0)
+          .map(([t, n]) => `${t} ${n}`)
+          .join(", ") || "none"
+      }`,
     });
     const crowded = await sequential(reset, COMMANDS, MEASURE_MS);
     rows.push({
@@ -136,7 +166,12 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     const upAt = Date.now();
     let back: number[] = [];
     try {
-      await eventually("all agents reconnected", async () => agents.every((a, i) => a.connectedAt.length > before[i]!), 90_000, 250);
+      await eventually(
+        "all agents reconnected",
+        async () => agents.every((a, i) => a.connectedAt.length > before[i]!),
+        90_000,
+        250,
+      );
     } catch {
       // reported below as a shortfall
     }
@@ -146,10 +181,18 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     // The agents' side of it: their attempts per second from the moment the links dropped.
     const attempts = agents.flatMap((a) => a.attemptedAt.filter((t) => t >= stopAt));
     const attemptsPerSecond = countPerSecond(attempts, stopAt);
-    const histogram = (m: Map<number, number>, n: number) => Array.from({ length: n }, (_, i) => m.get(i) ?? 0).join(" ");
+    const histogram = (m: Map<number, number>, n: number) =>
+      Array.from({ length: n }, (_, i) => m.get(i) ?? 0).join(" ");
     const lastBack = back.length ? Math.max(...back) - upAt : NaN;
     const shortfall = back.length < size ? `; control plane output: ${cp.logs.replace(/\s+/g, " ").slice(-600)}` : "";
-    rows.push({ name: "fleet restart: agents back", value: back.length, unit: `of ${size}`, target: `= ${size}`, met: back.length === size, note: `control plane down→healthy in ${upAt - stopAt} ms${shortfall}` });
+    rows.push({
+      name: "fleet restart: agents back",
+      value: back.length,
+      unit: `of ${size}`,
+      target: `= ${size}`,
+      met: back.length === size,
+      note: `control plane down→healthy in ${upAt - stopAt} ms${shortfall}`,
+    });
     rows.push({
       name: "fleet restart: most reconnects in any one second",
       value: busiest,
@@ -168,7 +211,19 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
       ratio: round(Math.max(0, ...attemptsPerSecond.values()) / size, 3),
       note: `attempts per second from the drop (down for ${upAt - stopAt} ms): ${histogram(attemptsPerSecond, 12)} …; ${attempts.length} attempts in all`,
     });
-    rows.push({ name: "fleet restart: control plane up → last agent back", value: Math.round(lastBack), unit: "ms", target: "≤ 60000", met: back.length === size && lastBack <= 60_000, note: `median ${Math.round(percentile(back.map((t) => t - upAt), 50))} ms` });
+    rows.push({
+      name: "fleet restart: control plane up → last agent back",
+      value: Math.round(lastBack),
+      unit: "ms",
+      target: "≤ 60000",
+      met: back.length === size && lastBack <= 60_000,
+      note: `median ${Math.round(
+        percentile(
+          back.map((t) => t - upAt),
+          50,
+        ),
+      )} ms`,
+    });
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
   }

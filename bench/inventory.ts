@@ -25,8 +25,11 @@ export class CountingD1 {
 
   constructor() {
     const dir = join(ROOT, "migrations");
-    for (const f of readdirSync(dir).filter((f) => f.endsWith(".sql")).sort()) {
-      for (const stmt of readFileSync(join(dir, f), "utf8").split("--> statement-breakpoint")) if (stmt.trim()) this.sqlite.exec(stmt);
+    for (const f of readdirSync(dir)
+      .filter((f) => f.endsWith(".sql"))
+      .sort()) {
+      for (const stmt of readFileSync(join(dir, f), "utf8").split("--> statement-breakpoint"))
+        if (stmt.trim()) this.sqlite.exec(stmt);
     }
   }
 
@@ -60,7 +63,8 @@ async function countSyncStatements(): Promise<{ statements: number; maxParams: n
   const agent = new SimAgent("http://127.0.0.1:1", "unused", simVms(DOMAINS));
   const all = [...agent.vms.values()].map((v) => agent.info(v));
   const before = d1.statements;
-  for (let i = 0; i < all.length; i += INVENTORY_CHUNK) await upsertReportedVms(db, nodeId, all.slice(i, i + INVENTORY_CHUNK), "sync-1", "bench", DOMAINS);
+  for (let i = 0; i < all.length; i += INVENTORY_CHUNK)
+    await upsertReportedVms(db, nodeId, all.slice(i, i + INVENTORY_CHUNK), "sync-1", "bench", DOMAINS);
   await markUnreportedMissing(db, nodeId, "sync-1", "bench");
   const { n } = d1.sqlite.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ?").get(nodeId) as { n: number };
   return { statements: d1.statements - before, maxParams: d1.maxParams, vms: n };
@@ -80,7 +84,12 @@ export async function benchInventory(cp: ControlPlane): Promise<BenchRow[]> {
   if (counted.vms !== DOMAINS) throw new Error(`counting run stored ${counted.vms} VMs, not ${DOMAINS}`);
   const chunks = Math.ceil(DOMAINS / INVENTORY_CHUNK);
   return [
-    { name: "inventory: 5,000-domain full sync, link open → all listed", value: Math.round(syncMs), unit: "ms", note: `${chunks} inventory frames of ≤ ${INVENTORY_CHUNK} VMs` },
+    {
+      name: "inventory: 5,000-domain full sync, link open → all listed",
+      value: Math.round(syncMs),
+      unit: "ms",
+      note: `${chunks} inventory frames of ≤ ${INVENTORY_CHUNK} VMs`,
+    },
     {
       name: "inventory: D1 statements for that sync",
       value: counted.statements,
@@ -89,6 +98,11 @@ export async function benchInventory(cp: ControlPlane): Promise<BenchRow[]> {
       met: counted.statements < DOMAINS / 10,
       note: "worker/inventory.ts run on SQLite through a counting D1 binding (connect + hello add 2 more)",
     },
-    { name: "inventory: most bound parameters in one statement", value: counted.maxParams, unit: "params", target: "≤ 100" },
+    {
+      name: "inventory: most bound parameters in one statement",
+      value: counted.maxParams,
+      unit: "params",
+      target: "≤ 100",
+    },
   ];
 }

@@ -5,7 +5,15 @@
 // (request by request, or in alternating rounds), so a burst of load from elsewhere hits all of them.
 import autocannon from "autocannon";
 
-export type LoadResult = { requests: number; rps: number; p50: number; p99: number; non2xx: number; errors: number; statuses: Record<string, number> };
+export type LoadResult = {
+  requests: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+  statuses: Record<string, number>;
+};
 
 export type Target = { url: string; method?: "GET" | "POST"; headers?: Record<string, string> };
 
@@ -51,7 +59,15 @@ class Timed {
 
   result(elapsedMs = this.busyMs): LoadResult {
     const { times, non2xx, errors, statuses } = this;
-    return { requests: times.length, rps: times.length / (elapsedMs / 1000), p50: percentile(times, 50), p99: percentile(times, 99), non2xx, errors, statuses };
+    return {
+      requests: times.length,
+      rps: times.length / (elapsedMs / 1000),
+      p50: percentile(times, 50),
+      p99: percentile(times, 99),
+      non2xx,
+      errors,
+      statuses,
+    };
   }
 }
 
@@ -76,8 +92,22 @@ export async function interleaved(ts: Target[], count: number, maxMs = 40_000, w
 
 /** `concurrent` for several targets in alternating rounds (a, b, a, b…, `rounds` of `seconds` each),
  *  summed per target: a burst of load from elsewhere falls on all of them alike. */
-export async function alternating(ts: Target[], connections: number, seconds: number, rounds: number): Promise<LoadResult[]> {
-  const sums = ts.map((): LoadResult & { seconds: number } => ({ requests: 0, rps: 0, p50: NaN, p99: NaN, non2xx: 0, errors: 0, statuses: {}, seconds: 0 }));
+export async function alternating(
+  ts: Target[],
+  connections: number,
+  seconds: number,
+  rounds: number,
+): Promise<LoadResult[]> {
+  const sums = ts.map((): LoadResult & { seconds: number } => ({
+    requests: 0,
+    rps: 0,
+    p50: NaN,
+    p99: NaN,
+    non2xx: 0,
+    errors: 0,
+    statuses: {},
+    seconds: 0,
+  }));
   for (let round = 0; round < rounds; round++) {
     for (const [i, t] of ts.entries()) {
       const r = await concurrent(t, connections, seconds);
@@ -97,9 +127,25 @@ export async function alternating(ts: Target[], connections: number, seconds: nu
 
 /** `connections` concurrent keep-alive connections for `seconds` (autocannon's programmatic API). */
 export async function concurrent(t: Target, connections: number, seconds: number): Promise<LoadResult> {
-  const r = await autocannon({ url: t.url, method: t.method ?? "GET", headers: t.headers, connections, duration: seconds, timeout: 30 });
+  const r = await autocannon({
+    url: t.url,
+    method: t.method ?? "GET",
+    headers: t.headers,
+    connections,
+    duration: seconds,
+    timeout: 30,
+  });
   const total = r["1xx"] + r["2xx"] + r["3xx"] + r["4xx"] + r["5xx"];
   const statuses: Record<string, number> = {};
-  for (const [code, s] of Object.entries(r.statusCodeStats as Record<string, { count: number }>)) statuses[code] = s.count;
-  return { requests: total, rps: total / r.duration, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts, statuses };
+  for (const [code, s] of Object.entries(r.statusCodeStats as Record<string, { count: number }>))
+    statuses[code] = s.count;
+  return {
+    requests: total,
+    rps: total / r.duration,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    non2xx: r.non2xx,
+    errors: r.errors + r.timeouts,
+    statuses,
+  };
 }

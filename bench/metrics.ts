@@ -32,7 +32,9 @@ function sqliteStorage() {
     let stmt = prepared.get(sql);
     if (!stmt) prepared.set(sql, (stmt = db.prepare(sql)));
     const isRead = /^\s*SELECT/i.test(sql);
-    const rows = isRead ? (stmt.all(...(params as SQLInputValue[])) as Record<string, unknown>[]) : (stmt.run(...(params as SQLInputValue[])), []);
+    const rows = isRead
+      ? (stmt.all(...(params as SQLInputValue[])) as Record<string, unknown>[])
+      : (stmt.run(...(params as SQLInputValue[])), []);
     const rowsWritten = isRead ? 0 : Number((db.prepare("SELECT changes() AS c").get() as { c: number }).c);
     return { rowsWritten, toArray: () => rows, one: () => rows[0] };
   };
@@ -53,10 +55,23 @@ function sqliteStorage() {
   return storage as unknown as MetricsStorage;
 }
 
-const figures = (i: number): MetricFigures => ({ cpuPct: (i * 7) % 100, memUsedMiB: 900 + i, memAssignedMiB: 2048, diskReadBps: 1e5 + i, diskWriteBps: 2e5 + i, diskReadOps: 12, diskWriteOps: 30, netRxBps: 5e4, netTxBps: 3e4 });
+const figures = (i: number): MetricFigures => ({
+  cpuPct: (i * 7) % 100,
+  memUsedMiB: 900 + i,
+  memAssignedMiB: 2048,
+  diskReadBps: 1e5 + i,
+  diskWriteBps: 2e5 + i,
+  diskReadOps: 12,
+  diskWriteOps: 30,
+  netRxBps: 5e4,
+  netTxBps: 3e4,
+});
 const tick = (t: number) => ({ t, vms: FLEET.map((v, i) => ({ vmId: v.uuid, ...figures(i) })), node: figures(0) });
 /** A minute's batch as the agent sends it by default: 6 ticks 10 s apart, ending at `t`. */
-const batch = (t: number, ticks = 6): MetricsPayload => ({ intervalMs: INTERVAL_MS, ticks: Array.from({ length: ticks }, (_, i) => tick(t - (ticks - 1 - i) * INTERVAL_MS)) });
+const batch = (t: number, ticks = 6): MetricsPayload => ({
+  intervalMs: INTERVAL_MS,
+  ticks: Array.from({ length: ticks }, (_, i) => tick(t - (ticks - 1 - i) * INTERVAL_MS)),
+});
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function timed(n: number, fn: () => Promise<unknown> | unknown): Promise<number> {
@@ -77,7 +92,8 @@ function ingestion(): BenchRow[] {
   const batchMs = 6 * INTERVAL_MS;
   const batches = day / batchMs;
   const t0 = performance.now();
-  for (let i = 1; i <= batches; i++) rows += history.ingest(batch(start + i * batchMs), start + i * batchMs).rowsWritten;
+  for (let i = 1; i <= batches; i++)
+    rows += history.ingest(batch(start + i * batchMs), start + i * batchMs).rowsWritten;
   const ingestMs = performance.now() - t0;
   const vmId = FLEET[0]!.uuid;
   const now = start + day;
@@ -88,17 +104,36 @@ function ingestion(): BenchRow[] {
       const q0 = performance.now();
       const points = history.series(vmId, range, now).points.length;
       ms.push(performance.now() - q0);
-      if (points < atLeast) throw new Error(`the ${range} query found ${points} points: the bench's data is not what it measures`);
+      if (points < atLeast)
+        throw new Error(`the ${range} query found ${points} points: the bench's data is not what it measures`);
     }
     return Math.round(median(ms) * 100) / 100;
   };
-  const frameBytes = Buffer.byteLength(JSON.stringify({ type: "metrics", id: "metrics-12345678-0", payload: batch(now) }));
+  const frameBytes = Buffer.byteLength(
+    JSON.stringify({ type: "metrics", id: "metrics-12345678-0", payload: batch(now) }),
+  );
   return [
-    { name: `metrics: rows written per batch (6 ticks of ${VMS} VMs + node totals; roll-up and retention amortized over a day)`, value: Math.round((rows / batches) * 10) / 10, unit: "rows" },
-    { name: `metrics: DO rows written per second per node (${VMS} VMs sampled every 10 s; one batch, one wake-up, a minute)`, value: Math.round((rows / batches / (batchMs / 1000)) * 100) / 100, unit: "rows/s" },
+    {
+      name: `metrics: rows written per batch (6 ticks of ${VMS} VMs + node totals; roll-up and retention amortized over a day)`,
+      value: Math.round((rows / batches) * 10) / 10,
+      unit: "rows",
+    },
+    {
+      name: `metrics: DO rows written per second per node (${VMS} VMs sampled every 10 s; one batch, one wake-up, a minute)`,
+      value: Math.round((rows / batches / (batchMs / 1000)) * 100) / 100,
+      unit: "rows/s",
+    },
     { name: `metrics: bytes per batch (one metrics frame: 6 ticks of ${VMS} VMs)`, value: frameBytes, unit: "B" },
-    { name: `metrics: ingest CPU per batch (node:sqlite, same statements)`, value: Math.round((ingestMs / batches) * 1000) / 1000, unit: "ms" },
-    { name: `metrics: 24 h query SQL over a full day (${VMS} VMs, ${history.counts().raw} raw rows; node:sqlite)`, value: query("24h", 1_400), unit: "ms" },
+    {
+      name: `metrics: ingest CPU per batch (node:sqlite, same statements)`,
+      value: Math.round((ingestMs / batches) * 1000) / 1000,
+      unit: "ms",
+    },
+    {
+      name: `metrics: 24 h query SQL over a full day (${VMS} VMs, ${history.counts().raw} raw rows; node:sqlite)`,
+      value: query("24h", 1_400),
+      unit: "ms",
+    },
     { name: `metrics: 30 d query SQL (5-minute means)`, value: query("30d", 46), unit: "ms" },
   ];
 }
@@ -119,7 +154,20 @@ async function restQuery(cp: ControlPlane, floorRows: BenchRow[]): Promise<Bench
     await get();
     const value = await timed(30, get);
     const floor = floorRows.find((r) => r.name.includes("Durable Object RPC, no socket"))?.value;
-    return [{ name: "metrics: GET /api/nodes/:id/metrics?range=24h (wrangler dev, median of 30)", value, unit: "ms", ...(floor ? { floor, overFloor: Math.round((value - floor) * 100) / 100, ratio: Math.round((value / floor) * 100) / 100 } : {}) }];
+    return [
+      {
+        name: "metrics: GET /api/nodes/:id/metrics?range=24h (wrangler dev, median of 30)",
+        value,
+        unit: "ms",
+        ...(floor
+          ? {
+              floor,
+              overFloor: Math.round((value - floor) * 100) / 100,
+              ratio: Math.round((value / floor) * 100) / 100,
+            }
+          : {}),
+      },
+    ];
   } finally {
     await agent.stop();
   }
@@ -135,15 +183,41 @@ async function accessLayer(): Promise<BenchRow[]> {
   const binding = await timed(50, () => hv.domainGetInfo(dom));
   await hv.connectClose();
   const virshState = await timed(10, () => run("virsh", ["-c", uri, "domstate", running]));
-  const stats = await timed(10, () => run("virsh", ["-q", "-c", uri, "domstats", "--raw", "--list-active", "--nowait", "--cpu-total", "--balloon", "--block", "--interface"]));
+  const stats = await timed(10, () =>
+    run("virsh", [
+      "-q",
+      "-c",
+      uri,
+      "domstats",
+      "--raw",
+      "--list-active",
+      "--nowait",
+      "--cpu-total",
+      "--balloon",
+      "--block",
+      "--interface",
+    ]),
+  );
   const child = spawn("virsh", ["-c", uri, "event", "--all", "--loop"], { stdio: "ignore" });
   await new Promise((r) => setTimeout(r, 1_000));
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))?.[1] ?? NaN);
   child.kill();
   return [
-    { name: "access layer: state call through the binding (domainGetInfo over libvirtd, median of 50)", value: binding, unit: "ms" },
-    { name: "access layer: state call through virsh (a process per call: virsh domstate)", value: virshState, unit: "ms" },
-    { name: "access layer: virsh domstats of every active domain (one process per sample tick)", value: stats, unit: "ms" },
+    {
+      name: "access layer: state call through the binding (domainGetInfo over libvirtd, median of 50)",
+      value: binding,
+      unit: "ms",
+    },
+    {
+      name: "access layer: state call through virsh (a process per call: virsh domstate)",
+      value: virshState,
+      unit: "ms",
+    },
+    {
+      name: "access layer: virsh domstats of every active domain (one process per sample tick)",
+      value: stats,
+      unit: "ms",
+    },
     { name: "access layer: resident memory of the virsh event child", value: Math.round(rssKiB / 1024), unit: "MiB" },
   ];
 }
@@ -151,6 +225,10 @@ async function accessLayer(): Promise<BenchRow[]> {
 export async function benchMetrics(cp: ControlPlane, floorRows: BenchRow[]): Promise<BenchRow[]> {
   const rows = ingestion();
   rows.push(...(await restQuery(cp, floorRows)));
-  rows.push(...(await accessLayer().catch((err: Error) => [{ name: "access layer: FAILED (needs libvirtd and virsh)", value: NaN, unit: "", note: err.message }])));
+  rows.push(
+    ...(await accessLayer().catch((err: Error) => [
+      { name: "access layer: FAILED (needs libvirtd and virsh)", value: NaN, unit: "", note: err.message },
+    ])),
+  );
   return rows;
 }

@@ -33,7 +33,9 @@ const failuresRow = (name: string, r: LoadResult): BenchRow => ({
   unit: "count",
   target: "= 0",
   met: r.non2xx + r.errors === 0,
-  note: Object.entries(r.statuses).map(([s, n]) => `${s}×${n}`).join(" "),
+  note: Object.entries(r.statuses)
+    .map(([s, n]) => `${s}×${n}`)
+    .join(" "),
 });
 
 type Goal = { text: string; met: (value: number, floor: number) => boolean };
@@ -41,7 +43,14 @@ const withinMs = (ms: number): Goal => ({ text: `≤ floor + ${ms} ms`, met: (v,
 const atLeast = (share: number): Goal => ({ text: `≥ ${share}× floor`, met: (v, f) => v >= share * f });
 
 /** A product figure beside the floor's: difference, ratio and (if any) its target. */
-function besideFloor(name: string, unit: "ms" | "req/s", value: number, floor: number, floorName: string, goal?: Goal): BenchRow {
+function besideFloor(
+  name: string,
+  unit: "ms" | "req/s",
+  value: number,
+  floor: number,
+  floorName: string,
+  goal?: Goal,
+): BenchRow {
   const d = unit === "ms" ? 2 : 0;
   return {
     name,
@@ -82,7 +91,8 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
   const probe = await json(logsProbe);
   if (probe.linesReturned !== 1000) throw new Error(`logs probe: ${JSON.stringify(probe).slice(0, 300)}`);
   const resetProbe = await json(await fetch(reset.url, { method: "POST", headers: auth }));
-  if (resetProbe.source !== "hypervisor") throw new Error(`reset_state probe: ${JSON.stringify(resetProbe).slice(0, 300)}`);
+  if (resetProbe.source !== "hypervisor")
+    throw new Error(`reset_state probe: ${JSON.stringify(resetProbe).slice(0, 300)}`);
 
   const trivial: Target = { url: `${floor.url}/trivial` };
   const authLike: Target = { url: `${floor.url}/auth`, headers: auth };
@@ -97,31 +107,123 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
   const m1 = await p50Pair(authLike, me);
   const v1 = await p50Pair(d1Read, vm);
   rows.push(besideFloor("GET /api/health p50, 1 conn", "ms", h1.p.p50, h1.f.p50, "trivial JSON route"));
-  rows.push(besideFloor("GET /api/me p50, 1 conn (auth, no D1)", "ms", m1.p.p50, m1.f.p50, "SHA-256 of the bearer token + a Map lookup"));
-  rows.push(besideFloor("GET /api/vms/:id p50, 1 conn", "ms", v1.p.p50, v1.f.p50, "D1 point read by primary key, 10,000 rows", withinMs(1)));
+  rows.push(
+    besideFloor(
+      "GET /api/me p50, 1 conn (auth, no D1)",
+      "ms",
+      m1.p.p50,
+      m1.f.p50,
+      "SHA-256 of the bearer token + a Map lookup",
+    ),
+  );
+  rows.push(
+    besideFloor(
+      "GET /api/vms/:id p50, 1 conn",
+      "ms",
+      v1.p.p50,
+      v1.f.p50,
+      "D1 point read by primary key, 10,000 rows",
+      withinMs(1),
+    ),
+  );
   const h50 = await throughputPair(trivial, health);
   const m50 = await throughputPair(authLike, me);
   const v50 = await throughputPair(d1Read, vm);
-  rows.push(besideFloor(`GET /api/health throughput, ${MANY_CONNS} conns`, "req/s", h50.p.rps, h50.f.rps, "trivial JSON route"));
-  rows.push(besideFloor(`GET /api/me throughput, ${MANY_CONNS} conns (auth, no D1)`, "req/s", m50.p.rps, m50.f.rps, "SHA-256 of the bearer token + a Map lookup"));
-  rows.push(besideFloor(`GET /api/vms/:id throughput, ${MANY_CONNS} conns`, "req/s", v50.p.rps, v50.f.rps, "D1 point read by primary key, 10,000 rows", atLeast(0.9)));
-  rows.push(failuresRow("GET /api/vms/:id", { ...v50.p, non2xx: v50.p.non2xx + v1.p.non2xx, errors: v50.p.errors + v1.p.errors }));
-  rows.push(failuresRow("floor probe, reads", { ...v50.f, non2xx: v50.f.non2xx + v1.f.non2xx + h50.f.non2xx, errors: v50.f.errors + v1.f.errors + h50.f.errors }));
+  rows.push(
+    besideFloor(`GET /api/health throughput, ${MANY_CONNS} conns`, "req/s", h50.p.rps, h50.f.rps, "trivial JSON route"),
+  );
+  rows.push(
+    besideFloor(
+      `GET /api/me throughput, ${MANY_CONNS} conns (auth, no D1)`,
+      "req/s",
+      m50.p.rps,
+      m50.f.rps,
+      "SHA-256 of the bearer token + a Map lookup",
+    ),
+  );
+  rows.push(
+    besideFloor(
+      `GET /api/vms/:id throughput, ${MANY_CONNS} conns`,
+      "req/s",
+      v50.p.rps,
+      v50.f.rps,
+      "D1 point read by primary key, 10,000 rows",
+      atLeast(0.9),
+    ),
+  );
+  rows.push(
+    failuresRow("GET /api/vms/:id", {
+      ...v50.p,
+      non2xx: v50.p.non2xx + v1.p.non2xx,
+      errors: v50.p.errors + v1.p.errors,
+    }),
+  );
+  rows.push(
+    failuresRow("floor probe, reads", {
+      ...v50.f,
+      non2xx: v50.f.non2xx + v1.f.non2xx + h50.f.non2xx,
+      errors: v50.f.errors + v1.f.errors + h50.f.errors,
+    }),
+  );
 
   // Command round trip
   const r1 = await p50Pair(echoWrite, reset);
-  rows.push(besideFloor("reset_state round trip p50, 1 conn", "ms", r1.p.p50, r1.f.p50, "Durable Object round trip over a hibernatable WebSocket to an echoing ws client, then one D1 write", withinMs(2)));
+  rows.push(
+    besideFloor(
+      "reset_state round trip p50, 1 conn",
+      "ms",
+      r1.p.p50,
+      r1.f.p50,
+      "Durable Object round trip over a hibernatable WebSocket to an echoing ws client, then one D1 write",
+      withinMs(2),
+    ),
+  );
   const r50 = await throughputPair(echoWrite, reset);
-  rows.push(besideFloor(`reset_state throughput, ${MANY_CONNS} conns`, "req/s", r50.p.rps, r50.f.rps, "the same echo + D1 write", atLeast(0.7)));
-  rows.push(failuresRow("reset_state", { ...r50.p, non2xx: r50.p.non2xx + r1.p.non2xx, errors: r50.p.errors + r1.p.errors }));
-  rows.push(failuresRow("floor probe, echo + D1 write", { ...r50.f, non2xx: r50.f.non2xx + r1.f.non2xx, errors: r50.f.errors + r1.f.errors }));
+  rows.push(
+    besideFloor(
+      `reset_state throughput, ${MANY_CONNS} conns`,
+      "req/s",
+      r50.p.rps,
+      r50.f.rps,
+      "the same echo + D1 write",
+      atLeast(0.7),
+    ),
+  );
+  rows.push(
+    failuresRow("reset_state", { ...r50.p, non2xx: r50.p.non2xx + r1.p.non2xx, errors: r50.p.errors + r1.p.errors }),
+  );
+  rows.push(
+    failuresRow("floor probe, echo + D1 write", {
+      ...r50.f,
+      non2xx: r50.f.non2xx + r1.f.non2xx,
+      errors: r50.f.errors + r1.f.errors,
+    }),
+  );
   rows.push(await directLibvirt(r1.p.p50));
-  const excerptP50 = inProcessP50(() => lastLines(readVmLog(DEMO_LOG_DIR, "web-01", 20, 16 * EXCERPT_MAX_BYTES).text, 20));
-  rows.push({ name: "reset_state, agent: the event's 20-line log excerpt read, in-process p50", value: round(excerptP50, 3), unit: "ms", baseline: round(r1.p.p50), ratio: round(excerptP50 / r1.p.p50, 3), note: "baseline: the round trip's p50" });
+  const excerptP50 = inProcessP50(() =>
+    lastLines(readVmLog(DEMO_LOG_DIR, "web-01", 20, 16 * EXCERPT_MAX_BYTES).text, 20),
+  );
+  rows.push({
+    name: "reset_state, agent: the event's 20-line log excerpt read, in-process p50",
+    value: round(excerptP50, 3),
+    unit: "ms",
+    baseline: round(r1.p.p50),
+    ratio: round(excerptP50 / r1.p.p50, 3),
+    note: "baseline: the round trip's p50",
+  });
 
   // Logs end to end
   const l1 = await p50Pair(echoLog, logs, 150);
-  rows.push(besideFloor("GET logs?lines=1000 p50, 1 conn", "ms", l1.p.p50, l1.f.p50, `the same echo carrying ${logAnswer} bytes back, no D1`, withinMs(4)));
+  rows.push(
+    besideFloor(
+      "GET logs?lines=1000 p50, 1 conn",
+      "ms",
+      l1.p.p50,
+      l1.f.p50,
+      `the same echo carrying ${logAnswer} bytes back, no D1`,
+      withinMs(4),
+    ),
+  );
   rows.push(failuresRow("GET logs?lines=1000", l1.p));
   rows.push(...logShares(l1.p.p50));
   return rows;
@@ -149,14 +251,32 @@ function logShares(roundTripP50: number): BenchRow[] {
     const pieces = splitLogText(tail.text);
     const frames = pieces.map((text, seq) => JSON.stringify({ type: "log.chunk", id, payload: { seq, text } }));
     const { logPath, logSizeBytes, linesReturned, truncated, lastModified, files } = tail;
-    frames.push(JSON.stringify({ type: "result", id, payload: { logPath, logSizeBytes, linesReturned, truncated, lastModified, chunks: pieces.length, files } }));
+    frames.push(
+      JSON.stringify({
+        type: "result",
+        id,
+        payload: { logPath, logSizeBytes, linesReturned, truncated, lastModified, chunks: pieces.length, files },
+      }),
+    );
     return { frames, text: tail.text, tail };
   };
   const { frames, text, tail } = agentFrames();
-  const answer = { qemuLog: text, logPath: tail.logPath, logSizeBytes: tail.logSizeBytes, linesReturned: tail.linesReturned, truncated: tail.truncated, lastModified: tail.lastModified, files: tail.files, capturedAt: new Date().toISOString() };
+  const answer = {
+    qemuLog: text,
+    logPath: tail.logPath,
+    logSizeBytes: tail.logSizeBytes,
+    linesReturned: tail.linesReturned,
+    truncated: tail.truncated,
+    lastModified: tail.lastModified,
+    files: tail.files,
+    capturedAt: new Date().toISOString(),
+  };
   const shares: [string, number][] = [
     ["agent: read 1,000 lines and frame them", inProcessP50(agentFrames)],
-    ["session: JSON.parse + zod of the answer's frames", inProcessP50(() => frames.map((f) => parseFrame(AgentMessage, f)))],
+    [
+      "session: JSON.parse + zod of the answer's frames",
+      inProcessP50(() => frames.map((f) => parseFrame(AgentMessage, f))),
+    ],
     ["Worker: JSON of the logs answer", inProcessP50(() => JSON.stringify(answer))],
   ];
   return shares.map(([what, p50]) => ({
@@ -181,7 +301,14 @@ async function directLibvirt(roundTripP50: number): Promise<BenchRow> {
       times.push(performance.now() - t0);
     }
     const p50 = percentile(times, 50);
-    return { name: "libvirt state call in-process (agent's share) p50", value: round(p50, 3), unit: "ms", baseline: round(roundTripP50), ratio: round(p50 / roundTripP50, 3), note: "baseline: the round trip's p50" };
+    return {
+      name: "libvirt state call in-process (agent's share) p50",
+      value: round(p50, 3),
+      unit: "ms",
+      baseline: round(roundTripP50),
+      ratio: round(p50 / roundTripP50, 3),
+      note: "baseline: the round trip's p50",
+    };
   } finally {
     await libvirt.close();
   }

@@ -33,7 +33,15 @@ const section = async (name: string, run: () => Promise<BenchRow[]>) => {
   try {
     rows.push(...(await run()));
   } catch (err) {
-    rows.push({ name: `${name}: FAILED`, value: NaN, unit: "", note: String((err as Error).stack ?? err).split("\n").slice(0, 3).join(" / ") });
+    rows.push({
+      name: `${name}: FAILED`,
+      value: NaN,
+      unit: "",
+      note: String((err as Error).stack ?? err)
+        .split("\n")
+        .slice(0, 3)
+        .join(" / "),
+    });
   }
   process.stderr.write(`bench: ${name} done in ${Math.round((Date.now() - t0) / 1000)} s\n`);
 };
@@ -59,9 +67,22 @@ const started = Date.now();
 const needsCp = ["rest", "inventory", "fleet", "metrics"].some(wanted);
 const needsFloor = ["rest", "floor"].some(wanted);
 const cp = needsCp ? await ControlPlane.start({ rateLimits: false }) : null;
-const floor = needsFloor ? await FloorProbe.start().catch((err: Error) => (rows.push({ name: "floor probe: FAILED to start", value: NaN, unit: "", note: err.message.split("\n")[0] }), null)) : null;
+const floor = needsFloor
+  ? await FloorProbe.start().catch(
+      (err: Error) => (
+        rows.push({ name: "floor probe: FAILED to start", value: NaN, unit: "", note: err.message.split("\n")[0] }),
+        null
+      ),
+    )
+  : null;
 try {
-  const operator = cp ? (await json<{ token: string }>(await cp.api("/api/tokens", { method: "POST", json: { name: "bench", role: "operator" } }))).token : "";
+  const operator = cp
+    ? (
+        await json<{ token: string }>(
+          await cp.api("/api/tokens", { method: "POST", json: { name: "bench", role: "operator" } }),
+        )
+      ).token
+    : "";
   if (cp) {
     await section("rest", async () => {
       if (!floor) throw new Error("the floor probe did not start");
@@ -95,9 +116,21 @@ try {
 }
 
 const table = formatTable(rows);
-console.log(`\nQuantix Edge bench — ${new Date().toISOString()} — ${cpus().length} cores, load ${loadavg().map((l) => l.toFixed(2)).join(" ")}, ${Math.round((Date.now() - started) / 1000)} s`);
-console.log("rate limits lifted for this run (wrangler config without [[ratelimits]]); every floor and baseline measured in this run\n");
+console.log(
+  `\nQuantix Edge bench — ${new Date().toISOString()} — ${cpus().length} cores, load ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ")}, ${Math.round((Date.now() - started) / 1000)} s`,
+);
+console.log(
+  "rate limits lifted for this run (wrangler config without [[ratelimits]]); every floor and baseline measured in this run\n",
+);
 console.log(table);
-const results = { at: new Date().toISOString(), cores: cpus().length, loadavg: loadavg(), fleetSize, rows: rows.map((r) => ({ ...r, met: judge(r) })) };
+const results = {
+  at: new Date().toISOString(),
+  cores: cpus().length,
+  loadavg: loadavg(),
+  fleetSize,
+  rows: rows.map((r) => ({ ...r, met: judge(r) })),
+};
 writeFileSync(join(import.meta.dirname, "results.json"), JSON.stringify(results, null, 2) + "\n");
 console.log("\nwritten: bench/results.json");

@@ -28,14 +28,24 @@ export function judge(row: BenchRow): boolean | undefined {
   return m[1] === "≤" ? subject <= bound : m[1] === "≥" ? subject >= bound : subject === bound;
 }
 
-const fmt = (x: number | undefined) => (x === undefined ? "" : Number.isInteger(x) ? x.toLocaleString("en") : String(x));
+const fmt = (x: number | undefined) =>
+  x === undefined ? "" : Number.isInteger(x) ? x.toLocaleString("en") : String(x);
 
 export function formatTable(rows: BenchRow[]): string {
   const header = ["figure", "value", "floor", "over floor", "baseline", "ratio", "target", "met?"];
   const signed = (x: number | undefined) => (x === undefined ? "" : x > 0 ? `+${fmt(x)}` : fmt(x));
   const body = rows.map((r) => {
     const ok = judge(r);
-    return [r.name, `${fmt(r.value)} ${r.unit}`, fmt(r.floor), signed(r.overFloor), fmt(r.baseline), fmt(r.ratio), r.target ?? "", ok === undefined ? "—" : ok ? "yes" : "NO"];
+    return [
+      r.name,
+      `${fmt(r.value)} ${r.unit}`,
+      fmt(r.floor),
+      signed(r.overFloor),
+      fmt(r.baseline),
+      fmt(r.ratio),
+      r.target ?? "",
+      ok === undefined ? "—" : ok ? "yes" : "NO",
+    ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |";

@@ -8,7 +8,14 @@ import { pathToFileURL } from "node:url";
 import { tailLines } from "../agent/log-tail.ts";
 import { MAX_LOG_BYTES } from "../protocol/wire.ts";
 
-export type BenchRow = { name: string; value: number; unit: string; baseline?: number; ratio?: number; target?: string };
+export type BenchRow = {
+  name: string;
+  value: number;
+  unit: string;
+  baseline?: number;
+  ratio?: number;
+  target?: string;
+};
 
 const DIR = "/tmp/qx-bench";
 const GiB = 1024 ** 3;
@@ -112,12 +119,23 @@ export async function benchTail(): Promise<BenchRow[]> {
       target: "≤ 0.5× GNU tail (process)",
     });
   }
-  rows.push({ name: "tail: bytes read beyond bytes returned (worst of the above)", value: worstOverread, unit: "B", target: "≤ 65536" });
+  rows.push({
+    name: "tail: bytes read beyond bytes returned (worst of the above)",
+    value: worstOverread,
+    unit: "B",
+    target: "≤ 65536",
+  });
   const warm = ensureLog(join(DIR, "tail-warm.log"), 64 * 1024);
   const rssSmall = peakRssGrowthMiB(small, warm);
   const rssBig = peakRssGrowthMiB(big, warm);
   rows.push({ name: "tail: peak RSS growth, 1 MiB log", value: round(rssSmall, 2), unit: "MiB", target: "≤ 16" });
-  rows.push({ name: "tail: peak RSS growth, 1 GiB log", value: round(rssBig, 2), unit: "MiB", baseline: round(rssSmall, 2), target: "≤ 16, ~ the 1 MiB figure" });
+  rows.push({
+    name: "tail: peak RSS growth, 1 GiB log",
+    value: round(rssBig, 2),
+    unit: "MiB",
+    baseline: round(rssSmall, 2),
+    target: "≤ 16, ~ the 1 MiB figure",
+  });
   return rows;
 }
 

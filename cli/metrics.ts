@@ -39,7 +39,18 @@ export function compactRows(points: MetricPoint[]): MetricPoint[] {
 }
 
 export function metricsTable(answer: MetricsResponse, table: (rows: string[][]) => string): string {
-  const header = ["TIME (UTC)", "CPU %", "MEM USED", "MEM ASSIGNED", "DISK R/s", "DISK W/s", "R OPS/s", "W OPS/s", "NET RX/s", "NET TX/s"];
+  const header = [
+    "TIME (UTC)",
+    "CPU %",
+    "MEM USED",
+    "MEM ASSIGNED",
+    "DISK R/s",
+    "DISK W/s",
+    "R OPS/s",
+    "W OPS/s",
+    "NET RX/s",
+    "NET TX/s",
+  ];
   const rows = compactRows(answer.points).map((p) =>
     p.cpuPct === null && p.memUsedMiB === null
       ? [time(p.t, answer.range), "offline / not running", "", "", "", "", "", "", "", ""]
@@ -72,6 +83,9 @@ export async function runMetrics(
 ): Promise<void> {
   const parsed = MetricRange.safeParse(range ?? "1h");
   if (!parsed.success) throw usageError(`--range must be one of ${MetricRange.options.join(", ")}`);
-  const answer = await call<MetricsResponse>("GET", `/api/${kind}/${encodeURIComponent(id)}/metrics?range=${parsed.data}`);
+  const answer = await call<MetricsResponse>(
+    "GET",
+    `/api/${kind}/${encodeURIComponent(id)}/metrics?range=${parsed.data}`,
+  );
   print(answer, () => metricsTable(answer, table));
 }

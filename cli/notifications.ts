@@ -12,7 +12,14 @@ export const NOTIFICATIONS_USAGE = `  notifications list                     web
 const EVENTS = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online"];
 
 type Target = { id: string; name: string; url: string; events: string[]; format: string };
-type Delivery = { id: string; targetId: string; event: string; status: string; createdAt: string; attempts: { at: string; httpStatus: number | null; error: string | null }[] };
+type Delivery = {
+  id: string;
+  targetId: string;
+  event: string;
+  status: string;
+  createdAt: string;
+  attempts: { at: string; httpStatus: number | null; error: string | null }[];
+};
 
 const lastAnswer = (d: Delivery) => {
   const a = d.attempts.at(-1);
@@ -33,15 +40,33 @@ export async function runNotifications(
   switch (action) {
     case "list": {
       const { targets } = await call<{ targets: Target[] }>("GET", "/api/notifications/targets");
-      print(targets, () => table([["ID", "NAME", "URL", "FORMAT", "EVENTS"], ...targets.map((t) => [t.id, t.name, t.url, t.format, t.events.join(",")])]));
+      print(targets, () =>
+        table([
+          ["ID", "NAME", "URL", "FORMAT", "EVENTS"],
+          ...targets.map((t) => [t.id, t.name, t.url, t.format, t.events.join(",")]),
+        ]),
+      );
       return;
     }
     case "add": {
       if (!first || !second) throw usageError("notifications add needs <name> <url>: see qx --help");
-      if (!flags.secret) throw usageError("notifications add needs --secret (the receiver checks the signature with it)");
+      if (!flags.secret)
+        throw usageError("notifications add needs --secret (the receiver checks the signature with it)");
       if (!flags.events) throw usageError(`notifications add needs --events all or a list of: ${EVENTS.join(", ")}`);
-      const events = flags.events === "all" ? EVENTS : flags.events.split(",").map((e) => e.trim()).filter(Boolean);
-      const { target } = await call<{ target: Target }>("POST", "/api/notifications/targets", { name: first, url: second, secret: flags.secret, events, ...(flags.format ? { format: flags.format } : {}) });
+      const events =
+        flags.events === "all"
+          ? EVENTS
+          : flags.events
+              .split(",")
+              .map((e) => e.trim())
+              .filter(Boolean);
+      const { target } = await call<{ target: Target }>("POST", "/api/notifications/targets", {
+        name: first,
+        url: second,
+        secret: flags.secret,
+        events,
+        ...(flags.format ? { format: flags.format } : {}),
+      });
       print(target, () => `target ${target.id} added (${target.events.join(", ")}); its secret is not shown again`);
       return;
     }
@@ -61,7 +86,18 @@ export async function runNotifications(
       const query = flags.target ? `?target_id=${enc(flags.target)}` : "";
       const { deliveries } = await call<{ deliveries: Delivery[] }>("GET", `/api/notifications/deliveries${query}`);
       print(deliveries, () =>
-        table([["ID", "TARGET", "EVENT", "STATUS", "TRIES", "LAST ANSWER", "QUEUED"], ...deliveries.map((d) => [d.id, d.targetId, d.event, d.status, String(d.attempts.length), lastAnswer(d), d.createdAt])]),
+        table([
+          ["ID", "TARGET", "EVENT", "STATUS", "TRIES", "LAST ANSWER", "QUEUED"],
+          ...deliveries.map((d) => [
+            d.id,
+            d.targetId,
+            d.event,
+            d.status,
+            String(d.attempts.length),
+            lastAnswer(d),
+            d.createdAt,
+          ]),
+        ]),
       );
       return;
     }

@@ -75,7 +75,10 @@ class Api {
     try {
       res = await fetch(`${this.config.url}${path}`, {
         method,
-        headers: { authorization: `Bearer ${this.config.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        headers: {
+          authorization: `Bearer ${this.config.token}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (e) {
@@ -100,10 +103,25 @@ const enc = encodeURIComponent;
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((cell, i) => cell.padEnd(widths[i]))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
-const vmRow = (v: VmView) => [v.id, v.name, v.state + (v.missing ? " (missing)" : ""), v.node_id ?? "-", String(v.vcpus), `${v.memoryMiB} MiB`, v.stateUpdatedAt];
+const vmRow = (v: VmView) => [
+  v.id,
+  v.name,
+  v.state + (v.missing ? " (missing)" : ""),
+  v.node_id ?? "-",
+  String(v.vcpus),
+  `${v.memoryMiB} MiB`,
+  v.stateUpdatedAt,
+];
 
 /** Lines of `next` that come after the overlap with `prev`: what a follow prints. */
 export function newLinesSince(prev: string[], next: string[]): string[] {
@@ -118,7 +136,12 @@ export function newLinesSince(prev: string[], next: string[]): string[] {
 
 const splitLines = (text: string) => (text === "" ? [] : text.replace(/\n$/, "").split("\n"));
 
-export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env, out: Out = { log: console.log, err: console.error }, signal?: AbortSignal): Promise<number> {
+export async function runCli(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  out: Out = { log: console.log, err: console.error },
+  signal?: AbortSignal,
+): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -155,7 +178,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     out.log(USAGE);
     return values.help ? 0 : 2;
   }
-  const print = (data: unknown, human: () => string) => (values.json ? out.log(jsonForTerminal(data)) : terminal.log(human()));
+  const print = (data: unknown, human: () => string) =>
+    values.json ? out.log(jsonForTerminal(data)) : terminal.log(human());
   const need = (what: string) => {
     if (!arg) throw new CliError(`missing <${what}>: see qx --help`, 2);
     return arg;
@@ -174,12 +198,27 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
 
   const api = new Api(loadConfig(env, values));
   if (group === "notifications") {
-    await runNotifications((method, path, body) => api.call(method, path, body), positionals, values, print, table, (m) => new CliError(m, 2));
+    await runNotifications(
+      (method, path, body) => api.call(method, path, body),
+      positionals,
+      values,
+      print,
+      table,
+      (m) => new CliError(m, 2),
+    );
     return 0;
   }
   const key = `${group} ${action ?? ""}`.trim();
   if (key === "vms metrics" || key === "nodes metrics") {
-    await runMetrics((method, path, body) => api.call(method, path, body), group as "vms" | "nodes", need(`${group === "vms" ? "vm" : "node"}-id`), values.range, print, table, (m) => new CliError(m, 2));
+    await runMetrics(
+      (method, path, body) => api.call(method, path, body),
+      group as "vms" | "nodes",
+      need(`${group === "vms" ? "vm" : "node"}-id`),
+      values.range,
+      print,
+      table,
+      (m) => new CliError(m, 2),
+    );
     return 0;
   }
   switch (key) {
@@ -193,18 +232,37 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       print(nodes, () =>
         table([
           ["ID", "NAME", "STATUS", "LAST SEEN", "HOSTNAME", "VMS", "AGENT", "LIBVIRT"],
-          ...nodes.map((n) => [n.id, n.name, n.connected ? "online" : "offline", n.lastSeenAt ?? "never", n.hostname ?? "-", String(n.vmCount), n.agentVersion ?? "-", n.libvirtVersion ?? "-"]),
+          ...nodes.map((n) => [
+            n.id,
+            n.name,
+            n.connected ? "online" : "offline",
+            n.lastSeenAt ?? "never",
+            n.hostname ?? "-",
+            String(n.vmCount),
+            n.agentVersion ?? "-",
+            n.libvirtVersion ?? "-",
+          ]),
         ]),
       );
       return 0;
     }
     case "nodes add": {
       const res = await api.call<{ node: NodeView; joinToken: string }>("POST", "/api/nodes", { name: need("name") });
-      print(res, () => [`node ${res.node.name} (${res.node.id}) created.`, `join token (shown once): ${res.joinToken}`, `run on the host:`, `  node quantix-agent.mjs --server ${api.config.url} --token ${res.joinToken}`].join("\n"));
+      print(res, () =>
+        [
+          `node ${res.node.name} (${res.node.id}) created.`,
+          `join token (shown once): ${res.joinToken}`,
+          `run on the host:`,
+          `  node quantix-agent.mjs --server ${api.config.url} --token ${res.joinToken}`,
+        ].join("\n"),
+      );
       return 0;
     }
     case "nodes rotate": {
-      const res = await api.call<{ node: NodeView; joinToken: string }>("POST", `/api/nodes/${enc(need("node-id"))}/rotate_token`);
+      const res = await api.call<{ node: NodeView; joinToken: string }>(
+        "POST",
+        `/api/nodes/${enc(need("node-id"))}/rotate_token`,
+      );
       print(res, () => `old credential revoked. new join token (shown once): ${res.joinToken}`);
       return 0;
     }
@@ -232,7 +290,11 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     }
     case "vms show": {
       const { vm } = await api.call<{ vm: VmView }>("GET", `/api/vms/${enc(need("vm-id"))}`);
-      print(vm, () => Object.entries(vm).map(([k, v]) => `${k.padEnd(15)} ${v}`).join("\n"));
+      print(vm, () =>
+        Object.entries(vm)
+          .map(([k, v]) => `${k.padEnd(15)} ${v}`)
+          .join("\n"),
+      );
       return 0;
     }
     case "vms start":
@@ -240,14 +302,26 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       const qs = new URLSearchParams();
       if (values.force && action === "stop") qs.set("force", "true");
       if (values.wait) qs.set("wait", "true");
-      const res = await api.call<{ vm: VmView; request?: { id: string; status: string } }>("POST", `/api/vms/${enc(need("vm-id"))}/${action}?${qs}`);
-      print(res, () => `${res.vm.name}: ${res.vm.state}${res.request ? ` (request ${res.request.id}: ${res.request.status})` : ""}`);
+      const res = await api.call<{ vm: VmView; request?: { id: string; status: string } }>(
+        "POST",
+        `/api/vms/${enc(need("vm-id"))}/${action}?${qs}`,
+      );
+      print(
+        res,
+        () =>
+          `${res.vm.name}: ${res.vm.state}${res.request ? ` (request ${res.request.id}: ${res.request.status})` : ""}`,
+      );
       return 0;
     }
     case "vms reset-state": {
       const qs = new URLSearchParams();
       if (values.force) qs.set("force", "true");
-      const res = await api.call<{ message: string; previousState: string; source: string; vm: { name: string; state: string } }>(
+      const res = await api.call<{
+        message: string;
+        previousState: string;
+        source: string;
+        vm: { name: string; state: string };
+      }>(
         "POST",
         `/api/vms/${enc(need("vm-id"))}/reset_state?${qs}`,
         values.reason ? { reason: values.reason } : undefined,
@@ -266,7 +340,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       }
       let shown = splitLines(first.qemuLog);
       for (const line of shown) logOut.log(line);
-      if (first.truncated && !values.follow) terminal.err(`(last ${first.linesReturned} lines of ${first.logPath}, ${first.logSizeBytes} bytes)`);
+      if (first.truncated && !values.follow)
+        terminal.err(`(last ${first.linesReturned} lines of ${first.logPath}, ${first.logSizeBytes} bytes)`);
       if (!values.follow) return 0;
       const intervalMs = Math.max(500, Number(values.interval ?? "2000"));
       while (!signal?.aborted) {
@@ -281,23 +356,51 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     case "vms events": {
       const { events } = await api.call<{ events: VmEventView[] }>("GET", `/api/vms/${enc(need("vm-id"))}/events`);
       print(events, () =>
-        table([["AT", "ACTOR", "ACTION", "FROM", "TO", "SOURCE", "MESSAGE"], ...events.map((e) => [e.at, e.actor, e.action, e.fromState ?? "-", e.toState ?? "-", e.source ?? "-", e.message ?? ""])]),
+        table([
+          ["AT", "ACTOR", "ACTION", "FROM", "TO", "SOURCE", "MESSAGE"],
+          ...events.map((e) => [
+            e.at,
+            e.actor,
+            e.action,
+            e.fromState ?? "-",
+            e.toState ?? "-",
+            e.source ?? "-",
+            e.message ?? "",
+          ]),
+        ]),
       );
       return 0;
     }
     case "requests show": {
-      const res = await api.call<{ request: Record<string, unknown> }>("GET", `/api/requests/${enc(need("request-id"))}`);
-      print(res.request, () => Object.entries(res.request).map(([k, v]) => `${k.padEnd(11)} ${typeof v === "object" && v ? JSON.stringify(v) : v}`).join("\n"));
+      const res = await api.call<{ request: Record<string, unknown> }>(
+        "GET",
+        `/api/requests/${enc(need("request-id"))}`,
+      );
+      print(res.request, () =>
+        Object.entries(res.request)
+          .map(([k, v]) => `${k.padEnd(11)} ${typeof v === "object" && v ? JSON.stringify(v) : v}`)
+          .join("\n"),
+      );
       return 0;
     }
     case "tokens list": {
-      const { tokens } = await api.call<{ tokens: { id: string; name: string; role: string; createdAt: string; revokedAt: string | null }[] }>("GET", "/api/tokens");
-      print(tokens, () => table([["ID", "NAME", "ROLE", "CREATED", "REVOKED"], ...tokens.map((t) => [t.id, t.name, t.role, t.createdAt, t.revokedAt ?? "-"])]));
+      const { tokens } = await api.call<{
+        tokens: { id: string; name: string; role: string; createdAt: string; revokedAt: string | null }[];
+      }>("GET", "/api/tokens");
+      print(tokens, () =>
+        table([
+          ["ID", "NAME", "ROLE", "CREATED", "REVOKED"],
+          ...tokens.map((t) => [t.id, t.name, t.role, t.createdAt, t.revokedAt ?? "-"]),
+        ]),
+      );
       return 0;
     }
     case "tokens create": {
       if (!values.role) throw new CliError("tokens create needs --role viewer|operator|admin", 2);
-      const res = await api.call<{ token: string; id: string }>("POST", "/api/tokens", { name: need("name"), role: values.role });
+      const res = await api.call<{ token: string; id: string }>("POST", "/api/tokens", {
+        name: need("name"),
+        role: values.role,
+      });
       print(res, () => `token ${res.id} (shown once): ${res.token}`);
       return 0;
     }

@@ -32,5 +32,8 @@ export function forTerminal(text: string): string {
 /** JSON with the characters JSON.stringify leaves raw but a terminal may act on (DEL, C1, bidi
  *  overrides) written as \u escapes: the same JSON value, safe to print. */
 export function jsonForTerminal(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(/[\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return JSON.stringify(value, null, 2).replace(
+    /[\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }

@@ -25,7 +25,15 @@ export const STUCK_AFTER_MS = 120_000;
  *  `[FOLLOW_SUBPROTOCOL, FOLLOW_TOKEN_PREFIX + token]`, the Worker answers with FOLLOW_SUBPROTOCOL. */
 export const FOLLOW_SUBPROTOCOL = "qx.follow.v1";
 export const FOLLOW_TOKEN_PREFIX = "bearer.";
-export const FOLLOW_STATUSES = ["following", "rotated", "truncated", "appeared", "missing", "node_offline", "stopped"] as const;
+export const FOLLOW_STATUSES = [
+  "following",
+  "rotated",
+  "truncated",
+  "appeared",
+  "missing",
+  "node_offline",
+  "stopped",
+] as const;
 export type FollowStatus = (typeof FOLLOW_STATUSES)[number];
 /** Close code after `node_offline`. */
 export const FOLLOW_CLOSE_NODE_OFFLINE = 4503;

@@ -39,7 +39,9 @@ export function inventoryDigest(vms: readonly DigestVm[]): InventoryDigest {
   }
   const buckets = byBucket.map((list) => {
     if (list.length === 0) return FNV64_OFFSET;
-    const sorted = list.map((vm) => ({ key: vm.uuid.toLowerCase(), vm })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const sorted = list
+      .map((vm) => ({ key: vm.uuid.toLowerCase(), vm }))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const h = new Fnv1a64();
     for (const { vm } of sorted) h.update(encoder.encode(digestLine(vm, encoder)));
     return h.hex();

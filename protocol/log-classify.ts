@@ -75,7 +75,8 @@ export const ISSUES: Record<IssueId, { label: string; explanation: string }> = {
 // libvirt logs QEMU's command line at every start (one option per line ending in a backslash); it
 // carries option names like `werror=`, `rerror=`, `timeout=` and paths with "fail" in them, never an
 // error by itself. QEMU's own messages start with a timestamp or "qemu-system-…:", never "-opt ".
-const COMMAND_LINE = /^(LC_ALL=|PATH=|HOME=|XDG_\w+=|\/\S*qemu-system-[\w-]+(\s|$)|-[a-z][\w-]*\s)|\s\\$|\bqemu-system-[\w-]+\s+-name\s/;
+const COMMAND_LINE =
+  /^(LC_ALL=|PATH=|HOME=|XDG_\w+=|\/\S*qemu-system-[\w-]+(\s|$)|-[a-z][\w-]*\s)|\s\\$|\bqemu-system-[\w-]+\s+-name\s/;
 
 // An explicit level label ("qemu-system-x86_64: warning: …", libvirt's "1234: error : …") wins
 // over the words in the message: QEMU's "warning: failed to …" is still a warning.
@@ -122,12 +123,14 @@ const ISSUE_RULES: Array<{ id: IssueId; pattern: RegExp; level: Exclude<LineLeve
   },
   {
     id: "guest_crash",
-    pattern: /guest[ _-]?panic|\bpanicked\b|reason=crashed|guest (has )?crashed|kvm internal error|entry failed, hardware error|emulation failure|triple fault/i,
+    pattern:
+      /guest[ _-]?panic|\bpanicked\b|reason=crashed|guest (has )?crashed|kvm internal error|entry failed, hardware error|emulation failure|triple fault/i,
     level: "error",
   },
   {
     id: "migration_failed",
-    pattern: /migrat\w*[^\n]*\b(fail\w*|error|cancel\w*|abort\w*)|\b(fail\w*|error)\b[^\n]*migrat|error while loading state|unknown savevm section/i,
+    pattern:
+      /migrat\w*[^\n]*\b(fail\w*|error|cancel\w*|abort\w*)|\b(fail\w*|error)\b[^\n]*migrat|error while loading state|unknown savevm section/i,
     level: "error",
   },
   {
@@ -138,12 +141,14 @@ const ISSUE_RULES: Array<{ id: IssueId; pattern: RegExp; level: Exclude<LineLeve
   },
   {
     id: "disk_full",
-    pattern: /no space left on device|\bENOSPC\b|reason='?enospc|\bi\/o error\b|\bio error\b|\bEIO\b|disk quota exceeded/i,
+    pattern:
+      /no space left on device|\bENOSPC\b|reason='?enospc|\bi\/o error\b|\bio error\b|\bEIO\b|disk quota exceeded/i,
     level: "error",
   },
   {
     id: "out_of_memory",
-    pattern: /cannot allocate memory|\bENOMEM\b|\bout of memory\b|\boom[- ]kill|failed to (allocate|mmap)[^\n]*memory|cannot set up guest memory|insufficient free host memory/i,
+    pattern:
+      /cannot allocate memory|\bENOMEM\b|\bout of memory\b|\boom[- ]kill|failed to (allocate|mmap)[^\n]*memory|cannot set up guest memory|insufficient free host memory/i,
     level: "error",
   },
   {
@@ -154,10 +159,15 @@ const ISSUE_RULES: Array<{ id: IssueId; pattern: RegExp; level: Exclude<LineLeve
   },
   {
     id: "permission_denied",
-    pattern: /permission denied|operation not permitted|\bEACCES\b|\bEPERM\b|apparmor="?denied|avc:\s+denied|\bsvirt\b[^\n]*denied/i,
+    pattern:
+      /permission denied|operation not permitted|\bEACCES\b|\bEPERM\b|apparmor="?denied|avc:\s+denied|\bsvirt\b[^\n]*denied/i,
     level: "error",
   },
-  { id: "killed_by_signal", pattern: /terminating on signal \d+|killed by signal|\bsignal (9|15)\b[^\n]*(kill|term)/i, level: "error" },
+  {
+    id: "killed_by_signal",
+    pattern: /terminating on signal \d+|killed by signal|\bsignal (9|15)\b[^\n]*(kill|term)/i,
+    level: "error",
+  },
   { id: "timeout", pattern: /\btime(d)? ?out\b|\btimeouts?\b|\bETIMEDOUT\b/i, level: "warning" },
 ];
 

@@ -44,11 +44,19 @@ export type MetricsTick = z.infer<typeof MetricsTick>;
  *  node's Durable Object wakes once per batch rather than at every tick. */
 export const MetricsPayload = z
   .object({ intervalMs: z.number().int().positive().max(3_600_000), ticks: z.array(MetricsTick).min(1).max(360) })
-  .refine((p) => p.ticks.reduce((n, t) => n + t.vms.length, 0) <= METRICS_FRAME_SAMPLES, `at most ${METRICS_FRAME_SAMPLES} VM samples per frame`);
+  .refine(
+    (p) => p.ticks.reduce((n, t) => n + t.vms.length, 0) <= METRICS_FRAME_SAMPLES,
+    `at most ${METRICS_FRAME_SAMPLES} VM samples per frame`,
+  );
 export type MetricsPayload = z.infer<typeof MetricsPayload>;
 
 /** The ranges a reader asks for, each with the step its points are averaged over. */
-export const METRIC_RANGES = { "1h": { spanMs: 3_600_000, stepMs: 10_000 }, "24h": { spanMs: 86_400_000, stepMs: 60_000 }, "7d": { spanMs: 7 * 86_400_000, stepMs: 300_000 }, "30d": { spanMs: 30 * 86_400_000, stepMs: 1_800_000 } } as const;
+export const METRIC_RANGES = {
+  "1h": { spanMs: 3_600_000, stepMs: 10_000 },
+  "24h": { spanMs: 86_400_000, stepMs: 60_000 },
+  "7d": { spanMs: 7 * 86_400_000, stepMs: 300_000 },
+  "30d": { spanMs: 30 * 86_400_000, stepMs: 1_800_000 },
+} as const;
 export const MetricRange = z.enum(["1h", "24h", "7d", "30d"]);
 export type MetricRange = z.infer<typeof MetricRange>;
 export const MetricsQuery = z.object({ range: MetricRange.default("1h") });

@@ -26,7 +26,11 @@ export const VmView = z.object({
   stateUpdatedAt: iso,
   updatedAt: iso,
   missing: z.boolean().describe("the host no longer reports this domain (kept, not deleted)"),
-  flag: VmFlag.nullable().optional().describe("something the operator must look at, e.g. running_after_forced_reset; cleared by POST /api/vms/:id/clear_flag"),
+  flag: VmFlag.nullable()
+    .optional()
+    .describe(
+      "something the operator must look at, e.g. running_after_forced_reset; cleared by POST /api/vms/:id/clear_flag",
+    ),
   libvirtState: z.string().nullable().optional().describe("the state libvirt last reported, whatever `state` says"),
 });
 export type VmView = z.infer<typeof VmView>;
@@ -40,7 +44,9 @@ export const NodeView = z.object({
   agentVersion: z.string().nullable(),
   libvirtVersion: z.string().nullable(),
   vmCount: z.number().int(),
-  flag: VmFlag.nullable().optional().describe("something an admin must look at, e.g. vm_cap_exceeded (VMs reported past the cap were not stored)"),
+  flag: VmFlag.nullable()
+    .optional()
+    .describe("something an admin must look at, e.g. vm_cap_exceeded (VMs reported past the cap were not stored)"),
 });
 export type NodeView = z.infer<typeof NodeView>;
 
@@ -82,7 +88,11 @@ export const ResetStateResponse = z.object({
 });
 export type ResetStateResponse = z.infer<typeof ResetStateResponse>;
 
-export const PowerResponse = z.object({ success: z.literal(true), vm: VmView, request: z.object({ id: z.string(), status: RequestStatus }) });
+export const PowerResponse = z.object({
+  success: z.literal(true),
+  vm: VmView,
+  request: z.object({ id: z.string(), status: RequestStatus }),
+});
 
 export const LogsResponse = z.object({
   qemuLog: z.string(),
@@ -91,7 +101,10 @@ export const LogsResponse = z.object({
   linesReturned: z.number().int(),
   truncated: z.boolean(),
   lastModified: iso.nullable(),
-  files: z.array(z.string()).optional().describe("files read, newest first: `<name>.log`, then virtlogd's rotated `<name>.log.1`, …"),
+  files: z
+    .array(z.string())
+    .optional()
+    .describe("files read, newest first: `<name>.log`, then virtlogd's rotated `<name>.log.1`, …"),
   skipped: z
     .array(z.object({ file: z.string(), reason: z.enum(["compressed", "outside_log_dir", "unreadable"]) }))
     .optional()
@@ -104,7 +117,13 @@ export type LogsResponse = z.infer<typeof LogsResponse>;
 export const LastKnownLogResponse = LogsResponse.extend({ capturedAt: iso });
 export type LastKnownLogResponse = z.infer<typeof LastKnownLogResponse>;
 
-export const TokenView = z.object({ id: z.string(), name: z.string(), role: Role, createdAt: iso, revokedAt: iso.nullable() });
+export const TokenView = z.object({
+  id: z.string(),
+  name: z.string(),
+  role: Role,
+  createdAt: iso,
+  revokedAt: iso.nullable(),
+});
 export const JoinTokenResponse = z.object({ node: NodeView, joinToken: z.string(), joinTokenExpiresAt: iso });
 
 export const HealthResponse = z.object({ ok: z.literal(true), version: z.string() });
@@ -113,7 +132,10 @@ export const HealthResponse = z.object({ ok: z.literal(true), version: z.string(
 export const MeResponse = z.object({
   role: Role,
   name: z.string(),
-  stuckAfterMs: z.number().int().describe("a VM in a transitional state for longer than this is stuck (the reconciler then asks its hypervisor)"),
+  stuckAfterMs: z
+    .number()
+    .int()
+    .describe("a VM in a transitional state for longer than this is stuck (the reconciler then asks its hypervisor)"),
   via: z.literal("access").optional().describe("present when the caller signed in through Cloudflare Access"),
   email: z.string().nullable().optional().describe("the Access identity's email"),
 });
@@ -121,5 +143,7 @@ export type MeResponse = z.infer<typeof MeResponse>;
 
 /** `GET /api/vms/:id/metrics` and `GET /api/nodes/:id/metrics` (and the host view's
  *  `/api/v1/vms/:vm_id/metrics`): a range's points, oldest first; an all-null point is a gap. */
-export const MetricsResponse = MetricsAnswer.describe("points oldest first, averaged over stepMs; a point whose figures are all null marks a gap (node offline, VM not running)");
+export const MetricsResponse = MetricsAnswer.describe(
+  "points oldest first, averaged over stepMs; a point whose figures are all null marks a gap (node offline, VM not running)",
+);
 export type MetricsResponse = z.infer<typeof MetricsResponse>;

@@ -134,7 +134,11 @@ export const VmInfo = z.object({
   state: VmState,
   libvirtState: LibvirtState,
   vcpus: z.number().int().min(0).max(4096),
-  memoryMiB: z.number().int().min(0).max(64 * 1024 * 1024),
+  memoryMiB: z
+    .number()
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024),
 });
 export type VmInfo = z.infer<typeof VmInfo>;
 
@@ -168,11 +172,18 @@ export const VmStateCommand = frame(
 );
 export const VmLogsCommand = frame(
   "vm.logs",
-  z.object({ ...commandTarget, lines: z.number().int().min(1).max(10_000), maxBytes: z.number().int().positive().max(MAX_LOG_BYTES) }),
+  z.object({
+    ...commandTarget,
+    lines: z.number().int().min(1).max(10_000),
+    maxBytes: z.number().int().positive().max(MAX_LOG_BYTES),
+  }),
 );
 export const VmStartCommand = frame("vm.start", z.object(commandTarget));
 /** Graceful stop: the agent acks at once, then reports the outcome within `graceMs`. */
-export const VmStopCommand = frame("vm.stop", z.object({ ...commandTarget, graceMs: z.number().int().positive().max(3_600_000) }));
+export const VmStopCommand = frame(
+  "vm.stop",
+  z.object({ ...commandTarget, graceMs: z.number().int().positive().max(3_600_000) }),
+);
 export const VmForceStopCommand = frame("vm.forceStop", z.object(commandTarget));
 /** A digest bucket: the first hex digit of a VM's UUID (protocol/digest.ts). */
 export const DigestBucket = z.string().regex(/^[0-9a-f]$/, "a hex digit");
@@ -208,7 +219,10 @@ export const ServerMessage = z.discriminatedUnion("type", [
   ServerError,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
-export type Command = Exclude<ServerMessage, { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" | "error" }>;
+export type Command = Exclude<
+  ServerMessage,
+  { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" | "error" }
+>;
 export type CommandKind = Command["type"];
 export const COMMAND_KINDS = ["vm.state", "vm.logs", "vm.start", "vm.stop", "vm.forceStop"] as const;
 
@@ -303,7 +317,13 @@ export type LogsResult = z.infer<typeof LogsResult>;
  *  again with PowerResult, StateResult or LogsResult (the union keeps every field for that). */
 export const Result = frame(
   "result",
-  z.union([LogsResult, DomainState.extend({ timedOut: z.boolean().optional(), logExcerpt: z.string().max(MAX_FRAME_BYTES).nullable().optional() })]),
+  z.union([
+    LogsResult,
+    DomainState.extend({
+      timedOut: z.boolean().optional(),
+      logExcerpt: z.string().max(MAX_FRAME_BYTES).nullable().optional(),
+    }),
+  ]),
 );
 /** One piece of a log answer's text, in order; the final `result` says how many came. */
 export const LogChunk = frame("log.chunk", z.object({ seq: z.number().int().min(0).max(63), text: z.string() }));
@@ -334,11 +354,28 @@ export const AgentErrorCode = z.enum(AGENT_ERROR_CODES);
  *  failure (absent when libvirt could not say, e.g. the domain is gone or libvirt is down). */
 export const ErrorReply = frame(
   "error",
-  z.object({ code: AgentErrorCode, message: z.string().max(2000), state: VmState.optional(), libvirtState: LibvirtState.optional() }),
+  z.object({
+    code: AgentErrorCode,
+    message: z.string().max(2000),
+    state: VmState.optional(),
+    libvirtState: LibvirtState.optional(),
+  }),
 );
 
 export const MetricsFrame = frame("metrics", MetricsPayload);
-export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, VmChanged, Ack, Result, LogChunk, LogAppend, ErrorReply, Progress, InventoryDigestFrame, MetricsFrame]);
+export const AgentMessage = z.discriminatedUnion("type", [
+  Hello,
+  Inventory,
+  VmChanged,
+  Ack,
+  Result,
+  LogChunk,
+  LogAppend,
+  ErrorReply,
+  Progress,
+  InventoryDigestFrame,
+  MetricsFrame,
+]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
 /** Parse one text frame; null when it is not JSON or not a known message. */
@@ -359,7 +396,10 @@ export function parseFrame<T extends z.ZodTypeAny>(schema: T, data: string): z.i
 export const AGENT_ENROLL_PATH = "/agent/enroll";
 /** WebSocket upgrade with `Authorization: Bearer <node credential>`; 401 when refused. */
 export const AGENT_CONNECT_PATH = "/agent/connect";
-export const EnrollRequest = z.object({ joinToken: z.string().min(1).max(200), hostname: z.string().max(255).optional() });
+export const EnrollRequest = z.object({
+  joinToken: z.string().min(1).max(200),
+  hostname: z.string().max(255).optional(),
+});
 export const EnrollResponse = z.object({ nodeId: z.string(), credential: z.string() });
 
 // ---- Long-poll transport (networks that block WebSockets) ------------------------------------
@@ -391,7 +431,11 @@ export const PollRequest = z.object({
   waitMs: z.number().int().min(0).max(120_000).optional(),
 });
 export type PollRequest = z.infer<typeof PollRequest>;
-export const PollResponse = z.object({ connId, cursor: z.string().max(80), messages: z.array(ServerMessage).max(MAX_POLL_MESSAGES) });
+export const PollResponse = z.object({
+  connId,
+  cursor: z.string().max(80),
+  messages: z.array(ServerMessage).max(MAX_POLL_MESSAGES),
+});
 export type PollResponse = z.infer<typeof PollResponse>;
 /** `messages` are checked one by one against AgentMessage (a 400 names the first bad one). */
 export const SendRequest = z.object({ connId, messages: z.array(z.unknown()).min(1).max(MAX_SEND_MESSAGES) });

@@ -52,7 +52,9 @@ function serve(port: number) {
     const { publicJwk } = load(); // read each time: `keys` again rotates without a restart
     res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: [publicJwk] }));
   });
-  server.listen(port, "127.0.0.1", () => console.log(`serving the local team's keys at http://127.0.0.1:${port}/cdn-cgi/access/certs (Ctrl-C stops)`));
+  server.listen(port, "127.0.0.1", () =>
+    console.log(`serving the local team's keys at http://127.0.0.1:${port}/cdn-cgi/access/certs (Ctrl-C stops)`),
+  );
 }
 
 async function mint(email: string, groups: string[], minutes: number) {
@@ -73,7 +75,12 @@ async function mint(email: string, groups: string[], minutes: number) {
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { port: { type: "string", default: "8790" }, email: { type: "string" }, groups: { type: "string", default: "" }, minutes: { type: "string", default: "60" } },
+  options: {
+    port: { type: "string", default: "8790" },
+    email: { type: "string" },
+    groups: { type: "string", default: "" },
+    minutes: { type: "string", default: "60" },
+  },
 });
 const port = Number(values.port);
 switch (positionals[0]) {
@@ -88,9 +95,18 @@ switch (positionals[0]) {
       console.error("mint needs --email");
       process.exit(2);
     }
-    await mint(values.email, values.groups.split(",").map((g) => g.trim()).filter(Boolean), Number(values.minutes));
+    await mint(
+      values.email,
+      values.groups
+        .split(",")
+        .map((g) => g.trim())
+        .filter(Boolean),
+      Number(values.minutes),
+    );
     break;
   default:
-    console.error("usage: npm run access-dev -- keys | serve [--port 8790] | mint --email <email> [--groups a,b] [--minutes 60]");
+    console.error(
+      "usage: npm run access-dev -- keys | serve [--port 8790] | mint --email <email> [--groups a,b] [--minutes 60]",
+    );
     process.exit(2);
 }

@@ -18,7 +18,11 @@ const nativeBindingBesideBundle: Plugin = {
   setup(b) {
     b.onLoad({ filter: /[\\/]@unraid[\\/]libvirt[\\/]dist[\\/].*\.js$/ }, (args) => {
       const source = readFileSync(args.path, "utf8");
-      return { contents: source.replaceAll(/(['"])\.\.\/build\/Release\/libvirt(?:\.node)?\1/g, "'./libvirt.node'"), loader: "js", resolveDir: dirname(args.path) };
+      return {
+        contents: source.replaceAll(/(['"])\.\.\/build\/Release\/libvirt(?:\.node)?\1/g, "'./libvirt.node'"),
+        loader: "js",
+        resolveDir: dirname(args.path),
+      };
     });
   },
 };
@@ -29,7 +33,8 @@ const nativeBindingBesideBundle: Plugin = {
 export const AGENT_NODE_FLAGS = ["--max-semi-space-size=1"];
 
 export async function buildAgent(outDir = OUT): Promise<string> {
-  if (!existsSync(BINDING)) throw new Error(`${BINDING} is missing: the libvirt binding was not built (npm install needs libvirt-dev)`);
+  if (!existsSync(BINDING))
+    throw new Error(`${BINDING} is missing: the libvirt binding was not built (npm install needs libvirt-dev)`);
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const outfile = join(outDir, "quantix-agent.mjs");
@@ -61,12 +66,17 @@ export async function buildAgent(outDir = OUT): Promise<string> {
   cpSync(BINDING, join(outDir, "libvirt.node"));
   const web = join(ROOT, "web/dist");
   if (existsSync(join(web, "host.html"))) cpSync(web, join(outDir, "web"), { recursive: true });
-  else console.warn("build:agent: web/dist/host.html is missing (npm run build:web): the bundle's host view will answer 503");
+  else
+    console.warn(
+      "build:agent: web/dist/host.html is missing (npm run build:web): the bundle's host view will answer 503",
+    );
   cpSync(join(ROOT, "agent/quantix-agent.service"), join(outDir, "quantix-agent.service"));
   return outfile;
 }
 
 if (import.meta.main) {
   const out = await buildAgent();
-  console.log(`built ${out} (${(statSync(out).size / 1024).toFixed(0)} KiB) + libvirt.node${existsSync(join(OUT, "web")) ? " + web/" : ""} + quantix-agent.service`);
+  console.log(
+    `built ${out} (${(statSync(out).size / 1024).toFixed(0)} KiB) + libvirt.node${existsSync(join(OUT, "web")) ? " + web/" : ""} + quantix-agent.service`,
+  );
 }

@@ -19,7 +19,10 @@ const WRANGLER_NOISE = [
   /^\[wrangler:info\] (GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ [123]\d\d /, // successful requests
 ];
 /** Lines that start a noisy block whose stack trace follows (no network for `Request.cf` here). */
-const WRANGLER_NOISY_BLOCK = [/Unable to fetch the `Request\.cf` object/, /^Error: getaddrinfo \S+ workers\.cloudflare\.com/];
+const WRANGLER_NOISY_BLOCK = [
+  /Unable to fetch the `Request\.cf` object/,
+  /^Error: getaddrinfo \S+ workers\.cloudflare\.com/,
+];
 
 function pipeLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void) {
   createInterface({ input: stream, crlfDelay: Infinity }).on("line", onLine);
@@ -43,12 +46,22 @@ export function tidyWrangler(child: ChildProcess) {
 export function tidyAgent(child: ChildProcess) {
   const onLine = (line: string) => {
     try {
-      const { level, msg, time: _t, pid: _p, hostname: _h, name: _n, svc: _s, ...rest } = JSON.parse(line) as Record<string, unknown>;
+      const {
+        level,
+        msg,
+        time: _t,
+        pid: _p,
+        hostname: _h,
+        name: _n,
+        svc: _s,
+        ...rest
+      } = JSON.parse(line) as Record<string, unknown>;
       if (typeof level === "number" && level < 30) return;
       const extra = Object.entries(rest)
         .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
         .join(" ");
-      const tag = typeof level === "number" && level >= 50 ? "error: " : typeof level === "number" && level >= 40 ? "warn: " : "";
+      const tag =
+        typeof level === "number" && level >= 50 ? "error: " : typeof level === "number" && level >= 40 ? "warn: " : "";
       console.log(`[agent] ${tag}${String(msg ?? "")}${extra ? ` ${extra}` : ""}`);
     } catch {
       if (line.trim()) console.log(`[agent] ${line}`);

@@ -12,7 +12,11 @@ const say = (line: string) => console.log(`[deploy] ${line}`);
 
 /** Runs a command in the repository with our output; returns its stdout when asked to capture it. */
 function run(cmd: string, args: string[], capture = false): { ok: boolean; stdout: string } {
-  const r = spawnSync(cmd, args, { cwd: ROOT, stdio: ["inherit", capture ? "pipe" : "inherit", "inherit"], encoding: "utf8" });
+  const r = spawnSync(cmd, args, {
+    cwd: ROOT,
+    stdio: ["inherit", capture ? "pipe" : "inherit", "inherit"],
+    encoding: "utf8",
+  });
   if (capture) process.stdout.write(r.stdout ?? "");
   return { ok: r.status === 0, stdout: r.stdout ?? "" };
 }
@@ -26,12 +30,14 @@ say("building the dashboard");
 if (!run("npm", ["run", "build:web"]).ok) stop("the dashboard build failed");
 
 say(`applying the remote D1 migrations of ${DATABASE}`);
-if (!run("wrangler", ["d1", "migrations", "apply", DATABASE, "--remote"]).ok) stop("a migration failed (wrangler says which above)");
+if (!run("wrangler", ["d1", "migrations", "apply", DATABASE, "--remote"]).ok)
+  stop("a migration failed (wrangler says which above)");
 // Answering "no" to wrangler's confirmation also exits 0, so ask again what is still pending.
 const pending = run("wrangler", ["d1", "migrations", "list", DATABASE, "--remote"], true);
 if (!pending.ok) stop("could not list the remote migrations");
 if (!pending.stdout.includes("No migrations to apply")) stop("some migrations are still unapplied (listed above)");
 
 say("migrations applied; deploying the Worker");
-if (!run("wrangler", ["deploy"]).ok) stop("wrangler deploy failed (the migrations stay applied, which the running Worker tolerates)");
+if (!run("wrangler", ["deploy"]).ok)
+  stop("wrangler deploy failed (the migrations stay applied, which the running Worker tolerates)");
 say("done");

@@ -18,7 +18,11 @@ const BINDING_FILE = join(BINDING_DIR, "build/Release/libvirt.node");
 
 /** What the build needs, each with the Debian/Ubuntu package that provides it. */
 const REQUIREMENTS = [
-  { what: "libvirt headers (libvirt/libvirt.h)", pkg: "libvirt-dev", present: () => existsSync("/usr/include/libvirt/libvirt.h") || pkgConfigHas("libvirt") },
+  {
+    what: "libvirt headers (libvirt/libvirt.h)",
+    pkg: "libvirt-dev",
+    present: () => existsSync("/usr/include/libvirt/libvirt.h") || pkgConfigHas("libvirt"),
+  },
   { what: "pkg-config", pkg: "pkg-config", present: () => onPath("pkg-config") },
   { what: "a C++ compiler (g++)", pkg: "g++", present: () => onPath("g++") || onPath("c++") },
   { what: "make", pkg: "make", present: () => onPath("make") },
@@ -65,7 +69,10 @@ function installCommand(pkgs) {
 export function aptInstall(pkgs, log = say) {
   log(`installing ${pkgs.join(" ")} with apt-get (running as root)`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  for (const args of [["update", "-qq"], ["install", "-y", "-qq", "--no-install-recommends", ...pkgs]]) {
+  for (const args of [
+    ["update", "-qq"],
+    ["install", "-y", "-qq", "--no-install-recommends", ...pkgs],
+  ]) {
     const r = spawnSync("apt-get", args, { stdio: ["ignore", "inherit", "inherit"], env });
     if (r.status !== 0) {
       log(`apt-get ${args[0]} failed (exit ${r.status})`);
@@ -78,7 +85,8 @@ export function aptInstall(pkgs, log = say) {
 /** npm's own node-gyp: npm tells scripts where it is; otherwise look beside npm-cli.js. */
 function nodeGypPath() {
   const candidates = [process.env.npm_config_node_gyp];
-  if (process.env.npm_execpath) candidates.push(join(dirname(process.env.npm_execpath), "../node_modules/node-gyp/bin/node-gyp.js"));
+  if (process.env.npm_execpath)
+    candidates.push(join(dirname(process.env.npm_execpath), "../node_modules/node-gyp/bin/node-gyp.js"));
   const npm = spawnSync("sh", ["-c", "command -v npm"], { encoding: "utf8" }).stdout?.trim();
   if (npm) candidates.push(join(dirname(realpathSync(npm)), "../node_modules/node-gyp/bin/node-gyp.js"));
   return candidates.find((p) => p && existsSync(p)) ?? null;
@@ -95,7 +103,11 @@ function buildBinding() {
   const args = [gyp, "rebuild"];
   if (!process.env.npm_config_nodedir && existsSync("/usr/include/node/node_api.h")) args.push("--nodedir=/usr");
   say("building the native libvirt binding (node-gyp, about 20 s)");
-  const r = spawnSync(process.execPath, args, { cwd: BINDING_DIR, stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
+  const r = spawnSync(process.execPath, args, {
+    cwd: BINDING_DIR,
+    stdio: ["ignore", "ignore", "pipe"],
+    encoding: "utf8",
+  });
   if (r.status !== 0) {
     process.stderr.write(r.stderr ?? "");
     say(`node-gyp failed (exit ${r.status})`);
@@ -120,9 +132,16 @@ export function ensureLibvirtBinding() {
     if (isRoot() && isDebianLike() && onPath("apt-get")) {
       if (!aptInstall(missing)) return false;
     } else {
-      say(`the agent needs ${REQUIREMENTS.filter((r) => missing.includes(r.pkg)).map((r) => r.what).join(", ")}.`);
+      say(
+        `the agent needs ${REQUIREMENTS.filter((r) => missing.includes(r.pkg))
+          .map((r) => r.what)
+          .join(", ")}.`,
+      );
       if (isDebianLike()) say(`install them with:  sudo ${installCommand(missing)}`);
-      else say(`install the equivalents of the Debian packages: ${missing.join(" ")} (on Fedora: libvirt-devel pkgconf gcc-c++ make python3)`);
+      else
+        say(
+          `install the equivalents of the Debian packages: ${missing.join(" ")} (on Fedora: libvirt-devel pkgconf gcc-c++ make python3)`,
+        );
       say("then run `npm start` again (it builds the binding), or `node scripts/libvirt-prereq.mjs`.");
       return false;
     }
@@ -133,5 +152,6 @@ export function ensureLibvirtBinding() {
 // As npm's postinstall (or by hand): build when we can, explain when we cannot. Never fail the
 // install: the control plane and the dashboard run without libvirt; `npm start` repeats the advice.
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  if (!ensureLibvirtBinding()) say("the demo agent will not run until this is done (`npm start -- --no-demo` works meanwhile).");
+  if (!ensureLibvirtBinding())
+    say("the demo agent will not run until this is done (`npm start -- --no-demo` works meanwhile).");
 }

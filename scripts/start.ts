@@ -4,7 +4,17 @@
 // reset it first). `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  appendFileSync,
+} from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { tidyAgent, tidyWrangler } from "./child-output.ts";
@@ -31,7 +41,13 @@ const STUCK_VM = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f07", name: "files-01" 
 const run = promisify(execFile);
 // Our children must not phone home, and their output is read by a filter, not a terminal.
 // No metrics and no fetch of request.cf data from the internet: a local run talks to loopback only.
-const CHILD_ENV = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", FORCE_COLOR: "0", NO_COLOR: "1" };
+const CHILD_ENV = {
+  ...process.env,
+  WRANGLER_SEND_METRICS: "false",
+  CLOUDFLARE_CF_FETCH_ENABLED: "false",
+  FORCE_COLOR: "0",
+  NO_COLOR: "1",
+};
 const started = Date.now();
 const children: ChildProcess[] = [];
 let stopping = false;
@@ -48,7 +64,11 @@ function ensureAdminToken(): string {
   if (found) return found;
   const token = `qx_admin_${randomBytes(24).toString("base64url")}`;
   if (existing === null) {
-    writeFileSync(DEV_VARS, `# Local secrets for wrangler dev (never committed). Created by npm start.\nADMIN_TOKEN=${token}\n`, { mode: 0o600 });
+    writeFileSync(
+      DEV_VARS,
+      `# Local secrets for wrangler dev (never committed). Created by npm start.\nADMIN_TOKEN=${token}\n`,
+      { mode: 0o600 },
+    );
     say("created .dev.vars with a random ADMIN_TOKEN");
   } else {
     appendFileSync(DEV_VARS, `${existing.endsWith("\n") ? "" : "\n"}ADMIN_TOKEN=${token}\n`);
@@ -70,11 +90,16 @@ function newestMtime(path: string): number {
 /** Builds web/dist when it is missing or older than its sources; a placeholder when there is no web yet. */
 async function ensureDashboard(): Promise<void> {
   const dist = join(ROOT, "web/dist");
-  const sources = ["web/src", "web/index.html", "web/host.html", "web/public", "web/vite.config.ts", "protocol"].map((p) => join(ROOT, p));
+  const sources = ["web/src", "web/index.html", "web/host.html", "web/public", "web/vite.config.ts", "protocol"].map(
+    (p) => join(ROOT, p),
+  );
   if (!existsSync(join(ROOT, "web/vite.config.ts"))) {
     if (!existsSync(join(dist, "index.html"))) {
       mkdirSync(dist, { recursive: true });
-      writeFileSync(join(dist, "index.html"), "<!doctype html><title>Quantix Edge</title><p>The dashboard is not built yet; the API is at /api.</p>\n");
+      writeFileSync(
+        join(dist, "index.html"),
+        "<!doctype html><title>Quantix Edge</title><p>The dashboard is not built yet; the API is at /api.</p>\n",
+      );
       say("no dashboard sources yet: wrote a placeholder web/dist/index.html");
     }
     return;
@@ -118,7 +143,10 @@ function startWrangler(withDemo: boolean): ChildProcess {
   const demoArgs: string[] = [];
   for (const [name, value] of withDemo ? Object.entries(DEMO_VARS) : []) {
     const v = varArgs(name, String(value), devVars, process.env);
-    if (v.from !== "demo") say(`${name}: yours (from ${v.from === "dev.vars" ? ".dev.vars" : "the environment"}), not the demo's ${value / 60_000} min`);
+    if (v.from !== "demo")
+      say(
+        `${name}: yours (from ${v.from === "dev.vars" ? ".dev.vars" : "the environment"}), not the demo's ${value / 60_000} min`,
+      );
     demoArgs.push(...v.args);
   }
   const child = spawn(
@@ -158,10 +186,17 @@ async function waitForHealth(child: ChildProcess): Promise<void> {
 
 // ---- REST as the admin ----------------------------------------------------------------------------
 
-async function api<T>(token: string, path: string, init: { method?: string; json?: unknown } = {}): Promise<{ status: number; body: T }> {
+async function api<T>(
+  token: string,
+  path: string,
+  init: { method?: string; json?: unknown } = {},
+): Promise<{ status: number; body: T }> {
   const res = await fetch(`${URL_BASE}${path}`, {
     method: init.method ?? (init.json === undefined ? "GET" : "POST"),
-    headers: { authorization: `Bearer ${token}`, ...(init.json === undefined ? {} : { "content-type": "application/json" }) },
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(init.json === undefined ? {} : { "content-type": "application/json" }),
+    },
     body: init.json === undefined ? undefined : JSON.stringify(init.json),
   });
   const text = await res.text();
@@ -206,12 +241,16 @@ async function demoNode(token: string, forceNewJoin = false): Promise<{ nodeId: 
   rmSync(DEMO_STATE_DIR, { recursive: true, force: true });
   if (existing) {
     const rotated = await api<{ joinToken: string }>(token, `/api/nodes/${existing.id}/rotate_token`, { json: {} });
-    if (rotated.status >= 300) throw new Error(`rotate_token answered ${rotated.status}: ${JSON.stringify(rotated.body)}`);
+    if (rotated.status >= 300)
+      throw new Error(`rotate_token answered ${rotated.status}: ${JSON.stringify(rotated.body)}`);
     say(`demo node "${DEMO_NODE_NAME}" re-enrolling with a fresh join token`);
     return { nodeId: existing.id, joinToken: rotated.body.joinToken };
   }
-  const created = await api<{ node: NodeView; joinToken: string }>(token, "/api/nodes", { json: { name: DEMO_NODE_NAME } });
-  if (created.status !== 201) throw new Error(`POST /api/nodes answered ${created.status}: ${JSON.stringify(created.body)}`);
+  const created = await api<{ node: NodeView; joinToken: string }>(token, "/api/nodes", {
+    json: { name: DEMO_NODE_NAME },
+  });
+  if (created.status !== 201)
+    throw new Error(`POST /api/nodes answered ${created.status}: ${JSON.stringify(created.body)}`);
   say(`enrolled demo node "${DEMO_NODE_NAME}" (${created.body.node.id})`);
   return { nodeId: created.body.node.id, joinToken: created.body.joinToken };
 }
@@ -219,16 +258,26 @@ async function demoNode(token: string, forceNewJoin = false): Promise<{ nodeId: 
 function startAgent(joinToken: string | undefined): ChildProcess {
   const args = [
     join(ROOT, "agent/main.ts"),
-    "--server", URL_BASE,
-    "--state-dir", DEMO_STATE_DIR,
-    "--libvirt-uri", `test://${DEMO_XML}`,
-    "--log-dir", DEMO_LOGS,
-    "--listen", AGENT_LISTEN,
+    "--server",
+    URL_BASE,
+    "--state-dir",
+    DEMO_STATE_DIR,
+    "--libvirt-uri",
+    `test://${DEMO_XML}`,
+    "--log-dir",
+    DEMO_LOGS,
+    "--listen",
+    AGENT_LISTEN,
   ];
   if (joinToken) args.push("--token", joinToken);
   mkdirSync(DEMO_STATE_DIR, { recursive: true, mode: 0o700 });
   // The join token goes on the command line as the agent's `--token` flag takes it; it is single-use and spent at once.
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: CHILD_ENV,
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
   children.push(child);
   tidyAgent(child);
   return child;
@@ -243,7 +292,8 @@ async function startDemoAgent(token: string): Promise<{ agent: ChildProcess; nod
     const outcome = await Promise.race([exit, waitForConnected(token, nodeId, agent).then(() => "connected" as const)]);
     if (outcome === "connected") {
       agent.once("exit", (code, signal) => {
-        if (!stopping) console.error(`[start] the demo agent exited (${signal ?? code}); the control plane keeps running`);
+        if (!stopping)
+          console.error(`[start] the demo agent exited (${signal ?? code}); the control plane keeps running`);
       });
       return { agent, nodeId };
     }
@@ -290,7 +340,9 @@ async function waitForInventory(token: string, nodeId: string): Promise<VmView[]
 async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<string | null> {
   const vm = await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`);
   if (vm.status !== 200 || vm.body.vm.state !== "RUNNING") return vm.body?.vm?.state ?? null;
-  say(`leaving ${STUCK_VM.name} stuck in STOPPING: freezing the demo agent while a stop is sent (about 10 s, first start only)`);
+  say(
+    `leaving ${STUCK_VM.name} stuck in STOPPING: freezing the demo agent while a stop is sent (about 10 s, first start only)`,
+  );
   process.kill(agent.pid!, "SIGSTOP");
   try {
     const stop = await api<{ request: { id: string } }>(token, `/api/vms/${STUCK_VM.id}/stop`, { json: {} });
@@ -349,7 +401,10 @@ process.on("exit", () => children.forEach((c) => killGroup(c, "SIGKILL")));
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => void shutdown(0));
 
 async function main() {
-  const { values } = parseArgs({ options: { "no-demo": { type: "boolean", default: false } }, allowPositionals: false });
+  const { values } = parseArgs({
+    options: { "no-demo": { type: "boolean", default: false } },
+    allowPositionals: false,
+  });
   const withDemo = !values["no-demo"];
 
   if (await healthy()) throw new Error(`something already answers on ${URL_BASE} (another npm start?); stop it first`);
@@ -381,14 +436,20 @@ async function main() {
       `Host view:    http://${AGENT_LISTEN}/   (the demo agent's own VM list and logs; sign in with`,
       `              the host token in ${relative(ROOT, hostTokenPath(DEMO_STATE_DIR))})`,
       `Demo node:    "${DEMO_NODE_NAME}", libvirt test driver, ${vms.length} VMs` +
-        (stuckNow ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State, or wait for the reconciler to repair it)` : ""),
+        (stuckNow
+          ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State, or wait for the reconciler to repair it)`
+          : ""),
     );
   } else if (withDemo) {
     say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");
   }
   const width = Math.max(...lines.map((l) => l.length));
-  console.log(`\n┌${"─".repeat(width + 2)}┐\n${lines.map((l) => `│ ${l.padEnd(width)} │`).join("\n")}\n└${"─".repeat(width + 2)}┘`);
-  say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops everything; data stays in .wrangler/state.`);
+  console.log(
+    `\n┌${"─".repeat(width + 2)}┐\n${lines.map((l) => `│ ${l.padEnd(width)} │`).join("\n")}\n└${"─".repeat(width + 2)}┘`,
+  );
+  say(
+    `ready in ${((Date.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops everything; data stays in .wrangler/state.`,
+  );
 }
 
 main().catch((err: unknown) => {

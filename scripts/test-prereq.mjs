@@ -5,16 +5,41 @@
 // so a second run changes nothing. Plain .mjs like libvirt-prereq.mjs; vitest.config.ts takes its
 // suite lists from here.
 import { spawnSync } from "node:child_process";
-import { accessSync, chmodSync, chownSync, closeSync, constants, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import {
+  accessSync,
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  existsSync,
+  openSync,
+  readFileSync,
+  statSync,
+} from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { aptInstall, bindingBuilt, ensureLibvirtBinding, isDebianLike, isRoot, missingPackages, onPath } from "./libvirt-prereq.mjs";
+import {
+  aptInstall,
+  bindingBuilt,
+  ensureLibvirtBinding,
+  isDebianLike,
+  isRoot,
+  missingPackages,
+  onPath,
+} from "./libvirt-prereq.mjs";
 
 /** The suites that need more than Node, by what they need (vitest.config.ts runs each as a project). */
 export const SUITES_NEEDING = {
-  hypervisor: ["test/agent/qemu.test.ts", "test/agent/qemu-power.test.ts", "test/agent/qemu-metrics.test.ts", "test/faults/libvirt-vanishes.test.ts", "test/faults/power-on-real-qemu.test.ts", "test/faults/drift-soak.test.ts"],
+  hypervisor: [
+    "test/agent/qemu.test.ts",
+    "test/agent/qemu-power.test.ts",
+    "test/agent/qemu-metrics.test.ts",
+    "test/faults/libvirt-vanishes.test.ts",
+    "test/faults/power-on-real-qemu.test.ts",
+    "test/faults/drift-soak.test.ts",
+  ],
   browser: ["test/web/browser/**/*.test.ts"],
 };
 
@@ -25,7 +50,12 @@ const PART_PURPOSE = {
 
 /** System packages, each with the files the suites use from it (the tests name these paths). */
 const PACKAGES = [
-  { part: "hypervisor", pkg: "libvirt-daemon-system", what: "libvirt's daemons", files: ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd"] },
+  {
+    part: "hypervisor",
+    pkg: "libvirt-daemon-system",
+    what: "libvirt's daemons",
+    files: ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd"],
+  },
   { part: "hypervisor", pkg: "qemu-system-x86", what: "QEMU", files: ["/usr/bin/qemu-system-x86_64"] },
   { part: "browser", pkg: "chromium", what: "Chromium", files: ["/usr/bin/chromium"] },
 ];
@@ -93,7 +123,10 @@ async function qemuSystemProblem() {
   const hv = new Hypervisor({ uri: "qemu:///system" });
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${DAEMON_START_TIMEOUT_MS / 1000} s`)), DAEMON_START_TIMEOUT_MS);
+    timer = setTimeout(
+      () => reject(new Error(`no answer within ${DAEMON_START_TIMEOUT_MS / 1000} s`)),
+      DAEMON_START_TIMEOUT_MS,
+    );
   });
   try {
     await Promise.race([hv.connectOpen().then(() => hv.connectListAllDomains()), timeout]);
@@ -125,19 +158,26 @@ function kvmDeviceForQemu() {
   const st = statSync(device);
   if (st.gid === Number(kvmGid) && (st.mode & 0o060) === 0o060) return;
   if (!isRoot()) {
-    say(`${device} is not open to group kvm (QEMU's user): libvirtd re-probes QEMU on every define and start, which makes ${suitesOf("hypervisor")} slow. udev's setting: sudo chgrp kvm ${device} && sudo chmod 0660 ${device}`);
+    say(
+      `${device} is not open to group kvm (QEMU's user): libvirtd re-probes QEMU on every define and start, which makes ${suitesOf("hypervisor")} slow. udev's setting: sudo chgrp kvm ${device} && sudo chmod 0660 ${device}`,
+    );
     return;
   }
   chownSync(device, st.uid, Number(kvmGid));
   chmodSync(device, (st.mode & 0o7777) | 0o060);
-  say(`${device} opened to group kvm (0660, as udev does): libvirtd otherwise re-probes QEMU on every define and start`);
+  say(
+    `${device} opened to group kvm (0660, as udev does): libvirtd otherwise re-probes QEMU on every define and start`,
+  );
 }
 
 /** Prints what to do when we may not do it ourselves, each step with the suites that need it. */
 function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
   const sudo = isRoot() ? "" : "sudo ";
   say("npm test cannot run yet; some suites need what this machine lacks:");
-  if (bindingPackages.length > 0) say(`  what the agent's libvirt binding is built with (${bindingPackages.join(" ")}): every agent, end-to-end and browser suite`);
+  if (bindingPackages.length > 0)
+    say(
+      `  what the agent's libvirt binding is built with (${bindingPackages.join(" ")}): every agent, end-to-end and browser suite`,
+    );
   for (const part of ["hypervisor", "browser"]) {
     const lacking = missing.filter((p) => p.part === part);
     if (lacking.length > 0) say(`  ${lacking.map((p) => `${p.what} (${p.pkg})`).join(", ")}: ${suitesOf(part)}`);
@@ -147,14 +187,21 @@ function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
   const pkgs = [...bindingPackages, ...missing.map((p) => p.pkg)];
   const commands = [];
   if (pkgs.length > 0) {
-    if (isDebianLike()) commands.push(`${sudo}apt-get update`, `${sudo}apt-get install -y --no-install-recommends ${pkgs.join(" ")}`);
+    if (isDebianLike())
+      commands.push(`${sudo}apt-get update`, `${sudo}apt-get install -y --no-install-recommends ${pkgs.join(" ")}`);
     else {
       const paths = missing.flatMap((p) => p.files);
-      commands.push(`install the equivalents of the Debian packages ${pkgs.join(" ")}${paths.length > 0 ? ` (the tests run ${paths.join(", ")})` : ""}`);
+      commands.push(
+        `install the equivalents of the Debian packages ${pkgs.join(" ")}${paths.length > 0 ? ` (the tests run ${paths.join(", ")})` : ""}`,
+      );
     }
   }
   if (daemonsDown.length > 0) {
-    commands.push(hasSystemd() ? `${sudo}systemctl start ${daemonsDown.join(" ")}` : daemonsDown.map((d) => `${sudo}${d} -d`).join(" && "));
+    commands.push(
+      hasSystemd()
+        ? `${sudo}systemctl start ${daemonsDown.join(" ")}`
+        : daemonsDown.map((d) => `${sudo}${d} -d`).join(" && "),
+    );
   }
   if (commands.length > 0) {
     say("Run:");
@@ -162,7 +209,8 @@ function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
     say(`then npm test again${isRoot() ? "" : " (as root, npm test does this itself: sudo npm test)"}.`);
   }
   for (const { fix } of cannotUse) say(fix);
-  if (bindingPackages.length > 0) say("Meanwhile `npx vitest run --project worker` runs the Worker's suites (the others need the binding).");
+  if (bindingPackages.length > 0)
+    say("Meanwhile `npx vitest run --project worker` runs the Worker's suites (the others need the binding).");
   else say("Meanwhile `npm run test:unit` runs every suite that needs no hypervisor and no browser.");
 }
 
@@ -198,7 +246,10 @@ export async function prepareTestMachine() {
     const state = await probe(d.socket);
     if (state === "up" || (state === "denied" && d.name === "virtlogd")) continue;
     if (state === "denied") {
-      cannotUse.push({ need: `your user's access to ${d.socket} (qemu:///system)`, fix: "Run the tests as root (sudo npm test), or add your user to the libvirt group (sudo adduser $USER libvirt) and log in again." });
+      cannotUse.push({
+        need: `your user's access to ${d.socket} (qemu:///system)`,
+        fix: "Run the tests as root (sudo npm test), or add your user to the libvirt group (sudo adduser $USER libvirt) and log in again.",
+      });
     } else if (isRoot()) {
       if (!(await startDaemon(d))) return false;
     } else {
@@ -210,7 +261,10 @@ export async function prepareTestMachine() {
       // The hypervisor suites read and remove the QEMU logs of the guests they start.
       accessSync(QEMU_LOG_DIR, constants.R_OK | constants.W_OK | constants.X_OK);
     } catch {
-      cannotUse.push({ need: `your user's read and write access to ${QEMU_LOG_DIR} (QEMU's logs, root's)`, fix: "Run the tests as root: sudo npm test." });
+      cannotUse.push({
+        need: `your user's read and write access to ${QEMU_LOG_DIR} (QEMU's logs, root's)`,
+        fix: "Run the tests as root: sudo npm test.",
+      });
     }
   }
   if (daemonsDown.length > 0 || cannotUse.length > 0) {
@@ -221,10 +275,14 @@ export async function prepareTestMachine() {
   const problem = await qemuSystemProblem();
   if (problem !== null) {
     say(`libvirtd runs but qemu:///system does not open: ${problem}`);
-    say(`${suitesOf("hypervisor")} would fail; its log may say why (journalctl -u libvirtd, or run \`libvirtd\` in the foreground).`);
+    say(
+      `${suitesOf("hypervisor")} would fail; its log may say why (journalctl -u libvirtd, or run \`libvirtd\` in the foreground).`,
+    );
     return false;
   }
-  say(`ready: libvirt binding built, virtlogd running, qemu:///system answering, Chromium installed (${((performance.now() - started) / 1000).toFixed(2)} s)`);
+  say(
+    `ready: libvirt binding built, virtlogd running, qemu:///system answering, Chromium installed (${((performance.now() - started) / 1000).toFixed(2)} s)`,
+  );
   return true;
 }
 

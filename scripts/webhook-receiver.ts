@@ -103,7 +103,9 @@ async function main() {
   if (fail !== null) receiver.answer = () => fail;
   receiver.onDelivery = (d) => {
     const mark = d.signatureOk ? "signature ok" : "SIGNATURE MISMATCH";
-    console.log(`${new Date(d.receivedAt).toISOString()} ${d.event} delivery ${d.id} (${mark}) -> answered ${d.answered}`);
+    console.log(
+      `${new Date(d.receivedAt).toISOString()} ${d.event} delivery ${d.id} (${mark}) -> answered ${d.answered}`,
+    );
     console.log(`  ${d.raw}`);
   };
   await receiver.up(Number(values.port));

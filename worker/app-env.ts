@@ -3,6 +3,13 @@ import type { Role } from "../protocol/api.ts";
 
 /** The caller behind a valid API token (or ADMIN_TOKEN), or a person signed in through Cloudflare
  *  Access (`via: "access"`). `actor` is what events and request rows record. */
-export type Principal = { id: string; name: string; role: Role; actor: string; via: "token" | "access"; email?: string | null };
+export type Principal = {
+  id: string;
+  name: string;
+  role: Role;
+  actor: string;
+  via: "token" | "access";
+  email?: string | null;
+};
 
 export type AppEnv = { Bindings: Env; Variables: { principal: Principal } };

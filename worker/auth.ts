@@ -12,7 +12,11 @@ import { apiTokens } from "./db/schema.ts";
 
 export const TOKEN_PREFIX = { api: "qxa_", join: "qxj_", node: "qxn_" } as const;
 
-const base64url = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+const base64url = (bytes: Uint8Array) =>
+  btoa(String.fromCharCode(...bytes))
+    .replaceAll("+", "-")
+    .replaceAll("/", "_")
+    .replace(/=+$/, "");
 
 /** 32 random bytes: `<prefix><43 base64url chars>`. */
 export function newSecret(kind: keyof typeof TOKEN_PREFIX): string {
@@ -87,7 +91,13 @@ async function apiTokenPrincipal(env: Env, token: string): Promise<Principal | n
     tokenCache.delete(token);
     return null;
   }
-  const principal: Principal = { id: row.id, name: row.name, role: row.role as Role, actor: `token:${row.name}`, via: "token" };
+  const principal: Principal = {
+    id: row.id,
+    name: row.name,
+    role: row.role as Role,
+    actor: `token:${row.name}`,
+    via: "token",
+  };
   if (tokenCache.size >= TOKEN_CACHE_MAX) tokenCache.clear();
   tokenCache.set(token, { principal, hash, until: now + TOKEN_CACHE_MS });
   return principal;
@@ -127,6 +137,7 @@ export const authenticate = createMiddleware<AppEnv>(async (c, next) => {
 export const requireRole = (role: Role) =>
   createMiddleware<AppEnv>(async (c, next) => {
     const have = c.get("principal").role;
-    if (roleRank[have] < roleRank[role]) throw new ApiError(403, "forbidden", `this needs the ${role} role; your token is ${have}`);
+    if (roleRank[have] < roleRank[role])
+      throw new ApiError(403, "forbidden", `this needs the ${role} role; your token is ${have}`);
     await next();
   });

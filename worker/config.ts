@@ -1,7 +1,14 @@
 // Deadlines, liveness and flood limits from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
 import { STUCK_AFTER_MS } from "../protocol/api.ts";
-import { ACK_TIMEOUT_MS, LONG_POLL_WAIT_MS, OFFLINE_AFTER_MS, OPERATION_CAP_MS, QUERY_TIMEOUT_MS, STOP_GRACE_MS } from "../protocol/wire.ts";
+import {
+  ACK_TIMEOUT_MS,
+  LONG_POLL_WAIT_MS,
+  OFFLINE_AFTER_MS,
+  OPERATION_CAP_MS,
+  QUERY_TIMEOUT_MS,
+  STOP_GRACE_MS,
+} from "../protocol/wire.ts";
 
 export type SessionSettings = {
   queryMs: number;
@@ -49,7 +56,21 @@ const positive = (v: string | undefined, fallback: number) => {
 
 export function sessionSettings(
   env: Partial<
-    Pick<Env, "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OPERATION_CAP_MS" | "OFFLINE_AFTER_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "REPAIR_AFTER_MS" | "LONG_POLL_WAIT_MS" | "MAX_VMS_PER_NODE">
+    Pick<
+      Env,
+      | "QUERY_TIMEOUT_MS"
+      | "ACK_TIMEOUT_MS"
+      | "STOP_GRACE_MS"
+      | "OPERATION_CAP_MS"
+      | "OFFLINE_AFTER_MS"
+      | "LAST_SEEN_WRITE_MS"
+      | "FLOOD_FRAMES_PER_SECOND"
+      | "STUCK_AFTER_MS"
+      | "RECONCILE_INTERVAL_MS"
+      | "REPAIR_AFTER_MS"
+      | "LONG_POLL_WAIT_MS"
+      | "MAX_VMS_PER_NODE"
+    >
   >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);

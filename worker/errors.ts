@@ -19,7 +19,13 @@ export class ApiError extends Error {
 
 export const errorBody = (code: string, message: string) => ({ success: false as const, error: { code, message } });
 
-export function errorResponse(c: Context, status: ContentfulStatusCode, code: string, message: string, headers?: Record<string, string>) {
+export function errorResponse(
+  c: Context,
+  status: ContentfulStatusCode,
+  code: string,
+  message: string,
+  headers?: Record<string, string>,
+) {
   return c.json(errorBody(code, message), status, headers);
 }
 

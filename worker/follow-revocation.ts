@@ -8,7 +8,11 @@ import { nodeSession } from "./session/calls.ts";
 /** Closes the token's follows on every connected node (a node without an agent link holds no
  *  follow: its viewers are closed as it goes offline). Returns how many were closed. */
 export async function closeFollowsOfToken(env: Env, tokenId: string): Promise<number> {
-  const connected = await database(env.DB).select({ id: nodes.id }).from(nodes).where(eq(nodes.connected, true)).limit(100_000);
+  const connected = await database(env.DB)
+    .select({ id: nodes.id })
+    .from(nodes)
+    .where(eq(nodes.connected, true))
+    .limit(100_000);
   const closed = await Promise.allSettled(connected.map((n) => nodeSession(env, n.id).closeFollowsOf(tokenId)));
   return closed.reduce((sum, r) => sum + (r.status === "fulfilled" ? r.value : 0), 0);
 }

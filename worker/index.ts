@@ -53,7 +53,12 @@ app.onError((err, c) => {
   if (err instanceof ApiError) return errorResponse(c, err.status, err.code, err.message, err.headers);
   // Hono's own 4xx (e.g. a body that is not JSON) keep their status, in our envelope.
   if (err instanceof HTTPException && err.status < 500) {
-    return errorResponse(c, err.status, err.status === 400 ? "invalid_request" : "http_error", err.message || "bad request");
+    return errorResponse(
+      c,
+      err.status,
+      err.status === 400 ? "invalid_request" : "http_error",
+      err.message || "bad request",
+    );
   }
   console.error(`unhandled error on ${c.req.method} ${new URL(c.req.url).pathname}`, err);
   return errorResponse(c, 500, "internal", "internal error");

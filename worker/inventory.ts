@@ -14,7 +14,14 @@ const rowsOf = (list: VmInfo[]) => {
   const byId = new Map<string, VmInfo>();
   for (const v of list) byId.set(v.uuid.toLowerCase(), v);
   return JSON.stringify(
-    [...byId].map(([id, v]) => ({ id, name: v.name, state: v.state, libvirtState: v.libvirtState, vcpus: v.vcpus, memoryMiB: v.memoryMiB })),
+    [...byId].map(([id, v]) => ({
+      id,
+      name: v.name,
+      state: v.state,
+      libvirtState: v.libvirtState,
+      vcpus: v.vcpus,
+      memoryMiB: v.memoryMiB,
+    })),
   );
 };
 
@@ -31,7 +38,6 @@ const reported = (json: string) => sql`(SELECT json_extract(value, '$.id') AS id
   json_extract(value, '$.state') AS state, json_extract(value, '$.libvirtState') AS libvirt_state,
   json_extract(value, '$.vcpus') AS vcpus, json_extract(value, '$.memoryMiB') AS memory_mib FROM json_each(${json}))`;
 
-
 /** Upserts reported VMs for `nodeId`. A UUID held by another node, or by none (its node was
  *  deleted), is never taken: the VM is flagged (`uuid_conflict` naming both nodes, or
  *  `node_deleted` naming the reporter) with one event per new claimant, for an admin to re-home.
@@ -40,7 +46,14 @@ const reported = (json: string) => sql`(SELECT json_extract(value, '$.id') AS id
  *  `syncId` stamps the rows of a full sync (null for `vm.changed`).
  *  A VM force-reset to STOPPED that the host reports alive is flagged `running_after_forced_reset`
  *  for the operator (never stopped by us): its state follows the hypervisor, an event says so. */
-export async function upsertReportedVms(db: Database, nodeId: string, list: VmInfo[], syncId: string | null, actor: string, maxVms: number): Promise<ReportOutcome> {
+export async function upsertReportedVms(
+  db: Database,
+  nodeId: string,
+  list: VmInfo[],
+  syncId: string | null,
+  actor: string,
+  maxVms: number,
+): Promise<ReportOutcome> {
   if (list.length === 0) return { claimed: [], added: 0, refused: [], flagged: [] };
   const json = rowsOf(list);
   const now = Date.now();
@@ -154,7 +167,14 @@ export async function markRemoved(db: Database, nodeId: string, uuids: string[],
  *  applied exactly as the agent's report of it would be (its state when no transition holds it, and
  *  `running_after_forced_reset` when a forced reset to STOPPED meets a live domain). False when the
  *  VM is not this node's any more (nothing written). */
-export async function applyObservedState(db: Database, nodeId: string, vmId: string, observed: { state: VmInfo["state"]; libvirtState: VmInfo["libvirtState"] }, actor: string, maxVms: number): Promise<ReportOutcome | null> {
+export async function applyObservedState(
+  db: Database,
+  nodeId: string,
+  vmId: string,
+  observed: { state: VmInfo["state"]; libvirtState: VmInfo["libvirtState"] },
+  actor: string,
+  maxVms: number,
+): Promise<ReportOutcome | null> {
   const row = await db
     .select({ name: vms.name, vcpus: vms.vcpus, memoryMiB: vms.memoryMiB })
     .from(vms)
@@ -167,7 +187,13 @@ export async function applyObservedState(db: Database, nodeId: string, vmId: str
 
 /** After a completed scoped inventory (the answer to a scoped resync): the node's VMs inside the
  *  scope that it did not report are marked missing; VMs outside the scope are left alone. */
-export async function markUnreportedMissingInScope(db: Database, nodeId: string, syncId: string, scope: { vmIds?: string[]; buckets?: string[] }, actor: string) {
+export async function markUnreportedMissingInScope(
+  db: Database,
+  nodeId: string,
+  syncId: string,
+  scope: { vmIds?: string[]; buckets?: string[] },
+  actor: string,
+) {
   const ids = JSON.stringify((scope.vmIds ?? []).map((u) => u.toLowerCase()));
   const buckets = JSON.stringify(scope.buckets ?? []);
   const now = Date.now();

@@ -56,7 +56,11 @@ export function upsertSnapshot(db: Database, row: SnapshotRow) {
   return db
     .insert(vmLogSnapshots)
     .values(row)
-    .onConflictDoUpdate({ target: vmLogSnapshots.vmId, set: row, setWhere: sql`${vmLogSnapshots.capturedAt} <= ${row.capturedAt}` });
+    .onConflictDoUpdate({
+      target: vmLogSnapshots.vmId,
+      set: row,
+      setWhere: sql`${vmLogSnapshots.capturedAt} <= ${row.capturedAt}`,
+    });
 }
 
 export async function loadSnapshot(db: Database, vmId: string): Promise<LastKnownLogResponse | null> {

@@ -19,7 +19,14 @@ import {
   VmEventView,
   VmView,
 } from "../protocol/rest.ts";
-import { EnrollRequest, EnrollResponse, PollRequest, PollResponse, SendRequest, SendResponse } from "../protocol/wire.ts";
+import {
+  EnrollRequest,
+  EnrollResponse,
+  PollRequest,
+  PollResponse,
+  SendRequest,
+  SendResponse,
+} from "../protocol/wire.ts";
 import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
@@ -37,9 +44,32 @@ const vmId = z.object({ id: IdParam.shape.id.describe("the VM's libvirt domain U
 const LINES_NOTE = `an integer from ${LOG_LINES_MIN} to ${LOG_LINES_MAX} (default ${LOG_LINES_DEFAULT})`;
 
 export const ROUTES: RouteDoc[] = [
-  { method: "get", path: "/api/health", summary: "Liveness", access: "none", answers: { 200: ok("up", HealthResponse) } },
-  { method: "get", path: "/api/openapi.json", summary: "This document", access: "none", answers: { 200: ok("OpenAPI 3.1 document", z.object({ openapi: z.string() })) } },
-  { method: "get", path: "/api/me", summary: "Who the token is", access: "viewer", answers: { 200: ok("the caller (through Cloudflare Access: also via and email), and the stuck threshold in force", MeResponse) } },
+  {
+    method: "get",
+    path: "/api/health",
+    summary: "Liveness",
+    access: "none",
+    answers: { 200: ok("up", HealthResponse) },
+  },
+  {
+    method: "get",
+    path: "/api/openapi.json",
+    summary: "This document",
+    access: "none",
+    answers: { 200: ok("OpenAPI 3.1 document", z.object({ openapi: z.string() })) },
+  },
+  {
+    method: "get",
+    path: "/api/me",
+    summary: "Who the token is",
+    access: "viewer",
+    answers: {
+      200: ok(
+        "the caller (through Cloudflare Access: also via and email), and the stuck threshold in force",
+        MeResponse,
+      ),
+    },
+  },
   {
     method: "post",
     path: "/api/tokens",
@@ -49,16 +79,31 @@ export const ROUTES: RouteDoc[] = [
     bodyRequired: true,
     answers: { 201: ok("created", z.object({ token: z.string(), id: z.string(), name: z.string(), role: Role })) },
   },
-  { method: "get", path: "/api/tokens", summary: "List API tokens", access: "admin", answers: { 200: ok("tokens", z.object({ tokens: z.array(TokenView) })) } },
+  {
+    method: "get",
+    path: "/api/tokens",
+    summary: "List API tokens",
+    access: "admin",
+    answers: { 200: ok("tokens", z.object({ tokens: z.array(TokenView) })) },
+  },
   {
     method: "delete",
     path: "/api/tokens/:id",
     summary: "Revoke an API token",
     access: "admin",
     params: IdParam,
-    answers: { 200: ok("revoked", z.object({ success: z.literal(true), id: z.string(), revoked: z.literal(true) })), 404: ok("no such token") },
+    answers: {
+      200: ok("revoked", z.object({ success: z.literal(true), id: z.string(), revoked: z.literal(true) })),
+      404: ok("no such token"),
+    },
   },
-  { method: "get", path: "/api/nodes", summary: "List nodes", access: "viewer", answers: { 200: ok("nodes", z.object({ nodes: z.array(NodeView) })) } },
+  {
+    method: "get",
+    path: "/api/nodes",
+    summary: "List nodes",
+    access: "viewer",
+    answers: { 200: ok("nodes", z.object({ nodes: z.array(NodeView) })) },
+  },
   {
     method: "post",
     path: "/api/nodes",
@@ -68,7 +113,14 @@ export const ROUTES: RouteDoc[] = [
     bodyRequired: true,
     answers: { 201: ok("created", JoinTokenResponse), 409: ok("a node of that name exists") },
   },
-  { method: "get", path: "/api/nodes/:id", summary: "Show a node", access: "viewer", params: IdParam, answers: { 200: ok("the node", z.object({ node: NodeView })), 404: ok("no such node") } },
+  {
+    method: "get",
+    path: "/api/nodes/:id",
+    summary: "Show a node",
+    access: "viewer",
+    params: IdParam,
+    answers: { 200: ok("the node", z.object({ node: NodeView })), 404: ok("no such node") },
+  },
   {
     method: "delete",
     path: "/api/nodes/:id",
@@ -91,10 +143,21 @@ export const ROUTES: RouteDoc[] = [
     summary: "List VMs (keyset pages ordered by name)",
     access: "viewer",
     query: ListQuery,
-    notes: { q: "case-insensitive substring of the name", limit: "1..500, default 100", cursor: "nextCursor of the previous page" },
+    notes: {
+      q: "case-insensitive substring of the name",
+      limit: "1..500, default 100",
+      cursor: "nextCursor of the previous page",
+    },
     answers: { 200: ok("a page", z.object({ vms: z.array(VmView), nextCursor: z.string().nullable() })) },
   },
-  { method: "get", path: "/api/vms/:id", summary: "Show a VM", access: "viewer", params: vmId, answers: { 200: ok("the VM", z.object({ vm: VmView })), 404: ok("no such VM") } },
+  {
+    method: "get",
+    path: "/api/vms/:id",
+    summary: "Show a VM",
+    access: "viewer",
+    params: vmId,
+    answers: { 200: ok("the VM", z.object({ vm: VmView })), 404: ok("no such VM") },
+  },
   {
     method: "get",
     path: "/api/vms/:id/events",
@@ -107,19 +170,29 @@ export const ROUTES: RouteDoc[] = [
     (verb): RouteDoc => ({
       method: "post",
       path: `/api/vms/:id/${verb}`,
-      summary: verb === "start" ? "Start a VM (from STOPPED or PAUSED)" : "Stop a VM (from RUNNING or PAUSED); force=true destroys it",
+      summary:
+        verb === "start"
+          ? "Start a VM (from STOPPED or PAUSED)"
+          : "Stop a VM (from RUNNING or PAUSED); force=true destroys it",
       access: "operator",
       params: vmId,
       query: PowerQuery,
       notes: {
         wait: "wait for the outcome, as long as the agent reports progress (200 with the final VM, or 504)",
-        ...(verb === "stop" ? { force: "force stop (destroy); also allowed while STOPPING when the node's agent can override a graceful stop" } : {}),
+        ...(verb === "stop"
+          ? {
+              force:
+                "force stop (destroy); also allowed while STOPPING when the node's agent can override a graceful stop",
+            }
+          : {}),
       },
       answers: {
         202: ok("queued: the VM is now STARTING / STOPPING", PowerResponse),
         200: ok("with wait=true: done", PowerResponse),
         404: ok("no such VM"),
-        409: ok("not allowed from the current state (hint: reset_state); with wait=true, `overridden` when a force stop took over this graceful stop"),
+        409: ok(
+          "not allowed from the current state (hint: reset_state); with wait=true, `overridden` when a force stop took over this graceful stop",
+        ),
         503: ok("node offline; the VM was not changed"),
         504: ok("agent_timeout"),
       },
@@ -137,7 +210,9 @@ export const ROUTES: RouteDoc[] = [
     notes: { reason: "stored in the event (at most 500 characters)" },
     answers: {
       200: ok("reset", ResetStateResponse),
-      404: ok("no such VM, or vm_not_found: the hypervisor has no such domain (the VM is marked missing; nothing forced)"),
+      404: ok(
+        "no such VM, or vm_not_found: the hypervisor has no such domain (the VM is marked missing; nothing forced)",
+      ),
       409: ok("conflict: the VM changed while the hypervisor was being asked"),
       429: ok("rate_limited"),
       502: ok("hypervisor_error (libvirt failed, its message given) or agent_error; nothing forced"),
@@ -177,31 +252,66 @@ export const ROUTES: RouteDoc[] = [
       "{type:'status',status} | {type:'error',code,message}; after status node_offline it closes with 4503.",
     access: "operator",
     params: vmId,
-    answers: { 101: ok("switching protocols"), 409: ok("vm_not_on_node"), 426: ok("not a WebSocket upgrade"), 503: ok("node_offline") },
+    answers: {
+      101: ok("switching protocols"),
+      409: ok("vm_not_on_node"),
+      426: ok("not a WebSocket upgrade"),
+      503: ok("node_offline"),
+    },
   },
   {
     method: "post",
     path: "/api/vms/:id/clear_flag",
-    summary: "Clear the VM's flag once looked at (an event records who); uuid_conflict and node_deleted are resolved by rehome instead (409)",
+    summary:
+      "Clear the VM's flag once looked at (an event records who); uuid_conflict and node_deleted are resolved by rehome instead (409)",
     access: "operator",
     params: vmId,
-    answers: { 200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: VmView })), 404: ok("no such VM") },
+    answers: {
+      200: ok("cleared (or there was none)", z.object({ success: z.literal(true), cleared: z.boolean(), vm: VmView })),
+      404: ok("no such VM"),
+    },
   },
   ...(["vms", "nodes"] as const).map(
     (kind): RouteDoc => ({
       method: "get",
       path: `/api/${kind}/:id/metrics`,
-      summary: kind === "vms" ? "The VM's resource figures over a range (CPU %, memory, disk and network rates)" : "The node's totals over a range (CPU as % of the host's CPUs)",
+      summary:
+        kind === "vms"
+          ? "The VM's resource figures over a range (CPU %, memory, disk and network rates)"
+          : "The node's totals over a range (CPU as % of the host's CPUs)",
       access: "viewer",
       params: kind === "vms" ? vmId : IdParam,
       query: MetricsQuery,
       notes: { range: "1h (10 s steps), 24h (1 min), 7d (5 min) or 30d (30 min); default 1h" },
-      answers: { 200: ok("the series", MetricsResponse), 404: ok(kind === "vms" ? "no such VM" : "no such node"), 503: ok("metrics_unavailable") },
+      answers: {
+        200: ok("the series", MetricsResponse),
+        404: ok(kind === "vms" ? "no such VM" : "no such node"),
+        503: ok("metrics_unavailable"),
+      },
     }),
   ),
-  { method: "post", path: "/api/vms/:id/rehome", summary: "Put a VM on a node: resolves uuid_conflict, or re-homes a VM whose node was deleted (an event names both nodes)", access: "admin",
-    params: vmId, body: RehomeBody, answers: { 200: ok("re-homed", z.object({ success: z.literal(true), vm: VmView })), 404: ok("no such VM, or node_not_found"), 409: ok("conflict, or vm_cap_exceeded") } },
-  { method: "get", path: "/api/requests/:id", summary: "Where a queued command stands", access: "viewer", params: IdParam, answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") } },
+  {
+    method: "post",
+    path: "/api/vms/:id/rehome",
+    summary:
+      "Put a VM on a node: resolves uuid_conflict, or re-homes a VM whose node was deleted (an event names both nodes)",
+    access: "admin",
+    params: vmId,
+    body: RehomeBody,
+    answers: {
+      200: ok("re-homed", z.object({ success: z.literal(true), vm: VmView })),
+      404: ok("no such VM, or node_not_found"),
+      409: ok("conflict, or vm_cap_exceeded"),
+    },
+  },
+  {
+    method: "get",
+    path: "/api/requests/:id",
+    summary: "Where a queued command stands",
+    access: "viewer",
+    params: IdParam,
+    answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") },
+  },
   {
     method: "post",
     path: "/agent/enroll",
@@ -221,7 +331,8 @@ export const ROUTES: RouteDoc[] = [
   {
     method: "post",
     path: "/agent/poll",
-    summary: "Agent, long-poll transport (WebSockets blocked): open a link (no connId; answered with its welcome) or wait for its frames",
+    summary:
+      "Agent, long-poll transport (WebSockets blocked): open a link (no connId; answered with its welcome) or wait for its frames",
     access: "node",
     body: PollRequest,
     bodyRequired: true,
@@ -235,7 +346,8 @@ export const ROUTES: RouteDoc[] = [
   {
     method: "post",
     path: "/agent/send",
-    summary: "Agent, long-poll transport: frames for the control plane, each handled as the same frame on the WebSocket",
+    summary:
+      "Agent, long-poll transport: frames for the control plane, each handled as the same frame on the WebSocket",
     access: "node",
     body: SendRequest,
     bodyRequired: true,
@@ -252,7 +364,10 @@ export const ROUTES: RouteDoc[] = [
 // ---- rendering ----------------------------------------------------------------------------------------
 
 const jsonSchema = (schema: z.ZodType) => {
-  const { $schema: _drop, ...rest } = z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) as Record<string, unknown>;
+  const { $schema: _drop, ...rest } = z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) as Record<
+    string,
+    unknown
+  >;
   return rest;
 };
 
@@ -268,21 +383,34 @@ function parameters(where: "path" | "query", schema: z.ZodObject | undefined, no
   }));
 }
 
-const ERRORS: Record<number, string> = { 400: "invalid_request (names the field and the rule)", 401: "missing or invalid token", 403: "role too low" };
+const ERRORS: Record<number, string> = {
+  400: "invalid_request (names the field and the rule)",
+  401: "missing or invalid token",
+  403: "role too low",
+};
 
 function operation(r: RouteDoc) {
   const content = (schema: z.ZodType) => ({ "application/json": { schema: jsonSchema(schema) } });
   const responses: Record<string, object> = {};
   for (const [status, a] of Object.entries(r.answers)) {
     const isError = Number(status) >= 400;
-    responses[status] = { description: a.description, ...(a.schema || isError ? { content: content(a.schema ?? ErrorBody) } : {}) };
+    responses[status] = {
+      description: a.description,
+      ...(a.schema || isError ? { content: content(a.schema ?? ErrorBody) } : {}),
+    };
   }
-  const implied = [...(r.params || r.query || r.body ? [400] : []), ...(r.access !== "none" ? [401] : []), ...(r.access === "operator" || r.access === "admin" ? [403] : [])];
+  const implied = [
+    ...(r.params || r.query || r.body ? [400] : []),
+    ...(r.access !== "none" ? [401] : []),
+    ...(r.access === "operator" || r.access === "admin" ? [403] : []),
+  ];
   for (const status of implied) responses[status] ??= { description: ERRORS[status], content: content(ErrorBody) };
   return {
     summary: r.summary,
     operationId: `${r.method}${r.path.replace(/[/:._]+(\w)/g, (_m, ch: string) => ch.toUpperCase())}`,
-    ...(r.access === "viewer" || r.access === "operator" || r.access === "admin" ? { "x-required-role": r.access } : {}),
+    ...(r.access === "viewer" || r.access === "operator" || r.access === "admin"
+      ? { "x-required-role": r.access }
+      : {}),
     security: r.access === "none" ? [] : r.access === "node" ? [{ nodeCredential: [] }] : [{ bearer: [] }],
     parameters: [...parameters("path", r.params), ...parameters("query", r.query, r.notes)],
     ...(r.body ? { requestBody: { required: r.bodyRequired ?? true, content: content(r.body) } } : {}),
@@ -304,16 +432,27 @@ export function openApiDocument(): object {
     info: {
       title: "Quantix Edge control plane",
       version: VERSION,
-      description: "REST API of the Quantix Edge control plane. Roles: viewer (reads) < operator (power, reset_state, logs) < admin (nodes, tokens).",
+      description:
+        "REST API of the Quantix Edge control plane. Roles: viewer (reads) < operator (power, reset_state, logs) < admin (nodes, tokens).",
     },
     servers: [{ url: "/" }],
     security: [{ bearer: [] }],
     components: {
       securitySchemes: {
         bearer: { type: "http", scheme: "bearer", description: "an API token (qxa_...) or the ADMIN_TOKEN" },
-        nodeCredential: { type: "http", scheme: "bearer", description: "a node credential (qxn_...), for the agent endpoint only" },
+        nodeCredential: {
+          type: "http",
+          scheme: "bearer",
+          description: "a node credential (qxn_...), for the agent endpoint only",
+        },
       },
-      schemas: { Error: jsonSchema(ErrorBody), Vm: jsonSchema(VmView), Node: jsonSchema(NodeView), Request: jsonSchema(RequestView), Event: jsonSchema(VmEventView) },
+      schemas: {
+        Error: jsonSchema(ErrorBody),
+        Vm: jsonSchema(VmView),
+        Node: jsonSchema(NodeView),
+        Request: jsonSchema(RequestView),
+        Event: jsonSchema(VmEventView),
+      },
     },
     paths,
   };

@@ -5,7 +5,13 @@ import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
 
-type LimiterName = "LOGS_LIMITER" | "RESET_LIMITER" | "POWER_LIMITER" | "ENROLL_LIMITER" | "CONNECT_LIMITER" | "POLL_LIMITER";
+type LimiterName =
+  | "LOGS_LIMITER"
+  | "RESET_LIMITER"
+  | "POWER_LIMITER"
+  | "ENROLL_LIMITER"
+  | "CONNECT_LIMITER"
+  | "POLL_LIMITER";
 
 /** The caller's IP as Cloudflare reports it; a local run without the header shares one bucket. */
 export const clientIp = (req: Request) => req.headers.get("cf-connecting-ip") ?? "local";
@@ -15,7 +21,8 @@ export async function enforceLimit(env: Env, limiter: LimiterName, key: string):
   if (!binding) return; // not configured (e.g. a stripped-down config): no limit rather than a 500
   const { success } = await binding.limit({ key });
   // The binding's windows are 60 s; a client waiting that long is sure to get a fresh budget.
-  if (!success) throw new ApiError(429, "rate_limited", "too many requests; try again in a minute", { "Retry-After": "60" });
+  if (!success)
+    throw new ApiError(429, "rate_limited", "too many requests; try again in a minute", { "Retry-After": "60" });
 }
 
 /** Per API token (the principal set by `authenticate`). */

@@ -9,9 +9,7 @@ export type RequestRow = typeof requests.$inferInsert;
 export type AgentFailure = { code: string; message: string };
 
 /** How a request ends; `result` is what the agent answered, stored as JSON. */
-export type RequestFinish =
-  | { status: "done"; result?: object }
-  | { status: "failed" | "expired"; error: AgentFailure };
+export type RequestFinish = { status: "done"; result?: object } | { status: "failed" | "expired"; error: AgentFailure };
 
 const resultColumns = (f: RequestFinish) =>
   f.status === "done"
@@ -19,7 +17,12 @@ const resultColumns = (f: RequestFinish) =>
     : { result: null, error: JSON.stringify(f.error) };
 
 /** Inserts the queued request row of a reconciler's state query; the session sends it next. */
-export async function queueStateQuery(db: Database, vm: Pick<VmRecord, "id" | "nodeId">, actor: string, deadlineAt: number): Promise<string> {
+export async function queueStateQuery(
+  db: Database,
+  vm: Pick<VmRecord, "id" | "nodeId">,
+  actor: string,
+  deadlineAt: number,
+): Promise<string> {
   const id = crypto.randomUUID();
   const now = Date.now();
   await db.insert(requests).values({
@@ -40,7 +43,17 @@ export async function queueStateQuery(db: Database, vm: Pick<VmRecord, "id" | "n
  *  the same batch as the transition it belongs to. */
 export function queuePowerRequestIf(
   guard: SQL,
-  r: { id: string; kind: string; vmId: string; nodeId: string | null; params: Record<string, unknown>; deadlineAt: number; actor: string; generation: number; at: number },
+  r: {
+    id: string;
+    kind: string;
+    vmId: string;
+    nodeId: string | null;
+    params: Record<string, unknown>;
+    deadlineAt: number;
+    actor: string;
+    generation: number;
+    at: number;
+  },
 ): SQL {
   return sql`INSERT INTO requests (id, kind, vm_id, node_id, params, status, deadline_at, requested_by, vm_generation, created_at)
     SELECT ${r.id}, ${r.kind}, ${r.vmId}, ${r.nodeId}, ${JSON.stringify(r.params)}, 'queued', ${r.deadlineAt}, ${r.actor}, ${r.generation}, ${r.at}
@@ -48,7 +61,10 @@ export function queuePowerRequestIf(
 }
 
 export function markRequestSent(db: Database, id: string, now = Date.now()) {
-  return db.update(requests).set({ status: "sent", sentAt: now }).where(sql`${requests.id} = ${id} AND ${requests.status} = 'queued'`);
+  return db
+    .update(requests)
+    .set({ status: "sent", sentAt: now })
+    .where(sql`${requests.id} = ${id} AND ${requests.status} = 'queued'`);
 }
 
 export function markRequestAcked(db: Database, id: string, deadlineAt: number, now = Date.now()) {
@@ -57,7 +73,10 @@ export function markRequestAcked(db: Database, id: string, deadlineAt: number, n
 
 /** A power action the agent reports still under way: its row's deadline moves with the session's. */
 export function extendRequestDeadline(db: Database, id: string, deadlineAt: number) {
-  return db.update(requests).set({ deadlineAt }).where(sql`${requests.id} = ${id} AND ${requests.status} IN ('queued', 'sent')`);
+  return db
+    .update(requests)
+    .set({ deadlineAt })
+    .where(sql`${requests.id} = ${id} AND ${requests.status} IN ('queued', 'sent')`);
 }
 
 /** Closes a request row once; a row already finished keeps its first outcome. */
@@ -71,7 +90,17 @@ export function finishRequest(db: Database, id: string, f: RequestFinish, now = 
 /** A route's query (vm.state / vm.logs), final: the node's session keeps it and writes many at once
  *  instead of an insert as it sends and an update as it ends. */
 export function finishedQueryRow(
-  r: { id: string; kind: string; vmId: string; nodeId: string; params: Record<string, unknown>; requestedBy: string; createdAt: number; deadlineAt: number; sentAt: number | null },
+  r: {
+    id: string;
+    kind: string;
+    vmId: string;
+    nodeId: string;
+    params: Record<string, unknown>;
+    requestedBy: string;
+    createdAt: number;
+    deadlineAt: number;
+    sentAt: number | null;
+  },
   f: RequestFinish,
   now = Date.now(),
 ): RequestRow {

@@ -19,4 +19,3 @@ export type RouteDoc = {
   /** notes per query parameter the schema can't say (e.g. a range checked in a transform) */
   notes?: Record<string, string>;
 };
-

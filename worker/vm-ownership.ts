@@ -20,7 +20,12 @@ export const VM_CAP_EXCEEDED = "vm_cap_exceeded";
 /** What became of a report: UUIDs another node (or no node) holds, which this node did not take;
  *  how many new VMs were stored; UUIDs not stored because the node is at its cap; VMs flagged
  *  running after a forced reset (with the flag's message). */
-export type ReportOutcome = { claimed: string[]; added: number; refused: string[]; flagged: { vmId: string; message: string }[] };
+export type ReportOutcome = {
+  claimed: string[];
+  added: number;
+  refused: string[];
+  flagged: { vmId: string; message: string }[];
+};
 
 const nodeLabel = (n: { id: string; name: string }) => `${n.name} (${n.id})`;
 
@@ -39,12 +44,25 @@ export function orphanStatements(node: { id: string; name: string }, actor: stri
 
 /** After a report was stored: claims are logged, and VMs refused for the cap are said to the agent
  *  (an error frame naming the frame they came in) and flagged on the node. */
-export async function settleReport(db: Database, send: (frame: ServerMessage) => void, nodeId: string, frameId: string, report: ReportOutcome, maxVms: number) {
-  if (report.claimed.length) console.warn(`node ${nodeId} reported ${report.claimed.length} VM(s) it does not hold; flagged for an admin, not taken`);
+export async function settleReport(
+  db: Database,
+  send: (frame: ServerMessage) => void,
+  nodeId: string,
+  frameId: string,
+  report: ReportOutcome,
+  maxVms: number,
+) {
+  if (report.claimed.length)
+    console.warn(
+      `node ${nodeId} reported ${report.claimed.length} VM(s) it does not hold; flagged for an admin, not taken`,
+    );
   if (report.refused.length === 0) {
     // Room again: the flag goes with the first new VMs that fit.
     if (report.added > 0) {
-      await db.update(nodes).set({ flagCode: null, flagMessage: null, flagAt: null }).where(and(eq(nodes.id, nodeId), eq(nodes.flagCode, VM_CAP_EXCEEDED)));
+      await db
+        .update(nodes)
+        .set({ flagCode: null, flagMessage: null, flagAt: null })
+        .where(and(eq(nodes.id, nodeId), eq(nodes.flagCode, VM_CAP_EXCEEDED)));
     }
     return;
   }
@@ -52,7 +70,10 @@ export async function settleReport(db: Database, send: (frame: ServerMessage) =>
     `this node may hold at most ${maxVms} VMs (MAX_VMS_PER_NODE): ${report.refused.length} reported VM(s) were not stored, ` +
     `e.g. ${report.refused.slice(0, 3).join(", ")}`;
   console.warn(`node ${nodeId}: ${message}`);
-  await db.update(nodes).set({ flagCode: VM_CAP_EXCEEDED, flagMessage: message, flagAt: Date.now() }).where(eq(nodes.id, nodeId));
+  await db
+    .update(nodes)
+    .set({ flagCode: VM_CAP_EXCEEDED, flagMessage: message, flagAt: Date.now() })
+    .where(eq(nodes.id, nodeId));
   try {
     send({ type: "error", id: frameId, payload: { code: VM_CAP_EXCEEDED, message } });
   } catch {
@@ -74,10 +95,14 @@ export async function rehomeVm(
 ): Promise<void> {
   if (vm.nodeId !== target.id) {
     const held = await db.select({ n: count() }).from(vms).where(eq(vms.nodeId, target.id)).get();
-    if ((held?.n ?? 0) >= maxVms) throw new ApiError(409, VM_CAP_EXCEEDED, `node ${target.name} holds ${held?.n} VMs, the most one node may hold`);
+    if ((held?.n ?? 0) >= maxVms)
+      throw new ApiError(409, VM_CAP_EXCEEDED, `node ${target.name} holds ${held?.n} VMs, the most one node may hold`);
   }
   const from = vm.nodeId
-    ? ((await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, vm.nodeId)).get()) ?? { id: vm.nodeId, name: "?" })
+    ? ((await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, vm.nodeId)).get()) ?? {
+        id: vm.nodeId,
+        name: "?",
+      })
     : null;
   const now = Date.now();
   const message = `re-homed from ${from ? `node ${nodeLabel(from)}` : "no node"} to node ${nodeLabel(target)}`;
@@ -92,5 +117,6 @@ export async function rehomeVm(
         generation = generation + 1, transition_request_id = NULL, last_sync_id = NULL, updated_at = ${now}
       WHERE ${sameAsRead}`,
   ]);
-  if (changes(moved) === 0 || changes(event) === 0) throw new ApiError(409, "conflict", `VM ${vm.name} changed while it was being re-homed; try again`);
+  if (changes(moved) === 0 || changes(event) === 0)
+    throw new ApiError(409, "conflict", `VM ${vm.name} changed while it was being re-homed; try again`);
 }

@@ -92,7 +92,13 @@ export type StateWritten = { vm: VmRecord; eventId: number; previousState: strin
 /** The one writer of a VM's state: the event, then the change with a new generation, in one batch,
  *  both only while `guard` holds (statements in `first` go before them in the same batch). Null
  *  when the guard no longer held (nothing was written). */
-export async function writeVmState(db: Database, guard: VmGuard, change: StateChange, event: VmEvent, first: Statement[] = []): Promise<StateWritten | null> {
+export async function writeVmState(
+  db: Database,
+  guard: VmGuard,
+  change: StateChange,
+  event: VmEvent,
+  first: Statement[] = [],
+): Promise<StateWritten | null> {
   const now = Date.now();
   const where = guardSql(guard);
   const set = ["state = ?"];
@@ -103,9 +109,16 @@ export async function writeVmState(db: Database, guard: VmGuard, change: StateCh
   if (change.forcedResetAt !== undefined) set.push("forced_reset_at = ?"), params.push(change.forcedResetAt);
   // A write that leaves the state and its transition as they were changes nothing a reader waits
   // on: the state's time stays (two resets finding the same state do not conflict).
-  set.push("state_updated_at = CASE WHEN state = ? AND transition_request_id IS ? THEN state_updated_at ELSE ? END", "updated_at = ?");
+  set.push(
+    "state_updated_at = CASE WHEN state = ? AND transition_request_id IS ? THEN state_updated_at ELSE ? END",
+    "updated_at = ?",
+  );
   params.push(change.state, change.transitionRequestId ?? null, now, now, ...where.params);
-  const results = await runBatch(db, [...first, vmEventIf(guard, now, event), raw(`UPDATE vms SET ${set.join(", ")} WHERE ${where.text} RETURNING *`, params)]);
+  const results = await runBatch(db, [
+    ...first,
+    vmEventIf(guard, now, event),
+    raw(`UPDATE vms SET ${set.join(", ")} WHERE ${where.text} RETURNING *`, params),
+  ]);
   const [written, updated] = results.slice(first.length);
   const ev = written?.results[0] as { id: number; from_state: string } | undefined;
   const row = updated?.results[0] as Record<string, unknown> | undefined;
@@ -119,7 +132,10 @@ const ACTION_OF: Record<PowerKind, string> = { "vm.start": "start", "vm.stop": "
  *  the VM is STOPPING: it overrides the graceful stop. */
 export function assertPowerAllowed(vm: VmRecord, kind: PowerKind, overrideStopping = false): void {
   const state = vm.state as VmState;
-  const allowed = kind === "vm.start" ? canStart(state) : canStop(state) || (kind === "vm.forceStop" && overrideStopping && state === "STOPPING");
+  const allowed =
+    kind === "vm.start"
+      ? canStart(state)
+      : canStop(state) || (kind === "vm.forceStop" && overrideStopping && state === "STOPPING");
   if (!allowed) {
     const verb = kind === "vm.start" ? "start" : "stop";
     const from = kind === "vm.start" ? "STOPPED or PAUSED" : "RUNNING or PAUSED";
@@ -127,7 +143,9 @@ export function assertPowerAllowed(vm: VmRecord, kind: PowerKind, overrideStoppi
       409,
       "invalid_state",
       `cannot ${verb} VM ${vm.name}: it is ${state} (${verb} is allowed from ${from}` +
-        (kind === "vm.forceStop" && state === "STOPPING" ? `; a force stop overrides a graceful stop only when the node's agent supports it` : "") +
+        (kind === "vm.forceStop" && state === "STOPPING"
+          ? `; a force stop overrides a graceful stop only when the node's agent supports it`
+          : "") +
         `); if it is stuck, use POST /api/vms/${vm.id}/reset_state`,
     );
   }
@@ -149,7 +167,17 @@ export async function beginPowerAction(
   const generation = vm.generation + 1;
   const to: VmState = kind === "vm.start" ? "STARTING" : "STOPPING";
   const guard = { vmId: vm.id, generation: vm.generation };
-  const request = { id: requestId, kind, vmId: vm.id, nodeId: vm.nodeId, params, deadlineAt, actor: by.actor, generation, at: Date.now() };
+  const request = {
+    id: requestId,
+    kind,
+    vmId: vm.id,
+    nodeId: vm.nodeId,
+    params,
+    deadlineAt,
+    actor: by.actor,
+    generation,
+    at: Date.now(),
+  };
   const written = await writeVmState(
     db,
     guard,
@@ -157,12 +185,21 @@ export async function beginPowerAction(
     { actor: by.actor, action: ACTION_OF[kind], toState: to, source: "control_plane", requestId },
     [queuePowerRequestIf(sql`id = ${vm.id} AND generation = ${vm.generation}`, request)],
   );
-  if (!written) throw new ApiError(409, "conflict", `VM ${vm.name} changed while this request was being made; read it again and retry`);
+  if (!written)
+    throw new ApiError(
+      409,
+      "conflict",
+      `VM ${vm.name} changed while this request was being made; read it again and retry`,
+    );
   return { requestId, generation, vm: written.vm };
 }
 
 type PowerRequest = { id: string; vmId: string; vmGeneration: number };
-const inTransition = (r: PowerRequest): VmGuard => ({ vmId: r.vmId, generation: r.vmGeneration, transitionRequestId: r.id });
+const inTransition = (r: PowerRequest): VmGuard => ({
+  vmId: r.vmId,
+  generation: r.vmGeneration,
+  transitionRequestId: r.id,
+});
 
 /** The agent's outcome of a power action: the reported state, applied only if the VM is still in
  *  the transition this request started (same generation, same transition request). */
@@ -174,15 +211,34 @@ export async function applyPowerOutcome(
 ): Promise<boolean> {
   const message = outcome.timedOut ? "the guest did not shut down within the grace period" : null;
   const change = { state: outcome.state, libvirtState: outcome.libvirtState, forcedResetAt: null };
-  const event = { actor, action: ACTION_OF[r.kind] + "_done", toState: outcome.state, source: "hypervisor", message, requestId: r.id };
+  const event = {
+    actor,
+    action: ACTION_OF[r.kind] + "_done",
+    toState: outcome.state,
+    source: "hypervisor",
+    message,
+    requestId: r.id,
+  };
   return (await writeVmState(db, inTransition(r), change, event)) !== null;
 }
 
 /** A power action that was never carried out (agent refused it, node gone at dispatch): the VM goes
  *  back to where it was, if it is still in this request's transition. True when written: a state the
  *  control plane wrote on its own, which the caller has checked with the hypervisor. */
-export async function undoPowerAction(db: Database, r: PowerRequest & { prevState: string }, why: AgentFailure, actor: string): Promise<boolean> {
-  const event = { actor, action: "power_failed", toState: r.prevState, source: "control_plane", message: `${why.code}: ${why.message}`, requestId: r.id };
+export async function undoPowerAction(
+  db: Database,
+  r: PowerRequest & { prevState: string },
+  why: AgentFailure,
+  actor: string,
+): Promise<boolean> {
+  const event = {
+    actor,
+    action: "power_failed",
+    toState: r.prevState,
+    source: "control_plane",
+    message: `${why.code}: ${why.message}`,
+    requestId: r.id,
+  };
   return (await writeVmState(db, inTransition(r), { state: r.prevState as VmState }, event)) !== null;
 }
 
@@ -205,7 +261,14 @@ export async function adoptStateAfterError(
     requestId: r.id,
     observedState: observed.state,
   };
-  return (await writeVmState(db, inTransition(r), { state: observed.state, libvirtState: observed.libvirtState, forcedResetAt: null }, event)) !== null;
+  return (
+    (await writeVmState(
+      db,
+      inTransition(r),
+      { state: observed.state, libvirtState: observed.libvirtState, forcedResetAt: null },
+      event,
+    )) !== null
+  );
 }
 
 /** The reconciler's repair of a VM stuck in a transition: the hypervisor's state, adopted only if
@@ -229,7 +292,14 @@ export async function repairStuckVm(
     expectedState: stuck.expectedState,
     observedState: observed.state,
   };
-  return (await writeVmState(db, guard, { state: observed.state, libvirtState: observed.libvirtState, forcedResetAt: null }, event)) !== null;
+  return (
+    (await writeVmState(
+      db,
+      guard,
+      { state: observed.state, libvirtState: observed.libvirtState, forcedResetAt: null },
+      event,
+    )) !== null
+  );
 }
 
 /** The operator has looked at the VM's flag: clear it, with an event. False when there was none. */
@@ -241,7 +311,10 @@ export async function clearVmFlag(db: Database, vm: VmRecord, actor: string): Pr
   const where = guardSql(guard);
   const [, update] = await runBatch(db, [
     vmEventIf(guard, now, { actor, action: "flag_cleared", toState: AS_STORED, source: "control_plane", message }),
-    raw(`UPDATE vms SET flag_code = NULL, flag_message = NULL, flag_at = NULL, updated_at = ? WHERE ${where.text}`, [now, ...where.params]),
+    raw(`UPDATE vms SET flag_code = NULL, flag_message = NULL, flag_at = NULL, updated_at = ? WHERE ${where.text}`, [
+      now,
+      ...where.params,
+    ]),
   ]);
   return (update?.meta?.changes ?? 0) > 0;
 }

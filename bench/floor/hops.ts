@@ -18,19 +18,73 @@ export async function benchFloorHops(floor: FloorProbe, logAnswerBytes: number):
     { name: "SHA-256 of the bearer token + Map lookup", path: "/auth", over: "trivial JSON route" },
     { name: "D1 point read (10,000 rows)", path: `/items/${FLOOR_READ_ID}`, over: "trivial JSON route" },
     { name: "D1 write (one INSERT)", path: "/write", method: "POST", over: "trivial JSON route" },
-    { name: "D1 batch: INSERT…SELECT + UPDATE…RETURNING", path: "/write-batch", method: "POST", over: "D1 write (one INSERT)" },
+    {
+      name: "D1 batch: INSERT…SELECT + UPDATE…RETURNING",
+      path: "/write-batch",
+      method: "POST",
+      over: "D1 write (one INSERT)",
+    },
     { name: "Durable Object RPC, no socket", path: "/rpc", method: "POST", over: "trivial JSON route" },
-    { name: "DO + WebSocket echo, 0 bytes", path: "/echo?bytes=0", method: "POST", over: "Durable Object RPC, no socket" },
-    { name: "DO + WebSocket echo + DO storage (in-flight entry, alarm)", path: "/echo/kept?bytes=0", method: "POST", over: "DO + WebSocket echo, 0 bytes" },
-    { name: "DO + WebSocket echo + DO storage (in-flight entry only)", path: "/echo/put?bytes=0", method: "POST", over: "DO + WebSocket echo, 0 bytes" },
-    { name: "DO + WebSocket echo + DO storage (alarm only)", path: "/echo/alarm?bytes=0", method: "POST", over: "DO + WebSocket echo, 0 bytes" },
-    { name: "DO + WebSocket echo + D1 write", path: "/echo-write", method: "POST", over: "DO + WebSocket echo, 0 bytes" },
-    { name: "DO + WebSocket echo + DO storage (in-flight entry, alarm) + D1 write", path: "/echo-write/kept", method: "POST", over: "DO + WebSocket echo + D1 write" },
-    { name: `DO + WebSocket echo, ${n} bytes back`, path: `/echo?bytes=${n}`, method: "POST", over: "DO + WebSocket echo, 0 bytes" },
-    { name: `DO + WebSocket echo, ${n} bytes back, kept in DO storage`, path: `/echo/stored?bytes=${n}`, method: "POST", over: `DO + WebSocket echo, ${n} bytes back` },
-    { name: `DO + WebSocket echo, ${n} bytes in JSON frames, JSON answer`, path: `/echo-json?bytes=${n}`, method: "POST", over: `DO + WebSocket echo, ${n} bytes back` },
+    {
+      name: "DO + WebSocket echo, 0 bytes",
+      path: "/echo?bytes=0",
+      method: "POST",
+      over: "Durable Object RPC, no socket",
+    },
+    {
+      name: "DO + WebSocket echo + DO storage (in-flight entry, alarm)",
+      path: "/echo/kept?bytes=0",
+      method: "POST",
+      over: "DO + WebSocket echo, 0 bytes",
+    },
+    {
+      name: "DO + WebSocket echo + DO storage (in-flight entry only)",
+      path: "/echo/put?bytes=0",
+      method: "POST",
+      over: "DO + WebSocket echo, 0 bytes",
+    },
+    {
+      name: "DO + WebSocket echo + DO storage (alarm only)",
+      path: "/echo/alarm?bytes=0",
+      method: "POST",
+      over: "DO + WebSocket echo, 0 bytes",
+    },
+    {
+      name: "DO + WebSocket echo + D1 write",
+      path: "/echo-write",
+      method: "POST",
+      over: "DO + WebSocket echo, 0 bytes",
+    },
+    {
+      name: "DO + WebSocket echo + DO storage (in-flight entry, alarm) + D1 write",
+      path: "/echo-write/kept",
+      method: "POST",
+      over: "DO + WebSocket echo + D1 write",
+    },
+    {
+      name: `DO + WebSocket echo, ${n} bytes back`,
+      path: `/echo?bytes=${n}`,
+      method: "POST",
+      over: "DO + WebSocket echo, 0 bytes",
+    },
+    {
+      name: `DO + WebSocket echo, ${n} bytes back, kept in DO storage`,
+      path: `/echo/stored?bytes=${n}`,
+      method: "POST",
+      over: `DO + WebSocket echo, ${n} bytes back`,
+    },
+    {
+      name: `DO + WebSocket echo, ${n} bytes in JSON frames, JSON answer`,
+      path: `/echo-json?bytes=${n}`,
+      method: "POST",
+      over: `DO + WebSocket echo, ${n} bytes back`,
+    },
   ];
-  const targets: Target[] = hops.map((hop) => ({ url: `${floor.url}${hop.path}`, method: hop.method, headers: { authorization: "Bearer qxa_bench-floor-token" } }));
+  const targets: Target[] = hops.map((hop) => ({
+    url: `${floor.url}${hop.path}`,
+    method: hop.method,
+    headers: { authorization: "Bearer qxa_bench-floor-token" },
+  }));
   const results = await interleaved(targets, REQUESTS, 60_000);
   const p50s = new Map<string, number>();
   const rows: BenchRow[] = [];
@@ -43,7 +97,9 @@ export async function benchFloorHops(floor: FloorProbe, logAnswerBytes: number):
       name: `floor: ${hop.name} p50, 1 conn`,
       value: round(r.p50),
       unit: "ms",
-      ...(base === undefined ? {} : { baseline: round(base), ratio: round(r.p50 / base), note: `${round(r.p50 - base)} ms over "${hop.over}"` }),
+      ...(base === undefined
+        ? {}
+        : { baseline: round(base), ratio: round(r.p50 / base), note: `${round(r.p50 - base)} ms over "${hop.over}"` }),
     });
   }
   return rows;

@@ -15,7 +15,12 @@ const ROOT = resolve(import.meta.dirname, "../..");
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
 const CONFIG = join(import.meta.dirname, "wrangler.toml");
 // No fetch of the real Request.cf from the network: the placeholder will do, and the bench stays on loopback.
-const WRANGLER_ENV = { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+const WRANGLER_ENV = {
+  ...process.env,
+  CI: "true",
+  WRANGLER_SEND_METRICS: "false",
+  CLOUDFLARE_CF_FETCH_ENABLED: "false",
+};
 const run = promisify(execFile);
 
 export const FLOOR_ITEMS = 10_000;
@@ -40,7 +45,11 @@ export class FloorProbe {
   static async start(): Promise<FloorProbe> {
     const probe = new FloorProbe(await freePort(), mkdtempSync(join(tmpdir(), "qx-floor-")));
     try {
-      await run(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", probe.persistDir, "--config", CONFIG], { cwd: ROOT, env: WRANGLER_ENV });
+      await run(
+        process.execPath,
+        [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", probe.persistDir, "--config", CONFIG],
+        { cwd: ROOT, env: WRANGLER_ENV },
+      );
       await probe.boot();
       for (let from = 0; from < FLOOR_ITEMS; from += SEED_PER_REQUEST) {
         const res = await fetch(`${probe.url}/seed?from=${from}&count=${SEED_PER_REQUEST}`, { method: "POST" });
@@ -57,7 +66,23 @@ export class FloorProbe {
   private async boot(): Promise<void> {
     const child = spawn(
       process.execPath,
-      [WRANGLER, "dev", "--config", CONFIG, "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", "0", "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn"],
+      [
+        WRANGLER,
+        "dev",
+        "--config",
+        CONFIG,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        String(this.port),
+        "--inspector-port",
+        "0",
+        "--persist-to",
+        this.persistDir,
+        "--show-interactive-dev-session=false",
+        "--log-level",
+        "warn",
+      ],
       { cwd: ROOT, env: WRANGLER_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true },
     );
     this.child = child;
@@ -65,7 +90,8 @@ export class FloorProbe {
     child.stderr!.on("data", (d) => (this.output += d));
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`floor probe: wrangler dev exited ${child.exitCode}:\n${this.output}`);
+      if (child.exitCode !== null)
+        throw new Error(`floor probe: wrangler dev exited ${child.exitCode}:\n${this.output}`);
       try {
         if ((await fetch(`${this.url}/trivial`)).ok) return;
       } catch {
@@ -78,10 +104,14 @@ export class FloorProbe {
 
   /** Starts the echoing client and waits until one echo has come back through it. */
   private async connectEchoClient(): Promise<void> {
-    const client = spawn(process.execPath, [join(import.meta.dirname, "echo-client.ts"), `ws://127.0.0.1:${this.port}/connect`], {
-      cwd: ROOT,
-      stdio: ["ignore", "pipe", "pipe", "ipc"],
-    });
+    const client = spawn(
+      process.execPath,
+      [join(import.meta.dirname, "echo-client.ts"), `ws://127.0.0.1:${this.port}/connect`],
+      {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe", "ipc"],
+      },
+    );
     this.echoClient = client;
     client.stderr!.on("data", (d) => (this.output += d));
     await new Promise<void>((ok, fail) => {
@@ -90,7 +120,8 @@ export class FloorProbe {
     });
     const res = await fetch(`${this.url}/echo?bytes=10`, { method: "POST" });
     const body = await res.text();
-    if (!res.ok || body.length !== 10) throw new Error(`floor probe: echo answered ${res.status} ${body.slice(0, 200)}`);
+    if (!res.ok || body.length !== 10)
+      throw new Error(`floor probe: echo answered ${res.status} ${body.slice(0, 200)}`);
   }
 
   /** wrangler dev's output so far (for a failure's message). */

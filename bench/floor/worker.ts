@@ -39,7 +39,15 @@ async function seed(env: FloorEnv, from: number, count: number): Promise<Respons
     const placeholders = Array.from({ length: n }, () => `(${Array(ITEM_COLUMNS).fill("?").join(", ")})`).join(", ");
     const params = Array.from({ length: n }, (_, i) => {
       const k = start + i;
-      return [itemId(k), `vm-${k} (bench)`, `node-${k % 100}`, "RUNNING", 1, now, `seed row ${k}: about as wide as a VM record`];
+      return [
+        itemId(k),
+        `vm-${k} (bench)`,
+        `node-${k % 100}`,
+        "RUNNING",
+        1,
+        now,
+        `seed row ${k}: about as wide as a VM record`,
+      ];
     }).flat();
     statements.push(env.DB.prepare(`INSERT OR REPLACE INTO items VALUES ${placeholders}`).bind(...params));
   }
@@ -47,13 +55,20 @@ async function seed(env: FloorEnv, from: number, count: number): Promise<Respons
   return Response.json({ seeded: count });
 }
 
-const writeOne = (env: FloorEnv, itemIdValue: string) => env.DB.prepare("INSERT INTO writes (item_id, at) VALUES (?, ?)").bind(itemIdValue, Date.now()).run();
+const writeOne = (env: FloorEnv, itemIdValue: string) =>
+  env.DB.prepare("INSERT INTO writes (item_id, at) VALUES (?, ?)").bind(itemIdValue, Date.now()).run();
 
 /** A reset's write shape: an event row and the record's update, one batch (one D1 call). */
 const writeBatch = (env: FloorEnv, itemIdValue: string) =>
   env.DB.batch([
-    env.DB.prepare("INSERT INTO writes (item_id, at) SELECT id, ? FROM items WHERE id = ? RETURNING id").bind(Date.now(), itemIdValue),
-    env.DB.prepare("UPDATE items SET generation = generation + 1, updated_at = ? WHERE id = ? RETURNING *").bind(Date.now(), itemIdValue),
+    env.DB.prepare("INSERT INTO writes (item_id, at) SELECT id, ? FROM items WHERE id = ? RETURNING id").bind(
+      Date.now(),
+      itemIdValue,
+    ),
+    env.DB.prepare("UPDATE items SET generation = generation + 1, updated_at = ? WHERE id = ? RETURNING *").bind(
+      Date.now(),
+      itemIdValue,
+    ),
   ]);
 
 export default {
@@ -72,7 +87,9 @@ export default {
         return Response.json({ ok: true, role: principals.get(hash)!.role });
       }
       case "items": {
-        const item = await env.DB.prepare("SELECT * FROM items WHERE id = ?").bind(arg ?? "").first();
+        const item = await env.DB.prepare("SELECT * FROM items WHERE id = ?")
+          .bind(arg ?? "")
+          .first();
         return item ? Response.json({ item }) : Response.json({ error: "no such item" }, { status: 404 });
       }
       case "write":
@@ -90,7 +107,8 @@ export default {
       case "echo": {
         // /echo/<mode>: plain when none is named
         const mode = (arg ?? "plain") as EchoMode;
-        if (!ECHO_MODES.includes(mode) || mode === "json") return Response.json({ error: `no echo mode ${mode}` }, { status: 404 });
+        if (!ECHO_MODES.includes(mode) || mode === "json")
+          return Response.json({ error: `no echo mode ${mode}` }, { status: 404 });
         return new Response(await session().echo(bytes, mode));
       }
       case "echo-json":
@@ -114,7 +132,8 @@ export class EchoSession extends DurableObject<FloorEnv> {
   private next = 0;
 
   async fetch(request: Request): Promise<Response> {
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("expected a WebSocket upgrade", { status: 426 });
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket")
+      return new Response("expected a WebSocket upgrade", { status: 426 });
     for (const old of this.ctx.getWebSockets()) old.close(1000, "replaced");
     const [client, server] = Object.values(new WebSocketPair());
     this.ctx.acceptWebSocket(server!);

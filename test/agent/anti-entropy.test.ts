@@ -10,7 +10,16 @@ import { InventoryReporter, inScope } from "../../agent/inventory.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { differingBuckets, digestBucket, inventoryDigest } from "../../protocol/digest.ts";
 import { WIRE_FEATURES, type AgentMessage, type VmInfo } from "../../protocol/wire.ts";
-import { LoopbackControlPlane, TEST_URI, VMS, recorder, silentLog, spawnAgentProcess, tempDir, until } from "./helpers.ts";
+import {
+  LoopbackControlPlane,
+  TEST_URI,
+  VMS,
+  recorder,
+  silentLog,
+  spawnAgentProcess,
+  tempDir,
+  until,
+} from "./helpers.ts";
 
 type Digest = Extract<AgentMessage, { type: "inventory.digest" }>;
 type Inventory = Extract<AgentMessage, { type: "inventory" }>;
@@ -23,11 +32,19 @@ function reporter(features: string[] = ["digest"]) {
   const libvirt = new Libvirt(TEST_URI, silentLog);
   cleanups.push(() => libvirt.close());
   const rec = recorder();
-  const inv = new InventoryReporter({ libvirt, send: rec.send, log: silentLog, pollMs: 3_600_000, digestIntervalMs: 3_600_000, peerFeatures: () => new Set(features) });
+  const inv = new InventoryReporter({
+    libvirt,
+    send: rec.send,
+    log: silentLog,
+    pollMs: 3_600_000,
+    digestIntervalMs: 3_600_000,
+    peerFeatures: () => new Set(features),
+  });
   cleanups.push(() => inv.stopPolling());
   return { libvirt, rec, inv };
 }
-const vmsOf = (frames: AgentMessage[]) => frames.filter((m): m is Inventory => m.type === "inventory").flatMap((m) => m.payload.vms);
+const vmsOf = (frames: AgentMessage[]) =>
+  frames.filter((m): m is Inventory => m.type === "inventory").flatMap((m) => m.payload.vms);
 
 describe("digest", () => {
   it("is the digest of what was reported, sent after the changes seen in the same look", async () => {
@@ -67,12 +84,22 @@ describe("scoped resync", () => {
     const scope = { vmIds: [VMS.paused.uuid.toUpperCase(), ghost] };
     await inv.resync("resync-1", scope);
     const answer = rec.of("resync-1-0")[0] as Inventory;
-    expect(answer.payload).toEqual({ syncId: "resync-1", seq: 0, done: true, scope, vms: [expect.objectContaining({ uuid: VMS.paused.uuid, state: "PAUSED" })] });
+    expect(answer.payload).toEqual({
+      syncId: "resync-1",
+      seq: 0,
+      done: true,
+      scope,
+      vms: [expect.objectContaining({ uuid: VMS.paused.uuid, state: "PAUSED" })],
+    });
 
     // Buckets: every VM whose UUID starts with that hex digit (the whole fixture starts with 1), none for another.
     const all = (await libvirt.listDomains()).map((v) => v.uuid).sort();
     await inv.resync("resync-2", { buckets: ["1"] });
-    expect(vmsOf(rec.of("resync-2-0")).map((v) => v.uuid).sort()).toEqual(all);
+    expect(
+      vmsOf(rec.of("resync-2-0"))
+        .map((v) => v.uuid)
+        .sort(),
+    ).toEqual(all);
     await inv.resync("resync-3", { buckets: ["a", "b"] });
     expect(rec.of("resync-3-0")[0]!.payload).toMatchObject({ syncId: "resync-3", done: true, vms: [] });
     expect(inScope({ buckets: ["1"] }, VMS.paused.uuid)).toBe(true);
@@ -94,8 +121,24 @@ describe("the agent process and what the control plane announced", () => {
     cp.features = features;
     cp.joinTokens.set("join", "cred");
     const agent = spawnAgentProcess([
-      "--server", cp.url, "--token", "join", "--state-dir", tempDir(), "--libvirt-uri", TEST_URI, "--log-dir", tempDir(),
-      "--poll-interval", "200", "--digest-interval", "1000", "--progress-interval", "100", "--log-level", "warn",
+      "--server",
+      cp.url,
+      "--token",
+      "join",
+      "--state-dir",
+      tempDir(),
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      tempDir(),
+      "--poll-interval",
+      "200",
+      "--digest-interval",
+      "1000",
+      "--progress-interval",
+      "100",
+      "--log-level",
+      "warn",
     ]);
     cleanups.push(agent.kill);
     return { cp, agent };
@@ -111,8 +154,14 @@ describe("the agent process and what the control plane announced", () => {
     for (const d of digests) expect(d.payload).toEqual(inventoryDigest(inv.payload.vms));
 
     cp.send({ type: "resync", id: "rs-1", payload: { vmIds: [VMS.shutoff.uuid] } });
-    const scoped = (await cp.waitFor((m) => m.type === "inventory" && (m as Inventory).payload.syncId === "rs-1")) as Inventory;
-    expect(scoped.payload).toMatchObject({ done: true, scope: { vmIds: [VMS.shutoff.uuid] }, vms: [expect.objectContaining({ uuid: VMS.shutoff.uuid })] });
+    const scoped = (await cp.waitFor(
+      (m) => m.type === "inventory" && (m as Inventory).payload.syncId === "rs-1",
+    )) as Inventory;
+    expect(scoped.payload).toMatchObject({
+      done: true,
+      scope: { vmIds: [VMS.shutoff.uuid] },
+      vms: [expect.objectContaining({ uuid: VMS.shutoff.uuid })],
+    });
   });
 
   it("a control plane that announced nothing gets no digest, and its old-style resync still works", async () => {

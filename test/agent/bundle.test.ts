@@ -34,18 +34,39 @@ describe("bundled agent", () => {
     cp.joinTokens.set("join-bundle", "cred-bundle");
     // Run as a host runs it: the file itself, through its shebang (`env -S node <V8 flags>`), with
     // Node 22 first on PATH.
-    const child = spawn(join(host, out.split("/").at(-1)!), ["--server", cp.url, "--token", "join-bundle", "--state-dir", join(host, "state"),
-      "--libvirt-uri", TEST_URI, "--log-dir", logDir, "--listen", "127.0.0.1:0"],
-      { cwd: host, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` } });
+    const child = spawn(
+      join(host, out.split("/").at(-1)!),
+      [
+        "--server",
+        cp.url,
+        "--token",
+        "join-bundle",
+        "--state-dir",
+        join(host, "state"),
+        "--libvirt-uri",
+        TEST_URI,
+        "--log-dir",
+        logDir,
+        "--listen",
+        "127.0.0.1:0",
+      ],
+      {
+        cwd: host,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` },
+      },
+    );
     let output = "";
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));
     const exited = new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
     stops.push(() => void (child.exitCode === null && child.kill("SIGKILL")));
 
-    const inv = await cp.waitFor((m) => m.type === "inventory", 15_000).catch((e) => {
-      throw new Error(`${e.message}; agent output:\n${output}`);
-    });
+    const inv = await cp
+      .waitFor((m) => m.type === "inventory", 15_000)
+      .catch((e) => {
+        throw new Error(`${e.message}; agent output:\n${output}`);
+      });
     expect((inv.payload as { vms: unknown[] }).vms).toHaveLength(8);
     const cmdline = readFileSync(`/proc/${child.pid}/cmdline`, "utf8").split("\0");
     for (const flag of AGENT_NODE_FLAGS) expect(cmdline).toContain(flag);

@@ -22,8 +22,25 @@ const refusal = (argv: string[], env: NodeJS.ProcessEnv = {}) => {
   return null;
 };
 
-const REMOTE_PLAIN = ["http://192.0.2.10:8787", "ws://edge.example.com", "http://10.0.0.5", "http://[2001:db8::1]:8787", "http://127.0.0.1.example.com", "http://localhost.example.com", "http://[::2]"];
-const LOOPBACK_PLAIN = ["http://127.0.0.1:8787", "http://127.8.9.10", "http://localhost:8787", "http://LOCALHOST", "http://[::1]:8787", "ws://127.0.0.1:8787", "http://[::ffff:127.0.0.1]:8787", "http://0x7f000001:8787"];
+const REMOTE_PLAIN = [
+  "http://192.0.2.10:8787",
+  "ws://edge.example.com",
+  "http://10.0.0.5",
+  "http://[2001:db8::1]:8787",
+  "http://127.0.0.1.example.com",
+  "http://localhost.example.com",
+  "http://[::2]",
+];
+const LOOPBACK_PLAIN = [
+  "http://127.0.0.1:8787",
+  "http://127.8.9.10",
+  "http://localhost:8787",
+  "http://LOCALHOST",
+  "http://[::1]:8787",
+  "ws://127.0.0.1:8787",
+  "http://[::ffff:127.0.0.1]:8787",
+  "http://0x7f000001:8787",
+];
 
 describe("clear-text control planes", () => {
   it.each(REMOTE_PLAIN)("refuses %s, saying credentials would travel in clear text", (server) => {
@@ -50,12 +67,24 @@ describe("clear-text control planes", () => {
   });
 
   it("says what a bad QX_INSECURE_HTTP value should be", () => {
-    expect(refusal(["--server", "https://edge.example.com"], { QX_INSECURE_HTTP: "maybe" })).toMatch(/^--insecure-http: expected 1 or 0/);
+    expect(refusal(["--server", "https://edge.example.com"], { QX_INSECURE_HTTP: "maybe" })).toMatch(
+      /^--insecure-http: expected 1 or 0/,
+    );
   });
 
   it("knows loopback as URL spells it", () => {
-    for (const host of ["localhost", "127.0.0.1", "127.255.255.254", "[::1]", "[::ffff:7f00:1]"]) expect(isLoopbackHost(host), host).toBe(true);
-    for (const host of ["128.0.0.1", "10.127.0.1", "[::]", "0.0.0.0", "localhost.localdomain", "[fe80::1]", "[::ffff:a00:1]"]) expect(isLoopbackHost(host), host).toBe(false);
+    for (const host of ["localhost", "127.0.0.1", "127.255.255.254", "[::1]", "[::ffff:7f00:1]"])
+      expect(isLoopbackHost(host), host).toBe(true);
+    for (const host of [
+      "128.0.0.1",
+      "10.127.0.1",
+      "[::]",
+      "0.0.0.0",
+      "localhost.localdomain",
+      "[fe80::1]",
+      "[::ffff:a00:1]",
+    ])
+      expect(isLoopbackHost(host), host).toBe(false);
   });
 
   it("the agent process exits 2 with the reason, before connecting anywhere", async () => {
@@ -63,6 +92,8 @@ describe("clear-text control planes", () => {
     expect(await agent.exit).toBe(2);
     const out = agent.out().trim();
     expect(out.split("\n")).toHaveLength(1);
-    expect(out).toMatch(/^quantix-agent: --server: http:\/\/192\.0\.2\.10:8787 is not encrypted: .*clear text.*--insecure-http/);
+    expect(out).toMatch(
+      /^quantix-agent: --server: http:\/\/192\.0\.2\.10:8787 is not encrypted: .*clear text.*--insecure-http/,
+    );
   }, 30_000);
 });

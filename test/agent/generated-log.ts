@@ -2,7 +2,20 @@
 // multi-byte and broken UTF-8, CR, tabs, and an optional final newline.
 
 // Pieces a QEMU log line can hold, multi-byte and broken ones included.
-const PIECES = ["a", "qemu-system-x86_64: ", "é", "€", "😀", "\r", "\t", " ", "0123456789", Buffer.from([0xff]), Buffer.from([0xc3]), Buffer.from([0xe2, 0x82])];
+const PIECES = [
+  "a",
+  "qemu-system-x86_64: ",
+  "é",
+  "€",
+  "😀",
+  "\r",
+  "\t",
+  " ",
+  "0123456789",
+  Buffer.from([0xff]),
+  Buffer.from([0xc3]),
+  Buffer.from([0xe2, 0x82]),
+];
 
 /** A deterministic file from a seed: cheap enough for 20,000 lines per run. */
 export function makeLog(seed: number, lines: number, maxLineLen: number, crlf: number, finalNewline: boolean): Buffer {

@@ -9,7 +9,13 @@ import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { WebSocketServer, type WebSocket } from "ws";
-import { AgentMessage, PING_FRAME, PONG_FRAME, parseFrame, type AgentMessage as AgentMsg } from "../../protocol/wire.ts";
+import {
+  AgentMessage,
+  PING_FRAME,
+  PONG_FRAME,
+  parseFrame,
+  type AgentMessage as AgentMsg,
+} from "../../protocol/wire.ts";
 import { createLogger } from "../../agent/logger.ts";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
@@ -37,7 +43,8 @@ export function recorder() {
   const sent: AgentMsg[] = [];
   const send = (msg: AgentMsg) => {
     const parsed = AgentMessage.safeParse(JSON.parse(JSON.stringify(msg)));
-    if (!parsed.success) throw new Error(`agent sent a frame outside the protocol: ${JSON.stringify(msg).slice(0, 300)}`);
+    if (!parsed.success)
+      throw new Error(`agent sent a frame outside the protocol: ${JSON.stringify(msg).slice(0, 300)}`);
     sent.push(parsed.data);
     return true;
   };
@@ -105,7 +112,9 @@ export class LoopbackControlPlane {
         const credential = this.joinTokens.get(parsed.joinToken);
         if (!credential) {
           res.writeHead(401, { "content-type": "application/json" });
-          return res.end(JSON.stringify({ success: false, error: { code: "unauthorized", message: "join token refused" } }));
+          return res.end(
+            JSON.stringify({ success: false, error: { code: "unauthorized", message: "join token refused" } }),
+          );
         }
         this.joinTokens.delete(parsed.joinToken); // single use
         this.credentials.add(credential);
@@ -116,7 +125,11 @@ export class LoopbackControlPlane {
     }
     if (req.method === "GET" && req.url === "/api/health") {
       res.writeHead(this.healthy ? 200 : 503, { "content-type": "application/json" });
-      return res.end(JSON.stringify(this.healthy ? { ok: true } : { success: false, error: { code: "unavailable", message: "down" } }));
+      return res.end(
+        JSON.stringify(
+          this.healthy ? { ok: true } : { success: false, error: { code: "unavailable", message: "down" } },
+        ),
+      );
     }
     res.writeHead(404).end();
   }
@@ -142,7 +155,19 @@ export class LoopbackControlPlane {
       ws.on("close", (code, reason) => this.closes.push({ code, reason: reason.toString() }));
       if (b === "drop") return ws.close(1011, "dropped by test");
       if (b === "close4001") return ws.close(4001, "credential revoked");
-      ws.send(JSON.stringify({ type: "welcome", id: "w", payload: { nodeId: "node-1", serverTime: Date.now(), heartbeatMs: this.heartbeatMs, reconnectSpreadMs: this.reconnectSpreadMs, features: this.features } }));
+      ws.send(
+        JSON.stringify({
+          type: "welcome",
+          id: "w",
+          payload: {
+            nodeId: "node-1",
+            serverTime: Date.now(),
+            heartbeatMs: this.heartbeatMs,
+            reconnectSpreadMs: this.reconnectSpreadMs,
+            features: this.features,
+          },
+        }),
+      );
       ws.on("message", (data) => {
         const text = data.toString();
         if (text === PING_FRAME) {
@@ -204,7 +229,11 @@ export type AgentProcess = { child: ChildProcess; out: () => string; exit: Promi
 
 /** The real agent (`node agent/main.ts …`), its stdout and stderr kept; `kill` SIGKILLs it if still running. */
 export function spawnAgentProcess(args: string[], env: Record<string, string> = {}): AgentProcess {
-  const child = spawn(process.execPath, [AGENT_MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [AGENT_MAIN, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (out += d));

@@ -7,7 +7,15 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { HostTokenCheck, ensureHostToken, hostTokenPath, rotateHostToken } from "../../agent/host-token.ts";
-import { LoopbackControlPlane, TEST_URI, VMS, spawnAgentProcess, tempDir, until, type AgentProcess } from "./helpers.ts";
+import {
+  LoopbackControlPlane,
+  TEST_URI,
+  VMS,
+  spawnAgentProcess,
+  tempDir,
+  until,
+  type AgentProcess,
+} from "./helpers.ts";
 
 const NODE_CREDENTIAL = "qxn_node-credential-of-this-host";
 const FAST = ["--backoff-base", "50", "--backoff-cap", "200", "--poll-interval", "200", "--log-level", "debug"];
@@ -53,7 +61,9 @@ async function localApiUrl(agent: AgentProcess): Promise<string> {
 const readToken = (stateDir: string) => readFileSync(hostTokenPath(stateDir), "utf8").trim();
 
 async function vmsWith(url: string, bearer: string | null) {
-  const res = await fetch(`${url}/api/v1/vms`, { headers: bearer === null ? {} : { authorization: `Bearer ${bearer}` } });
+  const res = await fetch(`${url}/api/v1/vms`, {
+    headers: bearer === null ? {} : { authorization: `Bearer ${bearer}` },
+  });
   return { status: res.status, body: (await res.json()) as { vms?: { name: string }[]; error?: { code: string } } };
 }
 
@@ -70,7 +80,21 @@ describe("the host token on the agent's local API", () => {
     const stateDir = join(dir("qx-host-token-"), "state");
     const logDir = dir("qx-host-logs-");
     writeFileSync(join(logDir, `${VMS.running.name}.log`), "boot\nqemu up\n");
-    const agent = spawnAgent(["--server", cp.url, "--token", "join-host-view", "--state-dir", stateDir, "--libvirt-uri", TEST_URI, "--log-dir", logDir, "--listen", "127.0.0.1:0", ...FAST]);
+    const agent = spawnAgent([
+      "--server",
+      cp.url,
+      "--token",
+      "join-host-view",
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      logDir,
+      "--listen",
+      "127.0.0.1:0",
+      ...FAST,
+    ]);
     const url = await localApiUrl(agent);
     await cp.waitFor((m) => m.type === "hello");
     const token = readToken(stateDir);
@@ -85,7 +109,9 @@ describe("the host token on the agent's local API", () => {
     const ok = await vmsWith(url, token);
     expect(ok.status).toBe(200);
     expect(ok.body.vms).toHaveLength(8);
-    const logs = await fetch(`${url}/api/v1/vms/${VMS.running.uuid}/logs?lines=5`, { headers: { authorization: `Bearer ${token}` } });
+    const logs = await fetch(`${url}/api/v1/vms/${VMS.running.uuid}/logs?lines=5`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     expect(logs.status).toBe(200);
     expect(((await logs.json()) as { qemuLog: string }).qemuLog).toBe("boot\nqemu up\n");
 
@@ -94,7 +120,9 @@ describe("the host token on the agent's local API", () => {
       expect(refused.status, String(bearer)).toBe(401);
       expect(refused.body).toMatchObject({ success: false, error: { code: "unauthorized" } });
     }
-    const credOnLogs = await fetch(`${url}/api/v1/vms/${VMS.running.uuid}/logs`, { headers: { authorization: `Bearer ${NODE_CREDENTIAL}` } });
+    const credOnLogs = await fetch(`${url}/api/v1/vms/${VMS.running.uuid}/logs`, {
+      headers: { authorization: `Bearer ${NODE_CREDENTIAL}` },
+    });
     expect(credOnLogs.status).toBe(401);
 
     // Where the token is, but never the token (nor the node credential) in the agent's output.
@@ -106,7 +134,18 @@ describe("the host token on the agent's local API", () => {
   it("--rotate-host-token writes a new token and exits 0; the running agent refuses the old one from its next request", async () => {
     const stateDir = join(dir("qx-host-rotate-"), "state");
     // --listen alone: the host view works on a host that was never enrolled (no node credential at all).
-    const agent = spawnAgent(["--state-dir", stateDir, "--libvirt-uri", TEST_URI, "--log-dir", dir("qx-host-logs-"), "--listen", "127.0.0.1:0", "--log-level", "info"]);
+    const agent = spawnAgent([
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      dir("qx-host-logs-"),
+      "--listen",
+      "127.0.0.1:0",
+      "--log-level",
+      "info",
+    ]);
     const url = await localApiUrl(agent);
     const before = readToken(stateDir);
     expect((await vmsWith(url, before)).status).toBe(200);
@@ -126,7 +165,18 @@ describe("the host token on the agent's local API", () => {
     // A restart keeps the rotated token (it is made only when missing).
     agent.child.kill("SIGTERM");
     expect(await agent.exit).toBe(0);
-    const again = spawnAgent(["--state-dir", stateDir, "--libvirt-uri", TEST_URI, "--log-dir", dir("qx-host-logs-"), "--listen", "127.0.0.1:0", "--log-level", "info"]);
+    const again = spawnAgent([
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      dir("qx-host-logs-"),
+      "--listen",
+      "127.0.0.1:0",
+      "--log-level",
+      "info",
+    ]);
     const url2 = await localApiUrl(again);
     expect(readToken(stateDir)).toBe(after);
     expect((await vmsWith(url2, after)).status).toBe(200);
@@ -139,7 +189,21 @@ describe("the host token on the agent's local API", () => {
     const unreachable = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
     await new Promise<void>((r) => closed.close(() => r())); // nothing answers there now
     const stateDir = join(dir("qx-host-offline-"), "state");
-    const agent = spawnAgent(["--server", unreachable, "--token", "join-later", "--state-dir", stateDir, "--libvirt-uri", TEST_URI, "--log-dir", dir("qx-host-logs-"), "--listen", "127.0.0.1:0", ...FAST]);
+    const agent = spawnAgent([
+      "--server",
+      unreachable,
+      "--token",
+      "join-later",
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      dir("qx-host-logs-"),
+      "--listen",
+      "127.0.0.1:0",
+      ...FAST,
+    ]);
     const url = await localApiUrl(agent);
     expect((await vmsWith(url, readToken(stateDir))).status).toBe(200);
     await until(() => agent.out().includes("enrollment failed; retrying"), 20_000);
@@ -147,7 +211,19 @@ describe("the host token on the agent's local API", () => {
   }, 30_000);
 
   it("with --listen, a refused join token still ends the agent with status 3", async () => {
-    const agent = spawnAgent(["--server", cp.url, "--token", "never-issued", "--state-dir", join(dir("qx-host-refused-"), "state"), "--libvirt-uri", TEST_URI, "--listen", "127.0.0.1:0", ...FAST]);
+    const agent = spawnAgent([
+      "--server",
+      cp.url,
+      "--token",
+      "never-issued",
+      "--state-dir",
+      join(dir("qx-host-refused-"), "state"),
+      "--libvirt-uri",
+      TEST_URI,
+      "--listen",
+      "127.0.0.1:0",
+      ...FAST,
+    ]);
     expect(await agent.exit).toBe(3);
     expect(agent.out()).toMatch(/join token refused/);
   }, 30_000);
@@ -156,7 +232,18 @@ describe("the host token on the agent's local API", () => {
     const stateDir = join(dir("qx-host-mode-"), "state");
     rotateHostToken(stateDir);
     chmodSync(hostTokenPath(stateDir), 0o644);
-    const agent = spawnAgent(["--state-dir", stateDir, "--libvirt-uri", TEST_URI, "--log-dir", dir("qx-host-logs-"), "--listen", "127.0.0.1:0", "--log-level", "info"]);
+    const agent = spawnAgent([
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      dir("qx-host-logs-"),
+      "--listen",
+      "127.0.0.1:0",
+      "--log-level",
+      "info",
+    ]);
     await localApiUrl(agent);
     expect(statSync(hostTokenPath(stateDir)).mode & 0o777).toBe(0o600);
     expect(agent.out()).toMatch(/readable by others: its mode is 0600 again/);

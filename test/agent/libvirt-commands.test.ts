@@ -4,7 +4,14 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { LOG_CHUNK_BYTES, MAX_LOG_BYTES, STOP_GRACE_MS, type AgentMessage, type Command, type VmInfo } from "../../protocol/wire.ts";
+import {
+  LOG_CHUNK_BYTES,
+  MAX_LOG_BYTES,
+  STOP_GRACE_MS,
+  type AgentMessage,
+  type Command,
+  type VmInfo,
+} from "../../protocol/wire.ts";
 import { CommandRunner } from "../../agent/commands.ts";
 import { InventoryReporter, diffInventory } from "../../agent/inventory.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
@@ -32,11 +39,17 @@ function setup(opts: { skewMs?: number } = {}) {
 }
 
 let seq = 0;
-const target = (vm: { uuid: string; name: string }, deadlineIn = 10_000) => ({ vmId: vm.uuid, name: vm.name, deadline: Date.now() + deadlineIn });
+const target = (vm: { uuid: string; name: string }, deadlineIn = 10_000) => ({
+  vmId: vm.uuid,
+  name: vm.name,
+  deadline: Date.now() + deadlineIn,
+});
 const cmd = <T extends Command["type"]>(type: T, payload: Extract<Command, { type: T }>["payload"]) =>
   ({ type, id: `req-${++seq}`, payload }) as Extract<Command, { type: T }>;
-const resultOf = (frames: AgentMessage[]) => frames.find((m) => m.type === "result")?.payload as Record<string, unknown> | undefined;
-const errorOf = (frames: AgentMessage[]) => frames.find((m) => m.type === "error")?.payload as { code: string; message: string } | undefined;
+const resultOf = (frames: AgentMessage[]) =>
+  frames.find((m) => m.type === "result")?.payload as Record<string, unknown> | undefined;
+const errorOf = (frames: AgentMessage[]) =>
+  frames.find((m) => m.type === "error")?.payload as { code: string; message: string } | undefined;
 
 describe("inventory from the test driver", () => {
   it("lists every domain with uuid, name, libvirt state, mapped state, vCPUs and memory", async () => {
@@ -79,12 +92,22 @@ describe("inventory from the test driver", () => {
     const changes = rec.sent.filter((m) => m.type === "vm.changed");
     expect(changes).toHaveLength(1);
     const payload = changes[0]!.payload as { vms: { name: string; state: string }[]; removed: string[] };
-    expect(payload.vms.map((v) => `${v.name}:${v.state}`).sort()).toEqual(["old-shutoff:RUNNING", "web-running:STOPPED"]);
+    expect(payload.vms.map((v) => `${v.name}:${v.state}`).sort()).toEqual([
+      "old-shutoff:RUNNING",
+      "web-running:STOPPED",
+    ]);
     expect(payload.removed).toEqual([]);
   });
 
   it("diffs: new, changed and removed domains", () => {
-    const a: VmInfo = { uuid: VMS.running.uuid, name: "a", state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 1 };
+    const a: VmInfo = {
+      uuid: VMS.running.uuid,
+      name: "a",
+      state: "RUNNING",
+      libvirtState: "running",
+      vcpus: 1,
+      memoryMiB: 1,
+    };
     const b: VmInfo = { ...a, uuid: VMS.paused.uuid, name: "b" };
     const before = new Map<string, VmInfo>([
       [a.uuid, a],
@@ -147,11 +170,22 @@ describe("commands", () => {
     // A name the control plane holds that is not (or no longer) libvirt's: that file is not the answer.
     const stale = cmd("vm.state", { ...target({ uuid: VMS.running.uuid, name: "stale-name" }), excerptLines: 20 });
     await runner.handle(stale);
-    expect(resultOf(rec.of(stale.id))).toEqual({ state: "RUNNING", libvirtState: "running", logExcerpt: "the real domain's line" });
+    expect(resultOf(rec.of(stale.id))).toEqual({
+      state: "RUNNING",
+      libvirtState: "running",
+      logExcerpt: "the real domain's line",
+    });
     // A name outside the log directory is never read either.
-    const outside = cmd("vm.state", { ...target({ uuid: VMS.running.uuid, name: "../../../etc/passwd" }), excerptLines: 20 });
+    const outside = cmd("vm.state", {
+      ...target({ uuid: VMS.running.uuid, name: "../../../etc/passwd" }),
+      excerptLines: 20,
+    });
     await runner.handle(outside);
-    expect(resultOf(rec.of(outside.id))).toEqual({ state: "RUNNING", libvirtState: "running", logExcerpt: "the real domain's line" });
+    expect(resultOf(rec.of(outside.id))).toEqual({
+      state: "RUNNING",
+      libvirtState: "running",
+      logExcerpt: "the real domain's line",
+    });
   });
 
   it("vm.start: ack at once, then RUNNING; a running domain is not_allowed; a paused one is resumed", async () => {
@@ -237,7 +271,8 @@ describe("commands", () => {
   it("vm.logs sends the tail as log.chunk frames then a result; missing log → log_not_found", async () => {
     const { runner, rec, logDir } = setup();
     mkdirSync(logDir, { recursive: true });
-    const line = "2026-01-01T00:00:00.000000Z qemu-system-x86_64: terminating on signal 15 from pid 1 (/usr/sbin/libvirtd) ✓\n";
+    const line =
+      "2026-01-01T00:00:00.000000Z qemu-system-x86_64: terminating on signal 15 from pid 1 (/usr/sbin/libvirtd) ✓\n";
     const text = line.repeat(Math.ceil((LOG_CHUNK_BYTES * 2.5) / line.length));
     writeFileSync(join(logDir, `${VMS.running.name}.log`), "old line\n" + text);
     const lines = text.split("\n").length - 1;
@@ -250,7 +285,12 @@ describe("commands", () => {
     for (const c of chunks) expect(Buffer.byteLength(c.text)).toBeLessThanOrEqual(LOG_CHUNK_BYTES);
     expect(chunks.map((c) => c.text).join("")).toBe(text);
     expect(frames.at(-1)!.type).toBe("result");
-    expect(resultOf(frames)).toMatchObject({ linesReturned: lines, truncated: true, chunks: 3, logPath: join(logDir, `${VMS.running.name}.log`) });
+    expect(resultOf(frames)).toMatchObject({
+      linesReturned: lines,
+      truncated: true,
+      chunks: 3,
+      logPath: join(logDir, `${VMS.running.name}.log`),
+    });
 
     const none = cmd("vm.logs", { ...target(VMS.paused), lines: 10, maxBytes: MAX_LOG_BYTES });
     await runner.handle(none);

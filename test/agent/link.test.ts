@@ -8,7 +8,17 @@ import { afterEach, describe, expect, it } from "vitest";
 import { AgentLink, DEFAULT_TIMINGS, Reconnects, backoffDelay, type LinkState } from "../../agent/connection.ts";
 import { tokenDigest } from "../../agent/credentials.ts";
 import type { AgentMessage } from "../../protocol/wire.ts";
-import { LoopbackControlPlane, TEST_URI, spawnAgentProcess, type AgentProcess, VMS, silentLog, tempDir, until, type Behaviour } from "./helpers.ts";
+import {
+  LoopbackControlPlane,
+  TEST_URI,
+  spawnAgentProcess,
+  type AgentProcess,
+  VMS,
+  silentLog,
+  tempDir,
+  until,
+  type Behaviour,
+} from "./helpers.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -22,7 +32,11 @@ async function controlPlane(behaviour: (attempt: number) => Behaviour = () => "a
   return cp;
 }
 
-function link(cp: LoopbackControlPlane, timings: Partial<ConstructorParameters<typeof AgentLink>[0]["timings"]>, random?: () => number) {
+function link(
+  cp: LoopbackControlPlane,
+  timings: Partial<ConstructorParameters<typeof AgentLink>[0]["timings"]>,
+  random?: () => number,
+) {
   const delays: { delay: number; attempt: number }[] = [];
   const states: LinkState[] = [];
   const refused: string[] = [];
@@ -187,7 +201,11 @@ describe("the agent process", () => {
     const cp = await controlPlane();
     cp.credentials.add("the-current-credential");
     const stateDir = tempDir();
-    writeFileSync(join(stateDir, "node.json"), JSON.stringify({ nodeId: "node-1", credential: "revoked-credential", server: cp.url }), { mode: 0o600 });
+    writeFileSync(
+      join(stateDir, "node.json"),
+      JSON.stringify({ nodeId: "node-1", credential: "revoked-credential", server: cp.url }),
+      { mode: 0o600 },
+    );
     const agent = spawnAgent(["--server", cp.url, "--state-dir", stateDir, "--libvirt-uri", TEST_URI, ...FAST]);
     expect(await agent.exit).toBe(3);
     expect(agent.out()).toMatch(/credential refused/);
@@ -197,7 +215,17 @@ describe("the agent process", () => {
 
   it("refused join token: exits 3 with a message saying so", async () => {
     const cp = await controlPlane();
-    const agent = spawnAgent(["--server", cp.url, "--token", "used-join-token", "--state-dir", tempDir(), "--libvirt-uri", TEST_URI, ...FAST]);
+    const agent = spawnAgent([
+      "--server",
+      cp.url,
+      "--token",
+      "used-join-token",
+      "--state-dir",
+      tempDir(),
+      "--libvirt-uri",
+      TEST_URI,
+      ...FAST,
+    ]);
     expect(await agent.exit).toBe(3);
     expect(agent.out()).toMatch(/join token refused: used, expired or unknown/);
     expect(agent.out()).not.toContain("used-join-token");
@@ -218,10 +246,25 @@ describe("the agent process", () => {
     const stateDir = tempDir();
     writeFileSync(
       join(stateDir, "node.json"),
-      JSON.stringify({ nodeId: "node-1", credential: "cred-old", server: cp.url, joinTokenSha256: tokenDigest("join-1") }),
+      JSON.stringify({
+        nodeId: "node-1",
+        credential: "cred-old",
+        server: cp.url,
+        joinTokenSha256: tokenDigest("join-1"),
+      }),
       { mode: 0o600 },
     );
-    const agent = spawnAgent(["--server", cp.url, "--token", "join-2", "--state-dir", stateDir, "--libvirt-uri", TEST_URI, ...FAST]);
+    const agent = spawnAgent([
+      "--server",
+      cp.url,
+      "--token",
+      "join-2",
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      TEST_URI,
+      ...FAST,
+    ]);
     await cp.waitFor((m) => m.type === "hello");
     expect(cp.attempts.map((a) => a.authorization)).toEqual(["Bearer cred-old", "Bearer cred-2"]);
     expect(JSON.parse(readFileSync(join(stateDir, "node.json"), "utf8"))).toMatchObject({ credential: "cred-2" });
@@ -235,17 +278,40 @@ describe("the agent process", () => {
     const stateDir = join(tempDir(), "state");
     const logDir = tempDir("qx-logs-");
     mkdirSync(logDir, { recursive: true });
-    writeFileSync(join(logDir, `${VMS.running.name}.log`), "line 1\nline 2\n2026-01-01 qemu-system-x86_64: terminating on signal 15\n");
-    const agent = spawnAgent(["--server", cp.url, "--token", "join-ok", "--state-dir", stateDir, "--libvirt-uri", TEST_URI, "--log-dir", logDir, ...FAST]);
+    writeFileSync(
+      join(logDir, `${VMS.running.name}.log`),
+      "line 1\nline 2\n2026-01-01 qemu-system-x86_64: terminating on signal 15\n",
+    );
+    const agent = spawnAgent([
+      "--server",
+      cp.url,
+      "--token",
+      "join-ok",
+      "--state-dir",
+      stateDir,
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      logDir,
+      ...FAST,
+    ]);
 
     const hello = await cp.waitFor((m) => m.type === "hello");
-    expect(hello.payload).toMatchObject({ protocolVersion: 1, libvirtVersion: expect.stringMatching(/^\d+\.\d+\.\d+$/) });
+    expect(hello.payload).toMatchObject({
+      protocolVersion: 1,
+      libvirtVersion: expect.stringMatching(/^\d+\.\d+\.\d+$/),
+    });
     const inv = (await cp.waitFor((m) => m.type === "inventory")) as Extract<AgentMessage, { type: "inventory" }>;
     expect(inv.payload.vms).toHaveLength(8);
-    expect(cp.received.findIndex((m) => m.type === "hello")).toBeLessThan(cp.received.findIndex((m) => m.type === "inventory"));
+    expect(cp.received.findIndex((m) => m.type === "hello")).toBeLessThan(
+      cp.received.findIndex((m) => m.type === "inventory"),
+    );
     expect(statSync(join(stateDir, "node.json")).mode & 0o777).toBe(0o600);
     expect(statSync(stateDir).mode & 0o777).toBe(0o700);
-    expect(JSON.parse(readFileSync(join(stateDir, "node.json"), "utf8"))).toMatchObject({ nodeId: "node-1", credential: "cred-ok" });
+    expect(JSON.parse(readFileSync(join(stateDir, "node.json"), "utf8"))).toMatchObject({
+      nodeId: "node-1",
+      credential: "cred-ok",
+    });
     expect(agent.out()).not.toContain("cred-ok");
     expect(agent.out()).not.toContain("join-ok");
 
@@ -256,15 +322,27 @@ describe("the agent process", () => {
     expect(cp.received.find((m) => m.id === "f1")!.type).toBe("ack");
     // The poll reports the change too (vm.changed), without a full inventory.
     const changed = await cp.waitFor((m) => m.type === "vm.changed");
-    expect(changed.payload).toMatchObject({ vms: [expect.objectContaining({ uuid: VMS.running.uuid, state: "STOPPED" })] });
+    expect(changed.payload).toMatchObject({
+      vms: [expect.objectContaining({ uuid: VMS.running.uuid, state: "STOPPED" })],
+    });
 
-    cp.send({ type: "vm.logs", id: "l1", payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline, lines: 2, maxBytes: 8 << 20 } });
+    cp.send({
+      type: "vm.logs",
+      id: "l1",
+      payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline, lines: 2, maxBytes: 8 << 20 },
+    });
     const logs = await cp.waitFor((m) => m.id === "l1" && m.type === "result");
     const chunk = cp.received.find((m) => m.id === "l1" && m.type === "log.chunk")!;
-    expect((chunk.payload as { text: string }).text).toBe("line 2\n2026-01-01 qemu-system-x86_64: terminating on signal 15\n");
+    expect((chunk.payload as { text: string }).text).toBe(
+      "line 2\n2026-01-01 qemu-system-x86_64: terminating on signal 15\n",
+    );
     expect(logs.payload).toMatchObject({ linesReturned: 2, truncated: true, chunks: 1 });
 
-    cp.send({ type: "vm.stop", id: "late", payload: { vmId: VMS.paused.uuid, name: VMS.paused.name, deadline: Date.now() - 5_000, graceMs: 1_000 } });
+    cp.send({
+      type: "vm.stop",
+      id: "late",
+      payload: { vmId: VMS.paused.uuid, name: VMS.paused.name, deadline: Date.now() - 5_000, graceMs: 1_000 },
+    });
     expect((await cp.waitFor((m) => m.id === "late")).payload).toMatchObject({ code: "expired" });
 
     // The control plane restarts: the agent reconnects and resends hello and the full inventory.

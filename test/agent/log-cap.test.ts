@@ -78,7 +78,15 @@ describe("the answers sent", () => {
     hostToken = readFileSync(tokenFile, "utf8").trim();
     const check = new HostTokenCheck(tokenFile, () => {});
     libvirt = new Libvirt(TEST_URI, silentLog);
-    api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => check.accepts(t), libvirt, logDir: base, webDir: join(base, "no-web"), log: silentLog });
+    api = await startLocalApi({
+      host: "127.0.0.1",
+      port: 0,
+      acceptsToken: (t) => check.accepts(t),
+      libvirt,
+      logDir: base,
+      webDir: join(base, "no-web"),
+      log: silentLog,
+    });
   });
   afterAll(async () => {
     await api?.close();
@@ -86,7 +94,9 @@ describe("the answers sent", () => {
   });
 
   it("the local API's qemuLog is at most 8 MiB of UTF-8, truncated", async () => {
-    const res = await fetch(`${api.url}/api/v1/vms/${VMS.running.uuid}/logs?lines=100`, { headers: { authorization: `Bearer ${hostToken}` } });
+    const res = await fetch(`${api.url}/api/v1/vms/${VMS.running.uuid}/logs?lines=100`, {
+      headers: { authorization: `Bearer ${hostToken}` },
+    });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { qemuLog: string; truncated: boolean; linesReturned: number };
     expect(body.truncated).toBe(true);
@@ -97,8 +107,25 @@ describe("the answers sent", () => {
 
   it("the vm.logs command's chunks add up to at most 8 MiB of UTF-8, and the result says truncated", async () => {
     const rec = recorder();
-    const runner = new CommandRunner({ libvirt, logDir: base, send: rec.send, log: silentLog, serverNow: Date.now, stopPollMs: 20 });
-    await runner.handle({ type: "vm.logs", id: "cap", payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline: Date.now() + 30_000, lines: 100, maxBytes: MAX_LOG_BYTES } });
+    const runner = new CommandRunner({
+      libvirt,
+      logDir: base,
+      send: rec.send,
+      log: silentLog,
+      serverNow: Date.now,
+      stopPollMs: 20,
+    });
+    await runner.handle({
+      type: "vm.logs",
+      id: "cap",
+      payload: {
+        vmId: VMS.running.uuid,
+        name: VMS.running.name,
+        deadline: Date.now() + 30_000,
+        lines: 100,
+        maxBytes: MAX_LOG_BYTES,
+      },
+    });
     const frames = rec.of("cap");
     const text = frames.flatMap((m) => (m.type === "log.chunk" ? [m.payload.text] : [])).join("");
     expect(utf8(text)).toBeLessThanOrEqual(MAX_LOG_BYTES);

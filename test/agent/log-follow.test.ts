@@ -3,14 +3,33 @@
 // a log symlinked out of the dir; frames bounded and characters never split; the follow limit,
 // expired follows. Then the real agent process over a loopback control plane: follow, unfollow,
 // and every follow ending with the link.
-import { appendFileSync, mkdirSync, renameSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { AgentMessage } from "../../protocol/wire.ts";
 import { CommandRunner } from "../../agent/commands.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { LogFollower, MAX_FOLLOWS } from "../../agent/log-follow.ts";
-import { LoopbackControlPlane, TEST_URI, VMS, recorder, silentLog, spawnAgentProcess, tempDir, until, type AgentProcess } from "./helpers.ts";
+import {
+  LoopbackControlPlane,
+  TEST_URI,
+  VMS,
+  recorder,
+  silentLog,
+  spawnAgentProcess,
+  tempDir,
+  until,
+  type AgentProcess,
+} from "./helpers.ts";
 
 type Append = Extract<AgentMessage, { type: "log.append" }>;
 const base = tempDir("qx-follow-");
@@ -29,7 +48,11 @@ function setup(opts: { chunkBytes?: number; maxBacklogBytes?: number } = {}) {
   const rec = recorder();
   const follower = new LogFollower({ logDir: dir, send: rec.send, log: silentLog, pollMs: 3_600_000, ...opts });
   cleanups.push(() => follower.stopAll());
-  const appends = (id = "f") => rec.of(id).filter((m): m is Append => m.type === "log.append").map((m) => m.payload);
+  const appends = (id = "f") =>
+    rec
+      .of(id)
+      .filter((m): m is Append => m.type === "log.append")
+      .map((m) => m.payload);
   return { dir, log, rec, follower, appends };
 }
 const acked: string[] = [];
@@ -143,7 +166,14 @@ describe("following a log like tail -F", () => {
     appendFileSync(log, "x".repeat(5000) + "\n" + "y".repeat(98) + "\n");
     follower.tick();
     expect(appends()).toEqual([
-      { seq: 0, text: "[quantix-agent: 5000 bytes of this log skipped: it grew faster than it can be followed]\n" + "\n" + "y".repeat(98) + "\n" },
+      {
+        seq: 0,
+        text:
+          "[quantix-agent: 5000 bytes of this log skipped: it grew faster than it can be followed]\n" +
+          "\n" +
+          "y".repeat(98) +
+          "\n",
+      },
     ]);
   });
 
@@ -167,7 +197,15 @@ describe("vm.logs.follow as a command", () => {
   function runner() {
     const { dir, rec, follower } = setup();
     writeFileSync(join(dir, `${VMS.running.name}.log`), "x\n");
-    const r = new CommandRunner({ libvirt, logDir: dir, send: rec.send, log: silentLog, serverNow: Date.now, stopPollMs: 20, follower });
+    const r = new CommandRunner({
+      libvirt,
+      logDir: dir,
+      send: rec.send,
+      log: silentLog,
+      serverNow: Date.now,
+      stopPollMs: 20,
+      follower,
+    });
     const follow = (id: string, deadline = Date.now() + 10_000) =>
       r.handle({ type: "vm.logs.follow", id, payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline } });
     return { rec, follower, follow };
@@ -179,18 +217,36 @@ describe("vm.logs.follow as a command", () => {
     expect(follower.count).toBe(MAX_FOLLOWS);
     expect(rec.of("f0").map((m) => m.type)).toEqual(["ack"]);
     await follow("one-too-many");
-    expect(rec.of("one-too-many")).toEqual([expect.objectContaining({ type: "error", payload: expect.objectContaining({ code: "not_allowed" }) })]);
+    expect(rec.of("one-too-many")).toEqual([
+      expect.objectContaining({ type: "error", payload: expect.objectContaining({ code: "not_allowed" }) }),
+    ]);
     follower.stop("f0");
     await follow("late", Date.now() - 1_000);
-    expect(rec.of("late")).toEqual([expect.objectContaining({ type: "error", payload: expect.objectContaining({ code: "expired" }) })]);
+    expect(rec.of("late")).toEqual([
+      expect.objectContaining({ type: "error", payload: expect.objectContaining({ code: "expired" }) }),
+    ]);
     expect(follower.count).toBe(MAX_FOLLOWS - 1);
   });
 
   it("an unknown VM is vm_not_found, nothing followed", async () => {
     const { rec, follower } = runner();
-    const r = new CommandRunner({ libvirt, logDir: base, send: rec.send, log: silentLog, serverNow: Date.now, stopPollMs: 20, follower });
-    await r.handle({ type: "vm.logs.follow", id: "ghost", payload: { vmId: "99999999-0000-4000-8000-000000000000", name: "ghost", deadline: Date.now() + 10_000 } });
-    expect(rec.of("ghost")).toEqual([expect.objectContaining({ type: "error", payload: expect.objectContaining({ code: "vm_not_found" }) })]);
+    const r = new CommandRunner({
+      libvirt,
+      logDir: base,
+      send: rec.send,
+      log: silentLog,
+      serverNow: Date.now,
+      stopPollMs: 20,
+      follower,
+    });
+    await r.handle({
+      type: "vm.logs.follow",
+      id: "ghost",
+      payload: { vmId: "99999999-0000-4000-8000-000000000000", name: "ghost", deadline: Date.now() + 10_000 },
+    });
+    expect(rec.of("ghost")).toEqual([
+      expect.objectContaining({ type: "error", payload: expect.objectContaining({ code: "vm_not_found" }) }),
+    ]);
     expect(follower.count).toBe(0);
   });
 });
@@ -205,20 +261,44 @@ describe("the agent process follows over the link", () => {
     const log = join(logDir, `${VMS.running.name}.log`);
     writeFileSync(log, "before the follow\n");
     const agent: AgentProcess = spawnAgentProcess([
-      "--server", cp.url, "--token", "join-follow", "--state-dir", join(base, "agent-state"), "--libvirt-uri", TEST_URI, "--log-dir", logDir,
-      "--follow-poll", "100", "--backoff-base", "50", "--backoff-cap", "200", "--log-level", "warn",
+      "--server",
+      cp.url,
+      "--token",
+      "join-follow",
+      "--state-dir",
+      join(base, "agent-state"),
+      "--libvirt-uri",
+      TEST_URI,
+      "--log-dir",
+      logDir,
+      "--follow-poll",
+      "100",
+      "--backoff-base",
+      "50",
+      "--backoff-cap",
+      "200",
+      "--log-level",
+      "warn",
     ]);
     cleanups.push(agent.kill);
     await cp.waitFor((m) => m.type === "inventory");
-    const appendsOf = (id: string) => cp.received.filter((m): m is Append => m.id === id && m.type === "log.append").map((m) => m.payload);
-    const follow = (id: string) => cp.send({ type: "vm.logs.follow", id, payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline: Date.now() + 10_000 } });
+    const appendsOf = (id: string) =>
+      cp.received.filter((m): m is Append => m.id === id && m.type === "log.append").map((m) => m.payload);
+    const follow = (id: string) =>
+      cp.send({
+        type: "vm.logs.follow",
+        id,
+        payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline: Date.now() + 10_000 },
+      });
 
     follow("live-1");
     await cp.waitFor((m) => m.id === "live-1" && m.type === "ack");
     appendFileSync(log, "qemu: guest booted\n");
     const appends = (id: string, n: number) =>
       until(() => appendsOf(id).length >= n).catch(() => {
-        throw new Error(`${id}: fewer than ${n} appends: ${JSON.stringify(cp.received.filter((m) => m.id === id))}; agent said ${agent.out()}`);
+        throw new Error(
+          `${id}: fewer than ${n} appends: ${JSON.stringify(cp.received.filter((m) => m.id === id))}; agent said ${agent.out()}`,
+        );
       });
     await appends("live-1", 1);
     expect(appendsOf("live-1")).toEqual([{ seq: 0, text: "qemu: guest booted\n" }]);
@@ -232,7 +312,11 @@ describe("the agent process follows over the link", () => {
 
     cp.send({ type: "vm.logs.unfollow", id: "live-1", payload: {} });
     // The agent reads its frames in order: once a later question is answered, the unfollow was read.
-    cp.send({ type: "vm.state", id: "barrier", payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline: Date.now() + 10_000 } });
+    cp.send({
+      type: "vm.state",
+      id: "barrier",
+      payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline: Date.now() + 10_000 },
+    });
     await cp.waitFor((m) => m.id === "barrier" && m.type === "result");
     appendFileSync(log, "nobody follows this\n");
     await new Promise((r) => setTimeout(r, 400));

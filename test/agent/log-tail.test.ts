@@ -57,13 +57,27 @@ describe("tailLines matches GNU tail -n", () => {
   });
 
   it("on hand-picked shapes", () => {
-    const shapes = ["", "\n", "\n\n\n", "a", "a\n", "a\nb", "a\r\nb\r\n", "\r\n", "x\r", "é\n€\n😀", "\ufeffbom first\n"];
+    const shapes = [
+      "",
+      "\n",
+      "\n\n\n",
+      "a",
+      "a\n",
+      "a\nb",
+      "a\r\nb\r\n",
+      "\r\n",
+      "x\r",
+      "é\n€\n😀",
+      "\ufeffbom first\n",
+    ];
     for (const s of shapes) {
       const path = join(dir, "shape.log");
       writeFileSync(path, s);
       for (const n of [1, 2, 3, 10]) {
         for (const blockBytes of [1, 2, TAIL_BLOCK_BYTES]) {
-          expect(tailLines(path, n, 1 << 20, { blockBytes }).text, `${JSON.stringify(s)} n=${n}`).toBe(decode(gnuTail(path, n)));
+          expect(tailLines(path, n, 1 << 20, { blockBytes }).text, `${JSON.stringify(s)} n=${n}`).toBe(
+            decode(gnuTail(path, n)),
+          );
         }
       }
     }
@@ -74,14 +88,27 @@ describe("tailLines edges", () => {
   it("an empty file: no text, no lines, nothing truncated", () => {
     const path = join(dir, "empty.log");
     writeFileSync(path, "");
-    expect(tailLines(path, 100, 1 << 20)).toMatchObject({ text: "", linesReturned: 0, truncated: false, logSizeBytes: 0 });
+    expect(tailLines(path, 100, 1 << 20)).toMatchObject({
+      text: "",
+      linesReturned: 0,
+      truncated: false,
+      logSizeBytes: 0,
+    });
   });
 
   it("keeps the newest whole lines that fit under maxBytes", () => {
     const path = join(dir, "cap.log");
     writeFileSync(path, "one\ntwo\nthree\nfour\n");
-    expect(tailLines(path, 10, 10, { blockBytes: 2 })).toMatchObject({ text: "four\n", linesReturned: 1, truncated: true });
-    expect(tailLines(path, 10, 11, { blockBytes: 2 })).toMatchObject({ text: "three\nfour\n", linesReturned: 2, truncated: true });
+    expect(tailLines(path, 10, 10, { blockBytes: 2 })).toMatchObject({
+      text: "four\n",
+      linesReturned: 1,
+      truncated: true,
+    });
+    expect(tailLines(path, 10, 11, { blockBytes: 2 })).toMatchObject({
+      text: "three\nfour\n",
+      linesReturned: 2,
+      truncated: true,
+    });
   });
 
   it("one line longer than the cap is cut from its start, on a character boundary", () => {
@@ -145,7 +172,10 @@ describe("tailLines edges", () => {
     let err: unknown;
     let lines = 4000;
     try {
-      tailLines(path, 10, 1 << 20, { blockBytes: 256, afterBlockRead: () => writeFileSync(path, "x\n".repeat(lines--)) });
+      tailLines(path, 10, 1 << 20, {
+        blockBytes: 256,
+        afterBlockRead: () => writeFileSync(path, "x\n".repeat(lines--)),
+      });
     } catch (e) {
       err = e;
     }
@@ -158,7 +188,9 @@ describe("tailLines edges", () => {
     symlinkSync(join(dir, "target.log"), join(dir, "link.log"));
     mkfifoSync(join(dir, "pipe.log"));
     for (const name of ["absent.log", "link.log", "pipe.log"]) {
-      expect(() => tailLines(join(dir, name), 1, 1 << 20), name).toThrowError(expect.objectContaining({ code: "log_not_found" }));
+      expect(() => tailLines(join(dir, name), 1, 1 << 20), name).toThrowError(
+        expect.objectContaining({ code: "log_not_found" }),
+      );
     }
   });
 });

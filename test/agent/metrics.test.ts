@@ -19,7 +19,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("virsh output", () => {
   it("domstats blocks are keyed by the whole domain name, quotes, spaces and Unicode included", () => {
-    const text = ["Domain: 'web 1 ü'", "  cpu.time=1000", "  block.count=1", "", "Domain: 'it's \"odd\"'", "  balloon.rss=2048", ""].join("\n");
+    const text = [
+      "Domain: 'web 1 ü'",
+      "  cpu.time=1000",
+      "  block.count=1",
+      "",
+      "Domain: 'it's \"odd\"'",
+      "  balloon.rss=2048",
+      "",
+    ].join("\n");
     const stats = parseDomstats(text);
     expect([...stats.keys()]).toEqual(["web 1 ü", `it's "odd"`]);
     expect(stats.get("web 1 ü")!.get("cpu.time")).toBe("1000");
@@ -27,8 +35,14 @@ describe("virsh output", () => {
   });
 
   it("a lifecycle event line gives its domain name; other events give none", () => {
-    expect(lifecycleEventDomain("2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'qxm probe ü': Stopped Destroyed")).toBe("qxm probe ü");
-    expect(lifecycleEventDomain("2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'a': b': Started Booted")).toBe("a': b");
+    expect(
+      lifecycleEventDomain(
+        "2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'qxm probe ü': Stopped Destroyed",
+      ),
+    ).toBe("qxm probe ü");
+    expect(
+      lifecycleEventDomain("2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'a': b': Started Booted"),
+    ).toBe("a': b");
     expect(lifecycleEventDomain("event 'reboot' for domain 'x'")).toBeNull();
   });
 
@@ -46,7 +60,16 @@ describe("metrics sampler on the test driver", () => {
     opened.push(libvirt);
     const rec = recorder();
     let features = new Set<string>();
-    const sampler = new MetricsSampler({ libvirt, uri: TEST_URI, intervalMs: 10_000, log: silentLog, send: rec.send, peerFeatures: () => features, hostCpus: 4, batchTicks: 2 });
+    const sampler = new MetricsSampler({
+      libvirt,
+      uri: TEST_URI,
+      intervalMs: 10_000,
+      log: silentLog,
+      send: rec.send,
+      peerFeatures: () => features,
+      hostCpus: 4,
+      batchTicks: 2,
+    });
     await sampler.sampleNow();
     await sleep(300);
     await sampler.sampleNow(); // the control plane did not announce metrics: kept, not sent
@@ -82,15 +105,39 @@ describe("metrics sampler on the test driver", () => {
   });
 
   it("a counter that went back (the domain restarted) gives no figure for that tick", () => {
-    const c = (t: number, cpuTimeNs: number, wrBytes: number | null) => ({ t, cpuTimeNs, rdBytes: null, wrBytes, rdReqs: null, wrReqs: null, rxBytes: null, txBytes: null });
+    const c = (t: number, cpuTimeNs: number, wrBytes: number | null) => ({
+      t,
+      cpuTimeNs,
+      rdBytes: null,
+      wrBytes,
+      rdReqs: null,
+      wrReqs: null,
+      rxBytes: null,
+      txBytes: null,
+    });
     const mem = { memUsedMiB: 10, memAssignedMiB: 64 };
-    expect(figuresBetween(c(0, 5e9, 100), c(1_000, 1e9, 50), 1, mem)).toMatchObject({ cpuPct: null, diskWriteBps: null, memUsedMiB: 10 });
+    expect(figuresBetween(c(0, 5e9, 100), c(1_000, 1e9, 50), 1, mem)).toMatchObject({
+      cpuPct: null,
+      diskWriteBps: null,
+      memUsedMiB: 10,
+    });
     expect(figuresBetween(c(0, 0, 0), c(2_000, 1e9, 4096), 2, mem)).toMatchObject({ cpuPct: 25, diskWriteBps: 2048 });
   });
 });
 
 describe("series answers", () => {
-  const point = (t: number, cpuPct: number): MetricPoint => ({ t, cpuPct, memUsedMiB: 1, memAssignedMiB: 2, diskReadBps: null, diskWriteBps: null, diskReadOps: null, diskWriteOps: null, netRxBps: null, netTxBps: null });
+  const point = (t: number, cpuPct: number): MetricPoint => ({
+    t,
+    cpuPct,
+    memUsedMiB: 1,
+    memAssignedMiB: 2,
+    diskReadBps: null,
+    diskWriteBps: null,
+    diskReadOps: null,
+    diskWriteOps: null,
+    netRxBps: null,
+    netTxBps: null,
+  });
 
   it("averages into the range's step and marks an offline stretch, and the silence up to now, as gaps", () => {
     const now = 10_000_000;
@@ -112,19 +159,39 @@ describe("host view's metrics route", () => {
   it("answers the agent's in-memory series of a VM found by UUID or name; a bad range is 400, an unknown VM 404, no token 401", async () => {
     const libvirt = new Libvirt(TEST_URI, silentLog);
     opened.push(libvirt);
-    const sampler = new MetricsSampler({ libvirt, uri: TEST_URI, intervalMs: 10_000, log: silentLog, send: () => true, peerFeatures: () => new Set(), useVirsh: false });
+    const sampler = new MetricsSampler({
+      libvirt,
+      uri: TEST_URI,
+      intervalMs: 10_000,
+      log: silentLog,
+      send: () => true,
+      peerFeatures: () => new Set(),
+      useVirsh: false,
+    });
     await sampler.sampleNow();
     await sleep(200);
     await sampler.sampleNow();
-    const api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => t === "host-token", libvirt, metrics: sampler, logDir: "/nonexistent", webDir: "/nonexistent", log: silentLog });
+    const api = await startLocalApi({
+      host: "127.0.0.1",
+      port: 0,
+      acceptsToken: (t) => t === "host-token",
+      libvirt,
+      metrics: sampler,
+      logDir: "/nonexistent",
+      webDir: "/nonexistent",
+      log: silentLog,
+    });
     try {
-      const get = (path: string, token: string | null = "host-token") => fetch(api.url + path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      const get = (path: string, token: string | null = "host-token") =>
+        fetch(api.url + path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
       const byId = await get(`/api/v1/vms/${VMS.running.uuid}/metrics?range=1h`);
       expect(byId.status).toBe(200);
       const answer = (await byId.json()) as { range: string; stepMs: number; points: { cpuPct: number | null }[] };
       expect(answer).toMatchObject({ range: "1h", stepMs: 10_000 });
       expect(answer.points.some((p) => p.cpuPct !== null && p.cpuPct > 0)).toBe(true);
-      expect((await (await get(`/api/v1/vms/${encodeURIComponent(VMS.running.name)}/metrics`)).json()).range).toBe("1h");
+      expect((await (await get(`/api/v1/vms/${encodeURIComponent(VMS.running.name)}/metrics`)).json()).range).toBe(
+        "1h",
+      );
       expect((await get(`/api/v1/vms/${VMS.running.uuid}/metrics?range=2h`)).status).toBe(400);
       expect((await get(`/api/v1/vms/11111111-0000-4000-8000-00000000ffff/metrics`)).status).toBe(404);
       expect((await get(`/api/v1/vms/${VMS.running.uuid}/metrics`, null)).status).toBe(401);
@@ -137,12 +204,18 @@ describe("host view's metrics route", () => {
 describe("configuration", () => {
   const base = ["--server", "http://127.0.0.1:8787"];
   it("samples every 10 s by default; --metrics-interval 0 turns sampling off; below a second is refused; --events auto|off", () => {
-    const config = (argv: string[], env: NodeJS.ProcessEnv = {}) => loadConfig([...base, ...argv], env) as Exclude<ReturnType<typeof loadConfig>, "help">;
+    const config = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+      loadConfig([...base, ...argv], env) as Exclude<ReturnType<typeof loadConfig>, "help">;
     expect(config([])).toMatchObject({ metricsIntervalMs: 10_000, events: "auto" });
     expect(config(["--metrics-interval", "0"]).metricsIntervalMs).toBe(0);
-    expect(config([], { QX_METRICS_INTERVAL_MS: "2500", QX_EVENTS: "off" })).toMatchObject({ metricsIntervalMs: 2_500, events: "off" });
+    expect(config([], { QX_METRICS_INTERVAL_MS: "2500", QX_EVENTS: "off" })).toMatchObject({
+      metricsIntervalMs: 2_500,
+      events: "off",
+    });
     expect(() => config(["--metrics-interval", "500"])).toThrow(ConfigError);
-    expect(() => config(["--metrics-interval", "500"])).toThrow(/--metrics-interval: must be 0 \(off\) or at least 1000 ms/);
+    expect(() => config(["--metrics-interval", "500"])).toThrow(
+      /--metrics-interval: must be 0 \(off\) or at least 1000 ms/,
+    );
     expect(() => config(["--events", "sometimes"])).toThrow(/--events: expected auto or off/);
   });
 });

@@ -19,7 +19,10 @@ const { name, uuid, xml: diskless } = disklessQemuDomain("qx metrics ü");
 const DISK = `/var/lib/libvirt/images/${uuid}.img`;
 const xml = diskless
   .replace("<os>", "<os><boot dev='hd'/>")
-  .replace("<devices>", `<devices><disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='${DISK}'/><target dev='hda' bus='ide'/></disk>`);
+  .replace(
+    "<devices>",
+    `<devices><disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='${DISK}'/><target dev='hda' bus='ide'/></disk>`,
+  );
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Waits until `ok()` holds, up to `ms` (a bound, not a speed claim: guests start at their own pace). */
 async function until(ok: () => boolean, ms: number) {
@@ -57,7 +60,15 @@ describe("real libvirtd + QEMU", () => {
   it("samples a running guest: CPU time rises, memory is its QEMU's resident size, its disk shows the BIOS's reads", async () => {
     await virsh("start", uuid);
     const rec = recorder();
-    const sampler = new MetricsSampler({ libvirt, uri: URI, intervalMs: 1_000, log: silentLog, send: rec.send, peerFeatures: () => new Set(["metrics"]), batchTicks: 1 });
+    const sampler = new MetricsSampler({
+      libvirt,
+      uri: URI,
+      intervalMs: 1_000,
+      log: silentLog,
+      send: rec.send,
+      peerFeatures: () => new Set(["metrics"]),
+      batchTicks: 1,
+    });
     const before = (await libvirt.activeCounters()).find((c) => c.uuid === uuid)!;
     await sampler.sampleNow();
     await sleep(1_500);
@@ -100,7 +111,10 @@ describe("real libvirtd + QEMU", () => {
     await virsh("suspend", uuid);
     await virsh("resume", uuid);
     expect(await until(() => heard >= 2, 30_000)).toBe(true);
-    const stopped = () => rec.sent.some((m) => m.type === "vm.changed" && m.payload.vms.some((v) => v.uuid === uuid && v.state === "STOPPED"));
+    const stopped = () =>
+      rec.sent.some(
+        (m) => m.type === "vm.changed" && m.payload.vms.some((v) => v.uuid === uuid && v.state === "STOPPED"),
+      );
 
     const t0 = Date.now();
     await virsh("destroy", uuid);
@@ -109,7 +123,9 @@ describe("real libvirtd + QEMU", () => {
     // printed (and the bench's business), not assumed of this machine.
     expect(await until(stopped, 30_000)).toBe(true);
     const now = Date.now();
-    console.log(`virsh destroy: ${destroyedAt - t0} ms to return; vm.changed through events ${now - t0} ms after it was issued, ${now - destroyedAt} ms after it returned (the old poll: up to 3000 ms)`);
+    console.log(
+      `virsh destroy: ${destroyedAt - t0} ms to return; vm.changed through events ${now - t0} ms after it was issued, ${now - destroyedAt} ms after it returned (the old poll: up to 3000 ms)`,
+    );
     events.stop();
 
     // Fallback: no events, the poll finds the next change.

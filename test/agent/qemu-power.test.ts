@@ -24,7 +24,9 @@ let admin: Hypervisor; // sets up, checks and tears down the domain, outside the
 const libvirt = new Libvirt(URI, silentLog);
 
 /** A runner whose every frame is kept with the time it was sent. */
-function runnerWith(opts: { progressMs?: number; operationCapMs?: number; peerFeatures?: () => ReadonlySet<string> } = {}) {
+function runnerWith(
+  opts: { progressMs?: number; operationCapMs?: number; peerFeatures?: () => ReadonlySet<string> } = {},
+) {
   const rec = recorder();
   const at = new Map<AgentMessage, number>();
   const send = (m: AgentMessage) => {
@@ -32,7 +34,16 @@ function runnerWith(opts: { progressMs?: number; operationCapMs?: number; peerFe
     at.set(rec.sent.at(-1)!, Date.now());
     return ok;
   };
-  const runner = new CommandRunner({ libvirt, logDir: LOG_DIR, send, log: silentLog, serverNow: Date.now, stopPollMs: 100, peerFeatures: () => ALL, ...opts });
+  const runner = new CommandRunner({
+    libvirt,
+    logDir: LOG_DIR,
+    send,
+    log: silentLog,
+    serverNow: Date.now,
+    stopPollMs: 100,
+    peerFeatures: () => ALL,
+    ...opts,
+  });
   return {
     rec,
     runner,
@@ -77,14 +88,28 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
     await startGuest();
     const { rec, runner, timeOf } = runnerWith({ progressMs: 500 });
     const stop = runner.handle({ type: "vm.stop", id: "graceful", payload: { ...target(), graceMs: 60_000 } });
-    await until(() => rec.of("graceful").some((m) => m.type === "progress" && (m.payload as { phase: string }).phase === "working"), 20_000);
+    await until(
+      () =>
+        rec.of("graceful").some((m) => m.type === "progress" && (m.payload as { phase: string }).phase === "working"),
+      20_000,
+    );
 
     // Waits behind the graceful stop; its deadline passes there.
     const queuedAt = Date.now();
     await runner.handle({ type: "vm.start", id: "queued-start", payload: target(1_000) });
-    expect(rec.of("queued-start").map((m) => m.type).filter((t) => t !== "progress")).toEqual(["ack", "error"]);
-    for (const p of rec.of("queued-start").filter((m) => m.type === "progress")) expect(p.payload).toMatchObject({ phase: "queued" });
-    expect(rec.of("queued-start").at(-1)!.payload).toMatchObject({ code: "expired", state: "RUNNING", libvirtState: "running" });
+    expect(
+      rec
+        .of("queued-start")
+        .map((m) => m.type)
+        .filter((t) => t !== "progress"),
+    ).toEqual(["ack", "error"]);
+    for (const p of rec.of("queued-start").filter((m) => m.type === "progress"))
+      expect(p.payload).toMatchObject({ phase: "queued" });
+    expect(rec.of("queued-start").at(-1)!.payload).toMatchObject({
+      code: "expired",
+      state: "RUNNING",
+      libvirtState: "running",
+    });
     expect(Date.now() - queuedAt).toBeGreaterThanOrEqual(900); // answered at its deadline, not when the stop ends
     expect(rec.of("graceful").some((m) => m.type === "result" || m.type === "error")).toBe(false); // the stop still waits
 
@@ -97,22 +122,39 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
     const overrideMs = timeOf("force", "result") - forceSentAt;
     await Promise.all([stop, second]);
 
-    expect(rec.of("force").map((m) => m.type).filter((t) => t !== "progress")).toEqual(["ack", "result"]);
+    expect(
+      rec
+        .of("force")
+        .map((m) => m.type)
+        .filter((t) => t !== "progress"),
+    ).toEqual(["ack", "result"]);
     expect(rec.of("force").at(-1)!.payload).toMatchObject({ state: "STOPPED", libvirtState: "shutoff" });
     for (const id of ["graceful", "graceful-2"]) {
       const answer = rec.of(id).filter((m) => m.type !== "progress");
-      expect(answer.map((m) => m.type), id).toEqual(["ack", "error"]);
-      expect(answer[1]!.payload, id).toEqual({ code: "overridden", message: OVERRIDDEN_MESSAGE, state: "STOPPED", libvirtState: "shutoff" });
+      expect(
+        answer.map((m) => m.type),
+        id,
+      ).toEqual(["ack", "error"]);
+      expect(answer[1]!.payload, id).toEqual({
+        code: "overridden",
+        message: OVERRIDDEN_MESSAGE,
+        state: "STOPPED",
+        libvirtState: "shutoff",
+      });
     }
     // Order: each overridden stop is answered before the force stop's result, after the force stop's ack.
-    const order = rec.sent.filter((m) => m.type !== "progress" && ["graceful", "graceful-2", "force"].includes(m.id)).map((m) => `${m.id}:${m.type}`);
+    const order = rec.sent
+      .filter((m) => m.type !== "progress" && ["graceful", "graceful-2", "force"].includes(m.id))
+      .map((m) => `${m.id}:${m.type}`);
     expect(order.indexOf("force:ack")).toBeLessThan(order.indexOf("graceful:error"));
     expect(order.indexOf("graceful:error")).toBeLessThan(order.indexOf("force:result"));
     expect(order.indexOf("graceful-2:error")).toBeLessThan(order.indexOf("force:result"));
     // The queued start never ran: the guest is off, and libvirt agrees.
     expect(await libvirtState()).toBe(5);
     expect(overrideMs).toBeLessThan(5_000);
-    console.log(`force stop overriding a waiting graceful stop: guest off and answered ${overrideMs} ms after the force stop`);
+    console.log(
+      `force stop overriding a waiting graceful stop: guest off and answered ${overrideMs} ms after the force stop`,
+    );
     // Every progress frame of the stop came between its ack and its answer, phase working, with the state it saw.
     const stopFrames = rec.of("graceful");
     const progress = stopFrames.filter((m) => m.type === "progress");
@@ -146,7 +188,11 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
     const t0 = Date.now();
     await runner.handle({ type: "vm.stop", id: "capped", payload: { ...target(), graceMs: 60_000 } });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1_400);
-    expect(rec.of("capped").at(-1)!.payload).toMatchObject({ state: "RUNNING", libvirtState: "running", timedOut: true });
+    expect(rec.of("capped").at(-1)!.payload).toMatchObject({
+      state: "RUNNING",
+      libvirtState: "running",
+      timedOut: true,
+    });
     await runner.handle({ type: "vm.forceStop", id: "cleanup", payload: target() });
     expect(await libvirtState()).toBe(5);
   }, 60_000);
@@ -161,7 +207,11 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
     await stop;
     expect(rec.sent.filter((m) => m.type === "progress")).toEqual([]);
     expect(rec.of("old-graceful").map((m) => m.type)).toEqual(["ack", "error"]);
-    expect(rec.of("old-graceful")[1]!.payload).toMatchObject({ code: "not_allowed", message: OVERRIDDEN_MESSAGE, state: "STOPPED" });
+    expect(rec.of("old-graceful")[1]!.payload).toMatchObject({
+      code: "not_allowed",
+      message: OVERRIDDEN_MESSAGE,
+      state: "STOPPED",
+    });
     expect(rec.of("old-force").at(-1)!.payload).toMatchObject({ state: "STOPPED" });
   }, 60_000);
 });

@@ -18,9 +18,17 @@ const { name, uuid, xml } = disklessQemuDomain("qx-agent-test");
 let admin: Hypervisor; // sets up and tears down the domain, outside the code under test
 const libvirt = new Libvirt(URI, silentLog);
 const rec = recorder();
-const runner = new CommandRunner({ libvirt, logDir: LOG_DIR, send: rec.send, log: silentLog, serverNow: Date.now, stopPollMs: 100 });
+const runner = new CommandRunner({
+  libvirt,
+  logDir: LOG_DIR,
+  send: rec.send,
+  log: silentLog,
+  serverNow: Date.now,
+  stopPollMs: 100,
+});
 const target = () => ({ vmId: uuid, name, deadline: Date.now() + 10_000 });
-const payloadOf = (id: string, type: AgentMessage["type"]) => rec.of(id).find((m) => m.type === type)?.payload as Record<string, unknown> | undefined;
+const payloadOf = (id: string, type: AgentMessage["type"]) =>
+  rec.of(id).find((m) => m.type === type)?.payload as Record<string, unknown> | undefined;
 
 beforeAll(async () => {
   admin = new Hypervisor({ uri: URI });
@@ -42,7 +50,12 @@ afterAll(async () => {
 
 describe("real libvirtd + QEMU", () => {
   it("starts the domain, times out a graceful stop with the VM still running, force-stops it, tails its QEMU log", async () => {
-    expect((await libvirt.listDomains()).find((v) => v.uuid === uuid)).toMatchObject({ name, state: "STOPPED", vcpus: 1, memoryMiB: 64 });
+    expect((await libvirt.listDomains()).find((v) => v.uuid === uuid)).toMatchObject({
+      name,
+      state: "STOPPED",
+      vcpus: 1,
+      memoryMiB: 64,
+    });
     expect(await libvirt.version()).toMatch(/^\d+\.\d+\.\d+$/);
 
     await runner.handle({ type: "vm.start", id: "start", payload: target() });
@@ -61,8 +74,16 @@ describe("real libvirtd + QEMU", () => {
     expect(payloadOf("force", "result")).toMatchObject({ state: "STOPPED", libvirtState: "shutoff", timedOut: false });
 
     await runner.handle({ type: "vm.logs", id: "logs", payload: { ...target(), lines: 20, maxBytes: MAX_LOG_BYTES } });
-    const text = rec.of("logs").filter((m) => m.type === "log.chunk").map((m) => (m.payload as { text: string }).text).join("");
+    const text = rec
+      .of("logs")
+      .filter((m) => m.type === "log.chunk")
+      .map((m) => (m.payload as { text: string }).text)
+      .join("");
     expect(text).toMatch(/qemu-system-x86_64: terminating on signal 15/);
-    expect(payloadOf("logs", "result")).toMatchObject({ logPath: `${LOG_DIR}/${name}.log`, linesReturned: expect.any(Number), chunks: 1 });
+    expect(payloadOf("logs", "result")).toMatchObject({
+      logPath: `${LOG_DIR}/${name}.log`,
+      linesReturned: expect.any(Number),
+      chunks: 1,
+    });
   }, 30_000);
 });

@@ -49,7 +49,10 @@ beforeAll(() => {
       `  <domain type="test"><name>${xmlEscape(d.name)}</name><uuid>${d.uuid}</uuid><memory unit="MiB">256</memory><vcpu>1</vcpu>` +
       `<os><type arch="x86_64">hvm</type></os><test:runstate>${d.runstate}</test:runstate></domain>`,
   ).join("\n");
-  writeFileSync(join(base, "node.xml"), `<node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">\n${body}\n</node>\n`);
+  writeFileSync(
+    join(base, "node.xml"),
+    `<node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">\n${body}\n</node>\n`,
+  );
   uri = `test://${join(base, "node.xml")}`;
 });
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -62,7 +65,10 @@ function runner() {
 }
 const target = (d: { uuid: string; name: string }) => ({ vmId: d.uuid, name: d.name, deadline: Date.now() + 10_000 });
 const logTextOf = (frames: AgentMessage[]) =>
-  frames.filter((m) => m.type === "log.chunk").map((m) => (m.payload as { text: string }).text).join("");
+  frames
+    .filter((m) => m.type === "log.chunk")
+    .map((m) => (m.payload as { text: string }).text)
+    .join("");
 
 describe("any libvirt domain name", () => {
   it("is listed exactly as libvirt spells it (NFC and NFD are two domains), and the inventory frames carry it", async () => {
@@ -73,7 +79,9 @@ describe("any libvirt domain name", () => {
       expect(vms).toHaveLength(DOMAINS.length);
       const inv = new InventoryReporter({ libvirt, send: rec.send, log: silentLog, pollMs: 60_000 });
       await inv.fullSync(); // the recorder parses each frame with the wire schema
-      const sent = rec.sent.filter((m) => m.type === "inventory").flatMap((m) => (m.payload as { vms: { name: string }[] }).vms.map((v) => v.name));
+      const sent = rec.sent
+        .filter((m) => m.type === "inventory")
+        .flatMap((m) => (m.payload as { vms: { name: string }[] }).vms.map((v) => v.name));
       expect(sent.sort()).toEqual(DOMAINS.map((d) => d.name).sort());
     } finally {
       await libvirt.close();
@@ -117,7 +125,9 @@ describe("any libvirt domain name", () => {
     expect(resolveLogPath(logDir, "..")).toBe(join(logDir, "...log"));
     expect(resolveLogPath(logDir, ".hidden")).toBe(join(logDir, ".hidden.log"));
     for (const name of ["../secret", "../", "/etc/passwd", "x\0", ""]) {
-      expect(() => resolveLogPath(logDir, name), JSON.stringify(name)).toThrow(expect.objectContaining({ code: "invalid_name" }));
+      expect(() => resolveLogPath(logDir, name), JSON.stringify(name)).toThrow(
+        expect.objectContaining({ code: "invalid_name" }),
+      );
     }
   });
 
@@ -125,14 +135,21 @@ describe("any libvirt domain name", () => {
     const rec = recorder();
     const followDir = join(base, "follow");
     mkdirSync(followDir);
-    const names = ["Windows 11 Pro", "\u0415\u0308лка", "\u0401лка", "it's \"quoted\""];
+    const names = ["Windows 11 Pro", "\u0415\u0308лка", "\u0401лка", 'it\'s "quoted"'];
     for (const n of names) writeFileSync(join(followDir, `${n}.log`), logText(n));
     const follower = new LogFollower({ logDir: followDir, send: rec.send, log: silentLog, pollMs: 3_600_000 });
     try {
       names.forEach((n, i) => follower.start(`f${i}`, n, () => {}));
       names.forEach((n) => appendFileSync(join(followDir, `${n}.log`), `more of [${n}]\n`));
       follower.tick();
-      names.forEach((n, i) => expect(rec.of(`f${i}`).map((m) => (m.payload as { text: string }).text).join("")).toBe(`more of [${n}]\n`));
+      names.forEach((n, i) =>
+        expect(
+          rec
+            .of(`f${i}`)
+            .map((m) => (m.payload as { text: string }).text)
+            .join(""),
+        ).toBe(`more of [${n}]\n`),
+      );
     } finally {
       follower.stopAll();
     }
@@ -144,7 +161,15 @@ describe("local API with real-world names", () => {
   let libvirt: Libvirt;
   beforeAll(async () => {
     libvirt = new Libvirt(uri, silentLog);
-    api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => t === HOST_TOKEN, libvirt, logDir, webDir: join(base, "web"), log: silentLog });
+    api = await startLocalApi({
+      host: "127.0.0.1",
+      port: 0,
+      acceptsToken: (t) => t === HOST_TOKEN,
+      libvirt,
+      logDir,
+      webDir: join(base, "web"),
+      log: silentLog,
+    });
   });
   afterAll(async () => {
     await api?.close();

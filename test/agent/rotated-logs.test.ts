@@ -22,7 +22,8 @@ writeFileSync(join(base, "secret.txt"), `${SECRET}\n`.repeat(3));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 const decode = (b: Buffer) => new TextDecoder("utf-8", { ignoreBOM: true }).decode(b);
 /** The oracle: GNU tail over the files joined oldest first, as `cat f.log.2 f.log.1 f.log | tail -n N`. */
-const tailOfJoined = (files: Buffer[], n: number) => execFileSync("tail", ["-n", String(n)], { input: Buffer.concat([...files].reverse()), maxBuffer: 1 << 30 });
+const tailOfJoined = (files: Buffer[], n: number) =>
+  execFileSync("tail", ["-n", String(n)], { input: Buffer.concat([...files].reverse()), maxBuffer: 1 << 30 });
 const countLines = (b: Buffer) => {
   if (!b.length) return 0;
   let c = 0;
@@ -69,7 +70,8 @@ describe("the tail across rotated files matches GNU tail over the joined files",
             expect(got.files).toEqual(contents.slice(0, got.files.length).map((_, k) => nameOf(k)));
             let newer = 0;
             contents.forEach((c, k) => {
-              if (expected.length > newer && c.length > 0) expect(got.files, `file ${k} holds part of the answer`).toContain(nameOf(k));
+              if (expected.length > newer && c.length > 0)
+                expect(got.files, `file ${k} holds part of the answer`).toContain(nameOf(k));
               newer += c.length;
             });
             expect(got.bytesRead).toBeLessThanOrEqual(expected.length + blockBytes * got.files.length);
@@ -93,26 +95,58 @@ describe("the tail across rotated files matches GNU tail over the joined files",
 
     // a UTF-8 character whose bytes rotation split between two files
     const euro = Buffer.from("€");
-    const split = logDirWith([Buffer.concat([euro.subarray(1), Buffer.from(" after\n")]), Buffer.concat([Buffer.from("before "), euro.subarray(0, 1)])]);
-    expect(readVmLog(split, "vm", 5, MAX_LOG_BYTES)).toMatchObject({ text: "before € after\n", linesReturned: 1, truncated: false });
+    const split = logDirWith([
+      Buffer.concat([euro.subarray(1), Buffer.from(" after\n")]),
+      Buffer.concat([Buffer.from("before "), euro.subarray(0, 1)]),
+    ]);
+    expect(readVmLog(split, "vm", 5, MAX_LOG_BYTES)).toMatchObject({
+      text: "before € after\n",
+      linesReturned: 1,
+      truncated: false,
+    });
     rmSync(dir, { recursive: true, force: true });
     rmSync(split, { recursive: true, force: true });
   });
 
   it("N lines reached exactly at a file's start: that file alone, truncated because older lines exist", () => {
     const dir = logDirWith(["c\nd\n", "a\nb\n"]);
-    expect(readVmLog(dir, "vm", 2, MAX_LOG_BYTES)).toMatchObject({ text: "c\nd\n", linesReturned: 2, truncated: true, files: ["vm.log"] });
-    expect(readVmLog(dir, "vm", 3, MAX_LOG_BYTES)).toMatchObject({ text: "b\nc\nd\n", linesReturned: 3, truncated: true, files: ["vm.log", "vm.log.1"] });
-    expect(readVmLog(dir, "vm", 9, MAX_LOG_BYTES)).toMatchObject({ text: "a\nb\nc\nd\n", linesReturned: 4, truncated: false, files: ["vm.log", "vm.log.1"] });
+    expect(readVmLog(dir, "vm", 2, MAX_LOG_BYTES)).toMatchObject({
+      text: "c\nd\n",
+      linesReturned: 2,
+      truncated: true,
+      files: ["vm.log"],
+    });
+    expect(readVmLog(dir, "vm", 3, MAX_LOG_BYTES)).toMatchObject({
+      text: "b\nc\nd\n",
+      linesReturned: 3,
+      truncated: true,
+      files: ["vm.log", "vm.log.1"],
+    });
+    expect(readVmLog(dir, "vm", 9, MAX_LOG_BYTES)).toMatchObject({
+      text: "a\nb\nc\nd\n",
+      linesReturned: 4,
+      truncated: false,
+      files: ["vm.log", "vm.log.1"],
+    });
     rmSync(dir, { recursive: true, force: true });
   });
 
   it("the byte cap holds across files: the newest whole lines that fit, truncated", () => {
     const dir = logDirWith(["new 1\nnew 2\n", "old 1\nold 2\nold 3\n"]);
     // 12 bytes from vm.log, 6 left: one whole line of vm.log.1 ("old 3\n")
-    expect(readVmLog(dir, "vm", 10, 18)).toMatchObject({ text: "old 3\nnew 1\nnew 2\n", linesReturned: 3, truncated: true, files: ["vm.log", "vm.log.1"] });
+    expect(readVmLog(dir, "vm", 10, 18)).toMatchObject({
+      text: "old 3\nnew 1\nnew 2\n",
+      linesReturned: 3,
+      truncated: true,
+      files: ["vm.log", "vm.log.1"],
+    });
     // 5 bytes left: no whole older line fits, none is cut in
-    expect(readVmLog(dir, "vm", 10, 17)).toMatchObject({ text: "new 1\nnew 2\n", linesReturned: 2, truncated: true, files: ["vm.log"] });
+    expect(readVmLog(dir, "vm", 10, 17)).toMatchObject({
+      text: "new 1\nnew 2\n",
+      linesReturned: 2,
+      truncated: true,
+      files: ["vm.log"],
+    });
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -146,7 +180,11 @@ describe("rotated files are confined and skipped with a reason", () => {
     writeFileSync(join(dir, "in.log"), "current\n");
     writeFileSync(join(dir, "archive-in.txt"), "archived\n");
     symlinkSync(join(dir, "archive-in.txt"), join(dir, "in.log.1"));
-    expect(readVmLog(dir, "in", 100, MAX_LOG_BYTES)).toMatchObject({ text: "archived\ncurrent\n", files: ["in.log", "archive-in.txt"], truncated: false });
+    expect(readVmLog(dir, "in", 100, MAX_LOG_BYTES)).toMatchObject({
+      text: "archived\ncurrent\n",
+      files: ["in.log", "archive-in.txt"],
+      truncated: false,
+    });
   });
 
   it("compressed rotations are not read and the answer says so", () => {
@@ -164,10 +202,16 @@ describe("rotated files are confined and skipped with a reason", () => {
   it("a FIFO or a dangling symlink as a rotated file is skipped as unreadable, and never hangs", () => {
     writeFileSync(join(dir, "pipe.log"), "current\n");
     mkfifoSync(join(dir, "pipe.log.1"));
-    expect(readVmLog(dir, "pipe", 100, MAX_LOG_BYTES)).toMatchObject({ text: "current\n", skipped: [{ file: "pipe.log.1", reason: "unreadable" }], truncated: true });
+    expect(readVmLog(dir, "pipe", 100, MAX_LOG_BYTES)).toMatchObject({
+      text: "current\n",
+      skipped: [{ file: "pipe.log.1", reason: "unreadable" }],
+      truncated: true,
+    });
     writeFileSync(join(dir, "dangling.log"), "current\n");
     symlinkSync(join(dir, "gone"), join(dir, "dangling.log.1"));
-    expect(readVmLog(dir, "dangling", 100, MAX_LOG_BYTES)).toMatchObject({ skipped: [{ file: "dangling.log.1", reason: "unreadable" }] });
+    expect(readVmLog(dir, "dangling", 100, MAX_LOG_BYTES)).toMatchObject({
+      skipped: [{ file: "dangling.log.1", reason: "unreadable" }],
+    });
   });
 
   it("a rotation while the files are read: read again, no text twice", () => {
@@ -205,7 +249,15 @@ describe("files in the answers", () => {
     const tokenFile = ensureHostToken(join(base, "answers-state")).path;
     hostToken = readFileSync(tokenFile, "utf8").trim();
     const check = new HostTokenCheck(tokenFile, () => {});
-    api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => check.accepts(t), libvirt, logDir, webDir: join(base, "no-web"), log: silentLog });
+    api = await startLocalApi({
+      host: "127.0.0.1",
+      port: 0,
+      acceptsToken: (t) => check.accepts(t),
+      libvirt,
+      logDir,
+      webDir: join(base, "no-web"),
+      log: silentLog,
+    });
   });
   afterAll(async () => {
     await api?.close();
@@ -214,9 +266,26 @@ describe("files in the answers", () => {
 
   it("the vm.logs result lists the files read and the one skipped", async () => {
     const rec = recorder();
-    const runner = new CommandRunner({ libvirt, logDir, send: rec.send, log: silentLog, serverNow: Date.now, stopPollMs: 20 });
+    const runner = new CommandRunner({
+      libvirt,
+      logDir,
+      send: rec.send,
+      log: silentLog,
+      serverNow: Date.now,
+      stopPollMs: 20,
+    });
     const id = "logs-rotated";
-    await runner.handle({ type: "vm.logs", id, payload: { vmId: VMS.running.uuid, name: VMS.running.name, deadline: Date.now() + 10_000, lines: 50, maxBytes: MAX_LOG_BYTES } });
+    await runner.handle({
+      type: "vm.logs",
+      id,
+      payload: {
+        vmId: VMS.running.uuid,
+        name: VMS.running.name,
+        deadline: Date.now() + 10_000,
+        lines: 50,
+        maxBytes: MAX_LOG_BYTES,
+      },
+    });
     const frames = rec.of(id);
     const text = frames.flatMap((m) => (m.type === "log.chunk" ? [m.payload.text] : [])).join("");
     expect(text).toBe("2026-01-01 qemu: terminating on signal 15\n2026-01-02 qemu started again\n");
@@ -229,7 +298,9 @@ describe("files in the answers", () => {
   });
 
   it("the local API answer carries the same files", async () => {
-    const res = await fetch(`${api.url}/api/v1/vms/${VMS.running.uuid}/logs?lines=50`, { headers: { authorization: `Bearer ${hostToken}` } });
+    const res = await fetch(`${api.url}/api/v1/vms/${VMS.running.uuid}/logs?lines=50`, {
+      headers: { authorization: `Bearer ${hostToken}` },
+    });
     expect(res.status).toBe(200);
     const body = (await res.json()) as Record<string, unknown>;
     expect(body).toMatchObject({

@@ -12,7 +12,13 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(behaviour: (attempt: number) => Behaviour, backoff: { backoffBaseMs: number; backoffCapMs: number; random?: () => number } = { backoffBaseMs: 5, backoffCapMs: 20 }) {
+async function setup(
+  behaviour: (attempt: number) => Behaviour,
+  backoff: { backoffBaseMs: number; backoffCapMs: number; random?: () => number } = {
+    backoffBaseMs: 5,
+    backoffCapMs: 20,
+  },
+) {
   const cp = await LoopbackControlPlane.start();
   cp.behaviour = behaviour;
   const polls: string[] = [];
@@ -25,7 +31,12 @@ async function setup(behaviour: (attempt: number) => Behaviour, backoff: { backo
     server: cp.url,
     transport: "auto",
     credential: () => "cred-1",
-    timings: { connectTimeoutMs: 2_000, backoffBaseMs: backoff.backoffBaseMs, backoffCapMs: backoff.backoffCapMs, stableAfterMs: 150 },
+    timings: {
+      connectTimeoutMs: 2_000,
+      backoffBaseMs: backoff.backoffBaseMs,
+      backoffCapMs: backoff.backoffCapMs,
+      stableAfterMs: 150,
+    },
     random: backoff.random,
     websocketRetryMs: 600_000,
     log: silentLog,
@@ -43,7 +54,11 @@ describe("--transport auto", () => {
   it(`switches to long-poll on the ${SWITCH_AFTER_FAILURES}th WebSocket failure in a row (early drops count) while HTTPS reaches the control plane`, async () => {
     // Retries 200 ms apart once backed off (the most of each delay): the GET /api/health that the
     // fifth failure starts has that long per extra attempt, however slow this machine's first fetch.
-    const { cp, link, polls } = await setup((n) => (n % 2 ? "drop" : "refuse503"), { backoffBaseMs: 50, backoffCapMs: 200, random: () => 0.999999 });
+    const { cp, link, polls } = await setup((n) => (n % 2 ? "drop" : "refuse503"), {
+      backoffBaseMs: 50,
+      backoffCapMs: 200,
+      random: () => 0.999999,
+    });
     await until(() => polls.length > 0, 10_000);
     // The fifth failure asks GET /api/health; the socket's backoff may make one more attempt meanwhile.
     expect(cp.attempts.length).toBeGreaterThanOrEqual(SWITCH_AFTER_FAILURES);

@@ -63,7 +63,15 @@ beforeAll(async () => {
   writeFileSync(join(webDir, "assets", "host.js"), "console.log('host')");
   symlinkSync(join(base, "secret.txt"), join(webDir, "leak.txt"));
   libvirt = new Libvirt(TEST_URI, silentLog);
-  api = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => hostToken.accepts(t), libvirt, logDir, webDir, log: silentLog });
+  api = await startLocalApi({
+    host: "127.0.0.1",
+    port: 0,
+    acceptsToken: (t) => hostToken.accepts(t),
+    libvirt,
+    logDir,
+    webDir,
+    log: silentLog,
+  });
   port = Number(new URL(api.url).port);
 });
 
@@ -74,7 +82,10 @@ afterAll(async () => {
 });
 
 /** A raw HTTP/1.1 GET: the path goes on the wire exactly as given (no client-side normalization). */
-function rawGet(path: string, auth: string | null = `Bearer ${HOST_TOKEN}`): Promise<{ status: number; headers: string; body: string }> {
+function rawGet(
+  path: string,
+  auth: string | null = `Bearer ${HOST_TOKEN}`,
+): Promise<{ status: number; headers: string; body: string }> {
   return new Promise((resolve, reject) => {
     const sock = connect(port, "127.0.0.1");
     let data = "";
@@ -82,9 +93,16 @@ function rawGet(path: string, auth: string | null = `Bearer ${HOST_TOKEN}`): Pro
     sock.on("error", reject);
     sock.on("close", () => {
       const [head = "", ...rest] = data.split("\r\n\r\n");
-      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), headers: head, body: rest.join("\r\n\r\n") });
+      resolve({
+        status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0),
+        headers: head,
+        body: rest.join("\r\n\r\n"),
+      });
     });
-    sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${auth ? `Authorization: ${auth}\r\n` : ""}Connection: close\r\n\r\n`, "latin1");
+    sock.write(
+      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${auth ? `Authorization: ${auth}\r\n` : ""}Connection: close\r\n\r\n`,
+      "latin1",
+    );
   });
 }
 
@@ -109,7 +127,14 @@ describe("log-path", () => {
 
 describe("local API", () => {
   it("requires the host token (timing-safe compare)", async () => {
-    for (const auth of [null, "Bearer wrong", `Bearer ${HOST_TOKEN}x`, `bearer${HOST_TOKEN}`, `Bearer ${HOST_TOKEN} extra`, HOST_TOKEN]) {
+    for (const auth of [
+      null,
+      "Bearer wrong",
+      `Bearer ${HOST_TOKEN}x`,
+      `bearer${HOST_TOKEN}`,
+      `Bearer ${HOST_TOKEN} extra`,
+      HOST_TOKEN,
+    ]) {
       const res = await rawGet("/api/v1/vms", auth);
       expect(res.status, String(auth)).toBe(401);
       expect(JSON.parse(res.body)).toMatchObject({ success: false, error: { code: "unauthorized" } });
@@ -122,7 +147,9 @@ describe("local API", () => {
     const { vms } = JSON.parse(list.body) as { vms: { id: string; name: string; state: string }[] };
     expect(vms).toHaveLength(8);
     expect(vms.find((v) => v.id === VMS.paused.uuid)).toMatchObject({ name: VMS.paused.name, state: "PAUSED" });
-    const filtered = JSON.parse((await rawGet("/api/v1/vms?state=RUNNING&limit=100")).body) as { vms: { name: string }[] };
+    const filtered = JSON.parse((await rawGet("/api/v1/vms?state=RUNNING&limit=100")).body) as {
+      vms: { name: string }[];
+    };
     expect(filtered.vms.map((v) => v.name).sort()).toEqual(["batch-blocked", "web-running"]);
 
     for (const id of [VMS.running.uuid, VMS.running.name, VMS.running.uuid.toUpperCase()]) {
@@ -215,7 +242,15 @@ describe("local API", () => {
   });
 
   it("says the web build is missing when host.html is absent (503, not a crash)", async () => {
-    const other = await startLocalApi({ host: "127.0.0.1", port: 0, acceptsToken: (t) => hostToken.accepts(t), libvirt, logDir, webDir: join(base, "nowhere"), log: silentLog });
+    const other = await startLocalApi({
+      host: "127.0.0.1",
+      port: 0,
+      acceptsToken: (t) => hostToken.accepts(t),
+      libvirt,
+      logDir,
+      webDir: join(base, "nowhere"),
+      log: silentLog,
+    });
     try {
       const res = await fetch(other.url + "/");
       expect(res.status).toBe(503);

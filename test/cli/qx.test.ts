@@ -56,7 +56,9 @@ beforeAll(async () => {
   cp = await ControlPlane.start();
   env = { QX_CONFIG: join(mkdtempSync(join(tmpdir(), "qx-cli-")), "config.json") };
   await runCli(["login", "--url", cp.url, "--token", cp.adminToken], env, { log: () => {}, err: () => {} });
-  const { joinToken } = (await (await cp.api("/api/nodes", { method: "POST", json: { name: "cli-node" } })).json()) as { joinToken: string };
+  const { joinToken } = (await (await cp.api("/api/nodes", { method: "POST", json: { name: "cli-node" } })).json()) as {
+    joinToken: string;
+  };
   logDir = mkdtempSync(join(tmpdir(), "qx-cli-logs-"));
   cpSync(DEMO_LOG_DIR, logDir, { recursive: true });
   writeFileSync(join(logDir, "analytics.log"), HOSTILE_LOG);
@@ -86,7 +88,10 @@ describe("qx", () => {
 
   it("lists nodes and VMs with filters, as a table and as JSON", async () => {
     expect((await qx("nodes", "list")).out).toMatch(/cli-node\s+online/);
-    const running = JSON.parse((await qx("vms", "list", "--state", "running", "--json")).out) as { name: string; state: string }[];
+    const running = JSON.parse((await qx("vms", "list", "--state", "running", "--json")).out) as {
+      name: string;
+      state: string;
+    }[];
     expect(running.map((v) => v.name).sort()).toEqual(["db-01", "files-01", "web-01", "web-02"]);
     expect(running.every((v) => v.state === "RUNNING")).toBe(true);
     const table = (await qx("vms", "list", "--search", "web")).out.split("\n");
@@ -145,10 +150,19 @@ describe("qx", () => {
     expect(fromHv).toMatch(/^web-01: RUNNING -> RUNNING \(hypervisor\)/);
     const forced = (await qx("vms", "reset-state", WEB_01, "--force")).out;
     expect(forced).toMatch(/^web-01: RUNNING -> STOPPED \(forced\)/);
-    const events = JSON.parse((await qx("vms", "events", WEB_01, "--json")).out) as { action: string; source: string; toState: string }[];
+    const events = JSON.parse((await qx("vms", "events", WEB_01, "--json")).out) as {
+      action: string;
+      source: string;
+      toState: string;
+    }[];
     // The forced STOPPED is checked with the hypervisor at once (web-01 runs: flagged, not stopped),
     // which adds events of its own after these two.
-    expect(events.filter((e) => e.action === "reset_state").slice(0, 2).map((e) => [e.action, e.source, e.toState])).toEqual([
+    expect(
+      events
+        .filter((e) => e.action === "reset_state")
+        .slice(0, 2)
+        .map((e) => [e.action, e.source, e.toState]),
+    ).toEqual([
       ["reset_state", "forced", "STOPPED"],
       ["reset_state", "hypervisor", "RUNNING"],
     ]);
@@ -164,14 +178,21 @@ describe("qx", () => {
     await qx("nodes", "rm", extra.id);
     expect((await qx("nodes", "list")).out).not.toContain("cli-extra");
 
-    const created = JSON.parse((await qx("tokens", "create", "reader", "--role", "viewer", "--json")).out) as { token: string; id: string };
+    const created = JSON.parse((await qx("tokens", "create", "reader", "--role", "viewer", "--json")).out) as {
+      token: string;
+      id: string;
+    };
     const asViewer = { ...env, QX_API_TOKEN: created.token };
     const viewerOut: string[] = [];
     await runCli(["whoami"], asViewer, { log: (l) => viewerOut.push(l), err: () => {} });
     expect(viewerOut).toEqual(["reader (viewer)"]);
-    await expect(runCli(["vms", "reset-state", WEB_01, "--force"], asViewer, { log: () => {}, err: () => {} })).rejects.toThrow(/^forbidden|403|role/);
+    await expect(
+      runCli(["vms", "reset-state", WEB_01, "--force"], asViewer, { log: () => {}, err: () => {} }),
+    ).rejects.toThrow(/^forbidden|403|role/);
     await qx("tokens", "revoke", created.id);
-    await expect(runCli(["whoami"], asViewer, { log: () => {}, err: () => {} })).rejects.toThrow(/unauthorized|401|token/i);
+    await expect(runCli(["whoami"], asViewer, { log: () => {}, err: () => {} })).rejects.toThrow(
+      /unauthorized|401|token/i,
+    );
   });
 
   it("says what is missing instead of guessing", async () => {

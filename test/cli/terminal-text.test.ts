@@ -6,16 +6,45 @@ import { forTerminal, jsonForTerminal } from "../../cli/terminal-text.ts";
 
 const ACTS_ON_TERMINAL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
 // Characters a hostile log is made of: controls, escape introducers and their finals, plain text.
-const HOSTILE_CHAR = fc.constantFrom("\x1b", "[", "]", "\\", "\x07", "\x9b", "\x9c", "\x9d", "\x90", "\r", "\n", "\t", "\b", "\x00", "\x7f", "\u202e", "0", ";", "m", "P", "c", "a", "€", "😀", " ");
+const HOSTILE_CHAR = fc.constantFrom(
+  "\x1b",
+  "[",
+  "]",
+  "\\",
+  "\x07",
+  "\x9b",
+  "\x9c",
+  "\x9d",
+  "\x90",
+  "\r",
+  "\n",
+  "\t",
+  "\b",
+  "\x00",
+  "\x7f",
+  "\u202e",
+  "0",
+  ";",
+  "m",
+  "P",
+  "c",
+  "a",
+  "€",
+  "😀",
+  " ",
+);
 
 describe("forTerminal", () => {
   it("leaves no control a terminal acts on, whatever the text (property-based)", () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ unit: HOSTILE_CHAR, maxLength: 80 }), fc.string({ unit: "binary", maxLength: 80 })), (text) => {
-        const shown = forTerminal(text);
-        expect(shown).not.toMatch(ACTS_ON_TERMINAL);
-        expect(forTerminal(shown)).toBe(shown); // already safe text is left alone
-      }),
+      fc.property(
+        fc.oneof(fc.string({ unit: HOSTILE_CHAR, maxLength: 80 }), fc.string({ unit: "binary", maxLength: 80 })),
+        (text) => {
+          const shown = forTerminal(text);
+          expect(shown).not.toMatch(ACTS_ON_TERMINAL);
+          expect(forTerminal(shown)).toBe(shown); // already safe text is left alone
+        },
+      ),
       { numRuns: 2_000 },
     );
   });

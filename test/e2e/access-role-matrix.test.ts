@@ -18,7 +18,8 @@ import { DEMO_LOG_DIR, type AgentProcess } from "../support/agent.ts";
 import { ControlPlane } from "../support/control-plane.ts";
 import { DEMO, enrollAgent, eventually, json, SHORT_DEADLINES } from "./journey.ts";
 
-const MARKER = "QX-ACCESS-LEAK-4c1e qemu-system-x86_64: -drive file=/srv/secret/planted-by-access-matrix.qcow2: Permission denied";
+const MARKER =
+  "QX-ACCESS-LEAK-4c1e qemu-system-x86_64: -drive file=/srv/secret/planted-by-access-matrix.qcow2: Permission denied";
 const CALLERS = ["viewer", "operator", "admin"] as const;
 type Caller = (typeof CALLERS)[number];
 /** Who each caller is to Access: the admin by email, the operator through a group, the viewer neither. */
@@ -47,7 +48,9 @@ beforeAll(async () => {
   appendFileSync(markerLog(), `${MARKER}\n`);
   const key = await teamKey("matrix-key");
   team = await AccessTeam.start({ keys: [key] });
-  cp = await ControlPlane.start({ vars: { ...SHORT_DEADLINES, ...team.vars({ ACCESS_ADMINS: IDENTITY.admin.email, ACCESS_OPERATORS: "ops-team" }) } });
+  cp = await ControlPlane.start({
+    vars: { ...SHORT_DEADLINES, ...team.vars({ ACCESS_ADMINS: IDENTITY.admin.email, ACCESS_OPERATORS: "ops-team" }) },
+  });
   ({ agent, nodeId } = await enrollAgent(cp, "access-matrix-node", { logDir }));
   for (const caller of CALLERS) assertions[caller] = await team.mint(key, IDENTITY[caller], { expiresIn: 1_800 });
 
@@ -56,9 +59,13 @@ beforeAll(async () => {
   const reset = await cp.api(`/api/vms/${vmId}/reset_state`, { method: "POST", json: { reason: "access matrix" } });
   expect(reset.status, await reset.clone().text()).toBe(200);
   await eventually("the reset's event holding the log excerpt", async () =>
-    ((await json(await cp.api(`/api/vms/${vmId}/events`))).events as { logExcerpt?: string | null }[]).some((e) => e.logExcerpt?.includes(MARKER)),
+    ((await json(await cp.api(`/api/vms/${vmId}/events`))).events as { logExcerpt?: string | null }[]).some((e) =>
+      e.logExcerpt?.includes(MARKER),
+    ),
   );
-  await eventually("the log kept as the last-known log", async () => (await json(await cp.api(`/api/vms/${vmId}/logs/last_known`))).qemuLog?.includes(MARKER));
+  await eventually("the log kept as the last-known log", async () =>
+    (await json(await cp.api(`/api/vms/${vmId}/logs/last_known`))).qemuLog?.includes(MARKER),
+  );
   const stopped = await cp.api(`/api/vms/${DEMO.db01}/stop?force=true&wait=true`, { method: "POST" });
   expect(stopped.status, await stopped.clone().text()).toBe(200);
   requestId = (await json(stopped)).request.id;
@@ -79,10 +86,17 @@ async function adminCreated<T>(path: string, body: unknown): Promise<T> {
   return json<T>(res);
 }
 
-const throwawayNode = async () => (await adminCreated<{ node: { id: string } }>("/api/nodes", { name: unique("matrix-victim") })).node.id;
+const throwawayNode = async () =>
+  (await adminCreated<{ node: { id: string } }>("/api/nodes", { name: unique("matrix-victim") })).node.id;
 /** A webhook target on a loopback port nothing listens on (a delivery there fails, and is kept). */
-const webhookTarget = () => ({ name: unique("matrix-hook"), url: "http://127.0.0.1:9/hook", secret: "matrix-secret", events: ["node.offline"] });
-const throwawayTarget = async () => (await adminCreated<{ target: { id: string } }>("/api/notifications/targets", webhookTarget())).target.id;
+const webhookTarget = () => ({
+  name: unique("matrix-hook"),
+  url: "http://127.0.0.1:9/hook",
+  secret: "matrix-secret",
+  events: ["node.offline"],
+});
+const throwawayTarget = async () =>
+  (await adminCreated<{ target: { id: string } }>("/api/notifications/targets", webhookTarget())).target.id;
 
 /** The call that exercises a route for real: the demo node and VMs, a kept request, a fresh victim
  *  for the destructive ones (made with the admin token). Unknown routes have none, and fail the test. */
@@ -100,7 +114,10 @@ async function callFor(route: string, caller: Caller): Promise<Call | null> {
     case "POST /api/tokens":
       return { method, path, body: { name: unique("matrix-token"), role: "viewer" } };
     case "DELETE /api/tokens/:id":
-      return { method, path: `/api/tokens/${(await adminCreated<{ id: string }>("/api/tokens", { name: unique("victim"), role: "viewer" })).id}` };
+      return {
+        method,
+        path: `/api/tokens/${(await adminCreated<{ id: string }>("/api/tokens", { name: unique("victim"), role: "viewer" })).id}`,
+      };
     case "POST /api/nodes":
       return { method, path, body: { name: unique("matrix-node") } };
     case "GET /api/nodes/:id":
@@ -161,7 +178,11 @@ async function send(call: Call, caller: Caller, extra: Record<string, string> = 
   if (call.upgrade) return follow(call.path, caller, extra);
   const headers: Record<string, string> = { "cf-access-jwt-assertion": assertions[caller], ...extra };
   if (call.body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(cp.url + call.path, { method: call.method, headers, body: call.body === undefined ? undefined : JSON.stringify(call.body) });
+  const res = await fetch(cp.url + call.path, {
+    method: call.method,
+    headers,
+    body: call.body === undefined ? undefined : JSON.stringify(call.body),
+  });
   const text = await res.text();
   return { status: res.status, text, code: errorCode(text) };
 }
@@ -213,7 +234,9 @@ type Operation = { "x-required-role"?: string; security?: unknown[] };
 /** The /api routes of the served OpenAPI document, in Hono's spelling, with the access each needs
  *  (`x-required-role`; no security at all is an open route). */
 async function apiRoutes(): Promise<{ method: string; path: string; access: string }[]> {
-  const doc = await json<{ paths: Record<string, Record<string, Operation>> }>(await fetch(`${cp.url}/api/openapi.json`));
+  const doc = await json<{ paths: Record<string, Record<string, Operation>> }>(
+    await fetch(`${cp.url}/api/openapi.json`),
+  );
   return Object.entries(doc.paths)
     .filter(([path]) => path.startsWith("/api/"))
     .flatMap(([path, ops]) =>
@@ -236,7 +259,11 @@ describe("every /api route x every Access identity", () => {
   it("the identities hold the roles ACCESS_ADMINS / ACCESS_OPERATORS give them", async () => {
     for (const caller of CALLERS) {
       const me = await send({ method: "GET", path: "/api/me" }, caller);
-      expect(JSON.parse(me.text), me.text).toMatchObject({ role: caller, via: "access", email: IDENTITY[caller].email });
+      expect(JSON.parse(me.text), me.text).toMatchObject({
+        role: caller,
+        via: "access",
+        email: IDENTITY[caller].email,
+      });
     }
   });
 
@@ -265,7 +292,7 @@ describe("every /api route x every Access identity", () => {
         expect(code, where).not.toBe("cross_site");
         const want = expected(r.access, caller);
         if (want === "open") openStatuses.add(status);
-        else if (want === "allowed") expect(status >= 200 && status < 300 || status === 101, where).toBe(true);
+        else if (want === "allowed") expect((status >= 200 && status < 300) || status === 101, where).toBe(true);
         else expect([status, code], where).toEqual([403, "forbidden"]);
         if (caller === "viewer") expect(leaked, `log text leaked: ${where}`).toBe(false);
       }
@@ -277,19 +304,38 @@ describe("every /api route x every Access identity", () => {
     // The planted line did reach those entitled to it: the search above would have found a leak.
     for (const caller of ["operator", "admin"] as const) {
       const reached = cells.filter((c) => c.leaked && c.caller === caller).map((c) => c.route);
-      for (const route of ["GET /api/vms/:id/logs", "GET /api/vms/:id/logs/last_known", "GET /api/vms/:id/events", "GET /api/vms/:id/logs/follow"]) {
+      for (const route of [
+        "GET /api/vms/:id/logs",
+        "GET /api/vms/:id/logs/last_known",
+        "GET /api/vms/:id/events",
+        "GET /api/vms/:id/logs/follow",
+      ]) {
         expect(reached, `${route} as ${caller}`).toContain(route);
       }
     }
     const leaks = cells.filter((c) => c.leaked && c.caller === "viewer").length;
-    const table = routes.map((r) => `${r.method.toUpperCase()} ${r.path} (${r.access}): ${cells.filter((c) => c.route === `${r.method.toUpperCase()} ${r.path}`).map((c) => `${c.caller} ${c.status}`).join(", ")}`);
-    console.log(`${table.join("\n")}\nAccess role matrix: ${routes.length} routes x ${CALLERS.length} identities = ${cells.length} cells; leaks to the viewer: ${leaks}`);
+    const table = routes.map(
+      (r) =>
+        `${r.method.toUpperCase()} ${r.path} (${r.access}): ${cells
+          .filter((c) => c.route === `${r.method.toUpperCase()} ${r.path}`)
+          .map((c) => `${c.caller} ${c.status}`)
+          .join(", ")}`,
+    );
+    console.log(
+      `${table.join("\n")}\nAccess role matrix: ${routes.length} routes x ${CALLERS.length} identities = ${cells.length} cells; leaks to the viewer: ${leaks}`,
+    );
   }, 300_000);
 
   it("the cross-site guard is on here: the same operator calls from another origin are refused", async () => {
-    const reset = await send({ method: "POST", path: `/api/vms/${vmId}/reset_state`, body: { reason: "cross-site" } }, "operator", { origin: "https://evil.example" });
+    const reset = await send(
+      { method: "POST", path: `/api/vms/${vmId}/reset_state`, body: { reason: "cross-site" } },
+      "operator",
+      { origin: "https://evil.example" },
+    );
     expect([reset.status, reset.code], reset.text).toEqual([403, "cross_site"]);
-    const followed = await send({ method: "GET", path: `/api/vms/${vmId}/logs/follow`, upgrade: true }, "operator", { origin: "https://evil.example" });
+    const followed = await send({ method: "GET", path: `/api/vms/${vmId}/logs/follow`, upgrade: true }, "operator", {
+      origin: "https://evil.example",
+    });
     expect([followed.status, followed.code], followed.text).toEqual([403, "cross_site"]);
     expect(followed.text).not.toContain(MARKER);
   });

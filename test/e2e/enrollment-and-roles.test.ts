@@ -7,8 +7,20 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess } from "../support/agent.ts";
 import {
-  DEMO, DEMO_VM_COUNT, FAST_AGENT_ARGS, enrollAgent, eventually, getNode, getVm, json, keptCredential, listVms,
-  startControlPlane, waitConnected, waitRequestSettled, waitVmState,
+  DEMO,
+  DEMO_VM_COUNT,
+  FAST_AGENT_ARGS,
+  enrollAgent,
+  eventually,
+  getNode,
+  getVm,
+  json,
+  keptCredential,
+  listVms,
+  startControlPlane,
+  waitConnected,
+  waitRequestSettled,
+  waitVmState,
 } from "./journey.ts";
 
 let cp: ControlPlane;
@@ -81,13 +93,20 @@ describe("enrollment and inventory", () => {
     extraAgents.push(first);
     await waitConnected(cp, node.id);
 
-    const rotated = await json<{ joinToken: string }>(await cp.api(`/api/nodes/${node.id}/rotate_token`, { method: "POST" }));
+    const rotated = await json<{ joinToken: string }>(
+      await cp.api(`/api/nodes/${node.id}/rotate_token`, { method: "POST" }),
+    );
     expect(rotated.joinToken).toBeTruthy();
     const exit = await first.waitForExit(20_000);
     expect(exit.code).not.toBe(0);
     expect(first.output).toMatch(/credential refused/i);
 
-    const second = AgentProcess.start({ server: cp.url, token: rotated.joinToken, stateDir: first.stateDir, args: FAST_AGENT_ARGS });
+    const second = AgentProcess.start({
+      server: cp.url,
+      token: rotated.joinToken,
+      stateDir: first.stateDir,
+      args: FAST_AGENT_ARGS,
+    });
     extraAgents.push(second);
     await waitConnected(cp, node.id);
   });
@@ -120,7 +139,11 @@ describe("token roles over the real loop", () => {
       ["GET", `/api/vms/${DEMO.db01}/logs?lines=5`],
       ["POST", "/api/nodes"],
     ] as const) {
-      const res = await cp.api(path, { method, token: viewer, ...(method === "POST" && path === "/api/nodes" ? { json: { name: "x" } } : {}) });
+      const res = await cp.api(path, {
+        method,
+        token: viewer,
+        ...(method === "POST" && path === "/api/nodes" ? { json: { name: "x" } } : {}),
+      });
       expect(res.status, `${method} ${path}`).toBe(403);
     }
     expect((await getVm(cp, DEMO.web02)).state).toBe("RUNNING");
@@ -137,7 +160,9 @@ describe("token roles over the real loop", () => {
     await waitVmState(cp, DEMO.ciRunner, "RUNNING");
 
     expect((await cp.api("/api/nodes", { method: "POST", token: operator, json: { name: "nope" } })).status).toBe(403);
-    expect((await cp.api("/api/tokens", { method: "POST", token: operator, json: { name: "t", role: "viewer" } })).status).toBe(403);
+    expect(
+      (await cp.api("/api/tokens", { method: "POST", token: operator, json: { name: "t", role: "viewer" } })).status,
+    ).toBe(403);
   });
 });
 

@@ -8,7 +8,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess, writeNodeXml } from "../support/agent.ts";
 import {
-  FAST_AGENT_ARGS, enrollAgent, eventually, getNode, getVm, json, listVms, startControlPlane, waitConnected, waitVmState,
+  FAST_AGENT_ARGS,
+  enrollAgent,
+  eventually,
+  getNode,
+  getVm,
+  json,
+  listVms,
+  startControlPlane,
+  waitConnected,
+  waitVmState,
 } from "./journey.ts";
 
 let cp: ControlPlane;
@@ -33,7 +42,10 @@ beforeAll(async () => {
       ]),
       expectVms: 2,
     }),
-    enrollAgent(cp, "bravo", { libvirtUri: hostXml([{ name: "bravo-app", uuid: b.app, runstate: "shutoff" }]), expectVms: 1 }),
+    enrollAgent(cp, "bravo", {
+      libvirtUri: hostXml([{ name: "bravo-app", uuid: b.app, runstate: "shutoff" }]),
+      expectVms: 1,
+    }),
   ]);
   a.nodeId = na.nodeId;
   b.nodeId = nb.nodeId;
@@ -74,7 +86,12 @@ describe("node isolation", () => {
     ]);
     const old = agents.find((x) => x.stateDir === b.stateDir)!;
     await old.stop();
-    const impostor = AgentProcess.start({ server: cp.url, stateDir: b.stateDir, libvirtUri: impostorXml, args: FAST_AGENT_ARGS });
+    const impostor = AgentProcess.start({
+      server: cp.url,
+      stateDir: b.stateDir,
+      libvirtUri: impostorXml,
+      args: FAST_AGENT_ARGS,
+    });
     agents.push(impostor);
     await waitConnected(cp, b.nodeId);
     await eventually("bravo's inventory processed", async () => (await getNode(cp, b.nodeId)).connected);
@@ -90,7 +107,9 @@ describe("node isolation", () => {
 describe("a control-plane restart", () => {
   it("keeps nodes, VMs and events, and the agents reconnect by themselves", async () => {
     const before = {
-      nodes: (await json(await cp.api("/api/nodes"))).nodes.map((n: { id: string; name: string }) => [n.id, n.name]).sort(),
+      nodes: (await json(await cp.api("/api/nodes"))).nodes
+        .map((n: { id: string; name: string }) => [n.id, n.name])
+        .sort(),
       web: await getVm(cp, a.web),
       events: (await json(await cp.api(`/api/vms/${a.web}/events`))).events.length,
     };
@@ -99,9 +118,16 @@ describe("a control-plane restart", () => {
     const restartedAt = Date.now();
     await cp.restart();
 
-    const nodes = (await json(await cp.api("/api/nodes"))).nodes.map((n: { id: string; name: string }) => [n.id, n.name]).sort();
+    const nodes = (await json(await cp.api("/api/nodes"))).nodes
+      .map((n: { id: string; name: string }) => [n.id, n.name])
+      .sort();
     expect(nodes).toEqual(before.nodes);
-    expect(await getVm(cp, a.web)).toMatchObject({ id: a.web, name: "alpha-web", state: before.web.state, node_id: a.nodeId });
+    expect(await getVm(cp, a.web)).toMatchObject({
+      id: a.web,
+      name: "alpha-web",
+      state: before.web.state,
+      node_id: a.nodeId,
+    });
     expect((await json(await cp.api(`/api/vms/${a.web}/events`))).events.length).toBeGreaterThanOrEqual(before.events);
 
     // Reconnected: a connection made since the restart (the rows said connected all along).

@@ -10,7 +10,20 @@ import { AgentProcess, type AgentOptions } from "../support/agent.ts";
 export const SHORT_DEADLINES = { ACK_TIMEOUT_MS: "2000", QUERY_TIMEOUT_MS: "2000", STOP_GRACE_MS: "3000" };
 
 /** Agent knobs for tests: poll libvirt often, reconnect fast, quiet logs. */
-export const FAST_AGENT_ARGS = ["--poll-interval", "200", "--backoff-base", "100", "--backoff-cap", "1000", "--stable-after", "1000", "--connect-timeout", "3000", "--log-level", "warn"];
+export const FAST_AGENT_ARGS = [
+  "--poll-interval",
+  "200",
+  "--backoff-base",
+  "100",
+  "--backoff-cap",
+  "1000",
+  "--stable-after",
+  "1000",
+  "--connect-timeout",
+  "3000",
+  "--log-level",
+  "warn",
+];
 
 /** The shipped demo host's domains (agent/demo/node.xml). */
 export const DEMO = {
@@ -25,7 +38,8 @@ export const DEMO = {
 } as const;
 export const DEMO_VM_COUNT = Object.keys(DEMO).length;
 
-export const startControlPlane = (vars: Record<string, string> = {}) => ControlPlane.start({ vars: { ...SHORT_DEADLINES, ...vars } });
+export const startControlPlane = (vars: Record<string, string> = {}) =>
+  ControlPlane.start({ vars: { ...SHORT_DEADLINES, ...vars } });
 
 export async function json<T = any>(res: Response): Promise<T> {
   const text = await res.text();
@@ -37,7 +51,12 @@ export async function json<T = any>(res: Response): Promise<T> {
 }
 
 /** Polls `probe` until it returns something other than undefined/false, or fails after `timeoutMs`. */
-export async function eventually<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 150): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+  everyMs = 150,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -58,9 +77,12 @@ export async function createNode(cp: ControlPlane, name: string): Promise<{ node
   return json(res);
 }
 
-export const getNode = async (cp: ControlPlane, id: string) => (await json<{ node: NodeView }>(await cp.api(`/api/nodes/${id}`))).node;
-export const getVm = async (cp: ControlPlane, id: string) => (await json<{ vm: VmView }>(await cp.api(`/api/vms/${id}`))).vm;
-export const getRequest = async (cp: ControlPlane, id: string) => (await json<{ request: RequestView }>(await cp.api(`/api/requests/${id}`))).request;
+export const getNode = async (cp: ControlPlane, id: string) =>
+  (await json<{ node: NodeView }>(await cp.api(`/api/nodes/${id}`))).node;
+export const getVm = async (cp: ControlPlane, id: string) =>
+  (await json<{ vm: VmView }>(await cp.api(`/api/vms/${id}`))).vm;
+export const getRequest = async (cp: ControlPlane, id: string) =>
+  (await json<{ request: RequestView }>(await cp.api(`/api/requests/${id}`))).request;
 
 export async function listVms(cp: ControlPlane, nodeId: string): Promise<VmView[]> {
   return (await json<{ vms: VmView[] }>(await cp.api(`/api/vms?node_id=${nodeId}&limit=500`))).vms;
@@ -73,22 +95,33 @@ export const waitConnected = (cp: ControlPlane, nodeId: string, connected = true
     `node ${nodeId} ${connected ? "connected" : "disconnected"}${since ? ` since ${new Date(since).toISOString()}` : ""}`,
     async () => {
       const node = await getNode(cp, nodeId);
-      return node.connected === connected && (since === undefined || (node.lastSeenAt !== null && Date.parse(node.lastSeenAt) >= since));
+      return (
+        node.connected === connected &&
+        (since === undefined || (node.lastSeenAt !== null && Date.parse(node.lastSeenAt) >= since))
+      );
     },
     timeoutMs,
   );
 
 export const waitVmState = (cp: ControlPlane, vmId: string, state: string, timeoutMs = 20_000) =>
-  eventually(`VM ${vmId} in ${state}`, async () => {
-    const vm = await getVm(cp, vmId);
-    return vm.state === state ? vm : undefined;
-  }, timeoutMs);
+  eventually(
+    `VM ${vmId} in ${state}`,
+    async () => {
+      const vm = await getVm(cp, vmId);
+      return vm.state === state ? vm : undefined;
+    },
+    timeoutMs,
+  );
 
 export const waitRequestSettled = (cp: ControlPlane, requestId: string, timeoutMs = 20_000) =>
-  eventually(`request ${requestId} settled`, async () => {
-    const r = await getRequest(cp, requestId);
-    return r.status === "queued" || r.status === "sent" ? undefined : r;
-  }, timeoutMs);
+  eventually(
+    `request ${requestId} settled`,
+    async () => {
+      const r = await getRequest(cp, requestId);
+      return r.status === "queued" || r.status === "sent" ? undefined : r;
+    },
+    timeoutMs,
+  );
 
 /** Enrolls a node, starts its real agent and waits until its whole inventory is listed. */
 export async function enrollAgent(
@@ -97,13 +130,20 @@ export async function enrollAgent(
   opts: Omit<AgentOptions, "server" | "token"> & { expectVms?: number } = {},
 ): Promise<{ nodeId: string; joinToken: string; agent: AgentProcess }> {
   const { node, joinToken } = await createNode(cp, name);
-  const agent = AgentProcess.start({ ...opts, server: cp.url, token: joinToken, args: [...FAST_AGENT_ARGS, ...(opts.args ?? [])] });
+  const agent = AgentProcess.start({
+    ...opts,
+    server: cp.url,
+    token: joinToken,
+    args: [...FAST_AGENT_ARGS, ...(opts.args ?? [])],
+  });
   try {
     await waitConnected(cp, node.id);
     const expected = opts.expectVms ?? DEMO_VM_COUNT;
     await eventually(`${expected} VMs of ${name} listed`, async () => (await listVms(cp, node.id)).length === expected);
   } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- agent output ---\n${agent.output}\n--- control plane ---\n${cp.logs.slice(-4000)}`);
+    throw new Error(
+      `${(err as Error).message}\n--- agent output ---\n${agent.output}\n--- control plane ---\n${cp.logs.slice(-4000)}`,
+    );
   }
   return { nodeId: node.id, joinToken, agent };
 }

@@ -23,7 +23,10 @@ afterAll(async () => {
 });
 
 const logs = (vmId: string, query = "") => cp.api(`/api/vms/${vmId}/logs${query}`);
-const fileLines = (name: string) => readFileSync(join(DEMO_LOG_DIR, `${name}.log`), "utf8").replace(/\n$/, "").split("\n");
+const fileLines = (name: string) =>
+  readFileSync(join(DEMO_LOG_DIR, `${name}.log`), "utf8")
+    .replace(/\n$/, "")
+    .split("\n");
 
 describe("reading a VM's QEMU log", () => {
   it("answers the last N lines with the file's facts", async () => {

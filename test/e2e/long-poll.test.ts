@@ -42,7 +42,11 @@ afterAll(async () => {
 });
 
 /** Enrolls a node whose agent reaches the control plane only through the proxy. */
-async function agentBehindProxy(name: string, args: string[], opts: { listen?: string; libvirtUri?: string; vms?: number } = {}) {
+async function agentBehindProxy(
+  name: string,
+  args: string[],
+  opts: { listen?: string; libvirtUri?: string; vms?: number } = {},
+) {
   const { node, joinToken } = await createNode(cp, name);
   const agent = AgentProcess.start({
     server: proxy.url,
@@ -57,13 +61,19 @@ async function agentBehindProxy(name: string, args: string[], opts: { listen?: s
     await waitConnected(cp, node.id);
     await eventually(`${vms} VMs of ${name} listed`, async () => (await listVms(cp, node.id)).length === vms);
   } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- agent output ---\n${agent.output}\n--- control plane ---\n${cp.logs.slice(-3000)}`);
+    throw new Error(
+      `${(err as Error).message}\n--- agent output ---\n${agent.output}\n--- control plane ---\n${cp.logs.slice(-3000)}`,
+    );
   }
   return { nodeId: node.id, agent };
 }
 
 const post = (path: string) => cp.api(path, { method: "POST" });
-const fileTail = (name: string, n: number) => readFileSync(join(DEMO_LOG_DIR, `${name}.log`), "utf8").replace(/\n$/, "").split("\n").slice(-n);
+const fileTail = (name: string, n: number) =>
+  readFileSync(join(DEMO_LOG_DIR, `${name}.log`), "utf8")
+    .replace(/\n$/, "")
+    .split("\n")
+    .slice(-n);
 
 describe("--transport long-poll through a proxy that blocks WebSockets", () => {
   let agent: AgentProcess;
@@ -79,7 +89,9 @@ describe("--transport long-poll through a proxy that blocks WebSockets", () => {
 
   /** The domain's state as the agent's hypervisor sees it, through the agent's local API. */
   async function hypervisorState(vmId: string): Promise<string> {
-    const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptHostToken(agent)}` } });
+    const res = await fetch(`http://${listen}/api/v1/vms`, {
+      headers: { authorization: `Bearer ${keptHostToken(agent)}` },
+    });
     const { vms } = await json<{ vms: { id: string; state: string }[] }>(res);
     const vm = vms.find((v) => v.id === vmId);
     if (!vm) throw new Error(`VM ${vmId} not in the agent's local list`);
@@ -106,7 +118,11 @@ describe("--transport long-poll through a proxy that blocks WebSockets", () => {
 
   it("answers reset_state from the hypervisor", async () => {
     const body = await json(await post(`/api/vms/${DEMO.files01}/reset_state`));
-    expect(body).toMatchObject({ success: true, source: "hypervisor", vm: { id: DEMO.files01, state: await hypervisorState(DEMO.files01) } });
+    expect(body).toMatchObject({
+      success: true,
+      source: "hypervisor",
+      vm: { id: DEMO.files01, state: await hypervisorState(DEMO.files01) },
+    });
   });
 
   it("carries out a stop and a start on the test driver", async () => {
@@ -144,7 +160,10 @@ describe("--transport auto when WebSockets are blocked", () => {
       { name: "scratch", uuid: scratch, runstate: "shutoff" },
     ]);
     // Retry the WebSocket every 3 s while on long-poll (default: 10 minutes).
-    ({ agent, nodeId } = await agentBehindProxy("auto", ["--transport", "auto", "--websocket-retry", "3000"], { libvirtUri, vms: 2 }));
+    ({ agent, nodeId } = await agentBehindProxy("auto", ["--transport", "auto", "--websocket-retry", "3000"], {
+      libvirtUri,
+      vms: 2,
+    }));
   });
   afterAll(() => rmSync(host, { recursive: true, force: true }));
 

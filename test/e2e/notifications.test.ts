@@ -7,7 +7,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane, freePort } from "../support/control-plane.ts";
 import type { AgentProcess } from "../support/agent.ts";
 import { WebhookReceiver, type Delivery } from "../../scripts/webhook-receiver.ts";
-import { DEMO, enrollAgent, eventually, json, SHORT_DEADLINES, waitConnected, waitRequestSettled, waitVmState } from "./journey.ts";
+import {
+  DEMO,
+  enrollAgent,
+  eventually,
+  json,
+  SHORT_DEADLINES,
+  waitConnected,
+  waitRequestSettled,
+  waitVmState,
+} from "./journey.ts";
 
 const ALL = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online"];
 /** Retry timing shortened for the test: 300 ms, 600 ms, 1.2 s, then every 2 s. */
@@ -26,7 +35,10 @@ const receivers = {
 const targetIds: Record<keyof typeof receivers, string> = { main: "", flaky: "", down: "", deleted: "", slack: "" };
 
 async function addTarget(name: string, r: WebhookReceiver, events = ALL, format?: "slack") {
-  const res = await cp.api("/api/notifications/targets", { method: "POST", json: { name, url: r.url, secret: r.secret, events, ...(format ? { format } : {}) } });
+  const res = await cp.api("/api/notifications/targets", {
+    method: "POST",
+    json: { name, url: r.url, secret: r.secret, events, ...(format ? { format } : {}) },
+  });
   const text = await res.text();
   expect(res.status, text).toBe(201);
   expect(text).not.toContain(r.secret);
@@ -41,7 +53,12 @@ const distinct = (r: WebhookReceiver, event?: string) => {
 };
 
 const waitFor = (what: string, r: WebhookReceiver, event: string, count: number, timeoutMs = 30_000) =>
-  eventually(`${count} ${event} at ${what}`, async () => (distinct(r, event).length >= count ? distinct(r, event) : undefined), timeoutMs, 50);
+  eventually(
+    `${count} ${event} at ${what}`,
+    async () => (distinct(r, event).length >= count ? distinct(r, event) : undefined),
+    timeoutMs,
+    50,
+  );
 
 beforeAll(async () => {
   // Ports below the kernel's ephemeral range: the down and deleted receivers come back on theirs
@@ -56,9 +73,16 @@ beforeAll(async () => {
     failures.set(d.id, n);
     return n <= 2 ? 500 : 200;
   };
-  cp = await ControlPlane.start({ vars: { ...SHORT_DEADLINES, ...BACKOFF, STUCK_AFTER_MS: "2000", RECONCILE_INTERVAL_MS: "1000" } });
+  cp = await ControlPlane.start({
+    vars: { ...SHORT_DEADLINES, ...BACKOFF, STUCK_AFTER_MS: "2000", RECONCILE_INTERVAL_MS: "1000" },
+  });
   for (const name of Object.keys(receivers) as (keyof typeof receivers)[]) {
-    targetIds[name] = await addTarget(`${name} receiver`, receivers[name], name === "slack" ? ["node.offline"] : ALL, name === "slack" ? "slack" : undefined);
+    targetIds[name] = await addTarget(
+      `${name} receiver`,
+      receivers[name],
+      name === "slack" ? ["node.offline"] : ALL,
+      name === "slack" ? "slack" : undefined,
+    );
   }
   ({ nodeId, agent } = await enrollAgent(cp, "notify-node"));
 }, 120_000);
@@ -71,7 +95,9 @@ afterAll(async () => {
 
 describe("notification targets", () => {
   it("are listed without their secret; bad URLs and unknown events are refused with 400", async () => {
-    const { targets } = await json<{ targets: { id: string; url: string; events: string[] }[] }>(await cp.api("/api/notifications/targets"));
+    const { targets } = await json<{ targets: { id: string; url: string; events: string[] }[] }>(
+      await cp.api("/api/notifications/targets"),
+    );
     expect(targets.map((t) => t.id)).toEqual(expect.arrayContaining(Object.values(targetIds)));
     const listed = JSON.stringify(targets);
     for (const r of Object.values(receivers)) expect(listed).not.toContain(r.secret);
@@ -89,8 +115,14 @@ describe("notification targets", () => {
   });
 
   it("the test button posts at once and answers how the receiver took it", async () => {
-    const { delivery } = await json(await cp.api(`/api/notifications/targets/${targetIds.main}/test`, { method: "POST" }));
-    expect(delivery).toMatchObject({ event: "test", status: "delivered", attempts: [{ httpStatus: 200, error: null }] });
+    const { delivery } = await json(
+      await cp.api(`/api/notifications/targets/${targetIds.main}/test`, { method: "POST" }),
+    );
+    expect(delivery).toMatchObject({
+      event: "test",
+      status: "delivered",
+      attempts: [{ httpStatus: 200, error: null }],
+    });
     const got = distinct(receivers.main, "test");
     expect(got).toHaveLength(1);
     expect(got[0]!.signatureOk).toBe(true);
@@ -101,7 +133,14 @@ describe("deliveries", () => {
   it("node.online on enrollment: signed JSON {id, event, at, node, vm, message}, the delivery id in its header", async () => {
     const [online] = await waitFor("main", receivers.main, "node.online", 1);
     expect(online!.signatureOk).toBe(true);
-    expect(online!.body).toEqual({ id: online!.id, event: "node.online", at: expect.any(String), node: { id: nodeId, name: "notify-node" }, vm: null, message: expect.any(String) });
+    expect(online!.body).toEqual({
+      id: online!.id,
+      event: "node.online",
+      at: expect.any(String),
+      node: { id: nodeId, name: "notify-node" },
+      vm: null,
+      message: expect.any(String),
+    });
     expect(online!.headers["content-type"]).toContain("application/json");
     await waitFor("deleted", receivers.deleted, "node.online", 1);
     await receivers.deleted.down(); // what comes next waits for a retry there, until its target is deleted
@@ -124,7 +163,12 @@ describe("deliveries", () => {
     await waitConnected(cp, nodeId);
     await waitFor("main", receivers.main, "node.online", 2);
     const [flag] = await waitFor("main", receivers.main, "vm.flagged", 1);
-    expect(flag!.body).toMatchObject({ event: "vm.flagged", vm: { id: DEMO.web01, name: "web-01" }, node: { id: nodeId }, message: expect.stringMatching(/force-reset/) });
+    expect(flag!.body).toMatchObject({
+      event: "vm.flagged",
+      vm: { id: DEMO.web01, name: "web-01" },
+      node: { id: nodeId },
+      message: expect.stringMatching(/force-reset/),
+    });
   });
 
   it("a stop the frozen agent never acknowledges leaves the VM stuck: vm.stuck, then vm.repaired once the reconciler asks the thawed agent", async () => {
@@ -138,18 +182,28 @@ describe("deliveries", () => {
       expect((await waitVmState(cp, DEMO.db01, "STOPPING")).state).toBe("STOPPING");
       // The reconciler asks the frozen agent at once and gets no answer; past STUCK_AFTER_MS it says so.
       const [stuck] = await waitFor("main", receivers.main, "vm.stuck", 1);
-      expect(stuck!.body).toMatchObject({ event: "vm.stuck", vm: { id: DEMO.db01, name: "db-01" }, message: expect.stringMatching(/STOPPING/) });
+      expect(stuck!.body).toMatchObject({
+        event: "vm.stuck",
+        vm: { id: DEMO.db01, name: "db-01" },
+        message: expect.stringMatching(/STOPPING/),
+      });
     } finally {
       agent.thaw();
     }
     const [repaired] = await waitFor("main", receivers.main, "vm.repaired", 1);
-    expect(repaired!.body).toMatchObject({ event: "vm.repaired", vm: { id: DEMO.db01 }, message: expect.stringMatching(/stuck in STOPPING, the hypervisor reports (RUNNING|STOPPED)/) });
+    expect(repaired!.body).toMatchObject({
+      event: "vm.repaired",
+      vm: { id: DEMO.db01 },
+      message: expect.stringMatching(/stuck in STOPPING, the hypervisor reports (RUNNING|STOPPED)/),
+    });
   });
 
   it("deleting a target cancels what still waits for it, and nothing more is sent there", async () => {
     await eventually("a delivery of the deleted-to-be target failed once", async () => {
       const { deliveries } = await json(await cp.api(`/api/notifications/deliveries?target_id=${targetIds.deleted}`));
-      return deliveries.some((d: { status: string; attempts: unknown[] }) => d.status === "pending" && d.attempts.length > 0);
+      return deliveries.some(
+        (d: { status: string; attempts: unknown[] }) => d.status === "pending" && d.attempts.length > 0,
+      );
     });
     const res = await cp.api(`/api/notifications/targets/${targetIds.deleted}`, { method: "DELETE" });
     expect(res.status).toBe(200);
@@ -164,7 +218,13 @@ describe("deliveries", () => {
     // Room for a duplicate to show up (the reconciler keeps looking every second).
     await new Promise((r) => setTimeout(r, 3_000));
     const count = (r: WebhookReceiver) => Object.fromEntries(ALL.map((e) => [e, distinct(r, e).length]));
-    expect(count(receivers.main)).toEqual({ "node.online": 2, "node.offline": 1, "vm.flagged": 1, "vm.stuck": 1, "vm.repaired": 1 });
+    expect(count(receivers.main)).toEqual({
+      "node.online": 2,
+      "node.offline": 1,
+      "vm.flagged": 1,
+      "vm.stuck": 1,
+      "vm.repaired": 1,
+    });
     expect(receivers.main.received.filter((d) => d.event !== "test")).toHaveLength(6); // no id twice
     for (const r of Object.values(receivers)) expect(r.received.every((d) => d.signatureOk)).toBe(true);
     // Its first delivery arrived; the rest were cancelled with it (it has been listening again since).
@@ -172,18 +232,28 @@ describe("deliveries", () => {
   });
 
   it("a receiver answering 500 gets the same delivery (id and bytes) again until it answers 2xx; the attempts are listed", async () => {
-    const flaky = await eventually("every flaky delivery done", async () => {
-      const ids = distinct(receivers.flaky).map((d) => d.id);
-      const done = ids.length === 6 && ids.every((id) => receivers.flaky.received.filter((d) => d.id === id).length === 3);
-      return done ? ids : undefined;
-    }, 30_000);
+    const flaky = await eventually(
+      "every flaky delivery done",
+      async () => {
+        const ids = distinct(receivers.flaky).map((d) => d.id);
+        const done =
+          ids.length === 6 && ids.every((id) => receivers.flaky.received.filter((d) => d.id === id).length === 3);
+        return done ? ids : undefined;
+      },
+      30_000,
+    );
     for (const id of flaky) {
       const tries = receivers.flaky.received.filter((d) => d.id === id);
       expect(tries.map((d) => d.answered)).toEqual([500, 500, 200]);
       expect(new Set(tries.map((d) => d.raw)).size).toBe(1);
     }
     const sample = receivers.flaky.received.filter((d) => d.id === flaky[0]);
-    console.log(`retry schedule seen (NOTIFY_BACKOFF_BASE_MS=300): gaps ${sample.slice(1).map((d, i) => d.receivedAt - sample[i]!.receivedAt).join(" ms, ")} ms`);
+    console.log(
+      `retry schedule seen (NOTIFY_BACKOFF_BASE_MS=300): gaps ${sample
+        .slice(1)
+        .map((d, i) => d.receivedAt - sample[i]!.receivedAt)
+        .join(" ms, ")} ms`,
+    );
     const { deliveries } = await json(await cp.api(`/api/notifications/deliveries?target_id=${targetIds.flaky}`));
     expect(deliveries).toHaveLength(6);
     for (const d of deliveries) {
@@ -201,8 +271,21 @@ describe("deliveries", () => {
       expect(d.attempts[0]).toMatchObject({ httpStatus: null, error: expect.stringMatching(/no answer/) });
     }
     await receivers.down.up();
-    await eventually("all six at the receiver that was down", async () => distinct(receivers.down).length === 6, 30_000);
-    expect(distinct(receivers.down).map((d) => d.event).sort()).toEqual(distinct(receivers.main).filter((d) => d.event !== "test").map((d) => d.event).sort());
+    await eventually(
+      "all six at the receiver that was down",
+      async () => distinct(receivers.down).length === 6,
+      30_000,
+    );
+    expect(
+      distinct(receivers.down)
+        .map((d) => d.event)
+        .sort(),
+    ).toEqual(
+      distinct(receivers.main)
+        .filter((d) => d.event !== "test")
+        .map((d) => d.event)
+        .sort(),
+    );
   });
 });
 
@@ -218,7 +301,17 @@ describe("qx notifications", () => {
     const cli = new WebhookReceiver("cli-secret");
     await cli.up();
     try {
-      const added = await qx("notifications", "add", "from the CLI", cli.url, "--secret", cli.secret, "--events", "node.online,node.offline", "--json");
+      const added = await qx(
+        "notifications",
+        "add",
+        "from the CLI",
+        cli.url,
+        "--secret",
+        cli.secret,
+        "--events",
+        "node.online,node.offline",
+        "--json",
+      );
       expect(added.code).toBe(0);
       const target = JSON.parse(added.out) as { id: string; events: string[] };
       expect(target.events).toEqual(["node.online", "node.offline"]);
@@ -226,7 +319,9 @@ describe("qx notifications", () => {
       expect((await qx("notifications", "list")).out).toContain("from the CLI");
       expect((await qx("notifications", "test", target.id)).out).toMatch(/delivered \(HTTP 200\)/);
       expect(cli.received.map((d) => [d.event, d.signatureOk])).toEqual([["test", true]]);
-      expect((await qx("notifications", "deliveries", "--target", target.id)).out).toMatch(/test\s+delivered\s+1\s+HTTP 200/);
+      expect((await qx("notifications", "deliveries", "--target", target.id)).out).toMatch(
+        /test\s+delivered\s+1\s+HTTP 200/,
+      );
       expect((await qx("notifications", "rm", target.id)).code).toBe(0);
       expect((await qx("notifications", "list")).out).not.toContain("from the CLI");
     } finally {

@@ -7,7 +7,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../support/control-plane.ts";
 import type { AgentProcess } from "../support/agent.ts";
 import {
-  DEMO, enrollAgent, freeLoopback, getRequest, getVm, json, keptHostToken, startControlPlane, waitRequestSettled, waitVmState,
+  DEMO,
+  enrollAgent,
+  freeLoopback,
+  getRequest,
+  getVm,
+  json,
+  keptHostToken,
+  startControlPlane,
+  waitRequestSettled,
+  waitVmState,
 } from "./journey.ts";
 
 let cp: ControlPlane;
@@ -29,7 +38,9 @@ const post = (path: string) => cp.api(path, { method: "POST" });
 
 /** The domain's state as the agent's hypervisor sees it, through the agent's local API. */
 async function hypervisorState(vmId: string): Promise<string> {
-  const res = await fetch(`http://${listen}/api/v1/vms`, { headers: { authorization: `Bearer ${keptHostToken(agent)}` } });
+  const res = await fetch(`http://${listen}/api/v1/vms`, {
+    headers: { authorization: `Bearer ${keptHostToken(agent)}` },
+  });
   expect(res.status).toBe(200);
   const { vms } = await json<{ vms: { id?: string; uuid?: string; state: string }[] }>(res);
   const vm = vms.find((v) => (v.id ?? v.uuid) === vmId);
@@ -42,7 +53,11 @@ describe("power actions", () => {
     const res = await post(`/api/vms/${DEMO.web01}/stop`);
     expect(res.status).toBe(202);
     const body = await json(res);
-    expect(body).toMatchObject({ success: true, vm: { id: DEMO.web01, state: "STOPPING" }, request: { id: expect.any(String) } });
+    expect(body).toMatchObject({
+      success: true,
+      vm: { id: DEMO.web01, state: "STOPPING" },
+      request: { id: expect.any(String) },
+    });
     expect(["queued", "sent", "done"]).toContain(body.request.status);
     const request = await waitRequestSettled(cp, body.request.id);
     expect(request).toMatchObject({ status: "done", kind: expect.stringContaining("stop"), vm_id: DEMO.web01 });
@@ -95,7 +110,12 @@ describe("the stuck case", () => {
     const res = await post(`/api/vms/${DEMO.db01}/reset_state`);
     expect(res.status).toBe(200);
     const body = await json(res);
-    expect(body).toMatchObject({ success: true, previousState: "STOPPING", source: "forced", vm: { id: DEMO.db01, state: "STOPPED" } });
+    expect(body).toMatchObject({
+      success: true,
+      previousState: "STOPPING",
+      source: "forced",
+      vm: { id: DEMO.db01, state: "STOPPED" },
+    });
     expect(body.message).toMatch(/answer|offline/i);
   });
 
@@ -104,7 +124,12 @@ describe("the stuck case", () => {
     const res = await post(`/api/vms/${DEMO.web02}/stop?wait=true`);
     expect(res.status).toBe(504);
     const forced = await json(await post(`/api/vms/${DEMO.web02}/reset_state?force=true`));
-    expect(forced).toMatchObject({ success: true, previousState: "STOPPING", source: "forced", vm: { state: "STOPPED" } });
+    expect(forced).toMatchObject({
+      success: true,
+      previousState: "STOPPING",
+      source: "forced",
+      vm: { state: "STOPPED" },
+    });
   });
 
   it("once the agent is back, reset_state asks the hypervisor: the late stops were never carried out", async () => {
@@ -117,9 +142,11 @@ describe("the stuck case", () => {
       expect(["STOPPED", "RUNNING"]).toContain(body.previousState);
       expect(await hypervisorState(id)).toBe("RUNNING");
     }
-    const events = (await json<{ events: { action: string; source: string | null; fromState: string | null; toState: string | null }[] }>(
-      await cp.api(`/api/vms/${DEMO.db01}/events`),
-    )).events;
+    const events = (
+      await json<{
+        events: { action: string; source: string | null; fromState: string | null; toState: string | null }[];
+      }>(await cp.api(`/api/vms/${DEMO.db01}/events`))
+    ).events;
     const resets = events.filter((e) => e.action === "reset_state");
     expect(resets.map((e) => e.source)).toEqual(["hypervisor", "forced"]); // newest first
     expect(resets[1]).toMatchObject({ fromState: "STOPPING", toState: "STOPPED" });
@@ -130,7 +157,10 @@ describe("the stuck case", () => {
     expect(body).toMatchObject({ success: true, previousState: "RUNNING", source: "forced", vm: { state: "STOPPED" } });
     expect(body.message).toMatch(/forced/i);
     // and asking the hypervisor puts it right again
-    expect(await json(await post(`/api/vms/${DEMO.files01}/reset_state`))).toMatchObject({ source: "hypervisor", vm: { state: "RUNNING" } });
+    expect(await json(await post(`/api/vms/${DEMO.files01}/reset_state`))).toMatchObject({
+      source: "hypervisor",
+      vm: { state: "RUNNING" },
+    });
   });
 });
 

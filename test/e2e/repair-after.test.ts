@@ -36,13 +36,20 @@ describe("how long a transition no request holds is left alone", () => {
     await new Promise((r) => setTimeout(r, 6_000));
     expect((await getVm(cp, DEMO.web02)).state).toBe("STOPPING");
     const reset = await json(await cp.api(`/api/vms/${DEMO.web02}/reset_state`, { method: "POST" }));
-    expect(reset).toMatchObject({ success: true, source: "hypervisor", previousState: "STOPPING", vm: { state: "RUNNING" } });
+    expect(reset).toMatchObject({
+      success: true,
+      source: "hypervisor",
+      previousState: "STOPPING",
+      vm: { state: "RUNNING" },
+    });
   }, 90_000);
 
   it("by default it is asked about as soon as the agent answers, and put back to RUNNING by itself", async () => {
     const { cp } = await stuckStop({});
     await eventually("web-02 repaired", async () => (await getVm(cp, DEMO.web02)).state === "RUNNING", 30_000);
-    const { events } = await json<{ events: { action: string; actor: string }[] }>(await cp.api(`/api/vms/${DEMO.web02}/events`));
+    const { events } = await json<{ events: { action: string; actor: string }[] }>(
+      await cp.api(`/api/vms/${DEMO.web02}/events`),
+    );
     expect(events.some((e) => e.action === "auto_repair" && e.actor === "reconciler")).toBe(true);
   }, 90_000);
 });

@@ -74,7 +74,9 @@ const resetFromHypervisor = async (vmId: string) => {
   expect(res.status).toBe(200);
   return json<{ source: string; vm: { state: string }; previousState: string }>(res);
 };
-const eventsOf = async (vmId: string) => (await json<{ events: { action: string; toState: string | null }[] }>(await cp.api(`/api/vms/${vmId}/events`))).events;
+const eventsOf = async (vmId: string) =>
+  (await json<{ events: { action: string; toState: string | null }[] }>(await cp.api(`/api/vms/${vmId}/events`)))
+    .events;
 
 describe("agent process faults", () => {
   it("SIGKILL mid-command: the request fails at once, the VM is left STOPPING, and once the agent is back the hypervisor's state wins by itself", async () => {
@@ -94,7 +96,11 @@ describe("agent process faults", () => {
     await agent.restart();
     await waitConnected(cp, nodeId);
     // No request holds the transition any more: the reconciler asks the hypervisor and repairs it.
-    await eventually("web-01 repaired by itself", async () => (await getVm(cp, DEMO.web01)).state === "RUNNING", 70_000);
+    await eventually(
+      "web-01 repaired by itself",
+      async () => (await getVm(cp, DEMO.web01)).state === "RUNNING",
+      70_000,
+    );
     expect((await eventsOf(DEMO.web01)).some((e) => e.action === "auto_repair")).toBe(true);
     const reset = await resetFromHypervisor(DEMO.web01);
     expect(reset).toMatchObject({ source: "hypervisor", previousState: "RUNNING", vm: { state: "RUNNING" } });
@@ -133,8 +139,14 @@ describe("agent process faults", () => {
 describe("control plane killed mid-command", () => {
   it("SIGKILL + restart: nothing lost, the in-flight request ends failed, the late stop is not carried out", async () => {
     const { nodeId, agent } = await agentNode("cpkill");
-    const tokenRes = await json<{ token: string }>(await cp.api("/api/tokens", { method: "POST", json: { name: "survivor", role: "viewer" } }));
-    const before = { vms: await listVms(cp, nodeId), events: await eventsOf(DEMO.web02), node: await getNode(cp, nodeId) };
+    const tokenRes = await json<{ token: string }>(
+      await cp.api("/api/tokens", { method: "POST", json: { name: "survivor", role: "viewer" } }),
+    );
+    const before = {
+      vms: await listVms(cp, nodeId),
+      events: await eventsOf(DEMO.web02),
+      node: await getNode(cp, nodeId),
+    };
 
     agent.freeze();
     const res = await post(`/api/vms/${DEMO.web02}/stop`);
@@ -145,7 +157,9 @@ describe("control plane killed mid-command", () => {
     await cp.boot();
     // The stop frame is already in the frozen agent's socket buffer: thaw it only once the stop's
     // deadline (ACK_TIMEOUT_MS) has passed, however quickly the control plane came back.
-    await new Promise((r) => setTimeout(r, Math.max(0, stopSentAt + Number(SHORT_DEADLINES.ACK_TIMEOUT_MS) + 500 - Date.now())));
+    await new Promise((r) =>
+      setTimeout(r, Math.max(0, stopSentAt + Number(SHORT_DEADLINES.ACK_TIMEOUT_MS) + 500 - Date.now())),
+    );
     const thawedAt = Date.now();
     agent.thaw();
 
@@ -207,11 +221,14 @@ describe("link faults through a TCP proxy", () => {
     proxy.restore();
     await waitConnected(cp, nodeId, true, 20_000);
     // The agent resends its inventory: files-01 is RUNNING again, as the hypervisor says.
-    await eventually("files-01 back to RUNNING from the inventory", async () => (await getVm(cp, DEMO.files01)).state === "RUNNING", 15_000);
+    await eventually(
+      "files-01 back to RUNNING from the inventory",
+      async () => (await getVm(cp, DEMO.files01)).state === "RUNNING",
+      15_000,
+    );
     const vms: VmView[] = await listVms(cp, nodeId);
     expect(vms).toHaveLength(DEMO_VM_COUNT);
     expect(vms.filter((v) => v.missing)).toEqual([]);
     await retire(nodeId, agent);
   });
 });
-

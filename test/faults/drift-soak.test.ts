@@ -35,7 +35,7 @@ let nodeId: string;
 const guests = new Map<string, string>();
 const defined = new Set<string>();
 
-const pick = <T,>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
+const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function defineGuest(prefix: string): Promise<string> {
@@ -83,12 +83,21 @@ beforeAll(async () => {
   proxy = await LinkProxy.start(cp.port);
   const { node, joinToken } = await createNode(cp, `drift-${Date.now()}`);
   nodeId = node.id;
-  agent = AgentProcess.start({ server: proxy.url, token: joinToken, libvirtUri: URI, logDir: LOG_DIR, args: [...FAST_AGENT_ARGS, "--digest-interval", String(DIGEST_MS), "--progress-interval", "1000"] });
+  agent = AgentProcess.start({
+    server: proxy.url,
+    token: joinToken,
+    libvirtUri: URI,
+    logDir: LOG_DIR,
+    args: [...FAST_AGENT_ARGS, "--digest-interval", String(DIGEST_MS), "--progress-interval", "1000"],
+  });
   try {
     await waitConnected(cp, nodeId);
-    for (const uuid of guests.keys()) await eventually("guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 30_000);
+    for (const uuid of guests.keys())
+      await eventually("guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 30_000);
   } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- agent output ---\n${agent.output.slice(-4000)}\n--- control plane ---\n${cp.logs.slice(-4000)}`);
+    throw new Error(
+      `${(err as Error).message}\n--- agent output ---\n${agent.output.slice(-4000)}\n--- control plane ---\n${cp.logs.slice(-4000)}`,
+    );
   }
 }, 400_000);
 
@@ -108,112 +117,120 @@ afterAll(async () => {
 }, 60_000);
 
 describe("drift soak", () => {
-  it(`rounds of actions, faults and out-of-band changes for ${SOAK_MS / 1000} s: every record comes back to the hypervisor's truth by itself`, async () => {
-    const statuses: Record<number, number> = {};
-    const faults: Record<string, number> = { sigkill: 0, sigstop: 0, cut: 0, blackhole: 0, restart: 0 };
-    const outOfBand = { start: 0, destroy: 0, define: 0, undefine: 0 };
-    const rounds: { convergedMs: number; left: number }[] = [];
-    const until = Date.now() + SOAK_MS;
-    let restarted = false;
+  it(
+    `rounds of actions, faults and out-of-band changes for ${SOAK_MS / 1000} s: every record comes back to the hypervisor's truth by itself`,
+    async () => {
+      const statuses: Record<number, number> = {};
+      const faults: Record<string, number> = { sigkill: 0, sigstop: 0, cut: 0, blackhole: 0, restart: 0 };
+      const outOfBand = { start: 0, destroy: 0, define: 0, undefine: 0 };
+      const rounds: { convergedMs: number; left: number }[] = [];
+      const until = Date.now() + SOAK_MS;
+      let restarted = false;
 
-    while (Date.now() < until || rounds.length < 3) {
-      const roundEnd = Date.now() + CHAOS_MS;
-      // A round's actions and faults go on while its slow out-of-band change (a define) is pending.
-      let structuralPending = true;
-      const going = () => Date.now() < roundEnd || structuralPending;
-      const traffic = (async () => {
-        while (going()) {
-          const vm = pick([...guests.keys()]);
-          const action = pick(["start", "stop", "stop?force=true", "reset_state", "reset_state?force=true"]);
-          try {
-            const res = await cp.api(`/api/vms/${vm}/${action}`, { method: "POST" });
-            statuses[res.status] = (statuses[res.status] ?? 0) + 1;
-            await res.text();
-          } catch {
-            statuses[0] = (statuses[0] ?? 0) + 1; // the control plane is restarting
+      while (Date.now() < until || rounds.length < 3) {
+        const roundEnd = Date.now() + CHAOS_MS;
+        // A round's actions and faults go on while its slow out-of-band change (a define) is pending.
+        let structuralPending = true;
+        const going = () => Date.now() < roundEnd || structuralPending;
+        const traffic = (async () => {
+          while (going()) {
+            const vm = pick([...guests.keys()]);
+            const action = pick(["start", "stop", "stop?force=true", "reset_state", "reset_state?force=true"]);
+            try {
+              const res = await cp.api(`/api/vms/${vm}/${action}`, { method: "POST" });
+              statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+              await res.text();
+            } catch {
+              statuses[0] = (statuses[0] ?? 0) + 1; // the control plane is restarting
+            }
+            await sleep(150 + Math.random() * 600);
           }
-          await sleep(150 + Math.random() * 600);
-        }
-      })();
-      // Out-of-band: starts and destroys all along; a define in the first round and an undefine (of
-      // that guest) in a later one, as defining takes libvirtd long on a busy host.
-      const hypervisor = (async () => {
-        let structural = rounds.length === 0 ? "define" : outOfBand.define && !outOfBand.undefine ? "undefine" : null;
-        while (Date.now() < roundEnd || structural) {
-          await sleep(500 + Math.random() * 1_500);
-          const change = structural ?? pick(["start", "destroy"] as const);
-          structural = null;
-          const uuid = change === "undefine" ? [...defined].at(-1) : pick([...defined]);
-          const dom = uuid ? await admin.domainLookupByUUIDString(uuid).catch(() => null) : null;
-          try {
-            if (change === "define") await defineGuest("qx-drift-new");
-            else if (change === "undefine" && uuid && dom) {
-              await admin.domainDestroy(dom).catch(() => {});
-              await admin.domainUndefine(dom);
-              defined.delete(uuid);
-            } else if (change === "start" && dom) await admin.domainCreate(dom);
-            else if (change === "destroy" && dom) await admin.domainDestroy(dom);
-            else continue;
-            outOfBand[change]++;
-          } catch {
-            // e.g. start of a running domain: libvirt refuses, nothing changed
-          } finally {
-            if (change === "define" || change === "undefine") structuralPending = false;
+        })();
+        // Out-of-band: starts and destroys all along; a define in the first round and an undefine (of
+        // that guest) in a later one, as defining takes libvirtd long on a busy host.
+        const hypervisor = (async () => {
+          let structural = rounds.length === 0 ? "define" : outOfBand.define && !outOfBand.undefine ? "undefine" : null;
+          while (Date.now() < roundEnd || structural) {
+            await sleep(500 + Math.random() * 1_500);
+            const change = structural ?? pick(["start", "destroy"] as const);
+            structural = null;
+            const uuid = change === "undefine" ? [...defined].at(-1) : pick([...defined]);
+            const dom = uuid ? await admin.domainLookupByUUIDString(uuid).catch(() => null) : null;
+            try {
+              if (change === "define") await defineGuest("qx-drift-new");
+              else if (change === "undefine" && uuid && dom) {
+                await admin.domainDestroy(dom).catch(() => {});
+                await admin.domainUndefine(dom);
+                defined.delete(uuid);
+              } else if (change === "start" && dom) await admin.domainCreate(dom);
+              else if (change === "destroy" && dom) await admin.domainDestroy(dom);
+              else continue;
+              outOfBand[change]++;
+            } catch {
+              // e.g. start of a running domain: libvirt refuses, nothing changed
+            } finally {
+              if (change === "define" || change === "undefine") structuralPending = false;
+            }
           }
-        }
-        structuralPending = false;
-      })();
-      const chaos = (async () => {
-        do {
-          await sleep(1_000 + Math.random() * 3_000);
-          const fault = !restarted && rounds.length === 1 ? "restart" : pick(["sigkill", "sigstop", "cut", "blackhole"] as const);
-          faults[fault]++;
-          if (fault === "restart") {
-            restarted = true;
-            await cp.restart();
-          } else if (fault === "sigkill") {
-            process.kill(agent.pid, "SIGKILL");
-            await agent.waitForExit(5_000);
-            await agent.restart();
-          } else if (fault === "sigstop") {
-            agent.freeze();
+          structuralPending = false;
+        })();
+        const chaos = (async () => {
+          do {
             await sleep(1_000 + Math.random() * 3_000);
-            agent.thaw();
-          } else if (fault === "cut") {
-            proxy.cut();
-            await sleep(300 + Math.random() * 2_000);
-            proxy.restore();
-          } else {
-            proxy.blackhole();
-            await sleep(500 + Math.random() * 2_500);
-            proxy.restore();
-          }
-        } while (going());
-      })();
-      await Promise.all([traffic, hypervisor, chaos]);
+            const fault =
+              !restarted && rounds.length === 1 ? "restart" : pick(["sigkill", "sigstop", "cut", "blackhole"] as const);
+            faults[fault]++;
+            if (fault === "restart") {
+              restarted = true;
+              await cp.restart();
+            } else if (fault === "sigkill") {
+              process.kill(agent.pid, "SIGKILL");
+              await agent.waitForExit(5_000);
+              await agent.restart();
+            } else if (fault === "sigstop") {
+              agent.freeze();
+              await sleep(1_000 + Math.random() * 3_000);
+              agent.thaw();
+            } else if (fault === "cut") {
+              proxy.cut();
+              await sleep(300 + Math.random() * 2_000);
+              proxy.restore();
+            } else {
+              proxy.blackhole();
+              await sleep(500 + Math.random() * 2_500);
+              proxy.restore();
+            }
+          } while (going());
+        })();
+        await Promise.all([traffic, hypervisor, chaos]);
 
-      // Quiescence: the link is up and the agent runs; nobody touches anything from here.
-      proxy.restore();
-      if (agent.running) agent.thaw();
-      const quiet = Date.now();
-      let left: { uuid: string; record: string; hypervisor: string }[] = [];
-      for (;;) {
-        left = await divergences();
-        if (left.length === 0 || Date.now() - quiet > CONVERGE_BOUND_MS) break;
-        await sleep(200);
+        // Quiescence: the link is up and the agent runs; nobody touches anything from here.
+        proxy.restore();
+        if (agent.running) agent.thaw();
+        const quiet = Date.now();
+        let left: { uuid: string; record: string; hypervisor: string }[] = [];
+        for (;;) {
+          left = await divergences();
+          if (left.length === 0 || Date.now() - quiet > CONVERGE_BOUND_MS) break;
+          await sleep(200);
+        }
+        const convergedMs = Date.now() - quiet;
+        rounds.push({ convergedMs, left: left.length });
+        if (left.length)
+          console.log(
+            `drift soak: round ${rounds.length} still differs after ${convergedMs} ms: ${JSON.stringify(left)}`,
+          );
       }
-      const convergedMs = Date.now() - quiet;
-      rounds.push({ convergedMs, left: left.length });
-      if (left.length) console.log(`drift soak: round ${rounds.length} still differs after ${convergedMs} ms: ${JSON.stringify(left)}`);
-    }
 
-    const divergent = rounds.reduce((n, r) => n + r.left, 0);
-    const longest = Math.max(...rounds.map((r) => r.convergedMs));
-    console.log(
-      `drift soak: ${rounds.length} rounds, divergences ${divergent}, longest convergence ${longest} ms (digest every ${DIGEST_MS} ms), ` +
-        `statuses ${JSON.stringify(statuses)}, faults ${JSON.stringify(faults)}, out-of-band ${JSON.stringify(outOfBand)}`,
-    );
-    expect(statuses[500] ?? 0).toBe(0);
-    expect(divergent).toBe(0);
-  }, SOAK_MS + 400_000);
+      const divergent = rounds.reduce((n, r) => n + r.left, 0);
+      const longest = Math.max(...rounds.map((r) => r.convergedMs));
+      console.log(
+        `drift soak: ${rounds.length} rounds, divergences ${divergent}, longest convergence ${longest} ms (digest every ${DIGEST_MS} ms), ` +
+          `statuses ${JSON.stringify(statuses)}, faults ${JSON.stringify(faults)}, out-of-band ${JSON.stringify(outOfBand)}`,
+      );
+      expect(statuses[500] ?? 0).toBe(0);
+      expect(divergent).toBe(0);
+    },
+    SOAK_MS + 400_000,
+  );
 });

@@ -11,7 +11,16 @@ import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess } from "../support/agent.ts";
-import { FAST_AGENT_ARGS, createNode, eventually, getVm, json, startControlPlane, waitConnected, waitRequestSettled } from "../e2e/journey.ts";
+import {
+  FAST_AGENT_ARGS,
+  createNode,
+  eventually,
+  getVm,
+  json,
+  startControlPlane,
+  waitConnected,
+  waitRequestSettled,
+} from "../e2e/journey.ts";
 
 const URI = "qemu:///system";
 const { name, uuid, xml } = disklessQemuDomain("qx-fault");
@@ -44,7 +53,13 @@ afterAll(async () => {
 describe("libvirt failing mid-command", () => {
   it("domain destroyed and undefined during a graceful stop: request failed, VM not left STOPPING, marked missing", async () => {
     const { node, joinToken } = await createNode(cp, `qemu-${Date.now()}`);
-    agent = AgentProcess.start({ server: cp.url, token: joinToken, libvirtUri: URI, logDir: "/var/log/libvirt/qemu", args: FAST_AGENT_ARGS });
+    agent = AgentProcess.start({
+      server: cp.url,
+      token: joinToken,
+      libvirtUri: URI,
+      logDir: "/var/log/libvirt/qemu",
+      args: FAST_AGENT_ARGS,
+    });
     await waitConnected(cp, node.id);
     await eventually("the QEMU domain listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 20_000);
 
@@ -55,7 +70,12 @@ describe("libvirt failing mid-command", () => {
     const stop = await cp.api(`/api/vms/${uuid}/stop`, { method: "POST" });
     expect(stop.status).toBe(202);
     const requestId = (await json(stop)).request.id as string;
-    await eventually("stop acknowledged", async () => (await json(await cp.api(`/api/requests/${requestId}`))).request.status === "sent", 5_000, 50);
+    await eventually(
+      "stop acknowledged",
+      async () => (await json(await cp.api(`/api/requests/${requestId}`))).request.status === "sent",
+      5_000,
+      50,
+    );
     await new Promise((r) => setTimeout(r, 1_000)); // the agent is now polling a guest that ignores ACPI
     const dom = await admin.domainLookupByUUIDString(uuid);
     await admin.domainDestroy(dom);
@@ -66,10 +86,14 @@ describe("libvirt failing mid-command", () => {
     // "shutoff" before the undefine, the stop is done; never an unfinished request.
     expect(["failed", "done"]).toContain(settled.status);
     if (settled.status === "failed") expect(settled.error?.message ?? "").toMatch(/domain|libvirt|not found/i);
-    const vm = await eventually("VM marked missing", async () => {
-      const v = await getVm(cp, uuid);
-      return v.missing ? v : undefined;
-    }, 15_000);
+    const vm = await eventually(
+      "VM marked missing",
+      async () => {
+        const v = await getVm(cp, uuid);
+        return v.missing ? v : undefined;
+      },
+      15_000,
+    );
     expect(vm.state).not.toBe("STOPPING");
 
     // Asked again, the hypervisor says it has no such domain: that is the answer (404), nothing forced.

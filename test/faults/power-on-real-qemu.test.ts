@@ -12,7 +12,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentProcess } from "../support/agent.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
-import { FAST_AGENT_ARGS, createNode, eventually, getRequest, getVm, json, startControlPlane, waitConnected } from "../e2e/journey.ts";
+import {
+  FAST_AGENT_ARGS,
+  createNode,
+  eventually,
+  getRequest,
+  getVm,
+  json,
+  startControlPlane,
+  waitConnected,
+} from "../e2e/journey.ts";
 
 const URI = "qemu:///system";
 const DEADLINES = { ACK_TIMEOUT_MS: "1000", QUERY_TIMEOUT_MS: "1000", STOP_GRACE_MS: "60000" };
@@ -44,7 +53,13 @@ afterAll(async () => {
 describe("a start slower than its deadlines", () => {
   it("ends RUNNING with its request done, carried by the agent's progress reports", async () => {
     const { node, joinToken } = await createNode(cp, `slow-${Date.now()}`);
-    agent = AgentProcess.start({ server: cp.url, token: joinToken, libvirtUri: URI, logDir: "/var/log/libvirt/qemu", args: [...FAST_AGENT_ARGS, "--progress-interval", "1000"] });
+    agent = AgentProcess.start({
+      server: cp.url,
+      token: joinToken,
+      libvirtUri: URI,
+      logDir: "/var/log/libvirt/qemu",
+      args: [...FAST_AGENT_ARGS, "--progress-interval", "1000"],
+    });
     await waitConnected(cp, node.id);
     await eventually("the guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 20_000);
 
@@ -59,14 +74,21 @@ describe("a start slower than its deadlines", () => {
     expect((await admin.domainGetInfo(await admin.domainLookupByUUIDString(uuid))).state).toBe(1); // running
     expect((await getVm(cp, uuid)).state).toBe("RUNNING");
     const deadlines = Number(DEADLINES.ACK_TIMEOUT_MS) + Number(DEADLINES.QUERY_TIMEOUT_MS);
-    console.log(`slow start: ${tookMs} ms from request to RUNNING (ack + query deadlines ${deadlines} ms): outcome RUNNING, request done`);
+    console.log(
+      `slow start: ${tookMs} ms from request to RUNNING (ack + query deadlines ${deadlines} ms): outcome RUNNING, request done`,
+    );
   });
 
   it("a force stop sent while a graceful stop waits for the guest overrides it: the guest is off, the graceful request failed 'overridden by force stop'", async () => {
     expect((await getVm(cp, uuid)).state).toBe("RUNNING");
     const graceful = await json(await cp.api(`/api/vms/${uuid}/stop`, { method: "POST" }));
     expect(graceful.vm.state).toBe("STOPPING");
-    await eventually("graceful stop acknowledged", async () => (await getRequest(cp, graceful.request.id)).status === "sent", 10_000, 50);
+    await eventually(
+      "graceful stop acknowledged",
+      async () => (await getRequest(cp, graceful.request.id)).status === "sent",
+      10_000,
+      50,
+    );
     await new Promise((r) => setTimeout(r, 1_000)); // the agent now waits for a guest that ignores ACPI
     const t0 = Date.now();
     const res = await cp.api(`/api/vms/${uuid}/stop?force=true&wait=true`, { method: "POST" });
@@ -75,7 +97,10 @@ describe("a start slower than its deadlines", () => {
     expect(res.status, JSON.stringify(body)).toBe(200);
     expect(body.vm.state).toBe("STOPPED");
     expect((await admin.domainGetInfo(await admin.domainLookupByUUIDString(uuid))).state).toBe(5); // shutoff
-    expect(await getRequest(cp, graceful.request.id)).toMatchObject({ status: "failed", error: { code: "overridden", message: "overridden by force stop" } });
+    expect(await getRequest(cp, graceful.request.id)).toMatchObject({
+      status: "failed",
+      error: { code: "overridden", message: "overridden by force stop" },
+    });
     console.log(`force stop override: ${tookMs} ms from the force stop to the guest off and the VM STOPPED`);
   });
 });

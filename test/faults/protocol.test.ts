@@ -6,7 +6,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLOSE, MAX_FRAME_BYTES, type Command } from "../../protocol/wire.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
-import { createNode, eventually, getNode, getVm, json, listVms, startControlPlane, waitConnected, waitRequestSettled } from "../e2e/journey.ts";
+import {
+  createNode,
+  eventually,
+  getNode,
+  getVm,
+  json,
+  listVms,
+  startControlPlane,
+  waitConnected,
+  waitRequestSettled,
+} from "../e2e/journey.ts";
 import { enroll, rawSocket, SimAgent, simVms, type SimVm } from "../../bench/fleet-agent.ts";
 
 let cp: ControlPlane;
@@ -66,7 +76,10 @@ describe("answers", () => {
     expect((await json(await cp.api(`/api/requests/${id}`))).request.status).toBe("failed");
     expect((await getVm(cp, vm.uuid)).state).toBe("STOPPING");
     agent.policy = () => "answer";
-    expect(await json(await post(`/api/vms/${vm.uuid}/reset_state`))).toMatchObject({ source: "hypervisor", vm: { state: "RUNNING" } });
+    expect(await json(await post(`/api/vms/${vm.uuid}/reset_state`))).toMatchObject({
+      source: "hypervisor",
+      vm: { state: "RUNNING" },
+    });
   });
 
   it("a reset racing a late stop answer: the reset's hypervisor state stands", async () => {
@@ -100,10 +113,16 @@ describe("frames out of order", () => {
 
     const info = vms.map((v) => agent.info({ ...v, libvirtState: v === target ? "running" : v.libvirtState }));
     agent.send({ type: "inventory", id: "i1", payload: { syncId: "ooo", seq: 1, done: true, vms: info.slice(500) } });
-    agent.send({ type: "inventory", id: "i0", payload: { syncId: "ooo", seq: 0, done: false, vms: info.slice(0, 500) } });
+    agent.send({
+      type: "inventory",
+      id: "i0",
+      payload: { syncId: "ooo", seq: 0, done: false, vms: info.slice(0, 500) },
+    });
     await eventually("700 VMs, none missing", async () => {
       const all = await json(await cp.api(`/api/vms?node_id=${nodeId}&limit=500`));
-      const rest = all.nextCursor ? await json(await cp.api(`/api/vms?node_id=${nodeId}&limit=500&cursor=${all.nextCursor}`)) : { vms: [] };
+      const rest = all.nextCursor
+        ? await json(await cp.api(`/api/vms?node_id=${nodeId}&limit=500&cursor=${all.nextCursor}`))
+        : { vms: [] };
       const list = [...all.vms, ...rest.vms] as { missing: boolean }[];
       return list.length === 700 && list.every((v) => !v.missing);
     });
@@ -111,7 +130,18 @@ describe("frames out of order", () => {
     agent.policy = (c) => (c.type === "vm.logs" ? "hold" : "answer");
     const logs = cp.api(`/api/vms/${target.uuid}/logs?lines=5`);
     const logCmd = await command(agent, "vm.logs", target.uuid);
-    agent.send({ type: "result", id: logCmd.id, payload: { logPath: "/x.log", logSizeBytes: 10, linesReturned: 1, truncated: false, lastModified: null, chunks: 1 } });
+    agent.send({
+      type: "result",
+      id: logCmd.id,
+      payload: {
+        logPath: "/x.log",
+        logSizeBytes: 10,
+        linesReturned: 1,
+        truncated: false,
+        lastModified: null,
+        chunks: 1,
+      },
+    });
     agent.send({ type: "log.chunk", id: logCmd.id, payload: { seq: 0, text: "too late\n" } });
     const res = await logs;
     expect(res.status).toBe(502); // a clear error, never a silently short log
@@ -123,13 +153,35 @@ describe("frames out of order", () => {
 describe("bad frames and floods", () => {
   const cases: [string, (ws: import("ws").WebSocket) => void, number][] = [
     ["not JSON", (ws) => ws.send("{nope"), CLOSE.protocolError],
-    ["an unknown type", (ws) => ws.send(JSON.stringify({ type: "vm.delete", id: "x", payload: {} })), CLOSE.protocolError],
+    [
+      "an unknown type",
+      (ws) => ws.send(JSON.stringify({ type: "vm.delete", id: "x", payload: {} })),
+      CLOSE.protocolError,
+    ],
     ["a binary frame", (ws) => ws.send(Buffer.from([1, 2, 3])), CLOSE.protocolError],
     ["a frame over MAX_FRAME_BYTES", (ws) => ws.send("x".repeat(MAX_FRAME_BYTES + 10)), CLOSE.tooLarge],
     [
       "a VM name that walks out of the log directory",
       (ws) =>
-        ws.send(JSON.stringify({ type: "vm.changed", id: "x", payload: { removed: [], vms: [{ uuid: crypto.randomUUID(), name: "../../etc/passwd", state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 1 }] } })),
+        ws.send(
+          JSON.stringify({
+            type: "vm.changed",
+            id: "x",
+            payload: {
+              removed: [],
+              vms: [
+                {
+                  uuid: crypto.randomUUID(),
+                  name: "../../etc/passwd",
+                  state: "RUNNING",
+                  libvirtState: "running",
+                  vcpus: 1,
+                  memoryMiB: 1,
+                },
+              ],
+            },
+          }),
+        ),
       CLOSE.protocolError,
     ],
   ];

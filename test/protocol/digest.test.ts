@@ -2,7 +2,14 @@
 // BigInt reference, bucket hashes that do not depend on list order, that change with each field a
 // record must match, that name exactly the buckets holding a difference, and its size on the wire.
 import { describe, expect, it } from "vitest";
-import { DIGEST_BUCKETS, Fnv1a64, differingBuckets, digestBucket, inventoryDigest, type DigestVm } from "../../protocol/digest.ts";
+import {
+  DIGEST_BUCKETS,
+  Fnv1a64,
+  differingBuckets,
+  digestBucket,
+  inventoryDigest,
+  type DigestVm,
+} from "../../protocol/digest.ts";
 import { InventoryDigestFrame } from "../../protocol/wire.ts";
 
 const fnv = (s: string) => new Fnv1a64().update(new TextEncoder().encode(s)).hex();
@@ -17,8 +24,14 @@ function fnvReference(bytes: Uint8Array): string {
 /** Deterministic UUIDs spread over every bucket. */
 function vmsOf(n: number): DigestVm[] {
   return Array.from({ length: n }, (_, i) => {
-    const hex = (i * 2654435761 >>> 0).toString(16).padStart(8, "0");
-    return { uuid: `${hex}-0000-4000-8000-${i.toString(16).padStart(12, "0")}`, state: i % 3 ? "RUNNING" : "STOPPED", name: `vm-${i}`, vcpus: 2, memoryMiB: 2048 };
+    const hex = ((i * 2654435761) >>> 0).toString(16).padStart(8, "0");
+    return {
+      uuid: `${hex}-0000-4000-8000-${i.toString(16).padStart(12, "0")}`,
+      state: i % 3 ? "RUNNING" : "STOPPED",
+      name: `vm-${i}`,
+      vcpus: 2,
+      memoryMiB: 2048,
+    };
   });
 }
 
@@ -32,7 +45,9 @@ describe("FNV-1a 64", () => {
   it("equals the BigInt reference on every byte value and on long multi-byte text", () => {
     const all = Uint8Array.from({ length: 256 }, (_, i) => i);
     expect(new Fnv1a64().update(all).hex()).toBe(fnvReference(all));
-    const text = new TextEncoder().encode("тест-вм Windows 11 Pro db (copy) café café 100% \"q\" 'q' .hidden ".repeat(50));
+    const text = new TextEncoder().encode(
+      "тест-вм Windows 11 Pro db (copy) café café 100% \"q\" 'q' .hidden ".repeat(50),
+    );
     expect(new Fnv1a64().update(text).hex()).toBe(fnvReference(text));
     // Fed in pieces or at once: the same hash.
     const pieces = new Fnv1a64();

@@ -1,7 +1,15 @@
 // QEMU / libvirt log classification (protocol/log-classify.ts): levels for highlighting, the known
 // issue each line names, each issue once with its first line, and the first error.
 import { describe, expect, it } from "vitest";
-import { classifyLine, findIssues, firstErrorLine, ISSUE_IDS, ISSUES, splitLines, type IssueId } from "../../protocol/log-classify.ts";
+import {
+  classifyLine,
+  findIssues,
+  firstErrorLine,
+  ISSUE_IDS,
+  ISSUES,
+  splitLines,
+  type IssueId,
+} from "../../protocol/log-classify.ts";
 
 const level = (line: string) => classifyLine(line).level;
 
@@ -132,8 +140,13 @@ describe("classifyLine: issue", () => {
   });
 
   it("a warning line keeps its issue but not an error level; plain warnings name none", () => {
-    expect(classifyLine("qemu-system-x86_64: warning: spice: connection timeout")).toEqual({ level: "warning", issue: "timeout" });
-    expect(classifyLine("qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.01H:ECX.vmx [bit 5]")).toEqual({ level: "warning", issue: null });
+    expect(classifyLine("qemu-system-x86_64: warning: spice: connection timeout")).toEqual({
+      level: "warning",
+      issue: "timeout",
+    });
+    expect(
+      classifyLine("qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.01H:ECX.vmx [bit 5]"),
+    ).toEqual({ level: "warning", issue: null });
   });
 });
 

@@ -6,31 +6,78 @@ import { describe, expect, it } from "vitest";
 import { AgentMessage, ServerMessage, VmInfo } from "../../protocol/wire.ts";
 import { inventoryDigest } from "../../protocol/digest.ts";
 
-const vm = (name: string) => ({ uuid: "11111111-0000-4000-8000-000000000001", name, state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 64 });
+const vm = (name: string) => ({
+  uuid: "11111111-0000-4000-8000-000000000001",
+  name,
+  state: "RUNNING",
+  libvirtState: "running",
+  vcpus: 1,
+  memoryMiB: 64,
+});
 
 describe("wire additions", () => {
-  it.each(["Windows 11 Pro", "тест-вм", "\u0401лка", "\u0415\u0308лка", "db (copy)", `it's "q"`, "100%", "%2e%2e", ".hidden", "..", "R&D <lab>", "a\nb"])(
-    "a domain named %j crosses the wire",
-    (name) => expect(VmInfo.safeParse(vm(name)).success).toBe(true),
-  );
+  it.each([
+    "Windows 11 Pro",
+    "тест-вм",
+    "\u0401лка",
+    "\u0415\u0308лка",
+    "db (copy)",
+    `it's "q"`,
+    "100%",
+    "%2e%2e",
+    ".hidden",
+    "..",
+    "R&D <lab>",
+    "a\nb",
+  ])("a domain named %j crosses the wire", (name) => expect(VmInfo.safeParse(vm(name)).success).toBe(true));
 
   it.each(["a/b", "../etc/passwd", "x\0", ""])("a name libvirt refuses (%j) does not", (name) => {
     expect(VmInfo.safeParse(vm(name)).success).toBe(false);
   });
 
   it("new frames and fields parse; old ones still do", () => {
-    const ok = (schema: typeof AgentMessage | typeof ServerMessage, frame: unknown) => expect(schema.safeParse(frame).success, JSON.stringify(frame)).toBe(true);
-    ok(ServerMessage, { type: "welcome", id: "w", payload: { nodeId: "n", serverTime: 1, heartbeatMs: 20_000, features: ["progress", "digest", "some-future-thing"] } });
+    const ok = (schema: typeof AgentMessage | typeof ServerMessage, frame: unknown) =>
+      expect(schema.safeParse(frame).success, JSON.stringify(frame)).toBe(true);
+    ok(ServerMessage, {
+      type: "welcome",
+      id: "w",
+      payload: {
+        nodeId: "n",
+        serverTime: 1,
+        heartbeatMs: 20_000,
+        features: ["progress", "digest", "some-future-thing"],
+      },
+    });
     ok(ServerMessage, { type: "welcome", id: "w", payload: { nodeId: "n", serverTime: 1, heartbeatMs: 20_000 } });
     ok(ServerMessage, { type: "resync", id: "r", payload: {} });
-    ok(ServerMessage, { type: "resync", id: "r", payload: { vmIds: ["11111111-0000-4000-8000-000000000001"], buckets: ["a", "0"] } });
+    ok(ServerMessage, {
+      type: "resync",
+      id: "r",
+      payload: { vmIds: ["11111111-0000-4000-8000-000000000001"], buckets: ["a", "0"] },
+    });
     expect(ServerMessage.safeParse({ type: "resync", id: "r", payload: { buckets: ["g"] } }).success).toBe(false);
-    ok(AgentMessage, { type: "hello", id: "h", payload: { agentVersion: "1", hostname: "h", libvirtVersion: "10.0.0", protocolVersion: 1, features: ["digest"] } });
-    ok(AgentMessage, { type: "inventory", id: "i", payload: { syncId: "r", seq: 0, done: true, vms: [vm("тест-вм")], scope: { buckets: ["1"] } } });
+    ok(AgentMessage, {
+      type: "hello",
+      id: "h",
+      payload: { agentVersion: "1", hostname: "h", libvirtVersion: "10.0.0", protocolVersion: 1, features: ["digest"] },
+    });
+    ok(AgentMessage, {
+      type: "inventory",
+      id: "i",
+      payload: { syncId: "r", seq: 0, done: true, vms: [vm("тест-вм")], scope: { buckets: ["1"] } },
+    });
     ok(AgentMessage, { type: "inventory.digest", id: "d", payload: inventoryDigest([vm("x")]) });
-    ok(AgentMessage, { type: "progress", id: "p", payload: { phase: "working", elapsedMs: 3000, nextWithinMs: 3000, state: "RUNNING", libvirtState: "running" } });
+    ok(AgentMessage, {
+      type: "progress",
+      id: "p",
+      payload: { phase: "working", elapsedMs: 3000, nextWithinMs: 3000, state: "RUNNING", libvirtState: "running" },
+    });
     ok(AgentMessage, { type: "progress", id: "p", payload: { phase: "queued", elapsedMs: 0, nextWithinMs: 3000 } });
-    ok(AgentMessage, { type: "error", id: "e", payload: { code: "overridden", message: "overridden by force stop", state: "STOPPED", libvirtState: "shutoff" } });
+    ok(AgentMessage, {
+      type: "error",
+      id: "e",
+      payload: { code: "overridden", message: "overridden by force stop", state: "STOPPED", libvirtState: "shutoff" },
+    });
     ok(AgentMessage, { type: "error", id: "e", payload: { code: "libvirt_error", message: "down" } });
   });
 });

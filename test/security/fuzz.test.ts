@@ -17,7 +17,10 @@ let nodeId = "";
 const tally = { requests: 0, fiveXx: 0, statuses: {} as Record<number, number> };
 
 beforeAll(async () => {
-  cp = await ControlPlane.start({ rateLimits: false, vars: { QUERY_TIMEOUT_MS: "1500", ACK_TIMEOUT_MS: "1500", STOP_GRACE_MS: "1500" } });
+  cp = await ControlPlane.start({
+    rateLimits: false,
+    vars: { QUERY_TIMEOUT_MS: "1500", ACK_TIMEOUT_MS: "1500", STOP_GRACE_MS: "1500" },
+  });
   const { node, joinToken } = await createNode(cp, "fuzz-node");
   nodeId = node.id;
   agent = new SimAgent(cp.url, (await enroll(cp.url, joinToken)).credential, simVms(4, "fuzz"));
@@ -31,7 +34,14 @@ afterAll(async () => {
   console.log(`fuzz: ${tally.requests} requests, 5xx ${tally.fiveXx}, statuses ${JSON.stringify(tally.statuses)}`);
 });
 
-type Call = { method: string; path: string; query?: string; body?: string; contentType?: string; token?: string | null };
+type Call = {
+  method: string;
+  path: string;
+  query?: string;
+  body?: string;
+  contentType?: string;
+  token?: string | null;
+};
 
 /** Sends one fuzzed call and checks the answer's shape; returns the status. */
 async function send(c: Call): Promise<number> {
@@ -58,7 +68,10 @@ async function send(c: Call): Promise<number> {
   expect(res.headers.get("content-type") ?? "", where).toMatch(/application\/json/);
   const body = JSON.parse(text);
   if (res.status >= 400) {
-    expect(body, where).toMatchObject({ success: false, error: { code: expect.any(String), message: expect.any(String) } });
+    expect(body, where).toMatchObject({
+      success: false,
+      error: { code: expect.any(String), message: expect.any(String) },
+    });
     expect(text, where).not.toMatch(/\bat \S+\.(ts|js):\d+|Error: .*\n\s+at /);
   }
   return res.status;
@@ -93,25 +106,78 @@ const queryValue = fc.oneof(
   fc.string({ maxLength: 40 }),
   fc.integer().map(String),
   fc.double().map(String),
-  fc.constantFrom("true", "false", "1", "0", "", "10001", "-5", "1.5", "0x10", "RUNNING", "running", "%", "a".repeat(2000)),
+  fc.constantFrom(
+    "true",
+    "false",
+    "1",
+    "0",
+    "",
+    "10001",
+    "-5",
+    "1.5",
+    "0x10",
+    "RUNNING",
+    "running",
+    "%",
+    "a".repeat(2000),
+  ),
 );
 const query = fc
   .array(fc.tuple(fc.oneof(fc.constantFrom(...knownKeys), fc.string({ maxLength: 10 })), queryValue), { maxLength: 4 })
   .map((pairs) => pairs.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join("&"));
 const body = fc.oneof(
   fc.jsonValue().map((v) => JSON.stringify(v)),
-  fc.record({ name: fc.oneof(fc.string({ maxLength: 300 }), fc.jsonValue()), role: fc.oneof(fc.constantFrom("viewer", "operator", "admin", "root", ""), fc.jsonValue()) }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
-  fc.record({ force: fc.jsonValue(), reason: fc.jsonValue(), joinToken: fc.jsonValue(), hostname: fc.jsonValue() }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
-  fc.record({ node_id: fc.oneof(fc.constant(() => nodeId), fc.string({ maxLength: 200 }), fc.jsonValue()), reason: fc.oneof(fc.string({ maxLength: 600 }), fc.jsonValue()) }, { requiredKeys: [] })
+  fc
+    .record(
+      {
+        name: fc.oneof(fc.string({ maxLength: 300 }), fc.jsonValue()),
+        role: fc.oneof(fc.constantFrom("viewer", "operator", "admin", "root", ""), fc.jsonValue()),
+      },
+      { requiredKeys: [] },
+    )
+    .map((v) => JSON.stringify(v)),
+  fc
+    .record(
+      { force: fc.jsonValue(), reason: fc.jsonValue(), joinToken: fc.jsonValue(), hostname: fc.jsonValue() },
+      { requiredKeys: [] },
+    )
+    .map((v) => JSON.stringify(v)),
+  fc
+    .record(
+      {
+        node_id: fc.oneof(
+          fc.constant(() => nodeId),
+          fc.string({ maxLength: 200 }),
+          fc.jsonValue(),
+        ),
+        reason: fc.oneof(fc.string({ maxLength: 600 }), fc.jsonValue()),
+      },
+      { requiredKeys: [] },
+    )
     .map((v) => JSON.stringify({ ...v, ...(typeof v.node_id === "function" ? { node_id: v.node_id() } : {}) })),
   fc.string({ maxLength: 200 }),
   fc.constantFrom("", "{", "null", "[]", '{"__proto__":{"admin":true}}', "\u0000", '{"name":"a","name":"b"}'),
 );
-const contentType = fc.option(fc.constantFrom("application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json; charset=utf-16"), { nil: undefined });
+const contentType = fc.option(
+  fc.constantFrom(
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/json; charset=utf-16",
+  ),
+  { nil: undefined },
+);
 const token = fc.oneof(
   { weight: 6, arbitrary: fc.constant(undefined) }, // the admin token
   { weight: 1, arbitrary: fc.constant(null) },
-  { weight: 1, arbitrary: fc.oneof(fc.string({ maxLength: 60 }).filter((s) => /^[\x21-\x7e]*$/.test(s)), fc.constantFrom("qxn_x", "qxj_x", "qxa_x", "Bearer")) },
+  {
+    weight: 1,
+    arbitrary: fc.oneof(
+      fc.string({ maxLength: 60 }).filter((s) => /^[\x21-\x7e]*$/.test(s)),
+      fc.constantFrom("qxn_x", "qxj_x", "qxa_x", "Bearer"),
+    ),
+  },
 );
 
 /** Route templates; `:vm` takes a real VM id or a fuzzed segment, `:x` a fuzzed segment only. */
@@ -149,7 +215,9 @@ const ROUTES: [string, string][] = [
 const call = fc
   .tuple(fc.constantFrom(...ROUTES), segment, fc.boolean(), query, body, contentType, token)
   .map(([[method, template], seg, realVm, q, b, ct, tok]): Call => {
-    const path = template.replace(":vm", realVm && vmIds.length ? vmIds[seg.length % vmIds.length]! : seg).replace(":x", seg);
+    const path = template
+      .replace(":vm", realVm && vmIds.length ? vmIds[seg.length % vmIds.length]! : seg)
+      .replace(":x", seg);
     return { method, path, query: q, body: b, contentType: ct, token: tok };
   });
 
@@ -168,13 +236,25 @@ describe("REST fuzzing", () => {
   it("every parameter of the logs route against the traversal corpus: never a file's content, always 4xx JSON", async () => {
     const realVm = vmIds[0]!;
     for (const evil of TRAVERSAL) {
-      for (const path of [`/api/vms/${evil}/logs`, `/api/vms/${realVm}/logs/${evil}`, `/api/vms/${encodeURIComponent(evil)}/logs`]) {
+      for (const path of [
+        `/api/vms/${evil}/logs`,
+        `/api/vms/${realVm}/logs/${evil}`,
+        `/api/vms/${encodeURIComponent(evil)}/logs`,
+      ]) {
         const status = await send({ method: "GET", path, query: "lines=10" });
         // Under /api it is a refusal; resolved out of /api by the URL parser it is the dashboard page.
         if (new URL(cp.url + path).pathname.startsWith("/api/")) expect(status, path).toBeGreaterThanOrEqual(400);
       }
-      expect(await send({ method: "GET", path: `/api/vms/${realVm}/logs`, query: `lines=${encodeURIComponent(evil)}` })).toBe(400);
-      expect(await send({ method: "GET", path: `/api/vms/${realVm}/logs`, query: `lines=10&name=${encodeURIComponent(evil)}&path=${encodeURIComponent(evil)}` })).toBe(200);
+      expect(
+        await send({ method: "GET", path: `/api/vms/${realVm}/logs`, query: `lines=${encodeURIComponent(evil)}` }),
+      ).toBe(400);
+      expect(
+        await send({
+          method: "GET",
+          path: `/api/vms/${realVm}/logs`,
+          query: `lines=10&name=${encodeURIComponent(evil)}&path=${encodeURIComponent(evil)}`,
+        }),
+      ).toBe(200);
     }
     // The extra name/path parameters are ignored: the answer is still the VM's own log.
     const res = await json(await cp.api(`/api/vms/${realVm}/logs?lines=3&path=%2Fetc%2Fpasswd`));

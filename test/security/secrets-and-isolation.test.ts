@@ -11,7 +11,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_ENROLL_PATH, CLOSE } from "../../protocol/wire.ts";
 import { ControlPlane } from "../support/control-plane.ts";
 import { AgentProcess } from "../support/agent.ts";
-import { DEMO, DEMO_VM_COUNT, FAST_AGENT_ARGS, SHORT_DEADLINES, createNode, eventually, getVm, json, keptCredential, listVms, waitConnected } from "../e2e/journey.ts";
+import {
+  DEMO,
+  DEMO_VM_COUNT,
+  FAST_AGENT_ARGS,
+  SHORT_DEADLINES,
+  createNode,
+  eventually,
+  getVm,
+  json,
+  keptCredential,
+  listVms,
+  waitConnected,
+} from "../e2e/journey.ts";
 import { enroll, rawSocket, SimAgent, simVms } from "../../bench/fleet-agent.ts";
 
 const JOIN_TTL_S = 6;
@@ -52,13 +64,28 @@ async function simNode(name: string, hold = false) {
 describe("node credentials (BOLA)", () => {
   it("a node credential opens no REST route", async () => {
     const credential = keptCredential(agent);
-    for (const path of ["/api/me", "/api/nodes", "/api/vms", `/api/vms/${DEMO.web01}`, `/api/vms/${DEMO.web01}/logs`, "/api/tokens"]) {
+    for (const path of [
+      "/api/me",
+      "/api/nodes",
+      "/api/vms",
+      `/api/vms/${DEMO.web01}`,
+      `/api/vms/${DEMO.web01}/logs`,
+      "/api/tokens",
+    ]) {
       const res = await cp.api(path, { token: credential });
       expect(res.status, path).toBe(401);
       expect(await json(res)).toMatchObject({ success: false, error: { code: expect.any(String) } });
     }
-    for (const path of [`/api/vms/${DEMO.web01}/stop`, `/api/vms/${DEMO.web01}/reset_state`, "/api/nodes", "/api/tokens"]) {
-      expect((await cp.api(path, { method: "POST", token: credential, json: { name: "x", role: "admin" } })).status, path).toBe(401);
+    for (const path of [
+      `/api/vms/${DEMO.web01}/stop`,
+      `/api/vms/${DEMO.web01}/reset_state`,
+      "/api/nodes",
+      "/api/tokens",
+    ]) {
+      expect(
+        (await cp.api(path, { method: "POST", token: credential, json: { name: "x", role: "admin" } })).status,
+        path,
+      ).toBe(401);
     }
   });
 
@@ -72,7 +99,11 @@ describe("node credentials (BOLA)", () => {
     const cmd = await eventually("B got vm.state", async () => b.sim.received.find((c) => c.type === "vm.state"));
     // A forges B's answer with B's request id, and claims B's VM with another name and state.
     a.sim.send({ type: "result", id: cmd.id, payload: { state: "PAUSED", libvirtState: "paused" } });
-    a.sim.send({ type: "vm.changed", id: "forge", payload: { vms: [{ ...a.sim.info({ ...bVm, libvirtState: "crashed" }), name: "stolen" }], removed: [] } });
+    a.sim.send({
+      type: "vm.changed",
+      id: "forge",
+      payload: { vms: [{ ...a.sim.info({ ...bVm, libvirtState: "crashed" }), name: "stolen" }], removed: [] },
+    });
     a.sim.send({ type: "vm.changed", id: "forge2", payload: { vms: [], removed: [b.vms[1]!.uuid] } });
     const answer = await json(await reset);
     expect(answer.source).toBe("forced"); // B never answered; A's forged answer counted for nothing
@@ -98,7 +129,11 @@ describe("join tokens", () => {
     const { joinToken } = await createNode(cp, `reuse-${Date.now()}`);
     secrets.add(joinToken);
     secrets.add((await enroll(cp.url, joinToken)).credential);
-    const again = await fetch(cp.url + AGENT_ENROLL_PATH, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ joinToken }) });
+    const again = await fetch(cp.url + AGENT_ENROLL_PATH, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ joinToken }),
+    });
     expect(again.status).toBe(401);
     expect(await json(again)).toMatchObject({ success: false, error: { code: "join_token_invalid" } });
   });
@@ -107,7 +142,11 @@ describe("join tokens", () => {
     const { joinToken } = await createNode(cp, `expire-${Date.now()}`);
     secrets.add(joinToken);
     await new Promise((r) => setTimeout(r, (JOIN_TTL_S + 1) * 1000));
-    const late = await fetch(cp.url + AGENT_ENROLL_PATH, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ joinToken }) });
+    const late = await fetch(cp.url + AGENT_ENROLL_PATH, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ joinToken }),
+    });
     expect(late.status).toBe(401);
   }, 20_000);
 });
@@ -118,7 +157,14 @@ describe("untrusted text", () => {
     const { credential, sim } = await simNode("html-name");
     await sim.stop();
     const { ws } = await rawSocket(cp.url, credential);
-    const vm = { uuid: crypto.randomUUID(), name: "<img src=x onerror=alert(1)>", state: "RUNNING", libvirtState: "running", vcpus: 1, memoryMiB: 1 };
+    const vm = {
+      uuid: crypto.randomUUID(),
+      name: "<img src=x onerror=alert(1)>",
+      state: "RUNNING",
+      libvirtState: "running",
+      vcpus: 1,
+      memoryMiB: 1,
+    };
     ws.send(JSON.stringify({ type: "vm.changed", id: "x", payload: { vms: [vm], removed: [] } }));
     const shown = await eventually("the VM listed", async () => {
       const res = await cp.api(`/api/vms/${vm.uuid}`);
@@ -141,11 +187,17 @@ describe("untrusted text", () => {
 describe("secrets at rest and in logs", () => {
   it("no token, credential or join token in plaintext in any persisted file or any log line", async () => {
     for (const role of ["viewer", "operator", "admin"]) {
-      const { token } = await json<{ token: string }>(await cp.api("/api/tokens", { method: "POST", json: { name: `t-${role}`, role } }));
+      const { token } = await json<{ token: string }>(
+        await cp.api("/api/tokens", { method: "POST", json: { name: `t-${role}`, role } }),
+      );
       secrets.add(token);
       expect((await cp.api("/api/me", { token })).status).toBe(200);
     }
-    const rotated = await json<{ joinToken: string }>(await cp.api(`/api/nodes/${(await createNode(cp, `rot-${Date.now()}`)).node.id}/rotate_token`, { method: "POST" }));
+    const rotated = await json<{ joinToken: string }>(
+      await cp.api(`/api/nodes/${(await createNode(cp, `rot-${Date.now()}`)).node.id}/rotate_token`, {
+        method: "POST",
+      }),
+    );
     secrets.add(rotated.joinToken);
     // Wrong tokens are "secrets" too: an attempt must not be echoed into the logs.
     const wrong = `qxa_wrong${crypto.randomUUID()}`;
@@ -170,7 +222,8 @@ describe("secrets at rest and in logs", () => {
     let secretsChecked = 0;
     for (const secret of secrets) {
       secretsChecked++;
-      for (const [i, c] of contents.entries()) expect(c.includes(secret), `${files[i]} holds a plaintext secret`).toBe(false);
+      for (const [i, c] of contents.entries())
+        expect(c.includes(secret), `${files[i]} holds a plaintext secret`).toBe(false);
       expect(logs.includes(secret), "a secret appears in the logs").toBe(false);
     }
     expect(secretsChecked).toBeGreaterThanOrEqual(14);
@@ -183,12 +236,22 @@ describe("rate limits (Workers Rate Limiting bindings, local)", () => {
   const expect429 = async (res: Response) => {
     expect(res.status).toBe(429);
     expect(res.headers.get("retry-after")).toBeTruthy();
-    expect(await json(res)).toMatchObject({ success: false, error: { code: "rate_limited", message: expect.stringMatching(/too many/) } });
+    expect(await json(res)).toMatchObject({
+      success: false,
+      error: { code: "rate_limited", message: expect.stringMatching(/too many/) },
+    });
   };
 
   it("logs (120/min per token), reset_state (60/min per token) and enrollment (30/min per IP) answer 429", async () => {
-    await waitConnected(cp, (await json(await cp.api("/api/nodes"))).nodes.find((n: { name: string }) => n.name === "real-host").id, true, 30_000);
-    const { token } = await json<{ token: string }>(await cp.api("/api/tokens", { method: "POST", json: { name: "limited", role: "operator" } }));
+    await waitConnected(
+      cp,
+      (await json(await cp.api("/api/nodes"))).nodes.find((n: { name: string }) => n.name === "real-host").id,
+      true,
+      30_000,
+    );
+    const { token } = await json<{ token: string }>(
+      await cp.api("/api/tokens", { method: "POST", json: { name: "limited", role: "operator" } }),
+    );
     // The local limiter counts in fixed 60 s windows: allow for one window boundary mid-run.
     const seen: Record<string, number> = {};
     const firstOver = async (n: number, call: () => Promise<Response>) => {
@@ -203,10 +266,18 @@ describe("rate limits (Workers Rate Limiting bindings, local)", () => {
     const logs = await firstOver(280, () => cp.api(`/api/vms/${DEMO.web01}/logs?lines=1`, { token }));
     expect(logs?.at).toBeGreaterThanOrEqual(100);
     await expect429(logs!.res);
-    const reset = await firstOver(140, () => cp.api(`/api/vms/${DEMO.web01}/reset_state?force=true`, { method: "POST", token }));
+    const reset = await firstOver(140, () =>
+      cp.api(`/api/vms/${DEMO.web01}/reset_state?force=true`, { method: "POST", token }),
+    );
     expect(reset?.at).toBeGreaterThanOrEqual(50);
     await expect429(reset!.res);
-    const enrollment = await firstOver(70, () => fetch(cp.url + AGENT_ENROLL_PATH, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ joinToken: "qxj_nope" }) }));
+    const enrollment = await firstOver(70, () =>
+      fetch(cp.url + AGENT_ENROLL_PATH, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ joinToken: "qxj_nope" }),
+      }),
+    );
     await expect429(enrollment!.res);
     // Another token is not starved by this one's logs budget.
     expect((await cp.api(`/api/vms/${DEMO.web01}/logs?lines=1`)).status).toBe(200);

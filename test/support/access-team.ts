@@ -30,7 +30,11 @@ export class AccessTeam {
   }
 
   static async start(opts: { domain?: string; audience?: string; keys: TeamKey[] }): Promise<AccessTeam> {
-    const team = new AccessTeam(opts.domain ?? "quantix-test.cloudflareaccess.com", opts.audience ?? "aud-" + "0123456789abcdef".repeat(4), opts.keys);
+    const team = new AccessTeam(
+      opts.domain ?? "quantix-test.cloudflareaccess.com",
+      opts.audience ?? "aud-" + "0123456789abcdef".repeat(4),
+      opts.keys,
+    );
     team.server = createServer((req, res) => {
       if (req.url !== "/cdn-cgi/access/certs") {
         res.writeHead(404).end();
@@ -38,7 +42,9 @@ export class AccessTeam {
       }
       team.fetches++;
       if (team.failing) return void res.writeHead(500).end("unavailable");
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: team.published.map((k) => k.publicJwk) }));
+      res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ keys: team.published.map((k) => k.publicJwk) }));
     });
     await new Promise<void>((ok) => team.server!.listen(0, "127.0.0.1", ok));
     team.port = (team.server.address() as { port: number }).port;

@@ -53,10 +53,14 @@ export class AgentProcess {
     const o = this.opts;
     const args = [
       AGENT_MAIN,
-      "--server", o.server,
-      "--state-dir", this.stateDir,
-      "--libvirt-uri", o.libvirtUri ?? demoLibvirtUri(),
-      "--log-dir", o.logDir ?? DEMO_LOG_DIR,
+      "--server",
+      o.server,
+      "--state-dir",
+      this.stateDir,
+      "--libvirt-uri",
+      o.libvirtUri ?? demoLibvirtUri(),
+      "--log-dir",
+      o.logDir ?? DEMO_LOG_DIR,
       ...(token ? ["--token", token] : []),
       ...(o.listen ? ["--listen", o.listen] : []),
       ...(o.args ?? []),
@@ -135,7 +139,13 @@ export class AgentProcess {
   }
 }
 
-export type TestDomain = { name: string; uuid: string; runstate: "running" | "paused" | "shutoff" | "crashed"; vcpus?: number; memoryMiB?: number };
+export type TestDomain = {
+  name: string;
+  uuid: string;
+  runstate: "running" | "paused" | "shutoff" | "crashed";
+  vcpus?: number;
+  memoryMiB?: number;
+};
 const RUNSTATE = { running: 1, paused: 3, shutoff: 5, crashed: 6 } as const;
 
 /** Writes a libvirt test-driver host with these domains to `<dir>/node.xml`; returns its test:/// URI. */

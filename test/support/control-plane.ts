@@ -44,7 +44,8 @@ function bindable(port: number): Promise<boolean> {
  */
 export async function freePort(): Promise<number> {
   const [low] = ephemeralRange();
-  if (low - FIRST_PORT < 1_000) throw new Error(`the kernel's ephemeral ports start at ${low}: too few below it to choose from`);
+  if (low - FIRST_PORT < 1_000)
+    throw new Error(`the kernel's ephemeral ports start at ${low}: too few below it to choose from`);
   for (let tries = 0; tries < 500; tries++) {
     const port = FIRST_PORT + Math.floor(Math.random() * (low - FIRST_PORT));
     if (handedOut.has(port) || !(await bindable(port))) continue;
@@ -92,7 +93,13 @@ export class ControlPlane {
   private readonly vars: Record<string, string>;
   private readonly configArgs: string[];
 
-  private constructor(opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars" | "rateLimits">> & { persistDir?: string; vars?: Record<string, string>; rateLimits?: boolean }) {
+  private constructor(
+    opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars" | "rateLimits">> & {
+      persistDir?: string;
+      vars?: Record<string, string>;
+      rateLimits?: boolean;
+    },
+  ) {
     this.port = opts.port;
     this.ownsDir = !opts.persistDir;
     this.persistDir = opts.persistDir ?? mkdtempSync(join(tmpdir(), "qx-cp-"));
@@ -116,20 +123,48 @@ export class ControlPlane {
   }
 
   private async migrate(): Promise<void> {
-    await run(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persistDir], {
-      cwd: ROOT,
-      env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
-    });
+    await run(
+      process.execPath,
+      [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persistDir],
+      {
+        cwd: ROOT,
+        env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+      },
+    );
   }
 
   /** (Re)starts wrangler dev on the same port and data directory and waits for /api/health. */
   async boot(): Promise<void> {
-    const vars = Object.entries({ ADMIN_TOKEN: this.adminToken, ...this.vars }).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
+    const vars = Object.entries({ ADMIN_TOKEN: this.adminToken, ...this.vars }).flatMap(([k, v]) => [
+      "--var",
+      `${k}:${v}`,
+    ]);
     this.output = "";
     const child = spawn(
       process.execPath,
-      [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(this.port), "--inspector-port", "0", "--persist-to", this.persistDir, "--show-interactive-dev-session=false", "--log-level", "warn", ...this.configArgs, ...vars],
-      { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
+      [
+        WRANGLER,
+        "dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        String(this.port),
+        "--inspector-port",
+        "0",
+        "--persist-to",
+        this.persistDir,
+        "--show-interactive-dev-session=false",
+        "--log-level",
+        "warn",
+        ...this.configArgs,
+        ...vars,
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      },
     );
     this.child = child;
     child.stdout!.on("data", (d) => (this.output += d));

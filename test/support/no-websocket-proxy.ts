@@ -33,7 +33,13 @@ export class NoWebSocketProxy {
       const path = new URL(req.url ?? "/", "http://x").pathname;
       proxy.forwarded.set(path, (proxy.forwarded.get(path) ?? 0) + 1);
       const upstreamReq = request(
-        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
+        {
+          host: target.hostname,
+          port: target.port,
+          method: req.method,
+          path: req.url,
+          headers: { ...req.headers, host: target.host },
+        },
         (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers);
           up.pipe(res);
@@ -48,7 +54,9 @@ export class NoWebSocketProxy {
     server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (!proxy.allowWebSockets) {
         proxy.refusedUpgrades++;
-        socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 27\r\nconnection: close\r\n\r\nWebSockets are not allowed\n");
+        socket.end(
+          "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 27\r\nconnection: close\r\n\r\nWebSockets are not allowed\n",
+        );
         return;
       }
       // A plain tunnel: the request head again, then bytes both ways.

@@ -4,7 +4,10 @@ import { randomBytes } from "node:crypto";
 
 /** `memoryMiB` with `preallocate`: a larger guest whose memory QEMU allocates whole before it runs,
  *  which makes its start slower (as large guests are in the field). */
-export function disklessQemuDomain(prefix: string, opts: { memoryMiB?: number; preallocate?: boolean } = {}): { name: string; uuid: string; xml: string } {
+export function disklessQemuDomain(
+  prefix: string,
+  opts: { memoryMiB?: number; preallocate?: boolean } = {},
+): { name: string; uuid: string; xml: string } {
   const name = `${prefix}-${randomBytes(4).toString("hex")}`;
   const uuid = crypto.randomUUID();
   const backing = opts.preallocate ? "\n  <memoryBacking><allocation mode='immediate'/></memoryBacking>" : "";

@@ -5,16 +5,34 @@ import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE } from "../../protocol/wire.ts";
 import { FOLLOW_HEADERS, NODE_ID_HEADER } from "../../worker/session/headers.ts";
-import { agentsClosedAfterEach, api, BASE, eventually, expectError, FollowViewer, json, TestAgent, vmInfo, type Frame, session } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  BASE,
+  eventually,
+  expectError,
+  FollowViewer,
+  json,
+  TestAgent,
+  vmInfo,
+  type Frame,
+  session,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 
 function connect(credential: string, extra: Record<string, string> = {}): Promise<Response> {
-  return SELF.fetch(`${BASE}/agent/connect`, { headers: { upgrade: "websocket", authorization: `Bearer ${credential}`, ...extra } });
+  return SELF.fetch(`${BASE}/agent/connect`, {
+    headers: { upgrade: "websocket", authorization: `Bearer ${credential}`, ...extra },
+  });
 }
 
 function poll(credential: string, body: Record<string, unknown> = {}): Promise<Response> {
-  return SELF.fetch(`${BASE}/agent/poll`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${credential}` }, body: JSON.stringify(body) });
+  return SELF.fetch(`${BASE}/agent/poll`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${credential}` },
+    body: JSON.stringify(body),
+  });
 }
 
 /** The frames a raw accepted socket receives. */
@@ -87,7 +105,10 @@ describe("revocation of a node credential", () => {
     it(`${how}: the live socket is closed before the answer, and the credential is refused from the next request on`, async () => {
       const { agent, nodeId, credential } = await nodeWithVm();
       const started = performance.now();
-      const res = how === "rotate" ? await api(`/api/nodes/${nodeId}/rotate_token`, { method: "POST" }) : await api(`/api/nodes/${nodeId}`, { method: "DELETE" });
+      const res =
+        how === "rotate"
+          ? await api(`/api/nodes/${nodeId}/rotate_token`, { method: "POST" })
+          : await api(`/api/nodes/${nodeId}`, { method: "DELETE" });
       const answered = performance.now();
       expect(res.status).toBe(200);
       await expectError(await connect(credential), 401);
@@ -96,7 +117,9 @@ describe("revocation of a node credential", () => {
       const closedAt = performance.now();
       expect(closed.code).toBe(how === "rotate" ? CLOSE.unauthorized : CLOSE.nodeDeleted);
       expect(await session(nodeId).stats()).toMatchObject({ connected: false });
-      console.log(`node credential ${how}: answer after ${(answered - started).toFixed(1)} ms, agent socket closed ${(closedAt - answered).toFixed(1)} ms after the answer; next connect and poll refused`);
+      console.log(
+        `node credential ${how}: answer after ${(answered - started).toFixed(1)} ms, agent socket closed ${(closedAt - answered).toFixed(1)} ms after the answer; next connect and poll refused`,
+      );
     });
   }
 

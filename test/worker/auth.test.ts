@@ -31,7 +31,11 @@ let tokens: Record<"viewer" | "operator" | "admin", string>;
 let nodeCredential: string;
 let joinToken: string;
 beforeAll(async () => {
-  tokens = { viewer: await createToken("viewer"), operator: await createToken("operator"), admin: await createToken("admin") };
+  tokens = {
+    viewer: await createToken("viewer"),
+    operator: await createToken("operator"),
+    admin: await createToken("admin"),
+  };
   nodeCredential = (await enroll((await createNode()).joinToken)).credential;
   joinToken = (await createNode()).joinToken;
 });
@@ -45,7 +49,11 @@ describe("authentication", () => {
   it("/api/me tells role and name, and the stuck threshold the dashboard marks VMs by (wrangler.toml's STUCK_AFTER_MS)", async () => {
     expect(await json(await api("/api/me"))).toEqual({ role: "admin", name: "admin", stuckAfterMs: 120_000 });
     const t = await createToken("operator", "ops-bot");
-    expect(await json(await api("/api/me", { token: t }))).toEqual({ role: "operator", name: "ops-bot", stuckAfterMs: 120_000 });
+    expect(await json(await api("/api/me", { token: t }))).toEqual({
+      role: "operator",
+      name: "ops-bot",
+      stuckAfterMs: 120_000,
+    });
   });
 
   for (const [method, path] of ROUTES) {
@@ -70,12 +78,20 @@ describe("roles", () => {
     for (const role of ["viewer", "operator"] as const) {
       if (rank[role] >= rank[need]) continue;
       it(`${method} ${path}: 403 for ${role}`, async () => {
-        const err = await expectError(await api(path, { method, token: tokens[role], json: method === "GET" ? undefined : {} }), 403, "forbidden");
+        const err = await expectError(
+          await api(path, { method, token: tokens[role], json: method === "GET" ? undefined : {} }),
+          403,
+          "forbidden",
+        );
         expect(err.message).toContain(need);
       });
     }
     it(`${method} ${path}: allowed for ${need} (not 401/403)`, async () => {
-      const res = await api(path, { method, token: tokens[need], json: method === "GET" || method === "DELETE" ? undefined : {} });
+      const res = await api(path, {
+        method,
+        token: tokens[need],
+        json: method === "GET" || method === "DELETE" ? undefined : {},
+      });
       expect([401, 403]).not.toContain(res.status);
       expect(res.status).toBeLessThan(500);
     });
@@ -92,7 +108,9 @@ describe("API tokens", () => {
     expect(listed).toMatchObject({ id: created.id, name: "ci", role: "viewer", revokedAt: null });
     expect(JSON.stringify(list)).not.toContain(created.token);
     const { env } = await import("cloudflare:test");
-    const row = await env.DB.prepare("SELECT token_hash FROM api_tokens WHERE id = ?").bind(created.id).first<{ token_hash: string }>();
+    const row = await env.DB.prepare("SELECT token_hash FROM api_tokens WHERE id = ?")
+      .bind(created.id)
+      .first<{ token_hash: string }>();
     expect(row!.token_hash).toMatch(/^[0-9a-f]{64}$/);
     expect(row!.token_hash).not.toContain(created.token);
 

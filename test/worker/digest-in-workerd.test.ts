@@ -2,7 +2,14 @@
 // records with the same module the agent uses. FNV-1a 64 vectors, and every bucket equal to a
 // BigInt reference over the same lines, for names in Unicode (both normal forms), quotes and `%`.
 import { describe, expect, it } from "vitest";
-import { DIGEST_BUCKETS, Fnv1a64, digestBucket, digestLine, inventoryDigest, type DigestVm } from "../../protocol/digest.ts";
+import {
+  DIGEST_BUCKETS,
+  Fnv1a64,
+  digestBucket,
+  digestLine,
+  inventoryDigest,
+  type DigestVm,
+} from "../../protocol/digest.ts";
 
 function fnvReference(bytes: Uint8Array): string {
   let h = 0xcbf29ce484222325n;
@@ -10,9 +17,18 @@ function fnvReference(bytes: Uint8Array): string {
   return h.toString(16).padStart(16, "0");
 }
 
-const NAMES = ["Windows 11 Pro", "тест-вм", "caf\u00e9", "cafe\u0301", "db (copy)", `it's "quoted"`, "100% cpu", ".hidden"];
+const NAMES = [
+  "Windows 11 Pro",
+  "тест-вм",
+  "caf\u00e9",
+  "cafe\u0301",
+  "db (copy)",
+  `it's "quoted"`,
+  "100% cpu",
+  ".hidden",
+];
 const vms: DigestVm[] = Array.from({ length: 40 }, (_, i) => ({
-  uuid: `${(i * 2654435761 >>> 0).toString(16).padStart(8, "0")}-0000-4000-8000-${String(i).padStart(12, "0")}`,
+  uuid: `${((i * 2654435761) >>> 0).toString(16).padStart(8, "0")}-0000-4000-8000-${String(i).padStart(12, "0")}`,
   state: i % 2 ? "RUNNING" : "STOPPED",
   name: `${NAMES[i % NAMES.length]} ${i}`,
   vcpus: 1 + (i % 4),

@@ -4,7 +4,19 @@
 // `log.append` as {type: "append" | "status" | "error"}. The agent side is TestAgent.
 import { evictDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { agentsClosedAfterEach, api, createToken, eventually, expectError, FollowViewer, json, TestAgent, uuid, vmInfo, session } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  createToken,
+  eventually,
+  expectError,
+  FollowViewer,
+  json,
+  TestAgent,
+  uuid,
+  vmInfo,
+  session,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const viewers: FollowViewer[] = [];
@@ -91,9 +103,14 @@ describe("live follow", () => {
   it("an agent error ends the follow with {type:'error'}; no ack in time ends it with agent_timeout", async () => {
     const { agent, vm } = await nodeWithVm();
     let viewer = await view(vm.uuid);
-    agent.reply(await agent.next("vm.logs.follow"), "error", { code: "not_allowed", message: "follow is not supported by this agent" });
+    agent.reply(await agent.next("vm.logs.follow"), "error", {
+      code: "not_allowed",
+      message: "follow is not supported by this agent",
+    });
     await viewer.waitClosed();
-    expect(viewer.messages).toEqual([{ type: "error", code: "not_allowed", message: expect.stringContaining("not supported") }]);
+    expect(viewer.messages).toEqual([
+      { type: "error", code: "not_allowed", message: expect.stringContaining("not supported") },
+    ]);
 
     viewer = await view(vm.uuid);
     const follow = await agent.next("vm.logs.follow"); // never acknowledged
@@ -138,7 +155,13 @@ describe("live follow", () => {
     await expectError(await FollowViewer.request(vm.uuid, await createToken("viewer")), 403, "forbidden");
     await expectError(await FollowViewer.request(uuid()), 404, "not_found");
     // The subprotocol carries a token only on a WebSocket upgrade offering qx.follow.v1.
-    await expectError(await api(`/api/vms/${vm.uuid}`, { token: null, headers: { "sec-websocket-protocol": "qx.follow.v1, bearer.test-admin-token" } }), 401);
+    await expectError(
+      await api(`/api/vms/${vm.uuid}`, {
+        token: null,
+        headers: { "sec-websocket-protocol": "qx.follow.v1, bearer.test-admin-token" },
+      }),
+      401,
+    );
     await expectError(await api(`/api/vms/${vm.uuid}/logs/follow`), 426, "upgrade_required");
     agent.ws.close(1000, "bye");
     await eventually(async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false));

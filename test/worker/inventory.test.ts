@@ -17,14 +17,33 @@ const eventsOf = async (id: string) => (await json<{ events: any[] }>(await api(
 describe("inventory", () => {
   it("upserts a chunked full sync and fills node details from hello", async () => {
     const { agent, nodeId } = await newAgent();
-    const list = Array.from({ length: 23 }, (_, i) => vmInfo(`chunked-${String(i).padStart(2, "0")}`, i % 2 ? "running" : "shutoff"));
+    const list = Array.from({ length: 23 }, (_, i) =>
+      vmInfo(`chunked-${String(i).padStart(2, "0")}`, i % 2 ? "running" : "shutoff"),
+    );
     agent.inventory(list, "s1", 5);
     await eventually(async () => expect((await json(await api(`/api/vms?node_id=${nodeId}`))).vms).toHaveLength(23));
     const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
-    expect(node).toMatchObject({ connected: true, hostname: "host.test", agentVersion: "0.1.0-test", libvirtVersion: "9.0.0", vmCount: 23 });
+    expect(node).toMatchObject({
+      connected: true,
+      hostname: "host.test",
+      agentVersion: "0.1.0-test",
+      libvirtVersion: "9.0.0",
+      vmCount: 23,
+    });
     const one = (await json(await api(`/api/vms/${list[1]!.uuid}`))).vm;
-    expect(one).toMatchObject({ name: "chunked-01", state: "RUNNING", node_id: nodeId, vcpus: 2, memoryMiB: 2048, missing: false });
-    expect((await eventsOf(list[1]!.uuid))[0]).toMatchObject({ action: "discovered", toState: "RUNNING", source: "agent" });
+    expect(one).toMatchObject({
+      name: "chunked-01",
+      state: "RUNNING",
+      node_id: nodeId,
+      vcpus: 2,
+      memoryMiB: 2048,
+      missing: false,
+    });
+    expect((await eventsOf(list[1]!.uuid))[0]).toMatchObject({
+      action: "discovered",
+      toState: "RUNNING",
+      source: "agent",
+    });
   });
 
   it("syncs 5,000 domains with every statement under 100 bound parameters", async () => {
@@ -44,7 +63,9 @@ describe("inventory", () => {
       const started = Date.now();
       agent.inventory(list, "big");
       await eventually(async () => {
-        const n = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ?").bind(nodeId).first<{ n: number }>();
+        const n = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ?")
+          .bind(nodeId)
+          .first<{ n: number }>();
         expect(n?.n).toBe(5000);
       }, 30_000);
       const elapsed = Date.now() - started;
@@ -57,14 +78,18 @@ describe("inventory", () => {
       const seen: string[] = [];
       let cursor: string | null = null;
       do {
-        const page: { vms: { name: string }[]; nextCursor: string | null } = await json(await api(`/api/vms?node_id=${nodeId}&limit=500${cursor ? `&cursor=${cursor}` : ""}`));
+        const page: { vms: { name: string }[]; nextCursor: string | null } = await json(
+          await api(`/api/vms?node_id=${nodeId}&limit=500${cursor ? `&cursor=${cursor}` : ""}`),
+        );
         seen.push(...page.vms.map((v) => v.name));
         cursor = page.nextCursor;
       } while (cursor);
       expect(seen).toEqual(list.map((v) => v.name));
       expect(Date.now() - pageStart).toBeLessThan(10_000);
       for (const where of ["node_id = ?1", "state = ?1", "1 = 1"]) {
-        const plan = await env.DB.prepare(`EXPLAIN QUERY PLAN SELECT * FROM vms WHERE ${where} AND (name, id) > (?2, ?3) ORDER BY name, id LIMIT 501`)
+        const plan = await env.DB.prepare(
+          `EXPLAIN QUERY PLAN SELECT * FROM vms WHERE ${where} AND (name, id) > (?2, ?3) ORDER BY name, id LIMIT 501`,
+        )
           .bind(nodeId, "bulk-02500", "x")
           .all<{ detail: string }>();
         const detail = plan.results.map((r) => r.detail).join(" | ");
@@ -74,7 +99,9 @@ describe("inventory", () => {
       // A resync of the same 5,000 changes nothing and marks nothing missing.
       agent.inventory(list, "big2");
       await new Promise((r) => setTimeout(r, 300));
-      const missing = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ? AND missing = 1").bind(nodeId).first<{ n: number }>();
+      const missing = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ? AND missing = 1")
+        .bind(nodeId)
+        .first<{ n: number }>();
       expect(missing?.n).toBe(0);
     } finally {
       proto.bind = original;
@@ -106,7 +133,9 @@ describe("inventory", () => {
     await new Promise((r) => setTimeout(r, 400));
     const missing = await env.DB.prepare(
       `SELECT count(*) AS n FROM vm_events WHERE action IN ('missing', 'reappeared') AND vm_id IN (SELECT value FROM json_each(?))`,
-    ).bind(JSON.stringify(list.map((v) => v.uuid))).first<{ n: number }>();
+    )
+      .bind(JSON.stringify(list.map((v) => v.uuid)))
+      .first<{ n: number }>();
     expect(missing?.n).toBe(0);
   });
 
@@ -127,10 +156,19 @@ describe("inventory", () => {
     const b = vmInfo("changed-b", "running");
     agent.inventory([a, b]);
     await eventually(async () => expect(await vmRow(b.uuid)).toBeTruthy());
-    agent.send({ type: "vm.changed", id: "c1", payload: { vms: [{ ...a, state: "PAUSED", libvirtState: "paused" }], removed: [b.uuid] } });
+    agent.send({
+      type: "vm.changed",
+      id: "c1",
+      payload: { vms: [{ ...a, state: "PAUSED", libvirtState: "paused" }], removed: [b.uuid] },
+    });
     await eventually(async () => expect((await json(await api(`/api/vms/${a.uuid}`))).vm.state).toBe("PAUSED"));
     expect((await json(await api(`/api/vms/${b.uuid}`))).vm.missing).toBe(true);
-    expect((await eventsOf(a.uuid))[0]).toMatchObject({ action: "state_changed", fromState: "RUNNING", toState: "PAUSED", source: "agent" });
+    expect((await eventsOf(a.uuid))[0]).toMatchObject({
+      action: "state_changed",
+      fromState: "RUNNING",
+      toState: "PAUSED",
+      source: "agent",
+    });
   });
 
   it("records libvirt_state but keeps the state of a VM in a control-plane transition", async () => {
@@ -141,7 +179,11 @@ describe("inventory", () => {
     const res = await json(await api(`/api/vms/${a.uuid}/stop`, { method: "POST" }), 202);
     expect(res.vm.state).toBe("STOPPING");
     await agent.next("vm.stop"); // never answered
-    agent.send({ type: "vm.changed", id: "c2", payload: { vms: [{ ...a, state: "STOPPED", libvirtState: "shutoff" }], removed: [] } });
+    agent.send({
+      type: "vm.changed",
+      id: "c2",
+      payload: { vms: [{ ...a, state: "STOPPED", libvirtState: "shutoff" }], removed: [] },
+    });
     await eventually(async () => expect((await vmRow(a.uuid))?.libvirt_state).toBe("shutoff"));
     expect((await vmRow(a.uuid))?.state).toBe("STOPPING");
   });
@@ -154,14 +196,23 @@ describe("inventory", () => {
     await eventually(async () => expect((await vmRow(theirs.uuid))?.node_id).toBe(owner.nodeId));
     const mine = vmInfo("intruder-own");
     intruder.agent.inventory([{ ...theirs, name: "hijacked", state: "STOPPED", libvirtState: "shutoff" }, mine]);
-    intruder.agent.send({ type: "vm.changed", id: "x", payload: { vms: [{ ...theirs, name: "hijacked2", state: "PAUSED", libvirtState: "paused" }], removed: [theirs.uuid] } });
+    intruder.agent.send({
+      type: "vm.changed",
+      id: "x",
+      payload: {
+        vms: [{ ...theirs, name: "hijacked2", state: "PAUSED", libvirtState: "paused" }],
+        removed: [theirs.uuid],
+      },
+    });
     await eventually(async () => expect(await vmRow(mine.uuid)).toBeTruthy());
     await new Promise((r) => setTimeout(r, 200));
     const row = await vmRow(theirs.uuid);
     expect(row).toMatchObject({ node_id: owner.nodeId, name: "owned-by-a", state: "RUNNING", missing: 0 });
     // The intruder's only trace is the conflict it raised, for an admin to look at.
     const events = await eventsOf(theirs.uuid);
-    expect(events.filter((e) => e.actor === `agent:${intruder.nodeId}`).map((e) => e.action)).toEqual(["uuid_conflict"]);
+    expect(events.filter((e) => e.actor === `agent:${intruder.nodeId}`).map((e) => e.action)).toEqual([
+      "uuid_conflict",
+    ]);
     // The intruder's completed sync does not mark the owner's VM missing either.
     expect((await json(await api(`/api/vms/${theirs.uuid}`))).vm.missing).toBe(false);
   });

@@ -18,7 +18,15 @@ async function vmWithAgent() {
 
 describe("the logs answer's 8 MiB cap", () => {
   it("counts UTF-8 bytes as encoded, surrogate pairs and lone surrogates included", () => {
-    for (const text of ["", "plain ascii\n", "тест-вм ошибка", "日本語のログ", "emoji 💾🔥", "lone \ud800 surrogate", "é".repeat(1000)]) {
+    for (const text of [
+      "",
+      "plain ascii\n",
+      "тест-вм ошибка",
+      "日本語のログ",
+      "emoji 💾🔥",
+      "lone \ud800 surrogate",
+      "é".repeat(1000),
+    ]) {
       expect(utf8Bytes(text), text).toBe(new TextEncoder().encode(text).byteLength);
     }
   });
@@ -33,7 +41,14 @@ describe("the logs answer's 8 MiB cap", () => {
     for (let seq = 0; seq < 10; seq++) agent.reply(cmd, "log.chunk", { seq, text: chunk });
     expect(10 * chunk.length).toBeLessThan(MAX_LOG_BYTES);
     expect(10 * utf8Bytes(chunk)).toBeGreaterThan(MAX_LOG_BYTES);
-    agent.reply(cmd, "result", { logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: 10 * utf8Bytes(chunk), linesReturned: 10, truncated: false, lastModified: null, chunks: 10 });
+    agent.reply(cmd, "result", {
+      logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+      logSizeBytes: 10 * utf8Bytes(chunk),
+      linesReturned: 10,
+      truncated: false,
+      lastModified: null,
+      chunks: 10,
+    });
     const err = await expectError(await pending, 502, "agent_error");
     expect(err.message).toContain(`more than ${MAX_LOG_BYTES} bytes`);
   }, 30_000);
@@ -46,7 +61,14 @@ describe("the logs answer's 8 MiB cap", () => {
     const chunk = "ж".repeat(262_143) + "\n\n";
     expect(utf8Bytes(chunk)).toBe(512 * 1024);
     for (let seq = 0; seq < 16; seq++) agent.reply(cmd, "log.chunk", { seq, text: chunk });
-    agent.reply(cmd, "result", { logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: MAX_LOG_BYTES, linesReturned: 32, truncated: true, lastModified: null, chunks: 16 });
+    agent.reply(cmd, "result", {
+      logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+      logSizeBytes: MAX_LOG_BYTES,
+      linesReturned: 32,
+      truncated: true,
+      lastModified: null,
+      chunks: 16,
+    });
     const body = await json(await pending);
     expect(utf8Bytes(body.qemuLog)).toBe(MAX_LOG_BYTES);
   }, 30_000);

@@ -5,7 +5,22 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE, MAX_SEND_MESSAGES, PROTOCOL_VERSION } from "../../protocol/wire.ts";
-import { BASE, FollowViewer, agentsClosedAfterEach, api, createNode, enroll, eventually, expectError, json, TestAgent, unique, vmInfo, type Frame, session } from "./support.ts";
+import {
+  BASE,
+  FollowViewer,
+  agentsClosedAfterEach,
+  api,
+  createNode,
+  enroll,
+  eventually,
+  expectError,
+  json,
+  TestAgent,
+  unique,
+  vmInfo,
+  type Frame,
+  session,
+} from "./support.ts";
 
 const sockets = agentsClosedAfterEach();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -13,7 +28,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function post(path: "/agent/poll" | "/agent/send", body: unknown, credential: string | null): Promise<Response> {
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (credential !== null) headers.authorization = `Bearer ${credential}`;
-  return SELF.fetch(`${BASE}${path}`, { method: "POST", headers, body: typeof body === "string" ? body : JSON.stringify(body) });
+  return SELF.fetch(`${BASE}${path}`, {
+    method: "POST",
+    headers,
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
 }
 
 /** A protocol-speaking agent on the long-poll transport (plain HTTP requests into the Worker). */
@@ -30,7 +49,9 @@ class PollAgent {
   /** Opens a new link: the first poll carries no connId and is answered with the welcome. */
   static async open(credential: string): Promise<{ agent: PollAgent; welcome: Frame }> {
     const agent = new PollAgent(credential);
-    const body = await json<{ connId: string; cursor: string; messages: Frame[] }>(await post("/agent/poll", {}, credential));
+    const body = await json<{ connId: string; cursor: string; messages: Frame[] }>(
+      await post("/agent/poll", {}, credential),
+    );
     agent.connId = body.connId;
     agent.cursor = body.cursor;
     const [welcome, ...rest] = body.messages;
@@ -43,7 +64,16 @@ class PollAgent {
     const { joinToken } = await createNode(name);
     const { nodeId, credential } = await enroll(joinToken);
     const { agent } = await PollAgent.open(credential);
-    await agent.sendOk({ type: "hello", id: "h1", payload: { agentVersion: "0.1.0-test", hostname: "poll.test", libvirtVersion: "9.0.0", protocolVersion: PROTOCOL_VERSION } });
+    await agent.sendOk({
+      type: "hello",
+      id: "h1",
+      payload: {
+        agentVersion: "0.1.0-test",
+        hostname: "poll.test",
+        libvirtVersion: "9.0.0",
+        protocolVersion: PROTOCOL_VERSION,
+      },
+    });
     return { agent, nodeId, credential, name };
   }
 
@@ -66,7 +96,8 @@ class PollAgent {
     for (;;) {
       const i = this.frames.findIndex((f) => f.type === type);
       if (i >= 0) return this.frames.splice(i, 1)[0]!;
-      if (Date.now() > deadline) throw new Error(`no ${type} within ${timeoutMs} ms (got ${JSON.stringify(this.frames)})`);
+      if (Date.now() > deadline)
+        throw new Error(`no ${type} within ${timeoutMs} ms (got ${JSON.stringify(this.frames)})`);
       await this.pollOk(500);
     }
   }
@@ -101,11 +132,23 @@ describe("long-poll: credentials", () => {
     const { agent, nodeId, vm } = await pollNodeWithVm();
     const other = await PollAgent.forNewNode();
     // The other node's session knows no such link: 410, and nothing reached this node's session.
-    await expectError(await post("/agent/poll", { connId: agent.connId, waitMs: 0 }, other.credential), 410, "link_closed");
+    await expectError(
+      await post("/agent/poll", { connId: agent.connId, waitMs: 0 }, other.credential),
+      410,
+      "link_closed",
+    );
     const forged = vmInfo("forged", "shutoff", vm.uuid);
     const change = { type: "vm.changed", id: "c1", payload: { vms: [forged], removed: [] } };
-    await expectError(await post("/agent/send", { connId: agent.connId, messages: [change] }, other.credential), 410, "link_closed");
-    expect((await json(await api(`/api/vms/${vm.uuid}`))).vm).toMatchObject({ name: vm.name, state: "RUNNING", node_id: nodeId });
+    await expectError(
+      await post("/agent/send", { connId: agent.connId, messages: [change] }, other.credential),
+      410,
+      "link_closed",
+    );
+    expect((await json(await api(`/api/vms/${vm.uuid}`))).vm).toMatchObject({
+      name: vm.name,
+      state: "RUNNING",
+      node_id: nodeId,
+    });
     expect(await session(nodeId).stats()).toMatchObject({ connected: true, transport: "poll" });
     expect((await agent.pollOk(0)).length).toBe(0); // the owner's link is untouched
   });
@@ -142,7 +185,11 @@ describe("long-poll: the link", () => {
     expect(Date.now() - started).toBeLessThan(3000); // the held poll was answered by the command
     const cmd = frames.find((f) => f.type === "vm.state")!;
     expect(cmd.payload).toMatchObject({ vmId: vm.uuid, name: vm.name });
-    await agent.sendOk({ type: "result", id: cmd.id, payload: { state: "STOPPED", libvirtState: "shutoff", logExcerpt: "guest shut down\n" } });
+    await agent.sendOk({
+      type: "result",
+      id: cmd.id,
+      payload: { state: "STOPPED", libvirtState: "shutoff", logExcerpt: "guest shut down\n" },
+    });
     const body = await json(await reset);
     expect(body).toMatchObject({ success: true, source: "hypervisor", vm: { id: vm.uuid, state: "STOPPED" } });
     expect((await session(nodeId).stats()).inFlight).toBe(0);
@@ -155,8 +202,13 @@ describe("long-poll: the link", () => {
     const start = await json(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 202);
     const cmd = await agent.next("vm.start");
     expect(cmd.id).toBe(start.request.id);
-    await agent.sendOk({ type: "ack", id: cmd.id, payload: {} }, { type: "result", id: cmd.id, payload: { state: "RUNNING", libvirtState: "running" } });
-    await eventually(async () => expect((await json(await api(`/api/requests/${cmd.id}`))).request.status).toBe("done"));
+    await agent.sendOk(
+      { type: "ack", id: cmd.id, payload: {} },
+      { type: "result", id: cmd.id, payload: { state: "RUNNING", libvirtState: "running" } },
+    );
+    await eventually(async () =>
+      expect((await json(await api(`/api/requests/${cmd.id}`))).request.status).toBe("done"),
+    );
     expect((await json(await api(`/api/vms/${vm.uuid}`))).vm.state).toBe("RUNNING");
 
     const logs = api(`/api/vms/${vm.uuid}/logs?lines=3`);
@@ -164,7 +216,18 @@ describe("long-poll: the link", () => {
     await agent.sendOk(
       { type: "log.chunk", id: q.id, payload: { seq: 0, text: "one\ntwo\n" } },
       { type: "log.chunk", id: q.id, payload: { seq: 1, text: "three\n" } },
-      { type: "result", id: q.id, payload: { logPath: "/l/vm.log", logSizeBytes: 14, linesReturned: 3, truncated: false, lastModified: null, chunks: 2 } },
+      {
+        type: "result",
+        id: q.id,
+        payload: {
+          logPath: "/l/vm.log",
+          logSizeBytes: 14,
+          linesReturned: 3,
+          truncated: false,
+          lastModified: null,
+          chunks: 2,
+        },
+      },
     );
     expect(await json(await logs)).toMatchObject({ qemuLog: "one\ntwo\nthree\n", linesReturned: 3 });
   });
@@ -175,12 +238,18 @@ describe("long-poll: the link", () => {
     const before = agent.cursor;
     const cmd = await agent.next("vm.logs");
     // Pretend that answer never reached the agent: poll again with the cursor from before it.
-    const again = await json<{ messages: Frame[]; cursor: string }>(await post("/agent/poll", { connId: agent.connId, cursor: before, waitMs: 0 }, agent.credential));
+    const again = await json<{ messages: Frame[]; cursor: string }>(
+      await post("/agent/poll", { connId: agent.connId, cursor: before, waitMs: 0 }, agent.credential),
+    );
     expect(again.messages.map((f) => f.id)).toContain(cmd.id);
     // With the newer cursor it is not handed out a third time.
     agent.cursor = again.cursor;
     expect(await agent.pollOk(0)).toEqual([]);
-    await agent.sendOk({ type: "result", id: cmd.id, payload: { logPath: "/l", logSizeBytes: 0, linesReturned: 0, truncated: false, lastModified: null, chunks: 0 } });
+    await agent.sendOk({
+      type: "result",
+      id: cmd.id,
+      payload: { logPath: "/l", logSizeBytes: 0, linesReturned: 0, truncated: false, lastModified: null, chunks: 0 },
+    });
     expect((await json(await logs)).linesReturned).toBe(0);
   });
 
@@ -208,7 +277,14 @@ describe("long-poll: the link", () => {
     expect(await session(nodeId).stats()).toMatchObject({ connected: true, transport: "socket" });
     const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
     const cmd = await socket.next("vm.logs");
-    socket.reply(cmd, "result", { logPath: "/l", logSizeBytes: 0, linesReturned: 0, truncated: false, lastModified: null, chunks: 0 });
+    socket.reply(cmd, "result", {
+      logPath: "/l",
+      logSizeBytes: 0,
+      linesReturned: 0,
+      truncated: false,
+      lastModified: null,
+      chunks: 0,
+    });
     expect((await json(await logs)).linesReturned).toBe(0);
 
     // What was in flight on the socket fails when a poll link takes over.
@@ -232,7 +308,10 @@ describe("long-poll: the link", () => {
     await viewer.received(1);
     expect(viewer.messages[0]).toEqual({ type: "status", status: "following" });
     // Silence: no poll, no send. OFFLINE_AFTER_MS is 4 s in tests.
-    await eventually(async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false), 10_000);
+    await eventually(
+      async () => expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(false),
+      10_000,
+    );
     expect((await viewer.waitClosed()).code).toBe(4503);
     expect(viewer.messages.at(-1)).toEqual({ type: "status", status: "node_offline" });
     expect(await session(nodeId).stats()).toMatchObject({ connected: false, transport: null, inFlight: 0 });
@@ -262,7 +341,17 @@ describe("long-poll: the link", () => {
 describe("long-poll: bad requests are 4xx JSON, never a 500", () => {
   it("poll bodies", async () => {
     const { agent } = await PollAgent.forNewNode();
-    const bad: unknown[] = ["not json", "[]", "null", { connId: 42 }, { connId: "" }, { waitMs: -1 }, { waitMs: 1.5 }, { waitMs: "10" }, { cursor: "x".repeat(81) }];
+    const bad: unknown[] = [
+      "not json",
+      "[]",
+      "null",
+      { connId: 42 },
+      { connId: "" },
+      { waitMs: -1 },
+      { waitMs: 1.5 },
+      { waitMs: "10" },
+      { cursor: "x".repeat(81) },
+    ];
     for (const body of bad) {
       const err = await expectError(await post("/agent/poll", body, agent.credential), 400);
       expect(err.code).toBe("invalid_request");
@@ -280,9 +369,21 @@ describe("long-poll: bad requests are 4xx JSON, never a 500", () => {
       [{ connId: agent.connId, messages: [] }, /messages/],
       [{ connId: agent.connId, messages: Array(MAX_SEND_MESSAGES + 1).fill(ack) }, /messages/],
       [{ connId: agent.connId, messages: [ack, { type: "nope", id: "x", payload: {} }] }, /messages\[1\]/],
-      [{ connId: agent.connId, messages: [{ type: "inventory", id: "i", payload: { syncId: "s", seq: -1, done: true, vms: [] } }] }, /messages\[0\]\.payload\.seq/],
-      [{ connId: agent.connId, messages: ["{\"type\":\"ack\"}"] }, /messages\[0\]/],
-      [{ connId: agent.connId, messages: [{ type: "vm.changed", id: "c", payload: { vms: [{ uuid: "x" }], removed: [] } }] }, /messages\[0\]\.payload\.vms/],
+      [
+        {
+          connId: agent.connId,
+          messages: [{ type: "inventory", id: "i", payload: { syncId: "s", seq: -1, done: true, vms: [] } }],
+        },
+        /messages\[0\]\.payload\.seq/,
+      ],
+      [{ connId: agent.connId, messages: ['{"type":"ack"}'] }, /messages\[0\]/],
+      [
+        {
+          connId: agent.connId,
+          messages: [{ type: "vm.changed", id: "c", payload: { vms: [{ uuid: "x" }], removed: [] } }],
+        },
+        /messages\[0\]\.payload\.vms/,
+      ],
     ];
     for (const [body, names] of cases) {
       const err = await expectError(await post("/agent/send", body, agent.credential), 400, "invalid_request");
@@ -303,7 +404,11 @@ describe("long-poll: bad requests are 4xx JSON, never a 500", () => {
     const { agent, nodeId } = await PollAgent.forNewNode();
     const ping = { type: "vm.changed", id: "c", payload: { vms: [], removed: [] } };
     // FLOOD_FRAMES_PER_SECOND is 50 in tests (burst 100): three full batches at once exceed it.
-    const answers = await Promise.all([agent.send(...Array(64).fill(ping)), agent.send(...Array(64).fill(ping)), agent.send(...Array(64).fill(ping))]);
+    const answers = await Promise.all([
+      agent.send(...Array(64).fill(ping)),
+      agent.send(...Array(64).fill(ping)),
+      agent.send(...Array(64).fill(ping)),
+    ]);
     expect(answers.some((r) => r.status === 410)).toBe(true);
     for (const r of answers) expect([200, 410]).toContain(r.status);
     const err = await expectError(await agent.poll(0), 410, "link_closed");

@@ -6,7 +6,20 @@ import { env, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ROLLUP_STEP_MS, type MetricFigures } from "../../protocol/metrics.ts";
 import type { NodeSession } from "../../worker/session/node-session.ts";
-import { agentsClosedAfterEach, api, BASE, createNode, createToken, enroll, eventually, expectError, json, TestAgent, uuid, vmInfo } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  BASE,
+  createNode,
+  createToken,
+  enroll,
+  eventually,
+  expectError,
+  json,
+  TestAgent,
+  uuid,
+  vmInfo,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const figures = (cpuPct: number, diskWriteBps: number | null = null): MetricFigures => ({
@@ -20,7 +33,8 @@ const figures = (cpuPct: number, diskWriteBps: number | null = null): MetricFigu
   netRxBps: null,
   netTxBps: null,
 });
-const sessionOf = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId)) as DurableObjectStub<NodeSession>;
+const sessionOf = (nodeId: string) =>
+  env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId)) as DurableObjectStub<NodeSession>;
 
 describe("metrics", () => {
   it("keeps the agent's frames and answers them to a viewer, per VM and for the node", async () => {
@@ -30,9 +44,17 @@ describe("metrics", () => {
     agent.inventory([vm]);
     await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
     const t = Date.now();
-    const tick = (at: number, cpu: number) => ({ t: at, vms: [{ vmId: vm.uuid, ...figures(cpu, 4096) }], node: figures(3) });
+    const tick = (at: number, cpu: number) => ({
+      t: at,
+      vms: [{ vmId: vm.uuid, ...figures(cpu, 4096) }],
+      node: figures(3),
+    });
     // A batch of two ticks, and one stamped in the future (a skewed clock): dropped.
-    agent.send({ type: "metrics", id: "m1", payload: { intervalMs: 10_000, ticks: [tick(t - 10_000, 12.5), tick(t, 12.5), tick(t + 3_600_000, 99)] } });
+    agent.send({
+      type: "metrics",
+      id: "m1",
+      payload: { intervalMs: 10_000, ticks: [tick(t - 10_000, 12.5), tick(t, 12.5), tick(t + 3_600_000, 99)] },
+    });
 
     const viewer = await createToken("viewer");
     const answer = await eventually(async () => {
@@ -43,7 +65,12 @@ describe("metrics", () => {
     expect(answer).toMatchObject({ range: "1h", stepMs: 10_000 });
     expect(answer.points.filter((p: { cpuPct: number | null }) => p.cpuPct !== null).length).toBeGreaterThanOrEqual(1);
     expect(answer.points.every((p: { cpuPct: number | null }) => p.cpuPct === null || p.cpuPct === 12.5)).toBe(true);
-    expect(answer.points.find((p: { cpuPct: number | null }) => p.cpuPct !== null)).toMatchObject({ memUsedMiB: 40, memAssignedMiB: 64, diskWriteBps: 4096, netRxBps: null });
+    expect(answer.points.find((p: { cpuPct: number | null }) => p.cpuPct !== null)).toMatchObject({
+      memUsedMiB: 40,
+      memAssignedMiB: 64,
+      diskWriteBps: 4096,
+      netRxBps: null,
+    });
     const node = await json(await api(`/api/nodes/${nodeId}/metrics?range=24h`, { token: viewer }));
     expect(node).toMatchObject({ range: "24h", stepMs: 60_000 });
     expect(node.points[0]).toMatchObject({ cpuPct: 3 });
@@ -57,7 +84,9 @@ describe("metrics", () => {
 
   it("announces metrics in the welcome, so only an agent that sees it sends them", async () => {
     const { nodeId, credential } = await enroll((await createNode()).joinToken);
-    const res = await SELF.fetch(`${BASE}/agent/connect`, { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
+    const res = await SELF.fetch(`${BASE}/agent/connect`, {
+      headers: { upgrade: "websocket", authorization: `Bearer ${credential}` },
+    });
     const ws = res.webSocket!;
     const first = new Promise<string>((resolve) => ws.addEventListener("message", (e) => resolve(e.data as string)));
     ws.accept();
@@ -74,7 +103,11 @@ describe("metrics", () => {
     const start = Math.floor(Date.now() / ROLLUP_STEP_MS) * ROLLUP_STEP_MS - 40 * day;
     await runInDurableObject(sessionOf(nodeId), async (session: NodeSession) => {
       const history = session.metrics;
-      const put = (t: number, cpu: number) => history.ingest({ intervalMs: 10_000, ticks: [{ t, vms: [{ vmId, ...figures(cpu) }], node: figures(cpu / 2) }] }, t);
+      const put = (t: number, cpu: number) =>
+        history.ingest(
+          { intervalMs: 10_000, ticks: [{ t, vms: [{ vmId, ...figures(cpu) }], node: figures(cpu / 2) }] },
+          t,
+        );
       // Two 5-minute buckets 40 days ago: one at 10 %, one at 30 %.
       for (let i = 0; i < 30; i++) put(start + i * 10_000, 10);
       for (let i = 30; i < 60; i++) put(start + i * 10_000, 30);

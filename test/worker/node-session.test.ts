@@ -30,7 +30,15 @@ describe("power actions through the session", () => {
     expect(cmd.id).toBe(res.request.id);
     expect(cmd.payload).toMatchObject({ vmId: vm.uuid, name: vm.name });
     expect(cmd.payload.deadline).toBeGreaterThan(Date.now());
-    expect(await getRequest(cmd.id)).toMatchObject({ id: cmd.id, kind: "vm.start", vm_id: vm.uuid, node_id: nodeId, status: "sent", error: null, finishedAt: null });
+    expect(await getRequest(cmd.id)).toMatchObject({
+      id: cmd.id,
+      kind: "vm.start",
+      vm_id: vm.uuid,
+      node_id: nodeId,
+      status: "sent",
+      error: null,
+      finishedAt: null,
+    });
     agent.reply(cmd, "ack");
     agent.reply(cmd, "result", { state: "RUNNING", libvirtState: "running" });
     await eventually(async () => expect((await getRequest(cmd.id)).status).toBe("done"));
@@ -87,7 +95,9 @@ describe("power actions through the session", () => {
     // A late answer to the timed-out request changes nothing and is counted as ignored.
     const before = (await session((await getVm(vm.uuid)).node_id).stats()).ignoredAnswers;
     agent.reply(cmd, "result", { state: "STOPPED", libvirtState: "shutoff" });
-    await eventually(async () => expect((await session((await getVm(vm.uuid)).node_id).stats()).ignoredAnswers).toBe(before + 1));
+    await eventually(async () =>
+      expect((await session((await getVm(vm.uuid)).node_id).stats()).ignoredAnswers).toBe(before + 1),
+    );
     expect((await getVm(vm.uuid)).state).toBe("STOPPING");
   });
 
@@ -98,7 +108,11 @@ describe("power actions through the session", () => {
     agent.reply(cmd, "ack");
     await sleep(1200); // past the ack deadline: the ack moved the deadline on
     expect((await getRequest(res.request.id)).status).toBe("sent");
-    await eventually(async () => expect(await getRequest(res.request.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } }), 5000);
+    await eventually(
+      async () =>
+        expect(await getRequest(res.request.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } }),
+      5000,
+    );
     expect((await getVm(vm.uuid)).state).toBe("STARTING");
   });
 
@@ -125,13 +139,17 @@ describe("power actions through the session", () => {
     const cmd = await agent.next("vm.stop");
     agent.reply(cmd, "result", { state: "STOPPED", libvirtState: "shutoff" });
     await eventually(async () => expect((await getRequest(res.request.id)).status).toBe("done"));
-    const gen = (await env.DB.prepare("SELECT generation FROM vms WHERE id = ?").bind(vm.uuid).first<{ generation: number }>())!.generation;
+    const gen = (await env.DB.prepare("SELECT generation FROM vms WHERE id = ?")
+      .bind(vm.uuid)
+      .first<{ generation: number }>())!.generation;
     agent.reply(cmd, "result", { state: "RUNNING", libvirtState: "running" });
     agent.reply(cmd, "ack");
     agent.send({ type: "result", id: "no-such-request", payload: { state: "RUNNING", libvirtState: "running" } });
     await eventually(async () => expect((await session(nodeId).stats()).ignoredAnswers).toBe(3));
     expect((await getVm(vm.uuid)).state).toBe("STOPPED");
-    const after = (await env.DB.prepare("SELECT generation FROM vms WHERE id = ?").bind(vm.uuid).first<{ generation: number }>())!.generation;
+    const after = (await env.DB.prepare("SELECT generation FROM vms WHERE id = ?")
+      .bind(vm.uuid)
+      .first<{ generation: number }>())!.generation;
     expect(after).toBe(gen);
   });
 
@@ -184,10 +202,14 @@ describe("power actions through the session", () => {
     const { agent, vm, nodeId } = await nodeWithVm("running");
     agent.ws.close(1000, "bye");
     await eventually(async () => expect((await session(nodeId).stats()).connected).toBe(false));
-    await env.DB.prepare("UPDATE nodes SET connected = 1, last_seen_at = ? WHERE id = ?").bind(Date.now(), nodeId).run();
+    await env.DB.prepare("UPDATE nodes SET connected = 1, last_seen_at = ? WHERE id = ?")
+      .bind(Date.now(), nodeId)
+      .run();
     await expectError(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 503, "node_offline");
     expect((await getVm(vm.uuid)).state).toBe("RUNNING");
-    const failed = await env.DB.prepare("SELECT status, error FROM requests WHERE vm_id = ? ORDER BY created_at DESC").bind(vm.uuid).first<{ status: string; error: string }>();
+    const failed = await env.DB.prepare("SELECT status, error FROM requests WHERE vm_id = ? ORDER BY created_at DESC")
+      .bind(vm.uuid)
+      .first<{ status: string; error: string }>();
     expect(failed?.status).toBe("failed");
     expect(JSON.parse(failed!.error).code).toBe("node_offline");
   });
@@ -206,13 +228,24 @@ describe("session lifecycle", () => {
     expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(true);
     const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
     const cmd = await second.next("vm.logs");
-    second.reply(cmd, "result", { logPath: "/l", logSizeBytes: 0, linesReturned: 0, truncated: false, lastModified: null, chunks: 0 });
+    second.reply(cmd, "result", {
+      logPath: "/l",
+      logSizeBytes: 0,
+      linesReturned: 0,
+      truncated: false,
+      lastModified: null,
+      chunks: 0,
+    });
     expect((await json(await logs)).qemuLog).toBe("");
   });
 
   it("racing connections for one node: exactly one stays open and gets commands", async () => {
     const { agent, vm, credential } = await nodeWithVm("running");
-    const racers = await Promise.all([TestAgent.connect(credential), TestAgent.connect(credential), TestAgent.connect(credential)]);
+    const racers = await Promise.all([
+      TestAgent.connect(credential),
+      TestAgent.connect(credential),
+      TestAgent.connect(credential),
+    ]);
     agents.push(...racers);
     expect((await agent.waitClosed()).code).toBe(CLOSE.replaced);
     // The replaced racers' closes come on their own sockets, in no order with the others.
@@ -222,7 +255,14 @@ describe("session lifecycle", () => {
     for (const r of racers.filter((x) => x.closed)) expect(r.closed!.code).toBe(CLOSE.replaced);
     const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
     const cmd = await open[0]!.next("vm.logs");
-    open[0]!.reply(cmd, "result", { logPath: "/l", logSizeBytes: 0, linesReturned: 0, truncated: false, lastModified: null, chunks: 0 });
+    open[0]!.reply(cmd, "result", {
+      logPath: "/l",
+      logSizeBytes: 0,
+      linesReturned: 0,
+      truncated: false,
+      lastModified: null,
+      chunks: 0,
+    });
     expect((await json(await logs)).linesReturned).toBe(0);
   });
 
@@ -250,7 +290,9 @@ describe("session lifecycle", () => {
     await runInDurableObject(session(nodeId), (_instance, state) => state.abort("reset by the test")).catch(() => {});
     await expectError(await logs, 503, "node_offline");
     expect((await agent.waitClosed()).code).toBeGreaterThan(0);
-    await eventually(async () => expect(await getRequest(first.id)).toMatchObject({ status: "failed", error: { code: "session_lost" } }));
+    await eventually(async () =>
+      expect(await getRequest(first.id)).toMatchObject({ status: "failed", error: { code: "session_lost" } }),
+    );
   });
 
   it("a route's query whose agent stays silent fails at its deadline without an alarm (agent_timeout)", async () => {
@@ -259,7 +301,9 @@ describe("session lifecycle", () => {
     const cmd = await agent.next("vm.logs");
     await expectError(await logs, 504, "agent_timeout");
     expect(Date.now()).toBeGreaterThanOrEqual(cmd.payload.deadline - 50); // not before its deadline
-    await eventually(async () => expect(await getRequest(cmd.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } }));
+    await eventually(async () =>
+      expect(await getRequest(cmd.id)).toMatchObject({ status: "failed", error: { code: "agent_timeout" } }),
+    );
   });
 
   it("a deadline survives eviction: the stored in-flight request expires through the alarm", async () => {
@@ -357,7 +401,9 @@ describe("session lifecycle", () => {
   it("the node view is offline when lastSeenAt is stale, even if the session has not swept", async () => {
     const { nodeId } = await nodeWithVm("running");
     // Staler than OFFLINE_AFTER_MS + LAST_SEEN_WRITE_MS (4 s + 2 s here).
-    await env.DB.prepare("UPDATE nodes SET last_seen_at = ? WHERE id = ?").bind(Date.now() - 60_000, nodeId).run();
+    await env.DB.prepare("UPDATE nodes SET last_seen_at = ? WHERE id = ?")
+      .bind(Date.now() - 60_000, nodeId)
+      .run();
     const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
     expect(node.connected).toBe(false);
   });
@@ -367,10 +413,27 @@ describe("bad frames", () => {
   const cases: [string, () => string | ArrayBuffer, number][] = [
     ["not JSON", () => "{nope", CLOSE.protocolError],
     ["unknown type", () => JSON.stringify({ type: "rm -rf", id: "1", payload: {} }), CLOSE.protocolError],
-    ["wrong payload", () => JSON.stringify({ type: "hello", id: "1", payload: { agentVersion: 5 } }), CLOSE.protocolError],
+    [
+      "wrong payload",
+      () => JSON.stringify({ type: "hello", id: "1", payload: { agentVersion: 5 } }),
+      CLOSE.protocolError,
+    ],
     ["binary", () => new Uint8Array([1, 2, 3]).buffer, CLOSE.protocolError],
-    ["oversized", () => JSON.stringify({ type: "log.chunk", id: "x", payload: { seq: 0, text: "a".repeat(MAX_FRAME_BYTES + 10) } }), CLOSE.tooLarge],
-    ["inventory with a path-like name", () => JSON.stringify({ type: "inventory", id: "1", payload: { syncId: "s", seq: 0, done: true, vms: [{ ...vmInfo("x"), name: "../../etc/passwd" }] } }), CLOSE.protocolError],
+    [
+      "oversized",
+      () => JSON.stringify({ type: "log.chunk", id: "x", payload: { seq: 0, text: "a".repeat(MAX_FRAME_BYTES + 10) } }),
+      CLOSE.tooLarge,
+    ],
+    [
+      "inventory with a path-like name",
+      () =>
+        JSON.stringify({
+          type: "inventory",
+          id: "1",
+          payload: { syncId: "s", seq: 0, done: true, vms: [{ ...vmInfo("x"), name: "../../etc/passwd" }] },
+        }),
+      CLOSE.protocolError,
+    ],
   ];
   for (const [name, frame, code] of cases) {
     it(`${name} -> close ${code}, node offline, no crash`, async () => {

@@ -4,11 +4,28 @@ import { env, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE } from "../../protocol/wire.ts";
 import { reconnectSpreadMs } from "../../worker/config.ts";
-import { agentsClosedAfterEach, api, BASE, createNode, enroll, eventually, expectError, json, TestAgent, unique, uuid, vmInfo } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  BASE,
+  createNode,
+  enroll,
+  eventually,
+  expectError,
+  json,
+  TestAgent,
+  unique,
+  uuid,
+  vmInfo,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const enrollRaw = (body: unknown, ip = "10.1.1.1") =>
-  SELF.fetch(`${BASE}/agent/enroll`, { method: "POST", headers: { "content-type": "application/json", "cf-connecting-ip": ip }, body: JSON.stringify(body) });
+  SELF.fetch(`${BASE}/agent/enroll`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "cf-connecting-ip": ip },
+    body: JSON.stringify(body),
+  });
 const connectRaw = (headers: Record<string, string>) => SELF.fetch(`${BASE}/agent/connect`, { headers });
 
 describe("nodes", () => {
@@ -16,13 +33,25 @@ describe("nodes", () => {
     const name = unique("edge");
     const created = await json(await api("/api/nodes", { json: { name } }), 201);
     expect(created.joinToken).toMatch(/^qxj_[A-Za-z0-9_-]{43}$/);
-    expect(created.node).toEqual({ id: expect.any(String), name, connected: false, lastSeenAt: null, hostname: null, agentVersion: null, libvirtVersion: null, vmCount: 0, flag: null });
+    expect(created.node).toEqual({
+      id: expect.any(String),
+      name,
+      connected: false,
+      lastSeenAt: null,
+      hostname: null,
+      agentVersion: null,
+      libvirtVersion: null,
+      vmCount: 0,
+      flag: null,
+    });
     await expectError(await api("/api/nodes", { json: { name } }), 409, "node_exists");
     const list = await json(await api("/api/nodes"));
     expect(list.nodes.map((n: any) => n.id)).toContain(created.node.id);
     expect((await json(await api(`/api/nodes/${created.node.id}`))).node.name).toBe(name);
     await expectError(await api(`/api/nodes/${uuid()}`), 404, "not_found");
-    const row = await env.DB.prepare("SELECT join_token_hash FROM nodes WHERE id = ?").bind(created.node.id).first<{ join_token_hash: string }>();
+    const row = await env.DB.prepare("SELECT join_token_hash FROM nodes WHERE id = ?")
+      .bind(created.node.id)
+      .first<{ join_token_hash: string }>();
     expect(row!.join_token_hash).toMatch(/^[0-9a-f]{64}$/);
   });
 
@@ -33,7 +62,11 @@ describe("nodes", () => {
     expect(rotated.joinToken).toMatch(/^qxj_/);
     expect(rotated.node.id).toBe(nodeId);
     expect((await agent.waitClosed()).code).toBe(CLOSE.unauthorized);
-    await expectError(await connectRaw({ upgrade: "websocket", authorization: `Bearer ${credential}` }), 401, "credential_invalid");
+    await expectError(
+      await connectRaw({ upgrade: "websocket", authorization: `Bearer ${credential}` }),
+      401,
+      "credential_invalid",
+    );
     const again = await enroll(rotated.joinToken);
     expect(again.nodeId).toBe(nodeId);
     const agent2 = await TestAgent.connect(again.credential);
@@ -67,7 +100,9 @@ describe("enrollment", () => {
     expect(res.nodeId).toBe(node.id);
     expect(res.credential).toMatch(/^qxn_[A-Za-z0-9_-]{43}$/);
     await expectError(await enrollRaw({ joinToken, hostname: "kvm-01" }), 401, "join_token_invalid");
-    const row = await env.DB.prepare("SELECT join_token_hash, credential_hash, hostname FROM nodes WHERE id = ?").bind(node.id).first<any>();
+    const row = await env.DB.prepare("SELECT join_token_hash, credential_hash, hostname FROM nodes WHERE id = ?")
+      .bind(node.id)
+      .first<any>();
     expect(row).toMatchObject({ join_token_hash: null, hostname: "kvm-01" });
     expect(row.credential_hash).toMatch(/^[0-9a-f]{64}$/);
   });
@@ -75,7 +110,9 @@ describe("enrollment", () => {
   it("refuses unknown and expired join tokens", async () => {
     await expectError(await enrollRaw({ joinToken: "qxj_unknown" }), 401, "join_token_invalid");
     const { node, joinToken } = await createNode();
-    await env.DB.prepare("UPDATE nodes SET join_token_expires_at = ? WHERE id = ?").bind(Date.now() - 1, node.id).run();
+    await env.DB.prepare("UPDATE nodes SET join_token_expires_at = ? WHERE id = ?")
+      .bind(Date.now() - 1, node.id)
+      .run();
     await expectError(await enrollRaw({ joinToken }), 401, "join_token_invalid");
   });
 
@@ -107,7 +144,11 @@ describe("agent endpoint", () => {
   it("426 when not a WebSocket upgrade; 401 JSON before the upgrade when refused", async () => {
     await expectError(await connectRaw({}), 426, "upgrade_required");
     await expectError(await connectRaw({ upgrade: "websocket" }), 401);
-    await expectError(await connectRaw({ upgrade: "websocket", authorization: "Bearer qxn_" + "B".repeat(43) }), 401, "credential_invalid");
+    await expectError(
+      await connectRaw({ upgrade: "websocket", authorization: "Bearer qxn_" + "B".repeat(43) }),
+      401,
+      "credential_invalid",
+    );
     await expectError(await connectRaw({ upgrade: "websocket", authorization: "Bearer test-admin-token" }), 401);
   });
 
@@ -123,7 +164,9 @@ describe("agent endpoint", () => {
     expect(res.status).toBe(101);
     const ws = res.webSocket!;
     ws.accept();
-    const welcome = await new Promise<any>((r) => ws.addEventListener("message", (e) => r(JSON.parse(e.data as string)), { once: true }));
+    const welcome = await new Promise<any>((r) =>
+      ws.addEventListener("message", (e) => r(JSON.parse(e.data as string)), { once: true }),
+    );
     expect(welcome.payload.nodeId).toBe(a.nodeId);
     ws.close();
     // b's session is untouched: still connected, not replaced.
@@ -134,11 +177,17 @@ describe("agent endpoint", () => {
     const a = await TestAgent.forNewNode();
     agents.push(a.agent);
     const res = await SELF.fetch(`${BASE}/agent/connect`, {
-      headers: { upgrade: "websocket", authorization: `Bearer ${a.credential}`, "x-quantix-reconnect-spread": "600000" },
+      headers: {
+        upgrade: "websocket",
+        authorization: `Bearer ${a.credential}`,
+        "x-quantix-reconnect-spread": "600000",
+      },
     });
     const ws = res.webSocket!;
     ws.accept();
-    const welcome = await new Promise<any>((r) => ws.addEventListener("message", (e) => r(JSON.parse(e.data as string)), { once: true }));
+    const welcome = await new Promise<any>((r) =>
+      ws.addEventListener("message", (e) => r(JSON.parse(e.data as string)), { once: true }),
+    );
     ws.close();
     // A handful of nodes (this file's): one second; 30 reconnects a second per FLEET_RECONNECTS_PER_SECOND.
     expect(welcome.payload.reconnectSpreadMs).toBe(1000);

@@ -18,13 +18,21 @@ describe("OpenAPI document", () => {
     expect(d.paths["/api/vms/{id}/reset_state"].post.security).toEqual([{ bearer: [] }]);
     expect(d.paths["/agent/connect"].get.security).toEqual([{ nodeCredential: [] }]);
     expect(d.paths["/agent/poll"].post.security).toEqual([{ nodeCredential: [] }]);
-    expect(d.paths["/agent/send"].post.requestBody.content["application/json"].schema.properties.messages.maxItems).toBe(64);
+    expect(
+      d.paths["/agent/send"].post.requestBody.content["application/json"].schema.properties.messages.maxItems,
+    ).toBe(64);
   });
 
   it("lists every route the app mounts, and nothing it does not", async () => {
     const d = await doc();
-    const mounted = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`));
-    const documented = new Set(Object.entries(d.paths as Record<string, object>).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`)));
+    const mounted = new Set(
+      app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`),
+    );
+    const documented = new Set(
+      Object.entries(d.paths as Record<string, object>).flatMap(([path, ops]) =>
+        Object.keys(ops).map((m) => `${m} ${path}`),
+      ),
+    );
     expect(mounted.size).toBe(34);
     expect([...mounted].filter((r) => !documented.has(r))).toEqual([]);
     expect([...documented].filter((r) => !mounted.has(r))).toEqual([]);
@@ -37,10 +45,14 @@ describe("OpenAPI document", () => {
         const where = `${method} ${path}`;
         expect(Object.keys(op.responses).length, where).toBeGreaterThan(0);
         for (const name of path.match(/\{(\w+)\}/g) ?? []) {
-          expect(op.parameters.some((p: any) => p.in === "path" && `{${p.name}}` === name && p.required), `${where} ${name}`).toBe(true);
+          expect(
+            op.parameters.some((p: any) => p.in === "path" && `{${p.name}}` === name && p.required),
+            `${where} ${name}`,
+          ).toBe(true);
         }
         if (op.security.length && op.security[0].bearer) expect(op.responses["401"], where).toBeDefined();
-        if (op["x-required-role"] === "operator" || op["x-required-role"] === "admin") expect(op.responses["403"], where).toBeDefined();
+        if (op["x-required-role"] === "operator" || op["x-required-role"] === "admin")
+          expect(op.responses["403"], where).toBeDefined();
       }
     }
   });
@@ -53,13 +65,30 @@ describe("OpenAPI document", () => {
     expect(list.find((p: any) => p.name === "limit").schema.pattern).toBeDefined();
     const reset = d.paths["/api/vms/{id}/reset_state"].post;
     expect(reset.requestBody.required).toBe(false);
-    expect(reset.requestBody.content["application/json"].schema.properties.reason).toMatchObject({ type: "string", maxLength: 500 });
+    expect(reset.requestBody.content["application/json"].schema.properties.reason).toMatchObject({
+      type: "string",
+      maxLength: 500,
+    });
     expect(reset.parameters.find((p: any) => p.name === "force").schema.enum).toContain("true");
-    expect(reset.responses["200"].content["application/json"].schema.properties.source.enum).toEqual(["hypervisor", "forced"]);
+    expect(reset.responses["200"].content["application/json"].schema.properties.source.enum).toEqual([
+      "hypervisor",
+      "forced",
+    ]);
     const node = d.paths["/api/nodes"].post.requestBody.content["application/json"].schema;
-    expect(node).toMatchObject({ type: "object", required: ["name"], properties: { name: { type: "string", maxLength: 64 } } });
-    expect(d.paths["/api/vms/{id}/logs"].get.parameters.find((p: any) => p.name === "lines").description).toContain("1 to 10000");
-    expect(d.paths["/api/vms/{id}"].get.responses["200"].content["application/json"].schema.properties.vm.properties).toHaveProperty("flag");
-    expect(d.paths["/api/vms/{id}/events"].get.responses["200"].content["application/json"].schema.properties.events.items.properties).toHaveProperty("logExcerpt");
+    expect(node).toMatchObject({
+      type: "object",
+      required: ["name"],
+      properties: { name: { type: "string", maxLength: 64 } },
+    });
+    expect(d.paths["/api/vms/{id}/logs"].get.parameters.find((p: any) => p.name === "lines").description).toContain(
+      "1 to 10000",
+    );
+    expect(
+      d.paths["/api/vms/{id}"].get.responses["200"].content["application/json"].schema.properties.vm.properties,
+    ).toHaveProperty("flag");
+    expect(
+      d.paths["/api/vms/{id}/events"].get.responses["200"].content["application/json"].schema.properties.events.items
+        .properties,
+    ).toHaveProperty("logExcerpt");
   });
 });

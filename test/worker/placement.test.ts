@@ -33,14 +33,18 @@ describe("placement of a node's session", () => {
     expect(res.status).toBe(101);
     const ws = res.webSocket!;
     ws.accept();
-    const welcome = await new Promise<{ type: string; payload: { nodeId: string } }>((resolve) => ws.addEventListener("message", (e) => resolve(JSON.parse(e.data as string))));
+    const welcome = await new Promise<{ type: string; payload: { nodeId: string } }>((resolve) =>
+      ws.addEventListener("message", (e) => resolve(JSON.parse(e.data as string))),
+    );
     expect(welcome).toMatchObject({ type: "welcome", payload: { nodeId: node.id } });
     ws.close(1000, "done");
   });
 
   it("rotating and deleting a node that never connected both answer (its session is left alone, which locally shows only as no error)", async () => {
     const { node } = await createNode();
-    const rotated = await json<{ joinToken: string }>(await api(`/api/nodes/${node.id}/rotate_token`, { method: "POST" }));
+    const rotated = await json<{ joinToken: string }>(
+      await api(`/api/nodes/${node.id}/rotate_token`, { method: "POST" }),
+    );
     expect(rotated.joinToken).toBeTruthy();
     expect((await api(`/api/nodes/${node.id}`, { method: "DELETE" })).status).toBeLessThan(300);
     expect((await api(`/api/nodes/${node.id}`)).status).toBe(404);

@@ -24,7 +24,10 @@ async function stuckVm() {
 }
 
 /** Makes the VM's last state change `ms` old. */
-const age = (vmId: string, ms: number) => env.DB.prepare("UPDATE vms SET state_updated_at = ? WHERE id = ?").bind(Date.now() - ms, vmId).run();
+const age = (vmId: string, ms: number) =>
+  env.DB.prepare("UPDATE vms SET state_updated_at = ? WHERE id = ?")
+    .bind(Date.now() - ms, vmId)
+    .run();
 
 /** A reconnect: the new connection fails what the old one carried, then syncs. */
 async function reconnect(credential: string, vms: ReturnType<typeof vmInfo>[]) {
@@ -45,7 +48,9 @@ describe("reconciler", () => {
     const q = await agent.next("vm.state");
     expect(q.payload).toMatchObject({ vmId: s.vm.uuid, name: s.vm.name });
     agent.reply(q, "result", { state: "STOPPED", libvirtState: "shutoff" });
-    await eventually(async () => expect(await getVm(s.vm.uuid)).toMatchObject({ state: "STOPPED", libvirtState: "shutoff" }));
+    await eventually(async () =>
+      expect(await getVm(s.vm.uuid)).toMatchObject({ state: "STOPPED", libvirtState: "shutoff" }),
+    );
     const [ev] = await events(s.vm.uuid);
     expect(ev).toMatchObject({
       action: "auto_repair",
@@ -71,32 +76,50 @@ describe("reconciler", () => {
     expect(q.payload).toMatchObject({ vmId: s.vm.uuid });
     agent.reply(q, "result", { state: "RUNNING", libvirtState: "running" });
     await eventually(async () => expect((await getVm(s.vm.uuid)).state).toBe("RUNNING"));
-    expect((await events(s.vm.uuid))[0]).toMatchObject({ action: "auto_repair", expectedState: "STOPPING", observedState: "RUNNING" });
+    expect((await events(s.vm.uuid))[0]).toMatchObject({
+      action: "auto_repair",
+      expectedState: "STOPPING",
+      observedState: "RUNNING",
+    });
   });
 
   it("periodically on the alarm while connected; a transition whose request is still in flight is not touched", async () => {
     const s = await stuckVm();
     s.agent.reply(s.stop, "ack"); // in flight: the guest has STOP_GRACE_MS to shut down
-    await eventually(async () => expect((await json(await api(`/api/requests/${s.stop.id}`))).request.status).toBe("sent"));
+    await eventually(async () =>
+      expect((await json(await api(`/api/requests/${s.stop.id}`))).request.status).toBe("sent"),
+    );
     await age(s.vm.uuid, 200_000);
-    const due = () => runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.put("reconcileAt", 0));
+    const due = () =>
+      runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.put("reconcileAt", 0));
     await due();
     await runDurableObjectAlarm(session(s.nodeId));
     await sleep(100);
     expect(s.agent.frames.filter((f) => f.type === "vm.state")).toHaveLength(0);
 
     // The stop's outcome never comes: once its deadline has failed it, the next pass asks.
-    await eventually(async () => expect((await json(await api(`/api/requests/${s.stop.id}`))).request.status).toBe("failed"), 6000);
+    await eventually(
+      async () => expect((await json(await api(`/api/requests/${s.stop.id}`))).request.status).toBe("failed"),
+      6000,
+    );
     await age(s.vm.uuid, 200_000);
-    expect(await runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.get<number>("reconcileAt"))).toBeGreaterThan(Date.now());
+    expect(
+      await runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.get<number>("reconcileAt")),
+    ).toBeGreaterThan(Date.now());
     await due();
     await runDurableObjectAlarm(session(s.nodeId));
     const q = await s.agent.next("vm.state");
     s.agent.reply(q, "result", { state: "RUNNING", libvirtState: "running" });
     await eventually(async () => expect((await getVm(s.vm.uuid)).state).toBe("RUNNING"));
-    expect((await events(s.vm.uuid))[0]).toMatchObject({ action: "auto_repair", expectedState: "STOPPING", observedState: "RUNNING" });
+    expect((await events(s.vm.uuid))[0]).toMatchObject({
+      action: "auto_repair",
+      expectedState: "STOPPING",
+      observedState: "RUNNING",
+    });
     // The pass scheduled the next one RECONCILE_INTERVAL_MS (60 s) later.
-    const next = await runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.get<number>("reconcileAt"));
+    const next = await runInDurableObject(session(s.nodeId), async (_o, state) =>
+      state.storage.kv.get<number>("reconcileAt"),
+    );
     expect(next! - Date.now()).toBeGreaterThan(50_000);
   });
 
@@ -106,8 +129,10 @@ describe("reconciler", () => {
     const vm = vmInfo(`rc-idle-${s.name}`, "running");
     s.agent.inventory([vm]);
     await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
-    const kv = <T,>(key: string) => runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.get<T>(key));
-    const due = () => runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.put("reconcileAt", 0));
+    const kv = <T>(key: string) =>
+      runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.get<T>(key));
+    const due = () =>
+      runInDurableObject(session(s.nodeId), async (_o, state) => state.storage.kv.put("reconcileAt", 0));
     await eventually(async () => expect(await kv<boolean>("transitionsOpen")).toBe(false)); // the sync's pass found none
     await due();
     await runDurableObjectAlarm(session(s.nodeId));
@@ -122,7 +147,11 @@ describe("reconciler", () => {
     expect((await getVm(vm.uuid)).state).toBe("STOPPING");
     s.agent.reply(q, "result", { state: "STOPPED", libvirtState: "shutoff" });
     await eventually(async () => expect((await getVm(vm.uuid)).state).toBe("STOPPED"));
-    expect((await events(vm.uuid))[0]).toMatchObject({ action: "auto_repair", actor: "reconciler", observedState: "STOPPED" });
+    expect((await events(vm.uuid))[0]).toMatchObject({
+      action: "auto_repair",
+      actor: "reconciler",
+      observedState: "STOPPED",
+    });
     // That pass saw the transition open; the next one sees it closed.
     await due();
     await runDurableObjectAlarm(session(s.nodeId));

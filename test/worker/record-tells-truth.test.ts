@@ -8,7 +8,21 @@ import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { inventoryDigest, digestBucket } from "../../protocol/digest.ts";
 import { PROTOCOL_VERSION, WIRE_FEATURES, type VmInfo } from "../../protocol/wire.ts";
-import { agentsClosedAfterEach, api, createNode, enroll, eventually, expectError, json, TestAgent, unique, uuid, vmInfo, type Frame, session } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  createNode,
+  enroll,
+  eventually,
+  expectError,
+  json,
+  TestAgent,
+  unique,
+  uuid,
+  vmInfo,
+  type Frame,
+  session,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -23,7 +37,17 @@ async function nodeWith(vms: VmInfo[], features: readonly string[] = WIRE_FEATUR
   const { nodeId, credential } = await enroll(joinToken);
   const agent = await TestAgent.connect(credential);
   agents.push(agent);
-  agent.send({ type: "hello", id: "h1", payload: { agentVersion: "0.2.0-test", hostname: "h", libvirtVersion: "10.0.0", protocolVersion: PROTOCOL_VERSION, features } });
+  agent.send({
+    type: "hello",
+    id: "h1",
+    payload: {
+      agentVersion: "0.2.0-test",
+      hostname: "h",
+      libvirtVersion: "10.0.0",
+      protocolVersion: PROTOCOL_VERSION,
+      features,
+    },
+  });
   agent.inventory(vms);
   for (const vm of vms) await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
   return { agent, nodeId, credential, name };
@@ -36,10 +60,14 @@ describe("features and long operations", () => {
   it("the welcome lists every feature the control plane handles", async () => {
     const { joinToken } = await createNode(unique("feat"));
     const { credential } = await enroll(joinToken);
-    const res = await (await import("cloudflare:test")).SELF.fetch("http://cp.test/agent/connect", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
+    const res = await (await import("cloudflare:test")).SELF.fetch("http://cp.test/agent/connect", {
+      headers: { upgrade: "websocket", authorization: `Bearer ${credential}` },
+    });
     const ws = res.webSocket!;
     ws.accept();
-    const welcome = await new Promise<any>((resolve) => ws.addEventListener("message", (e) => resolve(JSON.parse(e.data as string)), { once: true }));
+    const welcome = await new Promise<any>((resolve) =>
+      ws.addEventListener("message", (e) => resolve(JSON.parse(e.data as string)), { once: true }),
+    );
     ws.close(1000, "done");
     expect(welcome.type).toBe("welcome");
     expect(welcome.payload.features).toEqual([...WIRE_FEATURES]);
@@ -51,7 +79,10 @@ describe("features and long operations", () => {
     const waiting = api(`/api/vms/${vm.uuid}/start?wait=true`, { method: "POST" });
     const start = await agent.next("vm.start");
     agent.reply(start, "ack");
-    const rowDeadline = async () => (await env.DB.prepare("SELECT deadline_at, acked_at FROM requests WHERE id = ?").bind(start.id).first<{ deadline_at: number; acked_at: number | null }>())!;
+    const rowDeadline = async () =>
+      (await env.DB.prepare("SELECT deadline_at, acked_at FROM requests WHERE id = ?")
+        .bind(start.id)
+        .first<{ deadline_at: number; acked_at: number | null }>())!;
     // The ack's deadline (the operation cap here, 5 s from the request) is what the row holds first.
     const acked = await eventually(async () => {
       const row = await rowDeadline();
@@ -123,8 +154,15 @@ describe("agent errors and verified writes", () => {
     const { agent } = await nodeWith([vm]);
     await json(await api(`/api/vms/${vm.uuid}/start`, { method: "POST" }), 202);
     const start = await agent.next("vm.start");
-    agent.reply(start, "error", { code: "libvirt_error", message: "internal error: qemu unexpectedly closed the monitor", state: "ERROR", libvirtState: "crashed" });
-    await eventually(async () => expect(await getVm(vm.uuid)).toMatchObject({ state: "ERROR", libvirtState: "crashed" }));
+    agent.reply(start, "error", {
+      code: "libvirt_error",
+      message: "internal error: qemu unexpectedly closed the monitor",
+      state: "ERROR",
+      libvirtState: "crashed",
+    });
+    await eventually(async () =>
+      expect(await getVm(vm.uuid)).toMatchObject({ state: "ERROR", libvirtState: "crashed" }),
+    );
     const [ev] = await events(vm.uuid);
     expect(ev).toMatchObject({ action: "power_failed", fromState: "STARTING", toState: "ERROR", source: "hypervisor" });
     expect(await getRequest(start.id)).toMatchObject({ status: "failed", error: { code: "libvirt_error" } });
@@ -166,7 +204,10 @@ describe("reset_state when the agent answers with an error", () => {
     const vm = vmInfo("gone-dom", "running");
     const { agent } = await nodeWith([vm]);
     const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
-    agent.reply(await agent.next("vm.state"), "error", { code: "vm_not_found", message: "Domain not found: no domain with matching uuid" });
+    agent.reply(await agent.next("vm.state"), "error", {
+      code: "vm_not_found",
+      message: "Domain not found: no domain with matching uuid",
+    });
     await expectError(await p, 404, "vm_not_found");
     const v = await getVm(vm.uuid);
     expect(v).toMatchObject({ state: "RUNNING", missing: true });
@@ -176,7 +217,10 @@ describe("reset_state when the agent answers with an error", () => {
     const vm = vmInfo("lv-down", "running");
     const { agent } = await nodeWith([vm]);
     const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
-    agent.reply(await agent.next("vm.state"), "error", { code: "libvirt_error", message: "Failed to connect socket to '/var/run/libvirt/libvirt-sock'" });
+    agent.reply(await agent.next("vm.state"), "error", {
+      code: "libvirt_error",
+      message: "Failed to connect socket to '/var/run/libvirt/libvirt-sock'",
+    });
     const err = await expectError(await p, 502, "hypervisor_error");
     expect(err.message).toContain("libvirt-sock");
     expect((await getVm(vm.uuid)).state).toBe("RUNNING");
@@ -201,7 +245,11 @@ describe("reset_state when the agent answers with an error", () => {
     const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
     const q1 = await agent.next("vm.state");
     await sleep(5);
-    agent.send({ type: "vm.changed", id: "c1", payload: { vms: [{ ...vm, state: "PAUSED", libvirtState: "paused" }], removed: [] } });
+    agent.send({
+      type: "vm.changed",
+      id: "c1",
+      payload: { vms: [{ ...vm, state: "PAUSED", libvirtState: "paused" }], removed: [] },
+    });
     await eventually(async () => expect((await getVm(vm.uuid)).state).toBe("PAUSED"));
     agent.reply(q1, "result", { state: "RUNNING", libvirtState: "running" });
     const q2 = await agent.next("vm.state");
@@ -217,7 +265,11 @@ describe("reset_state when the agent answers with an error", () => {
     for (const [state, libvirtState] of states) {
       const q = await agent.next("vm.state");
       await sleep(5);
-      agent.send({ type: "vm.changed", id: `c-${state}`, payload: { vms: [{ ...vm, state, libvirtState }], removed: [] } });
+      agent.send({
+        type: "vm.changed",
+        id: `c-${state}`,
+        payload: { vms: [{ ...vm, state, libvirtState }], removed: [] },
+      });
       await eventually(async () => expect((await getVm(vm.uuid)).state).toBe(state));
       agent.reply(q, "result", { state: "STOPPED", libvirtState: "shutoff" });
     }
@@ -234,7 +286,8 @@ describe("reset_state when the agent answers with an error", () => {
     const questions = [await agent.next("vm.state"), await agent.next("vm.state"), await agent.next("vm.state")];
     for (const q of questions) agent.reply(q, "result", { state: "RUNNING", libvirtState: "running" });
     // All three answer from their one question (one asked again would wait for an answer never sent).
-    for (const res of await Promise.all(resets)) expect(await json(res)).toMatchObject({ success: true, source: "hypervisor", vm: { state: "RUNNING" } });
+    for (const res of await Promise.all(resets))
+      expect(await json(res)).toMatchObject({ success: true, source: "hypervisor", vm: { state: "RUNNING" } });
     expect((await getVm(vm.uuid)).stateUpdatedAt).toBe(before); // RUNNING since it was first reported
   });
 });
@@ -250,11 +303,19 @@ describe("force stop over a graceful stop", () => {
     const force = api(`/api/vms/${vm.uuid}/stop?force=true&wait=true`, { method: "POST" });
     const forceStop = await agent.next("vm.forceStop");
     agent.reply(forceStop, "ack");
-    agent.reply(stop, "error", { code: "overridden", message: "overridden by force stop", state: "STOPPED", libvirtState: "shutoff" });
+    agent.reply(stop, "error", {
+      code: "overridden",
+      message: "overridden by force stop",
+      state: "STOPPED",
+      libvirtState: "shutoff",
+    });
     agent.reply(forceStop, "result", { state: "STOPPED", libvirtState: "shutoff" });
     expect((await json(await force)).vm.state).toBe("STOPPED");
     await expectError(await graceful, 409, "overridden");
-    expect(await getRequest(stop.id)).toMatchObject({ status: "failed", error: { code: "overridden", message: "overridden by force stop" } });
+    expect(await getRequest(stop.id)).toMatchObject({
+      status: "failed",
+      error: { code: "overridden", message: "overridden by force stop" },
+    });
     expect(await getRequest(forceStop.id)).toMatchObject({ status: "done" });
     expect((await events(vm.uuid))[0]).toMatchObject({ action: "force_stop_done", toState: "STOPPED" });
   });
@@ -264,14 +325,19 @@ describe("force stop over a graceful stop", () => {
     const { agent } = await nodeWith([vm], ["progress", "digest"]);
     await json(await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" }), 202);
     agent.reply(await agent.next("vm.stop"), "ack");
-    const err = await expectError(await api(`/api/vms/${vm.uuid}/stop?force=true`, { method: "POST" }), 409, "invalid_state");
+    const err = await expectError(
+      await api(`/api/vms/${vm.uuid}/stop?force=true`, { method: "POST" }),
+      409,
+      "invalid_state",
+    );
     expect(err.message).toMatch(/STOPPING/);
   });
 });
 
 describe("anti-entropy", () => {
   /** VMs with UUIDs in chosen buckets (first hex digit). */
-  const inBucket = (b: string, name: string, st: "running" | "shutoff" = "running") => vmInfo(name, st, b + uuid().slice(1));
+  const inBucket = (b: string, name: string, st: "running" | "shutoff" = "running") =>
+    vmInfo(name, st, b + uuid().slice(1));
 
   it("a digest equal to the records asks for nothing; a differing one gets a scoped resync of just those buckets, and its answer settles them", async () => {
     const a = inBucket("a", "anti-a");
@@ -279,7 +345,11 @@ describe("anti-entropy", () => {
     const gone = inBucket("b", "anti-b-gone");
     const c = inBucket("c", "anti-c");
     const { agent } = await nodeWith([a, b, gone, c]);
-    agent.send({ type: "inventory.digest", id: "d1", payload: inventoryDigest([a, b, gone, c].map((v) => ({ ...v }))) });
+    agent.send({
+      type: "inventory.digest",
+      id: "d1",
+      payload: inventoryDigest([a, b, gone, c].map((v) => ({ ...v }))),
+    });
     await sleep(300);
     expect(agent.frames.filter((f) => f.type === "resync")).toHaveLength(0);
 
@@ -288,7 +358,11 @@ describe("anti-entropy", () => {
     agent.send({ type: "inventory.digest", id: "d2", payload: inventoryDigest([a, bNow, c]) });
     const resync = await agent.next("resync");
     expect(resync.payload).toEqual({ buckets: ["b"] });
-    agent.send({ type: "inventory", id: `${resync.id}-0`, payload: { syncId: resync.id, seq: 0, done: true, vms: [bNow], scope: resync.payload } });
+    agent.send({
+      type: "inventory",
+      id: `${resync.id}-0`,
+      payload: { syncId: resync.id, seq: 0, done: true, vms: [bNow], scope: resync.payload },
+    });
     await eventually(async () => expect((await getVm(b.uuid)).state).toBe("STOPPED"));
     await eventually(async () => expect((await getVm(gone.uuid)).missing).toBe(true));
     // Outside the scope nothing is marked missing, even though the scoped answer did not list them.
@@ -315,7 +389,9 @@ describe("anti-entropy", () => {
     await json(await api(`/api/vms/${left.uuid}/start`, { method: "POST" }), 202);
     await agent.next("vm.start");
     await agent.next("vm.state", 5000); // asked as the start failed; left unanswered
-    await eventually(async () => expect((await json(await api(`/api/nodes/${(await getVm(left.uuid)).node_id}`))).node.connected).toBe(true));
+    await eventually(async () =>
+      expect((await json(await api(`/api/nodes/${(await getVm(left.uuid)).node_id}`))).node.connected).toBe(true),
+    );
     // That question times out too (QUERY_TIMEOUT_MS, 1 s here): nothing is in flight any more.
     await eventually(async () => expect((await session(nodeId).stats()).inFlight).toBe(0), 10_000);
     const busyNow = { ...busy, state: "STOPPED" as const, libvirtState: "shutoff" as const };

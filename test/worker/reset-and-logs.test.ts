@@ -2,7 +2,17 @@
 // logs route (chunks reassembled in order, every error code the logs route has), plus their rate limits.
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { agentsClosedAfterEach, api, createToken, eventually, expectError, json, TestAgent, uuid, vmInfo } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  createToken,
+  eventually,
+  expectError,
+  json,
+  TestAgent,
+  uuid,
+  vmInfo,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 async function stuckVm() {
@@ -34,8 +44,18 @@ describe("reset_state", () => {
       source: "hypervisor",
     });
     const [ev] = await events(vm.uuid);
-    expect(ev).toMatchObject({ action: "reset_state", actor: "admin", fromState: "STOPPING", toState: "PAUSED", source: "hypervisor" });
-    const row = await env.DB.prepare("SELECT reason, transition_request_id FROM vm_events e JOIN vms v ON v.id = e.vm_id WHERE e.vm_id = ? ORDER BY e.id DESC").bind(vm.uuid).first<any>();
+    expect(ev).toMatchObject({
+      action: "reset_state",
+      actor: "admin",
+      fromState: "STOPPING",
+      toState: "PAUSED",
+      source: "hypervisor",
+    });
+    const row = await env.DB.prepare(
+      "SELECT reason, transition_request_id FROM vm_events e JOIN vms v ON v.id = e.vm_id WHERE e.vm_id = ? ORDER BY e.id DESC",
+    )
+      .bind(vm.uuid)
+      .first<any>();
     expect(row).toMatchObject({ reason: "stop hung", transition_request_id: null });
     // Start / stop work again.
     expect((await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" })).status).toBe(202);
@@ -44,7 +64,12 @@ describe("reset_state", () => {
   it("force=true sets STOPPED without asking (source forced, 'forced by request')", async () => {
     const { agent, vm } = await stuckVm();
     const body = await json(await api(`/api/vms/${vm.uuid}/reset_state?force&reason=ops`, { method: "POST" }));
-    expect(body).toMatchObject({ success: true, source: "forced", previousState: "STOPPING", vm: { state: "STOPPED" } });
+    expect(body).toMatchObject({
+      success: true,
+      source: "forced",
+      previousState: "STOPPING",
+      vm: { state: "STOPPED" },
+    });
     expect(body.message).toContain("forced by request");
     expect(agent.frames.find((f) => f.type === "vm.state")).toBeUndefined();
     expect((await events(vm.uuid))[0]).toMatchObject({ action: "reset_state", source: "forced", toState: "STOPPED" });
@@ -87,7 +112,8 @@ describe("reset_state", () => {
     const missing = uuid();
     const statuses: number[] = [];
     // Room for two limits: the limiter's minute windows follow the clock, one may end mid-loop.
-    for (let i = 0; i < 130 && !statuses.includes(429); i++) statuses.push((await api(`/api/vms/${missing}/reset_state`, { method: "POST", token })).status);
+    for (let i = 0; i < 130 && !statuses.includes(429); i++)
+      statuses.push((await api(`/api/vms/${missing}/reset_state`, { method: "POST", token })).status);
     expect(statuses.filter((s) => s === 404).length).toBeGreaterThanOrEqual(50);
     expect(statuses.at(-1)).toBe(429);
   });
@@ -112,15 +138,31 @@ describe("reset_state routing", () => {
     // The VM is now B's (as after its first node was deleted and B reported it).
     await env.DB.prepare("UPDATE vms SET node_id = ? WHERE id = ?").bind(b.nodeId, vm.uuid).run();
     const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
-    a.agent.reply(await a.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "from A" });
-    b.agent.reply(await b.agent.next("vm.state"), "result", { state: "PAUSED", libvirtState: "paused", logExcerpt: "from B" });
-    expect(await json(await p)).toMatchObject({ source: "hypervisor", previousState: "RUNNING", vm: { state: "PAUSED", node_id: b.nodeId } });
+    a.agent.reply(await a.agent.next("vm.state"), "result", {
+      state: "RUNNING",
+      libvirtState: "running",
+      logExcerpt: "from A",
+    });
+    b.agent.reply(await b.agent.next("vm.state"), "result", {
+      state: "PAUSED",
+      libvirtState: "paused",
+      logExcerpt: "from B",
+    });
+    expect(await json(await p)).toMatchObject({
+      source: "hypervisor",
+      previousState: "RUNNING",
+      vm: { state: "PAUSED", node_id: b.nodeId },
+    });
     const resets = (await events(vm.uuid)).filter((e: any) => e.action === "reset_state");
     expect(resets).toHaveLength(1);
     expect(resets[0]).toMatchObject({ toState: "PAUSED", logExcerpt: "from B" });
     // Seen on B now: the next reset asks B alone.
     const q = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
-    b.agent.reply(await b.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "" });
+    b.agent.reply(await b.agent.next("vm.state"), "result", {
+      state: "RUNNING",
+      libvirtState: "running",
+      logExcerpt: "",
+    });
     expect(await json(await q)).toMatchObject({ source: "hypervisor", vm: { state: "RUNNING" } });
     expect(a.agent.frames.filter((f) => f.type === "vm.state")).toHaveLength(0);
   });
@@ -157,7 +199,14 @@ describe("logs", () => {
     expect(cmd.payload).toMatchObject({ vmId: vm.uuid, name: vm.name, lines: 3 });
     agent.reply(cmd, "log.chunk", { seq: 1, text: "line 2\nline 3\n" });
     agent.reply(cmd, "log.chunk", { seq: 0, text: "line 1\n" });
-    agent.reply(cmd, "result", { logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: 1234, linesReturned: 3, truncated: true, lastModified: "2026-01-01T00:00:00.000Z", chunks: 2 });
+    agent.reply(cmd, "result", {
+      logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+      logSizeBytes: 1234,
+      linesReturned: 3,
+      truncated: true,
+      lastModified: "2026-01-01T00:00:00.000Z",
+      chunks: 2,
+    });
     expect(await json(await p)).toEqual({
       qemuLog: "line 1\nline 2\nline 3\n",
       logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
@@ -188,15 +237,30 @@ describe("logs", () => {
       if (i % 3 === 2) agent.reply(cmd, "error", { code: "log_not_found", message: "no such file" });
       else {
         agent.reply(cmd, "log.chunk", { seq: 0, text: "a\nb\n" });
-        agent.reply(cmd, "result", { logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: 4, linesReturned: 2, truncated: false, lastModified: null, chunks: 1 });
+        agent.reply(cmd, "result", {
+          logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+          logSizeBytes: 4,
+          linesReturned: 2,
+          truncated: false,
+          lastModified: null,
+          chunks: 1,
+        });
       }
       expect((await p).status).toBe(i % 3 === 2 ? 404 : 200);
     }
     // Each finished row is kept by the node's session until its next alarm writes them all: none is
     // in both places, none in neither, and one alarm leaves none behind.
     const session = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
-    const keptIds = () => runInDurableObject(session, async (_o, state) => [...state.storage.kv.list({ prefix: "queryrow:" })].map(([k]) => k.slice("queryrow:".length)));
-    const inD1 = async () => (await env.DB.prepare(`SELECT id FROM requests WHERE id IN (${ids.map(() => "?").join(",")})`).bind(...ids).all<{ id: string }>()).results.map((r) => r.id);
+    const keptIds = () =>
+      runInDurableObject(session, async (_o, state) =>
+        [...state.storage.kv.list({ prefix: "queryrow:" })].map(([k]) => k.slice("queryrow:".length)),
+      );
+    const inD1 = async () =>
+      (
+        await env.DB.prepare(`SELECT id FROM requests WHERE id IN (${ids.map(() => "?").join(",")})`)
+          .bind(...ids)
+          .all<{ id: string }>()
+      ).results.map((r) => r.id);
     const [kept, written] = [await keptIds(), await inD1()];
     expect([...kept, ...written].filter((id) => ids.includes(id)).sort()).toEqual([...ids].sort());
     await runInDurableObject(session, async (_o, state) => state.storage.kv.put("keptAt", 0)); // due now
@@ -204,13 +268,20 @@ describe("logs", () => {
     expect(await keptIds()).toEqual([]);
     expect((await inD1()).sort()).toEqual([...ids].sort());
     const rows = await eventually(async () => {
-      const { results } = await env.DB.prepare(`SELECT * FROM requests WHERE id IN (${ids.map(() => "?").join(",")})`).bind(...ids).all<any>();
+      const { results } = await env.DB.prepare(`SELECT * FROM requests WHERE id IN (${ids.map(() => "?").join(",")})`)
+        .bind(...ids)
+        .all<any>();
       expect(results).toHaveLength(12);
       return results;
     });
     for (const row of rows) {
       const failed = ids.indexOf(row.id) % 3 === 2;
-      expect(row).toMatchObject({ kind: "vm.logs", vm_id: vm.uuid, status: failed ? "failed" : "done", requested_by: "admin" });
+      expect(row).toMatchObject({
+        kind: "vm.logs",
+        vm_id: vm.uuid,
+        status: failed ? "failed" : "done",
+        requested_by: "admin",
+      });
       expect(JSON.parse(row.params)).toEqual({ lines: 2 });
       expect(row.sent_at).toBeGreaterThanOrEqual(row.created_at);
       expect(row.finished_at).toBeGreaterThanOrEqual(row.sent_at);
@@ -226,10 +297,21 @@ describe("logs", () => {
     agent.reply(cmd, "log.chunk", { seq: 0, text: "old\nnew\n" });
     const skipped = [{ file: `${vm.name}.log.2.gz`, reason: "compressed" }];
     agent.reply(cmd, "result", {
-      logPath: `/var/log/libvirt/qemu/${vm.name}.log`, logSizeBytes: 4, linesReturned: 2, truncated: true,
-      lastModified: null, chunks: 1, files: [`${vm.name}.log`, `${vm.name}.log.1`], skipped,
+      logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+      logSizeBytes: 4,
+      linesReturned: 2,
+      truncated: true,
+      lastModified: null,
+      chunks: 1,
+      files: [`${vm.name}.log`, `${vm.name}.log.1`],
+      skipped,
     });
-    expect(await json(await p)).toMatchObject({ qemuLog: "old\nnew\n", files: [`${vm.name}.log`, `${vm.name}.log.1`], skipped, truncated: true });
+    expect(await json(await p)).toMatchObject({
+      qemuLog: "old\nnew\n",
+      files: [`${vm.name}.log`, `${vm.name}.log.1`],
+      skipped,
+      truncated: true,
+    });
   });
 
   it("default 100 lines; 400 naming the range for bad values", async () => {
@@ -258,7 +340,14 @@ describe("logs", () => {
     const p = api(`/api/vms/${vm.uuid}/logs`);
     const cmd = await agent.next("vm.logs");
     agent.reply(cmd, "log.chunk", { seq: 0, text: "x" });
-    agent.reply(cmd, "result", { logPath: "/l", logSizeBytes: 1, linesReturned: 1, truncated: false, lastModified: null, chunks: 2 });
+    agent.reply(cmd, "result", {
+      logPath: "/l",
+      logSizeBytes: 1,
+      linesReturned: 1,
+      truncated: false,
+      lastModified: null,
+      chunks: 2,
+    });
     await expectError(await p, 502, "agent_error");
   });
 

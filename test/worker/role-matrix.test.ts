@@ -11,7 +11,19 @@ import { PING_FRAME } from "../../protocol/wire.ts";
 import app from "../../worker/index.ts";
 import { NOTIFICATION_ROUTES } from "../../worker/notifications/openapi.ts";
 import { ROUTES } from "../../worker/openapi.ts";
-import { api, BASE, createNode, createToken, enroll, eventually, json, TestAgent, unique, vmInfo, type Frame } from "./support.ts";
+import {
+  api,
+  BASE,
+  createNode,
+  createToken,
+  enroll,
+  eventually,
+  json,
+  TestAgent,
+  unique,
+  vmInfo,
+  type Frame,
+} from "./support.ts";
 
 const MARKER = "QX-MATRIX-LEAK-7f3a qemu-system-x86_64: -drive file=/srv/secret/planted.qcow2: Permission denied";
 const CALLERS = ["viewer", "operator", "admin", "node", "none"] as const;
@@ -42,12 +54,29 @@ async function answerCommands() {
     const logPath = `/var/log/libvirt/qemu/${vm.name}.log`;
     if (f.type === "vm.logs") {
       agent.reply(f, "log.chunk", { seq: 0, text: `${MARKER}\n` });
-      agent.reply(f, "result", { logPath, logSizeBytes: MARKER.length + 1, linesReturned: 1, truncated: false, lastModified: null, chunks: 1 });
+      agent.reply(f, "result", {
+        logPath,
+        logSizeBytes: MARKER.length + 1,
+        linesReturned: 1,
+        truncated: false,
+        lastModified: null,
+        chunks: 1,
+      });
     } else if (f.type === "vm.state") {
-      agent.reply(f, "result", { state: "RUNNING", libvirtState: "running", ...(f.payload.excerptLines ? { logExcerpt: MARKER } : {}) });
+      agent.reply(f, "result", {
+        state: "RUNNING",
+        libvirtState: "running",
+        ...(f.payload.excerptLines ? { logExcerpt: MARKER } : {}),
+      });
     } else if (f.type === "vm.start" || f.type === "vm.stop" || f.type === "vm.forceStop") {
       agent.reply(f, "ack");
-      agent.reply(f, "result", f.type === "vm.start" ? { state: "RUNNING", libvirtState: "running" } : { state: "STOPPED", libvirtState: "shutoff" });
+      agent.reply(
+        f,
+        "result",
+        f.type === "vm.start"
+          ? { state: "RUNNING", libvirtState: "running" }
+          : { state: "STOPPED", libvirtState: "shutoff" },
+      );
     } else if (f.type === "vm.logs.follow") {
       agent.reply(f, "ack");
       agent.send({ type: "log.append", id: f.id, payload: { seq: 0, text: `${MARKER}\n` } });
@@ -58,7 +87,11 @@ async function answerCommands() {
 }
 
 beforeAll(async () => {
-  tokens = { viewer: await createToken("viewer"), operator: await createToken("operator"), admin: await createToken("admin") };
+  tokens = {
+    viewer: await createToken("viewer"),
+    operator: await createToken("operator"),
+    admin: await createToken("admin"),
+  };
   const s = await TestAgent.forNewNode(unique("matrix"));
   agent = s.agent;
   nodeId = s.nodeId;
@@ -69,7 +102,10 @@ beforeAll(async () => {
   // Plant the log line: a live read (kept as the last-known log) and a verified reset (its event's excerpt).
   expect((await json(await api(`/api/vms/${vm.uuid}/logs?lines=5`))).qemuLog).toContain(MARKER);
   await json(await api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST", json: { reason: "matrix" } }));
-  await eventually(async () => expect((await json(await api(`/api/vms/${vm.uuid}/logs/last_known`))).qemuLog).toContain(MARKER), 10_000);
+  await eventually(
+    async () => expect((await json(await api(`/api/vms/${vm.uuid}/logs/last_known`))).qemuLog).toContain(MARKER),
+    10_000,
+  );
   const events = (await json(await api(`/api/vms/${vm.uuid}/events`))).events;
   expect(events.some((e: { logExcerpt?: string }) => e.logExcerpt?.includes(MARKER))).toBe(true);
   const stopped = await json(await api(`/api/vms/${vm.uuid}/stop?force=true&wait=true`, { method: "POST" }));
@@ -133,7 +169,11 @@ async function callFor(route: string): Promise<Call | null> {
     case "POST /agent/poll":
       return { method: "POST", path: "/agent/poll", body: {} };
     case "POST /agent/send":
-      return { method: "POST", path: "/agent/send", body: { connId: crypto.randomUUID(), messages: [{ type: "ack", id: "x", payload: {} }] } };
+      return {
+        method: "POST",
+        path: "/agent/send",
+        body: { connId: crypto.randomUUID(), messages: [{ type: "ack", id: "x", payload: {} }] },
+      };
     case "GET /api/vms/:id/metrics":
       return { method: "GET", path: `${v}/metrics?range=1h` };
     case "GET /api/nodes/:id/metrics":
@@ -159,11 +199,19 @@ function secretOf(caller: Caller): string | null {
 }
 
 /** A webhook target on a loopback port nothing listens on (a delivery there fails, and is kept). */
-const webhookTarget = () => ({ name: unique("matrix-hook"), url: "http://127.0.0.1:9/hook", secret: "matrix-secret", events: ["node.offline"] });
+const webhookTarget = () => ({
+  name: unique("matrix-hook"),
+  url: "http://127.0.0.1:9/hook",
+  secret: "matrix-secret",
+  events: ["node.offline"],
+});
 
 /** A target made by the admin, for the routes that act on one. */
 async function adminTarget(): Promise<string> {
-  const created = await json<{ target: { id: string } }>(await api("/api/notifications/targets", { json: webhookTarget() }), 201);
+  const created = await json<{ target: { id: string } }>(
+    await api("/api/notifications/targets", { json: webhookTarget() }),
+    201,
+  );
   return created.target.id;
 }
 
@@ -174,13 +222,18 @@ async function send(call: Call, caller: Caller): Promise<{ status: number; text:
   if (call.upgrade) {
     headers.upgrade = "websocket";
     // A browser's follow carries an API token as a subprotocol; an agent its credential as a header.
-    if (secret && call.path.startsWith("/api/") && caller !== "node") headers["sec-websocket-protocol"] = `qx.follow.v1, bearer.${secret}`;
+    if (secret && call.path.startsWith("/api/") && caller !== "node")
+      headers["sec-websocket-protocol"] = `qx.follow.v1, bearer.${secret}`;
     else if (secret) headers.authorization = `Bearer ${secret}`;
   } else if (secret) {
     headers.authorization = `Bearer ${secret}`;
   }
   if (call.body !== undefined) headers["content-type"] = "application/json";
-  const res = await SELF.fetch(`${BASE}${call.path}`, { method: call.method, headers, body: call.body === undefined ? undefined : JSON.stringify(call.body) });
+  const res = await SELF.fetch(`${BASE}${call.path}`, {
+    method: call.method,
+    headers,
+    body: call.body === undefined ? undefined : JSON.stringify(call.body),
+  });
   if (res.status !== 101) return { status: res.status, text: await res.text() };
   // An opened socket: what arrives on it in a moment is part of the answer.
   const ws = res.webSocket!;
@@ -211,7 +264,9 @@ function expected(access: string, caller: Caller): "open" | "allowed" | 401 | 40
 describe("every route x every caller", () => {
   it("statuses follow each route's access, and no log text reaches a viewer, a node credential or an anonymous caller", async () => {
     const mounted = [...new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`))];
-    const access = new Map([...ROUTES, ...NOTIFICATION_ROUTES].map((r) => [`${r.method.toUpperCase()} ${r.path}`, r.access as string]));
+    const access = new Map(
+      [...ROUTES, ...NOTIFICATION_ROUTES].map((r) => [`${r.method.toUpperCase()} ${r.path}`, r.access as string]),
+    );
     const cells: { route: string; caller: Caller; status: number; leaked: boolean }[] = [];
     const unmapped: string[] = [];
     for (const route of mounted) {
@@ -232,7 +287,8 @@ describe("every route x every caller", () => {
         if (want === "open") openStatuses.add(status);
         else if (want === "allowed") expect([401, 403], where).not.toContain(status);
         else expect(status, where).toBe(want);
-        if (caller === "viewer" || caller === "node" || caller === "none") expect(leaked, `log text leaked: ${where}`).toBe(false);
+        if (caller === "viewer" || caller === "node" || caller === "none")
+          expect(leaked, `log text leaked: ${where}`).toBe(false);
       }
       // An open route answers the same whoever asks.
       if (routeAccess === "none") expect(openStatuses.size, route).toBe(1);
@@ -240,11 +296,20 @@ describe("every route x every caller", () => {
     expect(unmapped, "routes with no access in the OpenAPI document or no call in this test").toEqual([]);
     expect(mounted.length).toBeGreaterThanOrEqual(27);
     // The planted line did reach those entitled to it: the search above would have found a leak.
-    const reachedOperators = new Set(cells.filter((c) => c.leaked && (c.caller === "operator" || c.caller === "admin")).map((c) => c.route));
-    for (const route of ["GET /api/vms/:id/logs", "GET /api/vms/:id/logs/last_known", "GET /api/vms/:id/events", "GET /api/vms/:id/logs/follow"]) {
+    const reachedOperators = new Set(
+      cells.filter((c) => c.leaked && (c.caller === "operator" || c.caller === "admin")).map((c) => c.route),
+    );
+    for (const route of [
+      "GET /api/vms/:id/logs",
+      "GET /api/vms/:id/logs/last_known",
+      "GET /api/vms/:id/events",
+      "GET /api/vms/:id/logs/follow",
+    ]) {
       expect([...reachedOperators], route).toContain(route);
     }
     const leaks = cells.filter((c) => c.leaked && !["operator", "admin"].includes(c.caller)).length;
-    console.log(`role matrix: ${mounted.length} routes x ${CALLERS.length} callers = ${cells.length} cells; leaks to viewer/node/anonymous: ${leaks}`);
+    console.log(
+      `role matrix: ${mounted.length} routes x ${CALLERS.length} callers = ${cells.length} cells; leaks to viewer/node/anonymous: ${leaks}`,
+    );
   }, 120_000);
 });

@@ -7,7 +7,13 @@ import { PROTOCOL_VERSION, type LibvirtState, type VmInfo, mapLibvirtState } fro
 export const ADMIN = "test-admin-token";
 export const BASE = "http://cp.test";
 
-export type ApiInit = { method?: string; token?: string | null; json?: unknown; body?: string; headers?: Record<string, string> };
+export type ApiInit = {
+  method?: string;
+  token?: string | null;
+  json?: unknown;
+  body?: string;
+  headers?: Record<string, string>;
+};
 
 export async function api(path: string, init: ApiInit = {}): Promise<Response> {
   const headers = new Headers(init.headers);
@@ -22,7 +28,11 @@ export async function api(path: string, init: ApiInit = {}): Promise<Response> {
 }
 
 /** Asserts the error envelope and returns its code. */
-export async function expectError(res: Response, status: number, code?: string): Promise<{ code: string; message: string }> {
+export async function expectError(
+  res: Response,
+  status: number,
+  code?: string,
+): Promise<{ code: string; message: string }> {
   const text = await res.text();
   expect(res.status, text).toBe(status);
   expect(res.headers.get("content-type") ?? "").toContain("application/json");
@@ -48,12 +58,23 @@ export async function createToken(role: "viewer" | "operator" | "admin", name = 
   return body.token;
 }
 
-export async function createNode(name = unique("node")): Promise<{ node: { id: string; name: string }; joinToken: string }> {
+export async function createNode(
+  name = unique("node"),
+): Promise<{ node: { id: string; name: string }; joinToken: string }> {
   return json(await api("/api/nodes", { json: { name } }), 201);
 }
 
-export async function enroll(joinToken: string, hostname = "host.test"): Promise<{ nodeId: string; credential: string }> {
-  return json(await SELF.fetch(`${BASE}/agent/enroll`, { method: "POST", headers: { "content-type": "application/json", "cf-connecting-ip": "10.9.9.9" }, body: JSON.stringify({ joinToken, hostname }) }));
+export async function enroll(
+  joinToken: string,
+  hostname = "host.test",
+): Promise<{ nodeId: string; credential: string }> {
+  return json(
+    await SELF.fetch(`${BASE}/agent/enroll`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "cf-connecting-ip": "10.9.9.9" },
+      body: JSON.stringify({ joinToken, hostname }),
+    }),
+  );
 }
 
 let uuidSeq = 0;
@@ -95,7 +116,9 @@ export class TestAgent {
   }
 
   static async connect(credential: string): Promise<TestAgent> {
-    const res = await SELF.fetch(`${BASE}/agent/connect`, { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
+    const res = await SELF.fetch(`${BASE}/agent/connect`, {
+      headers: { upgrade: "websocket", authorization: `Bearer ${credential}` },
+    });
     expect(res.status, res.status === 101 ? "" : await res.text()).toBe(101);
     const ws = res.webSocket!;
     ws.accept();
@@ -106,7 +129,9 @@ export class TestAgent {
   }
 
   /** Enrolls a fresh node, connects and says hello. */
-  static async forNewNode(name = unique("node")): Promise<{ agent: TestAgent; nodeId: string; credential: string; name: string }> {
+  static async forNewNode(
+    name = unique("node"),
+  ): Promise<{ agent: TestAgent; nodeId: string; credential: string; name: string }> {
     const { joinToken } = await createNode(name);
     const { nodeId, credential } = await enroll(joinToken);
     const agent = await TestAgent.connect(credential);
@@ -119,14 +144,23 @@ export class TestAgent {
   }
 
   hello(hostname = "host.test"): void {
-    this.send({ type: "hello", id: "h1", payload: { agentVersion: "0.1.0-test", hostname, libvirtVersion: "9.0.0", protocolVersion: PROTOCOL_VERSION } });
+    this.send({
+      type: "hello",
+      id: "h1",
+      payload: { agentVersion: "0.1.0-test", hostname, libvirtVersion: "9.0.0", protocolVersion: PROTOCOL_VERSION },
+    });
   }
 
   /** A full inventory in chunks of `chunk`, ending with `done`. */
   inventory(vms: VmInfo[], syncId = unique("sync"), chunk = 500): void {
-    if (vms.length === 0) this.send({ type: "inventory", id: syncId, payload: { syncId, seq: 0, done: true, vms: [] } });
+    if (vms.length === 0)
+      this.send({ type: "inventory", id: syncId, payload: { syncId, seq: 0, done: true, vms: [] } });
     for (let i = 0, s = 0; i < vms.length; i += chunk, s++) {
-      this.send({ type: "inventory", id: `${syncId}-${s}`, payload: { syncId, seq: s, done: i + chunk >= vms.length, vms: vms.slice(i, i + chunk) } });
+      this.send({
+        type: "inventory",
+        id: `${syncId}-${s}`,
+        payload: { syncId, seq: s, done: i + chunk >= vms.length, vms: vms.slice(i, i + chunk) },
+      });
     }
   }
 
@@ -136,7 +170,10 @@ export class TestAgent {
     for (;;) {
       const i = this.frames.findIndex((f) => !type || f.type === type);
       if (i >= 0) return this.frames.splice(i, 1)[0]!;
-      if (this.closed) throw new Error(`socket closed (${this.closed.code} ${this.closed.reason}) while waiting for ${type ?? "a frame"}`);
+      if (this.closed)
+        throw new Error(
+          `socket closed (${this.closed.code} ${this.closed.reason}) while waiting for ${type ?? "a frame"}`,
+        );
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no ${type ?? "frame"} within ${timeoutMs} ms`);
       await new Promise<void>((r) => {
@@ -209,14 +246,22 @@ export class FollowViewer {
   }
 
   /** The upgrade's raw answer (for refusals). */
-  static request(vmId: string, token: string | null = ADMIN, how: "subprotocol" | "header" = "subprotocol"): Promise<Response> {
+  static request(
+    vmId: string,
+    token: string | null = ADMIN,
+    how: "subprotocol" | "header" = "subprotocol",
+  ): Promise<Response> {
     const headers: Record<string, string> = { upgrade: "websocket" };
     if (token !== null && how === "subprotocol") headers["sec-websocket-protocol"] = `qx.follow.v1, bearer.${token}`;
     if (token !== null && how === "header") headers.authorization = `Bearer ${token}`;
     return SELF.fetch(`${BASE}/api/vms/${vmId}/logs/follow`, { headers });
   }
 
-  static async open(vmId: string, token: string = ADMIN, how: "subprotocol" | "header" = "subprotocol"): Promise<FollowViewer> {
+  static async open(
+    vmId: string,
+    token: string = ADMIN,
+    how: "subprotocol" | "header" = "subprotocol",
+  ): Promise<FollowViewer> {
     const res = await FollowViewer.request(vmId, token, how);
     expect(res.status, res.status === 101 ? "" : await res.text()).toBe(101);
     res.webSocket!.accept();

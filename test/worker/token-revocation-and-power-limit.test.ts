@@ -5,11 +5,23 @@ import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { TOKEN_CACHE_MS } from "../../worker/auth.ts";
 import { FOLLOW_CLOSE_REVOKED } from "../../protocol/api.ts";
-import { agentsClosedAfterEach, api, createToken, eventually, expectError, FollowViewer, json, TestAgent, uuid, vmInfo } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  createToken,
+  eventually,
+  expectError,
+  FollowViewer,
+  json,
+  TestAgent,
+  uuid,
+  vmInfo,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 
-const tokenId = async (name: string) => (await json(await api("/api/tokens"))).tokens.find((t: any) => t.name === name).id as string;
+const tokenId = async (name: string) =>
+  (await json(await api("/api/tokens"))).tokens.find((t: any) => t.name === name).id as string;
 
 describe("API token revocation", () => {
   it("DELETE /api/tokens/:id: the very next request with the token is refused", async () => {
@@ -23,7 +35,9 @@ describe("API token revocation", () => {
     await expectError(await api("/api/vms", { token }), 401, "unauthorized");
     const refusedAfter = performance.now() - answered;
     await expectError(await api("/api/me", { token }), 401, "unauthorized");
-    console.log(`API token revocation, same isolate: the first request after the delete answer was refused (${refusedAfter.toFixed(1)} ms after it)`);
+    console.log(
+      `API token revocation, same isolate: the first request after the delete answer was refused (${refusedAfter.toFixed(1)} ms after it)`,
+    );
   });
 
   it("revoked elsewhere (D1 changed, this isolate's copy not evicted): refused once its copy is a second old", async () => {
@@ -42,7 +56,9 @@ describe("API token revocation", () => {
     }
     const took = performance.now() - revokedAt;
     expect(status).toBe(401);
-    console.log(`API token revocation, another isolate's copy: refused ${took.toFixed(0)} ms after the revocation reached D1 (cache ${TOKEN_CACHE_MS} ms)`);
+    console.log(
+      `API token revocation, another isolate's copy: refused ${took.toFixed(0)} ms after the revocation reached D1 (cache ${TOKEN_CACHE_MS} ms)`,
+    );
     expect(TOKEN_CACHE_MS).toBeLessThanOrEqual(1_000);
   });
 
@@ -61,7 +77,9 @@ describe("API token revocation", () => {
     await json(await api(`/api/tokens/${await tokenId("follower")}`, { method: "DELETE" }));
     const answered = performance.now();
     const closed = await viewer.waitClosed();
-    console.log(`API token revocation, open follow: closed ${(performance.now() - answered).toFixed(1)} ms after the delete answer`);
+    console.log(
+      `API token revocation, open follow: closed ${(performance.now() - answered).toFixed(1)} ms after the delete answer`,
+    );
     expect(closed.code).toBe(FOLLOW_CLOSE_REVOKED);
     expect(viewer.messages.at(-1)).toMatchObject({ type: "error", code: "token_revoked" });
     // The agent stops following a log nobody may watch any more.

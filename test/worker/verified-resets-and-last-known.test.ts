@@ -3,7 +3,18 @@
 // `running_after_forced_reset` flag raised when a force-reset VM turns out to be alive.
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { agentsClosedAfterEach, api, createToken, eventually, expectError, json, TestAgent, uuid, vmInfo, type Frame } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  createToken,
+  eventually,
+  expectError,
+  json,
+  TestAgent,
+  uuid,
+  vmInfo,
+  type Frame,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 
@@ -22,7 +33,8 @@ async function stuck(s: { agent: TestAgent; vm: { uuid: string } }) {
   return s.agent.next("vm.stop");
 }
 
-const lines = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}`).join("\n") + "\n";
+const lines = (from: number, to: number) =>
+  Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}`).join("\n") + "\n";
 
 /** Answers a vm.logs command with `text` in one chunk. */
 function answerLogs(agent: TestAgent, cmd: Frame, text: string, extra: Record<string, unknown> = {}) {
@@ -79,7 +91,8 @@ describe("logs answer and the last-known log", () => {
     let p = api(`/api/vms/${vm.uuid}/logs`);
     answerLogs(agent, await agent.next("vm.logs"), lines(1, 3));
     await json(await p);
-    const long = Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")} ${"é".repeat(40)}`).join("\n") + "\n"; // ~330 KiB
+    const long =
+      Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")} ${"é".repeat(40)}`).join("\n") + "\n"; // ~330 KiB
     p = api(`/api/vms/${vm.uuid}/logs?lines=4000`);
     answerLogs(agent, await agent.next("vm.logs"), long);
     expect((await json(await p)).qemuLog).toBe(long); // the answer itself is whole
@@ -108,7 +121,11 @@ describe("logs answer and the last-known log", () => {
 
   it("last_known: operator role, 404 for an unknown VM", async () => {
     const { vm } = await nodeWithVm();
-    await expectError(await api(`/api/vms/${vm.uuid}/logs/last_known`, { token: await createToken("viewer") }), 403, "forbidden");
+    await expectError(
+      await api(`/api/vms/${vm.uuid}/logs/last_known`, { token: await createToken("viewer") }),
+      403,
+      "forbidden",
+    );
     await expectError(await api(`/api/vms/${vm.uuid}/logs/last_known`, { token: null }), 401);
     await expectError(await api(`/api/vms/${uuid()}/logs/last_known`), 404, "not_found");
   });
@@ -118,12 +135,19 @@ describe("verified resets", () => {
   it("hypervisor reset: the event keeps expected and observed state, the reason, and the log's last 20 lines sent with the agent's answer", async () => {
     const s = await nodeWithVm();
     await stuck(s);
-    const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST", json: { reason: "stop hung after kernel update" } });
+    const p = api(`/api/vms/${s.vm.uuid}/reset_state`, {
+      method: "POST",
+      json: { reason: "stop hung after kernel update" },
+    });
     // One round trip: the state query itself asks for the excerpt.
     const q = await s.agent.next("vm.state");
     expect(q.payload.excerptLines).toBe(20);
     s.agent.reply(q, "result", { state: "RUNNING", libvirtState: "running", logExcerpt: lines(11, 30).trimEnd() });
-    expect(await json(await p)).toMatchObject({ source: "hypervisor", previousState: "STOPPING", vm: { state: "RUNNING" } });
+    expect(await json(await p)).toMatchObject({
+      source: "hypervisor",
+      previousState: "STOPPING",
+      vm: { state: "RUNNING" },
+    });
     // Written with the reset itself: there when the answer is.
     const [ev] = await events(s.vm.uuid);
     expect(ev).toMatchObject({
@@ -168,7 +192,11 @@ describe("verified resets", () => {
     await json(await p0);
     await eventually(async () => json(await api(`/api/vms/${s.vm.uuid}/logs/last_known`)));
     const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST" });
-    s.agent.reply(await s.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: null });
+    s.agent.reply(await s.agent.next("vm.state"), "result", {
+      state: "RUNNING",
+      libvirtState: "running",
+      logExcerpt: null,
+    });
     expect(await json(await p)).toMatchObject({ source: "hypervisor" });
     const ev = await eventually(async () => {
       const [e] = await events(s.vm.uuid);
@@ -183,7 +211,11 @@ describe("verified resets", () => {
     const s = await nodeWithVm();
     const before = (await json(await api(`/api/vms/${s.vm.uuid}`))).vm.state;
     const p = api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST" });
-    s.agent.reply(await s.agent.next("vm.state"), "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "x".repeat(5000) });
+    s.agent.reply(await s.agent.next("vm.state"), "result", {
+      state: "RUNNING",
+      libvirtState: "running",
+      logExcerpt: "x".repeat(5000),
+    });
     const err = await expectError(await p, 502, "agent_error");
     expect(err.message).toContain("malformed");
     expect((await json(await api(`/api/vms/${s.vm.uuid}`))).vm.state).toBe(before);
@@ -198,14 +230,22 @@ describe("verified resets", () => {
     await eventually(async () => json(await api(`/api/vms/${s.vm.uuid}/logs/last_known`)));
     await stuck(s);
     await goOffline(s.agent, s.nodeId);
-    const body = await json(await api(`/api/vms/${s.vm.uuid}/reset_state?reason=host%20unreachable`, { method: "POST" }));
+    const body = await json(
+      await api(`/api/vms/${s.vm.uuid}/reset_state?reason=host%20unreachable`, { method: "POST" }),
+    );
     expect(body).toMatchObject({ source: "forced", vm: { state: "STOPPED" } });
     const ev = await eventually(async () => {
       const [e] = await events(s.vm.uuid);
       expect(e.logExcerpt).toBeTruthy();
       return e;
     });
-    expect(ev).toMatchObject({ source: "forced", expectedState: "STOPPING", observedState: null, reason: "host unreachable", toState: "STOPPED" });
+    expect(ev).toMatchObject({
+      source: "forced",
+      expectedState: "STOPPING",
+      observedState: null,
+      reason: "host unreachable",
+      toState: "STOPPED",
+    });
     expect(new TextEncoder().encode(ev.logExcerpt).byteLength).toBeLessThanOrEqual(4096);
     expect(wide.trimEnd().endsWith(ev.logExcerpt)).toBe(true);
     expect(ev.logExcerpt).toMatch(/^\d+ x/); // whole lines
@@ -219,8 +259,18 @@ describe("verified resets", () => {
     s.agent.reply(await s.agent.next("vm.logs"), "error", { code: "log_not_found", message: "no such file" });
     await new Promise((r) => setTimeout(r, 200));
     const [ev] = await events(s.vm.uuid);
-    expect(ev).toMatchObject({ action: "reset_state", logExcerpt: null, observedState: null, expectedState: "STOPPING", reason: null });
-    const err = await expectError(await api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST", json: { reason: "r".repeat(501) } }), 400, "invalid_request");
+    expect(ev).toMatchObject({
+      action: "reset_state",
+      logExcerpt: null,
+      observedState: null,
+      expectedState: "STOPPING",
+      reason: null,
+    });
+    const err = await expectError(
+      await api(`/api/vms/${s.vm.uuid}/reset_state`, { method: "POST", json: { reason: "r".repeat(501) } }),
+      400,
+      "invalid_request",
+    );
     expect(err.message).toContain("reason");
   });
 });
@@ -243,9 +293,19 @@ describe("flag running_after_forced_reset", () => {
       return vm;
     });
     expect(flagged.state).toBe("RUNNING");
-    expect(flagged.flag).toEqual({ code: "running_after_forced_reset", message: expect.stringContaining("RUNNING"), at: expect.any(String) });
+    expect(flagged.flag).toEqual({
+      code: "running_after_forced_reset",
+      message: expect.stringContaining("RUNNING"),
+      at: expect.any(String),
+    });
     const [ev] = await events(s.vm.uuid);
-    expect(ev).toMatchObject({ action: "flagged", fromState: "STOPPED", toState: "RUNNING", expectedState: "STOPPED", observedState: "RUNNING" });
+    expect(ev).toMatchObject({
+      action: "flagged",
+      fromState: "STOPPED",
+      toState: "RUNNING",
+      expectedState: "STOPPED",
+      observedState: "RUNNING",
+    });
     expect(ev.message).toContain("not stopped");
     // Never stopped by us: no power command went to the agent.
     await new Promise((r) => setTimeout(r, 100));
@@ -258,11 +318,27 @@ describe("flag running_after_forced_reset", () => {
     await new Promise((r) => setTimeout(r, 100));
     expect((await events(s.vm.uuid)).filter((e) => e.action === "flagged")).toHaveLength(1);
 
-    await expectError(await api(`/api/vms/${s.vm.uuid}/clear_flag`, { method: "POST", token: await createToken("viewer") }), 403, "forbidden");
-    const cleared = await json(await api(`/api/vms/${s.vm.uuid}/clear_flag`, { method: "POST", token: await createToken("operator", "ops-anna") }));
-    expect(cleared).toMatchObject({ success: true, cleared: true, vm: { id: s.vm.uuid, flag: null, state: "RUNNING" } });
+    await expectError(
+      await api(`/api/vms/${s.vm.uuid}/clear_flag`, { method: "POST", token: await createToken("viewer") }),
+      403,
+      "forbidden",
+    );
+    const cleared = await json(
+      await api(`/api/vms/${s.vm.uuid}/clear_flag`, {
+        method: "POST",
+        token: await createToken("operator", "ops-anna"),
+      }),
+    );
+    expect(cleared).toMatchObject({
+      success: true,
+      cleared: true,
+      vm: { id: s.vm.uuid, flag: null, state: "RUNNING" },
+    });
     expect((await events(s.vm.uuid))[0]).toMatchObject({ action: "flag_cleared", actor: "token:ops-anna" });
-    expect(await json(await api(`/api/vms/${s.vm.uuid}/clear_flag`, { method: "POST" }))).toMatchObject({ cleared: false, vm: { flag: null } });
+    expect(await json(await api(`/api/vms/${s.vm.uuid}/clear_flag`, { method: "POST" }))).toMatchObject({
+      cleared: false,
+      vm: { flag: null },
+    });
     await expectError(await api(`/api/vms/${uuid()}/clear_flag`, { method: "POST" }), 404, "not_found");
   });
 
@@ -275,7 +351,9 @@ describe("flag running_after_forced_reset", () => {
     agents.push(back);
     back.inventory([{ ...s.vm, state: "STOPPED", libvirtState: "shutoff" }]);
     await eventually(async () => {
-      const row = await env.DB.prepare("SELECT forced_reset_at FROM vms WHERE id = ?").bind(s.vm.uuid).first<{ forced_reset_at: number | null }>();
+      const row = await env.DB.prepare("SELECT forced_reset_at FROM vms WHERE id = ?")
+        .bind(s.vm.uuid)
+        .first<{ forced_reset_at: number | null }>();
       expect(row?.forced_reset_at).toBeNull();
     });
     // Started later by someone on the host: an ordinary state change, not a flag.

@@ -4,7 +4,16 @@
 // frame to the agent and a flag on the node.
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { agentsClosedAfterEach, api, createToken, eventually, expectError, json, TestAgent, vmInfo } from "./support.ts";
+import {
+  agentsClosedAfterEach,
+  api,
+  createToken,
+  eventually,
+  expectError,
+  json,
+  TestAgent,
+  vmInfo,
+} from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 async function newAgent() {
@@ -27,11 +36,17 @@ describe("a UUID another node holds is not taken", () => {
       await eventually(async () => expect((await vmRow(vm.uuid))?.node_id).toBe(holder.nodeId));
       if (!holderOnline) {
         holder.agent.close();
-        await eventually(async () => expect((await json(await api(`/api/nodes/${holder.nodeId}`))).node.connected).toBe(false));
+        await eventually(async () =>
+          expect((await json(await api(`/api/nodes/${holder.nodeId}`))).node.connected).toBe(false),
+        );
       }
       const claimant = await newAgent();
       claimant.agent.inventory([{ ...vm, name: "impostor", state: "STOPPED", libvirtState: "shutoff" }]);
-      claimant.agent.send({ type: "vm.changed", id: "c1", payload: { vms: [{ ...vm, name: "impostor2", state: "PAUSED", libvirtState: "paused" }], removed: [] } });
+      claimant.agent.send({
+        type: "vm.changed",
+        id: "c1",
+        payload: { vms: [{ ...vm, name: "impostor2", state: "PAUSED", libvirtState: "paused" }], removed: [] },
+      });
       await eventually(async () => expect((await getVm(vm.uuid)).flag?.code).toBe("uuid_conflict"));
       await settle();
       const shown = await getVm(vm.uuid);
@@ -55,7 +70,11 @@ describe("a UUID another node holds is not taken", () => {
     await eventually(async () => expect((await vmRow(vm.uuid))?.node_id).toBe(holder.nodeId));
     claimant.agent.inventory([vm]);
     await eventually(async () => expect((await getVm(vm.uuid)).flag?.code).toBe("uuid_conflict"));
-    holder.agent.send({ type: "vm.changed", id: "c1", payload: { vms: [{ ...vm, state: "PAUSED", libvirtState: "paused" }], removed: [] } });
+    holder.agent.send({
+      type: "vm.changed",
+      id: "c1",
+      payload: { vms: [{ ...vm, state: "PAUSED", libvirtState: "paused" }], removed: [] },
+    });
     await eventually(async () => expect((await getVm(vm.uuid)).state).toBe("PAUSED"));
     expect((await getVm(vm.uuid)).flag.code).toBe("uuid_conflict");
   });
@@ -74,7 +93,12 @@ describe("rehome (admin)", () => {
     const body = await json(await rehome(vm.uuid, { node_id: rightful.nodeId, reason: "moved by the storage team" }));
     expect(body.vm).toMatchObject({ id: vm.uuid, node_id: rightful.nodeId, flag: null });
     const [ev] = await eventsOf(vm.uuid);
-    expect(ev).toMatchObject({ action: "rehomed", actor: "admin", source: "control_plane", reason: "moved by the storage team" });
+    expect(ev).toMatchObject({
+      action: "rehomed",
+      actor: "admin",
+      source: "control_plane",
+      reason: "moved by the storage team",
+    });
     expect(ev.message).toContain(`${first.name} (${first.nodeId})`);
     expect(ev.message).toContain(`${rightful.name} (${rightful.nodeId})`);
     // The new node is asked for a fresh inventory, and its report now applies.
@@ -92,15 +116,36 @@ describe("rehome (admin)", () => {
     const vm = vmInfo("rehome-inputs", "running");
     holder.agent.inventory([vm]);
     await eventually(async () => expect((await vmRow(vm.uuid))?.node_id).toBe(holder.nodeId));
-    await expectError(await rehome(vm.uuid, { node_id: holder.nodeId }, await createToken("operator")), 403, "forbidden");
+    await expectError(
+      await rehome(vm.uuid, { node_id: holder.nodeId }, await createToken("operator")),
+      403,
+      "forbidden",
+    );
     await expectError(await rehome(vm.uuid, { node_id: holder.nodeId }, await createToken("viewer")), 403, "forbidden");
     await expectError(await rehome(vm.uuid, { node_id: holder.nodeId }, null as unknown as string), 401);
-    await expectError(await rehome("00000000-0000-4000-8000-00000000abcd", { node_id: holder.nodeId }), 404, "not_found");
+    await expectError(
+      await rehome("00000000-0000-4000-8000-00000000abcd", { node_id: holder.nodeId }),
+      404,
+      "not_found",
+    );
     await expectError(await rehome(vm.uuid, { node_id: "no-such-node" }), 404, "node_not_found");
-    for (const bad of [{}, { node_id: "" }, { node_id: 5 }, { node_id: holder.nodeId, extra: 1 }, { node_id: "x".repeat(200) }]) {
+    for (const bad of [
+      {},
+      { node_id: "" },
+      { node_id: 5 },
+      { node_id: holder.nodeId, extra: 1 },
+      { node_id: "x".repeat(200) },
+    ]) {
       await expectError(await rehome(vm.uuid, bad), 400, "invalid_request");
     }
-    await expectError(await api(`/api/vms/${vm.uuid}/rehome`, { method: "POST", body: "{", headers: { "content-type": "application/json" } }), 400);
+    await expectError(
+      await api(`/api/vms/${vm.uuid}/rehome`, {
+        method: "POST",
+        body: "{",
+        headers: { "content-type": "application/json" },
+      }),
+      400,
+    );
   });
 });
 
@@ -142,7 +187,9 @@ describe("VMs per node are capped (MAX_VMS_PER_NODE, 5,000 here)", () => {
     expect(refusal.payload.code).toBe("vm_cap_exceeded");
     expect(refusal.payload.message).toContain("5000");
     expect(refusal.payload.message).toContain("2 reported VM(s) were not stored");
-    const n = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ?").bind(nodeId).first<{ n: number }>();
+    const n = await env.DB.prepare("SELECT count(*) AS n FROM vms WHERE node_id = ?")
+      .bind(nodeId)
+      .first<{ n: number }>();
     expect(n?.n).toBe(5000);
     const node = (await json(await api(`/api/nodes/${nodeId}`))).node;
     expect(node).toMatchObject({ vmCount: 5000, flag: { code: "vm_cap_exceeded" } });

@@ -73,14 +73,25 @@ describe("GET /api/vms", () => {
     await expectError(await api(`/api/requests/${uuid()}`), 404, "not_found");
     const { vms } = await json(await api(`/api/vms?node_id=${nodeId}&limit=1`));
     const { events } = await json(await api(`/api/vms/${vms[0].id}/events`));
-    expect(events[0]).toMatchObject({ at: expect.any(String), actor: expect.stringMatching(/^agent:/), action: "discovered", fromState: null, toState: "STOPPED", source: "agent" });
+    expect(events[0]).toMatchObject({
+      at: expect.any(String),
+      actor: expect.stringMatching(/^agent:/),
+      action: "discovered",
+      fromState: null,
+      toState: "STOPPED",
+      source: "agent",
+    });
   });
 });
 
 describe("limits on input", () => {
   it("a body over 64 KiB is refused with 413 JSON before it is parsed", async () => {
     await expectError(await api("/api/nodes", { json: { name: "x".repeat(70_000) } }), 413, "payload_too_large");
-    const res = await SELF.fetch(`${BASE}/agent/enroll`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ joinToken: "y".repeat(70_000) }) });
+    const res = await SELF.fetch(`${BASE}/agent/enroll`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ joinToken: "y".repeat(70_000) }),
+    });
     await expectError(res, 413, "payload_too_large");
   });
 
@@ -174,7 +185,15 @@ describe("bad inputs -> 4xx JSON", () => {
   for (const [method, path, init] of cases) {
     it(`${method} ${path.slice(0, 90)}${init?.json !== undefined ? " " + JSON.stringify(init.json).slice(0, 60) : ""}${init?.body !== undefined ? ` body=${init.body.slice(0, 20)}` : ""}`, async () => {
       const res = path.startsWith("/agent/")
-        ? await SELF.fetch(`${BASE}${path}`, { method, headers: { "content-type": "application/json", "cf-connecting-ip": `10.5.${Math.floor(Math.random() * 250)}.1`, ...init?.headers }, body: init?.json !== undefined ? JSON.stringify(init.json) : init?.body })
+        ? await SELF.fetch(`${BASE}${path}`, {
+            method,
+            headers: {
+              "content-type": "application/json",
+              "cf-connecting-ip": `10.5.${Math.floor(Math.random() * 250)}.1`,
+              ...init?.headers,
+            },
+            body: init?.json !== undefined ? JSON.stringify(init.json) : init?.body,
+          })
         : await api(path, { method, ...init });
       expect(res.status).toBeGreaterThanOrEqual(400);
       expect(res.status).toBeLessThan(500);

@@ -25,10 +25,25 @@ const list = (v: string | undefined) =>
   );
 
 /** `https://acme.cloudflareaccess.com/` and `acme.cloudflareaccess.com` name the same team. */
-const bareHost = (v: string) => v.trim().replace(/^https?:\/\//i, "").replace(/\/+$/, "").toLowerCase();
+const bareHost = (v: string) =>
+  v
+    .trim()
+    .replace(/^https?:\/\//i, "")
+    .replace(/\/+$/, "")
+    .toLowerCase();
 
 export function accessSettings(
-  env: Partial<Pick<Env, "ACCESS_TEAM_DOMAIN" | "ACCESS_AUD" | "ACCESS_CERTS_URL" | "ACCESS_ADMINS" | "ACCESS_OPERATORS" | "ACCESS_KEYS_REFETCH_MS">>,
+  env: Partial<
+    Pick<
+      Env,
+      | "ACCESS_TEAM_DOMAIN"
+      | "ACCESS_AUD"
+      | "ACCESS_CERTS_URL"
+      | "ACCESS_ADMINS"
+      | "ACCESS_OPERATORS"
+      | "ACCESS_KEYS_REFETCH_MS"
+    >
+  >,
 ): AccessSettings | null {
   const teamDomain = bareHost(env.ACCESS_TEAM_DOMAIN ?? "");
   const audience = (env.ACCESS_AUD ?? "").trim();

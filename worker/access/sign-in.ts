@@ -45,9 +45,17 @@ export function refuseCrossSite(c: Context<AppEnv>): void {
   const site = c.req.header("sec-fetch-site")?.toLowerCase();
   const own = new URL(c.req.url).origin;
   if (origin !== undefined && origin !== own) {
-    throw new ApiError(403, "cross_site", `refused: a request signed in through Access came from another origin (${origin.slice(0, 200)})`);
+    throw new ApiError(
+      403,
+      "cross_site",
+      `refused: a request signed in through Access came from another origin (${origin.slice(0, 200)})`,
+    );
   }
   if (site !== undefined && !SAME_SITE_FETCH.has(site)) {
-    throw new ApiError(403, "cross_site", `refused: a request signed in through Access came from another site (Sec-Fetch-Site: ${site.slice(0, 40)})`);
+    throw new ApiError(
+      403,
+      "cross_site",
+      `refused: a request signed in through Access came from another site (Sec-Fetch-Site: ${site.slice(0, 40)})`,
+    );
   }
 }

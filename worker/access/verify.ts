@@ -32,7 +32,11 @@ function keySet(settings: AccessSettings) {
   const key = `${settings.certsUrl} ${settings.keysRefetchMs}`;
   let set = keySets.get(key);
   if (!set) {
-    set = createRemoteJWKSet(new URL(settings.certsUrl), { cooldownDuration: settings.keysRefetchMs, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000 });
+    set = createRemoteJWKSet(new URL(settings.certsUrl), {
+      cooldownDuration: settings.keysRefetchMs,
+      cacheMaxAge: 10 * 60_000,
+      timeoutDuration: 5_000,
+    });
     keySets.set(key, set);
   }
   return set;
@@ -42,7 +46,10 @@ function groupNames(claim: unknown): string[] {
   if (!Array.isArray(claim)) return [];
   return claim.flatMap((g): string[] => {
     if (typeof g === "string") return [g];
-    if (g && typeof g === "object") return ["name", "email", "id"].map((k) => (g as Record<string, unknown>)[k]).filter((v): v is string => typeof v === "string");
+    if (g && typeof g === "object")
+      return ["name", "email", "id"]
+        .map((k) => (g as Record<string, unknown>)[k])
+        .filter((v): v is string => typeof v === "string");
     return [];
   });
 }
@@ -51,14 +58,17 @@ function identityOf(payload: JWTPayload): AccessIdentity {
   const email = typeof payload.email === "string" && payload.email.includes("@") ? payload.email.toLowerCase() : null;
   // Service tokens carry the token's client id instead of an email.
   const commonName = typeof payload.common_name === "string" && payload.common_name ? payload.common_name : null;
-  if (!email && !commonName) throw new AccessRejected("no_identity", "the Access assertion names no email and no service token");
+  if (!email && !commonName)
+    throw new AccessRejected("no_identity", "the Access assertion names no email and no service token");
   return { email, commonName, groups: groupNames(payload.groups) };
 }
 
 /** The identity in a valid assertion; throws AccessRejected for anything else. */
 export async function verifyAccessAssertion(settings: AccessSettings, assertion: string): Promise<AccessIdentity> {
-  if (assertion.length > MAX_ASSERTION_CHARS) throw new AccessRejected("too_large", `the Access assertion is over ${MAX_ASSERTION_CHARS} characters`);
-  if (!COMPACT_JWS.test(assertion)) throw new AccessRejected("malformed", "the Access assertion is not a well-formed signed JWT");
+  if (assertion.length > MAX_ASSERTION_CHARS)
+    throw new AccessRejected("too_large", `the Access assertion is over ${MAX_ASSERTION_CHARS} characters`);
+  if (!COMPACT_JWS.test(assertion))
+    throw new AccessRejected("malformed", "the Access assertion is not a well-formed signed JWT");
   const keys = keySet(settings);
   // Failures of the key set itself (unreachable, not a key set) are ours, not the caller's.
   const teamKey: JWTVerifyGetKey = async (header, token) => {
@@ -86,21 +96,33 @@ export async function verifyAccessAssertion(settings: AccessSettings, assertion:
 
 function rejection(err: unknown): AccessRejected {
   if (err instanceof AccessRejected) return err;
-  if (err instanceof errors.JWTExpired) return new AccessRejected("expired", "the Access assertion has expired; reload the page to sign in again");
+  if (err instanceof errors.JWTExpired)
+    return new AccessRejected("expired", "the Access assertion has expired; reload the page to sign in again");
   if (err instanceof errors.JWTClaimValidationFailed) {
-    if (err.claim === "aud") return new AccessRejected("wrong_audience", "the Access assertion is for another application (wrong audience)");
-    if (err.claim === "iss") return new AccessRejected("wrong_issuer", "the Access assertion was issued by another team (wrong issuer)");
-    if (err.claim === "nbf") return new AccessRejected("not_yet_valid", "the Access assertion is not valid yet (nbf in the future)");
+    if (err.claim === "aud")
+      return new AccessRejected("wrong_audience", "the Access assertion is for another application (wrong audience)");
+    if (err.claim === "iss")
+      return new AccessRejected("wrong_issuer", "the Access assertion was issued by another team (wrong issuer)");
+    if (err.claim === "nbf")
+      return new AccessRejected("not_yet_valid", "the Access assertion is not valid yet (nbf in the future)");
     return new AccessRejected("invalid_claims", `the Access assertion's ${err.claim} claim is invalid: ${err.reason}`);
   }
-  if (err instanceof errors.JOSEAlgNotAllowed) return new AccessRejected("wrong_algorithm", "the Access assertion is not signed with RS256");
-  if (err instanceof errors.JWKSNoMatchingKey) return new AccessRejected("unknown_key", "the Access assertion is signed with a key the team does not publish (unknown key)");
-  if (err instanceof errors.JWKSMultipleMatchingKeys) return new AccessRejected("unknown_key", "the Access assertion names no single key of the team");
-  if (err instanceof errors.JWSSignatureVerificationFailed) return new AccessRejected("bad_signature", "the Access assertion's signature does not verify (bad signature)");
+  if (err instanceof errors.JOSEAlgNotAllowed)
+    return new AccessRejected("wrong_algorithm", "the Access assertion is not signed with RS256");
+  if (err instanceof errors.JWKSNoMatchingKey)
+    return new AccessRejected(
+      "unknown_key",
+      "the Access assertion is signed with a key the team does not publish (unknown key)",
+    );
+  if (err instanceof errors.JWKSMultipleMatchingKeys)
+    return new AccessRejected("unknown_key", "the Access assertion names no single key of the team");
+  if (err instanceof errors.JWSSignatureVerificationFailed)
+    return new AccessRejected("bad_signature", "the Access assertion's signature does not verify (bad signature)");
   if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid || err instanceof errors.JOSENotSupported) {
     return new AccessRejected("malformed", "the Access assertion is not a well-formed signed JWT");
   }
-  if (err instanceof errors.JOSEError) return new AccessRejected("invalid", `the Access assertion was refused: ${err.message}`);
+  if (err instanceof errors.JOSEError)
+    return new AccessRejected("invalid", `the Access assertion was refused: ${err.message}`);
   // jose's own checks of the input throw TypeErrors for bytes that decode to nonsense.
   return new AccessRejected("malformed", "the Access assertion is not a well-formed signed JWT");
 }

@@ -20,11 +20,23 @@ export async function wakeOutbox(env: Env, targetId: string): Promise<void> {
   await env.NOTIFICATION_OUTBOX.get(env.NOTIFICATION_OUTBOX.idFromName(targetId)).wake(targetId);
 }
 
-async function names(env: Env, nodeId: string | null | undefined, vmId: string | null | undefined): Promise<{ node: Named; vm: Named }> {
+async function names(
+  env: Env,
+  nodeId: string | null | undefined,
+  vmId: string | null | undefined,
+): Promise<{ node: Named; vm: Named }> {
   const db = database(env.DB);
-  const vm = vmId ? ((await db.select({ id: vms.id, name: vms.name, nodeId: vms.nodeId }).from(vms).where(eq(vms.id, vmId)).get()) ?? null) : null;
+  const vm = vmId
+    ? ((await db.select({ id: vms.id, name: vms.name, nodeId: vms.nodeId }).from(vms).where(eq(vms.id, vmId)).get()) ??
+      null)
+    : null;
   const nid = nodeId ?? vm?.nodeId ?? null;
-  const node = nid ? ((await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, nid)).get()) ?? { id: nid, name: nid }) : null;
+  const node = nid
+    ? ((await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, nid)).get()) ?? {
+        id: nid,
+        name: nid,
+      })
+    : null;
   return { node, vm: vm ? { id: vm.id, name: vm.name } : vmId ? { id: vmId, name: vmId } : null };
 }
 
@@ -32,8 +44,8 @@ async function names(env: Env, nodeId: string | null | undefined, vmId: string |
 export async function notify(env: Env, notice: Notice): Promise<void> {
   try {
     const db = database(env.DB);
-    const targets = (await db.select().from(notificationTargets).where(isNull(notificationTargets.deletedAt))).filter((t) =>
-      (JSON.parse(t.events) as string[]).includes(notice.event),
+    const targets = (await db.select().from(notificationTargets).where(isNull(notificationTargets.deletedAt))).filter(
+      (t) => (JSON.parse(t.events) as string[]).includes(notice.event),
     );
     if (targets.length === 0) return;
     const { node, vm } = await names(env, notice.nodeId, notice.vmId);
@@ -42,10 +54,26 @@ export async function notify(env: Env, notice: Notice): Promise<void> {
     const queued: string[] = [];
     for (const t of targets) {
       const id = crypto.randomUUID();
-      const body = renderBody(t.format as NotificationFormat, { id, event: notice.event, at, node, vm, message: notice.message });
+      const body = renderBody(t.format as NotificationFormat, {
+        id,
+        event: notice.event,
+        at,
+        node,
+        vm,
+        message: notice.message,
+      });
       const inserted = await db
         .insert(notificationDeliveries)
-        .values({ id, targetId: t.id, event: notice.event, body, dedupeKey: notice.dedupeKey ?? null, status: "pending", nextAttemptAt: now, createdAt: now })
+        .values({
+          id,
+          targetId: t.id,
+          event: notice.event,
+          body,
+          dedupeKey: notice.dedupeKey ?? null,
+          status: "pending",
+          nextAttemptAt: now,
+          createdAt: now,
+        })
         .onConflictDoNothing()
         .returning({ id: notificationDeliveries.id });
       if (inserted.length) queued.push(t.id);
@@ -63,10 +91,17 @@ const livenessChains = new Map<string, Promise<void>>();
 
 /** `node.online` / `node.offline`, only when that differs from what targets were last told (a
  *  connection replacing a live one is no news). */
-export function notifyNodeLiveness(env: Env, nodeId: string | null | undefined, online: boolean, message: string): Promise<void> {
+export function notifyNodeLiveness(
+  env: Env,
+  nodeId: string | null | undefined,
+  online: boolean,
+  message: string,
+): Promise<void> {
   if (!nodeId) return Promise.resolve();
   const at = Date.now();
-  const next = (livenessChains.get(nodeId) ?? Promise.resolve()).then(() => tellLiveness(env, nodeId, online, message, at));
+  const next = (livenessChains.get(nodeId) ?? Promise.resolve()).then(() =>
+    tellLiveness(env, nodeId, online, message, at),
+  );
   livenessChains.set(nodeId, next);
   void next.then(() => {
     if (livenessChains.get(nodeId) === next) livenessChains.delete(nodeId);
@@ -100,19 +135,34 @@ export function notifyStuckVm(
 ) {
   const seconds = Math.round((now - vm.stateUpdatedAt) / 1000);
   const message = `${vm.name} has been ${vm.state} for ${seconds} s with no request in flight; ${next}`;
-  return notify(env, { event: "vm.stuck", nodeId, vmId: vm.id, message, dedupeKey: `stuck:${vm.id}:${vm.transitionRequestId}` });
+  return notify(env, {
+    event: "vm.stuck",
+    nodeId,
+    vmId: vm.id,
+    message,
+    dedupeKey: `stuck:${vm.id}:${vm.transitionRequestId}`,
+  });
 }
 
 /** `vm.repaired`: the reconciler adopted the hypervisor's state for a stuck VM. */
-export function notifyRepairedVm(env: Env, stuck: { vmId: string; expectedState: string }, observed: { state: string; libvirtState: string }) {
+export function notifyRepairedVm(
+  env: Env,
+  stuck: { vmId: string; expectedState: string },
+  observed: { state: string; libvirtState: string },
+) {
   const message = `repaired by the reconciler: stuck in ${stuck.expectedState}, the hypervisor reports ${observed.state} (libvirt ${observed.libvirtState})`;
   return notify(env, { event: "vm.repaired", vmId: stuck.vmId, message });
 }
 
 /** `vm.flagged` for what an inventory report raised: VMs flagged by the upsert, and UUIDs another
  *  node holds (once per VM and reporting node). */
-export async function notifyInventoryFlags(env: Env, nodeId: string, found: { flagged?: { vmId: string; message: string }[]; foreign?: string[] }): Promise<void> {
-  for (const f of found.flagged ?? []) await notify(env, { event: "vm.flagged", nodeId, vmId: f.vmId, message: f.message });
+export async function notifyInventoryFlags(
+  env: Env,
+  nodeId: string,
+  found: { flagged?: { vmId: string; message: string }[]; foreign?: string[] },
+): Promise<void> {
+  for (const f of found.flagged ?? [])
+    await notify(env, { event: "vm.flagged", nodeId, vmId: f.vmId, message: f.message });
   for (const vmId of found.foreign ?? []) {
     await notify(env, {
       event: "vm.flagged",

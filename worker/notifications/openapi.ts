@@ -6,7 +6,15 @@ import { CreateTarget, DeliveriesQuery } from "../routes/notifications.ts";
 import { NotificationEvent, NotificationFormat } from "./payload.ts";
 
 const iso = z.string().describe("ISO 8601 time");
-const Target = z.object({ id: z.string(), name: z.string(), url: z.string(), events: z.array(NotificationEvent), format: NotificationFormat, createdBy: z.string(), createdAt: iso });
+const Target = z.object({
+  id: z.string(),
+  name: z.string(),
+  url: z.string(),
+  events: z.array(NotificationEvent),
+  format: NotificationFormat,
+  createdBy: z.string(),
+  createdAt: iso,
+});
 const Delivery = z.object({
   id: z.string().describe("also the X-Quantix-Delivery header: the same on every retry"),
   targetId: z.string(),
@@ -18,7 +26,14 @@ const Delivery = z.object({
   nextAttemptAt: iso.nullable(),
   lastStatus: z.number().int().nullable(),
   lastError: z.string().nullable(),
-  attempts: z.array(z.object({ at: iso, httpStatus: z.number().int().nullable(), error: z.string().nullable(), durationMs: z.number().int() })),
+  attempts: z.array(
+    z.object({
+      at: iso,
+      httpStatus: z.number().int().nullable(),
+      error: z.string().nullable(),
+      durationMs: z.number().int(),
+    }),
+  ),
 });
 const ok = (description: string, schema?: z.ZodType) => ({ description, schema });
 
@@ -32,14 +47,23 @@ export const NOTIFICATION_ROUTES: RouteDoc[] = [
     bodyRequired: true,
     answers: { 201: ok("created", z.object({ target: Target })) },
   },
-  { method: "get", path: "/api/notifications/targets", summary: "List webhook targets", access: "admin", answers: { 200: ok("targets", z.object({ targets: z.array(Target) })) } },
+  {
+    method: "get",
+    path: "/api/notifications/targets",
+    summary: "List webhook targets",
+    access: "admin",
+    answers: { 200: ok("targets", z.object({ targets: z.array(Target) })) },
+  },
   {
     method: "delete",
     path: "/api/notifications/targets/:id",
     summary: "Delete a webhook target: nothing more is sent to it",
     access: "admin",
     params: IdParam,
-    answers: { 200: ok("deleted", z.object({ success: z.literal(true), id: z.string(), deleted: z.literal(true) })), 404: ok("no such target") },
+    answers: {
+      200: ok("deleted", z.object({ success: z.literal(true), id: z.string(), deleted: z.literal(true) })),
+      404: ok("no such target"),
+    },
   },
   {
     method: "post",
@@ -47,7 +71,10 @@ export const NOTIFICATION_ROUTES: RouteDoc[] = [
     summary: "Post a test delivery now; answers how the receiver took it",
     access: "admin",
     params: IdParam,
-    answers: { 200: ok("the test delivery with its attempt", z.object({ delivery: Delivery })), 404: ok("no such target") },
+    answers: {
+      200: ok("the test delivery with its attempt", z.object({ delivery: Delivery })),
+      404: ok("no such target"),
+    },
   },
   {
     method: "get",

@@ -38,7 +38,11 @@ export class NotificationOutbox extends DurableObject<Env> {
   async deliverNow(targetId: string, deliveryId: string): Promise<void> {
     this.ctx.storage.kv.put("targetId", targetId);
     const target = await this.target(targetId);
-    const row = await this.db.select().from(notificationDeliveries).where(eq(notificationDeliveries.id, deliveryId)).get();
+    const row = await this.db
+      .select()
+      .from(notificationDeliveries)
+      .where(eq(notificationDeliveries.id, deliveryId))
+      .get();
     if (target && row?.status === "pending") await this.post(target, row);
     await this.armNext(targetId);
   }
@@ -52,7 +56,13 @@ export class NotificationOutbox extends DurableObject<Env> {
       const due = await this.db
         .select()
         .from(notificationDeliveries)
-        .where(and(eq(notificationDeliveries.targetId, targetId), eq(notificationDeliveries.status, "pending"), lte(notificationDeliveries.nextAttemptAt, Date.now())))
+        .where(
+          and(
+            eq(notificationDeliveries.targetId, targetId),
+            eq(notificationDeliveries.status, "pending"),
+            lte(notificationDeliveries.nextAttemptAt, Date.now()),
+          ),
+        )
         .orderBy(asc(notificationDeliveries.nextAttemptAt), asc(notificationDeliveries.createdAt))
         .limit(BATCH);
       for (const row of due) {
@@ -104,11 +114,15 @@ export class NotificationOutbox extends DurableObject<Env> {
           signal: AbortSignal.timeout(this.settings.timeoutMs),
         });
         httpStatus = res.status;
-        if (res.status < 200 || res.status > 299) error = `HTTP ${res.status}: ${(await res.text().catch(() => "")).slice(0, ERROR_CHARS)}`;
+        if (res.status < 200 || res.status > 299)
+          error = `HTTP ${res.status}: ${(await res.text().catch(() => "")).slice(0, ERROR_CHARS)}`;
         else await res.body?.cancel();
       } catch (err) {
         const e = err as Error;
-        error = e.name === "TimeoutError" ? `no answer within ${this.settings.timeoutMs} ms` : `no answer: ${e.message}`.slice(0, ERROR_CHARS);
+        error =
+          e.name === "TimeoutError"
+            ? `no answer within ${this.settings.timeoutMs} ms`
+            : `no answer: ${e.message}`.slice(0, ERROR_CHARS);
       }
       const now = Date.now();
       const attempts = row.attempts + 1;
@@ -121,7 +135,9 @@ export class NotificationOutbox extends DurableObject<Env> {
             ? { status: "failed", nextAttemptAt: null }
             : { status: "pending", nextAttemptAt: retryAt };
       await this.db.batch([
-        this.db.insert(notificationAttempts).values({ deliveryId: row.id, at: started, httpStatus, error, durationMs: now - started }),
+        this.db
+          .insert(notificationAttempts)
+          .values({ deliveryId: row.id, at: started, httpStatus, error, durationMs: now - started }),
         this.db
           .update(notificationDeliveries)
           .set({ ...outcome, attempts, lastStatus: httpStatus, lastError: error })

@@ -11,7 +11,11 @@ export const TEST_EVENT = "test";
 export const NotificationFormat = z.enum(["json", "slack"]);
 export type NotificationFormat = z.infer<typeof NotificationFormat>;
 
-export const HEADER = { event: "X-Quantix-Event", delivery: "X-Quantix-Delivery", signature: "X-Quantix-Signature" } as const;
+export const HEADER = {
+  event: "X-Quantix-Event",
+  delivery: "X-Quantix-Delivery",
+  signature: "X-Quantix-Signature",
+} as const;
 
 export type Named = { id: string; name: string } | null;
 export type NotificationPayload = { id: string; event: string; at: string; node: Named; vm: Named; message: string };
@@ -28,7 +32,9 @@ const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.t
 /** `sha256=<hex HMAC-SHA256 of the raw body keyed with the target's secret>`. */
 export async function signature(secret: string, body: string): Promise<string> {
   const enc = new TextEncoder();
-  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+  ]);
   return `sha256=${hex(await crypto.subtle.sign("HMAC", key, enc.encode(body)))}`;
 }
 

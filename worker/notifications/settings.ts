@@ -6,7 +6,11 @@ const positive = (v: string | undefined, fallback: number) => {
   return Number.isFinite(n) && n > 0 ? Math.floor(n) : fallback;
 };
 
-export function deliverySettings(env: Partial<Pick<Env, "NOTIFY_BACKOFF_BASE_MS" | "NOTIFY_BACKOFF_CAP_MS" | "NOTIFY_RETRY_FOR_MS" | "NOTIFY_TIMEOUT_MS">>): DeliverySettings {
+export function deliverySettings(
+  env: Partial<
+    Pick<Env, "NOTIFY_BACKOFF_BASE_MS" | "NOTIFY_BACKOFF_CAP_MS" | "NOTIFY_RETRY_FOR_MS" | "NOTIFY_TIMEOUT_MS">
+  >,
+): DeliverySettings {
   return {
     backoffBaseMs: positive(env.NOTIFY_BACKOFF_BASE_MS, 30_000),
     backoffCapMs: positive(env.NOTIFY_BACKOFF_CAP_MS, 3_600_000),

@@ -9,12 +9,22 @@ import { notifyStuckVm } from "./notify.ts";
 /** Stuck VMs reported per run; the rest on the next minute's run. */
 const SCAN_LIMIT = 100;
 
-type StuckRow = { id: string; name: string; state: string; nodeId: string | null; stateUpdatedAt: number; transitionRequestId: string | null; connected: number | null };
+type StuckRow = {
+  id: string;
+  name: string;
+  state: string;
+  nodeId: string | null;
+  stateUpdatedAt: number;
+  transitionRequestId: string | null;
+  connected: number | null;
+};
 
 /** `vm.stuck` for every VM in a transition past STUCK_AFTER_MS whose request is no longer in flight
  *  (once per transition: the reconciler's own notice for it counts). Returns how many it saw. */
 export async function reportStuckVms(env: Env, now = Date.now()): Promise<number> {
-  const subscribed = await env.DB.prepare(`SELECT 1 FROM notification_targets WHERE deleted_at IS NULL AND events LIKE '%"vm.stuck"%' LIMIT 1`).first();
+  const subscribed = await env.DB.prepare(
+    `SELECT 1 FROM notification_targets WHERE deleted_at IS NULL AND events LIKE '%"vm.stuck"%' LIMIT 1`,
+  ).first();
   if (!subscribed) return 0;
   const before = now - sessionSettings(env).stuckAfterMs;
   const transitional = TRANSITIONAL_STATES.map((t) => sql`${t}`);
@@ -27,7 +37,9 @@ export async function reportStuckVms(env: Env, now = Date.now()): Promise<number
       AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.id = v.transition_request_id AND r.status IN ('queued', 'sent'))
     ORDER BY v.state_updated_at LIMIT ${SCAN_LIMIT}`);
   for (const vm of rows) {
-    const why = vm.connected ? "the reconciler will ask the hypervisor" : "its node is offline, so nobody can ask the hypervisor: Reset State, or Force Reset State";
+    const why = vm.connected
+      ? "the reconciler will ask the hypervisor"
+      : "its node is offline, so nobody can ask the hypervisor: Reset State, or Force Reset State";
     await notifyStuckVm(env, vm.nodeId, vm, now, why);
   }
   return rows.length;

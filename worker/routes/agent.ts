@@ -43,14 +43,23 @@ async function fleetSize(env: Env): Promise<number> {
 type AgentEnv = AppEnv & { Variables: { nodeId: string; credentialHash: string } };
 
 const credentialRefused = () =>
-  new ApiError(401, "credential_invalid", "node credential refused (revoked, rotated or unknown); enroll again with a new join token");
+  new ApiError(
+    401,
+    "credential_invalid",
+    "node credential refused (revoked, rotated or unknown); enroll again with a new join token",
+  );
 
 /** The node whose credential (`Authorization: Bearer qxn_...`) the request carries; 401 otherwise. */
 async function authenticatedNode(c: Context<AgentEnv>): Promise<{ nodeId: string; credentialHash: string }> {
   const token = bearer(c.req.header("authorization"));
-  if (!token?.startsWith(TOKEN_PREFIX.node)) throw new ApiError(401, "unauthorized", "a node credential (Bearer qxn_...) is required");
+  if (!token?.startsWith(TOKEN_PREFIX.node))
+    throw new ApiError(401, "unauthorized", "a node credential (Bearer qxn_...) is required");
   const credentialHash = await hashSecret(token);
-  const node = await database(c.env.DB).select({ id: nodes.id }).from(nodes).where(eq(nodes.credentialHash, credentialHash)).get();
+  const node = await database(c.env.DB)
+    .select({ id: nodes.id })
+    .from(nodes)
+    .where(eq(nodes.credentialHash, credentialHash))
+    .get();
   if (!node) throw credentialRefused();
   return { nodeId: node.id, credentialHash };
 }
@@ -65,7 +74,11 @@ const nodeCredential = createMiddleware<AgentEnv>(async (c, next) => {
 /** A rotate or delete that ran while a new link was being opened found no link to close: checked
  *  again once the link is open, a credential revoked meanwhile closes it at once. */
 async function closedIfRevoked(env: Env, nodeId: string, credentialHash: string): Promise<boolean> {
-  const node = await database(env.DB).select({ credentialHash: nodes.credentialHash }).from(nodes).where(eq(nodes.id, nodeId)).get();
+  const node = await database(env.DB)
+    .select({ credentialHash: nodes.credentialHash })
+    .from(nodes)
+    .where(eq(nodes.id, nodeId))
+    .get();
   if (node?.credentialHash === credentialHash) return false;
   if (node) await nodeSession(env, nodeId).disconnect(CLOSE.unauthorized, "node credential rotated");
   else await nodeSession(env, nodeId).disconnect(CLOSE.nodeDeleted, "node deleted", true);
@@ -87,7 +100,13 @@ function sessionUpgradeHeaders(client: Headers, nodeId: string, reconnectSpreadM
  *  keeps the Worker's small limit). */
 const limitSendBody = bodyLimit({
   maxSize: MAX_SEND_BYTES,
-  onError: (c) => errorResponse(c, 413, "payload_too_large", `a send's body is limited to ${MAX_SEND_BYTES} bytes; send fewer messages per call`),
+  onError: (c) =>
+    errorResponse(
+      c,
+      413,
+      "payload_too_large",
+      `a send's body is limited to ${MAX_SEND_BYTES} bytes; send fewer messages per call`,
+    ),
 });
 
 export const agentRoutes = new Hono<AgentEnv>()
@@ -115,7 +134,12 @@ export const agentRoutes = new Hono<AgentEnv>()
         })
         .where(and(eq(nodes.joinTokenHash, await hashSecret(joinToken)), gt(nodes.joinTokenExpiresAt, now)))
         .returning({ id: nodes.id });
-      if (!row) throw new ApiError(401, "join_token_invalid", "join token unknown, already used or expired; ask an admin for a new one");
+      if (!row)
+        throw new ApiError(
+          401,
+          "join_token_invalid",
+          "join token unknown, already used or expired; ask an admin for a new one",
+        );
       const answer: z.infer<typeof EnrollResponse> = { nodeId: row.id, credential };
       return c.json(answer);
     },
@@ -127,7 +151,9 @@ export const agentRoutes = new Hono<AgentEnv>()
     const { nodeId, credentialHash } = await authenticatedNode(c);
     await enforceLimit(c.env, "CONNECT_LIMITER", `connect:${nodeId}`);
     const headers = sessionUpgradeHeaders(c.req.raw.headers, nodeId, reconnectSpreadMs(await fleetSize(c.env)));
-    const opened = await nodeSession(c.env, nodeId, locationHintFor(c.req.raw.cf)).fetch(new Request(c.req.raw.url, { method: "GET", headers }));
+    const opened = await nodeSession(c.env, nodeId, locationHintFor(c.req.raw.cf)).fetch(
+      new Request(c.req.raw.url, { method: "GET", headers }),
+    );
     if (opened.status === 101 && (await closedIfRevoked(c.env, nodeId, credentialHash))) throw credentialRefused();
     return opened;
   })
@@ -157,7 +183,11 @@ export const agentRoutes = new Hono<AgentEnv>()
       }
     }
     // Handed on as the text a socket would carry, so the session parses it on the frame path.
-    const answer = await nodeSession(c.env, nodeId, locationHintFor(c.req.raw.cf)).receivePolled(nodeId, connId, messages.map((m) => JSON.stringify(m)));
+    const answer = await nodeSession(c.env, nodeId, locationHintFor(c.req.raw.cf)).receivePolled(
+      nodeId,
+      connId,
+      messages.map((m) => JSON.stringify(m)),
+    );
     if (!answer.ok) throw new ApiError(answer.status, answer.code, answer.message);
     const body: SendResponse = { success: true };
     return c.json(body);

@@ -10,6 +10,7 @@ export const meRoutes = new Hono<AppEnv>().get("/", (c) => {
   const { role, name, via, email } = c.get("principal");
   const stuckAfterMs = sessionSettings(c.env).stuckAfterMs;
   // Access sign-in adds how and as whom.
-  const me: MeResponse = via === "access" ? { role, name, stuckAfterMs, via, email: email ?? null } : { role, name, stuckAfterMs };
+  const me: MeResponse =
+    via === "access" ? { role, name, stuckAfterMs, via, email: email ?? null } : { role, name, stuckAfterMs };
   return c.json(me);
 });

@@ -33,12 +33,20 @@ async function nodeWithCount(db: Database, id: string) {
 
 async function issueJoinToken(env: Env) {
   const joinToken = newSecret("join");
-  return { joinToken, joinTokenHash: await hashSecret(joinToken), joinTokenExpiresAt: Date.now() + joinTokenTtlMs(env) };
+  return {
+    joinToken,
+    joinTokenHash: await hashSecret(joinToken),
+    joinTokenExpiresAt: Date.now() + joinTokenTtlMs(env),
+  };
 }
 
 export const nodeRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
-    const rows = await database(c.env.DB).select({ node: nodes, vmCount }).from(nodes).orderBy(asc(nodes.name)).limit(10_000);
+    const rows = await database(c.env.DB)
+      .select({ node: nodes, vmCount })
+      .from(nodes)
+      .orderBy(asc(nodes.name))
+      .limit(10_000);
     const staleAfter = sessionSettings(c.env).nodeStaleAfterMs;
     return c.json({ nodes: rows.map((r) => nodeView(r.node, r.vmCount, staleAfter)) });
   })
@@ -65,7 +73,11 @@ export const nodeRoutes = new Hono<AppEnv>()
     }
     const row = (await nodeWithCount(db, id))!;
     return c.json(
-      { node: nodeView(row.node, 0, sessionSettings(c.env).nodeStaleAfterMs), joinToken, joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString() },
+      {
+        node: nodeView(row.node, 0, sessionSettings(c.env).nodeStaleAfterMs),
+        joinToken,
+        joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
+      },
       201,
     );
   })
@@ -81,7 +93,8 @@ export const nodeRoutes = new Hono<AppEnv>()
     if (!updated.length) throw new ApiError(404, "not_found", `no node ${id}`);
     // The old credential is void; its live socket must not outlive it. A node that never connected
     // has no session to tell (and the call would create its object here, far from its agent).
-    if (updated[0]!.lastSeenAt !== null) await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
+    if (updated[0]!.lastSeenAt !== null)
+      await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
     const row = (await nodeWithCount(db, id))!;
     return c.json({
       node: nodeView(row.node, row.vmCount, sessionSettings(c.env).nodeStaleAfterMs),
@@ -92,7 +105,11 @@ export const nodeRoutes = new Hono<AppEnv>()
   .delete("/:id", requireRole("admin"), validate("param", IdParam), async (c) => {
     const db = database(c.env.DB);
     const { id } = c.req.valid("param");
-    const node = await db.select({ id: nodes.id, name: nodes.name, lastSeenAt: nodes.lastSeenAt }).from(nodes).where(eq(nodes.id, id)).get();
+    const node = await db
+      .select({ id: nodes.id, name: nodes.name, lastSeenAt: nodes.lastSeenAt })
+      .from(nodes)
+      .where(eq(nodes.id, id))
+      .get();
     if (!node) throw new ApiError(404, "not_found", `no node ${id}`);
     if (node.lastSeenAt !== null) await nodeSession(c.env, id).disconnect(CLOSE.nodeDeleted, "node deleted", true);
     const now = Date.now();

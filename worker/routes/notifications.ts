@@ -10,7 +10,13 @@ import { notificationAttempts, notificationDeliveries, notificationTargets } fro
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
 import { cancelPending } from "../notifications/notify.ts";
-import { NotificationEvent, NotificationFormat, TEST_EVENT, renderBody, targetUrlProblem } from "../notifications/payload.ts";
+import {
+  NotificationEvent,
+  NotificationFormat,
+  TEST_EVENT,
+  renderBody,
+  targetUrlProblem,
+} from "../notifications/payload.ts";
 
 export const CreateTarget = z.object({
   name: z.string().trim().min(1, "must not be empty").max(100, "at most 100 characters"),
@@ -49,7 +55,11 @@ const targetView = (t: TargetRow) => ({
 async function deliveryViews(db: Database, rows: (typeof notificationDeliveries.$inferSelect)[]) {
   const ids = rows.map((r) => r.id);
   const attempts = ids.length
-    ? await db.select().from(notificationAttempts).where(inArray(notificationAttempts.deliveryId, ids)).orderBy(notificationAttempts.at, notificationAttempts.id)
+    ? await db
+        .select()
+        .from(notificationAttempts)
+        .where(inArray(notificationAttempts.deliveryId, ids))
+        .orderBy(notificationAttempts.at, notificationAttempts.id)
     : [];
   return rows.map((d) => ({
     id: d.id,
@@ -69,7 +79,11 @@ async function deliveryViews(db: Database, rows: (typeof notificationDeliveries.
 }
 
 async function liveTarget(db: Database, id: string): Promise<TargetRow> {
-  const t = await db.select().from(notificationTargets).where(and(eq(notificationTargets.id, id), isNull(notificationTargets.deletedAt))).get();
+  const t = await db
+    .select()
+    .from(notificationTargets)
+    .where(and(eq(notificationTargets.id, id), isNull(notificationTargets.deletedAt)))
+    .get();
   if (!t) throw new ApiError(404, "not_found", `no notification target ${id}`);
   return t;
 }
@@ -93,7 +107,12 @@ export const notificationRoutes = new Hono<AppEnv>()
     return c.json({ target: targetView(row) }, 201);
   })
   .get("/targets", async (c) => {
-    const rows = await database(c.env.DB).select().from(notificationTargets).where(isNull(notificationTargets.deletedAt)).orderBy(desc(notificationTargets.createdAt)).limit(500);
+    const rows = await database(c.env.DB)
+      .select()
+      .from(notificationTargets)
+      .where(isNull(notificationTargets.deletedAt))
+      .orderBy(desc(notificationTargets.createdAt))
+      .limit(500);
     return c.json({ targets: rows.map(targetView) });
   })
   .delete("/targets/:id", validate("param", IdParam), async (c) => {
@@ -101,7 +120,10 @@ export const notificationRoutes = new Hono<AppEnv>()
     const { id } = c.req.valid("param");
     await liveTarget(db, id);
     // The row stays for its deliveries' history, without the secret; nothing more is sent to it.
-    await db.batch([db.update(notificationTargets).set({ deletedAt: Date.now(), secret: "" }).where(eq(notificationTargets.id, id)), cancelPending(c.env, id)]);
+    await db.batch([
+      db.update(notificationTargets).set({ deletedAt: Date.now(), secret: "" }).where(eq(notificationTargets.id, id)),
+      cancelPending(c.env, id),
+    ]);
     return c.json({ success: true, id, deleted: true });
   })
   .post("/targets/:id/test", validate("param", IdParam), async (c) => {
@@ -110,8 +132,25 @@ export const notificationRoutes = new Hono<AppEnv>()
     const id = crypto.randomUUID();
     const now = Date.now();
     const message = `test notification from Quantix Edge, sent by ${c.get("principal").name}`;
-    const body = renderBody(target.format as NotificationFormat, { id, event: TEST_EVENT, at: new Date(now).toISOString(), node: null, vm: null, message });
-    await db.insert(notificationDeliveries).values({ id, targetId: target.id, event: TEST_EVENT, body, status: "pending", nextAttemptAt: now, createdAt: now });
+    const body = renderBody(target.format as NotificationFormat, {
+      id,
+      event: TEST_EVENT,
+      at: new Date(now).toISOString(),
+      node: null,
+      vm: null,
+      message,
+    });
+    await db
+      .insert(notificationDeliveries)
+      .values({
+        id,
+        targetId: target.id,
+        event: TEST_EVENT,
+        body,
+        status: "pending",
+        nextAttemptAt: now,
+        createdAt: now,
+      });
     // Posted once, right now, so the answer can say how the receiver took it.
     await c.env.NOTIFICATION_OUTBOX.get(c.env.NOTIFICATION_OUTBOX.idFromName(target.id)).deliverNow(target.id, id);
     const row = await db.select().from(notificationDeliveries).where(eq(notificationDeliveries.id, id)).get();

@@ -21,17 +21,27 @@ export const RehomeBody = z
   })
   .strict();
 
-export const rehomeRoutes = new Hono<AppEnv>().post("/:id/rehome", requireRole("admin"), validate("param", IdParam), validate("json", RehomeBody), async (c) => {
-  const db = database(c.env.DB);
-  const id = c.req.valid("param").id.toLowerCase();
-  const { node_id, reason } = c.req.valid("json");
-  const vm = await db.select().from(vms).where(eq(vms.id, id)).get();
-  if (!vm) throw new ApiError(404, "not_found", `no VM ${id}`);
-  const target = await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, node_id)).get();
-  if (!target) throw new ApiError(404, "node_not_found", `no node ${node_id}`);
-  await rehomeVm(db, vm, target, c.get("principal").actor, sessionSettings(c.env).maxVmsPerNode, reason ?? null);
-  // Its new node reports it afresh (state, name, missing or not), if its agent is connected now.
-  c.executionCtx.waitUntil(nodeSession(c.env, target.id).resync().catch((err) => console.error("rehome: resync failed", err)));
-  const moved = await db.select().from(vms).where(eq(vms.id, id)).get();
-  return c.json({ success: true, vm: vmView(moved!) });
-});
+export const rehomeRoutes = new Hono<AppEnv>().post(
+  "/:id/rehome",
+  requireRole("admin"),
+  validate("param", IdParam),
+  validate("json", RehomeBody),
+  async (c) => {
+    const db = database(c.env.DB);
+    const id = c.req.valid("param").id.toLowerCase();
+    const { node_id, reason } = c.req.valid("json");
+    const vm = await db.select().from(vms).where(eq(vms.id, id)).get();
+    if (!vm) throw new ApiError(404, "not_found", `no VM ${id}`);
+    const target = await db.select({ id: nodes.id, name: nodes.name }).from(nodes).where(eq(nodes.id, node_id)).get();
+    if (!target) throw new ApiError(404, "node_not_found", `no node ${node_id}`);
+    await rehomeVm(db, vm, target, c.get("principal").actor, sessionSettings(c.env).maxVmsPerNode, reason ?? null);
+    // Its new node reports it afresh (state, name, missing or not), if its agent is connected now.
+    c.executionCtx.waitUntil(
+      nodeSession(c.env, target.id)
+        .resync()
+        .catch((err) => console.error("rehome: resync failed", err)),
+    );
+    const moved = await db.select().from(vms).where(eq(vms.id, id)).get();
+    return c.json({ success: true, vm: vmView(moved!) });
+  },
+);

@@ -26,13 +26,26 @@ export const tokenRoutes = new Hono<AppEnv>()
     const id = newId();
     await database(c.env.DB)
       .insert(apiTokens)
-      .values({ id, name, role, tokenHash: await hashSecret(token), createdBy: c.get("principal").actor, createdAt: Date.now() });
+      .values({
+        id,
+        name,
+        role,
+        tokenHash: await hashSecret(token),
+        createdBy: c.get("principal").actor,
+        createdAt: Date.now(),
+      });
     return c.json({ token, id, name, role }, 201);
   })
   .get("/", async (c) => {
     const rows = await database(c.env.DB).select().from(apiTokens).orderBy(desc(apiTokens.createdAt)).limit(1000);
     return c.json({
-      tokens: rows.map((t) => ({ id: t.id, name: t.name, role: t.role, createdAt: iso(t.createdAt), revokedAt: iso(t.revokedAt) })),
+      tokens: rows.map((t) => ({
+        id: t.id,
+        name: t.name,
+        role: t.role,
+        createdAt: iso(t.createdAt),
+        revokedAt: iso(t.revokedAt),
+      })),
     });
   })
   .delete("/:id", validate("param", IdParam), async (c) => {

@@ -16,9 +16,21 @@ export type DigestVerdict = { resync: string[]; heldBack: string[]; transitionsL
 
 /** Compares the agent's digest with the node's non-missing records; `inFlight` holds the request ids
  *  the session has in flight. */
-export async function compareDigest(db: Database, nodeId: string, agent: InventoryDigest, inFlight: ReadonlySet<string>): Promise<DigestVerdict> {
+export async function compareDigest(
+  db: Database,
+  nodeId: string,
+  agent: InventoryDigest,
+  inFlight: ReadonlySet<string>,
+): Promise<DigestVerdict> {
   const rows = await db
-    .select({ uuid: vms.id, name: vms.name, state: vms.state, vcpus: vms.vcpus, memoryMiB: vms.memoryMiB, transitionRequestId: vms.transitionRequestId })
+    .select({
+      uuid: vms.id,
+      name: vms.name,
+      state: vms.state,
+      vcpus: vms.vcpus,
+      memoryMiB: vms.memoryMiB,
+      transitionRequestId: vms.transitionRequestId,
+    })
     .from(vms)
     .where(sql`${vms.nodeId} = ${nodeId} AND ${vms.missing} = 0`)
     .all();

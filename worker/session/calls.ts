@@ -4,7 +4,14 @@ import type { VmRecord } from "../db/schema.ts";
 import { database } from "../db/client.ts";
 import { runBatch } from "../db/batch.ts";
 import { finishedQueryRow, insertFinishedRows, type AgentFailure } from "../request-rows.ts";
-import { failed, type LogsOutcome, type PowerDispatch, type PowerOutcome, type QueryDispatch, type StateOutcome } from "./dispatch.ts";
+import {
+  failed,
+  type LogsOutcome,
+  type PowerDispatch,
+  type PowerOutcome,
+  type QueryDispatch,
+  type StateOutcome,
+} from "./dispatch.ts";
 import type { LocationHint } from "./placement.ts";
 
 /** The node's NodeSession stub (one Durable Object per node id); `near` places a new object (the
@@ -18,13 +25,20 @@ type VmOnNode = Pick<VmRecord, "id" | "name"> & { nodeId: string };
 /** Calls the node's session; an RPC that breaks (object evicted or reset mid-wait) is reported as
  *  a lost answer: a power action's row is closed by the object's alarm; `lost` closes the row of a
  *  route's query, which the object held in memory only. */
-async function callSession<O>(env: Env, nodeId: string, run: (s: Stub) => Promise<O>, lost?: (f: AgentFailure) => Promise<void>): Promise<O | ReturnType<typeof failed>> {
+async function callSession<O>(
+  env: Env,
+  nodeId: string,
+  run: (s: Stub) => Promise<O>,
+  lost?: (f: AgentFailure) => Promise<void>,
+): Promise<O | ReturnType<typeof failed>> {
   try {
     return await run(nodeSession(env, nodeId));
   } catch (err) {
     console.error("node session call failed", err);
     const outcome = failed("session_lost", "lost contact with the node's session before it answered");
-    await lost?.(outcome.error).catch((e) => console.error("could not write the row of a query whose session was lost", e));
+    await lost?.(outcome.error).catch((e) =>
+      console.error("could not write the row of a query whose session was lost", e),
+    );
     return outcome;
   }
 }
@@ -32,11 +46,20 @@ async function callSession<O>(env: Env, nodeId: string, run: (s: Stub) => Promis
 /** Writes the final row of a route's query that its session lost with its memory. */
 const writeLostQuery = (env: Env, d: QueryDispatch) => async (error: AgentFailure) => {
   const now = Date.now();
-  const row = finishedQueryRow({ ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null }, { status: "failed", error }, now);
+  const row = finishedQueryRow(
+    { ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null },
+    { status: "failed", error },
+    now,
+  );
   await runBatch(database(env.DB), insertFinishedRows([row]));
 };
 
-const newRequest = (vm: VmOnNode, params: Record<string, unknown>, actor: string) => ({ nodeId: vm.nodeId, params, requestedBy: actor, createdAt: Date.now() });
+const newRequest = (vm: VmOnNode, params: Record<string, unknown>, actor: string) => ({
+  nodeId: vm.nodeId,
+  params,
+  requestedBy: actor,
+  createdAt: Date.now(),
+});
 
 /** Sends a power action whose request row and VM transition are written already. */
 export function sendPowerAction(env: Env, nodeId: string, d: PowerDispatch): Promise<PowerOutcome> {
@@ -67,13 +90,34 @@ export async function verifyWrittenState(env: Env, nodeId: string, vmId: string)
  *  row once the query has ended: one D1 write instead of two. With `excerptLines` the answer also
  *  carries the log's last lines. */
 export function askVmState(env: Env, vm: VmOnNode, actor: string, excerptLines?: number): Promise<StateOutcome> {
-  const d = { id: crypto.randomUUID(), kind: "vm.state" as const, vmId: vm.id, name: vm.name, newRequest: newRequest(vm, {}, actor), ...(excerptLines ? { excerptLines } : {}) };
+  const d = {
+    id: crypto.randomUUID(),
+    kind: "vm.state" as const,
+    vmId: vm.id,
+    name: vm.name,
+    newRequest: newRequest(vm, {}, actor),
+    ...(excerptLines ? { excerptLines } : {}),
+  };
   return callSession<StateOutcome>(env, vm.nodeId, (s) => s.askState(d), writeLostQuery(env, d));
 }
 
 /** Reads the last `lines` of the VM's log through its node; with `keepAsLastKnown` the answer is also
  *  kept as the VM's last-known log. */
-export function readLogThroughNode(env: Env, vm: VmOnNode, lines: number, actor: string, keepAsLastKnown = false): Promise<LogsOutcome> {
-  const d = { id: crypto.randomUUID(), kind: "vm.logs" as const, vmId: vm.id, name: vm.name, lines, keepAsLastKnown, newRequest: newRequest(vm, { lines }, actor) };
+export function readLogThroughNode(
+  env: Env,
+  vm: VmOnNode,
+  lines: number,
+  actor: string,
+  keepAsLastKnown = false,
+): Promise<LogsOutcome> {
+  const d = {
+    id: crypto.randomUUID(),
+    kind: "vm.logs" as const,
+    vmId: vm.id,
+    name: vm.name,
+    lines,
+    keepAsLastKnown,
+    newRequest: newRequest(vm, { lines }, actor),
+  };
   return callSession<LogsOutcome>(env, vm.nodeId, (s) => s.readLog(d), writeLostQuery(env, d));
 }

@@ -23,7 +23,12 @@ export type PowerDispatch = Target & {
 export type StateDispatch = Target & { kind: "vm.state"; excerptLines?: number; newRequest: NewRequest };
 
 /** A route's vm.logs; with `keepAsLastKnown` its answer becomes the VM's last-known log. */
-export type LogsDispatch = Target & { kind: "vm.logs"; lines: number; keepAsLastKnown: boolean; newRequest: NewRequest };
+export type LogsDispatch = Target & {
+  kind: "vm.logs";
+  lines: number;
+  keepAsLastKnown: boolean;
+  newRequest: NewRequest;
+};
 
 export type QueryDispatch = StateDispatch | LogsDispatch;
 

@@ -25,7 +25,13 @@ export class FollowRelay {
   private readonly limits: SessionSettings;
   private readonly armAlarm: () => Promise<void>;
 
-  constructor(ctx: DurableObjectState, store: SessionStore, links: AgentLinks, limits: SessionSettings, armAlarm: () => Promise<void>) {
+  constructor(
+    ctx: DurableObjectState,
+    store: SessionStore,
+    links: AgentLinks,
+    limits: SessionSettings,
+    armAlarm: () => Promise<void>,
+  ) {
     this.ctx = ctx;
     this.store = store;
     this.links = links;
@@ -75,7 +81,10 @@ export class FollowRelay {
     const tokenId = request.headers.get(FOLLOW_HEADERS.tokenId);
     if (this.ctx.getWebSockets(VIEWER_TAG).length >= MAX_VIEWERS) {
       return Response.json(
-        { success: false, error: { code: "too_many_viewers", message: `at most ${MAX_VIEWERS} live log viewers per node` } },
+        {
+          success: false,
+          error: { code: "too_many_viewers", message: `at most ${MAX_VIEWERS} live log viewers per node` },
+        },
         { status: 429, headers: { "Retry-After": "30" } },
       );
     }
@@ -90,10 +99,15 @@ export class FollowRelay {
     } else {
       const follow = this.store.entry("follow", vmId);
       if (!follow || follow.connId !== current.att.connId) this.start(current, vmId, name);
-      else if (follow.acked) server.send(JSON.stringify({ type: "status", status: "following" } satisfies FollowMessage));
+      else if (follow.acked)
+        server.send(JSON.stringify({ type: "status", status: "following" } satisfies FollowMessage));
       await this.armAlarm();
     }
-    return new Response(null, { status: 101, webSocket: client, headers: subprotocol ? { "Sec-WebSocket-Protocol": subprotocol } : {} });
+    return new Response(null, {
+      status: 101,
+      webSocket: client,
+      headers: subprotocol ? { "Sec-WebSocket-Protocol": subprotocol } : {},
+    });
   }
 
   /** A new agent link: viewers that outlived the old one keep following on it. */
@@ -107,10 +121,21 @@ export class FollowRelay {
   /** Asks the agent to follow the VM's log (`tail -F`); one follow per VM, whoever watches. */
   private start(current: AgentLink, vmId: string, name: string): void {
     const now = Date.now();
-    const follow: Follow = { followId: crypto.randomUUID(), vmId, name, connId: current.att.connId, acked: false, ackDeadline: now + this.limits.queryMs };
+    const follow: Follow = {
+      followId: crypto.randomUUID(),
+      vmId,
+      name,
+      connId: current.att.connId,
+      acked: false,
+      ackDeadline: now + this.limits.queryMs,
+    };
     this.store.putEntry("follow", vmId, follow);
     try {
-      current.send({ type: "vm.logs.follow", id: follow.followId, payload: { vmId, name, deadline: follow.ackDeadline } });
+      current.send({
+        type: "vm.logs.follow",
+        id: follow.followId,
+        payload: { vmId, name, deadline: follow.ackDeadline },
+      });
     } catch {
       // the agent socket is closing: its close event tells the viewers node_offline
     }
@@ -138,7 +163,13 @@ export class FollowRelay {
   onError(id: string, payload: ErrorPayload): boolean {
     const follow = this.byId(id);
     if (!follow) return false;
-    this.end(follow, { type: "error", code: payload.code, message: `the agent cannot follow this log: ${payload.message}` }, CLOSE.normal, "follow failed", false);
+    this.end(
+      follow,
+      { type: "error", code: payload.code, message: `the agent cannot follow this log: ${payload.message}` },
+      CLOSE.normal,
+      "follow failed",
+      false,
+    );
     return true;
   }
 
@@ -152,13 +183,20 @@ export class FollowRelay {
   expireDue(now: number): void {
     for (const f of this.follows()) {
       if (f.acked || f.ackDeadline > now) continue;
-      this.end(f, { type: "error", code: "agent_timeout", message: "the agent did not start following the log in time" }, CLOSE.normal, "follow failed", true);
+      this.end(
+        f,
+        { type: "error", code: "agent_timeout", message: "the agent did not start following the log in time" },
+        CLOSE.normal,
+        "follow failed",
+        true,
+      );
     }
   }
 
   /** The agent is gone: every viewer is told, then closed (it retries later). */
   nodeOffline(): void {
-    for (const f of this.follows()) this.end(f, { type: "status", status: "node_offline" }, FOLLOW_CLOSE_NODE_OFFLINE, "node offline", false);
+    for (const f of this.follows())
+      this.end(f, { type: "status", status: "node_offline" }, FOLLOW_CLOSE_NODE_OFFLINE, "node offline", false);
   }
 
   /** Ends a VM's follow for all its viewers: a last message, then their sockets close. */
@@ -202,7 +240,11 @@ export class FollowRelay {
   /** The token these follows were opened with was revoked: each is told so and closed. */
   async closeFollowsOf(tokenId: string): Promise<number> {
     const sockets = this.ctx.getWebSockets(tokenTag(tokenId));
-    const revoked: FollowMessage = { type: "error", code: "token_revoked", message: "the token this follow was opened with was revoked" };
+    const revoked: FollowMessage = {
+      type: "error",
+      code: "token_revoked",
+      message: "the token this follow was opened with was revoked",
+    };
     for (const ws of sockets) {
       const viewer = this.viewerOf(ws);
       try {

@@ -39,7 +39,8 @@ export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, message: 
   const msg = parseFrame(AgentMessage, message);
   if (!msg) return rooms.dropLink(link, CLOSE.protocolError, "malformed or unknown frame");
   const actor = `agent:${att.nodeId}`;
-  const ignored = (handled: Promise<void> | "ignored") => (handled === "ignored" ? ledger.countIgnored(msg.type, msg.id) : handled);
+  const ignored = (handled: Promise<void> | "ignored") =>
+    handled === "ignored" ? ledger.countIgnored(msg.type, msg.id) : handled;
   const report = { db, link, maxVms: rooms.limits.maxVmsPerNode, notices: rooms.notices, actor };
 
   switch (msg.type) {

@@ -15,4 +15,5 @@ export const FOLLOW_HEADERS = {
 } as const;
 
 /** welcome.reconnectSpreadMs as the Worker passed it, if it is one. */
-export const validSpread = (ms: number | undefined) => (ms !== undefined && Number.isInteger(ms) && ms >= 0 && ms <= 600_000 ? ms : undefined);
+export const validSpread = (ms: number | undefined) =>
+  ms !== undefined && Number.isInteger(ms) && ms >= 0 && ms <= 600_000 ? ms : undefined;

@@ -15,13 +15,10 @@ export class AgentInbox {
 
   private readonly burst: number;
 
-
   constructor(perSecond: number, burst: number) {
-
     this.perSecond = perSecond;
 
     this.burst = burst;
-
   }
 
   /** A new connection starts with a full budget. */
@@ -33,11 +30,14 @@ export class AgentInbox {
   /** Too big, binary, or one frame too many: the close code to answer with. */
   private admit(message: string | ArrayBuffer): Refusal | null {
     const size = typeof message === "string" ? message.length : message.byteLength;
-    const bytes = typeof message === "string" && size * 3 > MAX_FRAME_BYTES ? new TextEncoder().encode(message).byteLength : size;
+    const bytes =
+      typeof message === "string" && size * 3 > MAX_FRAME_BYTES ? new TextEncoder().encode(message).byteLength : size;
     if (bytes > MAX_FRAME_BYTES) return { code: CLOSE.tooLarge, why: `frame over ${MAX_FRAME_BYTES} bytes` };
-    if (typeof message !== "string") return { code: CLOSE.protocolError, why: "binary frames are not part of the protocol" };
+    if (typeof message !== "string")
+      return { code: CLOSE.protocolError, why: "binary frames are not part of the protocol" };
     const now = Date.now();
-    this.tokens = this.at === 0 ? this.burst : Math.min(this.burst, this.tokens + ((now - this.at) * this.perSecond) / 1000);
+    this.tokens =
+      this.at === 0 ? this.burst : Math.min(this.burst, this.tokens + ((now - this.at) * this.perSecond) / 1000);
     this.at = now;
     if (--this.tokens < 0) return { code: CLOSE.flood, why: "too many frames" };
     return null;
@@ -45,7 +45,12 @@ export class AgentInbox {
 
   /** Queues one frame: `handle` runs after the frames before it, `drop` instead when the frame is
    *  refused (`refuse` closes the link at once) or its handling throws. */
-  receive(message: string | ArrayBuffer, refuse: (r: Refusal) => void, handle: () => Promise<void>, drop: (r: Refusal) => Promise<void>): Promise<void> {
+  receive(
+    message: string | ArrayBuffer,
+    refuse: (r: Refusal) => void,
+    handle: () => Promise<void>,
+    drop: (r: Refusal) => Promise<void>,
+  ): Promise<void> {
     const refused = this.admit(message);
     if (refused) refuse(refused);
     const handled = this.queue

@@ -13,7 +13,12 @@ type Payload<T extends AgentMessage["type"]> = Extract<AgentMessage, { type: T }
 /** What applying a report needs besides the frame: the link it came on, the node's VM cap, notices. */
 export type ReportContext = { db: Database; link: AgentLink; maxVms: number; notices: SessionNotices; actor: string };
 
-async function applyReport(ctx: ReportContext, frameId: string, vms: Payload<"vm.changed">["vms"], syncId: string | null): Promise<void> {
+async function applyReport(
+  ctx: ReportContext,
+  frameId: string,
+  vms: Payload<"vm.changed">["vms"],
+  syncId: string | null,
+): Promise<void> {
   const nodeId = ctx.link.att.nodeId;
   const report = await upsertReportedVms(ctx.db, nodeId, vms, syncId, ctx.actor, ctx.maxVms);
   ctx.notices.inventoryFlags(nodeId, { foreign: report.claimed, flagged: report.flagged });

@@ -57,7 +57,10 @@ export class KeptWrites {
       return;
     }
     try {
-      const statements: Statement[] = [...insertFinishedRows(rows.map(([, row]) => row)), ...snapshots.map(([, row]) => upsertSnapshot(this.db, row))];
+      const statements: Statement[] = [
+        ...insertFinishedRows(rows.map(([, row]) => row)),
+        ...snapshots.map(([, row]) => upsertSnapshot(this.db, row)),
+      ];
       await runBatch(this.db, statements);
       for (const [id] of rows) this.store.deleteEntry("queryRow", id);
       for (const [id] of snapshots) this.store.deleteEntry("snapshot", id);

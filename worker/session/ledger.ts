@@ -1,19 +1,45 @@
 // The in-flight request ledger of a node's session: puts a command on the agent's link with its
 // deadline, reads each answer once into its kind's shape (power, state, logs), applies it, and
 // settles every request exactly once (answer, agent error, deadline, or the link going away).
-import { LogsResult, MAX_LOG_BYTES, PROGRESS_INTERVAL_MS, PowerResult, StateResult, mapLibvirtState, type AgentMessage, type ServerMessage } from "../../protocol/wire.ts";
+import {
+  LogsResult,
+  MAX_LOG_BYTES,
+  PROGRESS_INTERVAL_MS,
+  PowerResult,
+  StateResult,
+  mapLibvirtState,
+  type AgentMessage,
+  type ServerMessage,
+} from "../../protocol/wire.ts";
 import { utf8Bytes } from "../../protocol/log-excerpt.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { logsAnswer, snapshotRow } from "../last-known-log.ts";
-import { extendRequestDeadline, finishRequest, finishedQueryRow, markRequestAcked, markRequestSent, type AgentFailure, type RequestFinish } from "../request-rows.ts";
+import {
+  extendRequestDeadline,
+  finishRequest,
+  finishedQueryRow,
+  markRequestAcked,
+  markRequestSent,
+  type AgentFailure,
+  type RequestFinish,
+} from "../request-rows.ts";
 import { applyObservedState } from "../inventory.ts";
 import { adoptStateAfterError, applyPowerOutcome, isPowerKind, repairStuckVm, undoPowerAction } from "../vm-state.ts";
 import type { LogsOutcome, PowerDispatch, PowerOutcome, QueryDispatch, StateOutcome } from "./dispatch.ts";
 import type { KeptWrites } from "./kept-writes.ts";
 import type { AgentLink } from "./links.ts";
 import type { SessionNotices } from "./notices.ts";
-import type { InFlight, LogsInFlight, PowerInFlight, ReconcileInFlight, SessionStore, StateInFlight, StuckVm, VerifyInFlight } from "./store.ts";
+import type {
+  InFlight,
+  LogsInFlight,
+  PowerInFlight,
+  ReconcileInFlight,
+  SessionStore,
+  StateInFlight,
+  StuckVm,
+  VerifyInFlight,
+} from "./store.ts";
 
 type ErrorPayload = Extract<AgentMessage, { type: "error" }>["payload"];
 type ResultPayload = Extract<AgentMessage, { type: "result" }>["payload"];
@@ -23,7 +49,10 @@ type ProgressPayload = Extract<AgentMessage, { type: "progress" }>["payload"];
 /** What the ledger asks of its session when a VM's record needs a look at the hypervisor: a power
  *  action ended without a state from the hypervisor (the VM may be left in its transition), or the
  *  control plane wrote a state on its own (an undo). */
-export type VerifyHooks = { transitionLeftOpen: (vmIds: string[]) => Promise<void>; verifyVm: (vmId: string) => Promise<void> };
+export type VerifyHooks = {
+  transitionLeftOpen: (vmIds: string[]) => Promise<void>;
+  verifyVm: (vmId: string) => Promise<void>;
+};
 
 /** What settles a request: the answer in its kind's shape, or a failure. */
 type Settlement =
@@ -33,7 +62,10 @@ type Settlement =
   | { status: "failed" | "expired"; error: AgentFailure };
 
 /** The callers waiting for an outcome (RPC calls still running, which keep the object awake). */
-type Waiter = { kind: "power"; wake: (o: PowerOutcome) => void } | { kind: "state"; wake: (o: StateOutcome) => void } | { kind: "logs"; wake: (o: LogsOutcome) => void };
+type Waiter =
+  | { kind: "power"; wake: (o: PowerOutcome) => void }
+  | { kind: "state"; wake: (o: StateOutcome) => void }
+  | { kind: "logs"; wake: (o: LogsOutcome) => void };
 
 export class RequestLedger {
   // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
@@ -47,7 +79,10 @@ export class RequestLedger {
   // A route's query (its caller waits on an RPC, which keeps the object awake) is in flight in memory
   // only, its deadline a timer: storage written before the frame leaves holds the frame until the
   // write is durable, and an eviction ends the caller's RPC anyway (the Worker then writes its row).
-  private readonly waited = new Map<string, { r: StateInFlight | LogsInFlight; timer: ReturnType<typeof setTimeout> }>();
+  private readonly waited = new Map<
+    string,
+    { r: StateInFlight | LogsInFlight; timer: ReturnType<typeof setTimeout> }
+  >();
 
   private readonly store: SessionStore;
   private readonly db: Database;
@@ -57,7 +92,15 @@ export class RequestLedger {
   private readonly notices: SessionNotices;
   private readonly hooks: VerifyHooks;
 
-  constructor(store: SessionStore, db: Database, limits: SessionSettings, kept: KeptWrites, armAlarm: () => Promise<void>, notices: SessionNotices, hooks: VerifyHooks) {
+  constructor(
+    store: SessionStore,
+    db: Database,
+    limits: SessionSettings,
+    kept: KeptWrites,
+    armAlarm: () => Promise<void>,
+    notices: SessionNotices,
+    hooks: VerifyHooks,
+  ) {
     this.store = store;
     this.db = db;
     this.limits = limits;
@@ -84,15 +127,33 @@ export class RequestLedger {
 
   /** Sends a power action; resolves when it is on the wire, or with `wait` when its outcome is known. */
   async power(link: AgentLink | null, d: PowerDispatch): Promise<PowerOutcome> {
-    const error = { code: "node_offline", message: link ? "the node's agent connection is closing" : "the node's agent is not connected" };
+    const error = {
+      code: "node_offline",
+      message: link ? "the node's agent connection is closing" : "the node's agent is not connected",
+    };
     if (!link) return { status: "failed", error };
     // The waiter exists before the frame leaves: its answer can't be handled before we await.
-    const outcome = d.wait ? new Promise<PowerOutcome>((wake) => this.waiters.set(d.id, { kind: "power", wake })) : null;
+    const outcome = d.wait
+      ? new Promise<PowerOutcome>((wake) => this.waiters.set(d.id, { kind: "power", wake }))
+      : null;
     const now = Date.now();
     const deadline = now + this.limits.ackMs;
     const target = { vmId: d.vmId, name: d.name, deadline };
-    const frame: ServerMessage = d.kind === "vm.stop" ? { type: "vm.stop", id: d.id, payload: { ...target, graceMs: this.limits.stopGraceMs } } : { type: d.kind, id: d.id, payload: target };
-    const r: PowerInFlight = { id: d.id, kind: d.kind, vmId: d.vmId, vmGeneration: d.vmGeneration, prevState: d.prevState, connId: link.att.connId, phase: "sent", deadline, createdAt: now };
+    const frame: ServerMessage =
+      d.kind === "vm.stop"
+        ? { type: "vm.stop", id: d.id, payload: { ...target, graceMs: this.limits.stopGraceMs } }
+        : { type: d.kind, id: d.id, payload: target };
+    const r: PowerInFlight = {
+      id: d.id,
+      kind: d.kind,
+      vmId: d.vmId,
+      vmGeneration: d.vmGeneration,
+      prevState: d.prevState,
+      connId: link.att.connId,
+      phase: "sent",
+      deadline,
+      createdAt: now,
+    };
     this.store.put("transitionsOpen", true); // for the reconciler's next pass
     if (!(await this.send(link, r, frame))) {
       this.waiters.delete(d.id);
@@ -116,11 +177,19 @@ export class RequestLedger {
     if (d.kind === "vm.logs") {
       outcome = new Promise<LogsOutcome>((wake) => this.waiters.set(d.id, { kind: "logs", wake }));
       const r: LogsInFlight = { ...base, kind: "vm.logs", ...(d.keepAsLastKnown ? { keepAsLastKnown: true } : {}) };
-      sent = await this.send(link, r, { type: "vm.logs", id: d.id, payload: { ...target, lines: d.lines, maxBytes: MAX_LOG_BYTES } });
+      sent = await this.send(link, r, {
+        type: "vm.logs",
+        id: d.id,
+        payload: { ...target, lines: d.lines, maxBytes: MAX_LOG_BYTES },
+      });
     } else {
       outcome = new Promise<StateOutcome>((wake) => this.waiters.set(d.id, { kind: "state", wake }));
       const r: StateInFlight = { ...base, kind: "vm.state" };
-      sent = await this.send(link, r, { type: "vm.state", id: d.id, payload: d.excerptLines ? { ...target, excerptLines: d.excerptLines } : target });
+      sent = await this.send(link, r, {
+        type: "vm.state",
+        id: d.id,
+        payload: d.excerptLines ? { ...target, excerptLines: d.excerptLines } : target,
+      });
     }
     if (!sent) {
       this.waiters.delete(d.id);
@@ -132,14 +201,30 @@ export class RequestLedger {
   /** The reconciler's state query (its request row is queued already); false if the link is closing. */
   reconcile(link: AgentLink, id: string, vm: { id: string; name: string }, stuck: StuckVm): Promise<boolean> {
     const deadline = Date.now() + this.limits.queryMs;
-    const r: ReconcileInFlight = { id, kind: "vm.state", vmId: vm.id, connId: link.att.connId, phase: "sent", deadline, reconcile: stuck };
+    const r: ReconcileInFlight = {
+      id,
+      kind: "vm.state",
+      vmId: vm.id,
+      connId: link.att.connId,
+      phase: "sent",
+      deadline,
+      reconcile: stuck,
+    };
     return this.send(link, r, { type: "vm.state", id, payload: { vmId: vm.id, name: vm.name, deadline } });
   }
 
   /** A check of a state the control plane wrote on its own (its request row is queued already). */
   verify(link: AgentLink, id: string, vm: { id: string; name: string }): Promise<boolean> {
     const deadline = Date.now() + this.limits.queryMs;
-    const r: VerifyInFlight = { id, kind: "vm.state", vmId: vm.id, connId: link.att.connId, phase: "sent", deadline, verify: true };
+    const r: VerifyInFlight = {
+      id,
+      kind: "vm.state",
+      vmId: vm.id,
+      connId: link.att.connId,
+      phase: "sent",
+      deadline,
+      verify: true,
+    };
     return this.send(link, r, { type: "vm.state", id, payload: { vmId: vm.id, name: vm.name, deadline } });
   }
 
@@ -147,7 +232,14 @@ export class RequestLedger {
   private async notSent(d: QueryDispatch, message: string): Promise<{ status: "failed"; error: AgentFailure }> {
     const error = { code: "node_offline", message };
     const now = Date.now();
-    await this.kept.keepRow(d.id, finishedQueryRow({ ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null }, { status: "failed", error }, now));
+    await this.kept.keepRow(
+      d.id,
+      finishedQueryRow(
+        { ...d.newRequest, id: d.id, kind: d.kind, vmId: d.vmId, deadlineAt: now, sentAt: null },
+        { status: "failed", error },
+        now,
+      ),
+    );
     return { status: "failed", error };
   }
 
@@ -179,7 +271,11 @@ export class RequestLedger {
   /** A waited query's deadline passed without an answer. */
   private async expireWaited(id: string): Promise<void> {
     const r = this.waited.get(id)?.r;
-    if (r) await this.settle(r, { status: "failed", error: { code: "agent_timeout", message: `the agent did not answer ${r.kind} in time` } });
+    if (r)
+      await this.settle(r, {
+        status: "failed",
+        error: { code: "agent_timeout", message: `the agent did not answer ${r.kind} in time` },
+      });
   }
 
   private forget(id: string): void {
@@ -233,9 +329,14 @@ export class RequestLedger {
     chunks.set(chunk.seq, chunk.text);
     this.logChunks.set(id, chunks);
     // An answer carries at most MAX_LOG_BYTES of text, counted in UTF-8 bytes; more is the agent misbehaving.
-    const bytes = (this.logBytes.get(id) ?? 0) - (replaced === undefined ? 0 : utf8Bytes(replaced)) + utf8Bytes(chunk.text);
+    const bytes =
+      (this.logBytes.get(id) ?? 0) - (replaced === undefined ? 0 : utf8Bytes(replaced)) + utf8Bytes(chunk.text);
     this.logBytes.set(id, bytes);
-    if (bytes > MAX_LOG_BYTES) return this.settle(r, { status: "failed", error: { code: "agent_error", message: `the agent sent more than ${MAX_LOG_BYTES} bytes of log text` } });
+    if (bytes > MAX_LOG_BYTES)
+      return this.settle(r, {
+        status: "failed",
+        error: { code: "agent_error", message: `the agent sent more than ${MAX_LOG_BYTES} bytes of log text` },
+      });
     return Promise.resolve();
   }
 
@@ -248,8 +349,12 @@ export class RequestLedger {
       const parsed = LogsResult.safeParse(payload);
       if (!parsed.success) return bad("the agent's vm.logs result was malformed");
       const chunks = this.logChunks.get(id) ?? new Map<number, string>();
-      if (chunks.size !== parsed.data.chunks) return bad(`the agent announced ${parsed.data.chunks} log chunks but ${chunks.size} arrived`);
-      const text = [...chunks.entries()].sort(([a], [b]) => a - b).map(([, t]) => t).join("");
+      if (chunks.size !== parsed.data.chunks)
+        return bad(`the agent announced ${parsed.data.chunks} log chunks but ${chunks.size} arrived`);
+      const text = [...chunks.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([, t]) => t)
+        .join("");
       return this.settle(r, { status: "done", logs: parsed.data, text });
     }
     if (r.kind === "vm.state") {
@@ -262,22 +367,34 @@ export class RequestLedger {
     return this.powerAnswered(r, parsed.data, actor);
   }
 
-  private async stateAnswered(r: StateInFlight | ReconcileInFlight | VerifyInFlight, state: StateResult): Promise<void> {
+  private async stateAnswered(
+    r: StateInFlight | ReconcileInFlight | VerifyInFlight,
+    state: StateResult,
+  ): Promise<void> {
     if (r.verify) {
       const observed = { state: mapLibvirtState(state.libvirtState), libvirtState: state.libvirtState };
       const nodeId = this.store.get("nodeId");
-      const report = nodeId ? await applyObservedState(this.db, nodeId, r.vmId, observed, "verifier", this.limits.maxVmsPerNode) : null;
+      const report = nodeId
+        ? await applyObservedState(this.db, nodeId, r.vmId, observed, "verifier", this.limits.maxVmsPerNode)
+        : null;
       if (report && nodeId) this.notices.inventoryFlags(nodeId, { foreign: report.claimed, flagged: report.flagged });
     }
     if (r.reconcile) {
       const observed = { state: mapLibvirtState(state.libvirtState), libvirtState: state.libvirtState };
-      if (await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed)) this.notices.repaired(r.reconcile, observed);
+      if (await repairStuckVm(this.db, { ...r.reconcile, stuckForMs: Date.now() - r.reconcile.stuckSince }, observed))
+        this.notices.repaired(r.reconcile, observed);
     }
     return this.settle(r, { status: "done", state });
   }
 
   private async powerAnswered(r: PowerInFlight, power: PowerResult, actor: string): Promise<void> {
-    if (r.vmGeneration !== null) await applyPowerOutcome(this.db, { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration, kind: r.kind }, power, actor);
+    if (r.vmGeneration !== null)
+      await applyPowerOutcome(
+        this.db,
+        { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration, kind: r.kind },
+        power,
+        actor,
+      );
     return this.settle(r, { status: "done", power });
   }
 
@@ -294,7 +411,13 @@ export class RequestLedger {
       const request = { id: r.id, vmId: r.vmId, vmGeneration: r.vmGeneration };
       if (payload.state && payload.libvirtState) {
         // The agent said what libvirt shows after the failure: that is the VM's state now.
-        await adoptStateAfterError(this.db, request, error, { state: payload.state, libvirtState: payload.libvirtState }, actor);
+        await adoptStateAfterError(
+          this.db,
+          request,
+          error,
+          { state: payload.state, libvirtState: payload.libvirtState },
+          actor,
+        );
       } else if (r.prevState) {
         // No state with the error (libvirt could not say, or an older agent): back to the state
         // before it, which is then checked with the hypervisor.
@@ -337,17 +460,27 @@ export class RequestLedger {
     this.waiters.delete(r.id);
     const at = Date.now();
     const finish: RequestFinish =
-      s.status !== "done" ? { status: s.status, error: s.error } : { status: "done", result: "power" in s ? s.power : "state" in s ? s.state : s.logs };
+      s.status !== "done"
+        ? { status: s.status, error: s.error }
+        : { status: "done", result: "power" in s ? s.power : "state" in s ? s.state : s.logs };
     if (r.newRequest) {
       // A route's query: the caller has its answer now; its row (and the log it read, to be the
       // last-known one) go to D1 with others shortly.
       if (s.status !== "done") wakeFailed(waiter, s);
       else if ("logs" in s) {
         if (waiter?.kind === "logs") waiter.wake({ status: "done", result: s.logs, text: s.text, at });
-        if (r.kind === "vm.logs" && r.keepAsLastKnown) this.kept.keepSnapshot(r.vmId, snapshotRow(r.vmId, logsAnswer(s.logs, s.text, at)));
+        if (r.kind === "vm.logs" && r.keepAsLastKnown)
+          this.kept.keepSnapshot(r.vmId, snapshotRow(r.vmId, logsAnswer(s.logs, s.text, at)));
       } else if ("state" in s && waiter?.kind === "state") waiter.wake({ status: "done", result: s.state, at });
       const { sentAt, ...request } = r.newRequest;
-      return this.kept.keepRow(r.id, finishedQueryRow({ ...request, id: r.id, kind: r.kind, vmId: r.vmId, deadlineAt: r.deadline, sentAt }, finish, at));
+      return this.kept.keepRow(
+        r.id,
+        finishedQueryRow(
+          { ...request, id: r.id, kind: r.kind, vmId: r.vmId, deadlineAt: r.deadline, sentAt },
+          finish,
+          at,
+        ),
+      );
     }
     // A power action's caller may answer with the request's status, so its row is final first.
     await this.sentWrites.get(r.id);
@@ -360,7 +493,10 @@ export class RequestLedger {
     const n = (this.store.get("ignoredAnswers") ?? 0) + 1;
     this.store.put("ignoredAnswers", n);
     // Logged sparsely: an agent repeating itself must not turn into a log flood.
-    if (n <= 10 || n % 100 === 0) console.warn(`node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late; ${n} so far)`);
+    if (n <= 10 || n % 100 === 0)
+      console.warn(
+        `node session: ignored ${what} for request ${id} (not in flight: unknown, duplicate or late; ${n} so far)`,
+      );
   }
 
   ignoredAnswers(): number {

@@ -30,13 +30,10 @@ export class AgentLinks {
 
   private readonly store: SessionStore;
 
-
   constructor(ctx: DurableObjectState, store: SessionStore) {
-
     this.ctx = ctx;
 
     this.store = store;
-
   }
 
   /** The agent link a socket carries, if it is one (viewer sockets are the follow relay's). */
@@ -65,7 +62,9 @@ export class AgentLinks {
   /** The current link if it is the long-poll link `connId` of `nodeId`. */
   currentPoll(nodeId: string, connId: string): AgentLink | null {
     const link = this.current();
-    return link && link.att.connId === connId && link.att.nodeId === nodeId && link.att.transport === "poll" ? link : null;
+    return link && link.att.connId === connId && link.att.nodeId === nodeId && link.att.transport === "poll"
+      ? link
+      : null;
   }
 
   /** Closes every older link of the node: what was sent on them can't be answered any more. */
@@ -112,7 +111,13 @@ export class AgentLinks {
       send: (frame) => ws.send(JSON.stringify(frame)),
       close: (code, reason) => ws.close(code, reason),
       // Pings are answered by the runtime without waking us: their time counts as well.
-      lastSign: () => Math.max(this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0, att.lastMessageAt, att.connectedAt, this.lastMessageAt),
+      lastSign: () =>
+        Math.max(
+          this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0,
+          att.lastMessageAt,
+          att.connectedAt,
+          this.lastMessageAt,
+        ),
       touch: (now) => {
         if (now - att.lastMessageAt > HEARTBEAT_MS / 2) ws.serializeAttachment({ ...att, lastMessageAt: now });
       },
@@ -155,8 +160,16 @@ export class AgentLinks {
       code === CLOSE.unauthorized
         ? { status: 401, code: "credential_invalid", message: `node credential refused: ${reason}` }
         : code === CLOSE.replaced
-          ? { status: 409, code: "link_replaced", message: `this long-poll link was ${reason}; open a new one (poll without connId)` }
-          : { status: 410, code: "link_closed", message: `this long-poll link was closed (${reason}); open a new one (poll without connId)` };
+          ? {
+              status: 409,
+              code: "link_replaced",
+              message: `this long-poll link was ${reason}; open a new one (poll without connId)`,
+            }
+          : {
+              status: 410,
+              code: "link_closed",
+              message: `this long-poll link was closed (${reason}); open a new one (poll without connId)`,
+            };
     if (this.outbox?.connId === connId) this.outbox.end(ended);
     this.store.put("pollEnded", { connId, ...ended });
     if (this.store.get("pollLink")?.connId === connId) this.store.delete("pollLink");
@@ -172,6 +185,11 @@ export class AgentLinks {
   staleLink(connId: string): StaleLink {
     const ended = this.store.get("pollEnded");
     if (ended?.connId === connId) return { ok: false, status: ended.status, code: ended.code, message: ended.message };
-    return { ok: false, status: 410, code: "link_closed", message: "no such long-poll link on this node (closed, or never opened); open a new one (poll without connId)" };
+    return {
+      ok: false,
+      status: 410,
+      code: "link_closed",
+      message: "no such long-poll link on this node (closed, or never opened); open a new one (poll without connId)",
+    };
   }
 }

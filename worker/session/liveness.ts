@@ -43,7 +43,14 @@ export class Liveness {
   async hello(nodeId: string, p: HelloPayload, now: number): Promise<void> {
     await this.db
       .update(nodes)
-      .set({ hostname: p.hostname, agentVersion: p.agentVersion, libvirtVersion: p.libvirtVersion, protocolVersion: p.protocolVersion, lastSeenAt: now, updatedAt: now })
+      .set({
+        hostname: p.hostname,
+        agentVersion: p.agentVersion,
+        libvirtVersion: p.libvirtVersion,
+        protocolVersion: p.protocolVersion,
+        lastSeenAt: now,
+        updatedAt: now,
+      })
       .where(eq(nodes.id, nodeId));
     this.store.put("lastSeenWritten", now);
   }
@@ -60,7 +67,9 @@ export class Liveness {
       await this.db
         .update(nodes)
         .set({ lastSeenAt: lastSign })
-        .where(sql`${nodes.id} = ${current.att.nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`);
+        .where(
+          sql`${nodes.id} = ${current.att.nodeId} AND (${nodes.lastSeenAt} IS NULL OR ${nodes.lastSeenAt} < ${lastSign})`,
+        );
       this.store.put("lastSeenWritten", lastSign);
     }
     return null;
@@ -70,7 +79,11 @@ export class Liveness {
   async offline(nodeId: string, lastSign: number, why: string): Promise<void> {
     await this.db
       .update(nodes)
-      .set({ connected: false, updatedAt: Date.now(), lastSeenAt: sql`max(coalesce(${nodes.lastSeenAt}, 0), ${lastSign})` })
+      .set({
+        connected: false,
+        updatedAt: Date.now(),
+        lastSeenAt: sql`max(coalesce(${nodes.lastSeenAt}, 0), ${lastSign})`,
+      })
       .where(eq(nodes.id, nodeId));
     this.notices.nodeLiveness(nodeId, false, `the node went offline: ${why}`);
   }

@@ -2,12 +2,37 @@
 // `metrics` frame's samples kept raw for a day, rolled up into 5-minute means kept 30 days, and read
 // back as a range's series with offline stretches as gaps. Ticks carry their time in this side's
 // clock (the agent corrects for skew); one stamped in the future or past the raw retention is dropped.
-import { METRIC_FIELDS, METRIC_RANGES, RAW_KEEP_MS, ROLLUP_KEEP_MS, ROLLUP_STEP_MS, seriesAnswer, type MetricFigures, type MetricPoint, type MetricRange, type MetricsAnswer, type MetricsPayload } from "../../protocol/metrics.ts";
+import {
+  METRIC_FIELDS,
+  METRIC_RANGES,
+  RAW_KEEP_MS,
+  ROLLUP_KEEP_MS,
+  ROLLUP_STEP_MS,
+  seriesAnswer,
+  type MetricFigures,
+  type MetricPoint,
+  type MetricRange,
+  type MetricsAnswer,
+  type MetricsPayload,
+} from "../../protocol/metrics.ts";
 
 /** The series of the node's own totals (a VM's series is keyed by its UUID). */
 const NODE_SERIES = "node";
-const COLUMNS = ["cpu", "mem_used", "mem_assigned", "disk_rd", "disk_wr", "disk_rd_ops", "disk_wr_ops", "net_rx", "net_tx"] as const;
-const FIELD_OF = Object.fromEntries(COLUMNS.map((c, i) => [c, METRIC_FIELDS[i]!])) as Record<(typeof COLUMNS)[number], keyof MetricFigures>;
+const COLUMNS = [
+  "cpu",
+  "mem_used",
+  "mem_assigned",
+  "disk_rd",
+  "disk_wr",
+  "disk_rd_ops",
+  "disk_wr_ops",
+  "net_rx",
+  "net_tx",
+] as const;
+const FIELD_OF = Object.fromEntries(COLUMNS.map((c, i) => [c, METRIC_FIELDS[i]!])) as Record<
+  (typeof COLUMNS)[number],
+  keyof MetricFigures
+>;
 const columnDefs = COLUMNS.map((c) => `${c} REAL`).join(", ");
 
 const SCHEMA = [
@@ -27,7 +52,12 @@ type SqlRow = Record<string, string | number | null | ArrayBuffer>;
 /** What this room uses of the object's storage (DurableObjectStorage has it; the bench hands in the
  *  same over node:sqlite to count rows written). */
 export type MetricsStorage = {
-  sql: { exec<T extends SqlRow>(query: string, ...bindings: (string | number | null)[]): { toArray(): T[]; one(): T; readonly rowsWritten: number } };
+  sql: {
+    exec<T extends SqlRow>(
+      query: string,
+      ...bindings: (string | number | null)[]
+    ): { toArray(): T[]; one(): T; readonly rowsWritten: number };
+  };
   transactionSync<T>(fn: () => T): T;
 };
 
@@ -104,7 +134,9 @@ export class MetricsHistory {
         now - spanMs,
       )
       .toArray();
-    const points = rows.map((r) => ({ t: r.b!, ...Object.fromEntries(COLUMNS.map((c) => [FIELD_OF[c], r[c] ?? null])) }) as MetricPoint);
+    const points = rows.map(
+      (r) => ({ t: r.b!, ...Object.fromEntries(COLUMNS.map((c) => [FIELD_OF[c], r[c] ?? null])) }) as MetricPoint,
+    );
     const resolution = raw ? (this.meta("intervalMs") ?? 10_000) : ROLLUP_STEP_MS;
     return seriesAnswer(range, now, points, resolution);
   }

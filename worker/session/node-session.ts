@@ -10,7 +10,14 @@ import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
 import type { AgentFailure } from "../request-rows.ts";
-import type { LogsDispatch, LogsOutcome, PowerDispatch, PowerOutcome, StateDispatch, StateOutcome } from "./dispatch.ts";
+import type {
+  LogsDispatch,
+  LogsOutcome,
+  PowerDispatch,
+  PowerOutcome,
+  StateDispatch,
+  StateOutcome,
+} from "./dispatch.ts";
 import { FollowRelay } from "./follow-relay.ts";
 import { FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
 import { onAgentFrame, type FrameRooms } from "./frames.ts";
@@ -70,7 +77,10 @@ export class NodeSession extends DurableObject<Env> {
     if (request.headers.has(FOLLOW_HEADERS.vmId)) return this.follows.acceptViewer(request);
     const nodeId = request.headers.get(NODE_ID_HEADER);
     if (!nodeId || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return Response.json({ success: false, error: { code: "bad_request", message: "expected an agent WebSocket upgrade" } }, { status: 400 });
+      return Response.json(
+        { success: false, error: { code: "bad_request", message: "expected an agent WebSocket upgrade" } },
+        { status: 400 },
+      );
     }
     const spread = Number(request.headers.get(RECONNECT_SPREAD_HEADER) ?? NaN);
     const { 0: client, 1: server } = new WebSocketPair();
@@ -83,7 +93,9 @@ export class NodeSession extends DurableObject<Env> {
   async poll(nodeId: string, req: PollRequest, reconnectSpreadMs?: number): Promise<PollAnswer> {
     const waitMs = Math.min(req.waitMs ?? this.limits.longPollWaitMs, this.limits.longPollWaitMs);
     if (!req.connId) {
-      const link = await this.openLink(nodeId, "poll", validSpread(reconnectSpreadMs), (att) => this.links.acceptPoll(att));
+      const link = await this.openLink(nodeId, "poll", validSpread(reconnectSpreadMs), (att) =>
+        this.links.acceptPoll(att),
+      );
       return this.links.outboxFor(link.att.connId).take(undefined, 0);
     }
     const link = this.links.currentPoll(nodeId, req.connId);
@@ -107,18 +119,38 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   /** Opens the node's new link, replacing the current one (socket or poll), and welcomes it. */
-  private async openLink(nodeId: string, transport: "socket" | "poll", reconnectSpreadMs: number | undefined, accept: (att: AgentAttachment) => AgentLink) {
+  private async openLink(
+    nodeId: string,
+    transport: "socket" | "poll",
+    reconnectSpreadMs: number | undefined,
+    accept: (att: AgentAttachment) => AgentLink,
+  ) {
     const now = Date.now();
     // A newer connection for the node replaces the old one; what was sent on it can't be answered.
-    await this.ledger.failAll({ code: "agent_disconnected", message: "the agent connection was replaced before it answered" });
+    await this.ledger.failAll({
+      code: "agent_disconnected",
+      message: "the agent connection was replaced before it answered",
+    });
     // No await from here until the new link is stored: two racing connects can't both stay open.
     this.links.closeAll();
-    const link = accept({ kind: "agent", nodeId, connId: crypto.randomUUID(), connectedAt: now, lastMessageAt: now, clock: now, transport });
+    const link = accept({
+      kind: "agent",
+      nodeId,
+      connId: crypto.randomUUID(),
+      connectedAt: now,
+      lastMessageAt: now,
+      clock: now,
+      transport,
+    });
     this.links.makeCurrent(link, now);
     this.inbox.refill(now);
     this.store.delete("agentFeatures"); // until this link's hello says them
     const features = [...WIRE_FEATURES];
-    link.send({ type: "welcome", id: link.att.connId, payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs, features } });
+    link.send({
+      type: "welcome",
+      id: link.att.connId,
+      payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs, features },
+    });
     this.follows.resumeOn(link);
     this.reconciler.scheduleFrom(now);
     await this.liveness.online(nodeId, now);
@@ -156,14 +188,22 @@ export class NodeSession extends DurableObject<Env> {
     } catch {
       // the runtime already answered the close
     }
-    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: "the agent disconnected before answering" });
+    if (att)
+      await this.connectionGone(att.connId, {
+        code: "agent_disconnected",
+        message: "the agent disconnected before answering",
+      });
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
     const viewer = this.follows.viewerOf(ws);
     if (viewer) return this.follows.viewerGone(ws, viewer.vmId);
     const att = this.links.attachmentOf(ws);
-    if (att) await this.connectionGone(att.connId, { code: "agent_disconnected", message: "the agent connection failed before answering" });
+    if (att)
+      await this.connectionGone(att.connId, {
+        code: "agent_disconnected",
+        message: "the agent connection failed before answering",
+      });
   }
 
   /** Close the node's link from the control plane (credential rotated: CLOSE.unauthorized; node
@@ -183,10 +223,20 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
-  async stats(): Promise<{ ignoredAnswers: number; inFlight: number; connected: boolean; transport: "socket" | "poll" | null }> {
+  async stats(): Promise<{
+    ignoredAnswers: number;
+    inFlight: number;
+    connected: boolean;
+    transport: "socket" | "poll" | null;
+  }> {
     const link = this.links.current();
     const transport = link ? (link.att.transport ?? "socket") : null;
-    return { ignoredAnswers: this.ledger.ignoredAnswers(), inFlight: this.ledger.all().length, connected: link !== null, transport };
+    return {
+      ignoredAnswers: this.ledger.ignoredAnswers(),
+      inFlight: this.ledger.all().length,
+      connected: link !== null,
+      transport,
+    };
   }
 
   /** The token these follows were opened with was revoked: they are closed. */
@@ -265,7 +315,11 @@ export class NodeSession extends DurableObject<Env> {
       const dead = await this.liveness.check(current, now);
       if (dead !== null) {
         this.links.close(current, CLOSE.dead, "no sign of life in time");
-        await this.connectionGone(current.att.connId, { code: "node_offline", message: "the node stopped answering" }, dead);
+        await this.connectionGone(
+          current.att.connId,
+          { code: "node_offline", message: "the node stopped answering" },
+          dead,
+        );
       } else if (this.reconciler.isDue(now)) {
         await this.reconciler.pass(current, true);
       }
@@ -287,13 +341,30 @@ export class NodeSession extends DurableObject<Env> {
   /** One frame from the agent, on either transport (see inbox.ts). */
   private receive(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
     const drop = (r: { code: number; why: string }) => this.dropLink(link, r.code, r.why);
-    return this.inbox.receive(message, (r) => this.links.close(link, r.code, r.why), () => this.onFrame(link, message), drop);
+    return this.inbox.receive(
+      message,
+      (r) => this.links.close(link, r.code, r.why),
+      () => this.onFrame(link, message),
+      drop,
+    );
   }
 
   /** Each agent frame goes to the room that owns it (frames.ts). */
   private onFrame(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
     const { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics } = this;
-    const rooms: FrameRooms = { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics, dropLink: (l, code, why) => this.dropLink(l, code, why) };
+    const rooms: FrameRooms = {
+      db,
+      limits,
+      store,
+      links,
+      ledger,
+      liveness,
+      reconciler,
+      follows,
+      notices,
+      metrics,
+      dropLink: (l, code, why) => this.dropLink(l, code, why),
+    };
     return onAgentFrame(rooms, link, message);
   }
 }

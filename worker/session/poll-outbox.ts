@@ -6,7 +6,9 @@ import { MAX_POLL_MESSAGES, type ServerMessage } from "../../protocol/wire.ts";
 /** Why a link ended, as a poll or send naming it is answered from then on. */
 export type LinkEnded = { status: 401 | 409 | 410; code: string; message: string };
 
-export type PollAnswer = { ok: true; connId: string; cursor: string; messages: ServerMessage[] } | ({ ok: false } & LinkEnded);
+export type PollAnswer =
+  | { ok: true; connId: string; cursor: string; messages: ServerMessage[] }
+  | ({ ok: false } & LinkEnded);
 
 /** Frames not picked up by the agent; a link piling up more than this is not being polled. */
 const MAX_QUEUED = 2_000;
@@ -31,7 +33,8 @@ export class PollOutbox {
 
   push(frame: ServerMessage): void {
     if (this.ended) throw new Error(`long-poll link ${this.connId} has ended`);
-    if (this.queue.length >= MAX_QUEUED) throw new Error(`long-poll link ${this.connId} has ${MAX_QUEUED} frames nobody picked up`);
+    if (this.queue.length >= MAX_QUEUED)
+      throw new Error(`long-poll link ${this.connId} has ${MAX_QUEUED} frames nobody picked up`);
     this.queue.push({ seq: ++this.seq, frame });
     this.flush();
   }

@@ -24,7 +24,13 @@ export class Reconciler {
   private readonly ledger: RequestLedger;
   private readonly notices: SessionNotices;
 
-  constructor(store: SessionStore, db: Database, limits: SessionSettings, ledger: RequestLedger, notices: SessionNotices) {
+  constructor(
+    store: SessionStore,
+    db: Database,
+    limits: SessionSettings,
+    ledger: RequestLedger,
+    notices: SessionNotices,
+  ) {
     this.store = store;
     this.db = db;
     this.limits = limits;
@@ -81,9 +87,18 @@ export class Reconciler {
       if (transitionRequestId === null || busy.has(transitionRequestId) || busy.has(vm.id)) continue;
       if (vm.stateUpdatedAt < now - this.limits.stuckAfterMs) this.notices.stuck(current.att.nodeId, vm, now);
       const id = await queueStateQuery(this.db, vm, "reconciler", Date.now() + this.limits.queryMs);
-      const check: StuckVm = { vmId: vm.id, generation: vm.generation, transitionRequestId, expectedState: vm.state, stuckSince: vm.stateUpdatedAt };
+      const check: StuckVm = {
+        vmId: vm.id,
+        generation: vm.generation,
+        transitionRequestId,
+        expectedState: vm.state,
+        stuckSince: vm.stateUpdatedAt,
+      };
       if (!(await this.ledger.reconcile(current, id, vm, check))) {
-        await finishRequest(this.db, id, { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } });
+        await finishRequest(this.db, id, {
+          status: "failed",
+          error: { code: "node_offline", message: "the node's agent connection is closing" },
+        });
         return;
       }
     }
@@ -97,12 +112,19 @@ export class Reconciler {
   /** Asks the hypervisor about a VM whose state the control plane wrote on its own (when connected). */
   async verify(current: AgentLink | null, vmId: string): Promise<void> {
     if (!current) return;
-    const vm = await this.db.select({ id: vms.id, name: vms.name, nodeId: vms.nodeId }).from(vms).where(eq(vms.id, vmId)).get();
+    const vm = await this.db
+      .select({ id: vms.id, name: vms.name, nodeId: vms.nodeId })
+      .from(vms)
+      .where(eq(vms.id, vmId))
+      .get();
     if (!vm || vm.nodeId !== current.att.nodeId) return;
     if (this.ledger.all().some((r) => r.vmId === vmId && r.kind === "vm.state" && (r.verify || r.reconcile))) return; // asked already
     const id = await queueStateQuery(this.db, vm, "verifier", Date.now() + this.limits.queryMs);
     if (!(await this.ledger.verify(current, id, vm))) {
-      await finishRequest(this.db, id, { status: "failed", error: { code: "node_offline", message: "the node's agent connection is closing" } });
+      await finishRequest(this.db, id, {
+        status: "failed",
+        error: { code: "node_offline", message: "the node's agent connection is closing" },
+      });
     }
   }
 }

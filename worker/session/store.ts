@@ -20,7 +20,13 @@ export type AgentAttachment = {
 };
 
 /** A VM the reconciler asks the hypervisor about: the stuck transition, applied only if still that one. */
-export type StuckVm = { vmId: string; generation: number; transitionRequestId: string; expectedState: string; stuckSince: number };
+export type StuckVm = {
+  vmId: string;
+  generation: number;
+  transitionRequestId: string;
+  expectedState: string;
+  stuckSince: number;
+};
 
 type InFlightBase = { id: string; vmId: string; connId: string; deadline: number };
 /** In-flight requests, one shape per kind, in storage so a deadline survives eviction. */
@@ -35,16 +41,47 @@ export type PowerInFlight = InFlightBase & {
   newRequest?: undefined;
   reconcile?: undefined;
 };
-export type StateInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; newRequest: NewRequest & { sentAt: number }; reconcile?: undefined; verify?: undefined };
-export type ReconcileInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; reconcile: StuckVm; newRequest?: undefined; verify?: undefined };
+export type StateInFlight = InFlightBase & {
+  kind: "vm.state";
+  phase: "sent";
+  newRequest: NewRequest & { sentAt: number };
+  reconcile?: undefined;
+  verify?: undefined;
+};
+export type ReconcileInFlight = InFlightBase & {
+  kind: "vm.state";
+  phase: "sent";
+  reconcile: StuckVm;
+  newRequest?: undefined;
+  verify?: undefined;
+};
 /** A state the control plane wrote on its own (an undo, a forced reset), checked with the hypervisor:
  *  the answer is applied as the agent's report of that VM would be. */
-export type VerifyInFlight = InFlightBase & { kind: "vm.state"; phase: "sent"; verify: true; newRequest?: undefined; reconcile?: undefined };
-export type LogsInFlight = InFlightBase & { kind: "vm.logs"; phase: "sent"; newRequest: NewRequest & { sentAt: number }; keepAsLastKnown?: boolean; reconcile?: undefined };
+export type VerifyInFlight = InFlightBase & {
+  kind: "vm.state";
+  phase: "sent";
+  verify: true;
+  newRequest?: undefined;
+  reconcile?: undefined;
+};
+export type LogsInFlight = InFlightBase & {
+  kind: "vm.logs";
+  phase: "sent";
+  newRequest: NewRequest & { sentAt: number };
+  keepAsLastKnown?: boolean;
+  reconcile?: undefined;
+};
 export type InFlight = PowerInFlight | StateInFlight | ReconcileInFlight | VerifyInFlight | LogsInFlight;
 
 /** The one agent follow of a VM (frame id = follow id), shared by all of that VM's viewers. */
-export type Follow = { followId: string; vmId: string; name: string; connId: string; acked: boolean; ackDeadline: number };
+export type Follow = {
+  followId: string;
+  vmId: string;
+  name: string;
+  connId: string;
+  acked: boolean;
+  ackDeadline: number;
+};
 
 type Singles = {
   /** the current link's connId (socket or long-poll); absent while the node is offline */
@@ -88,13 +125,18 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
   ignoredAnswers: "ignoredAnswers",
   agentFeatures: "agentFeatures",
 };
-const FAMILY_PREFIXES: { [F in keyof Families]: string } = { inFlight: "inflight:", queryRow: "queryrow:", snapshot: "snapshot:", follow: "follow:" };
+const FAMILY_PREFIXES: { [F in keyof Families]: string } = {
+  inFlight: "inflight:",
+  queryRow: "queryrow:",
+  snapshot: "snapshot:",
+  follow: "follow:",
+};
 
 /** Singles read on every frame and command (which link is current, its node, what its agent
  *  understands): held in memory as well, written through. Only this class writes them. */
 const HELD: ReadonlySet<keyof Singles> = new Set<keyof Singles>(["conn", "nodeId", "pollLink", "agentFeatures"]);
 /** A held value is shared by every reader: frozen, so nobody changes it without a put. */
-const frozen = <T,>(v: T): T => (v !== null && typeof v === "object" ? Object.freeze(v) : v);
+const frozen = <T>(v: T): T => (v !== null && typeof v === "object" ? Object.freeze(v) : v);
 
 export class SessionStore {
   private readonly storage: DurableObjectStorage;
@@ -151,7 +193,10 @@ export class SessionStore {
   /** The family's entries as [id, value], in key order. */
   entries<F extends keyof Families>(family: F, limit?: number): [string, Families[F]][] {
     const prefix = FAMILY_PREFIXES[family];
-    return [...this.kv.list<Families[F]>({ prefix, ...(limit === undefined ? {} : { limit }) })].map(([key, value]) => [key.slice(prefix.length), value]);
+    return [...this.kv.list<Families[F]>({ prefix, ...(limit === undefined ? {} : { limit }) })].map(([key, value]) => [
+      key.slice(prefix.length),
+      value,
+    ]);
   }
 
   all<F extends keyof Families>(family: F): Families[F][] {

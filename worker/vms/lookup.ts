@@ -28,7 +28,10 @@ export function homeOf(id: string): { nodeId: string; name: string } | null {
 
 /** The VM by id (404 when unknown): one plain point read, the most frequent read of the API. */
 export async function loadVm(db: Database, id: string): Promise<VmRecord> {
-  const row = await db.$client.prepare("SELECT * FROM vms WHERE id = ?").bind(id.toLowerCase()).first<Record<string, unknown>>();
+  const row = await db.$client
+    .prepare("SELECT * FROM vms WHERE id = ?")
+    .bind(id.toLowerCase())
+    .first<Record<string, unknown>>();
   if (!row) throw new ApiError(404, "not_found", `no VM ${id}`);
   const vm = vmFromRow(row);
   rememberHome(vm);
@@ -38,7 +41,12 @@ export async function loadVm(db: Database, id: string): Promise<VmRecord> {
 /** The VM with its node and whether that node is connected now, in one D1 read (a join): the
  *  command routes would otherwise pay two round trips before doing anything. */
 export async function loadVmOnNode(settings: SessionSettings, db: Database, id: string) {
-  const row = await db.select({ vm: vms, node: nodes }).from(vms).leftJoin(nodes, eq(nodes.id, vms.nodeId)).where(eq(vms.id, id.toLowerCase())).get();
+  const row = await db
+    .select({ vm: vms, node: nodes })
+    .from(vms)
+    .leftJoin(nodes, eq(nodes.id, vms.nodeId))
+    .where(eq(vms.id, id.toLowerCase()))
+    .get();
   if (!row) throw new ApiError(404, "not_found", `no VM ${id}`);
   const { vm, node } = row;
   rememberHome(vm);

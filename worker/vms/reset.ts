@@ -22,7 +22,13 @@ export type ResetRequest = { id: string; force: boolean; reason: string | null; 
 /** Work that goes on after the answer (the Worker's ctx.waitUntil). */
 export type Background = (work: Promise<void>) => void;
 
-type Observed = { source: "hypervisor"; to: VmState; libvirtState: string; message: string; logExcerpt?: string | null };
+type Observed = {
+  source: "hypervisor";
+  to: VmState;
+  libvirtState: string;
+  message: string;
+  logExcerpt?: string | null;
+};
 type Change = Observed | { source: "forced"; to: "STOPPED"; message: string };
 
 const forced = (why: string): Change => ({ source: "forced", to: "STOPPED", message: `state set to STOPPED: ${why}` });
@@ -34,7 +40,13 @@ type Unanswered = Exclude<StateOutcome, { status: "done" }>;
 function hypervisorChange(outcome: Answered): Observed {
   const { libvirtState, logExcerpt } = outcome.result;
   const to = mapLibvirtState(libvirtState);
-  return { source: "hypervisor", to, libvirtState, message: `state read from the hypervisor: libvirt ${libvirtState} -> ${to}`, logExcerpt };
+  return {
+    source: "hypervisor",
+    to,
+    libvirtState,
+    message: `state read from the hypervisor: libvirt ${libvirtState} -> ${to}`,
+    logExcerpt,
+  };
 }
 
 /** Failures that mean the node gave no answer (gone, silent, too late): only these force STOPPED. */
@@ -49,23 +61,55 @@ function unanswered(outcome: Unanswered, queryMs: number): Change {
 
 /** The node answered, but with an error: what the hypervisor (or the agent) said is the answer,
  *  nothing is forced. A domain the host no longer has marks the VM missing. */
-async function agentSaidNo(db: Database, vm: { id: string; name: string }, nodeId: string, outcome: Unanswered, actor: string): Promise<never> {
+async function agentSaidNo(
+  db: Database,
+  vm: { id: string; name: string },
+  nodeId: string,
+  outcome: Unanswered,
+  actor: string,
+): Promise<never> {
   const { code, message } = outcome.error;
   if (code === "vm_not_found") {
     await markRemoved(db, nodeId, [vm.id], actor);
-    throw new ApiError(404, "vm_not_found", `the hypervisor has no domain ${vm.name} (${message}); the VM is marked missing, nothing was forced`);
+    throw new ApiError(
+      404,
+      "vm_not_found",
+      `the hypervisor has no domain ${vm.name} (${message}); the VM is marked missing, nothing was forced`,
+    );
   }
-  if (code === "libvirt_error") throw new ApiError(502, "hypervisor_error", `libvirt could not read the state of ${vm.name}: ${message}; nothing was forced`);
-  throw new ApiError(502, "agent_error", `the node's agent could not read the state of ${vm.name} (${code}: ${message}); nothing was forced`);
+  if (code === "libvirt_error")
+    throw new ApiError(
+      502,
+      "hypervisor_error",
+      `libvirt could not read the state of ${vm.name}: ${message}; nothing was forced`,
+    );
+  throw new ApiError(
+    502,
+    "agent_error",
+    `the node's agent could not read the state of ${vm.name} (${code}: ${message}); nothing was forced`,
+  );
 }
 
-type ResetEvent = { actor: string; action: string; toState: string; source: string; message: string; reason: string | null; expectedState: string };
+type ResetEvent = {
+  actor: string;
+  action: string;
+  toState: string;
+  source: string;
+  message: string;
+  reason: string | null;
+  expectedState: string;
+};
 
 /** The hypervisor's answer, written only if nobody changed the VM's state since it was asked
  *  (`askedAt`) and it is still on that node. */
 function writeAnswer(db: Database, vmId: string, nodeId: string, askedAt: number, change: Observed, event: ResetEvent) {
   const observed = { ...event, observedState: change.to, logExcerpt: change.logExcerpt ?? null };
-  return writeVmState(db, { vmId, nodeId, unchangedSince: askedAt }, { state: change.to, libvirtState: change.libvirtState, forcedResetAt: null }, observed);
+  return writeVmState(
+    db,
+    { vmId, nodeId, unchangedSince: askedAt },
+    { state: change.to, libvirtState: change.libvirtState, forcedResetAt: null },
+    observed,
+  );
 }
 
 const eventOf = (change: Change, r: ResetRequest): ResetEvent => ({
@@ -82,7 +126,8 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
   const db = database(env.DB);
   const settings = sessionSettings(env);
   const id = r.id.toLowerCase();
-  const askState = (vm: Pick<VmRecord, "id" | "name">, nodeId: string) => askVmState(env, { ...vm, nodeId }, r.actor, EXCERPT_LINES);
+  const askState = (vm: Pick<VmRecord, "id" | "name">, nodeId: string) =>
+    askVmState(env, { ...vm, nodeId }, r.actor, EXCERPT_LINES);
   const answer = (change: Change, done: StateWritten): ResetStateResponse => {
     // Without the excerpt in the answer it comes after answering: a reset never waits for a log read.
     const excerpt = change.source === "hypervisor" ? change.logExcerpt : undefined;
@@ -95,7 +140,13 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
     if (change.source === "forced" && done.vm.nodeId) background(verifyWrittenState(env, done.vm.nodeId, done.vm.id));
     rememberHome(done.vm);
     const vm = { id: done.vm.id, name: done.vm.name, state: done.vm.state as VmState, node_id: done.vm.nodeId };
-    return { success: true, message: change.message, vm, previousState: done.previousState as VmState, source: change.source };
+    return {
+      success: true,
+      message: change.message,
+      vm,
+      previousState: done.previousState as VmState,
+      source: change.source,
+    };
   };
   /** Asks the node and writes its answer; null when the VM changed meanwhile (nothing written). */
   const askAndWrite = async (vm: { id: string; name: string }, nodeId: string) => {
@@ -114,7 +165,8 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
     const first = await askAndWrite({ id, name: home.name }, home.nodeId);
     if (first.change && first.done) return answer(first.change, first.done);
     if (first.outcome.status !== "done") {
-      if (!NO_ANSWER.has(first.outcome.error.code)) return agentSaidNo(db, { id, name: home.name }, home.nodeId, first.outcome, r.actor);
+      if (!NO_ANSWER.has(first.outcome.error.code))
+        return agentSaidNo(db, { id, name: home.name }, home.nodeId, first.outcome, r.actor);
       asked = { nodeId: home.nodeId, outcome: first.outcome };
     }
   }
@@ -146,9 +198,18 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
     }
   }
   // A forced change is written only against the VM as it was read.
-  const done = await writeVmState(db, { vmId: vm.id, generation: vm.generation }, { state: "STOPPED", forcedResetAt: Date.now() }, { ...eventOf(change, r), observedState: null });
+  const done = await writeVmState(
+    db,
+    { vmId: vm.id, generation: vm.generation },
+    { state: "STOPPED", forcedResetAt: Date.now() },
+    { ...eventOf(change, r), observedState: null },
+  );
   if (done) return answer(change, done);
-  throw new ApiError(409, "conflict", `VM ${vm.name} changed during reset_state (it was ${vm.state}); read it again and retry`);
+  throw new ApiError(
+    409,
+    "conflict",
+    `VM ${vm.name} changed during reset_state (it was ${vm.state}); read it again and retry`,
+  );
 }
 
 /** Runs after a reset has answered when its answer did not carry the excerpt: reads the VM's last
@@ -158,7 +219,13 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
  *  - "answered-node": its agent answered this reset just now but said nothing of the log (an agent
  *    from before the excerpt rode on vm.state): ask it without asking D1 first;
  *  - "snapshot": the node has no log to read now; the last-known log is what there is. */
-async function attachLogExcerpt(env: Env, vm: VmRecord, eventId: number, actor: string, from: "node" | "answered-node" | "snapshot"): Promise<void> {
+async function attachLogExcerpt(
+  env: Env,
+  vm: VmRecord,
+  eventId: number,
+  actor: string,
+  from: "node" | "answered-node" | "snapshot",
+): Promise<void> {
   try {
     const db = database(env.DB);
     let excerpt: string | null = null;

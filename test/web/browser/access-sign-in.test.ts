@@ -11,7 +11,16 @@ import { ControlPlane } from "../../support/control-plane.ts";
 import { AccessTeam, teamKey, type TeamKey } from "../../support/access-team.ts";
 import { DEMO_LOG_DIR, demoLibvirtUri } from "../../support/agent.ts";
 import { WebhookReceiver } from "../../../scripts/webhook-receiver.ts";
-import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
+import {
+  enrollAgent,
+  ensureWebBuild,
+  launchChromium,
+  newContext,
+  screenshot,
+  watchPage,
+  type AgentProcess,
+  type PageWatch,
+} from "./harness.ts";
 
 const ALICE = "alice@acme.test";
 const BOB = "bob@acme.test";
@@ -29,9 +38,17 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "qx-access-web-"));
   key = await teamKey("web-key");
   team = await AccessTeam.start({ keys: [key] });
-  const [control] = await Promise.all([ControlPlane.start({ vars: team.vars({ ACCESS_ADMINS: ALICE, ACCESS_OPERATORS: "sre" }) }), ensureWebBuild()]);
+  const [control] = await Promise.all([
+    ControlPlane.start({ vars: team.vars({ ACCESS_ADMINS: ALICE, ACCESS_OPERATORS: "sre" }) }),
+    ensureWebBuild(),
+  ]);
   cp = control;
-  ({ agent } = await enrollAgent(cp, "access-web-node", { stateDir: join(dir, "state"), libvirtUri: demoLibvirtUri(), logDir: DEMO_LOG_DIR, vmCount: 8 }));
+  ({ agent } = await enrollAgent(cp, "access-web-node", {
+    stateDir: join(dir, "state"),
+    libvirtUri: demoLibvirtUri(),
+    logDir: DEMO_LOG_DIR,
+    vmCount: 8,
+  }));
   browser = await launchChromium();
 }, 180_000);
 
@@ -48,7 +65,10 @@ afterAll(async () => {
 async function browse(assertion: string | null): Promise<{ page: Page; watch: PageWatch }> {
   const context = await newContext(browser, cp.url);
   contexts.push(context);
-  if (assertion) await context.addCookies([{ name: "CF_Authorization", value: assertion, url: cp.url, httpOnly: true, sameSite: "Lax" }]);
+  if (assertion)
+    await context.addCookies([
+      { name: "CF_Authorization", value: assertion, url: cp.url, httpOnly: true, sameSite: "Lax" },
+    ]);
   const page = await context.newPage();
   const watch = watchPage(page);
   await page.goto(cp.url + "/");
@@ -73,7 +93,9 @@ describe("dashboard behind Cloudflare Access", () => {
     await expect.poll(() => page.getByTestId("events-trail").textContent()).toContain(`user:${BOB}`);
     await screenshot(page, "access-event-names-person");
 
-    const { events } = (await (await cp.api(`/api/vms/${SCRATCH.id}/events`)).json()) as { events: { action: string; actor: string }[] };
+    const { events } = (await (await cp.api(`/api/vms/${SCRATCH.id}/events`)).json()) as {
+      events: { action: string; actor: string }[];
+    };
     expect(events.find((e) => e.action === "reset_state")?.actor).toBe(`user:${BOB}`);
     expect(watch.problems).toEqual([]);
     expect(watch.dialogs).toEqual([]);

@@ -35,7 +35,13 @@ beforeAll(async () => {
     start: {
       // The dashboard marks VMs stuck by the control plane's threshold (GET /api/me): 60 s here.
       // One node holds the whole 10,000-VM fleet of the paging test: above the default cap of 5,000.
-      vars: { ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS), QUERY_TIMEOUT_MS: "5000", STUCK_AFTER_MS: "60000", RECONCILE_INTERVAL_MS: "600000", MAX_VMS_PER_NODE: String(FLEET) },
+      vars: {
+        ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS),
+        QUERY_TIMEOUT_MS: "5000",
+        STUCK_AFTER_MS: "60000",
+        RECONCILE_INTERVAL_MS: "600000",
+        MAX_VMS_PER_NODE: String(FLEET),
+      },
     },
   });
   ({ cp, agent, nodeId, dir, logDir } = f);
@@ -47,12 +53,18 @@ afterAll(async () => {
   await f?.dispose();
 });
 
-const signedIn = (token: string, opts: { colorScheme?: "light" | "dark"; shiftClockMs?: number } = {}): Promise<Session> => f.signedIn(token, opts);
+const signedIn = (
+  token: string,
+  opts: { colorScheme?: "light" | "dark"; shiftClockMs?: number } = {},
+): Promise<Session> => f.signedIn(token, opts);
 const expectClean = (s: Session) => f.expectClean(s);
 
 const vmRow = (page: Page, name: string) => page.locator(`tr[data-vm-name="${name}"]`);
 
-async function createToken(role: "viewer" | "operator" | "admin", name: string): Promise<{ token: string; id: string }> {
+async function createToken(
+  role: "viewer" | "operator" | "admin",
+  name: string,
+): Promise<{ token: string; id: string }> {
   const res = await cp.api("/api/tokens", { method: "POST", json: { name, role } });
   expect(res.status).toBe(201);
   return (await res.json()) as { token: string; id: string };
@@ -109,7 +121,9 @@ describe("dashboard in Chromium", () => {
     expect(token.length).toBeGreaterThan(10);
     const command = await page.getByTestId("agent-command").textContent();
     expect(command).toBe(`npm run agent -- --server ${cp.url} --token ${token} --state-dir ./.state/edge-new`);
-    expect(await page.getByTestId("agent-command-host").textContent()).toBe(`node quantix-agent.mjs --server ${cp.url} --token ${token}`);
+    expect(await page.getByTestId("agent-command-host").textContent()).toBe(
+      `node quantix-agent.mjs --server ${cp.url} --token ${token}`,
+    );
     await page.getByTestId("agent-command").locator("..").getByRole("button", { name: "Copy" }).click();
     expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(command);
     await screenshot(page, "nodes-enrolled");
@@ -119,7 +133,9 @@ describe("dashboard in Chromium", () => {
     const newRow = page.locator('tr[data-node-name="edge-new"]');
     await newRow.getByRole("button", { name: "Rotate token" }).click();
     await page.getByRole("dialog").getByRole("button", { name: "Rotate token" }).click();
-    await expect.poll(async () => (await page.getByTestId("join-token").count()) && page.getByTestId("join-token").textContent()).not.toBe(0);
+    await expect
+      .poll(async () => (await page.getByTestId("join-token").count()) && page.getByTestId("join-token").textContent())
+      .not.toBe(0);
     expect(await page.getByTestId("join-token").textContent()).not.toBe(token);
     await page.getByRole("button", { name: "Done" }).click();
 
@@ -145,7 +161,14 @@ describe("dashboard in Chromium", () => {
     await screenshot(page, "vms");
 
     await page.getByTestId("vm-state-filter").selectOption("STOPPED");
-    await expect.poll(() => page.locator("tr[data-vm-name]").allTextContents().then((r) => r.length)).toBe(1);
+    await expect
+      .poll(() =>
+        page
+          .locator("tr[data-vm-name]")
+          .allTextContents()
+          .then((r) => r.length),
+      )
+      .toBe(1);
     expect(await page.locator("tr[data-vm-name]").getAttribute("data-vm-name")).toBe(VMS.oddName.name);
     await page.getByTestId("vm-state-filter").selectOption("");
     await page.getByTestId("vm-node-filter").selectOption({ label: NODE_NAME });
@@ -170,7 +193,12 @@ describe("dashboard in Chromium", () => {
         }),
       );
       for (const id of requestIds)
-        await until(`request ${id} failed`, async () => ((await (await cp.api(`/api/requests/${id}`)).json()) as { request: { status: string } }).request.status === "failed");
+        await until(
+          `request ${id} failed`,
+          async () =>
+            ((await (await cp.api(`/api/requests/${id}`)).json()) as { request: { status: string } }).request.status ===
+            "failed",
+        );
       // The reconciler asks the hypervisor about them at once; frozen, the agent lets those questions
       // expire too (QUERY_TIMEOUT_MS 5 s), so the VMs stay STOPPING for the page to show.
       await new Promise((r) => setTimeout(r, 6_000));
@@ -255,7 +283,13 @@ describe("dashboard in Chromium", () => {
   it(`pages through ${FLEET.toLocaleString("en")} VMs with "Load more" and finds one by name`, async () => {
     const xml = join(dir, "fleet.xml");
     writeFleetXml(xml, FLEET);
-    const fleet = await enrollAgent(cp, "edge-fleet", { stateDir: join(dir, "fleet-state"), libvirtUri: `test://${xml}`, logDir, vmCount: FLEET, timeoutMs: 120_000 });
+    const fleet = await enrollAgent(cp, "edge-fleet", {
+      stateDir: join(dir, "fleet-state"),
+      libvirtUri: `test://${xml}`,
+      logDir,
+      vmCount: FLEET,
+      timeoutMs: 120_000,
+    });
     try {
       const s = await signedIn(cp.adminToken);
       const { page } = s;
@@ -332,7 +366,12 @@ describe("dashboard in Chromium", () => {
 
   it("says the node is offline when its agent is gone", async () => {
     await agent.stop();
-    await until("node offline", async () => !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected, 20_000);
+    await until(
+      "node offline",
+      async () =>
+        !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected,
+      20_000,
+    );
     const s = await signedIn(cp.adminToken);
     const { page } = s;
     await page.goto(`${cp.url}/vms/${VMS.web.id}/logs`);
@@ -341,22 +380,35 @@ describe("dashboard in Chromium", () => {
     await expect.poll(() => page.getByTestId("vm-actions").getAttribute("data-node-offline")).toBe("true");
     expect(await page.getByRole("button", { name: "Stop", exact: true }).isDisabled()).toBe(true);
     expect(await page.getByRole("button", { name: "Force stop", exact: true }).isDisabled()).toBe(true);
-    expect(await page.getByRole("button", { name: "Stop", exact: true }).getAttribute("title")).toContain("Force Reset State");
+    expect(await page.getByRole("button", { name: "Stop", exact: true }).getAttribute("title")).toContain(
+      "Force Reset State",
+    );
     await page.getByRole("button", { name: "More actions" }).click();
     expect(await page.getByRole("menuitem", { name: /^Force Reset State/ }).isEnabled()).toBe(true);
     await page.keyboard.press("Escape");
     await screenshot(page, "logs-node-offline");
     await page.getByRole("link", { name: "Nodes" }).click();
-    await expect.poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent()).toBe("offline");
+    await expect
+      .poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent())
+      .toBe("offline");
 
     // Back with one domain gone from the host: that VM is kept and marked missing.
     const xml = join(dir, "node-without-crashy.xml");
-    writeFileSync(xml, readFileSync(FIXTURE_XML, "utf8").replace(/<domain type="test">\s*<name>crashy<\/name>[\s\S]*?<\/domain>/, ""));
+    writeFileSync(
+      xml,
+      readFileSync(FIXTURE_XML, "utf8").replace(/<domain type="test">\s*<name>crashy<\/name>[\s\S]*?<\/domain>/, ""),
+    );
     agent = startAgent({ server: cp.url, stateDir: join(dir, "state"), libvirtUri: `test://${xml}`, logDir });
-    await expect.poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent(), { timeout: 20_000 }).toBe("connected");
+    await expect
+      .poll(() => page.locator(`tr[data-node-name="${NODE_NAME}"]`).getByTestId("node-status").textContent(), {
+        timeout: 20_000,
+      })
+      .toBe("connected");
     await page.getByRole("link", { name: "VMs" }).click();
     await page.getByTestId("vm-node-filter").selectOption({ label: NODE_NAME });
-    await expect.poll(() => vmRow(page, VMS.crashy.name).getByTestId("missing-marker").count(), { timeout: 20_000 }).toBe(1);
+    await expect
+      .poll(() => vmRow(page, VMS.crashy.name).getByTestId("missing-marker").count(), { timeout: 20_000 })
+      .toBe(1);
     expect(await vmRow(page, VMS.web.name).getByTestId("missing-marker").count()).toBe(0);
     await screenshot(page, "vms-missing");
     expectClean(s);

@@ -48,7 +48,12 @@ function webLog(): string {
 function bigLog(lines: number): string {
   const out: string[] = [];
   for (let i = 1; i <= lines; i++) {
-    const level = i % 97 === 0 ? "qemu-system-x86_64: warning: guest did not acknowledge stats request in time" : i % 151 === 0 ? "qemu-system-x86_64: error: virtio-net: failed to send" : "virtio-balloon: stats update";
+    const level =
+      i % 97 === 0
+        ? "qemu-system-x86_64: warning: guest did not acknowledge stats request in time"
+        : i % 151 === 0
+          ? "qemu-system-x86_64: error: virtio-net: failed to send"
+          : "virtio-balloon: stats update";
     out.push(`2026-11-25T10:00:00.${String(i).padStart(6, "0")}Z line ${i} ${level}`);
   }
   return out.join("\n") + "\n";
@@ -57,8 +62,14 @@ function bigLog(lines: number): string {
 export function writeFixtureLogs(logDir: string): void {
   mkdirSync(logDir, { recursive: true });
   writeFileSync(join(logDir, `${VMS.web.name}.log`), webLog());
-  writeFileSync(join(logDir, `${VMS.stuck.name}.log`), "2026-11-25 09:00:00.000+0000: starting up libvirt version: 9.0.0\n");
-  writeFileSync(join(logDir, `${VMS.forceMe.name}.log`), "2026-11-25 09:00:00.000+0000: starting up libvirt version: 9.0.0\n");
+  writeFileSync(
+    join(logDir, `${VMS.stuck.name}.log`),
+    "2026-11-25 09:00:00.000+0000: starting up libvirt version: 9.0.0\n",
+  );
+  writeFileSync(
+    join(logDir, `${VMS.forceMe.name}.log`),
+    "2026-11-25 09:00:00.000+0000: starting up libvirt version: 9.0.0\n",
+  );
   writeFileSync(join(logDir, `${VMS.oddName.name}.log`), `name check: ${VMS.oddName.name}\n`);
   writeFileSync(join(logDir, `${VMS.bigLog.name}.log`), bigLog(12_000));
   // crashy has no log on purpose: the Logs tab explains log_not_found.
@@ -73,5 +84,8 @@ export function writeFleetXml(path: string, count: number): void {
       `<domain type="test"><name>fleet-${n}</name><uuid>f1ee0000-0000-4000-8000-${String(i).padStart(12, "0")}</uuid><memory unit="MiB">512</memory><vcpu>1</vcpu><os><type arch="x86_64">hvm</type></os><test:runstate>5</test:runstate></domain>`,
     );
   }
-  writeFileSync(path, `<?xml version="1.0"?>\n<node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">\n${domains.join("\n")}\n</node>\n`);
+  writeFileSync(
+    path,
+    `<?xml version="1.0"?>\n<node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">\n${domains.join("\n")}\n</node>\n`,
+  );
 }

@@ -8,7 +8,15 @@ import { expect } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { ControlPlane } from "../../support/control-plane.ts";
 import { FIXTURE_XML, writeFixtureLogs } from "./fixture-logs.ts";
-import { enrollAgent, ensureWebBuild, launchChromium, newContext, watchPage, type AgentProcess, type PageWatch } from "./harness.ts";
+import {
+  enrollAgent,
+  ensureWebBuild,
+  launchChromium,
+  newContext,
+  watchPage,
+  type AgentProcess,
+  type PageWatch,
+} from "./harness.ts";
 
 export type Session = { page: Page; watch: PageWatch; token: string };
 
@@ -43,7 +51,12 @@ export async function startDashboard(opts: {
   let enrolled: { nodeId: string; agent: AgentProcess } | undefined;
   let browser: Browser;
   try {
-    enrolled = await enrollAgent(cp, opts.nodeName, { stateDir: join(dir, "state"), libvirtUri: `test://${FIXTURE_XML}`, logDir, vmCount: 6 });
+    enrolled = await enrollAgent(cp, opts.nodeName, {
+      stateDir: join(dir, "state"),
+      libvirtUri: `test://${FIXTURE_XML}`,
+      logDir,
+      vmCount: 6,
+    });
     browser = await launchChromium();
   } catch (err) {
     await enrolled?.agent.stop();
@@ -65,7 +78,10 @@ export async function startDashboard(opts: {
     const page = await context.newPage();
     const watch = watchPage(page);
     page.on("request", (req) => req.url().includes(token) && watch.problems.push(`token in a URL: ${req.url()}`));
-    page.on("websocket", (ws) => ws.url().includes(token) && watch.problems.push(`token in a WebSocket URL: ${ws.url()}`));
+    page.on(
+      "websocket",
+      (ws) => ws.url().includes(token) && watch.problems.push(`token in a WebSocket URL: ${ws.url()}`),
+    );
     if (o.shiftClockMs) await page.clock.install({ time: Date.now() + o.shiftClockMs });
     await page.goto(cp.url + "/");
     await page.getByTestId("sign-in-token").fill(token);

@@ -30,16 +30,24 @@ export async function ensureWebBuild(): Promise<void> {
       break;
     } catch {
       // A lock left by a killed run is older than any real build (about a second): take it over.
-      if (Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > 60_000) rmSync(lock, { recursive: true, force: true });
+      if (Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > 60_000)
+        rmSync(lock, { recursive: true, force: true });
       if (Date.now() > deadline) throw new Error(`web build lock ${lock} held for 2 minutes`);
       await new Promise((r) => setTimeout(r, 200));
     }
   }
   try {
     const built = join(WEB, "dist/index.html");
-    const sources = Math.max(...["src", "public", "index.html", "host.html", "vite.config.ts"].map((p) => newestMtime(join(WEB, p))), newestMtime(join(ROOT, "protocol")));
+    const sources = Math.max(
+      ...["src", "public", "index.html", "host.html", "vite.config.ts"].map((p) => newestMtime(join(WEB, p))),
+      newestMtime(join(ROOT, "protocol")),
+    );
     if (existsSync(built) && existsSync(join(WEB, "dist/host.html")) && statSync(built).mtimeMs >= sources) return;
-    await run(process.execPath, [join(ROOT, "node_modules/vite/bin/vite.js"), "build", "--config", "web/vite.config.ts", "--logLevel", "warn"], { cwd: ROOT });
+    await run(
+      process.execPath,
+      [join(ROOT, "node_modules/vite/bin/vite.js"), "build", "--config", "web/vite.config.ts", "--logLevel", "warn"],
+      { cwd: ROOT },
+    );
   } finally {
     rmdirSync(lock);
   }
@@ -48,12 +56,29 @@ export async function ensureWebBuild(): Promise<void> {
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
 }
 
-export async function newContext(browser: Browser, origin: string, colorScheme: "light" | "dark" = "light"): Promise<BrowserContext> {
-  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1360, height: 860 }, colorScheme });
+export async function newContext(
+  browser: Browser,
+  origin: string,
+  colorScheme: "light" | "dark" = "light",
+): Promise<BrowserContext> {
+  const context = await browser.newContext({
+    acceptDownloads: true,
+    viewport: { width: 1360, height: 860 },
+    colorScheme,
+  });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin });
   return context;
 }
@@ -68,7 +93,10 @@ export function watchPage(page: Page): PageWatch {
   page.on("console", (msg) => {
     const text = msg.text();
     // 401/403/404/503 answers the UI handles show up as failed resource loads: expected.
-    if (msg.type() === "error" && !/Failed to load resource: the server responded with a status of (401|403|404|409|503)/.test(text)) {
+    if (
+      msg.type() === "error" &&
+      !/Failed to load resource: the server responded with a status of (401|403|404|409|503)/.test(text)
+    ) {
       watch.problems.push(`console.error: ${text}`);
     }
     if (/Content Security Policy/i.test(text)) watch.problems.push(`CSP: ${text}`);
@@ -90,11 +118,32 @@ export async function screenshot(page: Page, name: string): Promise<void> {
 export type AgentProcess = { child: ChildProcess; output: () => string; stop: () => Promise<void> };
 
 /** Runs `agent/main.ts`; without `token` it uses the credential kept in `stateDir`. */
-export function startAgent(args: { server: string; token?: string; stateDir: string; libvirtUri: string; logDir: string; listen?: string }): AgentProcess {
-  const argv = [join(ROOT, "agent/main.ts"), "--server", args.server, "--state-dir", args.stateDir, "--libvirt-uri", args.libvirtUri, "--log-dir", args.logDir];
+export function startAgent(args: {
+  server: string;
+  token?: string;
+  stateDir: string;
+  libvirtUri: string;
+  logDir: string;
+  listen?: string;
+}): AgentProcess {
+  const argv = [
+    join(ROOT, "agent/main.ts"),
+    "--server",
+    args.server,
+    "--state-dir",
+    args.stateDir,
+    "--libvirt-uri",
+    args.libvirtUri,
+    "--log-dir",
+    args.logDir,
+  ];
   if (args.token) argv.push("--token", args.token);
   if (args.listen) argv.push("--listen", args.listen);
-  const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, QX_LOG_LEVEL: "warn" } });
+  const child = spawn(process.execPath, argv, {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, QX_LOG_LEVEL: "warn" },
+  });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
@@ -114,24 +163,42 @@ export function startAgent(args: { server: string; token?: string; stateDir: str
 }
 
 /** Enrolls a node for `name` and waits until its agent is connected and has reported `vmCount` VMs. */
-export async function enrollAgent(cp: ControlPlane, name: string, opts: { stateDir: string; libvirtUri: string; logDir: string; vmCount: number; listen?: string; timeoutMs?: number }) {
+export async function enrollAgent(
+  cp: ControlPlane,
+  name: string,
+  opts: { stateDir: string; libvirtUri: string; logDir: string; vmCount: number; listen?: string; timeoutMs?: number },
+) {
   const res = await cp.api("/api/nodes", { method: "POST", json: { name } });
   if (res.status !== 201) throw new Error(`POST /api/nodes: ${res.status} ${await res.text()}`);
   const { node, joinToken } = (await res.json()) as { node: { id: string }; joinToken: string };
-  const agent = startAgent({ server: cp.url, token: joinToken, stateDir: opts.stateDir, libvirtUri: opts.libvirtUri, logDir: opts.logDir, listen: opts.listen });
+  const agent = startAgent({
+    server: cp.url,
+    token: joinToken,
+    stateDir: opts.stateDir,
+    libvirtUri: opts.libvirtUri,
+    logDir: opts.logDir,
+    listen: opts.listen,
+  });
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const n = (await (await cp.api(`/api/nodes/${node.id}`)).json()) as { node?: { connected: boolean; vmCount: number } };
+    const n = (await (await cp.api(`/api/nodes/${node.id}`)).json()) as {
+      node?: { connected: boolean; vmCount: number };
+    };
     if (n.node?.connected && n.node.vmCount >= opts.vmCount) break;
     if (agent.child.exitCode !== null) throw new Error(`agent exited ${agent.child.exitCode}:\n${agent.output()}`);
-    if (Date.now() > deadline) throw new Error(`agent did not connect with ${opts.vmCount} VMs in ${timeoutMs / 1000} s:\n${agent.output()}`);
+    if (Date.now() > deadline)
+      throw new Error(`agent did not connect with ${opts.vmCount} VMs in ${timeoutMs / 1000} s:\n${agent.output()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return { nodeId: node.id, agent };
 }
 
-export async function until<T>(what: string, probe: () => Promise<T | undefined | null | false>, ms = 15_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false>,
+  ms = 15_000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await probe();

@@ -9,7 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
 import { ControlPlane, freePort } from "../../support/control-plane.ts";
 import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
-import { enrollAgent, ensureWebBuild, launchChromium, newContext, screenshot, watchPage, type AgentProcess } from "./harness.ts";
+import {
+  enrollAgent,
+  ensureWebBuild,
+  launchChromium,
+  newContext,
+  screenshot,
+  watchPage,
+  type AgentProcess,
+} from "./harness.ts";
 
 let cp: ControlPlane;
 let agent: AgentProcess;
@@ -31,7 +39,13 @@ beforeAll(async () => {
   const port = await freePort();
   hostUrl = `http://127.0.0.1:${port}`;
   stateDir = join(dir, "state");
-  ({ agent } = await enrollAgent(cp, "edge-host-01", { stateDir, libvirtUri: `test://${FIXTURE_XML}`, logDir, vmCount: 6, listen: `127.0.0.1:${port}` }));
+  ({ agent } = await enrollAgent(cp, "edge-host-01", {
+    stateDir,
+    libvirtUri: `test://${FIXTURE_XML}`,
+    logDir,
+    vmCount: 6,
+    listen: `127.0.0.1:${port}`,
+  }));
   credential = (JSON.parse(readFileSync(join(stateDir, "node.json"), "utf8")) as { credential: string }).credential;
   hostToken = readFileSync(join(stateDir, "host-token"), "utf8").trim();
   browser = await launchChromium();
@@ -50,7 +64,8 @@ describe("host view served by the agent", () => {
     const page = await context.newPage();
     const watch = watchPage(page);
     page.on("request", (req) => {
-      if (req.url().includes(credential) || req.url().includes(hostToken)) watch.problems.push(`a secret in a URL: ${req.url()}`);
+      if (req.url().includes(credential) || req.url().includes(hostToken))
+        watch.problems.push(`a secret in a URL: ${req.url()}`);
     });
     const res = await page.goto(hostUrl + "/");
     expect(res!.headers()["content-security-policy"]).toContain("script-src 'self'");
@@ -69,8 +84,14 @@ describe("host view served by the agent", () => {
     const rows = page.locator("tr[data-vm-name]");
     await expect.poll(() => rows.count()).toBe(6);
     const names = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-vm-name")));
-    expect(names.sort()).toEqual(Object.values(VMS).map((v) => v.name).sort());
-    expect(await page.locator(`tr[data-vm-name="${VMS.crashy.name}"]`).getByTestId("vm-state").textContent()).toBe("ERROR");
+    expect(names.sort()).toEqual(
+      Object.values(VMS)
+        .map((v) => v.name)
+        .sort(),
+    );
+    expect(await page.locator(`tr[data-vm-name="${VMS.crashy.name}"]`).getByTestId("vm-state").textContent()).toBe(
+      "ERROR",
+    );
     expect(await page.locator(`tr[data-vm-name="${VMS.oddName.name}"] button`).textContent()).toBe(VMS.oddName.name);
 
     await page.getByTestId("vm-state-filter").selectOption("ERROR");
@@ -83,7 +104,9 @@ describe("host view served by the agent", () => {
     await view.getByText(WEB_LOG_LAST_LINE).waitFor();
     expect(await page.getByTestId("host-selected-vm").textContent()).toBe(VMS.web.name);
     expect(await page.getByTestId("log-path").textContent()).toMatch(/web-01\.log$/);
-    expect(await view.locator("[data-line]", { hasText: "No space left on device" }).getAttribute("data-level")).toBe("error");
+    expect(await view.locator("[data-line]", { hasText: "No space left on device" }).getAttribute("data-level")).toBe(
+      "error",
+    );
     for (const payload of PAYLOADS) expect(await view.locator("[data-line]", { hasText: payload }).count()).toBe(1);
     expect(await view.locator("script, img, svg, iframe").count()).toBe(0);
     expect(await page.evaluate(() => (window as unknown as { __pwned?: string }).__pwned)).toBeUndefined();
@@ -91,9 +114,15 @@ describe("host view served by the agent", () => {
 
     // The control plane out of reach: the host still reads its logs.
     await cp.stop();
-    appendFileSync(join(logDir, `${VMS.web.name}.log`), "2026-11-25 10:08:00.000+0000: written while the control plane is down\n");
+    appendFileSync(
+      join(logDir, `${VMS.web.name}.log`),
+      "2026-11-25 10:08:00.000+0000: written while the control plane is down\n",
+    );
     // virtlogd's rotated files: the last lines continue into .1; a compressed .2 is named, not read.
-    writeFileSync(join(logDir, `${VMS.web.name}.log.1`), "2026-11-24 09:00:00.000+0000: a line from the rotated file\n");
+    writeFileSync(
+      join(logDir, `${VMS.web.name}.log.1`),
+      "2026-11-24 09:00:00.000+0000: a line from the rotated file\n",
+    );
     writeFileSync(join(logDir, `${VMS.web.name}.log.2.gz`), "\x1f\x8b compressed by logrotate");
     await page.getByTestId("log-refresh").click();
     await view.getByText("written while the control plane is down").waitFor();
@@ -108,7 +137,13 @@ describe("host view served by the agent", () => {
     const cpu = page.getByTestId("metric-chart-cpu");
     await cpu.locator("canvas").waitFor();
     await expect
-      .poll(() => page.evaluate(() => document.querySelector("[data-testid=metrics-panel] [data-testid=metrics-empty]") === null), { timeout: 45_000, interval: 1_000 })
+      .poll(
+        () =>
+          page.evaluate(
+            () => document.querySelector("[data-testid=metrics-panel] [data-testid=metrics-empty]") === null,
+          ),
+        { timeout: 45_000, interval: 1_000 },
+      )
       .toBe(true);
     expect(await page.getByTestId("metrics-panel").getAttribute("data-range")).toBe("1h");
     await screenshot(page, "host-view-monitoring");
@@ -152,7 +187,11 @@ describe("host view served by the agent", () => {
 
     // Rotated on the host while signed in: the next request is refused and the view asks again.
     await new Promise<void>((resolve, reject) => {
-      const cmd = spawn(process.execPath, [join(ROOT, "agent/main.ts"), "--rotate-host-token", "--state-dir", stateDir], { stdio: "ignore" });
+      const cmd = spawn(
+        process.execPath,
+        [join(ROOT, "agent/main.ts"), "--rotate-host-token", "--state-dir", stateDir],
+        { stdio: "ignore" },
+      );
       cmd.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`--rotate-host-token exited ${code}`))));
     });
     hostToken = readFileSync(join(stateDir, "host-token"), "utf8").trim();

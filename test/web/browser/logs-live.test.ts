@@ -25,8 +25,13 @@ function jumpLog(): string {
   for (let i = 1; i <= JUMP_LOG_LINES; i++) {
     if (i === 2_000) out.push("2026-11-25T10:00:00.000000Z qemu-system-x86_64: warning: guest agent command timed out");
     else if (i === 2_100)
-      out.push(`2026-11-25T10:00:01.000000Z qemu-system-x86_64: -blockdev {"driver":"file","filename":"/var/lib/libvirt/images/big.qcow2"}: Could not open '/var/lib/libvirt/images/big.qcow2': No such file or directory`);
-    else if (i === 2_101) out.push("2026-11-25T10:00:01.000000Z qemu-system-x86_64: -drive file=/srv/iso/x.iso: Could not open '/srv/iso/x.iso': Permission denied");
+      out.push(
+        `2026-11-25T10:00:01.000000Z qemu-system-x86_64: -blockdev {"driver":"file","filename":"/var/lib/libvirt/images/big.qcow2"}: Could not open '/var/lib/libvirt/images/big.qcow2': No such file or directory`,
+      );
+    else if (i === 2_101)
+      out.push(
+        "2026-11-25T10:00:01.000000Z qemu-system-x86_64: -drive file=/srv/iso/x.iso: Could not open '/srv/iso/x.iso': Permission denied",
+      );
     else if (i === 2_500) out.push("2026-11-25T10:00:02.000000Z KVM internal error. Suberror: 1");
     else out.push(`2026-11-25T09:00:00.000000Z line ${i} virtio-balloon: stats update`);
   }
@@ -61,7 +66,8 @@ const inView = (page: Page, selector: string) =>
     return b.top >= a.top && b.bottom <= a.bottom;
   }, selector);
 
-const atBottom = (page: Page) => page.getByTestId("log-view").evaluate((el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 30);
+const atBottom = (page: Page) =>
+  page.getByTestId("log-view").evaluate((el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 30);
 
 describe("Logs tab and VM flags in Chromium", () => {
   it("lists each issue found once with its explanation and jumps to the first error in the virtualized view", async () => {
@@ -73,7 +79,12 @@ describe("Logs tab and VM flags in Chromium", () => {
     expect(await view.locator('[data-line="2100"]').count()).toBe(0); // virtualized: far above the bottom
 
     const found = page.getByTestId("log-issues").locator("[data-found-issue]");
-    expect(await found.evaluateAll((els) => els.map((el) => el.getAttribute("data-found-issue")))).toEqual(["timeout", "missing_image", "permission_denied", "guest_crash"]);
+    expect(await found.evaluateAll((els) => els.map((el) => el.getAttribute("data-found-issue")))).toEqual([
+      "timeout",
+      "missing_image",
+      "permission_denied",
+      "guest_crash",
+    ]);
     expect(await found.nth(1).textContent()).toContain("line 2100");
     expect(await found.nth(1).textContent()).toContain("does not exist on this host");
 
@@ -119,7 +130,10 @@ describe("Logs tab and VM flags in Chromium", () => {
     expect(await page.getByTestId("log-autorefresh").isDisabled()).toBe(true);
 
     // Enough new lines to overflow the view, in one write (the agent coalesces appends).
-    appendFileSync(file, Array.from({ length: 60 }, (_, i) => `2026-11-25T11:00:00.000000Z live line ${i + 1}\n`).join(""));
+    appendFileSync(
+      file,
+      Array.from({ length: 60 }, (_, i) => `2026-11-25T11:00:00.000000Z live line ${i + 1}\n`).join(""),
+    );
     await view.getByText("live line 60").waitFor({ timeout: 10_000 });
     expect(await view.evaluate((el) => el.scrollHeight > el.clientHeight)).toBe(true);
     // The snapshot re-read at (re)connect and the live text meet without a repeated line.
@@ -136,22 +150,31 @@ describe("Logs tab and VM flags in Chromium", () => {
     await view.evaluate((el) => (el.scrollTop = 0));
     await view.dispatchEvent("scroll");
     const height = await view.evaluate((el) => el.scrollHeight);
-    appendFileSync(file, "2026-11-25T11:00:01.000000Z qemu-system-x86_64: terminating on signal 15 from pid 99 (live)\n");
+    appendFileSync(
+      file,
+      "2026-11-25T11:00:01.000000Z qemu-system-x86_64: terminating on signal 15 from pid 99 (live)\n",
+    );
     await expect.poll(() => view.evaluate((el) => el.scrollHeight), { timeout: 10_000 }).toBeGreaterThan(height);
     expect(await view.evaluate((el) => el.scrollTop)).toBeLessThan(50);
     await view.evaluate((el) => (el.scrollTop = el.scrollHeight));
-    await expect.poll(() => view.locator("[data-line]", { hasText: "(live)" }).getAttribute("data-level")).toBe("error");
+    await expect
+      .poll(() => view.locator("[data-line]", { hasText: "(live)" }).getAttribute("data-level"))
+      .toBe("error");
 
     // Rotation (virtlogd renames the file to .1 and starts a new one): said, and the new file followed.
     renameSync(file, `${file}.1`);
     writeFileSync(file, "2026-11-25T11:01:00.000000Z first line of the rotated-in file\n");
-    await expect.poll(() => page.getByTestId("follow-event").getAttribute("data-event"), { timeout: 10_000 }).toBe("rotated");
+    await expect
+      .poll(() => page.getByTestId("follow-event").getAttribute("data-event"), { timeout: 10_000 })
+      .toBe("rotated");
     await view.getByText("first line of the rotated-in file").waitFor({ timeout: 10_000 });
     await expect.poll(() => atBottom(page)).toBe(true);
 
     // Truncation in place: said, and read again from the start.
     writeFileSync(file, "after truncation\n");
-    await expect.poll(() => page.getByTestId("follow-event").getAttribute("data-event"), { timeout: 10_000 }).toBe("truncated");
+    await expect
+      .poll(() => page.getByTestId("follow-event").getAttribute("data-event"), { timeout: 10_000 })
+      .toBe("truncated");
     await view.getByText("after truncation").waitFor({ timeout: 10_000 });
     await screenshot(page, "logs-follow-live");
 
@@ -168,7 +191,9 @@ describe("Logs tab and VM flags in Chromium", () => {
     await expect.poll(() => status.count()).toBe(0);
     await page.getByTestId("log-refresh").click();
     await expect.poll(() => page.getByTestId("log-files").textContent()).toBe("web-01.log, web-01.log.1");
-    const copy = async () => (await page.getByTestId("log-copy").click(), await page.evaluate(() => navigator.clipboard.readText()));
+    const copy = async () => (
+      await page.getByTestId("log-copy").click(), await page.evaluate(() => navigator.clipboard.readText())
+    );
     await expect.poll(copy).toContain("written after the node came back");
     const copied = await copy();
     expect(copied.indexOf(WEB_LOG_LAST_LINE)).toBeGreaterThan(-1); // from web-01.log.1
@@ -182,7 +207,9 @@ describe("Logs tab and VM flags in Chromium", () => {
     // A FAKE follow socket standing in for a control plane that cannot follow (an older one): it
     // answers the way the contract's error frame does and closes. Nothing reaches the real Worker.
     await page.routeWebSocket(/\/logs\/follow$/, (ws) => {
-      ws.send(JSON.stringify({ type: "error", code: "follow_unavailable", message: "this control plane cannot follow logs" }));
+      ws.send(
+        JSON.stringify({ type: "error", code: "follow_unavailable", message: "this control plane cannot follow logs" }),
+      );
       ws.close({ code: 1000 });
     });
     await page.goto(`${cp.url}/vms/${VMS.oddName.id}/logs`);
@@ -190,8 +217,12 @@ describe("Logs tab and VM flags in Chromium", () => {
     // click, not check(): the toggle switches itself off as soon as the server says it can't follow,
     // which check() would take for a click that did nothing.
     await page.getByTestId("log-follow").click();
-    await expect.poll(() => page.getByTestId("follow-unavailable").textContent()).toContain("Auto-refreshing every 5 s instead");
-    expect(await page.getByTestId("follow-unavailable").textContent()).toContain("this control plane cannot follow logs");
+    await expect
+      .poll(() => page.getByTestId("follow-unavailable").textContent())
+      .toContain("Auto-refreshing every 5 s instead");
+    expect(await page.getByTestId("follow-unavailable").textContent()).toContain(
+      "this control plane cannot follow logs",
+    );
     expect(await page.getByTestId("log-follow").isChecked()).toBe(false);
     expect(await page.getByTestId("log-autorefresh").isChecked()).toBe(true);
     // and auto-refresh really polls: a line written now shows up with no click.
@@ -226,7 +257,9 @@ describe("Logs tab and VM flags in Chromium", () => {
       )
       .toBe(1);
     await row.getByTestId("event-log-excerpt").locator("summary").click();
-    expect(await row.getByTestId("event-log-excerpt").locator("pre").textContent()).toContain("starting up libvirt version");
+    expect(await row.getByTestId("event-log-excerpt").locator("pre").textContent()).toContain(
+      "starting up libvirt version",
+    );
     await screenshot(page, "events-verified-reset");
     expectClean(s);
   }, 60_000);
@@ -239,7 +272,12 @@ describe("Logs tab and VM flags in Chromium", () => {
     expect((await cp.api(`/api/vms/${VMS.web.id}/logs?lines=50`)).status).toBe(200);
 
     await agent.stop();
-    await until("node offline", async () => !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected, 20_000);
+    await until(
+      "node offline",
+      async () =>
+        !((await (await cp.api(`/api/nodes/${nodeId}`)).json()) as { node: { connected: boolean } }).node.connected,
+      20_000,
+    );
 
     // The node is unreachable: Force Reset State of a VM that is in fact running sets STOPPED without asking.
     await page.goto(`${cp.url}/vms/${VMS.forceMe.id}`);
@@ -249,7 +287,9 @@ describe("Logs tab and VM flags in Chromium", () => {
     await page.getByRole("dialog").getByRole("button", { name: "Force Reset State" }).click();
     await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("STOPPED");
     const forced = page.locator('tr[data-event-action="reset_state"]').first();
-    await expect.poll(() => forced.getByTestId("event-verification").textContent()).toBe("expected RUNNING · hypervisor not asked");
+    await expect
+      .poll(() => forced.getByTestId("event-verification").textContent())
+      .toBe("expected RUNNING · hypervisor not asked");
     expect(await forced.getByTestId("event-reason").textContent()).toBe("Reason: host unreachable drill");
 
     // Its last-known copy is shown instead, labelled with its capture time.
@@ -257,11 +297,17 @@ describe("Logs tab and VM flags in Chromium", () => {
     await expect.poll(() => page.getByTestId("logs-error").textContent()).toContain("offline");
     const label = page.getByTestId("last-known-label");
     await expect.poll(() => label.textContent()).toMatch(/^Last known log, captured at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/);
-    await page.getByTestId("last-known").getByTestId("log-view").getByText("last line read before the node went away").waitFor();
+    await page
+      .getByTestId("last-known")
+      .getByTestId("log-view")
+      .getByText("last line read before the node went away")
+      .waitFor();
     expect(await page.getByTestId("last-known").getByTestId("log-files").textContent()).toContain("web-01.log");
     await screenshot(page, "logs-last-known");
     await page.getByTestId("log-copy").click();
-    expect(await page.evaluate(() => navigator.clipboard.readText())).toContain("last line read before the node went away");
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toContain(
+      "last line read before the node went away",
+    );
 
     // crashy's log was never read: nothing kept, said plainly.
     const other = await signedIn();

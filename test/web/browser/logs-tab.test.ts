@@ -20,7 +20,8 @@ beforeAll(async () => {
 
 afterAll(() => f?.dispose());
 
-const signedIn = (token: string, opts: { colorScheme?: "light" | "dark" } = {}): Promise<Session> => f.signedIn(token, opts);
+const signedIn = (token: string, opts: { colorScheme?: "light" | "dark" } = {}): Promise<Session> =>
+  f.signedIn(token, opts);
 const expectClean = (s: Session) => f.expectClean(s);
 
 describe("Logs tab in Chromium", () => {
@@ -32,24 +33,52 @@ describe("Logs tab in Chromium", () => {
     await view.getByText(WEB_LOG_LAST_LINE).waitFor();
     expect(await page.getByTestId("log-path").textContent()).toMatch(/web-01\.log$/);
     expect(await page.getByTestId("log-lines").inputValue()).toBe("100");
-    expect(await page.getByTestId("log-lines").locator("option").allTextContents()).toEqual(["50", "100", "200", "500", "1000"]);
+    expect(await page.getByTestId("log-lines").locator("option").allTextContents()).toEqual([
+      "50",
+      "100",
+      "200",
+      "500",
+      "1000",
+    ]);
     expect(await page.getByTestId("log-lines-returned").textContent()).toContain("whole file");
 
     // Colours come from the classification: error red, warning yellow, the rest plain.
-    expect(await view.locator("[data-line]", { hasText: "No space left on device" }).getAttribute("data-level")).toBe("error");
-    expect(await view.locator("[data-line]", { hasText: "terminating on signal 15" }).getAttribute("data-level")).toBe("error");
-    expect(await view.locator("[data-line]", { hasText: "warning: host doesn't support" }).getAttribute("data-level")).toBe("warning");
-    expect(await view.locator("[data-line]", { hasText: "char device redirected" }).getAttribute("data-level")).toBe("normal");
+    expect(await view.locator("[data-line]", { hasText: "No space left on device" }).getAttribute("data-level")).toBe(
+      "error",
+    );
+    expect(await view.locator("[data-line]", { hasText: "terminating on signal 15" }).getAttribute("data-level")).toBe(
+      "error",
+    );
+    expect(
+      await view.locator("[data-line]", { hasText: "warning: host doesn't support" }).getAttribute("data-level"),
+    ).toBe("warning");
+    expect(await view.locator("[data-line]", { hasText: "char device redirected" }).getAttribute("data-level")).toBe(
+      "normal",
+    );
     expect(await view.locator("[data-line]", { hasText: "-blockdev" }).getAttribute("data-level")).toBe("normal");
-    const errorColor = await view.locator('[data-level="error"]').first().evaluate((el) => getComputedStyle(el).color);
-    const warningColor = await view.locator('[data-level="warning"]').first().evaluate((el) => getComputedStyle(el).color);
-    const normalColor = await view.locator('[data-level="normal"]').first().evaluate((el) => getComputedStyle(el).color);
+    const errorColor = await view
+      .locator('[data-level="error"]')
+      .first()
+      .evaluate((el) => getComputedStyle(el).color);
+    const warningColor = await view
+      .locator('[data-level="warning"]')
+      .first()
+      .evaluate((el) => getComputedStyle(el).color);
+    const normalColor = await view
+      .locator('[data-level="normal"]')
+      .first()
+      .evaluate((el) => getComputedStyle(el).color);
     expect(new Set([errorColor, warningColor, normalColor]).size).toBe(3);
-    for (const id of ["disk_full", "killed_by_signal", "timeout"]) expect(await page.locator(`[data-issue="${id}"]`).getAttribute("data-detected")).toBe("true");
+    for (const id of ["disk_full", "killed_by_signal", "timeout"])
+      expect(await page.locator(`[data-issue="${id}"]`).getAttribute("data-detected")).toBe("true");
     expect(await page.locator('[data-issue="permission_denied"]').getAttribute("data-detected")).toBe("false");
     // Each issue found is listed once, in order, with its one-line explanation.
     const found = page.getByTestId("log-issues").locator("[data-found-issue]");
-    expect(await found.evaluateAll((els) => els.map((el) => el.getAttribute("data-found-issue")))).toEqual(["disk_full", "timeout", "killed_by_signal"]);
+    expect(await found.evaluateAll((els) => els.map((el) => el.getAttribute("data-found-issue")))).toEqual([
+      "disk_full",
+      "timeout",
+      "killed_by_signal",
+    ]);
     expect(await found.first().textContent()).toContain("free space in the image's storage pool");
 
     // HTML and script in the log: literal text, no element made from it, nothing run.
@@ -121,7 +150,9 @@ describe("Logs tab in Chromium", () => {
     const { page } = s;
     await page.goto(`${cp.url}/vms/${VMS.bigLog.id}/logs?lines=10000`);
     const view = page.getByTestId("log-view");
-    await expect.poll(() => page.getByTestId("log-lines-returned").textContent(), { timeout: 20_000 }).toContain("10000 (truncated");
+    await expect
+      .poll(() => page.getByTestId("log-lines-returned").textContent(), { timeout: 20_000 })
+      .toContain("10000 (truncated");
     await view.locator('[data-line="10000"]').waitFor();
     expect(await view.locator("[data-line]").count()).toBeLessThan(200); // only what is on screen (+ overscan)
     const elapsed = await view.evaluate(async (el) => {

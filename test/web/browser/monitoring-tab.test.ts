@@ -19,12 +19,22 @@ afterAll(() => f?.dispose());
 
 /** Pixels of the chart's canvas in the CPU line's colour (#0891b2), which nothing but the series is drawn in: a few mean the line (or, for one sample, its point) is drawn. */
 const linePixels = (page: Page, testId: string) =>
-  page.getByTestId(testId).locator("canvas").evaluate((canvas: HTMLCanvasElement) => {
-    const { data } = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height);
-    let n = 0;
-    for (let i = 0; i < data.length; i += 4) if (Math.abs(data[i]! - 8) < 40 && Math.abs(data[i + 1]! - 145) < 40 && Math.abs(data[i + 2]! - 178) < 40 && data[i + 3]! > 100) n++;
-    return n;
-  });
+  page
+    .getByTestId(testId)
+    .locator("canvas")
+    .evaluate((canvas: HTMLCanvasElement) => {
+      const { data } = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height);
+      let n = 0;
+      for (let i = 0; i < data.length; i += 4)
+        if (
+          Math.abs(data[i]! - 8) < 40 &&
+          Math.abs(data[i + 1]! - 145) < 40 &&
+          Math.abs(data[i + 2]! - 178) < 40 &&
+          data[i + 3]! > 100
+        )
+          n++;
+      return n;
+    });
 
 describe("Monitoring tab in Chromium", () => {
   it("sits between Events and Logs, draws the VM's charts with values under the cursor, and switches range", async () => {
@@ -38,7 +48,8 @@ describe("Monitoring tab in Chromium", () => {
 
     // The tab refetches every 10 s; samples come every second once the agent has two ticks.
     await until("a CPU line drawn", async () => (await linePixels(page, "metric-chart-cpu")) > 3, 60_000);
-    for (const id of ["metric-chart-memory", "metric-chart-disk", "metric-chart-disk-ops", "metric-chart-network"]) await page.getByTestId(id).locator("canvas").waitFor();
+    for (const id of ["metric-chart-memory", "metric-chart-disk", "metric-chart-disk-ops", "metric-chart-network"])
+      await page.getByTestId(id).locator("canvas").waitFor();
 
     // Hover: the legend shows the value under the cursor.
     const over = page.getByTestId("metric-chart-cpu").locator(".u-over");
@@ -49,10 +60,15 @@ describe("Monitoring tab in Chromium", () => {
     await screenshot(page, "monitoring-vm-1h");
 
     // The range switch asks for the new range and shows it.
-    const asked = page.waitForResponse((r) => r.url().includes(`/api/vms/${VMS.web.id}/metrics?range=24h`) && r.status() === 200);
+    const asked = page.waitForResponse(
+      (r) => r.url().includes(`/api/vms/${VMS.web.id}/metrics?range=24h`) && r.status() === 200,
+    );
     await page.getByTestId("metrics-range-24h").click();
     await asked;
-    await until("the 24h range shown", async () => (await page.getByTestId("metrics-panel").getAttribute("data-range")) === "24h");
+    await until(
+      "the 24h range shown",
+      async () => (await page.getByTestId("metrics-panel").getAttribute("data-range")) === "24h",
+    );
     expect(await page.getByTestId("metrics-range-24h").getAttribute("aria-pressed")).toBe("true");
     expect(await page.getByTestId("metrics-range-1h").getAttribute("aria-pressed")).toBe("false");
     // The 24h range averages into 1-minute points: a line needs samples on both sides of a minute's

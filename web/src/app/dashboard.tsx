@@ -40,7 +40,13 @@ export function Dashboard() {
 
 /** Signed in through Cloudflare Access already? Then no token is asked for; else the token form
  *  (saying why, when Access refused the browser's sign-in). */
-function AccessOrToken({ verify, onSignedIn }: { verify: (token: string) => Promise<unknown>; onSignedIn: (token: string) => void }) {
+function AccessOrToken({
+  verify,
+  onSignedIn,
+}: {
+  verify: (token: string) => Promise<unknown>;
+  onSignedIn: (token: string) => void;
+}) {
   const access = useAccessMe();
   if (access.isPending) return <Spinner label="Checking sign-in…" />;
   if (access.data) return <Pages me={access.data} onSignOut={() => window.location.assign("/cdn-cgi/access/logout")} />;
@@ -51,9 +57,13 @@ function AccessOrToken({ verify, onSignedIn }: { verify: (token: string) => Prom
       label="API token"
       help={
         <>
-          {refused && <span className="mb-2 block text-red-700 dark:text-red-400" data-testid="access-refused">{refused}</span>}
-          Use the admin token (ADMIN_TOKEN; npm start prints it) or a token an admin created for you. It stays in this browser until you sign out.
-          Behind Cloudflare Access you are signed in without a token.
+          {refused && (
+            <span className="mb-2 block text-red-700 dark:text-red-400" data-testid="access-refused">
+              {refused}
+            </span>
+          )}
+          Use the admin token (ADMIN_TOKEN; npm start prints it) or a token an admin created for you. It stays in this
+          browser until you sign out. Behind Cloudflare Access you are signed in without a token.
         </>
       }
       verify={verify}
@@ -64,13 +74,19 @@ function AccessOrToken({ verify, onSignedIn }: { verify: (token: string) => Prom
 
 function SignedIn({ token, onSignOut }: { token: string; onSignOut: () => void }) {
   const me = useMe(token);
-  if (me.error) return <div className="p-4"><Notice tone="error">Could not check the token: {me.error.message}</Notice></div>;
+  if (me.error)
+    return (
+      <div className="p-4">
+        <Notice tone="error">Could not check the token: {me.error.message}</Notice>
+      </div>
+    );
   if (me.isPending) return <Spinner label="Signing in…" />;
   return <Pages me={me.data} onSignOut={onSignOut} />;
 }
 
 function Pages({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
-  const who = me.via === "access" ? `${me.email ?? me.name} · ${me.role} · Cloudflare Access` : `${me.name} · ${me.role}`;
+  const who =
+    me.via === "access" ? `${me.email ?? me.name} · ${me.role} · Cloudflare Access` : `${me.name} · ${me.role}`;
   return (
     <RoleProvider role={me.role}>
       <StuckAfterContext.Provider value={me.stuckAfterMs ?? STUCK_AFTER_MS}>
@@ -88,10 +104,13 @@ function Routes() {
   let params: Record<string, string> | null;
   if (pathname === "/" || pathname === "/vms") return <VmList />;
   if (pathname === "/nodes") return <NodesWithTotals />;
-  if (pathname === "/tokens") return isAdmin ? <TokensPage /> : <Notice tone="info">Tokens are managed by admins.</Notice>;
-  if (pathname === "/notifications") return isAdmin ? <NotificationsPage /> : <Notice tone="info">Notifications are managed by admins.</Notice>;
+  if (pathname === "/tokens")
+    return isAdmin ? <TokensPage /> : <Notice tone="info">Tokens are managed by admins.</Notice>;
+  if (pathname === "/notifications")
+    return isAdmin ? <NotificationsPage /> : <Notice tone="info">Notifications are managed by admins.</Notice>;
   if ((params = matchPath("/vms/:id", pathname))) return <VmPage key={params.id} id={params.id} tab="events" />;
-  if ((params = matchPath("/vms/:id/monitoring", pathname))) return <VmPage key={params.id} id={params.id} tab="monitoring" />;
+  if ((params = matchPath("/vms/:id/monitoring", pathname)))
+    return <VmPage key={params.id} id={params.id} tab="monitoring" />;
   if ((params = matchPath("/vms/:id/logs", pathname))) return <VmPage key={params.id} id={params.id} tab="logs" />;
   return <Notice tone="info">No page at {pathname}.</Notice>;
 }
@@ -108,7 +127,12 @@ function NodesWithTotals() {
         <section className="mt-4" data-testid="node-totals">
           <div className="mb-2 flex items-center gap-2 text-[13px]">
             <h2 className="font-semibold">Node totals</h2>
-            <select className={inputClass} value={node.id} onChange={(e) => setChosen(e.target.value)} aria-label="Node">
+            <select
+              className={inputClass}
+              value={node.id}
+              onChange={(e) => setChosen(e.target.value)}
+              aria-label="Node"
+            >
               {nodes.data!.map((n) => (
                 <option key={n.id} value={n.id}>
                   {n.name}

@@ -33,7 +33,9 @@ export function Shell({ who, onSignOut, children }: { who: ReactNode; onSignOut:
                 to={item.to}
                 className={cn(
                   "rounded px-2.5 py-1 text-[13px] font-medium",
-                  item.active ? "bg-zinc-200/80 text-zinc-900 dark:bg-zinc-800 dark:text-zinc-100" : "text-zinc-600 hover:text-zinc-900 dark:text-zinc-400 dark:hover:text-zinc-100",
+                  item.active
+                    ? "bg-zinc-200/80 text-zinc-900 dark:bg-zinc-800 dark:text-zinc-100"
+                    : "text-zinc-600 hover:text-zinc-900 dark:text-zinc-400 dark:hover:text-zinc-100",
                 )}
               >
                 {item.label}

@@ -28,11 +28,7 @@ export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
           ← VMs
         </Link>
       </div>
-      <VmSummary
-        vm={vm.data}
-        nodeName={<NodeName vm={vm.data} />}
-        nodeOffline={nodeOffline}
-      />
+      <VmSummary vm={vm.data} nodeName={<NodeName vm={vm.data} />} nodeOffline={nodeOffline} />
       <div className="mb-2 flex gap-1 border-b border-zinc-200 dark:border-zinc-800" role="tablist">
         <TabLink to={base} active={tab === "events"} label="Events" />
         <TabLink to={`${base}/monitoring`} active={tab === "monitoring"} label="Monitoring" />
@@ -58,7 +54,10 @@ function NodeName({ vm }: { vm: VmView }) {
   if (!node) return <span className="font-mono text-[12px]">{vm.node_id}</span>;
   return (
     <span>
-      {node.name} <span className={node.connected ? "text-emerald-700 dark:text-emerald-400" : "text-red-700 dark:text-red-400"}>({node.connected ? "connected" : "offline"})</span>
+      {node.name}{" "}
+      <span className={node.connected ? "text-emerald-700 dark:text-emerald-400" : "text-red-700 dark:text-red-400"}>
+        ({node.connected ? "connected" : "offline"})
+      </span>
     </span>
   );
 }
@@ -71,7 +70,9 @@ function TabLink({ to, active, label }: { to: string; active: boolean; label: st
       aria-selected={active}
       className={cn(
         "-mb-px border-b-2 px-3 py-1.5 text-[13px] font-medium",
-        active ? "border-cyan-600 text-zinc-900 dark:text-zinc-100" : "border-transparent text-zinc-500 hover:text-zinc-800 dark:hover:text-zinc-200",
+        active
+          ? "border-cyan-600 text-zinc-900 dark:text-zinc-100"
+          : "border-transparent text-zinc-500 hover:text-zinc-800 dark:hover:text-zinc-200",
       )}
     >
       {label}

@@ -35,8 +35,8 @@ export function HostApp() {
               help={
                 <>
                   The file <code className="font-mono">host-token</code> in the agent's state directory (e.g.{" "}
-                  <code className="font-mono">sudo cat /var/lib/quantix-agent/host-token</code>). It is kept for this browser tab only, until you sign out or
-                  close it.
+                  <code className="font-mono">sudo cat /var/lib/quantix-agent/host-token</code>). It is kept for this
+                  browser tab only, until you sign out or close it.
                 </>
               }
               verify={(token) => session.client.request("/vms?limit=1", { token })}
@@ -63,7 +63,11 @@ export function HostApp() {
                   title="VMs on this host"
                   selectedId={selected?.id}
                   renderName={(vm) => (
-                    <button type="button" className="text-cyan-700 hover:underline dark:text-cyan-400" onClick={() => setSelected(vm)}>
+                    <button
+                      type="button"
+                      className="text-cyan-700 hover:underline dark:text-cyan-400"
+                      onClick={() => setSelected(vm)}
+                    >
                       {vm.name}
                     </button>
                   )}
@@ -81,17 +85,30 @@ export function HostApp() {
                         subtitle={
                           <span className="flex gap-1" role="tablist">
                             {(["monitoring", "logs"] as const).map((t) => (
-                              <Button key={t} tone={t === tab ? "primary" : "ghost"} role="tab" aria-selected={t === tab} onClick={() => setTab(t)} data-testid={`host-tab-${t}`}>
+                              <Button
+                                key={t}
+                                tone={t === tab ? "primary" : "ghost"}
+                                role="tab"
+                                aria-selected={t === tab}
+                                onClick={() => setTab(t)}
+                                data-testid={`host-tab-${t}`}
+                              >
                                 {t === "logs" ? "QEMU log" : "Monitoring"}
                               </Button>
                             ))}
                           </span>
                         }
                       />
-                      {tab === "monitoring" ? <MetricsPanel key={selected.id} target={{ kind: "vms", id: selected.id }} /> : <LogsPanel key={selected.id} vm={selected} />}
+                      {tab === "monitoring" ? (
+                        <MetricsPanel key={selected.id} target={{ kind: "vms", id: selected.id }} />
+                      ) : (
+                        <LogsPanel key={selected.id} vm={selected} />
+                      )}
                     </>
                   ) : (
-                    <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500">Pick a VM to read its QEMU log.</Panel>
+                    <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500">
+                      Pick a VM to read its QEMU log.
+                    </Panel>
                   )}
                 </div>
               </main>

@@ -51,7 +51,12 @@ export function createApiClient(config: ApiClientConfig): ApiClient {
       }
       let res: Response;
       try {
-        res = await fetch(config.prefix + path, { method: options.method ?? "GET", headers, body, signal: options.signal });
+        res = await fetch(config.prefix + path, {
+          method: options.method ?? "GET",
+          headers,
+          body,
+          signal: options.signal,
+        });
       } catch (err) {
         if ((err as Error).name === "AbortError") throw err;
         throw new ApiError(0, "network_error", "The server could not be reached.");
@@ -74,7 +79,8 @@ export function createApiClient(config: ApiClientConfig): ApiClient {
         if (res.status === 401 && options.token === undefined) config.onUnauthorized();
         throw apiError;
       }
-      if (data === null && text) throw new ApiError(res.status, "bad_response", "The server answered with something that is not JSON.");
+      if (data === null && text)
+        throw new ApiError(res.status, "bad_response", "The server answered with something that is not JSON.");
       return data as T;
     },
   };

@@ -14,13 +14,17 @@ export type TokenSession = {
 };
 
 /** Client errors (4xx) will not change on retry; network trouble and 5xx get two more tries. */
-const retry = (failures: number, err: unknown) => !(err instanceof ApiError && err.status >= 400 && err.status < 500) && failures < 2;
+const retry = (failures: number, err: unknown) =>
+  !(err instanceof ApiError && err.status >= 400 && err.status < 500) && failures < 2;
 
 export function useTokenSession(storageKey: string, prefix: string, keeping: TokenKeeping = "local"): TokenSession {
   const [token, setToken] = useState(() => readToken(storageKey, keeping));
   const tokenRef = useRef(token);
   tokenRef.current = token;
-  const queryClient = useMemo(() => new QueryClient({ defaultOptions: { queries: { retry }, mutations: { retry: false } } }), []);
+  const queryClient = useMemo(
+    () => new QueryClient({ defaultOptions: { queries: { retry }, mutations: { retry: false } } }),
+    [],
+  );
   const signOut = useCallback(() => {
     writeToken(storageKey, null, keeping);
     tokenRef.current = null;
@@ -35,6 +39,9 @@ export function useTokenSession(storageKey: string, prefix: string, keeping: Tok
     },
     [storageKey, keeping],
   );
-  const client = useMemo(() => createApiClient({ prefix, getToken: () => tokenRef.current, onUnauthorized: signOut }), [prefix, signOut]);
+  const client = useMemo(
+    () => createApiClient({ prefix, getToken: () => tokenRef.current, onUnauthorized: signOut }),
+    [prefix, signOut],
+  );
   return { token, client, queryClient, signIn, signOut };
 }

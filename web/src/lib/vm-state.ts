@@ -10,7 +10,11 @@ export { STUCK_AFTER_MS };
 export const StuckAfterContext = createContext<number>(STUCK_AFTER_MS);
 export const useStuckAfterMs = () => useContext(StuckAfterContext);
 
-export function isStuck(vm: { state: VmState; stateUpdatedAt?: string | null }, now: number = Date.now(), stuckAfterMs: number = STUCK_AFTER_MS): boolean {
+export function isStuck(
+  vm: { state: VmState; stateUpdatedAt?: string | null },
+  now: number = Date.now(),
+  stuckAfterMs: number = STUCK_AFTER_MS,
+): boolean {
   if (!TRANSITIONAL_STATES.includes(vm.state) || !vm.stateUpdatedAt) return false;
   const since = Date.parse(vm.stateUpdatedAt);
   return !Number.isNaN(since) && now - since > stuckAfterMs;

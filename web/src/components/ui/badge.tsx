@@ -13,12 +13,25 @@ const tones: Record<BadgeTone, string> = {
   violet: "bg-violet-100 text-violet-800 ring-violet-600/25 dark:bg-violet-500/15 dark:text-violet-300",
 };
 
-export function Badge({ tone, children, title, testId }: { tone: BadgeTone; children: ReactNode; title?: string; testId?: string }) {
+export function Badge({
+  tone,
+  children,
+  title,
+  testId,
+}: {
+  tone: BadgeTone;
+  children: ReactNode;
+  title?: string;
+  testId?: string;
+}) {
   return (
     <span
       title={title}
       data-testid={testId}
-      className={cn("inline-flex items-center rounded px-1.5 py-px text-[11px] font-semibold tracking-wide ring-1 ring-inset", tones[tone])}
+      className={cn(
+        "inline-flex items-center rounded px-1.5 py-px text-[11px] font-semibold tracking-wide ring-1 ring-inset",
+        tones[tone],
+      )}
     >
       {children}
     </span>

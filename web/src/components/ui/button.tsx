@@ -5,14 +5,20 @@ import { cn } from "./cn.ts";
 type Tone = "primary" | "secondary" | "danger" | "ghost";
 
 const tones: Record<Tone, string> = {
-  primary: "bg-cyan-700 text-white hover:bg-cyan-600 border-cyan-700 dark:bg-cyan-600 dark:hover:bg-cyan-500 dark:border-cyan-600",
+  primary:
+    "bg-cyan-700 text-white hover:bg-cyan-600 border-cyan-700 dark:bg-cyan-600 dark:hover:bg-cyan-500 dark:border-cyan-600",
   secondary:
     "bg-white text-zinc-800 border-zinc-300 hover:bg-zinc-100 dark:bg-zinc-900 dark:text-zinc-100 dark:border-zinc-700 dark:hover:bg-zinc-800",
   danger: "bg-red-600 text-white border-red-600 hover:bg-red-500",
   ghost: "border-transparent text-zinc-700 hover:bg-zinc-200/70 dark:text-zinc-300 dark:hover:bg-zinc-800",
 };
 
-export function Button({ tone = "secondary", className, type = "button", ...rest }: ButtonHTMLAttributes<HTMLButtonElement> & { tone?: Tone }) {
+export function Button({
+  tone = "secondary",
+  className,
+  type = "button",
+  ...rest
+}: ButtonHTMLAttributes<HTMLButtonElement> & { tone?: Tone }) {
   return (
     <button
       type={type}

@@ -26,7 +26,10 @@ export function Menu({ label, items, buttonLabel }: { label: string; items: Menu
         {buttonLabel}
       </Button>
       {open && (
-        <div role="menu" className="absolute right-0 z-20 mt-1 w-72 rounded-md border border-zinc-200 bg-white py-1 shadow-lg dark:border-zinc-700 dark:bg-zinc-900">
+        <div
+          role="menu"
+          className="absolute right-0 z-20 mt-1 w-72 rounded-md border border-zinc-200 bg-white py-1 shadow-lg dark:border-zinc-700 dark:bg-zinc-900"
+        >
           {items.map((item) => (
             <button
               key={item.label}
@@ -38,8 +41,16 @@ export function Menu({ label, items, buttonLabel }: { label: string; items: Menu
                 item.onSelect();
               }}
             >
-              <div className={item.danger ? "text-[13px] font-medium text-red-700 dark:text-red-400" : "text-[13px] font-medium"}>{item.label}</div>
-              {item.description && <div className="text-[12px] text-zinc-500 dark:text-zinc-400">{item.description}</div>}
+              <div
+                className={
+                  item.danger ? "text-[13px] font-medium text-red-700 dark:text-red-400" : "text-[13px] font-medium"
+                }
+              >
+                {item.label}
+              </div>
+              {item.description && (
+                <div className="text-[12px] text-zinc-500 dark:text-zinc-400">{item.description}</div>
+              )}
             </button>
           ))}
         </div>

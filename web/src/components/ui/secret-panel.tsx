@@ -5,7 +5,17 @@ import { Button } from "./button.tsx";
 import { CopyButton } from "./copy-button.tsx";
 import { Panel } from "./panel.tsx";
 
-export function SecretPanel({ title, warning, onDone, children }: { title: ReactNode; warning: string; onDone: () => void; children: ReactNode }) {
+export function SecretPanel({
+  title,
+  warning,
+  onDone,
+  children,
+}: {
+  title: ReactNode;
+  warning: string;
+  onDone: () => void;
+  children: ReactNode;
+}) {
   return (
     <Panel className="mb-3 space-y-2 border-cyan-300 px-3 py-3 dark:border-cyan-800">
       <div className="flex items-start justify-between gap-3">
@@ -28,7 +38,10 @@ export function SecretLine({ label, text, testId }: { label?: string; text: stri
     <div>
       {label && <div className="mb-0.5 text-[12px] text-zinc-500">{label}</div>}
       <div className="flex items-center gap-2">
-        <code data-testid={testId} className="block flex-1 overflow-x-auto rounded bg-zinc-100 px-2 py-1 font-mono text-[12px] whitespace-pre dark:bg-zinc-950">
+        <code
+          data-testid={testId}
+          className="block flex-1 overflow-x-auto rounded bg-zinc-100 px-2 py-1 font-mono text-[12px] whitespace-pre dark:bg-zinc-950"
+        >
           {text}
         </code>
         <CopyButton text={text} />

@@ -25,7 +25,11 @@ export function StateBadge({ state }: { state: VmState }) {
 
 export function StuckMarker({ since, now }: { since: string; now: number }) {
   return (
-    <span data-testid="stuck-marker" title={`In this state since ${formatDateTime(since)}`} className="text-[12px] font-medium text-amber-700 dark:text-amber-400">
+    <span
+      data-testid="stuck-marker"
+      title={`In this state since ${formatDateTime(since)}`}
+      className="text-[12px] font-medium text-amber-700 dark:text-amber-400"
+    >
       ⚠ stuck since {formatDateTime(since)} ({formatRelativeTime(since, now).replace(/ ago$/, "")})
     </span>
   );

@@ -23,7 +23,10 @@ export function ToastProvider({ children }: { children: ReactNode }) {
   return (
     <ToastContext.Provider value={api}>
       {children}
-      <div className="pointer-events-none fixed right-3 bottom-3 z-50 flex w-96 max-w-[calc(100vw-1.5rem)] flex-col gap-2" aria-live="polite">
+      <div
+        className="pointer-events-none fixed right-3 bottom-3 z-50 flex w-96 max-w-[calc(100vw-1.5rem)] flex-col gap-2"
+        aria-live="polite"
+      >
         {toasts.map((t) => (
           <div
             key={t.id}
@@ -37,7 +40,12 @@ export function ToastProvider({ children }: { children: ReactNode }) {
             )}
           >
             <span className="flex-1 break-words">{t.message}</span>
-            <button type="button" aria-label="Dismiss" className="opacity-60 hover:opacity-100" onClick={() => dismiss(t.id)}>
+            <button
+              type="button"
+              aria-label="Dismiss"
+              className="opacity-60 hover:opacity-100"
+              onClick={() => dismiss(t.id)}
+            >
               ×
             </button>
           </div>

@@ -23,7 +23,12 @@ export function useMe(token: string) {
 /** Behind Cloudflare Access the browser is signed in already (Access's cookie): `/me` without a
  *  token says as whom. A 401 means it is not (Access off, or its assertion refused). */
 export function accessMeQuery(client: ApiClient) {
-  return queryOptions({ queryKey: [client.prefix, "me", "access"], queryFn: () => fetchMe(client, ""), staleTime: 60_000, retry: false });
+  return queryOptions({
+    queryKey: [client.prefix, "me", "access"],
+    queryFn: () => fetchMe(client, ""),
+    staleTime: 60_000,
+    retry: false,
+  });
 }
 
 export function useAccessMe() {

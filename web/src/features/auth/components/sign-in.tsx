@@ -36,9 +36,15 @@ export function SignIn({
   };
   return (
     <div className="flex min-h-screen items-center justify-center p-4">
-      <form onSubmit={submit} className="w-[24rem] max-w-full space-y-3 rounded-md border border-zinc-200 bg-white p-5 shadow-sm dark:border-zinc-800 dark:bg-zinc-900" data-testid="sign-in">
+      <form
+        onSubmit={submit}
+        className="w-[24rem] max-w-full space-y-3 rounded-md border border-zinc-200 bg-white p-5 shadow-sm dark:border-zinc-800 dark:bg-zinc-900"
+        data-testid="sign-in"
+      >
         <div>
-          <div className="text-[12px] font-semibold tracking-wider text-cyan-700 uppercase dark:text-cyan-400">Quantix Edge</div>
+          <div className="text-[12px] font-semibold tracking-wider text-cyan-700 uppercase dark:text-cyan-400">
+            Quantix Edge
+          </div>
           <h1 className="text-lg font-semibold">{title}</h1>
         </div>
         <label className="block">

@@ -38,7 +38,14 @@ export type FollowState = {
   followingSince: number | null;
 };
 
-const IDLE: FollowState = { phase: "connecting", retryAt: null, lastEvent: null, error: null, chunks: [], followingSince: null };
+const IDLE: FollowState = {
+  phase: "connecting",
+  retryAt: null,
+  lastEvent: null,
+  error: null,
+  chunks: [],
+  followingSince: null,
+};
 
 /** Live text kept on the page, like one log answer (at most 8 MiB); older chunks drop first. */
 const MAX_LIVE_CHARS = 8 * 1024 * 1024;
@@ -67,8 +74,10 @@ export function parseFollowMessage(data: string): FollowMessage | null {
   if (!msg || typeof msg !== "object") return null;
   const m = msg as Record<string, unknown>;
   if (m.type === "append" && typeof m.text === "string") return { type: "append", text: m.text };
-  if (m.type === "status" && (FOLLOW_STATUSES as readonly unknown[]).includes(m.status)) return { type: "status", status: m.status as FollowStatus };
-  if (m.type === "error" && typeof m.code === "string") return { type: "error", code: m.code, message: typeof m.message === "string" ? m.message : m.code };
+  if (m.type === "status" && (FOLLOW_STATUSES as readonly unknown[]).includes(m.status))
+    return { type: "status", status: m.status as FollowStatus };
+  if (m.type === "error" && typeof m.code === "string")
+    return { type: "error", code: m.code, message: typeof m.message === "string" ? m.message : m.code };
   return null;
 }
 
@@ -121,14 +130,18 @@ export function useLogFollow(vmId: string, enabled: boolean): FollowState {
       update({ phase, retryAt: Date.now() + delay });
       timer = setTimeout(connect, delay);
     };
-    const fail = (phase: "unavailable" | "failed", error: { code: string; message: string }) => update({ phase, error, retryAt: null });
+    const fail = (phase: "unavailable" | "failed", error: { code: string; message: string }) =>
+      update({ phase, error, retryAt: null });
 
     function connect() {
       if (disposed) return;
       // Without a token the browser is signed in through Cloudflare Access: its cookie goes along.
       const token = client.token();
       update({ phase: "connecting", retryAt: null });
-      const ws = new WebSocket(followSocketUrl(window.location, path), token ? [FOLLOW_SUBPROTOCOL, FOLLOW_TOKEN_PREFIX + token] : [FOLLOW_SUBPROTOCOL]);
+      const ws = new WebSocket(
+        followSocketUrl(window.location, path),
+        token ? [FOLLOW_SUBPROTOCOL, FOLLOW_TOKEN_PREFIX + token] : [FOLLOW_SUBPROTOCOL],
+      );
       socket = ws;
       let openedAt = 0;
       let errorCode: string | null = null;
@@ -182,14 +195,18 @@ export function useLogFollow(vmId: string, enabled: boolean): FollowState {
         if (disposed) return;
         if (err instanceof ApiError) {
           if (err.status === 503 && err.code === "node_offline") return retry("offline");
-          if (err.status === 404 && err.code !== "vm_not_found") return fail("unavailable", { code: err.code, message: "This server has no live log follow." });
-          if (err.status === 501 || err.status === 405) return fail("unavailable", { code: err.code, message: err.message });
-          if (err.status === 401 || err.status === 403 || err.status === 404 || err.status === 409) return fail("failed", { code: err.code, message: err.message });
+          if (err.status === 404 && err.code !== "vm_not_found")
+            return fail("unavailable", { code: err.code, message: "This server has no live log follow." });
+          if (err.status === 501 || err.status === 405)
+            return fail("unavailable", { code: err.code, message: err.message });
+          if (err.status === 401 || err.status === 403 || err.status === 404 || err.status === 409)
+            return fail("failed", { code: err.code, message: err.message });
         }
       }
       if (disposed) return;
       // The route exists (426 upgrade required) and yet the socket failed: try again, a few times.
-      if (++failedOpens >= MAX_FAILED_OPENS) return fail("failed", { code: "connect_failed", message: "The live connection could not be opened." });
+      if (++failedOpens >= MAX_FAILED_OPENS)
+        return fail("failed", { code: "connect_failed", message: "The live connection could not be opened." });
       retry("reconnecting");
     }
 

@@ -8,7 +8,12 @@ import { useApiClient } from "../../../lib/api-context.tsx";
 export const LINE_CHOICES = [50, 100, 200, 500, 1000] as const;
 export const AUTO_REFRESH_MS = 5_000;
 
-export function fetchVmLogs(client: ApiClient, vmId: string, lines: number, signal?: AbortSignal): Promise<LogsResponse> {
+export function fetchVmLogs(
+  client: ApiClient,
+  vmId: string,
+  lines: number,
+  signal?: AbortSignal,
+): Promise<LogsResponse> {
   return client.request<LogsResponse>(`/vms/${encodeURIComponent(vmId)}/logs?lines=${lines}`, { signal });
 }
 
@@ -33,7 +38,8 @@ export function useVMLogs(vmId: string, lines: number, autoRefresh: boolean) {
 export function lastKnownLogQuery(client: ApiClient, vmId: string, enabled: boolean) {
   return queryOptions({
     queryKey: [client.prefix, "vm-logs", vmId, "last-known"],
-    queryFn: ({ signal }) => client.request<LastKnownLogResponse>(`/vms/${encodeURIComponent(vmId)}/logs/last_known`, { signal }),
+    queryFn: ({ signal }) =>
+      client.request<LastKnownLogResponse>(`/vms/${encodeURIComponent(vmId)}/logs/last_known`, { signal }),
     enabled,
     refetchOnWindowFocus: false,
     retry: false,

@@ -40,14 +40,25 @@ export function FollowStatusBar({ state }: { state: FollowState }) {
   const now = useNow(1_000);
   const wait = state.retryAt ? Math.max(0, Math.ceil((state.retryAt - now) / 1000)) : null;
   return (
-    <div className="flex flex-wrap items-center gap-x-3 gap-y-1 text-[13px]" role="status" data-testid="follow-status" data-phase={state.phase}>
+    <div
+      className="flex flex-wrap items-center gap-x-3 gap-y-1 text-[13px]"
+      role="status"
+      data-testid="follow-status"
+      data-phase={state.phase}
+    >
       <span className="flex items-center gap-1.5 font-medium">
         <span className={cn("inline-block size-2 rounded-full", dot[state.phase])} />
         {phaseText[state.phase]}
-        {wait !== null && (state.phase === "reconnecting" || state.phase === "offline") ? ` (next try in ${wait} s)` : ""}
+        {wait !== null && (state.phase === "reconnecting" || state.phase === "offline")
+          ? ` (next try in ${wait} s)`
+          : ""}
       </span>
       {state.lastEvent && (
-        <span className="text-amber-700 dark:text-amber-400" data-testid="follow-event" data-event={state.lastEvent.status}>
+        <span
+          className="text-amber-700 dark:text-amber-400"
+          data-testid="follow-event"
+          data-event={state.lastEvent.status}
+        >
           {eventText[state.lastEvent.status]} at {formatDateTime(new Date(state.lastEvent.at).toISOString())}
         </span>
       )}

@@ -10,9 +10,21 @@ import { formatBytes, formatDateTime, formatRelativeTime } from "../../../lib/fo
 import { LogHelp } from "./log-help.tsx";
 import { LogViewer, type LogViewerHandle } from "./log-viewer.tsx";
 
-const skipReasons: Record<string, string> = { compressed: "compressed", outside_log_dir: "points outside the log directory", unreadable: "unreadable" };
+const skipReasons: Record<string, string> = {
+  compressed: "compressed",
+  outside_log_dir: "points outside the log directory",
+  unreadable: "unreadable",
+};
 
-export function LogBody({ data, text, extraFacts = [] }: { data: LogsResponse; text: string; extraFacts?: Array<[string, ReactNode]> }) {
+export function LogBody({
+  data,
+  text,
+  extraFacts = [],
+}: {
+  data: LogsResponse;
+  text: string;
+  extraFacts?: Array<[string, ReactNode]>;
+}) {
   const viewer = useRef<LogViewerHandle>(null);
   const [highlighted, setHighlighted] = useState<number | null>(null);
   const lines = useMemo(() => splitLines(text), [text]);
@@ -29,43 +41,85 @@ export function LogBody({ data, text, extraFacts = [] }: { data: LogsResponse; t
     <>
       <Facts
         items={[
-          ["Path", <span className="font-mono" data-testid="log-path">{data.logPath}</span>],
+          [
+            "Path",
+            <span className="font-mono" data-testid="log-path">
+              {data.logPath}
+            </span>,
+          ],
           ["Size", formatBytes(data.logSizeBytes)],
-          ["Last modified", data.lastModified ? `${formatDateTime(data.lastModified)} (${formatRelativeTime(data.lastModified)})` : "—"],
-          ["Lines", <span data-testid="log-lines-returned">{`${data.linesReturned}${data.truncated ? " (truncated: the file holds more)" : " (whole file)"}`}</span>],
+          [
+            "Last modified",
+            data.lastModified ? `${formatDateTime(data.lastModified)} (${formatRelativeTime(data.lastModified)})` : "—",
+          ],
+          [
+            "Lines",
+            <span data-testid="log-lines-returned">{`${data.linesReturned}${data.truncated ? " (truncated: the file holds more)" : " (whole file)"}`}</span>,
+          ],
           ...(files.length > 0
-            ? ([["Files read", <span className="font-mono" data-testid="log-files" title={files.join("\n")}>{files.map((f) => f.split("/").pop()).join(", ")}</span>]] as Array<[string, ReactNode]>)
+            ? ([
+                [
+                  "Files read",
+                  <span className="font-mono" data-testid="log-files" title={files.join("\n")}>
+                    {files.map((f) => f.split("/").pop()).join(", ")}
+                  </span>,
+                ],
+              ] as Array<[string, ReactNode]>)
             : []),
           ...(data.skipped?.length
             ? ([
                 [
                   "Not read",
                   <span className="text-amber-700 dark:text-amber-400" data-testid="log-skipped">
-                    {data.skipped.map((f) => `${f.file.split("/").pop()} (${skipReasons[f.reason] ?? f.reason})`).join(", ")}
+                    {data.skipped
+                      .map((f) => `${f.file.split("/").pop()} (${skipReasons[f.reason] ?? f.reason})`)
+                      .join(", ")}
                   </span>,
                 ],
               ] as Array<[string, ReactNode]>)
             : []),
           ...(data.capturedAt
-            ? ([["Captured", <span data-testid="log-captured-at">{`${formatDateTime(data.capturedAt)} (${formatRelativeTime(data.capturedAt)})`}</span>]] as Array<[string, ReactNode]>)
+            ? ([
+                [
+                  "Captured",
+                  <span data-testid="log-captured-at">{`${formatDateTime(data.capturedAt)} (${formatRelativeTime(data.capturedAt)})`}</span>,
+                ],
+              ] as Array<[string, ReactNode]>)
             : []),
           ...extraFacts,
         ]}
       />
       <div className="flex flex-wrap items-start gap-2" data-testid="log-issues">
-        <Button data-testid="log-jump-error" onClick={() => jump(firstError)} disabled={firstError < 0} title={firstError < 0 ? "No error line in this log" : `Line ${firstError + 1}`}>
+        <Button
+          data-testid="log-jump-error"
+          onClick={() => jump(firstError)}
+          disabled={firstError < 0}
+          title={firstError < 0 ? "No error line in this log" : `Line ${firstError + 1}`}
+        >
           Jump to first error
         </Button>
         {issues.length === 0 ? (
-          <span className="py-1 text-[13px] text-zinc-500">{firstError < 0 ? "No errors in these lines." : "No known issue recognised; errors are marked red."}</span>
+          <span className="py-1 text-[13px] text-zinc-500">
+            {firstError < 0 ? "No errors in these lines." : "No known issue recognised; errors are marked red."}
+          </span>
         ) : (
           <ul className="min-w-0 flex-1 space-y-1 text-[13px]">
             {issues.map((issue) => (
               <li key={issue.id} data-found-issue={issue.id} className="flex flex-wrap items-baseline gap-x-2">
-                <span className={classes[issue.firstLine]?.level === "error" ? "font-semibold text-red-700 dark:text-red-400" : "font-semibold text-amber-700 dark:text-amber-400"}>
+                <span
+                  className={
+                    classes[issue.firstLine]?.level === "error"
+                      ? "font-semibold text-red-700 dark:text-red-400"
+                      : "font-semibold text-amber-700 dark:text-amber-400"
+                  }
+                >
                   {issue.label}
                 </span>
-                <button type="button" className="text-[12px] text-cyan-700 hover:underline dark:text-cyan-400" onClick={() => jump(issue.firstLine)}>
+                <button
+                  type="button"
+                  className="text-[12px] text-cyan-700 hover:underline dark:text-cyan-400"
+                  onClick={() => jump(issue.firstLine)}
+                >
                   line {issue.firstLine + 1}
                   {issue.count > 1 ? ` (+${issue.count - 1} more)` : ""}
                 </button>

@@ -98,7 +98,10 @@ export function LogViewer({
                 )}
                 style={{ top: row.start, height: LINE_HEIGHT, lineHeight: `${LINE_HEIGHT}px` }}
               >
-                <span className="sticky left-0 shrink-0 bg-inherit pr-3 pl-2 text-right text-zinc-400 select-none dark:text-zinc-600" style={{ width: `${gutter + 2}ch` }}>
+                <span
+                  className="sticky left-0 shrink-0 bg-inherit pr-3 pl-2 text-right text-zinc-400 select-none dark:text-zinc-600"
+                  style={{ width: `${gutter + 2}ch` }}
+                >
                   {row.index + 1}
                 </span>
                 <span className="pr-4">{lines[row.index]}</span>

@@ -21,7 +21,15 @@ export function initialLineCount(requested: string | null): number {
   return Number.isInteger(n) && n >= 1 && n <= LOG_LINES_MAX ? n : LOG_LINES_DEFAULT;
 }
 
-export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT, live = false }: { vm: { id: string; name: string }; initialLines?: number; live?: boolean }) {
+export function LogsPanel({
+  vm,
+  initialLines = LOG_LINES_DEFAULT,
+  live = false,
+}: {
+  vm: { id: string; name: string };
+  initialLines?: number;
+  live?: boolean;
+}) {
   const [lines, setLines] = useState(initialLines);
   const [autoRefresh, setAutoRefresh] = useState(false);
   const [follow, setFollow] = useState(false);
@@ -57,7 +65,9 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT, live = false }
   // Copy and download take what is on screen: the live text, or the last-known copy while offline.
   const shown = live && nodeOffline ? lastKnown.data : logs.data;
   const shownText = shown === logs.data ? text : (shown?.qemuLog ?? "");
-  const choices = (LINE_CHOICES as readonly number[]).includes(lines) ? LINE_CHOICES : [...LINE_CHOICES, lines].sort((a, b) => a - b);
+  const choices = (LINE_CHOICES as readonly number[]).includes(lines)
+    ? LINE_CHOICES
+    : [...LINE_CHOICES, lines].sort((a, b) => a - b);
 
   const download = () => {
     const url = URL.createObjectURL(new Blob([shownText], { type: "text/plain;charset=utf-8" }));
@@ -75,7 +85,12 @@ export function LogsPanel({ vm, initialLines = LOG_LINES_DEFAULT, live = false }
       <div className="flex flex-wrap items-center gap-2">
         <label className="flex items-center gap-1.5 text-[13px]">
           Lines
-          <select data-testid="log-lines" className={inputClass} value={lines} onChange={(e) => setLines(Number(e.target.value))}>
+          <select
+            data-testid="log-lines"
+            className={inputClass}
+            value={lines}
+            onChange={(e) => setLines(Number(e.target.value))}
+          >
             {choices.map((n) => (
               <option key={n} value={n}>
                 {n}
@@ -144,7 +159,8 @@ function LastKnown({ query }: { query: ReturnType<typeof useLastKnownLog> }) {
     if (query.error instanceof ApiError && query.error.code === "no_snapshot")
       return (
         <Notice tone="info" testId="last-known-none">
-          No last known log is kept for this VM: the control plane keeps one from each log read, and none was read before the node went offline.
+          No last known log is kept for this VM: the control plane keeps one from each log read, and none was read
+          before the node went offline.
         </Notice>
       );
     return (
@@ -157,8 +173,9 @@ function LastKnown({ query }: { query: ReturnType<typeof useLastKnownLog> }) {
   return (
     <div className="space-y-3" data-testid="last-known">
       <Notice tone="warning" testId="last-known-label">
-        <b>Last known log, captured at {formatDateTime(snapshot.capturedAt)}</b> ({formatRelativeTime(snapshot.capturedAt)}): what the control plane
-        read before the node went offline. The file on the host may have changed since.
+        <b>Last known log, captured at {formatDateTime(snapshot.capturedAt)}</b> (
+        {formatRelativeTime(snapshot.capturedAt)}): what the control plane read before the node went offline. The file
+        on the host may have changed since.
       </Notice>
       <LogBody data={snapshot} text={snapshot.qemuLog} />
     </div>
@@ -170,8 +187,8 @@ function LogsError({ error }: { error: Error }) {
     if (error.code === "node_offline")
       return (
         <Notice tone="warning" testId="logs-error">
-          The node is offline, so its log cannot be read right now ({error.message}). The agent reconnects on its own; on the host itself the
-          agent's local view (--listen) still reads logs.
+          The node is offline, so its log cannot be read right now ({error.message}). The agent reconnects on its own;
+          on the host itself the agent's local view (--listen) still reads logs.
         </Notice>
       );
     if (error.code === "log_not_found")

@@ -9,8 +9,15 @@ import { useApiClient } from "../../../lib/api-context.tsx";
 export const RANGES: MetricRange[] = ["1h", "24h", "7d", "30d"];
 export type MetricsTarget = { kind: "vms" | "nodes"; id: string };
 
-export function fetchMetrics(client: ApiClient, target: MetricsTarget, range: MetricRange, signal?: AbortSignal): Promise<MetricsResponse> {
-  return client.request<MetricsResponse>(`/${target.kind}/${encodeURIComponent(target.id)}/metrics?range=${range}`, { signal });
+export function fetchMetrics(
+  client: ApiClient,
+  target: MetricsTarget,
+  range: MetricRange,
+  signal?: AbortSignal,
+): Promise<MetricsResponse> {
+  return client.request<MetricsResponse>(`/${target.kind}/${encodeURIComponent(target.id)}/metrics?range=${range}`, {
+    signal,
+  });
 }
 
 export function metricsQuery(client: ApiClient, target: MetricsTarget, range: MetricRange) {

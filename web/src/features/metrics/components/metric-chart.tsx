@@ -7,7 +7,21 @@ import "uplot/dist/uPlot.min.css";
 export type ChartSeries = { label: string; color: string; values: (number | null)[] };
 
 /** `span`: the range shown, in seconds, whatever the points cover (a lone sample is not a year). */
-export function MetricChart({ title, times, span, series, format, testId }: { title: string; times: number[]; span: [number, number]; series: ChartSeries[]; format: (v: number) => string; testId: string }) {
+export function MetricChart({
+  title,
+  times,
+  span,
+  series,
+  format,
+  testId,
+}: {
+  title: string;
+  times: number[];
+  span: [number, number];
+  series: ChartSeries[];
+  format: (v: number) => string;
+  testId: string;
+}) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const shown = useRef(span);
@@ -21,9 +35,24 @@ export function MetricChart({ title, times, span, series, format, testId }: { ti
       height: 160,
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true, range: () => shown.current }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
-      axes: [{ stroke: "#71717a", grid: { stroke: "#71717a22" } }, { stroke: "#71717a", grid: { stroke: "#71717a22" }, size: 80, values: (_u, ticks) => ticks.map(format) }],
-      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, spanGaps: false, value: (_u: uPlot, v: number | null) => (v === null ? "—" : format(v)) }))],
+      scales: {
+        x: { time: true, range: () => shown.current },
+        y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
+      },
+      axes: [
+        { stroke: "#71717a", grid: { stroke: "#71717a22" } },
+        { stroke: "#71717a", grid: { stroke: "#71717a22" }, size: 80, values: (_u, ticks) => ticks.map(format) },
+      ],
+      series: [
+        {},
+        ...series.map((s) => ({
+          label: s.label,
+          stroke: s.color,
+          width: 1.5,
+          spanGaps: false,
+          value: (_u: uPlot, v: number | null) => (v === null ? "—" : format(v)),
+        })),
+      ],
     };
     const u = new uPlot(opts, [[], ...series.map(() => [])], el);
     plot.current = u;
@@ -43,7 +72,10 @@ export function MetricChart({ title, times, span, series, format, testId }: { ti
   }, [times, series]);
 
   return (
-    <div className="min-w-0 rounded-md border border-zinc-200 bg-white p-2 dark:border-zinc-800 dark:bg-zinc-900" data-testid={testId}>
+    <div
+      className="min-w-0 rounded-md border border-zinc-200 bg-white p-2 dark:border-zinc-800 dark:bg-zinc-900"
+      data-testid={testId}
+    >
       <div className="mb-1 text-[12px] font-semibold text-zinc-600 dark:text-zinc-300">{title}</div>
       <div ref={box} className="text-[11px]" />
     </div>

@@ -23,12 +23,54 @@ const perSecond = (v: number) => `${formatBytes(v)}/s`;
 const ops = (v: number) => `${v >= 10 ? Math.round(v) : v.toFixed(1)}/s`;
 
 type Field = keyof Omit<MetricsResponse["points"][number], "t">;
-const CHARTS: { id: string; title: (node: boolean) => string; format: (v: number) => string; series: { field: Field; label: string; color: string }[] }[] = [
-  { id: "cpu", title: (node) => (node ? "CPU (% of the host's CPUs)" : "CPU (% of its vCPUs)"), format: pct, series: [{ field: "cpuPct", label: "CPU", color: "#0891b2" }] },
-  { id: "memory", title: () => "Memory", format: mib, series: [{ field: "memUsedMiB", label: "in use", color: "#0891b2" }, { field: "memAssignedMiB", label: "assigned", color: "#a1a1aa" }] },
-  { id: "disk", title: () => "Disk throughput", format: perSecond, series: [{ field: "diskReadBps", label: "read", color: "#0891b2" }, { field: "diskWriteBps", label: "write", color: "#d97706" }] },
-  { id: "disk-ops", title: () => "Disk operations", format: ops, series: [{ field: "diskReadOps", label: "reads", color: "#0891b2" }, { field: "diskWriteOps", label: "writes", color: "#d97706" }] },
-  { id: "network", title: () => "Network", format: perSecond, series: [{ field: "netRxBps", label: "received", color: "#0891b2" }, { field: "netTxBps", label: "sent", color: "#d97706" }] },
+const CHARTS: {
+  id: string;
+  title: (node: boolean) => string;
+  format: (v: number) => string;
+  series: { field: Field; label: string; color: string }[];
+}[] = [
+  {
+    id: "cpu",
+    title: (node) => (node ? "CPU (% of the host's CPUs)" : "CPU (% of its vCPUs)"),
+    format: pct,
+    series: [{ field: "cpuPct", label: "CPU", color: "#0891b2" }],
+  },
+  {
+    id: "memory",
+    title: () => "Memory",
+    format: mib,
+    series: [
+      { field: "memUsedMiB", label: "in use", color: "#0891b2" },
+      { field: "memAssignedMiB", label: "assigned", color: "#a1a1aa" },
+    ],
+  },
+  {
+    id: "disk",
+    title: () => "Disk throughput",
+    format: perSecond,
+    series: [
+      { field: "diskReadBps", label: "read", color: "#0891b2" },
+      { field: "diskWriteBps", label: "write", color: "#d97706" },
+    ],
+  },
+  {
+    id: "disk-ops",
+    title: () => "Disk operations",
+    format: ops,
+    series: [
+      { field: "diskReadOps", label: "reads", color: "#0891b2" },
+      { field: "diskWriteOps", label: "writes", color: "#d97706" },
+    ],
+  },
+  {
+    id: "network",
+    title: () => "Network",
+    format: perSecond,
+    series: [
+      { field: "netRxBps", label: "received", color: "#0891b2" },
+      { field: "netTxBps", label: "sent", color: "#d97706" },
+    ],
+  },
 ];
 
 export function MetricsPanel({ target, offline }: { target: MetricsTarget; offline?: boolean }) {
@@ -39,14 +81,25 @@ export function MetricsPanel({ target, offline }: { target: MetricsTarget; offli
     const list = points ?? [];
     const times = list.map((p) => p.t / 1000);
     const span: [number, number] = metrics.data ? [metrics.data.from / 1000, metrics.data.to / 1000] : [0, 1];
-    return CHARTS.map((c) => ({ ...c, times, span, series: c.series.map((s): ChartSeries => ({ label: s.label, color: s.color, values: list.map((p) => p[s.field]) })) }));
+    return CHARTS.map((c) => ({
+      ...c,
+      times,
+      span,
+      series: c.series.map(
+        (s): ChartSeries => ({ label: s.label, color: s.color, values: list.map((p) => p[s.field]) }),
+      ),
+    }));
   }, [points, metrics.data]);
   const hasSamples = points?.some((p) => p.cpuPct !== null || p.memUsedMiB !== null) ?? false;
 
   return (
     <div data-testid="metrics-panel" data-range={metrics.data?.range ?? ""}>
       <div className="mb-2 flex flex-wrap items-center gap-2">
-        <div className="inline-flex rounded border border-zinc-300 dark:border-zinc-700" role="group" aria-label="Range">
+        <div
+          className="inline-flex rounded border border-zinc-300 dark:border-zinc-700"
+          role="group"
+          aria-label="Range"
+        >
           {RANGES.map((r) => (
             <button
               key={r}
@@ -54,14 +107,23 @@ export function MetricsPanel({ target, offline }: { target: MetricsTarget; offli
               aria-pressed={r === range}
               data-testid={`metrics-range-${r}`}
               onClick={() => setRange(r)}
-              className={cn("h-7 px-2.5 text-[13px] font-medium", r === range ? "bg-cyan-700 text-white dark:bg-cyan-600" : "text-zinc-700 hover:bg-zinc-100 dark:text-zinc-300 dark:hover:bg-zinc-800")}
+              className={cn(
+                "h-7 px-2.5 text-[13px] font-medium",
+                r === range
+                  ? "bg-cyan-700 text-white dark:bg-cyan-600"
+                  : "text-zinc-700 hover:bg-zinc-100 dark:text-zinc-300 dark:hover:bg-zinc-800",
+              )}
             >
               {r}
             </button>
           ))}
         </div>
         {metrics.isFetching && <span className="text-[12px] text-zinc-500">updating…</span>}
-        {offline && <span className="text-[12px] text-amber-700 dark:text-amber-400">node offline: no samples until it is back (shown as gaps)</span>}
+        {offline && (
+          <span className="text-[12px] text-amber-700 dark:text-amber-400">
+            node offline: no samples until it is back (shown as gaps)
+          </span>
+        )}
       </div>
       {metrics.error ? (
         <Notice tone="error">Could not load the metrics: {metrics.error.message}</Notice>
@@ -76,7 +138,15 @@ export function MetricsPanel({ target, offline }: { target: MetricsTarget; offli
           )}
           <div className="mt-2 grid gap-2 lg:grid-cols-2">
             {charts.map((c) => (
-              <MetricChart key={c.id} testId={`metric-chart-${c.id}`} title={c.title(target.kind === "nodes")} times={c.times} span={c.span} series={c.series} format={c.format} />
+              <MetricChart
+                key={c.id}
+                testId={`metric-chart-${c.id}`}
+                title={c.title(target.kind === "nodes")}
+                times={c.times}
+                span={c.span}
+                series={c.series}
+                format={c.format}
+              />
             ))}
           </div>
         </>

@@ -28,15 +28,21 @@ function useNodeMutation<TArg>(run: (client: ApiClient, arg: TArg) => Promise<En
 }
 
 export function useCreateNode() {
-  return useNodeMutation((client, name: string) => client.request<Enrollment>("/nodes", { method: "POST", json: { name } }));
+  return useNodeMutation((client, name: string) =>
+    client.request<Enrollment>("/nodes", { method: "POST", json: { name } }),
+  );
 }
 
 export function useRotateNodeToken() {
-  return useNodeMutation((client, id: string) => client.request<Enrollment>(`/nodes/${encodeURIComponent(id)}/rotate_token`, { method: "POST" }));
+  return useNodeMutation((client, id: string) =>
+    client.request<Enrollment>(`/nodes/${encodeURIComponent(id)}/rotate_token`, { method: "POST" }),
+  );
 }
 
 export function useDeleteNode() {
-  return useNodeMutation((client, id: string) => client.request<{ success: true }>(`/nodes/${encodeURIComponent(id)}`, { method: "DELETE" }));
+  return useNodeMutation((client, id: string) =>
+    client.request<{ success: true }>(`/nodes/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  );
 }
 
 /** The commands an operator runs on the host to enroll it (shown once, with the join token). */

@@ -5,14 +5,30 @@ import type { NodeView } from "../../../../../protocol/rest.ts";
 import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
-import { inputClass, Notice, PageHeader, Panel, Spinner, tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
+import {
+  inputClass,
+  Notice,
+  PageHeader,
+  Panel,
+  Spinner,
+  tableClass,
+  tdClass,
+  thClass,
+} from "../../../components/ui/panel.tsx";
 import { SecretLine, SecretPanel } from "../../../components/ui/secret-panel.tsx";
 import { useToast } from "../../../components/ui/toast.tsx";
 import { errorMessage } from "../../../lib/api-client.ts";
 import { formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
 import { useCan } from "../../../lib/permissions.tsx";
 import { useNow } from "../../../lib/use-now.ts";
-import { agentCommands, useCreateNode, useDeleteNode, useNodes, useRotateNodeToken, type Enrollment } from "../api/nodes.ts";
+import {
+  agentCommands,
+  useCreateNode,
+  useDeleteNode,
+  useNodes,
+  useRotateNodeToken,
+  type Enrollment,
+} from "../api/nodes.ts";
 
 export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string }) {
   const nodes = useNodes();
@@ -61,7 +77,9 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
     <div>
       <PageHeader
         title="Nodes"
-        subtitle={nodes.data ? `${nodes.data.filter((n) => n.connected).length} of ${nodes.data.length} connected` : undefined}
+        subtitle={
+          nodes.data ? `${nodes.data.filter((n) => n.connected).length} of ${nodes.data.length} connected` : undefined
+        }
         actions={
           isAdmin && (
             <form onSubmit={submit} className="flex items-center gap-2">
@@ -87,7 +105,9 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
         {nodes.isPending ? (
           <Spinner />
         ) : !nodes.data?.length ? (
-          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">No nodes yet.{isAdmin ? " Create one to get its agent command." : ""}</div>
+          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">
+            No nodes yet.{isAdmin ? " Create one to get its agent command." : ""}
+          </div>
         ) : (
           <table className={tableClass} data-testid="nodes-table">
             <thead>
@@ -115,7 +135,15 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
                     )}
                   </td>
                   <td className={tdClass}>
-                    {node.connected ? <Badge tone="green" testId="node-status">connected</Badge> : <Badge tone="red" testId="node-status">offline</Badge>}
+                    {node.connected ? (
+                      <Badge tone="green" testId="node-status">
+                        connected
+                      </Badge>
+                    ) : (
+                      <Badge tone="red" testId="node-status">
+                        offline
+                      </Badge>
+                    )}
                   </td>
                   <td className={tdClass} title={formatDateTime(node.lastSeenAt)}>
                     {formatRelativeTime(node.lastSeenAt, now)}
@@ -131,7 +159,11 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
                       <Button tone="ghost" onClick={() => setConfirm({ kind: "rotate", node })}>
                         Rotate token
                       </Button>
-                      <Button tone="ghost" className="text-red-700 dark:text-red-400" onClick={() => setConfirm({ kind: "delete", node })}>
+                      <Button
+                        tone="ghost"
+                        className="text-red-700 dark:text-red-400"
+                        onClick={() => setConfirm({ kind: "delete", node })}
+                      >
                         Delete
                       </Button>
                     </td>
@@ -144,7 +176,11 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
       </Panel>
       <ConfirmDialog
         open={confirm !== null}
-        title={confirm?.kind === "rotate" ? `Rotate the token of ${confirm.node.name}?` : `Delete node ${confirm?.node.name ?? ""}?`}
+        title={
+          confirm?.kind === "rotate"
+            ? `Rotate the token of ${confirm.node.name}?`
+            : `Delete node ${confirm?.node.name ?? ""}?`
+        }
         confirmLabel={confirm?.kind === "rotate" ? "Rotate token" : "Delete node"}
         tone="danger"
         busy={rotate.isPending || remove.isPending}
@@ -152,9 +188,15 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
         onCancel={() => setConfirm(null)}
       >
         {confirm?.kind === "rotate" ? (
-          <p>Issues a fresh join token and revokes the node's current credential: its agent is disconnected until it enrolls again with the new token.</p>
+          <p>
+            Issues a fresh join token and revokes the node's current credential: its agent is disconnected until it
+            enrolls again with the new token.
+          </p>
         ) : (
-          <p>Removes the node and disconnects its agent. Its VMs stay listed, on no node. The agent's credential stops working.</p>
+          <p>
+            Removes the node and disconnects its agent. Its VMs stay listed, on no node. The agent's credential stops
+            working.
+          </p>
         )}
       </ConfirmDialog>
     </div>
@@ -164,7 +206,11 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
 function EnrollmentCard({ enrollment, onDismiss }: { enrollment: Enrollment; onDismiss: () => void }) {
   const commands = agentCommands(location.origin, enrollment.joinToken, enrollment.node.name);
   return (
-    <SecretPanel title={`Join token for ${enrollment.node.name}`} warning="Shown once: copy it now. It is single-use and expires (1 h by default)." onDone={onDismiss}>
+    <SecretPanel
+      title={`Join token for ${enrollment.node.name}`}
+      warning="Shown once: copy it now. It is single-use and expires (1 h by default)."
+      onDone={onDismiss}
+    >
       <SecretLine label="Join token" text={enrollment.joinToken} testId="join-token" />
       <SecretLine label="From a checkout" text={commands.dev} testId="agent-command" />
       <SecretLine label="On a host (bundled agent)" text={commands.host} testId="agent-command-host" />

@@ -6,7 +6,15 @@ import { useApiClient } from "../../../lib/api-context.tsx";
 export const NOTIFICATION_EVENTS = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online"] as const;
 export type NotificationEvent = (typeof NOTIFICATION_EVENTS)[number];
 
-export type TargetView = { id: string; name: string; url: string; events: NotificationEvent[]; format: "json" | "slack"; createdBy: string; createdAt: string };
+export type TargetView = {
+  id: string;
+  name: string;
+  url: string;
+  events: NotificationEvent[];
+  format: "json" | "slack";
+  createdBy: string;
+  createdAt: string;
+};
 export type AttemptView = { at: string; httpStatus: number | null; error: string | null; durationMs: number };
 export type DeliveryView = {
   id: string;
@@ -21,19 +29,29 @@ export type DeliveryView = {
   lastError: string | null;
   attempts: AttemptView[];
 };
-export type NewTarget = { name: string; url: string; secret: string; events: NotificationEvent[]; format: "json" | "slack" };
+export type NewTarget = {
+  name: string;
+  url: string;
+  secret: string;
+  events: NotificationEvent[];
+  format: "json" | "slack";
+};
 
 export function targetsQuery(client: ApiClient) {
   return queryOptions({
     queryKey: [client.prefix, "notifications", "targets"],
-    queryFn: ({ signal }) => client.request<{ targets: TargetView[] }>("/notifications/targets", { signal }).then((r) => r.targets),
+    queryFn: ({ signal }) =>
+      client.request<{ targets: TargetView[] }>("/notifications/targets", { signal }).then((r) => r.targets),
   });
 }
 
 export function deliveriesQuery(client: ApiClient) {
   return queryOptions({
     queryKey: [client.prefix, "notifications", "deliveries"],
-    queryFn: ({ signal }) => client.request<{ deliveries: DeliveryView[] }>("/notifications/deliveries?limit=30", { signal }).then((r) => r.deliveries),
+    queryFn: ({ signal }) =>
+      client
+        .request<{ deliveries: DeliveryView[] }>("/notifications/deliveries?limit=30", { signal })
+        .then((r) => r.deliveries),
     refetchInterval: 5_000,
   });
 }
@@ -51,7 +69,8 @@ export function useCreateTarget() {
   const client = useApiClient();
   const invalidate = useInvalidateNotifications();
   return useMutation({
-    mutationFn: (input: NewTarget) => client.request<{ target: TargetView }>("/notifications/targets", { method: "POST", json: input }),
+    mutationFn: (input: NewTarget) =>
+      client.request<{ target: TargetView }>("/notifications/targets", { method: "POST", json: input }),
     onSettled: invalidate,
   });
 }
@@ -60,7 +79,8 @@ export function useDeleteTarget() {
   const client = useApiClient();
   const invalidate = useInvalidateNotifications();
   return useMutation({
-    mutationFn: (id: string) => client.request<{ success: true }>(`/notifications/targets/${encodeURIComponent(id)}`, { method: "DELETE" }),
+    mutationFn: (id: string) =>
+      client.request<{ success: true }>(`/notifications/targets/${encodeURIComponent(id)}`, { method: "DELETE" }),
     onSettled: invalidate,
   });
 }
@@ -69,7 +89,10 @@ export function useTestTarget() {
   const client = useApiClient();
   const invalidate = useInvalidateNotifications();
   return useMutation({
-    mutationFn: (id: string) => client.request<{ delivery: DeliveryView }>(`/notifications/targets/${encodeURIComponent(id)}/test`, { method: "POST" }),
+    mutationFn: (id: string) =>
+      client.request<{ delivery: DeliveryView }>(`/notifications/targets/${encodeURIComponent(id)}/test`, {
+        method: "POST",
+      }),
     onSettled: invalidate,
   });
 }

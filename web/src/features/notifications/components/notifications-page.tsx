@@ -4,7 +4,16 @@ import { useState, type FormEvent } from "react";
 import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
-import { inputClass, Notice, PageHeader, Panel, Spinner, tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
+import {
+  inputClass,
+  Notice,
+  PageHeader,
+  Panel,
+  Spinner,
+  tableClass,
+  tdClass,
+  thClass,
+} from "../../../components/ui/panel.tsx";
 import { useToast } from "../../../components/ui/toast.tsx";
 import { errorMessage } from "../../../lib/api-client.ts";
 import { formatDateTime } from "../../../lib/format.ts";
@@ -74,7 +83,12 @@ export function NotificationsPage() {
                   <td className={tdClass}>{t.format}</td>
                   <td className={tdClass}>{formatDateTime(t.createdAt)}</td>
                   <td className={`${tdClass} space-x-1 text-right whitespace-nowrap`}>
-                    <Button tone="ghost" onClick={() => sendTest(t)} disabled={test.isPending} data-testid="target-test">
+                    <Button
+                      tone="ghost"
+                      onClick={() => sendTest(t)}
+                      disabled={test.isPending}
+                      data-testid="target-test"
+                    >
                       Send test
                     </Button>
                     <Button tone="ghost" className="text-red-700 dark:text-red-400" onClick={() => setDeleting(t)}>
@@ -137,7 +151,9 @@ function DeliveriesTable({ rows, names }: { rows: DeliveryView[]; names: Map<str
             <td className={`${tdClass} font-mono text-[12px]`}>{d.event}</td>
             <td className={tdClass}>
               <Badge tone={statusTone[d.status]}>{d.status}</Badge>
-              {d.status === "pending" && d.nextAttemptAt && <span className="ml-1 text-[12px] text-zinc-500">next {formatDateTime(d.nextAttemptAt)}</span>}
+              {d.status === "pending" && d.nextAttemptAt && (
+                <span className="ml-1 text-[12px] text-zinc-500">next {formatDateTime(d.nextAttemptAt)}</span>
+              )}
             </td>
             <td className={tdClass}>{d.attempts.length}</td>
             <td className={`${tdClass} max-w-[16rem] truncate`} title={d.lastError ?? undefined}>
@@ -189,20 +205,54 @@ function NewTargetForm() {
   return (
     <Panel className="px-3 py-3">
       <form onSubmit={submit} className="flex flex-wrap items-end gap-2" data-testid="new-target">
-        <input className={`${inputClass} w-40`} placeholder="name" aria-label="Target name" value={name} onChange={(e) => setName(e.target.value)} maxLength={100} required />
-        <input className={`${inputClass} w-80`} placeholder="https://hooks.example.com/quantix" aria-label="Target URL" value={url} onChange={(e) => setUrl(e.target.value)} required />
-        <input className={`${inputClass} w-48`} type="password" autoComplete="new-password" placeholder="signing secret" aria-label="Signing secret" value={secret} onChange={(e) => setSecret(e.target.value)} required />
-        <select className={inputClass} value={format} onChange={(e) => setFormat(e.target.value as "json" | "slack")} aria-label="Format">
+        <input
+          className={`${inputClass} w-40`}
+          placeholder="name"
+          aria-label="Target name"
+          value={name}
+          onChange={(e) => setName(e.target.value)}
+          maxLength={100}
+          required
+        />
+        <input
+          className={`${inputClass} w-80`}
+          placeholder="https://hooks.example.com/quantix"
+          aria-label="Target URL"
+          value={url}
+          onChange={(e) => setUrl(e.target.value)}
+          required
+        />
+        <input
+          className={`${inputClass} w-48`}
+          type="password"
+          autoComplete="new-password"
+          placeholder="signing secret"
+          aria-label="Signing secret"
+          value={secret}
+          onChange={(e) => setSecret(e.target.value)}
+          required
+        />
+        <select
+          className={inputClass}
+          value={format}
+          onChange={(e) => setFormat(e.target.value as "json" | "slack")}
+          aria-label="Format"
+        >
           <option value="json">JSON</option>
           <option value="slack">Slack</option>
         </select>
-        <Button type="submit" tone="primary" disabled={create.isPending || !name.trim() || !url.trim() || !secret || events.size === 0}>
+        <Button
+          type="submit"
+          tone="primary"
+          disabled={create.isPending || !name.trim() || !url.trim() || !secret || events.size === 0}
+        >
           Add target
         </Button>
         <div className="flex w-full flex-wrap gap-3 text-[13px]">
           {NOTIFICATION_EVENTS.map((e) => (
             <label key={e} className="flex items-center gap-1">
-              <input type="checkbox" checked={events.has(e)} onChange={() => toggle(e)} /> <span className="font-mono text-[12px]">{e}</span>
+              <input type="checkbox" checked={events.has(e)} onChange={() => toggle(e)} />{" "}
+              <span className="font-mono text-[12px]">{e}</span>
             </label>
           ))}
         </div>

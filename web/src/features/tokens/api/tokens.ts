@@ -22,7 +22,8 @@ export function useCreateToken() {
   const client = useApiClient();
   const queryClient = useQueryClient();
   return useMutation({
-    mutationFn: (input: { name: string; role: Role }) => client.request<CreatedToken>("/tokens", { method: "POST", json: input }),
+    mutationFn: (input: { name: string; role: Role }) =>
+      client.request<CreatedToken>("/tokens", { method: "POST", json: input }),
     onSettled: () => queryClient.invalidateQueries({ queryKey: tokensQuery(client).queryKey }),
   });
 }
@@ -31,7 +32,8 @@ export function useRevokeToken() {
   const client = useApiClient();
   const queryClient = useQueryClient();
   return useMutation({
-    mutationFn: (id: string) => client.request<{ success: true }>(`/tokens/${encodeURIComponent(id)}`, { method: "DELETE" }),
+    mutationFn: (id: string) =>
+      client.request<{ success: true }>(`/tokens/${encodeURIComponent(id)}`, { method: "DELETE" }),
     onSettled: () => queryClient.invalidateQueries({ queryKey: tokensQuery(client).queryKey }),
   });
 }

@@ -4,7 +4,16 @@ import { ROLES, type Role } from "../../../../../protocol/api.ts";
 import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
-import { inputClass, Notice, PageHeader, Panel, Spinner, tableClass, tdClass, thClass } from "../../../components/ui/panel.tsx";
+import {
+  inputClass,
+  Notice,
+  PageHeader,
+  Panel,
+  Spinner,
+  tableClass,
+  tdClass,
+  thClass,
+} from "../../../components/ui/panel.tsx";
 import { SecretLine, SecretPanel } from "../../../components/ui/secret-panel.tsx";
 import { useToast } from "../../../components/ui/toast.tsx";
 import { errorMessage } from "../../../lib/api-client.ts";
@@ -41,8 +50,22 @@ export function TokensPage() {
         title="API tokens"
         actions={
           <form onSubmit={submit} className="flex items-center gap-2">
-            <input data-testid="token-name" className={`${inputClass} w-48`} placeholder="token name" value={name} onChange={(e) => setName(e.target.value)} maxLength={100} required />
-            <select data-testid="token-role" className={inputClass} value={role} onChange={(e) => setRole(e.target.value as Role)} aria-label="Role">
+            <input
+              data-testid="token-name"
+              className={`${inputClass} w-48`}
+              placeholder="token name"
+              value={name}
+              onChange={(e) => setName(e.target.value)}
+              maxLength={100}
+              required
+            />
+            <select
+              data-testid="token-role"
+              className={inputClass}
+              value={role}
+              onChange={(e) => setRole(e.target.value as Role)}
+              aria-label="Role"
+            >
               {ROLES.map((r) => (
                 <option key={r} value={r}>
                   {r}
@@ -56,7 +79,11 @@ export function TokensPage() {
         }
       />
       {created && (
-        <SecretPanel title={`Token ${created.name} (${created.role})`} warning="Shown once: only its hash is kept." onDone={() => setCreated(null)}>
+        <SecretPanel
+          title={`Token ${created.name} (${created.role})`}
+          warning="Shown once: only its hash is kept."
+          onDone={() => setCreated(null)}
+        >
           <SecretLine text={created.token} testId="created-token" />
         </SecretPanel>
       )}
@@ -65,7 +92,9 @@ export function TokensPage() {
         {tokens.isPending ? (
           <Spinner />
         ) : !tokens.data?.length ? (
-          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">No tokens yet (the admin token is a Worker secret, not listed).</div>
+          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">
+            No tokens yet (the admin token is a Worker secret, not listed).
+          </div>
         ) : (
           <table className={tableClass} data-testid="tokens-table">
             <thead>
@@ -83,7 +112,13 @@ export function TokensPage() {
                   <td className={`${tdClass} font-medium`}>{t.name}</td>
                   <td className={tdClass}>{t.role}</td>
                   <td className={tdClass}>{formatDateTime(t.createdAt)}</td>
-                  <td className={tdClass}>{t.revokedAt ? <Badge tone="zinc">revoked {formatDateTime(t.revokedAt)}</Badge> : <Badge tone="green">active</Badge>}</td>
+                  <td className={tdClass}>
+                    {t.revokedAt ? (
+                      <Badge tone="zinc">revoked {formatDateTime(t.revokedAt)}</Badge>
+                    ) : (
+                      <Badge tone="green">active</Badge>
+                    )}
+                  </td>
                   <td className={`${tdClass} text-right`}>
                     {!t.revokedAt && (
                       <Button tone="ghost" className="text-red-700 dark:text-red-400" onClick={() => setRevoking(t)}>

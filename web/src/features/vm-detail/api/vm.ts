@@ -25,7 +25,8 @@ export function useVM(id: string) {
 export function vmEventsQuery(client: ApiClient, id: string) {
   return queryOptions({
     queryKey: [client.prefix, "vm", id, "events"],
-    queryFn: ({ signal }) => client.request<{ events: VmEventView[] }>(`${vmPath(id)}/events`, { signal }).then((r) => r.events),
+    queryFn: ({ signal }) =>
+      client.request<{ events: VmEventView[] }>(`${vmPath(id)}/events`, { signal }).then((r) => r.events),
     refetchInterval: 10_000,
   });
 }
@@ -59,7 +60,12 @@ export function usePowerAction(id: string) {
   });
 }
 
-export function resetVMState(client: ApiClient, id: string, force: boolean, reason: string): Promise<ResetStateResponse> {
+export function resetVMState(
+  client: ApiClient,
+  id: string,
+  force: boolean,
+  reason: string,
+): Promise<ResetStateResponse> {
   const trimmed = reason.trim();
   return client.request<ResetStateResponse>(`${vmPath(id)}/reset_state${force ? "?force=true" : ""}`, {
     method: "POST",

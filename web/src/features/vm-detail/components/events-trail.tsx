@@ -30,7 +30,9 @@ export function EventsTrail({ vmId }: { vmId: string }) {
             <td className={`${tdClass} whitespace-nowrap tabular-nums`}>{formatDateTime(e.at)}</td>
             <td className={tdClass}>{e.actor}</td>
             <td className={`${tdClass} font-medium`}>{e.action}</td>
-            <td className={`${tdClass} whitespace-nowrap`}>{e.fromState || e.toState ? `${e.fromState ?? "—"} → ${e.toState ?? "—"}` : ""}</td>
+            <td className={`${tdClass} whitespace-nowrap`}>
+              {e.fromState || e.toState ? `${e.fromState ?? "—"} → ${e.toState ?? "—"}` : ""}
+            </td>
             <td className={`${tdClass} whitespace-nowrap`} data-testid="event-verification">
               <Verification event={e} />
             </td>
@@ -44,7 +46,9 @@ export function EventsTrail({ vmId }: { vmId: string }) {
               )}
               {e.logExcerpt && (
                 <details className="mt-1" data-testid="event-log-excerpt">
-                  <summary className="cursor-pointer text-[12px] text-cyan-700 dark:text-cyan-400">Log excerpt ({countLines(e.logExcerpt) === 1 ? "1 line" : `${countLines(e.logExcerpt)} lines`})</summary>
+                  <summary className="cursor-pointer text-[12px] text-cyan-700 dark:text-cyan-400">
+                    Log excerpt ({countLines(e.logExcerpt) === 1 ? "1 line" : `${countLines(e.logExcerpt)} lines`})
+                  </summary>
                   <pre className="mt-1 max-h-64 overflow-auto rounded border border-zinc-200 bg-zinc-50 p-2 font-mono text-[11px] whitespace-pre text-zinc-800 dark:border-zinc-800 dark:bg-zinc-950 dark:text-zinc-200">
                     {e.logExcerpt}
                   </pre>

@@ -25,7 +25,10 @@ export function FlagBanner({ vmId, flag }: { vmId: string; flag: VmFlag }) {
     >
       <div className="min-w-0 flex-1">
         <div className="font-semibold">
-          ⚑ {flagTitles[flag.code] ?? flag.code} <span className="font-normal opacity-80">· flagged {formatDateTime(flag.at)} ({formatRelativeTime(flag.at)})</span>
+          ⚑ {flagTitles[flag.code] ?? flag.code}{" "}
+          <span className="font-normal opacity-80">
+            · flagged {formatDateTime(flag.at)} ({formatRelativeTime(flag.at)})
+          </span>
         </div>
         <div data-testid="flag-message">{flag.message}</div>
       </div>

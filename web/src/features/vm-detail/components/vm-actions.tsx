@@ -45,18 +45,38 @@ export function VmActions({ vm, nodeOffline = false }: { vm: VmView; nodeOffline
     );
 
   const busy = power.isPending || reset.isPending;
-  const offlineTitle = nodeOffline ? "The node is offline: power actions need its agent. Force Reset State is in the … menu." : undefined;
+  const offlineTitle = nodeOffline
+    ? "The node is offline: power actions need its agent. Force Reset State is in the … menu."
+    : undefined;
   return (
-    <div className="flex items-center gap-2" data-testid="vm-actions" data-node-offline={nodeOffline ? "true" : undefined}>
-      <Button tone="primary" disabled={!canStart(vm.state) || busy || nodeOffline} title={offlineTitle} onClick={() => runPower("start")}>
+    <div
+      className="flex items-center gap-2"
+      data-testid="vm-actions"
+      data-node-offline={nodeOffline ? "true" : undefined}
+    >
+      <Button
+        tone="primary"
+        disabled={!canStart(vm.state) || busy || nodeOffline}
+        title={offlineTitle}
+        onClick={() => runPower("start")}
+      >
         Start
       </Button>
-      <Button disabled={!canStop(vm.state) || busy || nodeOffline} title={offlineTitle} onClick={() => runPower("stop")}>
+      <Button
+        disabled={!canStop(vm.state) || busy || nodeOffline}
+        title={offlineTitle}
+        onClick={() => runPower("stop")}
+      >
         Stop
       </Button>
       {/* Also while STOPPING: a force stop overrides a graceful stop still waiting for the guest (the
           control plane answers 409 when the node's agent cannot). */}
-      <Button tone="danger" disabled={!(canStop(vm.state) || vm.state === "STOPPING") || busy || nodeOffline} title={offlineTitle} onClick={() => setPending({ kind: "power", action: "forceStop" })}>
+      <Button
+        tone="danger"
+        disabled={!(canStop(vm.state) || vm.state === "STOPPING") || busy || nodeOffline}
+        title={offlineTitle}
+        onClick={() => setPending({ kind: "power", action: "forceStop" })}
+      >
         Force stop
       </Button>
       <Menu
@@ -86,12 +106,19 @@ export function VmActions({ vm, nodeOffline = false }: { vm: VmView; nodeOffline
         onConfirm={() => runPower("forceStop")}
         onCancel={() => setPending(null)}
       >
-        <p>This pulls the plug on the guest (virsh destroy): unsaved data in the guest is lost and its filesystems may need a check.</p>
+        <p>
+          This pulls the plug on the guest (virsh destroy): unsaved data in the guest is lost and its filesystems may
+          need a check.
+        </p>
       </ConfirmDialog>
 
       <ConfirmDialog
         open={pending?.kind === "reset"}
-        title={pending?.kind === "reset" && pending.force ? `Force reset the state of ${vm.name}?` : `Reset the state of ${vm.name}?`}
+        title={
+          pending?.kind === "reset" && pending.force
+            ? `Force reset the state of ${vm.name}?`
+            : `Reset the state of ${vm.name}?`
+        }
         confirmLabel={pending?.kind === "reset" && pending.force ? "Force Reset State" : "Reset State"}
         tone={pending?.kind === "reset" && pending.force ? "danger" : "primary"}
         busy={reset.isPending}
@@ -101,23 +128,29 @@ export function VmActions({ vm, nodeOffline = false }: { vm: VmView; nodeOffline
         {pending?.kind === "reset" && pending.force ? (
           <>
             <p>
-              Sets the VM to <b>STOPPED</b> without asking its host. Use it when the node is unreachable and the VM is stuck in{" "}
-              <b>{vm.state}</b>.
+              Sets the VM to <b>STOPPED</b> without asking its host. Use it when the node is unreachable and the VM is
+              stuck in <b>{vm.state}</b>.
             </p>
             <p className="rounded border border-red-300 bg-red-50 px-2 py-1.5 text-red-900 dark:border-red-800 dark:bg-red-950/50 dark:text-red-200">
-              Risk: if the VM is in fact still running on its host, it will be shown as STOPPED, and starting it again elsewhere or on the same host
-              may run two copies or fail. Prefer Reset State when the node is online.
+              Risk: if the VM is in fact still running on its host, it will be shown as STOPPED, and starting it again
+              elsewhere or on the same host may run two copies or fail. Prefer Reset State when the node is online.
             </p>
           </>
         ) : (
           <p>
-            Asks the hypervisor on the VM's node for the domain's real state and adopts it (now <b>{vm.state}</b>). If the node does not answer in
-            time, the VM is set to STOPPED and the answer says why.
+            Asks the hypervisor on the VM's node for the domain's real state and adopts it (now <b>{vm.state}</b>). If
+            the node does not answer in time, the VM is set to STOPPED and the answer says why.
           </p>
         )}
         <label className="block">
           <span className="mb-1 block text-zinc-600 dark:text-zinc-400">Reason (optional, kept in the events)</span>
-          <input data-testid="reset-reason" className={`${inputClass} w-full`} maxLength={500} value={reason} onChange={(e) => setReason(e.target.value)} />
+          <input
+            data-testid="reset-reason"
+            className={`${inputClass} w-full`}
+            maxLength={500}
+            value={reason}
+            onChange={(e) => setReason(e.target.value)}
+          />
         </label>
       </ConfirmDialog>
     </div>

@@ -11,7 +11,15 @@ import { isStuck, useStuckAfterMs } from "../../../lib/vm-state.ts";
 import { FlagBanner } from "./flag-banner.tsx";
 import { VmActions } from "./vm-actions.tsx";
 
-export function VmSummary({ vm, nodeName, nodeOffline = false }: { vm: VmView; nodeName: ReactNode; nodeOffline?: boolean }) {
+export function VmSummary({
+  vm,
+  nodeName,
+  nodeOffline = false,
+}: {
+  vm: VmView;
+  nodeName: ReactNode;
+  nodeOffline?: boolean;
+}) {
   const canOperate = useCan("operate");
   const now = useNow(5_000);
   const stuckAfterMs = useStuckAfterMs();

@@ -10,10 +10,16 @@ export const VM_PAGE_SIZE = 100;
 
 export type VmFilters = { nodeId?: string; state?: VmState; q?: string };
 /** What the agent's local API sends lacks the control-plane fields; the list copes. */
-export type VmRow = Pick<VmView, "id" | "name" | "state" | "vcpus" | "memoryMiB"> & Partial<Omit<VmView, "id" | "name" | "state" | "vcpus" | "memoryMiB">>;
+export type VmRow = Pick<VmView, "id" | "name" | "state" | "vcpus" | "memoryMiB"> &
+  Partial<Omit<VmView, "id" | "name" | "state" | "vcpus" | "memoryMiB">>;
 export type VmPage = { vms: VmRow[]; nextCursor?: string | null };
 
-export function fetchVMs(client: ApiClient, filters: VmFilters, cursor: string | null, signal?: AbortSignal): Promise<VmPage> {
+export function fetchVMs(
+  client: ApiClient,
+  filters: VmFilters,
+  cursor: string | null,
+  signal?: AbortSignal,
+): Promise<VmPage> {
   const params = new URLSearchParams({ limit: String(VM_PAGE_SIZE) });
   if (filters.nodeId) params.set("node_id", filters.nodeId);
   if (filters.state) params.set("state", filters.state);

@@ -37,20 +37,37 @@ export function VmTable({
       </thead>
       <tbody>
         {vms.map((vm) => (
-          <tr key={vm.id} data-vm-id={vm.id} data-vm-name={vm.name} className={vm.id === selectedId ? "bg-cyan-50 dark:bg-cyan-950/40" : "hover:bg-zinc-50 dark:hover:bg-zinc-800/40"}>
+          <tr
+            key={vm.id}
+            data-vm-id={vm.id}
+            data-vm-name={vm.name}
+            className={
+              vm.id === selectedId ? "bg-cyan-50 dark:bg-cyan-950/40" : "hover:bg-zinc-50 dark:hover:bg-zinc-800/40"
+            }
+          >
             <td className={`${tdClass} max-w-80 truncate font-medium`}>{renderName(vm)}</td>
             <td className={tdClass}>
               <div className="flex flex-wrap items-center gap-1.5">
                 <StateBadge state={vm.state} />
                 {vm.missing && <MissingMarker />}
                 {vm.flag && <FlagMarker flag={vm.flag} />}
-                {vm.stateUpdatedAt && isStuck(vm, now, stuckAfterMs) && <StuckMarker since={vm.stateUpdatedAt} now={now} />}
+                {vm.stateUpdatedAt && isStuck(vm, now, stuckAfterMs) && (
+                  <StuckMarker since={vm.stateUpdatedAt} now={now} />
+                )}
               </div>
             </td>
-            {nodeNames && <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>{vm.node_id ? (nodeNames.get(vm.node_id) ?? vm.node_id.slice(0, 8)) : "—"}</td>}
+            {nodeNames && (
+              <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>
+                {vm.node_id ? (nodeNames.get(vm.node_id) ?? vm.node_id.slice(0, 8)) : "—"}
+              </td>
+            )}
             <td className={`${tdClass} tabular-nums`}>{vm.vcpus}</td>
             <td className={`${tdClass} tabular-nums`}>{formatMemory(vm.memoryMiB)}</td>
-            {showSince && <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>{vm.stateUpdatedAt ? formatRelativeTime(vm.stateUpdatedAt, now) : "—"}</td>}
+            {showSince && (
+              <td className={`${tdClass} text-zinc-600 dark:text-zinc-400`}>
+                {vm.stateUpdatedAt ? formatRelativeTime(vm.stateUpdatedAt, now) : "—"}
+              </td>
+            )}
           </tr>
         ))}
       </tbody>

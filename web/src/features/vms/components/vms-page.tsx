@@ -41,7 +41,13 @@ export function VmsPage({
           maxLength={200}
         />
         {nodes && (
-          <select data-testid="vm-node-filter" className={inputClass} value={nodeId} onChange={(e) => setNodeId(e.target.value)} aria-label="Node">
+          <select
+            data-testid="vm-node-filter"
+            className={inputClass}
+            value={nodeId}
+            onChange={(e) => setNodeId(e.target.value)}
+            aria-label="Node"
+          >
             <option value="">All nodes</option>
             {nodes.map((n) => (
               <option key={n.id} value={n.id}>
@@ -50,7 +56,13 @@ export function VmsPage({
             ))}
           </select>
         )}
-        <select data-testid="vm-state-filter" className={inputClass} value={state} onChange={(e) => setState(e.target.value as VmState | "")} aria-label="State">
+        <select
+          data-testid="vm-state-filter"
+          className={inputClass}
+          value={state}
+          onChange={(e) => setState(e.target.value as VmState | "")}
+          aria-label="State"
+        >
           <option value="">All states</option>
           {VM_STATES.map((s) => (
             <option key={s} value={s}>
