@@ -11,9 +11,7 @@ import {
   type ServerMessage,
 } from "../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
-import type { Logger } from "./logger.ts";
 import type { LogFollower } from "./log-follow.ts";
-import type { Send } from "./send.ts";
 import { PowerActions, toFailure, type PowerActionsOptions } from "./power.ts";
 import { readVmLog } from "./vm-log.ts";
 
@@ -47,14 +45,14 @@ export function splitLogText(text: string, chunkBytes = LOG_CHUNK_BYTES): string
     // JSON escaping can grow control characters six-fold: halve until the frame fits.
     if (JSON.stringify(s).length > MAX_FRAME_BYTES - 1024 && piece.length > 8) {
       let mid = piece.length >> 1;
-      while (mid < piece.length && (piece[mid]! & 0xc0) === 0x80) mid++;
+      while (mid < piece.length && (piece[mid] & 0xc0) === 0x80) mid++;
       push(piece.subarray(0, mid));
       push(piece.subarray(mid));
     } else out.push(s);
   };
   for (let i = 0; i < bytes.length; ) {
     let end = Math.min(bytes.length, i + chunkBytes);
-    while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--; // never split a character
+    while (end < bytes.length && (bytes[end] & 0xc0) === 0x80) end--; // never split a character
     push(bytes.subarray(i, end));
     i = end;
   }

@@ -109,7 +109,7 @@ the host token it keeps in <state dir>/host-token (made on the first --listen ru
 function defaultWebDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [join(here, "web"), resolve(here, "../web/dist")];
-  return candidates.find((d) => existsSync(join(d, "host.html"))) ?? candidates[1]!;
+  return candidates.find((d) => existsSync(join(d, "host.html"))) ?? candidates[1];
 }
 
 const OPTIONS = {
@@ -198,7 +198,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   }
   const parsed = Config.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
+    const issue = parsed.error.issues[0];
     const key = String(issue.path[0] ?? "");
     const flag = Object.keys(OPTIONS).find((f) => camel(f) === key || `${camel(f)}Ms` === key) ?? key;
     throw new ConfigError(`--${flag}: ${issue.message}`);

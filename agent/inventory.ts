@@ -111,13 +111,14 @@ export class InventoryReporter {
   startPolling() {
     if (this.timer) return;
     const tick = () => {
-      this.runOnce().finally(() => {
+      // runOnce does not reject: a failed pass is logged inside it.
+      void this.runOnce().finally(() => {
         if (this.timer) this.timer = setTimeout(tick, this.pollMs);
       });
     };
     this.timer = setTimeout(tick, this.pollMs);
     const digestTick = () => {
-      this.digestNow().finally(() => {
+      void this.digestNow().finally(() => {
         if (this.digestTimer) this.digestTimer = setTimeout(digestTick, this.digestIntervalMs);
       });
     };

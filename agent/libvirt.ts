@@ -4,14 +4,7 @@
 import { readFileSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { Hypervisor, type Domain } from "@unraid/libvirt";
-import {
-  DomainName,
-  LIBVIRT_STATES,
-  mapLibvirtState,
-  type LibvirtState,
-  type StateResult,
-  type VmInfo,
-} from "../protocol/wire.ts";
+import { DomainName, LIBVIRT_STATES, mapLibvirtState, type StateResult, type VmInfo } from "../protocol/wire.ts";
 import type { Logger } from "./logger.ts";
 
 export type AgentErrorCode =
@@ -109,7 +102,7 @@ export class Libvirt {
       this.log.warn({ uuid, name: name.slice(0, 80) }, "domain name holds '/' or NUL, which libvirt refuses; skipped");
       return null;
     }
-    const libvirtState = (LIBVIRT_STATES[info.state] ?? "nostate") as LibvirtState;
+    const libvirtState = LIBVIRT_STATES[info.state] ?? "nostate";
     return {
       uuid: uuid.toLowerCase(),
       name,

@@ -92,7 +92,7 @@ function sendError(res: ServerResponse, code: string, message: string) {
 
 function authorized(req: IncomingMessage, o: LocalApiOptions): boolean {
   const m = /^Bearer ([^\s]+)$/.exec(req.headers.authorization ?? "");
-  return !!m && o.acceptsToken(m[1]!);
+  return !!m && o.acceptsToken(m[1]);
 }
 
 export type LocalApi = { server: Server; url: string; close: () => Promise<void> };
@@ -144,8 +144,8 @@ async function handle(o: LocalApiOptions, req: IncomingMessage, res: ServerRespo
     // Segments are matched raw: an encoded "/" or ".." stays inside its segment, never a route.
     const parts = rawPath.split("/").slice(1); // ["api","v1",...]
     if (parts.length === 3 && parts[2] === "vms") return listVms(o, search, res);
-    if (parts.length === 5 && parts[2] === "vms" && parts[4] === "logs") return vmLogs(o, parts[3]!, search, res);
-    if (parts.length === 5 && parts[2] === "vms" && parts[4] === "metrics") return vmMetrics(o, parts[3]!, search, res);
+    if (parts.length === 5 && parts[2] === "vms" && parts[4] === "logs") return vmLogs(o, parts[3], search, res);
+    if (parts.length === 5 && parts[2] === "vms" && parts[4] === "metrics") return vmMetrics(o, parts[3], search, res);
     throw new HttpFailure("not_found", "no such route; try GET /api/v1/vms or GET /api/v1/vms/:vm_id/logs?lines=N");
   }
   return serveStatic(o, rawPath, req, res);

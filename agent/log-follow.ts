@@ -228,14 +228,14 @@ export class LogFollower {
 /** Continuation bytes at the front (after a skip lands mid-character). */
 function leadingContinuationBytes(b: Buffer): number {
   let i = 0;
-  while (i < 3 && i < b.length && (b[i]! & 0xc0) === 0x80) i++;
+  while (i < 3 && i < b.length && (b[i] & 0xc0) === 0x80) i++;
   return i;
 }
 
 /** Bytes at the end that begin a UTF-8 character not yet complete (wait for the rest). */
 function incompleteTail(b: Buffer): number {
   for (let back = 1; back <= Math.min(3, b.length); back++) {
-    const c = b[b.length - back]!;
+    const c = b[b.length - back];
     if ((c & 0xc0) === 0x80) continue; // continuation: look further back for the lead byte
     const need = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
     return need > back ? back : 0;

@@ -241,7 +241,7 @@ function statOrNull(path: string): Stats | null {
 /** Drop UTF-8 continuation bytes at the front: a cut never starts mid-character. */
 function skipContinuationBytes(b: Buffer): Buffer {
   let i = 0;
-  while (i < 3 && i < b.length && (b[i]! & 0xc0) === 0x80) i++;
+  while (i < 3 && i < b.length && (b[i] & 0xc0) === 0x80) i++;
   return b.subarray(i);
 }
 

@@ -129,7 +129,7 @@ class SeriesRing {
 
   add(p: MetricPoint) {
     this.raw.push(p);
-    while (this.raw.length && this.raw[0]!.t < p.t - RAW_KEEP_MS) this.raw.shift();
+    while (this.raw.length && this.raw[0].t < p.t - RAW_KEEP_MS) this.raw.shift();
     const m = Math.floor(p.t / MINUTE_MS) * MINUTE_MS;
     if (this.minute && this.minute.t !== m) {
       this.minutes.push(meanPoint(this.minute.t, this.minute.points));

@@ -220,9 +220,9 @@ export class PollLink {
         while (
           n < this.outbox.length &&
           n < MAX_SEND_MESSAGES &&
-          bytes + Buffer.byteLength(this.outbox[n]!) + 1 <= MAX_SEND_BYTES
+          bytes + Buffer.byteLength(this.outbox[n]) + 1 <= MAX_SEND_BYTES
         )
-          bytes += Buffer.byteLength(this.outbox[n++]!) + 1;
+          bytes += Buffer.byteLength(this.outbox[n++]) + 1;
         const batch = this.outbox.slice(0, n);
         try {
           const { status, json } = await this.post(

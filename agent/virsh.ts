@@ -21,7 +21,7 @@ export function parseDomstats(text: string): Map<string, DomainStats> {
       continue;
     }
     const m = /^\s+([A-Za-z0-9_.]+)=(.*)$/.exec(line);
-    if (m && current) current.set(m[1]!, m[2]!);
+    if (m && current) current.set(m[1], m[2]);
   }
   return out;
 }
@@ -111,12 +111,12 @@ export class LifecycleEvents {
       this.opts.log.info({ uri: this.opts.uri }, "libvirt lifecycle events: listening (virsh event)");
       this.opts.onStart();
     }, 500);
-    createInterface({ input: child.stdout! }).on("line", (line) => {
+    createInterface({ input: child.stdout }).on("line", (line) => {
       const name = lifecycleEventDomain(line);
       if (name !== null) this.opts.onLifecycle(name);
     });
     let stderr = "";
-    child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-500)));
+    child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-500)));
     child.on("error", (err: NodeJS.ErrnoException) => {
       clearTimeout(settled);
       if (err.code === "ENOENT") {

@@ -123,7 +123,7 @@ function readOnce(logDir: string, name: string, n: number, maxBytes: number, opt
     const st = statOrNull(r.logPath);
     if (!st || `${st.dev}:${st.ino}` !== r.fileId) throw new FilesMoved();
   }
-  const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces.reverse());
+  const bytes = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces.reverse());
   const decoded = decodeTail(bytes, maxBytes);
   return {
     ...answer,
@@ -148,7 +148,7 @@ function lastByte(path: string): number | null {
     if (!openedPathIs(fd, path)) throw new FilesMoved(); // rotated (or a directory swapped) while it was opened
     if (st.size === 0) return null;
     const one = Buffer.alloc(1);
-    return readSync(fd, one, 0, 1, st.size - 1) === 1 ? one[0]! : null;
+    return readSync(fd, one, 0, 1, st.size - 1) === 1 ? one[0] : null;
   } finally {
     closeSync(fd);
   }

@@ -153,7 +153,7 @@ export async function idleRss(
 
 /** The V8 flags in the bundle's shebang (`#!/usr/bin/env -S node <flags>`): what a host runs it with. */
 function shebangFlags(bundle: string): string[] {
-  const first = readFileSync(bundle, "utf8").slice(0, 200).split("\n")[0]!;
+  const first = readFileSync(bundle, "utf8").slice(0, 200).split("\n")[0];
   return first
     .replace(/^#!\S*env -S node\s*|^#!.*$/, "")
     .split(/\s+/)

@@ -11,7 +11,7 @@ export function d1File(persistDir: string): string {
   const dir = join(persistDir, "v3", "d1", "miniflare-D1DatabaseObject");
   const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite") : [];
   if (files.length !== 1) throw new Error(`expected one D1 database file in ${dir}, found ${files.length}`);
-  return join(dir, files[0]!);
+  return join(dir, files[0]);
 }
 
 export type WriteCount = { rows: number; byTable: Record<string, number> };

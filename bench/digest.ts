@@ -53,7 +53,7 @@ function hostVms(n: number, prefix: string): VmInfo[] {
       libvirtState,
       vcpus: 2,
       memoryMiB: 2048,
-    } as VmInfo;
+    };
   });
 }
 
@@ -88,7 +88,7 @@ export async function benchDigest(): Promise<BenchRow[]> {
   const verdict = await compareDigest(db, nodeId, inventoryDigest(changed), new Set());
   const bucket = verdict.resync;
   if (bucket.length !== 1) throw new Error(`expected one differing bucket, got ${bucket.join(",")}`);
-  const inScope = changed.filter((v) => bucket.includes(v.uuid[0]!));
+  const inScope = changed.filter((v) => bucket.includes(v.uuid[0]));
   await upsertReportedVms(db, nodeId, inScope, "scoped-1", "bench", 10_000);
   await markUnreportedMissingInScope(db, nodeId, "scoped-1", { buckets: bucket }, "bench");
   const differenceStatements = d1.statements - before;

@@ -50,7 +50,7 @@ export function simVms(count: number, prefix = "vm"): SimVm[] {
   return Array.from({ length: count }, (_, i) => ({
     uuid: crypto.randomUUID(),
     name: `${prefix}-${i}`,
-    libvirtState: states[i % states.length]!,
+    libvirtState: states[i % states.length],
   }));
 }
 

@@ -25,13 +25,13 @@ const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** Runs `work` over `items` with at most `limit` in flight. */
 async function pool<T, R>(items: T[], limit: number, work: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
+  const out = new Array<R>(items.length);
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {
       while (next < items.length) {
         const i = next++;
-        out[i] = await work(items[i]!, i);
+        out[i] = await work(items[i], i);
       }
     }),
   );
@@ -71,7 +71,7 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
   const enrollMs = performance.now() - enrollStart;
   const agents = creds.map((c, i) => new SimAgent(cp.url, c.credential, simVms(1, `fleet${i}`)));
   const [first, ...rest] = agents;
-  const probeVm = [...first!.vms.values()][0]!;
+  const probeVm = [...first.vms.values()][0];
   const reset = {
     url: `${cp.url}/api/vms/${probeVm.uuid}/reset_state`,
     method: "POST" as const,
@@ -79,7 +79,7 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
   };
 
   try {
-    await first!.start();
+    await first.start();
     await eventually("first fleet VM listed", async () => (await cp.api(`/api/vms/${probeVm.uuid}`)).ok, 30_000);
     const alone = await sequential(reset, COMMANDS, MEASURE_MS);
 
@@ -102,7 +102,7 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
       name: `fleet: ${size} simulated agents, start → all connected (${CONNECTING_AT_ONCE} opening at a time)`,
       value: Math.round(allUpMs),
       unit: "ms",
-      note: `enrolling ${size} nodes (create + join) took ${Math.round(enrollMs)} ms; last welcome ${Math.max(...rest.map((a) => a.connectedAt[0]! - wall0))} ms after start`,
+      note: `enrolling ${size} nodes (create + join) took ${Math.round(enrollMs)} ms; last welcome ${Math.max(...rest.map((a) => a.connectedAt[0] - wall0))} ms after start`,
     });
     // Let their inventories land before timing commands beside them.
     await eventually(
@@ -127,7 +127,7 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
       throw new Error("the D1 write count did not see a token created in the window");
     const steady = {
       rows: counted.rows - 1,
-      byTable: { ...counted.byTable, api_tokens: counted.byTable.api_tokens! - 1 },
+      byTable: { ...counted.byTable, api_tokens: counted.byTable.api_tokens - 1 },
     };
     const perNodeHour = steady.rows / size / (STEADY_MS / 3_600_000);
     rows.push({
@@ -168,14 +168,14 @@ export async function benchFleet(cp: ControlPlane, operatorToken: string, size: 
     try {
       await eventually(
         "all agents reconnected",
-        async () => agents.every((a, i) => a.connectedAt.length > before[i]!),
+        async () => agents.every((a, i) => a.connectedAt.length > before[i]),
         90_000,
         250,
       );
     } catch {
       // reported below as a shortfall
     }
-    back = agents.flatMap((a, i) => (a.connectedAt.length > before[i]! ? [a.connectedAt[before[i]!]!] : []));
+    back = agents.flatMap((a, i) => (a.connectedAt.length > before[i] ? [a.connectedAt[before[i]]] : []));
     const perSecond = countPerSecond(back, upAt);
     const busiest = Math.max(0, ...perSecond.values());
     // The agents' side of it: their attempts per second from the moment the links dropped.

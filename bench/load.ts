@@ -20,7 +20,7 @@ export type Target = { url: string; method?: "GET" | "POST"; headers?: Record<st
 export const percentile = (xs: number[], p: number) => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 
 /** One target's timed requests, one at a time on a keep-alive connection. */
@@ -111,7 +111,7 @@ export async function alternating(
   for (let round = 0; round < rounds; round++) {
     for (const [i, t] of ts.entries()) {
       const r = await concurrent(t, connections, seconds);
-      const sum = sums[i]!;
+      const sum = sums[i];
       sum.requests += r.requests;
       sum.seconds += r.requests > 0 && r.rps > 0 ? r.requests / r.rps : seconds;
       sum.non2xx += r.non2xx;

@@ -72,7 +72,7 @@ const batch = (t: number, ticks = 6): MetricsPayload => ({
   intervalMs: INTERVAL_MS,
   ticks: Array.from({ length: ticks }, (_, i) => tick(t - (ticks - 1 - i) * INTERVAL_MS)),
 });
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function timed(n: number, fn: () => Promise<unknown> | unknown): Promise<number> {
   const ms: number[] = [];
@@ -95,7 +95,7 @@ function ingestion(): BenchRow[] {
   for (let i = 1; i <= batches; i++)
     rows += history.ingest(batch(start + i * batchMs), start + i * batchMs).rowsWritten;
   const ingestMs = performance.now() - t0;
-  const vmId = FLEET[0]!.uuid;
+  const vmId = FLEET[0].uuid;
   const now = start + day;
   // A full day: 1,440 one-minute points for 24 h, 48 half-hour points for 30 d.
   const query = (range: "24h" | "30d", atLeast: number) => {

@@ -68,12 +68,12 @@ function besideFloor(
  *  falls on both alike). */
 async function p50Pair(floor: Target, product: Target, count = ONE_CONN_REQUESTS) {
   const [f, p] = await interleaved([floor, product], count);
-  return { f: f!, p: p! };
+  return { f: f, p: p };
 }
 
 async function throughputPair(floor: Target, product: Target) {
   const [f, p] = await alternating([floor, product], MANY_CONNS, ROUND_SECONDS, ROUNDS);
-  return { f: f!, p: p! };
+  return { f: f, p: p };
 }
 
 export async function benchRest(cp: ControlPlane, operatorToken: string, floor: FloorProbe): Promise<BenchRow[]> {
@@ -88,9 +88,9 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
   // Sanity: the routes answer the documented shapes before they are timed.
   const logsProbe = await fetch(logs.url, { headers: auth });
   const logAnswer = new Uint8Array(await logsProbe.clone().arrayBuffer()).byteLength;
-  const probe = await json(logsProbe);
+  const probe = await json<{ linesReturned?: number }>(logsProbe);
   if (probe.linesReturned !== 1000) throw new Error(`logs probe: ${JSON.stringify(probe).slice(0, 300)}`);
-  const resetProbe = await json(await fetch(reset.url, { method: "POST", headers: auth }));
+  const resetProbe = await json<{ source?: string }>(await fetch(reset.url, { method: "POST", headers: auth }));
   if (resetProbe.source !== "hypervisor")
     throw new Error(`reset_state probe: ${JSON.stringify(resetProbe).slice(0, 300)}`);
 

@@ -47,8 +47,8 @@ export function formatTable(rows: BenchRow[]): string {
       ok === undefined ? "—" : ok ? "yes" : "NO",
     ];
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |";
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
   const rule = "|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|";
   const notes = rows.filter((r) => r.note).map((r) => `  ${r.name}: ${r.note}`);
   return [line(header), rule, ...body.map(line), ...(notes.length ? ["", "notes:", ...notes] : [])].join("\n");

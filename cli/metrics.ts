@@ -33,7 +33,7 @@ export function compactRows(points: MetricPoint[]): MetricPoint[] {
   const rows: MetricPoint[] = [];
   for (let i = 0; i < points.length; i += per) {
     const part = points.slice(i, i + per);
-    rows.push(meanPoint(part[0]!.t, part));
+    rows.push(meanPoint(part[0].t, part));
   }
   return rows;
 }

@@ -35,7 +35,7 @@ export function inventoryDigest(vms: readonly DigestVm[]): InventoryDigest {
   for (const vm of vms) {
     const b = parseInt(digestBucket(vm.uuid), 16);
     if (!(b >= 0 && b < DIGEST_BUCKETS)) throw new RangeError(`not a UUID: ${vm.uuid}`);
-    byBucket[b]!.push(vm);
+    byBucket[b].push(vm);
   }
   const buckets = byBucket.map((list) => {
     if (list.length === 0) return FNV64_OFFSET;
@@ -67,7 +67,7 @@ export class Fnv1a64 {
   update(bytes: Uint8Array): this {
     let { l0, l1, l2, l3 } = this;
     for (let i = 0; i < bytes.length; i++) {
-      l0 ^= bytes[i]!;
+      l0 ^= bytes[i];
       // h·0x1b3 + h·2^40; 2^40 shifts limb k to limb k+2 plus 8 bits: (l0 << 8) lands in l2, (l1 << 8) in l3.
       const t0 = l0 * 0x1b3;
       const t1 = l1 * 0x1b3 + (t0 >>> 16);

@@ -31,7 +31,7 @@ export function newestBytes(text: string, maxBytes: number): { text: string; cut
   let start = bytes.byteLength - maxBytes;
   const newline = bytes.indexOf(0x0a, start - 1);
   if (newline >= 0 && newline < bytes.byteLength - 1) start = newline + 1;
-  else while (start < bytes.byteLength && (bytes[start]! & 0xc0) === 0x80) start++; // one huge line: whole characters only
+  else while (start < bytes.byteLength && (bytes[start] & 0xc0) === 0x80) start++; // one huge line: whole characters only
   return { text: new TextDecoder().decode(bytes.subarray(start)), cut: true };
 }
 

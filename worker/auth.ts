@@ -47,7 +47,7 @@ async function sameSecret(given: string, expected: string): Promise<boolean> {
 
 export function bearer(header: string | undefined): string | null {
   const m = header?.match(/^Bearer\s+(\S{1,512})\s*$/i);
-  return m ? m[1]! : null;
+  return m ? m[1] : null;
 }
 
 // Token -> principal, per isolate, for one second: without it every API call pays a D1 round trip

@@ -1,6 +1,6 @@
 // Quantix Edge control plane Worker: the Hono app (REST API + agent endpoint) and the NodeSession
 // Durable Object class. Static dashboard files are served by the assets binding before this runs.
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { AppEnv } from "./app-env.ts";
@@ -30,10 +30,13 @@ const limitBody = bodyLimit({
   onError: (c) => errorResponse(c, 413, "payload_too_large", `request bodies are limited to ${MAX_BODY_BYTES} bytes`),
 });
 
+// A long-poll send carries agent frames (up to MAX_SEND_BYTES): its route sets its own limit.
+const limitAgentBody: MiddlewareHandler<AppEnv> = (c, next) =>
+  c.req.path === AGENT_SEND_PATH ? next() : limitBody(c, next);
+
 const app = new Hono<AppEnv>()
   .use("/api/*", limitBody)
-  // A long-poll send carries agent frames (up to MAX_SEND_BYTES): its route sets its own limit.
-  .use("/agent/*", (c, next) => (c.req.path === AGENT_SEND_PATH ? next() : limitBody(c, next)))
+  .use("/agent/*", limitAgentBody)
   .route("/api/health", healthRoutes) // before authentication: the open /api routes
   .get("/api/openapi.json", (c) => c.json(openApiDocument()))
   .use("/api/*", authenticate)

@@ -31,11 +31,26 @@ export type VmGuard = {
 function guardSql(g: VmGuard): { text: string; params: unknown[] } {
   const parts = ["id = ?"];
   const params: unknown[] = [g.vmId];
-  if (g.generation !== undefined) parts.push("generation = ?"), params.push(g.generation);
-  if (g.unchangedSince !== undefined) parts.push("state_updated_at < ?"), params.push(g.unchangedSince);
-  if (g.transitionRequestId !== undefined) parts.push("transition_request_id = ?"), params.push(g.transitionRequestId);
-  if (g.nodeId !== undefined) parts.push("node_id = ?"), params.push(g.nodeId);
-  if (g.flag !== undefined) parts.push("flag_code = ? AND flag_at IS ?"), params.push(g.flag.code, g.flag.at);
+  if (g.generation !== undefined) {
+    parts.push("generation = ?");
+    params.push(g.generation);
+  }
+  if (g.unchangedSince !== undefined) {
+    parts.push("state_updated_at < ?");
+    params.push(g.unchangedSince);
+  }
+  if (g.transitionRequestId !== undefined) {
+    parts.push("transition_request_id = ?");
+    params.push(g.transitionRequestId);
+  }
+  if (g.nodeId !== undefined) {
+    parts.push("node_id = ?");
+    params.push(g.nodeId);
+  }
+  if (g.flag !== undefined) {
+    parts.push("flag_code = ? AND flag_at IS ?");
+    params.push(g.flag.code, g.flag.at);
+  }
   return { text: parts.join(" AND "), params };
 }
 
@@ -103,10 +118,16 @@ export async function writeVmState(
   const where = guardSql(guard);
   const set = ["state = ?"];
   const params: unknown[] = [change.state];
-  if (change.libvirtState) set.push("libvirt_state = ?"), params.push(change.libvirtState);
+  if (change.libvirtState) {
+    set.push("libvirt_state = ?");
+    params.push(change.libvirtState);
+  }
   set.push("generation = generation + 1", "transition_request_id = ?");
   params.push(change.transitionRequestId ?? null);
-  if (change.forcedResetAt !== undefined) set.push("forced_reset_at = ?"), params.push(change.forcedResetAt);
+  if (change.forcedResetAt !== undefined) {
+    set.push("forced_reset_at = ?");
+    params.push(change.forcedResetAt);
+  }
   // A write that leaves the state and its transition as they were changes nothing a reader waits
   // on: the state's time stays (two resets finding the same state do not conflict).
   set.push(

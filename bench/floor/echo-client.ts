@@ -26,7 +26,7 @@ function textOf(bytes: number): string {
 
 let announced = false;
 function connect(): void {
-  const ws = new WebSocket(url!);
+  const ws = new WebSocket(url);
   ws.on("open", () => {
     if (!announced) process.stdout.write("ready\n");
     announced = true;

@@ -89,7 +89,7 @@ export async function benchFloorHops(floor: FloorProbe, logAnswerBytes: number):
   const p50s = new Map<string, number>();
   const rows: BenchRow[] = [];
   for (const [i, hop] of hops.entries()) {
-    const r = results[i]!;
+    const r = results[i];
     if (r.non2xx + r.errors > 0) throw new Error(`floor hop ${hop.path}: ${r.non2xx} non-2xx, ${r.errors} errors`);
     p50s.set(hop.name, r.p50);
     const base = hop.over === undefined ? undefined : p50s.get(hop.over);

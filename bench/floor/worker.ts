@@ -136,7 +136,7 @@ export class EchoSession extends DurableObject<FloorEnv> {
       return new Response("expected a WebSocket upgrade", { status: 426 });
     for (const old of this.ctx.getWebSockets()) old.close(1000, "replaced");
     const [client, server] = Object.values(new WebSocketPair());
-    this.ctx.acceptWebSocket(server!);
+    this.ctx.acceptWebSocket(server);
     return new Response(null, { status: 101, webSocket: client });
   }
 

@@ -101,7 +101,7 @@ describe("scoped resync", () => {
         .sort(),
     ).toEqual(all);
     await inv.resync("resync-3", { buckets: ["a", "b"] });
-    expect(rec.of("resync-3-0")[0]!.payload).toMatchObject({ syncId: "resync-3", done: true, vms: [] });
+    expect(rec.of("resync-3-0")[0].payload).toMatchObject({ syncId: "resync-3", done: true, vms: [] });
     expect(inScope({ buckets: ["1"] }, VMS.paused.uuid)).toBe(true);
 
     // Without a scope it is the full inventory, as before.
@@ -109,8 +109,8 @@ describe("scoped resync", () => {
     await inv.resync("resync-4", {});
     const full = rec.sent.slice(before).filter((m): m is Inventory => m.type === "inventory");
     expect(full).toHaveLength(1);
-    expect(full[0]!.payload.scope).toBeUndefined();
-    expect(full[0]!.payload.vms).toHaveLength(8);
+    expect(full[0].payload.scope).toBeUndefined();
+    expect(full[0].payload.vms).toHaveLength(8);
   });
 });
 
@@ -148,15 +148,13 @@ describe("the agent process and what the control plane announced", () => {
     const { cp } = await run([...WIRE_FEATURES]);
     const hello = await cp.waitFor((m) => m.type === "hello");
     expect(hello.payload).toMatchObject({ features: [...WIRE_FEATURES] });
-    const inv = (await cp.waitFor((m) => m.type === "inventory")) as Inventory;
+    const inv = await cp.waitFor((m): m is Inventory => m.type === "inventory");
     await until(() => cp.received.filter((m) => m.type === "inventory.digest").length >= 2, 15_000);
     const digests = cp.received.filter((m): m is Digest => m.type === "inventory.digest");
     for (const d of digests) expect(d.payload).toEqual(inventoryDigest(inv.payload.vms));
 
     cp.send({ type: "resync", id: "rs-1", payload: { vmIds: [VMS.shutoff.uuid] } });
-    const scoped = (await cp.waitFor(
-      (m) => m.type === "inventory" && (m as Inventory).payload.syncId === "rs-1",
-    )) as Inventory;
+    const scoped = (await cp.waitFor((m) => m.type === "inventory" && m.payload.syncId === "rs-1")) as Inventory;
     expect(scoped.payload).toMatchObject({
       done: true,
       scope: { vmIds: [VMS.shutoff.uuid] },

@@ -32,7 +32,7 @@ export function makeLog(seed: number, lines: number, maxLineLen: number, crlf: n
   for (let i = 0; i < lines; i++) {
     const len = rnd(maxLineLen + 1);
     for (let j = 0; j < len; j++) {
-      const p = PIECES[rnd(PIECES.length)]!;
+      const p = PIECES[rnd(PIECES.length)];
       parts.push(typeof p === "string" ? Buffer.from(p) : p);
     }
     const last = i === lines - 1;

@@ -162,7 +162,7 @@ describe("faults", () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(cp.attempts).toHaveLength(1);
     expect(l.state).toBe("closed");
-    expect(cp.attempts[0]!.authorization).toBe("Bearer cred-1");
+    expect(cp.attempts[0].authorization).toBe("Bearer cred-1");
   });
 
   it("close code 4001 (credential revoked): refused, never retried", async () => {
@@ -180,7 +180,7 @@ describe("faults", () => {
     await until(() => opens() === 1);
     await l.stop();
     await until(() => cp.closes.length === 1);
-    expect(cp.closes[0]!.code).toBe(1001);
+    expect(cp.closes[0].code).toBe(1001);
     await new Promise((r) => setTimeout(r, 100));
     expect(cp.attempts).toHaveLength(1);
   });
@@ -301,7 +301,7 @@ describe("the agent process", () => {
       protocolVersion: 1,
       libvirtVersion: expect.stringMatching(/^\d+\.\d+\.\d+$/),
     });
-    const inv = (await cp.waitFor((m) => m.type === "inventory")) as Extract<AgentMessage, { type: "inventory" }>;
+    const inv = await cp.waitFor((m): m is Extract<AgentMessage, { type: "inventory" }> => m.type === "inventory");
     expect(inv.payload.vms).toHaveLength(8);
     expect(cp.received.findIndex((m) => m.type === "hello")).toBeLessThan(
       cp.received.findIndex((m) => m.type === "inventory"),
@@ -355,7 +355,7 @@ describe("the agent process", () => {
     expect(await agent.exit).toBe(0);
     expect(Date.now() - t0).toBeLessThan(5_000);
     await until(() => cp.closes.length === 2);
-    expect(cp.closes[1]!.code).toBe(1001);
+    expect(cp.closes[1].code).toBe(1001);
   });
 });
 

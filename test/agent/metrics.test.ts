@@ -86,8 +86,8 @@ describe("metrics sampler on the test driver", () => {
     if (frame?.type !== "metrics") return;
     expect(frame.payload.ticks.length).toBe(2);
     const [first, second] = frame.payload.ticks;
-    expect(second!.t).toBeGreaterThan(first!.t);
-    const byId = new Map(second!.vms.map((v) => [v.vmId, v]));
+    expect(second.t).toBeGreaterThan(first.t);
+    const byId = new Map(second.vms.map((v) => [v.vmId, v]));
     // running and blocked count as running; paused, shut off and the rest are not sampled
     expect([...byId.keys()].sort()).toEqual([VMS.running.uuid, VMS.blocked.uuid].sort());
     const web = byId.get(VMS.running.uuid)!;
@@ -95,8 +95,8 @@ describe("metrics sampler on the test driver", () => {
     expect(web.memAssignedMiB).toBe(1024);
     expect(web.memUsedMiB).toBeGreaterThan(0);
     expect(web.diskReadBps).toBeNull(); // the test driver has no block statistics
-    expect(second!.node?.cpuPct).toBeGreaterThan(0);
-    expect(second!.node?.memAssignedMiB).toBe(1024 + 512);
+    expect(second.node?.cpuPct).toBeGreaterThan(0);
+    expect(second.node?.memAssignedMiB).toBe(1024 + 512);
 
     const series = sampler.series(VMS.running.uuid, "1h");
     expect(series.points.length).toBeGreaterThanOrEqual(1); // samples within one or two 10 s steps

@@ -78,7 +78,7 @@ describe("real libvirtd + QEMU", () => {
 
     const frame = rec.sent.findLast((m) => m.type === "metrics");
     if (frame?.type !== "metrics") throw new Error("no metrics frame");
-    const vm = frame.payload.ticks[0]!.vms.find((v) => v.vmId === uuid)!;
+    const vm = frame.payload.ticks[0].vms.find((v) => v.vmId === uuid)!;
     expect(vm.cpuPct).toBeGreaterThan(0);
     expect(vm.memUsedMiB).toBeGreaterThan(0);
     expect(vm.memAssignedMiB).toBe(64);

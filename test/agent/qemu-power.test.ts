@@ -135,7 +135,7 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
         answer.map((m) => m.type),
         id,
       ).toEqual(["ack", "error"]);
-      expect(answer[1]!.payload, id).toEqual({
+      expect(answer[1].payload, id).toEqual({
         code: "overridden",
         message: OVERRIDDEN_MESSAGE,
         state: "STOPPED",
@@ -159,7 +159,7 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
     const stopFrames = rec.of("graceful");
     const progress = stopFrames.filter((m) => m.type === "progress");
     expect(progress.length).toBeGreaterThanOrEqual(1);
-    expect(stopFrames[0]!.type).toBe("ack");
+    expect(stopFrames[0].type).toBe("ack");
     expect(stopFrames.at(-1)!.type).toBe("error");
     expect(progress.at(-1)!.payload).toMatchObject({ phase: "working", nextWithinMs: 500, state: "RUNNING" });
   }, 90_000);
@@ -175,7 +175,7 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
     // longer than the promised `nextWithinMs` (the control plane allows twice that).
     expect(progress.length).toBeLessThanOrEqual(Math.floor(took / PROGRESS_MS));
     const times = timesOf("start");
-    const longestSilence = Math.max(...times.slice(1).map((t, i) => t - times[i]!));
+    const longestSilence = Math.max(...times.slice(1).map((t, i) => t - times[i]));
     expect(longestSilence).toBeLessThan(2 * PROGRESS_MS + 1_000);
     for (const p of progress) expect(p.payload).toMatchObject({ phase: "working", nextWithinMs: PROGRESS_MS });
     expect(rec.of("start").at(-1)!.payload).toMatchObject({ state: "RUNNING", timedOut: false });
@@ -207,7 +207,7 @@ describe("power actions on a real QEMU guest that ignores ACPI", () => {
     await stop;
     expect(rec.sent.filter((m) => m.type === "progress")).toEqual([]);
     expect(rec.of("old-graceful").map((m) => m.type)).toEqual(["ack", "error"]);
-    expect(rec.of("old-graceful")[1]!.payload).toMatchObject({
+    expect(rec.of("old-graceful")[1].payload).toMatchObject({
       code: "not_allowed",
       message: OVERRIDDEN_MESSAGE,
       state: "STOPPED",

@@ -107,7 +107,7 @@ describe("any libvirt domain name", () => {
   it("is controlled: start, graceful stop request, force stop by UUID", async () => {
     const { libvirt, rec, r } = runner();
     try {
-      const win = DOMAINS[0]!;
+      const win = DOMAINS[0];
       await r.handle({ type: "vm.start", id: "start", payload: target(win) });
       expect(rec.of("start").find((m) => m.type === "result")?.payload).toMatchObject({ state: "RUNNING" });
       await r.handle({ type: "vm.forceStop", id: "force", payload: target(win) });

@@ -63,7 +63,7 @@ describe("the tail across rotated files matches GNU tail over the joined files",
             expect(got.text).toBe(decode(expected));
             expect(got.linesReturned).toBe(countLines(expected));
             expect(got.truncated).toBe(expected.length < total);
-            expect(got.logSizeBytes).toBe(contents[0]!.length);
+            expect(got.logSizeBytes).toBe(contents[0].length);
             expect(got.logPath).toBe(join(dir, "vm.log"));
             expect(got.skipped).toEqual([]);
             // files: newest first, a prefix of the series, and every file the answer's bytes came from

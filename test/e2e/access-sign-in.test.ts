@@ -100,7 +100,7 @@ async function d1Rows<T>(sql: string): Promise<T[]> {
       env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" },
     },
   );
-  return (JSON.parse(stdout) as { results: T[] }[])[0]!.results;
+  return (JSON.parse(stdout) as { results: T[] }[])[0].results;
 }
 
 describe("Access sign-in", () => {

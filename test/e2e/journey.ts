@@ -62,7 +62,7 @@ export async function eventually<T>(
   while (Date.now() < deadline) {
     try {
       const v = await probe();
-      if (v !== undefined && v !== false) return v as T;
+      if (v !== undefined && v !== false) return v;
     } catch (err) {
       last = err;
     }

@@ -173,7 +173,7 @@ describe("--transport auto when WebSockets are blocked", () => {
     expect(switches).toHaveLength(1);
     // 5 in a row, then GET /api/health through the proxy answered, then the next failure switched:
     // the sixth, or a later one when the retry (0-1 s of jitter) failed before the answer came.
-    const line = JSON.parse(switches[0]!);
+    const line = JSON.parse(switches[0]);
     expect(line).toMatchObject({ level: 40 });
     expect(line.failures).toBeGreaterThanOrEqual(6);
     expect(proxy.forwarded.get("/api/health")).toBeGreaterThanOrEqual(1);

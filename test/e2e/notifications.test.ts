@@ -125,23 +125,23 @@ describe("notification targets", () => {
     });
     const got = distinct(receivers.main, "test");
     expect(got).toHaveLength(1);
-    expect(got[0]!.signatureOk).toBe(true);
+    expect(got[0].signatureOk).toBe(true);
   });
 });
 
 describe("deliveries", () => {
   it("node.online on enrollment: signed JSON {id, event, at, node, vm, message}, the delivery id in its header", async () => {
     const [online] = await waitFor("main", receivers.main, "node.online", 1);
-    expect(online!.signatureOk).toBe(true);
-    expect(online!.body).toEqual({
-      id: online!.id,
+    expect(online.signatureOk).toBe(true);
+    expect(online.body).toEqual({
+      id: online.id,
       event: "node.online",
       at: expect.any(String),
       node: { id: nodeId, name: "notify-node" },
       vm: null,
       message: expect.any(String),
     });
-    expect(online!.headers["content-type"]).toContain("application/json");
+    expect(online.headers["content-type"]).toContain("application/json");
     await waitFor("deleted", receivers.deleted, "node.online", 1);
     await receivers.deleted.down(); // what comes next waits for a retry there, until its target is deleted
   });
@@ -152,18 +152,18 @@ describe("deliveries", () => {
     const stoppedAt = Date.now();
     await agent.stop();
     const [offline] = await waitFor("main", receivers.main, "node.offline", 1);
-    console.log(`agent stopped -> node.offline at the receiver: ${offline!.receivedAt - stoppedAt} ms`);
-    expect(offline!.body).toMatchObject({ event: "node.offline", node: { id: nodeId, name: "notify-node" } });
+    console.log(`agent stopped -> node.offline at the receiver: ${offline.receivedAt - stoppedAt} ms`);
+    expect(offline.body).toMatchObject({ event: "node.offline", node: { id: nodeId, name: "notify-node" } });
 
     const [slack] = await waitFor("slack", receivers.slack, "node.offline", 1);
-    expect(slack!.signatureOk).toBe(true);
-    expect(slack!.body).toEqual({ text: expect.stringMatching(/^\[node\.offline\] node notify-node: /) });
+    expect(slack.signatureOk).toBe(true);
+    expect(slack.body).toEqual({ text: expect.stringMatching(/^\[node\.offline\] node notify-node: /) });
 
     await agent.restart();
     await waitConnected(cp, nodeId);
     await waitFor("main", receivers.main, "node.online", 2);
     const [flag] = await waitFor("main", receivers.main, "vm.flagged", 1);
-    expect(flag!.body).toMatchObject({
+    expect(flag.body).toMatchObject({
       event: "vm.flagged",
       vm: { id: DEMO.web01, name: "web-01" },
       node: { id: nodeId },
@@ -182,7 +182,7 @@ describe("deliveries", () => {
       expect((await waitVmState(cp, DEMO.db01, "STOPPING")).state).toBe("STOPPING");
       // The reconciler asks the frozen agent at once and gets no answer; past STUCK_AFTER_MS it says so.
       const [stuck] = await waitFor("main", receivers.main, "vm.stuck", 1);
-      expect(stuck!.body).toMatchObject({
+      expect(stuck.body).toMatchObject({
         event: "vm.stuck",
         vm: { id: DEMO.db01, name: "db-01" },
         message: expect.stringMatching(/STOPPING/),
@@ -191,7 +191,7 @@ describe("deliveries", () => {
       agent.thaw();
     }
     const [repaired] = await waitFor("main", receivers.main, "vm.repaired", 1);
-    expect(repaired!.body).toMatchObject({
+    expect(repaired.body).toMatchObject({
       event: "vm.repaired",
       vm: { id: DEMO.db01 },
       message: expect.stringMatching(/stuck in STOPPING, the hypervisor reports (RUNNING|STOPPED)/),
@@ -251,7 +251,7 @@ describe("deliveries", () => {
     console.log(
       `retry schedule seen (NOTIFY_BACKOFF_BASE_MS=300): gaps ${sample
         .slice(1)
-        .map((d, i) => d.receivedAt - sample[i]!.receivedAt)
+        .map((d, i) => d.receivedAt - sample[i].receivedAt)
         .join(" ms, ")} ms`,
     );
     const { deliveries } = await json(await cp.api(`/api/notifications/deliveries?target_id=${targetIds.flaky}`));

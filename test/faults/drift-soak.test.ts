@@ -35,7 +35,7 @@ let nodeId: string;
 const guests = new Map<string, string>();
 const defined = new Set<string>();
 
-const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
+const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function defineGuest(prefix: string): Promise<string> {

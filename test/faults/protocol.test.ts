@@ -103,7 +103,7 @@ describe("frames out of order", () => {
   it("a result before its ack, an inventory's last chunk before its first, a log chunk after its result", async () => {
     const vms = simVms(700, "ooo").map((v) => ({ ...v, libvirtState: "shutoff" as const }));
     const { nodeId, agent } = await simNode("ooo", vms.slice(0, 1), true);
-    const target = vms[0]!;
+    const target = vms[0];
     const id = await requestOf(await post(`/api/vms/${target.uuid}/start`));
     const cmd = await command(agent, "vm.start", target.uuid);
     agent.send({ type: "result", id: cmd.id, payload: { state: "RUNNING", libvirtState: "running", timedOut: false } });

@@ -50,7 +50,7 @@ afterAll(async () => {
   await cp?.dispose();
 });
 
-const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
+const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** What the hypervisor says, through the agent's local API (live libvirt reads). */

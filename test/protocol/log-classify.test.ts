@@ -168,7 +168,7 @@ describe("findIssues and firstErrorLine", () => {
       { id: "disk_full", firstLine: 3, count: 2 },
       { id: "killed_by_signal", firstLine: 5, count: 1 },
     ]);
-    expect(findIssues(classes)[1]!.explanation).toBe(ISSUES.disk_full.explanation);
+    expect(findIssues(classes)[1].explanation).toBe(ISSUES.disk_full.explanation);
     expect(findIssues(["all good"].map(classifyLine))).toEqual([]);
   });
 

@@ -216,7 +216,7 @@ const call = fc
   .tuple(fc.constantFrom(...ROUTES), segment, fc.boolean(), query, body, contentType, token)
   .map(([[method, template], seg, realVm, q, b, ct, tok]): Call => {
     const path = template
-      .replace(":vm", realVm && vmIds.length ? vmIds[seg.length % vmIds.length]! : seg)
+      .replace(":vm", realVm && vmIds.length ? vmIds[seg.length % vmIds.length] : seg)
       .replace(":x", seg);
     return { method, path, query: q, body: b, contentType: ct, token: tok };
   });
@@ -234,7 +234,7 @@ describe("REST fuzzing", () => {
   }, 200_000);
 
   it("every parameter of the logs route against the traversal corpus: never a file's content, always 4xx JSON", async () => {
-    const realVm = vmIds[0]!;
+    const realVm = vmIds[0];
     for (const evil of TRAVERSAL) {
       for (const path of [
         `/api/vms/${evil}/logs`,

@@ -92,7 +92,7 @@ describe("node credentials (BOLA)", () => {
   it("node A cannot answer node B's request, report B's VMs, or mark them missing", async () => {
     const a = await simNode("bola-a");
     const b = await simNode("bola-b", true); // B's host never answers
-    const bVm = b.vms[0]!;
+    const bVm = b.vms[0];
     const before = await getVm(cp, bVm.uuid);
 
     const reset = cp.api(`/api/vms/${bVm.uuid}/reset_state`, { method: "POST" });
@@ -104,23 +104,23 @@ describe("node credentials (BOLA)", () => {
       id: "forge",
       payload: { vms: [{ ...a.sim.info({ ...bVm, libvirtState: "crashed" }), name: "stolen" }], removed: [] },
     });
-    a.sim.send({ type: "vm.changed", id: "forge2", payload: { vms: [], removed: [b.vms[1]!.uuid] } });
+    a.sim.send({ type: "vm.changed", id: "forge2", payload: { vms: [], removed: [b.vms[1].uuid] } });
     const answer = await json(await reset);
     expect(answer.source).toBe("forced"); // B never answered; A's forged answer counted for nothing
     const after = await getVm(cp, bVm.uuid);
     expect(after).toMatchObject({ node_id: b.nodeId, name: before.name, missing: false });
     expect(after.state).not.toBe("PAUSED");
-    expect((await getVm(cp, b.vms[1]!.uuid)).missing).toBe(false);
+    expect((await getVm(cp, b.vms[1].uuid)).missing).toBe(false);
     expect((await listVms(cp, a.nodeId)).map((v) => v.id).sort()).toEqual(a.vms.map((v) => v.uuid).sort());
   });
 
   it("a credential's socket is its own node's: A's credential never receives B's commands", async () => {
     const a = await simNode("own-a", true);
     const b = await simNode("own-b");
-    await cp.api(`/api/vms/${b.vms[0]!.uuid}/reset_state`, { method: "POST" });
+    await cp.api(`/api/vms/${b.vms[0].uuid}/reset_state`, { method: "POST" });
     await new Promise((r) => setTimeout(r, 300));
-    expect(a.sim.received.filter((c) => c.payload.vmId === b.vms[0]!.uuid)).toEqual([]);
-    expect(b.sim.received.some((c) => c.payload.vmId === b.vms[0]!.uuid)).toBe(true);
+    expect(a.sim.received.filter((c) => c.payload.vmId === b.vms[0].uuid)).toEqual([]);
+    expect(b.sim.received.some((c) => c.payload.vmId === b.vms[0].uuid)).toBe(true);
   });
 });
 
@@ -265,12 +265,12 @@ describe("rate limits (Workers Rate Limiting bindings, local)", () => {
     };
     const logs = await firstOver(280, () => cp.api(`/api/vms/${DEMO.web01}/logs?lines=1`, { token }));
     expect(logs?.at).toBeGreaterThanOrEqual(100);
-    await expect429(logs!.res);
+    await expect429(logs.res);
     const reset = await firstOver(140, () =>
       cp.api(`/api/vms/${DEMO.web01}/reset_state?force=true`, { method: "POST", token }),
     );
     expect(reset?.at).toBeGreaterThanOrEqual(50);
-    await expect429(reset!.res);
+    await expect429(reset.res);
     const enrollment = await firstOver(70, () =>
       fetch(cp.url + AGENT_ENROLL_PATH, {
         method: "POST",
@@ -278,7 +278,7 @@ describe("rate limits (Workers Rate Limiting bindings, local)", () => {
         body: JSON.stringify({ joinToken: "qxj_nope" }),
       }),
     );
-    await expect429(enrollment!.res);
+    await expect429(enrollment.res);
     // Another token is not starved by this one's logs budget.
     expect((await cp.api(`/api/vms/${DEMO.web01}/logs?lines=1`)).status).toBe(200);
   }, 120_000);

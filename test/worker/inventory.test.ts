@@ -30,7 +30,7 @@ describe("inventory", () => {
       libvirtVersion: "9.0.0",
       vmCount: 23,
     });
-    const one = (await json(await api(`/api/vms/${list[1]!.uuid}`))).vm;
+    const one = (await json(await api(`/api/vms/${list[1].uuid}`))).vm;
     expect(one).toMatchObject({
       name: "chunked-01",
       state: "RUNNING",
@@ -39,7 +39,7 @@ describe("inventory", () => {
       memoryMiB: 2048,
       missing: false,
     });
-    expect((await eventsOf(list[1]!.uuid))[0]).toMatchObject({
+    expect((await eventsOf(list[1].uuid))[0]).toMatchObject({
       action: "discovered",
       toState: "RUNNING",
       source: "agent",
@@ -127,7 +127,7 @@ describe("inventory", () => {
     const { agent } = await newAgent();
     const list = Array.from({ length: 40 }, (_, i) => vmInfo(`order-${i}`));
     agent.inventory(list, "one", 4);
-    await eventually(async () => expect(await vmRow(list[39]!.uuid)).toBeTruthy());
+    await eventually(async () => expect(await vmRow(list[39].uuid)).toBeTruthy());
     agent.inventory(list, "two", 4);
     agent.inventory(list, "three", 4);
     await new Promise((r) => setTimeout(r, 400));

@@ -56,7 +56,7 @@ class PollAgent {
     agent.cursor = body.cursor;
     const [welcome, ...rest] = body.messages;
     agent.frames.push(...rest);
-    return { agent, welcome: welcome! };
+    return { agent, welcome: welcome };
   }
 
   static async forNewNode(): Promise<{ agent: PollAgent; nodeId: string; credential: string; name: string }> {
@@ -95,7 +95,7 @@ class PollAgent {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const i = this.frames.findIndex((f) => f.type === type);
-      if (i >= 0) return this.frames.splice(i, 1)[0]!;
+      if (i >= 0) return this.frames.splice(i, 1)[0];
       if (Date.now() > deadline)
         throw new Error(`no ${type} within ${timeoutMs} ms (got ${JSON.stringify(this.frames)})`);
       await this.pollOk(500);

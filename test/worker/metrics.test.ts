@@ -33,8 +33,7 @@ const figures = (cpuPct: number, diskWriteBps: number | null = null): MetricFigu
   netRxBps: null,
   netTxBps: null,
 });
-const sessionOf = (nodeId: string) =>
-  env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId)) as DurableObjectStub<NodeSession>;
+const sessionOf = (nodeId: string) => env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
 
 describe("metrics", () => {
   it("keeps the agent's frames and answers them to a viewer, per VM and for the node", async () => {

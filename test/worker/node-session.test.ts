@@ -254,8 +254,8 @@ describe("session lifecycle", () => {
     expect(open).toHaveLength(1);
     for (const r of racers.filter((x) => x.closed)) expect(r.closed!.code).toBe(CLOSE.replaced);
     const logs = api(`/api/vms/${vm.uuid}/logs?lines=1`);
-    const cmd = await open[0]!.next("vm.logs");
-    open[0]!.reply(cmd, "result", {
+    const cmd = await open[0].next("vm.logs");
+    open[0].reply(cmd, "result", {
       logPath: "/l",
       logSizeBytes: 0,
       linesReturned: 0,

@@ -127,7 +127,7 @@ async function callFor(route: string): Promise<Call | null> {
     case "GET /api/me":
     case "GET /api/tokens":
     case "GET /api/nodes":
-      return { method: route.split(" ")[0]!, path: route.split(" ")[1]! };
+      return { method: route.split(" ")[0], path: route.split(" ")[1] };
     case "POST /api/tokens":
       return { method: "POST", path: "/api/tokens", body: { name: unique("matrix-token"), role: "viewer" } };
     case "DELETE /api/tokens/:id": {
@@ -147,7 +147,7 @@ async function callFor(route: string): Promise<Call | null> {
     case "GET /api/vms/:id":
     case "GET /api/vms/:id/events":
     case "GET /api/vms/:id/logs/last_known":
-      return { method: "GET", path: route.split(" ")[1]!.replace("/api/vms/:id", v) };
+      return { method: "GET", path: route.split(" ")[1].replace("/api/vms/:id", v) };
     case "GET /api/vms/:id/logs":
       return { method: "GET", path: `${v}/logs?lines=5` };
     case "GET /api/vms/:id/logs/follow":
@@ -155,7 +155,7 @@ async function callFor(route: string): Promise<Call | null> {
     case "POST /api/vms/:id/start":
     case "POST /api/vms/:id/stop":
     case "POST /api/vms/:id/clear_flag":
-      return { method: "POST", path: route.split(" ")[1]!.replace("/api/vms/:id", v) };
+      return { method: "POST", path: route.split(" ")[1].replace("/api/vms/:id", v) };
     case "POST /api/vms/:id/reset_state":
       return { method: "POST", path: `${v}/reset_state`, body: { reason: "matrix" } };
     case "POST /api/vms/:id/rehome":

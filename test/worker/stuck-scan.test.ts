@@ -56,7 +56,7 @@ describe("stuck scan", () => {
     expect(await reportStuckVms(env, Date.now() + STUCK_AFTER_MS + 61_000)).toBeGreaterThanOrEqual(1);
     const queued = (await deliveries(stuckTarget.id)).filter((d) => d.payload.vm?.id === vm.uuid);
     expect(queued).toHaveLength(1);
-    expect(queued[0]!.payload).toMatchObject({
+    expect(queued[0].payload).toMatchObject({
       event: "vm.stuck",
       vm: { id: vm.uuid, name: vm.name },
       node: { id: s.nodeId },

@@ -169,7 +169,7 @@ export class TestAgent {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const i = this.frames.findIndex((f) => !type || f.type === type);
-      if (i >= 0) return this.frames.splice(i, 1)[0]!;
+      if (i >= 0) return this.frames.splice(i, 1)[0];
       if (this.closed)
         throw new Error(
           `socket closed (${this.closed.code} ${this.closed.reason}) while waiting for ${type ?? "a frame"}`,

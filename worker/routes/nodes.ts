@@ -8,7 +8,7 @@ import { hashSecret, newId, newSecret, requireRole } from "../auth.ts";
 import { joinTokenTtlMs, sessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import { runBatch } from "../db/batch.ts";
-import { nodes, vms } from "../db/schema.ts";
+import { nodes } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
 import { nodeSession } from "../session/calls.ts";
@@ -93,7 +93,7 @@ export const nodeRoutes = new Hono<AppEnv>()
     if (!updated.length) throw new ApiError(404, "not_found", `no node ${id}`);
     // The old credential is void; its live socket must not outlive it. A node that never connected
     // has no session to tell (and the call would create its object here, far from its agent).
-    if (updated[0]!.lastSeenAt !== null)
+    if (updated[0].lastSeenAt !== null)
       await nodeSession(c.env, id).disconnect(CLOSE.unauthorized, "node credential rotated");
     const row = (await nodeWithCount(db, id))!;
     return c.json({

@@ -140,17 +140,15 @@ export const notificationRoutes = new Hono<AppEnv>()
       vm: null,
       message,
     });
-    await db
-      .insert(notificationDeliveries)
-      .values({
-        id,
-        targetId: target.id,
-        event: TEST_EVENT,
-        body,
-        status: "pending",
-        nextAttemptAt: now,
-        createdAt: now,
-      });
+    await db.insert(notificationDeliveries).values({
+      id,
+      targetId: target.id,
+      event: TEST_EVENT,
+      body,
+      status: "pending",
+      nextAttemptAt: now,
+      createdAt: now,
+    });
     // Posted once, right now, so the answer can say how the receiver took it.
     await c.env.NOTIFICATION_OUTBOX.get(c.env.NOTIFICATION_OUTBOX.idFromName(target.id)).deliverNow(target.id, id);
     const row = await db.select().from(notificationDeliveries).where(eq(notificationDeliveries.id, id)).get();

@@ -40,7 +40,8 @@ export class FollowRelay {
   }
 
   viewerOf(ws: WebSocket): ViewerAttachment | null {
-    const att: ViewerAttachment | { kind?: "agent" } | null = ws.deserializeAttachment();
+    // Attachments are written only by this object, so their shape is known.
+    const att = ws.deserializeAttachment() as ViewerAttachment | { kind?: "agent" } | null;
     return att && att.kind === "viewer" ? att : null;
   }
 

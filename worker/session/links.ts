@@ -38,7 +38,8 @@ export class AgentLinks {
 
   /** The agent link a socket carries, if it is one (viewer sockets are the follow relay's). */
   attachmentOf(ws: WebSocket): AgentAttachment | null {
-    const att: AgentAttachment | { kind: "viewer" } | null = ws.deserializeAttachment();
+    // Attachments are written only by this object, so their shape is known.
+    const att = ws.deserializeAttachment() as AgentAttachment | { kind: "viewer" } | null;
     return att && att.kind !== "viewer" ? att : null;
   }
 

@@ -29,7 +29,7 @@ const COLUMNS = [
   "net_rx",
   "net_tx",
 ] as const;
-const FIELD_OF = Object.fromEntries(COLUMNS.map((c, i) => [c, METRIC_FIELDS[i]!])) as Record<
+const FIELD_OF = Object.fromEntries(COLUMNS.map((c, i) => [c, METRIC_FIELDS[i]])) as Record<
   (typeof COLUMNS)[number],
   keyof MetricFigures
 >;

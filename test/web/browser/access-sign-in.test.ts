@@ -122,7 +122,7 @@ describe("dashboard behind Cloudflare Access", () => {
       await page.locator('[data-testid="deliveries-table"] tr[data-delivery-event="test"]').waitFor();
       expect(await page.locator('tr[data-delivery-event="test"]').first().textContent()).toContain("delivered");
       expect(receiver.received.map((d) => [d.event, d.signatureOk])).toEqual([["test", true]]);
-      expect((receiver.received[0]!.body as { message: string }).message).toContain(ALICE);
+      expect((receiver.received[0].body as { message: string }).message).toContain(ALICE);
       await screenshot(page, "notifications-page");
       expect(watch.problems).toEqual([]);
     } finally {

@@ -210,7 +210,7 @@ describe("Logs tab and VM flags in Chromium", () => {
       ws.send(
         JSON.stringify({ type: "error", code: "follow_unavailable", message: "this control plane cannot follow logs" }),
       );
-      ws.close({ code: 1000 });
+      void ws.close({ code: 1000 });
     });
     await page.goto(`${cp.url}/vms/${VMS.oddName.id}/logs`);
     await page.getByTestId("log-view").getByText("name check").waitFor();

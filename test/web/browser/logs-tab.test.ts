@@ -94,7 +94,7 @@ describe("Logs tab in Chromium", () => {
     expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(readFileSync(file, "utf8"));
     const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("log-download").click()]);
     expect(download.suggestedFilename()).toBe("web-01-qemu.log");
-    expect(readFileSync((await download.path())!, "utf8")).toBe(readFileSync(file, "utf8"));
+    expect(readFileSync(await download.path(), "utf8")).toBe(readFileSync(file, "utf8"));
 
     // Refresh reads the file again.
     appendFileSync(file, "2026-11-25 10:06:00.000+0000: appended before refresh\n");

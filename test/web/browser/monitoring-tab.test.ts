@@ -27,10 +27,10 @@ const linePixels = (page: Page, testId: string) =>
       let n = 0;
       for (let i = 0; i < data.length; i += 4)
         if (
-          Math.abs(data[i]! - 8) < 40 &&
-          Math.abs(data[i + 1]! - 145) < 40 &&
-          Math.abs(data[i + 2]! - 178) < 40 &&
-          data[i + 3]! > 100
+          Math.abs(data[i] - 8) < 40 &&
+          Math.abs(data[i + 1] - 145) < 40 &&
+          Math.abs(data[i + 2] - 178) < 40 &&
+          data[i + 3] > 100
         )
           n++;
       return n;

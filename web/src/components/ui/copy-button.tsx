@@ -14,7 +14,7 @@ export function CopyButton({ text, label = "Copy", testId }: { text: string; lab
     setTimeout(() => setStatus("idle"), 2_000);
   };
   return (
-    <Button onClick={copy} data-testid={testId}>
+    <Button onClick={() => void copy()} data-testid={testId}>
       {status === "copied" ? "Copied" : status === "failed" ? "Copy failed" : label}
     </Button>
   );

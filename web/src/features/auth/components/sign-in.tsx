@@ -37,7 +37,7 @@ export function SignIn({
   return (
     <div className="flex min-h-screen items-center justify-center p-4">
       <form
-        onSubmit={submit}
+        onSubmit={(e) => void submit(e)}
         className="w-[24rem] max-w-full space-y-3 rounded-md border border-zinc-200 bg-white p-5 shadow-sm dark:border-zinc-800 dark:bg-zinc-900"
         data-testid="sign-in"
       >

@@ -11,7 +11,7 @@ import {
   type FollowMessage,
   type FollowStatus,
 } from "../../../../../protocol/api.ts";
-import { ApiError, type ApiClient } from "../../../lib/api-client.ts";
+import { ApiError } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
 export type FollowPhase =

@@ -124,7 +124,7 @@ export function LogsPanel({
             Follow live
           </label>
         )}
-        <Button data-testid="log-refresh" onClick={() => logs.refetch()} disabled={logs.isFetching}>
+        <Button data-testid="log-refresh" onClick={() => void logs.refetch()} disabled={logs.isFetching}>
           {logs.isFetching ? "Refreshing…" : "Refresh"}
         </Button>
         <CopyButton text={shownText} label="Copy" testId="log-copy" />

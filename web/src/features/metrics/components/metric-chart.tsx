@@ -64,7 +64,6 @@ export function MetricChart({
       plot.current = null;
     };
     // Rebuilt only when the series themselves change; data changes go through setData below.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [labels]);
 
   useEffect(() => {

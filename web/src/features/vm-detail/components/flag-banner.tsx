@@ -38,7 +38,7 @@ export function FlagBanner({ vmId, flag }: { vmId: string; flag: VmFlag }) {
           disabled={clear.isPending}
           // mutateAsync, not mutate's callbacks: the banner unmounts as soon as the flag is gone.
           onClick={() =>
-            clear.mutateAsync().then(
+            void clear.mutateAsync().then(
               () => toast.success("Flag cleared; the events keep the record."),
               (err) => toast.error(`Clear flag failed: ${errorMessage(err)}`),
             )

@@ -83,7 +83,7 @@ export function VmsPage({
       </Panel>
       {vms.hasNextPage && (
         <div className="mt-2 flex justify-center">
-          <Button data-testid="vm-load-more" onClick={() => vms.fetchNextPage()} disabled={vms.isFetchingNextPage}>
+          <Button data-testid="vm-load-more" onClick={() => void vms.fetchNextPage()} disabled={vms.isFetchingNextPage}>
             {vms.isFetchingNextPage ? "Loading…" : "Load more"}
           </Button>
         </div>
