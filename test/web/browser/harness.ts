@@ -10,7 +10,8 @@ import type { ControlPlane } from "../../support/control-plane.ts";
 
 const ROOT = resolve(import.meta.dirname, "../../..");
 const WEB = join(ROOT, "web");
-export const SCREENSHOTS = join(ROOT, "test-artifacts/screenshots");
+export const ARTIFACTS = join(ROOT, "test-artifacts");
+export const SCREENSHOTS = join(ARTIFACTS, "screenshots");
 const run = promisify(execFile);
 
 function newestMtime(path: string): number {

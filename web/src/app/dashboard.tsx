@@ -2,7 +2,7 @@
 // the routed pages for the role.
 import { QueryClientProvider } from "@tanstack/react-query";
 import { useState } from "react";
-import { inputClass, Notice, Spinner } from "../components/ui/panel.tsx";
+import { inputClass, Notice, PageHeader, Spinner } from "../components/ui/panel.tsx";
 import { ToastProvider } from "../components/ui/toast.tsx";
 import { fetchMe, useAccessMe, useMe, type Me } from "../features/auth/api/session.ts";
 import { SignIn } from "../features/auth/components/sign-in.tsx";
@@ -112,7 +112,12 @@ function Routes() {
   if ((params = matchPath("/vms/:id/monitoring", pathname)))
     return <VmPage key={params.id} id={params.id} tab="monitoring" />;
   if ((params = matchPath("/vms/:id/logs", pathname))) return <VmPage key={params.id} id={params.id} tab="logs" />;
-  return <Notice tone="info">No page at {pathname}.</Notice>;
+  return (
+    <>
+      <PageHeader title="Page not found" />
+      <Notice tone="info">No page at {pathname}.</Notice>
+    </>
+  );
 }
 
 /** The nodes, then the chosen node's totals (composed here: the features do not import each other). */

@@ -43,7 +43,7 @@ export function Shell({ who, onSignOut, children }: { who: ReactNode; onSignOut:
             ))}
           </nav>
           <div className="ml-auto flex items-center gap-2 text-[13px]">
-            <span className="text-zinc-500" data-testid="signed-in-as">
+            <span className="text-zinc-500 dark:text-zinc-400" data-testid="signed-in-as">
               {who}
             </span>
             <ThemeToggle />
@@ -53,7 +53,10 @@ export function Shell({ who, onSignOut, children }: { who: ReactNode; onSignOut:
           </div>
         </div>
       </header>
-      <main className="mx-auto max-w-[1400px] px-4 py-4">{children}</main>
+      {/* focusable from script only: where focus goes when what had it is gone (see ConfirmDialog) */}
+      <main tabIndex={-1} className="mx-auto max-w-[1400px] px-4 py-4 outline-none">
+        {children}
+      </main>
     </div>
   );
 }

@@ -1,7 +1,9 @@
 // One VM: its summary and actions (vm-detail), then tabs for the events trail, its resource charts
-// (metrics) and the QEMU log (logs). Composed here so that no feature imports another.
+// (metrics) and the QEMU log (logs). Composed here so that no feature imports another. A new tab
+// is one more TabLink and one more branch in the tab panel.
 import type { VmView } from "../../../protocol/rest.ts";
 import { cn } from "../components/ui/cn.ts";
+import { TabList } from "../components/ui/tabs.tsx";
 import { Notice, Panel, Spinner } from "../components/ui/panel.tsx";
 import { useNodes } from "../features/nodes/api/nodes.ts";
 import { LogsPanel, initialLineCount } from "../features/logs/components/logs-panel.tsx";
@@ -29,20 +31,22 @@ export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
         </Link>
       </div>
       <VmSummary vm={vm.data} nodeName={<NodeName vm={vm.data} />} nodeOffline={nodeOffline} />
-      <div className="mb-2 flex gap-1 border-b border-zinc-200 dark:border-zinc-800" role="tablist">
-        <TabLink to={base} active={tab === "events"} label="Events" />
-        <TabLink to={`${base}/monitoring`} active={tab === "monitoring"} label="Monitoring" />
-        <TabLink to={`${base}/logs`} active={tab === "logs"} label="Logs" />
+      <TabList label={`${vm.data.name}: views`} className="mb-2 gap-1 border-b border-zinc-200 dark:border-zinc-800">
+        <TabLink tab="events" to={base} active={tab === "events"} label="Events" />
+        <TabLink tab="monitoring" to={`${base}/monitoring`} active={tab === "monitoring"} label="Monitoring" />
+        <TabLink tab="logs" to={`${base}/logs`} active={tab === "logs"} label="Logs" />
+      </TabList>
+      <div role="tabpanel" id="vm-tabpanel" aria-labelledby={`vm-tab-${tab}`}>
+        {tab === "events" ? (
+          <Panel className="overflow-x-auto">
+            <EventsTrail vmId={id} />
+          </Panel>
+        ) : tab === "monitoring" ? (
+          <MetricsPanel target={{ kind: "vms", id }} offline={nodeOffline} />
+        ) : (
+          <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} live />
+        )}
       </div>
-      {tab === "events" ? (
-        <Panel className="overflow-x-auto">
-          <EventsTrail vmId={id} />
-        </Panel>
-      ) : tab === "monitoring" ? (
-        <MetricsPanel target={{ kind: "vms", id }} offline={nodeOffline} />
-      ) : (
-        <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} live />
-      )}
     </div>
   );
 }
@@ -62,17 +66,20 @@ function NodeName({ vm }: { vm: VmView }) {
   );
 }
 
-function TabLink({ to, active, label }: { to: string; active: boolean; label: string }) {
+function TabLink({ tab, to, active, label }: { tab: VmTab; to: string; active: boolean; label: string }) {
   return (
     <Link
       to={to}
       role="tab"
+      id={`vm-tab-${tab}`}
       aria-selected={active}
+      aria-controls={active ? "vm-tabpanel" : undefined}
+      tabIndex={active ? 0 : -1}
       className={cn(
         "-mb-px border-b-2 px-3 py-1.5 text-[13px] font-medium",
         active
           ? "border-cyan-600 text-zinc-900 dark:text-zinc-100"
-          : "border-transparent text-zinc-500 hover:text-zinc-800 dark:hover:text-zinc-200",
+          : "border-transparent text-zinc-600 hover:text-zinc-900 dark:text-zinc-400 dark:hover:text-zinc-100",
       )}
     >
       {label}

@@ -6,6 +6,7 @@ import { QueryClientProvider } from "@tanstack/react-query";
 import { Button } from "../components/ui/button.tsx";
 import { PageHeader, Panel } from "../components/ui/panel.tsx";
 import { StateBadge } from "../components/ui/state-badge.tsx";
+import { TabList } from "../components/ui/tabs.tsx";
 import { ThemeToggle } from "../components/ui/theme-toggle.tsx";
 import { ToastProvider } from "../components/ui/toast.tsx";
 import { SignIn } from "../features/auth/components/sign-in.tsx";
@@ -49,7 +50,9 @@ export function HostApp() {
                   <span className="text-[14px] font-semibold">
                     <span className="text-cyan-700 dark:text-cyan-400">Quantix</span> Edge · host view
                   </span>
-                  <span className="text-[12px] text-zinc-500">local agent API, works without the control plane</span>
+                  <span className="text-[12px] text-zinc-500 dark:text-zinc-400">
+                    local agent API, works without the control plane
+                  </span>
                   <div className="ml-auto flex items-center gap-2">
                     <ThemeToggle />
                     <Button tone="ghost" onClick={session.signOut} data-testid="sign-out">
@@ -83,30 +86,35 @@ export function HostApp() {
                           </span>
                         }
                         subtitle={
-                          <span className="flex gap-1" role="tablist">
+                          <TabList label={`${selected.name}: views`} className="gap-1">
                             {(["monitoring", "logs"] as const).map((t) => (
                               <Button
                                 key={t}
                                 tone={t === tab ? "primary" : "ghost"}
                                 role="tab"
+                                id={`host-tab-${t}`}
                                 aria-selected={t === tab}
+                                aria-controls={t === tab ? "host-tabpanel" : undefined}
+                                tabIndex={t === tab ? 0 : -1}
                                 onClick={() => setTab(t)}
                                 data-testid={`host-tab-${t}`}
                               >
                                 {t === "logs" ? "QEMU log" : "Monitoring"}
                               </Button>
                             ))}
-                          </span>
+                          </TabList>
                         }
                       />
-                      {tab === "monitoring" ? (
-                        <MetricsPanel key={selected.id} target={{ kind: "vms", id: selected.id }} />
-                      ) : (
-                        <LogsPanel key={selected.id} vm={selected} />
-                      )}
+                      <div role="tabpanel" id="host-tabpanel" aria-labelledby={`host-tab-${tab}`}>
+                        {tab === "monitoring" ? (
+                          <MetricsPanel key={selected.id} target={{ kind: "vms", id: selected.id }} />
+                        ) : (
+                          <LogsPanel key={selected.id} vm={selected} />
+                        )}
+                      </div>
                     </>
                   ) : (
-                    <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500">
+                    <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">
                       Pick a VM to read its QEMU log.
                     </Panel>
                   )}

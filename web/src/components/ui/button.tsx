@@ -1,15 +1,14 @@
 // Buttons in four tones; small and dense by default.
-import type { ButtonHTMLAttributes } from "react";
+import type { ComponentProps } from "react";
 import { cn } from "./cn.ts";
 
 type Tone = "primary" | "secondary" | "danger" | "ghost";
 
 const tones: Record<Tone, string> = {
-  primary:
-    "bg-cyan-700 text-white hover:bg-cyan-600 border-cyan-700 dark:bg-cyan-600 dark:hover:bg-cyan-500 dark:border-cyan-600",
+  primary: "bg-cyan-700 text-white hover:bg-cyan-800 border-cyan-700 dark:border-cyan-600",
   secondary:
     "bg-white text-zinc-800 border-zinc-300 hover:bg-zinc-100 dark:bg-zinc-900 dark:text-zinc-100 dark:border-zinc-700 dark:hover:bg-zinc-800",
-  danger: "bg-red-600 text-white border-red-600 hover:bg-red-500",
+  danger: "bg-red-600 text-white border-red-600 hover:bg-red-700",
   ghost: "border-transparent text-zinc-700 hover:bg-zinc-200/70 dark:text-zinc-300 dark:hover:bg-zinc-800",
 };
 
@@ -18,13 +17,12 @@ export function Button({
   className,
   type = "button",
   ...rest
-}: ButtonHTMLAttributes<HTMLButtonElement> & { tone?: Tone }) {
+}: ComponentProps<"button"> & { tone?: Tone }) {
   return (
     <button
       type={type}
       className={cn(
         "inline-flex h-7 items-center gap-1.5 rounded border px-2.5 text-[13px] font-medium whitespace-nowrap transition-colors",
-        "focus-visible:outline-2 focus-visible:outline-offset-1 focus-visible:outline-cyan-500",
         "disabled:cursor-not-allowed disabled:opacity-45",
         tones[tone],
         className,

@@ -1,4 +1,6 @@
 // A confirmation dialog on the native <dialog> element (focus trap, Escape to cancel for free).
+// Closed, it hands focus back to what opened it, or to the page's main region when that is gone
+// (a deleted row's button), so a keyboard user never lands at the top of the document.
 import { useEffect, useRef, type ReactNode } from "react";
 import { Button } from "./button.tsx";
 
@@ -13,11 +15,20 @@ export function ConfirmDialog(props: {
   onCancel: () => void;
 }) {
   const ref = useRef<HTMLDialogElement>(null);
+  const opener = useRef<HTMLElement | null>(null);
   useEffect(() => {
     const dialog = ref.current;
     if (!dialog) return;
-    if (props.open && !dialog.open) dialog.showModal();
-    if (!props.open && dialog.open) dialog.close();
+    if (props.open && !dialog.open) {
+      opener.current = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+      dialog.showModal();
+    }
+    if (!props.open && dialog.open) {
+      dialog.close();
+      const back = opener.current?.isConnected ? opener.current : document.querySelector<HTMLElement>("main");
+      back?.focus();
+      opener.current = null;
+    }
   }, [props.open]);
   return (
     <dialog

@@ -74,13 +74,22 @@ export function Notice({
 }
 
 export function Spinner({ label = "Loading…" }: { label?: string }) {
-  return <div className="px-3 py-6 text-center text-[13px] text-zinc-500">{label}</div>;
+  return <div className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">{label}</div>;
 }
 
 export const inputClass =
-  "h-7 rounded border border-zinc-300 bg-white px-2 text-[13px] text-zinc-900 placeholder:text-zinc-400 focus:border-cyan-600 focus:outline-none dark:border-zinc-700 dark:bg-zinc-950 dark:text-zinc-100";
+  "h-7 rounded border border-zinc-300 bg-white px-2 text-[13px] text-zinc-900 placeholder:text-zinc-500 focus:border-cyan-600 dark:border-zinc-700 dark:placeholder:text-zinc-400 dark:bg-zinc-950 dark:text-zinc-100";
 
 export const tableClass = "w-full border-collapse text-left text-[13px]";
 export const thClass =
   "border-b border-zinc-200 px-3 py-1.5 text-[11px] font-semibold tracking-wide text-zinc-500 uppercase dark:border-zinc-800 dark:text-zinc-400";
+/** The header of a column holding only buttons: named for screen readers, blank on screen. */
+export function ActionsHeader() {
+  return (
+    <th className={thClass}>
+      <span className="sr-only">Actions</span>
+    </th>
+  );
+}
+
 export const tdClass = "border-b border-zinc-100 px-3 py-1.5 align-middle dark:border-zinc-800/70";

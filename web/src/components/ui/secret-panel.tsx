@@ -36,7 +36,7 @@ export function SecretPanel({
 export function SecretLine({ label, text, testId }: { label?: string; text: string; testId: string }) {
   return (
     <div>
-      {label && <div className="mb-0.5 text-[12px] text-zinc-500">{label}</div>}
+      {label && <div className="mb-0.5 text-[12px] text-zinc-500 dark:text-zinc-400">{label}</div>}
       <div className="flex items-center gap-2">
         <code
           data-testid={testId}

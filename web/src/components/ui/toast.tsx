@@ -1,4 +1,6 @@
-// Toasts: short success / error messages in the corner, carrying the server's own words.
+// Toasts: short success / error messages in the corner, carrying the server's own words. They are
+// added to live regions that are always in the page (a region inserted with its message is often
+// not read): successes politely, errors at once. Neither takes focus from what the operator is doing.
 import { createContext, useCallback, useContext, useMemo, useState, type ReactNode } from "react";
 import { cn } from "./cn.ts";
 
@@ -23,35 +25,56 @@ export function ToastProvider({ children }: { children: ReactNode }) {
   return (
     <ToastContext.Provider value={api}>
       {children}
-      <div
-        className="pointer-events-none fixed right-3 bottom-3 z-50 flex w-96 max-w-[calc(100vw-1.5rem)] flex-col gap-2"
-        aria-live="polite"
-      >
-        {toasts.map((t) => (
-          <div
-            key={t.id}
-            role={t.tone === "error" ? "alert" : "status"}
-            data-testid={`toast-${t.tone}`}
-            className={cn(
-              "pointer-events-auto flex items-start gap-2 rounded-md border px-3 py-2 text-[13px] shadow-lg",
-              t.tone === "success"
-                ? "border-emerald-300 bg-emerald-50 text-emerald-900 dark:border-emerald-800 dark:bg-emerald-950 dark:text-emerald-100"
-                : "border-red-300 bg-red-50 text-red-900 dark:border-red-800 dark:bg-red-950 dark:text-red-100",
-            )}
-          >
-            <span className="flex-1 break-words">{t.message}</span>
-            <button
-              type="button"
-              aria-label="Dismiss"
-              className="opacity-60 hover:opacity-100"
-              onClick={() => dismiss(t.id)}
-            >
-              ×
-            </button>
-          </div>
-        ))}
+      <div className="pointer-events-none fixed right-3 bottom-3 z-50 flex w-96 max-w-[calc(100vw-1.5rem)] flex-col gap-2">
+        <ToastList
+          role="status"
+          label="Notices"
+          toasts={toasts.filter((t) => t.tone === "success")}
+          dismiss={dismiss}
+        />
+        <ToastList role="alert" label="Errors" toasts={toasts.filter((t) => t.tone === "error")} dismiss={dismiss} />
       </div>
     </ToastContext.Provider>
+  );
+}
+
+function ToastList({
+  role,
+  label,
+  toasts,
+  dismiss,
+}: {
+  role: "status" | "alert";
+  label: string;
+  toasts: Toast[];
+  dismiss: (id: number) => void;
+}) {
+  return (
+    <div
+      role={role}
+      aria-label={label}
+      aria-atomic="false"
+      className="flex flex-col gap-2"
+      data-testid={`toasts-${role}`}
+    >
+      {toasts.map((t) => (
+        <div
+          key={t.id}
+          data-testid={`toast-${t.tone}`}
+          className={cn(
+            "pointer-events-auto flex items-start gap-2 rounded-md border px-3 py-2 text-[13px] shadow-lg",
+            t.tone === "success"
+              ? "border-emerald-300 bg-emerald-50 text-emerald-900 dark:border-emerald-800 dark:bg-emerald-950 dark:text-emerald-100"
+              : "border-red-300 bg-red-50 text-red-900 dark:border-red-800 dark:bg-red-950 dark:text-red-100",
+          )}
+        >
+          <span className="flex-1 break-words">{t.message}</span>
+          <button type="button" aria-label="Dismiss" className="px-1" onClick={() => dismiss(t.id)}>
+            ×
+          </button>
+        </div>
+      ))}
+    </div>
   );
 }
 

@@ -35,7 +35,7 @@ export function SignIn({
     }
   };
   return (
-    <div className="flex min-h-screen items-center justify-center p-4">
+    <main className="flex min-h-screen items-center justify-center p-4">
       <form
         onSubmit={(e) => void submit(e)}
         className="w-[24rem] max-w-full space-y-3 rounded-md border border-zinc-200 bg-white p-5 shadow-sm dark:border-zinc-800 dark:bg-zinc-900"
@@ -68,8 +68,8 @@ export function SignIn({
         <Button type="submit" tone="primary" className="w-full justify-center" disabled={busy || !token.trim()}>
           {busy ? "Checking…" : "Sign in"}
         </Button>
-        <div className="text-[12px] text-zinc-500">{help}</div>
+        <div className="text-[12px] text-zinc-500 dark:text-zinc-400">{help}</div>
       </form>
-    </div>
+    </main>
   );
 }

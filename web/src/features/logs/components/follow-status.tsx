@@ -1,5 +1,6 @@
 // One line saying what the live follow is doing: following, reconnecting, node offline, ended, and
-// what last happened to the file (rotated, truncated, appeared, missing).
+// what last happened to the file (rotated, truncated, appeared, missing). The phase and the events
+// are live regions (read out as they change); the retry countdown is not, or it would speak every second.
 import type { FollowStatus } from "../../../../../protocol/api.ts";
 import { cn } from "../../../components/ui/cn.ts";
 import { formatDateTime } from "../../../lib/format.ts";
@@ -42,31 +43,34 @@ export function FollowStatusBar({ state }: { state: FollowState }) {
   return (
     <div
       className="flex flex-wrap items-center gap-x-3 gap-y-1 text-[13px]"
-      role="status"
       data-testid="follow-status"
       data-phase={state.phase}
     >
       <span className="flex items-center gap-1.5 font-medium">
-        <span className={cn("inline-block size-2 rounded-full", dot[state.phase])} />
-        {phaseText[state.phase]}
-        {wait !== null && (state.phase === "reconnecting" || state.phase === "offline")
-          ? ` (next try in ${wait} s)`
-          : ""}
+        <span aria-hidden="true" className={cn("inline-block size-2 rounded-full", dot[state.phase])} />
+        <span role="status" aria-label="Live follow">
+          {phaseText[state.phase]}
+        </span>
+        {wait !== null && (state.phase === "reconnecting" || state.phase === "offline") ? (
+          <span data-testid="follow-retry">(next try in {wait} s)</span>
+        ) : null}
       </span>
-      {state.lastEvent && (
-        <span
-          className="text-amber-700 dark:text-amber-400"
-          data-testid="follow-event"
-          data-event={state.lastEvent.status}
-        >
-          {eventText[state.lastEvent.status]} at {formatDateTime(new Date(state.lastEvent.at).toISOString())}
-        </span>
-      )}
-      {state.error && (
-        <span className="text-red-700 dark:text-red-400" data-testid="follow-error">
-          {state.error.message}
-        </span>
-      )}
+      <span role="status" aria-label="Log file" className="contents">
+        {state.lastEvent && (
+          <span
+            className="text-amber-700 dark:text-amber-400"
+            data-testid="follow-event"
+            data-event={state.lastEvent.status}
+          >
+            {eventText[state.lastEvent.status]} at {formatDateTime(new Date(state.lastEvent.at).toISOString())}
+          </span>
+        )}
+        {state.error && (
+          <span className="text-red-700 dark:text-red-400" data-testid="follow-error">
+            {state.error.message}
+          </span>
+        )}
+      </span>
     </div>
   );
 }

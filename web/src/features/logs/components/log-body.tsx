@@ -99,7 +99,7 @@ export function LogBody({
           Jump to first error
         </Button>
         {issues.length === 0 ? (
-          <span className="py-1 text-[13px] text-zinc-500">
+          <span className="py-1 text-[13px] text-zinc-500 dark:text-zinc-400">
             {firstError < 0 ? "No errors in these lines." : "No known issue recognised; errors are marked red."}
           </span>
         ) : (

@@ -1,5 +1,6 @@
 // The log text, virtualized (10,000 lines scroll smoothly), each line a React text node coloured by
-// its level. Stays pinned to the bottom on new text only while the reader is at the bottom, and
+// its level and marked E / W in the gutter (and "error:" / "warning:" for screen readers), so the
+// level does not rest on colour alone. Stays pinned to the bottom on new text only while the reader is at the bottom, and
 // scrolls to a given line on request (jump to first error) with that line highlighted.
 import { useEffect, useImperativeHandle, useLayoutEffect, useRef, type Ref } from "react";
 import { useVirtualizer } from "@tanstack/react-virtual";
@@ -14,6 +15,8 @@ const levelClass: Record<LineLevel, string> = {
   warning: "bg-amber-400/10 text-amber-700 dark:text-yellow-300",
   normal: "",
 };
+
+const levelMark: Record<LineLevel, string> = { error: "E", warning: "W", normal: "" };
 
 export type LogViewerHandle = { scrollToLine: (index: number) => void };
 
@@ -78,7 +81,7 @@ export function LogViewer({
       className="h-[60vh] min-h-64 overflow-auto rounded border border-zinc-200 bg-zinc-50 font-mono text-[12px] dark:border-zinc-800 dark:bg-zinc-950"
     >
       {lines.length === 0 ? (
-        <div className="p-3 text-zinc-500">The log is empty.</div>
+        <div className="p-3 text-zinc-500 dark:text-zinc-400">The log is empty.</div>
       ) : (
         <div className="relative w-max min-w-full" style={{ height: virtualizer.getTotalSize() }}>
           {virtualizer.getVirtualItems().map((row) => {
@@ -99,11 +102,15 @@ export function LogViewer({
                 style={{ top: row.start, height: LINE_HEIGHT, lineHeight: `${LINE_HEIGHT}px` }}
               >
                 <span
-                  className="sticky left-0 shrink-0 bg-inherit pr-3 pl-2 text-right text-zinc-400 select-none dark:text-zinc-600"
-                  style={{ width: `${gutter + 2}ch` }}
+                  className="sticky left-0 shrink-0 bg-inherit pr-2 pl-2 text-right text-zinc-600 select-none dark:text-zinc-400"
+                  style={{ width: `${gutter + 5}ch` }}
                 >
                   {row.index + 1}
+                  <span aria-hidden="true" className="inline-block w-[2ch] text-center font-bold">
+                    {levelMark[level]}
+                  </span>
                 </span>
+                {level !== "normal" && <span className="sr-only select-none">{level}: </span>}
                 <span className="pr-4">{lines[row.index]}</span>
               </div>
             );

@@ -131,7 +131,7 @@ export function LogsPanel({
         <Button data-testid="log-download" onClick={download} disabled={!shown}>
           Download
         </Button>
-        <span className="ml-auto text-[12px] text-zinc-500" data-testid="log-fetched-at">
+        <span className="ml-auto text-[12px] text-zinc-500 dark:text-zinc-400" data-testid="log-fetched-at">
           {logs.dataUpdatedAt ? `fetched ${formatDateTime(new Date(logs.dataUpdatedAt).toISOString())}` : ""}
         </span>
       </div>
@@ -147,14 +147,17 @@ export function LogsPanel({
 
       {logs.data && !(live && nodeOffline) && <LogBody data={logs.data} text={text} />}
       {live && nodeOffline && <LastKnown query={lastKnown} />}
-      {!logs.data && !logs.error && <div className="text-[13px] text-zinc-500">Reading the log from the host…</div>}
+      {!logs.data && !logs.error && (
+        <div className="text-[13px] text-zinc-500 dark:text-zinc-400">Reading the log from the host…</div>
+      )}
       {!logs.data && !(live && nodeOffline && lastKnown.data) && <LogHelp detected={[]} />}
     </div>
   );
 }
 
 function LastKnown({ query }: { query: ReturnType<typeof useLastKnownLog> }) {
-  if (query.isPending) return <div className="text-[13px] text-zinc-500">Looking for the last known log…</div>;
+  if (query.isPending)
+    return <div className="text-[13px] text-zinc-500 dark:text-zinc-400">Looking for the last known log…</div>;
   if (query.error) {
     if (query.error instanceof ApiError && query.error.code === "no_snapshot")
       return (

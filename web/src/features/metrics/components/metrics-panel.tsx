@@ -110,7 +110,7 @@ export function MetricsPanel({ target, offline }: { target: MetricsTarget; offli
               className={cn(
                 "h-7 px-2.5 text-[13px] font-medium",
                 r === range
-                  ? "bg-cyan-700 text-white dark:bg-cyan-600"
+                  ? "bg-cyan-700 text-white"
                   : "text-zinc-700 hover:bg-zinc-100 dark:text-zinc-300 dark:hover:bg-zinc-800",
               )}
             >
@@ -118,7 +118,7 @@ export function MetricsPanel({ target, offline }: { target: MetricsTarget; offli
             </button>
           ))}
         </div>
-        {metrics.isFetching && <span className="text-[12px] text-zinc-500">updating…</span>}
+        {metrics.isFetching && <span className="text-[12px] text-zinc-500 dark:text-zinc-400">updating…</span>}
         {offline && (
           <span className="text-[12px] text-amber-700 dark:text-amber-400">
             node offline: no samples until it is back (shown as gaps)

@@ -6,6 +6,7 @@ import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
 import {
+  ActionsHeader,
   inputClass,
   Notice,
   PageHeader,
@@ -105,7 +106,7 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
         {nodes.isPending ? (
           <Spinner />
         ) : !nodes.data?.length ? (
-          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">
+          <div className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">
             No nodes yet.{isAdmin ? " Create one to get its agent command." : ""}
           </div>
         ) : (
@@ -119,7 +120,7 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
                 <th className={thClass}>Agent</th>
                 <th className={thClass}>libvirt</th>
                 <th className={thClass}>VMs</th>
-                {isAdmin && <th className={thClass} />}
+                {isAdmin && <ActionsHeader />}
               </tr>
             </thead>
             <tbody>

@@ -5,6 +5,7 @@ import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
 import {
+  ActionsHeader,
   inputClass,
   Notice,
   PageHeader,
@@ -59,7 +60,9 @@ export function NotificationsPage() {
         {targets.isPending ? (
           <Spinner />
         ) : !targets.data?.length ? (
-          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">No targets yet: nothing is sent.</div>
+          <div className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">
+            No targets yet: nothing is sent.
+          </div>
         ) : (
           <table className={tableClass} data-testid="targets-table">
             <thead>
@@ -69,7 +72,7 @@ export function NotificationsPage() {
                 <th className={thClass}>Events</th>
                 <th className={thClass}>Format</th>
                 <th className={thClass}>Created</th>
-                <th className={thClass} />
+                <ActionsHeader />
               </tr>
             </thead>
             <tbody>
@@ -129,7 +132,8 @@ export function NotificationsPage() {
 }
 
 function DeliveriesTable({ rows, names }: { rows: DeliveryView[]; names: Map<string, string> }) {
-  if (!rows.length) return <div className="px-3 py-6 text-center text-[13px] text-zinc-500">Nothing sent yet.</div>;
+  if (!rows.length)
+    return <div className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">Nothing sent yet.</div>;
   return (
     <table className={tableClass} data-testid="deliveries-table">
       <thead>
@@ -152,7 +156,9 @@ function DeliveriesTable({ rows, names }: { rows: DeliveryView[]; names: Map<str
             <td className={tdClass}>
               <Badge tone={statusTone[d.status]}>{d.status}</Badge>
               {d.status === "pending" && d.nextAttemptAt && (
-                <span className="ml-1 text-[12px] text-zinc-500">next {formatDateTime(d.nextAttemptAt)}</span>
+                <span className="ml-1 text-[12px] text-zinc-500 dark:text-zinc-400">
+                  next {formatDateTime(d.nextAttemptAt)}
+                </span>
               )}
             </td>
             <td className={tdClass}>{d.attempts.length}</td>

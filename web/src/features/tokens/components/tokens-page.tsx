@@ -5,6 +5,7 @@ import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
 import { ConfirmDialog } from "../../../components/ui/dialog.tsx";
 import {
+  ActionsHeader,
   inputClass,
   Notice,
   PageHeader,
@@ -92,7 +93,7 @@ export function TokensPage() {
         {tokens.isPending ? (
           <Spinner />
         ) : !tokens.data?.length ? (
-          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">
+          <div className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">
             No tokens yet (the admin token is a Worker secret, not listed).
           </div>
         ) : (
@@ -103,7 +104,7 @@ export function TokensPage() {
                 <th className={thClass}>Role</th>
                 <th className={thClass}>Created</th>
                 <th className={thClass}>Status</th>
-                <th className={thClass} />
+                <ActionsHeader />
               </tr>
             </thead>
             <tbody>

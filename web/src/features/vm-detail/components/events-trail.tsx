@@ -10,7 +10,8 @@ export function EventsTrail({ vmId }: { vmId: string }) {
   const events = useVMEvents(vmId);
   if (events.error) return <Notice tone="error">Could not load events: {events.error.message}</Notice>;
   if (events.isPending) return <Spinner />;
-  if (events.data.length === 0) return <div className="px-3 py-4 text-[13px] text-zinc-500">No events yet.</div>;
+  if (events.data.length === 0)
+    return <div className="px-3 py-4 text-[13px] text-zinc-500 dark:text-zinc-400">No events yet.</div>;
   return (
     <table className={tableClass} data-testid="events-trail">
       <thead>
@@ -67,12 +68,12 @@ function Verification({ event }: { event: VmEventView }) {
   const agrees = event.expectedState && event.observedState && event.expectedState === event.observedState;
   return (
     <span className="text-[12px]">
-      <span className="text-zinc-500">expected</span> {event.expectedState ?? "—"}
-      <span className="text-zinc-500"> · hypervisor </span>
+      <span className="text-zinc-500 dark:text-zinc-400">expected</span> {event.expectedState ?? "—"}
+      <span className="text-zinc-500 dark:text-zinc-400"> · hypervisor </span>
       {event.observedState ? (
         <span className={agrees ? "" : "font-semibold text-amber-700 dark:text-amber-400"}>{event.observedState}</span>
       ) : (
-        <span className="text-zinc-500 italic">not asked</span>
+        <span className="text-zinc-500 dark:text-zinc-400 italic">not asked</span>
       )}
     </span>
   );

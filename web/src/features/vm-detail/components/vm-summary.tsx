@@ -23,6 +23,7 @@ export function VmSummary({
   const canOperate = useCan("operate");
   const now = useNow(5_000);
   const stuckAfterMs = useStuckAfterMs();
+  const stuck = isStuck(vm, now, stuckAfterMs);
   return (
     <div className="mb-3">
       <PageHeader
@@ -33,7 +34,17 @@ export function VmSummary({
             {vm.missing && <MissingMarker />}
           </span>
         }
-        subtitle={isStuck(vm, now, stuckAfterMs) ? <StuckMarker since={vm.stateUpdatedAt} now={now} /> : undefined}
+        subtitle={
+          <>
+            {/* Always in the page, so a VM turning stuck or changing state while looked at is read out;
+                stable words only (the marker's relative time would be read again at every tick). */}
+            <span role="status" className="sr-only" data-testid="vm-live-state">
+              {vm.name} is {vm.state}
+              {stuck ? `, stuck since ${formatDateTime(vm.stateUpdatedAt)}` : ""}.
+            </span>
+            {stuck && <StuckMarker since={vm.stateUpdatedAt} now={now} />}
+          </>
+        }
         actions={canOperate ? <VmActions vm={vm} nodeOffline={nodeOffline} /> : undefined}
       />
       {vm.flag && <FlagBanner vmId={vm.id} flag={vm.flag} />}

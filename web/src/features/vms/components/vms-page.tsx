@@ -76,7 +76,7 @@ export function VmsPage({
         {vms.isPending ? (
           <Spinner />
         ) : rows.length === 0 ? (
-          <div className="px-3 py-6 text-center text-[13px] text-zinc-500">No VMs match.</div>
+          <div className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">No VMs match.</div>
         ) : (
           <VmTable vms={rows} nodeNames={nodeNames} renderName={renderName} selectedId={selectedId} />
         )}
