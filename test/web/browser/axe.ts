@@ -61,3 +61,66 @@ export async function expectAccessible(
     .toEqual([]);
   return findings;
 }
+
+export type TextContrast = { sample: string; color: string; background: string; ratio: number };
+
+/** The contrast ratio of each distinct text colour on its background inside the elements `selector`
+ *  matches (what a reader
+ *  of a screenshot would check by hand): the background is every ancestor's colour laid over the
+ *  next, colours are read through a canvas (Tailwind's are oklch), ratios per WCAG 2. */
+export function textContrasts(page: Page, selector: string): Promise<TextContrast[]> {
+  return page.evaluate((selector) => {
+    const ctx = document.createElement("canvas").getContext("2d", { willReadFrequently: true })!;
+    const rgba = (css: string): [number, number, number, number] => {
+      ctx.clearRect(0, 0, 1, 1);
+      ctx.fillStyle = "#000";
+      ctx.fillStyle = css;
+      ctx.fillRect(0, 0, 1, 1);
+      const [r, g, b, a] = ctx.getImageData(0, 0, 1, 1).data;
+      return [r, g, b, a / 255];
+    };
+    const over = (top: number[], below: number[]) =>
+      top.slice(0, 3).map((c, i) => c * top[3] + below[i] * (1 - top[3]));
+    const luminance = (rgb: number[]) => {
+      const [r, g, b] = rgb.map((c) => {
+        const s = c / 255;
+        return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const hex = (rgb: number[]) => `#${rgb.map((c) => Math.round(c).toString(16).padStart(2, "0")).join("")}`;
+    const found = new Map<string, { sample: string; color: string; background: string; ratio: number }>();
+    const texts: Node[] = [];
+    for (const root of document.querySelectorAll(selector)) {
+      const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) texts.push(node);
+    }
+    for (const node of texts) {
+      const el = node.parentElement;
+      const text = node.textContent?.trim();
+      if (!el || !text || !el.checkVisibility() || el.closest(".sr-only")) continue;
+      let background = [255, 255, 255];
+      const layers: string[] = [];
+      for (let a: Element | null = el; a; a = a.parentElement) layers.unshift(getComputedStyle(a).backgroundColor);
+      for (const layer of layers) background = over(rgba(layer), background);
+      const color = over(rgba(getComputedStyle(el).color), background);
+      const [hi, lo] = [luminance(color), luminance(background)].sort((x, y) => y - x);
+      const entry = {
+        sample: text.slice(0, 50),
+        color: hex(color),
+        background: hex(background),
+        ratio: (hi + 0.05) / (lo + 0.05),
+      };
+      const key = `${entry.color} on ${entry.background}`;
+      if (!found.has(key)) found.set(key, { ...entry, ratio: Math.round(entry.ratio * 100) / 100 });
+    }
+    return [...found.values()].sort((x, y) => x.ratio - y.ratio);
+  }, selector);
+}
+
+/** Keeps a named table for the run's accessibility record (beside the axe results). */
+export function record(name: string, value: unknown): void {
+  const dir = join(ARTIFACTS, "accessibility");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify(value, null, 2));
+}

@@ -97,12 +97,12 @@ export function LogViewer({
                 className={cn(
                   "absolute left-0 flex w-max min-w-full whitespace-pre",
                   levelClass[level],
-                  highlighted && "bg-red-500/25 outline-2 -outline-offset-2 outline-red-500 dark:bg-red-500/30",
+                  highlighted && "bg-red-500/15 outline-2 -outline-offset-2 outline-red-500 dark:bg-red-500/30",
                 )}
                 style={{ top: row.start, height: LINE_HEIGHT, lineHeight: `${LINE_HEIGHT}px` }}
               >
                 <span
-                  className="sticky left-0 shrink-0 bg-inherit pr-2 pl-2 text-right text-zinc-600 select-none dark:text-zinc-400"
+                  className="sticky left-0 shrink-0 bg-zinc-50 pr-2 pl-2 text-right text-zinc-600 select-none dark:bg-zinc-950 dark:text-zinc-400"
                   style={{ width: `${gutter + 5}ch` }}
                 >
                   {row.index + 1}

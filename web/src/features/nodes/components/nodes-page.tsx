@@ -88,6 +88,7 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
                 data-testid="node-name"
                 className={`${inputClass} w-48`}
                 placeholder="new node name"
+                aria-label="New node name"
                 value={name}
                 onChange={(e) => setName(e.target.value)}
                 maxLength={100}

@@ -55,6 +55,7 @@ export function TokensPage() {
               data-testid="token-name"
               className={`${inputClass} w-48`}
               placeholder="token name"
+              aria-label="New token name"
               value={name}
               onChange={(e) => setName(e.target.value)}
               maxLength={100}

@@ -35,6 +35,7 @@ export function VmsPage({
           data-testid="vm-search"
           type="search"
           placeholder="Search by name"
+          aria-label="Search VMs by name"
           className={`${inputClass} w-56`}
           value={search}
           onChange={(e) => setSearch(e.target.value)}
