@@ -22,6 +22,16 @@ export type RulesOff = Record<string, string>;
  *  not a script tag: the dashboard's CSP refuses inline scripts, and must stay as it is under test. */
 export async function audit(page: Page, rulesOff: RulesOff = {}): Promise<AxeFinding[]> {
   if (!(await page.evaluate(() => "axe" in window))) await page.evaluate(AXE_SOURCE);
+  // Colours read mid-transition (a theme switch fades every button) are neither theme's: let the
+  // finite animations end first (the follow dot's pulse never does).
+  await page.evaluate(() =>
+    Promise.all(
+      document
+        .getAnimations()
+        .filter((a) => a.effect?.getTiming().iterations !== Number.POSITIVE_INFINITY)
+        .map((a) => a.finished.catch(() => {})),
+    ),
+  );
   const rules = Object.fromEntries(Object.keys(rulesOff).map((id) => [id, { enabled: false }]));
   const results = (await page.evaluate(
     (rules) =>

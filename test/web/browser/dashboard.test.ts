@@ -9,6 +9,7 @@ import type { Page } from "playwright-core";
 import type { ControlPlane } from "../../support/control-plane.ts";
 import { startDashboard, type DashboardFixture, type Session } from "./fixture.ts";
 import { FIXTURE_XML, VMS, writeFleetXml } from "./fixture-logs.ts";
+import { expectAccessible } from "./axe.ts";
 import { enrollAgent, screenshot, startAgent, until, watchPage, type AgentProcess } from "./harness.ts";
 
 const NODE_NAME = "edge-test-01";
@@ -214,6 +215,7 @@ describe("dashboard in Chromium", () => {
     await vmRow(page, VMS.stuck.name).getByTestId("stuck-marker").waitFor();
     expect(await vmRow(page, VMS.stuck.name).getByTestId("stuck-marker").textContent()).toMatch(/stuck since/);
     expect(await vmRow(page, VMS.web.name).getByTestId("stuck-marker").count()).toBe(0);
+    await expectAccessible(page, "VMs with a stuck VM · light");
     await screenshot(page, "vms-stuck");
 
     await vmRow(page, VMS.stuck.name).getByRole("link").click();
@@ -221,6 +223,14 @@ describe("dashboard in Chromium", () => {
     expect(await page.getByTestId("vm-name").textContent()).toBe(VMS.stuck.name);
     await page.getByTestId("stuck-marker").waitFor();
     await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("STOPPING");
+    // The state and the stuck marker are in a live region, in words that do not tick with the clock.
+    expect(
+      await page
+        .getByRole("status")
+        .filter({ hasText: `${VMS.stuck.name} is STOPPING` })
+        .textContent(),
+    ).toMatch(new RegExp(`^${VMS.stuck.name} is STOPPING, stuck since [\\d-]+ [\\d:]+\\.$`));
+    await expectAccessible(page, "stuck VM · light");
     expect(await page.getByRole("button", { name: "Start", exact: true }).isDisabled()).toBe(true);
     expect(await page.getByRole("button", { name: "Stop", exact: true }).isDisabled()).toBe(true);
 
@@ -237,6 +247,7 @@ describe("dashboard in Chromium", () => {
     expect(await toast.textContent()).toContain("hypervisor");
     await expect.poll(() => page.locator("[data-fact=State]").textContent()).toBe("RUNNING");
     await expect.poll(() => page.getByTestId("stuck-marker").count()).toBe(0);
+    expect(await page.getByTestId("vm-live-state").textContent()).toBe(`${VMS.stuck.name} is RUNNING.`);
     await expect.poll(() => page.getByTestId("events-trail").textContent()).toContain("STOPPING → RUNNING");
     await screenshot(page, "vm-detail-after-reset");
 
@@ -257,6 +268,10 @@ describe("dashboard in Chromium", () => {
     await expect.poll(() => page.locator("[data-fact=State]").textContent(), { timeout: 15_000 }).toBe("RUNNING");
     await page.getByTestId("flag-banner").waitFor();
     expect(await page.getByTestId("flag-message").textContent()).toContain("force-reset to STOPPED");
+    await expectAccessible(page, "flagged VM with toasts · light");
+    await page.getByTestId("theme-toggle").click();
+    await expect.poll(() => page.evaluate(() => document.documentElement.classList.contains("dark"))).toBe(true);
+    await expectAccessible(page, "flagged VM with toasts · dark");
     // RUNNING allows Stop and not Start.
     expect(await page.getByRole("button", { name: "Start", exact: true }).isDisabled()).toBe(true);
     expect(await page.getByRole("button", { name: "Stop", exact: true }).isDisabled()).toBe(false);
@@ -272,7 +287,8 @@ describe("dashboard in Chromium", () => {
     // Someone else starts it meanwhile; this page still shows STOPPED and offers Start.
     expect((await cp.api(`/api/vms/${VMS.oddName.id}/start`, { method: "POST" })).status).toBe(202);
     await page.getByRole("button", { name: "Start", exact: true }).click();
-    const toast = page.getByTestId("toast-error").first();
+    // Errors go to the assertive live region (read out at once), apart from the polite one.
+    const toast = page.getByRole("alert", { name: "Errors" }).getByTestId("toast-error").first();
     await toast.waitFor();
     expect(await toast.textContent()).toMatch(/^Start failed: .*(STARTING|RUNNING)/);
     await expect.poll(() => page.locator("[data-fact=State]").textContent()).not.toBe("STOPPED");

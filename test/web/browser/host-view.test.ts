@@ -1,6 +1,7 @@
 // The host view in Chromium: an agent run with --listen serves host.html and the dashboard's VM
 // list, Monitoring and Logs tabs against its local API (/api/v1, the agent's host token, kept for the browser
-// session only; the node credential is refused), and keeps reading logs with the control plane stopped.
+// session only; the node credential is refused), and keeps reading logs with the control plane stopped;
+// axe-core finds nothing serious on it in either theme.
 import { spawn } from "node:child_process";
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,6 +9,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
 import { ControlPlane, freePort } from "../../support/control-plane.ts";
+import { expectAccessible } from "./axe.ts";
 import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
 import {
   enrollAgent,
@@ -201,5 +203,31 @@ describe("host view served by the agent", () => {
 
     expect(watch.problems).toEqual([]);
     await context.close();
+  }, 90_000);
+
+  it("has no serious or critical axe-core violation on its sign-in, VM list and tabs, in both themes", async () => {
+    for (const theme of ["light", "dark"] as const) {
+      const context = await newContext(browser, hostUrl, theme);
+      const page = await context.newPage();
+      const watch = watchPage(page);
+      await page.goto(hostUrl + "/");
+      await page.getByTestId("sign-in-token").waitFor();
+      await expectAccessible(page, `host view sign-in · ${theme}`);
+      await page.getByTestId("sign-in-token").fill(hostToken);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await expect.poll(() => page.locator("tr[data-vm-name]").count()).toBe(6);
+      await expectAccessible(page, `host view VMs · ${theme}`);
+      await page.locator(`tr[data-vm-name="${VMS.web.name}"]`).getByRole("button").click();
+      await page.getByTestId("log-view").getByText(WEB_LOG_LAST_LINE).waitFor();
+      await expectAccessible(page, `host view QEMU log tab · ${theme}`);
+      // The tabs by keyboard: the arrow key moves to Monitoring and selects it.
+      await page.getByRole("tab", { name: "QEMU log" }).focus();
+      await page.keyboard.press("ArrowLeft");
+      await page.getByTestId("metrics-panel").waitFor();
+      expect(await page.getByRole("tab", { selected: true }).textContent()).toBe("Monitoring");
+      await expectAccessible(page, `host view Monitoring tab · ${theme}`);
+      expect(watch.problems).toEqual([]);
+      await context.close();
+    }
   }, 90_000);
 });
