@@ -108,6 +108,17 @@ describe.each<Theme>(["light", "dark"])("axe-core on every page in the %s theme"
     await expect.poll(() => page.getByTestId("follow-status").getAttribute("data-phase")).toBe("following");
     expect(await page.getByRole("status", { name: "Live follow" }).textContent()).toBe("Following live");
     await expectNoViolations(page, `VM Logs tab, help open, following · ${theme}`);
+    // A line's level shows in more than its colour: a mark beside its number, and words for screen readers.
+    const view = page.getByTestId("log-view");
+    for (const [level, mark] of [
+      ["error", "E"],
+      ["warning", "W"],
+    ] as const) {
+      const first = view.locator(`[data-level="${level}"]`).first();
+      expect(await first.locator('[aria-hidden="true"]').textContent()).toBe(mark);
+      expect(await first.locator(".sr-only").textContent()).toBe(`${level}: `);
+    }
+    expect(await view.locator('[data-level="normal"] .sr-only').count()).toBe(0);
     // Every text colour of the tab, the highlighted line jumped to included, at 4.5:1 or more.
     await page.getByTestId("log-jump-error").click();
     await page.locator("[data-highlighted]").waitFor();
