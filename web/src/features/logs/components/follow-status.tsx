@@ -55,7 +55,7 @@ export function FollowStatusBar({ state }: { state: FollowState }) {
           <span data-testid="follow-retry">(next try in {wait} s)</span>
         ) : null}
       </span>
-      <span role="status" aria-label="Log file" className="contents">
+      <span role="status" aria-label="Log file" className="flex flex-wrap items-center gap-x-3">
         {state.lastEvent && (
           <span
             className="text-amber-700 dark:text-amber-400"
