@@ -439,6 +439,8 @@ async function main() {
         (stuckNow
           ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State, or wait for the reconciler to repair it)`
           : ""),
+      `Demo agent:   PID ${agent.pid} (kill -STOP ${agent.pid} freezes it: node.offline about a minute later,`,
+      `              OFFLINE_AFTER_MS; kill -CONT ${agent.pid} thaws it)`,
     );
   } else if (withDemo) {
     say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");
