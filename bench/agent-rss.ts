@@ -4,7 +4,8 @@
 // `node agent/main.ts`; RSS beside PSS and USS (from /proc/<pid>/smaps_rollup), because most of an
 // idle agent's RSS is shared file pages: the node binary and libvirt's libraries.
 // `node bench/agent-rss.ts` prints the rows.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { spawnOwned } from "../scripts/child-processes.ts";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -95,7 +96,7 @@ async function stopChild(child: ChildProcess) {
 
 /** The floor: an idle `node` doing nothing, same binary, measured the same way. */
 async function bareNodeRss(): Promise<Rss> {
-  const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+  const child = spawnOwned(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
   try {
     await new Promise((r) => setTimeout(r, 2_000));
     return rssOf(child.pid!);
@@ -113,7 +114,7 @@ export async function idleRss(
 ): Promise<Rss & { cpuMs: number }> {
   const cp = await tinyControlPlane();
   const stateDir = mkdtempSync(join(tmpdir(), "qx-bench-agent-"));
-  const child = spawn(
+  const child = spawnOwned(
     process.execPath,
     [
       ...nodeFlags,

@@ -5,12 +5,13 @@
 // 24 h query: the SQL over a full day of 100 VMs, and a real GET /api/nodes/:id/metrics?range=24h
 // through wrangler dev beside the floor probe's Durable Object RPC. (3) The libvirt access layer:
 // a state call through the binding vs through virsh, virsh domstats, the virsh event child's memory.
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { promisify } from "node:util";
 import { Hypervisor } from "@unraid/libvirt";
+import { spawnOwned } from "../scripts/child-processes.ts";
 import type { MetricFigures, MetricsPayload } from "../protocol/metrics.ts";
 import { createNode } from "../test/e2e/journey.ts";
 import type { ControlPlane } from "../test/support/control-plane.ts";
@@ -198,7 +199,7 @@ async function accessLayer(): Promise<BenchRow[]> {
       "--interface",
     ]),
   );
-  const child = spawn("virsh", ["-c", uri, "event", "--all", "--loop"], { stdio: "ignore" });
+  const child = spawnOwned("virsh", ["-c", uri, "event", "--all", "--loop"], { stdio: "ignore" });
   await new Promise((r) => setTimeout(r, 1_000));
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))?.[1] ?? NaN);
   child.kill();

@@ -2,7 +2,7 @@
 // Objects) plus a demo agent on libvirt's test driver with the shipped demo node, one VM of which is
 // left stuck in STOPPING on the first start (the reconciler repairs it after 15 min unless you
 // reset it first). `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
-import { spawn, execFile, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chmodSync,
@@ -16,29 +16,46 @@ import {
   appendFileSync,
 } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { parseArgs, promisify } from "node:util";
+import { parseArgs } from "node:util";
 import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
 import { hostTokenPath } from "../agent/host-token.ts";
 import { varArgs } from "./dev-vars.ts";
+import { exitAfterStopping, onStop, runOwned, spawnOwned } from "./child-processes.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const HOST = "127.0.0.1";
-const PORT = 8787;
-const AGENT_LISTEN = `${HOST}:8788`;
+// `--port` and `--data-dir` run a second copy beside the usual one (the tests do).
+const { values: flags } = parseArgs({
+  options: {
+    "no-demo": { type: "boolean", default: false },
+    port: { type: "string", default: "8787" },
+    "data-dir": { type: "string", default: ".wrangler" },
+  },
+  allowPositionals: false,
+});
+const PORT = Number(flags.port);
+if (!Number.isInteger(PORT) || PORT < 1 || PORT > 65534) {
+  console.error(`[start] --port must be a port number, not ${JSON.stringify(flags.port)}`);
+  process.exit(2);
+}
+/** The demo agent's host view: the port after the control plane's. */
+const AGENT_LISTEN = `${HOST}:${PORT + 1}`;
 const URL_BASE = `http://${HOST}:${PORT}`;
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
 const DEV_VARS = join(ROOT, ".dev.vars");
 const DEMO_NODE_NAME = "demo";
 const DEMO_XML = join(ROOT, "agent/demo/node.xml");
 const DEMO_LOGS = join(ROOT, "agent/demo/logs");
-const DEMO_STATE_DIR = join(ROOT, ".wrangler/demo-agent");
+/** Local D1 and Durable Objects (wrangler's own default place for .wrangler), the demo's state. */
+const DATA_DIR = resolve(ROOT, flags["data-dir"]);
+const PERSIST_DIR = join(DATA_DIR, "state");
+const DEMO_STATE_DIR = join(DATA_DIR, "demo-agent");
 /** What the demo set up once (node id, stuck VM), so a second `npm start` does not redo it. */
-const DEMO_MARKER = join(ROOT, ".wrangler/demo.json");
+const DEMO_MARKER = join(DATA_DIR, "demo.json");
 /** The demo VM that `npm start` leaves stuck in STOPPING (see agent/demo/node.xml). */
 const STUCK_VM = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f07", name: "files-01" };
 
-const run = promisify(execFile);
 // Our children must not phone home, and their output is read by a filter, not a terminal.
 // No metrics and no fetch of request.cf data from the internet: a local run talks to loopback only.
 const CHILD_ENV = {
@@ -49,7 +66,6 @@ const CHILD_ENV = {
   NO_COLOR: "1",
 };
 const started = Date.now();
-const children: ChildProcess[] = [];
 let stopping = false;
 
 const say = (line: string) => console.log(`[start] ${line}`);
@@ -108,7 +124,7 @@ async function ensureDashboard(): Promise<void> {
   if (built >= Math.max(...sources.map(newestMtime))) return;
   say("building the dashboard (npm run build:web)");
   try {
-    await run("npm", ["run", "build:web", "--silent"], { cwd: ROOT, env: CHILD_ENV, maxBuffer: 64 * 1024 * 1024 });
+    await runOwned("npm", ["run", "build:web", "--silent"], { cwd: ROOT, env: CHILD_ENV });
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
     process.stderr.write(`${e.stdout ?? ""}${e.stderr ?? ""}`);
@@ -120,10 +136,14 @@ async function ensureDashboard(): Promise<void> {
 
 async function migrateLocalDb(): Promise<void> {
   try {
-    const { stdout } = await run(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local"], {
-      cwd: ROOT,
-      env: { ...CHILD_ENV, CI: "true" }, // non-interactive: no confirmation prompt
-    });
+    const { stdout } = await runOwned(
+      process.execPath,
+      [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST_DIR],
+      {
+        cwd: ROOT,
+        env: { ...CHILD_ENV, CI: "true" }, // non-interactive: no confirmation prompt
+      },
+    );
     const applied = [...stdout.matchAll(/^│\s*(\S+\.sql)\s*│\s*✅/gm)].map((m) => m[1]);
     say(applied.length ? `local D1: applied ${[...new Set(applied)].join(", ")}` : "local D1: migrations up to date");
   } catch (err) {
@@ -149,17 +169,28 @@ function startWrangler(withDemo: boolean): ChildProcess {
       );
     demoArgs.push(...v.args);
   }
-  const child = spawn(
+  const child = spawnOwned(
     process.execPath,
-    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--show-interactive-dev-session=false", ...demoArgs],
-    { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true }, // own process group
+    [
+      WRANGLER,
+      "dev",
+      "--ip",
+      HOST,
+      "--port",
+      String(PORT),
+      "--persist-to",
+      PERSIST_DIR,
+      "--show-interactive-dev-session=false",
+      ...demoArgs,
+    ],
+    { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"] },
   );
-  children.push(child);
   tidyWrangler(child);
   child.once("exit", (code, signal) => {
     if (!stopping) {
       console.error(`[start] the control plane (wrangler dev) exited (${signal ?? code}); stopping`);
-      void shutdown(1);
+      stopping = true;
+      void exitAfterStopping(1);
     }
   });
   return child;
@@ -272,13 +303,7 @@ function startAgent(joinToken: string | undefined): ChildProcess {
   if (joinToken) args.push("--token", joinToken);
   mkdirSync(DEMO_STATE_DIR, { recursive: true, mode: 0o700 });
   // The join token goes on the command line as the agent's `--token` flag takes it; it is single-use and spent at once.
-  const child = spawn(process.execPath, args, {
-    cwd: ROOT,
-    env: CHILD_ENV,
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: true,
-  });
-  children.push(child);
+  const child = spawnOwned(process.execPath, args, { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"] });
   tidyAgent(child);
   return child;
 }
@@ -297,7 +322,6 @@ async function startDemoAgent(token: string): Promise<{ agent: ChildProcess; nod
       });
       return { agent, nodeId };
     }
-    children.splice(children.indexOf(agent), 1);
     if (attempt > 0 || joinToken) throw new Error(`the demo agent exited (${outcome}) before connecting`);
     say("the demo agent's kept credential was refused; enrolling it again");
     ({ nodeId, joinToken } = await demoNode(token, true));
@@ -362,50 +386,15 @@ async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<stri
 
 // ---- lifecycle ------------------------------------------------------------------------------------
 
-function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid!, signal);
-  } catch {
-    try {
-      child.kill(signal);
-    } catch {
-      // already gone
-    }
-  }
-}
-
-/** Stops the agent first (so it closes its socket cleanly), then the control plane. Idempotent:
- *  Ctrl-C reaches us twice (from the terminal and forwarded by npm). */
-let shuttingDown: Promise<never> | null = null;
-function shutdown(code: number): Promise<never> {
-  shuttingDown ??= (async () => {
-    stopping = true;
-    if (children.some((c) => c.exitCode === null && c.signalCode === null)) say("stopping…");
-    for (const child of [...children].reverse()) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = new Promise((r) => child.once("exit", r));
-      killGroup(child, "SIGCONT"); // in case it was frozen
-      killGroup(child, "SIGTERM");
-      const timer = setTimeout(() => killGroup(child, "SIGKILL"), 8_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    process.exit(code);
-  })();
-  return shuttingDown;
-}
-
-// Last resort if we die some other way: no orphaned workerd or agent.
-process.on("exit", () => children.forEach((c) => killGroup(c, "SIGKILL")));
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => void shutdown(0));
+// Ctrl-C, SIGTERM, an error or the end: child-processes.ts stops the agent first (so it closes its
+// socket cleanly), then the control plane.
+onStop(() => {
+  stopping = true;
+  say("stopping…");
+});
 
 async function main() {
-  const { values } = parseArgs({
-    options: { "no-demo": { type: "boolean", default: false } },
-    allowPositionals: false,
-  });
-  const withDemo = !values["no-demo"];
+  const withDemo = !flags["no-demo"];
 
   if (await healthy()) throw new Error(`something already answers on ${URL_BASE} (another npm start?); stop it first`);
   const adminToken = ensureAdminToken();
@@ -450,11 +439,11 @@ async function main() {
     `\n┌${"─".repeat(width + 2)}┐\n${lines.map((l) => `│ ${l.padEnd(width)} │`).join("\n")}\n└${"─".repeat(width + 2)}┘`,
   );
   say(
-    `ready in ${((Date.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops everything; data stays in .wrangler/state.`,
+    `ready in ${((Date.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops everything; data stays in ${relative(ROOT, PERSIST_DIR)}.`,
   );
 }
 
 main().catch((err: unknown) => {
   console.error(`[start] ${err instanceof Error ? err.message : String(err)}`);
-  void shutdown(1);
+  void exitAfterStopping(1);
 });

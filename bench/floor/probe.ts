@@ -4,11 +4,11 @@
 // (bench/floor/echo-client.ts, its own process) that answers the probe's Durable Object, as an
 // agent answers its node's session.
 import { stopProcessGroup } from "../../test/support/process-group.ts";
-import { spawn, execFile, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { promisify } from "node:util";
+import { runOwned, spawnOwned } from "../../scripts/child-processes.ts";
 import { freePort } from "../../test/support/control-plane.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -21,7 +21,6 @@ const WRANGLER_ENV = {
   WRANGLER_SEND_METRICS: "false",
   CLOUDFLARE_CF_FETCH_ENABLED: "false",
 };
-const run = promisify(execFile);
 
 export const FLOOR_ITEMS = 10_000;
 const SEED_PER_REQUEST = 1_000;
@@ -45,7 +44,7 @@ export class FloorProbe {
   static async start(): Promise<FloorProbe> {
     const probe = new FloorProbe(await freePort(), mkdtempSync(join(tmpdir(), "qx-floor-")));
     try {
-      await run(
+      await runOwned(
         process.execPath,
         [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", probe.persistDir, "--config", CONFIG],
         { cwd: ROOT, env: WRANGLER_ENV },
@@ -64,7 +63,7 @@ export class FloorProbe {
   }
 
   private async boot(): Promise<void> {
-    const child = spawn(
+    const child = spawnOwned(
       process.execPath,
       [
         WRANGLER,
@@ -83,7 +82,7 @@ export class FloorProbe {
         "--log-level",
         "warn",
       ],
-      { cwd: ROOT, env: WRANGLER_ENV, stdio: ["ignore", "pipe", "pipe"], detached: true },
+      { cwd: ROOT, env: WRANGLER_ENV, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;
     child.stdout.on("data", (d) => (this.output += d));
@@ -104,7 +103,7 @@ export class FloorProbe {
 
   /** Starts the echoing client and waits until one echo has come back through it. */
   private async connectEchoClient(): Promise<void> {
-    const client = spawn(
+    const client = spawnOwned(
       process.execPath,
       [join(import.meta.dirname, "echo-client.ts"), `ws://127.0.0.1:${this.port}/connect`],
       {
@@ -130,8 +129,9 @@ export class FloorProbe {
   }
 
   async dispose(): Promise<void> {
-    this.echoClient?.kill("SIGTERM");
+    const echoClient = this.echoClient;
     this.echoClient = null;
+    if (echoClient) await stopProcessGroup(echoClient);
     const child = this.child;
     this.child = null;
     if (child) await stopProcessGroup(child);

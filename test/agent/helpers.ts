@@ -2,7 +2,8 @@
 // what the agent sends (in place of the socket, where the socket is not what is under test), a
 // loopback control plane that speaks protocol/wire.ts and can misbehave on purpose, and the real
 // agent process.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { spawnOwned } from "../../scripts/child-processes.ts";
 import { mkdtempSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -229,7 +230,7 @@ export type AgentProcess = { child: ChildProcess; out: () => string; exit: Promi
 
 /** The real agent (`node agent/main.ts …`), its stdout and stderr kept; `kill` SIGKILLs it if still running. */
 export function spawnAgentProcess(args: string[], env: Record<string, string> = {}): AgentProcess {
-  const child = spawn(process.execPath, [AGENT_MAIN, ...args], {
+  const child = spawnOwned(process.execPath, [AGENT_MAIN, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

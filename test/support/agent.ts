@@ -1,9 +1,10 @@
 // Spawns the real agent (`node agent/main.ts`) as its own process, for end-to-end tests and benches:
 // freeze/thaw it with SIGSTOP/SIGCONT, restart it on the same state directory, wait for its exit.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { spawnOwned, stopOwned } from "../../scripts/child-processes.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 export const AGENT_MAIN = join(ROOT, "agent/main.ts");
@@ -66,7 +67,7 @@ export class AgentProcess {
       ...(o.args ?? []),
     ];
     this.out = "";
-    const child = spawn(process.execPath, args, {
+    const child = spawnOwned(process.execPath, args, {
       cwd: ROOT,
       env: { ...process.env, ...o.env },
       stdio: ["ignore", "pipe", "pipe"],
@@ -135,6 +136,7 @@ export class AgentProcess {
       this.child.kill("SIGKILL");
       await this.exitPromise;
     }
+    if (this.child) await stopOwned(this.child); // anything the agent started (a virsh) goes too
     if (this.ownsStateDir) rmSync(this.stateDir, { recursive: true, force: true });
   }
 }

@@ -1,17 +1,16 @@
 // Starts the real control plane (`wrangler dev`: workerd, local D1, Durable Objects) on a free
 // loopback port with its own persistence directory, for end-to-end, browser and bench runs.
-import { spawn, execFile, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { promisify } from "node:util";
+import { runOwned, spawnOwned } from "../../scripts/child-processes.ts";
 import { stopProcessGroup } from "./process-group.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 // Run wrangler with this Node (22 from node_modules), not whatever `node` is first on PATH.
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
-const run = promisify(execFile);
 
 /** Ports below the kernel's ephemeral range, where nothing is handed out by chance. */
 const FIRST_PORT = 10_000;
@@ -27,7 +26,8 @@ function ephemeralRange(): [number, number] {
   return [32768, 60999];
 }
 
-function bindable(port: number): Promise<boolean> {
+/** Whether a listener could take this loopback port now. */
+export function bindable(port: number): Promise<boolean> {
   return new Promise((ok) => {
     const srv = createServer();
     srv.once("error", () => ok(false));
@@ -123,7 +123,7 @@ export class ControlPlane {
   }
 
   private async migrate(): Promise<void> {
-    await run(
+    await runOwned(
       process.execPath,
       [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persistDir],
       {
@@ -140,7 +140,7 @@ export class ControlPlane {
       `${k}:${v}`,
     ]);
     this.output = "";
-    const child = spawn(
+    const child = spawnOwned(
       process.execPath,
       [
         WRANGLER,
@@ -163,7 +163,6 @@ export class ControlPlane {
         cwd: ROOT,
         env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
         stdio: ["ignore", "pipe", "pipe"],
-        detached: true,
       },
     );
     this.child = child;

@@ -1,7 +1,8 @@
 // Shared pieces of the dashboard browser tests: a fresh web build, Chromium (Debian's, via
 // playwright-core), a real agent process on libvirt's test driver, and a watch on each page for
 // console errors, CSP violations and dialogs (nothing in a log may run script).
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, type ChildProcess } from "node:child_process";
+import { spawnOwned } from "../../../scripts/child-processes.ts";
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -140,7 +141,7 @@ export function startAgent(args: {
   ];
   if (args.token) argv.push("--token", args.token);
   if (args.listen) argv.push("--listen", args.listen);
-  const child = spawn(process.execPath, argv, {
+  const child = spawnOwned(process.execPath, argv, {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, QX_LOG_LEVEL: "warn" },
