@@ -1,4 +1,4 @@
-// Bench: idle memory of a running agent (target ≤ 50 MiB RSS), connected to a tiny loopback control
+// Bench: idle memory of a running agent (target: bench/targets.ts), connected to a tiny loopback control
 // plane and reporting the shipped demo host (libvirt test driver). Measured for the bundle as a host
 // runs it (shebang V8 flags + the systemd unit's environment), the bundle without them, and
 // `node agent/main.ts`; RSS beside PSS and USS (from /proc/<pid>/smaps_rollup), because most of an
@@ -14,6 +14,7 @@ import { join, resolve } from "node:path";
 import { WebSocketServer } from "ws";
 import { PING_FRAME, PONG_FRAME } from "../protocol/wire.ts";
 import type { BenchRow } from "./tail.ts";
+import { goal } from "./targets.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const IDLE_MS = 6_000;
@@ -194,9 +195,10 @@ export async function benchAgentRss(): Promise<BenchRow[]> {
       name: `agent idle RSS (${label})`,
       value: round(r.total),
       unit: "MiB",
-      baseline: round(bare.total),
+      floor: round(bare.total),
+      overFloor: round(r.total - bare.total),
       ratio: round(r.total / bare.total),
-      target: "≤ 50",
+      ...goal("agentIdleRss", { value: r.total, floor: bare.total }),
     });
     rows.push({
       name: `agent idle PSS, shared pages split (${label})`,

@@ -11,6 +11,7 @@ import { markUnreportedMissingInScope, upsertReportedVms } from "../worker/inven
 import { compareDigest } from "../worker/session/anti-entropy.ts";
 import { CountingD1 } from "./inventory.ts";
 import type { BenchRow } from "./table.ts";
+import { goal } from "./targets.ts";
 
 const VMS = 50;
 const DIGEST_INTERVAL_MS = 60_000;
@@ -110,16 +111,21 @@ export async function benchDigest(): Promise<BenchRow[]> {
       name: `digest: frame size at ${VMS} VMs`,
       value: bytes,
       unit: "bytes",
-      target: "≤ 512",
+      ...goal("digestBytes", { value: bytes }),
       note: "16 buckets of 16 hex digits and a count, whatever the host's size",
     },
     { name: `digest: bytes per node per hour at ${VMS} VMs (every 60 s)`, value: bytes * PER_HOUR, unit: "bytes" },
-    { name: "digest: D1 statements per digest, nothing differs", value: equalStatements, unit: "stmts", target: "≤ 1" },
+    {
+      name: "digest: D1 statements per digest, nothing differs",
+      value: equalStatements,
+      unit: "stmts",
+      ...goal("digestStatements", { value: equalStatements }),
+    },
     {
       name: `digest: D1 statements per node per hour at ${VMS} VMs, nothing differs`,
       value: equalStatements * PER_HOUR,
       unit: "stmts",
-      target: "≤ 60",
+      ...goal("digestStatementsPerHour", { value: equalStatements * PER_HOUR }),
     },
     {
       name: "digest: D1 statements when one VM differs (compare + scoped resync applied)",

@@ -13,6 +13,7 @@ import { markUnreportedMissing, upsertReportedVms } from "../worker/inventory.ts
 import type { Database } from "../worker/db/client.ts";
 import { enroll, SimAgent, simVms } from "./fleet-agent.ts";
 import type { BenchRow } from "./table.ts";
+import { goal } from "./targets.ts";
 
 const DOMAINS = 5_000;
 const ROOT = resolve(import.meta.dirname, "..");
@@ -94,15 +95,14 @@ export async function benchInventory(cp: ControlPlane): Promise<BenchRow[]> {
       name: "inventory: D1 statements for that sync",
       value: counted.statements,
       unit: "stmts",
-      target: "batched (≪ 5,000)",
-      met: counted.statements < DOMAINS / 10,
+      ...goal("inventoryStatements", { value: counted.statements }),
       note: "worker/inventory.ts run on SQLite through a counting D1 binding (connect + hello add 2 more)",
     },
     {
       name: "inventory: most bound parameters in one statement",
       value: counted.maxParams,
       unit: "params",
-      target: "≤ 100",
+      ...goal("inventoryParams", { value: counted.maxParams }),
     },
   ];
 }

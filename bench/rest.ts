@@ -15,6 +15,7 @@ import { DEMO, json } from "../test/e2e/journey.ts";
 import { FLOOR_READ_ID, type FloorProbe } from "./floor/probe.ts";
 import { alternating, interleaved, percentile, type LoadResult, type Target } from "./load.ts";
 import type { BenchRow } from "./table.ts";
+import { goal, type TargetId } from "./targets.ts";
 
 const ONE_CONN_REQUESTS = 1_000;
 const MANY_CONNS = 50;
@@ -26,21 +27,16 @@ export const LOG_ANSWER_ROW = "GET logs?lines=1000 answer size (the floor echo's
 
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
-/** Non-2xx and transport errors of a run, as one row (target: none). */
+/** Non-2xx and transport errors of a run, as one row. */
 const failuresRow = (name: string, r: LoadResult): BenchRow => ({
   name: `${name}: non-2xx + errors`,
   value: r.non2xx + r.errors,
   unit: "count",
-  target: "= 0",
-  met: r.non2xx + r.errors === 0,
+  ...goal("restErrors", { value: r.non2xx + r.errors }),
   note: Object.entries(r.statuses)
     .map(([s, n]) => `${s}×${n}`)
     .join(" "),
 });
-
-type Goal = { text: string; met: (value: number, floor: number) => boolean };
-const withinMs = (ms: number): Goal => ({ text: `≤ floor + ${ms} ms`, met: (v, f) => v <= f + ms });
-const atLeast = (share: number): Goal => ({ text: `≥ ${share}× floor`, met: (v, f) => v >= share * f });
 
 /** A product figure beside the floor's: difference, ratio and (if any) its target. */
 function besideFloor(
@@ -49,7 +45,7 @@ function besideFloor(
   value: number,
   floor: number,
   floorName: string,
-  goal?: Goal,
+  target?: TargetId,
 ): BenchRow {
   const d = unit === "ms" ? 2 : 0;
   return {
@@ -59,7 +55,7 @@ function besideFloor(
     floor: round(floor, d),
     overFloor: round(value - floor, d),
     ratio: round(value / floor),
-    ...(goal ? { target: goal.text, met: goal.met(value, floor) } : {}),
+    ...(target ? goal(target, { value, floor }) : {}),
     note: `floor: ${floorName}`,
   };
 }
@@ -123,7 +119,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
       v1.p.p50,
       v1.f.p50,
       "D1 point read by primary key, 10,000 rows",
-      withinMs(1),
+      "vmShowP50",
     ),
   );
   const h50 = await throughputPair(trivial, health);
@@ -148,7 +144,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
       v50.p.rps,
       v50.f.rps,
       "D1 point read by primary key, 10,000 rows",
-      atLeast(0.9),
+      "vmShowThroughput",
     ),
   );
   rows.push(
@@ -175,7 +171,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
       r1.p.p50,
       r1.f.p50,
       "Durable Object round trip over a hibernatable WebSocket to an echoing ws client, then one D1 write",
-      withinMs(2),
+      "resetP50",
     ),
   );
   const r50 = await throughputPair(echoWrite, reset);
@@ -186,7 +182,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
       r50.p.rps,
       r50.f.rps,
       "the same echo + D1 write",
-      atLeast(0.7),
+      "resetThroughput",
     ),
   );
   rows.push(
@@ -221,7 +217,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
       l1.p.p50,
       l1.f.p50,
       `the same echo carrying ${logAnswer} bytes back, no D1`,
-      withinMs(4),
+      "logsP50",
     ),
   );
   rows.push(failuresRow("GET logs?lines=1000", l1.p));

@@ -1,6 +1,6 @@
 // The bench table: rows of {name, value, unit, floor?, overFloor?, baseline?, ratio?, target?, met?},
-// printed as a fixed-width table and saved as JSON. Rows from other modules may carry only a target
-// string; the simple forms ("≤ 16", "≥ 0.8× …", "≤ 0.5× …") are judged here, anything else is left "—".
+// printed as a fixed-width table and saved as JSON. A row's target and whether it is met come from
+// bench/targets.ts.
 export type BenchRow = {
   name: string;
   value: number;
@@ -17,15 +17,9 @@ export type BenchRow = {
   note?: string;
 };
 
-/** "≤ 16" compares the value; "≤ 0.5× …" compares the ratio. */
+/** Whether the row meets its target (bench/targets.ts judged it); undefined when it has none. */
 export function judge(row: BenchRow): boolean | undefined {
-  if (row.met !== undefined) return row.met;
-  const m = row.target?.match(/^\s*([≤≥=])\s*([\d.]+)\s*(×)?/);
-  if (!m) return undefined;
-  const subject = m[3] ? row.ratio : row.value;
-  if (subject === undefined || Number.isNaN(subject)) return undefined;
-  const bound = Number(m[2]);
-  return m[1] === "≤" ? subject <= bound : m[1] === "≥" ? subject >= bound : subject === bound;
+  return row.target === undefined ? undefined : row.met;
 }
 
 const fmt = (x: number | undefined) =>

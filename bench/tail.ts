@@ -7,15 +7,10 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { tailLines } from "../agent/log-tail.ts";
 import { MAX_LOG_BYTES } from "../protocol/wire.ts";
+import { goal } from "./targets.ts";
 
-export type BenchRow = {
-  name: string;
-  value: number;
-  unit: string;
-  baseline?: number;
-  ratio?: number;
-  target?: string;
-};
+export type { BenchRow } from "./table.ts";
+import type { BenchRow } from "./table.ts";
 
 const DIR = "/tmp/qx-bench";
 const GiB = 1024 ** 3;
@@ -116,25 +111,30 @@ export async function benchTail(): Promise<BenchRow[]> {
       unit: "ms",
       baseline: round(gnu, 3),
       ratio: round(ours.ms / gnu, 3),
-      target: "≤ 0.5× GNU tail (process)",
+      ...goal("tailVsGnu", { value: ours.ms, baseline: gnu }),
     });
   }
   rows.push({
     name: "tail: bytes read beyond bytes returned (worst of the above)",
     value: worstOverread,
     unit: "B",
-    target: "≤ 65536",
+    ...goal("tailOverread", { value: worstOverread }),
   });
   const warm = ensureLog(join(DIR, "tail-warm.log"), 64 * 1024);
   const rssSmall = peakRssGrowthMiB(small, warm);
   const rssBig = peakRssGrowthMiB(big, warm);
-  rows.push({ name: "tail: peak RSS growth, 1 MiB log", value: round(rssSmall, 2), unit: "MiB", target: "≤ 16" });
+  rows.push({
+    name: "tail: peak RSS growth, 1 MiB log",
+    value: round(rssSmall, 2),
+    unit: "MiB",
+    ...goal("tailRss", { value: rssSmall }),
+  });
   rows.push({
     name: "tail: peak RSS growth, 1 GiB log",
     value: round(rssBig, 2),
     unit: "MiB",
     baseline: round(rssSmall, 2),
-    target: "≤ 16, ~ the 1 MiB figure",
+    ...goal("tailRss", { value: rssBig }),
   });
   return rows;
 }

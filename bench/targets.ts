@@ -1,0 +1,105 @@
+// The bench's targets, in one table: every target a row prints, and whether it is met, comes from
+// here (the README's table of targets quotes it). A target is judged on the row's own figures: its
+// value, and the floor or baseline measured beside it in the same run.
+export type Figures = { value: number; floor?: number; baseline?: number };
+type Target = { figure: string; text: string; met: (f: Figures) => boolean };
+
+const ref = (x: number | undefined) => x ?? Number.NaN;
+
+export const TARGETS = {
+  restErrors: { figure: "every REST load run: non-2xx + errors", text: "= 0", met: (f) => f.value === 0 },
+  vmShowP50: {
+    figure: "`GET /api/vms/:id` p50, 1 connection",
+    text: "≤ floor + 1 ms",
+    met: (f) => f.value <= ref(f.floor) + 1,
+  },
+  vmShowThroughput: {
+    figure: "`GET /api/vms/:id` throughput, 50 connections",
+    text: "≥ 0.9× floor",
+    met: (f) => f.value >= 0.9 * ref(f.floor),
+  },
+  resetP50: {
+    figure: "`reset_state` p50, 1 connection",
+    text: "≤ floor + 2 ms",
+    met: (f) => f.value <= ref(f.floor) + 2,
+  },
+  resetThroughput: {
+    figure: "`reset_state` throughput, 50 connections",
+    text: "≥ 0.7× floor",
+    met: (f) => f.value >= 0.7 * ref(f.floor),
+  },
+  logsP50: {
+    figure: "`GET /api/vms/:id/logs?lines=1000` p50, 1 connection",
+    text: "≤ floor + 4 ms",
+    met: (f) => f.value <= ref(f.floor) + 4,
+  },
+  inventoryStatements: {
+    figure: "D1 statements for a 5,000-VM inventory sync",
+    text: "≤ 500 (batched)",
+    met: (f) => f.value <= 500,
+  },
+  inventoryParams: {
+    figure: "most bound parameters in one D1 statement",
+    text: "≤ 100",
+    met: (f) => f.value <= 100,
+  },
+  fleetResetP99: {
+    figure: "`reset_state` p99 with the fleet connected",
+    text: "≤ 2× one agent",
+    met: (f) => f.value <= 2 * ref(f.baseline),
+  },
+  fleetBack: {
+    figure: "agents back after a control-plane restart",
+    text: "= fleet size",
+    met: (f) => f.value === f.baseline,
+  },
+  fleetReconnectBurst: {
+    figure: "most reconnects in any one second after a restart",
+    text: "≤ 0.1× fleet",
+    met: (f) => f.value <= 0.1 * ref(f.baseline),
+  },
+  fleetLastBack: {
+    figure: "control plane up → last agent back",
+    text: "≤ 60000 ms",
+    met: (f) => f.value <= 60_000,
+  },
+  tailVsGnu: {
+    figure: "`tail -n 1,000` and `-n 10,000` of a 1 GiB log, in the agent",
+    text: "≤ 0.5× GNU tail (process)",
+    met: (f) => f.value <= 0.5 * ref(f.baseline),
+  },
+  tailOverread: {
+    figure: "bytes a tail reads beyond those it returns",
+    text: "≤ 65536 B",
+    met: (f) => f.value <= 65_536,
+  },
+  tailRss: {
+    figure: "peak RSS growth of a tail, 1 MiB or 1 GiB log",
+    text: "≤ 16 MiB",
+    met: (f) => f.value <= 16,
+  },
+  digestBytes: { figure: "digest frame at 50 VMs", text: "≤ 512 B", met: (f) => f.value <= 512 },
+  digestStatements: {
+    figure: "D1 statements per digest when nothing differs",
+    text: "≤ 1",
+    met: (f) => f.value <= 1,
+  },
+  digestStatementsPerHour: {
+    figure: "D1 statements per node per hour, digests every 60 s",
+    text: "≤ 60",
+    met: (f) => f.value <= 60,
+  },
+  agentIdleRss: {
+    figure: "agent idle RSS",
+    text: "≤ floor + 16 MiB (floor: a bare `node`)",
+    met: (f) => f.value <= ref(f.floor) + 16,
+  },
+} satisfies Record<string, Target>;
+
+export type TargetId = keyof typeof TARGETS;
+
+/** The row's target text and whether its figures meet it. */
+export function goal(id: TargetId, figures: Figures): { target: string; met: boolean } {
+  const t: Target = TARGETS[id];
+  return { target: t.text, met: t.met(figures) };
+}
