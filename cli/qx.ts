@@ -1,5 +1,7 @@
 // `qx`: the Quantix Edge command line, a thin client of the REST API.
-// Token and URL from QX_URL / QX_API_TOKEN, or the config file `qx login` writes (mode 0600).
+// Token and URL from QX_URL / QX_API_TOKEN, or the config file `qx login` writes (mode 0600); behind
+// Cloudflare Access, a service token (QX_ACCESS_CLIENT_ID / QX_ACCESS_CLIENT_SECRET) beside or instead
+// of the bearer token.
 import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
@@ -13,8 +15,9 @@ const USAGE = `qx — Quantix Edge CLI
 
 usage: npm run qx -- <command> [options]
 
-  login --url URL --token TOKEN          save the control plane URL and API token
-  whoami                                 the token's name and role
+  login --url URL --token TOKEN [--access-client-id ID --access-client-secret SECRET]
+                                         save the control plane URL, API token and/or Access service token
+  whoami                                 who qx acts as (token name, or the Access identity) and its role
   nodes list                             nodes with connection state
   nodes add <name>                       enroll a node: prints its join token and agent command once
   nodes rotate <node-id>                 new join token, old credential revoked
@@ -35,7 +38,9 @@ options: --json (raw JSON output), --url, --token (override the environment / co
          --raw (vms logs: print terminal control sequences in the log as they are; by default escape
          sequences are removed and other control characters shown as \\xNN, so a log cannot drive
          your terminal)
-environment: QX_URL, QX_API_TOKEN, QX_CONFIG (config file, default ~/.config/quantix/config.json)`;
+environment: QX_URL, QX_API_TOKEN, QX_CONFIG (config file, default ~/.config/quantix/config.json),
+         QX_ACCESS_CLIENT_ID, QX_ACCESS_CLIENT_SECRET (a Cloudflare Access service token, sent as the
+         CF-Access-Client-Id / CF-Access-Client-Secret headers; a bearer token, when also given, wins)`;
 
 export class CliError extends Error {
   readonly exitCode: number;
@@ -45,7 +50,8 @@ export class CliError extends Error {
   }
 }
 
-type Config = { url: string; token: string };
+/** Where qx talks to and as whom: a bearer token, an Access service token, or both. */
+type Config = { url: string; token?: string; accessClientId?: string; accessClientSecret?: string };
 type Out = { log: (line: string) => void; err: (line: string) => void };
 
 const configPath = (env: NodeJS.ProcessEnv) => env.QX_CONFIG ?? join(homedir(), ".config", "quantix", "config.json");
@@ -59,9 +65,27 @@ function loadConfig(env: NodeJS.ProcessEnv, flags: { url?: string; token?: strin
   }
   const url = flags.url ?? env.QX_URL ?? file.url;
   const token = flags.token ?? env.QX_API_TOKEN ?? file.token;
+  const accessClientId = env.QX_ACCESS_CLIENT_ID || file.accessClientId;
+  const accessClientSecret = env.QX_ACCESS_CLIENT_SECRET || file.accessClientSecret;
   if (!url) throw new CliError("no control plane URL: set QX_URL or run `qx login --url URL --token TOKEN`", 2);
-  if (!token) throw new CliError("no API token: set QX_API_TOKEN or run `qx login --url URL --token TOKEN`", 2);
-  return { url: url.replace(/\/+$/, ""), token };
+  if (!accessClientId !== !accessClientSecret)
+    throw new CliError("an Access service token needs both QX_ACCESS_CLIENT_ID and QX_ACCESS_CLIENT_SECRET", 2);
+  if (!token && !accessClientId)
+    throw new CliError(
+      "no API token: set QX_API_TOKEN (or, behind Cloudflare Access, QX_ACCESS_CLIENT_ID and QX_ACCESS_CLIENT_SECRET) or run `qx login`",
+      2,
+    );
+  return { url: url.replace(/\/+$/, ""), token, accessClientId, accessClientSecret };
+}
+
+/** The request headers that say who qx is. */
+function identityHeaders(config: Config): Record<string, string> {
+  return {
+    ...(config.token ? { authorization: `Bearer ${config.token}` } : {}),
+    ...(config.accessClientId && config.accessClientSecret
+      ? { "cf-access-client-id": config.accessClientId, "cf-access-client-secret": config.accessClientSecret }
+      : {}),
+  };
 }
 
 class Api {
@@ -76,14 +100,21 @@ class Api {
       res = await fetch(`${this.config.url}${path}`, {
         method,
         headers: {
-          authorization: `Bearer ${this.config.token}`,
+          ...identityHeaders(this.config),
           ...(body === undefined ? {} : { "content-type": "application/json" }),
         },
         body: body === undefined ? undefined : JSON.stringify(body),
+        // Access sends an unsigned-in client to its login page: say so instead of following it.
+        redirect: "manual",
       });
     } catch (e) {
       throw new CliError(`cannot reach ${this.config.url}: ${(e as Error).message}`);
     }
+    if (res.status >= 300 && res.status < 400)
+      throw new CliError(
+        `${method} ${path}: redirected to ${res.headers.get("location") ?? "another page"} (a Cloudflare Access ` +
+          "sign-in? give qx a service token: QX_ACCESS_CLIENT_ID and QX_ACCESS_CLIENT_SECRET)",
+      );
     const text = await res.text();
     let json: unknown;
     try {
@@ -100,6 +131,13 @@ class Api {
 }
 
 const enc = encodeURIComponent;
+
+/** Who the control plane takes qx for: the token's name, or the Access identity as events name it
+ *  (`user:<email>` for a person, `service:<client id>` for a service token). */
+function identityOf(me: MeResponse): string {
+  if (me.via !== "access") return me.name;
+  return me.email ? `user:${me.email}` : `service:${me.name}`;
+}
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
@@ -148,6 +186,8 @@ export async function runCli(
     options: {
       url: { type: "string" },
       token: { type: "string" },
+      "access-client-id": { type: "string" },
+      "access-client-secret": { type: "string" },
       json: { type: "boolean", default: false },
       node: { type: "string" },
       state: { type: "string" },
@@ -186,13 +226,23 @@ export async function runCli(
   };
 
   if (group === "login") {
-    if (!values.url || !values.token) throw new CliError("login needs --url and --token", 2);
-    const api = new Api({ url: values.url.replace(/\/+$/, ""), token: values.token });
+    const access = values["access-client-id"];
+    const accessSecret = values["access-client-secret"];
+    if (!values.url || !(values.token || access))
+      throw new CliError("login needs --url and --token (or --access-client-id and --access-client-secret)", 2);
+    if (!access !== !accessSecret)
+      throw new CliError("an Access service token needs both --access-client-id and --access-client-secret", 2);
+    const saved: Config = {
+      url: values.url,
+      ...(values.token ? { token: values.token } : {}),
+      ...(access ? { accessClientId: access, accessClientSecret: accessSecret } : {}),
+    };
+    const api = new Api({ ...saved, url: values.url.replace(/\/+$/, "") });
     const me = await api.call<MeResponse>("GET", "/api/me");
     const path = configPath(env);
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    writeFileSync(path, JSON.stringify({ url: values.url, token: values.token }, null, 2), { mode: 0o600 });
-    terminal.log(`signed in as ${me.name} (${me.role}); saved to ${path}`);
+    writeFileSync(path, JSON.stringify(saved, null, 2), { mode: 0o600 });
+    terminal.log(`signed in as ${identityOf(me)} (${me.role}); saved to ${path}`);
     return 0;
   }
 
@@ -224,7 +274,9 @@ export async function runCli(
   switch (key) {
     case "whoami": {
       const me = await api.call<MeResponse>("GET", "/api/me");
-      print(me, () => `${me.name} (${me.role})`);
+      print(me, () => `${identityOf(me)} (${me.role})${me.via === "access" ? " via Cloudflare Access" : ""}`);
+      if (api.config.token && api.config.accessClientId && me.via !== "access")
+        terminal.err("(a service token is configured too; the control plane acts on the bearer token)");
       return 0;
     }
     case "nodes list": {
