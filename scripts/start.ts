@@ -21,6 +21,7 @@ import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
 import { hostTokenPath } from "../agent/host-token.ts";
 import { varArgs } from "./dev-vars.ts";
+import { newKeyEntry } from "../worker/notifications/secret-box.ts";
 import { exitAfterStopping, onStop, runOwned, spawnOwned } from "./child-processes.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -92,6 +93,15 @@ function ensureAdminToken(): string {
   }
   chmodSync(DEV_VARS, 0o600);
   return token;
+}
+
+/** SECRETS_KEYS, the key that seals webhook target secrets in D1, added to .dev.vars when missing
+ *  (after ensureAdminToken, so the file exists). */
+function ensureSecretsKeys(): void {
+  const existing = readFileSync(DEV_VARS, "utf8");
+  if (/^\s*SECRETS_KEYS\s*=/m.test(existing)) return;
+  appendFileSync(DEV_VARS, `${existing.endsWith("\n") ? "" : "\n"}SECRETS_KEYS=${newKeyEntry("k1")}\n`);
+  say("added a random SECRETS_KEYS (seals webhook target secrets) to .dev.vars");
 }
 
 // ---- dashboard build ----------------------------------------------------------------------------
@@ -398,6 +408,7 @@ async function main() {
 
   if (await healthy()) throw new Error(`something already answers on ${URL_BASE} (another npm start?); stop it first`);
   const adminToken = ensureAdminToken();
+  ensureSecretsKeys();
   const canRunAgent = withDemo ? ensureLibvirtBinding() : false;
   await ensureDashboard();
   await migrateLocalDb();

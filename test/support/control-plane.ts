@@ -90,7 +90,7 @@ export class ControlPlane {
   private child: ChildProcess | null = null;
   private output = "";
   private readonly ownsDir: boolean;
-  private readonly vars: Record<string, string>;
+  private vars: Record<string, string>;
   private readonly configArgs: string[];
 
   private constructor(
@@ -189,8 +189,10 @@ export class ControlPlane {
     if (child) await stopProcessGroup(child, signal);
   }
 
-  async restart(): Promise<void> {
+  /** Stops and boots again on the same data; `vars` changes some of its vars from now on. */
+  async restart(vars: Record<string, string> = {}): Promise<void> {
     await this.stop();
+    this.vars = { ...this.vars, ...vars };
     await this.boot();
   }
 

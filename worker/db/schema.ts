@@ -154,13 +154,17 @@ export const vmLogSnapshots = sqliteTable("vm_log_snapshots", {
 /** A VM as stored (the REST shape is protocol/rest.ts's Vm). */
 export type VmRecord = typeof vms.$inferSelect;
 
-/** Webhook targets for notifications. The secret signs each delivery, so it is kept as given (never
- *  shown again after creation); a deleted target keeps its row (its deliveries' history) without it. */
+/** Webhook targets for notifications. The secret signs each delivery: it is kept sealed with a Worker
+ *  key (notifications/secret-box.ts; never shown again after creation), and a deleted target keeps its
+ *  row (its deliveries' history) without it. */
 export const notificationTargets = sqliteTable("notification_targets", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
   url: text("url").notNull(),
+  /** base64 of IV + AES-GCM ciphertext; as given on rows from before sealing (secret_key_id null) */
   secret: text("secret").notNull(),
+  /** the id of the key in SECRETS_KEYS that sealed `secret` */
+  secretKeyId: text("secret_key_id"),
   events: text("events").notNull(), // JSON NotificationEvent[]
   format: text("format").notNull(), // json | slack
   createdBy: text("created_by").notNull(),

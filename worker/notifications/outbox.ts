@@ -6,6 +6,7 @@ import { and, asc, eq, lte, min, sql } from "drizzle-orm";
 import { database, type Database } from "../db/client.ts";
 import { notificationAttempts, notificationDeliveries, notificationTargets } from "../db/schema.ts";
 import { HEADER, TEST_EVENT, signature } from "./payload.ts";
+import { openSecret, secretKeys, SecretUnreadable } from "./secret-box.ts";
 import { deliverySettings, retryDelayMs, type DeliverySettings } from "./settings.ts";
 
 /** Deliveries posted per alarm (one after the other, oldest first); the rest on the next alarm. */
@@ -100,6 +101,7 @@ export class NotificationOutbox extends DurableObject<Env> {
       let httpStatus: number | null = null;
       let error: string | null = null;
       try {
+        const secret = await openSecret(await secretKeys(this.env), target.id, target);
         const res = await fetch(target.url, {
           method: "POST",
           headers: {
@@ -107,7 +109,7 @@ export class NotificationOutbox extends DurableObject<Env> {
             "user-agent": "quantix-edge-notifications",
             [HEADER.event]: row.event,
             [HEADER.delivery]: row.id,
-            [HEADER.signature]: await signature(target.secret, row.body),
+            [HEADER.signature]: await signature(secret, row.body),
           },
           body: row.body,
           redirect: "manual",
@@ -119,10 +121,13 @@ export class NotificationOutbox extends DurableObject<Env> {
         else await res.body?.cancel();
       } catch (err) {
         const e = err as Error;
+        // A secret that does not open is not sent unsigned: the attempt fails and is retried (the key may come back).
         error =
-          e.name === "TimeoutError"
-            ? `no answer within ${this.settings.timeoutMs} ms`
-            : `no answer: ${e.message}`.slice(0, ERROR_CHARS);
+          e instanceof SecretUnreadable
+            ? `not sent: ${e.message}`
+            : e.name === "TimeoutError"
+              ? `no answer within ${this.settings.timeoutMs} ms`
+              : `no answer: ${e.message}`.slice(0, ERROR_CHARS);
       }
       const now = Date.now();
       const attempts = row.attempts + 1;

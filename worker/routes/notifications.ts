@@ -10,6 +10,7 @@ import { notificationAttempts, notificationDeliveries, notificationTargets } fro
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
 import { cancelPending } from "../notifications/notify.ts";
+import { sealSecret, secretKeys, SecretUnreadable, type SealedSecret } from "../notifications/secret-box.ts";
 import {
   NotificationEvent,
   NotificationFormat,
@@ -88,15 +89,26 @@ async function liveTarget(db: Database, id: string): Promise<TargetRow> {
   return t;
 }
 
+/** The secret sealed for storage; 503 saying why when the Worker has no usable key. */
+async function sealed(env: Env, targetId: string, secret: string): Promise<SealedSecret> {
+  try {
+    return await sealSecret(await secretKeys(env), targetId, secret);
+  } catch (err) {
+    if (err instanceof SecretUnreadable) throw new ApiError(503, "secrets_key_unavailable", err.message);
+    throw err;
+  }
+}
+
 export const notificationRoutes = new Hono<AppEnv>()
   .use(requireRole("admin"))
   .post("/targets", validate("json", CreateTarget), async (c) => {
     const body = c.req.valid("json");
+    const id = newId();
     const row: TargetRow = {
-      id: newId(),
+      id,
       name: body.name,
       url: body.url,
-      secret: body.secret,
+      ...(await sealed(c.env, id, body.secret)),
       events: JSON.stringify([...new Set(body.events)]),
       format: body.format,
       createdBy: c.get("principal").actor,
@@ -121,7 +133,10 @@ export const notificationRoutes = new Hono<AppEnv>()
     await liveTarget(db, id);
     // The row stays for its deliveries' history, without the secret; nothing more is sent to it.
     await db.batch([
-      db.update(notificationTargets).set({ deletedAt: Date.now(), secret: "" }).where(eq(notificationTargets.id, id)),
+      db
+        .update(notificationTargets)
+        .set({ deletedAt: Date.now(), secret: "", secretKeyId: null })
+        .where(eq(notificationTargets.id, id)),
       cancelPending(c.env, id),
     ]);
     return c.json({ success: true, id, deleted: true });

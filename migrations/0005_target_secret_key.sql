@@ -1,0 +1,1 @@
+ALTER TABLE `notification_targets` ADD `secret_key_id` text;
