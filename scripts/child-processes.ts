@@ -113,7 +113,7 @@ function installHandlers(): void {
   installed = true;
   // Last resort (an uncaught error, process.exit anywhere): nothing may outlive us.
   process.on("exit", () => {
-    for (const pgid of groups) signalGroup(pgid, "SIGCONT") && signalGroup(pgid, "SIGKILL");
+    for (const pgid of groups) if (signalGroup(pgid, "SIGCONT")) signalGroup(pgid, "SIGKILL");
   });
   for (const signal of Object.keys(EXIT_CODE) as (keyof typeof EXIT_CODE)[]) {
     process.on(signal, () => {

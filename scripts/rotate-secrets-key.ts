@@ -121,7 +121,7 @@ async function main() {
   // 1. The new key first, the old ones still listed: whatever is sealed meanwhile opens.
   await putKeyring([entry, ...old.entries]);
   say(
-    `new key ${fresh!.id} put first in ${SECRETS_KEYS_VAR}${values.remote ? " (deployed Worker)" : ` (${values["dev-vars"]})`}`,
+    `new key ${fresh.id} put first in ${SECRETS_KEYS_VAR}${values.remote ? " (deployed Worker)" : ` (${values["dev-vars"]})`}`,
   );
 
   // 2. Every live target's secret, opened with the key that sealed it and sealed with the new one.
@@ -130,14 +130,14 @@ async function main() {
     "--command",
     "SELECT id, secret, secret_key_id AS secretKeyId FROM notification_targets WHERE deleted_at IS NULL AND secret <> ''",
   ]);
-  const rows = (JSON.parse(out) as { results: { id: string; secret: string; secretKeyId: string | null }[] }[])[0]!
+  const rows = (JSON.parse(out) as { results: { id: string; secret: string; secretKeyId: string | null }[] }[])[0]
     .results;
   const updates: string[] = [];
   const unreadable: string[] = [];
   for (const row of rows) {
     try {
       const plain = await openSecret(old.keys, row.id, row);
-      const sealed = await sealSecret([fresh!], row.id, plain);
+      const sealed = await sealSecret([fresh], row.id, plain);
       updates.push(
         `UPDATE notification_targets SET secret = ${sql(sealed.secret)}, secret_key_id = ${sql(sealed.secretKeyId)} ` +
           `WHERE id = ${sql(row.id)} AND secret_key_id IS ${sql(row.secretKeyId)};`,
@@ -156,7 +156,7 @@ async function main() {
       rmSync(dir, { recursive: true, force: true });
     }
   }
-  say(`re-sealed ${updates.length} target secret(s) with key ${fresh!.id}`);
+  say(`re-sealed ${updates.length} target secret(s) with key ${fresh.id}`);
 
   // 3. The old keys go, unless a secret they sealed could not be re-sealed.
   if (unreadable.length) {

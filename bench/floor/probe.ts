@@ -85,8 +85,8 @@ export class FloorProbe {
       { cwd: ROOT, env: WRANGLER_ENV, stdio: ["ignore", "pipe", "pipe"] },
     );
     this.child = child;
-    child.stdout.on("data", (d) => (this.output += d));
-    child.stderr.on("data", (d) => (this.output += d));
+    child.stdout!.on("data", (d) => (this.output += d));
+    child.stderr!.on("data", (d) => (this.output += d));
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       if (child.exitCode !== null)

@@ -236,8 +236,8 @@ export function spawnAgentProcess(args: string[], env: Record<string, string> = 
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
-  child.stdout.on("data", (d) => (out += d));
-  child.stderr.on("data", (d) => (out += d));
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
   const exit = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");

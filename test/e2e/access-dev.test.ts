@@ -37,11 +37,11 @@ async function accessDev(...args: string[]): Promise<string> {
 
 /** The `NAME=value` lines the script prints. */
 const printedVars = (stdout: string, prefix: string): Record<string, string> =>
-  Object.fromEntries([...stdout.matchAll(new RegExp(`^(${prefix}[A-Z_]+)=(.*)$`, "gm"))].map((m) => [m[1]!, m[2]!]));
+  Object.fromEntries([...stdout.matchAll(new RegExp(`^(${prefix}[A-Z_]+)=(.*)$`, "gm"))].map((m) => [m[1], m[2]]));
 
 async function serviceToken(name: string) {
   const printed = printedVars(await accessDev("service-token", "--name", name), "QX_ACCESS_");
-  return { id: printed.QX_ACCESS_CLIENT_ID!, secret: printed.QX_ACCESS_CLIENT_SECRET! };
+  return { id: printed.QX_ACCESS_CLIENT_ID, secret: printed.QX_ACCESS_CLIENT_SECRET };
 }
 
 const kidOf = () => (JSON.parse(readFileSync(join(dir, "keys.json"), "utf8")) as { kid: string }).kid;
@@ -112,7 +112,7 @@ describe("npm run access-dev", () => {
     expect(kidOf()).not.toBe(firstKid);
 
     const after = (await accessDev("mint", "--email", "bob@acme.test")).trim();
-    expect(JSON.parse(Buffer.from(after.split(".")[0]!, "base64url").toString()).kid).toBe(kidOf());
+    expect(JSON.parse(Buffer.from(after.split(".")[0], "base64url").toString()).kid).toBe(kidOf());
     // The same control plane, not restarted: the new key is fetched when an assertion first names it.
     await eventually(
       "an assertion signed with the new key to be accepted",

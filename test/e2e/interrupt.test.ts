@@ -34,8 +34,8 @@ function startJob(command: string, args: string[], env: Record<string, string> =
     detached: true,
   });
   let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   run = child;
   return { child, output: () => output, exited };

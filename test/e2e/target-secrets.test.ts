@@ -50,7 +50,7 @@ async function d1(command: string): Promise<Record<string, unknown>[]> {
     ],
     { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false" } },
   );
-  return (JSON.parse(stdout) as { results: Record<string, unknown>[] }[])[0]!.results;
+  return (JSON.parse(stdout) as { results: Record<string, unknown>[] }[])[0].results;
 }
 
 async function addTarget(name: string, r: WebhookReceiver): Promise<string> {
@@ -73,7 +73,7 @@ async function deliversSigned(targetId: string, r: WebhookReceiver) {
 }
 
 const keyIdOf = async (id: string) =>
-  (await d1(`SELECT secret_key_id AS k FROM notification_targets WHERE id = '${id}'`))[0]!.k;
+  (await d1(`SELECT secret_key_id AS k FROM notification_targets WHERE id = '${id}'`))[0].k;
 
 beforeAll(async () => {
   await receiver.up(await freePort());
@@ -99,8 +99,8 @@ describe("webhook target secrets at rest", () => {
   it("D1 holds no secret in clear text, and deliveries still verify with the receiver's HMAC", async () => {
     target = await addTarget("sealed", receiver);
     const [row] = await d1(`SELECT secret, secret_key_id AS k FROM notification_targets WHERE id = '${target}'`);
-    expect(row!.k).toBe("k1");
-    expect(row!.secret).not.toContain(receiver.secret);
+    expect(row.k).toBe("k1");
+    expect(row.secret).not.toContain(receiver.secret);
     await deliversSigned(target, receiver);
     // The whole local database, journals included: neither the secret nor its bytes as stored in UTF-8.
     expect(storedBytes(cp.persistDir).includes(Buffer.from(receiver.secret))).toBe(false);
@@ -122,8 +122,8 @@ describe("webhook target secrets at rest", () => {
       { cwd: ROOT, env: { ...process.env, CI: "true" } },
     );
     expect(stdout).toContain("re-sealed 2 target secret(s)");
-    const keys = readFileSync(devVars, "utf8").match(/^SECRETS_KEYS=(.*)$/m)![1]!;
-    const newId = keys.split(":")[0]!;
+    const keys = readFileSync(devVars, "utf8").match(/^SECRETS_KEYS=(.*)$/m)![1];
+    const newId = keys.split(":")[0];
     expect(keys.split(",")).toHaveLength(1); // the old key is dropped
     expect(newId).not.toBe("k1");
     expect(await keyIdOf(target)).toBe(newId);

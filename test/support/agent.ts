@@ -72,8 +72,8 @@ export class AgentProcess {
       env: { ...process.env, ...o.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
-    child.stdout.on("data", (d) => (this.out += d));
-    child.stderr.on("data", (d) => (this.out += d));
+    child.stdout!.on("data", (d) => (this.out += d));
+    child.stderr!.on("data", (d) => (this.out += d));
     this.exitPromise = new Promise((r) => child.once("exit", (code, signal) => r({ code, signal })));
     this.child = child;
   }

@@ -166,8 +166,8 @@ export class ControlPlane {
       },
     );
     this.child = child;
-    child.stdout.on("data", (d) => (this.output += d));
-    child.stderr.on("data", (d) => (this.output += d));
+    child.stdout!.on("data", (d) => (this.output += d));
+    child.stderr!.on("data", (d) => (this.output += d));
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`wrangler dev exited ${child.exitCode}:\n${this.output}`);

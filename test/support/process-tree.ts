@@ -11,7 +11,7 @@ function entry(pid: number): ProcessEntry | null {
     // The command name is in parentheses and may hold spaces: the fields after its ")" are fixed.
     const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const command = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
-    return { pid, ppid: Number(rest[1]), startTime: rest[19]!, command };
+    return { pid, ppid: Number(rest[1]), startTime: rest[19], command };
   } catch {
     return null; // gone meanwhile
   }
@@ -58,7 +58,7 @@ function socketInodes(pid: number): Set<string> {
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {
       try {
         const m = readlinkSync(`/proc/${pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
-        if (m) inodes.add(m[1]!);
+        if (m) inodes.add(m[1]);
       } catch {
         // closed meanwhile
       }
@@ -83,7 +83,7 @@ export function listeningPorts(processes: ProcessEntry[]): number[] {
     for (const line of text.split("\n").slice(1)) {
       const cols = line.trim().split(/\s+/);
       // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; column 9 is the socket's inode
-      if (cols[3] === "0A" && inodes.has(cols[9]!)) ports.add(Number.parseInt(cols[1]!.split(":")[1]!, 16));
+      if (cols[3] === "0A" && inodes.has(cols[9])) ports.add(Number.parseInt(cols[1].split(":")[1], 16));
     }
   }
   return [...ports].sort((a, b) => a - b);

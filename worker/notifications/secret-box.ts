@@ -19,8 +19,8 @@ export class SecretUnreadable extends Error {}
 
 const toBase64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
 const fromBase64 = (text: string) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-const aes = (raw: Uint8Array) =>
-  crypto.subtle.importKey("raw", raw as BufferSource, "AES-GCM", false, ["encrypt", "decrypt"]);
+const aes = (raw: Uint8Array<ArrayBuffer>) =>
+  crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
 
 /** A fresh `<id>:<key>` entry for SECRETS_KEYS. */
 export function newKeyEntry(id: string): string {
@@ -53,7 +53,7 @@ export async function parseKeyring(keyring: string): Promise<SecretKey[]> {
     .map((e) => e.trim())
     .filter(Boolean)) {
     const [id, b64, extra] = entry.split(":");
-    let raw: Uint8Array | null = null;
+    let raw: Uint8Array<ArrayBuffer> | null = null;
     try {
       raw = b64 ? fromBase64(b64) : null;
     } catch {

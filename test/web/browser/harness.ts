@@ -147,8 +147,8 @@ export function startAgent(args: {
     env: { ...process.env, QX_LOG_LEVEL: "warn" },
   });
   let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
   return {
     child,
     output: () => output,
