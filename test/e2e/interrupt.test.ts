@@ -3,7 +3,7 @@
 // its own that the terminal's signal never reaches: the control plane's wrangler and workerd, the
 // demo agent, the bench's floor probe and its agent. Nothing is left and their ports are free again.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -14,6 +14,7 @@ const ROOT = resolve(import.meta.dirname, "../..");
 
 let run: ChildProcess | null = null;
 let seen: ProcessEntry[] = [];
+/** Directories and files this file made, removed after each test. */
 const dirs: string[] = [];
 
 afterEach(() => {
@@ -73,6 +74,9 @@ describe("interrupting what starts processes", () => {
     while (!(await bindable(port + 1))) port = await freePort(); // the host view takes the next one
     const dataDir = mkdtempSync(join(tmpdir(), "qx-start-"));
     dirs.push(dataDir);
+    // npm start writes .dev.vars when there is none: this checkout is left as it was found.
+    const devVars = join(ROOT, ".dev.vars");
+    if (!existsSync(devVars)) dirs.push(devVars);
     const job = startJob("npm", ["start", "--", "--port", String(port), "--data-dir", dataDir]);
     await expect
       .poll(() => job.output(), { timeout: 240_000, interval: 500 })
