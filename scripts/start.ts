@@ -439,7 +439,7 @@ async function main() {
         (stuckNow
           ? ` (${STUCK_VM.name} is stuck in STOPPING: try Reset State, or wait for the reconciler to repair it)`
           : ""),
-      `Demo agent:   PID ${agent.pid} (kill -STOP ${agent.pid} freezes it: node.offline about a minute later,`,
+      `Demo agent:   PID ${agent.pid} (kill -STOP ${agent.pid} freezes it: node.offline within about a minute,`,
       `              OFFLINE_AFTER_MS; kill -CONT ${agent.pid} thaws it)`,
     );
   } else if (withDemo) {
