@@ -1,7 +1,7 @@
 // Starts the real control plane (`wrangler dev`: workerd, local D1, Durable Objects) on a free
 // loopback port with its own persistence directory, for end-to-end, browser and bench runs.
 import type { ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -133,6 +133,12 @@ export class ControlPlane {
     );
   }
 
+  private emptyEnvFile(): string {
+    const file = join(this.persistDir, "empty.env");
+    if (!existsSync(file)) writeFileSync(file, "");
+    return file;
+  }
+
   /** (Re)starts wrangler dev on the same port and data directory and waits for /api/health. */
   async boot(): Promise<void> {
     const vars = Object.entries({ ADMIN_TOKEN: this.adminToken, ...this.vars }).flatMap(([k, v]) => [
@@ -156,6 +162,10 @@ export class ControlPlane {
         "--show-interactive-dev-session=false",
         "--log-level",
         "warn",
+        // An env file of its own, so the checkout's .dev.vars (which `npm start` writes, perhaps while
+        // this suite runs) never reaches a test's control plane: its vars are exactly the ones given.
+        "--env-file",
+        this.emptyEnvFile(),
         ...this.configArgs,
         ...vars,
       ],
