@@ -39,6 +39,7 @@ export const SUITES_NEEDING = {
     "test/faults/libvirt-vanishes.test.ts",
     "test/faults/power-on-real-qemu.test.ts",
     "test/faults/drift-soak.test.ts",
+    "test/agent/libvirt/qemu-console.test.ts",
   ],
   browser: ["test/web/browser/**/*.test.ts"],
 };

@@ -34,7 +34,9 @@ export type StreamSink = {
 
 /** A stream's way back to the daemon; the serial stays inside. */
 export type StreamPort = {
-  send(status: number, body?: Uint8Array): void;
+  /** false once the socket holds more than its high-water mark unsent (wait for onDrain) */
+  send(status: number, body?: Uint8Array): boolean;
+  onDrain(cb: () => void): void;
   /** stop routing this stream's packets (late ones are then dropped) */
   detach(): void;
   /** hold back reading the socket while the stream's owner cannot take more (back-pressure) */
@@ -164,9 +166,13 @@ export class RpcConnection {
   private portFor(procedure: number, serial: number): StreamPort {
     const key = {};
     return {
-      send: (status, body) => {
-        if (!this.ended && this.streams.has(serial))
-          this.write({ type: PacketType.stream, procedure, serial, status }, body);
+      send: (status, body) =>
+        !this.ended && this.streams.has(serial)
+          ? this.write({ type: PacketType.stream, procedure, serial, status }, body)
+          : true,
+      onDrain: (cb) => {
+        if (this.socket.writableNeedDrain && !this.ended) this.socket.once("drain", cb);
+        else queueMicrotask(cb);
       },
       detach: () => {
         this.streams.delete(serial);
@@ -233,9 +239,9 @@ export class RpcConnection {
     }
   }
 
-  private write(h: { type: number; procedure: number; serial: number; status: number }, body?: Uint8Array) {
-    if (this.ended) return;
-    this.socket.write(encodePacket({ program: REMOTE_PROGRAM, version: REMOTE_VERSION, ...h }, body));
+  private write(h: { type: number; procedure: number; serial: number; status: number }, body?: Uint8Array): boolean {
+    if (this.ended) return true;
+    return this.socket.write(encodePacket({ program: REMOTE_PROGRAM, version: REMOTE_VERSION, ...h }, body));
   }
 
   private keepalive(procedure: number) {

@@ -27,6 +27,8 @@ export class ConsoleStream implements StreamSink {
   private endDelivered = false;
   /** set once we sent OK (finish) or ERROR (abort): waits for the daemon's confirmation */
   private closing: { done: () => void; promise: Promise<void> } | null = null;
+  /** the daemon is done with the stream (it confirmed, sent an error, or the connection ended) */
+  private settled = false;
   private bytesIn = 0;
   private bytesOut = 0;
 
@@ -64,14 +66,25 @@ export class ConsoleStream implements StreamSink {
     this.drain();
   }
 
-  /** Sends bytes to the guest; ignored once the stream has ended. */
-  write(bytes: Uint8Array): void {
-    if (this.endReason || this.closing || !this.port) return;
+  /** Sends bytes to the guest; ignored once the stream has ended. Returns false when the socket
+   *  holds more than its high-water mark unsent: wait for onDrain before writing more. The daemon
+   *  feeds input to the guest as fast as the guest reads it and, while it does, takes no further
+   *  packets of this connection, so a writer that ignores this delays every call behind its input. */
+  write(bytes: Uint8Array): boolean {
+    if (this.endReason || this.closing || !this.port) return true;
+    let below = true;
     for (let at = 0; at < bytes.byteLength; at += MAX_STREAM_CHUNK) {
       const chunk = bytes.subarray(at, at + MAX_STREAM_CHUNK);
-      this.port.send(PacketStatus.continue, chunk);
+      below = this.port.send(PacketStatus.continue, chunk) && below;
       this.bytesOut += chunk.byteLength;
     }
+    return below;
+  }
+
+  /** Called once the socket has sent what write() held back (at once when nothing is held). */
+  onDrain(cb: () => void): void {
+    if (this.port) this.port.onDrain(cb);
+    else queueMicrotask(cb);
   }
 
   /** Finishes the stream (libvirt's virStreamFinish): resolves once the daemon confirmed or let go. */
@@ -89,7 +102,7 @@ export class ConsoleStream implements StreamSink {
     let done!: () => void;
     const promise = new Promise<void>((r) => (done = r));
     this.closing = { done, promise };
-    if (this.endReason || !this.port) {
+    if (this.settled || !this.port) {
       this.finishClosing();
       return promise;
     }
@@ -124,6 +137,7 @@ export class ConsoleStream implements StreamSink {
       this.drain();
       return;
     }
+    this.settled = true;
     if (status === PacketStatus.ok) {
       this.end({});
       this.finishClosing();
@@ -138,6 +152,7 @@ export class ConsoleStream implements StreamSink {
 
   /** @internal the connection under the stream ended */
   connectionClosed(err: LibvirtError): void {
+    this.settled = true;
     this.end(this.closing ? {} : { error: err });
     this.closing?.done();
   }

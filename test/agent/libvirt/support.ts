@@ -57,6 +57,8 @@ export type FakeConn = {
   received: Packet[];
   send(h: Partial<Header>, body?: Uint8Array): void;
   raw(bytes: Uint8Array): void;
+  /** answers a call: a REPLY of its procedure and serial */
+  reply(call: Header, body?: Uint8Array, status?: number): void;
   /** the next call of this procedure (or any), as the client sent it */
   nextCall(procedure?: number): Promise<Packet>;
 };
@@ -95,6 +97,8 @@ export async function fakeDaemon(opts: { keepalive?: boolean; answerPings?: bool
             ),
           );
       },
+      reply: (call, body, status = PacketStatus.ok) =>
+        conn.send({ procedure: call.procedure, serial: call.serial, type: PacketType.reply, status }, body),
       raw: (bytes) => {
         if (!socket.destroyed) socket.write(bytes);
       },
@@ -120,6 +124,7 @@ export async function fakeDaemon(opts: { keepalive?: boolean; answerPings?: bool
       }
       for (const p of packets) {
         if (p.program !== REMOTE_PROGRAM) {
+          received.push(p);
           // keepalive: a daemon that answers pings sends a PONG
           if (opts.answerPings !== false && p.procedure === 1)
             conn.send({ program: 0x6b656570, procedure: 2, type: PacketType.message });
@@ -148,6 +153,10 @@ export async function fakeDaemon(opts: { keepalive?: boolean; answerPings?: bool
           }
           continue;
         }
+        if (p.procedure === 2 && p.type === PacketType.call) {
+          conn.reply(p); // CONNECT_CLOSE
+          continue;
+        }
         const i = callWaiters.findIndex((w) => w.procedure === undefined || w.procedure === p.procedure);
         if (p.type === PacketType.call && i >= 0) callWaiters.splice(i, 1)[0]!.resolve(p);
         else received.push(p);
@@ -170,4 +179,31 @@ export async function fakeDaemon(opts: { keepalive?: boolean; answerPings?: bool
       return new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/**
+ * A guest that needs no OS and talks on its serial port: SeaBIOS and iPXE (the e1000's option ROM)
+ * print there, and Ctrl-B at iPXE's prompt gives an `iPXE>` shell that echoes what is typed.
+ * 64 MiB, type='qemu' (no KVM needed), user-mode NIC (it never leaves the host: nothing is booted).
+ */
+export function serialConsoleDomain(prefix: string): { name: string; uuid: string; xml: string } {
+  const uuid = crypto.randomUUID();
+  const name = `${prefix}-${uuid.slice(0, 8)}`;
+  const xml = `<domain type='qemu'>
+  <name>${name}</name>
+  <uuid>${uuid}</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><bios useserial='yes'/></os>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <interface type='user'><model type='e1000'/></interface>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <video><model type='none'/></video>
+    <memballoon model='none'/>
+  </devices>
+</domain>`;
+  return { name, uuid, xml };
 }
