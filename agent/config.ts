@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { TRANSPORTS } from "./transport.ts";
 import { cleartextServerProblem } from "./cleartext-server.ts";
+import { UnsupportedUriError, resolveUri } from "./libvirt/index.ts";
 
 export const EXIT_BAD_CONFIG = 2;
 
@@ -99,8 +100,8 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
        quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
 env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL,
      QX_TRANSPORT (default auto: WebSocket, long-poll over HTTPS after 5 WebSocket failures in a row)
-     QX_METRICS_INTERVAL_MS (default 10000), QX_EVENTS (auto: libvirt lifecycle events through virsh
-     where a daemon serves the URI, polling meanwhile and as the fallback; off: polling only)
+     QX_METRICS_INTERVAL_MS (default 10000), QX_EVENTS (auto: libvirt lifecycle events, with the
+     poll as the safety net; off: polling only)
      QX_INSECURE_HTTP=1 (allow a plain http:// server that is not on loopback: credentials in clear text)
 --server may be left out only with --listen: the agent then serves the local API alone, guarded by
 the host token it keeps in <state dir>/host-token (made on the first --listen run).`;
@@ -211,5 +212,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   if (cleartext) throw new ConfigError(`--server: ${cleartext}`);
   if (config.backoffCapMs < config.backoffBaseMs)
     throw new ConfigError("--backoff-cap must not be below --backoff-base");
+  try {
+    resolveUri(config.libvirtUri, env); // a URI the agent cannot speak is refused now, not at each call
+  } catch (err) {
+    if (err instanceof UnsupportedUriError) throw new ConfigError(`--libvirt-uri: ${err.message}`);
+    throw err;
+  }
   return config;
 }

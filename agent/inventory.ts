@@ -1,7 +1,7 @@
 // The host's domains as the control plane knows them: a full inventory after every (re)connect
-// (chunked), then polling (the binding has no events) and sending only the differences; every
-// digest interval a digest of all it reported (anti-entropy), and a scoped inventory of the VMs or
-// digest buckets the control plane asks about.
+// (chunked), then polling (the safety net beside libvirt's lifecycle events, which ask for a look at
+// once) and sending only the differences; every digest interval a digest of all it reported
+// (anti-entropy), and a scoped inventory of the VMs or digest buckets the control plane asks about.
 import { randomUUID } from "node:crypto";
 import { digestBucket, inventoryDigest } from "../protocol/digest.ts";
 import {

@@ -23,7 +23,6 @@ import { InventoryReporter } from "./inventory.ts";
 import { LogFollower } from "./log-follow.ts";
 import { Libvirt } from "./libvirt.ts";
 import { MetricsSampler } from "./metrics.ts";
-import { LifecycleEvents, eventsReachable } from "./virsh.ts";
 import { startLocalApi, type LocalApi } from "./local-api.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createLink, type Link } from "./transport.ts";
@@ -60,8 +59,6 @@ class Agent {
   private readonly runner: CommandRunner;
   private readonly follower: LogFollower;
   private readonly metrics: MetricsSampler;
-  /** libvirt's lifecycle events: a state change reaches the record at once, not at the next poll */
-  private readonly events: LifecycleEvents | null;
   private reenrolled = false;
   private stopping = false;
   private hello = { hostname: osHostname(), libvirtVersion: "unknown" };
@@ -86,18 +83,12 @@ class Agent {
     const serverNow = () => this.link?.serverNow() ?? Date.now();
     this.metrics = new MetricsSampler({
       libvirt: this.libvirt,
-      uri: config.libvirtUri,
       intervalMs: config.metricsIntervalMs,
       log,
       send,
       peerFeatures,
       serverNow,
     });
-    const look = () => void this.inventory.pollNow();
-    this.events =
-      config.events === "auto" && eventsReachable(config.libvirtUri)
-        ? new LifecycleEvents({ uri: config.libvirtUri, log, onLifecycle: look, onStart: look })
-        : null;
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
       libvirt: this.libvirt,
@@ -144,7 +135,9 @@ class Agent {
       );
     }
     this.metrics.start();
-    this.events?.start();
+    // libvirt's lifecycle events: a state change reaches the record at once, not at the next poll.
+    const look = () => void this.inventory.pollNow();
+    if (config.events === "auto") this.libvirt.watchLifecycle({ onLifecycle: look, onStart: look });
     if (!config.server) return;
     if (!this.cred || this.cred.server !== config.server) await this.enroll(config.token!);
     if (this.stopping) return;
@@ -287,7 +280,6 @@ class Agent {
     this.follower.stopAll();
     this.metrics.stop();
     this.metrics.flush(); // the samples of the last batch, while the link is still up
-    this.events?.stop();
     await Promise.allSettled([this.link?.stop(CLOSE.goingAway), this.localApi?.close()]);
     await this.libvirt.close();
     this.log.info({ code }, "agent stopped");

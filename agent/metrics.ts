@@ -17,7 +17,9 @@ import {
 import type { AgentMessage, WireFeature } from "../protocol/wire.ts";
 import type { DomainCounters, Libvirt } from "./libvirt.ts";
 import type { Logger } from "./logger.ts";
-import { domstats, type DomainStats } from "./virsh.ts";
+
+/** One domain's bulk statistics as libvirt names them (`cpu.time`, `block.0.rd.bytes`, ...). */
+type DomainStats = ReadonlyMap<string, number>;
 
 /** A VM's cumulative counters at one tick; rates are their differences between two ticks. */
 type Counters = {
@@ -38,16 +40,16 @@ const MINUTES_KEEP = 24 * 60;
 
 /** Sum of `<group>.<i>.<field>` over `<group>.count` devices; null when the group has none. */
 function deviceSum(stats: DomainStats | undefined, group: "block" | "net", field: string): number | null {
-  const count = Number(stats?.get(`${group}.count`) ?? 0);
+  const count = stats?.get(`${group}.count`) ?? 0;
   if (!stats || !count) return null;
   let sum = 0;
-  for (let i = 0; i < count; i++) sum += Number(stats.get(`${group}.${i}.${field}`) ?? 0);
+  for (let i = 0; i < count; i++) sum += stats.get(`${group}.${i}.${field}`) ?? 0;
   return sum;
 }
 
-const num = (stats: DomainStats | undefined, key: string) => (stats?.has(key) ? Number(stats.get(key)) : null);
+const num = (stats: DomainStats | undefined, key: string) => stats?.get(key) ?? null;
 
-/** Counters of one domain from the binding's info and, where virsh gave them, its bulk statistics. */
+/** Counters of one domain from its info and, where the driver keeps them, its bulk statistics. */
 export function countersOf(
   dom: DomainCounters,
   stats: DomainStats | undefined,
@@ -148,13 +150,10 @@ class SeriesRing {
 
 export type MetricsSamplerOptions = {
   libvirt: Libvirt;
-  uri: string;
   intervalMs: number;
   log: Logger;
   send: (msg: AgentMessage) => boolean;
   peerFeatures: () => ReadonlySet<string>;
-  /** read bulk statistics through virsh (false: CPU and memory from the binding only) */
-  useVirsh?: boolean;
   hostCpus?: number;
   /** ticks per `metrics` frame (default 6: one frame a minute at 10 s) */
   batchTicks?: number;
@@ -209,17 +208,14 @@ export class MetricsSampler {
   }
 
   private async sample(): Promise<void> {
-    const [doms, stats] = await Promise.all([
-      this.opts.libvirt.activeCounters(),
-      this.opts.useVirsh === false ? null : domstats(this.opts.uri),
-    ]);
+    const doms = await this.opts.libvirt.activeCounters();
     const t = Date.now();
     const vms: { vmId: string; vcpus: number; figures: MetricFigures }[] = [];
     const seen = new Set<string>();
     for (const dom of doms) {
       if (!dom.running) continue;
       seen.add(dom.uuid);
-      const { counters, ...mem } = countersOf(dom, stats?.get(dom.name), t);
+      const { counters, ...mem } = countersOf(dom, dom.stats, t);
       const before = this.previous.get(dom.uuid);
       this.previous.set(dom.uuid, counters);
       if (before)

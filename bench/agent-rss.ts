@@ -1,8 +1,8 @@
-// Bench: idle memory of a running agent (target: bench/targets.ts), connected to a tiny loopback control
-// plane and reporting the shipped demo host (libvirt test driver). Measured for the bundle as a host
-// runs it (shebang V8 flags + the systemd unit's environment), the bundle without them, and
-// `node agent/main.ts`; RSS beside PSS and USS (from /proc/<pid>/smaps_rollup), because most of an
-// idle agent's RSS is shared file pages: the node binary and libvirt's libraries.
+// Bench: idle memory of a running agent (target: bench/targets.ts), connected to a tiny loopback
+// control plane and reporting the shipped demo host (libvirt's test driver, served by the machine's
+// libvirt daemon). Measured for the bundle as a host runs it (shebang V8 flags + the systemd unit's
+// environment), the bundle without them, and `node agent/main.ts`; RSS beside PSS and USS (from /proc/<pid>/smaps_rollup), because most of an
+// idle agent's RSS is shared file pages of the node binary.
 // `node bench/agent-rss.ts` prints the rows.
 import type { ChildProcess } from "node:child_process";
 import { spawnOwned } from "../scripts/child-processes.ts";

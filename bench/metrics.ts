@@ -3,15 +3,9 @@
 // Object's SQLite bills them) and bytes per `metrics` frame, for 100 running VMs sampled every 10 s
 // and sent a minute at a time. (2) The
 // 24 h query: the SQL over a full day of 100 VMs, and a real GET /api/nodes/:id/metrics?range=24h
-// through wrangler dev beside the floor probe's Durable Object RPC. (3) The libvirt access layer:
-// a state call through the binding vs through virsh, virsh domstats, the virsh event child's memory.
-import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+// through wrangler dev beside the floor probe's Durable Object RPC. (The libvirt access layer has
+// its own section, bench/libvirt.ts.)
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
-import { promisify } from "node:util";
-import { Hypervisor } from "@unraid/libvirt";
-import { spawnOwned } from "../scripts/child-processes.ts";
 import type { MetricFigures, MetricsPayload } from "../protocol/metrics.ts";
 import { createNode } from "../test/e2e/journey.ts";
 import type { ControlPlane } from "../test/support/control-plane.ts";
@@ -21,7 +15,6 @@ import type { BenchRow } from "./table.ts";
 
 const VMS = 100;
 const INTERVAL_MS = 10_000;
-const run = promisify(execFile);
 /** The same 100 VMs in every batch. */
 const FLEET = simVms(VMS);
 
@@ -174,62 +167,8 @@ async function restQuery(cp: ControlPlane, floorRows: BenchRow[]): Promise<Bench
   }
 }
 
-/** The access layer, against libvirt's test driver served by libvirtd (test+unix://). */
-async function accessLayer(): Promise<BenchRow[]> {
-  const uri = `test+unix://${join(import.meta.dirname, "../test/agent/fixtures/node.xml")}`;
-  const running = "11111111-0000-4000-8000-000000000001";
-  const hv = new Hypervisor({ uri });
-  await hv.connectOpen();
-  const dom = await hv.domainLookupByUUIDString(running);
-  const binding = await timed(50, () => hv.domainGetInfo(dom));
-  await hv.connectClose();
-  const virshState = await timed(10, () => run("virsh", ["-c", uri, "domstate", running]));
-  const stats = await timed(10, () =>
-    run("virsh", [
-      "-q",
-      "-c",
-      uri,
-      "domstats",
-      "--raw",
-      "--list-active",
-      "--nowait",
-      "--cpu-total",
-      "--balloon",
-      "--block",
-      "--interface",
-    ]),
-  );
-  const child = spawnOwned("virsh", ["-c", uri, "event", "--all", "--loop"], { stdio: "ignore" });
-  await new Promise((r) => setTimeout(r, 1_000));
-  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))?.[1] ?? NaN);
-  child.kill();
-  return [
-    {
-      name: "access layer: state call through the binding (domainGetInfo over libvirtd, median of 50)",
-      value: binding,
-      unit: "ms",
-    },
-    {
-      name: "access layer: state call through virsh (a process per call: virsh domstate)",
-      value: virshState,
-      unit: "ms",
-    },
-    {
-      name: "access layer: virsh domstats of every active domain (one process per sample tick)",
-      value: stats,
-      unit: "ms",
-    },
-    { name: "access layer: resident memory of the virsh event child", value: Math.round(rssKiB / 1024), unit: "MiB" },
-  ];
-}
-
 export async function benchMetrics(cp: ControlPlane, floorRows: BenchRow[]): Promise<BenchRow[]> {
   const rows = ingestion();
   rows.push(...(await restQuery(cp, floorRows)));
-  rows.push(
-    ...(await accessLayer().catch((err: Error) => [
-      { name: "access layer: FAILED (needs libvirtd and virsh)", value: NaN, unit: "", note: err.message },
-    ])),
-  );
   return rows;
 }

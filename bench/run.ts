@@ -6,7 +6,7 @@
 // baselines measured in the same run, differences, ratios and targets, and writes
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, digest
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, digest, libvirt
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
@@ -109,6 +109,7 @@ try {
   }
   await section("tail", () => external("tail.ts", "benchTail"));
   await section("agent-rss", () => external("agent-rss.ts", "benchAgentRss"));
+  await section("libvirt", () => external("libvirt.ts", "benchLibvirt"));
   await section("digest", () => external("digest.ts", "benchDigest"));
 } finally {
   await floor?.dispose();

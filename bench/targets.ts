@@ -94,6 +94,16 @@ export const TARGETS = {
     text: "≤ floor + 16 MiB (floor: a bare `node`)",
     met: (f) => f.value <= ref(f.floor) + 16,
   },
+  libvirtStateCall: {
+    figure: "a libvirt state call (lookup + DOMAIN_GET_STATE)",
+    text: "≤ 1.0× a long-lived virsh",
+    met: (f) => f.value <= ref(f.baseline),
+  },
+  libvirtAllStats: {
+    figure: "statistics of every active domain",
+    text: "≤ 1.0× a long-lived virsh",
+    met: (f) => f.value <= ref(f.baseline),
+  },
 } satisfies Record<string, Target>;
 
 export type TargetId = keyof typeof TARGETS;

@@ -1,40 +1,20 @@
-// `npm run build:agent`: the agent as one ESM file for hosts with Node 22 and libvirt installed:
+// `npm run build:agent`: the agent as one ESM file for hosts with Node 22 and a libvirt daemon
+// (it speaks libvirt's RPC protocol itself: nothing native, any architecture):
 //   dist/agent/quantix-agent.mjs   the bundle (all JS dependencies inside)
-//   dist/agent/libvirt.node        @unraid/libvirt's native binding, loaded from beside the bundle
 //   dist/agent/web/                the host view (web/dist), when it has been built
 //   dist/agent/quantix-agent.service  the example systemd unit
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { build, type Plugin } from "esbuild";
+import { chmodSync, cpSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { build } from "esbuild";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const OUT = join(ROOT, "dist/agent");
-const BINDING = join(ROOT, "node_modules/@unraid/libvirt/build/Release/libvirt.node");
-
-// The binding loads its addon with createRequire(import.meta.url)('../build/Release/libvirt');
-// in the bundle import.meta.url is the bundle itself, so point it at the copy beside it.
-const nativeBindingBesideBundle: Plugin = {
-  name: "libvirt-native-beside-bundle",
-  setup(b) {
-    b.onLoad({ filter: /[\\/]@unraid[\\/]libvirt[\\/]dist[\\/].*\.js$/ }, (args) => {
-      const source = readFileSync(args.path, "utf8");
-      return {
-        contents: source.replaceAll(/(['"])\.\.\/build\/Release\/libvirt(?:\.node)?\1/g, "'./libvirt.node'"),
-        loader: "js",
-        resolveDir: dirname(args.path),
-      };
-    });
-  },
-};
-
 /** V8 flags the agent runs with (the bundle's shebang; the systemd unit repeats them): a 1 MiB
  *  semi-space instead of up to 16 MiB, since an idle agent allocates little (bench/agent-rss.ts
  *  measured -1.4 MiB RSS, no CPU cost visible). */
 export const AGENT_NODE_FLAGS = ["--max-semi-space-size=1"];
 
 export async function buildAgent(outDir = OUT): Promise<string> {
-  if (!existsSync(BINDING))
-    throw new Error(`${BINDING} is missing: the libvirt binding was not built (npm install needs libvirt-dev)`);
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const outfile = join(outDir, "quantix-agent.mjs");
@@ -55,7 +35,6 @@ export async function buildAgent(outDir = OUT): Promise<string> {
     legalComments: "none",
     // ws probes these optional native speed-ups with require() inside try/catch.
     external: ["bufferutil", "utf-8-validate"],
-    plugins: [nativeBindingBesideBundle],
     // CommonJS dependencies (ws, pino) call require(): give the ESM bundle one.
     banner: {
       js: `#!/usr/bin/env -S node ${AGENT_NODE_FLAGS.join(" ")}\nimport { createRequire as __qxCreateRequire } from 'node:module';\nconst require = __qxCreateRequire(import.meta.url);`,
@@ -63,7 +42,6 @@ export async function buildAgent(outDir = OUT): Promise<string> {
     logLevel: "warning",
   });
   chmodSync(outfile, 0o755); // runnable as it is, through its shebang
-  cpSync(BINDING, join(outDir, "libvirt.node"));
   const web = join(ROOT, "web/dist");
   if (existsSync(join(web, "host.html"))) cpSync(web, join(outDir, "web"), { recursive: true });
   else
@@ -77,6 +55,6 @@ export async function buildAgent(outDir = OUT): Promise<string> {
 if (import.meta.main) {
   const out = await buildAgent();
   console.log(
-    `built ${out} (${(statSync(out).size / 1024).toFixed(0)} KiB) + libvirt.node${existsSync(join(OUT, "web")) ? " + web/" : ""} + quantix-agent.service`,
+    `built ${out} (${(statSync(out).size / 1024).toFixed(0)} KiB)${existsSync(join(OUT, "web")) ? " + web/" : ""} + quantix-agent.service`,
   );
 }

@@ -1,7 +1,7 @@
 // A private, unprivileged libvirt daemon in a directory of its own: its socket, state and log live
 // there, it runs the test driver for whoever connects, and stopping it touches no other daemon.
 // Run as root it drops to `nobody` (a root libvirtd would share /run/libvirt with the system one).
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, openSync, closeSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -27,7 +27,11 @@ const answers = (socket: string) =>
     c.once("error", () => done(false));
   });
 
-export async function startPrivateLibvirtd(dir: string): Promise<PrivateDaemon> {
+/** `start` spawns the daemon (a script that stops its children on every way out passes its own). */
+export async function startPrivateLibvirtd(
+  dir: string,
+  start: (command: string, args: string[], options: SpawnOptions) => ChildProcess = spawn,
+): Promise<PrivateDaemon> {
   if (!LIBVIRTD) throw new Error("libvirtd is not installed (Debian/Ubuntu package libvirt-daemon-system)");
   const root = process.getuid?.() === 0;
   for (const sub of ["", "run", "config", "cache"]) {
@@ -47,7 +51,7 @@ export async function startPrivateLibvirtd(dir: string): Promise<PrivateDaemon> 
   const [cmd, args] = root
     ? ["setpriv", [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", LIBVIRTD]]
     : [LIBVIRTD, []];
-  const child = spawn(cmd, args, { env, stdio: ["ignore", out, out], cwd: dir });
+  const child = start(cmd, args, { env, stdio: ["ignore", out, out], cwd: dir });
   closeSync(out);
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   const stop = async () => {

@@ -1,11 +1,15 @@
 // `npm start`: the local control plane (wrangler dev on 127.0.0.1:8787 with local D1 and Durable
-// Objects) plus a demo agent on libvirt's test driver with the shipped demo node, one VM of which is
-// left stuck in STOPPING on the first start (the reconciler repairs it after 15 min unless you
-// reset it first). `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops both.
+// Objects) plus a demo agent on libvirt's test driver with the shipped demo node, served by a real
+// libvirt daemon (this machine's, or a private unprivileged one under .wrangler/ that stops with us),
+// one VM of which is left stuck in STOPPING on the first start (the reconciler repairs it after
+// 15 min unless you reset it first). `npm start -- --no-demo` runs the control plane alone. Ctrl-C
+// stops everything it started.
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chmodSync,
+  chownSync,
+  copyFileSync,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -15,10 +19,13 @@ import {
   writeFileSync,
   appendFileSync,
 } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { tmpdir } from "node:os";
+import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { tidyAgent, tidyWrangler } from "./child-output.ts";
-import { ensureLibvirtBinding } from "./libvirt-prereq.mjs";
+import { ensureLibvirtDaemon } from "./libvirt-prereq.mjs";
+import { startPrivateLibvirtd } from "./private-libvirtd.ts";
+import { LibvirtClient } from "../agent/libvirt/index.ts";
 import { hostTokenPath } from "../agent/host-token.ts";
 import { varArgs } from "./dev-vars.ts";
 import { newKeyEntry } from "../worker/notifications/secret-box.ts";
@@ -54,6 +61,8 @@ const PERSIST_DIR = join(DATA_DIR, "state");
 const DEMO_STATE_DIR = join(DATA_DIR, "demo-agent");
 /** What the demo set up once (node id, stuck VM), so a second `npm start` does not redo it. */
 const DEMO_MARKER = join(DATA_DIR, "demo.json");
+/** Where the private libvirt daemon lives when this machine runs none. */
+const PRIVATE_LIBVIRTD_DIR = join(DATA_DIR, "libvirtd");
 /** The demo VM that `npm start` leaves stuck in STOPPING (see agent/demo/node.xml). */
 const STUCK_VM = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f07", name: "files-01" };
 
@@ -296,7 +305,48 @@ async function demoNode(token: string, forceNewJoin = false): Promise<{ nodeId: 
   return { nodeId: created.body.node.id, joinToken: created.body.joinToken };
 }
 
-function startAgent(joinToken: string | undefined): ChildProcess {
+/** Whether `nobody` may reach into `dir` (every directory above it searchable by others). */
+function othersCanReach(dir: string): boolean {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    if (existsSync(d) && (statSync(d).mode & 0o001) === 0) return false;
+    if (d === dirname(d)) return true;
+  }
+}
+
+/**
+ * The demo agent's libvirt URI: the test driver serving the demo host, through this machine's libvirt
+ * daemon when one answers, else through a private unprivileged one (stopped when we stop). Null
+ * when there is no daemon to run (the command that installs it has been printed).
+ */
+async function demoLibvirtUri(): Promise<string | null> {
+  const uri = `test://${DEMO_XML}`;
+  try {
+    const probe = await LibvirtClient.connect(uri, { connectTimeoutMs: 5_000 });
+    await probe.close();
+    say("demo host: libvirt's test driver through this machine's libvirt daemon");
+    return uri;
+  } catch {
+    // no daemon here, or not ours to use: a private one
+  }
+  if (!ensureLibvirtDaemon(say)) return null;
+  const root = process.getuid?.() === 0;
+  // As root the daemon runs as nobody, who must be able to reach its directory.
+  const dir =
+    !root || othersCanReach(dirname(PRIVATE_LIBVIRTD_DIR))
+      ? PRIVATE_LIBVIRTD_DIR
+      : join(tmpdir(), "quantix-demo-libvirtd");
+  rmSync(dir, { recursive: true, force: true });
+  const daemon = await startPrivateLibvirtd(dir, spawnOwned); // stopped with npm start
+  const xml = join(dir, "node.xml");
+  copyFileSync(DEMO_XML, xml);
+  if (root) chownSync(xml, 65534, 65534);
+  say(
+    `demo host: libvirt's test driver through a private libvirtd (${relative(ROOT, dir) || dir}; stops with npm start)`,
+  );
+  return `test://${xml}?socket=${daemon.socket}`;
+}
+
+function startAgent(libvirtUri: string, joinToken: string | undefined): ChildProcess {
   const args = [
     join(ROOT, "agent/main.ts"),
     "--server",
@@ -304,7 +354,7 @@ function startAgent(joinToken: string | undefined): ChildProcess {
     "--state-dir",
     DEMO_STATE_DIR,
     "--libvirt-uri",
-    `test://${DEMO_XML}`,
+    libvirtUri,
     "--log-dir",
     DEMO_LOGS,
     "--listen",
@@ -319,10 +369,10 @@ function startAgent(joinToken: string | undefined): ChildProcess {
 }
 
 /** Starts the agent; if its kept credential is refused (exit soon after start), re-enrolls once. */
-async function startDemoAgent(token: string): Promise<{ agent: ChildProcess; nodeId: string }> {
+async function startDemoAgent(token: string, libvirtUri: string): Promise<{ agent: ChildProcess; nodeId: string }> {
   let { nodeId, joinToken } = await demoNode(token);
   for (let attempt = 0; ; attempt++) {
-    const agent = startAgent(joinToken);
+    const agent = startAgent(libvirtUri, joinToken);
     const exit = new Promise<number | null>((r) => agent.once("exit", (code) => r(code)));
     const outcome = await Promise.race([exit, waitForConnected(token, nodeId, agent).then(() => "connected" as const)]);
     if (outcome === "connected") {
@@ -409,7 +459,7 @@ async function main() {
   if (await healthy()) throw new Error(`something already answers on ${URL_BASE} (another npm start?); stop it first`);
   const adminToken = ensureAdminToken();
   ensureSecretsKeys();
-  const canRunAgent = withDemo ? ensureLibvirtBinding() : false;
+  const demoUri = withDemo ? await demoLibvirtUri() : null;
   await ensureDashboard();
   await migrateLocalDb();
   const wrangler = startWrangler(withDemo);
@@ -417,8 +467,8 @@ async function main() {
   say(`control plane ready on ${URL_BASE}`);
 
   const lines = [`Dashboard:    ${URL_BASE}/`, `Admin token:  ${adminToken}   (from .dev.vars)`];
-  if (withDemo && canRunAgent) {
-    const { agent, nodeId } = await startDemoAgent(adminToken);
+  if (withDemo && demoUri) {
+    const { agent, nodeId } = await startDemoAgent(adminToken, demoUri);
     const vms = await waitForInventory(adminToken, nodeId);
     say(`demo agent connected: ${vms.length} VMs listed`);
     const marker = readMarker();
@@ -443,7 +493,7 @@ async function main() {
       `              OFFLINE_AFTER_MS; kill -CONT ${agent.pid} thaws it)`,
     );
   } else if (withDemo) {
-    say("the demo agent is not started: the libvirt binding is not built (see [libvirt] above)");
+    say("the demo agent is not started: no libvirt daemon to serve its host (see above for the command)");
   }
   const width = Math.max(...lines.map((l) => l.length));
   console.log(

@@ -1,6 +1,6 @@
 // Makes sure this machine has what `npm test` needs before any suite runs (the `test` script's first step):
-// the agent's libvirt binding, and for the suites on a real hypervisor or in a browser, libvirt's
-// daemons running, QEMU and Chromium. As root on Debian/Ubuntu it installs what is missing and starts
+// a libvirt daemon for the agent's suites (libvirt's test driver, served by it), and for the suites
+// on a real hypervisor or in a browser, libvirt's daemons running, QEMU and Chromium. As root on Debian/Ubuntu it installs what is missing and starts
 // the daemons; otherwise it stops and prints the exact commands. What is already there is left alone,
 // so a second run changes nothing. Plain .mjs like libvirt-prereq.mjs; vitest.config.ts takes its
 // suite lists from here.
@@ -20,15 +20,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  aptInstall,
-  bindingBuilt,
-  ensureLibvirtBinding,
-  isDebianLike,
-  isRoot,
-  missingPackages,
-  onPath,
-} from "./libvirt-prereq.mjs";
+import { aptInstall, isDebianLike, isRoot, onPath } from "./libvirt-prereq.mjs";
 
 /** The suites that need more than Node, by what they need (vitest.config.ts runs each as a project). */
 export const SUITES_NEEDING = {
@@ -120,8 +112,7 @@ async function startDaemon({ name, socket }) {
  * answering socket alone does not say the suites can start a guest.
  */
 async function qemuSystemProblem() {
-  const { Hypervisor } = await import("@unraid/libvirt");
-  const hv = new Hypervisor({ uri: "qemu:///system" });
+  const { LibvirtClient } = await import("../agent/libvirt/index.ts");
   let timer;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(
@@ -130,8 +121,9 @@ async function qemuSystemProblem() {
     );
   });
   try {
-    await Promise.race([hv.connectOpen().then(() => hv.connectListAllDomains()), timeout]);
-    await hv.connectClose();
+    const client = await Promise.race([LibvirtClient.connect("qemu:///system"), timeout]);
+    await Promise.race([client.listDomains(), timeout]);
+    await client.close();
     return null;
   } catch (err) {
     return err instanceof Error ? err.message : String(err);
@@ -172,20 +164,16 @@ function kvmDeviceForQemu() {
 }
 
 /** Prints what to do when we may not do it ourselves, each step with the suites that need it. */
-function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
+function explain({ missing, daemonsDown, cannotUse }) {
   const sudo = isRoot() ? "" : "sudo ";
   say("npm test cannot run yet; some suites need what this machine lacks:");
-  if (bindingPackages.length > 0)
-    say(
-      `  what the agent's libvirt binding is built with (${bindingPackages.join(" ")}): every agent, end-to-end and browser suite`,
-    );
   for (const part of ["hypervisor", "browser"]) {
     const lacking = missing.filter((p) => p.part === part);
     if (lacking.length > 0) say(`  ${lacking.map((p) => `${p.what} (${p.pkg})`).join(", ")}: ${suitesOf(part)}`);
   }
   if (daemonsDown.length > 0) say(`  ${daemonsDown.join(" and ")} running: ${suitesOf("hypervisor")}`);
   for (const { need } of cannotUse) say(`  ${need}: ${suitesOf("hypervisor")}`);
-  const pkgs = [...bindingPackages, ...missing.map((p) => p.pkg)];
+  const pkgs = missing.map((p) => p.pkg);
   const commands = [];
   if (pkgs.length > 0) {
     if (isDebianLike())
@@ -210,8 +198,8 @@ function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
     say(`then npm test again${isRoot() ? "" : " (as root, npm test does this itself: sudo npm test)"}.`);
   }
   for (const { fix } of cannotUse) say(fix);
-  if (bindingPackages.length > 0)
-    say("Meanwhile `npx vitest run --project worker` runs the Worker's suites (the others need the binding).");
+  if (missing.some((p) => p.pkg === "libvirt-daemon-system"))
+    say("Meanwhile `npx vitest run --project worker` runs the Worker's suites (the agent's need a libvirt daemon).");
   else say("Meanwhile `npm run test:unit` runs every suite that needs no hypervisor and no browser.");
 }
 
@@ -219,10 +207,9 @@ function explain({ missing, bindingPackages, daemonsDown, cannotUse }) {
 export async function prepareTestMachine() {
   const started = performance.now();
   const mayInstall = isRoot() && isDebianLike() && onPath("apt-get");
-  const bindingPackages = bindingBuilt() ? [] : missingPackages();
   let missing = PACKAGES.filter((p) => !p.files.every((f) => existsSync(f)));
 
-  const toInstall = [...bindingPackages, ...missing.map((p) => p.pkg)];
+  const toInstall = missing.map((p) => p.pkg);
   if (toInstall.length > 0 && mayInstall) {
     if (!aptInstall(toInstall, say)) return false;
     missing = PACKAGES.filter((p) => !p.files.every((f) => existsSync(f)));
@@ -234,12 +221,9 @@ export async function prepareTestMachine() {
     const daemonsInstalled = !missing.some((p) => p.pkg === "libvirt-daemon-system");
     const daemonsDown = [];
     for (const d of DAEMONS) if (!daemonsInstalled || (await probe(d.socket)) === "down") daemonsDown.push(d.name);
-    explain({ missing, bindingPackages, daemonsDown, cannotUse: [] });
+    explain({ missing, daemonsDown, cannotUse: [] });
     return false;
   }
-
-  // The packages are there: build the binding if it is not (no root needed).
-  if (!ensureLibvirtBinding()) return false;
 
   const daemonsDown = [];
   const cannotUse = [];
@@ -269,7 +253,7 @@ export async function prepareTestMachine() {
     }
   }
   if (daemonsDown.length > 0 || cannotUse.length > 0) {
-    explain({ missing: [], bindingPackages: [], daemonsDown, cannotUse });
+    explain({ missing: [], daemonsDown, cannotUse });
     return false;
   }
   kvmDeviceForQemu();
@@ -282,7 +266,7 @@ export async function prepareTestMachine() {
     return false;
   }
   say(
-    `ready: libvirt binding built, virtlogd running, qemu:///system answering, Chromium installed (${((performance.now() - started) / 1000).toFixed(2)} s)`,
+    `ready: libvirtd and virtlogd running, qemu:///system answering, Chromium installed (${((performance.now() - started) / 1000).toFixed(2)} s)`,
   );
   return true;
 }

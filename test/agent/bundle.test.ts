@@ -1,8 +1,8 @@
-// `npm run build:agent` makes a bundle that runs on its own: copied away from the repo (no
-// node_modules beside it), it enrolls, connects, reports the test-driver host and serves the host
+// `npm run build:agent` makes a bundle that runs on its own: one JavaScript file, copied away from
+// the repo (no node_modules beside it, no native addon), it enrolls, connects, reports the test-driver host and serves the host
 // view + local API from the web/ copied beside it.
 import { spawn } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { AGENT_NODE_FLAGS, buildAgent } from "../../scripts/build-agent.ts";
@@ -17,7 +17,12 @@ describe("bundled agent", () => {
   it("runs from a directory of its own against the control plane, with the local API", async () => {
     const built = tempDir("qx-bundle-build-");
     const out = await buildAgent(built);
-    expect(existsSync(join(built, "libvirt.node"))).toBe(true);
+    // One JavaScript file, no native addon beside it (the agent speaks libvirt's protocol itself).
+    expect(
+      readdirSync(built)
+        .filter((f) => f !== "web")
+        .sort(),
+    ).toEqual(["quantix-agent.mjs", "quantix-agent.service"]);
     expect(existsSync(join(built, "quantix-agent.service"))).toBe(true);
     const host = tempDir("qx-bundle-host-"); // nothing but the bundle's own files here
     cpSync(built, host, { recursive: true });

@@ -1,12 +1,10 @@
 // The agent's metrics sampler against libvirt's test driver (whose CPU time is synthetic: libvirt
-// reports the wall clock), virsh's output parsers on names with spaces, quotes and Unicode, and how a
-// series becomes an answer with offline stretches as gaps.
+// reports the wall clock), and how a series becomes an answer with offline stretches as gaps.
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { startLocalApi } from "../../agent/local-api.ts";
 import { MetricsSampler, figuresBetween } from "../../agent/metrics.ts";
-import { domstats, lifecycleEventDomain, parseDomstats } from "../../agent/virsh.ts";
 import { seriesAnswer, type MetricPoint } from "../../protocol/metrics.ts";
 import { TEST_URI, VMS, recorder, silentLog } from "./helpers.ts";
 
@@ -17,43 +15,6 @@ afterEach(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe("virsh output", () => {
-  it("domstats blocks are keyed by the whole domain name, quotes, spaces and Unicode included", () => {
-    const text = [
-      "Domain: 'web 1 ü'",
-      "  cpu.time=1000",
-      "  block.count=1",
-      "",
-      "Domain: 'it's \"odd\"'",
-      "  balloon.rss=2048",
-      "",
-    ].join("\n");
-    const stats = parseDomstats(text);
-    expect([...stats.keys()]).toEqual(["web 1 ü", `it's "odd"`]);
-    expect(stats.get("web 1 ü")!.get("cpu.time")).toBe("1000");
-    expect(stats.get(`it's "odd"`)!.get("balloon.rss")).toBe("2048");
-  });
-
-  it("a lifecycle event line gives its domain name; other events give none", () => {
-    expect(
-      lifecycleEventDomain(
-        "2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'qxm probe ü': Stopped Destroyed",
-      ),
-    ).toBe("qxm probe ü");
-    expect(
-      lifecycleEventDomain("2026-11-30 09:27:46.273+0000: event 'lifecycle' for domain 'a': b': Started Booted"),
-    ).toBe("a': b");
-    expect(lifecycleEventDomain("event 'reboot' for domain 'x'")).toBeNull();
-  });
-
-  it("domstats lists the active domains through virsh on the test driver, without counters (it keeps none)", async () => {
-    const stats = await domstats(TEST_URI);
-    expect(stats?.has(VMS.running.name)).toBe(true);
-    expect(stats?.has(VMS.shutoff.name)).toBe(false);
-    expect(stats?.get(VMS.running.name)?.has("cpu.time")).toBe(false);
-  });
-});
-
 describe("metrics sampler on the test driver", () => {
   it("samples running VMs (synthetic CPU time, assigned memory), pushes them only to a control plane that announced metrics", async () => {
     const libvirt = new Libvirt(TEST_URI, silentLog);
@@ -62,7 +23,6 @@ describe("metrics sampler on the test driver", () => {
     let features = new Set<string>();
     const sampler = new MetricsSampler({
       libvirt,
-      uri: TEST_URI,
       intervalMs: 10_000,
       log: silentLog,
       send: rec.send,
@@ -161,12 +121,10 @@ describe("host view's metrics route", () => {
     opened.push(libvirt);
     const sampler = new MetricsSampler({
       libvirt,
-      uri: TEST_URI,
       intervalMs: 10_000,
       log: silentLog,
       send: () => true,
       peerFeatures: () => new Set(),
-      useVirsh: false,
     });
     await sampler.sampleNow();
     await sleep(200);

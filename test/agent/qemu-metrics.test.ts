@@ -1,7 +1,7 @@
 // Metrics and lifecycle events against a real libvirtd + QEMU: a 64 MiB guest with no OS and a small
 // raw disk (the BIOS reads its boot sector, so the disk shows reads; the guest never writes), sampled
-// through the binding and `virsh domstats`; and a `virsh destroy` from another connection reaching
-// the reported inventory through `virsh event`, then through the poll alone with events off.
+// through libvirt's bulk statistics; and a `virsh destroy` from another connection reaching the
+// reported inventory through libvirt's lifecycle events, then through the poll alone with events off.
 import { execFile } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InventoryReporter } from "../../agent/inventory.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { MetricsSampler } from "../../agent/metrics.ts";
-import { LifecycleEvents } from "../../agent/virsh.ts";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { recorder, silentLog } from "./helpers.ts";
 
@@ -62,7 +61,6 @@ describe("real libvirtd + QEMU", () => {
     const rec = recorder();
     const sampler = new MetricsSampler({
       libvirt,
-      uri: URI,
       intervalMs: 1_000,
       log: silentLog,
       send: rec.send,
@@ -96,18 +94,16 @@ describe("real libvirtd + QEMU", () => {
     // A poll so slow that only an event can explain a prompt report.
     const inventory = new InventoryReporter({ libvirt, send: rec.send, log: silentLog, pollMs: 120_000 });
     let heard = 0;
-    const events = new LifecycleEvents({
-      uri: URI,
-      log: silentLog,
-      onLifecycle: () => {
-        heard++;
+    const events = new Libvirt(URI, silentLog);
+    await inventory.fullSync();
+    events.watchLifecycle({
+      onLifecycle: (e) => {
+        if (e.domain.uuid === uuid) heard++; // by UUID: no name is mapped back
         void inventory.pollNow();
       },
     });
-    await inventory.fullSync();
-    events.start();
-    expect(await until(() => events.running, 10_000)).toBe(true);
-    // `running` says virsh stayed up a moment; a suspend and resume heard proves it is subscribed.
+    expect(await until(() => events.eventsRunning, 10_000)).toBe(true);
+    // A suspend and resume from another connection, heard, proves the subscription.
     await virsh("suspend", uuid);
     await virsh("resume", uuid);
     expect(await until(() => heard >= 2, 30_000)).toBe(true);
@@ -126,7 +122,7 @@ describe("real libvirtd + QEMU", () => {
     console.log(
       `virsh destroy: ${destroyedAt - t0} ms to return; vm.changed through events ${now - t0} ms after it was issued, ${now - destroyedAt} ms after it returned (the old poll: up to 3000 ms)`,
     );
-    events.stop();
+    await events.close();
 
     // Fallback: no events, the poll finds the next change.
     await virsh("start", uuid);

@@ -6,7 +6,7 @@
 // ends the wait with the real state. No assumption about how fast the guest starts: waits are
 // measured from what happened.
 import { rmSync } from "node:fs";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtClient } from "../../agent/libvirt/index.ts";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { CommandRunner } from "../../agent/commands.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
@@ -20,7 +20,7 @@ const LOG_DIR = "/var/log/libvirt/qemu";
 const { name, uuid, xml } = disklessQemuDomain("qx-power-test");
 const ALL: ReadonlySet<string> = new Set<WireFeature>(["progress", "override", "digest", "scopedResync"]);
 
-let admin: Hypervisor; // sets up, checks and tears down the domain, outside the code under test
+let admin: LibvirtClient; // sets up, checks and tears down the domain, outside the code under test
 const libvirt = new Libvirt(URI, silentLog);
 
 /** A runner whose every frame is kept with the time it was sent. */
@@ -52,7 +52,7 @@ function runnerWith(
   };
 }
 const target = (deadlineInMs = 10_000) => ({ vmId: uuid, name, deadline: Date.now() + deadlineInMs });
-const libvirtState = async () => (await admin.domainGetInfo(await admin.domainLookupByUUIDString(uuid))).state; // 1 running, 5 shutoff
+const libvirtState = async () => (await admin.domainInfo(await admin.lookupByUuid(uuid))).state; // 1 running, 5 shutoff
 
 async function startGuest() {
   const { rec, runner } = runnerWith();
@@ -61,23 +61,22 @@ async function startGuest() {
 }
 
 beforeAll(async () => {
-  admin = new Hypervisor({ uri: URI });
-  await admin.connectOpen(); // fails loudly when libvirtd is not running (.ci/run starts it)
-  await admin.domainDefineXML(xml);
+  admin = await LibvirtClient.connect(URI); // fails loudly when libvirtd is not running (.ci/run starts it)
+  await admin.defineXml(xml);
 });
 
 beforeEach(async () => {
   // Each test starts from a shut-off guest, whatever the one before left.
-  await admin.domainDestroy(await admin.domainLookupByUUIDString(uuid)).catch(() => {});
+  await admin.destroy(await admin.lookupByUuid(uuid)).catch(() => {});
 });
 
 afterAll(async () => {
   try {
-    const dom = await admin.domainLookupByUUIDString(uuid);
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom);
+    const dom = await admin.lookupByUuid(uuid);
+    await admin.destroy(dom).catch(() => {});
+    await admin.undefine(dom);
   } finally {
-    await admin.connectClose();
+    await admin.close();
     await libvirt.close();
     rmSync(`${LOG_DIR}/${name}.log`, { force: true });
   }

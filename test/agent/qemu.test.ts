@@ -3,7 +3,7 @@
 // never honours (no OS, no ACPI handling) answered at its deadline with the VM still running, a force
 // stop that shuts it off, and its real /var/log/libvirt/qemu/<name>.log tailed.
 import { rmSync } from "node:fs";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtClient } from "../../agent/libvirt/index.ts";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CommandRunner } from "../../agent/commands.ts";
@@ -15,7 +15,7 @@ const URI = "qemu:///system";
 const LOG_DIR = "/var/log/libvirt/qemu";
 const { name, uuid, xml } = disklessQemuDomain("qx-agent-test");
 
-let admin: Hypervisor; // sets up and tears down the domain, outside the code under test
+let admin: LibvirtClient; // sets up and tears down the domain, outside the code under test
 const libvirt = new Libvirt(URI, silentLog);
 const rec = recorder();
 const runner = new CommandRunner({
@@ -31,18 +31,17 @@ const payloadOf = (id: string, type: AgentMessage["type"]) =>
   rec.of(id).find((m) => m.type === type)?.payload as Record<string, unknown> | undefined;
 
 beforeAll(async () => {
-  admin = new Hypervisor({ uri: URI });
-  await admin.connectOpen(); // fails loudly when libvirtd is not running: start it (see the header)
-  await admin.domainDefineXML(xml);
+  admin = await LibvirtClient.connect(URI); // fails loudly when libvirtd is not running: start it (see the header)
+  await admin.defineXml(xml);
 });
 
 afterAll(async () => {
   try {
-    const dom = await admin.domainLookupByUUIDString(uuid);
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom);
+    const dom = await admin.lookupByUuid(uuid);
+    await admin.destroy(dom).catch(() => {});
+    await admin.undefine(dom);
   } finally {
-    await admin.connectClose();
+    await admin.close();
     await libvirt.close();
     rmSync(`${LOG_DIR}/${name}.log`, { force: true });
   }

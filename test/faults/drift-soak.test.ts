@@ -7,7 +7,7 @@
 // DIGEST_MS here). Prints the divergences left (must be 0) and the longest time to converge.
 // `QX_SOAK_MS` makes it longer (default 60 s of rounds).
 import { rmSync } from "node:fs";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtClient } from "../../agent/libvirt/index.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { VmView } from "../../protocol/rest.ts";
 import { LIBVIRT_STATES, mapLibvirtState, type VmState } from "../../protocol/wire.ts";
@@ -27,7 +27,7 @@ const CHAOS_MS = 10_000;
 const CONVERGE_BOUND_MS = 10 * DIGEST_MS;
 
 let cp: ControlPlane;
-let admin: Hypervisor; // the other libvirt connection: out-of-band changes, and the truth to compare with
+let admin: LibvirtClient; // the other libvirt connection: out-of-band changes, and the truth to compare with
 let proxy: LinkProxy;
 let agent: AgentProcess;
 let nodeId: string;
@@ -40,7 +40,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function defineGuest(prefix: string): Promise<string> {
   const g = disklessQemuDomain(prefix);
-  await admin.domainDefineXML(g.xml);
+  await admin.defineXml(g.xml);
   guests.set(g.uuid, g.name);
   defined.add(g.uuid);
   return g.uuid;
@@ -51,7 +51,7 @@ async function truth(): Promise<Map<string, VmState | undefined>> {
   const out = new Map<string, VmState | undefined>();
   for (const uuid of guests.keys()) {
     try {
-      const info = await admin.domainGetInfo(await admin.domainLookupByUUIDString(uuid));
+      const info = await admin.domainInfo(await admin.lookupByUuid(uuid));
       out.set(uuid, mapLibvirtState(LIBVIRT_STATES[info.state] ?? "nostate"));
     } catch {
       out.set(uuid, undefined);
@@ -75,8 +75,7 @@ async function divergences(): Promise<{ uuid: string; record: string; hypervisor
 }
 
 beforeAll(async () => {
-  admin = new Hypervisor({ uri: URI });
-  await admin.connectOpen();
+  admin = await LibvirtClient.connect(URI);
   // Defining a domain can take libvirtd most of a minute on a busy host: two guests to begin with.
   await Promise.all([defineGuest("qx-drift"), defineGuest("qx-drift")]);
   cp = await startControlPlane({ OFFLINE_AFTER_MS: "6000" });
@@ -105,14 +104,14 @@ afterAll(async () => {
   await agent?.dispose();
   await proxy?.close();
   for (const [uuid, name] of guests) {
-    const dom = await admin.domainLookupByUUIDString(uuid).catch(() => null);
+    const dom = await admin.lookupByUuid(uuid).catch(() => null);
     if (dom) {
-      await admin.domainDestroy(dom).catch(() => {});
-      await admin.domainUndefine(dom).catch(() => {});
+      await admin.destroy(dom).catch(() => {});
+      await admin.undefine(dom).catch(() => {});
     }
     rmSync(`${LOG_DIR}/${name}.log`, { force: true });
   }
-  await admin?.connectClose();
+  await admin?.close();
   await cp?.dispose();
 }, 60_000);
 
@@ -155,15 +154,15 @@ describe("drift soak", () => {
             const change = structural ?? pick(["start", "destroy"] as const);
             structural = null;
             const uuid = change === "undefine" ? [...defined].at(-1) : pick([...defined]);
-            const dom = uuid ? await admin.domainLookupByUUIDString(uuid).catch(() => null) : null;
+            const dom = uuid ? await admin.lookupByUuid(uuid).catch(() => null) : null;
             try {
               if (change === "define") await defineGuest("qx-drift-new");
               else if (change === "undefine" && uuid && dom) {
-                await admin.domainDestroy(dom).catch(() => {});
-                await admin.domainUndefine(dom);
+                await admin.destroy(dom).catch(() => {});
+                await admin.undefine(dom);
                 defined.delete(uuid);
-              } else if (change === "start" && dom) await admin.domainCreate(dom);
-              else if (change === "destroy" && dom) await admin.domainDestroy(dom);
+              } else if (change === "start" && dom) await admin.start(dom);
+              else if (change === "destroy" && dom) await admin.destroy(dom);
               else continue;
               outOfBand[change]++;
             } catch {

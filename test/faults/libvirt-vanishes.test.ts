@@ -6,7 +6,7 @@
 // vm_not_found) without forcing anything. The start before it takes as long as QEMU takes here: the
 // agent's progress reports keep it going past the test's short deadlines.
 import { rmSync } from "node:fs";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtClient } from "../../agent/libvirt/index.ts";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../support/control-plane.ts";
@@ -26,26 +26,25 @@ const URI = "qemu:///system";
 const { name, uuid, xml } = disklessQemuDomain("qx-fault");
 
 let cp: ControlPlane;
-let admin: Hypervisor; // the "other connection" that pulls the domain away
+let admin: LibvirtClient; // the "other connection" that pulls the domain away
 let agent: AgentProcess | undefined;
 
 beforeAll(async () => {
-  admin = new Hypervisor({ uri: URI });
-  await admin.connectOpen(); // needs libvirtd running (see test/agent/qemu.test.ts)
-  await admin.domainDefineXML(xml);
+  admin = await LibvirtClient.connect(URI); // needs libvirtd running (see test/agent/qemu.test.ts)
+  await admin.defineXml(xml);
   cp = await startControlPlane({ STOP_GRACE_MS: "8000" });
 });
 
 afterAll(async () => {
   await agent?.dispose();
   try {
-    const dom = await admin.domainLookupByUUIDString(uuid);
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom).catch(() => {});
+    const dom = await admin.lookupByUuid(uuid);
+    await admin.destroy(dom).catch(() => {});
+    await admin.undefine(dom).catch(() => {});
   } catch {
     // already gone: the test removed it
   }
-  await admin.connectClose();
+  await admin.close();
   rmSync(`/var/log/libvirt/qemu/${name}.log`, { force: true });
   await cp?.dispose();
 });
@@ -77,9 +76,9 @@ describe("libvirt failing mid-command", () => {
       50,
     );
     await new Promise((r) => setTimeout(r, 1_000)); // the agent is now polling a guest that ignores ACPI
-    const dom = await admin.domainLookupByUUIDString(uuid);
-    await admin.domainDestroy(dom);
-    await admin.domainUndefine(dom);
+    const dom = await admin.lookupByUuid(uuid);
+    await admin.destroy(dom);
+    await admin.undefine(dom);
 
     const settled = await waitRequestSettled(cp, requestId, 15_000);
     // Either the agent's poll found the domain gone (vm_not_found / libvirt_error), or, had it read

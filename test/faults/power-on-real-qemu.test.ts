@@ -7,7 +7,7 @@
 // the guest is off. Nothing here assumes how fast the guest starts or stops: the waits are the
 // requests' own, and the times taken are printed, not asserted.
 import { rmSync } from "node:fs";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtClient } from "../../agent/libvirt/index.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentProcess } from "../support/agent.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
@@ -28,24 +28,23 @@ const DEADLINES = { ACK_TIMEOUT_MS: "1000", QUERY_TIMEOUT_MS: "1000", STOP_GRACE
 const { name, uuid, xml } = disklessQemuDomain("qx-slow", { memoryMiB: 2048, preallocate: true });
 
 let cp: ControlPlane;
-let admin: Hypervisor;
+let admin: LibvirtClient;
 let agent: AgentProcess | undefined;
 
 beforeAll(async () => {
-  admin = new Hypervisor({ uri: URI });
-  await admin.connectOpen();
-  await admin.domainDefineXML(xml);
+  admin = await LibvirtClient.connect(URI);
+  await admin.defineXml(xml);
   cp = await startControlPlane(DEADLINES);
 });
 
 afterAll(async () => {
   await agent?.dispose();
-  const dom = await admin.domainLookupByUUIDString(uuid).catch(() => null);
+  const dom = await admin.lookupByUuid(uuid).catch(() => null);
   if (dom) {
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom).catch(() => {});
+    await admin.destroy(dom).catch(() => {});
+    await admin.undefine(dom).catch(() => {});
   }
-  await admin.connectClose();
+  await admin.close();
   rmSync(`/var/log/libvirt/qemu/${name}.log`, { force: true });
   await cp?.dispose();
 });
@@ -71,7 +70,7 @@ describe("a start slower than its deadlines", () => {
     expect(body.vm.state).toBe("RUNNING");
     expect(body.request.status).toBe("done");
     expect(await getRequest(cp, body.request.id)).toMatchObject({ status: "done" });
-    expect((await admin.domainGetInfo(await admin.domainLookupByUUIDString(uuid))).state).toBe(1); // running
+    expect((await admin.domainInfo(await admin.lookupByUuid(uuid))).state).toBe(1); // running
     expect((await getVm(cp, uuid)).state).toBe("RUNNING");
     const deadlines = Number(DEADLINES.ACK_TIMEOUT_MS) + Number(DEADLINES.QUERY_TIMEOUT_MS);
     console.log(
@@ -96,7 +95,7 @@ describe("a start slower than its deadlines", () => {
     const body = await json(res);
     expect(res.status, JSON.stringify(body)).toBe(200);
     expect(body.vm.state).toBe("STOPPED");
-    expect((await admin.domainGetInfo(await admin.domainLookupByUUIDString(uuid))).state).toBe(5); // shutoff
+    expect((await admin.domainInfo(await admin.lookupByUuid(uuid))).state).toBe(5); // shutoff
     expect(await getRequest(cp, graceful.request.id)).toMatchObject({
       status: "failed",
       error: { code: "overridden", message: "overridden by force stop" },
