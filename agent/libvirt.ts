@@ -16,14 +16,7 @@ import {
   type LifecycleEvent,
   type TypedParamValue,
 } from "./libvirt/index.ts";
-import {
-  DomainName,
-  LIBVIRT_STATES,
-  mapLibvirtState,
-  type LibvirtState,
-  type StateResult,
-  type VmInfo,
-} from "../protocol/wire.ts";
+import { DomainName, LIBVIRT_STATES, mapLibvirtState, type StateResult, type VmInfo } from "../protocol/wire.ts";
 import type { Logger } from "./logger.ts";
 
 export type AgentErrorCode =

@@ -70,7 +70,7 @@ export class PacketSplitter {
   }
 
   private peekLength(): number {
-    const first = this.chunks[0]!;
+    const first = this.chunks[0];
     if (first.byteLength >= LENGTH_BYTES) return first.readUInt32BE(0);
     const head = Buffer.concat(this.chunks, this.buffered);
     this.chunks = [head];
@@ -78,7 +78,7 @@ export class PacketSplitter {
   }
 
   private take(n: number): Buffer {
-    const joined = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    const joined = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered);
     const packet = joined.subarray(0, n);
     const rest = joined.subarray(n);
     this.chunks = rest.byteLength ? [rest] : [];

@@ -28,7 +28,7 @@ function sessionDir(env: NodeJS.ProcessEnv): string {
 export function resolveUri(uri: string, env: NodeJS.ProcessEnv = process.env): Target {
   const m = /^([a-z][a-z0-9]*)(?:\+([a-z0-9-]+))?:\/\/([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/i.exec(uri);
   if (!m) throw new UnsupportedUriError(`"${uri}" is not a libvirt URI (driver:///path, e.g. qemu:///system)`);
-  const driver = m[1]!;
+  const driver = m[1];
   const transport = m[2];
   const host = m[3] ?? "";
   const path = m[4] ?? "";

@@ -113,7 +113,7 @@ describe("the client on the real daemon (test driver through libvirtd)", () => {
 
   it("answers 200 concurrent calls on one socket, each to its own caller", async () => {
     const calls = Array.from({ length: 200 }, (_, i) => {
-      const vm = byState[i % byState.length]!;
+      const vm = byState[i % byState.length];
       return i % 2
         ? client.lookupByName(vm.name).then((d) => expect(d.uuid).toBe(vm.uuid))
         : client.domainState(vm.uuid).then((s) => expect(s.state).toBe(vm.state));
@@ -129,7 +129,7 @@ describe("the client on the real daemon (test driver through libvirtd)", () => {
     await expect
       .poll(() => events.map((e) => e.event))
       .toEqual([LifecycleEventType.suspended, LifecycleEventType.resumed]);
-    expect(events[0]!.domain).toMatchObject({ name: VMS.running.name, uuid: VMS.running.uuid });
+    expect(events[0].domain).toMatchObject({ name: VMS.running.name, uuid: VMS.running.uuid });
     await sub.close();
     await client.suspend(VMS.running.uuid);
     await client.resume(VMS.running.uuid);
@@ -143,8 +143,8 @@ describe("the client on the real daemon (test driver through libvirtd)", () => {
       domains: [VMS.paused.uuid, VMS.shutoff.uuid],
     });
     expect(stats.map((s) => s.domain.uuid)).toEqual([VMS.paused.uuid, VMS.shutoff.uuid]);
-    expect(stats[0]!.params.get("state.state")).toEqual({ type: "int", value: DomainState.paused });
-    expect(stats[1]!.params.get("state.state")).toEqual({ type: "int", value: DomainState.shutoff });
+    expect(stats[0].params.get("state.state")).toEqual({ type: "int", value: DomainState.paused });
+    expect(stats[1].params.get("state.state")).toEqual({ type: "int", value: DomainState.shutoff });
   });
 
   it("delivers libvirt's own error codes: no domain, operation invalid", async () => {

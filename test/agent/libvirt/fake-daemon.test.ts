@@ -10,7 +10,6 @@ import { KEEPALIVE_PROGRAM, MAX_PACKET_BYTES, PacketStatus, PacketType } from ".
 import { fakeDaemon, xdr, type FakeConn } from "./support.ts";
 
 const UUID = "11111111-0000-4000-8000-000000000001";
-const domainBody = () => xdr().string("vm").fixedOpaque(new Uint8Array(16)).int(1);
 const remoteError = (code: number, message: string) =>
   xdr()
     .int(code)

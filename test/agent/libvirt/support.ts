@@ -158,7 +158,7 @@ export async function fakeDaemon(opts: { keepalive?: boolean; answerPings?: bool
           continue;
         }
         const i = callWaiters.findIndex((w) => w.procedure === undefined || w.procedure === p.procedure);
-        if (p.type === PacketType.call && i >= 0) callWaiters.splice(i, 1)[0]!.resolve(p);
+        if (p.type === PacketType.call && i >= 0) callWaiters.splice(i, 1)[0].resolve(p);
         else received.push(p);
       }
     });

@@ -115,7 +115,7 @@ describe("packet framing", () => {
           const got: Uint8Array[] = [];
           let at = 0;
           for (let i = 0; at < wire.length; i++) {
-            const n = cuts[i % cuts.length]!;
+            const n = cuts[i % cuts.length];
             for (const p of splitter.push(wire.subarray(at, at + n))) got.push(p.body);
             at += n;
           }
