@@ -2,7 +2,14 @@
 // HMAC-SHA256 signature receivers check.
 import { z } from "zod";
 
-export const NOTIFICATION_EVENTS = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online"] as const;
+export const NOTIFICATION_EVENTS = [
+  "vm.stuck",
+  "vm.repaired",
+  "vm.flagged",
+  "node.offline",
+  "node.online",
+  "node.flagged",
+] as const;
 export const NotificationEvent = z.enum(NOTIFICATION_EVENTS);
 export type NotificationEvent = z.infer<typeof NotificationEvent>;
 /** What the dashboard's test button (and `qx notifications test`) sends. */
