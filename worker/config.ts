@@ -25,7 +25,7 @@ export type SessionSettings = {
    *  the last, made at a liveness check, which comes at least every OFFLINE_AFTER_MS), with room */
   nodeStaleAfterMs: number;
   /** What an agent may cost its node's session: frames (the flood limit; a 5,000-VM sync is 10),
-   *  VMs reported, D1 statements and bytes a second, and its inbox backlog (session/inbox.ts). */
+   *  VM state changes, D1 statements and bytes a second, and its inbox backlog (session/inbox.ts). */
   admission: AdmissionLimits;
   /** the reconciler's threshold and period */
   stuckAfterMs: number;
@@ -95,7 +95,7 @@ export function sessionSettings(
   };
   const [vmsPerSecond, vmsBurst] = budget(env.BUDGET_VM_CHANGES_PER_SECOND, 1_000);
   const [statementsPerSecond, statementsBurst] = budget(env.BUDGET_STATEMENTS_PER_SECOND, 100);
-  const [bytesPerSecond, bytesBurst] = budget(env.BUDGET_BYTES_PER_SECOND, 256 * 1024);
+  const [bytesPerSecond, bytesBurst] = budget(env.BUDGET_BYTES_PER_SECOND, 1024 * 1024);
   return {
     admission: {
       framesPerSecond: floodPerSecond,
@@ -106,8 +106,8 @@ export function sessionSettings(
       statementsBurst,
       bytesPerSecond,
       bytesBurst,
-      backlogFrames: positive(env.INBOX_MAX_FRAMES, 100),
-      backlogBytes: positive(env.INBOX_MAX_BYTES, 8 * 1024 * 1024),
+      backlogFrames: positive(env.INBOX_MAX_FRAMES, 500),
+      backlogBytes: positive(env.INBOX_MAX_BYTES, 16 * 1024 * 1024),
     },
     queryMs: positive(env.QUERY_TIMEOUT_MS, QUERY_TIMEOUT_MS),
     ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),

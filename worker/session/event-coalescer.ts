@@ -13,6 +13,9 @@ import type { FlapWindow, SessionStore } from "./store.ts";
 /** Summaries written per statement (one bound JSON parameter each). */
 const SUMMARY_CHUNK = 500;
 
+/** How often the windows held in memory are written to storage, at most. */
+const PERSIST_MS = 1000;
+
 export type CoalescerSettings = { windowMs: number; burstPerVm: number };
 
 const windowText = (ms: number) =>
@@ -22,6 +25,11 @@ export class EventCoalescer {
   private readonly store: SessionStore;
   private readonly db: Database;
   private readonly settings: CoalescerSettings;
+  /** The windows, held in memory (a flood must not cost a storage write per VM per frame) and
+   *  written to storage at most every PERSIST_MS, so an evicted object still sums up its windows. */
+  private windows: Map<string, FlapWindow> | null = null;
+  private readonly dirty = new Set<string>();
+  private persistedAt = 0;
 
   constructor(store: SessionStore, db: Database, settings: CoalescerSettings) {
     this.store = store;
@@ -29,11 +37,17 @@ export class EventCoalescer {
     this.settings = settings;
   }
 
+  private held(): Map<string, FlapWindow> {
+    this.windows ??= new Map(this.store.entries("flap"));
+    return this.windows;
+  }
+
   /** Of these VMs, the ones whose changes get no event of their own right now. */
   muted(vmIds: Iterable<string>, now: number): string[] {
     const out: string[] = [];
+    const windows = this.held();
     for (const id of vmIds) {
-      const w = this.store.entry("flap", id.toLowerCase());
+      const w = windows.get(id.toLowerCase());
       if (w && now < w.start + this.settings.windowMs && w.written >= this.settings.burstPerVm) out.push(w.vmId);
     }
     return out;
@@ -41,30 +55,43 @@ export class EventCoalescer {
 
   /** Every VM of the node muted right now (for a sync's end, which may mark any of them missing). */
   allMuted(now: number): string[] {
-    return this.muted(
-      this.store.entries("flap").map(([id]) => id),
-      now,
-    );
+    return this.muted(this.held().keys(), now);
   }
 
   /** Counts what a report changed: every change, and which of them got their own event. */
   count(written: EventsWritten, now: number): void {
     if (written.changed.length === 0) return;
+    const windows = this.held();
     const own = new Set(written.recorded);
+    let earliest = Infinity;
     for (const c of written.changed) {
-      const open = this.store.entry("flap", c.id);
+      const open = windows.get(c.id);
       const w: FlapWindow =
         open && now < open.start + this.settings.windowMs
-          ? { ...open }
+          ? open
           : { vmId: c.id, start: now, changes: 0, written: 0, fromState: null };
       w.changes++;
       if (own.has(c.id)) w.written++;
       else w.fromState ??= c.fromState;
-      this.store.putEntry("flap", c.id, w);
+      windows.set(c.id, w);
+      this.dirty.add(c.id);
+      earliest = Math.min(earliest, w.start);
     }
     const due = this.store.get("flapDueAt");
-    const end = Math.min(...written.changed.map((c) => this.store.entry("flap", c.id)!.start)) + this.settings.windowMs;
+    const end = earliest + this.settings.windowMs;
     if (due === undefined || end < due) this.store.put("flapDueAt", end);
+    if (now - this.persistedAt >= PERSIST_MS) this.persist(now);
+  }
+
+  private persist(now: number): void {
+    const windows = this.held();
+    for (const id of this.dirty) {
+      const w = windows.get(id);
+      if (w) this.store.putEntry("flap", id, w);
+      else this.store.deleteEntry("flap", id);
+    }
+    this.dirty.clear();
+    this.persistedAt = now;
   }
 
   /** When the earliest window ends. */
@@ -76,7 +103,8 @@ export class EventCoalescer {
   async flush(nodeId: string, actor: string, now: number): Promise<void> {
     const summaries: { id: string; n: number; from: string | null }[] = [];
     let next = Infinity;
-    for (const [id, w] of this.store.entries("flap")) {
+    const windows = this.held();
+    for (const [id, w] of windows) {
       if (now < w.start + this.settings.windowMs) {
         next = Math.min(next, w.start + this.settings.windowMs);
         continue;
@@ -85,11 +113,12 @@ export class EventCoalescer {
       if (muted > 0) {
         summaries.push({ id, n: w.changes, from: w.fromState });
         // Still flapping, as far as we know: the next window starts muted.
-        const carried = { vmId: id, start: now, changes: 0, written: this.settings.burstPerVm, fromState: null };
-        this.store.putEntry("flap", id, carried);
+        windows.set(id, { vmId: id, start: now, changes: 0, written: this.settings.burstPerVm, fromState: null });
         next = Math.min(next, now + this.settings.windowMs);
-      } else this.store.deleteEntry("flap", id);
+      } else windows.delete(id);
+      this.dirty.add(id);
     }
+    this.persist(now);
     if (next === Infinity) this.store.delete("flapDueAt");
     else this.store.put("flapDueAt", next);
     const span = windowText(this.settings.windowMs);

@@ -7,6 +7,10 @@ import { AgentMessage, CLOSE, MAX_FRAME_BYTES, parseFrame } from "../../protocol
 
 export type Refusal = { code: number; why: string };
 
+/** A frame whose handling took at least this long is followed by a pause as long (at most the max). */
+const PACE_AFTER_MS = 20;
+const PACE_MAX_MS = 2000;
+
 /** What an agent may cost its node's session. The work budget is the node's, not the link's: a
  *  reconnect does not refill it, so closing a link that overspent it is not undone by reconnecting. */
 export type AdmissionLimits = {
@@ -94,6 +98,8 @@ export class AgentInbox {
   private readonly bytes: TokenBucket;
   private pendingFrames = 0;
   private pendingBytes = 0;
+  /** the current link was refused: frames it queued before are skipped until the next link */
+  private ending = false;
 
   constructor(limits: AdmissionLimits) {
     this.limits = limits;
@@ -106,11 +112,13 @@ export class AgentInbox {
   /** A new connection starts with a full frame budget (its work budget stays the node's). */
   refill(now: number): void {
     this.frames.refill(now);
+    this.ending = false;
   }
 
   /** Charges VM state changes a report made; the refusal when that overspent the budget. */
   charge(vmsChanged: number): Refusal | null {
     if (vmsChanged === 0 || this.vms.spend(vmsChanged, Date.now())) return null;
+    this.ending = true;
     const l = this.limits;
     return {
       code: CLOSE.overloaded,
@@ -123,13 +131,12 @@ export class AgentInbox {
     return { frames: this.pendingFrames, bytes: this.pendingBytes };
   }
 
-  /** Too big, binary, one frame too many, over the work budget, or the backlog full: the close code
-   *  to answer with. */
-  private admit(message: string | ArrayBuffer, bytes: number, msg: AgentMessage | null): Refusal | null {
+  /** What can be judged without reading the frame: too big, binary, one frame too many, the backlog
+   *  full, over the byte budget. Cheap, so a flood costs next to nothing once refused. */
+  private admitRaw(message: string | ArrayBuffer, bytes: number, now: number): Refusal | null {
     if (bytes > MAX_FRAME_BYTES) return { code: CLOSE.tooLarge, why: `frame over ${MAX_FRAME_BYTES} bytes` };
     if (typeof message !== "string")
       return { code: CLOSE.protocolError, why: "binary frames are not part of the protocol" };
-    const now = Date.now();
     const l = this.limits;
     if (!this.frames.take(1, now)) return { code: CLOSE.flood, why: "too many frames" };
     if (this.pendingFrames + 1 > l.backlogFrames || this.pendingBytes + bytes > l.backlogBytes)
@@ -137,15 +144,16 @@ export class AgentInbox {
         code: CLOSE.overloaded,
         why: `inbox backlog over ${l.backlogFrames} frames or ${l.backlogBytes} bytes: frames come faster than they can be handled`,
       };
-    const over = (what: string, perSecond: number, burst: number) => ({
+    if (!this.vms.take(0, now)) return this.over("VM state changes", l.vmsPerSecond, l.vmsBurst);
+    if (!this.bytes.take(bytes, now)) return this.over("bytes", l.bytesPerSecond, l.bytesBurst);
+    return null;
+  }
+
+  private over(what: string, perSecond: number, burst: number): Refusal {
+    return {
       code: CLOSE.overloaded,
       why: `over the node's work budget: more than ${perSecond} ${what} a second (burst ${burst})`,
-    });
-    if (!this.vms.take(0, now)) return over("VM state changes", l.vmsPerSecond, l.vmsBurst);
-    if (!this.statements.take(statementsOf(msg), now))
-      return over("database statements", l.statementsPerSecond, l.statementsBurst);
-    if (!this.bytes.take(bytes, now)) return over("bytes", l.bytesPerSecond, l.bytesBurst);
-    return null;
+    };
   }
 
   /** Queues one frame: `handle` runs with it parsed (null: not a known message) after the frames
@@ -160,16 +168,28 @@ export class AgentInbox {
     const size = typeof message === "string" ? message.length : message.byteLength;
     const bytes =
       typeof message === "string" && size * 3 > MAX_FRAME_BYTES ? new TextEncoder().encode(message).byteLength : size;
-    // Parsed once here: what a frame costs depends on what it says.
-    const msg = typeof message === "string" && bytes <= MAX_FRAME_BYTES ? parseFrame(AgentMessage, message) : null;
-    const refused = this.admit(message, bytes, msg);
-    if (refused) refuse(refused);
-    else {
+    const now = Date.now();
+    let refused = this.admitRaw(message, bytes, now);
+    // Parsed once, here and only when let in: what a frame costs in statements depends on what it says.
+    const msg = !refused && typeof message === "string" ? parseFrame(AgentMessage, message) : null;
+    if (!refused && !this.statements.take(statementsOf(msg), now))
+      refused = this.over("database statements", this.limits.statementsPerSecond, this.limits.statementsBurst);
+    if (refused) {
+      refuse(refused);
+      this.ending = true;
+    } else {
       this.pendingFrames++;
       this.pendingBytes += bytes;
     }
+    let took = 0;
     const handled = this.queue
-      .then(() => (refused ? drop(refused) : handle(msg)))
+      .then(async () => {
+        if (refused) return drop(refused);
+        if (this.ending) return; // the link is being closed: what it queued before is not worth the work
+        const t0 = Date.now();
+        await handle(msg);
+        took = Date.now() - t0;
+      })
       .catch((err) => {
         // Never let a frame crash the object: log, and drop the connection as a protocol error.
         console.error("node session: frame handling failed", err);
@@ -180,7 +200,12 @@ export class AgentInbox {
         this.pendingFrames--;
         this.pendingBytes -= bytes;
       });
-    this.queue = handled;
+    // The node's next frame waits as long as this one took (when that was long): one node uses at
+    // most about half of the database's time, and everyone else's queries get the other half. The
+    // frames meanwhile wait in the bounded backlog.
+    this.queue = handled.then(() =>
+      took >= PACE_AFTER_MS ? new Promise<void>((r) => setTimeout(r, Math.min(took, PACE_MAX_MS))) : undefined,
+    );
     return handled;
   }
 }

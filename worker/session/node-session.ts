@@ -354,8 +354,14 @@ export class NodeSession extends DurableObject<Env> {
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     // Viewers only listen; what they send is dropped (and never counts against the agent's budget).
     if (this.follows.viewerOf(ws)) return;
+    // A link we closed (refused, replaced) may still deliver what was on its way: dropped unread.
+    if (ws.readyState !== WebSocket.OPEN) return;
     const att = this.links.attachmentOf(ws);
-    if (att) return this.receive(this.links.socketLink(ws, att), message);
+    if (!att) return;
+    // Not awaited: the runtime delivers the next message once this returns, and a flood must meet
+    // admission as it arrives, not as fast as frames are handled (it would pile up unjudged, outside
+    // any bound). The inbox keeps the order and never throws.
+    this.ctx.waitUntil(this.receive(this.links.socketLink(ws, att), message));
   }
 
   /** One frame from the agent, on either transport (see inbox.ts). */
