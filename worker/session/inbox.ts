@@ -10,6 +10,8 @@ export type Refusal = { code: number; why: string };
 /** A frame whose handling took at least this long is followed by a pause as long (at most the max). */
 const PACE_AFTER_MS = 20;
 const PACE_MAX_MS = 2000;
+/** How long a node that overloaded its session is refused (every frame, on any link). */
+const COOL_DOWN_SECONDS = 10;
 
 /** What an agent may cost its node's session. The work budget is the node's, not the link's: a
  *  reconnect does not refill it, so closing a link that overspent it is not undone by reconnecting. */
@@ -82,6 +84,11 @@ class TokenBucket {
     return true;
   }
 
+  /** Leaves the bucket at least `debt` in debt. */
+  owe(debt: number, now: number): void {
+    this.tokens = Math.min(this.level(now), -debt);
+  }
+
   /** Takes `cost` whatever it holds (work already done); false when that left it in debt. */
   spend(cost: number, now: number): boolean {
     this.tokens = this.level(now) - cost;
@@ -117,13 +124,21 @@ export class AgentInbox {
 
   /** Charges VM state changes a report made; the refusal when that overspent the budget. */
   charge(vmsChanged: number): Refusal | null {
-    if (vmsChanged === 0 || this.vms.spend(vmsChanged, Date.now())) return null;
+    const now = Date.now();
+    if (vmsChanged === 0 || this.vms.spend(vmsChanged, now)) return null;
+    this.coolDown(now);
     this.ending = true;
     const l = this.limits;
     return {
       code: CLOSE.overloaded,
       why: `over the node's work budget: more than ${l.vmsPerSecond} VM state changes a second (burst ${l.vmsBurst})`,
     };
+  }
+
+  /** An overloaded node is refused for COOL_DOWN_SECONDS: a reconnect does not buy it a fresh
+   *  backlog of work. */
+  private coolDown(now: number): void {
+    this.vms.owe(this.limits.vmsPerSecond * COOL_DOWN_SECONDS, now);
   }
 
   /** Frames and bytes admitted and not handled yet. */
@@ -175,6 +190,7 @@ export class AgentInbox {
     if (!refused && !this.statements.take(statementsOf(msg), now))
       refused = this.over("database statements", this.limits.statementsPerSecond, this.limits.statementsBurst);
     if (refused) {
+      if (refused.code === CLOSE.overloaded) this.coolDown(now);
       refuse(refused);
       this.ending = true;
     } else {
