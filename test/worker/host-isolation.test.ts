@@ -6,7 +6,7 @@ import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE, type VmInfo } from "../../protocol/wire.ts";
 import { applyRetention, retentionSettings } from "../../worker/retention.ts";
-import { agentsClosedAfterEach, api, eventually, json, TestAgent, unique, uuid, vmInfo } from "./support.ts";
+import { agentsClosedAfterEach, api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 /** The worker pool's EVENT_WINDOW_MS (vitest.config.ts) and the default EVENT_BURST_PER_VM. */
@@ -41,7 +41,7 @@ describe("a flapping VM", () => {
     agents.push(s.agent);
     const vms = Array.from({ length: 20 }, (_, i) => vmInfo(`flap-${i}`, "running"));
     s.agent.inventory(vms);
-    await eventually(async () => expect((await api(`/api/vms/${vms[19]!.uuid}`)).status).toBe(200));
+    await eventually(async () => expect((await api(`/api/vms/${vms[19].uuid}`)).status).toBe(200));
     const started = Date.now();
     // 30 reports of all 20 flipping, each waited for (the session's pace, not the machine's).
     for (let i = 0; i < 30; i++) {
@@ -49,12 +49,12 @@ describe("a flapping VM", () => {
       const report = flip(vms, i).map((v) => (i === 29 ? { ...v, vcpus: 8 } : v));
       s.agent.send({ type: "vm.changed", id: `c${i}`, payload: { vms: report, removed: [] } });
     }
-    await eventually(async () => expect((await json(await api(`/api/vms/${vms[0]!.uuid}`))).vm.vcpus).toBe(8));
-    const during = await events(vms[0]!.uuid);
+    await eventually(async () => expect((await json(await api(`/api/vms/${vms[0].uuid}`))).vm.vcpus).toBe(8));
+    const during = await events(vms[0].uuid);
     expect(during.filter((e) => e.action === "state_changed")).toHaveLength(BURST);
     // The window ends: one summary with the count and where the VM is now.
     const trail = await eventually(async () => {
-      const e = await events(vms[0]!.uuid);
+      const e = await events(vms[0].uuid);
       expect(e.some((x) => x.action === "state_flapping")).toBe(true);
       return e;
     }, WINDOW_MS * 4);
@@ -117,7 +117,7 @@ describe("the node's work budget", () => {
     agents.push(s.agent);
     const vms = Array.from({ length: 5000 }, (_, i) => vmInfo(`honest-${i}`, "running"));
     s.agent.inventory(vms);
-    await eventually(async () => expect((await api(`/api/vms/${vms[4999]!.uuid}`)).status).toBe(200), 30_000);
+    await eventually(async () => expect((await api(`/api/vms/${vms[4999].uuid}`)).status).toBe(200), 30_000);
     // Every VM stopped, then started again, reported as the agent reports changes (500 a frame).
     for (const round of [0, 1])
       for (let i = 0; i < vms.length; i += 500)
