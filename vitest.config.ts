@@ -38,6 +38,8 @@ export default defineConfig({
                 LAST_SEEN_WRITE_MS: "2000",
                 // Frame delivery in the test pool is slow; a low limit keeps the flood test meaningful.
                 FLOOD_FRAMES_PER_SECOND: "50",
+                // A flapping VM's events are summed up per window: 3 s lets a test see a window end.
+                EVENT_WINDOW_MS: "3000",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
               },
             },

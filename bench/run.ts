@@ -6,7 +6,7 @@
 // baselines measured in the same run, differences, ratios and targets, and writes
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, digest, libvirt
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, libvirt, digest, isolation
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
@@ -111,6 +111,8 @@ try {
   await section("agent-rss", () => external("agent-rss.ts", "benchAgentRss"));
   await section("libvirt", () => external("libvirt.ts", "benchLibvirt"));
   await section("digest", () => external("digest.ts", "benchDigest"));
+  // Its own control plane with the shipped limits (the rate limits are part of what is measured).
+  await section("isolation", () => external("isolation.ts", "benchIsolation"));
 } finally {
   await floor?.dispose();
   await cp?.dispose();

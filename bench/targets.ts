@@ -104,6 +104,21 @@ export const TARGETS = {
     text: "≤ 1.0× a long-lived virsh",
     met: (f) => f.value <= ref(f.baseline),
   },
+  floodP50: {
+    figure: "viewer list / operator reset p50 while a rogue agent floods its node",
+    text: "≤ 3× idle p50",
+    met: (f) => f.value <= 3 * ref(f.baseline),
+  },
+  floodMax: {
+    figure: "viewer list / operator reset, slowest call during the flood",
+    text: "≤ 1000 ms",
+    met: (f) => f.value <= 1000,
+  },
+  floodEvents: {
+    figure: "event rows a rogue agent gets written in 10 s",
+    text: "≤ 10000",
+    met: (f) => f.value <= 10_000,
+  },
 } satisfies Record<string, Target>;
 
 export type TargetId = keyof typeof TARGETS;

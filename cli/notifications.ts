@@ -9,7 +9,7 @@ export const NOTIFICATIONS_USAGE = `  notifications list                     web
   notifications rm <target-id>           delete a target: nothing more is sent to it
   notifications deliveries [--target ID] the last deliveries with their attempts`;
 
-const EVENTS = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online"];
+const EVENTS = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online", "node.flagged"];
 
 type Target = { id: string; name: string; url: string; events: string[]; format: string };
 type Delivery = {

@@ -62,6 +62,7 @@ export const CLOSE = {
   nodeDeleted: 4004,
   dead: 4008, // no heartbeat in time
   flood: 4009, // too many messages
+  overloaded: 4010, // over the node's work budget, or its inbox backlog full: the reason says which
 } as const;
 
 export const VM_STATES = [

@@ -9,6 +9,7 @@ import {
   QUERY_TIMEOUT_MS,
   STOP_GRACE_MS,
 } from "../protocol/wire.ts";
+import type { AdmissionLimits } from "./session/inbox.ts";
 
 export type SessionSettings = {
   queryMs: number;
@@ -23,9 +24,9 @@ export type SessionSettings = {
    *  (the session may be gone with its host): past the latest due write (LAST_SEEN_WRITE_MS after
    *  the last, made at a liveness check, which comes at least every OFFLINE_AFTER_MS), with room */
   nodeStaleAfterMs: number;
-  /** Frames per second an agent may send on average, and the burst it may use (a 5,000-VM sync is 10). */
-  floodPerSecond: number;
-  floodBurst: number;
+  /** What an agent may cost its node's session: frames (the flood limit; a 5,000-VM sync is 10),
+   *  VM state changes, D1 statements and bytes a second, and its inbox backlog (session/inbox.ts). */
+  admission: AdmissionLimits;
   /** the reconciler's threshold and period */
   stuckAfterMs: number;
   reconcileIntervalMs: number;
@@ -36,6 +37,9 @@ export type SessionSettings = {
   longPollWaitMs: number;
   /** VMs one node may hold; new VMs it reports past this are not stored */
   maxVmsPerNode: number;
+  /** a VM's reported state changes: the first `burstPerVm` in a window of `windowMs` get an event
+   *  each, the rest one summary event when the window ends */
+  events: { windowMs: number; burstPerVm: number };
 };
 
 /** Default of MAX_VMS_PER_NODE: the largest host the inventory is built and measured for. */
@@ -65,20 +69,46 @@ export function sessionSettings(
       | "OFFLINE_AFTER_MS"
       | "LAST_SEEN_WRITE_MS"
       | "FLOOD_FRAMES_PER_SECOND"
+      | "BUDGET_VM_CHANGES_PER_SECOND"
+      | "BUDGET_STATEMENTS_PER_SECOND"
+      | "BUDGET_BYTES_PER_SECOND"
+      | "BUDGET_BURST_SECONDS"
+      | "INBOX_MAX_FRAMES"
+      | "INBOX_MAX_BYTES"
       | "STUCK_AFTER_MS"
       | "RECONCILE_INTERVAL_MS"
       | "REPAIR_AFTER_MS"
       | "LONG_POLL_WAIT_MS"
       | "MAX_VMS_PER_NODE"
+      | "EVENT_WINDOW_MS"
+      | "EVENT_BURST_PER_VM"
     >
   >,
 ): SessionSettings {
   const floodPerSecond = positive(env.FLOOD_FRAMES_PER_SECOND, 200);
   const offlineAfterMs = positive(env.OFFLINE_AFTER_MS, OFFLINE_AFTER_MS);
   const lastSeenWriteMs = positive(env.LAST_SEEN_WRITE_MS, LAST_SEEN_WRITE_MS);
+  const burstSeconds = positive(env.BUDGET_BURST_SECONDS, 30);
+  const budget = (name: string | undefined, fallback: number) => {
+    const perSecond = positive(name, fallback);
+    return [perSecond, perSecond * burstSeconds] as const;
+  };
+  const [vmsPerSecond, vmsBurst] = budget(env.BUDGET_VM_CHANGES_PER_SECOND, 1_000);
+  const [statementsPerSecond, statementsBurst] = budget(env.BUDGET_STATEMENTS_PER_SECOND, 100);
+  const [bytesPerSecond, bytesBurst] = budget(env.BUDGET_BYTES_PER_SECOND, 1024 * 1024);
   return {
-    floodPerSecond,
-    floodBurst: floodPerSecond * 2,
+    admission: {
+      framesPerSecond: floodPerSecond,
+      framesBurst: floodPerSecond * 2,
+      vmsPerSecond,
+      vmsBurst,
+      statementsPerSecond,
+      statementsBurst,
+      bytesPerSecond,
+      bytesBurst,
+      backlogFrames: positive(env.INBOX_MAX_FRAMES, 500),
+      backlogBytes: positive(env.INBOX_MAX_BYTES, 16 * 1024 * 1024),
+    },
     queryMs: positive(env.QUERY_TIMEOUT_MS, QUERY_TIMEOUT_MS),
     ackMs: positive(env.ACK_TIMEOUT_MS, ACK_TIMEOUT_MS),
     stopGraceMs: positive(env.STOP_GRACE_MS, STOP_GRACE_MS),
@@ -91,6 +121,10 @@ export function sessionSettings(
     repairAfterMs: positive(env.REPAIR_AFTER_MS, 0),
     longPollWaitMs: positive(env.LONG_POLL_WAIT_MS, LONG_POLL_WAIT_MS),
     maxVmsPerNode: positive(env.MAX_VMS_PER_NODE, MAX_VMS_PER_NODE),
+    events: {
+      windowMs: positive(env.EVENT_WINDOW_MS, 60_000),
+      burstPerVm: positive(env.EVENT_BURST_PER_VM, 3),
+    },
   };
 }
 

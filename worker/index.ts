@@ -15,6 +15,7 @@ import { openApiDocument } from "./openapi.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
 import { notificationRoutes } from "./routes/notifications.ts";
 import { reportStuckVms } from "./notifications/stuck-scan.ts";
+import { applyRetention } from "./retention.ts";
 import { rehomeRoutes } from "./routes/rehome.ts";
 import { requestRoutes } from "./routes/requests.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
@@ -68,9 +69,15 @@ app.onError((err, c) => {
 });
 
 /** The Worker: the app's fetch, and the once-a-minute cron (wrangler.toml `[triggers]`) that reports
- *  VMs stuck on nodes whose agent is away (the reconciler covers connected ones). */
+ *  VMs stuck on nodes whose agent is away (the reconciler covers connected ones) and applies the VM
+ *  events' retention. */
 export default Object.assign(app, {
   scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext) {
     ctx.waitUntil(reportStuckVms(env));
+    ctx.waitUntil(
+      applyRetention(env).catch((err) => {
+        console.error("vm events retention run failed", err);
+      }),
+    );
   },
 });

@@ -2,7 +2,7 @@
 // taking a UUID another node (or no node) holds.
 // Each chunk travels as ONE bound JSON parameter expanded with json_each, so a 500-VM chunk costs
 // one batch (never near D1's 100 bound parameters) and a 5,000-domain host syncs in ten.
-import { sql } from "drizzle-orm";
+import { sql, type SQL } from "drizzle-orm";
 import type { VmInfo } from "../protocol/wire.ts";
 import type { Database } from "./db/client.ts";
 import { changes, runBatch } from "./db/batch.ts";
@@ -53,9 +53,11 @@ export async function upsertReportedVms(
   syncId: string | null,
   actor: string,
   maxVms: number,
-): Promise<ReportOutcome> {
-  if (list.length === 0) return { claimed: [], added: 0, refused: [], flagged: [] };
+  muted: readonly string[] = [],
+): Promise<ReportOutcome & EventsWritten> {
+  if (list.length === 0) return { claimed: [], added: 0, refused: [], flagged: [], changed: [], recorded: [] };
   const json = rowsOf(list);
+  const quiet = JSON.stringify(muted);
   const now = Date.now();
   // In the upsert's SET, `vms.*` is the row before the update: the flag sees the forced reset it
   // settles. An ownership flag outranks it (it stays until an admin re-homes the VM).
@@ -83,6 +85,9 @@ export async function upsertReportedVms(
         updated_at = ${now}
       WHERE v.id IN (SELECT id FROM ${reported(json)}) AND ${newClaim}`,
     // Events first: they compare what is stored with what is reported, before the upsert changes it.
+    // Every change is returned for the session's count; a muted VM's (flapping) gets no event of its own.
+    sql`SELECT r.id, v.state AS fromState FROM ${reported(json)} r CROSS JOIN vms v ON v.id = r.id
+      WHERE v.node_id = ${nodeId} AND (v.missing = 1 OR (v.transition_request_id IS NULL AND v.state != r.state))`,
     sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
       SELECT r.id, ${now}, ${actor},
         CASE WHEN v.missing = 1 THEN 'reappeared' ELSE 'state_changed' END,
@@ -91,7 +96,9 @@ export async function upsertReportedVms(
         'agent',
         CASE WHEN v.missing = 1 THEN 'the host reports this domain again' ELSE 'libvirt state ' || r.libvirt_state END
       FROM ${reported(json)} r CROSS JOIN vms v ON v.id = r.id
-      WHERE v.node_id = ${nodeId} AND (v.missing = 1 OR (v.transition_request_id IS NULL AND v.state != r.state))`,
+      WHERE v.node_id = ${nodeId} AND (v.missing = 1 OR (v.transition_request_id IS NULL AND v.state != r.state))
+        AND r.id NOT IN (SELECT value FROM json_each(${quiet}))
+      RETURNING vm_id AS id`,
     sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message, expected_state, observed_state)
       SELECT v.id, ${now}, ${actor}, 'flagged', v.state, r.state, 'agent',
         'force-reset to STOPPED, but the hypervisor reports it ' || r.state || ' (libvirt ' || r.libvirt_state ||
@@ -135,32 +142,62 @@ export async function upsertReportedVms(
     sql`SELECT r.id FROM ${reported(json)} r WHERE NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = r.id)`,
   ]);
   const ids = (r: D1Result | undefined) => ((r?.results ?? []) as { id: string }[]).map((row) => row.id);
-  const flagged = (results[4]?.results ?? []) as { vmId: string; message: string }[];
-  return { claimed: ids(results[0]), added: changes(results[6]), refused: ids(results[8]), flagged };
+  const flagged = (results[5]?.results ?? []) as { vmId: string; message: string }[];
+  return {
+    claimed: ids(results[0]),
+    added: changes(results[7]),
+    refused: ids(results[9]),
+    flagged,
+    changed: (results[3]?.results ?? []) as StateChange[],
+    recorded: ids(results[4]),
+  };
+}
+
+/** A reported change of a VM's state (or presence), with the state it had before. */
+export type StateChange = { id: string; fromState: string };
+/** The state changes a report made, and those of them that got an event of their own (a muted VM's
+ *  did not: the session's event coalescer counts them into one summary event). */
+export type EventsWritten = { changed: StateChange[]; recorded: string[] };
+
+/** Marks `target` VMs missing with an event each (none for a muted VM); returns what changed. */
+async function markMissing(db: Database, target: SQL, actor: string, muted: readonly string[]): Promise<EventsWritten> {
+  const now = Date.now();
+  const quiet = JSON.stringify(muted);
+  const [event, update] = await runBatch(db, [
+    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
+      SELECT id, ${now}, ${actor}, 'missing', state, state, 'agent', 'the host no longer reports this domain' FROM vms
+      WHERE ${target} AND id NOT IN (SELECT value FROM json_each(${quiet}))
+      RETURNING vm_id AS id`,
+    sql`UPDATE vms SET missing = 1, missing_since = ${now}, updated_at = ${now} WHERE ${target} RETURNING id, state AS fromState`,
+  ]);
+  const rows = <T>(r: D1Result | undefined) => (r?.results ?? []) as T[];
+  return { changed: rows<StateChange>(update), recorded: rows<{ id: string }>(event).map((r) => r.id) };
 }
 
 /** After a completed full sync: the node's VMs it did not report are marked missing (kept). */
-export async function markUnreportedMissing(db: Database, nodeId: string, syncId: string, actor: string) {
-  const now = Date.now();
+export function markUnreportedMissing(
+  db: Database,
+  nodeId: string,
+  syncId: string,
+  actor: string,
+  muted: readonly string[] = [],
+) {
   const unreported = sql`node_id = ${nodeId} AND missing = 0 AND (last_sync_id IS NULL OR last_sync_id != ${syncId})`;
-  await runBatch(db, [
-    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
-      SELECT id, ${now}, ${actor}, 'missing', state, state, 'agent', 'the host no longer reports this domain' FROM vms WHERE ${unreported}`,
-    sql`UPDATE vms SET missing = 1, missing_since = ${now}, updated_at = ${now} WHERE ${unreported}`,
-  ]);
+  return markMissing(db, unreported, actor, muted);
 }
 
 /** `vm.changed.removed`: those of this node's VMs are marked missing. */
-export async function markRemoved(db: Database, nodeId: string, uuids: string[], actor: string) {
-  if (uuids.length === 0) return;
-  const now = Date.now();
+export async function markRemoved(
+  db: Database,
+  nodeId: string,
+  uuids: string[],
+  actor: string,
+  muted: readonly string[] = [],
+): Promise<EventsWritten> {
+  if (uuids.length === 0) return { changed: [], recorded: [] };
   const ids = JSON.stringify(uuids.map((u) => u.toLowerCase()));
   const target = sql`node_id = ${nodeId} AND missing = 0 AND id IN (SELECT value FROM json_each(${ids}))`;
-  await runBatch(db, [
-    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
-      SELECT id, ${now}, ${actor}, 'missing', state, state, 'agent', 'the host no longer reports this domain' FROM vms WHERE ${target}`,
-    sql`UPDATE vms SET missing = 1, missing_since = ${now}, updated_at = ${now} WHERE ${target}`,
-  ]);
+  return markMissing(db, target, actor, muted);
 }
 
 /** A state the control plane wrote on its own, checked with the hypervisor: the VM's answer is
@@ -193,15 +230,11 @@ export async function markUnreportedMissingInScope(
   syncId: string,
   scope: { vmIds?: string[]; buckets?: string[] },
   actor: string,
+  muted: readonly string[] = [],
 ) {
   const ids = JSON.stringify((scope.vmIds ?? []).map((u) => u.toLowerCase()));
   const buckets = JSON.stringify(scope.buckets ?? []);
-  const now = Date.now();
   const unreported = sql`node_id = ${nodeId} AND missing = 0 AND (last_sync_id IS NULL OR last_sync_id != ${syncId})
     AND (id IN (SELECT value FROM json_each(${ids})) OR substr(id, 1, 1) IN (SELECT value FROM json_each(${buckets})))`;
-  await runBatch(db, [
-    sql`INSERT INTO vm_events (vm_id, at, actor, action, from_state, to_state, source, message)
-      SELECT id, ${now}, ${actor}, 'missing', state, state, 'agent', 'the host no longer reports this domain' FROM vms WHERE ${unreported}`,
-    sql`UPDATE vms SET missing = 1, missing_since = ${now}, updated_at = ${now} WHERE ${unreported}`,
-  ]);
+  return markMissing(db, unreported, actor, muted);
 }

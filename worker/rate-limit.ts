@@ -11,7 +11,8 @@ type LimiterName =
   | "POWER_LIMITER"
   | "ENROLL_LIMITER"
   | "CONNECT_LIMITER"
-  | "POLL_LIMITER";
+  | "POLL_LIMITER"
+  | "SEND_LIMITER";
 
 /** The caller's IP as Cloudflare reports it; a local run without the header shares one bucket. */
 export const clientIp = (req: Request) => req.headers.get("cf-connecting-ip") ?? "local";

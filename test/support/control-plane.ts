@@ -211,6 +211,11 @@ export class ControlPlane {
     if (this.ownsDir) rmSync(this.persistDir, { recursive: true, force: true });
   }
 
+  /** wrangler's pid, also its process group's id (workerd runs in that group). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   get logs(): string {
     return this.output;
   }

@@ -133,7 +133,11 @@ export const vmEvents = sqliteTable(
     observedState: text("observed_state"),
     logExcerpt: text("log_excerpt"),
   },
-  (t) => [index("vm_events_vm_at_idx").on(t.vmId, t.at)],
+  (t) => [
+    index("vm_events_vm_at_idx").on(t.vmId, t.at),
+    // retention walks old rows by source and age (host reports are kept shorter than the audit trail)
+    index("vm_events_source_at_idx").on(t.source, t.at),
+  ],
 );
 
 /** The VM's last-known log: the latest successful logs answer, kept to show while the node is away. */

@@ -2,7 +2,14 @@
 // HMAC-SHA256 signature receivers check.
 import { z } from "zod";
 
-export const NOTIFICATION_EVENTS = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online"] as const;
+export const NOTIFICATION_EVENTS = [
+  "vm.stuck",
+  "vm.repaired",
+  "vm.flagged",
+  "node.offline",
+  "node.online",
+  "node.flagged",
+] as const;
 export const NotificationEvent = z.enum(NOTIFICATION_EVENTS);
 export type NotificationEvent = z.infer<typeof NotificationEvent>;
 /** What the dashboard's test button (and `qx notifications test`) sends. */
@@ -20,11 +27,20 @@ export const HEADER = {
 export type Named = { id: string; name: string } | null;
 export type NotificationPayload = { id: string; event: string; at: string; node: Named; vm: Named; message: string };
 
-/** The exact bytes posted: kept with the delivery so every retry is identical. */
+/** Text as Slack shows it literally: `&`, `<` and `>` are control characters of Slack's markup
+ *  (`<!channel>`, `<mailto:a|b>`), so a host's text must never carry them raw. An `&` is escaped too,
+ *  or a name holding `&lt;` would reach Slack as markup's `<`. */
+export const slackEscape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+/** The exact bytes posted: kept with the delivery so every retry is identical. JSON carries every
+ *  name and message exactly; the Slack text escapes each of them (names and messages come from
+ *  hosts and admins, and a message quotes VM names), and adds no markup of its own. */
 export function renderBody(format: NotificationFormat, p: NotificationPayload): string {
   if (format === "json") return JSON.stringify(p);
-  const where = [p.node && `node ${p.node.name}`, p.vm && `VM ${p.vm.name}`].filter(Boolean).join(", ");
-  return JSON.stringify({ text: `[${p.event}]${where ? ` ${where}:` : ""} ${p.message}` });
+  const where = [p.node && `node ${slackEscape(p.node.name)}`, p.vm && `VM ${slackEscape(p.vm.name)}`]
+    .filter(Boolean)
+    .join(", ");
+  return JSON.stringify({ text: `[${slackEscape(p.event)}]${where ? ` ${where}:` : ""} ${slackEscape(p.message)}` });
 }
 
 const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");

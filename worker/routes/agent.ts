@@ -172,6 +172,7 @@ export const agentRoutes = new Hono<AgentEnv>()
   })
   .post("/send", limitSendBody, nodeCredential, validate("json", SendRequest), async (c) => {
     const nodeId = c.get("nodeId");
+    await enforceLimit(c.env, "SEND_LIMITER", `send:${nodeId}`);
     const { connId, messages } = c.req.valid("json");
     // All or nothing: a batch with one bad message is refused whole, naming it, before any is handled.
     for (const [i, message] of messages.entries()) {

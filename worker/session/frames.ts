@@ -1,10 +1,11 @@
 // The frame switch of a node's session: each agent frame, parsed once here, goes to the room that
 // owns it (liveness, inventory sync, the ledger, the follow relay, anti-entropy, the reconciler,
 // the metrics history).
-import { AgentMessage, CLOSE, parseFrame } from "../../protocol/wire.ts";
+import { CLOSE, type AgentMessage } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { compareDigest } from "./anti-entropy.ts";
+import type { EventCoalescer } from "./event-coalescer.ts";
 import type { FollowRelay } from "./follow-relay.ts";
 import { applyChanges, applyInventory } from "./inventory-sync.ts";
 import type { RequestLedger } from "./ledger.ts";
@@ -27,21 +28,32 @@ export type FrameRooms = {
   follows: FollowRelay;
   notices: SessionNotices;
   metrics: MetricsHistory;
+  coalescer: EventCoalescer;
+  /** charges VM state changes to the node's work budget (closing the link when overspent) */
+  charge: (link: AgentLink, vmsChanged: number) => void;
   dropLink: (link: AgentLink, code: number, why: string) => Promise<void>;
 };
 
-export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, message: string | ArrayBuffer): Promise<void> {
+/** One frame, as the inbox parsed it (null: malformed or unknown). */
+export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, msg: AgentMessage | null): Promise<void> {
   const { links, ledger, follows, reconciler, store, db } = rooms;
   const { att } = link;
-  if (typeof message !== "string" || !links.isCurrent(att.connId)) return; // a replaced link
+  if (!links.isCurrent(att.connId)) return; // a replaced link
   const now = Date.now();
   links.heard(link, now);
-  const msg = parseFrame(AgentMessage, message);
   if (!msg) return rooms.dropLink(link, CLOSE.protocolError, "malformed or unknown frame");
   const actor = `agent:${att.nodeId}`;
   const ignored = (handled: Promise<void> | "ignored") =>
     handled === "ignored" ? ledger.countIgnored(msg.type, msg.id) : handled;
-  const report = { db, link, maxVms: rooms.limits.maxVmsPerNode, notices: rooms.notices, actor };
+  const report = {
+    db,
+    link,
+    maxVms: rooms.limits.maxVmsPerNode,
+    notices: rooms.notices,
+    actor,
+    coalescer: rooms.coalescer,
+    charge: (n: number) => rooms.charge(link, n),
+  };
 
   switch (msg.type) {
     case "hello":

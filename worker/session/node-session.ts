@@ -5,7 +5,15 @@
 // hypervisor), anti-entropy.ts, follow-relay.ts; store.ts names every stored key. Deadlines are
 // alarms only (no timers but a held poll's), so the object can hibernate.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, WIRE_FEATURES, type PollRequest } from "../../protocol/wire.ts";
+import {
+  CLOSE,
+  HEARTBEAT_MS,
+  PING_FRAME,
+  PONG_FRAME,
+  WIRE_FEATURES,
+  type AgentMessage,
+  type PollRequest,
+} from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
@@ -21,7 +29,9 @@ import type {
 import { FollowRelay } from "./follow-relay.ts";
 import { FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
 import { onAgentFrame, type FrameRooms } from "./frames.ts";
-import { AgentInbox } from "./inbox.ts";
+import { EventCoalescer } from "./event-coalescer.ts";
+import { AgentInbox, type Refusal } from "./inbox.ts";
+import { flagOverloadedNode } from "./overload.ts";
 import { sessionNotices, type SessionNotices } from "./notices.ts";
 import { KeptWrites } from "./kept-writes.ts";
 import { RequestLedger } from "./ledger.ts";
@@ -44,6 +54,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly reconciler: Reconciler;
   private readonly follows: FollowRelay;
   private readonly notices: SessionNotices;
+  private readonly coalescer: EventCoalescer;
   readonly metrics: MetricsHistory;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -54,7 +65,7 @@ export class NodeSession extends DurableObject<Env> {
     const armAlarm = () => this.armAlarm();
     const notices = (this.notices = sessionNotices(env, (work) => ctx.waitUntil(work)));
     this.links = new AgentLinks(ctx, this.store);
-    this.inbox = new AgentInbox(this.limits.floodPerSecond, this.limits.floodBurst);
+    this.inbox = new AgentInbox(this.limits.admission);
     this.kept = new KeptWrites(this.store, this.db, armAlarm);
     // A power action left without the hypervisor's word, or a state written on our own: checked at once.
     this.ledger = new RequestLedger(this.store, this.db, this.limits, this.kept, armAlarm, notices, {
@@ -65,6 +76,7 @@ export class NodeSession extends DurableObject<Env> {
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
     this.metrics = new MetricsHistory(ctx.storage);
+    this.coalescer = new EventCoalescer(this.store, this.db, this.limits.events);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -289,7 +301,12 @@ export class NodeSession extends DurableObject<Env> {
 
   /** One alarm for the earliest thing due: deadlines, follow acks, kept writes, liveness, the reconciler. */
   private async armAlarm(): Promise<void> {
-    let due = Math.min(this.ledger.earliestDeadline(), this.follows.earliestDeadline(), this.kept.dueAt() ?? Infinity);
+    let due = Math.min(
+      this.ledger.earliestDeadline(),
+      this.follows.earliestDeadline(),
+      this.kept.dueAt() ?? Infinity,
+      this.coalescer.dueAt() ?? Infinity,
+    );
     if (this.store.get("conn")) due = Math.min(due, this.liveness.dueAt(), this.reconciler.dueAt() ?? Infinity);
     if (due === Infinity) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(Math.max(due, Date.now() + 1));
@@ -307,6 +324,9 @@ export class NodeSession extends DurableObject<Env> {
   private async sweep(): Promise<void> {
     const now = Date.now();
     if ((this.kept.dueAt() ?? Infinity) <= now) await this.kept.write();
+    const nodeId = this.store.get("nodeId");
+    if (nodeId && (this.coalescer.dueAt() ?? Infinity) <= now)
+      await this.coalescer.flush(nodeId, `agent:${nodeId}`, now);
     await this.ledger.expireDue(now);
     this.follows.expireDue(now);
     const current = this.links.current();
@@ -334,24 +354,46 @@ export class NodeSession extends DurableObject<Env> {
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     // Viewers only listen; what they send is dropped (and never counts against the agent's budget).
     if (this.follows.viewerOf(ws)) return;
+    // A link we closed (refused, replaced) may still deliver what was on its way: dropped unread.
+    if (ws.readyState !== WebSocket.OPEN) return;
     const att = this.links.attachmentOf(ws);
-    if (att) return this.receive(this.links.socketLink(ws, att), message);
+    if (!att) return;
+    // Not awaited: the runtime delivers the next message once this returns, and a flood must meet
+    // admission as it arrives, not as fast as frames are handled (it would pile up unjudged, outside
+    // any bound). The inbox keeps the order and never throws.
+    this.ctx.waitUntil(this.receive(this.links.socketLink(ws, att), message));
   }
 
   /** One frame from the agent, on either transport (see inbox.ts). */
   private receive(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
-    const drop = (r: { code: number; why: string }) => this.dropLink(link, r.code, r.why);
+    const drop = (r: Refusal) => this.dropLink(link, r.code, r.why);
     return this.inbox.receive(
       message,
-      (r) => this.links.close(link, r.code, r.why),
-      () => this.onFrame(link, message),
+      (r) => this.refuse(link, r),
+      (msg) => this.onFrame(link, msg),
       drop,
     );
   }
 
+  /** Closes the link at once; one over its node's budget also flags the node for admins. The link's
+   *  end (connectionGone) follows in frame order. */
+  private refuse(link: AgentLink, r: Refusal): void {
+    if (r.code === CLOSE.overloaded && this.links.isCurrent(link.att.connId))
+      this.ctx.waitUntil(flagOverloadedNode(this.env, link.att.nodeId, r.why));
+    this.links.close(link, r.code, r.why);
+  }
+
+  /** VM state changes a report made, charged once it is applied: overspent, the link is ended. */
+  private charge(link: AgentLink, vmsChanged: number): void {
+    const refused = this.inbox.charge(vmsChanged);
+    if (!refused) return;
+    this.refuse(link, refused);
+    this.ctx.waitUntil(this.dropLink(link, refused.code, refused.why));
+  }
+
   /** Each agent frame goes to the room that owns it (frames.ts). */
-  private onFrame(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
-    const { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics } = this;
+  private onFrame(link: AgentLink, message: AgentMessage | null): Promise<void> {
+    const { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics, coalescer } = this;
     const rooms: FrameRooms = {
       db,
       limits,
@@ -363,6 +405,8 @@ export class NodeSession extends DurableObject<Env> {
       follows,
       notices,
       metrics,
+      coalescer,
+      charge: (l, n) => this.charge(l, n),
       dropLink: (l, code, why) => this.dropLink(l, code, why),
     };
     return onAgentFrame(rooms, link, message);

@@ -83,6 +83,17 @@ export type Follow = {
   ackDeadline: number;
 };
 
+/** A VM's current window of reported state changes (event-coalescer.ts). */
+export type FlapWindow = {
+  vmId: string;
+  start: number;
+  /** changes reported in the window, and how many of them got an event of their own */
+  changes: number;
+  written: number;
+  /** the state before the first change that got no event */
+  fromState: string | null;
+};
+
 type Singles = {
   /** the current link's connId (socket or long-poll); absent while the node is offline */
   conn: string;
@@ -100,6 +111,8 @@ type Singles = {
   ignoredAnswers: number;
   /** the WIRE_FEATURES the current link's agent announced in its hello */
   agentFeatures: string[];
+  /** when the earliest window of a VM's state changes ends */
+  flapDueAt: number;
 };
 
 type Families = {
@@ -109,6 +122,7 @@ type Families = {
   /** each VM's newest last-known log, written to D1 together */
   snapshot: SnapshotRow;
   follow: Follow;
+  flap: FlapWindow;
 };
 
 // The key strings are what objects already hold: changing one loses what is stored under it.
@@ -124,12 +138,14 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
   lastSeenWritten: "lastSeenWritten",
   ignoredAnswers: "ignoredAnswers",
   agentFeatures: "agentFeatures",
+  flapDueAt: "flapDueAt",
 };
 const FAMILY_PREFIXES: { [F in keyof Families]: string } = {
   inFlight: "inflight:",
   queryRow: "queryrow:",
   snapshot: "snapshot:",
   follow: "follow:",
+  flap: "flap:",
 };
 
 /** Singles read on every frame and command (which link is current, its node, what its agent

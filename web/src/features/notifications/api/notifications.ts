@@ -3,7 +3,14 @@ import { queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/r
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
-export const NOTIFICATION_EVENTS = ["vm.stuck", "vm.repaired", "vm.flagged", "node.offline", "node.online"] as const;
+export const NOTIFICATION_EVENTS = [
+  "vm.stuck",
+  "vm.repaired",
+  "vm.flagged",
+  "node.offline",
+  "node.online",
+  "node.flagged",
+] as const;
 export type NotificationEvent = (typeof NOTIFICATION_EVENTS)[number];
 
 export type TargetView = {

@@ -1,0 +1,1 @@
+CREATE INDEX `vm_events_source_at_idx` ON `vm_events` (`source`,`at`);
