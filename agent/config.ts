@@ -66,6 +66,7 @@ const Config = z.object({
   webDir: z.string().min(1),
   insecureHttp: onOff,
   rotateHostToken: z.boolean(),
+  enrollOnly: z.boolean(),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   pollIntervalMs: millis("--poll-interval", 100, 600_000),
   stopPollMs: millis("--stop-poll", 10, 60_000),
@@ -97,6 +98,9 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--digest-interval MS] [--progress-interval MS] [--operation-cap MS] [--insecure-http]
                      [--metrics-interval MS (0: off)] [--events auto|off]
        quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
+       quantix-agent --enroll --server URL --token JOIN_TOKEN [--state-dir DIR]
+                     (trade the join token for the node credential, then exit: 0 enrolled or already
+                     enrolled with this token, 3 refused, 1 control plane unreachable)
 env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL,
      QX_TRANSPORT (default auto: WebSocket, long-poll over HTTPS after 5 WebSocket failures in a row)
      QX_METRICS_INTERVAL_MS (default 10000), QX_EVENTS (auto: libvirt lifecycle events through virsh
@@ -122,6 +126,7 @@ const OPTIONS = {
   "web-dir": { type: "string", env: "QX_WEB_DIR" },
   "insecure-http": { type: "boolean", env: "QX_INSECURE_HTTP" },
   "rotate-host-token": { type: "boolean" },
+  enroll: { type: "boolean" },
   "log-level": { type: "string", env: "QX_LOG_LEVEL" },
   "poll-interval": { type: "string", env: "QX_POLL_INTERVAL" },
   "stop-poll": { type: "string", env: "QX_STOP_POLL" },
@@ -167,6 +172,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     webDir: defaultWebDir(),
     insecureHttp: false,
     rotateHostToken: values["rotate-host-token"] ?? false,
+    enrollOnly: values.enroll ?? false,
     logLevel: "info",
     pollIntervalMs: 3_000,
     stopPollMs: 500,
@@ -205,6 +211,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
   }
   const config = parsed.data;
   if (config.rotateHostToken) return config; // writes the token file and exits: the rest does not apply
+  if (config.enrollOnly && (!config.server || !config.token))
+    throw new ConfigError("--enroll needs --server and --token (or QX_SERVER and QX_TOKEN)");
   if (!config.server && !config.listen)
     throw new ConfigError("--server (or QX_SERVER) is required, unless --listen is given alone");
   const cleartext = config.server && !config.insecureHttp ? cleartextServerProblem(config.server) : null;

@@ -28,7 +28,9 @@ import { startLocalApi, type LocalApi } from "./local-api.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createLink, type Link } from "./transport.ts";
 
-export const AGENT_VERSION: string = pkg.version;
+/** Set by the bundle's build (scripts/build-agent.ts); from a checkout, package.json's version. */
+declare const QX_BUILD_VERSION: string | undefined;
+export const AGENT_VERSION: string = typeof QX_BUILD_VERSION === "string" ? QX_BUILD_VERSION : pkg.version;
 
 function fatal(code: number, message: string): never {
   process.stderr.write(`quantix-agent: ${message}\n`);
@@ -296,6 +298,32 @@ class Agent {
   }
 }
 
+/** `--enroll`: the installer's step. One trade of the join token for the credential, then exit; a
+ *  credential already won with this same token is kept (running the installer again). */
+async function enrollOnce(config: AgentConfig): Promise<never> {
+  const server = config.server!;
+  const token = config.token!;
+  let kept: NodeCredential | null = null;
+  try {
+    kept = readCredential(config.stateDir);
+  } catch {
+    // unreadable: enroll afresh
+  }
+  if (kept?.server === server && !isNewJoinToken(kept, token)) {
+    process.stdout.write(`quantix-agent: already enrolled as node ${kept.nodeId} with this join token\n`);
+    process.exit(0);
+  }
+  try {
+    const cred = await enroll(server, token, osHostname());
+    writeCredential(config.stateDir, cred);
+    process.stdout.write(`quantix-agent: enrolled as node ${cred.nodeId}; credential kept in ${config.stateDir}\n`);
+    process.exit(0);
+  } catch (err) {
+    if (err instanceof RefusedError) fatal(EXIT_REFUSED, err.message);
+    fatal(1, `cannot enroll now: ${(err as Error).message}`);
+  }
+}
+
 const config = parseConfig();
 if (config.rotateHostToken) {
   // A one-shot command: the running agent reads the file again at its next request, no restart.
@@ -309,6 +337,7 @@ if (config.rotateHostToken) {
     fatal(1, `--rotate-host-token: cannot write ${config.stateDir}: ${(err as Error).message}`);
   }
 }
+if (config.enrollOnly) await enrollOnce(config);
 const log = createLogger(config.logLevel);
 let cred: NodeCredential | null;
 try {

@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import type { LogsResponse, MeResponse, NodeView, VmEventView, VmView } from "../protocol/rest.ts";
+import type { JoinTokenResponse, LogsResponse, MeResponse, NodeView, VmEventView, VmView } from "../protocol/rest.ts";
 import { forTerminal, jsonForTerminal } from "./terminal-text.ts";
 import { NOTIFICATIONS_USAGE, runNotifications } from "./notifications.ts";
 import { METRICS_USAGE, runMetrics } from "./metrics.ts";
@@ -19,7 +19,7 @@ usage: npm run qx -- <command> [options]
                                          save the control plane URL, API token and/or Access service token
   whoami                                 who qx acts as (token name, or the Access identity) and its role
   nodes list                             nodes with connection state
-  nodes add <name>                       enroll a node: prints its join token and agent command once
+  nodes add <name>                       enroll a node: prints its join token and install command once
   nodes rotate <node-id>                 new join token, old credential revoked
   nodes rm <node-id>                     delete a node (its VMs are kept, on no node)
   vms list [--node ID] [--state S] [--search TEXT] [--limit N] [--all]
@@ -299,23 +299,26 @@ export async function runCli(
       return 0;
     }
     case "nodes add": {
-      const res = await api.call<{ node: NodeView; joinToken: string }>("POST", "/api/nodes", { name: need("name") });
+      const res = await api.call<JoinTokenResponse>("POST", "/api/nodes", { name: need("name") });
       print(res, () =>
         [
           `node ${res.node.name} (${res.node.id}) created.`,
           `join token (shown once): ${res.joinToken}`,
-          `run on the host:`,
-          `  node quantix-agent.mjs --server ${api.config.url} --token ${res.joinToken}`,
+          `install the agent: run on the host, as root:`,
+          `  ${res.installCommand}`,
         ].join("\n"),
       );
       return 0;
     }
     case "nodes rotate": {
-      const res = await api.call<{ node: NodeView; joinToken: string }>(
-        "POST",
-        `/api/nodes/${enc(need("node-id"))}/rotate_token`,
+      const res = await api.call<JoinTokenResponse>("POST", `/api/nodes/${enc(need("node-id"))}/rotate_token`);
+      print(res, () =>
+        [
+          `old credential revoked. new join token (shown once): ${res.joinToken}`,
+          `re-enroll the host: run on it, as root:`,
+          `  ${res.installCommand}`,
+        ].join("\n"),
       );
-      print(res, () => `old credential revoked. new join token (shown once): ${res.joinToken}`);
       return 0;
     }
     case "nodes rm": {

@@ -124,7 +124,15 @@ export const TokenView = z.object({
   createdAt: iso,
   revokedAt: iso.nullable(),
 });
-export const JoinTokenResponse = z.object({ node: NodeView, joinToken: z.string(), joinTokenExpiresAt: iso });
+export const JoinTokenResponse = z.object({
+  node: NodeView,
+  joinToken: z.string(),
+  joinTokenExpiresAt: iso,
+  installCommand: z
+    .string()
+    .describe("run as root on the host: installs the agent served by this control plane and enrolls it with joinToken"),
+});
+export type JoinTokenResponse = z.infer<typeof JoinTokenResponse>;
 
 export const HealthResponse = z.object({ ok: z.literal(true), version: z.string() });
 

@@ -27,6 +27,7 @@ import {
   SendRequest,
   SendResponse,
 } from "../protocol/wire.ts";
+import { InstallManifest } from "../protocol/install.ts";
 import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
@@ -311,6 +312,22 @@ export const ROUTES: RouteDoc[] = [
     access: "viewer",
     params: IdParam,
     answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") },
+  },
+  {
+    method: "get",
+    path: "/install.sh",
+    summary:
+      "The agent installer (POSIX sh, this control plane's URL filled in): curl -fsSL <url>/install.sh | sh -s -- --token <join token>",
+    access: "none",
+    answers: { 200: ok("the script (text/x-shellscript)"), 404: ok("not_built: npm run build did not make it") },
+  },
+  {
+    method: "get",
+    path: "/install/:file",
+    summary: "The agent bundle (quantix-agent.mjs) and its manifest (manifest.json: {version, sha256, size})",
+    access: "none",
+    params: z.object({ file: z.enum(["manifest.json", "quantix-agent.mjs", "libvirt.node"]) }),
+    answers: { 200: ok("the file (the manifest as InstallManifest)", InstallManifest), 404: ok("no such file") },
   },
   {
     method: "post",

@@ -170,11 +170,15 @@ describe("qx", () => {
 
   it("enrolls, rotates and removes a node, and manages tokens; a viewer token cannot act", async () => {
     const added = (await qx("nodes", "add", "cli-extra")).out;
-    expect(added).toMatch(/join token \(shown once\): qxj_/);
-    expect(added).toContain(`--server ${cp.url} --token qxj_`);
+    const token = /join token \(shown once\): (qxj_\S+)/.exec(added)?.[1];
+    expect(token).toBeDefined();
+    expect(added).toContain(`curl -fsSL ${cp.url}/install.sh | sh -s -- --token ${token}`);
     const nodes = JSON.parse((await qx("nodes", "list", "--json")).out) as { id: string; name: string }[];
     const extra = nodes.find((n) => n.name === "cli-extra")!;
-    expect((await qx("nodes", "rotate", extra.id)).out).toMatch(/new join token \(shown once\): qxj_/);
+    const rotated = (await qx("nodes", "rotate", extra.id)).out;
+    const newToken = /new join token \(shown once\): (qxj_\S+)/.exec(rotated)?.[1];
+    expect(newToken).not.toBe(token);
+    expect(rotated).toContain(`curl -fsSL ${cp.url}/install.sh | sh -s -- --token ${newToken}`);
     await qx("nodes", "rm", extra.id);
     expect((await qx("nodes", "list")).out).not.toContain("cli-extra");
 

@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { asc, eq, sql } from "drizzle-orm";
 import { z } from "zod";
+import { installCommand } from "../../protocol/install.ts";
 import { CLOSE } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
 import { hashSecret, newId, newSecret, requireRole } from "../auth.ts";
@@ -77,6 +78,7 @@ export const nodeRoutes = new Hono<AppEnv>()
         node: nodeView(row.node, 0, sessionSettings(c.env).nodeStaleAfterMs),
         joinToken,
         joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
+        installCommand: installCommand(new URL(c.req.url).origin, joinToken),
       },
       201,
     );
@@ -100,6 +102,7 @@ export const nodeRoutes = new Hono<AppEnv>()
       node: nodeView(row.node, row.vmCount, sessionSettings(c.env).nodeStaleAfterMs),
       joinToken,
       joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
+      installCommand: installCommand(new URL(c.req.url).origin, joinToken),
     });
   })
   .delete("/:id", requireRole("admin"), validate("param", IdParam), async (c) => {

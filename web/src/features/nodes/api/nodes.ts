@@ -4,7 +4,8 @@ import type { NodeView } from "../../../../../protocol/rest.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
-export type Enrollment = { node: NodeView; joinToken: string };
+/** The answer to create / rotate: the join token and the one-line install command, shown once. */
+export type Enrollment = { node: NodeView; joinToken: string; installCommand: string };
 
 export function nodesQuery(client: ApiClient) {
   return queryOptions({
@@ -45,11 +46,8 @@ export function useDeleteNode() {
   );
 }
 
-/** The commands an operator runs on the host to enroll it (shown once, with the join token). */
-export function agentCommands(origin: string, joinToken: string, nodeName: string): { dev: string; host: string } {
+/** The command that runs an agent from a checkout of this repository (development). */
+export function checkoutAgentCommand(origin: string, joinToken: string, nodeName: string): string {
   const stateDir = `./.state/${nodeName.replace(/[^A-Za-z0-9._-]/g, "_")}`;
-  return {
-    dev: `npm run agent -- --server ${origin} --token ${joinToken} --state-dir ${stateDir}`,
-    host: `node quantix-agent.mjs --server ${origin} --token ${joinToken}`,
-  };
+  return `npm run agent -- --server ${origin} --token ${joinToken} --state-dir ${stateDir}`;
 }

@@ -1,5 +1,5 @@
 // Nodes: connected / offline, last seen, hostname, versions, VM count; admins enroll, rotate and
-// delete. A join token and its agent command are shown once, right after create or rotate.
+// delete. A join token and its install command are shown once, right after create or rotate.
 import { useState, type FormEvent } from "react";
 import type { NodeView } from "../../../../../protocol/rest.ts";
 import { Badge } from "../../../components/ui/badge.tsx";
@@ -23,7 +23,7 @@ import { formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
 import { useCan } from "../../../lib/permissions.tsx";
 import { useNow } from "../../../lib/use-now.ts";
 import {
-  agentCommands,
+  checkoutAgentCommand,
   useCreateNode,
   useDeleteNode,
   useNodes,
@@ -206,16 +206,23 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
 }
 
 function EnrollmentCard({ enrollment, onDismiss }: { enrollment: Enrollment; onDismiss: () => void }) {
-  const commands = agentCommands(location.origin, enrollment.joinToken, enrollment.node.name);
   return (
     <SecretPanel
       title={`Join token for ${enrollment.node.name}`}
       warning="Shown once: copy it now. It is single-use and expires (1 h by default)."
       onDone={onDismiss}
     >
+      <SecretLine
+        label="On the host, as root: installs the agent, enrolls and starts it"
+        text={enrollment.installCommand}
+        testId="install-command"
+      />
       <SecretLine label="Join token" text={enrollment.joinToken} testId="join-token" />
-      <SecretLine label="From a checkout" text={commands.dev} testId="agent-command" />
-      <SecretLine label="On a host (bundled agent)" text={commands.host} testId="agent-command-host" />
+      <SecretLine
+        label="From a checkout of this repository"
+        text={checkoutAgentCommand(location.origin, enrollment.joinToken, enrollment.node.name)}
+        testId="agent-command"
+      />
     </SecretPanel>
   );
 }
