@@ -147,8 +147,10 @@ fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT INT TERM
 curl -fsSL "$SERVER/install/manifest.json" -o "$TMP/manifest.json" || die "cannot fetch $SERVER/install/manifest.json"
-# {"version":"…","sha256":"…","size":N,…}: read without a JSON tool, the file is built by us.
-field() { sed -n "s/.*\"$1\":[ ]*\"\{0,1\}\([^\",}]*\).*/\1/p" "$TMP/manifest.json" | head -n 1; }
+# {"version":"…","sha256":"…","size":N,…,"native":{…}}, one line: read without a JSON tool (the
+# control plane's build writes it), the top-level fields with the nested object taken out.
+TOP=$(sed 's/"native":{[^}]*}//' "$TMP/manifest.json")
+field() { printf '%s\n' "$TOP" | sed -n "s/.*\"$1\":[ ]*\"\{0,1\}\([^\",}]*\).*/\1/p"; }
 VERSION=$(field version)
 SHA=$(field sha256)
 [ -n "$VERSION" ] && [ ${#SHA} = 64 ] || die "the manifest at $SERVER/install/manifest.json is not one this script understands"
