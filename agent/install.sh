@@ -186,6 +186,8 @@ if [ -n "$NATIVE_SHA" ]; then
   install -m 0644 -o "$AGENT_USER" -g "$AGENT_USER" "$TMP/libvirt.node" "$INSTALL_DIR/libvirt.node.new"
   mv -f "$INSTALL_DIR/libvirt.node.new" "$INSTALL_DIR/libvirt.node"
 fi
+# Installed afresh: an update swapped in earlier has nothing left to roll back to.
+rm -f "$INSTALL_DIR/quantix-agent.previous.mjs" "$STATE_DIR/update.json"
 install -m 0755 -o "$AGENT_USER" -g "$AGENT_USER" "$TMP/quantix-agent.mjs" "$AGENT_FILE.new"
 mv -f "$AGENT_FILE.new" "$AGENT_FILE" # atomic: a running agent keeps the file it opened
 

@@ -2,6 +2,8 @@
 // host's domains, carries out commands and (with --listen) serves the host-local API.
 // Exit status: 0 stopped by a signal, 2 bad configuration, 3 join token or credential refused, 1 other.
 import { hostname as osHostname } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pkg from "../package.json" with { type: "json" };
 import { CLOSE, PROTOCOL_VERSION, WIRE_FEATURES, type AgentMessage, type ServerMessage } from "../protocol/wire.ts";
 import { ConfigError, EXIT_BAD_CONFIG, USAGE, loadConfig, type AgentConfig } from "./config.ts";
@@ -27,10 +29,15 @@ import { LifecycleEvents, eventsReachable } from "./virsh.ts";
 import { startLocalApi, type LocalApi } from "./local-api.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createLink, type Link } from "./transport.ts";
+import { SelfUpdater, checkPendingUpdate } from "./self-update.ts";
 
 /** Set by the bundle's build (scripts/build-agent.ts); from a checkout, package.json's version. */
 declare const QX_BUILD_VERSION: string | undefined;
 export const AGENT_VERSION: string = typeof QX_BUILD_VERSION === "string" ? QX_BUILD_VERSION : pkg.version;
+/** The installed bundle an update replaces (the unit runs `quantix-agent.mjs`; --check-update runs
+ *  from the kept previous file beside it); none when running from a checkout. */
+const AGENT_FILE =
+  typeof QX_BUILD_VERSION === "string" ? join(dirname(fileURLToPath(import.meta.url)), "quantix-agent.mjs") : null;
 
 function fatal(code: number, message: string): never {
   process.stderr.write(`quantix-agent: ${message}\n`);
@@ -62,6 +69,7 @@ class Agent {
   private readonly runner: CommandRunner;
   private readonly follower: LogFollower;
   private readonly metrics: MetricsSampler;
+  private readonly updater: SelfUpdater;
   /** libvirt's lifecycle events: a state change reaches the record at once, not at the next poll */
   private readonly events: LifecycleEvents | null;
   private reenrolled = false;
@@ -100,6 +108,18 @@ class Agent {
       config.events === "auto" && eventsReachable(config.libvirtUri)
         ? new LifecycleEvents({ uri: config.libvirtUri, log, onLifecycle: look, onStart: look })
         : null;
+    this.updater = new SelfUpdater({
+      agentFile: AGENT_FILE,
+      stateDir: config.stateDir,
+      server: config.server ?? "",
+      version: AGENT_VERSION,
+      credential: () => this.cred?.credential ?? "",
+      log,
+      send,
+      peerFeatures,
+      exit: (code) => void this.stop(code),
+      confirmWithinMs: config.updateConfirmMs,
+    });
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
       libvirt: this.libvirt,
@@ -148,6 +168,7 @@ class Agent {
     this.metrics.start();
     this.events?.start();
     if (!config.server) return;
+    this.updater.start();
     if (!this.cred || this.cred.server !== config.server) await this.enroll(config.token!);
     if (this.stopping) return;
     this.hello = { hostname: await this.libvirt.hostname(), libvirtVersion: await this.libvirt.version() };
@@ -243,6 +264,10 @@ class Agent {
           { nodeId: msg.payload.nodeId, clockOffsetMs: this.link?.clockOffsetMs, features: msg.payload.features ?? [] },
           "welcomed by the control plane",
         );
+        this.updater.onWelcome();
+        return;
+      case "agent.update":
+        void this.updater.apply(msg);
         return;
       case "resync":
         void this.inventory.resync(msg.id, msg.payload);
@@ -338,6 +363,17 @@ if (config.rotateHostToken) {
   }
 }
 if (config.enrollOnly) await enrollOnce(config);
+if (config.checkUpdate) {
+  // Never fails the start it precedes: whatever happens, the unit goes on to start the agent.
+  try {
+    process.stdout.write(
+      `quantix-agent: ${AGENT_FILE ? checkPendingUpdate(AGENT_FILE, config.stateDir) : "not an installed bundle"}\n`,
+    );
+  } catch (err) {
+    process.stderr.write(`quantix-agent: --check-update: ${(err as Error).message}\n`);
+  }
+  process.exit(0);
+}
 const log = createLogger(config.logLevel);
 let cred: NodeCredential | null;
 try {

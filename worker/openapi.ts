@@ -11,6 +11,8 @@ import {
   LogsResponse,
   MeResponse,
   MetricsResponse,
+  NodeEventView,
+  NodeUpdateResponse,
   NodeView,
   PowerResponse,
   RequestView,
@@ -137,6 +139,28 @@ export const ROUTES: RouteDoc[] = [
     access: "admin",
     params: IdParam,
     answers: { 200: ok("rotated", JoinTokenResponse), 404: ok("no such node") },
+  },
+  {
+    method: "post",
+    path: "/api/nodes/:id/update",
+    summary:
+      "Update the node's agent to the version this control plane serves (it downloads, verifies, swaps and restarts; the outcome comes back as node events)",
+    access: "admin",
+    params: IdParam,
+    answers: {
+      202: ok("asked; the agent reports back in GET /api/nodes/:id/events", NodeUpdateResponse),
+      200: ok("the agent runs that version already: nothing sent", NodeUpdateResponse),
+      404: ok("no such node, or not_built"),
+      409: ok("node_offline, or update_unsupported (an agent from before self-update: reinstall it)"),
+    },
+  },
+  {
+    method: "get",
+    path: "/api/nodes/:id/events",
+    summary: "The node's audit trail, newest first: agent updates asked for and how they went",
+    access: "viewer",
+    params: IdParam,
+    answers: { 200: ok("events", z.object({ events: z.array(NodeEventView) })) },
   },
   {
     method: "get",
@@ -337,6 +361,13 @@ export const ROUTES: RouteDoc[] = [
     body: EnrollRequest,
     bodyRequired: true,
     answers: { 200: ok("enrolled", EnrollResponse), 401: ok("join_token_invalid"), 429: ok("rate_limited") },
+  },
+  {
+    method: "get",
+    path: "/agent/update/quantix-agent.mjs",
+    summary: "Agent: the served bundle, for an agent told to update itself (checked against its SHA-256)",
+    access: "node",
+    answers: { 200: ok("the bundle (text/javascript)"), 401: ok("credential refused"), 404: ok("not_built") },
   },
   {
     method: "get",

@@ -5,7 +5,15 @@
 // hypervisor), anti-entropy.ts, follow-relay.ts; store.ts names every stored key. Deadlines are
 // alarms only (no timers but a held poll's), so the object can hibernate.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, HEARTBEAT_MS, PING_FRAME, PONG_FRAME, WIRE_FEATURES, type PollRequest } from "../../protocol/wire.ts";
+import {
+  CLOSE,
+  HEARTBEAT_MS,
+  PING_FRAME,
+  PONG_FRAME,
+  WIRE_FEATURES,
+  type AgentUpdatePayload,
+  type PollRequest,
+} from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
@@ -249,6 +257,15 @@ export class NodeSession extends DurableObject<Env> {
     const link = this.links.current();
     link?.send({ type: "resync", id: crypto.randomUUID(), payload: {} });
     return link !== null;
+  }
+
+  /** Tells the connected agent to replace itself with the served bundle, if it knows how (feature `update`). */
+  requestUpdate(update: AgentUpdatePayload): "sent" | "offline" | "unsupported" {
+    const link = this.links.current();
+    if (!link) return "offline";
+    if (!(this.store.get("agentFeatures") ?? []).includes("update")) return "unsupported";
+    link.send({ type: "agent.update", id: crypto.randomUUID(), payload: update });
+    return "sent";
   }
 
   /** The features the connected agent announced (none while it is offline). */
