@@ -26,3 +26,22 @@ export type InstallManifest = z.infer<typeof InstallManifest>;
 /** The one line that installs an agent enrolled with `joinToken`, for the control plane at `origin`. */
 export const installCommand = (origin: string, joinToken: string) =>
   `curl -fsSL ${origin}${INSTALL_SCRIPT_PATH} | sh -s -- --token ${joinToken}`;
+
+/** Orders versions like `1.2.10` > `1.2.9`, and a release after its pre-releases (`1.2.0` >
+ *  `1.2.0-rc.1`); parts that are not numbers compare as text. Negative when `a` is older. */
+export function compareVersions(a: string, b: string): number {
+  const split = (v: string) => {
+    const [core = "", pre] = v.replace(/^v/, "").split(/-(.*)/s);
+    return { core: core.split(".").map(Number), pre };
+  };
+  const x = split(a);
+  const y = split(b);
+  for (let i = 0; i < Math.max(x.core.length, y.core.length); i++) {
+    const d = (x.core[i] || 0) - (y.core[i] || 0);
+    if (d) return d;
+  }
+  if (x.pre === y.pre) return 0;
+  if (x.pre === undefined) return 1;
+  if (y.pre === undefined) return -1;
+  return x.pre.localeCompare(y.pre, "en", { numeric: true });
+}

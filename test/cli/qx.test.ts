@@ -199,6 +199,26 @@ describe("qx", () => {
     );
   });
 
+  it("nodes update: an agent on the served version is left alone, offline ones are skipped, only admins may ask", async () => {
+    const served = ((await (await fetch(`${cp.url}/install/manifest.json`)).json()) as { version: string }).version;
+    const nodes = JSON.parse((await qx("nodes", "list", "--json")).out) as { id: string; name: string }[];
+    const node = nodes.find((n) => n.name === "cli-node")!;
+    expect((await qx("nodes", "update", node.id)).out).toBe(`cli-node: runs ${served} already`);
+    await qx("nodes", "add", "cli-offline");
+    const all = await qx("nodes", "update", "--all");
+    expect(all.out).toBe(`cli-node: runs ${served} already`);
+    expect(all.err).toBe("cli-offline: offline, skipped");
+    expect((await qx("nodes", "events", node.id)).out).toMatch(/^AT\s+ACTION\s+FROM\s+TO\s+BY\s+MESSAGE/);
+    const viewer = JSON.parse((await qx("tokens", "create", "update-viewer", "--role", "viewer", "--json")).out) as {
+      token: string;
+    };
+    const asViewer = { ...env, QX_API_TOKEN: viewer.token };
+    const printed: string[] = [];
+    const code = await runCli(["nodes", "update", node.id], asViewer, { log: (l) => printed.push(l), err: () => {} });
+    expect(code).toBe(1);
+    expect(printed.join("\n")).toMatch(/^cli-node: not updated: forbidden/);
+  });
+
   it("says what is missing instead of guessing", async () => {
     await expect(runCli(["vms", "list"], {}, { log: () => {}, err: () => {} })).rejects.toThrow(/no control plane URL/);
     expect((await qxFails("vms", "show")).message).toMatch(/missing <vm-id>/);

@@ -1,6 +1,8 @@
-// Fetchers, query options and hooks for nodes: list, enroll (join token), rotate, delete.
+// Fetchers, query options and hooks for nodes: list, enroll (join token), rotate, update the agent,
+// delete; and the agent version this control plane serves.
 import { queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import type { NodeView } from "../../../../../protocol/rest.ts";
+import { INSTALL_MANIFEST_PATH, InstallManifest } from "../../../../../protocol/install.ts";
+import type { NodeUpdateResponse, NodeView } from "../../../../../protocol/rest.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
@@ -19,7 +21,9 @@ export function useNodes() {
   return useQuery(nodesQuery(useApiClient()));
 }
 
-function useNodeMutation<TArg>(run: (client: ApiClient, arg: TArg) => Promise<Enrollment | { success: true }>) {
+function useNodeMutation<TArg>(
+  run: (client: ApiClient, arg: TArg) => Promise<Enrollment | NodeUpdateResponse | { success: true }>,
+) {
   const client = useApiClient();
   const queryClient = useQueryClient();
   return useMutation({
@@ -37,6 +41,27 @@ export function useCreateNode() {
 export function useRotateNodeToken() {
   return useNodeMutation((client, id: string) =>
     client.request<Enrollment>(`/nodes/${encodeURIComponent(id)}/rotate_token`, { method: "POST" }),
+  );
+}
+
+/** The agent bundle this control plane serves (none where it serves none, e.g. the host view). */
+export function useServedAgent() {
+  return useQuery({
+    queryKey: ["served-agent"],
+    queryFn: async ({ signal }) => {
+      const res = await fetch(INSTALL_MANIFEST_PATH, { signal });
+      if (!res.ok) return null;
+      const parsed = InstallManifest.safeParse(await res.json().catch(() => null));
+      return parsed.success ? parsed.data : null;
+    },
+    retry: false,
+    staleTime: 60_000,
+  });
+}
+
+export function useUpdateNodeAgent() {
+  return useNodeMutation((client, id: string) =>
+    client.request<NodeUpdateResponse>(`/nodes/${encodeURIComponent(id)}/update`, { method: "POST" }),
   );
 }
 
