@@ -145,7 +145,7 @@ describe("agent update from the control plane", () => {
     const [updated, requested] = await events();
     expect(requested).toMatchObject({ actor: "token:alice", fromVersion: A, toVersion: B });
     expect(updated).toMatchObject({ actor: `agent:${nodeId}`, fromVersion: A, toVersion: B });
-    expect(updated!.message).toContain("alice");
+    expect(updated.message).toContain("alice");
     expect(existsSync(join(optDir, "quantix-agent.previous.mjs"))).toBe(false); // confirmed: nothing to roll back to
   });
 
@@ -158,8 +158,8 @@ describe("agent update from the control plane", () => {
     await update();
     await expect.poll(async () => (await events())[0]?.action, { timeout: 30_000 }).toBe("update_failed");
     const [failed] = await events();
-    expect(failed!.message).toMatch(/SHA-256 [0-9a-f]{64} .* is not the expected [0-9a-f]{64}.*refused/);
-    expect(failed!.message).toContain(manifestB.sha256);
+    expect(failed.message).toMatch(/SHA-256 [0-9a-f]{64} .* is not the expected [0-9a-f]{64}.*refused/);
+    expect(failed.message).toContain(manifestB.sha256);
     expect(installed()).toBe(sha256(bundleA));
     expect(service!.runs.length).toBe(runsBefore); // never exited
     expect(await node()).toMatchObject({ connected: true, agentVersion: A });

@@ -107,7 +107,7 @@ describe.each([
     expect(unit).toMatch(/^User=quantix$/m);
     expect(unit).toMatch(/^SupplementaryGroups=libvirt$/m);
     expect(unit).toMatch(/^EnvironmentFile=\/etc\/quantix-agent.env$/m);
-    const execStart = /^ExecStart=(.+)$/m.exec(unit)![1]!;
+    const execStart = /^ExecStart=(.+)$/m.exec(unit)![1];
     expect(execStart).toBe("/usr/bin/node --max-semi-space-size=1 /opt/quantix-agent/quantix-agent.mjs");
     // What the installer printed for a host without systemd: the unit's user, environment and command.
     const second = await root.run(installCommand);

@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 export type UnitRun = { code: number | null; signal: NodeJS.Signals | null };
 
 const values = (unit: string, key: string) =>
-  [...unit.matchAll(new RegExp(`^${key}=(.*)$`, "gm"))].map((m) => m[1]!.trim());
+  [...unit.matchAll(new RegExp(`^${key}=(.*)$`, "gm"))].map((m) => m[1].trim());
 
 export class UnitRunner {
   readonly runs: UnitRun[] = [];
@@ -49,18 +49,18 @@ export class UnitRunner {
     if (this.stopped) return;
     for (const pre of values(this.unit, "ExecStartPre")) {
       const [cmd, ...args] = this.argv(pre);
-      const r = spawnSync(cmd!, args, { env: this.env, encoding: "utf8", timeout: 30_000 });
+      const r = spawnSync(cmd, args, { env: this.env, encoding: "utf8", timeout: 30_000 });
       this.output += `[ExecStartPre] ${r.stdout ?? ""}${r.stderr ?? ""}`;
       if (r.status !== 0 && !pre.startsWith("-")) {
         this.runs.push({ code: r.status, signal: null });
         return;
       }
     }
-    const [cmd, ...args] = this.argv(values(this.unit, "ExecStart")[0]!);
-    const child = spawn(cmd!, args, { env: this.env, stdio: ["ignore", "pipe", "pipe"] });
+    const [cmd, ...args] = this.argv(values(this.unit, "ExecStart")[0]);
+    const child = spawn(cmd, args, { env: this.env, stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
-    child.stdout!.on("data", (d) => (this.output += d));
-    child.stderr!.on("data", (d) => (this.output += d));
+    child.stdout.on("data", (d) => (this.output += d));
+    child.stderr.on("data", (d) => (this.output += d));
     child.once("exit", (code, signal) => {
       this.runs.push({ code, signal });
       this.child = null;

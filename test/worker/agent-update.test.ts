@@ -80,7 +80,7 @@ describe("agent updates", () => {
     });
     const [requested] = await events(nodeId);
     expect(requested).toMatchObject({ action: "update_requested", fromVersion: "0.0.1", toVersion: manifest.version });
-    expect(requested!.actor).toContain("alice");
+    expect(requested.actor).toContain("alice");
 
     // The agent's report comes back as an event.
     agent.send({
