@@ -162,7 +162,7 @@ describe("agent update from the control plane", () => {
     expect(failed.message).toContain(manifestB.sha256);
     expect(installed()).toBe(sha256(bundleA));
     expect(service!.runs.length).toBe(runsBefore); // never exited
-    expect(await node()).toMatchObject({ connected: true, agentVersion: A });
+    await expect.poll(node, { timeout: 30_000 }).toMatchObject({ connected: true, agentVersion: A });
     expect(readdirSync(optDir).filter((f) => f.includes("download"))).toEqual([]);
   });
 
@@ -172,7 +172,7 @@ describe("agent update from the control plane", () => {
     await runA();
     await update();
     await expect.poll(async () => (await events())[0]?.action, { timeout: 60_000 }).toBe("update_rolled_back");
-    expect(await node()).toMatchObject({ connected: true, agentVersion: A });
+    await expect.poll(node, { timeout: 30_000 }).toMatchObject({ connected: true, agentVersion: A });
     expect(installed()).toBe(sha256(bundleA));
     // A exited 4 to start B; B exited 1; the next start put A back and A runs on.
     expect(service!.runs.slice(-2)).toEqual([
