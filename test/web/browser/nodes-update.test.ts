@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InstallManifest } from "../../../protocol/install.ts";
 import { buildAgent } from "../../../scripts/build-agent.ts";
 import { stopProcessGroup } from "../../support/process-group.ts";
+import { expectAccessible } from "./axe.ts";
 import { startDashboard, type DashboardFixture } from "./fixture.ts";
 
 const OLD = "0.0.9-old";
@@ -81,6 +82,8 @@ describe("Nodes page: agent versions", () => {
     const s = await f.signedIn();
     await s.page.getByRole("link", { name: "Nodes" }).click();
     const old = s.page.locator('tr[data-node-name="old-host"]');
+    await old.getByTestId("agent-outdated").waitFor();
+    await expectAccessible(s.page, "Nodes with an outdated agent", { anyImpact: true });
     await old.getByRole("button", { name: "Update agent" }).click();
     await expect
       .poll(() => s.page.getByTestId("toast-success").first().textContent())
