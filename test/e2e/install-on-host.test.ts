@@ -169,3 +169,34 @@ describe.each([
     }
   });
 });
+
+describe("distribution detection", () => {
+  let root: IsolatedRoot;
+  beforeAll(() => {
+    root = new IsolatedRoot();
+  });
+  afterAll(() => root?.dispose());
+
+  const as = (osRelease: string, args: string) =>
+    root.run(`printf '%s\\n' '${osRelease}' > /etc/os-release && curl -fsSL ${cp.url}/install.sh | sh -s -- ${args}`);
+
+  it("takes a RHEL-family host for one (its os-release ID_LIKE), and goes on with the Node.js it finds", async () => {
+    const { joinToken } = (await (
+      await cp.api("/api/nodes", { method: "POST", json: { name: "rocky-host" } })
+    ).json()) as { joinToken: string };
+    const r = await as(
+      'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nPRETTY_NAME="Rocky Linux 9.5 (Blue Onyx)"',
+      `--token ${joinToken}`,
+    );
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain("Rocky Linux 9.5 (Blue Onyx) (rhel family)");
+    expect(r.stdout).toContain("SHA-256 verified");
+  });
+
+  it("refuses a distribution it does not know, saying what it supports", async () => {
+    const r = await as('NAME="Alpine Linux"\nID=alpine\nPRETTY_NAME="Alpine Linux v3.20"', "--token qxj_unused");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("unsupported distribution: Alpine Linux v3.20");
+    expect(r.stderr).toContain("Debian/Ubuntu and the RHEL family");
+  });
+});
