@@ -67,6 +67,8 @@ const Config = z.object({
   webDir: z.string().min(1),
   insecureHttp: onOff,
   rotateHostToken: z.boolean(),
+  enrollOnly: z.boolean(),
+  checkUpdate: z.boolean(),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   pollIntervalMs: millis("--poll-interval", 100, 600_000),
   stopPollMs: millis("--stop-poll", 10, 60_000),
@@ -87,6 +89,7 @@ const Config = z.object({
     "must be 0 (off) or at least 1000 ms",
   ),
   events: z.enum(["auto", "off"], { message: "expected auto or off" }),
+  updateConfirmMs: millis("--update-confirm", 1_000, 3_600_000),
 });
 export type AgentConfig = z.infer<typeof Config>;
 
@@ -98,10 +101,17 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--digest-interval MS] [--progress-interval MS] [--operation-cap MS] [--insecure-http]
                      [--metrics-interval MS (0: off)] [--events auto|off]
        quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
+       quantix-agent --enroll --server URL --token JOIN_TOKEN [--state-dir DIR]
+                     (trade the join token for the node credential, then exit: 0 enrolled or already
+                     enrolled with this token, 3 refused, 1 control plane unreachable)
+       quantix-agent --check-update [--state-dir DIR]   (the unit's ExecStartPre, run from the previous
+                     file: puts it back if the updated agent started once and never connected)
 env: QX_SERVER, QX_TOKEN, QX_STATE_DIR, QX_LIBVIRT_URI, QX_LOG_DIR, QX_LISTEN, QX_WEB_DIR, QX_LOG_LEVEL,
      QX_TRANSPORT (default auto: WebSocket, long-poll over HTTPS after 5 WebSocket failures in a row)
      QX_METRICS_INTERVAL_MS (default 10000), QX_EVENTS (auto: libvirt lifecycle events, with the
      poll as the safety net; off: polling only)
+     QX_UPDATE_CONFIRM_MS (default 120000: an updated agent not connected by then exits, and the
+     next start rolls it back)
      QX_INSECURE_HTTP=1 (allow a plain http:// server that is not on loopback: credentials in clear text)
 --server may be left out only with --listen: the agent then serves the local API alone, guarded by
 the host token it keeps in <state dir>/host-token (made on the first --listen run).`;
@@ -123,6 +133,8 @@ const OPTIONS = {
   "web-dir": { type: "string", env: "QX_WEB_DIR" },
   "insecure-http": { type: "boolean", env: "QX_INSECURE_HTTP" },
   "rotate-host-token": { type: "boolean" },
+  enroll: { type: "boolean" },
+  "check-update": { type: "boolean" },
   "log-level": { type: "string", env: "QX_LOG_LEVEL" },
   "poll-interval": { type: "string", env: "QX_POLL_INTERVAL" },
   "stop-poll": { type: "string", env: "QX_STOP_POLL" },
@@ -140,6 +152,7 @@ const OPTIONS = {
   "operation-cap": { type: "string", env: "QX_OPERATION_CAP_MS" },
   "metrics-interval": { type: "string", env: "QX_METRICS_INTERVAL_MS" },
   events: { type: "string", env: "QX_EVENTS" },
+  "update-confirm": { type: "string", env: "QX_UPDATE_CONFIRM_MS" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -168,6 +181,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     webDir: defaultWebDir(),
     insecureHttp: false,
     rotateHostToken: values["rotate-host-token"] ?? false,
+    enrollOnly: values.enroll ?? false,
+    checkUpdate: values["check-update"] ?? false,
     logLevel: "info",
     pollIntervalMs: 3_000,
     stopPollMs: 500,
@@ -185,6 +200,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     operationCapMs: 600_000,
     metricsIntervalMs: 10_000,
     events: "auto",
+    updateConfirmMs: 120_000,
   };
   for (const [flag, o] of Object.entries(OPTIONS)) {
     if (!("env" in o)) continue;
@@ -192,7 +208,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     if (v !== undefined)
       raw[
         camel(flag).replace(
-          /^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap|metricsInterval)$/,
+          /^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap|metricsInterval|updateConfirm)$/,
           "$1Ms",
         )
       ] = v;
@@ -205,7 +221,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     throw new ConfigError(`--${flag}: ${issue.message}`);
   }
   const config = parsed.data;
-  if (config.rotateHostToken) return config; // writes the token file and exits: the rest does not apply
+  if (config.rotateHostToken || config.checkUpdate) return config; // one-shot commands: the rest does not apply
+  if (config.enrollOnly && (!config.server || !config.token))
+    throw new ConfigError("--enroll needs --server and --token (or QX_SERVER and QX_TOKEN)");
   if (!config.server && !config.listen)
     throw new ConfigError("--server (or QX_SERVER) is required, unless --listen is given alone");
   const cleartext = config.server && !config.insecureHttp ? cleartextServerProblem(config.server) : null;

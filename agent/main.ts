@@ -2,6 +2,8 @@
 // host's domains, carries out commands and (with --listen) serves the host-local API.
 // Exit status: 0 stopped by a signal, 2 bad configuration, 3 join token or credential refused, 1 other.
 import { hostname as osHostname } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pkg from "../package.json" with { type: "json" };
 import { CLOSE, PROTOCOL_VERSION, WIRE_FEATURES, type AgentMessage, type ServerMessage } from "../protocol/wire.ts";
 import { ConfigError, EXIT_BAD_CONFIG, USAGE, loadConfig, type AgentConfig } from "./config.ts";
@@ -26,8 +28,15 @@ import { MetricsSampler } from "./metrics.ts";
 import { startLocalApi, type LocalApi } from "./local-api.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createLink, type Link } from "./transport.ts";
+import { SelfUpdater, checkPendingUpdate } from "./self-update.ts";
 
-export const AGENT_VERSION: string = pkg.version;
+/** Set by the bundle's build (scripts/build-agent.ts); from a checkout, package.json's version. */
+declare const QX_BUILD_VERSION: string | undefined;
+export const AGENT_VERSION: string = typeof QX_BUILD_VERSION === "string" ? QX_BUILD_VERSION : pkg.version;
+/** The installed bundle an update replaces (the unit runs `quantix-agent.mjs`; --check-update runs
+ *  from the kept previous file beside it); none when running from a checkout. */
+const AGENT_FILE =
+  typeof QX_BUILD_VERSION === "string" ? join(dirname(fileURLToPath(import.meta.url)), "quantix-agent.mjs") : null;
 
 function fatal(code: number, message: string): never {
   process.stderr.write(`quantix-agent: ${message}\n`);
@@ -59,6 +68,7 @@ class Agent {
   private readonly runner: CommandRunner;
   private readonly follower: LogFollower;
   private readonly metrics: MetricsSampler;
+  private readonly updater: SelfUpdater;
   private reenrolled = false;
   private stopping = false;
   private hello = { hostname: osHostname(), libvirtVersion: "unknown" };
@@ -88,6 +98,18 @@ class Agent {
       send,
       peerFeatures,
       serverNow,
+    });
+    this.updater = new SelfUpdater({
+      agentFile: AGENT_FILE,
+      stateDir: config.stateDir,
+      server: config.server ?? "",
+      version: AGENT_VERSION,
+      credential: () => this.cred?.credential ?? "",
+      log,
+      send,
+      peerFeatures,
+      exit: (code) => void this.stop(code),
+      confirmWithinMs: config.updateConfirmMs,
     });
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.runner = new CommandRunner({
@@ -139,6 +161,7 @@ class Agent {
     const look = () => void this.inventory.pollNow();
     if (config.events === "auto") this.libvirt.watchLifecycle({ onLifecycle: look, onStart: look });
     if (!config.server) return;
+    this.updater.start();
     if (!this.cred || this.cred.server !== config.server) await this.enroll(config.token!);
     if (this.stopping) return;
     this.hello = { hostname: await this.libvirt.hostname(), libvirtVersion: await this.libvirt.version() };
@@ -234,6 +257,10 @@ class Agent {
           { nodeId: msg.payload.nodeId, clockOffsetMs: this.link?.clockOffsetMs, features: msg.payload.features ?? [] },
           "welcomed by the control plane",
         );
+        this.updater.onWelcome();
+        return;
+      case "agent.update":
+        void this.updater.apply(msg);
         return;
       case "resync":
         void this.inventory.resync(msg.id, msg.payload);
@@ -288,6 +315,32 @@ class Agent {
   }
 }
 
+/** `--enroll`: the installer's step. One trade of the join token for the credential, then exit; a
+ *  credential already won with this same token is kept (running the installer again). */
+async function enrollOnce(config: AgentConfig): Promise<never> {
+  const server = config.server!;
+  const token = config.token!;
+  let kept: NodeCredential | null = null;
+  try {
+    kept = readCredential(config.stateDir);
+  } catch {
+    // unreadable: enroll afresh
+  }
+  if (kept?.server === server && !isNewJoinToken(kept, token)) {
+    process.stdout.write(`quantix-agent: already enrolled as node ${kept.nodeId} with this join token\n`);
+    process.exit(0);
+  }
+  try {
+    const cred = await enroll(server, token, osHostname());
+    writeCredential(config.stateDir, cred);
+    process.stdout.write(`quantix-agent: enrolled as node ${cred.nodeId}; credential kept in ${config.stateDir}\n`);
+    process.exit(0);
+  } catch (err) {
+    if (err instanceof RefusedError) fatal(EXIT_REFUSED, err.message);
+    fatal(1, `cannot enroll now: ${(err as Error).message}`);
+  }
+}
+
 const config = parseConfig();
 if (config.rotateHostToken) {
   // A one-shot command: the running agent reads the file again at its next request, no restart.
@@ -300,6 +353,18 @@ if (config.rotateHostToken) {
   } catch (err) {
     fatal(1, `--rotate-host-token: cannot write ${config.stateDir}: ${(err as Error).message}`);
   }
+}
+if (config.enrollOnly) await enrollOnce(config);
+if (config.checkUpdate) {
+  // Never fails the start it precedes: whatever happens, the unit goes on to start the agent.
+  try {
+    process.stdout.write(
+      `quantix-agent: ${AGENT_FILE ? checkPendingUpdate(AGENT_FILE, config.stateDir) : "not an installed bundle"}\n`,
+    );
+  } catch (err) {
+    process.stderr.write(`quantix-agent: --check-update: ${(err as Error).message}\n`);
+  }
+  process.exit(0);
 }
 const log = createLogger(config.logLevel);
 let cred: NodeCredential | null;

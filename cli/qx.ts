@@ -6,7 +6,16 @@ import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import type { LogsResponse, MeResponse, NodeView, VmEventView, VmView } from "../protocol/rest.ts";
+import type {
+  JoinTokenResponse,
+  LogsResponse,
+  MeResponse,
+  NodeEventView,
+  NodeUpdateResponse,
+  NodeView,
+  VmEventView,
+  VmView,
+} from "../protocol/rest.ts";
 import { forTerminal, jsonForTerminal } from "./terminal-text.ts";
 import { NOTIFICATIONS_USAGE, runNotifications } from "./notifications.ts";
 import { METRICS_USAGE, runMetrics } from "./metrics.ts";
@@ -19,9 +28,11 @@ usage: npm run qx -- <command> [options]
                                          save the control plane URL, API token and/or Access service token
   whoami                                 who qx acts as (token name, or the Access identity) and its role
   nodes list                             nodes with connection state
-  nodes add <name>                       enroll a node: prints its join token and agent command once
+  nodes add <name>                       enroll a node: prints its join token and install command once
   nodes rotate <node-id>                 new join token, old credential revoked
   nodes rm <node-id>                     delete a node (its VMs are kept, on no node)
+  nodes update <node-id> | --all         update agents to the version the control plane serves (admin)
+  nodes events <node-id>                 a node's audit trail: agent updates asked for and how they went
   vms list [--node ID] [--state S] [--search TEXT] [--limit N] [--all]
   vms show <vm-id>
   vms start <vm-id> [--wait]
@@ -299,23 +310,74 @@ export async function runCli(
       return 0;
     }
     case "nodes add": {
-      const res = await api.call<{ node: NodeView; joinToken: string }>("POST", "/api/nodes", { name: need("name") });
+      const res = await api.call<JoinTokenResponse>("POST", "/api/nodes", { name: need("name") });
       print(res, () =>
         [
           `node ${res.node.name} (${res.node.id}) created.`,
           `join token (shown once): ${res.joinToken}`,
-          `run on the host:`,
-          `  node quantix-agent.mjs --server ${api.config.url} --token ${res.joinToken}`,
+          `install the agent: run on the host, as root:`,
+          `  ${res.installCommand}`,
         ].join("\n"),
       );
       return 0;
     }
     case "nodes rotate": {
-      const res = await api.call<{ node: NodeView; joinToken: string }>(
-        "POST",
-        `/api/nodes/${enc(need("node-id"))}/rotate_token`,
+      const res = await api.call<JoinTokenResponse>("POST", `/api/nodes/${enc(need("node-id"))}/rotate_token`);
+      print(res, () =>
+        [
+          `old credential revoked. new join token (shown once): ${res.joinToken}`,
+          `re-enroll the host: run on it, as root:`,
+          `  ${res.installCommand}`,
+        ].join("\n"),
       );
-      print(res, () => `old credential revoked. new join token (shown once): ${res.joinToken}`);
+      return 0;
+    }
+    case "nodes update": {
+      let targets: NodeView[];
+      if (values.all) {
+        const { nodes } = await api.call<{ nodes: NodeView[] }>("GET", "/api/nodes");
+        targets = nodes.filter((n) => n.connected);
+        for (const n of nodes.filter((n) => !n.connected)) terminal.err(`${n.name}: offline, skipped`);
+      } else {
+        targets = [(await api.call<{ node: NodeView }>("GET", `/api/nodes/${enc(need("node-id"))}`)).node];
+      }
+      const results: { node: string; id: string; outcome: string; targetVersion?: string }[] = [];
+      for (const n of targets) {
+        try {
+          const res = await api.call<NodeUpdateResponse>("POST", `/api/nodes/${enc(n.id)}/update`);
+          const outcome = res.upToDate ? "up to date" : "updating";
+          results.push({ node: n.name, id: n.id, outcome, targetVersion: res.targetVersion });
+        } catch (err) {
+          if (!(err instanceof CliError)) throw err;
+          results.push({ node: n.name, id: n.id, outcome: `not updated: ${err.message}` });
+        }
+      }
+      print(
+        results,
+        () =>
+          results
+            .map((r) =>
+              r.outcome === "updating"
+                ? `${r.node}: updating to ${r.targetVersion}; the agent restarts and reports back (qx nodes events ${r.id})`
+                : r.outcome === "up to date"
+                  ? `${r.node}: runs ${r.targetVersion} already`
+                  : `${r.node}: ${r.outcome}`,
+            )
+            .join("\n") || "no connected node to update",
+      );
+      return results.some((r) => r.outcome.startsWith("not updated")) ? 1 : 0;
+    }
+    case "nodes events": {
+      const { events } = await api.call<{ events: NodeEventView[] }>(
+        "GET",
+        `/api/nodes/${enc(need("node-id"))}/events`,
+      );
+      print(events, () =>
+        table([
+          ["AT", "ACTION", "FROM", "TO", "BY", "MESSAGE"],
+          ...events.map((e) => [e.at, e.action, e.fromVersion ?? "-", e.toVersion ?? "-", e.actor, e.message ?? ""]),
+        ]),
+      );
       return 0;
     }
     case "nodes rm": {

@@ -50,6 +50,25 @@ export const NodeView = z.object({
 });
 export type NodeView = z.infer<typeof NodeView>;
 
+/** A node's audit trail: agent updates asked for (naming who asked) and how they went. */
+export const NodeEventView = z.object({
+  at: iso,
+  actor: z.string(),
+  action: z.string().describe("update_requested, updated, update_failed or update_rolled_back"),
+  fromVersion: z.string().nullable(),
+  toVersion: z.string().nullable(),
+  message: z.string().nullable(),
+});
+export type NodeEventView = z.infer<typeof NodeEventView>;
+
+export const NodeUpdateResponse = z.object({
+  success: z.literal(true),
+  node: NodeView,
+  targetVersion: z.string().describe("the version of the agent this control plane serves"),
+  upToDate: z.boolean().describe("true: the agent runs that version already, nothing was sent"),
+});
+export type NodeUpdateResponse = z.infer<typeof NodeUpdateResponse>;
+
 export const RequestView = z.object({
   id: z.string(),
   kind: z.string(),
@@ -124,7 +143,15 @@ export const TokenView = z.object({
   createdAt: iso,
   revokedAt: iso.nullable(),
 });
-export const JoinTokenResponse = z.object({ node: NodeView, joinToken: z.string(), joinTokenExpiresAt: iso });
+export const JoinTokenResponse = z.object({
+  node: NodeView,
+  joinToken: z.string(),
+  joinTokenExpiresAt: iso,
+  installCommand: z
+    .string()
+    .describe("run as root on the host: installs the agent served by this control plane and enrolls it with joinToken"),
+});
+export type JoinTokenResponse = z.infer<typeof JoinTokenResponse>;
 
 export const HealthResponse = z.object({ ok: z.literal(true), version: z.string() });
 

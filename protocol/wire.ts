@@ -45,10 +45,12 @@ export const OPERATION_CAP_MS = 600_000;
  *    `error` code `overridden` (the agent announces the behaviour; it uses the code only when the
  *    worker announced it, else `not_allowed` with the same message);
  *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent);
- *  - `metrics`: `metrics` frames, running VMs' figures, a batch of sample ticks each (protocol/metrics.ts).
+ *  - `metrics`: `metrics` frames, running VMs' figures, a batch of sample ticks each (protocol/metrics.ts);
+ *  - `update`: `agent.update` (worker → agent: replace yourself with the bundle this control plane
+ *    serves) and `agent.update.status` (agent → worker: how it went).
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
-export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync", "metrics"] as const;
+export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync", "metrics", "update"] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 const features = z.array(z.string().max(64)).max(64).optional();
 
@@ -207,6 +209,25 @@ export const VmLogsUnfollowCommand = frame("vm.logs.unfollow", z.object({}));
  *  `vm_cap_exceeded` when the node would hold more VMs than the control plane allows. */
 export const ServerError = frame("error", z.object({ code: z.string().max(64), message: z.string().max(2000) }));
 
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "a hex SHA-256");
+/** Replace yourself (feature `update`): fetch the bundle from AGENT_UPDATE_PATH with the node
+ *  credential, refuse it unless its size and SHA-256 are these, swap it in and exit for the service
+ *  manager to start the new one. `requestedBy` is the admin who asked, for the agent's report. */
+export const AgentUpdateCommand = frame(
+  "agent.update",
+  z.object({
+    version: z.string().min(1).max(64),
+    sha256: sha256Hex,
+    size: z
+      .number()
+      .int()
+      .positive()
+      .max(64 * 1024 * 1024),
+    requestedBy: z.string().max(200),
+  }),
+);
+export type AgentUpdatePayload = z.infer<typeof AgentUpdateCommand>["payload"];
+
 export const ServerMessage = z.discriminatedUnion("type", [
   Welcome,
   VmStateCommand,
@@ -218,11 +239,12 @@ export const ServerMessage = z.discriminatedUnion("type", [
   VmLogsFollowCommand,
   VmLogsUnfollowCommand,
   ServerError,
+  AgentUpdateCommand,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 export type Command = Exclude<
   ServerMessage,
-  { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" | "error" }
+  { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" | "error" | "agent.update" }
 >;
 export type CommandKind = Command["type"];
 export const COMMAND_KINDS = ["vm.state", "vm.logs", "vm.start", "vm.stop", "vm.forceStop"] as const;
@@ -364,6 +386,20 @@ export const ErrorReply = frame(
 );
 
 export const MetricsFrame = frame("metrics", MetricsPayload);
+/** How an `agent.update` went (feature `update`), sent by the agent that can say it: `failed` by the
+ *  old agent (download or check failed: it keeps running), `updated` by the new one once connected,
+ *  `rolled_back` by the old one again after the new one could not connect and was put back. */
+export const UPDATE_OUTCOMES = ["updated", "failed", "rolled_back"] as const;
+export const AgentUpdateStatus = frame(
+  "agent.update.status",
+  z.object({
+    outcome: z.enum(UPDATE_OUTCOMES),
+    fromVersion: z.string().max(64),
+    toVersion: z.string().max(64),
+    requestedBy: z.string().max(200).optional(),
+    message: z.string().max(2000),
+  }),
+);
 export const AgentMessage = z.discriminatedUnion("type", [
   Hello,
   Inventory,
@@ -376,6 +412,7 @@ export const AgentMessage = z.discriminatedUnion("type", [
   Progress,
   InventoryDigestFrame,
   MetricsFrame,
+  AgentUpdateStatus,
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 

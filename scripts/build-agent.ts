@@ -1,4 +1,4 @@
-// `npm run build:agent`: the agent as one ESM file for hosts with Node 22 and a libvirt daemon
+// `npm run build:agent`: the agent as one ESM file for hosts with Node.js >= 18.17 and a libvirt daemon
 // (it speaks libvirt's RPC protocol itself: nothing native, any architecture):
 //   dist/agent/quantix-agent.mjs   the bundle (all JS dependencies inside)
 //   dist/agent/web/                the host view (web/dist), when it has been built
@@ -6,15 +6,23 @@
 import { chmodSync, cpSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { build } from "esbuild";
+import pkg from "../package.json" with { type: "json" };
 
 const ROOT = resolve(import.meta.dirname, "..");
 const OUT = join(ROOT, "dist/agent");
+
 /** V8 flags the agent runs with (the bundle's shebang; the systemd unit repeats them): a 1 MiB
  *  semi-space instead of up to 16 MiB, since an idle agent allocates little (bench/agent-rss.ts
  *  measured -1.4 MiB RSS, no CPU cost visible). */
 export const AGENT_NODE_FLAGS = ["--max-semi-space-size=1"];
 
-export async function buildAgent(outDir = OUT): Promise<string> {
+/** The oldest Node.js the bundle runs on: Debian 12 and Ubuntu 24.04 ship 18.19 (AbortSignal.any
+ *  came in 18.17). The installer checks the host's Node against it. */
+export const AGENT_NODE_MIN = "18.17";
+
+/** `version`: what the bundle reports as its agentVersion (default package.json's); tests build
+ *  other versions to update to. */
+export async function buildAgent(outDir = OUT, { version = pkg.version }: { version?: string } = {}): Promise<string> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const outfile = join(outDir, "quantix-agent.mjs");
@@ -23,7 +31,8 @@ export async function buildAgent(outDir = OUT): Promise<string> {
     outfile,
     bundle: true,
     platform: "node",
-    target: "node22",
+    target: "node18",
+    define: { QX_BUILD_VERSION: JSON.stringify(version) },
     format: "esm",
     // Whitespace and syntax only (names stay readable in stack traces): V8 keeps the source of the
     // bundle in memory, 1.3 MB unminified and held as a two-byte string if any character is not

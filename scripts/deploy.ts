@@ -1,4 +1,4 @@
-// `npm run deploy`: builds the dashboard, applies the remote D1 migrations, and only when every one
+// `npm run deploy`: builds the dashboard and the install assets, applies the remote D1 migrations, and only when every one
 // of them is applied ships the Worker. Code that expects a column the database lacks fails its
 // queries, so the schema goes first; migrations are written so the code still running tolerates them
 // (see the README's "Deploying to Cloudflare").
@@ -26,8 +26,8 @@ function stop(why: string): never {
   process.exit(1);
 }
 
-say("building the dashboard");
-if (!run("npm", ["run", "build:web"]).ok) stop("the dashboard build failed");
+say("building the dashboard and the agent it serves (npm run build)");
+if (!run("npm", ["run", "build"]).ok) stop("the build failed");
 
 say(`applying the remote D1 migrations of ${DATABASE}`);
 if (!run("wrangler", ["d1", "migrations", "apply", DATABASE, "--remote"]).ok)

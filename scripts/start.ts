@@ -122,7 +122,8 @@ function newestMtime(path: string): number {
   return readdirSync(path).reduce((m, name) => Math.max(m, newestMtime(join(path, name))), st.mtimeMs);
 }
 
-/** Builds web/dist when it is missing or older than its sources; a placeholder when there is no web yet. */
+/** Builds web/dist (and the install assets in it) when missing or older than their sources; a
+ *  placeholder when there is no web yet. */
 async function ensureDashboard(): Promise<void> {
   const dist = join(ROOT, "web/dist");
   const sources = ["web/src", "web/index.html", "web/host.html", "web/public", "web/vite.config.ts", "protocol"].map(
@@ -139,11 +140,13 @@ async function ensureDashboard(): Promise<void> {
     }
     return;
   }
-  const built = existsSync(join(dist, "index.html")) ? newestMtime(dist) : 0;
-  if (built >= Math.max(...sources.map(newestMtime))) return;
-  say("building the dashboard (npm run build:web)");
+  // The install assets (installer, agent bundle) are built with it and go stale with the agent.
+  const built =
+    existsSync(join(dist, "index.html")) && existsSync(join(dist, "install/manifest.json")) ? newestMtime(dist) : 0;
+  if (built >= Math.max(...[...sources, join(ROOT, "agent")].map(newestMtime))) return;
+  say("building the dashboard and the agent it serves (npm run build)");
   try {
-    await runOwned("npm", ["run", "build:web", "--silent"], { cwd: ROOT, env: CHILD_ENV });
+    await runOwned("npm", ["run", "build", "--silent"], { cwd: ROOT, env: CHILD_ENV });
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
     process.stderr.write(`${e.stdout ?? ""}${e.stderr ?? ""}`);

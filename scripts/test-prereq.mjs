@@ -32,12 +32,13 @@ export const SUITES_NEEDING = {
     "test/faults/power-on-real-qemu.test.ts",
     "test/faults/drift-soak.test.ts",
     "test/agent/libvirt/qemu-console.test.ts",
+    "test/e2e/install-on-host.test.ts",
   ],
   browser: ["test/web/browser/**/*.test.ts"],
 };
 
 const PART_PURPOSE = {
-  hypervisor: "a real guest on libvirtd + QEMU",
+  hypervisor: "a real guest on libvirtd + QEMU, or the agent installer run as root in a Debian root filesystem",
   browser: "the dashboard in Chromium",
 };
 
@@ -50,6 +51,12 @@ const PACKAGES = [
     files: ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd"],
   },
   { part: "hypervisor", pkg: "qemu-system-x86", what: "QEMU", files: ["/usr/bin/qemu-system-x86_64"] },
+  {
+    part: "hypervisor",
+    pkg: "debootstrap",
+    what: "a Debian root filesystem for the installer test",
+    files: ["/usr/sbin/debootstrap"],
+  },
   { part: "browser", pkg: "chromium", what: "Chromium", files: ["/usr/bin/chromium"] },
 ];
 

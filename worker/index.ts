@@ -9,6 +9,7 @@ import { AGENT_SEND_PATH } from "../protocol/wire.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { installRoutes } from "./routes/install.ts";
 import { meRoutes } from "./routes/me.ts";
 import { metricRoutes } from "./routes/metrics.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -40,6 +41,7 @@ const app = new Hono<AppEnv>()
   .use("/agent/*", limitAgentBody)
   .route("/api/health", healthRoutes) // before authentication: the open /api routes
   .get("/api/openapi.json", (c) => c.json(openApiDocument()))
+  .route("/", installRoutes) // the installer and the agent bundle: open, nothing in them is secret
   .use("/api/*", authenticate)
   .route("/api/me", meRoutes)
   .route("/api/tokens", tokenRoutes)

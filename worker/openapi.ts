@@ -11,6 +11,8 @@ import {
   LogsResponse,
   MeResponse,
   MetricsResponse,
+  NodeEventView,
+  NodeUpdateResponse,
   NodeView,
   PowerResponse,
   RequestView,
@@ -27,6 +29,7 @@ import {
   SendRequest,
   SendResponse,
 } from "../protocol/wire.ts";
+import { InstallManifest } from "../protocol/install.ts";
 import { VERSION } from "./config.ts";
 import { IdParam } from "./params.ts";
 import { CreateNode } from "./routes/nodes.ts";
@@ -136,6 +139,28 @@ export const ROUTES: RouteDoc[] = [
     access: "admin",
     params: IdParam,
     answers: { 200: ok("rotated", JoinTokenResponse), 404: ok("no such node") },
+  },
+  {
+    method: "post",
+    path: "/api/nodes/:id/update",
+    summary:
+      "Update the node's agent to the version this control plane serves (it downloads, verifies, swaps and restarts; the outcome comes back as node events)",
+    access: "admin",
+    params: IdParam,
+    answers: {
+      202: ok("asked; the agent reports back in GET /api/nodes/:id/events", NodeUpdateResponse),
+      200: ok("the agent runs that version already: nothing sent", NodeUpdateResponse),
+      404: ok("no such node, or not_built"),
+      409: ok("node_offline, or update_unsupported (an agent from before self-update: reinstall it)"),
+    },
+  },
+  {
+    method: "get",
+    path: "/api/nodes/:id/events",
+    summary: "The node's audit trail, newest first: agent updates asked for and how they went",
+    access: "viewer",
+    params: IdParam,
+    answers: { 200: ok("events", z.object({ events: z.array(NodeEventView) })) },
   },
   {
     method: "get",
@@ -313,6 +338,22 @@ export const ROUTES: RouteDoc[] = [
     answers: { 200: ok("the request", z.object({ request: RequestView })), 404: ok("no such request") },
   },
   {
+    method: "get",
+    path: "/install.sh",
+    summary:
+      "The agent installer (POSIX sh, this control plane's URL filled in): curl -fsSL <url>/install.sh | sh -s -- --token <join token>",
+    access: "none",
+    answers: { 200: ok("the script (text/x-shellscript)"), 404: ok("not_built: npm run build did not make it") },
+  },
+  {
+    method: "get",
+    path: "/install/:file",
+    summary: "The agent bundle (quantix-agent.mjs) and its manifest (manifest.json: {version, sha256, size})",
+    access: "none",
+    params: z.object({ file: z.enum(["manifest.json", "quantix-agent.mjs"]) }),
+    answers: { 200: ok("the file (the manifest as InstallManifest)", InstallManifest), 404: ok("no such file") },
+  },
+  {
     method: "post",
     path: "/agent/enroll",
     summary: "Agent: trade a single-use join token for the node's credential",
@@ -320,6 +361,13 @@ export const ROUTES: RouteDoc[] = [
     body: EnrollRequest,
     bodyRequired: true,
     answers: { 200: ok("enrolled", EnrollResponse), 401: ok("join_token_invalid"), 429: ok("rate_limited") },
+  },
+  {
+    method: "get",
+    path: "/agent/update/quantix-agent.mjs",
+    summary: "Agent: the served bundle, for an agent told to update itself (checked against its SHA-256)",
+    access: "node",
+    answers: { 200: ok("the bundle (text/javascript)"), 401: ok("credential refused"), 404: ok("not_built") },
   },
   {
     method: "get",

@@ -1,8 +1,8 @@
 // D1 rows -> the REST shapes of protocol/rest.ts (times as ISO 8601).
 import { roleRank, type Role } from "../protocol/api.ts";
-import type { NodeView, RequestView, VmEventView, VmView } from "../protocol/rest.ts";
+import type { NodeEventView, NodeView, RequestView, VmEventView, VmView } from "../protocol/rest.ts";
 import type { VmState } from "../protocol/wire.ts";
-import type { nodes, requests, vmEvents, VmRecord } from "./db/schema.ts";
+import type { nodeEvents, nodes, requests, vmEvents, VmRecord } from "./db/schema.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
@@ -73,4 +73,15 @@ export function eventView(e: typeof vmEvents.$inferSelect, role: Role): VmEventV
   };
   if (roleRank[role] >= roleRank.operator) view.logExcerpt = e.logExcerpt;
   return view;
+}
+
+export function nodeEventView(e: typeof nodeEvents.$inferSelect): NodeEventView {
+  return {
+    at: iso(e.at),
+    actor: e.actor,
+    action: e.action,
+    fromVersion: e.fromVersion,
+    toVersion: e.toVersion,
+    message: e.message,
+  };
 }

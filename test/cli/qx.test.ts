@@ -170,11 +170,15 @@ describe("qx", () => {
 
   it("enrolls, rotates and removes a node, and manages tokens; a viewer token cannot act", async () => {
     const added = (await qx("nodes", "add", "cli-extra")).out;
-    expect(added).toMatch(/join token \(shown once\): qxj_/);
-    expect(added).toContain(`--server ${cp.url} --token qxj_`);
+    const token = /join token \(shown once\): (qxj_\S+)/.exec(added)?.[1];
+    expect(token).toBeDefined();
+    expect(added).toContain(`curl -fsSL ${cp.url}/install.sh | sh -s -- --token ${token}`);
     const nodes = JSON.parse((await qx("nodes", "list", "--json")).out) as { id: string; name: string }[];
     const extra = nodes.find((n) => n.name === "cli-extra")!;
-    expect((await qx("nodes", "rotate", extra.id)).out).toMatch(/new join token \(shown once\): qxj_/);
+    const rotated = (await qx("nodes", "rotate", extra.id)).out;
+    const newToken = /new join token \(shown once\): (qxj_\S+)/.exec(rotated)?.[1];
+    expect(newToken).not.toBe(token);
+    expect(rotated).toContain(`curl -fsSL ${cp.url}/install.sh | sh -s -- --token ${newToken}`);
     await qx("nodes", "rm", extra.id);
     expect((await qx("nodes", "list")).out).not.toContain("cli-extra");
 
@@ -193,6 +197,26 @@ describe("qx", () => {
     await expect(runCli(["whoami"], asViewer, { log: () => {}, err: () => {} })).rejects.toThrow(
       /unauthorized|401|token/i,
     );
+  });
+
+  it("nodes update: an agent on the served version is left alone, offline ones are skipped, only admins may ask", async () => {
+    const served = ((await (await fetch(`${cp.url}/install/manifest.json`)).json()) as { version: string }).version;
+    const nodes = JSON.parse((await qx("nodes", "list", "--json")).out) as { id: string; name: string }[];
+    const node = nodes.find((n) => n.name === "cli-node")!;
+    expect((await qx("nodes", "update", node.id)).out).toBe(`cli-node: runs ${served} already`);
+    await qx("nodes", "add", "cli-offline");
+    const all = await qx("nodes", "update", "--all");
+    expect(all.out).toBe(`cli-node: runs ${served} already`);
+    expect(all.err).toBe("cli-offline: offline, skipped");
+    expect((await qx("nodes", "events", node.id)).out).toMatch(/^AT\s+ACTION\s+FROM\s+TO\s+BY\s+MESSAGE/);
+    const viewer = JSON.parse((await qx("tokens", "create", "update-viewer", "--role", "viewer", "--json")).out) as {
+      token: string;
+    };
+    const asViewer = { ...env, QX_API_TOKEN: viewer.token };
+    const printed: string[] = [];
+    const code = await runCli(["nodes", "update", node.id], asViewer, { log: (l) => printed.push(l), err: () => {} });
+    expect(code).toBe(1);
+    expect(printed.join("\n")).toMatch(/^cli-node: not updated: forbidden/);
   });
 
   it("says what is missing instead of guessing", async () => {

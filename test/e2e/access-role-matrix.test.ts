@@ -126,6 +126,10 @@ async function callFor(route: string, caller: Caller): Promise<Call | null> {
       return { method, path: `/api/nodes/${await throwawayNode()}` };
     case "POST /api/nodes/:id/rotate_token":
       return { method, path: `/api/nodes/${await throwawayNode()}/rotate_token` };
+    case "POST /api/nodes/:id/update": // its agent runs the served version: answered upToDate, nothing sent
+      return { method, path: `/api/nodes/${nodeId}/update` };
+    case "GET /api/nodes/:id/events":
+      return { method, path: `/api/nodes/${nodeId}/events` };
     case "GET /api/vms":
       return { method, path: `/api/vms?node_id=${nodeId}` };
     case "GET /api/vms/:id":

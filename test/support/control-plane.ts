@@ -64,23 +64,32 @@ export type ControlPlaneOptions = {
   /** false: run without the [[ratelimits]] bindings (benches and fuzzing; the Worker then applies no
    *  limit). Done with a generated copy of wrangler.toml, so the shipped config stays as it is. */
   rateLimits?: boolean;
+  /** serve these static assets instead of web/dist (e.g. another agent build to update to); a
+   *  generated copy of wrangler.toml points at them */
+  assetsDir?: string;
 };
 
-/** wrangler.toml minus its [[ratelimits]] blocks, written under .wrangler/ with paths re-rooted. */
-function configWithoutRateLimits(): string {
+/** wrangler.toml, optionally minus its [[ratelimits]] blocks or with another assets directory,
+ *  written under .wrangler/ with paths re-rooted. */
+function generatedConfig({ rateLimits = true, assetsDir }: { rateLimits?: boolean; assetsDir?: string }): string {
   const src = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
   const stripped = src
     .split(/\n(?=\[)/)
-    .filter((block) => !block.startsWith("[[ratelimits]]"))
+    .filter((block) => rateLimits || !block.startsWith("[[ratelimits]]"))
     .join("\n")
     .replace(/^main = "/m, 'main = "../')
-    .replace(/^directory = "/m, 'directory = "../')
+    .replace(
+      /^directory = "[^"]*"/m,
+      assetsDir ? `directory = ${JSON.stringify(assetsDir)}` : 'directory = "../web/dist"',
+    )
     .replace(/^migrations_dir = "/m, 'migrations_dir = "../');
   mkdirSync(join(ROOT, ".wrangler"), { recursive: true });
-  const path = join(ROOT, ".wrangler", "wrangler.no-rate-limits.toml");
+  const name = assetsDir ? `wrangler.assets-${process.pid}-${++configs}.toml` : "wrangler.no-rate-limits.toml";
+  const path = join(ROOT, ".wrangler", name);
   writeFileSync(path, stripped);
   return path;
 }
+let configs = 0;
 
 export class ControlPlane {
   readonly port: number;
@@ -94,10 +103,11 @@ export class ControlPlane {
   private readonly configArgs: string[];
 
   private constructor(
-    opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars" | "rateLimits">> & {
+    opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars" | "rateLimits" | "assetsDir">> & {
       persistDir?: string;
       vars?: Record<string, string>;
       rateLimits?: boolean;
+      assetsDir?: string;
     },
   ) {
     this.port = opts.port;
@@ -106,7 +116,10 @@ export class ControlPlane {
     this.adminToken = opts.adminToken;
     this.url = `http://127.0.0.1:${this.port}`;
     this.vars = opts.vars ?? {};
-    this.configArgs = opts.rateLimits === false ? ["--config", configWithoutRateLimits()] : [];
+    this.configArgs =
+      opts.rateLimits === false || opts.assetsDir
+        ? ["--config", generatedConfig({ rateLimits: opts.rateLimits !== false, assetsDir: opts.assetsDir })]
+        : [];
   }
 
   static async start(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
@@ -116,6 +129,7 @@ export class ControlPlane {
       persistDir: opts.persistDir,
       vars: opts.vars,
       rateLimits: opts.rateLimits,
+      assetsDir: opts.assetsDir,
     });
     await cp.migrate();
     await cp.boot();

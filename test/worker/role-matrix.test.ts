@@ -142,6 +142,14 @@ async function callFor(route: string): Promise<Call | null> {
       return { method: "DELETE", path: `/api/nodes/${(await createNode()).node.id}` };
     case "POST /api/nodes/:id/rotate_token":
       return { method: "POST", path: `/api/nodes/${(await createNode()).node.id}/rotate_token` };
+    case "POST /api/nodes/:id/update":
+    case "GET /api/nodes/:id/events":
+      return { method: route.split(" ")[0], path: route.split(" ")[1].replace(":id", nodeId) };
+    case "GET /install.sh":
+    case "GET /agent/update/quantix-agent.mjs":
+      return { method: "GET", path: route.split(" ")[1] };
+    case "GET /install/:file":
+      return { method: "GET", path: "/install/manifest.json" };
     case "GET /api/vms":
       return { method: "GET", path: `/api/vms?node_id=${nodeId}` };
     case "GET /api/vms/:id":

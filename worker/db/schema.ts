@@ -140,6 +140,22 @@ export const vmEvents = sqliteTable(
   ],
 );
 
+/** The audit trail of a node's agent: updates asked for (naming the admin) and how they went. */
+export const nodeEvents = sqliteTable(
+  "node_events",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    nodeId: text("node_id").notNull(),
+    at: integer("at").notNull(),
+    actor: text("actor").notNull(), // "token:<name>", "admin", "agent:<node>"
+    action: text("action").notNull(), // update_requested, updated, update_failed, update_rolled_back
+    fromVersion: text("from_version"),
+    toVersion: text("to_version"),
+    message: text("message"),
+  },
+  (t) => [index("node_events_node_at_idx").on(t.nodeId, t.at)],
+);
+
 /** The VM's last-known log: the latest successful logs answer, kept to show while the node is away. */
 export const vmLogSnapshots = sqliteTable("vm_log_snapshots", {
   vmId: text("vm_id")

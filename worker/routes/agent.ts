@@ -18,6 +18,8 @@ import {
   type SendResponse,
 } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
+import { AGENT_UPDATE_PATH, INSTALL_AGENT_PATH } from "../../protocol/install.ts";
+import { installAsset } from "./install.ts";
 import { bearer, hashSecret, newSecret, TOKEN_PREFIX } from "../auth.ts";
 import { database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
@@ -169,6 +171,11 @@ export const agentRoutes = new Hono<AgentEnv>()
     if (!req.connId && (await closedIfRevoked(c.env, nodeId, c.get("credentialHash")))) throw credentialRefused();
     const body: PollResponse = { connId: answer.connId, cursor: answer.cursor, messages: answer.messages };
     return c.json(body);
+  })
+  // A connected agent updating itself: the served bundle, to nodes only.
+  .get(AGENT_UPDATE_PATH.slice("/agent".length), nodeCredential, async (c) => {
+    const res = await installAsset(c.env, c.req.url, INSTALL_AGENT_PATH);
+    return new Response(res.body, { headers: { "content-type": "text/javascript", "cache-control": "no-store" } });
   })
   .post("/send", limitSendBody, nodeCredential, validate("json", SendRequest), async (c) => {
     const nodeId = c.get("nodeId");

@@ -1,18 +1,20 @@
 // /api/nodes: list and show nodes (any role); create, rotate the credential, delete (admin).
 import { Hono } from "hono";
-import { asc, eq, sql } from "drizzle-orm";
+import { asc, desc, eq, sql } from "drizzle-orm";
 import { z } from "zod";
+import { INSTALL_MANIFEST_PATH, InstallManifest, installCommand } from "../../protocol/install.ts";
 import { CLOSE } from "../../protocol/wire.ts";
 import type { AppEnv } from "../app-env.ts";
 import { hashSecret, newId, newSecret, requireRole } from "../auth.ts";
 import { joinTokenTtlMs, sessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import { runBatch } from "../db/batch.ts";
-import { nodes } from "../db/schema.ts";
+import { nodeEvents, nodes } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
 import { nodeSession } from "../session/calls.ts";
-import { nodeView } from "../views.ts";
+import { nodeEventView, nodeView } from "../views.ts";
+import { installAsset } from "./install.ts";
 import { orphanStatements } from "../vm-ownership.ts";
 
 export const CreateNode = z.object({
@@ -77,6 +79,7 @@ export const nodeRoutes = new Hono<AppEnv>()
         node: nodeView(row.node, 0, sessionSettings(c.env).nodeStaleAfterMs),
         joinToken,
         joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
+        installCommand: installCommand(new URL(c.req.url).origin, joinToken),
       },
       201,
     );
@@ -100,7 +103,55 @@ export const nodeRoutes = new Hono<AppEnv>()
       node: nodeView(row.node, row.vmCount, sessionSettings(c.env).nodeStaleAfterMs),
       joinToken,
       joinTokenExpiresAt: new Date(joinTokenExpiresAt).toISOString(),
+      installCommand: installCommand(new URL(c.req.url).origin, joinToken),
     });
+  })
+  // The agent replaces itself with the bundle this control plane serves; how it went comes back as
+  // node events (updated, update_failed, update_rolled_back).
+  .post("/:id/update", requireRole("admin"), validate("param", IdParam), async (c) => {
+    const db = database(c.env.DB);
+    const { id } = c.req.valid("param");
+    const row = await nodeWithCount(db, id);
+    if (!row) throw new ApiError(404, "not_found", `no node ${id}`);
+    const manifest = InstallManifest.parse(await (await installAsset(c.env, c.req.url, INSTALL_MANIFEST_PATH)).json());
+    const node = nodeView(row.node, row.vmCount, sessionSettings(c.env).nodeStaleAfterMs);
+    if (node.agentVersion === manifest.version)
+      return c.json({ success: true, node, targetVersion: manifest.version, upToDate: true });
+    const actor = c.get("principal").actor;
+    const { version, sha256, size } = manifest;
+    const sent = await nodeSession(c.env, id).requestUpdate({ version, sha256, size, requestedBy: actor });
+    if (sent === "offline")
+      throw new ApiError(
+        409,
+        "node_offline",
+        `the agent of ${row.node.name} is not connected: it cannot be updated now`,
+      );
+    if (sent === "unsupported")
+      throw new ApiError(
+        409,
+        "update_unsupported",
+        `the agent of ${row.node.name} (${node.agentVersion ?? "unknown version"}) cannot update itself: run the install command on the host (Rotate token gives one)`,
+      );
+    await db.insert(nodeEvents).values({
+      nodeId: id,
+      at: Date.now(),
+      actor,
+      action: "update_requested",
+      fromVersion: node.agentVersion,
+      toVersion: version,
+      message: `${actor} asked the agent to update from ${node.agentVersion ?? "unknown"} to ${version}`,
+    });
+    return c.json({ success: true, node, targetVersion: version, upToDate: false }, 202);
+  })
+  .get("/:id/events", validate("param", IdParam), async (c) => {
+    const { id } = c.req.valid("param");
+    const rows = await database(c.env.DB)
+      .select()
+      .from(nodeEvents)
+      .where(eq(nodeEvents.nodeId, id))
+      .orderBy(desc(nodeEvents.at), desc(nodeEvents.id))
+      .limit(200);
+    return c.json({ events: rows.map(nodeEventView) });
   })
   .delete("/:id", requireRole("admin"), validate("param", IdParam), async (c) => {
     const db = database(c.env.DB);

@@ -4,6 +4,7 @@
 import { CLOSE, type AgentMessage } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
+import { nodeEvents } from "../db/schema.ts";
 import { compareDigest } from "./anti-entropy.ts";
 import type { EventCoalescer } from "./event-coalescer.ts";
 import type { FollowRelay } from "./follow-relay.ts";
@@ -94,6 +95,19 @@ export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, msg: Agen
       return ignored(ledger.onResult(msg.id, msg.payload, actor));
     case "metrics":
       return void rooms.metrics.ingest(msg.payload);
+    case "agent.update.status": {
+      const { outcome, fromVersion, toVersion, requestedBy, message } = msg.payload;
+      await db.insert(nodeEvents).values({
+        nodeId: att.nodeId,
+        at: now,
+        actor,
+        action: outcome === "updated" ? "updated" : `update_${outcome}`,
+        fromVersion,
+        toVersion,
+        message: requestedBy ? `${message} (requested by ${requestedBy})` : message,
+      });
+      return;
+    }
     case "error":
       if (follows.onError(msg.id, msg.payload)) return;
       return ignored(ledger.onError(msg.id, msg.payload, actor));

@@ -12,6 +12,7 @@ import {
   PONG_FRAME,
   WIRE_FEATURES,
   type AgentMessage,
+  type AgentUpdatePayload,
   type PollRequest,
 } from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
@@ -261,6 +262,15 @@ export class NodeSession extends DurableObject<Env> {
     const link = this.links.current();
     link?.send({ type: "resync", id: crypto.randomUUID(), payload: {} });
     return link !== null;
+  }
+
+  /** Tells the connected agent to replace itself with the served bundle, if it knows how (feature `update`). */
+  requestUpdate(update: AgentUpdatePayload): "sent" | "offline" | "unsupported" {
+    const link = this.links.current();
+    if (!link) return "offline";
+    if (!(this.store.get("agentFeatures") ?? []).includes("update")) return "unsupported";
+    link.send({ type: "agent.update", id: crypto.randomUUID(), payload: update });
+    return "sent";
   }
 
   /** The features the connected agent announced (none while it is offline). */

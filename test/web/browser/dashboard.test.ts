@@ -104,7 +104,7 @@ describe("dashboard in Chromium", () => {
     expect(watch.problems).toEqual([]);
   });
 
-  it("shows the node connected with its facts, enrolls a node with its agent command once, rotates and deletes it", async () => {
+  it("shows the node connected with its facts, enrolls a node with its install command once, rotates and deletes it", async () => {
     const s = await signedIn(cp.adminToken);
     const { page } = s;
     await page.getByRole("link", { name: "Nodes" }).click();
@@ -122,11 +122,10 @@ describe("dashboard in Chromium", () => {
     expect(token.length).toBeGreaterThan(10);
     const command = await page.getByTestId("agent-command").textContent();
     expect(command).toBe(`npm run agent -- --server ${cp.url} --token ${token} --state-dir ./.state/edge-new`);
-    expect(await page.getByTestId("agent-command-host").textContent()).toBe(
-      `node quantix-agent.mjs --server ${cp.url} --token ${token}`,
-    );
-    await page.getByTestId("agent-command").locator("..").getByRole("button", { name: "Copy" }).click();
-    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(command);
+    const install = `curl -fsSL ${cp.url}/install.sh | sh -s -- --token ${token}`;
+    expect(await page.getByTestId("install-command").textContent()).toBe(install);
+    await page.getByTestId("install-command").locator("..").getByRole("button", { name: "Copy" }).click();
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(install);
     await screenshot(page, "nodes-enrolled");
     await page.getByRole("button", { name: "Done" }).click();
     await expect.poll(() => page.getByTestId("join-token").count()).toBe(0);

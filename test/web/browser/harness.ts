@@ -50,6 +50,8 @@ export async function ensureWebBuild(): Promise<void> {
       [join(ROOT, "node_modules/vite/bin/vite.js"), "build", "--config", "web/vite.config.ts", "--logLevel", "warn"],
       { cwd: ROOT },
     );
+    // vite empties web/dist: put back what `npm run build` adds (the installer and the agent bundle).
+    await run(process.execPath, [join(ROOT, "scripts/build-install.ts")], { cwd: ROOT });
   } finally {
     rmdirSync(lock);
   }

@@ -1,10 +1,13 @@
-// Fetchers, query options and hooks for nodes: list, enroll (join token), rotate, delete.
+// Fetchers, query options and hooks for nodes: list, enroll (join token), rotate, update the agent,
+// delete; and the agent version this control plane serves.
 import { queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import type { NodeView } from "../../../../../protocol/rest.ts";
+import { INSTALL_MANIFEST_PATH, InstallManifest } from "../../../../../protocol/install.ts";
+import type { NodeUpdateResponse, NodeView } from "../../../../../protocol/rest.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 import { useApiClient } from "../../../lib/api-context.tsx";
 
-export type Enrollment = { node: NodeView; joinToken: string };
+/** The answer to create / rotate: the join token and the one-line install command, shown once. */
+export type Enrollment = { node: NodeView; joinToken: string; installCommand: string };
 
 export function nodesQuery(client: ApiClient) {
   return queryOptions({
@@ -18,7 +21,9 @@ export function useNodes() {
   return useQuery(nodesQuery(useApiClient()));
 }
 
-function useNodeMutation<TArg>(run: (client: ApiClient, arg: TArg) => Promise<Enrollment | { success: true }>) {
+function useNodeMutation<TArg>(
+  run: (client: ApiClient, arg: TArg) => Promise<Enrollment | NodeUpdateResponse | { success: true }>,
+) {
   const client = useApiClient();
   const queryClient = useQueryClient();
   return useMutation({
@@ -39,17 +44,35 @@ export function useRotateNodeToken() {
   );
 }
 
+/** The agent bundle this control plane serves (none where it serves none, e.g. the host view). */
+export function useServedAgent() {
+  return useQuery({
+    queryKey: ["served-agent"],
+    queryFn: async ({ signal }) => {
+      const res = await fetch(INSTALL_MANIFEST_PATH, { signal });
+      if (!res.ok) return null;
+      const parsed = InstallManifest.safeParse(await res.json().catch(() => null));
+      return parsed.success ? parsed.data : null;
+    },
+    retry: false,
+    staleTime: 60_000,
+  });
+}
+
+export function useUpdateNodeAgent() {
+  return useNodeMutation((client, id: string) =>
+    client.request<NodeUpdateResponse>(`/nodes/${encodeURIComponent(id)}/update`, { method: "POST" }),
+  );
+}
+
 export function useDeleteNode() {
   return useNodeMutation((client, id: string) =>
     client.request<{ success: true }>(`/nodes/${encodeURIComponent(id)}`, { method: "DELETE" }),
   );
 }
 
-/** The commands an operator runs on the host to enroll it (shown once, with the join token). */
-export function agentCommands(origin: string, joinToken: string, nodeName: string): { dev: string; host: string } {
+/** The command that runs an agent from a checkout of this repository (development). */
+export function checkoutAgentCommand(origin: string, joinToken: string, nodeName: string): string {
   const stateDir = `./.state/${nodeName.replace(/[^A-Za-z0-9._-]/g, "_")}`;
-  return {
-    dev: `npm run agent -- --server ${origin} --token ${joinToken} --state-dir ${stateDir}`,
-    host: `node quantix-agent.mjs --server ${origin} --token ${joinToken}`,
-  };
+  return `npm run agent -- --server ${origin} --token ${joinToken} --state-dir ${stateDir}`;
 }

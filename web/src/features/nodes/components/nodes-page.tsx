@@ -1,6 +1,7 @@
-// Nodes: connected / offline, last seen, hostname, versions, VM count; admins enroll, rotate and
-// delete. A join token and its agent command are shown once, right after create or rotate.
+// Nodes: connected / offline, last seen, hostname, versions (agents older than the one this control
+// plane serves are marked), VM count; admins enroll, rotate, update agents and delete. A join token and its install command are shown once, right after create or rotate.
 import { useState, type FormEvent } from "react";
+import { compareVersions } from "../../../../../protocol/install.ts";
 import type { NodeView } from "../../../../../protocol/rest.ts";
 import { Badge } from "../../../components/ui/badge.tsx";
 import { Button } from "../../../components/ui/button.tsx";
@@ -23,11 +24,13 @@ import { formatDateTime, formatRelativeTime } from "../../../lib/format.ts";
 import { useCan } from "../../../lib/permissions.tsx";
 import { useNow } from "../../../lib/use-now.ts";
 import {
-  agentCommands,
+  checkoutAgentCommand,
   useCreateNode,
   useDeleteNode,
   useNodes,
   useRotateNodeToken,
+  useServedAgent,
+  useUpdateNodeAgent,
   type Enrollment,
 } from "../api/nodes.ts";
 
@@ -38,6 +41,23 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
   const create = useCreateNode();
   const rotate = useRotateNodeToken();
   const remove = useDeleteNode();
+  const update = useUpdateNodeAgent();
+  const served = useServedAgent().data ?? null;
+  const outdated = (node: NodeView) =>
+    !!served && !!node.agentVersion && compareVersions(node.agentVersion, served.version) < 0;
+  const updatable = nodes.data?.filter((n) => n.connected && outdated(n)) ?? [];
+  const updateAgents = (targets: NodeView[]) => {
+    for (const node of targets)
+      update.mutate(node.id, {
+        onSuccess: (res) =>
+          toast.success(
+            "upToDate" in res && res.upToDate
+              ? `${node.name} runs agent ${res.targetVersion} already.`
+              : `${node.name}: updating its agent to ${served?.version}; it restarts and reports back.`,
+          ),
+        onError: (err) => toast.error(`Could not update ${node.name}: ${errorMessage(err)}`),
+      });
+  };
   const [name, setName] = useState("");
   const [enrollment, setEnrollment] = useState<Enrollment | null>(null);
   const [confirm, setConfirm] = useState<{ kind: "rotate" | "delete"; node: NodeView } | null>(null);
@@ -102,6 +122,18 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
         }
       />
       {enrollment && <EnrollmentCard enrollment={enrollment} onDismiss={() => setEnrollment(null)} />}
+      {served && (
+        <div className="mb-2 flex items-center gap-3 text-[13px] text-zinc-600 dark:text-zinc-400">
+          <span data-testid="served-agent-version">
+            This control plane serves agent <span className="font-medium tabular-nums">{served.version}</span>
+          </span>
+          {isAdmin && updatable.length > 0 && (
+            <Button tone="secondary" disabled={update.isPending} onClick={() => updateAgents(updatable)}>
+              Update {updatable.length} outdated agent{updatable.length === 1 ? "" : "s"}
+            </Button>
+          )}
+        </div>
+      )}
       {nodes.error && <Notice tone="error">Could not list nodes: {nodes.error.message}</Notice>}
       <Panel className="overflow-x-auto">
         {nodes.isPending ? (
@@ -151,13 +183,27 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
                     {formatRelativeTime(node.lastSeenAt, now)}
                   </td>
                   <td className={tdClass}>{node.hostname ?? "—"}</td>
-                  <td className={tdClass}>{node.agentVersion ?? "—"}</td>
+                  <td className={`${tdClass} whitespace-nowrap`}>
+                    <span data-testid="node-agent-version">{node.agentVersion ?? "—"}</span>
+                    {outdated(node) && (
+                      <span className="ml-1.5" title={`this control plane serves ${served?.version}`}>
+                        <Badge tone="amber" testId="agent-outdated">
+                          outdated
+                        </Badge>
+                      </span>
+                    )}
+                  </td>
                   <td className={tdClass}>{node.libvirtVersion ?? "—"}</td>
                   <td className={`${tdClass} tabular-nums`} data-testid="node-vm-count">
                     {node.vmCount}
                   </td>
                   {isAdmin && (
                     <td className={`${tdClass} text-right whitespace-nowrap`}>
+                      {node.connected && outdated(node) && (
+                        <Button tone="ghost" disabled={update.isPending} onClick={() => updateAgents([node])}>
+                          Update agent
+                        </Button>
+                      )}
                       <Button tone="ghost" onClick={() => setConfirm({ kind: "rotate", node })}>
                         Rotate token
                       </Button>
@@ -206,16 +252,23 @@ export function NodesPage({ vmsHref }: { vmsHref?: (node: NodeView) => string })
 }
 
 function EnrollmentCard({ enrollment, onDismiss }: { enrollment: Enrollment; onDismiss: () => void }) {
-  const commands = agentCommands(location.origin, enrollment.joinToken, enrollment.node.name);
   return (
     <SecretPanel
       title={`Join token for ${enrollment.node.name}`}
       warning="Shown once: copy it now. It is single-use and expires (1 h by default)."
       onDone={onDismiss}
     >
+      <SecretLine
+        label="On the host, as root: installs the agent, enrolls and starts it"
+        text={enrollment.installCommand}
+        testId="install-command"
+      />
       <SecretLine label="Join token" text={enrollment.joinToken} testId="join-token" />
-      <SecretLine label="From a checkout" text={commands.dev} testId="agent-command" />
-      <SecretLine label="On a host (bundled agent)" text={commands.host} testId="agent-command-host" />
+      <SecretLine
+        label="From a checkout of this repository"
+        text={checkoutAgentCommand(location.origin, enrollment.joinToken, enrollment.node.name)}
+        testId="agent-command"
+      />
     </SecretPanel>
   );
 }
