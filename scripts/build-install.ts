@@ -4,7 +4,7 @@
 //   install/quantix-agent.mjs   the agent bundle (scripts/build-agent.ts)
 //   install/manifest.json       {version, sha256, size} of that bundle
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
