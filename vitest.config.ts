@@ -40,6 +40,9 @@ export default defineConfig({
                 FLOOD_FRAMES_PER_SECOND: "50",
                 // A flapping VM's events are summed up per window: 3 s lets a test see a window end.
                 EVENT_WINDOW_MS: "3000",
+                // Console limits short enough to be seen in a test.
+                CONSOLE_IDLE_MS: "6000",
+                CONSOLE_LINGER_MS: "1500",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
               },
             },

@@ -47,6 +47,9 @@ interface __BaseEnv_Env {
 	AUDIT_EVENTS_KEEP_DAYS: string;
 	RETENTION_BATCH_ROWS: string;
 	RETENTION_BATCHES_PER_RUN: string;
+	CONSOLE_IDLE_MS: string;
+	CONSOLE_SESSION_MAX_MS: string;
+	CONSOLE_LINGER_MS: string;
 	ADMIN_TOKEN: string;
 	SECRETS_KEYS: string;
 	NODE_SESSION: DurableObjectNamespace<import("./worker/index").NodeSession>;

@@ -42,6 +42,8 @@ export type LinkEvents = {
   /** socket open: send hello and the full inventory */
   onOpen: () => void;
   onMessage: (msg: ServerMessage) => void;
+  /** a binary frame (console input) */
+  onBytes?: (data: Uint8Array) => void;
   /** credential refused (401 on upgrade or close code CLOSE.unauthorized) */
   onRefused: (detail: string) => void;
   /** a delay was chosen before the next attempt (attempt counts from 0 since the last reset) */
@@ -174,6 +176,14 @@ export class AgentLink {
     return true;
   }
 
+  /** Sends one binary frame (console output) if the link is up; false when it was dropped. */
+  sendBytes(data: Uint8Array): boolean {
+    const ws = this.ws;
+    if (this.state !== "online" || !ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(data);
+    return true;
+  }
+
   /** Stop reconnecting and close cleanly; resolves once closed (or after `deadlineMs`). */
   stop(code: number = CLOSE.goingAway, deadlineMs = 2_000): Promise<void> {
     if (this.state === "closed") return Promise.resolve();
@@ -244,7 +254,11 @@ export class AgentLink {
       this.opts.events.onOpen();
     });
     ws.on("message", (data, isBinary) => {
-      if (isBinary) return;
+      if (isBinary) {
+        const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+        this.opts.events.onBytes?.(bytes);
+        return;
+      }
       const text = data.toString();
       if (text === PONG_FRAME) {
         this.unansweredPings = 0;

@@ -19,6 +19,8 @@ import {
   type NodeCredential,
 } from "./credentials.ts";
 import { CommandRunner } from "./commands.ts";
+import { ConsoleStreams } from "./console.ts";
+import { consoleOpener } from "./console-opener.ts";
 import { HostTokenCheck, ensureHostToken, rotateHostToken } from "./host-token.ts";
 import { cleartextServerProblem } from "./cleartext-server.ts";
 import { InventoryReporter } from "./inventory.ts";
@@ -67,6 +69,7 @@ class Agent {
   private readonly inventory: InventoryReporter;
   private readonly runner: CommandRunner;
   private readonly follower: LogFollower;
+  private readonly consoles: ConsoleStreams;
   private readonly metrics: MetricsSampler;
   private readonly updater: SelfUpdater;
   private reenrolled = false;
@@ -112,6 +115,13 @@ class Agent {
       confirmWithinMs: config.updateConfirmMs,
     });
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
+    this.consoles = new ConsoleStreams({
+      opener: consoleOpener(config.libvirtUri, log),
+      send,
+      sendBytes: (data) => this.link?.sendBytes(data) ?? false,
+      isRunning: async (uuid) => (await this.libvirt.state(uuid)).libvirtState !== "shutoff",
+      log,
+    });
     this.runner = new CommandRunner({
       libvirt: this.libvirt,
       logDir: config.logDir,
@@ -237,12 +247,14 @@ class Agent {
           this.inventory.startPolling();
         },
         onMessage: (msg) => this.onMessage(msg),
+        onBytes: (data) => this.consoles.onBytes(data),
         onRefused: (detail) => void this.onCredentialRefused(detail),
         onBackoff: (delayMs, attempt) => this.log.info({ delayMs, attempt }, "reconnecting after backoff"),
         onStateChange: (state) => {
           if (state === "online") return;
           this.inventory.stopPolling();
           this.follower.stopAll(); // follows live on one link: the control plane asks again after a reconnect
+          this.consoles.closeAll(); // so do consoles
         },
       },
     });
@@ -264,6 +276,11 @@ class Agent {
         return;
       case "resync":
         void this.inventory.resync(msg.id, msg.payload);
+        return;
+      case "console.open":
+      case "console.ack":
+      case "console.close":
+        this.consoles.handle(msg);
         return;
       case "vm.logs.unfollow":
         this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say
@@ -305,6 +322,7 @@ class Agent {
     setTimeout(() => process.exit(code), this.config.shutdownDeadlineMs).unref();
     this.inventory.stopPolling();
     this.follower.stopAll();
+    this.consoles.closeAll();
     this.metrics.stop();
     this.metrics.flush(); // the samples of the last batch, while the link is still up
     await Promise.allSettled([this.link?.stop(CLOSE.goingAway), this.localApi?.close()]);

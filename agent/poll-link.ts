@@ -75,6 +75,11 @@ export class PollLink {
   }
 
   /** Queues one message for the next send; false when the link is not up (as on the socket). */
+  /** The long-poll link carries no binary frames (no console): the control plane never asks it to. */
+  sendBytes(_data: Uint8Array): boolean {
+    return false;
+  }
+
   send(msg: AgentMessage): boolean {
     if (this.state !== "online") return false;
     const text = JSON.stringify(msg);

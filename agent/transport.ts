@@ -23,6 +23,8 @@ export type Link = {
   readonly clockOffsetMs: number;
   start(): void;
   send(msg: AgentMessage): boolean;
+  /** a binary frame (console output); false when the link is down or cannot carry one (long-poll) */
+  sendBytes(data: Uint8Array): boolean;
   stop(code?: number): Promise<void>;
   serverNow(): number;
 };
@@ -83,6 +85,10 @@ export class AutoLink implements Link {
 
   send(msg: AgentMessage): boolean {
     return this.active.send(msg);
+  }
+
+  sendBytes(data: Uint8Array): boolean {
+    return this.active.sendBytes(data);
   }
 
   serverNow(): number {
@@ -203,6 +209,9 @@ export class AutoLink implements Link {
       },
       onMessage: (msg) => {
         if (this.active === probe) events.onMessage(msg);
+      },
+      onBytes: (data) => {
+        if (this.active === probe) events.onBytes?.(data);
       },
       onRefused: (detail) => {
         if (this.probe === probe || this.active === probe) events.onRefused(detail);

@@ -149,6 +149,7 @@ export class SimAgent {
     }
     if (msg.type === "resync") return this.sendInventory();
     if (msg.type === "vm.logs.follow" || msg.type === "vm.logs.unfollow") return;
+    if (msg.type === "console.open" || msg.type === "console.ack" || msg.type === "console.close") return;
     if (msg.type === "error") return void this.refusals.push(msg.payload);
     if (msg.type === "agent.update") return; // it announces no `update`: never sent one
     this.received.push(msg);

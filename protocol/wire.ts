@@ -47,10 +47,21 @@ export const OPERATION_CAP_MS = 600_000;
  *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent);
  *  - `metrics`: `metrics` frames, running VMs' figures, a batch of sample ticks each (protocol/metrics.ts);
  *  - `update`: `agent.update` (worker → agent: replace yourself with the bundle this control plane
- *    serves) and `agent.update.status` (agent → worker: how it went).
+ *    serves) and `agent.update.status` (agent → worker: how it went);
+ *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
+ *  - `console`: serial consoles (`console.*` frames and binary frames, protocol/console.ts), on the
+ *    WebSocket link only.
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
-export const WIRE_FEATURES = ["progress", "digest", "override", "scopedResync", "metrics", "update"] as const;
+export const WIRE_FEATURES = [
+  "progress",
+  "digest",
+  "override",
+  "scopedResync",
+  "metrics",
+  "update",
+  "console",
+] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 const features = z.array(z.string().max(64)).max(64).optional();
 
@@ -227,6 +238,28 @@ export const AgentUpdateCommand = frame(
   }),
 );
 export type AgentUpdatePayload = z.infer<typeof AgentUpdateCommand>["payload"];
+/** Opens a VM's serial console (feature `console`; the frame id is the console's id): one stream per
+ *  VM, without taking it from another holder unless `force`. Output comes as binary frames on
+ *  `channel`, at most `windowBytes` past the last `console.ack`; the agent answers `console.opened`,
+ *  or `console.closed` when it cannot open it. */
+export const ConsoleOpenCommand = frame(
+  "console.open",
+  z.object({
+    vmId: uuid,
+    name: DomainName,
+    channel: z.number().int().min(1).max(0xffffffff),
+    force: z.boolean(),
+    windowBytes: z
+      .number()
+      .int()
+      .positive()
+      .max(16 * 1024 * 1024),
+  }),
+);
+/** Output up to agent offset `offset` is kept: the agent may send that much more. */
+export const ConsoleAckCommand = frame("console.ack", z.object({ offset: z.number().int().min(0) }));
+/** Nobody watches any more: the agent closes the stream (answered with `console.closed`). */
+export const ConsoleCloseCommand = frame("console.close", z.object({}));
 
 export const ServerMessage = z.discriminatedUnion("type", [
   Welcome,
@@ -240,11 +273,25 @@ export const ServerMessage = z.discriminatedUnion("type", [
   VmLogsUnfollowCommand,
   ServerError,
   AgentUpdateCommand,
+  ConsoleOpenCommand,
+  ConsoleAckCommand,
+  ConsoleCloseCommand,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 export type Command = Exclude<
   ServerMessage,
-  { type: "welcome" | "resync" | "vm.logs.follow" | "vm.logs.unfollow" | "error" | "agent.update" }
+  {
+    type:
+      | "agent.update"
+      | "welcome"
+      | "resync"
+      | "vm.logs.follow"
+      | "vm.logs.unfollow"
+      | "error"
+      | "console.open"
+      | "console.ack"
+      | "console.close";
+  }
 >;
 export type CommandKind = Command["type"];
 export const COMMAND_KINDS = ["vm.state", "vm.logs", "vm.start", "vm.stop", "vm.forceStop"] as const;
@@ -400,6 +447,24 @@ export const AgentUpdateStatus = frame(
     message: z.string().max(2000),
   }),
 );
+/** A console's stream is open (id: the console's). */
+export const ConsoleOpened = frame("console.opened", z.object({}));
+/** A console's stream ended or could not be opened, and why: `console_busy` (another client holds
+ *  it on the host), `vm_stopped` (the domain is not running or stopped), `taken_over` (another
+ *  client forced it open), `no_console` (the domain or driver has none), `closed` (asked to),
+ *  `error` (anything else, said in `message`). */
+export const CONSOLE_END_REASONS = [
+  "console_busy",
+  "vm_stopped",
+  "taken_over",
+  "no_console",
+  "closed",
+  "error",
+] as const;
+export const ConsoleClosed = frame(
+  "console.closed",
+  z.object({ reason: z.enum(CONSOLE_END_REASONS), message: z.string().max(2000).optional() }),
+);
 export const AgentMessage = z.discriminatedUnion("type", [
   Hello,
   Inventory,
@@ -413,6 +478,8 @@ export const AgentMessage = z.discriminatedUnion("type", [
   InventoryDigestFrame,
   MetricsFrame,
   AgentUpdateStatus,
+  ConsoleOpened,
+  ConsoleClosed,
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 

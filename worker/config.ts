@@ -1,6 +1,7 @@
 // Deadlines, liveness and flood limits from wrangler `[vars]` (strings), with protocol/wire.ts defaults, so
 // tests and end-to-end runs can shorten them with `--var` instead of sleeping a minute.
 import { STUCK_AFTER_MS } from "../protocol/api.ts";
+import { CONSOLE_IDLE_MS, CONSOLE_LINGER_MS, CONSOLE_SESSION_MAX_MS } from "../protocol/console.ts";
 import {
   ACK_TIMEOUT_MS,
   LONG_POLL_WAIT_MS,
@@ -40,6 +41,12 @@ export type SessionSettings = {
   /** a VM's reported state changes: the first `burstPerVm` in a window of `windowMs` get an event
    *  each, the rest one summary event when the window ends */
   events: { windowMs: number; burstPerVm: number };
+  /** a console session with neither input nor output this long ends (idle_timeout), and one this old
+   *  ends whatever it does (session_limit) */
+  consoleIdleMs: number;
+  consoleSessionMaxMs: number;
+  /** the agent's stream of a VM stays open this long after its last console left */
+  consoleLingerMs: number;
 };
 
 /** Default of MAX_VMS_PER_NODE: the largest host the inventory is built and measured for. */
@@ -82,6 +89,9 @@ export function sessionSettings(
       | "MAX_VMS_PER_NODE"
       | "EVENT_WINDOW_MS"
       | "EVENT_BURST_PER_VM"
+      | "CONSOLE_IDLE_MS"
+      | "CONSOLE_SESSION_MAX_MS"
+      | "CONSOLE_LINGER_MS"
     >
   >,
 ): SessionSettings {
@@ -125,6 +135,9 @@ export function sessionSettings(
       windowMs: positive(env.EVENT_WINDOW_MS, 60_000),
       burstPerVm: positive(env.EVENT_BURST_PER_VM, 3),
     },
+    consoleIdleMs: positive(env.CONSOLE_IDLE_MS, CONSOLE_IDLE_MS),
+    consoleSessionMaxMs: positive(env.CONSOLE_SESSION_MAX_MS, CONSOLE_SESSION_MAX_MS),
+    consoleLingerMs: positive(env.CONSOLE_LINGER_MS, CONSOLE_LINGER_MS),
   };
 }
 

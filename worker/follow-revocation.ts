@@ -1,4 +1,4 @@
-// A revoked API token also ends the live log follows opened with it: an open socket is never asked
+// A revoked API token also ends the live log follows and consoles opened with it: an open socket is never asked
 // for its token again, so the revocation reaches it here, through every session that may hold one.
 import { eq } from "drizzle-orm";
 import { database } from "./db/client.ts";
@@ -13,6 +13,11 @@ export async function closeFollowsOfToken(env: Env, tokenId: string): Promise<nu
     .from(nodes)
     .where(eq(nodes.connected, true))
     .limit(100_000);
-  const closed = await Promise.allSettled(connected.map((n) => nodeSession(env, n.id).closeFollowsOf(tokenId)));
+  const closed = await Promise.allSettled(
+    connected.flatMap((n) => [
+      nodeSession(env, n.id).closeFollowsOf(tokenId),
+      nodeSession(env, n.id).closeConsolesOf(tokenId),
+    ]),
+  );
   return closed.reduce((sum, r) => sum + (r.status === "fulfilled" ? r.value : 0), 0);
 }

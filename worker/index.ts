@@ -8,6 +8,7 @@ import { authenticate } from "./auth.ts";
 import { AGENT_SEND_PATH } from "../protocol/wire.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { agentRoutes } from "./routes/agent.ts";
+import { consoleSocketRoutes, consoleTicketRoutes } from "./routes/console.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { installRoutes } from "./routes/install.ts";
 import { meRoutes } from "./routes/me.ts";
@@ -42,12 +43,15 @@ const app = new Hono<AppEnv>()
   .route("/api/health", healthRoutes) // before authentication: the open /api routes
   .get("/api/openapi.json", (c) => c.json(openApiDocument()))
   .route("/", installRoutes) // the installer and the agent bundle: open, nothing in them is secret
+  // A console socket is authorized by the ticket in its first message, not by a header.
+  .route("/api/vms", consoleSocketRoutes)
   .use("/api/*", authenticate)
   .route("/api/me", meRoutes)
   .route("/api/tokens", tokenRoutes)
   .route("/api/nodes", nodeRoutes)
   .route("/api/vms", vmRoutes)
   .route("/api/vms", rehomeRoutes)
+  .route("/api/vms", consoleTicketRoutes)
   .route("/api", metricRoutes)
   .route("/api/requests", requestRoutes)
   .route("/api/notifications", notificationRoutes)

@@ -39,6 +39,7 @@ import { NOTIFICATION_ROUTES } from "./notifications/openapi.ts";
 import type { Answer, RouteDoc } from "./route-doc.ts";
 import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
 import { MetricsQuery } from "../protocol/metrics.ts";
+import { ConsoleRequest } from "../protocol/console.ts";
 
 // ---- the routes ---------------------------------------------------------------------------------------
 
@@ -282,6 +283,44 @@ export const ROUTES: RouteDoc[] = [
       409: ok("vm_not_on_node"),
       426: ok("not a WebSocket upgrade"),
       503: ok("node_offline"),
+    },
+  },
+  {
+    method: "post",
+    path: "/api/vms/:id/console",
+    summary:
+      "A single-use ticket (30 s) for the VM's serial console, bound to the caller, the VM and the mode. A viewer gets 403 " +
+      "(console text can hold secrets). Open a WebSocket to `url` and send {type:'hello',ticket} first.",
+    access: "operator",
+    params: vmId,
+    body: ConsoleRequest,
+    bodyRequired: true,
+    answers: {
+      201: ok(
+        "the ticket",
+        z.object({ ticket: z.string(), expiresAt: z.string().describe("ISO 8601"), url: z.string() }),
+      ),
+      404: ok("no such VM"),
+      409: ok("vm_not_on_node, or needs_websocket (the node's agent is on its long-poll link)"),
+      429: ok("too_many_viewers (8 per VM) or too_many_consoles (16 per node)"),
+    },
+  },
+  {
+    method: "get",
+    path: "/api/vms/:id/console/ws",
+    summary:
+      "The console's WebSocket, authorized by its first message ({type:'hello',ticket} or {type:'hello',resume,from}), not " +
+      "by a header; an upgrade from another origin is refused. Then: text ready / writer / notice / closed, binary output " +
+      "frames (an 8-byte big-endian offset, then the bytes); from the browser binary input (≤ 4 KiB, ≤ 100 a second), " +
+      "{type:'ack',offset} and {type:'take'}.",
+    access: "none",
+    params: vmId,
+    answers: {
+      101: ok("switching protocols"),
+      403: ok("cross_origin"),
+      404: ok("no such VM"),
+      409: ok("vm_not_on_node"),
+      426: ok("not a WebSocket upgrade"),
     },
   },
   {

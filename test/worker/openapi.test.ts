@@ -33,7 +33,7 @@ describe("OpenAPI document", () => {
         Object.keys(ops).map((m) => `${m} ${path}`),
       ),
     );
-    expect(mounted.size).toBe(39);
+    expect(mounted.size).toBe(41);
     expect([...mounted].filter((r) => !documented.has(r))).toEqual([]);
     expect([...documented].filter((r) => !mounted.has(r))).toEqual([]);
   });

@@ -160,6 +160,10 @@ async function callFor(route: string): Promise<Call | null> {
       return { method: "GET", path: `${v}/logs?lines=5` };
     case "GET /api/vms/:id/logs/follow":
       return { method: "GET", path: `${v}/logs/follow`, upgrade: true };
+    case "POST /api/vms/:id/console":
+      return { method: "POST", path: `${v}/console`, body: { mode: "ro" } };
+    case "GET /api/vms/:id/console/ws":
+      return { method: "GET", path: `${v}/console/ws`, upgrade: true };
     case "POST /api/vms/:id/start":
     case "POST /api/vms/:id/stop":
     case "POST /api/vms/:id/clear_flag":

@@ -94,13 +94,17 @@ export type Frame = { type: string; id: string; payload: any };
 export class TestAgent {
   readonly ws: WebSocket;
   readonly frames: Frame[] = [];
+  /** binary frames (console output the agent was sent input on), in arrival order */
+  readonly binary: Uint8Array[] = [];
   closed: { code: number; reason: string } | null = null;
   private wakers: (() => void)[] = [];
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
+    ws.binaryType = "arraybuffer";
     ws.addEventListener("message", (e) => {
-      this.frames.push(JSON.parse(e.data as string) as Frame);
+      if (typeof e.data === "string") this.frames.push(JSON.parse(e.data) as Frame);
+      else this.binary.push(new Uint8Array(e.data as ArrayBuffer));
       this.wake();
     });
     ws.addEventListener("close", (e) => {
@@ -143,11 +147,17 @@ export class TestAgent {
     this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
   }
 
-  hello(hostname = "host.test"): void {
+  hello(hostname = "host.test", features?: string[]): void {
     this.send({
       type: "hello",
       id: "h1",
-      payload: { agentVersion: "0.1.0-test", hostname, libvirtVersion: "9.0.0", protocolVersion: PROTOCOL_VERSION },
+      payload: {
+        agentVersion: "0.1.0-test",
+        hostname,
+        libvirtVersion: "9.0.0",
+        protocolVersion: PROTOCOL_VERSION,
+        ...(features ? { features } : {}),
+      },
     });
   }
 

@@ -7,6 +7,7 @@ import type { Database } from "../db/client.ts";
 import { nodeEvents } from "../db/schema.ts";
 import { compareDigest } from "./anti-entropy.ts";
 import type { EventCoalescer } from "./event-coalescer.ts";
+import type { ConsoleRelay } from "./console-relay.ts";
 import type { FollowRelay } from "./follow-relay.ts";
 import { applyChanges, applyInventory } from "./inventory-sync.ts";
 import type { RequestLedger } from "./ledger.ts";
@@ -27,6 +28,7 @@ export type FrameRooms = {
   liveness: Liveness;
   reconciler: Reconciler;
   follows: FollowRelay;
+  consoles: ConsoleRelay;
   notices: SessionNotices;
   metrics: MetricsHistory;
   coalescer: EventCoalescer;
@@ -108,6 +110,13 @@ export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, msg: Agen
       });
       return;
     }
+    case "console.opened":
+      if (rooms.consoles.onOpened(msg.id)) return;
+      link.send({ type: "console.close", id: msg.id, payload: {} }); // nobody asked for it any more
+      return ledger.countIgnored(msg.type, msg.id);
+    case "console.closed":
+      if (rooms.consoles.onClosed(msg.id, msg.payload)) return;
+      return ledger.countIgnored(msg.type, msg.id);
     case "error":
       if (follows.onError(msg.id, msg.payload)) return;
       return ignored(ledger.onError(msg.id, msg.payload, actor));

@@ -14,6 +14,10 @@ export const FOLLOW_HEADERS = {
   tokenId: "x-quantix-follow-token",
 } as const;
 
+/** Headers of a browser's console upgrade, set by the Worker after finding the VM on this node
+ *  (the socket's own hello then carries the ticket that authorizes it). */
+export const CONSOLE_HEADERS = { vmId: "x-quantix-console-vm", vmName: "x-quantix-console-name" } as const;
+
 /** welcome.reconnectSpreadMs as the Worker passed it, if it is one. */
 export const validSpread = (ms: number | undefined) =>
   ms !== undefined && Number.isInteger(ms) && ms >= 0 && ms <= 600_000 ? ms : undefined;

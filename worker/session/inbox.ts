@@ -3,9 +3,13 @@
 // a slow handler can't hide a flood), parsed once, and handled one at a time in arrival order: D1
 // calls let the runtime deliver the next frame while one is awaited, and e.g. a sync's `done` must
 // not overtake its earlier chunks.
+import { MAX_LINK_BINARY_BYTES } from "../../protocol/console.ts";
 import { AgentMessage, CLOSE, MAX_FRAME_BYTES, parseFrame } from "../../protocol/wire.ts";
 
 export type Refusal = { code: number; why: string };
+
+/** Console output frames per second an agent may send (16 consoles, each coalescing to ~10 ms). */
+const BINARY_PER_SECOND = 2_000;
 
 /** A frame whose handling took at least this long is followed by a pause as long (at most the max). */
 const PACE_AFTER_MS = 20;
@@ -105,6 +109,7 @@ export class AgentInbox {
   private readonly bytes: TokenBucket;
   private pendingFrames = 0;
   private pendingBytes = 0;
+  private readonly binary = new TokenBucket(BINARY_PER_SECOND, BINARY_PER_SECOND);
   /** the current link was refused: frames it queued before are skipped until the next link */
   private ending = false;
 
@@ -139,6 +144,15 @@ export class AgentInbox {
    *  backlog of work. */
   private coolDown(now: number): void {
     this.vms.owe(this.limits.vmsPerSecond * COOL_DOWN_SECONDS, now);
+  }
+
+  /** A binary frame (console output): its size and a rate of its own; its bytes are bounded by the
+   *  consoles' credit windows, not by the text frames' budgets. */
+  admitBinary(bytes: number, now: number): Refusal | null {
+    if (bytes > MAX_LINK_BINARY_BYTES)
+      return { code: CLOSE.tooLarge, why: `binary frame over ${MAX_LINK_BINARY_BYTES} bytes` };
+    if (!this.binary.take(1, now)) return { code: CLOSE.flood, why: "too many binary frames" };
+    return null;
   }
 
   /** Frames and bytes admitted and not handled yet. */

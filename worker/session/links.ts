@@ -9,6 +9,8 @@ export type AgentLink = {
   att: AgentAttachment;
   /** throws when the link is closing or ended */
   send(frame: ServerMessage): void;
+  /** a binary frame (console input); throws when the link is closing, ended or a long-poll link */
+  sendBytes(data: Uint8Array): void;
   /** ends the link from our side; the caller then runs connectionGone if the node is now offline */
   close(code: number, reason: string): void;
   /** the agent's latest sign of life */
@@ -39,8 +41,8 @@ export class AgentLinks {
   /** The agent link a socket carries, if it is one (viewer sockets are the follow relay's). */
   attachmentOf(ws: WebSocket): AgentAttachment | null {
     // Attachments are written only by this object, so their shape is known.
-    const att = ws.deserializeAttachment() as AgentAttachment | { kind: "viewer" } | null;
-    return att && att.kind !== "viewer" ? att : null;
+    const att = ws.deserializeAttachment() as AgentAttachment | { kind: "viewer" } | { kind: "console" } | null;
+    return att && att.kind !== "viewer" && att.kind !== "console" ? att : null;
   }
 
   isCurrent(connId: string): boolean {
@@ -110,6 +112,7 @@ export class AgentLinks {
     return {
       att,
       send: (frame) => ws.send(JSON.stringify(frame)),
+      sendBytes: (data) => ws.send(data),
       close: (code, reason) => ws.close(code, reason),
       // Pings are answered by the runtime without waking us: their time counts as well.
       lastSign: () =>
@@ -130,6 +133,9 @@ export class AgentLinks {
     return {
       att,
       send: (frame) => outbox.push(frame),
+      sendBytes: () => {
+        throw new Error("the long-poll link carries no binary frames");
+      },
       close: (code, reason) => this.endPollLink(att.connId, code, reason),
       // The poll itself is the heartbeat: one held open right now means the agent is there.
       lastSign: () => (outbox.polling ? Date.now() : Math.max(att.lastMessageAt, att.connectedAt, this.lastMessageAt)),

@@ -2,7 +2,7 @@
 // webSocket*, alarm) and each agent frame to the room that owns it: links.ts (socket and long-poll
 // links), inbox.ts (frame admission and order), frames.ts (the frame switch), ledger.ts (in-flight
 // requests), kept-writes.ts (batched D1 writes), liveness.ts, reconciler.ts (checks with the
-// hypervisor), anti-entropy.ts, follow-relay.ts; store.ts names every stored key. Deadlines are
+// hypervisor), anti-entropy.ts, follow-relay.ts, console-relay.ts (serial consoles); store.ts names every stored key. Deadlines are
 // alarms only (no timers but a held poll's), so the object can hibernate.
 import { DurableObject } from "cloudflare:workers";
 import {
@@ -27,8 +27,9 @@ import type {
   StateDispatch,
   StateOutcome,
 } from "./dispatch.ts";
+import { ConsoleRelay } from "./console-relay.ts";
 import { FollowRelay } from "./follow-relay.ts";
-import { FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
+import { CONSOLE_HEADERS, FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
 import { onAgentFrame, type FrameRooms } from "./frames.ts";
 import { EventCoalescer } from "./event-coalescer.ts";
 import { AgentInbox, type Refusal } from "./inbox.ts";
@@ -41,7 +42,7 @@ import { Liveness } from "./liveness.ts";
 import { MetricsHistory } from "./metrics.ts";
 import type { PollAnswer } from "./poll-outbox.ts";
 import { Reconciler } from "./reconciler.ts";
-import { SessionStore, type AgentAttachment } from "./store.ts";
+import { SessionStore, type AgentAttachment, type ConsoleTicket } from "./store.ts";
 
 export class NodeSession extends DurableObject<Env> {
   private readonly db: Database;
@@ -54,6 +55,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly liveness: Liveness;
   private readonly reconciler: Reconciler;
   private readonly follows: FollowRelay;
+  private readonly consoles: ConsoleRelay;
   private readonly notices: SessionNotices;
   private readonly coalescer: EventCoalescer;
   readonly metrics: MetricsHistory;
@@ -76,6 +78,7 @@ export class NodeSession extends DurableObject<Env> {
     this.liveness = new Liveness(this.store, this.db, this.limits, notices);
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
+    this.consoles = new ConsoleRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
     this.metrics = new MetricsHistory(ctx.storage);
     this.coalescer = new EventCoalescer(this.store, this.db, this.limits.events);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
@@ -88,6 +91,7 @@ export class NodeSession extends DurableObject<Env> {
    *  viewer's follow upgrade (FOLLOW_HEADERS), already authorized by the Worker. */
   async fetch(request: Request): Promise<Response> {
     if (request.headers.has(FOLLOW_HEADERS.vmId)) return this.follows.acceptViewer(request);
+    if (request.headers.has(CONSOLE_HEADERS.vmId)) return this.consoles.accept(request);
     const nodeId = request.headers.get(NODE_ID_HEADER);
     if (!nodeId || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return Response.json(
@@ -178,6 +182,7 @@ export class NodeSession extends DurableObject<Env> {
     const nodeId = this.store.get("nodeId");
     this.links.forget(connId, error.message);
     this.follows.nodeOffline();
+    this.consoles.nodeOffline();
     // What the requests on this link fail with, then the kept writes (the last-known log is read
     // exactly when a node is offline), all in D1 before the node shows offline.
     await this.ledger.failAll(error);
@@ -193,6 +198,8 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    const consoleAtt = this.consoles.consoleOf(ws);
+    if (consoleAtt) return this.consoles.socketGone(ws, consoleAtt);
     const viewer = this.follows.viewerOf(ws);
     if (viewer) return this.follows.viewerGone(ws, viewer.vmId);
     const att = this.links.attachmentOf(ws);
@@ -209,6 +216,8 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
+    const consoleAtt = this.consoles.consoleOf(ws);
+    if (consoleAtt) return this.consoles.socketGone(ws, consoleAtt);
     const viewer = this.follows.viewerOf(ws);
     if (viewer) return this.follows.viewerGone(ws, viewer.vmId);
     const att = this.links.attachmentOf(ws);
@@ -232,6 +241,7 @@ export class NodeSession extends DurableObject<Env> {
       await this.kept.write();
       await this.ctx.storage.deleteAlarm();
       await this.store.deleteAll();
+      this.consoles.forgetStorage();
     }
   }
 
@@ -255,6 +265,21 @@ export class NodeSession extends DurableObject<Env> {
   /** The token these follows were opened with was revoked: they are closed. */
   closeFollowsOf(tokenId: string): Promise<number> {
     return this.follows.closeFollowsOf(tokenId);
+  }
+
+  /** Keeps a console ticket's hash (see console-relay.ts). */
+  issueConsoleTicket(hash: string, ticket: ConsoleTicket) {
+    return this.consoles.issueTicket(hash, ticket);
+  }
+
+  /** The principal's token was revoked or its role lowered: its consoles end with `revoked`. */
+  closeConsolesOf(principalId: string): Promise<number> {
+    return this.consoles.closeConsolesOf(principalId);
+  }
+
+  /** A VM's kept console output, readable whether or not the node is online. */
+  consoleScrollback(vmId: string): { head: number; text: Uint8Array } {
+    return this.consoles.scrollback(vmId);
   }
 
   /** Asks the connected agent for a full inventory (a VM was re-homed here); false when offline. */
@@ -314,6 +339,7 @@ export class NodeSession extends DurableObject<Env> {
     let due = Math.min(
       this.ledger.earliestDeadline(),
       this.follows.earliestDeadline(),
+      this.consoles.earliestDeadline(),
       this.kept.dueAt() ?? Infinity,
       this.coalescer.dueAt() ?? Infinity,
     );
@@ -339,6 +365,7 @@ export class NodeSession extends DurableObject<Env> {
       await this.coalescer.flush(nodeId, `agent:${nodeId}`, now);
     await this.ledger.expireDue(now);
     this.follows.expireDue(now);
+    this.consoles.expireDue(now);
     const current = this.links.current();
     const conn = this.store.get("conn");
     if (current) {
@@ -362,6 +389,8 @@ export class NodeSession extends DurableObject<Env> {
   // ---- inbound frames ----------------------------------------------------------------------------
 
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const consoleAtt = this.consoles.consoleOf(ws);
+    if (consoleAtt) return this.consoles.onMessage(ws, consoleAtt, message);
     // Viewers only listen; what they send is dropped (and never counts against the agent's budget).
     if (this.follows.viewerOf(ws)) return;
     // A link we closed (refused, replaced) may still deliver what was on its way: dropped unread.
@@ -376,6 +405,7 @@ export class NodeSession extends DurableObject<Env> {
 
   /** One frame from the agent, on either transport (see inbox.ts). */
   private receive(link: AgentLink, message: string | ArrayBuffer): Promise<void> {
+    if (typeof message !== "string") return this.receiveBytes(link, message);
     const drop = (r: Refusal) => this.dropLink(link, r.code, r.why);
     return this.inbox.receive(
       message,
@@ -383,6 +413,20 @@ export class NodeSession extends DurableObject<Env> {
       (msg) => this.onFrame(link, msg),
       drop,
     );
+  }
+
+  /** A binary frame: console output (socket links only), with a budget of its own beside the text
+   *  frames' (its bytes are bounded by each console's credit window). */
+  private async receiveBytes(link: AgentLink, data: ArrayBuffer): Promise<void> {
+    const refused = this.inbox.admitBinary(data.byteLength, Date.now());
+    if (refused) {
+      this.refuse(link, refused);
+      return this.dropLink(link, refused.code, refused.why);
+    }
+    if (!this.links.isCurrent(link.att.connId)) return;
+    this.links.heard(link, Date.now());
+    if (this.consoles.onAgentBytes(link, data) !== "ok")
+      await this.dropLink(link, CLOSE.protocolError, "malformed binary frame");
   }
 
   /** Closes the link at once; one over its node's budget also flags the node for admins. The link's
@@ -403,8 +447,10 @@ export class NodeSession extends DurableObject<Env> {
 
   /** Each agent frame goes to the room that owns it (frames.ts). */
   private onFrame(link: AgentLink, message: AgentMessage | null): Promise<void> {
-    const { db, limits, store, links, ledger, liveness, reconciler, follows, notices, metrics, coalescer } = this;
+    const { db, limits, store, links, ledger, liveness, reconciler, follows, consoles, notices, metrics, coalescer } =
+      this;
     const rooms: FrameRooms = {
+      consoles,
       db,
       limits,
       store,

@@ -6,6 +6,8 @@ import type { RequestRow } from "../request-rows.ts";
 import type { SnapshotRow } from "../last-known-log.ts";
 import type { LinkEnded } from "./poll-outbox.ts";
 import type { NewRequest } from "./dispatch.ts";
+import type { Role } from "../../protocol/api.ts";
+import type { ConsoleMode } from "../../protocol/console.ts";
 
 /** The agent's link as a socket attachment (and, for a long-poll link, under `pollLink`). */
 export type AgentAttachment = {
@@ -94,6 +96,53 @@ export type FlapWindow = {
   fromState: string | null;
 };
 
+/** Who opened a console, as the Worker authenticated them. */
+export type ConsolePrincipal = { id: string; name: string; actor: string; role: Role; via: "token" | "access" };
+
+/** A console ticket, kept under the hash of its secret until used or expired. */
+export type ConsoleTicket = {
+  vmId: string;
+  mode: ConsoleMode;
+  force: boolean;
+  principal: ConsolePrincipal;
+  expiresAt: number;
+};
+
+/** One person's console session, over its sockets (a resume continues it). `resumeHash`: the hash
+ *  of the current resume token; `resumeUntil`: null while a socket carries it, else when the token
+ *  expires and the session ends (`pendingReason` then says why it left). */
+export type ConsoleSession = {
+  sessionId: string;
+  vmId: string;
+  mode: ConsoleMode;
+  principal: ConsolePrincipal;
+  openedAt: number;
+  bytesIn: number;
+  bytesOut: number;
+  resumeHash: string;
+  resumeUntil: number | null;
+  pendingReason: string | null;
+  force: boolean;
+};
+
+/** A VM's console stream on the agent (frame id = consoleId), kept after it ends for its offsets.
+ *  `head`: the offset of the next byte (counted from the VM's first stream); `agentNext`: the next
+ *  byte in the agent's own count, which acks name; `writer`: the session holding the writer role. */
+export type ConsoleStream = {
+  vmId: string;
+  name: string;
+  consoleId: string;
+  channel: number;
+  connId: string;
+  phase: "opening" | "open" | "ended";
+  head: number;
+  agentNext: number;
+  openDeadline: number;
+  lingerUntil: number | null;
+  writer: string | null;
+  lastOutputAt: number;
+};
+
 type Singles = {
   /** the current link's connId (socket or long-poll); absent while the node is offline */
   conn: string;
@@ -113,6 +162,8 @@ type Singles = {
   agentFeatures: string[];
   /** when the earliest window of a VM's state changes ends */
   flapDueAt: number;
+  /** the last console channel number handed out */
+  consoleChannel: number;
 };
 
 type Families = {
@@ -123,6 +174,9 @@ type Families = {
   snapshot: SnapshotRow;
   follow: Follow;
   flap: FlapWindow;
+  console: ConsoleStream;
+  consoleTicket: ConsoleTicket;
+  consoleSession: ConsoleSession;
 };
 
 // The key strings are what objects already hold: changing one loses what is stored under it.
@@ -139,6 +193,7 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
   ignoredAnswers: "ignoredAnswers",
   agentFeatures: "agentFeatures",
   flapDueAt: "flapDueAt",
+  consoleChannel: "consoleChannel",
 };
 const FAMILY_PREFIXES: { [F in keyof Families]: string } = {
   inFlight: "inflight:",
@@ -146,6 +201,9 @@ const FAMILY_PREFIXES: { [F in keyof Families]: string } = {
   snapshot: "snapshot:",
   follow: "follow:",
   flap: "flap:",
+  console: "console:",
+  consoleTicket: "consoleticket:",
+  consoleSession: "consolesession:",
 };
 
 /** Singles read on every frame and command (which link is current, its node, what its agent
