@@ -327,6 +327,19 @@ describe("console relay", { timeout: 30_000 }, () => {
     expect(agent.frames.filter((f) => f.type === "console.open")).toHaveLength(0);
   });
 
+  it("a resume that arrives before the dropped socket's close takes the session over", async () => {
+    const { agent, vm } = await nodeWithVm();
+    const a = await openConsole(agent, vm.uuid, "rw");
+    const open = await agentOpens(agent);
+    const at = output(agent, open, 0, "before\r\n");
+    await a.client.shown(at);
+    const back = await ConsoleClient.open(vm.uuid, { type: "hello", resume: a.ready.resume, from: at });
+    expect(await back.message("ready")).toMatchObject({ offset: at, writer: true });
+    await a.client.waitClosed();
+    back.type("still the writer");
+    expect(await agentInput(agent, 1)).toEqual(["still the writer"]);
+  });
+
   it("a browser that does not ack is cut with too_slow and resumes", async () => {
     const { agent, vm } = await nodeWithVm();
     const a = await openConsole(agent, vm.uuid, "ro");

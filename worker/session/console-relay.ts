@@ -51,6 +51,8 @@ export type ConsoleAttachment = {
   lastInputAt?: number;
   /** set when the control plane ended it (its closed message is sent) */
   ended?: ConsoleCloseReason;
+  /** its session resumed on another socket before this one's close arrived */
+  superseded?: true;
 };
 
 const CONSOLE_TAG = "console";
@@ -181,9 +183,25 @@ export class ConsoleRelay {
       from = -1;
     } else if (hello.resume && hello.from !== undefined) {
       const hash = await hashSecret(hello.resume);
-      const found = this.store.all("consoleSession").find((s) => s.resumeHash === hash);
-      if (!found || found.vmId !== att.vmId || found.resumeUntil === null || found.resumeUntil <= now)
+      let found = this.store.all("consoleSession").find((s) => s.resumeHash === hash);
+      if (!found || found.vmId !== att.vmId || (found.resumeUntil !== null && found.resumeUntil <= now))
         return this.end(ws, att, "bad_hello", "the resume token is unknown, used, expired or for another VM");
+      // A dropped socket's close may come after its browser is back: the new socket takes over.
+      const old = found.resumeUntil === null ? this.socketOfSession(found.sessionId) : null;
+      const oldAtt = old ? this.consoleOf(old) : null;
+      if (old && oldAtt) {
+        this.update(old, { ...oldAtt, ended: "error", superseded: true });
+        try {
+          old.close(1000, "resumed on another socket");
+        } catch {
+          // gone already
+        }
+        found = {
+          ...found,
+          bytesIn: found.bytesIn + (oldAtt.bytesIn ?? 0),
+          bytesOut: found.bytesOut + Math.max(0, this.head(att.vmId) - (oldAtt.from ?? 0)),
+        };
+      }
       if (!(await this.stillAllowed(found.principal))) {
         this.deleteSession(found);
         this.event(
@@ -332,7 +350,7 @@ export class ConsoleRelay {
     } catch {
       // the runtime already answered the close
     }
-    if (att.stage !== "live" || !att.sessionId) return;
+    if (att.stage !== "live" || !att.sessionId || att.superseded) return;
     this.leave(att, att.ended ?? null);
     await this.armAlarm();
   }
