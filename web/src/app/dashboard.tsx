@@ -112,6 +112,8 @@ function Routes() {
   if ((params = matchPath("/vms/:id/monitoring", pathname)))
     return <VmPage key={params.id} id={params.id} tab="monitoring" />;
   if ((params = matchPath("/vms/:id/logs", pathname))) return <VmPage key={params.id} id={params.id} tab="logs" />;
+  if ((params = matchPath("/vms/:id/console", pathname)))
+    return <VmPage key={params.id} id={params.id} tab="console" />;
   return (
     <>
       <PageHeader title="Page not found" />

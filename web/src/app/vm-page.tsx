@@ -1,6 +1,8 @@
 // One VM: its summary and actions (vm-detail), then tabs for the events trail, its resource charts
-// (metrics) and the QEMU log (logs). Composed here so that no feature imports another. A new tab
-// is one more TabLink and one more branch in the tab panel.
+// (metrics), the QEMU log (logs) and the serial console (console, loaded only on its tab). Composed
+// here so that no feature imports another. A new tab is one more TabLink and one more branch in the
+// tab panel.
+import { lazy, Suspense } from "react";
 import type { VmView } from "../../../protocol/rest.ts";
 import { cn } from "../components/ui/cn.ts";
 import { TabList } from "../components/ui/tabs.tsx";
@@ -13,7 +15,10 @@ import { EventsTrail } from "../features/vm-detail/components/events-trail.tsx";
 import { VmSummary } from "../features/vm-detail/components/vm-summary.tsx";
 import { Link, useLocation } from "../lib/router.tsx";
 
-export type VmTab = "events" | "monitoring" | "logs";
+export type VmTab = "events" | "monitoring" | "logs" | "console";
+
+// xterm.js comes with the console's own chunk, fetched when the tab opens.
+const ConsolePanel = lazy(() => import("../features/console/components/console-panel.tsx"));
 
 export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
   const vm = useVM(id);
@@ -32,9 +37,22 @@ export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
       </div>
       <VmSummary vm={vm.data} nodeName={<NodeName vm={vm.data} />} nodeOffline={nodeOffline} />
       <TabList label={`${vm.data.name}: views`} className="mb-2 gap-1 border-b border-zinc-200 dark:border-zinc-800">
-        <TabLink tab="events" to={base} active={tab === "events"} label="Events" />
-        <TabLink tab="monitoring" to={`${base}/monitoring`} active={tab === "monitoring"} label="Monitoring" />
-        <TabLink tab="logs" to={`${base}/logs`} active={tab === "logs"} label="Logs" />
+        <TabLink tab="events" to={base} active={tab === "events"} label="Events" reload={tab === "console"} />
+        <TabLink
+          tab="monitoring"
+          to={`${base}/monitoring`}
+          active={tab === "monitoring"}
+          label="Monitoring"
+          reload={tab === "console"}
+        />
+        <TabLink tab="logs" to={`${base}/logs`} active={tab === "logs"} label="Logs" reload={tab === "console"} />
+        <TabLink
+          tab="console"
+          to={`${base}/console`}
+          active={tab === "console"}
+          label="Console"
+          reload={tab !== "console"}
+        />
       </TabList>
       <div role="tabpanel" id="vm-tabpanel" aria-labelledby={`vm-tab-${tab}`}>
         {tab === "events" ? (
@@ -43,6 +61,10 @@ export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
           </Panel>
         ) : tab === "monitoring" ? (
           <MetricsPanel target={{ kind: "vms", id }} offline={nodeOffline} />
+        ) : tab === "console" ? (
+          <Suspense fallback={<Spinner />}>
+            <ConsolePanel vmId={id} />
+          </Suspense>
         ) : (
           <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} live />
         )}
@@ -66,22 +88,40 @@ function NodeName({ vm }: { vm: VmView }) {
   );
 }
 
-function TabLink({ tab, to, active, label }: { tab: VmTab; to: string; active: boolean; label: string }) {
-  return (
-    <Link
-      to={to}
-      role="tab"
-      id={`vm-tab-${tab}`}
-      aria-selected={active}
-      aria-controls={active ? "vm-tabpanel" : undefined}
-      tabIndex={active ? 0 : -1}
-      className={cn(
-        "-mb-px border-b-2 px-3 py-1.5 text-[13px] font-medium",
-        active
-          ? "border-cyan-600 text-zinc-900 dark:text-zinc-100"
-          : "border-transparent text-zinc-600 hover:text-zinc-900 dark:text-zinc-400 dark:hover:text-zinc-100",
-      )}
-    >
+/** `reload`: a full page load, not an in-page move. The console's page alone has a CSP that lets
+ *  xterm.js add its <style> elements, and a document keeps the policy it was loaded with. */
+function TabLink({
+  tab,
+  to,
+  active,
+  label,
+  reload,
+}: {
+  tab: VmTab;
+  to: string;
+  active: boolean;
+  label: string;
+  reload?: boolean;
+}) {
+  const props = {
+    role: "tab",
+    id: `vm-tab-${tab}`,
+    "aria-selected": active,
+    "aria-controls": active ? "vm-tabpanel" : undefined,
+    tabIndex: active ? 0 : -1,
+    className: cn(
+      "-mb-px border-b-2 px-3 py-1.5 text-[13px] font-medium",
+      active
+        ? "border-cyan-600 text-zinc-900 dark:text-zinc-100"
+        : "border-transparent text-zinc-600 hover:text-zinc-900 dark:text-zinc-400 dark:hover:text-zinc-100",
+    ),
+  };
+  return reload ? (
+    <a href={to} {...props}>
+      {label}
+    </a>
+  ) : (
+    <Link to={to} {...props}>
       {label}
     </Link>
   );
