@@ -19,6 +19,7 @@ import type {
 import { forTerminal, jsonForTerminal } from "./terminal-text.ts";
 import { NOTIFICATIONS_USAGE, runNotifications } from "./notifications.ts";
 import { METRICS_USAGE, runMetrics } from "./metrics.ts";
+import { runConsole } from "./console.ts";
 
 const USAGE = `qx — Quantix Edge CLI
 
@@ -40,6 +41,8 @@ usage: npm run qx -- <command> [options]
   vms reset-state <vm-id> [--force] [--reason TEXT]
   vms logs <vm-id> [-n LINES] [--follow] [--raw]
   vms events <vm-id>
+  vms console <vm-id> [--ro] [--force]   the VM's serial console here (raw mode; Ctrl-] leaves); --force
+                                         takes it from another holder (e.g. a virsh console on the host)
 ${METRICS_USAGE}
   requests show <request-id>
   tokens list | tokens create <name> --role viewer|operator|admin | tokens revoke <token-id>
@@ -213,6 +216,7 @@ export async function runCli(
       interval: { type: "string" },
       role: { type: "string" },
       raw: { type: "boolean", default: false },
+      ro: { type: "boolean", default: false },
       secret: { type: "string" },
       events: { type: "string" },
       format: { type: "string" },
@@ -466,6 +470,20 @@ export async function runCli(
         shown = next;
       }
       return 0;
+    }
+    case "vms console": {
+      const id = need("vm-id");
+      return runConsole(
+        (method, path, body) => api.call(method, path, body),
+        api.config.url,
+        id,
+        { mode: values.ro ? "ro" : "rw", force: values.force },
+        {
+          stdin: process.stdin,
+          stdout: process.stdout,
+          status: (line) => process.stderr.write(`\r\n${forTerminal(line)}\r\n`),
+        },
+      );
     }
     case "vms events": {
       const { events } = await api.call<{ events: VmEventView[] }>("GET", `/api/vms/${enc(need("vm-id"))}/events`);

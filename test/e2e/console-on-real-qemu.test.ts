@@ -247,6 +247,30 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
       expect(b.shown[i]!.offset).toBe(b.shown[i - 1]!.offset + b.shown[i - 1]!.bytes.byteLength);
   });
 
+  it("qx vms console shows the console in a terminal (raw mode); Ctrl-] leaves and the terminal is as it was", async () => {
+    const qx = `${process.execPath} cli/qx.ts vms console ${uuid} --ro`;
+    const cli = spawn("script", ["-qfec", `stty -g; ${qx}; echo "EXIT=$?"; stty -g`, "/dev/null"], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...process.env, QX_URL: cp.url, QX_API_TOKEN: operator },
+    });
+    held.push(cli);
+    let out = "";
+    cli.stdout!.on("data", (d) => (out += d));
+    await eventually(
+      "the console in the terminal",
+      async () => out.includes("read-only") && out.includes("iPXE"),
+      30_000,
+      50,
+    );
+    cli.stdin!.write("\x1d");
+    await eventually("qx left", async () => /EXIT=\d+/.test(out), 15_000, 50);
+    expect(out).toContain("EXIT=0");
+    expect(out).toContain("left the console");
+    const modes = out.split(/\r?\n/).filter((l) => /^[0-9a-f]+(:[0-9a-f]+){10,}\s*$/.test(l.trim()));
+    expect(modes).toHaveLength(2);
+    expect(modes[1]!.trim()).toBe(modes[0]!.trim());
+  });
+
   it("a console held on the host (virsh console) gives console_busy; force takes it over", async () => {
     await closeAll();
     // Wait for the agent's stream to close (the linger) before another client takes the console.
