@@ -2,7 +2,7 @@
 // goes to raw mode (every key goes to the guest, Ctrl-C too), Ctrl-] leaves, and the terminal's mode
 // is restored on every way out: leaving, the console ending, a signal, an error.
 import WebSocket from "ws";
-import { ConsoleClient, type ConsoleSocket, type ConsoleState } from "../protocol/console-client.ts";
+import { ConsoleClient, type ConsoleState } from "../protocol/console-client.ts";
 import type { ConsoleMode, ConsoleTicketAnswer } from "../protocol/console.ts";
 
 /** Ctrl-]: leaves the console (as `virsh console` and telnet do). */
@@ -71,7 +71,7 @@ export async function runConsole(
     };
     const client = new ConsoleClient({
       ticket: answer.ticket,
-      connect: () => new WebSocket(url) as unknown as ConsoleSocket,
+      connect: () => new WebSocket(url),
       onOutput: (bytes) => stdout.write(bytes),
       onState,
       onNotice: (m) => io.status(`qx: ${m}`),

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Hypervisor } from "@unraid/libvirt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { ConsoleClient, type ConsoleSocket, type ConsoleState } from "../../protocol/console-client.ts";
+import { ConsoleClient, type ConsoleState } from "../../protocol/console-client.ts";
 import { decodeOutput } from "../../protocol/console.ts";
 import { AgentProcess } from "../support/agent.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
@@ -69,7 +69,7 @@ class Viewer {
           if (out) record.frames.push({ offset: out.offset, length: out.bytes.byteLength });
         });
         this.sockets.push(record);
-        return ws as unknown as ConsoleSocket;
+        return ws;
       },
       onOutput: (bytes, offset) => this.shown.push({ offset, bytes: bytes.slice() }),
       onState: (s) => this.states.push(s),
@@ -183,16 +183,16 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
     await a.until("the echo's output", () => a.text.split(MARKER).length >= 3, 20_000); // typed echo + printed line
     // Offsets count every byte once, in order.
     for (let i = 1; i < a.shown.length; i++)
-      expect(a.shown[i]!.offset).toBe(a.shown[i - 1]!.offset + a.shown[i - 1]!.bytes.byteLength);
+      expect(a.shown[i].offset).toBe(a.shown[i - 1].offset + a.shown[i - 1].bytes.byteLength);
   });
 
   it("a second opener sees the recent output first, with identical offsets, and watches: its input never reaches the guest; take moves the writer", async () => {
-    const a = openWriters()[0]!;
+    const a = openWriters()[0];
     const b = await Viewer.open("rw");
     await b.until("b open", () => b.state?.kind === "open");
     expect(b.state).toEqual({ kind: "open", mode: "rw", writer: false });
     await b.sees(MARKER);
-    const from = b.shown[0]!.offset;
+    const from = b.shown[0].offset;
     const to = Math.min(a.client.offset, b.client.offset);
     expect(b.range(from, to)).toBe(a.range(from, to));
 
@@ -237,14 +237,14 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
       });
     await b.until("the echo after the resume", () => b.text.split(dropped).length >= 3, 20_000);
     const resumed = b.sockets.at(-1)!;
-    const last = b.sockets[before - 1]!;
+    const last = b.sockets[before - 1];
     const had = last.frames.length ? last.frames.at(-1)!.offset + last.frames.at(-1)!.length : resumed.ready.offset;
     expect(resumed.ready.offset).toBe(had);
-    if (resumed.frames.length) expect(resumed.frames[0]!.offset).toBe(had);
+    if (resumed.frames.length) expect(resumed.frames[0].offset).toBe(had);
     for (let i = 1; i < resumed.frames.length; i++)
-      expect(resumed.frames[i]!.offset).toBe(resumed.frames[i - 1]!.offset + resumed.frames[i - 1]!.length);
+      expect(resumed.frames[i].offset).toBe(resumed.frames[i - 1].offset + resumed.frames[i - 1].length);
     for (let i = 1; i < b.shown.length; i++)
-      expect(b.shown[i]!.offset).toBe(b.shown[i - 1]!.offset + b.shown[i - 1]!.bytes.byteLength);
+      expect(b.shown[i].offset).toBe(b.shown[i - 1].offset + b.shown[i - 1].bytes.byteLength);
   });
 
   it("qx vms console shows the console in a terminal (raw mode); Ctrl-] leaves and the terminal is as it was", async () => {
@@ -255,20 +255,20 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
     });
     held.push(cli);
     let out = "";
-    cli.stdout!.on("data", (d) => (out += d));
+    cli.stdout.on("data", (d) => (out += d));
     await eventually(
       "the console in the terminal",
       async () => out.includes("read-only") && out.includes("iPXE"),
       30_000,
       50,
     );
-    cli.stdin!.write("\x1d");
+    cli.stdin.write("\x1d");
     await eventually("qx left", async () => /EXIT=\d+/.test(out), 15_000, 50);
     expect(out).toContain("EXIT=0");
     expect(out).toContain("left the console");
     const modes = out.split(/\r?\n/).filter((l) => /^[0-9a-f]+(:[0-9a-f]+){10,}\s*$/.test(l.trim()));
     expect(modes).toHaveLength(2);
-    expect(modes[1]!.trim()).toBe(modes[0]!.trim());
+    expect(modes[1].trim()).toBe(modes[0].trim());
   });
 
   it("a console held on the host (virsh console) gives console_busy; force takes it over", async () => {
@@ -280,7 +280,7 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
     });
     held.push(virsh);
     let virshOut = "";
-    virsh.stdout!.on("data", (d) => (virshOut += d));
+    virsh.stdout.on("data", (d) => (virshOut += d));
     await eventually("virsh holds the console", async () => /Connected to domain/.test(virshOut), 20_000, 50);
     const busy = await Viewer.open("rw");
     expect(await busy.ended()).toBe("console_busy");
@@ -305,7 +305,7 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
   });
 
   it("virsh destroy ends the console with vm_stopped", async () => {
-    const v = openWriters()[0]!;
+    const v = openWriters()[0];
     await admin.domainDestroy(await domain());
     expect(await v.ended()).toBe("vm_stopped");
   });

@@ -87,8 +87,8 @@ class ConsoleClient {
     }
     // Frames follow each other exactly: no gap, no repeat.
     for (let i = 1; i < this.output.length; i++)
-      expect(this.output[i]!.offset).toBe(this.output[i - 1]!.offset + this.output[i - 1]!.bytes.byteLength);
-    return { from: this.output[0]!.offset, text: this.output.map((o) => decode(o.bytes)).join("") };
+      expect(this.output[i].offset).toBe(this.output[i - 1].offset + this.output[i - 1].bytes.byteLength);
+    return { from: this.output[0].offset, text: this.output.map((o) => decode(o.bytes)).join("") };
   }
 
   async waitClosed(timeoutMs = 5000): Promise<any> {

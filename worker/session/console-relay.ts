@@ -97,8 +97,9 @@ export class ConsoleRelay {
   }
 
   consoleOf(ws: WebSocket): ConsoleAttachment | null {
-    const att: ConsoleAttachment | { kind?: string } | null = ws.deserializeAttachment();
-    return att && att.kind === "console" ? (att as ConsoleAttachment) : null;
+    // Attachments are written only by this object, so their shape is known.
+    const att = ws.deserializeAttachment() as ConsoleAttachment | { kind?: "agent" | "viewer" } | null;
+    return att?.kind === "console" ? att : null;
   }
 
   // ---- tickets (RPC from the Worker) --------------------------------------------------------------

@@ -1,6 +1,6 @@
 // A VM's serial console: the ticket (`POST <prefix>/vms/:id/console`) and the socket it opens, with
 // the shared client doing offsets, acks, resume and paced input.
-import { ConsoleClient, type ConsoleSocket, type ConsoleState } from "../../../../../protocol/console-client.ts";
+import { ConsoleClient, type ConsoleState } from "../../../../../protocol/console-client.ts";
 import type { ConsoleMode, ConsoleTicketAnswer } from "../../../../../protocol/console.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 
@@ -29,7 +29,7 @@ export async function openConsole(
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return new ConsoleClient({
     ticket: answer.ticket,
-    connect: () => new WebSocket(url) as unknown as ConsoleSocket,
+    connect: () => new WebSocket(url),
     onOutput: (bytes) => handlers.onOutput(bytes),
     onState: handlers.onState,
     onNotice: handlers.onNotice,
