@@ -18,6 +18,7 @@ import type { MetricsSampler } from "./metrics.ts";
 import type { Logger } from "./logger.ts";
 import { checkDomainName, decodeRepeatedly } from "./log-path.ts";
 import { readVmLog } from "./vm-log.ts";
+import type { LocalConsoles } from "./local-console.ts";
 
 export type LocalApiOptions = {
   host: string;
@@ -30,6 +31,8 @@ export type LocalApiOptions = {
   logDir: string;
   webDir: string;
   log: Logger;
+  /** the host view's serial consoles (absent: no console routes) */
+  consoles?: LocalConsoles;
 };
 
 const STATUS: Record<string, number> = {
@@ -106,6 +109,12 @@ export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
       else res.destroy();
     });
   });
+  server.on("upgrade", (req: IncomingMessage, socket, head: Buffer) => {
+    upgrade(o, req, socket, head).catch((err: unknown) => {
+      o.log.warn({ err: (err as Error).message }, "local API: console upgrade failed");
+      socket.destroy();
+    });
+  });
   server.requestTimeout = 30_000;
   server.headersTimeout = 10_000;
   await new Promise<void>((resolve, reject) => {
@@ -121,6 +130,7 @@ export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
     url,
     close: () =>
       new Promise<void>((resolve) => {
+        o.consoles?.close();
         server.close(() => resolve());
         server.closeAllConnections();
       }),
@@ -132,8 +142,9 @@ async function handle(o: LocalApiOptions, req: IncomingMessage, res: ServerRespo
   const q = raw.indexOf("?");
   const rawPath = q >= 0 ? raw.slice(0, q) : raw;
   const search = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : "");
-  if (req.method !== "GET" && req.method !== "HEAD")
-    throw new HttpFailure("method_not_allowed", "only GET is served here");
+  const consolePost = req.method === "POST" && /^\/api\/v1\/vms\/[^/]+\/console$/.test(rawPath);
+  if (req.method !== "GET" && req.method !== "HEAD" && !consolePost)
+    throw new HttpFailure("method_not_allowed", "only GET is served here (and POST for a console ticket)");
 
   if (rawPath === "/api/v1" || rawPath.startsWith("/api/v1/") || rawPath.startsWith("/api/")) {
     if (!authorized(req, o))
@@ -146,6 +157,7 @@ async function handle(o: LocalApiOptions, req: IncomingMessage, res: ServerRespo
     if (parts.length === 3 && parts[2] === "vms") return listVms(o, search, res);
     if (parts.length === 5 && parts[2] === "vms" && parts[4] === "logs") return vmLogs(o, parts[3], search, res);
     if (parts.length === 5 && parts[2] === "vms" && parts[4] === "metrics") return vmMetrics(o, parts[3], search, res);
+    if (consolePost && o.consoles) return consoleTicket(o, o.consoles, parts[3], req, res);
     throw new HttpFailure("not_found", "no such route; try GET /api/v1/vms or GET /api/v1/vms/:vm_id/logs?lines=N");
   }
   return serveStatic(o, rawPath, req, res);
@@ -211,6 +223,56 @@ async function vmMetrics(o: LocalApiOptions, rawId: string, search: URLSearchPar
       points: [],
     });
   sendJson(res, 200, o.metrics.series(vm.uuid, query.data.range));
+}
+
+/** A console ticket for the host view (the socket's first message carries it, as on the control plane). */
+async function consoleTicket(
+  o: LocalApiOptions,
+  consoles: LocalConsoles,
+  rawId: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+) {
+  const id = decodeSegment(rawId);
+  const vm = id === null || id.length > 1000 ? undefined : findVm(await o.libvirt.listDomains(), id);
+  if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
+  let body: unknown;
+  try {
+    body = JSON.parse(await readBody(req, 4096));
+  } catch {
+    throw new HttpFailure("invalid_request", "body: not valid JSON ({mode: 'rw' | 'ro', force?: boolean})");
+  }
+  const answer = consoles.ticket(vm.uuid, body);
+  if ("error" in answer) throw new HttpFailure("invalid_request", answer.error);
+  sendJson(res, 201, answer);
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => {
+      text += chunk;
+      if (text.length > max) reject(new Error("too large"));
+    });
+    req.on("end", () => resolve(text));
+    req.on("error", reject);
+  });
+}
+
+/** `/api/v1/vms/:id/console/ws`: the VM found in libvirt's list, then the console takes the socket. */
+async function upgrade(o: LocalApiOptions, req: IncomingMessage, socket: import("node:stream").Duplex, head: Buffer) {
+  const parts = (req.url ?? "/").split("?")[0].split("/").slice(1);
+  const id =
+    parts.length === 6 && parts[2] === "vms" && parts[4] === "console" && parts[5] === "ws"
+      ? decodeSegment(parts[3])
+      : null;
+  const vm = id === null || !o.consoles ? undefined : findVm(await o.libvirt.listDomains(), id);
+  if (!vm || !o.consoles) {
+    socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    return;
+  }
+  o.consoles.upgrade(req, socket, head, vm.uuid);
 }
 
 /** A URL path segment decoded once, as a browser encoded it (`100%25` is `100%`); null if malformed. */

@@ -28,6 +28,7 @@ import { LogFollower } from "./log-follow.ts";
 import { Libvirt } from "./libvirt.ts";
 import { MetricsSampler } from "./metrics.ts";
 import { startLocalApi, type LocalApi } from "./local-api.ts";
+import { LocalConsoles } from "./local-console.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createLink, type Link } from "./transport.ts";
 import { SelfUpdater, checkPendingUpdate } from "./self-update.ts";
@@ -162,6 +163,11 @@ class Agent {
         logDir: config.logDir,
         webDir: config.webDir,
         log: this.log,
+        consoles: new LocalConsoles(
+          consoleOpener(config.libvirtUri, this.log),
+          async (uuid) => (await this.libvirt.state(uuid)).libvirtState !== "shutoff",
+          this.log,
+        ),
       }).catch((err: Error) =>
         fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`),
       );

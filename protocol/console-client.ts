@@ -56,6 +56,8 @@ export class ConsoleClient {
   private mode: ConsoleMode = "ro";
   private writer = false;
   private ended = false;
+  /** the current socket has said ready: input may go (never before the hello) */
+  private live = false;
   private resumes = 0;
   private readonly input: Uint8Array[] = [];
   private pacer: ReturnType<typeof setTimeout> | null = null;
@@ -96,6 +98,7 @@ export class ConsoleClient {
   private open(hello: object): void {
     const ws = this.opts.connect();
     this.ws = ws;
+    this.live = false;
     ws.binaryType = "arraybuffer";
     let closedWith: { reason: ConsoleCloseReason; message?: string } | null = null;
     ws.addEventListener("open", () => ws.send(JSON.stringify(hello)));
@@ -112,6 +115,7 @@ export class ConsoleClient {
     ws.addEventListener("close", () => {
       if (this.ws !== ws || this.ended) return;
       this.ws = null;
+      this.live = false;
       const reason = closedWith?.reason ?? "disconnected";
       if (RESUME_AFTER.has(reason) && this.resume && this.next >= 0 && this.resumes < (this.opts.maxResumes ?? 5)) {
         this.resumes++;
@@ -135,6 +139,7 @@ export class ConsoleClient {
       this.writer = msg.writer;
       if (this.next < 0) this.next = msg.offset;
       this.ackedAt = this.next;
+      this.live = true;
       this.opts.onState({ kind: "open", mode: this.mode, writer: this.writer });
     } else if (msg.type === "writer") {
       this.writer = msg.writer;
@@ -163,9 +168,9 @@ export class ConsoleClient {
   }
 
   private pump(): void {
-    if (this.pacer || this.input.length === 0) return;
+    if (this.pacer || this.input.length === 0 || this.ended) return;
     const ws = this.ws;
-    if (ws?.readyState !== OPEN) {
+    if (!this.live || ws?.readyState !== OPEN) {
       this.pacer = setTimeout(() => {
         this.pacer = null;
         this.pump();

@@ -13,7 +13,16 @@ import { ConsoleClient, type ConsoleState } from "../../protocol/console-client.
 import { decodeOutput } from "../../protocol/console.ts";
 import { AgentProcess } from "../support/agent.ts";
 import type { ControlPlane } from "../support/control-plane.ts";
-import { FAST_AGENT_ARGS, createNode, eventually, json, startControlPlane, waitConnected } from "./journey.ts";
+import {
+  FAST_AGENT_ARGS,
+  createNode,
+  eventually,
+  freeLoopback,
+  json,
+  keptHostToken,
+  startControlPlane,
+  waitConnected,
+} from "./journey.ts";
 
 const URI = "qemu:///system";
 const LOG_DIR = "/var/log/libvirt/qemu";
@@ -42,6 +51,7 @@ let cp: ControlPlane;
 let admin: Hypervisor;
 let agent: AgentProcess | undefined;
 let operator: string;
+let hostView = "";
 const open: Viewer[] = [];
 const held: ChildProcess[] = [];
 
@@ -132,11 +142,14 @@ beforeAll(async () => {
   );
   operator = token.token;
   const { node, joinToken } = await createNode(cp, `console-${Date.now()}`);
+  const listen = await freeLoopback();
+  hostView = `http://${listen}`;
   agent = AgentProcess.start({
     server: cp.url,
     token: joinToken,
     libvirtUri: URI,
     logDir: LOG_DIR,
+    listen,
     args: FAST_AGENT_ARGS,
   });
   await waitConnected(cp, node.id);
@@ -308,6 +321,40 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
     const v = openWriters()[0];
     await admin.domainDestroy(await domain());
     expect(await v.ended()).toBe("vm_stopped");
+  });
+
+  it("the host view opens the same console through the agent's local API (host token), without the control plane", async () => {
+    await closeAll();
+    await admin.domainDestroy(await domain()).catch(() => {}); // stopped already in a full run
+    execFileSync("virsh", ["-c", URI, "start", "--paused", uuid], { stdio: "ignore" });
+    const res = await fetch(`${hostView}/api/v1/vms/${uuid}/console`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${keptHostToken(agent!)}`, "content-type": "application/json" },
+      body: JSON.stringify({ mode: "rw" }),
+    });
+    const answer = await json(res);
+    expect(res.status, JSON.stringify(answer)).toBe(201);
+    expect(answer.url).toBe(`/api/v1/vms/${uuid}/console/ws`);
+    const refused = await fetch(`${hostView}/api/v1/vms/${uuid}/console`, { method: "POST", body: "{}" });
+    expect(refused.status).toBe(401);
+    const shown: Buffer[] = [];
+    let state: ConsoleState | undefined;
+    const local = new ConsoleClient({
+      ticket: answer.ticket,
+      connect: () => new WebSocket(`${hostView.replace("http", "ws")}${answer.url}`),
+      onOutput: (bytes) => shown.push(Buffer.from(bytes)),
+      onState: (s) => (state = s),
+    });
+    try {
+      await eventually("host view console open", async () => state?.kind === "open", 20_000, 50);
+      await admin.domainResume(await domain());
+      await eventually("SeaBIOS in the host view", async () => Buffer.concat(shown).includes("SeaBIOS"), 30_000, 50);
+      await admin.domainDestroy(await domain());
+      await eventually("host view console ended", async () => state?.kind === "ended", 20_000, 50);
+      expect(state).toMatchObject({ kind: "ended", reason: "vm_stopped" });
+    } finally {
+      local.close();
+    }
   });
 
   it("killing the agent ends the console with host_offline; the scrollback is readable while the node is offline", async () => {
