@@ -448,6 +448,20 @@ describe("console relay", { timeout: 30_000 }, () => {
     expect(decode(kept.text)).not.toContain(marker);
   });
 
+  it("a console with neither input nor output for CONSOLE_IDLE_MS ends with idle_timeout", async () => {
+    const { agent, vm } = await nodeWithVm();
+    const a = await openConsole(agent, vm.uuid, "rw");
+    await agentOpens(agent);
+    const started = Date.now();
+    const alive = setInterval(() => agent.send('{"type":"ping"}'), 1000); // the node stays online meanwhile
+    try {
+      expect((await a.client.waitClosed(15_000)).reason).toBe("idle_timeout");
+    } finally {
+      clearInterval(alive);
+    }
+    expect(Date.now() - started).toBeGreaterThanOrEqual(5_000); // CONSOLE_IDLE_MS is 6 s in this suite
+  });
+
   it("an agent without the console feature gets no console.open: the console says unsupported", async () => {
     const { agent, vm } = await nodeWithVm([]);
     const a = await openConsole(agent, vm.uuid, "rw");

@@ -416,3 +416,16 @@ describe("long-poll: bad requests are 4xx JSON, never a 500", () => {
     expect((await session(nodeId).stats()).connected).toBe(false);
   });
 });
+
+describe("long-poll: consoles", () => {
+  it("a console needs the WebSocket link: its ticket is refused with 409 needs_websocket", async () => {
+    const { vm } = await pollNodeWithVm();
+    await eventually(async () => expect((await api(`/api/vms/${vm.uuid}`)).status).toBe(200));
+    const err = await expectError(
+      await api(`/api/vms/${vm.uuid}/console`, { json: { mode: "rw" } }),
+      409,
+      "needs_websocket",
+    );
+    expect(err.message).toContain("long-poll");
+  });
+});
