@@ -63,11 +63,20 @@ const CONTENT_TYPES: Record<string, string> = {
 };
 
 // Same policy as the dashboard (web/public/_headers): the page loads only its own files.
-const PAGE_HEADERS = {
+const PAGE_HEADERS: Record<string, string> = {
   "content-security-policy":
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
   "x-content-type-options": "nosniff",
   "referrer-policy": "no-referrer",
+};
+
+/** The console page (`/console`, host.html again) alone lets xterm.js add its <style> elements. */
+const CONSOLE_PAGE_HEADERS = {
+  ...PAGE_HEADERS,
+  "content-security-policy": PAGE_HEADERS["content-security-policy"].replace(
+    "style-src 'self';",
+    "style-src 'self'; style-src-elem 'self' 'unsafe-inline';",
+  ),
 };
 
 class HttpFailure extends Error {
@@ -308,7 +317,7 @@ function serveStatic(o: LocalApiOptions, rawPath: string, req: IncomingMessage, 
   }
   const decoded = decodeRepeatedly(rawPath);
   const rel =
-    rawPath === "/" || rawPath === "/index.html" || rawPath === "/host.html"
+    rawPath === "/" || rawPath === "/index.html" || rawPath === "/host.html" || rawPath === "/console"
       ? "host.html"
       : (decoded ?? "").replace(/^\/+/, "");
   const refused =
@@ -343,7 +352,7 @@ function serveStatic(o: LocalApiOptions, rawPath: string, req: IncomingMessage, 
     "content-type": type,
     "content-length": body.length,
     "cache-control": rel.startsWith("assets/") ? "public, max-age=31536000, immutable" : "no-cache",
-    ...PAGE_HEADERS,
+    ...(rawPath === "/console" ? CONSOLE_PAGE_HEADERS : PAGE_HEADERS),
   });
   res.end(req.method === "HEAD" ? undefined : body);
 }

@@ -337,6 +337,11 @@ describe("a serial console on a real guest", { timeout: 120_000 }, () => {
     expect(answer.url).toBe(`/api/v1/vms/${uuid}/console/ws`);
     const refused = await fetch(`${hostView}/api/v1/vms/${uuid}/console`, { method: "POST", body: "{}" });
     expect(refused.status).toBe(401);
+    // The host view's console page alone lets xterm.js add <style> elements.
+    const policy = async (path: string) =>
+      (await fetch(`${hostView}${path}`)).headers.get("content-security-policy") ?? "";
+    expect(await policy("/console")).toContain("style-src-elem 'self' 'unsafe-inline'");
+    expect(await policy("/")).not.toContain("unsafe");
     const shown: Buffer[] = [];
     let state: ConsoleState | undefined;
     const local = new ConsoleClient({

@@ -1,7 +1,7 @@
 // The host view: on the host itself, against the agent's local API (/api/v1) with the agent's
 // host token, the dashboard's own VM list, Monitoring and Logs tabs, so logs and the agent's last day
 // of samples stay readable without the control plane. The token is kept for this browser session only (sessionStorage).
-import { useState } from "react";
+import { lazy, Suspense, useState } from "react";
 import { QueryClientProvider } from "@tanstack/react-query";
 import { Button } from "../components/ui/button.tsx";
 import { PageHeader, Panel } from "../components/ui/panel.tsx";
@@ -15,8 +15,14 @@ import { MetricsPanel } from "../features/metrics/components/metrics-panel.tsx";
 import type { VmRow } from "../features/vms/api/vms.ts";
 import { VmsPage } from "../features/vms/components/vms-page.tsx";
 import { ApiClientProvider } from "../lib/api-context.tsx";
+import { RoleProvider } from "../lib/permissions.tsx";
 import { useTokenSession } from "../lib/session.ts";
 import { HOST_TOKEN_KEY, writeToken } from "../lib/token-store.ts";
+
+// xterm.js comes with the console's own chunk. The console is its own page (/console#<vm id>): only
+// that page's policy lets xterm.js add its <style> elements, and a document keeps the policy it loaded with.
+const ConsolePanel = lazy(() => import("../features/console/components/console-panel.tsx"));
+const consoleVm = location.pathname === "/console" ? decodeURIComponent(location.hash.slice(1)) : null;
 
 // Earlier versions kept the node credential here, in localStorage: it must not stay behind.
 writeToken("qx.host.credential", null);
@@ -61,65 +67,90 @@ export function HostApp() {
                   </div>
                 </div>
               </header>
-              <main className="mx-auto grid max-w-[1400px] gap-4 px-4 py-4 xl:grid-cols-[minmax(0,2fr)_minmax(0,3fr)]">
-                <VmsPage
-                  title="VMs on this host"
-                  selectedId={selected?.id}
-                  renderName={(vm) => (
-                    <button
-                      type="button"
-                      className="text-cyan-700 hover:underline dark:text-cyan-400"
-                      onClick={() => setSelected(vm)}
-                    >
-                      {vm.name}
-                    </button>
-                  )}
-                />
-                <div>
-                  {selected ? (
-                    <>
-                      <PageHeader
-                        title={
-                          <span className="flex items-center gap-2">
-                            <span data-testid="host-selected-vm">{selected.name}</span>
-                            <StateBadge state={selected.state} />
-                          </span>
-                        }
-                        subtitle={
-                          <TabList label={`${selected.name}: views`} className="gap-1">
-                            {(["monitoring", "logs"] as const).map((t) => (
-                              <Button
-                                key={t}
-                                tone={t === tab ? "primary" : "ghost"}
-                                role="tab"
-                                id={`host-tab-${t}`}
-                                aria-selected={t === tab}
-                                aria-controls={t === tab ? "host-tabpanel" : undefined}
-                                tabIndex={t === tab ? 0 : -1}
-                                onClick={() => setTab(t)}
-                                data-testid={`host-tab-${t}`}
+              {consoleVm ? (
+                <main className="mx-auto max-w-[1400px] px-4 py-4">
+                  <div className="mb-2 text-[13px]">
+                    <a href="/" className="text-cyan-700 hover:underline dark:text-cyan-400">
+                      ← VMs on this host
+                    </a>
+                  </div>
+                  {/* The host token is this host's own key: whoever holds it operates its consoles. */}
+                  <RoleProvider role="operator">
+                    <Suspense fallback={<Panel className="p-3 text-[13px]">Loading the console…</Panel>}>
+                      <ConsolePanel vmId={consoleVm} />
+                    </Suspense>
+                  </RoleProvider>
+                </main>
+              ) : (
+                <main className="mx-auto grid max-w-[1400px] gap-4 px-4 py-4 xl:grid-cols-[minmax(0,2fr)_minmax(0,3fr)]">
+                  <VmsPage
+                    title="VMs on this host"
+                    selectedId={selected?.id}
+                    renderName={(vm) => (
+                      <button
+                        type="button"
+                        className="text-cyan-700 hover:underline dark:text-cyan-400"
+                        onClick={() => setSelected(vm)}
+                      >
+                        {vm.name}
+                      </button>
+                    )}
+                  />
+                  <div>
+                    {selected ? (
+                      <>
+                        <PageHeader
+                          title={
+                            <span className="flex items-center gap-2">
+                              <span data-testid="host-selected-vm">{selected.name}</span>
+                              <StateBadge state={selected.state} />
+                            </span>
+                          }
+                          subtitle={
+                            <span className="flex items-center gap-2">
+                              <TabList label={`${selected.name}: views`} className="gap-1">
+                                {(["monitoring", "logs"] as const).map((t) => (
+                                  <Button
+                                    key={t}
+                                    tone={t === tab ? "primary" : "ghost"}
+                                    role="tab"
+                                    id={`host-tab-${t}`}
+                                    aria-selected={t === tab}
+                                    aria-controls={t === tab ? "host-tabpanel" : undefined}
+                                    tabIndex={t === tab ? 0 : -1}
+                                    onClick={() => setTab(t)}
+                                    data-testid={`host-tab-${t}`}
+                                  >
+                                    {t === "logs" ? "QEMU log" : "Monitoring"}
+                                  </Button>
+                                ))}
+                              </TabList>
+                              <a
+                                href={`/console#${encodeURIComponent(selected.id)}`}
+                                className="inline-flex h-7 items-center rounded px-2.5 text-[13px] font-medium text-zinc-700 hover:bg-zinc-200/70 dark:text-zinc-300 dark:hover:bg-zinc-800"
+                                data-testid="host-console-link"
                               >
-                                {t === "logs" ? "QEMU log" : "Monitoring"}
-                              </Button>
-                            ))}
-                          </TabList>
-                        }
-                      />
-                      <div role="tabpanel" id="host-tabpanel" aria-labelledby={`host-tab-${tab}`}>
-                        {tab === "monitoring" ? (
-                          <MetricsPanel key={selected.id} target={{ kind: "vms", id: selected.id }} />
-                        ) : (
-                          <LogsPanel key={selected.id} vm={selected} />
-                        )}
-                      </div>
-                    </>
-                  ) : (
-                    <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">
-                      Pick a VM to read its QEMU log.
-                    </Panel>
-                  )}
-                </div>
-              </main>
+                                Console
+                              </a>
+                            </span>
+                          }
+                        />
+                        <div role="tabpanel" id="host-tabpanel" aria-labelledby={`host-tab-${tab}`}>
+                          {tab === "monitoring" ? (
+                            <MetricsPanel key={selected.id} target={{ kind: "vms", id: selected.id }} />
+                          ) : (
+                            <LogsPanel key={selected.id} vm={selected} />
+                          )}
+                        </div>
+                      </>
+                    ) : (
+                      <Panel className="px-3 py-6 text-center text-[13px] text-zinc-500 dark:text-zinc-400">
+                        Pick a VM to read its QEMU log.
+                      </Panel>
+                    )}
+                  </div>
+                </main>
+              )}
             </div>
           )}
         </ToastProvider>
