@@ -21,6 +21,7 @@ import {
 import { CommandRunner } from "./commands.ts";
 import { ConsoleStreams } from "./console.ts";
 import { consoleOpener } from "./console-opener.ts";
+import { VncRelays, liveXmlFrom } from "./vnc.ts";
 import { HostTokenCheck, ensureHostToken, rotateHostToken } from "./host-token.ts";
 import { cleartextServerProblem } from "./cleartext-server.ts";
 import { InventoryReporter } from "./inventory.ts";
@@ -71,6 +72,7 @@ class Agent {
   private readonly runner: CommandRunner;
   private readonly follower: LogFollower;
   private readonly consoles: ConsoleStreams;
+  private readonly displays: VncRelays;
   private readonly metrics: MetricsSampler;
   private readonly updater: SelfUpdater;
   private reenrolled = false;
@@ -118,6 +120,13 @@ class Agent {
     this.follower = new LogFollower({ logDir: config.logDir, send, log, pollMs: config.followPollMs });
     this.consoles = new ConsoleStreams({
       opener: consoleOpener(config.libvirtUri, log),
+      send,
+      sendBytes: (data) => this.link?.sendBytes(data) ?? false,
+      isRunning: async (uuid) => (await this.libvirt.state(uuid)).libvirtState !== "shutoff",
+      log,
+    });
+    this.displays = new VncRelays({
+      liveXml: liveXmlFrom(config.libvirtUri),
       send,
       sendBytes: (data) => this.link?.sendBytes(data) ?? false,
       isRunning: async (uuid) => (await this.libvirt.state(uuid)).libvirtState !== "shutoff",
@@ -253,7 +262,10 @@ class Agent {
           this.inventory.startPolling();
         },
         onMessage: (msg) => this.onMessage(msg),
-        onBytes: (data) => this.consoles.onBytes(data),
+        onBytes: (data) => {
+          this.consoles.onBytes(data);
+          this.displays.onBytes(data);
+        },
         onRefused: (detail) => void this.onCredentialRefused(detail),
         onBackoff: (delayMs, attempt) => this.log.info({ delayMs, attempt }, "reconnecting after backoff"),
         onStateChange: (state) => {
@@ -261,6 +273,7 @@ class Agent {
           this.inventory.stopPolling();
           this.follower.stopAll(); // follows live on one link: the control plane asks again after a reconnect
           this.consoles.closeAll(); // so do consoles
+          this.displays.closeAll();
         },
       },
     });
@@ -286,7 +299,9 @@ class Agent {
       case "console.open":
       case "console.ack":
       case "console.close":
-        this.consoles.handle(msg);
+        if (msg.type === "console.open" ? msg.payload.display !== undefined : this.displays.owns(msg.id))
+          this.displays.handle(msg);
+        else this.consoles.handle(msg);
         return;
       case "vm.logs.unfollow":
         this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say
@@ -329,6 +344,7 @@ class Agent {
     this.inventory.stopPolling();
     this.follower.stopAll();
     this.consoles.closeAll();
+    this.displays.closeAll();
     this.metrics.stop();
     this.metrics.flush(); // the samples of the last batch, while the link is still up
     await Promise.allSettled([this.link?.stop(CLOSE.goingAway), this.localApi?.close()]);

@@ -35,9 +35,14 @@ export const CONSOLE_MODES = ["rw", "ro"] as const;
 export const ConsoleMode = z.enum(CONSOLE_MODES);
 export type ConsoleMode = z.infer<typeof ConsoleMode>;
 
-/** `POST /api/vms/:id/console` */
+/** What a console shows: the serial port's text, or the graphical display over RFB (VNC). */
+export const CONSOLE_TYPES = ["serial", "vnc"] as const;
+export const ConsoleType = z.enum(CONSOLE_TYPES);
+export type ConsoleType = z.infer<typeof ConsoleType>;
+
+/** `POST /api/vms/:id/console` (`type` defaults to serial) */
 export const ConsoleRequest = z
-  .object({ mode: ConsoleMode, force: z.boolean().optional(), type: z.literal("serial").optional() })
+  .object({ mode: ConsoleMode, force: z.boolean().optional(), type: ConsoleType.optional() })
   .strict();
 export type ConsoleRequest = z.infer<typeof ConsoleRequest>;
 export type ConsoleTicketAnswer = { ticket: string; expiresAt: string; url: string };
@@ -53,6 +58,8 @@ export const CONSOLE_CLOSE_REASONS = [
   "too_slow", // the browser fell too far behind: it resumes
   "console_busy", // someone else holds the console on the host (open with force to take it over)
   "no_console", // the VM has no serial console the agent can open
+  "no_display", // the VM has no VNC display the agent can reach
+  "password_required", // the VM's VNC display asks for a password, which is never relayed
   "needs_websocket", // the node's agent is on the long-poll link, which carries no console
   "unsupported", // the node's agent is too old for consoles
   "too_many_viewers",
@@ -156,3 +163,16 @@ export function lineStart(tail: Uint8Array, start: number): number {
   const nl = tail.indexOf(0x0a);
   return nl >= 0 && nl + 1 < tail.byteLength ? start + nl + 1 : start;
 }
+
+// ---- graphical consoles (VNC) ---------------------------------------------------------------------
+/** RFB bytes per agent link frame: a framebuffer update is large, so fewer, bigger frames. */
+export const VNC_FRAME_BYTES = 64 * 1024;
+/** The largest browser frame of RFB bytes (a cut text or a burst of events fits well under it). */
+export const VNC_MAX_INPUT_BYTES = 64 * 1024;
+
+/** Control plane → browser on a graphical console: `ready` (RFB bytes follow as binary frames,
+ *  unframed; the browser acks the count of bytes it received, as `offset`, at least every
+ *  CONSOLE_ACK_EVERY_BYTES), then `notice` or `closed` as on a serial console. */
+export type VncServerMessage =
+  | { type: "ready"; display: "vnc"; mode: ConsoleMode; writer: boolean; offset: 0 }
+  | Extract<ConsoleServerMessage, { type: "notice" | "closed" }>;

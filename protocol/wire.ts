@@ -50,7 +50,8 @@ export const OPERATION_CAP_MS = 600_000;
  *    serves) and `agent.update.status` (agent → worker: how it went);
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  - `console`: serial consoles (`console.*` frames and binary frames, protocol/console.ts), on the
- *    WebSocket link only.
+ *    WebSocket link only;
+ *  - `vnc`: graphical consoles, a `console.open` with `display` (agent).
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
 export const WIRE_FEATURES = [
@@ -61,6 +62,7 @@ export const WIRE_FEATURES = [
   "metrics",
   "update",
   "console",
+  "vnc",
 ] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 const features = z.array(z.string().max(64)).max(64).optional();
@@ -254,6 +256,9 @@ export const ConsoleOpenCommand = frame(
       .int()
       .positive()
       .max(16 * 1024 * 1024),
+    /** a graphical console (feature `vnc`): one RFB connection to the domain's VNC server for one
+     *  viewer; a read-only viewer's input events are dropped by the agent */
+    display: z.object({ type: z.literal("vnc"), mode: z.enum(["rw", "ro"]) }).optional(),
   }),
 );
 /** Output up to agent offset `offset` is kept: the agent may send that much more. */
@@ -458,6 +463,8 @@ export const CONSOLE_END_REASONS = [
   "vm_stopped",
   "taken_over",
   "no_console",
+  "no_display",
+  "password_required",
   "closed",
   "error",
 ] as const;

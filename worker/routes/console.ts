@@ -40,7 +40,7 @@ export const consoleTicketRoutes = new Hono<AppEnv>().post(
     const db = database(c.env.DB);
     const vm = await loadVm(db, c.req.valid("param").id);
     const principal = c.get("principal");
-    const { mode, force } = c.req.valid("json");
+    const { mode, force, type } = c.req.valid("json");
     if (roleRank[principal.role] < roleRank.operator) {
       await db.insert(vmEvents).values({
         vmId: vm.id,
@@ -58,6 +58,7 @@ export const consoleTicketRoutes = new Hono<AppEnv>().post(
     const kept = await nodeSession(c.env, vm.nodeId).issueConsoleTicket(await hashSecret(ticket), {
       vmId: vm.id,
       mode,
+      ...(type === "vnc" ? { type } : {}),
       force: force === true,
       principal: {
         id: principal.id,

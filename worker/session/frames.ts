@@ -9,6 +9,7 @@ import { compareDigest } from "./anti-entropy.ts";
 import type { EventCoalescer } from "./event-coalescer.ts";
 import type { ConsoleRelay } from "./console-relay.ts";
 import type { FollowRelay } from "./follow-relay.ts";
+import type { VncRelay } from "./vnc-relay.ts";
 import { applyChanges, applyInventory } from "./inventory-sync.ts";
 import type { RequestLedger } from "./ledger.ts";
 import type { AgentLink, AgentLinks } from "./links.ts";
@@ -29,6 +30,7 @@ export type FrameRooms = {
   reconciler: Reconciler;
   follows: FollowRelay;
   consoles: ConsoleRelay;
+  displays: VncRelay;
   notices: SessionNotices;
   metrics: MetricsHistory;
   coalescer: EventCoalescer;
@@ -111,11 +113,11 @@ export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, msg: Agen
       return;
     }
     case "console.opened":
-      if (rooms.consoles.onOpened(msg.id)) return;
+      if (rooms.consoles.onOpened(msg.id) || rooms.displays.onOpened(msg.id)) return;
       link.send({ type: "console.close", id: msg.id, payload: {} }); // nobody asked for it any more
       return ledger.countIgnored(msg.type, msg.id);
     case "console.closed":
-      if (rooms.consoles.onClosed(msg.id, msg.payload)) return;
+      if (rooms.consoles.onClosed(msg.id, msg.payload) || rooms.displays.onClosed(msg.id, msg.payload)) return;
       return ledger.countIgnored(msg.type, msg.id);
     case "error":
       if (follows.onError(msg.id, msg.payload)) return;

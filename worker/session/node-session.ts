@@ -2,7 +2,7 @@
 // webSocket*, alarm) and each agent frame to the room that owns it: links.ts (socket and long-poll
 // links), inbox.ts (frame admission and order), frames.ts (the frame switch), ledger.ts (in-flight
 // requests), kept-writes.ts (batched D1 writes), liveness.ts, reconciler.ts (checks with the
-// hypervisor), anti-entropy.ts, follow-relay.ts, console-relay.ts (serial consoles); store.ts names every stored key. Deadlines are
+// hypervisor), anti-entropy.ts, follow-relay.ts, console-relay.ts (serial consoles), vnc-relay.ts (graphical consoles); store.ts names every stored key. Deadlines are
 // alarms only (no timers but a held poll's), so the object can hibernate.
 import { DurableObject } from "cloudflare:workers";
 import {
@@ -28,6 +28,7 @@ import type {
   StateOutcome,
 } from "./dispatch.ts";
 import { ConsoleRelay } from "./console-relay.ts";
+import { VncRelay } from "./vnc-relay.ts";
 import { FollowRelay } from "./follow-relay.ts";
 import { CONSOLE_HEADERS, FOLLOW_HEADERS, NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, validSpread } from "./headers.ts";
 import { onAgentFrame, type FrameRooms } from "./frames.ts";
@@ -56,6 +57,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly reconciler: Reconciler;
   private readonly follows: FollowRelay;
   private readonly consoles: ConsoleRelay;
+  private readonly displays: VncRelay;
   private readonly notices: SessionNotices;
   private readonly coalescer: EventCoalescer;
   readonly metrics: MetricsHistory;
@@ -79,6 +81,7 @@ export class NodeSession extends DurableObject<Env> {
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
     this.consoles = new ConsoleRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
+    this.displays = new VncRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
     this.metrics = new MetricsHistory(ctx.storage);
     this.coalescer = new EventCoalescer(this.store, this.db, this.limits.events);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
@@ -183,6 +186,7 @@ export class NodeSession extends DurableObject<Env> {
     this.links.forget(connId, error.message);
     this.follows.nodeOffline();
     this.consoles.nodeOffline();
+    this.displays.nodeOffline();
     // What the requests on this link fail with, then the kept writes (the last-known log is read
     // exactly when a node is offline), all in D1 before the node shows offline.
     await this.ledger.failAll(error);
@@ -198,6 +202,8 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    const displayAtt = this.displays.displayOf(ws);
+    if (displayAtt) return this.displays.socketGone(ws, displayAtt);
     const consoleAtt = this.consoles.consoleOf(ws);
     if (consoleAtt) return this.consoles.socketGone(ws, consoleAtt);
     const viewer = this.follows.viewerOf(ws);
@@ -216,6 +222,8 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
+    const displayAtt = this.displays.displayOf(ws);
+    if (displayAtt) return this.displays.socketGone(ws, displayAtt);
     const consoleAtt = this.consoles.consoleOf(ws);
     if (consoleAtt) return this.consoles.socketGone(ws, consoleAtt);
     const viewer = this.follows.viewerOf(ws);
@@ -269,12 +277,14 @@ export class NodeSession extends DurableObject<Env> {
 
   /** Keeps a console ticket's hash (see console-relay.ts). */
   issueConsoleTicket(hash: string, ticket: ConsoleTicket) {
+    if (ticket.type === "vnc") return this.displays.issueTicket(hash, ticket);
     return this.consoles.issueTicket(hash, ticket);
   }
 
   /** The principal's token was revoked or its role lowered: its consoles end with `revoked`. */
-  closeConsolesOf(principalId: string): Promise<number> {
-    return this.consoles.closeConsolesOf(principalId);
+  async closeConsolesOf(principalId: string): Promise<number> {
+    const displays = this.displays.closeConsolesOf(principalId);
+    return displays + (await this.consoles.closeConsolesOf(principalId));
   }
 
   /** A VM's kept console output, readable whether or not the node is online. */
@@ -340,6 +350,7 @@ export class NodeSession extends DurableObject<Env> {
       this.ledger.earliestDeadline(),
       this.follows.earliestDeadline(),
       this.consoles.earliestDeadline(),
+      this.displays.earliestDeadline(),
       this.kept.dueAt() ?? Infinity,
       this.coalescer.dueAt() ?? Infinity,
     );
@@ -366,6 +377,7 @@ export class NodeSession extends DurableObject<Env> {
     await this.ledger.expireDue(now);
     this.follows.expireDue(now);
     this.consoles.expireDue(now);
+    this.displays.expireDue(now);
     const current = this.links.current();
     const conn = this.store.get("conn");
     if (current) {
@@ -389,8 +401,14 @@ export class NodeSession extends DurableObject<Env> {
   // ---- inbound frames ----------------------------------------------------------------------------
 
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const displayAtt = this.displays.displayOf(ws);
+    if (displayAtt) return this.displays.onMessage(ws, displayAtt, message);
     const consoleAtt = this.consoles.consoleOf(ws);
-    if (consoleAtt) return this.consoles.onMessage(ws, consoleAtt, message);
+    if (consoleAtt) {
+      // A hello with a graphical console's ticket turns the socket into one (vnc-relay.ts).
+      if (await this.displays.claims(ws, consoleAtt, message)) return;
+      return this.consoles.onMessage(ws, consoleAtt, message);
+    }
     // Viewers only listen; what they send is dropped (and never counts against the agent's budget).
     if (this.follows.viewerOf(ws)) return;
     // A link we closed (refused, replaced) may still deliver what was on its way: dropped unread.
@@ -425,6 +443,7 @@ export class NodeSession extends DurableObject<Env> {
     }
     if (!this.links.isCurrent(link.att.connId)) return;
     this.links.heard(link, Date.now());
+    if (this.displays.onAgentBytes(link, data)) return;
     if (this.consoles.onAgentBytes(link, data) !== "ok")
       await this.dropLink(link, CLOSE.protocolError, "malformed binary frame");
   }
@@ -447,10 +466,24 @@ export class NodeSession extends DurableObject<Env> {
 
   /** Each agent frame goes to the room that owns it (frames.ts). */
   private onFrame(link: AgentLink, message: AgentMessage | null): Promise<void> {
-    const { db, limits, store, links, ledger, liveness, reconciler, follows, consoles, notices, metrics, coalescer } =
-      this;
+    const {
+      db,
+      limits,
+      store,
+      links,
+      ledger,
+      liveness,
+      reconciler,
+      follows,
+      consoles,
+      displays,
+      notices,
+      metrics,
+      coalescer,
+    } = this;
     const rooms: FrameRooms = {
       consoles,
+      displays,
       db,
       limits,
       store,

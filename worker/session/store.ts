@@ -103,6 +103,8 @@ export type ConsolePrincipal = { id: string; name: string; actor: string; role: 
 export type ConsoleTicket = {
   vmId: string;
   mode: ConsoleMode;
+  /** a graphical console's ticket (vnc-relay.ts); absent for a serial console */
+  type?: "vnc";
   force: boolean;
   principal: ConsolePrincipal;
   expiresAt: number;
