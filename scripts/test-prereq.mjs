@@ -34,6 +34,7 @@ export const SUITES_NEEDING = {
     "test/agent/libvirt/qemu-console.test.ts",
     "test/e2e/install-on-host.test.ts",
     "test/e2e/console-on-real-qemu.test.ts",
+    "test/e2e/vnc-on-real-qemu.test.ts",
   ],
   browser: ["test/web/browser/**/*.test.ts"],
 };
