@@ -65,7 +65,7 @@ export class RfbClientFilter {
       if (need === null || at + need > data.byteLength) break; // wait for the rest
       const piece = data.subarray(at, at + need);
       if (this.stage === "messages") {
-        const type = piece[0]!;
+        const type = piece[0];
         const keep = !(this.readOnly && INPUT_TYPES.has(type));
         const tally = keep ? this.counts.passed : this.counts.dropped;
         tally[type] = (tally[type] ?? 0) + 1;
@@ -81,7 +81,7 @@ export class RfbClientFilter {
       }
     }
     this.held = data.slice(at);
-    return out.length === 1 ? out[0]! : join(...out);
+    return out.length === 1 ? out[0] : join(...out);
   }
 
   private isOpaque(): boolean {
@@ -97,7 +97,7 @@ export class RfbClientFilter {
       this.stage = this.minor === 3 ? "init" : "security";
     } else if (this.stage === "security") {
       if (piece[0] !== SECURITY_NONE)
-        throw new RfbError(`the viewer chose ${securityName(piece[0]!)}; only displays without a password are relayed`);
+        throw new RfbError(`the viewer chose ${securityName(piece[0])}; only displays without a password are relayed`);
       this.stage = "init";
     } else if (this.stage === "init") {
       this.stage = "messages";
@@ -119,7 +119,7 @@ export class RfbClientFilter {
         break;
     }
     const view = new DataView(d.buffer, d.byteOffset + at, left);
-    const type = d[at]!;
+    const type = d[at];
     switch (type) {
       case RFB_CLIENT.setPixelFormat:
         return 20;
@@ -211,7 +211,7 @@ export class RfbServerGate {
       return type === SECURITY_NONE ? { kind: "none" } : { kind: "password", offered: [type] };
     }
     if (d.byteLength < 1) return null;
-    const count = d[0]!;
+    const count = d[0];
     if (count === 0) return { kind: "failed" };
     if (d.byteLength < 1 + count) return null;
     const offered = [...d.subarray(1, 1 + count)];

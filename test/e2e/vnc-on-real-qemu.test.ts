@@ -127,7 +127,7 @@ class RfbViewer {
   async handshake(): Promise<{ version: string; types: number[]; width: number; height: number; name: string }> {
     const version = (await this.read(12)).toString("latin1");
     this.send(Buffer.from("RFB 003.008\n"));
-    const count = (await this.read(1))[0]!;
+    const count = (await this.read(1))[0];
     const types = [...(await this.read(count))];
     this.send([1]);
     expect((await this.read(4)).readUInt32BE(0)).toBe(0); // SecurityResult OK

@@ -41,8 +41,13 @@ export class AgentLinks {
   /** The agent link a socket carries, if it is one (viewer sockets are the follow relay's). */
   attachmentOf(ws: WebSocket): AgentAttachment | null {
     // Attachments are written only by this object, so their shape is known.
-    const att = ws.deserializeAttachment() as AgentAttachment | { kind: "viewer" } | { kind: "console" } | null;
-    return att && att.kind !== "viewer" && att.kind !== "console" ? att : null;
+    const att = ws.deserializeAttachment() as
+      | AgentAttachment
+      | { kind: "viewer" }
+      | { kind: "console" }
+      | { kind: "vnc" }
+      | null;
+    return att && att.kind !== "viewer" && att.kind !== "console" && att.kind !== "vnc" ? att : null;
   }
 
   isCurrent(connId: string): boolean {

@@ -74,7 +74,7 @@ export class VncRelay {
   }
 
   displayOf(ws: WebSocket): VncAttachment | null {
-    const att: VncAttachment | { kind?: string } | null = ws.deserializeAttachment();
+    const att = ws.deserializeAttachment() as VncAttachment | { kind?: string } | null;
     return att && att.kind === "vnc" ? (att as VncAttachment) : null;
   }
 
