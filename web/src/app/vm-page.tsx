@@ -17,8 +17,8 @@ import { Link, useLocation } from "../lib/router.tsx";
 
 export type VmTab = "events" | "monitoring" | "logs" | "console";
 
-// xterm.js comes with the console's own chunk, fetched when the tab opens.
-const ConsolePanel = lazy(() => import("../features/console/components/console-panel.tsx"));
+// The console's views (xterm.js, noVNC) come in chunks of their own, fetched when shown.
+const ConsoleViews = lazy(() => import("../features/console/components/console-views.tsx"));
 
 export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
   const vm = useVM(id);
@@ -63,7 +63,7 @@ export function VmPage({ id, tab }: { id: string; tab: VmTab }) {
           <MetricsPanel target={{ kind: "vms", id }} offline={nodeOffline} />
         ) : tab === "console" ? (
           <Suspense fallback={<Spinner />}>
-            <ConsolePanel vmId={id} />
+            <ConsoleViews vmId={id} initial={search.get("view") === "graphical" ? "graphical" : "serial"} />
           </Suspense>
         ) : (
           <LogsPanel vm={vm.data} initialLines={initialLineCount(search.get("lines"))} live />
