@@ -6,7 +6,7 @@
 // baselines measured in the same run, differences, ratios and targets, and writes
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, libvirt, digest, isolation
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, libvirt, digest, isolation, vnc
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
@@ -113,6 +113,7 @@ try {
   await section("digest", () => external("digest.ts", "benchDigest"));
   // Its own control plane with the shipped limits (the rate limits are part of what is measured).
   await section("isolation", () => external("isolation.ts", "benchIsolation"));
+  await section("vnc", () => external("vnc.ts", "benchVnc")); // needs QEMU; its own control plane
 } finally {
   await floor?.dispose();
   await cp?.dispose();
