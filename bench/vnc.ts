@@ -6,7 +6,8 @@ import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { Hypervisor } from "@unraid/libvirt";
 import WebSocket from "ws";
-import { enrollAgent, json } from "../test/e2e/journey.ts";
+import { FAST_AGENT_ARGS, createNode, eventually, json, waitConnected } from "../test/e2e/journey.ts";
+import { AgentProcess } from "../test/support/agent.ts";
 import { ControlPlane } from "../test/support/control-plane.ts";
 import { percentile } from "./load.ts";
 import type { BenchRow } from "./table.ts";
@@ -104,7 +105,7 @@ export async function benchVnc(): Promise<BenchRow[]> {
   const admin = new Hypervisor({ uri: URI });
   await admin.connectOpen();
   const cp = await ControlPlane.start({ rateLimits: false });
-  let agent: Awaited<ReturnType<typeof enrollAgent>>["agent"] | undefined;
+  let agent: AgentProcess | undefined;
   try {
     await admin.domainCreateXML(`<domain type='qemu'><name>${name}</name><uuid>${uuid}</uuid>
       <memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>
@@ -118,11 +119,17 @@ export async function benchVnc(): Promise<BenchRow[]> {
         await cp.api("/api/tokens", { method: "POST", json: { name: "bench", role: "operator" } }),
       )
     ).token;
-    ({ agent } = await enrollAgent(cp, `bench-vnc-${Date.now()}`, {
+    // The host may run other guests: wait for this one, not for a count.
+    const { node, joinToken } = await createNode(cp, `bench-vnc-${Date.now()}`);
+    agent = AgentProcess.start({
+      server: cp.url,
+      token: joinToken,
       libvirtUri: URI,
       logDir: "/var/log/libvirt/qemu",
-      expectVms: 1,
-    }));
+      args: FAST_AGENT_ARGS,
+    });
+    await waitConnected(cp, node.id);
+    await eventually("the bench guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 30_000);
     const through = await relayed(cp, token, uuid);
     const loop = await direct(port);
     const [viaRelay, viaLoopback] = await Promise.all([prepare(through), prepare(loop)]);
