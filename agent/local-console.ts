@@ -45,6 +45,7 @@ export class LocalConsoles {
   ticket(vmId: string, body: unknown): ConsoleTicketAnswer | { error: string } {
     const parsed = ConsoleRequest.safeParse(body);
     if (!parsed.success) return { error: `body: ${parsed.error.issues[0]?.message ?? "invalid"}` };
+    if (parsed.data.type === "vnc") return { error: "type: the host view offers the serial console only" };
     const now = Date.now();
     for (const [h, t] of this.tickets) if (t.expiresAt <= now) this.tickets.delete(h);
     const ticket = `qxc_${randomBytes(32).toString("base64url")}`;
