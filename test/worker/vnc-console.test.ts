@@ -56,7 +56,7 @@ class Viewer {
 
   async message(type: string): Promise<any> {
     let found: any;
-    await eventually(() => expect((found = this.messages.find((m) => m.type === type))).toBeDefined());
+    await eventually(async () => expect((found = this.messages.find((m) => m.type === type))).toBeDefined());
     return found;
   }
 
@@ -105,10 +105,10 @@ describe("graphical consoles (VNC)", { timeout: 30_000 }, () => {
     expect(openB.payload.channel).not.toBe(openA.payload.channel);
 
     agent.ws.send(encodeLinkOutput(openA.payload.channel, 0, text("RFB 003.008\n")));
-    await eventually(() => expect(a.bytes).toBe("RFB 003.008\n"));
+    await eventually(async () => expect(a.bytes).toBe("RFB 003.008\n"));
     expect(b.bytes).toBe(""); // another viewer's RFB session is its own
     a.ws.send(text("RFB 003.008\n"));
-    await eventually(() => expect(agent.binary).toHaveLength(1));
+    await eventually(async () => expect(agent.binary).toHaveLength(1));
     const input = decodeLinkFrame(agent.binary[0])!;
     expect(input).toMatchObject({ kind: "input", channel: openA.payload.channel });
     expect(new TextDecoder().decode(input.bytes)).toBe("RFB 003.008\n");

@@ -1,7 +1,6 @@
 // A VM's graphical console: the ticket (`POST <prefix>/vms/:id/console {type: "vnc"}`), the socket
 // wrapped as noVNC's channel, and "type this text" as paced keystrokes (QEMU's VNC has no clipboard).
 import type { ConsoleMode, ConsoleTicketAnswer } from "../../../../../protocol/console.ts";
-import type { ConsoleSocket } from "../../../../../protocol/console-client.ts";
 import { VncChannel, type VncState } from "../../../../../protocol/vnc-channel.ts";
 import type { ApiClient } from "../../../lib/api-client.ts";
 
