@@ -3,6 +3,7 @@
 // the same exchange straight on the host's loopback to the guest's VNC server, both in this run,
 // alternating. Needs QEMU (a diskless SeaBIOS guest named vnc-bench-*); `BENCH_ONLY=vnc npm run bench`.
 import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { Hypervisor } from "@unraid/libvirt";
 import WebSocket from "ws";
@@ -165,6 +166,7 @@ export async function benchVnc(): Promise<BenchRow[]> {
     const dom = await admin.domainLookupByUUIDString(uuid).catch(() => null);
     if (dom) await admin.domainDestroy(dom).catch(() => {});
     await admin.connectClose();
+    rmSync(`/var/log/libvirt/qemu/${name}.log`, { force: true });
     await cp.dispose();
   }
 }
