@@ -32,6 +32,7 @@ class Inspector {
   private next = 0;
   private readonly pending = new Map<number, { ok: (r: unknown) => void; fail: (e: Error) => void }>();
   private readonly port: number;
+  private chunks: string[] = [];
 
   constructor(port: number) {
     this.port = port;
@@ -46,9 +47,16 @@ class Inspector {
     const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
     await new Promise((ok, fail) => (ws.once("open", ok), ws.once("error", fail)));
     ws.on("message", (data) => {
-      const msg = JSON.parse(String(data)) as { id?: number; result?: unknown; error?: { message: string } };
+      const msg = JSON.parse(String(data)) as {
+        id?: number;
+        method?: string;
+        params?: { chunk?: string };
+        result?: unknown;
+        error?: { message: string };
+      };
+      if (msg.method === "HeapProfiler.addHeapSnapshotChunk") this.chunks.push(msg.params?.chunk ?? "");
       const call = msg.id === undefined ? undefined : this.pending.get(msg.id);
-      if (!call) return; // events
+      if (!call) return; // other events
       this.pending.delete(msg.id!);
       if (msg.error) call.fail(new Error(msg.error.message));
       else call.ok(msg.result);
@@ -81,6 +89,31 @@ class Inspector {
   async heapAfterGc(): Promise<number> {
     await this.call("HeapProfiler.collectGarbage");
     return (await this.call<{ usedSize: number }>("Runtime.getHeapUsage")).usedSize;
+  }
+
+  /** Self size and count of the isolate's heap objects by constructor (or node type), after a GC. */
+  async heapByConstructor(): Promise<Map<string, { count: number; bytes: number }>> {
+    this.chunks = [];
+    await this.call("HeapProfiler.takeHeapSnapshot");
+    const snap = JSON.parse(this.chunks.join("")) as {
+      snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
+      nodes: number[];
+      strings: string[];
+    };
+    this.chunks = [];
+    const fields = snap.snapshot.meta.node_fields;
+    const [typeAt, nameAt, sizeAt] = ["type", "name", "self_size"].map((f) => fields.indexOf(f));
+    const types = snap.snapshot.meta.node_types[0];
+    const out = new Map<string, { count: number; bytes: number }>();
+    for (let i = 0; i < snap.nodes.length; i += fields.length) {
+      const type = types[snap.nodes[i + typeAt]];
+      const key = type === "object" || type === "closure" ? `${type} ${snap.strings[snap.nodes[i + nameAt]]}` : type;
+      const entry = out.get(key) ?? { count: 0, bytes: 0 };
+      entry.count++;
+      entry.bytes += snap.nodes[i + sizeAt];
+      out.set(key, entry);
+    }
+    return out;
   }
 
   close(): void {
@@ -262,8 +295,13 @@ export async function benchSoak(): Promise<BenchRow[]> {
     cleanup.unshift(() => (cpInspector.close(), floorInspector.close()));
     const samples: Sample[] = [];
     const t0 = Date.now();
+    // BENCH_SOAK_SNAPSHOTS=1: a heap snapshot of the Worker's isolate after warm-up and at the end,
+    // compared by constructor, to name what grows (a snapshot is slow: off by default).
+    const snapshots = process.env.BENCH_SOAK_SNAPSHOTS === "1";
+    let atWarmup: Map<string, { count: number; bytes: number }> | null = null;
     while (Date.now() - t0 < runMs) {
       const tick = Date.now();
+      if (snapshots && !atWarmup && tick - t0 >= warmupMs) atWarmup = await cpInspector.heapByConstructor();
       try {
         const [cpHeap, floorHeap, agentCounts, debug] = await Promise.all([
           cpInspector.heapAfterGc(),
@@ -291,14 +329,41 @@ export async function benchSoak(): Promise<BenchRow[]> {
       }
       await sleep(Math.max(0, sampleMs - (Date.now() - tick)));
     }
+    const grown = atWarmup ? heapGrowth(atWarmup, await cpInspector.heapByConstructor()) : undefined;
     await Promise.all(stops.map((stop) => stop()));
     const followed = follow.stats();
     // Every sample, for a look at a curve the slope alone hides (a reset, a step, a level).
     writeFileSync(join(import.meta.dirname, "soak-samples.json"), JSON.stringify(samples) + "\n");
-    return soakRows(samples, { minutes, warmupMs, sampleMs, failures, followed });
+    const rows = soakRows(samples, { minutes, warmupMs, sampleMs, failures, followed });
+    if (grown)
+      rows.push({
+        name: "soak: Worker isolate heap grown after warm-up, largest by constructor (snapshots)",
+        value: Math.round(grown.total / 1024),
+        unit: "KiB",
+        note: grown.top,
+      });
+    return rows;
   } finally {
     for (const step of cleanup) await step();
   }
+}
+
+/** What grew between two snapshots, the ten largest by bytes. */
+function heapGrowth(
+  before: Map<string, { count: number; bytes: number }>,
+  after: Map<string, { count: number; bytes: number }>,
+) {
+  const diffs = [...after].map(([key, a]) => {
+    const b = before.get(key) ?? { count: 0, bytes: 0 };
+    return { key, count: a.count - b.count, bytes: a.bytes - b.bytes };
+  });
+  const total = diffs.reduce((sum, d) => sum + d.bytes, 0);
+  const top = diffs
+    .sort((x, y) => y.bytes - x.bytes)
+    .slice(0, 10)
+    .map((d) => `${d.key.slice(0, 60)} ${d.count > 0 ? "+" : ""}${d.count} (${Math.round(d.bytes / 1024)} KiB)`)
+    .join("; ");
+  return { total, top };
 }
 
 const prefixed = (source: string, counts: Record<string, number>) =>
