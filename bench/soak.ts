@@ -17,6 +17,7 @@ import { ControlPlane, freePort } from "../test/support/control-plane.ts";
 import { createNode, eventually, json, listVms, waitConnected } from "../test/e2e/journey.ts";
 import { FLOOR_READ_ID, FloorProbe } from "./floor/probe.ts";
 import type { BenchRow } from "./table.ts";
+import { goal } from "./targets.ts";
 
 const MiB = 1024 * 1024;
 const POLL_MS = 3_000;
@@ -399,14 +400,14 @@ function soakRows(
       unit: "MiB/h",
       floor: floorHeap,
       overFloor: Math.round((heap - floorHeap) * 100) / 100,
-      target: "≤ 1",
+      ...goal("soakIsolateHeap", { value: heap, floor: floorHeap }),
       note: `heap after GC ${span("isolate heap")} MiB; floor probe's isolate ${span("floor isolate heap")} MiB`,
     },
     {
       name: "soak: agent RSS slope",
       value: perHour("agent RSS"),
       unit: "MiB/h",
-      target: "≤ 2",
+      ...goal("soakAgentRss", { value: perHour("agent RSS") }),
       note: `RSS ${span("agent RSS")} MiB`,
     },
     {

@@ -69,12 +69,10 @@ describe("metrics sampler on the test driver", () => {
     opened.push(libvirt);
     const sampler = new MetricsSampler({
       libvirt,
-      uri: TEST_URI,
       intervalMs: 10_000,
       log: silentLog,
       send: recorder().send,
       peerFeatures: () => new Set(),
-      useVirsh: false,
     });
     await sampler.sampleNow();
     await sleep(300);
