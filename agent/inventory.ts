@@ -65,7 +65,13 @@ export class InventoryReporter {
   private readonly pollMs: number;
   private readonly digestIntervalMs: number;
   private readonly peerFeatures: () => ReadonlySet<string>;
+  // What the control plane was last told: one entry per domain libvirt lists, replaced each poll.
   private reported = new Map<string, VmInfo>();
+
+  /** Domains held as reported (the soak bench's debug counts). */
+  get reportedCount(): number {
+    return this.reported.size;
+  }
   private timer: NodeJS.Timeout | null = null;
   private digestTimer: NodeJS.Timeout | null = null;
   private busy: Promise<void> | null = null;

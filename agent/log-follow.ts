@@ -45,6 +45,7 @@ type Follow = {
 
 export class LogFollower {
   private readonly o: Required<LogFollowerOptions>;
+  // Bounded by MAX_FOLLOWS; a follow is deleted when it is stopped or its link goes.
   private readonly follows = new Map<string, Follow>();
   private timer: NodeJS.Timeout | null = null;
 

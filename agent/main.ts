@@ -22,6 +22,7 @@ import { CommandRunner } from "./commands.ts";
 import { ConsoleStreams } from "./console.ts";
 import { consoleOpener } from "./console-opener.ts";
 import { VncRelays, liveXmlFrom } from "./vnc.ts";
+import { serveDebugCounts } from "./debug-counts.ts";
 import { HostTokenCheck, ensureHostToken, rotateHostToken } from "./host-token.ts";
 import { cleartextServerProblem } from "./cleartext-server.ts";
 import { InventoryReporter } from "./inventory.ts";
@@ -145,6 +146,16 @@ class Agent {
       onPowerDone: () => void this.inventory.pollNow(),
       follower: this.follower,
     });
+  }
+
+  /** Sizes of the agent's in-memory collections (the soak bench's debug counts). */
+  debugCounts(): Record<string, number> {
+    return {
+      follows: this.follower.count,
+      powerQueues: this.runner.power.queuedVms,
+      inventoryReported: this.inventory.reportedCount,
+      ...this.metrics.counts(),
+    };
   }
 
   async start() {
@@ -428,4 +439,5 @@ process.on("unhandledRejection", (err) => {
   log.fatal({ err: (err as Error)?.stack ?? String(err) }, "unhandled rejection");
   void agent.stop(1);
 });
+serveDebugCounts(() => agent.debugCounts());
 await agent.start();

@@ -125,11 +125,15 @@ export function nodeTotals(vms: { figures: MetricFigures; vcpus: number }[], hos
 
 /** A day of one series in memory: raw samples for an hour, then 1-minute means. */
 class SeriesRing {
+  // Bounded by time: an hour of raw points (360 at the default 10 s) and 24 h of minute means.
   raw: MetricPoint[] = [];
   minutes: MetricPoint[] = [];
+  /** when the last point was added: a ring unfed for the longest range shows nothing any more */
+  lastAt = 0;
   private minute: { t: number; points: MetricPoint[] } | null = null;
 
   add(p: MetricPoint) {
+    this.lastAt = p.t;
     this.raw.push(p);
     while (this.raw.length && this.raw[0].t < p.t - RAW_KEEP_MS) this.raw.shift();
     const m = Math.floor(p.t / MINUTE_MS) * MINUTE_MS;
@@ -164,13 +168,16 @@ export type MetricsSamplerOptions = {
 export class MetricsSampler {
   private readonly opts: MetricsSamplerOptions;
   private readonly hostCpus: number;
+  // One entry per running VM, pruned each tick to the VMs running now.
   private readonly previous = new Map<string, Counters>();
+  // One ring per VM sampled in the last 24 h (plus the node's): a VM stopped or gone keeps its ring
+  // while its history still shows in some range, then the ring is dropped (see pruneRings).
   private readonly rings = new Map<string, SeriesRing>();
   private timer: NodeJS.Timeout | null = null;
   private sampling: Promise<void> | null = null;
   /** the first tick only reads counters: figures are differences between two ticks */
   private counted = false;
-  /** ticks sampled and not sent yet */
+  /** ticks sampled and not sent yet (at most `batchTicks` of them, times the parts of a big host's tick) */
   private pending: MetricsTick[] = [];
 
   constructor(opts: MetricsSamplerOptions) {
@@ -226,7 +233,20 @@ export class MetricsSampler {
     const node = nodeTotals(vms, this.hostCpus);
     for (const v of vms) this.ringOf(v.vmId).add({ t, ...v.figures });
     this.ringOf("").add({ t, ...node });
+    this.pruneRings(t);
     this.queue({ t: this.opts.serverNow?.() ?? t, vms: vms.map((v) => ({ vmId: v.vmId, ...v.figures })), node });
+  }
+
+  /** Drops the rings of VMs not sampled for the longest range: without this, every VM that ever
+   *  ran on the host would keep a ring for the agent's lifetime. */
+  private pruneRings(now: number): void {
+    for (const [key, ring] of this.rings)
+      if (key && ring.lastAt < now - MINUTES_KEEP * MINUTE_MS) this.rings.delete(key);
+  }
+
+  /** Sizes of the sampler's in-memory collections (the soak bench's debug counts). */
+  counts(): Record<string, number> {
+    return { metricsPrevious: this.previous.size, metricsRings: this.rings.size, metricsPending: this.pending.length };
   }
 
   private ringOf(key: string): SeriesRing {

@@ -44,6 +44,8 @@ export class PollLink {
   private readonly pollWaitMs: number;
   private connId: string | null = null;
   private cursor: string | undefined;
+  // Bounded in time, not count: it is emptied when the link ends, and a send that hangs or fails
+  // twice ends the link, so it holds at most what the agent produces in a few send timeouts.
   private outbox: string[] = [];
   private flushing = false;
   private timer: NodeJS.Timeout | null = null;

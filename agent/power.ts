@@ -66,11 +66,17 @@ const sleep = (ms: number, signal: AbortSignal) =>
 
 export class PowerActions {
   private readonly o: Required<Omit<PowerActionsOptions, "onPowerDone">> & Pick<PowerActionsOptions, "onPowerDone">;
-  /** per VM, in arrival order; the working ones are at the front */
+  /** per VM, in arrival order; the working ones are at the front. Bounded by the VMs with a
+   *  command not yet answered: a VM's entry is deleted when its queue empties. */
   private readonly queues = new Map<string, Job[]>();
 
   constructor(opts: PowerActionsOptions) {
     this.o = { progressMs: PROGRESS_MS, operationCapMs: OPERATION_CAP_MS, peerFeatures: () => new Set(), ...opts };
+  }
+
+  /** VMs with a queue now (the soak bench's debug counts). */
+  get queuedVms(): number {
+    return this.queues.size;
   }
 
   /** Resolves once the command is answered (`result` or `error`). */

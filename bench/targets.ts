@@ -119,6 +119,16 @@ export const TARGETS = {
     text: "≤ 10000",
     met: (f) => f.value <= 10_000,
   },
+  soakIsolateHeap: {
+    figure: "soak: heap slope of every isolate after warm-up",
+    text: "< 1 MiB/h",
+    met: (f) => f.value < 1,
+  },
+  soakAgentRss: {
+    figure: "soak: agent RSS slope after warm-up",
+    text: "< 2 MiB/h",
+    met: (f) => f.value < 2,
+  },
 } satisfies Record<string, Target>;
 
 export type TargetId = keyof typeof TARGETS;

@@ -57,8 +57,12 @@ export function bearer(header: string | undefined): string | null {
 // revocation evicts its entries in this isolate at once (by hash, all that is stored of a token), and
 // no other isolate trusts its copy longer than this.
 export const TOKEN_CACHE_MS = 1_000;
+// Bound: at most this many tokens; the cache is emptied when full (entries live a second anyway).
 const TOKEN_CACHE_MAX = 1_000;
 const tokenCache = new Map<string, { principal: Principal; hash: string; until: number }>();
+
+/** Entries in this isolate's token cache (the debug counts of a local soak run). */
+export const tokenCacheSize = (): number => tokenCache.size;
 
 export function forgetTokenHash(hash: string): void {
   for (const [token, entry] of tokenCache) if (entry.hash === hash) tokenCache.delete(token);

@@ -9,6 +9,7 @@ import { AGENT_SEND_PATH } from "../protocol/wire.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { consoleSocketRoutes, consoleTicketRoutes } from "./routes/console.ts";
+import { debugRoutes } from "./routes/debug.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { installRoutes } from "./routes/install.ts";
 import { meRoutes } from "./routes/me.ts";
@@ -55,6 +56,7 @@ const app = new Hono<AppEnv>()
   .route("/api", metricRoutes)
   .route("/api/requests", requestRoutes)
   .route("/api/notifications", notificationRoutes)
+  .route("/api/debug", debugRoutes)
   .route("/agent", agentRoutes);
 
 app.notFound((c) => errorResponse(c, 404, "not_found", `no route ${c.req.method} ${new URL(c.req.url).pathname}`));

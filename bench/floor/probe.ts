@@ -35,14 +35,18 @@ export class FloorProbe {
   private echoClient: ChildProcess | null = null;
   private output = "";
 
-  private constructor(port: number, persistDir: string) {
+  readonly inspectorPort: number;
+
+  private constructor(port: number, persistDir: string, inspectorPort: number) {
+    this.inspectorPort = inspectorPort;
     this.port = port;
     this.persistDir = persistDir;
     this.url = `http://127.0.0.1:${port}`;
   }
 
-  static async start(): Promise<FloorProbe> {
-    const probe = new FloorProbe(await freePort(), mkdtempSync(join(tmpdir(), "qx-floor-")));
+  /** `inspectorPort`: wrangler dev's inspector (CDP) port; by default any free one. */
+  static async start(inspectorPort = 0): Promise<FloorProbe> {
+    const probe = new FloorProbe(await freePort(), mkdtempSync(join(tmpdir(), "qx-floor-")), inspectorPort);
     try {
       await runOwned(
         process.execPath,
@@ -75,7 +79,7 @@ export class FloorProbe {
         "--port",
         String(this.port),
         "--inspector-port",
-        "0",
+        String(this.inspectorPort),
         "--persist-to",
         this.persistDir,
         "--show-interactive-dev-session=false",

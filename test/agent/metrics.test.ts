@@ -1,6 +1,6 @@
 // The agent's metrics sampler against libvirt's test driver (whose CPU time is synthetic: libvirt
 // reports the wall clock), and how a series becomes an answer with offline stretches as gaps.
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
 import { Libvirt } from "../../agent/libvirt.ts";
 import { startLocalApi } from "../../agent/local-api.ts";
@@ -62,6 +62,38 @@ describe("metrics sampler on the test driver", () => {
     expect(series.points.length).toBeGreaterThanOrEqual(1); // samples within one or two 10 s steps
     expect(series.points.every((p) => p.cpuPct !== null && p.cpuPct > 0)).toBe(true);
     expect(sampler.series(VMS.paused.uuid, "1h").points).toEqual([]);
+  });
+
+  it("a VM that stopped keeps its series while 24 h can still show it, then its ring is dropped", async () => {
+    const libvirt = new Libvirt(TEST_URI, silentLog);
+    opened.push(libvirt);
+    const sampler = new MetricsSampler({
+      libvirt,
+      intervalMs: 10_000,
+      log: silentLog,
+      send: recorder().send,
+      peerFeatures: () => new Set(),
+    });
+    await sampler.sampleNow();
+    await sleep(300);
+    await sampler.sampleNow();
+    // the running and the blocked VM, and the node's totals
+    expect(sampler.counts()).toMatchObject({ metricsPrevious: 2, metricsRings: 3 });
+    await libvirt.destroy(VMS.running.uuid);
+    await sleep(300);
+    await sampler.sampleNow();
+    expect(sampler.counts()).toMatchObject({ metricsPrevious: 1, metricsRings: 3 });
+    expect(sampler.series(VMS.running.uuid, "24h").points.length).toBeGreaterThan(0);
+
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 24 * 3_600_000 + 60_000 });
+    try {
+      await sampler.sampleNow();
+    } finally {
+      vi.useRealTimers();
+    }
+    // the blocked VM's ring and the node's stay: both were fed this tick
+    expect(sampler.counts()).toMatchObject({ metricsPrevious: 1, metricsRings: 2 });
+    expect(sampler.series(VMS.running.uuid, "24h").points).toEqual([]);
   });
 
   it("a counter that went back (the domain restarted) gives no figure for that tick", () => {

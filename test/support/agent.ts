@@ -1,6 +1,7 @@
 // Spawns the real agent (`node agent/main.ts`) as its own process, for end-to-end tests and benches:
 // freeze/thaw it with SIGSTOP/SIGCONT, restart it on the same state directory, wait for its exit.
 import type { ChildProcess } from "node:child_process";
+import { DEBUG_COUNTS_REQUEST, type AgentDebugCounts } from "../../agent/debug-counts.ts";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -25,6 +26,10 @@ export type AgentOptions = {
   /** extra command-line arguments (the agent's own knobs) */
   args?: string[];
   env?: Record<string, string>;
+  /** V8/Node flags before the entry (e.g. --expose-gc) */
+  nodeFlags?: string[];
+  /** open an IPC channel, with QX_DEBUG_COUNTS=1: debugCounts() then asks the agent for its figures */
+  debugCounts?: boolean;
 };
 
 export type Exit = { code: number | null; signal: NodeJS.Signals | null };
@@ -53,6 +58,7 @@ export class AgentProcess {
   private spawn(token: string | undefined) {
     const o = this.opts;
     const args = [
+      ...(o.nodeFlags ?? []),
       AGENT_MAIN,
       "--server",
       o.server,
@@ -69,8 +75,8 @@ export class AgentProcess {
     this.out = "";
     const child = spawnOwned(process.execPath, args, {
       cwd: ROOT,
-      env: { ...process.env, ...o.env },
-      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...o.env, ...(o.debugCounts ? { QX_DEBUG_COUNTS: "1" } : {}) },
+      stdio: ["ignore", "pipe", "pipe", ...(o.debugCounts ? (["ipc"] as const) : [])],
     });
     child.stdout!.on("data", (d) => (this.out += d));
     child.stderr!.on("data", (d) => (this.out += d));
@@ -102,6 +108,26 @@ export class AgentProcess {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** The agent's memory and in-memory collection sizes, over the IPC channel (needs `debugCounts`). */
+  debugCounts(timeoutMs = 10_000): Promise<AgentDebugCounts> {
+    const child = this.child;
+    if (!child?.send) return Promise.reject(new Error("the agent was started without debugCounts"));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.off("message", onMessage);
+        reject(new Error(`the agent did not answer its debug counts in ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onMessage = (msg: unknown) => {
+        if ((msg as { type?: string } | null)?.type !== DEBUG_COUNTS_REQUEST) return;
+        clearTimeout(timer);
+        child.off("message", onMessage);
+        resolve(msg as AgentDebugCounts);
+      };
+      child.on("message", onMessage);
+      child.send(DEBUG_COUNTS_REQUEST);
+    });
   }
 
   /** Freezes the process: its socket stays open but nothing is read or answered. */

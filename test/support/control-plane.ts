@@ -61,6 +61,8 @@ export type ControlPlaneOptions = {
   persistDir?: string;
   adminToken?: string;
   vars?: Record<string, string>;
+  /** wrangler dev's inspector (CDP) port; by default any free one */
+  inspectorPort?: number;
   /** false: run without the [[ratelimits]] bindings (benches and fuzzing; the Worker then applies no
    *  limit). Done with a generated copy of wrangler.toml, so the shipped config stays as it is. */
   rateLimits?: boolean;
@@ -101,9 +103,11 @@ export class ControlPlane {
   private readonly ownsDir: boolean;
   private vars: Record<string, string>;
   private readonly configArgs: string[];
+  readonly inspectorPort: number;
 
   private constructor(
-    opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars" | "rateLimits" | "assetsDir">> & {
+    opts: Required<Omit<ControlPlaneOptions, "persistDir" | "vars" | "rateLimits" | "assetsDir" | "inspectorPort">> & {
+      inspectorPort?: number;
       persistDir?: string;
       vars?: Record<string, string>;
       rateLimits?: boolean;
@@ -116,6 +120,7 @@ export class ControlPlane {
     this.adminToken = opts.adminToken;
     this.url = `http://127.0.0.1:${this.port}`;
     this.vars = opts.vars ?? {};
+    this.inspectorPort = opts.inspectorPort ?? 0;
     this.configArgs =
       opts.rateLimits === false || opts.assetsDir
         ? ["--config", generatedConfig({ rateLimits: opts.rateLimits !== false, assetsDir: opts.assetsDir })]
@@ -130,6 +135,7 @@ export class ControlPlane {
       vars: opts.vars,
       rateLimits: opts.rateLimits,
       assetsDir: opts.assetsDir,
+      inspectorPort: opts.inspectorPort,
     });
     await cp.migrate();
     await cp.boot();
@@ -170,7 +176,7 @@ export class ControlPlane {
         "--port",
         String(this.port),
         "--inspector-port",
-        "0",
+        String(this.inspectorPort),
         "--persist-to",
         this.persistDir,
         "--show-interactive-dev-session=false",

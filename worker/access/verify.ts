@@ -26,7 +26,11 @@ export class AccessRejected extends Error {
 
 // One key set per certs URL and isolate: jose caches the keys (10 minutes) and fetches again on an
 // unknown `kid` only after the cooldown since its last fetch.
+// Bound: one entry per (certs URL, refetch) pair of the configuration, which an isolate reads once.
 const keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+
+/** Key sets held by this isolate (the debug counts of a local soak run). */
+export const keySetsSize = (): number => keySets.size;
 
 function keySet(settings: AccessSettings) {
   const key = `${settings.certsUrl} ${settings.keysRefetchMs}`;

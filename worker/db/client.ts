@@ -6,6 +6,7 @@ import * as schema from "./schema.ts";
 const build = (d1: D1Database) => drizzle(d1, { schema });
 export type Database = ReturnType<typeof build>;
 
+// Bound: one client per D1 binding object, held only while the binding is (a WeakMap).
 const clients = new WeakMap<D1Database, Database>();
 
 export function database(d1: D1Database): Database {

@@ -87,7 +87,11 @@ export async function notify(env: Env, notice: Notice): Promise<void> {
 // A node's liveness changes are told in the order they happened: a link that drops and comes back
 // within milliseconds must not end as "offline" because the two writes crossed. One chain per node,
 // in the isolate that runs the node's session.
+// Bound: one entry per node with a liveness notice still being told; deleted when its chain ends.
 const livenessChains = new Map<string, Promise<void>>();
+
+/** Nodes with a liveness notice still being told (the debug counts of a local soak run). */
+export const livenessChainsSize = (): number => livenessChains.size;
 
 /** `node.online` / `node.offline`, only when that differs from what targets were last told (a
  *  connection replacing a live one is no news). */

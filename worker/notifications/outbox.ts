@@ -20,7 +20,7 @@ type Target = typeof notificationTargets.$inferSelect;
 export class NotificationOutbox extends DurableObject<Env> {
   private readonly db: Database;
   private readonly settings: DeliverySettings;
-  /** deliveries being posted right now (an alarm and a test button may overlap) */
+  /** deliveries being posted right now (an alarm and a test button may overlap); each leaves when its post ends */
   private readonly posting = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {

@@ -69,6 +69,8 @@ type Waiter =
 
 export class RequestLedger {
   // In memory only: these belong to RPC calls that are still running, which keeps the object awake.
+  // Each is bounded by the requests in flight (entries leave when the request settles, expires or
+  // its link goes); an answer's chunks are bounded by the logs answer's byte cap.
   private readonly waiters = new Map<string, Waiter>();
   private readonly logChunks = new Map<string, Map<number, string>>();
   /** UTF-8 bytes of each answer's chunks so far (a chunk sent again replaces its count). */
@@ -108,6 +110,17 @@ export class RequestLedger {
     this.armAlarm = armAlarm;
     this.notices = notices;
     this.hooks = hooks;
+  }
+
+  /** Sizes of the in-memory maps (the debug counts of a local soak run). */
+  counts(): Record<string, number> {
+    return {
+      ledgerWaiters: this.waiters.size,
+      ledgerLogChunks: this.logChunks.size,
+      ledgerLogBytes: this.logBytes.size,
+      ledgerSentWrites: this.sentWrites.size,
+      ledgerWaited: this.waited.size,
+    };
   }
 
   all(): InFlight[] {

@@ -50,6 +50,11 @@ export class AgentLinks {
     return att && att.kind !== "viewer" && att.kind !== "console" && att.kind !== "vnc" ? att : null;
   }
 
+  /** Frames queued on the long-poll link, if there is one (the debug counts of a local soak run). */
+  get pollQueued(): number {
+    return this.outbox?.queued ?? 0;
+  }
+
   isCurrent(connId: string): boolean {
     return this.store.get("conn") === connId;
   }

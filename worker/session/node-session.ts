@@ -17,6 +17,7 @@ import {
 } from "../../protocol/wire.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
+import { debugCountsEnabled, isolateCounts } from "../debug-counts.ts";
 import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
 import type { AgentFailure } from "../request-rows.ts";
 import type {
@@ -267,6 +268,24 @@ export class NodeSession extends DurableObject<Env> {
       inFlight: this.ledger.all().length,
       connected: link !== null,
       transport,
+    };
+  }
+
+  /** The debug counts of a local soak run: every in-memory collection of this object's rooms and of
+   *  its isolate's modules, and the sockets and stored families it holds. Null unless
+   *  QX_DEBUG_COUNTS is "1". */
+  debugCounts(): Record<string, number> | null {
+    if (!debugCountsEnabled(this.env)) return null;
+    return {
+      ...this.ledger.counts(),
+      storeHeld: this.store.heldCount,
+      pollQueued: this.links.pollQueued,
+      storedInFlight: this.store.all("inFlight").length,
+      storedFollows: this.store.all("follow").length,
+      storedQueryRows: this.store.all("queryRow").length,
+      storedSnapshots: this.store.all("snapshot").length,
+      sockets: this.ctx.getWebSockets().length,
+      ...Object.fromEntries(Object.entries(isolateCounts()).map(([k, v]) => [`isolate.${k}`, v])),
     };
   }
 

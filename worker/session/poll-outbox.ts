@@ -18,7 +18,13 @@ export class PollOutbox {
   /** Cursors are `<epoch>.<seq>`: a cursor of an outbox lost with the object's memory matches nothing. */
   private readonly epoch = crypto.randomUUID().slice(0, 8);
   private seq = 0;
+  // Bounded by MAX_QUEUED: a push beyond it fails the send instead of growing.
   private queue: { seq: number; frame: ServerMessage }[] = [];
+
+  /** Frames not yet picked up (the debug counts of a local soak run). */
+  get queued(): number {
+    return this.queue.length;
+  }
   private waiting: { answer: (a: PollAnswer) => void; timer: ReturnType<typeof setTimeout> } | null = null;
   private ended: LinkEnded | null = null;
 

@@ -217,7 +217,13 @@ const frozen = <T>(v: T): T => (v !== null && typeof v === "object" ? Object.fre
 export class SessionStore {
   private readonly storage: DurableObjectStorage;
   private readonly kv: SyncKvStorage;
+  // Bounded by HELD: one entry per single kept in memory.
   private readonly held = new Map<keyof Singles, unknown>();
+
+  /** Singles held in memory (the debug counts of a local soak run). */
+  get heldCount(): number {
+    return this.held.size;
+  }
 
   constructor(storage: DurableObjectStorage) {
     this.storage = storage;

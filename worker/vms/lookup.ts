@@ -12,8 +12,12 @@ import { nodeView } from "../views.ts";
 // before reading D1 (one D1 round trip less on the common path). Only a hint: the reset's write is
 // guarded by the node, and anything unexpected takes the path that reads D1 first.
 const VM_HOME_MS = 60_000;
+// Bound: at most this many hints; emptied when full.
 const VM_HOME_MAX = 10_000;
 const vmHomes = new Map<string, { nodeId: string; name: string; until: number }>();
+
+/** Entries in this isolate's VM-home hints (the debug counts of a local soak run). */
+export const vmHomesSize = (): number => vmHomes.size;
 
 export function rememberHome(vm: Pick<VmRecord, "id" | "name" | "nodeId">): void {
   if (!vm.nodeId) return void vmHomes.delete(vm.id);
