@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtAdmin } from "../test/support/libvirt-admin.ts";
 import WebSocket from "ws";
 import { FAST_AGENT_ARGS, createNode, eventually, json, waitConnected } from "../test/e2e/journey.ts";
 import { AgentProcess } from "../test/support/agent.ts";
@@ -103,7 +103,7 @@ async function relayed(cp: ControlPlane, token: string, vmId: string): Promise<R
 export async function benchVnc(): Promise<BenchRow[]> {
   const name = `vnc-bench-${randomBytes(4).toString("hex")}`;
   const uuid = crypto.randomUUID();
-  const admin = new Hypervisor({ uri: URI });
+  const admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
   const cp = await ControlPlane.start({ rateLimits: false });
   let agent: AgentProcess | undefined;

@@ -6,7 +6,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtAdmin } from "../support/libvirt-admin.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { ConsoleClient, type ConsoleState } from "../../protocol/console-client.ts";
@@ -48,7 +48,7 @@ const xml = `<domain type='qemu'>
 const MARKER = `qx${randomBytes(5).toString("hex")}`;
 
 let cp: ControlPlane;
-let admin: Hypervisor;
+let admin: LibvirtAdmin;
 let agent: AgentProcess | undefined;
 let operator: string;
 let hostView = "";
@@ -132,7 +132,7 @@ class Viewer {
 const domain = () => admin.domainLookupByUUIDString(uuid);
 
 beforeAll(async () => {
-  admin = new Hypervisor({ uri: URI });
+  admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
   await admin.domainDefineXML(xml);
   // The agent's stream closes soon after the last console leaves, so a held console can be tried in a test.

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtAdmin } from "../support/libvirt-admin.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { CONSOLE_WINDOW_BYTES, VNC_FRAME_BYTES } from "../../protocol/console.ts";
@@ -42,7 +42,7 @@ const guestXml = (n: string, id: string, graphics: string) => `<domain type='qem
 const VNC = `<graphics type='vnc' listen='127.0.0.1' autoport='yes'/><video><model type='vga'/></video>`;
 
 let cp: ControlPlane;
-let admin: Hypervisor;
+let admin: LibvirtAdmin;
 let agent: AgentProcess | undefined;
 let operator: string;
 const viewers: RfbViewer[] = [];
@@ -183,7 +183,7 @@ const serialText = () => {
 const domain = (id: string) => admin.domainLookupByUUIDString(id);
 
 beforeAll(async () => {
-  admin = new Hypervisor({ uri: URI });
+  admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
   await admin.domainDefineXML(guestXml(name, uuid, VNC));
   await admin.domainDefineXML(guestXml(bare, bareUuid, "<video><model type='none'/></video>"));

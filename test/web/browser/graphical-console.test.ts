@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Hypervisor } from "@unraid/libvirt";
+import { LibvirtAdmin } from "../../support/libvirt-admin.ts";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../../support/control-plane.ts";
@@ -42,14 +42,14 @@ const xml = `<domain type='qemu'>
 </domain>`;
 
 let cp: ControlPlane;
-let admin: Hypervisor;
+let admin: LibvirtAdmin;
 let agent: AgentProcess | undefined;
 let browser: Browser;
 let dir: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "qx-web-vnc-"));
-  admin = new Hypervisor({ uri: URI });
+  admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
   await admin.domainDefineXML(xml);
   [cp] = await Promise.all([ControlPlane.start(), ensureWebBuild()]);
