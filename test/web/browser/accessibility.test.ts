@@ -48,6 +48,9 @@ const VM_TABS: Array<{ name: string; path: string; ready: (page: Page) => Locato
   { name: "Events", path: "", ready: (page) => page.getByTestId("events-trail") },
   { name: "Monitoring", path: "/monitoring", ready: (page) => page.getByTestId("metrics-panel") },
   { name: "Logs", path: "/logs", ready: (page) => page.getByTestId("log-view").getByText(WEB_LOG_LAST_LINE) },
+  // A page load of its own (its CSP allows xterm.js's styles); a test-driver VM has no serial
+  // console, and the tab says why.
+  { name: "Console", path: "/console", ready: (page) => page.getByTestId("console-ended") },
 ];
 
 async function expectTheme(page: Page, theme: Theme) {
@@ -103,6 +106,8 @@ describe.each<Theme>(["light", "dark"])("axe-core on every page in the %s theme"
     }
 
     // The Logs tab's other states: help open, live follow on, and a VM without any log.
+    await page.getByRole("tab", { name: "Logs" }).click();
+    await page.getByTestId("log-view").getByText(WEB_LOG_LAST_LINE).first().waitFor();
     await page.getByTestId("log-help").locator("summary").click();
     await page.getByTestId("log-follow").click();
     await expect.poll(() => page.getByTestId("follow-status").getAttribute("data-phase")).toBe("following");

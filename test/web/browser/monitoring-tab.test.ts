@@ -42,7 +42,7 @@ describe("Monitoring tab in Chromium", () => {
     const { page } = s;
     await page.goto(`${f.cp.url}/vms/${VMS.web.id}/monitoring`);
     await page.getByTestId("metrics-panel").waitFor();
-    expect(await page.getByRole("tab").allTextContents()).toEqual(["Events", "Monitoring", "Logs"]);
+    expect(await page.getByRole("tab").allTextContents()).toEqual(["Events", "Monitoring", "Logs", "Console"]);
     expect(await page.getByRole("tab", { name: "Monitoring" }).getAttribute("aria-selected")).toBe("true");
     expect(await page.getByTestId("metrics-range-1h").getAttribute("aria-pressed")).toBe("true");
 

@@ -117,7 +117,7 @@ function TabLink({
     ),
   };
   return reload ? (
-    <a href={to} {...props}>
+    <a href={to} data-full-load="" {...props}>
       {label}
     </a>
   ) : (
