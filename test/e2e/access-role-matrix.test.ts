@@ -145,6 +145,12 @@ async function callFor(route: string, caller: Caller): Promise<Call | null> {
       return { method, path: `/api/nodes/${nodeId}/metrics?range=1h` };
     case "GET /api/vms/:id/logs/follow":
       return { method, path: `${v}/logs/follow`, upgrade: true };
+    // A ticket only (nothing opens it); the socket route is open and refuses a request that is not
+    // an upgrade alike for everyone (its ticket, not a header, authorizes it).
+    case "POST /api/vms/:id/console":
+      return { method, path: `${v}/console`, body: { mode: "ro" } };
+    case "GET /api/vms/:id/console/ws":
+      return { method, path: `${v}/console/ws` };
     // Power actions on other VMs (the marker VM keeps running for the follow), one per caller allowed.
     case "POST /api/vms/:id/start":
       return { method, path: `/api/vms/${caller === "admin" ? DEMO.scratch : DEMO.ciRunner}/start` };
