@@ -206,7 +206,7 @@ describe("bad frames and floods", () => {
     });
   }
 
-  it("a flood of frames is cut off with CLOSE.flood; the control plane and other nodes carry on", async () => {
+  it("a flood of frames is cut off on arrival (CLOSE.flood, or CLOSE.overloaded for a full backlog); the control plane and other nodes carry on", async () => {
     const { ws, closed } = await rawSocket(cp.url, victim.credential);
     const frame = JSON.stringify({ type: "vm.changed", id: "f", payload: { vms: [], removed: [] } });
     let sent = 0;
@@ -214,7 +214,9 @@ describe("bad frames and floods", () => {
       ws.send(frame);
       sent++;
     }
-    expect((await closed).code).toBe(CLOSE.flood);
+    // Refused on arrival either way: the frame rate's bucket runs dry, or (when frames arrive faster
+    // than a loaded runtime handles them) the inbox's bounded backlog fills first.
+    expect([CLOSE.flood, CLOSE.overloaded]).toContain((await closed).code);
     expect((await fetch(`${cp.url}/api/health`)).status).toBe(200);
     const reset = await json(await post(`/api/vms/${bystander.vm.uuid}/reset_state`));
     expect(reset).toMatchObject({ source: "hypervisor", vm: { state: "RUNNING" } });
