@@ -1,7 +1,7 @@
 // The libvirt client on qemu:///system with a real QEMU guest that needs no OS (SeaBIOS and iPXE on
 // its serial port): statistics of a running guest as typed parameters, and its console stream both
 // ways (Ctrl-B gives iPXE's shell, which echoes). Written first: tearing a console down while both
-// directions are busy must not deadlock (go-libvirt's stream teardown does, issue 260 there).
+// directions are busy must not deadlock (go-libvirt's stream teardown deadlocks in that case).
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
