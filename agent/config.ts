@@ -5,8 +5,8 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { TRANSPORTS } from "./transport.ts";
-import { cleartextServerProblem } from "./cleartext-server.ts";
+import { TRANSPORTS } from "./link/transport.ts";
+import { cleartextServerProblem } from "./link/cleartext-server.ts";
 import { UnsupportedUriError, resolveUri } from "./libvirt/index.ts";
 
 export const EXIT_BAD_CONFIG = 2;

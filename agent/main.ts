@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import pkg from "../package.json" with { type: "json" };
 import { CLOSE, PROTOCOL_VERSION, WIRE_FEATURES, type AgentMessage, type ServerMessage } from "../protocol/wire.ts";
 import { ConfigError, EXIT_BAD_CONFIG, USAGE, loadConfig, type AgentConfig } from "./config.ts";
-import { backoffDelay } from "./connection.ts";
+import { backoffDelay } from "./link/connection.ts";
 import {
   CREDENTIAL_REFUSED,
   EXIT_REFUSED,
@@ -17,23 +17,23 @@ import {
   readCredential,
   writeCredential,
   type NodeCredential,
-} from "./credentials.ts";
-import { CommandRunner } from "./commands.ts";
-import { ConsoleStreams } from "./console.ts";
-import { consoleOpener } from "./console-opener.ts";
-import { VncRelays, liveXmlFrom } from "./vnc.ts";
+} from "./link/credentials.ts";
+import { CommandRunner } from "./host/commands.ts";
+import { ConsoleStreams } from "./console/console.ts";
+import { consoleOpener } from "./console/console-opener.ts";
+import { VncRelays, liveXmlFrom } from "./console/vnc.ts";
 import { serveDebugCounts } from "./debug-counts.ts";
-import { HostTokenCheck, ensureHostToken, rotateHostToken } from "./host-token.ts";
-import { cleartextServerProblem } from "./cleartext-server.ts";
-import { InventoryReporter } from "./inventory.ts";
-import { LogFollower } from "./log-follow.ts";
-import { Libvirt } from "./libvirt.ts";
-import { MetricsSampler } from "./metrics.ts";
-import { startLocalApi, type LocalApi } from "./local-api.ts";
-import { LocalConsoles } from "./local-console.ts";
+import { HostTokenCheck, ensureHostToken, rotateHostToken } from "./local/host-token.ts";
+import { cleartextServerProblem } from "./link/cleartext-server.ts";
+import { InventoryReporter } from "./host/inventory.ts";
+import { LogFollower } from "./logs/log-follow.ts";
+import { Libvirt } from "./host/libvirt.ts";
+import { MetricsSampler } from "./host/metrics.ts";
+import { startLocalApi, type LocalApi } from "./local/local-api.ts";
+import { LocalConsoles } from "./local/local-console.ts";
 import { createLogger, type Logger } from "./logger.ts";
-import { createLink, type Link } from "./transport.ts";
-import { SelfUpdater, checkPendingUpdate } from "./self-update.ts";
+import { createLink, type Link } from "./link/transport.ts";
+import { SelfUpdater, checkPendingUpdate } from "./link/self-update.ts";
 
 /** Set by the bundle's build (scripts/build-agent.ts); from a checkout, package.json's version. */
 declare const QX_BUILD_VERSION: string | undefined;

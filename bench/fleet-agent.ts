@@ -1,11 +1,11 @@
 // A NAMED FAKE host agent for the fleet bench and the protocol fault tests: the real agent's link
-// (agent/connection.ts: backoff with jitter, heartbeat) over a real `ws` WebSocket, but an in-memory
+// (agent/link/connection.ts: backoff with jitter, heartbeat) over a real `ws` WebSocket, but an in-memory
 // host instead of libvirt, so a thousand of them fit in one process. It speaks protocol/wire.ts and
 // answers commands as the real agent does (ack then result for power actions, log.chunk + result for
 // logs, `expired` past a deadline); tests can hold, drop or rewrite answers to inject faults.
 import { pino } from "pino";
 import WebSocket from "ws";
-import { AgentLink, type LinkTimings } from "../agent/connection.ts";
+import { AgentLink, type LinkTimings } from "../agent/link/connection.ts";
 import {
   AGENT_CONNECT_PATH,
   AGENT_ENROLL_PATH,
@@ -156,7 +156,7 @@ export class SimAgent {
     if (this.policy(msg, this) === "answer") this.answer(msg);
   }
 
-  /** Answers a command the way the real agent does (agent/commands.ts), on this fake host. */
+  /** Answers a command the way the real agent does (agent/host/commands.ts), on this fake host. */
   answer(cmd: Command): void {
     const { id } = cmd;
     if (this.link.serverNow() > cmd.payload.deadline) {

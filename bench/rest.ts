@@ -4,9 +4,9 @@
 // it in the same run: the floor probe (bench/floor/) doing the same platform hops with none of our
 // code, since local workerd, local D1 and this machine set what any code could reach.
 import { pino } from "pino";
-import { splitLogText } from "../agent/commands.ts";
-import { Libvirt } from "../agent/libvirt.ts";
-import { readVmLog } from "../agent/vm-log.ts";
+import { splitLogText } from "../agent/host/commands.ts";
+import { Libvirt } from "../agent/host/libvirt.ts";
+import { readVmLog } from "../agent/logs/vm-log.ts";
 import { lastLines } from "../protocol/log-excerpt.ts";
 import { AgentMessage, EXCERPT_MAX_BYTES, MAX_LOG_BYTES, parseFrame } from "../protocol/wire.ts";
 import { DEMO_LOG_DIR, demoLibvirtUri } from "../test/support/agent.ts";

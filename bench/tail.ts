@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, statSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { tailLines } from "../agent/log-tail.ts";
+import { tailLines } from "../agent/logs/log-tail.ts";
 import { MAX_LOG_BYTES } from "../protocol/wire.ts";
 import { goal } from "./targets.ts";
 
@@ -76,7 +76,7 @@ function timeGnuTail(path: string, n: number, runs: number): number {
  * growth = VmHWM after − VmRSS before. Median of three processes.
  */
 function peakRssGrowthMiB(path: string, warmFile: string): number {
-  const tailUrl = pathToFileURL(resolve(import.meta.dirname, "../agent/log-tail.ts")).href;
+  const tailUrl = pathToFileURL(resolve(import.meta.dirname, "../agent/logs/log-tail.ts")).href;
   const script = `
     import { tailLines } from ${JSON.stringify(tailUrl)};
     import { readFileSync, writeFileSync } from "node:fs";

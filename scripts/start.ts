@@ -26,7 +26,7 @@ import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtDaemon } from "./libvirt-prereq.mjs";
 import { startPrivateLibvirtd } from "./private-libvirtd.ts";
 import { LibvirtClient } from "../agent/libvirt/index.ts";
-import { hostTokenPath } from "../agent/host-token.ts";
+import { hostTokenPath } from "../agent/local/host-token.ts";
 import { varArgs } from "./dev-vars.ts";
 import { newKeyEntry } from "../worker/notifications/secret-box.ts";
 import { exitAfterStopping, onStop, runOwned, spawnOwned } from "./child-processes.ts";
@@ -279,7 +279,7 @@ function readMarker(): DemoMarker | null {
 
 const writeMarker = (m: DemoMarker) => writeFileSync(DEMO_MARKER, `${JSON.stringify(m, null, 2)}\n`);
 
-/** The agent keeps its node credential in `<state dir>/node.json` (agent/credentials.ts). */
+/** The agent keeps its node credential in `<state dir>/node.json` (agent/link/credentials.ts). */
 const stateDirHasCredential = () => existsSync(join(DEMO_STATE_DIR, "node.json"));
 
 /**

@@ -6,8 +6,8 @@
 // announced nothing, which is what an older control plane does (progress frames likewise: see
 // qemu-power.test.ts, where a power action lasts long enough to have them).
 import { afterEach, describe, expect, it } from "vitest";
-import { InventoryReporter, inScope } from "../../agent/inventory.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
+import { InventoryReporter, inScope } from "../../agent/host/inventory.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
 import { differingBuckets, digestBucket, inventoryDigest } from "../../protocol/digest.ts";
 import { WIRE_FEATURES, type AgentMessage, type VmInfo } from "../../protocol/wire.ts";
 import {

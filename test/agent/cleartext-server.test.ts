@@ -3,7 +3,7 @@
 // No test here sends anything to a non-loopback address: the refusal happens before any connection.
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
-import { isLoopbackHost } from "../../agent/cleartext-server.ts";
+import { isLoopbackHost } from "../../agent/link/cleartext-server.ts";
 import { spawnAgentProcess, tempDir } from "./helpers.ts";
 
 const base = ["--state-dir", "/nonexistent/qx-state"];

@@ -6,7 +6,7 @@ import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { HostTokenCheck, ensureHostToken, hostTokenPath, rotateHostToken } from "../../agent/host-token.ts";
+import { HostTokenCheck, ensureHostToken, hostTokenPath, rotateHostToken } from "../../agent/local/host-token.ts";
 import {
   LoopbackControlPlane,
   TEST_URI,

@@ -12,9 +12,9 @@ import {
   type Command,
   type VmInfo,
 } from "../../protocol/wire.ts";
-import { CommandRunner } from "../../agent/commands.ts";
-import { InventoryReporter, diffInventory } from "../../agent/inventory.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
+import { CommandRunner } from "../../agent/host/commands.ts";
+import { InventoryReporter, diffInventory } from "../../agent/host/inventory.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
 import { TEST_URI, VMS, recorder, silentLog, tempDir } from "./helpers.ts";
 
 const opened: Libvirt[] = [];

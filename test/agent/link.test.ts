@@ -5,8 +5,8 @@
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentLink, DEFAULT_TIMINGS, Reconnects, backoffDelay, type LinkState } from "../../agent/connection.ts";
-import { tokenDigest } from "../../agent/credentials.ts";
+import { AgentLink, DEFAULT_TIMINGS, Reconnects, backoffDelay, type LinkState } from "../../agent/link/connection.ts";
+import { tokenDigest } from "../../agent/link/credentials.ts";
 import type { AgentMessage } from "../../protocol/wire.ts";
 import {
   LoopbackControlPlane,

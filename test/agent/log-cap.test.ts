@@ -5,11 +5,11 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_LOG_BYTES, type LogsResult } from "../../protocol/wire.ts";
-import { CommandRunner } from "../../agent/commands.ts";
-import { HostTokenCheck, ensureHostToken } from "../../agent/host-token.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
-import { startLocalApi, type LocalApi } from "../../agent/local-api.ts";
-import { readVmLog } from "../../agent/vm-log.ts";
+import { CommandRunner } from "../../agent/host/commands.ts";
+import { HostTokenCheck, ensureHostToken } from "../../agent/local/host-token.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
+import { startLocalApi, type LocalApi } from "../../agent/local/local-api.ts";
+import { readVmLog } from "../../agent/logs/vm-log.ts";
 import { TEST_URI, VMS, recorder, silentLog, tempDir } from "./helpers.ts";
 
 const base = tempDir("qx-log-cap-");

@@ -16,9 +16,9 @@ import {
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { AgentMessage } from "../../protocol/wire.ts";
-import { CommandRunner } from "../../agent/commands.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
-import { LogFollower, MAX_FOLLOWS } from "../../agent/log-follow.ts";
+import { CommandRunner } from "../../agent/host/commands.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
+import { LogFollower, MAX_FOLLOWS } from "../../agent/logs/log-follow.ts";
 import {
   LoopbackControlPlane,
   TEST_URI,

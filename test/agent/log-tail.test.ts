@@ -7,8 +7,8 @@ import { renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "no
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import { TAIL_BLOCK_BYTES, tailLines } from "../../agent/log-tail.ts";
-import { AgentFailure } from "../../agent/libvirt.ts";
+import { TAIL_BLOCK_BYTES, tailLines } from "../../agent/logs/log-tail.ts";
+import { AgentFailure } from "../../agent/host/libvirt.ts";
 import { tempDir } from "./helpers.ts";
 import { makeLog } from "./generated-log.ts";
 

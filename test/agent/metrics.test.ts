@@ -2,9 +2,9 @@
 // reports the wall clock), and how a series becomes an answer with offline stretches as gaps.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
-import { startLocalApi } from "../../agent/local-api.ts";
-import { MetricsSampler, figuresBetween } from "../../agent/metrics.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
+import { startLocalApi } from "../../agent/local/local-api.ts";
+import { MetricsSampler, figuresBetween } from "../../agent/host/metrics.ts";
 import { seriesAnswer, type MetricPoint } from "../../protocol/metrics.ts";
 import { TEST_URI, VMS, recorder, silentLog } from "./helpers.ts";
 

@@ -6,9 +6,9 @@ import { execFile } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { InventoryReporter } from "../../agent/inventory.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
-import { MetricsSampler } from "../../agent/metrics.ts";
+import { InventoryReporter } from "../../agent/host/inventory.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
+import { MetricsSampler } from "../../agent/host/metrics.ts";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { recorder, silentLog } from "./helpers.ts";
 

@@ -8,9 +8,9 @@
 import { rmSync } from "node:fs";
 import { LibvirtClient } from "../../agent/libvirt/index.ts";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { CommandRunner } from "../../agent/commands.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
-import { OVERRIDDEN_MESSAGE } from "../../agent/power.ts";
+import { CommandRunner } from "../../agent/host/commands.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
+import { OVERRIDDEN_MESSAGE } from "../../agent/host/power.ts";
 import type { AgentMessage, WireFeature } from "../../protocol/wire.ts";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { recorder, silentLog, until } from "./helpers.ts";

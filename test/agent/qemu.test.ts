@@ -6,8 +6,8 @@ import { rmSync } from "node:fs";
 import { LibvirtClient } from "../../agent/libvirt/index.ts";
 import { disklessQemuDomain } from "../support/qemu-domain.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CommandRunner } from "../../agent/commands.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
+import { CommandRunner } from "../../agent/host/commands.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
 import { MAX_LOG_BYTES, type AgentMessage } from "../../protocol/wire.ts";
 import { recorder, silentLog } from "./helpers.ts";
 

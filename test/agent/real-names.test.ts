@@ -6,12 +6,12 @@
 import { appendFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CommandRunner } from "../../agent/commands.ts";
-import { InventoryReporter } from "../../agent/inventory.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
-import { startLocalApi, type LocalApi } from "../../agent/local-api.ts";
-import { LogFollower } from "../../agent/log-follow.ts";
-import { resolveLogPath } from "../../agent/log-path.ts";
+import { CommandRunner } from "../../agent/host/commands.ts";
+import { InventoryReporter } from "../../agent/host/inventory.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
+import { startLocalApi, type LocalApi } from "../../agent/local/local-api.ts";
+import { LogFollower } from "../../agent/logs/log-follow.ts";
+import { resolveLogPath } from "../../agent/logs/log-path.ts";
 import { MAX_LOG_BYTES, type AgentMessage } from "../../protocol/wire.ts";
 import { recorder, silentLog, tempDir } from "./helpers.ts";
 

@@ -2,8 +2,8 @@
 // everything else passes unchanged, and a display that asks for a password is never relayed.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { RfbClientFilter, RfbError, RfbServerGate } from "../../agent/rfb.ts";
-import { vncTarget } from "../../agent/vnc.ts";
+import { RfbClientFilter, RfbError, RfbServerGate } from "../../agent/console/rfb.ts";
+import { vncTarget } from "../../agent/console/vnc.ts";
 
 const bytes = (...parts: (number[] | string)[]) =>
   Uint8Array.from(parts.flatMap((p) => (typeof p === "string" ? [...Buffer.from(p, "latin1")] : p)));

@@ -3,8 +3,8 @@
 // count over, and the fifth failure in a row moves the link to long-poll (POST /agent/poll) if plain
 // HTTPS (GET /api/health) reaches the control plane; if it does not, the control plane is just away.
 import { afterEach, describe, expect, it } from "vitest";
-import type { LinkState } from "../../agent/connection.ts";
-import { AutoLink, SWITCH_AFTER_FAILURES, createLink } from "../../agent/transport.ts";
+import type { LinkState } from "../../agent/link/connection.ts";
+import { AutoLink, SWITCH_AFTER_FAILURES, createLink } from "../../agent/link/transport.ts";
 import { LoopbackControlPlane, silentLog, until, type Behaviour } from "./helpers.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];

@@ -5,10 +5,10 @@ import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "nod
 import { connect } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { resolveLogPath } from "../../agent/log-path.ts";
-import { Libvirt } from "../../agent/libvirt.ts";
-import { startLocalApi, type LocalApi } from "../../agent/local-api.ts";
-import { HostTokenCheck, ensureHostToken } from "../../agent/host-token.ts";
+import { resolveLogPath } from "../../agent/logs/log-path.ts";
+import { Libvirt } from "../../agent/host/libvirt.ts";
+import { startLocalApi, type LocalApi } from "../../agent/local/local-api.ts";
+import { HostTokenCheck, ensureHostToken } from "../../agent/local/host-token.ts";
 import { TEST_URI, VMS, silentLog, tempDir } from "./helpers.ts";
 
 const SECRET = "TOP-SECRET-CONTENT-never-served";

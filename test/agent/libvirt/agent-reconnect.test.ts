@@ -7,7 +7,7 @@ import { chownSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../../agent/config.ts";
-import { AgentFailure, Libvirt } from "../../../agent/libvirt.ts";
+import { AgentFailure, Libvirt } from "../../../agent/host/libvirt.ts";
 import type { LifecycleEvent } from "../../../agent/libvirt/index.ts";
 import { startPrivateLibvirtd, type PrivateDaemon } from "../../../scripts/private-libvirtd.ts";
 import { NODE_XML, VMS, silentLog } from "../helpers.ts";

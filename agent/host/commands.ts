@@ -2,18 +2,18 @@
 // deadline (in the control plane's clock) has passed when it is read is answered `expired` and not
 // carried out. Power actions go to power.ts (acked at once, one VM's after another, deadlines
 // checked again when their turn comes, progress while under way).
-import { lastLines } from "../protocol/log-excerpt.ts";
+import { lastLines } from "../../protocol/log-excerpt.ts";
 import {
   EXCERPT_MAX_BYTES,
   LOG_CHUNK_BYTES,
   MAX_FRAME_BYTES,
   type Command,
   type ServerMessage,
-} from "../protocol/wire.ts";
+} from "../../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
-import type { LogFollower } from "./log-follow.ts";
+import type { LogFollower } from "../logs/log-follow.ts";
 import { PowerActions, toFailure, type PowerActionsOptions } from "./power.ts";
-import { readVmLog } from "./vm-log.ts";
+import { readVmLog } from "../logs/vm-log.ts";
 
 /** What power actions need (power.ts), plus the log directory and the live-follow room. */
 export type CommandRunnerOptions = PowerActionsOptions & {

@@ -1,9 +1,9 @@
 // The agent's side of serial consoles: one console stream per VM, its output coalesced into binary
 // frames within the control plane's credit window (reading pauses while the window is full), its
 // input written as it comes. Nothing typed or shown is logged.
-import { CONSOLE_COALESCE_MS, CONSOLE_FRAME_BYTES, decodeLinkFrame, encodeLinkOutput } from "../protocol/console.ts";
-import type { AgentMessage, ServerMessage } from "../protocol/wire.ts";
-import type { Logger } from "./logger.ts";
+import { CONSOLE_COALESCE_MS, CONSOLE_FRAME_BYTES, decodeLinkFrame, encodeLinkOutput } from "../../protocol/console.ts";
+import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
+import type { Logger } from "../logger.ts";
 
 /** A console stream as the libvirt client gives it (`openConsole`). */
 export type ConsoleStream = {

@@ -2,10 +2,10 @@
 // (file 0600, dir 0700). A join token is traded once for the credential.
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { http, https } from "./node-http.ts";
+import { http, https } from "../node-http.ts";
 import { join } from "node:path";
 import { z } from "zod";
-import { AGENT_ENROLL_PATH, EnrollResponse } from "../protocol/wire.ts";
+import { AGENT_ENROLL_PATH, EnrollResponse } from "../../protocol/wire.ts";
 
 /** Exit status for a refused join token or credential: systemd must not restart into it. */
 export const EXIT_REFUSED = 3;

@@ -5,7 +5,7 @@
 // readers open it with O_NOFOLLOW and check it is a regular file (log-tail.ts, log-follow.ts).
 import { lstatSync, readlinkSync, realpathSync } from "node:fs";
 import { join, relative, sep } from "node:path";
-import { AgentFailure } from "./libvirt.ts";
+import { AgentFailure } from "../host/libvirt.ts";
 
 /** Undo percent-encoding until stable (bounded): `%252e%252e` must be judged as `..`. */
 export function decodeRepeatedly(s: string, rounds = 4): string | null {

@@ -5,10 +5,10 @@
 // waiting for the guest and powers the domain off now. While an action is queued or working the
 // agent says so every `progressMs`; after `operationCapMs` it stops waiting and reports the real
 // state. Every error carries the state libvirt shows afterwards, so the control plane can adopt it.
-import type { Command, LibvirtState, PowerResult, VmState, WireFeature } from "../protocol/wire.ts";
+import type { Command, LibvirtState, PowerResult, VmState, WireFeature } from "../../protocol/wire.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
-import type { Logger } from "./logger.ts";
-import type { Send } from "./send.ts";
+import type { Logger } from "../logger.ts";
+import type { Send } from "../link/send.ts";
 
 export type PowerCommand = Extract<Command, { type: "vm.start" | "vm.stop" | "vm.forceStop" }>;
 export const OVERRIDDEN_MESSAGE = "overridden by force stop";

@@ -17,10 +17,10 @@ import {
   encodeOutput,
   type ConsoleServerMessage,
   type ConsoleTicketAnswer,
-} from "../protocol/console.ts";
-import { parseFrame } from "../protocol/wire.ts";
-import { consoleEndOf, type ConsoleOpener } from "./console.ts";
-import type { Logger } from "./logger.ts";
+} from "../../protocol/console.ts";
+import { parseFrame } from "../../protocol/wire.ts";
+import { consoleEndOf, type ConsoleOpener } from "../console/console.ts";
+import type { Logger } from "../logger.ts";
 
 /** Past this much unsent to a slow page, the guest's console is not read until it drains. */
 const PAUSE_ABOVE_BYTES = 1024 * 1024;

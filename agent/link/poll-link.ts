@@ -11,7 +11,7 @@ import {
   PollResponse,
   type AgentMessage,
   type ServerMessage,
-} from "../protocol/wire.ts";
+} from "../../protocol/wire.ts";
 import { DEFAULT_TIMINGS, Reconnects, type LinkOptions, type LinkState, type LinkTimings } from "./connection.ts";
 
 export type PollLinkOptions = Omit<LinkOptions, "url"> & {

@@ -13,10 +13,10 @@ import {
   type MetricRange,
   type MetricsAnswer,
   type MetricsTick,
-} from "../protocol/metrics.ts";
-import type { AgentMessage, WireFeature } from "../protocol/wire.ts";
+} from "../../protocol/metrics.ts";
+import type { AgentMessage, WireFeature } from "../../protocol/wire.ts";
 import type { DomainCounters, Libvirt } from "./libvirt.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 
 /** One domain's bulk statistics as libvirt names them (`cpu.time`, `block.0.rd.bytes`, ...). */
 type DomainStats = ReadonlyMap<string, number>;

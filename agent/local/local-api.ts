@@ -4,20 +4,20 @@
 // carries becomes a path: a VM is found in libvirt's list, its log path comes from its libvirt
 // name (log-path.ts), and a static file must resolve inside the web directory.
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import { http } from "./node-http.ts";
+import { http } from "../node-http.ts";
 import { closeSync, fstatSync, openSync, readFileSync, realpathSync } from "node:fs";
 import { extname, join, sep } from "node:path";
 import type { AddressInfo } from "node:net";
 import { constants } from "node:fs";
-import { LogLinesQuery } from "../protocol/api.ts";
-import type { LogsResponse } from "../protocol/rest.ts";
-import { MAX_LOG_BYTES, VmState } from "../protocol/wire.ts";
-import { MetricsQuery } from "../protocol/metrics.ts";
-import { AgentFailure, type Libvirt } from "./libvirt.ts";
-import type { MetricsSampler } from "./metrics.ts";
-import type { Logger } from "./logger.ts";
-import { checkDomainName, decodeRepeatedly } from "./log-path.ts";
-import { readVmLog } from "./vm-log.ts";
+import { LogLinesQuery } from "../../protocol/api.ts";
+import type { LogsResponse } from "../../protocol/rest.ts";
+import { MAX_LOG_BYTES, VmState } from "../../protocol/wire.ts";
+import { MetricsQuery } from "../../protocol/metrics.ts";
+import { AgentFailure, type Libvirt } from "../host/libvirt.ts";
+import type { MetricsSampler } from "../host/metrics.ts";
+import type { Logger } from "../logger.ts";
+import { checkDomainName, decodeRepeatedly } from "../logs/log-path.ts";
+import { readVmLog } from "../logs/vm-log.ts";
 import type { LocalConsoles } from "./local-console.ts";
 
 export type LocalApiOptions = {

@@ -1,9 +1,9 @@
 // Where the agent's consoles come from: libvirt's own console stream (DOMAIN_OPEN_CONSOLE) through
 // the agent's libvirt RPC client, one daemon connection per console, so that a paused console (its
 // credit window full) holds back only its own socket, never the agent's other libvirt calls.
-import { LibvirtClient, LibvirtError, UnsupportedUriError } from "./libvirt/index.ts";
+import { LibvirtClient, LibvirtError, UnsupportedUriError } from "../libvirt/index.ts";
 import type { ConsoleOpener, ConsoleStream } from "./console.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 
 /** VIR_ERR_NO_SUPPORT: what a console open fails with where there is none to open. */
 const NO_SUPPORT = 3;

@@ -13,7 +13,7 @@
 //   files                                names read, relative to the log dir, newest first;
 //   skipped                              the rotated file the answer stopped at without reading, and why.
 import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
-import { AgentFailure } from "./libvirt.ts";
+import { AgentFailure } from "../host/libvirt.ts";
 import { logFileName, openedPathIs, resolveLogPath, resolveRotatedLogPath, type SkipReason } from "./log-path.ts";
 import { countLines, decodeTail, tailBytes, type TailBytes, type TailOptions, type TailResult } from "./log-tail.ts";
 

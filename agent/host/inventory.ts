@@ -3,16 +3,16 @@
 // once) and sending only the differences; every digest interval a digest of all it reported
 // (anti-entropy), and a scoped inventory of the VMs or digest buckets the control plane asks about.
 import { randomUUID } from "node:crypto";
-import { digestBucket, inventoryDigest } from "../protocol/digest.ts";
+import { digestBucket, inventoryDigest } from "../../protocol/digest.ts";
 import {
   INVENTORY_CHUNK,
   type AgentMessage,
   type InventoryScope,
   type VmInfo,
   type WireFeature,
-} from "../protocol/wire.ts";
+} from "../../protocol/wire.ts";
 import type { Libvirt } from "./libvirt.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 
 export type Send = (msg: AgentMessage) => boolean;
 

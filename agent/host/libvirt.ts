@@ -15,9 +15,9 @@ import {
   type DomainRef,
   type LifecycleEvent,
   type TypedParamValue,
-} from "./libvirt/index.ts";
-import { DomainName, LIBVIRT_STATES, mapLibvirtState, type StateResult, type VmInfo } from "../protocol/wire.ts";
-import type { Logger } from "./logger.ts";
+} from "../libvirt/index.ts";
+import { DomainName, LIBVIRT_STATES, mapLibvirtState, type StateResult, type VmInfo } from "../../protocol/wire.ts";
+import type { Logger } from "../logger.ts";
 
 export type AgentErrorCode =
   | "expired"

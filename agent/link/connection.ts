@@ -3,7 +3,7 @@
 // One connect at a time, a connect timeout, full-jitter exponential backoff that resets only after
 // the link stayed up a while, PING_FRAME every heartbeat and two unanswered pings = dead link.
 import WebSocket from "ws";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 import {
   CLOSE,
   HEARTBEAT_MS,
@@ -13,7 +13,7 @@ import {
   ServerMessage,
   parseFrame,
   type AgentMessage,
-} from "../protocol/wire.ts";
+} from "../../protocol/wire.ts";
 
 export type LinkState = "idle" | "connecting" | "online" | "backingOff" | "draining" | "closed";
 

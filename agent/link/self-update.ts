@@ -6,11 +6,11 @@ import { createHash, randomUUID } from "node:crypto";
 import { copyFileSync, createWriteStream, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { z } from "zod";
-import { AGENT_UPDATE_PATH } from "../protocol/install.ts";
-import type { AgentMessage, ServerMessage } from "../protocol/wire.ts";
+import { AGENT_UPDATE_PATH } from "../../protocol/install.ts";
+import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
 import { httpBase } from "./credentials.ts";
-import type { Logger } from "./logger.ts";
-import { http, https } from "./node-http.ts";
+import type { Logger } from "../logger.ts";
+import { http, https } from "../node-http.ts";
 
 /** Exit status after a new bundle was swapped in: the unit restarts on it. */
 export const EXIT_UPDATED = 4;

@@ -5,7 +5,7 @@
 // the 8 MiB cap bounds them, where an async read per block costs a thread-pool round trip each.
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { isAscii } from "node:buffer";
-import { AgentFailure } from "./libvirt.ts";
+import { AgentFailure } from "../host/libvirt.ts";
 import { openedPathIs } from "./log-path.ts";
 
 export const TAIL_BLOCK_BYTES = 64 * 1024;
