@@ -6,7 +6,7 @@
 // baselines measured in the same run, differences, ratios and targets, and writes
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, libvirt, digest, isolation, vnc, soak
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, libvirt, digest, isolation, retention, vnc, soak
 //   BENCH_SOAK_MIN=N soak length in minutes (default 10; 60 for the long run)
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -114,6 +114,7 @@ try {
   await section("digest", () => external("digest.ts", "benchDigest"));
   // Its own control plane with the shipped limits (the rate limits are part of what is measured).
   await section("isolation", () => external("isolation.ts", "benchIsolation"));
+  await section("retention", () => external("retention.ts", "benchRetention")); // its own control plane
   await section("vnc", () => external("vnc.ts", "benchVnc")); // needs QEMU; its own control plane
   // Last, on its own control plane and floor probe (debug counts on, inspector ports it reads).
   await section("soak", async () => (await import("./soak.ts")).benchSoak());
