@@ -10,6 +10,9 @@ export type Principal = {
   actor: string;
   via: "token" | "access";
   email?: string | null;
+  /** Access sign-in: the names its role is looked up by (the email or service name, and its
+   *  groups), so that a console's resume can ask again under the settings of that moment */
+  roleNames?: string[];
 };
 
 export type AppEnv = { Bindings: Env; Variables: { principal: Principal } };

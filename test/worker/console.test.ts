@@ -1,8 +1,7 @@
 // Serial consoles through the control plane: tickets (`POST /api/vms/:id/console`), the browser
 // socket (`/api/vms/:id/console/ws`) and the node's console relay, with TestAgent as the agent end
 // (console.open / console.opened / binary output and input / console.ack / console.closed).
-import { SELF } from "cloudflare:test";
-import { env } from "cloudflare:test";
+import { env, runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   CONSOLE_MAX_VIEWERS,
@@ -23,6 +22,9 @@ import {
   vmInfo,
   type Frame,
 } from "./support.ts";
+import type { AccessSettings } from "../../worker/access/settings.ts";
+import { hashSecret } from "../../worker/auth.ts";
+import type { NodeSession } from "../../worker/session/node-session.ts";
 
 const agents = agentsClosedAfterEach();
 const consoles: ConsoleClient[] = [];
@@ -325,6 +327,57 @@ describe("console relay", { timeout: 30_000 }, () => {
     expect((await again.waitClosed()).reason).toBe("bad_hello");
     // same stream all along
     expect(agent.frames.filter((f) => f.type === "console.open")).toHaveLength(0);
+  });
+
+  it("an Access identity's console resumes only while its role, looked up again under the current settings, allows it", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm();
+    const stub = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
+    // This pool runs without Access sign-in; the relay is handed settings as a deploy would change them.
+    const useAccess = (operators: string[] | null) =>
+      runInDurableObject(stub, (instance: NodeSession) => {
+        const relay = (instance as unknown as { consoles: { access: AccessSettings | null } }).consoles;
+        relay.access = operators && {
+          teamDomain: "team.example",
+          audience: "aud",
+          issuer: "https://team.example",
+          certsUrl: "https://team.example/cdn-cgi/access/certs",
+          keysRefetchMs: 60_000,
+          admins: new Set(),
+          operators: new Set(operators),
+        };
+      });
+    await useAccess(["team-ops"]);
+    const ticket = `qxc_${crypto.randomUUID()}`;
+    const kept = await stub.issueConsoleTicket(await hashSecret(ticket), {
+      vmId: vm.uuid,
+      mode: "rw",
+      force: false,
+      principal: {
+        id: "access:zoë@example.com",
+        name: "zoë@example.com",
+        actor: "user:zoë@example.com",
+        role: "operator",
+        via: "access",
+        roleNames: ["zoë@example.com", "team-ops"],
+      },
+      expiresAt: Date.now() + 30_000,
+    });
+    expect(kept.ok).toBe(true);
+    const first = await ConsoleClient.open(vm.uuid, { type: "hello", ticket });
+    const ready = await first.message("ready");
+    const open = await agentOpens(agent);
+    const at = output(agent, open, 0, "login: ");
+    await first.shown(at);
+    first.close();
+    // Still an operator through its group: the resume is let in.
+    const back = await ConsoleClient.open(vm.uuid, { type: "hello", resume: ready.resume, from: at });
+    const again = await back.message("ready");
+    expect(again.writer).toBe(true);
+    back.close();
+    // The group is no longer among the operators: the next resume ends with revoked.
+    await useAccess([]);
+    const refused = await ConsoleClient.open(vm.uuid, { type: "hello", resume: again.resume, from: at });
+    expect((await refused.waitClosed()).reason).toBe("revoked");
   });
 
   it("a resume that arrives before the dropped socket's close takes the session over", async () => {

@@ -24,7 +24,15 @@ export async function accessPrincipal(env: Env, assertion: string): Promise<Prin
     const who = identity.email ?? identity.commonName!;
     const role = accessRole(settings, [who, ...identity.groups]);
     const actor = identity.email ? `user:${identity.email}` : `service:${identity.commonName}`;
-    return { id: `access:${who}`, name: who, role, actor, via: "access", email: identity.email };
+    return {
+      id: `access:${who}`,
+      name: who,
+      role,
+      actor,
+      via: "access",
+      email: identity.email,
+      roleNames: [who, ...identity.groups],
+    };
   } catch (err) {
     if (!(err instanceof AccessRejected)) throw err;
     if (err.keysUnavailable) throw new ApiError(503, "access_keys_unavailable", err.message, { "retry-after": "10" });

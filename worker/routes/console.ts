@@ -66,6 +66,7 @@ export const consoleTicketRoutes = new Hono<AppEnv>().post(
         actor: principal.actor,
         role: principal.role,
         via: principal.via,
+        ...(principal.roleNames ? { roleNames: principal.roleNames } : {}),
       },
       expiresAt,
     });

@@ -25,6 +25,7 @@ import {
 import { roleRank, type Role } from "../../protocol/api.ts";
 import { parseFrame, type AgentMessage } from "../../protocol/wire.ts";
 import { hashSecret } from "../auth.ts";
+import { accessRole, type AccessSettings } from "../access/settings.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { apiTokens, vmEvents } from "../db/schema.ts";
@@ -69,6 +70,7 @@ export class ConsoleRelay {
   private readonly store: SessionStore;
   private readonly links: AgentLinks;
   private readonly db: Database;
+  private access: AccessSettings | null;
   private readonly limits: ConsoleSettings;
   private readonly armAlarm: () => Promise<void>;
   /** input frames each session may still send this second (memory only: a wake refills it) */
@@ -82,7 +84,9 @@ export class ConsoleRelay {
     db: Database,
     limits: SessionSettings,
     armAlarm: () => Promise<void>,
+    access: AccessSettings | null,
   ) {
+    this.access = access;
     this.ctx = ctx;
     this.store = store;
     this.links = links;
@@ -650,7 +654,13 @@ export class ConsoleRelay {
 
   /** Whether the principal may still hold a console (checked again on every resume). */
   private async stillAllowed(principal: ConsolePrincipal): Promise<boolean> {
-    if (principal.via !== "token" || principal.id === "admin") return roleRank[principal.role] >= roleRank.operator;
+    if (principal.via === "access") {
+      // Roles of Access identities come from settings, which may have changed (and dropped every
+      // socket) since the console opened: looked up again, and refused if sign-in is off now.
+      if (!this.access) return false;
+      return roleRank[accessRole(this.access, principal.roleNames ?? [principal.name])] >= roleRank.operator;
+    }
+    if (principal.id === "admin") return roleRank[principal.role] >= roleRank.operator;
     const row = await this.db
       .select({ role: apiTokens.role })
       .from(apiTokens)

@@ -15,6 +15,7 @@ import {
   type AgentUpdatePayload,
   type PollRequest,
 } from "../../protocol/wire.ts";
+import { accessSettings } from "../access/settings.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
 import { debugCountsEnabled, isolateCounts } from "../debug-counts.ts";
@@ -81,7 +82,7 @@ export class NodeSession extends DurableObject<Env> {
     this.liveness = new Liveness(this.store, this.db, this.limits, notices);
     this.reconciler = new Reconciler(this.store, this.db, this.limits, this.ledger, notices);
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
-    this.consoles = new ConsoleRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
+    this.consoles = new ConsoleRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm, accessSettings(env));
     this.displays = new VncRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
     this.metrics = new MetricsHistory(ctx.storage);
     this.coalescer = new EventCoalescer(this.store, this.db, this.limits.events);

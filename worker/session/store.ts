@@ -97,7 +97,15 @@ export type FlapWindow = {
 };
 
 /** Who opened a console, as the Worker authenticated them. */
-export type ConsolePrincipal = { id: string; name: string; actor: string; role: Role; via: "token" | "access" };
+export type ConsolePrincipal = {
+  id: string;
+  name: string;
+  actor: string;
+  role: Role;
+  via: "token" | "access";
+  /** Access sign-in: what its role is looked up by (email or service name, and groups) */
+  roleNames?: string[];
+};
 
 /** A console ticket, kept under the hash of its secret until used or expired. */
 export type ConsoleTicket = {
