@@ -1,0 +1,240 @@
+// The packed metrics history in the node's Durable Object SQLite: one row per minute for every
+// series' raw samples and one per 5-minute bucket for their means, whatever the VM count; a minute
+// sent in several frames or a tick at a time merges into its row; retention drops whole rows; a VM
+// that appears or vanishes mid-minute, an offline stretch and a VM re-homed to another node answer
+// as the row-per-sample store did; an object still holding row-per-sample tables answers from them
+// until they expire, then drops them.
+import { env, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { ROLLUP_STEP_MS, type MetricFigures, type MetricsTick } from "../../protocol/metrics.ts";
+import { MetricsHistory } from "../../worker/session/metrics.ts";
+import type { NodeSession } from "../../worker/session/node-session.ts";
+import { agentsClosedAfterEach, api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
+
+const agents = agentsClosedAfterEach();
+const DAY = 86_400_000;
+const figures = (cpuPct: number, netRxBps: number | null = 10): MetricFigures => ({
+  cpuPct,
+  memUsedMiB: 100,
+  memAssignedMiB: 512,
+  diskReadBps: 1,
+  diskWriteBps: 2,
+  diskReadOps: 3,
+  diskWriteOps: 4,
+  netRxBps,
+  netTxBps: null,
+});
+/** A fresh node object's storage, with a history of its own over it. */
+async function inFreshObject(fn: (history: MetricsHistory, storage: DurableObjectStorage) => void | Promise<void>) {
+  const stub = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(`packed-${uuid()}`));
+  await runInDurableObject(stub, (_: NodeSession, state) => fn(new MetricsHistory(state.storage), state.storage));
+}
+/** The start of a 5-minute bucket some days ago (so a bucket and its minutes line up in tests). */
+const bucketAgo = (days: number) => Math.floor(Date.now() / ROLLUP_STEP_MS) * ROLLUP_STEP_MS - days * DAY;
+const cpuOf = (points: { cpuPct: number | null }[]) => points.map((p) => p.cpuPct);
+const tickOf = (t: number, vms: Record<string, number>, node?: number): MetricsTick => ({
+  t,
+  vms: Object.entries(vms).map(([vmId, cpu]) => ({ vmId, ...figures(cpu) })),
+  ...(node === undefined ? {} : { node: figures(node) }),
+});
+
+describe("packed metrics storage", () => {
+  it("stores a minute of many VMs as one row, and rolls each 5-minute bucket into one row of means", async () => {
+    await inFreshObject((history) => {
+      const start = bucketAgo(2);
+      const vms = Array.from({ length: 50 }, () => uuid());
+      const minute = (m: number) => ({
+        intervalMs: 10_000,
+        ticks: Array.from({ length: 6 }, (_, k) =>
+          tickOf(start + m * 60_000 + k * 10_000, Object.fromEntries(vms.map((v, i) => [v, i + m])), 7),
+        ),
+      });
+      const written = [0, 1, 2, 3, 4, 5].map((m) => history.ingest(minute(m), start + m * 60_000 + 50_000).rowsWritten);
+      // 306 samples a minute: the first minute adds the 51 series names; then one row a minute, and a
+      // bucket's means row plus the roll-up mark when a bucket closes. (The Durable Object counts a
+      // keyed row as two: the row and its index entry.)
+      expect(written[0]).toBe(51 * 2 + 1 + 2 * 2); // names, the minute, intervalMs and the first roll-up mark
+      expect(written.slice(1, 5)).toEqual([1, 1, 1, 1]);
+      expect(written[5]).toBe(1 + 1 + 2); // minute, bucket means, roll-up mark
+      expect(history.counts()).toMatchObject({ raw: 6 * 6 * 51, minuteRows: 6, rollup: 51, bucketRows: 1 });
+      // The means: VM i had i + m over minutes 0-4 of the bucket, so i + 2.
+      const week = history.series(vms[10], "7d", start + 400_000);
+      expect(cpuOf(week.points.filter((p) => p.cpuPct !== null))).toEqual([12]);
+      expect(week.points.find((p) => p.cpuPct !== null)).toMatchObject({
+        memUsedMiB: 100,
+        netRxBps: 10,
+        netTxBps: null,
+      });
+      expect(cpuOf(history.series(null, "7d", start + 400_000).points.filter((p) => p.cpuPct !== null))).toEqual([7]);
+    });
+  });
+
+  it("drops whole rows: minutes after a day, bucket means after 30 days", async () => {
+    await inFreshObject((history) => {
+      const start = bucketAgo(40);
+      const vmId = uuid();
+      const put = (t: number, cpu: number) =>
+        history.ingest({ intervalMs: 10_000, ticks: [tickOf(t, { [vmId]: cpu }, 1)] }, t);
+      for (let i = 0; i <= 60; i++) put(start + i * 10_000, 10);
+      expect(history.counts()).toMatchObject({ minuteRows: 11, bucketRows: 2 });
+      // Two days on: the old minutes are gone in one statement, counted as the rows they were.
+      const later = start + 2 * DAY;
+      const cost = put(later, 20);
+      expect(history.counts()).toMatchObject({ minuteRows: 1, bucketRows: 3, raw: 2 });
+      expect(cost.rowsWritten).toBe(1 + 1 + 11 + 2); // minute, the last bucket's means, 11 minutes deleted, mark
+      // 35 days on: the buckets of 40 days ago are gone, the one of 38 days ago too.
+      put(start + 35 * DAY, 30);
+      put(start + 35 * DAY + ROLLUP_STEP_MS, 30);
+      expect(history.counts()).toMatchObject({ minuteRows: 2, bucketRows: 1, rollup: 2 });
+      expect(
+        cpuOf(history.series(vmId, "30d", start + 35 * DAY + ROLLUP_STEP_MS).points.filter((p) => p.cpuPct !== null)),
+      ).toEqual([30]);
+    });
+  });
+
+  it("answers an offline stretch as a gap, and a VM that appears or vanishes mid-minute from its own samples", async () => {
+    await inFreshObject((history) => {
+      const start = bucketAgo(1) + 120_000;
+      const [stays, appears, vanishes] = [uuid(), uuid(), uuid()];
+      const ticks = Array.from({ length: 6 }, (_, k) =>
+        tickOf(start + k * 10_000, {
+          [stays]: 50,
+          ...(k >= 3 ? { [appears]: 60 + k } : {}),
+          ...(k < 2 ? { [vanishes]: 5 } : {}),
+        }),
+      );
+      history.ingest({ intervalMs: 10_000, ticks }, start + 60_000);
+      // Back after 20 minutes offline.
+      const back = start + 21 * 60_000;
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(back, { [stays]: 70 })] }, back);
+      const now = back + 10_000;
+      const hour = (vmId: string) => history.series(vmId, "1h", now).points;
+      expect(cpuOf(hour(appears))).toEqual([63, 64, 65, null]);
+      expect(hour(appears)[0].t).toBe(start + 30_000);
+      expect(cpuOf(hour(vanishes))).toEqual([5, 5, null]);
+      expect(cpuOf(hour(stays))).toEqual([50, 50, 50, 50, 50, 50, null, 70]);
+      // The 24 h view: one point per minute, the mean of the samples the VM had in it.
+      expect(cpuOf(history.series(appears, "24h", now).points)).toEqual([64, null]);
+      expect(cpuOf(history.series(stays, "24h", now).points)).toEqual([50, null, 70]);
+      expect(history.series(uuid(), "1h", now).points).toEqual([]);
+    });
+  });
+
+  it("merges a minute sent in several frames, a tick at a time or re-sent, into its one row", async () => {
+    await inFreshObject((history) => {
+      const start = bucketAgo(1) + 60_000;
+      const [a, b] = [uuid(), uuid()];
+      const t = (k: number) => start + k * 10_000;
+      history.ingest(
+        { intervalMs: 10_000, ticks: [tickOf(t(0), { [a]: 1, [b]: 2 }, 9), tickOf(t(1), { [a]: 1 })] },
+        t(1),
+      );
+      // A tick at a time, as a watched node sends them: each frame rewrites the minute's one row.
+      for (const k of [2, 3]) {
+        const cost = history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(k), { [a]: 1 + k, [b]: 2 })] }, t(k));
+        expect(cost.rowsWritten).toBe(1);
+      }
+      // The same tick again (a frame re-sent after a reconnect) replaces, B's sample at t(1) is added.
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(3), { [a]: 40 }), tickOf(t(1), { [b]: 2 })] }, t(3));
+      // A future-stamped tick (a skewed clock) is dropped.
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(4) + 3_600_000, { [a]: 99 })] }, t(4));
+      expect(history.counts()).toMatchObject({ minuteRows: 1, raw: 4 + 4 + 1 });
+      const now = t(4);
+      expect(cpuOf(history.series(a, "1h", now).points)).toEqual([1, 1, 3, 40]);
+      expect(cpuOf(history.series(b, "1h", now).points)).toEqual([2, 2, 2, 2]);
+      expect(cpuOf(history.series(null, "1h", now).points)).toEqual([9, null]); // silent since
+      expect(cpuOf(history.series(a, "24h", now).points)).toEqual([11.25]);
+    });
+  });
+
+  it("keeps a re-homed VM's history with the node that sampled it: the new node answers from when it took over", async () => {
+    const [from, to] = [await TestAgent.forNewNode(), await TestAgent.forNewNode()];
+    agents.push(from.agent, to.agent);
+    const vm = vmInfo("re-homed metrics", "running");
+    from.agent.inventory([vm]);
+    await eventually(async () => expect((await json(await api(`/api/vms/${vm.uuid}`))).vm.node_id).toBe(from.nodeId));
+    const now = Date.now();
+    const send = (agent: TestAgent, t: number, cpu: number) =>
+      agent.send({
+        type: "metrics",
+        id: `m-${t}`,
+        payload: { intervalMs: 10_000, ticks: [tickOf(t, { [vm.uuid]: cpu })] },
+      });
+    send(from.agent, now - 30_000, 11);
+    send(from.agent, now - 20_000, 11);
+    // (a trailing gap may follow, depending on when the answer is read)
+    const answer = async () =>
+      cpuOf((await json(await api(`/api/vms/${vm.uuid}/metrics?range=1h`))).points).filter((v) => v !== null);
+    await eventually(async () => expect(await answer()).toEqual([11, 11]));
+
+    const moved = await json(await api(`/api/vms/${vm.uuid}/rehome`, { json: { node_id: to.nodeId } }));
+    expect(moved.vm.node_id).toBe(to.nodeId);
+    send(to.agent, now - 10_000, 22);
+    send(to.agent, now, 22);
+    await eventually(async () => expect(await answer()).toEqual([22, 22]));
+    // The old node's object still holds the VM's samples from before the move.
+    await runInDurableObject(env.NODE_SESSION.get(env.NODE_SESSION.idFromName(from.nodeId)), (s: NodeSession) => {
+      expect(cpuOf(s.metrics.series(vm.uuid, "1h", now).points).filter((v) => v !== null)).toEqual([11, 11]);
+    });
+  });
+
+  it("answers from the row-per-sample tables an object already holds, moves the samples not rolled up yet, and drops the tables once expired", async () => {
+    await inFreshObject((history, storage) => {
+      // a day ago, on a half hour (the 30 d view's step)
+      const bucket = Math.floor(Date.now() / 1_800_000) * 1_800_000 - DAY;
+      const [vmId, gone] = [uuid(), uuid()];
+      const cols = "cpu, mem_used, mem_assigned, disk_rd, disk_wr, disk_rd_ops, disk_wr_ops, net_rx, net_tx";
+      const defs = cols
+        .split(", ")
+        .map((c) => `${c} REAL`)
+        .join(", ");
+      // The tables as an object written before packing has them.
+      for (const table of ["metric_raw", "metric_5m"])
+        storage.sql.exec(
+          `CREATE TABLE ${table} (series TEXT NOT NULL, t INTEGER NOT NULL, ${defs}, PRIMARY KEY (series, t)) WITHOUT ROWID`,
+        );
+      storage.sql.exec("CREATE TABLE metric_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
+      storage.sql.exec("INSERT INTO metric_meta VALUES ('rolledTo', ?), ('intervalMs', 10000)", bucket);
+      const row = (table: string, series: string, t: number, cpu: number) =>
+        storage.sql.exec(
+          `INSERT INTO ${table} (series, t, ${cols}) VALUES (?, ?, ?, 100, 512, 1, 2, 3, 4, NULL, NULL)`,
+          series,
+          t,
+          cpu,
+        );
+      row("metric_5m", vmId, bucket - 1_800_000, 15);
+      row("metric_5m", gone, bucket - 1_800_000, 1);
+      for (let k = 0; k < 6; k++) row("metric_raw", vmId, bucket - 60_000 + k * 10_000, 10); // rolled up already
+      for (let k = 0; k < 3; k++) row("metric_raw", vmId, bucket + k * 10_000, 20); // not yet
+
+      // New samples in the same minute as the moved ones, then the bucket closes.
+      const t = bucket + 30_000;
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(t, { [vmId]: 40 })] }, t);
+      expect(history.counts()).toMatchObject({ raw: 6 + 4, minuteRows: 1, rollup: 2 });
+      expect(cpuOf(history.series(vmId, "1h", t).points)).toEqual([10, 10, 10, 10, 10, 10, 20, 20, 20, 40]);
+      expect(cpuOf(history.series(vmId, "24h", t).points)).toEqual([10, 25]);
+      const close = bucket + ROLLUP_STEP_MS;
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(close, { [vmId]: 40 })] }, close);
+      const week = history.series(vmId, "7d", close);
+      expect(cpuOf(week.points)).toEqual([15, null, 25]);
+      expect(cpuOf(history.series(gone, "30d", close).points.filter((p) => p.cpuPct !== null))).toEqual([1]);
+
+      const tables = () =>
+        storage.sql
+          .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE name IN ('metric_raw', 'metric_5m')")
+          .toArray()
+          .map((r) => r.name)
+          .sort();
+      // A day on, the old raw table is dropped whole; 30 days on, the old means too.
+      const dayOn = bucket + DAY + ROLLUP_STEP_MS;
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(dayOn, { [vmId]: 1 })] }, dayOn);
+      expect(tables()).toEqual(["metric_5m"]);
+      expect(cpuOf(history.series(vmId, "30d", dayOn).points.filter((p) => p.cpuPct !== null))).toEqual([15, 32.5]);
+      const monthOn = bucket + 31 * DAY;
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(monthOn, { [vmId]: 1 })] }, monthOn);
+      expect(tables()).toEqual([]);
+      // A history opened afresh on the same storage (the object woken again) reads the same.
+      expect(new MetricsHistory(storage).series(vmId, "1h", monthOn + 10_000).points.length).toBeGreaterThan(0);
+    });
+  });
+});
