@@ -4,8 +4,8 @@
 //   dist/agent/web/                the host view (web/dist), when it has been built
 //   dist/agent/quantix-agent.service  the example systemd unit
 import { chmodSync, cpSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { build } from "esbuild";
+import { dirname, join, resolve } from "node:path";
+import { build, type Plugin } from "esbuild";
 import pkg from "../package.json" with { type: "json" };
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -15,6 +15,40 @@ const OUT = join(ROOT, "dist/agent");
  *  semi-space instead of up to 16 MiB, since an idle agent allocates little (bench/agent-rss.ts
  *  measured -1.4 MiB RSS, no CPU cost visible). */
 export const AGENT_NODE_FLAGS = ["--max-semi-space-size=1"];
+
+/** zod bundles the error messages of ~40 languages (290 KiB of the bundle, 3 MiB of an idle
+ *  agent's memory); the agent speaks English only, so its bundle keeps zod's `en` alone. */
+export const zodEnglishOnly: Plugin = {
+  name: "zod-english-only",
+  setup(b) {
+    b.onResolve({ filter: /\/locales\/index\.js$/ }, ({ importer }) =>
+      /[\\/]node_modules[\\/]zod[\\/]/.test(importer)
+        ? { path: join(dirname(importer), "../locales/en.js"), namespace: "zod-locales" }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, ({ path }) => ({
+      contents: `export { default as en } from ${JSON.stringify(path)};`,
+      resolveDir: dirname(path),
+    }));
+  },
+};
+
+/** Node's built-in modules as require() gives them. An ESM import of one makes Node build its ESM
+ *  facade, which reads every export, lazy getters included: `fs.promises` loads the promise API
+ *  and readline, `crypto.webcrypto` all of WebCrypto, `http.WebSocket` undici and its llhttp
+ *  WebAssembly. Through require(), a property is read where the code uses it. */
+export const builtinsByRequire: Plugin = {
+  name: "builtins-by-require",
+  setup(b) {
+    b.onResolve({ filter: /^node:/ }, ({ path, kind }) =>
+      kind === "import-statement" || kind === "dynamic-import" ? { path, namespace: "builtin" } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "builtin" }, ({ path }) => ({
+      contents: `module.exports = require(${JSON.stringify(path)});`,
+      loader: "js",
+    }));
+  },
+};
 
 /** The oldest Node.js the bundle runs on: Debian 12 and Ubuntu 24.04 ship 18.19 (AbortSignal.any
  *  came in 18.17). The installer checks the host's Node against it. */
@@ -48,6 +82,7 @@ export async function buildAgent(outDir = OUT, { version = pkg.version }: { vers
     banner: {
       js: `#!/usr/bin/env -S node ${AGENT_NODE_FLAGS.join(" ")}\nimport { createRequire as __qxCreateRequire } from 'node:module';\nconst require = __qxCreateRequire(import.meta.url);`,
     },
+    plugins: [zodEnglishOnly, builtinsByRequire],
     logLevel: "warning",
   });
   chmodSync(outfile, 0o755); // runnable as it is, through its shebang
