@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, openSync, closeSync } from "node:fs";
 import { connect } from "node:net";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 export const LIBVIRTD = ["/usr/sbin/libvirtd", "/usr/local/sbin/libvirtd"].find((p) => existsSync(p)) ?? null;
 const NOBODY = 65534;
@@ -34,6 +34,9 @@ export async function startPrivateLibvirtd(
 ): Promise<PrivateDaemon> {
   if (!LIBVIRTD) throw new Error("libvirtd is not installed (Debian/Ubuntu package libvirt-daemon-system)");
   const root = process.getuid?.() === 0;
+  // The directories above with the usual mode (a recursive mkdir with 0o700 would make them all
+  // 0700, and `nobody` could not reach its own directory through them).
+  mkdirSync(dirname(dir), { recursive: true });
   for (const sub of ["", "run", "config", "cache"]) {
     mkdirSync(join(dir, sub), { recursive: true, mode: 0o700 });
     if (root) chownSync(join(dir, sub), NOBODY, NOBODY);

@@ -334,6 +334,7 @@ async function demoLibvirtUri(): Promise<string | null> {
   if (!ensureLibvirtDaemon(say)) return null;
   const root = process.getuid?.() === 0;
   // As root the daemon runs as nobody, who must be able to reach its directory.
+  mkdirSync(dirname(PRIVATE_LIBVIRTD_DIR), { recursive: true });
   const dir =
     !root || othersCanReach(dirname(PRIVATE_LIBVIRTD_DIR))
       ? PRIVATE_LIBVIRTD_DIR

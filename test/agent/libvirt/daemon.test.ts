@@ -3,7 +3,7 @@
 // number (a recording relay between client and daemon) and by shape (each reply decodes to its last
 // byte), 200 concurrent calls on one socket, lifecycle events, typed statistics, libvirt's own error
 // codes; and a private libvirtd of our own, killed while calls wait on it.
-import { copyFileSync, chownSync } from "node:fs";
+import { copyFileSync, chmodSync, chownSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -187,6 +187,21 @@ describe("URIs", () => {
     await expect(LibvirtClient.connect(`qemu:///system?socket=${dir}/none.sock`)).rejects.toThrow(
       new RegExp(`cannot reach the libvirt daemon .*${dir}/none.sock: ENOENT`),
     );
+  });
+});
+
+describe("a private libvirtd", () => {
+  it("starts under directories it makes itself, as npm start's .wrangler/libvirtd on a fresh clone", async () => {
+    const base = socketDir();
+    chmodSync(base, 0o755); // a checkout anyone may enter; as root the daemon runs as nobody
+    const d = await startPrivateLibvirtd(join(base, "clone/.wrangler/libvirtd"));
+    try {
+      const client = await LibvirtClient.connect(`test:///default?socket=${d.socket}`);
+      expect((await client.listDomains()).length).toBeGreaterThan(0);
+      await client.close();
+    } finally {
+      await d.stop();
+    }
   });
 });
 
