@@ -104,6 +104,11 @@ export const TARGETS = {
     text: "≤ 1.0× a long-lived virsh",
     met: (f) => f.value <= ref(f.baseline),
   },
+  libvirtDestroyToRecord: {
+    figure: "an out-of-band `virsh destroy` to the record, poll at 60 s",
+    text: "≤ 100 ms",
+    met: (f) => f.value <= 100,
+  },
   floodP50: {
     figure: "viewer list / operator reset p50 while a rogue agent floods its node",
     text: "≤ 3× idle p50",
