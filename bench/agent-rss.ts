@@ -12,12 +12,14 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { WebSocketServer } from "ws";
+import { resolveUri } from "../agent/libvirt/index.ts";
 import { PING_FRAME, PONG_FRAME } from "../protocol/wire.ts";
 import type { BenchRow } from "./tail.ts";
 import { goal } from "./targets.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const IDLE_MS = 6_000;
+const DEMO_URI = `test://${join(ROOT, "agent/demo/node.xml")}`;
 
 /** Enough of the control plane for an agent to enroll, connect and idle: not the real Worker. */
 async function tinyControlPlane() {
@@ -95,11 +97,18 @@ async function stopChild(child: ChildProcess) {
   await exited;
 }
 
-/** The floor: an idle `node` doing nothing, same binary, measured the same way. */
+/** The floor: an idle `node` holding the libvirt daemon's socket open (the agent's one libvirt
+ *  connection, without any of its code), same binary, measured the same way. */
 async function bareNodeRss(): Promise<Rss> {
-  const child = spawnOwned(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+  const socket = resolveUri(DEMO_URI).sockets.find((path) => existsSync(path));
+  if (!socket) throw new Error(`no libvirt daemon socket for ${DEMO_URI}`);
+  const hold = `const s = require("node:net").connect(process.argv[1]);
+s.on("error", (e) => { console.error(e.message); process.exit(1); });
+setInterval(() => {}, 1000);`;
+  const child = spawnOwned(process.execPath, ["-e", hold, socket], { stdio: ["ignore", "ignore", "inherit"] });
   try {
     await new Promise((r) => setTimeout(r, 2_000));
+    if (child.exitCode !== null) throw new Error("the floor process could not hold the libvirt socket open");
     return rssOf(child.pid!);
   } finally {
     await stopChild(child);
@@ -127,7 +136,7 @@ export async function idleRss(
       "--state-dir",
       stateDir,
       "--libvirt-uri",
-      `test://${join(ROOT, "agent/demo/node.xml")}`,
+      DEMO_URI,
       "--log-dir",
       join(ROOT, "agent/demo/logs"),
       "--log-level",
@@ -169,7 +178,7 @@ export async function benchAgentRss(): Promise<BenchRow[]> {
   const bare = await bareNodeRss();
   const rows: BenchRow[] = [
     {
-      name: "idle RSS of a bare `node` process (floor: the binary's own pages)",
+      name: "idle RSS of a bare `node` holding the libvirt socket open (floor: the binary's own pages)",
       value: round(bare.total),
       unit: "MiB",
     },

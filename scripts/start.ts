@@ -463,9 +463,8 @@ async function main() {
   if (await healthy()) throw new Error(`something already answers on ${URL_BASE} (another npm start?); stop it first`);
   const adminToken = ensureAdminToken();
   ensureSecretsKeys();
-  const demoUri = withDemo ? await demoLibvirtUri() : null;
-  await ensureDashboard();
-  await migrateLocalDb();
+  // Independent steps, side by side: on a fresh clone the dashboard's build is most of the wait.
+  const [demoUri] = await Promise.all([withDemo ? demoLibvirtUri() : null, ensureDashboard(), migrateLocalDb()]);
   const wrangler = startWrangler(withDemo);
   await waitForHealth(wrangler);
   say(`control plane ready on ${URL_BASE}`);

@@ -221,9 +221,13 @@ export class Libvirt {
     return this.call("list domains", async (c) => {
       const doms = await c.listDomains();
       const vms = await Promise.all(doms.map((d) => this.describe(c, d).catch(() => null))); // vanished mid-list
-      return vms
-        .filter((v): v is VmInfo => v !== null)
-        .sort((a, b) => a.name.localeCompare(b.name) || (a.uuid < b.uuid ? -1 : 1));
+      return (
+        vms
+          .filter((v): v is VmInfo => v !== null)
+          // By code unit, not localeCompare: a stable order is all that is needed, and ICU's collation
+          // would page 3 MiB of the node binary into an idle agent.
+          .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.uuid < b.uuid ? -1 : 1))
+      );
     });
   }
 
