@@ -18,7 +18,7 @@ export const AGENT_NODE_FLAGS = ["--max-semi-space-size=1"];
 
 /** zod bundles the error messages of ~40 languages (290 KiB of the bundle, 3 MiB of an idle
  *  agent's memory); the agent speaks English only, so its bundle keeps zod's `en` alone. */
-export const zodEnglishOnly: Plugin = {
+const zodEnglishOnly: Plugin = {
   name: "zod-english-only",
   setup(b) {
     b.onResolve({ filter: /\/locales\/index\.js$/ }, ({ importer }) =>
@@ -37,7 +37,7 @@ export const zodEnglishOnly: Plugin = {
  *  facade, which reads every export, lazy getters included: `fs.promises` loads the promise API
  *  and readline, `crypto.webcrypto` all of WebCrypto, `http.WebSocket` undici and its llhttp
  *  WebAssembly. Through require(), a property is read where the code uses it. */
-export const builtinsByRequire: Plugin = {
+const builtinsByRequire: Plugin = {
   name: "builtins-by-require",
   setup(b) {
     b.onResolve({ filter: /^node:/ }, ({ path, kind }) =>
