@@ -71,6 +71,13 @@ export default defineConfig({
           ],
           exclude: [...configDefaults.exclude, ...SUITES_NEEDING.hypervisor, ...SUITES_NEEDING.browser],
           ...nodeTests,
+          // Two files at a time even on 2 cores: these tests mostly wait on child processes and
+          // sockets (wrangler, agents, libvirtd), so a second file fills the wait. Every file has
+          // its own ports, data directory and test-driver host. A project of its own order, as
+          // vitest asks of projects whose worker counts differ; the others keep one file at a time
+          // (real QEMU guests on one daemon, Chromium).
+          maxWorkers: 2,
+          sequence: { groupOrder: 1 },
         },
       },
       { test: { name: "hypervisor", include: SUITES_NEEDING.hypervisor, ...nodeTests } },
