@@ -95,7 +95,7 @@ export const VmEventView = z.object({
   observedState: VmState.nullable().optional(),
   reason: z.string().nullable().optional(),
   logExcerpt: z.string().nullable().optional(),
-  /** console.opened: which console (a graphical one's event keeps "vnc" as its reason) */
+  /** console.opened: which console */
   type: z.enum(["serial", "vnc"]).optional(),
 });
 export type VmEventView = z.infer<typeof VmEventView>;

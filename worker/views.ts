@@ -72,7 +72,7 @@ export function eventView(e: typeof vmEvents.$inferSelect, role: Role): VmEventV
     reason: e.reason,
   };
   if (roleRank[role] >= roleRank.operator) view.logExcerpt = e.logExcerpt;
-  if (e.action === "console.opened") view.type = e.reason === "vnc" ? "vnc" : "serial";
+  if (e.action === "console.opened") view.type = e.consoleType === "vnc" ? "vnc" : "serial";
   return view;
 }
 

@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { LibvirtAdmin } from "../support/libvirt-admin.ts";
+import { QEMU_LOG_DIR, firmwareGuest, removeFirmwareGuest } from "../support/firmware-guest.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { ConsoleClient, type ConsoleState } from "../../protocol/console-client.ts";
@@ -25,26 +26,8 @@ import {
 } from "./journey.ts";
 
 const URI = "qemu:///system";
-const LOG_DIR = "/var/log/libvirt/qemu";
-const name = `console-ipxe-${randomBytes(4).toString("hex")}`;
-const uuid = crypto.randomUUID();
-const serialLog = join(LOG_DIR, `${name}-serial.log`);
-const xml = `<domain type='qemu'>
-  <name>${name}</name>
-  <uuid>${uuid}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><bios useserial='yes'/></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='user'><model type='e1000'/></interface>
-    <serial type='pty'><log file='${serialLog}' append='off'/></serial>
-    <console type='pty'/>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>`;
+const guest = firmwareGuest("console-ipxe", { serialLog: true });
+const { uuid } = guest;
 const MARKER = `qx${randomBytes(5).toString("hex")}`;
 
 let cp: ControlPlane;
@@ -134,7 +117,7 @@ const domain = () => admin.domainLookupByUUIDString(uuid);
 beforeAll(async () => {
   admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
-  await admin.domainDefineXML(xml);
+  await admin.domainDefineXML(guest.xml);
   // The agent's stream closes soon after the last console leaves, so a held console can be tried in a test.
   cp = await startControlPlane({ CONSOLE_LINGER_MS: "1000" });
   const token = await json(
@@ -148,7 +131,7 @@ beforeAll(async () => {
     server: cp.url,
     token: joinToken,
     libvirtUri: URI,
-    logDir: LOG_DIR,
+    logDir: QEMU_LOG_DIR,
     listen,
     args: FAST_AGENT_ARGS,
   });
@@ -160,14 +143,8 @@ afterAll(async () => {
   for (const v of open) v.client.close();
   for (const p of held) p.kill("SIGKILL");
   await agent?.dispose();
-  const dom = await domain().catch(() => null);
-  if (dom) {
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom).catch(() => {});
-  }
-  await admin.connectClose();
-  rmSync(join(LOG_DIR, `${name}.log`), { force: true });
-  rmSync(serialLog, { force: true });
+  if (admin) await removeFirmwareGuest(admin, guest);
+  await admin?.connectClose();
   await cp?.dispose();
 });
 

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { LibvirtAdmin } from "../support/libvirt-admin.ts";
+import { QEMU_LOG_DIR, firmwareGuest, removeFirmwareGuest } from "../support/firmware-guest.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { CONSOLE_WINDOW_BYTES, VNC_FRAME_BYTES } from "../../protocol/console.ts";
@@ -16,30 +17,10 @@ import type { ControlPlane } from "../support/control-plane.ts";
 import { FAST_AGENT_ARGS, createNode, eventually, json, startControlPlane, waitConnected } from "./journey.ts";
 
 const URI = "qemu:///system";
-const LOG_DIR = "/var/log/libvirt/qemu";
-const tag = randomBytes(4).toString("hex");
-const name = `vnc-ipxe-${tag}`;
-const bare = `vnc-nodisplay-${tag}`;
-const uuid = crypto.randomUUID();
-const bareUuid = crypto.randomUUID();
-const serialLog = join(LOG_DIR, `${name}-serial.log`);
-const guestXml = (n: string, id: string, graphics: string) => `<domain type='qemu'>
-  <name>${n}</name>
-  <uuid>${id}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><bios useserial='yes'/></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='user'><model type='e1000'/></interface>
-    <serial type='pty'><log file='${LOG_DIR}/${n}-serial.log' append='off'/></serial>
-    <console type='pty'/>
-    ${graphics}
-    <memballoon model='none'/>
-  </devices>
-</domain>`;
-const VNC = `<graphics type='vnc' listen='127.0.0.1' autoport='yes'/><video><model type='vga'/></video>`;
+const guest = firmwareGuest("vnc-ipxe", { vnc: true, serialLog: true });
+const bareGuest = firmwareGuest("vnc-nodisplay");
+const { name, uuid } = guest;
+const bareUuid = bareGuest.uuid;
 
 let cp: ControlPlane;
 let admin: LibvirtAdmin;
@@ -175,7 +156,7 @@ class RfbViewer {
 
 const serialText = () => {
   try {
-    return readFileSync(serialLog, "latin1");
+    return readFileSync(guest.serialLog!, "latin1");
   } catch {
     return "";
   }
@@ -185,8 +166,8 @@ const domain = (id: string) => admin.domainLookupByUUIDString(id);
 beforeAll(async () => {
   admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
-  await admin.domainDefineXML(guestXml(name, uuid, VNC));
-  await admin.domainDefineXML(guestXml(bare, bareUuid, "<video><model type='none'/></video>"));
+  await admin.domainDefineXML(guest.xml);
+  await admin.domainDefineXML(bareGuest.xml);
   cp = await startControlPlane();
   operator = (
     await json(await cp.api("/api/tokens", { method: "POST", json: { name: "vnc operator", role: "operator" } }))
@@ -196,7 +177,7 @@ beforeAll(async () => {
     server: cp.url,
     token: joinToken,
     libvirtUri: URI,
-    logDir: LOG_DIR,
+    logDir: QEMU_LOG_DIR,
     args: [...FAST_AGENT_ARGS.slice(0, -1), "info"],
   }); // info: the relays' counts
   await waitConnected(cp, node.id);
@@ -209,17 +190,8 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const v of viewers) v.ws.terminate();
   await agent?.dispose();
-  for (const id of [uuid, bareUuid]) {
-    const dom = await domain(id).catch(() => null);
-    if (!dom) continue;
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom).catch(() => {});
-  }
-  await admin.connectClose();
-  for (const n of [name, bare]) {
-    rmSync(join(LOG_DIR, `${n}.log`), { force: true });
-    rmSync(join(LOG_DIR, `${n}-serial.log`), { force: true });
-  }
+  if (admin) for (const g of [guest, bareGuest]) await removeFirmwareGuest(admin, g);
+  await admin?.connectClose();
   await cp?.dispose();
 });
 

@@ -280,7 +280,9 @@ describe("console relay", { timeout: 30_000 }, () => {
       expect(e.some((x) => x.action === "console.writer_changed")).toBe(true);
       return e;
     });
-    expect(evs.filter((e) => e.action === "console.opened")).toHaveLength(2);
+    const opened = evs.filter((e) => e.action === "console.opened");
+    expect(opened).toHaveLength(2);
+    for (const e of opened) expect(e).toMatchObject({ type: "serial", reason: null });
   });
 
   it("a ro opener never writes; input over 4 KiB or over 100 frames a second is dropped and said", async () => {

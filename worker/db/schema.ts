@@ -126,6 +126,8 @@ export const vmEvents = sqliteTable(
     source: text("source"), // hypervisor | forced | agent | control_plane
     message: text("message"),
     reason: text("reason"),
+    /** console.opened: which console, "serial" or "vnc" */
+    consoleType: text("console_type"),
     requestId: text("request_id"),
     /** verified resets and repairs: what the control plane believed, what the hypervisor said
      *  (null when forced without asking), and the last lines of the VM's log at the time */

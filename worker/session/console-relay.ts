@@ -268,6 +268,8 @@ export class ConsoleRelay {
         session.principal.actor,
         "console.opened",
         `${session.mode === "rw" ? "read-write" : "read-only"} console opened by ${session.principal.name}${session.force ? " (forced: any other holder was disconnected)" : ""}`,
+        undefined,
+        "serial",
       );
 
     if (!link) return this.end(ws, live, "host_offline", "the node is offline; this is the output kept until then");
@@ -770,10 +772,26 @@ export class ConsoleRelay {
   }
 
   /** A console event in the VM's history, naming the person; never any console text. */
-  private event(vmId: string, actor: string, action: string, message: string, reason?: string): void {
+  private event(
+    vmId: string,
+    actor: string,
+    action: string,
+    message: string,
+    reason?: string,
+    consoleType?: "serial",
+  ): void {
     const write = this.db
       .insert(vmEvents)
-      .values({ vmId, at: Date.now(), actor, action, message, reason: reason ?? null, source: "control_plane" })
+      .values({
+        vmId,
+        at: Date.now(),
+        actor,
+        action,
+        message,
+        reason: reason ?? null,
+        consoleType: consoleType ?? null,
+        source: "control_plane",
+      })
       .run()
       .catch((err: unknown) => console.error("console event not written", err));
     this.ctx.waitUntil(write);

@@ -153,7 +153,7 @@ export class VncRelay {
       live.principal.actor,
       "console.opened",
       `${live.mode === "rw" ? "read-write" : "read-only"} graphical console (VNC) opened by ${live.principal.name}`,
-      "vnc",
+      { consoleType: "vnc" },
     );
     try {
       link.send({
@@ -338,7 +338,7 @@ export class VncRelay {
       att.principal.actor,
       "console.closed",
       `${att.principal.name}'s ${att.mode} graphical console (VNC) closed after ${seconds} s: ${att.bytesIn} bytes sent, ${att.bytesOut} bytes shown`,
-      reason,
+      { reason },
     );
   }
 
@@ -374,10 +374,25 @@ export class VncRelay {
   }
 
   /** A console event in the VM's history, naming the person; never any console content. */
-  private event(vmId: string, actor: string, action: string, message: string, reason: string): void {
+  private event(
+    vmId: string,
+    actor: string,
+    action: string,
+    message: string,
+    more: { reason?: string; consoleType?: "vnc" },
+  ): void {
     const write = this.db
       .insert(vmEvents)
-      .values({ vmId, at: Date.now(), actor, action, message, reason, source: "control_plane" })
+      .values({
+        vmId,
+        at: Date.now(),
+        actor,
+        action,
+        message,
+        reason: more.reason ?? null,
+        consoleType: more.consoleType ?? null,
+        source: "control_plane",
+      })
       .run()
       .catch((err: unknown) => console.error("console event not written", err));
     this.ctx.waitUntil(write);

@@ -13,10 +13,10 @@ import {
   StatsGroup,
   type ConsoleStream,
 } from "../../../agent/libvirt/index.ts";
-import { serialConsoleDomain } from "./support.ts";
+import { firmwareGuest } from "../../support/firmware-guest.ts";
 
 const LOG_DIR = "/var/log/libvirt/qemu";
-const guest = serialConsoleDomain("libvirt-console");
+const guest = firmwareGuest("libvirt-console");
 let client: LibvirtClient;
 
 /** Collects a console's output as text (latin1: the firmware prints bytes, not UTF-8). */

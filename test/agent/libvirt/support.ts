@@ -180,30 +180,3 @@ export async function fakeDaemon(opts: { keepalive?: boolean; answerPings?: bool
     },
   };
 }
-
-/**
- * A guest that needs no OS and talks on its serial port: SeaBIOS and iPXE (the e1000's option ROM)
- * print there, and Ctrl-B at iPXE's prompt gives an `iPXE>` shell that echoes what is typed.
- * 64 MiB, type='qemu' (no KVM needed), user-mode NIC (it never leaves the host: nothing is booted).
- */
-export function serialConsoleDomain(prefix: string): { name: string; uuid: string; xml: string } {
-  const uuid = crypto.randomUUID();
-  const name = `${prefix}-${uuid.slice(0, 8)}`;
-  const xml = `<domain type='qemu'>
-  <name>${name}</name>
-  <uuid>${uuid}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><bios useserial='yes'/></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='user'><model type='e1000'/></interface>
-    <serial type='pty'/>
-    <console type='pty'/>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>`;
-  return { name, uuid, xml };
-}

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtAdmin } from "../../support/libvirt-admin.ts";
+import { QEMU_LOG_DIR, firmwareGuest, removeFirmwareGuest } from "../../support/firmware-guest.ts";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../../support/control-plane.ts";
@@ -22,25 +23,8 @@ import {
 } from "./harness.ts";
 
 const URI = "qemu:///system";
-const LOG_DIR = "/var/log/libvirt/qemu";
-const name = `console-web-${randomBytes(4).toString("hex")}`;
-const uuid = crypto.randomUUID();
-const xml = `<domain type='qemu'>
-  <name>${name}</name>
-  <uuid>${uuid}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><bios useserial='yes'/></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='user'><model type='e1000'/></interface>
-    <serial type='pty'/>
-    <console type='pty'/>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>`;
+const guest = firmwareGuest("console-web");
+const { uuid } = guest;
 
 let cp: ControlPlane;
 let admin: LibvirtAdmin;
@@ -52,7 +36,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "qx-web-console-"));
   admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
-  await admin.domainDefineXML(xml);
+  await admin.domainDefineXML(guest.xml);
   [cp] = await Promise.all([ControlPlane.start(), ensureWebBuild()]);
   const created = await (await cp.api("/api/nodes", { method: "POST", json: { name: "edge-console-01" } })).json();
   agent = startAgent({
@@ -60,7 +44,7 @@ beforeAll(async () => {
     token: created.joinToken,
     stateDir: join(dir, "state"),
     libvirtUri: URI,
-    logDir: LOG_DIR,
+    logDir: QEMU_LOG_DIR,
   });
   await until("the guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 60_000);
   browser = await launchChromium();
@@ -69,13 +53,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await agent?.stop();
-  const dom = await admin.domainLookupByUUIDString(uuid).catch(() => null);
-  if (dom) {
-    await admin.domainDestroy(dom).catch(() => {});
-    await admin.domainUndefine(dom).catch(() => {});
-  }
-  await admin.connectClose();
-  rmSync(join(LOG_DIR, `${name}.log`), { force: true });
+  if (admin) await removeFirmwareGuest(admin, guest);
+  await admin?.connectClose();
   await cp?.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
