@@ -187,6 +187,7 @@ class Agent {
           consoleOpener(config.libvirtUri, this.log),
           async (uuid) => (await this.libvirt.state(uuid)).libvirtState !== "shutoff",
           this.log,
+          liveXmlFrom(config.libvirtUri),
         ),
       }).catch((err: Error) =>
         fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`),

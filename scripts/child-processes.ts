@@ -12,6 +12,10 @@ const running: ChildProcess[] = [];
 /** Process groups started here that may still hold a process (a leader can exit before its group). */
 const groups = new Set<number>();
 const beforeStop: ((signal: NodeJS.Signals | null) => void)[] = [];
+/** What must be undone once the children are stopped (e.g. a guest defined in libvirt). */
+const afterStop: (() => Promise<void>)[] = [];
+/** How long the undoing may take before we exit anyway. */
+const AFTER_STOP_MS = 15_000;
 let installed = false;
 let stoppingAll: Promise<void> | null = null;
 /** The signal that is stopping us: a child started after it is killed at once. */
@@ -87,13 +91,25 @@ async function groupGone(pgid: number): Promise<void> {
   for (let i = 0; i < 100 && signalGroup(pgid, 0); i++) await new Promise((r) => setTimeout(r, 20));
 }
 
-/** Stops every owned child, the newest first (an agent before the control plane it talks to). */
+/** Stops every owned child, the newest first (an agent before the control plane it talks to), then
+ *  runs what was registered with `afterChildrenStop`, the newest first, within AFTER_STOP_MS. */
 export function stopAllOwned(): Promise<void> {
   stoppingAll ??= (async () => {
     for (const child of [...running].reverse()) await stopOwned(child);
     for (const pgid of groups) signalGroup(pgid, "SIGKILL");
+    const undo = (async () => {
+      for (const fn of afterStop.splice(0).reverse())
+        await fn().catch((err: unknown) => console.error(`[stop] ${err instanceof Error ? err.message : String(err)}`));
+    })();
+    await Promise.race([undo, new Promise((r) => setTimeout(r, AFTER_STOP_MS).unref())]);
   })().finally(() => (stoppingAll = null));
   return stoppingAll;
+}
+
+/** Something to undo once the children have stopped, on every way out but SIGKILL. */
+export function afterChildrenStop(fn: () => Promise<void>): void {
+  afterStop.push(fn);
+  installHandlers();
 }
 
 /** Called once when a signal (or null: an error) starts the stop, e.g. to say "stopping…". */

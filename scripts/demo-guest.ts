@@ -51,13 +51,20 @@ export function firmwareGuestXml(o: FirmwareGuestOptions): string {
 </domain>`;
 }
 
-/** `npm start`'s QEMU demo guest: fixed name and UUID, so a restart finds (and replaces) its own. */
-export const DEMO_GUEST = {
-  name: "demo-qemu-ipxe",
-  uuid: "6d1f0c3a-5e2b-4c7d-8a9e-0b1c2d3e4f50",
-  // SeaBIOS starts over every 10 s when nothing boots, so the console shows it whenever it is opened.
-  rebootAfterMs: 10_000,
-} as const;
+/**
+ * `npm start`'s QEMU demo guest for the control plane on `port`: a fixed name and UUID per port, so
+ * a restart finds (and replaces) its own and a second copy on another port keeps its own.
+ */
+export function demoGuest(port: number): FirmwareGuestOptions {
+  const suffix = port === 8787 ? "" : `-${port}`;
+  return {
+    name: `demo-qemu-ipxe${suffix}`,
+    uuid: `6d1f0c3a-5e2b-4c7d-8a9e-0b1c2d3e${port.toString(16).padStart(4, "0")}`,
+    vnc: true,
+    // SeaBIOS starts over every 10 s when nothing boots, so its banner shows whenever a console opens.
+    rebootAfterMs: 10_000,
+  };
+}
 
 /** Whether this machine has QEMU (the binary the guest's XML names). */
 export const hasQemu = () => existsSync(QEMU_BINARY);
@@ -78,10 +85,7 @@ async function removeByName(client: LibvirtClient, name: string): Promise<void> 
  * Defines and starts the demo guest on `uri`, replacing one left behind. Returns the function that
  * stops and undefines it.
  */
-export async function startDemoGuest(
-  uri: string,
-  guest: FirmwareGuestOptions = { ...DEMO_GUEST, vnc: true },
-): Promise<{ stop: () => Promise<void> }> {
+export async function startDemoGuest(uri: string, guest: FirmwareGuestOptions): Promise<{ stop: () => Promise<void> }> {
   const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 10_000 });
   try {
     await removeByName(client, guest.name);

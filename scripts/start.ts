@@ -2,8 +2,9 @@
 // Objects) plus a demo agent on libvirt's test driver with the shipped demo node, served by a real
 // libvirt daemon (this machine's, or a private unprivileged one under .wrangler/ that stops with us),
 // one VM of which is left stuck in STOPPING on the first start (the reconciler repairs it after
-// 15 min unless you reset it first). `npm start -- --no-demo` runs the control plane alone. Ctrl-C
-// stops everything it started.
+// 15 min unless you reset it first). Where this machine runs QEMU under a system libvirtd, a second
+// demo node, "demo-qemu", with one small real guest to try both consoles on (scripts/demo-guest.ts).
+// `npm start -- --no-demo` runs the control plane alone. Ctrl-C stops everything it started.
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
@@ -29,7 +30,8 @@ import { LibvirtClient } from "../agent/libvirt/index.ts";
 import { hostTokenPath } from "../agent/local/host-token.ts";
 import { varArgs } from "./dev-vars.ts";
 import { newKeyEntry } from "../worker/notifications/secret-box.ts";
-import { exitAfterStopping, onStop, runOwned, spawnOwned } from "./child-processes.ts";
+import { afterChildrenStop, exitAfterStopping, onStop, runOwned, spawnOwned } from "./child-processes.ts";
+import { demoGuest, hasQemu, otherDomains, startDemoGuest } from "./demo-guest.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const HOST = "127.0.0.1";
@@ -39,6 +41,8 @@ const { values: flags } = parseArgs({
     "no-demo": { type: "boolean", default: false },
     port: { type: "string", default: "8787" },
     "data-dir": { type: "string", default: ".wrangler" },
+    // auto: the QEMU demo only where qemu:///system has no other guests; on: beside them too; off: never
+    "qemu-demo": { type: "string", default: "auto" },
   },
   allowPositionals: false,
 });
@@ -47,7 +51,11 @@ if (!Number.isInteger(PORT) || PORT < 1 || PORT > 65534) {
   console.error(`[start] --port must be a port number, not ${JSON.stringify(flags.port)}`);
   process.exit(2);
 }
-/** The demo agent's host view: the port after the control plane's. */
+if (!["auto", "on", "off"].includes(flags["qemu-demo"]!)) {
+  console.error(`[start] --qemu-demo must be auto, on or off, not ${JSON.stringify(flags["qemu-demo"])}`);
+  process.exit(2);
+}
+/** The demo agent's host view: the port after the control plane's (the QEMU demo's: the next one). */
 const AGENT_LISTEN = `${HOST}:${PORT + 1}`;
 const URL_BASE = `http://${HOST}:${PORT}`;
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
@@ -63,6 +71,15 @@ const DEMO_STATE_DIR = join(DATA_DIR, "demo-agent");
 const DEMO_MARKER = join(DATA_DIR, "demo.json");
 /** Where the private libvirt daemon lives when this machine runs none. */
 const PRIVATE_LIBVIRTD_DIR = join(DATA_DIR, "libvirtd");
+/** The QEMU demo: a node of its own whose agent speaks to this machine's libvirtd. */
+const QEMU_URI = "qemu:///system";
+const QEMU_DEMO = {
+  nodeName: "demo-qemu",
+  stateDir: join(DATA_DIR, "demo-qemu-agent"),
+  libvirtUri: QEMU_URI,
+  logDir: "/var/log/libvirt/qemu",
+  listen: `${HOST}:${PORT + 2}`,
+};
 /** The demo VM that `npm start` leaves stuck in STOPPING (see agent/demo/node.xml). */
 const STUCK_VM = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f07", name: "files-01" };
 
@@ -279,32 +296,39 @@ function readMarker(): DemoMarker | null {
 
 const writeMarker = (m: DemoMarker) => writeFileSync(DEMO_MARKER, `${JSON.stringify(m, null, 2)}\n`);
 
+/** One demo node and its agent: the test-driver demo, or the QEMU demo. */
+type DemoAgent = { nodeName: string; stateDir: string; libvirtUri: string; logDir: string; listen: string };
+
 /** The agent keeps its node credential in `<state dir>/node.json` (agent/link/credentials.ts). */
-const stateDirHasCredential = () => existsSync(join(DEMO_STATE_DIR, "node.json"));
+const stateDirHasCredential = (d: DemoAgent) => existsSync(join(d.stateDir, "node.json"));
 
 /**
  * The demo node's id and, when the agent must (re-)enroll, a join token. Reuses the node and the
  * agent's kept credential across restarts; a fresh join token only when the credential is gone.
  */
-async function demoNode(token: string, forceNewJoin = false): Promise<{ nodeId: string; joinToken?: string }> {
+async function demoNode(
+  token: string,
+  d: DemoAgent,
+  forceNewJoin = false,
+): Promise<{ nodeId: string; joinToken?: string }> {
   const list = await api<{ nodes: NodeView[] }>(token, "/api/nodes");
   if (list.status !== 200) throw new Error(`GET /api/nodes answered ${list.status}: ${JSON.stringify(list.body)}`);
-  const existing = list.body.nodes.find((n) => n.name === DEMO_NODE_NAME);
-  if (existing && stateDirHasCredential() && !forceNewJoin) return { nodeId: existing.id };
-  rmSync(DEMO_STATE_DIR, { recursive: true, force: true });
+  const existing = list.body.nodes.find((n) => n.name === d.nodeName);
+  if (existing && stateDirHasCredential(d) && !forceNewJoin) return { nodeId: existing.id };
+  rmSync(d.stateDir, { recursive: true, force: true });
   if (existing) {
     const rotated = await api<{ joinToken: string }>(token, `/api/nodes/${existing.id}/rotate_token`, { json: {} });
     if (rotated.status >= 300)
       throw new Error(`rotate_token answered ${rotated.status}: ${JSON.stringify(rotated.body)}`);
-    say(`demo node "${DEMO_NODE_NAME}" re-enrolling with a fresh join token`);
+    say(`demo node "${d.nodeName}" re-enrolling with a fresh join token`);
     return { nodeId: existing.id, joinToken: rotated.body.joinToken };
   }
   const created = await api<{ node: NodeView; joinToken: string }>(token, "/api/nodes", {
-    json: { name: DEMO_NODE_NAME },
+    json: { name: d.nodeName },
   });
   if (created.status !== 201)
     throw new Error(`POST /api/nodes answered ${created.status}: ${JSON.stringify(created.body)}`);
-  say(`enrolled demo node "${DEMO_NODE_NAME}" (${created.body.node.id})`);
+  say(`enrolled demo node "${d.nodeName}" (${created.body.node.id})`);
   return { nodeId: created.body.node.id, joinToken: created.body.joinToken };
 }
 
@@ -350,22 +374,22 @@ async function demoLibvirtUri(): Promise<string | null> {
   return `test://${xml}?socket=${daemon.socket}`;
 }
 
-function startAgent(libvirtUri: string, joinToken: string | undefined): ChildProcess {
+function startAgent(d: DemoAgent, joinToken: string | undefined): ChildProcess {
   const args = [
     join(ROOT, "agent/main.ts"),
     "--server",
     URL_BASE,
     "--state-dir",
-    DEMO_STATE_DIR,
+    d.stateDir,
     "--libvirt-uri",
-    libvirtUri,
+    d.libvirtUri,
     "--log-dir",
-    DEMO_LOGS,
+    d.logDir,
     "--listen",
-    AGENT_LISTEN,
+    d.listen,
   ];
   if (joinToken) args.push("--token", joinToken);
-  mkdirSync(DEMO_STATE_DIR, { recursive: true, mode: 0o700 });
+  mkdirSync(d.stateDir, { recursive: true, mode: 0o700 });
   // The join token goes on the command line as the agent's `--token` flag takes it; it is single-use and spent at once.
   const child = spawnOwned(process.execPath, args, { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"] });
   tidyAgent(child);
@@ -373,22 +397,24 @@ function startAgent(libvirtUri: string, joinToken: string | undefined): ChildPro
 }
 
 /** Starts the agent; if its kept credential is refused (exit soon after start), re-enrolls once. */
-async function startDemoAgent(token: string, libvirtUri: string): Promise<{ agent: ChildProcess; nodeId: string }> {
-  let { nodeId, joinToken } = await demoNode(token);
+async function startDemoAgent(token: string, d: DemoAgent): Promise<{ agent: ChildProcess; nodeId: string }> {
+  let { nodeId, joinToken } = await demoNode(token, d);
   for (let attempt = 0; ; attempt++) {
-    const agent = startAgent(libvirtUri, joinToken);
+    const agent = startAgent(d, joinToken);
     const exit = new Promise<number | null>((r) => agent.once("exit", (code) => r(code)));
     const outcome = await Promise.race([exit, waitForConnected(token, nodeId, agent).then(() => "connected" as const)]);
     if (outcome === "connected") {
       agent.once("exit", (code, signal) => {
         if (!stopping)
-          console.error(`[start] the demo agent exited (${signal ?? code}); the control plane keeps running`);
+          console.error(
+            `[start] the "${d.nodeName}" demo agent exited (${signal ?? code}); the control plane keeps running`,
+          );
       });
       return { agent, nodeId };
     }
     if (attempt > 0 || joinToken) throw new Error(`the demo agent exited (${outcome}) before connecting`);
     say("the demo agent's kept credential was refused; enrolling it again");
-    ({ nodeId, joinToken } = await demoNode(token, true));
+    ({ nodeId, joinToken } = await demoNode(token, d, true));
   }
 }
 
@@ -448,6 +474,60 @@ async function leaveOneVmStuck(token: string, agent: ChildProcess): Promise<stri
   return (await api<{ vm: VmView }>(token, `/api/vms/${STUCK_VM.id}`)).body?.vm?.state ?? null;
 }
 
+// ---- QEMU demo ------------------------------------------------------------------------------------
+
+/**
+ * The QEMU demo, where this machine has QEMU and a system libvirtd: one small real guest
+ * (SeaBIOS/iPXE on its serial port and on a VNC display on 127.0.0.1) and a second demo agent, node
+ * "demo-qemu", on qemu:///system. An agent manages every domain of its URI, so on a machine that
+ * already runs other guests it would list them and offer their power buttons too: `auto` leaves the
+ * QEMU demo out there (`--qemu-demo on` starts it anyway). The guest is stopped and undefined when
+ * npm start stops. Returns the lines for the summary, or null (it said why).
+ */
+async function startQemuDemo(token: string): Promise<string[] | null> {
+  const mode = flags["qemu-demo"];
+  if (mode === "off") return null;
+  if (!hasQemu()) {
+    say(
+      "no QEMU here, so no real guest to try the consoles on (install qemu-system-x86 and libvirt-daemon-system as root: see the README's demo section)",
+    );
+    return null;
+  }
+  const guest = demoGuest(PORT);
+  let others: string[];
+  try {
+    others = await otherDomains(QEMU_URI, guest.name);
+  } catch (err) {
+    say(
+      `${QEMU_URI} does not answer (${err instanceof Error ? err.message : String(err)}), so no real guest: it needs a system libvirtd and root (or the libvirt group)`,
+    );
+    return null;
+  }
+  if (others.length && mode !== "on") {
+    say(
+      `${QEMU_URI} already has ${others.length} other guest(s) (${others.slice(0, 3).join(", ")}${others.length > 3 ? ", …" : ""}); a demo agent there would list and control them too, so the QEMU demo is left out (npm start -- --qemu-demo on starts it anyway)`,
+    );
+    return null;
+  }
+  const running = await startDemoGuest(QEMU_URI, guest);
+  afterChildrenStop(async () => {
+    await running.stop();
+    say(`stopped and undefined the demo guest ${guest.name}`);
+  });
+  say(`started the demo guest ${guest.name} on ${QEMU_URI} (64 MiB, no disk, no network off this machine)`);
+  const { agent, nodeId } = await startDemoAgent(token, QEMU_DEMO);
+  const deadline = Date.now() + 60_000;
+  while ((await api(token, `/api/vms/${guest.uuid}`)).status !== 200) {
+    if (Date.now() > deadline) throw new Error(`the demo guest was not listed on "${QEMU_DEMO.nodeName}" within 60 s`);
+    await sleep(250);
+  }
+  return [
+    `QEMU demo:    node "${QEMU_DEMO.nodeName}" (${nodeId}), agent PID ${agent.pid} on ${QEMU_URI}${others.length ? `, with ${others.length} other guest(s)` : ""}`,
+    `              ${URL_BASE}/vms/${guest.uuid}/console: SeaBIOS and iPXE on the serial console`,
+    `              (Ctrl-B for iPXE's shell), Graphical for its screen; host view http://${QEMU_DEMO.listen}/`,
+  ];
+}
+
 // ---- lifecycle ------------------------------------------------------------------------------------
 
 // Ctrl-C, SIGTERM, an error or the end: child-processes.ts stops the agent first (so it closes its
@@ -471,7 +551,13 @@ async function main() {
 
   const lines = [`Dashboard:    ${URL_BASE}/`, `Admin token:  ${adminToken}   (from .dev.vars)`];
   if (withDemo && demoUri) {
-    const { agent, nodeId } = await startDemoAgent(adminToken, demoUri);
+    const { agent, nodeId } = await startDemoAgent(adminToken, {
+      nodeName: DEMO_NODE_NAME,
+      stateDir: DEMO_STATE_DIR,
+      libvirtUri: demoUri,
+      logDir: DEMO_LOGS,
+      listen: AGENT_LISTEN,
+    });
     const vms = await waitForInventory(adminToken, nodeId);
     say(`demo agent connected: ${vms.length} VMs listed`);
     const marker = readMarker();
@@ -497,6 +583,14 @@ async function main() {
     );
   } else if (withDemo) {
     say("the demo agent is not started: no libvirt daemon to serve its host (see above for the command)");
+  }
+  if (withDemo) {
+    try {
+      const qemu = await startQemuDemo(adminToken);
+      if (qemu) lines.push(...qemu);
+    } catch (err) {
+      say(`the QEMU demo did not start: ${err instanceof Error ? err.message : String(err)} (the rest runs on)`);
+    }
   }
   const width = Math.max(...lines.map((l) => l.length));
   console.log(

@@ -35,6 +35,7 @@ export const SUITES_NEEDING = {
     "test/e2e/install-on-host.test.ts",
     "test/e2e/console-on-real-qemu.test.ts",
     "test/e2e/vnc-on-real-qemu.test.ts",
+    "test/e2e/demo-guest-on-real-qemu.test.ts",
   ],
   browser: ["test/web/browser/**/*.test.ts"],
 };

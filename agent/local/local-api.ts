@@ -31,7 +31,7 @@ export type LocalApiOptions = {
   logDir: string;
   webDir: string;
   log: Logger;
-  /** the host view's serial consoles (absent: no console routes) */
+  /** the host view's consoles, serial and graphical (absent: no console routes) */
   consoles?: LocalConsoles;
 };
 

@@ -1,8 +1,9 @@
-// The host view's serial console, for an operator on the host while the control plane is out of
-// reach: `POST /api/v1/vms/:id/console` (host token) gives a single-use 30 s ticket, and the socket at
+// The host view's consoles, for an operator on the host while the control plane is out of reach:
+// `POST /api/v1/vms/:id/console` (host token) gives a single-use 30 s ticket, and the socket at
 // `/api/v1/vms/:id/console/ws` speaks the control plane's console messages (hello, ready, output
-// frames with offsets, closed) over the agent's own libvirt console stream. One local console per
-// VM, always the writer; no resume and no scrollback (the control plane keeps those).
+// frames with offsets, closed) over the agent's own libvirt console stream. One local serial console
+// per VM, always the writer; no resume and no scrollback (the control plane keeps those). A ticket
+// with `type: "vnc"` opens the graphical console instead (local-vnc.ts), a few pages per VM.
 import { createHash, randomBytes } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
@@ -21,6 +22,7 @@ import {
 import { parseFrame } from "../../protocol/wire.ts";
 import { consoleEndOf, type ConsoleOpener } from "../console/console.ts";
 import type { Logger } from "../logger.ts";
+import { LOCAL_VNC_VIEWERS_PER_VM, relayLocalDisplay, type LocalDisplayDeps } from "./local-vnc.ts";
 
 /** Past this much unsent to a slow page, the guest's console is not read until it drains. */
 const PAUSE_ABOVE_BYTES = 1024 * 1024;
@@ -31,26 +33,46 @@ export class LocalConsoles {
   private readonly opener: ConsoleOpener;
   private readonly isRunning: (uuid: string) => Promise<boolean>;
   private readonly log: Logger;
-  private readonly tickets = new Map<string, { vmId: string; force: boolean; expiresAt: number }>();
+  private readonly tickets = new Map<
+    string,
+    { vmId: string; force: boolean; vnc: boolean; readOnly: boolean; expiresAt: number }
+  >();
   private readonly open = new Set<string>();
+  /** graphical pages open, by VM */
+  private readonly displays = new Map<string, number>();
+  private readonly liveXml: LocalDisplayDeps["liveXml"] | undefined;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
 
-  constructor(opener: ConsoleOpener, isRunning: (uuid: string) => Promise<boolean>, log: Logger) {
+  /** Without `liveXml`, the host view offers the serial console only. */
+  constructor(
+    opener: ConsoleOpener,
+    isRunning: (uuid: string) => Promise<boolean>,
+    log: Logger,
+    liveXml?: LocalDisplayDeps["liveXml"],
+  ) {
     this.opener = opener;
     this.isRunning = isRunning;
     this.log = log;
+    this.liveXml = liveXml;
   }
 
   /** A ticket for `vmId` (already found in libvirt's list); the body as the control plane takes it. */
   ticket(vmId: string, body: unknown): ConsoleTicketAnswer | { error: string } {
     const parsed = ConsoleRequest.safeParse(body);
     if (!parsed.success) return { error: `body: ${parsed.error.issues[0]?.message ?? "invalid"}` };
-    if (parsed.data.type === "vnc") return { error: "type: the host view offers the serial console only" };
+    const vnc = parsed.data.type === "vnc";
+    if (vnc && !this.liveXml) return { error: "type: this host view offers the serial console only" };
     const now = Date.now();
     for (const [h, t] of this.tickets) if (t.expiresAt <= now) this.tickets.delete(h);
     const ticket = `qxc_${randomBytes(32).toString("base64url")}`;
     const expiresAt = now + CONSOLE_TICKET_TTL_MS;
-    this.tickets.set(hash(ticket), { vmId, force: parsed.data.force === true, expiresAt });
+    this.tickets.set(hash(ticket), {
+      vmId,
+      force: parsed.data.force === true,
+      vnc,
+      readOnly: parsed.data.mode === "ro",
+      expiresAt,
+    });
     return { ticket, expiresAt: new Date(expiresAt).toISOString(), url: `/api/v1/vms/${vmId}/console/ws` };
   }
 
@@ -78,6 +100,7 @@ export class LocalConsoles {
       if (msg?.type === "hello" && msg.ticket) this.tickets.delete(hash(msg.ticket));
       if (!ticket || ticket.expiresAt <= Date.now() || ticket.vmId !== vmId)
         return end("bad_hello", "the ticket is unknown, used, expired or for another VM");
+      if (ticket.vnc) return this.display(ws, vmId, ticket.readOnly, end);
       if (this.open.has(vmId)) return end("console_busy", "this VM's console is open in another host view");
       void this.attach(ws, vmId, ticket.force, send, end);
     });
@@ -160,6 +183,25 @@ export class LocalConsoles {
       closed = true;
       stream.close();
     });
+  }
+
+  private display(
+    ws: WebSocket,
+    vmId: string,
+    readOnly: boolean,
+    end: (reason: Extract<ConsoleServerMessage, { type: "closed" }>["reason"], message?: string) => void,
+  ): void {
+    const count = this.displays.get(vmId) ?? 0;
+    if (count >= LOCAL_VNC_VIEWERS_PER_VM)
+      return end("too_many_viewers", `at most ${LOCAL_VNC_VIEWERS_PER_VM} graphical pages per VM on the host view`);
+    this.displays.set(vmId, count + 1);
+    ws.once("close", () => {
+      const left = (this.displays.get(vmId) ?? 1) - 1;
+      if (left > 0) this.displays.set(vmId, left);
+      else this.displays.delete(vmId);
+    });
+    const deps = { liveXml: this.liveXml!, isRunning: this.isRunning, log: this.log };
+    void relayLocalDisplay(ws, vmId, readOnly, deps, end);
   }
 
   close(): void {

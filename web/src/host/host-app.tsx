@@ -19,10 +19,12 @@ import { RoleProvider } from "../lib/permissions.tsx";
 import { useTokenSession } from "../lib/session.ts";
 import { HOST_TOKEN_KEY, writeToken } from "../lib/token-store.ts";
 
-// xterm.js comes with the console's own chunk. The console is its own page (/console#<vm id>): only
-// that page's policy lets xterm.js add its <style> elements, and a document keeps the policy it loaded with.
-const ConsolePanel = lazy(() => import("../features/console/components/console-panel.tsx"));
+// The console views (serial in xterm.js, graphical in noVNC) come with chunks of their own. The console
+// is its own page (/console#<vm id>, `?view=graphical` for the display): only that page's policy lets
+// xterm.js add its <style> elements, and a document keeps the policy it loaded with.
+const ConsoleViews = lazy(() => import("../features/console/components/console-views.tsx"));
 const consoleVm = location.pathname === "/console" ? decodeURIComponent(location.hash.slice(1)) : null;
+const consoleView = new URLSearchParams(location.search).get("view") === "graphical" ? "graphical" : "serial";
 
 // Earlier versions kept the node credential here, in localStorage: it must not stay behind.
 writeToken("qx.host.credential", null);
@@ -77,7 +79,7 @@ export function HostApp() {
                   {/* The host token is this host's own key: whoever holds it operates its consoles. */}
                   <RoleProvider role="operator">
                     <Suspense fallback={<Panel className="p-3 text-[13px]">Loading the console…</Panel>}>
-                      <ConsolePanel vmId={consoleVm} />
+                      <ConsoleViews vmId={consoleVm} initial={consoleView} />
                     </Suspense>
                   </RoleProvider>
                 </main>

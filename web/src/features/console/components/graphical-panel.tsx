@@ -28,6 +28,8 @@ export default function GraphicalPanel({ vmId }: { vmId: string }) {
   const rfb = useRef<RFB | null>(null);
   const channel = useRef<VncChannel | null>(null);
   const typing = useRef(0);
+  /** bumped by every disconnect: a ticket that arrives for an older connect is thrown away */
+  const generation = useRef(0);
   const [state, setState] = useState<VncState>({ kind: "connecting" });
   const [refused, setRefused] = useState<string | null>(null);
   const [fit, setFit] = useState(true);
@@ -35,6 +37,7 @@ export default function GraphicalPanel({ vmId }: { vmId: string }) {
   const [busyTyping, setBusyTyping] = useState(false);
 
   const disconnect = () => {
+    generation.current++;
     typing.current++;
     rfb.current?.disconnect();
     rfb.current = null;
@@ -45,16 +48,18 @@ export default function GraphicalPanel({ vmId }: { vmId: string }) {
     disconnect();
     setRefused(null);
     setState({ kind: "connecting" });
+    const mine = generation.current;
     if (!screen.current) return;
     try {
-      const ch = await openGraphicalConsole(api, vmId, "rw", setState);
+      const ch = await openGraphicalConsole(api, vmId, "rw", (s) => generation.current === mine && setState(s));
+      if (generation.current !== mine || !screen.current) return ch.close(); // left, or connected again meanwhile
       channel.current = ch;
       const r = new RFB(screen.current, ch, { shared: true });
       r.scaleViewport = true;
       r.background = "#000";
       rfb.current = r;
     } catch (err) {
-      setRefused(err instanceof ApiError ? err.message : String(err));
+      if (generation.current === mine) setRefused(err instanceof ApiError ? err.message : String(err));
     }
   }, [api, vmId]);
 
