@@ -68,8 +68,9 @@ export class VncChannel {
   private control(msg: VncServerMessage): void {
     if (msg.type === "ready") {
       this.readyState = OPEN;
-      this.onState({ kind: "open", writer: msg.writer });
+      // onopen first: a viewer attached from onState finds the channel open and must not be told twice.
       this.onopen?.({});
+      this.onState({ kind: "open", writer: msg.writer });
     } else if (msg.type === "closed") {
       this.ended = { kind: "ended", reason: msg.reason, ...(msg.message ? { message: msg.message } : {}) };
     }

@@ -51,7 +51,7 @@ if (!Number.isInteger(PORT) || PORT < 1 || PORT > 65534) {
   console.error(`[start] --port must be a port number, not ${JSON.stringify(flags.port)}`);
   process.exit(2);
 }
-if (!["auto", "on", "off"].includes(flags["qemu-demo"]!)) {
+if (!["auto", "on", "off"].includes(flags["qemu-demo"])) {
   console.error(`[start] --qemu-demo must be auto, on or off, not ${JSON.stringify(flags["qemu-demo"])}`);
   process.exit(2);
 }

@@ -1,6 +1,7 @@
 // The host-local API (`--listen`, loopback by default): `GET /api/v1/vms`, `GET /api/v1/vms/:vm_id/logs`,
 // `GET /api/v1/vms/:vm_id/metrics?range=` (the agent's in-memory day of samples) guarded by the host token (host-token.ts; never the node credential, whose holder could act as
-// the node), and the host view's static files at `/`. Nothing a request
+// the node), the consoles, serial and graphical (local-console.ts), and the host view's static files
+// at `/`. Nothing a request
 // carries becomes a path: a VM is found in libvirt's list, its log path comes from its libvirt
 // name (log-path.ts), and a static file must resolve inside the web directory.
 import type { IncomingMessage, Server, ServerResponse } from "node:http";

@@ -4,7 +4,7 @@
 // gives an `iPXE>` shell that echoes). Clients are ConsoleClient over real loopback sockets (ws).
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { LibvirtAdmin } from "../support/libvirt-admin.ts";
 import { QEMU_LOG_DIR, firmwareGuest, removeFirmwareGuest } from "../support/firmware-guest.ts";

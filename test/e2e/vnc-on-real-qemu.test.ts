@@ -5,8 +5,7 @@
 // The viewer is a small RFB client over a real loopback WebSocket (ws).
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { LibvirtAdmin } from "../support/libvirt-admin.ts";
 import { QEMU_LOG_DIR, firmwareGuest, removeFirmwareGuest } from "../support/firmware-guest.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

@@ -379,6 +379,25 @@ describe("dashboard in Chromium", () => {
     expectClean(ops);
   });
 
+  it("on a test-driver VM the Console tab says why there is no console, serial or graphical", async () => {
+    const s = await signedIn(cp.adminToken);
+    await s.page.goto(`${cp.url}/vms/${VMS.web.id}/console`);
+    const ended = s.page.getByTestId("console-ended");
+    await ended.waitFor({ timeout: 30_000 });
+    expect(await ended.getAttribute("data-reason")).toBe("no_console");
+    expect(await ended.textContent()).toContain("libvirt's test driver has no serial consoles");
+    expectClean(s);
+    await s.page.getByRole("button", { name: "Graphical" }).click();
+    const noDisplay = s.page.getByTestId("graphical-ended");
+    await noDisplay.waitFor({ timeout: 30_000 });
+    expect(await noDisplay.getAttribute("data-reason")).toBe("no_display");
+    expect(await noDisplay.textContent()).toContain("no VNC display");
+    // The control plane says ready before the agent has reached a display, so noVNC, already
+    // attached, logs its own failure to connect; nothing else may go wrong on the page.
+    const noVncOwn = /^console\.error: Failed when connecting: Connection closed \(code: 1000, reason: no_display\)$/;
+    expect(s.watch.problems.filter((p) => !noVncOwn.test(p))).toEqual([]);
+  });
+
   it("says the node is offline when its agent is gone", async () => {
     await agent.stop();
     await until(

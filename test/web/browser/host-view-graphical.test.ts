@@ -40,7 +40,7 @@ async function openLocal(vmId: string, body: unknown, token = hostToken) {
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: JSON.stringify(body),
   });
-  return { status: res.status, body: (await res.json()) as any };
+  return { status: res.status, body: await res.json() };
 }
 
 /** The control messages a socket gets for `ticket` until it closes. */

@@ -39,7 +39,8 @@ export default function GraphicalPanel({ vmId }: { vmId: string }) {
   const disconnect = () => {
     generation.current++;
     typing.current++;
-    rfb.current?.disconnect();
+    if (rfb.current) rfb.current.disconnect();
+    else channel.current?.close(); // not handed to noVNC yet
     rfb.current = null;
     channel.current = null;
   };
@@ -50,14 +51,23 @@ export default function GraphicalPanel({ vmId }: { vmId: string }) {
     setState({ kind: "connecting" });
     const mine = generation.current;
     if (!screen.current) return;
+    let ch: VncChannel | null = null;
+    // noVNC gets the channel once it is ready (synchronously, before the next frame): a console that
+    // ends before that (no_display, password_required) is ours to show, not a noVNC failure.
+    const onState = (s: VncState) => {
+      if (generation.current !== mine) return;
+      if (s.kind === "open" && ch && !rfb.current && screen.current) {
+        const r = new RFB(screen.current, ch, { shared: true });
+        r.scaleViewport = true;
+        r.background = "#000";
+        rfb.current = r;
+      }
+      setState(s);
+    };
     try {
-      const ch = await openGraphicalConsole(api, vmId, "rw", (s) => generation.current === mine && setState(s));
+      ch = await openGraphicalConsole(api, vmId, "rw", onState);
       if (generation.current !== mine || !screen.current) return ch.close(); // left, or connected again meanwhile
       channel.current = ch;
-      const r = new RFB(screen.current, ch, { shared: true });
-      r.scaleViewport = true;
-      r.background = "#000";
-      rfb.current = r;
     } catch (err) {
       if (generation.current === mine) setRefused(err instanceof ApiError ? err.message : String(err));
     }
