@@ -18,6 +18,8 @@ export default function ConsolePanel({ vmId }: { vmId: string }) {
   const box = useRef<HTMLDivElement>(null);
   const term = useRef<Terminal | null>(null);
   const client = useRef<ConsoleClient | null>(null);
+  /** bumped by every (re)connect and by leaving: a console that opens for an older one is closed */
+  const generation = useRef(0);
   const [state, setState] = useState<ConsoleState>({ kind: "connecting" });
   const [refused, setRefused] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
@@ -26,18 +28,22 @@ export default function ConsolePanel({ vmId }: { vmId: string }) {
     async (force: boolean) => {
       client.current?.close();
       client.current = null;
+      const mine = ++generation.current;
       setRefused(null);
       setNotice(null);
       setState({ kind: "connecting" });
       term.current?.reset(); // the replay starts over: never shown twice
       try {
-        client.current = await openConsole(api, vmId, "rw", force, {
-          onOutput: (bytes) => term.current?.write(bytes),
-          onState: setState,
-          onNotice: setNotice,
+        const opened = await openConsole(api, vmId, "rw", force, {
+          onOutput: (bytes) => generation.current === mine && term.current?.write(bytes),
+          onState: (s) => generation.current === mine && setState(s),
+          onNotice: (n) => generation.current === mine && setNotice(n),
         });
+        // Left, or connected again while the ticket came: this one must not hold the console.
+        if (generation.current !== mine) return opened.close();
+        client.current = opened;
       } catch (err) {
-        setRefused(err instanceof ApiError ? err.message : String(err));
+        if (generation.current === mine) setRefused(err instanceof ApiError ? err.message : String(err));
       }
     },
     [api, vmId],
@@ -62,6 +68,7 @@ export default function ConsolePanel({ vmId }: { vmId: string }) {
       resize.disconnect();
       typed.dispose();
       binary.dispose();
+      generation.current++;
       client.current?.close();
       client.current = null;
       term.current = null;
