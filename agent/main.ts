@@ -286,6 +286,7 @@ class Agent {
           this.follower.stopAll(); // follows live on one link: the control plane asks again after a reconnect
           this.consoles.closeAll(); // so do consoles
           this.displays.closeAll();
+          this.metrics.endLive(); // and live metrics: the control plane asks again while someone watches
         },
       },
     });
@@ -314,6 +315,9 @@ class Agent {
         if (msg.type === "console.open" ? msg.payload.display !== undefined : this.displays.owns(msg.id))
           this.displays.handle(msg);
         else this.consoles.handle(msg);
+        return;
+      case "metrics.live":
+        this.metrics.live(msg.payload.leaseMs);
         return;
       case "vm.logs.unfollow":
         this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say

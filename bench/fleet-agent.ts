@@ -152,6 +152,7 @@ export class SimAgent {
     if (msg.type === "console.open" || msg.type === "console.ack" || msg.type === "console.close") return;
     if (msg.type === "error") return void this.refusals.push(msg.payload);
     if (msg.type === "agent.update") return; // it announces no `update`: never sent one
+    if (msg.type === "metrics.live") return; // nor `liveMetrics`
     this.received.push(msg);
     if (this.policy(msg, this) === "answer") this.answer(msg);
   }

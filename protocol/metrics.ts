@@ -59,7 +59,15 @@ export const METRIC_RANGES = {
 } as const;
 export const MetricRange = z.enum(["1h", "24h", "7d", "30d"]);
 export type MetricRange = z.infer<typeof MetricRange>;
-export const MetricsQuery = z.object({ range: MetricRange.default("1h") });
+/** `watch=1`: the reader's chart is open and shows new samples as they come (the dashboard sends it
+ *  with each poll while its Monitoring tab is visible); the node's agent then sends each sample as
+ *  it is taken instead of a batch a minute, for a short lease each such read renews. */
+export const MetricsQuery = z.object({ range: MetricRange.default("1h"), watch: z.literal("1").optional() });
+export type MetricsQuery = z.infer<typeof MetricsQuery>;
+/** A watching chart reads every METRICS_WATCH_POLL_MS; each such read keeps the agent live for
+ *  METRICS_WATCH_LEASE_MS, a few polls, so one late poll does not drop it back to batches. */
+export const METRICS_WATCH_POLL_MS = 5_000;
+export const METRICS_WATCH_LEASE_MS = 20_000;
 
 /** Stored resolutions: raw samples for a day, 5-minute averages for 30 days. */
 export const RAW_KEEP_MS = 86_400_000;

@@ -35,6 +35,9 @@ export const STOP_GRACE_MS = 60_000; // graceful stop: how long the agent waits 
 export const PROGRESS_INTERVAL_MS = 3_000;
 export const OPERATION_CAP_MS = 600_000;
 
+/** The longest live-metrics lease a `metrics.live` may give (see MetricsLiveCommand). */
+export const LIVE_METRICS_MAX_LEASE_MS = 120_000;
+
 /** Custom WebSocket close codes (4000-4999 are the application's). */
 /** What each side of a link understands beyond PROTOCOL_VERSION 1, announced in `hello.features`
  *  (the agent's) and `welcome.features` (the control plane's). A side sends a frame or value named
@@ -46,6 +49,8 @@ export const OPERATION_CAP_MS = 600_000;
  *    worker announced it, else `not_allowed` with the same message);
  *  - `scopedResync`: `resync` with `vmIds` / `buckets`, answered by a scoped `inventory` (agent);
  *  - `metrics`: `metrics` frames, running VMs' figures, a batch of sample ticks each (protocol/metrics.ts);
+ *  - `liveMetrics`: `metrics.live` (worker → agent): someone is watching the node's charts, so send
+ *    each tick as it is taken, for the lease given, then go back to batches (agent);
  *  - `update`: `agent.update` (worker → agent: replace yourself with the bundle this control plane
  *    serves) and `agent.update.status` (agent → worker: how it went);
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
@@ -63,6 +68,7 @@ export const WIRE_FEATURES = [
   "update",
   "console",
   "vnc",
+  "liveMetrics",
 ] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 const features = z.array(z.string().max(64)).max(64).optional();
@@ -266,6 +272,14 @@ export const ConsoleAckCommand = frame("console.ack", z.object({ offset: z.numbe
 /** Nobody watches any more: the agent closes the stream (answered with `console.closed`). */
 export const ConsoleCloseCommand = frame("console.close", z.object({}));
 
+/** Someone watches this node's charts (feature `liveMetrics`): send each sample tick as it is taken
+ *  for `leaseMs` from now (renewed while they watch), then batch again. A lease, not an on/off
+ *  switch: a dashboard that leaves without a word costs at most one lease of single-tick frames. */
+export const MetricsLiveCommand = frame(
+  "metrics.live",
+  z.object({ leaseMs: z.number().int().positive().max(LIVE_METRICS_MAX_LEASE_MS) }),
+);
+
 export const ServerMessage = z.discriminatedUnion("type", [
   Welcome,
   VmStateCommand,
@@ -281,6 +295,7 @@ export const ServerMessage = z.discriminatedUnion("type", [
   ConsoleOpenCommand,
   ConsoleAckCommand,
   ConsoleCloseCommand,
+  MetricsLiveCommand,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 export type Command = Exclude<
@@ -295,7 +310,8 @@ export type Command = Exclude<
       | "error"
       | "console.open"
       | "console.ack"
-      | "console.close";
+      | "console.close"
+      | "metrics.live";
   }
 >;
 export type CommandKind = Command["type"];

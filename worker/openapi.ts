@@ -38,7 +38,7 @@ import { CreateToken } from "./routes/tokens.ts";
 import { NOTIFICATION_ROUTES } from "./notifications/openapi.ts";
 import type { Answer, RouteDoc } from "./route-doc.ts";
 import { ListQuery, PowerQuery, ResetBody, ResetQuery } from "./routes/vms.ts";
-import { MetricsQuery } from "../protocol/metrics.ts";
+import { METRICS_WATCH_LEASE_MS, MetricsQuery } from "../protocol/metrics.ts";
 import { ConsoleRequest } from "../protocol/console.ts";
 
 // ---- the routes ---------------------------------------------------------------------------------------
@@ -346,7 +346,10 @@ export const ROUTES: RouteDoc[] = [
       access: "viewer",
       params: kind === "vms" ? vmId : IdParam,
       query: MetricsQuery,
-      notes: { range: "1h (10 s steps), 24h (1 min), 7d (5 min) or 30d (30 min); default 1h" },
+      notes: {
+        range: "1h (10 s steps), 24h (1 min), 7d (5 min) or 30d (30 min); default 1h",
+        watch: `1: the chart is open; the node's agent sends each sample as it is taken for the next ${METRICS_WATCH_LEASE_MS / 1000} s`,
+      },
       answers: {
         200: ok("the series", MetricsResponse),
         404: ok(kind === "vms" ? "no such VM" : "no such node"),

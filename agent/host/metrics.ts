@@ -1,6 +1,8 @@
 // Samples every running VM's figures each metrics interval (CPU %, memory, disk and network rates,
 // and the node's totals), pushes each tick as `metrics` frames to a control plane that announced
-// `metrics` in batches of `batchTicks` ticks (a minute's), and keeps a day in memory for the host view (1 h of raw samples, 24 h of 1-minute means).
+// `metrics` in batches of `batchTicks` ticks (a minute's), or one frame per tick while a live lease
+// runs (someone watches the charts), and keeps a day in memory for the host view (1 h of raw
+// samples, 24 h of 1-minute means).
 import { randomUUID } from "node:crypto";
 import { cpus } from "node:os";
 import {
@@ -37,6 +39,8 @@ const MiB = 1024;
 const RAW_KEEP_MS = 3_600_000;
 const MINUTE_MS = 60_000;
 const MINUTES_KEEP = 24 * 60;
+/** While live, a VM seen for the first time has its first figures this soon, not a whole interval later. */
+const FIRST_FIGURES_MS = 2_000;
 
 /** Sum of `<group>.<i>.<field>` over `<group>.count` devices; null when the group has none. */
 function deviceSum(stats: DomainStats | undefined, group: "block" | "net", field: string): number | null {
@@ -179,6 +183,10 @@ export class MetricsSampler {
   private counted = false;
   /** ticks sampled and not sent yet (at most `batchTicks` of them, times the parts of a big host's tick) */
   private pending: MetricsTick[] = [];
+  /** until when (this host's clock) each tick is sent as it is taken: someone watches the charts */
+  private liveUntil = 0;
+  /** the last tick met a running VM it had no counters for: its figures come at the next tick */
+  private newcomers = false;
 
   constructor(opts: MetricsSamplerOptions) {
     this.opts = opts;
@@ -187,12 +195,40 @@ export class MetricsSampler {
 
   start(): void {
     if (this.timer || this.opts.intervalMs <= 0) return;
-    const tick = () => {
+    this.schedule(0);
+  }
+
+  /** The next tick in `delayMs`; a tick rescheduled meanwhile (or a stop) ends the older chain. */
+  private schedule(delayMs: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    const timer = setTimeout(() => {
       void this.sampleNow().finally(() => {
-        if (this.timer) this.timer = setTimeout(tick, this.opts.intervalMs);
+        if (this.timer !== timer) return;
+        const soon = this.newcomers && this.isLive() ? Math.min(FIRST_FIGURES_MS, this.opts.intervalMs) : null;
+        this.schedule(soon ?? this.opts.intervalMs);
       });
-    };
-    this.timer = setTimeout(tick, 0);
+    }, delayMs);
+    this.timer = timer;
+  }
+
+  /** Someone watches (the control plane's `metrics.live`): until `leaseMs` from now, every tick is
+   *  sent as it is taken. Coming out of batching, what is pending goes at once and a tick is taken
+   *  now, so a chart opened mid-interval fills without waiting for the next one. */
+  live(leaseMs: number, now = Date.now()): void {
+    const wasLive = this.isLive(now);
+    this.liveUntil = Math.max(this.liveUntil, now + leaseMs);
+    if (wasLive) return;
+    if (this.pending.length) this.flush();
+    if (this.timer) this.schedule(0);
+  }
+
+  /** Back to batches at once (the link that asked for live samples is gone). */
+  endLive(): void {
+    this.liveUntil = 0;
+  }
+
+  isLive(now = Date.now()): boolean {
+    return now < this.liveUntil;
   }
 
   stop(): void {
@@ -219,6 +255,7 @@ export class MetricsSampler {
     const t = Date.now();
     const vms: { vmId: string; vcpus: number; figures: MetricFigures }[] = [];
     const seen = new Set<string>();
+    let newcomers = false;
     for (const dom of doms) {
       if (!dom.running) continue;
       seen.add(dom.uuid);
@@ -227,7 +264,9 @@ export class MetricsSampler {
       this.previous.set(dom.uuid, counters);
       if (before)
         vms.push({ vmId: dom.uuid, vcpus: dom.vcpus, figures: figuresBetween(before, counters, dom.vcpus, mem) });
+      else newcomers = true;
     }
+    this.newcomers = newcomers;
     for (const uuid of [...this.previous.keys()]) if (!seen.has(uuid)) this.previous.delete(uuid);
     if (!this.counted) return void (this.counted = true);
     const node = nodeTotals(vms, this.hostCpus);
@@ -255,7 +294,7 @@ export class MetricsSampler {
     return ring;
   }
 
-  /** Sends the pending ticks once there are `batchTicks` of them, in frames of at most
+  /** Sends the pending ticks once there are `batchTicks` of them (while live: each tick), in frames of at most
    *  METRICS_FRAME_SAMPLES VM samples; nothing is kept for a control plane that cannot take them
    *  (the link is down, or it did not announce `metrics`): it shows the gap. */
   private queue(tick: MetricsTick) {
@@ -268,7 +307,7 @@ export class MetricsSampler {
         ...(i === 0 ? { node: tick.node } : {}),
       });
     }
-    if (this.pending.length >= (this.opts.batchTicks ?? 6)) this.flush();
+    if (this.isLive() || this.pending.length >= (this.opts.batchTicks ?? 6)) this.flush();
   }
 
   /** Sends what is pending now (also at stop). */

@@ -2,7 +2,7 @@
 // webSocket*, alarm) and each agent frame to the room that owns it: links.ts (socket and long-poll
 // links), inbox.ts (frame admission and order), frames.ts (the frame switch), ledger.ts (in-flight
 // requests), kept-writes.ts (batched D1 writes), liveness.ts, reconciler.ts (checks with the
-// hypervisor), anti-entropy.ts, follow-relay.ts, console-relay.ts (serial consoles), vnc-relay.ts (graphical consoles); store.ts names every stored key. Deadlines are
+// hypervisor), anti-entropy.ts, metrics-watch.ts (live samples while watched), follow-relay.ts, console-relay.ts (serial consoles), vnc-relay.ts (graphical consoles); store.ts names every stored key. Deadlines are
 // alarms only (no timers but a held poll's), so the object can hibernate.
 import { DurableObject } from "cloudflare:workers";
 import {
@@ -43,6 +43,7 @@ import { RequestLedger } from "./ledger.ts";
 import { AgentLinks, type AgentLink, type StaleLink } from "./links.ts";
 import { Liveness } from "./liveness.ts";
 import { MetricsHistory } from "./metrics.ts";
+import { MetricsWatch } from "./metrics-watch.ts";
 import type { PollAnswer } from "./poll-outbox.ts";
 import { Reconciler } from "./reconciler.ts";
 import { SessionStore, type AgentAttachment, type ConsoleTicket } from "./store.ts";
@@ -63,6 +64,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly notices: SessionNotices;
   private readonly coalescer: EventCoalescer;
   readonly metrics: MetricsHistory;
+  private readonly watch = new MetricsWatch();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -167,6 +169,7 @@ export class NodeSession extends DurableObject<Env> {
     this.links.makeCurrent(link, now);
     this.inbox.refill(now);
     this.store.delete("agentFeatures"); // until this link's hello says them
+    this.watch.linkChanged();
     const features = [...WIRE_FEATURES];
     link.send({
       type: "welcome",
@@ -186,6 +189,7 @@ export class NodeSession extends DurableObject<Env> {
     if (!this.links.isCurrent(connId)) return; // an older, replaced connection: the node is still online
     const nodeId = this.store.get("nodeId");
     this.links.forget(connId, error.message);
+    this.watch.linkChanged();
     this.follows.nodeOffline();
     this.consoles.nodeOffline();
     this.displays.nodeOffline();
@@ -352,8 +356,10 @@ export class NodeSession extends DurableObject<Env> {
     return this.ledger.query(this.links.current(), d);
   }
 
-  /** A VM's metrics (null: the node's totals) over a range, from this object's storage. */
-  readMetrics(vmId: string | null, range: MetricRange): MetricsAnswer {
+  /** A VM's metrics (null: the node's totals) over a range, from this object's storage; `watching`:
+   *  the reader's chart is open, so the agent sends its samples as they are taken (metrics-watch.ts). */
+  readMetrics(vmId: string | null, range: MetricRange, watching = false): MetricsAnswer {
+    if (watching) this.watch.watched(this.links.current(), this.agentFeatures(), Date.now());
     return this.metrics.series(vmId, range);
   }
 
