@@ -6,7 +6,7 @@
 // baselines measured in the same run, differences, ratios and targets, and writes
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, libvirt, digest, isolation, retention, vnc, soak
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, metrics-live, tail, agent-rss, libvirt, digest, isolation, retention, vnc, soak
 //   BENCH_SOAK_MIN=N soak length in minutes (default 10; 60 for the long run)
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -111,6 +111,7 @@ try {
   await section("tail", () => external("tail.ts", "benchTail"));
   await section("agent-rss", () => external("agent-rss.ts", "benchAgentRss"));
   await section("libvirt", () => external("libvirt.ts", "benchLibvirt"));
+  await section("metrics-live", () => external("metrics-live.ts", "benchMetricsLive"));
   await section("digest", () => external("digest.ts", "benchDigest"));
   // Its own control plane with the shipped limits (the rate limits are part of what is measured).
   await section("isolation", () => external("isolation.ts", "benchIsolation"));
