@@ -3,11 +3,11 @@
 // a request each), object → agent `metrics.live` frames (counted by the session's own MetricsWatch
 // under the tab's polls), the tab's reads, and the rows the node's MetricsHistory writes when the
 // same samples come a tick per frame instead of a minute per frame (its own code over node:sqlite,
-// whose changes() counts rows the way the Durable Object's SQLite bills them).
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+// whose changes() counts rows the way the Durable Object's SQLite bills them; bench/metrics.ts's adapter).
 import { METRICS_WATCH_POLL_MS, type MetricFigures, type MetricsPayload } from "../protocol/metrics.ts";
 import { MetricsHistory } from "../worker/session/metrics.ts";
 import { MetricsWatch } from "../worker/session/metrics-watch.ts";
+import { sqliteStorage } from "./metrics.ts";
 import type { BenchRow } from "./table.ts";
 
 const VMS = 100;
@@ -15,37 +15,6 @@ const INTERVAL_MS = 10_000;
 const TICKS_PER_BATCH = 6;
 const MINUTES = 60;
 const vmIds = Array.from({ length: VMS }, () => crypto.randomUUID());
-
-/** The slice of the object's storage MetricsHistory uses, over node:sqlite (cursors iterable too). */
-function sqliteStorage(): ConstructorParameters<typeof MetricsHistory>[0] {
-  const db = new DatabaseSync(":memory:");
-  const changes = db.prepare("SELECT changes() AS c");
-  const prepared = new Map<string, ReturnType<typeof db.prepare>>();
-  const exec = (sql: string, ...params: unknown[]) => {
-    let stmt = prepared.get(sql);
-    if (!stmt) prepared.set(sql, (stmt = db.prepare(sql)));
-    const read = /^\s*SELECT/i.test(sql);
-    const rows = read ? (stmt.all(...(params as SQLInputValue[])) as Record<string, unknown>[]) : [];
-    if (!read) stmt.run(...(params as SQLInputValue[]));
-    const rowsWritten = read ? 0 : Number((changes.get() as { c: number }).c);
-    return { rowsWritten, toArray: () => rows, one: () => rows[0], [Symbol.iterator]: () => rows[Symbol.iterator]() };
-  };
-  const storage = {
-    sql: { exec },
-    transactionSync<T>(fn: () => T): T {
-      db.exec("BEGIN");
-      try {
-        const out = fn();
-        db.exec("COMMIT");
-        return out;
-      } catch (err) {
-        db.exec("ROLLBACK");
-        throw err;
-      }
-    },
-  };
-  return storage as unknown as ConstructorParameters<typeof MetricsHistory>[0];
-}
 
 const figures = (i: number): MetricFigures => ({
   cpuPct: (i * 7) % 100,
@@ -62,7 +31,7 @@ const tick = (t: number) => ({ t, vms: vmIds.map((vmId, i) => ({ vmId, ...figure
 
 /** An hour of samples into a fresh history, `perFrame` ticks per frame: frames, bytes and rows per minute. */
 function ingestHour(perFrame: number) {
-  const history = new MetricsHistory(sqliteStorage());
+  const history = new MetricsHistory(sqliteStorage().storage);
   const start = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 2 * 3_600_000;
   let rows = 0;
   let bytes = 0;

@@ -34,7 +34,7 @@ const FLEET = simVms(VMS);
 
 /** The slice of DurableObjectStorage that MetricsHistory uses, over node:sqlite, and the database's
  *  size in bytes (pages in use). */
-function sqliteStorage() {
+export function sqliteStorage() {
   const db = new DatabaseSync(":memory:");
   const prepared = new Map<string, ReturnType<typeof db.prepare>>();
   const changes = db.prepare("SELECT changes() AS c");
