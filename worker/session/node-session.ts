@@ -305,8 +305,8 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   /** A local bench's cost counts of this object (cost-meter.ts); null unless QX_DEBUG_COUNTS is "1". */
-  costCounts(): CostCounts | null {
-    return this.meter?.snapshot() ?? null;
+  costCounts(): (CostCounts & { sqliteBytes: number }) | null {
+    return this.meter ? { ...this.meter.snapshot(), sqliteBytes: this.ctx.storage.sql.databaseSize } : null;
   }
 
   /** The token these follows were opened with was revoked: they are closed. */
