@@ -36,8 +36,9 @@ const SIZES = [0, 10, 100, 1000];
 /** The counting window: long enough for every periodic message to come more than once (the slowest,
  *  a connected node's last_seen_at write, comes every 2 minutes at most), bounded for a shared machine. */
 const WINDOW_MS = Number(process.env.BENCH_COST_WINDOW_S ?? 240) * 1000;
-/** After the inventories landed: the connect's own one-off work (first sync, reconciler pass) done. */
-const SETTLE_MS = 20_000;
+/** After every agent's first metrics batch landed (its history's tables made): the connect's own
+ *  one-off work (first sync, reconciler pass, first liveness check) done. */
+const SETTLE_MS = 10_000;
 const FLEET_NODES = 10_000;
 const FLEET_VMS = 100;
 const silent = pino({ level: "silent" });
@@ -318,6 +319,12 @@ export async function benchCost(): Promise<BenchRow[]> {
         120_000,
         500,
       );
+    await eventually(
+      "every agent's first metrics batch sent",
+      async () => scenarios.every((s) => (s.agent.sent.get("metrics") ?? 0) > 0),
+      180_000,
+      1_000,
+    );
     await sleep(SETTLE_MS);
 
     const before = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
@@ -329,14 +336,19 @@ export async function benchCost(): Promise<BenchRow[]> {
       if (!s.watch) return;
       while (Date.now() - t0 < WINDOW_MS - TAB_REFETCH_MS / 2) {
         const res = await cp.api(`/api/vms/${s.watch.vmId}/metrics?range=1h`);
-        if (!res.ok) throw new Error(`the Monitoring tab's fetch: HTTP ${res.status}`);
+        if (!res.ok)
+          throw new Error(
+            `the Monitoring tab's fetch: HTTP ${res.status} ${await res.text()}; control plane output: ${cp.logs.slice(-1500)}`,
+          );
         await res.arrayBuffer();
         s.watch.fetches++;
         await sleep(TAB_REFETCH_MS);
       }
     });
+    const watched = Promise.all(watching);
+    watched.catch(() => {}); // awaited below, after the window
     await sleep(WINDOW_MS);
-    await Promise.all(watching);
+    await watched;
     const after = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
     const windowS = (Date.now() - t0) / 1000;
     const cpuS = workerdCpuSeconds(cp.pid) - cpu0;

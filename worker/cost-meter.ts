@@ -160,7 +160,8 @@ export function countedCalls<S extends object>(stub: S, nodeId: string): S {
         const calls = sessionCalls.get(nodeId) ?? {};
         calls[prop] = (calls[prop] ?? 0) + 1;
         sessionCalls.set(nodeId, calls);
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
+        // Reflect.apply: an RPC property answers any property access, `.apply` included, as a remote name.
+        return Reflect.apply(value as (...a: unknown[]) => unknown, target, args);
       };
     },
   });
