@@ -148,7 +148,13 @@ function workerdCpuSeconds(groupId: number | undefined): number {
 
 type Snapshot = { session: CostCounts & { sqliteBytes: number }; calls: Record<string, number> };
 /** `watch`: a VM whose Monitoring tab is open through the window (its chart fetched as the tab does). */
-type Scenario = { label: string; vms: number; nodeId: string; agent: CostAgent; watch?: { vmId: string; fetches: number } };
+type Scenario = {
+  label: string;
+  vms: number;
+  nodeId: string;
+  agent: CostAgent;
+  watch?: { vmId: string; fetches: number };
+};
 /** The Monitoring tab today: the 1 h chart refetched every 10 s (web/src/features/metrics/api). */
 const TAB_REFETCH_MS = 10_000;
 
@@ -161,6 +167,9 @@ async function costOf(cp: ControlPlane, nodeId: string): Promise<Snapshot> {
 }
 
 const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+/** Runtime events that ran a handler (an object built again after hibernation is part of its wake). */
+const handlerWakes = (w: Record<string, number>) => sum(w) - (w.constructed ?? 0);
+/** What happened in the window: counts are cumulative per object id (the meter outlives the object's evictions). */
 const minus = (a: Record<string, number>, b: Record<string, number>) =>
   Object.fromEntries(Object.keys(a).map((k) => [k, a[k] - (b[k] ?? 0)]));
 
@@ -181,7 +190,13 @@ type Usage = {
   month: Partial<Record<PriceKey, number>>;
 };
 
-function usage(s: Scenario, before: Snapshot, after: Snapshot, windowS: number, sentBefore: Map<string, number>): Usage {
+function usage(
+  s: Scenario,
+  before: Snapshot,
+  after: Snapshot,
+  windowS: number,
+  sentBefore: Map<string, number>,
+): Usage {
   const wakes = minus(after.session.wakes, before.session.wakes);
   const calls = minus(after.calls, before.calls);
   const sent = Object.fromEntries([...s.agent.sent].map(([k, v]) => [k, v - (sentBefore.get(k) ?? 0)]));
@@ -200,7 +215,11 @@ function usage(s: Scenario, before: Snapshot, after: Snapshot, windowS: number, 
   // Auto-answered pings are priced as incoming messages too (the pages exempt protocol pings and say
   // auto-responses add no duration; whether they count as requests is not stated): the worse case.
   const requests =
-    sum(calls) + (wakes.alarm ?? 0) + (wakes.webSocketClose ?? 0) + (wakes.webSocketError ?? 0) + (wsMessages + pings) / WS_MESSAGES_PER_REQUEST;
+    sum(calls) +
+    (wakes.alarm ?? 0) +
+    (wakes.webSocketClose ?? 0) +
+    (wakes.webSocketError ?? 0) +
+    (wsMessages + pings) / WS_MESSAGES_PER_REQUEST;
   return {
     label: s.label,
     windowS,
@@ -230,13 +249,30 @@ const usd = (u: Usage["month"], allowance: boolean) =>
 const money = (x: number) => (x >= 100 ? `$${x.toFixed(0)}` : x >= 1 ? `$${x.toFixed(2)}` : `$${x.toFixed(5)}`);
 const big = (x: number) => (x >= 1e6 ? `${round(x / 1e6, 2)}M` : x >= 1e4 ? `${round(x / 1e3, 1)}k` : `${round(x, 1)}`);
 
-function printTable(usages: Usage[], fleet: { list: number; billed: number; month: Usage["month"] }, cpuPerWakeMs: number, d1Check: string): void {
+function printTable(
+  usages: Usage[],
+  fleet: { list: number; billed: number; month: Usage["month"] },
+  cpuPerWakeMs: number,
+  d1Check: string,
+): void {
   const out: string[] = [];
   out.push(`\nCost per node-month at Cloudflare list prices (read ${PRICES_READ}: ${PRICE_SOURCES.join(", ")})`);
   out.push(
     `window ${usages[0]?.windowS ?? 0} s per node, all nodes at once, scaled to a 30-day month; the agent at its defaults: heartbeat ${HEARTBEAT_MS / 1000} s, inventory poll ${AGENT_DEFAULTS.pollIntervalMs / 1000} s (local), digest ${AGENT_DEFAULTS.digestIntervalMs / 1000} s, metrics sampled every ${AGENT_DEFAULTS.metricsIntervalMs / 1000} s`,
   );
-  const head = ["node", "sent by agent (frames)", "DO wakes", "RPC", "pings", "active ms", "SQLite grew", "DO rows r/w", "D1 stmts, rows r/w", "$/month list", "$ allowances"];
+  const head = [
+    "node",
+    "sent by agent (frames)",
+    "DO wakes",
+    "RPC",
+    "pings",
+    "active ms",
+    "SQLite grew",
+    "DO rows r/w",
+    "D1 stmts, rows r/w",
+    "$/month list",
+    "$ allowances",
+  ];
   const rows = usages.map((u) => [
     u.label,
     Object.entries(u.sent)
@@ -277,7 +313,9 @@ function printTable(usages: Usage[], fleet: { list: number; billed: number; mont
         .map((k) => `${PRICES[k].what} ${big(fleet.month[k] ?? 0)} → ${money(dollars(k, fleet.month[k] ?? 0, true))}`)
         .join("; "),
   );
-  out.push(`CPU per wake (all of workerd's CPU in the window, local D1 included, over every node's wakes): ${round(cpuPerWakeMs, 2)} ms`);
+  out.push(
+    `CPU per wake (all of workerd's CPU in the window, local D1 included, over every node's wakes): ${round(cpuPerWakeMs, 2)} ms`,
+  );
   out.push(`D1 rows written, all nodes, counted twice: ${d1Check}`);
   out.push(
     "storage: the SQLite growth of the window taken as the metrics history's, held a day raw and 30 days as 5-minute means (as many rows again): GB-month at steady state",
@@ -315,7 +353,8 @@ export async function benchCost(): Promise<BenchRow[]> {
     for (const s of scenarios)
       await eventually(
         `inventory of the ${s.vms}-VM node stored`,
-        async () => (await json<{ node: { vmCount: number } }>(await cp.api(`/api/nodes/${s.nodeId}`))).node.vmCount === s.vms,
+        async () =>
+          (await json<{ node: { vmCount: number } }>(await cp.api(`/api/nodes/${s.nodeId}`))).node.vmCount === s.vms,
         120_000,
         500,
       );
@@ -355,13 +394,15 @@ export async function benchCost(): Promise<BenchRow[]> {
     const triggered = stopD1();
 
     const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i]));
-    const totalWakes = usages.reduce((a, u) => a + sum(u.wakes) + sum(u.calls), 0);
+    const totalWakes = usages.reduce((a, u) => a + handlerWakes(u.wakes) + sum(u.calls), 0);
     const cpuPerWakeMs = totalWakes ? (cpuS * 1000) / totalWakes : Number.NaN;
     const metered = usages.reduce((a, u) => a + u.d1.rowsWritten, 0);
-    const d1Check = `${triggered.rows} by triggers on the local D1 file (${Object.entries(triggered.byTable)
-      .filter(([, n]) => n > 0)
-      .map(([t, n]) => `${t} ${n}`)
-      .join(", ") || "none"}), ${metered} by the D1 answers' meta (a written row of an indexed column counts twice there)`;
+    const d1Check = `${triggered.rows} by triggers on the local D1 file (${
+      Object.entries(triggered.byTable)
+        .filter(([, n]) => n > 0)
+        .map(([t, n]) => `${t} ${n}`)
+        .join(", ") || "none"
+    }), ${metered} by the D1 answers' meta (a written row of an indexed column counts twice there)`;
 
     const hundred = usages[SIZES.indexOf(FLEET_VMS)]; // the fleet's nodes: idle, nobody watching
     const fleetMonth = Object.fromEntries(
@@ -381,7 +422,9 @@ export async function benchCost(): Promise<BenchRow[]> {
         note: `${Object.entries(u.sent)
           .filter(([, n]) => n > 0)
           .map(([k, n]) => `${k} ${n}`)
-          .join(", ")} sent in ${round(u.windowS, 0)} s; wakes ${JSON.stringify(u.wakes)}, RPC ${sum(u.calls)}, pings ${u.pings}, active ${u.activeMs} ms, DO rows ${u.sqlite.rowsRead}/${u.sqlite.rowsWritten}, D1 rows ${u.d1.rowsRead}/${u.d1.rowsWritten}`,
+          .join(
+            ", ",
+          )} sent in ${round(u.windowS, 0)} s; wakes ${JSON.stringify(u.wakes)}, RPC ${sum(u.calls)}, pings ${u.pings}, active ${u.activeMs} ms, DO rows ${u.sqlite.rowsRead}/${u.sqlite.rowsWritten}, D1 rows ${u.d1.rowsRead}/${u.d1.rowsWritten}`,
       };
     });
     rows.push({
@@ -404,7 +447,7 @@ export async function benchCost(): Promise<BenchRow[]> {
         value: round(share, 3),
         unit: "%",
         ...goal("costAwakeShare", { value: share }),
-        note: `${u.activeMs} ms over ${sum(u.wakes)} wakes: handlers and their waitUntil work, the only time the meter counts; nothing else holds the object (no timer but a held long-poll's, a paced inbox's or a waiting caller's; every socket accepted for hibernation), a reading of the code the local runtime cannot confirm`,
+        note: `${u.activeMs} ms over ${handlerWakes(u.wakes)} wakes (built again after hibernating ${u.wakes.constructed ?? 0} times): handlers and their waitUntil work, the only time the meter counts; nothing else holds the object (no timer but a held long-poll's, a paced inbox's or a waiting caller's; every socket accepted for hibernation), a reading of the code the local runtime cannot confirm`,
       });
     }
     rows.push({ name: "cost: CPU per wake (workerd, local D1 included)", value: round(cpuPerWakeMs, 2), unit: "ms" });

@@ -3,7 +3,8 @@
 
 /** What a node's object was billed for since it started (cumulative; the bench takes differences). */
 export type CostCounts = {
-  /** runtime events that woke the object: alarm, webSocketMessage, webSocketClose, webSocketError, fetch */
+  /** runtime events that woke the object: alarm, webSocketMessage, webSocketClose, webSocketError,
+   *  fetch; and `constructed`, the object built again after it was evicted (hibernation) */
   wakes: Record<string, number>;
   /** wall time with any handler or its waitUntil work in flight (Date.now() advances on I/O only) */
   activeMs: number;
@@ -13,4 +14,3 @@ export type CostCounts = {
   /** the object's own SQLite: SQL statements' cursors, KV API calls (a row each), alarms set/deleted */
   sqlite: { rowsRead: number; rowsWritten: number; kvReads: number; kvWrites: number; alarmWrites: number };
 };
-

@@ -8,7 +8,19 @@ import type { CostCounts } from "./cost-counts.ts";
 type D1Meta = { rows_read?: number; rows_written?: number };
 type Cursor = { rowsRead: number; rowsWritten: number };
 
+/** One meter per object id for the isolate's life: the object itself is evicted when it hibernates
+ *  (and built again on its next wake), its counts must not go with it. */
+const meters = new Map<string, CostMeter>();
+
 export class CostMeter {
+  /** The meter of the object `id`, kept across the object's evictions. */
+  static of(id: string): CostMeter {
+    let meter = meters.get(id);
+    if (!meter) meters.set(id, (meter = new CostMeter()));
+    meter.wake("constructed");
+    return meter;
+  }
+
   private readonly counts: CostCounts = {
     wakes: {},
     activeMs: 0,
@@ -132,8 +144,7 @@ export class CostMeter {
         if (prop === "sql") return meteredSql;
         if (prop === "setAlarm")
           return (at: number | Date, o?: DurableObjectSetAlarmOptions) => (alarmWrite(), target.setAlarm(at, o));
-        if (prop === "deleteAlarm")
-          return (o?: DurableObjectSetAlarmOptions) => (alarmWrite(), target.deleteAlarm(o));
+        if (prop === "deleteAlarm") return (o?: DurableObjectSetAlarmOptions) => (alarmWrite(), target.deleteAlarm(o));
         if (prop === "put")
           return (key: string, value: unknown, o?: DurableObjectPutOptions) => (
             c.kvWrites++, c.rowsWritten++, target.put(key, value, o)

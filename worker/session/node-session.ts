@@ -71,7 +71,7 @@ export class NodeSession extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    const meter = (this.meter = debugCountsEnabled(env) ? new CostMeter() : null);
+    const meter = (this.meter = debugCountsEnabled(env) ? CostMeter.of(ctx.id.toString()) : null);
     this.storage = meter ? meter.storage(ctx.storage) : ctx.storage;
     this.db = database(meter ? meter.d1(env.DB) : env.DB);
     this.limits = sessionSettings(env);
