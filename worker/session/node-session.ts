@@ -68,6 +68,8 @@ export class NodeSession extends DurableObject<Env> {
   /** a local bench's cost counts (QX_DEBUG_COUNTS only; see cost-meter.ts) */
   private readonly meter: CostMeter | null;
   private readonly storage: DurableObjectStorage;
+  /** the alarm as this instance last set it (null: none; undefined: not known, e.g. after a wake) */
+  private alarmAt: number | null | undefined = undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -187,7 +189,7 @@ export class NodeSession extends DurableObject<Env> {
     });
     this.follows.resumeOn(link);
     this.reconciler.scheduleFrom(now);
-    await this.liveness.online(nodeId, now);
+    await this.liveness.online(link, now);
     await this.armAlarm();
     return link;
   }
@@ -264,6 +266,7 @@ export class NodeSession extends DurableObject<Env> {
       await this.ledger.failAll({ code: "node_offline", message: reason });
       await this.kept.write();
       await this.storage.deleteAlarm();
+      this.alarmAt = null;
       await this.store.deleteAll();
       this.consoles.forgetStorage();
     }
@@ -393,13 +396,23 @@ export class NodeSession extends DurableObject<Env> {
       this.kept.dueAt() ?? Infinity,
       this.coalescer.dueAt() ?? Infinity,
     );
-    if (this.store.get("conn")) due = Math.min(due, this.liveness.dueAt(), this.reconciler.dueAt() ?? Infinity);
-    if (due === Infinity) await this.storage.deleteAlarm();
-    else await this.storage.setAlarm(Math.max(due, Date.now() + 1));
+    if (this.store.get("conn")) {
+      // A stored connection without its socket is looked at now (the sweep ends it).
+      const link = this.links.current();
+      const check = link ? await this.liveness.dueAt(link, () => this.storage.getAlarm()) : Date.now();
+      due = Math.min(due, check, this.reconciler.dueAt() ?? Infinity);
+    }
+    const at = due === Infinity ? null : Math.max(due, Date.now() + 1);
+    // Setting an alarm is a row written: not again for the time it is already set to.
+    if (at === this.alarmAt) return;
+    if (at === null) await this.storage.deleteAlarm();
+    else await this.storage.setAlarm(at);
+    this.alarmAt = at;
   }
 
   async alarm(): Promise<void> {
     this.meter?.wake("alarm");
+    this.alarmAt = undefined; // it fired: no alarm is set now
     const run = async () => {
       try {
         await this.sweep();
