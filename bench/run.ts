@@ -7,7 +7,7 @@
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
 //   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, tail, agent-rss, libvirt, digest, isolation, retention, vnc, cost, soak
-//   BENCH_COST_WINDOW_S=N  the cost section's counting window in seconds (default 240)
+//   BENCH_COST_WINDOW_S=N  the cost section's counting window in seconds (default 300)
 //   BENCH_SOAK_MIN=N soak length in minutes (default 10; 60 for the long run)
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";

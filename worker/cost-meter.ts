@@ -150,7 +150,7 @@ export class CostMeter {
             c.kvWrites++, c.rowsWritten++, target.put(key, value, o)
           );
         const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === "function" ? value.bind(target) : value;
+        return typeof value === "function" ? (value.bind(target) as unknown) : value;
       },
     });
   }
