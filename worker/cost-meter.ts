@@ -30,8 +30,9 @@ export class CostMeter {
   };
   private inFlight = 0;
   private busySince = 0;
-  /** the last SQL cursor handed out: its counts are final once the next statement runs */
-  private lastCursor: Cursor | null = null;
+  /** SQL cursors handed out since the last snapshot (a cursor's counts are final once it is read
+   *  through; the oldest are folded in early to keep this bounded) */
+  private cursors: Cursor[] = [];
 
   wake(kind: string): void {
     this.counts.wakes[kind] = (this.counts.wakes[kind] ?? 0) + 1;
@@ -62,16 +63,16 @@ export class CostMeter {
   }
 
   snapshot(): CostCounts {
-    this.foldCursor();
+    this.foldCursors();
     const open = this.inFlight > 0 ? Date.now() - this.busySince : 0;
     return structuredClone({ ...this.counts, activeMs: this.counts.activeMs + open });
   }
 
-  private foldCursor(): void {
-    if (!this.lastCursor) return;
-    this.counts.sqlite.rowsRead += this.lastCursor.rowsRead;
-    this.counts.sqlite.rowsWritten += this.lastCursor.rowsWritten;
-    this.lastCursor = null;
+  private foldCursors(keep = 0): void {
+    for (const cursor of this.cursors.splice(0, Math.max(0, this.cursors.length - keep))) {
+      this.counts.sqlite.rowsRead += cursor.rowsRead;
+      this.counts.sqlite.rowsWritten += cursor.rowsWritten;
+    }
   }
 
   private countD1(results: unknown): void {
@@ -128,9 +129,9 @@ export class CostMeter {
     const sql = storage.sql;
     const meteredSql = {
       exec: (query: string, ...bindings: unknown[]) => {
-        this.foldCursor();
+        if (this.cursors.length >= 256) this.foldCursors(16);
         const cursor = sql.exec(query, ...bindings);
-        this.lastCursor = cursor;
+        this.cursors.push(cursor);
         return cursor;
       },
       get databaseSize() {
