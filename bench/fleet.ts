@@ -16,9 +16,8 @@ const MEASURE_MS = 30_000;
 const COMMANDS = 5_000;
 /** Pause between the last inventory landing and the crowded measurement. */
 const SETTLE_MS = 10_000;
-/** The window over which D1 writes are counted at steady state: longer than LAST_SEEN_WRITE_MS (2 min),
- *  the slowest of a connected node's periodic writes (its liveness check, digest and reconciler pass
- *  come about once a minute). */
+/** The window over which D1 writes are counted at steady state: a connected node's liveness check,
+ *  digest and reconciler pass come about once a minute (its lastSeenAt write only hourly). */
 const STEADY_MS = 150_000;
 /** Links opening at once: a fleet comes up host by host, not in one instant. */
 const CONNECTING_AT_ONCE = 50;

@@ -134,6 +134,21 @@ export const TARGETS = {
     text: "< 2 MiB/h",
     met: (f) => f.value < 2,
   },
+  costIdleNode: {
+    figure: "cost: idle node, 100 running VMs, monitoring on, per node-month at list prices",
+    text: "≤ $0.01",
+    met: (f) => f.value <= 0.01,
+  },
+  costFleet: {
+    figure: "cost: fleet of 10,000 nodes at 100 VMs, per month billed",
+    text: "≤ $100",
+    met: (f) => f.value <= 100,
+  },
+  costAwakeShare: {
+    figure: "cost: share of the window an idle node's object is awake (work in hand only)",
+    text: "≤ 1 %",
+    met: (f) => f.value <= 1,
+  },
 } satisfies Record<string, Target>;
 
 export type TargetId = keyof typeof TARGETS;

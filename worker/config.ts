@@ -52,10 +52,13 @@ export type SessionSettings = {
 /** Default of MAX_VMS_PER_NODE: the largest host the inventory is built and measured for. */
 export const MAX_VMS_PER_NODE = 5_000;
 
-/** A connected node's lastSeenAt reaches D1 every 2 minutes: with a write per node every 20 s, a
- *  1,000-node fleet kept D1 (one writer) busy with 50 liveness writes a second and slowed every
- *  command beside it. Going offline is decided by the node's session, not by this column. */
-export const LAST_SEEN_WRITE_MS = 120_000;
+/** A connected node's lastSeenAt reaches D1 every hour, besides on connect and disconnect. A write
+ *  per node every 20 s kept a 1,000-node fleet's D1 (one writer) busy with 50 liveness writes a
+ *  second; one every 2 minutes was still 21,600 billed rows per node-month, more than the rest of an
+ *  idle node's D1 writes. Going offline is decided by the node's session, not by this column; the
+ *  column only catches a session that could not say so (a row staler than this + 2 ×
+ *  OFFLINE_AFTER_MS is shown offline). */
+export const LAST_SEEN_WRITE_MS = 3_600_000;
 
 /** How often the self-healing reconciler looks (a stuck VM is left alone for STUCK_AFTER_MS first). */
 export const RECONCILE_INTERVAL_MS = 60_000;

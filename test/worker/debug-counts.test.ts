@@ -23,10 +23,11 @@ describe("debug counts in a normal deployment", () => {
     await expectError(await api("/api/debug/nothing-here"), 404, "not_found");
   });
 
-  it("the node session gives no debug counts over RPC", async () => {
+  it("the node session gives no debug or cost counts over RPC", async () => {
     const s = await TestAgent.forNewNode();
     agents.push(s.agent);
     expect(await session(s.nodeId).debugCounts()).toBeNull();
+    expect(await session(s.nodeId).costCounts()).toBeNull();
   });
 });
 

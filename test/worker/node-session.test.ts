@@ -398,6 +398,29 @@ describe("session lifecycle", () => {
     expect((await json(await api(`/api/nodes/${nodeId}`))).node.connected).toBe(true);
   });
 
+  it("a liveness check that finds the agent alive stores nothing: every row an object writes is billed", async () => {
+    const { agent, nodeId } = await nodeWithVm("running");
+    const stored = () =>
+      runInDurableObject(session(nodeId), async (_o, state) => ({
+        kv: JSON.stringify([...state.storage.kv.list()]),
+        alarm: await state.storage.getAlarm(),
+      }));
+    agent.send(PING_FRAME);
+    await agent.next("pong");
+    await runDurableObjectAlarm(session(nodeId)); // the first check: from here on, checks follow the pings
+    const before = await stored();
+    for (let i = 0; i < 3; i++) {
+      agent.send(PING_FRAME);
+      await agent.next("pong");
+      await runDurableObjectAlarm(session(nodeId));
+    }
+    const after = await stored();
+    // Within LAST_SEEN_WRITE_MS (2 s here): no stored key changed, only the alarm moved on with the pings.
+    expect(after.kv).toBe(before.kv);
+    expect(after.alarm!).toBeGreaterThan(before.alarm!);
+    expect(agent.closed).toBeNull();
+  });
+
   it("the node view is offline when lastSeenAt is stale, even if the session has not swept", async () => {
     const { nodeId } = await nodeWithVm("running");
     // Staler than OFFLINE_AFTER_MS + LAST_SEEN_WRITE_MS (4 s + 2 s here).

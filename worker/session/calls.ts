@@ -1,7 +1,9 @@
 // Calls from the Worker into a node's NodeSession (power actions, state queries, log reads), with a
 // broken RPC reported as a lost answer.
 import type { VmRecord } from "../db/schema.ts";
+import { countedCalls } from "../cost-meter.ts";
 import { database } from "../db/client.ts";
+import { debugCountsEnabled } from "../debug-counts.ts";
 import { runBatch } from "../db/batch.ts";
 import { finishedQueryRow, insertFinishedRows, type AgentFailure } from "../request-rows.ts";
 import {
@@ -15,9 +17,11 @@ import {
 import type { LocationHint } from "./placement.ts";
 
 /** The node's NodeSession stub (one Durable Object per node id); `near` places a new object (the
- *  agent's own requests pass it: see placement.ts). */
-export const nodeSession = (env: Env, nodeId: string, near?: LocationHint) =>
-  env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId), near ? { locationHint: near } : undefined);
+ *  agent's own requests pass it: see placement.ts). A local bench with debug counts on counts its calls. */
+export const nodeSession = (env: Env, nodeId: string, near?: LocationHint) => {
+  const stub = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId), near ? { locationHint: near } : undefined);
+  return debugCountsEnabled(env) ? countedCalls(stub, nodeId) : stub;
+};
 
 type Stub = ReturnType<typeof nodeSession>;
 type VmOnNode = Pick<VmRecord, "id" | "name"> & { nodeId: string };

@@ -1,6 +1,7 @@
 // A node's liveness: connected/offline and its last sign of life in D1, and when the session next
 // checks the agent. Pings are answered by the runtime without waking the object, so a live node's
-// object wakes about once per OFFLINE_AFTER_MS to look at the latest ping's time.
+// object wakes about once per OFFLINE_AFTER_MS to look at the latest ping's time. The check itself
+// stores nothing: its time follows from the link (every stored row is billed as written).
 import { eq, sql } from "drizzle-orm";
 import type { AgentMessage } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
@@ -25,19 +26,32 @@ export class Liveness {
     this.notices = notices;
   }
 
-  /** When the next check is due (while connected). */
-  dueAt(): number {
-    return this.store.get("livenessAt") ?? Date.now() + this.limits.offlineAfterMs;
+  /** the current link's next check (memory; an object built again after hibernating reads it back
+   *  from its alarm, which is set no later than it) */
+  private next: { connId: string; at: number } | null = null;
+
+  /** When the link's next check is due. It stays put between checks, whatever else moves the alarm:
+   *  the check is also what keeps lastSeenAt fresh. */
+  async dueAt(link: AgentLink, alarmSet: () => Promise<number | null>): Promise<number> {
+    if (this.next?.connId !== link.att.connId) {
+      const at = (await alarmSet()) ?? link.lastSign() + this.limits.offlineAfterMs + 1;
+      if (this.next?.connId !== link.att.connId) this.next = { connId: link.att.connId, at };
+    }
+    return this.next.at;
   }
 
-  /** A new link: the node is connected now. */
-  async online(nodeId: string, now: number): Promise<void> {
+  /** A new link: the node is connected now. Its first check comes somewhere in the second half of
+   *  OFFLINE_AFTER_MS: a fleet that (re)connects at once (a restart, a deploy) then does not wake all
+   *  its objects in step. */
+  async online(link: AgentLink, now: number): Promise<void> {
+    const nodeId = link.att.nodeId;
+    this.next = {
+      connId: link.att.connId,
+      at: now + Math.ceil(this.limits.offlineAfterMs * (0.5 + Math.random() / 2)),
+    };
     await this.db.update(nodes).set({ connected: true, lastSeenAt: now, updatedAt: now }).where(eq(nodes.id, nodeId));
     this.notices.nodeLiveness(nodeId, true, "the node's agent connected");
     this.store.put("lastSeenWritten", now);
-    // The first check comes somewhere in the second half of OFFLINE_AFTER_MS: a fleet that
-    // (re)connects at once (a restart, a deploy) then does not wake all its objects in step.
-    this.store.put("livenessAt", now + Math.ceil(this.limits.offlineAfterMs * (0.5 + Math.random() / 2)));
   }
 
   async hello(nodeId: string, p: HelloPayload, now: number): Promise<void> {
@@ -60,7 +74,7 @@ export class Liveness {
   async check(current: AgentLink, now: number): Promise<number | null> {
     const lastSign = current.lastSign();
     if (now - lastSign > this.limits.offlineAfterMs) return lastSign;
-    this.store.put("livenessAt", lastSign + this.limits.offlineAfterMs + 1);
+    this.next = { connId: current.att.connId, at: lastSign + this.limits.offlineAfterMs + 1 };
     // Liveness reaches D1 every LAST_SEEN_WRITE_MS (not per heartbeat, not per check): the session
     // decides offline itself; the column is for showing and for a session gone silent.
     if (lastSign - (this.store.get("lastSeenWritten") ?? 0) >= this.limits.lastSeenWriteMs) {

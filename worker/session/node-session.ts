@@ -18,6 +18,8 @@ import {
 import { accessSettings } from "../access/settings.ts";
 import { sessionSettings, type SessionSettings } from "../config.ts";
 import { database, type Database } from "../db/client.ts";
+import type { CostCounts } from "../cost-counts.ts";
+import { CostMeter } from "../cost-meter.ts";
 import { debugCountsEnabled, isolateCounts } from "../debug-counts.ts";
 import type { MetricRange, MetricsAnswer } from "../../protocol/metrics.ts";
 import type { AgentFailure } from "../request-rows.ts";
@@ -65,12 +67,19 @@ export class NodeSession extends DurableObject<Env> {
   private readonly coalescer: EventCoalescer;
   readonly metrics: MetricsHistory;
   private readonly watch = new MetricsWatch();
+  /** a local bench's cost counts (QX_DEBUG_COUNTS only; see cost-meter.ts) */
+  private readonly meter: CostMeter | null;
+  private readonly storage: DurableObjectStorage;
+  /** the alarm as this instance last set it (null: none; undefined: not known, e.g. after a wake) */
+  private alarmAt: number | null | undefined = undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.db = database(env.DB);
+    const meter = (this.meter = debugCountsEnabled(env) ? CostMeter.of(ctx.id.toString()) : null);
+    this.storage = meter ? meter.storage(ctx.storage) : ctx.storage;
+    this.db = database(meter ? meter.d1(env.DB) : env.DB);
     this.limits = sessionSettings(env);
-    this.store = new SessionStore(ctx.storage);
+    this.store = new SessionStore(this.storage);
     const armAlarm = () => this.armAlarm();
     const notices = (this.notices = sessionNotices(env, (work) => ctx.waitUntil(work)));
     this.links = new AgentLinks(ctx, this.store);
@@ -86,7 +95,7 @@ export class NodeSession extends DurableObject<Env> {
     this.follows = new FollowRelay(ctx, this.store, this.links, this.limits, armAlarm);
     this.consoles = new ConsoleRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm, accessSettings(env));
     this.displays = new VncRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
-    this.metrics = new MetricsHistory(ctx.storage);
+    this.metrics = new MetricsHistory(this.storage);
     this.coalescer = new EventCoalescer(this.store, this.db, this.limits.events);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
@@ -97,6 +106,11 @@ export class NodeSession extends DurableObject<Env> {
   /** The agent's upgrade, already authenticated by the Worker (which sets NODE_ID_HEADER), or a
    *  viewer's follow upgrade (FOLLOW_HEADERS), already authorized by the Worker. */
   async fetch(request: Request): Promise<Response> {
+    this.meter?.wake("fetch");
+    return this.meter ? this.meter.during(() => this.route(request)) : this.route(request);
+  }
+
+  private async route(request: Request): Promise<Response> {
     if (request.headers.has(FOLLOW_HEADERS.vmId)) return this.follows.acceptViewer(request);
     if (request.headers.has(CONSOLE_HEADERS.vmId)) return this.consoles.accept(request);
     const nodeId = request.headers.get(NODE_ID_HEADER);
@@ -178,7 +192,7 @@ export class NodeSession extends DurableObject<Env> {
     });
     this.follows.resumeOn(link);
     this.reconciler.scheduleFrom(now);
-    await this.liveness.online(nodeId, now);
+    await this.liveness.online(link, now);
     await this.armAlarm();
     return link;
   }
@@ -208,6 +222,7 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.meter?.wake("webSocketClose");
     const displayAtt = this.displays.displayOf(ws);
     if (displayAtt) return this.displays.socketGone(ws, displayAtt);
     const consoleAtt = this.consoles.consoleOf(ws);
@@ -228,6 +243,7 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
+    this.meter?.wake("webSocketError");
     const displayAtt = this.displays.displayOf(ws);
     if (displayAtt) return this.displays.socketGone(ws, displayAtt);
     const consoleAtt = this.consoles.consoleOf(ws);
@@ -253,7 +269,8 @@ export class NodeSession extends DurableObject<Env> {
     if (forget) {
       await this.ledger.failAll({ code: "node_offline", message: reason });
       await this.kept.write();
-      await this.ctx.storage.deleteAlarm();
+      await this.storage.deleteAlarm();
+      this.alarmAt = null;
       await this.store.deleteAll();
       this.consoles.forgetStorage();
     }
@@ -292,6 +309,11 @@ export class NodeSession extends DurableObject<Env> {
       sockets: this.ctx.getWebSockets().length,
       ...Object.fromEntries(Object.entries(isolateCounts()).map(([k, v]) => [`isolate.${k}`, v])),
     };
+  }
+
+  /** A local bench's cost counts of this object (cost-meter.ts); null unless QX_DEBUG_COUNTS is "1". */
+  costCounts(): (CostCounts & { sqliteBytes: number }) | null {
+    return this.meter ? { ...this.meter.snapshot(), sqliteBytes: this.ctx.storage.sql.databaseSize } : null;
   }
 
   /** The token these follows were opened with was revoked: they are closed. */
@@ -380,18 +402,32 @@ export class NodeSession extends DurableObject<Env> {
       this.kept.dueAt() ?? Infinity,
       this.coalescer.dueAt() ?? Infinity,
     );
-    if (this.store.get("conn")) due = Math.min(due, this.liveness.dueAt(), this.reconciler.dueAt() ?? Infinity);
-    if (due === Infinity) await this.ctx.storage.deleteAlarm();
-    else await this.ctx.storage.setAlarm(Math.max(due, Date.now() + 1));
+    if (this.store.get("conn")) {
+      // A stored connection without its socket is looked at now (the sweep ends it).
+      const link = this.links.current();
+      const check = link ? await this.liveness.dueAt(link, () => this.storage.getAlarm()) : Date.now();
+      due = Math.min(due, check, this.reconciler.dueAt() ?? Infinity);
+    }
+    const at = due === Infinity ? null : Math.max(due, Date.now() + 1);
+    // Setting an alarm is a row written: not again for the time it is already set to.
+    if (at === this.alarmAt) return;
+    if (at === null) await this.storage.deleteAlarm();
+    else await this.storage.setAlarm(at);
+    this.alarmAt = at;
   }
 
   async alarm(): Promise<void> {
-    try {
-      await this.sweep();
-    } finally {
-      // Whatever failed (a D1 blip), keep the deadlines and liveness checks coming.
-      await this.armAlarm();
-    }
+    this.meter?.wake("alarm");
+    this.alarmAt = undefined; // it fired: no alarm is set now
+    const run = async () => {
+      try {
+        await this.sweep();
+      } finally {
+        // Whatever failed (a D1 blip), keep the deadlines and liveness checks coming.
+        await this.armAlarm();
+      }
+    };
+    await (this.meter ? this.meter.during(run) : run());
   }
 
   private async sweep(): Promise<void> {
@@ -427,6 +463,7 @@ export class NodeSession extends DurableObject<Env> {
   // ---- inbound frames ----------------------------------------------------------------------------
 
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.meter?.wake("webSocketMessage");
     const displayAtt = this.displays.displayOf(ws);
     if (displayAtt) return this.displays.onMessage(ws, displayAtt, message);
     const consoleAtt = this.consoles.consoleOf(ws);
@@ -444,7 +481,8 @@ export class NodeSession extends DurableObject<Env> {
     // Not awaited: the runtime delivers the next message once this returns, and a flood must meet
     // admission as it arrives, not as fast as frames are handled (it would pile up unjudged, outside
     // any bound). The inbox keeps the order and never throws.
-    this.ctx.waitUntil(this.receive(this.links.socketLink(ws, att), message));
+    const received = this.receive(this.links.socketLink(ws, att), message);
+    this.ctx.waitUntil(this.meter ? this.meter.track(received) : received);
   }
 
   /** One frame from the agent, on either transport (see inbox.ts). */

@@ -49,8 +49,9 @@ export class Reconciler {
     this.store.put("reconcileAt", now + this.limits.reconcileIntervalMs);
   }
 
+  /** Only while a transition may be open: an idle node's liveness alarm then writes nothing for it. */
   isDue(now: number): boolean {
-    return now >= (this.store.get("reconcileAt") ?? 0);
+    return now >= (this.dueAt() ?? Infinity);
   }
 
   /** `endedNow`: VMs whose power action just ended without an answer, asked about without delay. */

@@ -165,7 +165,6 @@ type Singles = {
   reconcileAt: number;
   /** false when the last reconciler pass saw no open transition and no power action was sent since */
   transitionsOpen: boolean;
-  livenessAt: number;
   lastSeenWritten: number;
   ignoredAnswers: number;
   /** the WIRE_FEATURES the current link's agent announced in its hello */
@@ -198,7 +197,6 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
   keptAt: "keptAt",
   reconcileAt: "reconcileAt",
   transitionsOpen: "transitionsOpen",
-  livenessAt: "livenessAt",
   lastSeenWritten: "lastSeenWritten",
   ignoredAnswers: "ignoredAnswers",
   agentFeatures: "agentFeatures",

@@ -1,0 +1,466 @@
+// Bench: what a node costs on Cloudflare. Nodes with 0, 10, 100 and 1,000 running VMs connect at once
+// to one local control plane (wrangler dev, debug counts on), each through the real agent's link,
+// inventory reporter (poll, digest) and metrics sampler at the agent's default intervals over a
+// NAMED FAKE host (no libvirt: a thousand domains in memory). After a settle, every node's object
+// counts over one window what Cloudflare bills (worker/cost-meter.ts): requests by kind, time it
+// could not hibernate, rows read and written in D1 and in its own SQLite; the bench turns the counts
+// into dollars per node-month at list prices (bench/prices.ts), with and without the paid plan's
+// allowances, and prices a 10,000-node fleet at 100 VMs each. The counts are kept in the output.
+import { readdirSync, readFileSync } from "node:fs";
+import { loadConfig, type AgentConfig } from "../agent/config.ts";
+import { InventoryReporter } from "../agent/host/inventory.ts";
+import type { DomainCounters, Libvirt } from "../agent/host/libvirt.ts";
+import { MetricsSampler } from "../agent/host/metrics.ts";
+import { pino } from "pino";
+import { HEARTBEAT_MS, WIRE_FEATURES, type AgentMessage } from "../protocol/wire.ts";
+import { createNode, eventually, json } from "../test/e2e/journey.ts";
+import { ControlPlane } from "../test/support/control-plane.ts";
+import type { CostCounts } from "../worker/cost-counts.ts";
+import { countD1Writes, d1File } from "./d1-writes.ts";
+import { enroll, SimAgent, simVms, type SimVm } from "./fleet-agent.ts";
+import {
+  DO_MEMORY_GB,
+  dollars,
+  MONTH_S,
+  PLAN_MINIMUM_USD,
+  PRICE_SOURCES,
+  PRICES,
+  PRICES_READ,
+  WS_MESSAGES_PER_REQUEST,
+  type PriceKey,
+} from "./prices.ts";
+import type { BenchRow } from "./table.ts";
+import { goal } from "./targets.ts";
+
+const SIZES = [0, 10, 100, 1000];
+/** The counting window, all nodes at once: every once-a-minute message several times, and exactly one
+ *  5-minute boundary of the metrics history (one roll-up); bounded for a shared machine. */
+const WINDOW_MS = Number(process.env.BENCH_COST_WINDOW_S ?? 300) * 1000;
+/** After every agent's first metrics batch landed (its history's tables made): the connect's own
+ *  one-off work (first sync, reconciler pass, first liveness check) done. */
+const SETTLE_MS = 10_000;
+const FLEET_NODES = 10_000;
+const FLEET_VMS = 100;
+const silent = pino({ level: "silent" });
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The agent's shipped defaults (no flags): the intervals every periodic message comes at. */
+const AGENT_DEFAULTS = loadConfig(["--server", "https://control.example"], {}) as AgentConfig;
+
+/** A NAMED FAKE libvirt: the domains of a SimAgent, all running, with counters that move each read. */
+function fakeHost(vms: Map<string, SimVm>, agent: SimAgent): Libvirt {
+  let reads = 0;
+  const host = {
+    listDomains: async () => [...vms.values()].map((v) => agent.info(v)),
+    activeCounters: async (): Promise<DomainCounters[]> => {
+      reads++;
+      return [...vms.values()].map((v, i) => ({
+        uuid: v.uuid,
+        name: v.name,
+        vcpus: 1,
+        cpuTimeNs: reads * 1e9 * ((i % 7) / 10),
+        memoryKiB: 524_288,
+        maxMemKiB: 524_288,
+        running: true,
+        stats: new Map([
+          ["block.count", 1],
+          ["block.0.rd.bytes", reads * 4096 * i],
+          ["block.0.wr.bytes", reads * 8192 * i],
+          ["net.count", 1],
+          ["net.0.rx.bytes", reads * 1500 * i],
+          ["net.0.tx.bytes", reads * 900 * i],
+        ]),
+      }));
+    },
+  };
+  return host as unknown as Libvirt;
+}
+
+/** A simulated agent that also runs the real agent's periodic senders: the inventory reporter (poll
+ *  every pollIntervalMs, sending only changes, and a digest every digestIntervalMs) and the metrics
+ *  sampler (a tick every metricsIntervalMs, sent in batches). Counts what it sends, by type. */
+class CostAgent extends SimAgent {
+  readonly sent = new Map<string, number>();
+  private readonly reporter: InventoryReporter;
+  private readonly sampler: MetricsSampler;
+
+  constructor(url: string, credential: string, vms: SimVm[]) {
+    super(url, credential, vms);
+    const host = fakeHost(this.vms, this);
+    const send = (msg: AgentMessage) => this.send(msg);
+    const peerFeatures = () => new Set<string>(WIRE_FEATURES);
+    this.reporter = new InventoryReporter({
+      libvirt: host,
+      send,
+      log: silent,
+      pollMs: AGENT_DEFAULTS.pollIntervalMs,
+      digestIntervalMs: AGENT_DEFAULTS.digestIntervalMs,
+      peerFeatures,
+    });
+    this.sampler = new MetricsSampler({
+      libvirt: host,
+      intervalMs: AGENT_DEFAULTS.metricsIntervalMs,
+      log: silent,
+      send,
+      peerFeatures,
+      hostCpus: 64,
+      serverNow: () => this.link.serverNow(),
+    });
+  }
+
+  override send(msg: AgentMessage): boolean {
+    this.sent.set(msg.type, (this.sent.get(msg.type) ?? 0) + 1);
+    return super.send(msg);
+  }
+
+  async run(): Promise<void> {
+    await this.start();
+    await this.reporter.fullSync(); // what the real agent reports on connect, as its own baseline
+    this.reporter.startPolling();
+    this.sampler.start();
+  }
+
+  async halt(): Promise<void> {
+    this.reporter.stopPolling();
+    this.sampler.stop();
+    await this.stop();
+  }
+}
+
+/** CPU seconds used so far by the control plane's workerd processes (its process group). */
+function workerdCpuSeconds(groupId: number | undefined): number {
+  if (!groupId) return Number.NaN;
+  let ticks = 0;
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // after the name: state(0) ppid(1) pgrp(2) … utime(11) stime(12)
+      if (Number(fields[2]) !== groupId || !stat.includes("(workerd)")) continue;
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+type Snapshot = { session: CostCounts & { sqliteBytes: number }; calls: Record<string, number> };
+/** `watch`: a VM whose Monitoring tab is open through the window (its chart fetched as the tab does). */
+type Scenario = {
+  label: string;
+  vms: number;
+  nodeId: string;
+  agent: CostAgent;
+  watch?: { vmId: string; fetches: number };
+};
+/** The Monitoring tab today: the 1 h chart refetched every 10 s (web/src/features/metrics/api). */
+const TAB_REFETCH_MS = 10_000;
+
+async function costOf(cp: ControlPlane, nodeId: string): Promise<Snapshot> {
+  const res = await cp.api(`/api/debug/counts?node=${nodeId}&cost=1`);
+  if (!res.ok) throw new Error(`debug counts: HTTP ${res.status} ${await res.text()}`);
+  const body = await json<{ cost?: Snapshot }>(res);
+  if (!body.cost?.session) throw new Error("the control plane kept no cost counts (QX_DEBUG_COUNTS not on?)");
+  return body.cost;
+}
+
+const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+/** Runtime events that ran a handler (an object built again after hibernation is part of its wake). */
+const handlerWakes = (w: Record<string, number>) => sum(w) - (w.constructed ?? 0);
+/** What happened in the window: counts are cumulative per object id (the meter outlives the object's evictions). */
+const minus = (a: Record<string, number>, b: Record<string, number>) =>
+  Object.fromEntries(Object.keys(a).map((k) => [k, a[k] - (b[k] ?? 0)]));
+
+/** One node's counts over the window, and what they come to in a month. */
+type Usage = {
+  label: string;
+  windowS: number;
+  wakes: Record<string, number>;
+  calls: Record<string, number>;
+  pings: number;
+  sent: Record<string, number>;
+  activeMs: number;
+  d1: { statements: number; rowsRead: number; rowsWritten: number; withoutMeta: number };
+  sqlite: CostCounts["sqlite"];
+  /** how much the object's SQLite grew in the window */
+  grewBytes: number;
+  /** rows its SQL wrote that will be deleted again when they expire (modelled, see below) */
+  expiryRows: number;
+  /** billed units in a month, by price */
+  month: Partial<Record<PriceKey, number>>;
+};
+
+function usage(
+  s: Scenario,
+  before: Snapshot,
+  after: Snapshot,
+  windowS: number,
+  sentBefore: Map<string, number>,
+): Usage {
+  const wakes = minus(after.session.wakes, before.session.wakes);
+  const calls = minus(after.calls, before.calls);
+  const sent = Object.fromEntries([...s.agent.sent].map(([k, v]) => [k, v - (sentBefore.get(k) ?? 0)]));
+  // Pings: one per heartbeat, answered by the runtime (auto-response) without waking the object.
+  const pings = Math.floor((windowS * 1000) / HEARTBEAT_MS);
+  const d1 = minus(after.session.d1, before.session.d1) as Usage["d1"];
+  const sqlite = minus(after.session.sqlite, before.session.sqlite) as Usage["sqlite"];
+  const activeMs = after.session.activeMs - before.session.activeMs;
+  const grewBytes = after.session.sqliteBytes - before.session.sqliteBytes;
+  // Storage held at steady state, modelled from the window: what grows is the metrics history, kept
+  // raw for a day and as 5-minute means (1/30 as many rows) for 30 days: twice a day of the growth.
+  const steadyGb = (2 * grewBytes * (86_400 / windowS)) / 1e9;
+  // A deleted row is billed as written. A fresh history holds nothing old enough to expire, so the
+  // window sees none of its retention deletes: at steady state each row its SQL wrote is deleted
+  // once more (KV calls and alarms are not history).
+  const expiryRows = sqlite.rowsWritten - sqlite.kvWrites - sqlite.alarmWrites;
+  const perMonth = (n: number) => (n * MONTH_S) / windowS;
+  const wsMessages = wakes.webSocketMessage ?? 0;
+  // Billed requests: RPC calls and fetches, alarms, other socket events, and incoming messages at 20:1.
+  // Auto-answered pings are priced as incoming messages too (the pages exempt protocol pings and say
+  // auto-responses add no duration; whether they count as requests is not stated): the worse case.
+  const requests =
+    sum(calls) +
+    (wakes.alarm ?? 0) +
+    (wakes.webSocketClose ?? 0) +
+    (wakes.webSocketError ?? 0) +
+    (wsMessages + pings) / WS_MESSAGES_PER_REQUEST;
+  return {
+    label: s.label,
+    windowS,
+    wakes,
+    calls,
+    pings,
+    sent,
+    activeMs,
+    d1,
+    sqlite,
+    grewBytes,
+    expiryRows,
+    month: {
+      ...(s.watch ? { workerRequests: perMonth(s.watch.fetches) } : {}),
+      doStorage: steadyGb,
+      doRequests: perMonth(requests),
+      doDuration: perMonth((activeMs / 1000) * DO_MEMORY_GB),
+      doRowsRead: perMonth(sqlite.rowsRead),
+      doRowsWritten: perMonth(sqlite.rowsWritten + expiryRows),
+      d1RowsRead: perMonth(d1.rowsRead),
+      d1RowsWritten: perMonth(d1.rowsWritten),
+    },
+  };
+}
+
+const usd = (u: Usage["month"], allowance: boolean) =>
+  (Object.keys(u) as PriceKey[]).reduce((a, k) => a + dollars(k, u[k] ?? 0, allowance), 0);
+const money = (x: number) => (x >= 100 ? `$${x.toFixed(0)}` : x >= 1 ? `$${x.toFixed(2)}` : `$${x.toFixed(5)}`);
+const big = (x: number) => (x >= 1e6 ? `${round(x / 1e6, 2)}M` : x >= 1e4 ? `${round(x / 1e3, 1)}k` : `${round(x, 1)}`);
+
+function printTable(
+  usages: Usage[],
+  fleet: { list: number; billed: number; month: Usage["month"] },
+  cpuPerWakeMs: number,
+  d1Check: string,
+): void {
+  const out: string[] = [];
+  out.push(`\nCost per node-month at Cloudflare list prices (read ${PRICES_READ}: ${PRICE_SOURCES.join(", ")})`);
+  out.push(
+    `window ${usages[0]?.windowS ?? 0} s per node, all nodes at once, scaled to a 30-day month; the agent at its defaults: heartbeat ${HEARTBEAT_MS / 1000} s, inventory poll ${AGENT_DEFAULTS.pollIntervalMs / 1000} s (local), digest ${AGENT_DEFAULTS.digestIntervalMs / 1000} s, metrics sampled every ${AGENT_DEFAULTS.metricsIntervalMs / 1000} s`,
+  );
+  const head = [
+    "node",
+    "sent by agent (frames)",
+    "DO wakes",
+    "RPC",
+    "pings",
+    "active ms",
+    "SQLite grew",
+    "DO rows r/w",
+    "D1 stmts, rows r/w",
+    "$/month list",
+    "$ allowances",
+  ];
+  const rows = usages.map((u) => [
+    u.label,
+    Object.entries(u.sent)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(", ") || "none",
+    Object.entries(u.wakes)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(", ") || "none",
+    Object.entries(u.calls)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(", ") || "0",
+    String(u.pings),
+    String(u.activeMs),
+    `${round(u.grewBytes / 1024, 0)} KiB`,
+    `${u.sqlite.rowsRead}/${u.sqlite.rowsWritten} + ${u.expiryRows} at expiry (kv ${u.sqlite.kvReads}/${u.sqlite.kvWrites}, alarms ${u.sqlite.alarmWrites})`,
+    `${u.d1.statements}, ${u.d1.rowsRead}/${u.d1.rowsWritten}${u.d1.withoutMeta ? ` (${u.d1.withoutMeta} without meta)` : ""}`,
+    money(usd(u.month, false)),
+    money(usd(u.month, true)),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
+  out.push(line(head), "|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|", ...rows.map(line));
+  out.push("\nper node-month, by price (list):");
+  for (const u of usages) {
+    out.push(
+      `  ${u.label}: ` +
+        (Object.keys(u.month) as PriceKey[])
+          .map((k) => `${PRICES[k].what} ${big(u.month[k] ?? 0)} = ${money(dollars(k, u.month[k] ?? 0, false))}`)
+          .join("; "),
+    );
+  }
+  out.push(
+    `\nfleet of ${FLEET_NODES.toLocaleString("en")} nodes at ${FLEET_VMS} VMs: ${money(fleet.list)}/month at list; ${money(fleet.billed)}/month billed (the plan's $${PLAN_MINIMUM_USD} minimum + what is beyond its allowances): ` +
+      (Object.keys(fleet.month) as PriceKey[])
+        .map((k) => `${PRICES[k].what} ${big(fleet.month[k] ?? 0)} → ${money(dollars(k, fleet.month[k] ?? 0, true))}`)
+        .join("; "),
+  );
+  out.push(
+    `CPU per wake (all of workerd's CPU in the window, local D1 included, over every node's wakes): ${round(cpuPerWakeMs, 2)} ms`,
+  );
+  out.push(`D1 rows written, all nodes, counted twice: ${d1Check}`);
+  out.push(
+    "storage: the SQLite growth of the window taken as the metrics history's, held a day raw and 30 days as 5-minute means (as many rows again): GB-month at steady state. Rows written: the window's, plus the SQL-written ones again for their deletion when they expire (a fresh history has none to expire yet; modelled)",
+  );
+  out.push(
+    "left out: D1 storage (a few KB per node), the long-poll transport (a held poll keeps its object awake), a Monitoring tab's traffic (its own rows), the once-a-minute cron (fleet-wide, not per node)",
+  );
+  console.log(out.join("\n"));
+}
+
+export async function benchCost(): Promise<BenchRow[]> {
+  const cp = await ControlPlane.start({ rateLimits: false, vars: { QX_DEBUG_COUNTS: "1" } });
+  const scenarios: Scenario[] = [];
+  try {
+    for (const vms of SIZES) {
+      const { joinToken } = await createNode(cp, `cost-${vms}-vms-${Date.now()}`);
+      const { nodeId, credential } = await enroll(cp.url, joinToken, `cost-host-${vms}`);
+      const agent = new CostAgent(cp.url, credential, simVms(vms, `cost${vms}`));
+      scenarios.push({ label: `idle, ${vms} running VMs`, vms, nodeId, agent });
+    }
+    {
+      const { joinToken } = await createNode(cp, `cost-watched-${Date.now()}`);
+      const { nodeId, credential } = await enroll(cp.url, joinToken, "cost-host-watched");
+      const agent = new CostAgent(cp.url, credential, simVms(FLEET_VMS, "costwatched"));
+      const vmId = [...agent.vms.keys()][0];
+      scenarios.push({
+        label: `${FLEET_VMS} running VMs, a Monitoring tab open (1 h chart every ${TAB_REFETCH_MS / 1000} s)`,
+        vms: FLEET_VMS,
+        nodeId,
+        agent,
+        watch: { vmId, fetches: 0 },
+      });
+    }
+    await Promise.all(scenarios.map((s) => s.agent.run()));
+    for (const s of scenarios)
+      await eventually(
+        `inventory of the ${s.vms}-VM node stored`,
+        async () =>
+          (await json<{ node: { vmCount: number } }>(await cp.api(`/api/nodes/${s.nodeId}`))).node.vmCount === s.vms,
+        120_000,
+        500,
+      );
+    await eventually(
+      "every agent's first metrics batch sent",
+      async () => scenarios.every((s) => (s.agent.sent.get("metrics") ?? 0) > 0),
+      180_000,
+      1_000,
+    );
+    await sleep(SETTLE_MS);
+
+    const before = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
+    const sentBefore = scenarios.map((s) => new Map(s.agent.sent));
+    const cpu0 = workerdCpuSeconds(cp.pid);
+    const stopD1 = countD1Writes(d1File(cp.persistDir));
+    const t0 = Date.now();
+    const watching = scenarios.map(async (s) => {
+      if (!s.watch) return;
+      while (Date.now() - t0 < WINDOW_MS - TAB_REFETCH_MS / 2) {
+        const res = await cp.api(`/api/vms/${s.watch.vmId}/metrics?range=1h`);
+        if (!res.ok)
+          throw new Error(
+            `the Monitoring tab's fetch: HTTP ${res.status} ${await res.text()}; control plane output: ${cp.logs.slice(-1500)}`,
+          );
+        await res.arrayBuffer();
+        s.watch.fetches++;
+        await sleep(TAB_REFETCH_MS);
+      }
+    });
+    const watched = Promise.all(watching);
+    watched.catch(() => {}); // awaited below, after the window
+    await sleep(WINDOW_MS);
+    await watched;
+    const after = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
+    const windowS = (Date.now() - t0) / 1000;
+    const cpuS = workerdCpuSeconds(cp.pid) - cpu0;
+    const triggered = stopD1();
+
+    const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i]));
+    const totalWakes = usages.reduce((a, u) => a + handlerWakes(u.wakes) + sum(u.calls), 0);
+    const cpuPerWakeMs = totalWakes ? (cpuS * 1000) / totalWakes : Number.NaN;
+    const metered = usages.reduce((a, u) => a + u.d1.rowsWritten, 0);
+    const d1Check = `${triggered.rows} by triggers on the local D1 file (${
+      Object.entries(triggered.byTable)
+        .filter(([, n]) => n > 0)
+        .map(([t, n]) => `${t} ${n}`)
+        .join(", ") || "none"
+    }), ${metered} by the D1 answers' meta (a written row of an indexed column counts twice there)`;
+
+    const hundred = usages[SIZES.indexOf(FLEET_VMS)]; // the fleet's nodes: idle, nobody watching
+    const fleetMonth = Object.fromEntries(
+      (Object.keys(hundred.month) as PriceKey[]).map((k) => [k, (hundred.month[k] ?? 0) * FLEET_NODES]),
+    ) as Usage["month"];
+    const fleet = { list: usd(fleetMonth, false), billed: PLAN_MINIMUM_USD + usd(fleetMonth, true), month: fleetMonth };
+    printTable(usages, fleet, cpuPerWakeMs, d1Check);
+
+    const rows: BenchRow[] = usages.map((u, i) => {
+      const list = usd(u.month, false);
+      return {
+        name: `cost: ${u.label}, per node-month at list prices`,
+        value: round(list, 5),
+        unit: "$",
+        ...(SIZES[i] === FLEET_VMS ? goal("costIdleNode", { value: list }) : {}),
+        ...(scenarios[i].watch ? { unit: "$ if watched all month" } : {}),
+        note: `${Object.entries(u.sent)
+          .filter(([, n]) => n > 0)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(
+            ", ",
+          )} sent in ${round(u.windowS, 0)} s; wakes ${JSON.stringify(u.wakes)}, RPC ${sum(u.calls)}, pings ${u.pings}, active ${u.activeMs} ms, DO rows ${u.sqlite.rowsRead}/${u.sqlite.rowsWritten}, D1 rows ${u.d1.rowsRead}/${u.d1.rowsWritten}`,
+      };
+    });
+    rows.push({
+      name: "cost: node while a Monitoring tab's live view is open, per node-month",
+      value: Number.NaN,
+      unit: "$",
+      note: "n/a: live mode not built",
+    });
+    rows.push({
+      name: `cost: fleet of ${FLEET_NODES.toLocaleString("en")} nodes at ${FLEET_VMS} VMs, per month billed (allowances and the $${PLAN_MINIMUM_USD} minimum in)`,
+      value: round(fleet.billed, 2),
+      unit: "$",
+      ...goal("costFleet", { value: fleet.billed }),
+      note: `at list, no allowances: ${money(fleet.list)}`,
+    });
+    for (const [i, u] of usages.entries()) {
+      const share = (u.activeMs / (u.windowS * 1000)) * 100;
+      rows.push({
+        name: `cost: ${u.label}, share of the window its object is awake`,
+        value: round(share, 3),
+        unit: "%",
+        ...(SIZES[i] === FLEET_VMS ? goal("costAwakeShare", { value: share }) : {}),
+        note: `${u.activeMs} ms over ${handlerWakes(u.wakes)} wakes (built again after hibernating ${u.wakes.constructed ?? 0} times): handlers and their waitUntil work, the only time the meter counts; nothing else holds the object (no timer but a held long-poll's, a paced inbox's or a waiting caller's; every socket accepted for hibernation), a reading of the code the local runtime cannot confirm`,
+      });
+    }
+    rows.push({ name: "cost: CPU per wake (workerd, local D1 included)", value: round(cpuPerWakeMs, 2), unit: "ms" });
+    return rows;
+  } finally {
+    await Promise.all(scenarios.map((s) => s.agent.halt()));
+    await cp.dispose();
+  }
+}
