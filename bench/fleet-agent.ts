@@ -86,6 +86,7 @@ export class SimAgent {
               hostname: "sim-host",
               libvirtVersion: "sim",
               protocolVersion: PROTOCOL_VERSION,
+              ...(this.features ? { features: this.features } : {}),
             },
           });
           this.sendInventory();
@@ -98,6 +99,12 @@ export class SimAgent {
       },
     });
   }
+
+  /** What the hello announces (a plain simulated agent announces nothing optional). */
+  protected features: string[] | undefined = undefined;
+
+  /** A `metrics.live` lease (sent only to an agent that announced `liveMetrics`). */
+  protected onLiveMetrics(_leaseMs: number): void {}
 
   /** Starts the link; resolves on the first welcome. */
   start(): Promise<void> {
@@ -152,7 +159,7 @@ export class SimAgent {
     if (msg.type === "console.open" || msg.type === "console.ack" || msg.type === "console.close") return;
     if (msg.type === "error") return void this.refusals.push(msg.payload);
     if (msg.type === "agent.update") return; // it announces no `update`: never sent one
-    if (msg.type === "metrics.live") return; // nor `liveMetrics`
+    if (msg.type === "metrics.live") return this.onLiveMetrics(msg.payload.leaseMs); // asked only if announced
     this.received.push(msg);
     if (this.policy(msg, this) === "answer") this.answer(msg);
   }
