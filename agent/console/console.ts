@@ -209,6 +209,14 @@ export class ConsoleStreams {
   get size(): number {
     return this.byId.size;
   }
+
+  /** Sizes of what it holds (the soak bench's debug counts): one entry per open console in each map
+   *  (at most the control plane's consoles per node), and output not yet framed (under one frame each). */
+  debugCounts(): Record<string, number> {
+    let pendingBytes = 0;
+    for (const open of this.byId.values()) pendingBytes += open.pendingBytes;
+    return { consoles: this.byId.size, consoleChannels: this.byChannel.size, consolePendingBytes: pendingBytes };
+  }
 }
 
 function concat(parts: Uint8Array[], total: number): Uint8Array {

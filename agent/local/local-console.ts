@@ -56,6 +56,13 @@ export class LocalConsoles {
     this.liveXml = liveXml;
   }
 
+  /** Sizes of its collections (the soak bench's debug counts): tickets issued in the last 30 s (the
+   *  expired go at the next issue), one open serial console per VM, and each VM with a graphical
+   *  page open (deleted with its last page). */
+  debugCounts(): Record<string, number> {
+    return { localConsoleTickets: this.tickets.size, localConsoles: this.open.size, localDisplays: this.displays.size };
+  }
+
   /** A ticket for `vmId` (already found in libvirt's list); the body as the control plane takes it. */
   ticket(vmId: string, body: unknown): ConsoleTicketAnswer | { error: string } {
     const parsed = ConsoleRequest.safeParse(body);
