@@ -56,6 +56,8 @@ type Open = {
   pending: Uint8Array[];
   pendingBytes: number;
   flushTimer: NodeJS.Timeout | null;
+  /** when output last went out (performance.now()) */
+  lastFlushAt: number;
   paused: boolean;
   closing: boolean;
 };
@@ -119,6 +121,7 @@ export class ConsoleStreams {
       pending: [],
       pendingBytes: 0,
       flushTimer: null,
+      lastFlushAt: 0,
       paused: false,
       closing: false,
     };
@@ -148,7 +151,10 @@ export class ConsoleStreams {
     if (open.closing || bytes.byteLength === 0) return;
     open.pending.push(bytes);
     open.pendingBytes += bytes.byteLength;
+    // The first output after a quiet spell (a keystroke's echo) goes at once; output that keeps
+    // coming is coalesced, one frame per CONSOLE_COALESCE_MS at most.
     if (open.pendingBytes >= CONSOLE_FRAME_BYTES) return this.flush(open);
+    if (!open.flushTimer && performance.now() - open.lastFlushAt >= CONSOLE_COALESCE_MS) return this.flush(open);
     open.flushTimer ??= setTimeout(() => this.flush(open), CONSOLE_COALESCE_MS);
   }
 
@@ -157,6 +163,7 @@ export class ConsoleStreams {
     if (open.flushTimer) clearTimeout(open.flushTimer);
     open.flushTimer = null;
     if (open.pendingBytes === 0) return;
+    open.lastFlushAt = performance.now();
     const all = concat(open.pending, open.pendingBytes);
     open.pending = [];
     open.pendingBytes = 0;
