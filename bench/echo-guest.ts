@@ -44,13 +44,16 @@ function bootSector(): Buffer {
   return sector;
 }
 
-/** Byte `i` of a flood (its text is known, so a reader can check every byte it got). */
-export function floodText(from: number, length: number): string {
-  let out = "";
-  for (let i = from; i < from + length; i++) {
-    const line = Math.floor(i / (LINE_TEXT + 2));
-    const col = i % (LINE_TEXT + 2);
-    out += col < LINE_TEXT ? ALPHABET_CYCLE[(line + col) % 63] : col === LINE_TEXT ? "\r" : "\n";
+/** The whole flood, as the guest prints it (known, so a reader can check every byte it got). */
+export function floodBytes(): Buffer {
+  const cycle = Buffer.from(ALPHABET_CYCLE.repeat(2), "latin1");
+  const out = Buffer.alloc(FLOOD_BYTES);
+  for (let line = 0; line < FLOOD_LINES; line++) {
+    const at = line * (LINE_TEXT + 2);
+    const from = line % ALPHABET_CYCLE.length;
+    cycle.copy(out, at, from, from + LINE_TEXT);
+    out[at + LINE_TEXT] = 13;
+    out[at + LINE_TEXT + 1] = 10;
   }
   return out;
 }
