@@ -69,6 +69,7 @@ class Agent {
   private cred: NodeCredential | null;
   private link: Link | null = null;
   private localApi: LocalApi | null = null;
+  private localConsoles: LocalConsoles | null = null;
   private readonly inventory: InventoryReporter;
   private readonly runner: CommandRunner;
   private readonly follower: LogFollower;
@@ -155,6 +156,9 @@ class Agent {
       powerQueues: this.runner.power.queuedVms,
       inventoryReported: this.inventory.reportedCount,
       ...this.metrics.counts(),
+      ...this.consoles.debugCounts(),
+      ...this.displays.debugCounts(),
+      ...(this.localConsoles?.debugCounts() ?? {}),
     };
   }
 
@@ -175,6 +179,12 @@ class Agent {
     // The local API first: it needs no enrollment, and serves the host while the control plane is out of reach.
     if (config.listen) {
       const check = this.hostTokenCheck();
+      this.localConsoles = new LocalConsoles(
+        consoleOpener(config.libvirtUri, this.log),
+        async (uuid) => (await this.libvirt.state(uuid)).libvirtState !== "shutoff",
+        this.log,
+        liveXmlFrom(config.libvirtUri),
+      );
       this.localApi = await startLocalApi({
         ...config.listen,
         acceptsToken: (bearer) => check.accepts(bearer),
@@ -183,12 +193,7 @@ class Agent {
         logDir: config.logDir,
         webDir: config.webDir,
         log: this.log,
-        consoles: new LocalConsoles(
-          consoleOpener(config.libvirtUri, this.log),
-          async (uuid) => (await this.libvirt.state(uuid)).libvirtState !== "shutoff",
-          this.log,
-          liveXmlFrom(config.libvirtUri),
-        ),
+        consoles: this.localConsoles,
       }).catch((err: Error) =>
         fatal(EXIT_BAD_CONFIG, `--listen ${config.listen!.host}:${config.listen!.port}: ${err.message}`),
       );

@@ -6,7 +6,7 @@
 // baselines measured in the same run, differences, ratios and targets, and writes
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
-//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, metrics-live, tail, agent-rss, libvirt, digest, isolation, retention, vnc, cost, soak
+//   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, metrics-live, tail, agent-rss, libvirt, digest, isolation, retention, vnc, console, cost, soak
 //   BENCH_COST_WINDOW_S=N  the cost section's counting window in seconds (default 300)
 //   BENCH_SOAK_MIN=N soak length in minutes (default 10; 60 for the long run)
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -118,6 +118,8 @@ try {
   await section("isolation", () => external("isolation.ts", "benchIsolation"));
   await section("retention", () => external("retention.ts", "benchRetention")); // its own control plane
   await section("vnc", () => external("vnc.ts", "benchVnc")); // needs QEMU; its own control plane
+  // Needs QEMU; its own control plane (inspector port, debug counts) and floor probe.
+  await section("console", () => external("console.ts", "benchConsole"));
   // Its own control plane with debug counts on (the cost meter); prints its table as it ends.
   await section("cost", async () => (await import("./cost.ts")).benchCost());
   // Last, on its own control plane and floor probe (debug counts on, inspector ports it reads).

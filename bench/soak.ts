@@ -1,7 +1,9 @@
 // Bench: the soak. The demo (control plane + demo agent) runs for BENCH_SOAK_MIN minutes (default 10)
 // the way an open dashboard uses it: `GET /api/vms` and `GET /api/nodes` every 3 s, the Monitoring
-// tab's 1-hour charts every 10 s, a live log follow of a log that grows, metrics on. On one clock it
-// samples the agent's RSS and V8 heap (over its debug IPC channel, after a full GC), the heap of the
+// tab's 1-hour charts every 10 s, a live log follow of a log that grows, metrics on, and, where the
+// machine has QEMU, an open serial console: a second node whose agent runs on the real libvirtd with
+// the echo guest (bench/echo-guest.ts), a line typed into it every 2 s and echoed back, the console
+// opened again whenever it ends. On one clock it samples each agent's RSS and V8 heap (over its debug IPC channel, after a full GC), the heap of the
 // Worker's isolate over workerd's inspector (CDP HeapProfiler.collectGarbage, then
 // Runtime.getHeapUsage), the same for the floor probe's isolate under a like load (what the local
 // runtime grows on its own), and the size of every in-memory collection (GET /api/debug/counts,
@@ -12,115 +14,24 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { WebSocket } from "ws";
 import { FOLLOW_SUBPROTOCOL } from "../protocol/api.ts";
+import { ConsoleClient } from "../protocol/console-client.ts";
 import { AgentProcess, DEMO_LOG_DIR } from "../test/support/agent.ts";
 import { ControlPlane, freePort } from "../test/support/control-plane.ts";
 import { createNode, eventually, json, listVms, waitConnected } from "../test/e2e/journey.ts";
+import { EchoGuest } from "./echo-guest.ts";
 import { FLOOR_READ_ID, FloorProbe } from "./floor/probe.ts";
 import type { BenchRow } from "./table.ts";
+import { Inspector } from "./inspector.ts";
 import { goal } from "./targets.ts";
 
 const MiB = 1024 * 1024;
 const POLL_MS = 3_000;
 const MONITORING_MS = 10_000;
 const LOG_LINE_MS = 1_000;
+const CONSOLE_LINE_MS = 2_000;
+const QEMU_URI = "qemu:///system";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A CDP session on a wrangler dev inspector port (its proxy lists one target: the Worker's isolate,
- *  which under wrangler dev also runs the Worker's Durable Objects). */
-class Inspector {
-  private ws: WebSocket | null = null;
-  private next = 0;
-  private readonly pending = new Map<number, { ok: (r: unknown) => void; fail: (e: Error) => void }>();
-  private readonly port: number;
-  private chunks: string[] = [];
-
-  constructor(port: number) {
-    this.port = port;
-  }
-
-  private async open(): Promise<WebSocket> {
-    if (this.ws?.readyState === WebSocket.OPEN) return this.ws;
-    const targets = (await (await fetch(`http://127.0.0.1:${this.port}/json/list`)).json()) as {
-      webSocketDebuggerUrl: string;
-    }[];
-    if (!targets[0]) throw new Error(`no inspector target on port ${this.port}`);
-    const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-    await new Promise((ok, fail) => (ws.once("open", ok), ws.once("error", fail)));
-    ws.on("message", (data) => {
-      const msg = JSON.parse(String(data)) as {
-        id?: number;
-        method?: string;
-        params?: { chunk?: string };
-        result?: unknown;
-        error?: { message: string };
-      };
-      if (msg.method === "HeapProfiler.addHeapSnapshotChunk") this.chunks.push(msg.params?.chunk ?? "");
-      const call = msg.id === undefined ? undefined : this.pending.get(msg.id);
-      if (!call) return; // other events
-      this.pending.delete(msg.id!);
-      if (msg.error) call.fail(new Error(msg.error.message));
-      else call.ok(msg.result);
-    });
-    ws.on("close", () => {
-      for (const call of this.pending.values()) call.fail(new Error("inspector closed"));
-      this.pending.clear();
-    });
-    this.ws = ws;
-    return ws;
-  }
-
-  private async call<T>(method: string): Promise<T> {
-    const ws = await this.open();
-    const id = ++this.next;
-    return new Promise<T>((ok, fail) => {
-      const timer = setTimeout(
-        () => (this.pending.delete(id), fail(new Error(`${method}: no answer in 30 s`))),
-        30_000,
-      );
-      this.pending.set(id, {
-        ok: (r) => (clearTimeout(timer), ok(r as T)),
-        fail: (e) => (clearTimeout(timer), fail(e)),
-      });
-      ws.send(JSON.stringify({ id, method, params: {} }));
-    });
-  }
-
-  /** Bytes of the isolate's V8 heap in use after a full collection. */
-  async heapAfterGc(): Promise<number> {
-    await this.call("HeapProfiler.collectGarbage");
-    return (await this.call<{ usedSize: number }>("Runtime.getHeapUsage")).usedSize;
-  }
-
-  /** Self size and count of the isolate's heap objects by constructor (or node type), after a GC. */
-  async heapByConstructor(): Promise<Map<string, { count: number; bytes: number }>> {
-    this.chunks = [];
-    await this.call("HeapProfiler.takeHeapSnapshot");
-    const snap = JSON.parse(this.chunks.join("")) as {
-      snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
-      nodes: number[];
-      strings: string[];
-    };
-    this.chunks = [];
-    const fields = snap.snapshot.meta.node_fields;
-    const [typeAt, nameAt, sizeAt] = ["type", "name", "self_size"].map((f) => fields.indexOf(f));
-    const types = snap.snapshot.meta.node_types[0];
-    const out = new Map<string, { count: number; bytes: number }>();
-    for (let i = 0; i < snap.nodes.length; i += fields.length) {
-      const type = types[snap.nodes[i + typeAt]];
-      const key = type === "object" || type === "closure" ? `${type} ${snap.strings[snap.nodes[i + nameAt]]}` : type;
-      const entry = out.get(key) ?? { count: 0, bytes: 0 };
-      entry.count++;
-      entry.bytes += snap.nodes[i + sizeAt];
-      out.set(key, entry);
-    }
-    return out;
-  }
-
-  close(): void {
-    this.ws?.close();
-  }
-}
 
 /** Least-squares slope of y over x. */
 function slope(xs: number[], ys: number[]): number {
@@ -181,6 +92,85 @@ function followLog(cp: ControlPlane, vmId: string, token: string) {
     stats: () => ({ frames, opens }),
     stop: () => ((running = false), ws?.terminate()),
   };
+}
+
+/** Keeps one read-write console of `vmId` open, opening it again (a fresh ticket) when it ends;
+ *  types a line every CONSOLE_LINE_MS and counts what comes back. */
+function holdConsole(cp: ControlPlane, vmId: string, token: string, failures: Map<string, number>) {
+  let shown = 0;
+  let opens = 0;
+  let line = 0;
+  let client: ConsoleClient | null = null;
+  let running = true;
+  const ends = new Map<string, number>();
+  const open = async () => {
+    if (!running) return;
+    try {
+      const res = await cp.api(`/api/vms/${vmId}/console`, { method: "POST", token, json: { mode: "rw" } });
+      const { ticket, url } = await json<{ ticket: string; url: string }>(res);
+      opens++;
+      client = new ConsoleClient({
+        ticket,
+        connect: () => new WebSocket(new URL(url, cp.url).href.replace(/^http/, "ws")),
+        onOutput: (bytes) => (shown += bytes.byteLength),
+        onState: (state) => {
+          if (state.kind !== "ended" || !running) return;
+          ends.set(state.reason, (ends.get(state.reason) ?? 0) + 1);
+          setTimeout(() => void open(), 2_000);
+        },
+      });
+    } catch {
+      failures.set("console open", (failures.get("console open") ?? 0) + 1);
+      setTimeout(() => void open(), 5_000);
+    }
+  };
+  void open();
+  const typing = setInterval(
+    () => client?.send(new TextEncoder().encode(`soak console line ${++line}\r\n`)),
+    CONSOLE_LINE_MS,
+  );
+  return {
+    stats: () => ({ shown, opens, typed: line, ends: [...ends].map(([k, v]) => `${k} ${v}`).join(", ") }),
+    stop: () => {
+      running = false;
+      clearInterval(typing);
+      client?.close();
+    },
+  };
+}
+
+/** Where the machine has QEMU: a second node whose agent runs on the real libvirtd, with the echo
+ *  guest's console held open. Null, with why, where it cannot run. */
+async function startConsoleLoad(
+  cp: ControlPlane,
+  operator: string,
+  failures: Map<string, number>,
+  cleanup: (() => unknown)[],
+): Promise<{ skipped: string } | { agent: AgentProcess; nodeId: string; held: ReturnType<typeof holdConsole> }> {
+  let guest: EchoGuest;
+  try {
+    guest = await EchoGuest.start(QEMU_URI, `soak-console-${Date.now().toString(36)}`);
+  } catch (err) {
+    return { skipped: (err as Error).message.split("\n")[0] };
+  }
+  cleanup.unshift(() => guest.dispose());
+  const { node, joinToken } = await createNode(cp, `soak-console-${Date.now()}`);
+  // Its inventory is the whole libvirtd's: other guests on this host come and go in it.
+  const agent = AgentProcess.start({
+    server: cp.url,
+    token: joinToken,
+    libvirtUri: QEMU_URI,
+    logDir: "/var/log/libvirt/qemu",
+    args: ["--poll-interval", "3000", "--log-level", "warn"],
+    nodeFlags: ["--expose-gc"],
+    debugCounts: true,
+  });
+  cleanup.unshift(() => agent.dispose());
+  await waitConnected(cp, node.id, true, 60_000);
+  await eventually("the echo guest listed", async () => (await cp.api(`/api/vms/${guest.uuid}`)).ok, 60_000);
+  const held = holdConsole(cp, guest.uuid, operator, failures);
+  cleanup.unshift(() => held.stop());
+  return { agent, nodeId: node.id, held };
 }
 
 export async function benchSoak(): Promise<BenchRow[]> {
@@ -290,6 +280,8 @@ export async function benchSoak(): Promise<BenchRow[]> {
     ];
     const follow = followLog(cp, web.id, operator);
     cleanup.unshift(() => follow.stop());
+    const consoleLoad = await startConsoleLoad(cp, operator, failures, cleanup);
+    const withConsole = "held" in consoleLoad ? consoleLoad : null;
 
     const cpInspector = new Inspector(cpInspectorPort);
     const floorInspector = new Inspector(floorInspectorPort);
@@ -304,13 +296,17 @@ export async function benchSoak(): Promise<BenchRow[]> {
       const tick = Date.now();
       if (snapshots && !atWarmup && tick - t0 >= warmupMs) atWarmup = await cpInspector.heapByConstructor();
       try {
-        const [cpHeap, floorHeap, agentCounts, debug] = await Promise.all([
+        const counts = (nodeId: string) =>
+          cp
+            .api(`/api/debug/counts?node=${nodeId}`)
+            .then((r) => json<{ worker: Record<string, number>; session: Record<string, number> }>(r));
+        const [cpHeap, floorHeap, agentCounts, debug, consoleAgentCounts, consoleDebug] = await Promise.all([
           cpInspector.heapAfterGc(),
           floorInspector.heapAfterGc(),
           agent.debugCounts(),
-          cp
-            .api(`/api/debug/counts?node=${node.id}`)
-            .then((r) => json<{ worker: Record<string, number>; session: Record<string, number> }>(r)),
+          counts(node.id),
+          withConsole?.agent.debugCounts(),
+          withConsole ? counts(withConsole.nodeId) : undefined,
         ]);
         samples.push({
           t: tick - t0,
@@ -322,6 +318,14 @@ export async function benchSoak(): Promise<BenchRow[]> {
             ...prefixed("agent", agentCounts.counts),
             ...prefixed("worker", debug.worker),
             ...prefixed("session", debug.session),
+            ...(consoleAgentCounts && consoleDebug
+              ? {
+                  "console agent RSS": consoleAgentCounts.rssBytes / MiB,
+                  "console agent V8 heap": consoleAgentCounts.heapUsedBytes / MiB,
+                  ...prefixed("console-agent", consoleAgentCounts.counts),
+                  ...prefixed("console-session", consoleDebug.session),
+                }
+              : {}),
           },
         });
       } catch (err) {
@@ -333,9 +337,10 @@ export async function benchSoak(): Promise<BenchRow[]> {
     const grown = atWarmup ? heapGrowth(atWarmup, await cpInspector.heapByConstructor()) : undefined;
     await Promise.all(stops.map((stop) => stop()));
     const followed = follow.stats();
+    const consoled = withConsole ? withConsole.held.stats() : { skipped: (consoleLoad as { skipped: string }).skipped };
     // Every sample, for a look at a curve the slope alone hides (a reset, a step, a level).
     writeFileSync(join(import.meta.dirname, "soak-samples.json"), JSON.stringify(samples) + "\n");
-    const rows = soakRows(samples, { minutes, warmupMs, sampleMs, failures, followed });
+    const rows = soakRows(samples, { minutes, warmupMs, sampleMs, failures, followed, consoled });
     if (grown)
       rows.push({
         name: "soak: Worker isolate heap grown after warm-up, largest by constructor (snapshots)",
@@ -378,6 +383,7 @@ function soakRows(
     sampleMs: number;
     failures: Map<string, number>;
     followed: { frames: number; opens: number };
+    consoled: { shown: number; opens: number; typed: number; ends: string } | { skipped: string };
   },
 ): BenchRow[] {
   const kept = samples.filter((s) => s.t >= run.warmupMs);
@@ -417,7 +423,38 @@ function soakRows(
       note: `heap ${span("agent V8 heap")} MiB`,
     },
   ];
-  const counted = Object.keys(kept[0]?.figures ?? {}).filter((k) => /^(agent|worker|session)\./.test(k));
+  if ("skipped" in run.consoled)
+    rows.push({
+      name: "soak: open console (needs QEMU)",
+      value: NaN,
+      unit: "",
+      note: `not run: ${run.consoled.skipped}`,
+    });
+  else
+    rows.push(
+      {
+        name: "soak: console agent RSS slope (the second node, on the real libvirtd, holding the open console)",
+        value: perHour("console agent RSS"),
+        unit: "MiB/h",
+        ...goal("soakAgentRss", { value: perHour("console agent RSS") }),
+        note: `RSS ${span("console agent RSS")} MiB`,
+      },
+      {
+        name: "soak: console agent V8 heap slope (after GC)",
+        value: perHour("console agent V8 heap"),
+        unit: "MiB/h",
+        note: `heap ${span("console agent V8 heap")} MiB`,
+      },
+      {
+        name: "soak: console bytes shown (lines typed, echoed)",
+        value: run.consoled.shown,
+        unit: `B (${run.consoled.typed} lines, ${run.consoled.opens} opens)`,
+        note: run.consoled.ends ? `ended: ${run.consoled.ends}` : undefined,
+      },
+    );
+  const counted = Object.keys(kept[0]?.figures ?? {}).filter((k) =>
+    /^(agent|worker|session|console-agent|console-session)\./.test(k),
+  );
   for (const name of counted)
     rows.push({
       name: `soak count: ${name} (slope)`,

@@ -124,6 +124,31 @@ export const TARGETS = {
     text: "≤ 10000",
     met: (f) => f.value <= 10_000,
   },
+  consoleKeystrokeP50: {
+    figure: "console keystroke round trip p50, to a zero-delay echo",
+    text: "≤ floor + 3 ms",
+    met: (f) => f.value <= ref(f.floor) + 3,
+  },
+  consoleKeystrokeP99: {
+    figure: "console keystroke round trip p99, to a zero-delay echo",
+    text: "≤ floor + 10 ms",
+    met: (f) => f.value <= ref(f.floor) + 10,
+  },
+  consoleFloodLost: {
+    figure: "console flood (10 MiB): bytes lost or wrong for a reader that keeps up",
+    text: "= 0",
+    met: (f) => f.value === 0,
+  },
+  consoleFloodHeap: {
+    figure: "console flood (10 MiB): isolate heap growth",
+    text: "≤ 4 MiB",
+    met: (f) => f.value <= 4,
+  },
+  consoleFloodTooSlow: {
+    figure: "console flood: a stalled reader is cut with too_slow",
+    text: "≤ 1024 KiB sent first",
+    met: (f) => f.value <= 1024,
+  },
   soakIsolateHeap: {
     figure: "soak: heap slope of every isolate after warm-up",
     text: "< 1 MiB/h",

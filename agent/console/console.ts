@@ -56,6 +56,8 @@ type Open = {
   pending: Uint8Array[];
   pendingBytes: number;
   flushTimer: NodeJS.Timeout | null;
+  /** when output last went out (performance.now()) */
+  lastFlushAt: number;
   paused: boolean;
   closing: boolean;
 };
@@ -119,6 +121,7 @@ export class ConsoleStreams {
       pending: [],
       pendingBytes: 0,
       flushTimer: null,
+      lastFlushAt: 0,
       paused: false,
       closing: false,
     };
@@ -148,7 +151,10 @@ export class ConsoleStreams {
     if (open.closing || bytes.byteLength === 0) return;
     open.pending.push(bytes);
     open.pendingBytes += bytes.byteLength;
+    // The first output after a quiet spell (a keystroke's echo) goes at once; output that keeps
+    // coming is coalesced, one frame per CONSOLE_COALESCE_MS at most.
     if (open.pendingBytes >= CONSOLE_FRAME_BYTES) return this.flush(open);
+    if (!open.flushTimer && performance.now() - open.lastFlushAt >= CONSOLE_COALESCE_MS) return this.flush(open);
     open.flushTimer ??= setTimeout(() => this.flush(open), CONSOLE_COALESCE_MS);
   }
 
@@ -157,6 +163,7 @@ export class ConsoleStreams {
     if (open.flushTimer) clearTimeout(open.flushTimer);
     open.flushTimer = null;
     if (open.pendingBytes === 0) return;
+    open.lastFlushAt = performance.now();
     const all = concat(open.pending, open.pendingBytes);
     open.pending = [];
     open.pendingBytes = 0;
@@ -208,6 +215,14 @@ export class ConsoleStreams {
   /** How many consoles are open (for tests and diagnostics). */
   get size(): number {
     return this.byId.size;
+  }
+
+  /** Sizes of what it holds (the soak bench's debug counts): one entry per open console in each map
+   *  (at most the control plane's consoles per node), and output not yet framed (under one frame each). */
+  debugCounts(): Record<string, number> {
+    let pendingBytes = 0;
+    for (const open of this.byId.values()) pendingBytes += open.pendingBytes;
+    return { consoles: this.byId.size, consoleChannels: this.byChannel.size, consolePendingBytes: pendingBytes };
   }
 }
 

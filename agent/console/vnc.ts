@@ -276,6 +276,11 @@ export class VncRelays {
   get size(): number {
     return this.byId.size;
   }
+
+  /** Sizes of its maps (the soak bench's debug counts): one entry per open graphical console. */
+  debugCounts(): Record<string, number> {
+    return { vncRelays: this.byId.size, vncChannels: this.byChannel.size };
+  }
 }
 
 /** Counts of input messages passed and dropped (never their content). */

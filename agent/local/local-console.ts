@@ -56,6 +56,13 @@ export class LocalConsoles {
     this.liveXml = liveXml;
   }
 
+  /** Sizes of its collections (the soak bench's debug counts): tickets issued in the last 30 s (the
+   *  expired go at the next issue), one open serial console per VM, and each VM with a graphical
+   *  page open (deleted with its last page). */
+  debugCounts(): Record<string, number> {
+    return { localConsoleTickets: this.tickets.size, localConsoles: this.open.size, localDisplays: this.displays.size };
+  }
+
   /** A ticket for `vmId` (already found in libvirt's list); the body as the control plane takes it. */
   ticket(vmId: string, body: unknown): ConsoleTicketAnswer | { error: string } {
     const parsed = ConsoleRequest.safeParse(body);
@@ -130,10 +137,12 @@ export class LocalConsoles {
     let offset = 0;
     let pending: Buffer[] = [];
     let timer: NodeJS.Timeout | null = null;
+    let lastFlushAt = 0;
     let paused = false;
     const flush = () => {
       if (timer) clearTimeout(timer);
       timer = null;
+      lastFlushAt = performance.now();
       const all = Buffer.concat(pending);
       pending = [];
       for (let at = 0; at < all.byteLength; at += CONSOLE_FRAME_BYTES) {
@@ -156,7 +165,9 @@ export class LocalConsoles {
     send({ type: "ready", mode: "rw", writer: true, offset: 0, resume: "" });
     stream.onData((bytes) => {
       pending.push(Buffer.from(bytes));
+      // As the control plane's stream does: an echo after a quiet spell at once, a stream coalesced.
       if (pending.reduce((n, b) => n + b.byteLength, 0) >= CONSOLE_FRAME_BYTES) flush();
+      else if (!timer && performance.now() - lastFlushAt >= CONSOLE_COALESCE_MS) flush();
       else timer ??= setTimeout(flush, CONSOLE_COALESCE_MS);
     });
     let closed = false;

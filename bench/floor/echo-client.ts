@@ -1,5 +1,6 @@
 // The floor probe's echoing client, a process of its own as an agent is: connects to the probe's
-// Durable Object over a WebSocket and answers each `{id, bytes, json}` with `bytes` bytes of text,
+// Durable Object over a WebSocket, sends every binary frame straight back (a relayed keystroke), and
+// answers each `{id, bytes, json}` with `bytes` bytes of text,
 // in one plain frame `<id> <text>`, or as the agent answers a log read (a JSON log.chunk frame, then
 // a JSON result frame). Connects again when the link drops (wrangler dev restarts the object when a
 // file changes). Prints "ready" once connected; exits on SIGTERM or when its parent goes.
@@ -31,7 +32,8 @@ function connect(): void {
     if (!announced) process.stdout.write("ready\n");
     announced = true;
   });
-  ws.on("message", (data) => {
+  ws.on("message", (data, binary) => {
+    if (binary) return ws.send(data as Buffer); // a relayed frame: straight back
     const ask = JSON.parse(String(data)) as { id: string; bytes: number; json: boolean };
     const text = textOf(ask.bytes);
     if (!ask.json) return ws.send(`${ask.id} ${text}`);

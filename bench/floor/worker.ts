@@ -1,6 +1,7 @@
 // The floor probe's Worker: the platform hops a product route is made of (a Worker answering, a D1
 // point read, a D1 write, a Durable Object RPC, a frame over a hibernatable WebSocket to a Node
-// client and back), each with no product code around it, so the bench can tell ours from workerd's.
+// client and back, a client's WebSocket frame echoed by a Durable Object or relayed through it to the
+// Node client and back), each with no product code around it, so the bench can tell ours from workerd's.
 // Plain fetch handler on purpose: no router, no validation, no JSON beyond what a route must send.
 import { DurableObject } from "cloudflare:workers";
 
@@ -14,6 +15,11 @@ type FloorEnv = { DB: D1Database; ECHO_SESSION: DurableObjectNamespace<EchoSessi
  *  as the VM's last-known log). */
 export type EchoMode = "plain" | "json" | "kept" | "put" | "alarm" | "stored";
 const ECHO_MODES: readonly string[] = ["plain", "json", "kept", "put", "alarm", "stored"] satisfies EchoMode[];
+
+/** Socket tags: the echo client, a client whose frames are echoed, one whose frames are relayed. */
+const CLIENT_TAG = "client";
+const ECHO_TAG = "ws-echo";
+const RELAY_TAG = "ws-relay";
 
 const ITEM_COLUMNS = 7;
 /** Rows per seed statement: 7 bound parameters each, under D1's 100 per statement. */
@@ -102,6 +108,13 @@ export default {
         return seed(env, Number(url.searchParams.get("from")), Number(url.searchParams.get("count")));
       case "connect":
         return session().fetch(request);
+      case "ws-echo":
+        // A client's WebSocket to an object of its own, which sends every frame straight back.
+        return env.ECHO_SESSION.get(env.ECHO_SESSION.idFromName("ws-echo")).fetch(request);
+      case "ws-relay":
+        // A client's WebSocket to the object the echo client holds: each frame goes to the echo
+        // client and its answer back to the socket (the hops a console's keystroke makes).
+        return session().fetch(request);
       case "rpc":
         return Response.json({ ok: await session().ping() });
       case "echo": {
@@ -134,9 +147,14 @@ export class EchoSession extends DurableObject<FloorEnv> {
   async fetch(request: Request): Promise<Response> {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket")
       return new Response("expected a WebSocket upgrade", { status: 426 });
-    for (const old of this.ctx.getWebSockets()) old.close(1000, "replaced");
     const [client, server] = Object.values(new WebSocketPair());
-    this.ctx.acceptWebSocket(server);
+    const path = new URL(request.url).pathname;
+    if (path === "/ws-echo" || path === "/ws-relay") {
+      this.ctx.acceptWebSocket(server, [path === "/ws-echo" ? ECHO_TAG : RELAY_TAG]);
+      return new Response(null, { status: 101, webSocket: client });
+    }
+    for (const old of this.ctx.getWebSockets(CLIENT_TAG)) old.close(1000, "replaced");
+    this.ctx.acceptWebSocket(server, [CLIENT_TAG]);
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -146,7 +164,7 @@ export class EchoSession extends DurableObject<FloorEnv> {
 
   /** Asks the connected client for `bytes` bytes and resolves with them. */
   async echo(bytes: number, mode: EchoMode): Promise<string> {
-    const ws = this.ctx.getWebSockets()[0];
+    const ws = this.ctx.getWebSockets(CLIENT_TAG)[0];
     if (!ws) throw new Error("no echo client connected");
     const id = `${++this.next}`;
     const answer = new Promise<string>((resolve) => this.waiters.set(id, { resolve, mode, chunks: [] }));
@@ -159,8 +177,15 @@ export class EchoSession extends DurableObject<FloorEnv> {
   /** The deadline alarm of `kept` echoes: nothing is ever late here, so there is nothing to do. */
   async alarm(): Promise<void> {}
 
-  webSocketMessage(_ws: WebSocket, message: string | ArrayBuffer): void {
-    if (typeof message !== "string") return;
+  webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): void {
+    const [tag] = this.ctx.getTags(ws);
+    if (tag === ECHO_TAG) return ws.send(message);
+    if (tag === RELAY_TAG) return this.ctx.getWebSockets(CLIENT_TAG)[0]?.send(message);
+    if (typeof message !== "string") {
+      // The echo client's answer to a relayed frame.
+      for (const relay of this.ctx.getWebSockets(RELAY_TAG)) relay.send(message);
+      return;
+    }
     if (message.startsWith("{")) return this.onJsonFrame(message);
     const space = message.indexOf(" ");
     this.settle(message.slice(0, space), message.slice(space + 1));

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { serveDebugCounts } from "../../agent/debug-counts.ts";
 import { AgentProcess } from "../support/agent.ts";
-import { LoopbackControlPlane, TEST_URI, tempDir, until } from "./helpers.ts";
+import { LoopbackControlPlane, TEST_URI, VMS, tempDir, until } from "./helpers.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -36,7 +36,15 @@ describe("agent debug counts", () => {
     const first = await agent.debugCounts();
     expect(first.rssBytes).toBeGreaterThan(first.heapUsedBytes);
     expect(first.heapUsedBytes).toBeGreaterThan(0);
-    expect(first.counts).toMatchObject({ follows: 0, powerQueues: 0 });
+    expect(first.counts).toMatchObject({
+      follows: 0,
+      powerQueues: 0,
+      consoles: 0,
+      consoleChannels: 0,
+      consolePendingBytes: 0,
+      vncRelays: 0,
+      vncChannels: 0,
+    });
     await expect.poll(async () => (await agent.debugCounts()).counts.inventoryReported, { timeout: 10_000 }).toBe(8);
 
     cp.send({
@@ -49,5 +57,14 @@ describe("agent debug counts", () => {
     cp.socket!.terminate();
     await until(() => cp.received.filter((m) => m.type === "hello").length === 2, 10_000);
     await expect.poll(async () => (await agent.debugCounts()).counts.follows, { timeout: 10_000 }).toBe(0);
+
+    // A console that cannot open (the test driver has none) leaves nothing counted.
+    cp.send({
+      type: "console.open",
+      id: "no-console",
+      payload: { vmId: VMS.running.uuid, name: VMS.running.name, channel: 1, force: false, windowBytes: 262_144 },
+    });
+    await cp.waitFor((m) => m.id === "no-console" && m.type === "console.closed");
+    expect((await agent.debugCounts()).counts).toMatchObject({ consoles: 0, consoleChannels: 0 });
   });
 });

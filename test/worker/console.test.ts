@@ -18,6 +18,7 @@ import {
   eventually,
   expectError,
   json,
+  session,
   TestAgent,
   vmInfo,
   type Frame,
@@ -25,6 +26,7 @@ import {
 import type { AccessSettings } from "../../worker/access/settings.ts";
 import { hashSecret } from "../../worker/auth.ts";
 import type { NodeSession } from "../../worker/session/node-session.ts";
+import type { ConsoleRelay } from "../../worker/session/console-relay.ts";
 
 const agents = agentsClosedAfterEach();
 const consoles: ConsoleClient[] = [];
@@ -522,5 +524,33 @@ describe("console relay", { timeout: 30_000 }, () => {
     const a = await openConsole(agent, vm.uuid, "rw");
     expect((await a.client.waitClosed()).reason).toBe("unsupported");
     expect(agent.frames.some((f) => f.type === "console.open")).toBe(false);
+  });
+});
+
+describe("what the relay holds (the soak's debug counts)", { timeout: 30_000 }, () => {
+  /** The console room's counts, read inside the object. */
+  const relayCounts = (nodeId: string) =>
+    runInDurableObject(session(nodeId), (instance: NodeSession) =>
+      (instance as unknown as { consoles: ConsoleRelay }).consoles.debugCounts(),
+    );
+
+  it("a session's input budget lives while its socket does; kept output and records are counted", async () => {
+    const { agent, vm, nodeId } = await nodeWithVm();
+    const a = await openConsole(agent, vm.uuid, "rw");
+    const open = await agentOpens(agent);
+    const at = output(agent, open, 0, "login: ");
+    await a.client.shown(at);
+    a.client.type("root\r");
+    await agentInput(agent, 1);
+    expect(await relayCounts(nodeId)).toMatchObject({
+      consoleInputBudgets: 1,
+      storedConsoles: 1,
+      storedConsoleSessions: 1,
+      consoleOutputRows: 1,
+      consoleOutputBytes: at,
+    });
+    a.client.close();
+    // Its session waits for a resume; its input budget is gone at once.
+    await eventually(async () => expect((await relayCounts(nodeId)).consoleInputBudgets).toBe(0));
   });
 });

@@ -636,6 +636,26 @@ export class ConsoleRelay {
     return { head: this.head(vmId), text };
   }
 
+  /** Sizes of what this room holds (the soak bench's debug counts). In memory: one input budget per
+   *  live session (at most CONSOLE_MAX_VIEWERS per VM). In the object's storage: one stream record per
+   *  VM that had a console, tickets until used or 30 s old, sessions until they end or their resume
+   *  expires, and at most CONSOLE_KEEP_BYTES (plus one frame) of output per VM. */
+  debugCounts(): Record<string, number> {
+    const output = this.sql()
+      .exec<{ rows: number; bytes: number | null }>(
+        "SELECT count(*) AS rows, sum(length(data)) AS bytes FROM console_output",
+      )
+      .one();
+    return {
+      consoleInputBudgets: this.inputBudget.size,
+      storedConsoles: this.store.all("console").length,
+      storedConsoleTickets: this.store.entries("consoleTicket").length,
+      storedConsoleSessions: this.store.all("consoleSession").length,
+      consoleOutputRows: output.rows,
+      consoleOutputBytes: output.bytes ?? 0,
+    };
+  }
+
   // ---- revocation, deadlines ------------------------------------------------------------------------
 
   /** The principal's token was revoked or its role lowered: its consoles end with `revoked`. */

@@ -306,6 +306,7 @@ export class NodeSession extends DurableObject<Env> {
       storedFollows: this.store.all("follow").length,
       storedQueryRows: this.store.all("queryRow").length,
       storedSnapshots: this.store.all("snapshot").length,
+      ...this.consoles.debugCounts(),
       sockets: this.ctx.getWebSockets().length,
       ...Object.fromEntries(Object.entries(isolateCounts()).map(([k, v]) => [`isolate.${k}`, v])),
     };
