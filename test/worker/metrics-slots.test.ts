@@ -142,7 +142,7 @@ describe("metrics history slots", () => {
     const stream = new Uint8Array(rows.reduce((n, r) => n + r.length, 0));
     rows.reduce((at, r) => (stream.set(r, at), at + r.length), 0);
     const seen: [number, number][] = [];
-    eachSliceSample(stream, 2, (t, value) => seen.push([t, value(0)]));
+    eachSliceSample(stream, 2, (t, figures) => seen.push([t, figures[0]]));
     expect(seen).toEqual([
       [1_000, 1],
       [2_000, 2],

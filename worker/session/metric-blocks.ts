@@ -129,37 +129,46 @@ export class Block {
 }
 
 /** Walks the rows' heads each followed by one slot's slice (as the range query concatenates them),
- *  calling `visit` for each sample the slot has, rows in time order (sorted here should SQLite have
- *  joined them in another: the means depend on the order samples are added in). */
+ *  calling `visit` for each sample the slot has (its figures in a buffer reused from call to call),
+ *  rows in time order (sorted here should SQLite have joined them in another: the means depend on
+ *  the order samples are added in). */
 export function eachSliceSample(
   stream: ArrayBuffer | Uint8Array,
   slot: number,
-  visit: (t: number, value: (f: number) => number) => void,
+  visit: (t: number, figures: Float64Array) => void,
 ): void {
   const bytes = stream instanceof Uint8Array ? stream : new Uint8Array(stream);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const rows: number[] = [];
-  let sorted = true;
-  for (let at = 0, last = -Infinity; at < bytes.length; ) {
-    const n = view.getFloat64(at, true);
-    const first = view.getFloat64(at + 16, true);
-    if (first < last) sorted = false;
-    last = first;
-    rows.push(at);
-    at += 16 + n * 8 + (slot < view.getFloat64(at + 8, true) ? stride(n) : 0);
-  }
-  if (!sorted) rows.sort((a, b) => view.getFloat64(a + 16, true) - view.getFloat64(b + 16, true));
-  for (const row of rows) {
+  const next = (row: number) => {
     const n = view.getFloat64(row, true);
-    if (slot >= view.getFloat64(row + 8, true)) continue; // the row has no slice of it
+    return row + 16 + n * 8 + (slot < view.getFloat64(row + 8, true) ? stride(n) : 0);
+  };
+  let rows: number[] | null = null;
+  for (let at = 0, last = -Infinity; at < bytes.length; at = next(at)) {
+    const first = view.getFloat64(at + 16, true);
+    if (first < last) {
+      rows = [];
+      for (let row = 0; row < bytes.length; row = next(row)) rows.push(row);
+      rows.sort((a, b) => view.getFloat64(a + 16, true) - view.getFloat64(b + 16, true));
+      break;
+    }
+    last = first;
+  }
+  const figures = new Float64Array(FIELD_COUNT);
+  const visitRow = (row: number) => {
+    const n = view.getFloat64(row, true);
+    if (slot >= view.getFloat64(row + 8, true)) return; // the row has no slice of it
     const ticksAt = row + 16;
     const presentAt = ticksAt + n * 8;
     const valuesAt = presentAt + pad8(n);
     for (let k = 0; k < n; k++) {
       if (bytes[presentAt + k] !== 1) continue;
-      visit(view.getFloat64(ticksAt + k * 8, true), (f) => view.getFloat64(valuesAt + (f * n + k) * 8, true));
+      for (let f = 0; f < FIELD_COUNT; f++) figures[f] = view.getFloat64(valuesAt + (f * n + k) * 8, true);
+      visit(view.getFloat64(ticksAt + k * 8, true), figures);
     }
-  }
+  };
+  if (rows) for (const row of rows) visitRow(row);
+  else for (let row = 0; row < bytes.length; row = next(row)) visitRow(row);
 }
 
 /** A running mean the way SQLite's avg() sums REALs (Kahan-Babuska-Neumaier), so means computed
@@ -194,13 +203,13 @@ export class StepMeans {
   private readonly err = new Float64Array(FIELD_COUNT);
   private readonly n = new Float64Array(FIELD_COUNT);
 
-  add(step: number, sample: (f: number) => number): void {
+  add(step: number, figures: Float64Array): void {
     if (step !== this.t) {
       this.close();
       this.t = step;
     }
     for (let f = 0; f < FIELD_COUNT; f++) {
-      const v = sample(f);
+      const v = figures[f];
       if (Number.isNaN(v)) continue;
       const sum = this.sum[f];
       const t = sum + v;

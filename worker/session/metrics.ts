@@ -354,7 +354,7 @@ export class MetricsHistory {
     const means = new StepMeans();
     // Rows of an object written before packing come first: all older than any packed row.
     for (const old of this.legacy?.samples(raw ? "metric_raw" : "metric_5m", name, from) ?? [])
-      means.add(Math.floor(old.t / stepMs) * stepMs, (f) => old.figures[f]);
+      means.add(Math.floor(old.t / stepMs) * stepMs, old.figures);
     if (id !== undefined) {
       const slot = id - 1;
       const { column, index } = placeOf(slot);
@@ -366,8 +366,8 @@ export class MetricsHistory {
         )
         .one().b;
       if (slices)
-        eachSliceSample(slices, slot, (t, value) => {
-          if (t >= from) means.add(Math.floor(t / stepMs) * stepMs, value);
+        eachSliceSample(slices, slot, (t, figures) => {
+          if (t >= from) means.add(Math.floor(t / stepMs) * stepMs, figures);
         });
     }
     means.close();
