@@ -129,6 +129,31 @@ describe("metrics history slots", () => {
     });
   });
 
+  it("answers the week and month views from each bucket's means, a half-hour that misses its last bucket included", async () => {
+    await inFreshObject((history) => {
+      const halfHour = 6 * ROLLUP_STEP_MS;
+      const start = Math.floor(bucketAgo(3) / halfHour) * halfHour;
+      const vmId = uuid();
+      const put = (t: number, cpu: number) =>
+        history.ingest({ intervalMs: 10_000, ticks: [tickOf(t, { [vmId]: cpu }, cpu + 100)] }, t);
+      // First half-hour: every bucket sampled. Second: the node was offline for its last bucket.
+      // Third: its first bucket only, closed by the next sample.
+      for (let b = 0; b < 6; b++) put(start + b * ROLLUP_STEP_MS, b);
+      for (let b = 6; b < 11; b++) put(start + b * ROLLUP_STEP_MS, b);
+      put(start + 12 * ROLLUP_STEP_MS, 12);
+      const now = start + 13 * ROLLUP_STEP_MS;
+      put(now, 13);
+      // Every bucket is one row and one mean per series.
+      expect(history.counts()).toMatchObject({ bucketRows: 12, rollup: 24 });
+      expect(held(history.series(vmId, "7d", now + 1).points)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12]);
+      expect(held(history.series(vmId, "30d", now + 1).points)).toEqual([2.5, 8, 12]);
+      expect(held(history.series(null, "30d", now + 1).points)).toEqual([102.5, 108, 112]);
+      // A week view starting mid-half-hour takes only the buckets from its start.
+      const week = start + 4 * ROLLUP_STEP_MS + 7 * DAY;
+      expect(held(history.series(vmId, "7d", week).points)).toEqual([4, 5, 6, 7, 8, 9, 10, 12]);
+    });
+  });
+
   it("reads a series' slices in time order whatever order the rows come in", () => {
     const row = (t: number, cpu: number) => {
       const block = encodeBlock(new Map([[t, new Map([[2, figuresArray(figures(cpu))]])]]));

@@ -237,9 +237,10 @@ export class MetricsHistory {
     for (const tick of ticks) {
       let at = samples.get(tick.t);
       if (!at) samples.set(tick.t, (at = new Map<number, Float64Array>()));
-      // A later sample of the same series and tick replaces the earlier one.
-      for (const vm of tick.vms) at.set(this.slotFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
+      // A later sample of the same series and tick replaces the earlier one. The node's totals take
+      // their slot first: a low slot lies in the row's first page, which the node's view reads.
       if (tick.node) at.set(this.slotFor(NODE_SERIES, cost), figuresArray(tick.node));
+      for (const vm of tick.vms) at.set(this.slotFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
     }
     this.writeMinute(minute, samples, stored, cost);
   }
