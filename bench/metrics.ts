@@ -257,11 +257,13 @@ function storage(): BenchRow[] {
 
   // The range queries over the full object: the same answer from both, timed.
   const vmId = FLEET[0].uuid;
+  const lastVmId = FLEET[VMS - 1].uuid;
   const answers = new Map<MetricRange, unknown>();
   for (const range of Object.keys(METRIC_RANGES) as MetricRange[]) {
     const expected = old.history.series(vmId, range, now);
     deepStrictEqual(packed.history.series(vmId, range, now), expected, `the ${range} answers differ`);
     deepStrictEqual(packed.history.series(null, range, now), old.history.series(null, range, now));
+    deepStrictEqual(packed.history.series(lastVmId, range, now), old.history.series(lastVmId, range, now));
     if (expected.points.length < 12) throw new Error(`the ${range} query found ${expected.points.length} points`);
     answers.set(range, expected);
     // The two stores' queries alternate, so a shift in the machine's load weighs on both alike.
@@ -283,6 +285,11 @@ function storage(): BenchRow[] {
         `metrics: ${range} query of one VM over a full object (${(expected.points as unknown[]).length} points, answers equal; node:sqlite, median of 15, alternating)`,
         "ms",
         ...timed(vmId),
+      ),
+      pair(
+        `metrics: ${range} query of the last VM seen (its slot past a bucket row's first page)`,
+        "ms",
+        ...timed(lastVmId),
       ),
       pair(`metrics: ${range} query of the node's totals (the node's metrics route)`, "ms", ...timed(null)),
     );
