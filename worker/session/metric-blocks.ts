@@ -1,34 +1,38 @@
-// The packed layout of the metrics history: one BLOB holds every series' samples over some ticks
-// (a minute of raw samples, or one 5-minute bucket's means), column by column, so a node writes one
-// row per minute instead of one per VM per sample, and a reader picks one series out without
-// decoding the rest.
+// The packed layout of the metrics history: one row holds every series' samples over some ticks (a
+// minute of raw samples, or one 5-minute bucket's means), series by series in fixed-size slices
+// spread over DATA_COLUMNS columns, so a node writes one row per minute instead of one per VM per
+// sample, and SQL cuts one series' slice out of each row reading only its column: SQLite copies a
+// column it reads whole, and walks past the others.
 import { METRIC_FIELDS, type MetricFigures } from "../../protocol/metrics.ts";
 
 export const FIELD_COUNT = METRIC_FIELDS.length;
 
-/** Decoded samples: by tick time, then by series id, the figures in METRIC_FIELDS order (NaN: null). */
+/** Decoded samples: by tick time, then by slot, the figures in METRIC_FIELDS order (NaN: null). */
 export type Samples = Map<number, Map<number, Float64Array>>;
 
-// Layout, native (little) endian, every section 8-byte aligned:
-//   u32 tickCount, u32 seriesCount
-//   f64 ticks[tickCount]                                   ascending
-//   u32 series[seriesCount]                                ascending ids
-//   u8  present[seriesCount * tickCount]                   [j * tickCount + k]: a sample was taken
-//   f64 values[seriesCount * FIELD_COUNT * tickCount]      [(j * FIELD_COUNT + f) * tickCount + k]
-// A missing sample and a sample of nulls differ (a VM sampled with no figures is still a point).
+// A row: n (tick count), slots (slot count) and
+//   head  f64 [n, slots, tickTimes[n]]       tick times ascending
+//   d0…   column c holds slots c, c + DATA_COLUMNS, …, stride(n) bytes each: slot s in column
+//         s % DATA_COLUMNS at (s / DATA_COLUMNS | 0) × stride(n):
+//         u8  present[n] (padded to 8)       a sample was taken at tick k
+//         f64 values[FIELD_COUNT × n]        [f * n + k], little endian
+// A missing sample and a sample of nulls differ (a VM sampled with no figures is still a point). A
+// slot past the row's slot count had no sample in it (the row was written before its VM was seen).
 const pad8 = (n: number) => Math.ceil(n / 8) * 8;
-const HEADER_BYTES = 8;
+/** Columns a row's slices are spread over (a series' read copies about slots / DATA_COLUMNS slices
+ *  a row; an upsert binds 4 + DATA_COLUMNS values, under the 100 a statement may bind). */
+export const DATA_COLUMNS = 64;
+export const DATA_COLUMN_NAMES = Array.from({ length: DATA_COLUMNS }, (_, c) => `d${c}`);
+/** Where a slot's slice is: its column and its index in that column. */
+export const placeOf = (slot: number) => ({ column: slot % DATA_COLUMNS, index: Math.floor(slot / DATA_COLUMNS) });
+export const stride = (n: number) => pad8(n) + FIELD_COUNT * n * 8;
+/** stride(n) as SQL over a row's n column. */
+export const STRIDE_SQL = `((n + 7) / 8 * 8 + ${FIELD_COUNT * 8} * n)`;
 
-function offsets(ticks: number, series: number) {
-  const ticksAt = HEADER_BYTES;
-  const seriesAt = ticksAt + ticks * 8;
-  const presentAt = seriesAt + pad8(series * 4);
-  const valuesAt = presentAt + pad8(series * ticks);
-  return { ticksAt, seriesAt, presentAt, valuesAt, end: valuesAt + series * FIELD_COUNT * ticks * 8 };
-}
-
-/** Bytes a block of this many ticks and series takes. */
-export const blockBytes = (ticks: number, series: number) => offsets(ticks, series).end;
+/** Bytes a row of this many ticks and slots takes. */
+export const blockBytes = (ticks: number, slots: number) => (2 + ticks) * 8 + slots * stride(ticks);
+/** Slots a column of a row of `slots` slots holds. */
+const slotsIn = (column: number, slots: number) => Math.max(0, Math.ceil((slots - column) / DATA_COLUMNS));
 
 export function figuresArray(f: MetricFigures): Float64Array {
   const out = new Float64Array(FIELD_COUNT);
@@ -36,93 +40,135 @@ export function figuresArray(f: MetricFigures): Float64Array {
   return out;
 }
 
-/** Packs the given ticks of `samples` (all of them by default) into one block. */
-export function encodeBlock(samples: Samples, tickTimes = [...samples.keys()].sort((a, b) => a - b)): ArrayBuffer {
-  const ids = new Set<number>();
-  for (const t of tickTimes) for (const id of samples.get(t)!.keys()) ids.add(id);
-  const series = Uint32Array.from(ids).sort();
-  const nt = tickTimes.length;
-  const ns = series.length;
-  const at = offsets(nt, ns);
-  const buf = new ArrayBuffer(at.end);
-  new Uint32Array(buf, 0, 2).set([nt, ns]);
-  new Float64Array(buf, at.ticksAt, nt).set(tickTimes);
-  new Uint32Array(buf, at.seriesAt, ns).set(series);
-  const present = new Uint8Array(buf, at.presentAt, ns * nt);
-  const values = new Float64Array(buf, at.valuesAt, ns * FIELD_COUNT * nt).fill(NaN);
-  for (let j = 0; j < ns; j++) {
-    for (let k = 0; k < nt; k++) {
-      const figures = samples.get(tickTimes[k])!.get(series[j]);
-      if (!figures) continue;
-      present[j * nt + k] = 1;
-      for (let f = 0; f < FIELD_COUNT; f++) values[(j * FIELD_COUNT + f) * nt + k] = figures[f];
+export type EncodedBlock = { n: number; slots: number; head: ArrayBuffer; data: ArrayBuffer[] };
+
+/** Packs the given ticks of `samples` (all of them by default) into one row's columns. */
+export function encodeBlock(samples: Samples, tickTimes = [...samples.keys()].sort((a, b) => a - b)): EncodedBlock {
+  let slots = 0;
+  for (const t of tickTimes) for (const s of samples.get(t)!.keys()) if (s >= slots) slots = s + 1;
+  const n = tickTimes.length;
+  const head = new Float64Array(2 + n);
+  head[0] = n;
+  head[1] = slots;
+  head.set(tickTimes, 2);
+  const step = stride(n);
+  const data = DATA_COLUMN_NAMES.map((_, c) => new ArrayBuffer(slotsIn(c, slots) * step));
+  const bytes = data.map((d) => new Uint8Array(d));
+  const values = data.map((d) => new Float64Array(d).fill(NaN));
+  for (const b of bytes) for (let i = 0; i < b.length; i += step) b.fill(0, i, i + pad8(n));
+  for (let k = 0; k < n; k++) {
+    for (const [s, figures] of samples.get(tickTimes[k])!) {
+      const { column, index } = placeOf(s);
+      bytes[column][index * step + k] = 1;
+      const at = (index * step + pad8(n)) / 8;
+      for (let f = 0; f < FIELD_COUNT; f++) values[column][at + f * n + k] = figures[f];
     }
   }
-  return buf;
+  return { n, slots, head: head.buffer, data };
 }
 
-/** A stored block, read in place. */
+/** An 8-byte aligned copy (or view) of a BLOB as SQLite hands it over. */
+function aligned(stored: ArrayBuffer | Uint8Array): { buf: ArrayBuffer; base: number; length: number } {
+  if (!(stored instanceof Uint8Array)) return { buf: stored, base: 0, length: stored.byteLength };
+  if (stored.byteOffset % 8 === 0)
+    return { buf: stored.buffer as ArrayBuffer, base: stored.byteOffset, length: stored.length };
+  return { buf: stored.slice().buffer, base: 0, length: stored.length };
+}
+
+/** A stored row, read in place. */
 export class Block {
   readonly ticks: Float64Array;
-  readonly series: Uint32Array;
-  private readonly present: Uint8Array;
-  private readonly values: Float64Array;
+  readonly slots: number;
+  private readonly bytes: Uint8Array[];
+  private readonly values: Float64Array[];
+  private readonly step: number;
+  private readonly presentBytes: number;
 
-  constructor(stored: ArrayBuffer | Uint8Array) {
-    // Typed views need 8-byte alignment: a Uint8Array that starts mid-buffer is copied first.
-    const buf =
-      stored instanceof Uint8Array ? (stored.byteOffset % 8 === 0 ? stored.buffer : stored.slice().buffer) : stored;
-    const base = stored instanceof Uint8Array && stored.byteOffset % 8 === 0 ? stored.byteOffset : 0;
-    const [nt, ns] = new Uint32Array(buf, base, 2);
-    const at = offsets(nt, ns);
-    this.ticks = new Float64Array(buf, base + at.ticksAt, nt);
-    this.series = new Uint32Array(buf, base + at.seriesAt, ns);
-    this.present = new Uint8Array(buf, base + at.presentAt, ns * nt);
-    this.values = new Float64Array(buf, base + at.valuesAt, ns * FIELD_COUNT * nt);
+  /** `data`: the row's d0… columns in order. */
+  constructor(head: ArrayBuffer | Uint8Array, data: (ArrayBuffer | Uint8Array)[]) {
+    const h = aligned(head);
+    const meta = new Float64Array(h.buf, h.base, h.length / 8);
+    this.ticks = meta.subarray(2, 2 + meta[0]);
+    this.slots = meta[1];
+    const columns = data.map(aligned);
+    this.bytes = columns.map((d) => new Uint8Array(d.buf, d.base, d.length));
+    this.values = columns.map((d) => new Float64Array(d.buf, d.base, d.length / 8));
+    this.step = stride(this.ticks.length);
+    this.presentBytes = pad8(this.ticks.length);
   }
 
-  /** The column of a series id, or -1 when this block has no sample of it. */
-  indexOf(id: number): number {
-    let lo = 0;
-    let hi = this.series.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const v = this.series[mid];
-      if (v === id) return mid;
-      if (v < id) lo = mid + 1;
-      else hi = mid - 1;
-    }
-    return -1;
+  has(s: number, k: number): boolean {
+    return s < this.slots && this.bytes[s % DATA_COLUMNS][Math.floor(s / DATA_COLUMNS) * this.step + k] === 1;
   }
 
-  has(j: number, k: number): boolean {
-    return this.present[j * this.ticks.length + k] === 1;
+  value(s: number, f: number, k: number): number {
+    const at = (Math.floor(s / DATA_COLUMNS) * this.step + this.presentBytes) / 8;
+    return this.values[s % DATA_COLUMNS][at + f * this.ticks.length + k];
   }
 
-  value(j: number, f: number, k: number): number {
-    return this.values[(j * FIELD_COUNT + f) * this.ticks.length + k];
-  }
-
-  /** Adds every sample of this block to `into` (a later sample of the same series and tick wins). */
+  /** Adds every sample of this row to `into` (a later sample of the same slot and tick wins). */
   decodeInto(into: Samples): void {
     for (let k = 0; k < this.ticks.length; k++) {
       let at = into.get(this.ticks[k]);
       if (!at) into.set(this.ticks[k], (at = new Map<number, Float64Array>()));
-      for (let j = 0; j < this.series.length; j++) {
-        if (!this.has(j, k)) continue;
+      for (let s = 0; s < this.slots; s++) {
+        if (!this.has(s, k)) continue;
         const figures = new Float64Array(FIELD_COUNT);
-        for (let f = 0; f < FIELD_COUNT; f++) figures[f] = this.value(j, f, k);
-        at.set(this.series[j], figures);
+        for (let f = 0; f < FIELD_COUNT; f++) figures[f] = this.value(s, f, k);
+        at.set(s, figures);
       }
     }
   }
 
-  /** Samples held (series × ticks present). */
+  /** Samples held (slots × ticks present). */
   sampleCount(): number {
-    let n = 0;
-    for (const p of this.present) n += p;
-    return n;
+    let count = 0;
+    for (let s = 0; s < this.slots; s++) for (let k = 0; k < this.ticks.length; k++) if (this.has(s, k)) count++;
+    return count;
   }
+}
+
+/** Walks the rows' heads each followed by one slot's slice (as the range query concatenates them),
+ *  calling `visit` for each sample the slot has (its figures in a buffer reused from call to call),
+ *  rows in time order (sorted here should SQLite have joined them in another: the means depend on
+ *  the order samples are added in). */
+export function eachSliceSample(
+  stream: ArrayBuffer | Uint8Array,
+  slot: number,
+  visit: (t: number, figures: Float64Array) => void,
+): void {
+  const bytes = stream instanceof Uint8Array ? stream : new Uint8Array(stream);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const next = (row: number) => {
+    const n = view.getFloat64(row, true);
+    return row + 16 + n * 8 + (slot < view.getFloat64(row + 8, true) ? stride(n) : 0);
+  };
+  let rows: number[] | null = null;
+  for (let at = 0, last = -Infinity; at < bytes.length; at = next(at)) {
+    const first = view.getFloat64(at + 16, true);
+    if (first < last) {
+      rows = [];
+      for (let row = 0; row < bytes.length; row = next(row)) rows.push(row);
+      rows.sort((a, b) => view.getFloat64(a + 16, true) - view.getFloat64(b + 16, true));
+      break;
+    }
+    last = first;
+  }
+  const figures = new Float64Array(FIELD_COUNT);
+  const visitRow = (row: number) => {
+    const n = view.getFloat64(row, true);
+    if (slot >= view.getFloat64(row + 8, true)) return; // the row has no slice of it
+    const ticksAt = row + 16;
+    const presentAt = ticksAt + n * 8;
+    const valuesAt = presentAt + pad8(n);
+    for (let k = 0; k < n; k++) {
+      if (bytes[presentAt + k] !== 1) continue;
+      for (let f = 0; f < FIELD_COUNT; f++) figures[f] = view.getFloat64(valuesAt + (f * n + k) * 8, true);
+      visit(view.getFloat64(ticksAt + k * 8, true), figures);
+    }
+  };
+  if (rows) for (const row of rows) visitRow(row);
+  else for (let row = 0; row < bytes.length; row = next(row)) visitRow(row);
 }
 
 /** A running mean the way SQLite's avg() sums REALs (Kahan-Babuska-Neumaier), so means computed
@@ -144,6 +190,49 @@ export class Mean {
   value(): number {
     if (this.n === 0) return NaN;
     return (Number.isFinite(this.err) ? this.sum + this.err : this.sum) / this.n;
+  }
+}
+
+/** One series' means per step over samples added in time order (the range answer's points): the
+ *  same sums as Mean, kept flat, a step closed when the next one starts. */
+export class StepMeans {
+  /** step start, and per field its mean (NaN: no value in the step) */
+  readonly steps: { t: number; means: Float64Array }[] = [];
+  private t = Number.NaN;
+  private readonly sum = new Float64Array(FIELD_COUNT);
+  private readonly err = new Float64Array(FIELD_COUNT);
+  private readonly n = new Float64Array(FIELD_COUNT);
+
+  add(step: number, figures: Float64Array): void {
+    if (step !== this.t) {
+      this.close();
+      this.t = step;
+    }
+    for (let f = 0; f < FIELD_COUNT; f++) {
+      const v = figures[f];
+      if (Number.isNaN(v)) continue;
+      const sum = this.sum[f];
+      const t = sum + v;
+      if (Math.abs(sum) > Math.abs(v)) this.err[f] += sum - t + v;
+      else this.err[f] += v - t + sum;
+      this.sum[f] = t;
+      this.n[f]++;
+    }
+  }
+
+  /** Closes the last step; call once all samples are added. */
+  close(): void {
+    if (Number.isNaN(this.t)) return;
+    const means = new Float64Array(FIELD_COUNT);
+    for (let f = 0; f < FIELD_COUNT; f++) {
+      const err = this.err[f];
+      means[f] = this.n[f] === 0 ? NaN : (Number.isFinite(err) ? this.sum[f] + err : this.sum[f]) / this.n[f];
+    }
+    this.steps.push({ t: this.t, means });
+    this.t = Number.NaN;
+    this.sum.fill(0);
+    this.err.fill(0);
+    this.n.fill(0);
   }
 }
 

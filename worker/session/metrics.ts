@@ -1,7 +1,8 @@
 // The node's metrics history in its Durable Object's own SQLite (D1 holds no time series), packed:
 // one row per minute holds every series' raw samples (kept a day), one row per 5-minute bucket
 // every series' means (kept 30 days), so a node writes a row or two a minute whatever its VM count.
-// Read back as a range's series with offline stretches as gaps. Ticks carry their time in this
+// Each series has a slot, the same in every row, so one query cuts a series' slice out of every row
+// of a range. Read back as a range's series with offline stretches as gaps. Ticks carry their time in this
 // side's clock (the agent corrects for skew); one stamped in the future or past the raw retention is
 // dropped. A tick may arrive alone or in a batch, and a minute in several frames: it is merged into
 // the minute's row.
@@ -20,7 +21,20 @@ import {
 } from "../../protocol/metrics.ts";
 import { LegacyTables } from "./metric-legacy.ts";
 import type { MetricsStorage } from "./metric-storage.ts";
-import { Block, BucketMeans, blockBytes, encodeBlock, figuresArray, type Samples } from "./metric-blocks.ts";
+import {
+  Block,
+  BucketMeans,
+  blockBytes,
+  DATA_COLUMN_NAMES,
+  eachSliceSample,
+  encodeBlock,
+  figuresArray,
+  placeOf,
+  STRIDE_SQL,
+  StepMeans,
+  type EncodedBlock,
+  type Samples,
+} from "./metric-blocks.ts";
 
 /** The series of the node's own totals (a VM's series is keyed by its UUID). */
 const NODE_SERIES = "node";
@@ -29,17 +43,42 @@ const MINUTE_MS = 60_000;
  *  VMs, or short sample intervals) is split by ticks into parts, keyed minute + part number. */
 const PART_BYTES = 1_000_000;
 
+const DATA_DEFS = DATA_COLUMN_NAMES.map((c) => `${c} BLOB NOT NULL`).join(", ");
+const BLOCK_COLUMNS = ["n", "slots", "head", ...DATA_COLUMN_NAMES];
 const SCHEMA = [
-  // Series names (VM UUIDs, "node") to the small ids the packed rows use.
+  // Series names (VM UUIDs, "node") to their slots (id - 1): dense, a slot taken over by a new series
+  // only once nothing of its old one is held any more.
   `CREATE TABLE IF NOT EXISTS metric_series (id INTEGER PRIMARY KEY, series TEXT NOT NULL UNIQUE)`,
-  // t: the minute's start + part number; samples: a block (metric-blocks.ts) of that minute's ticks.
-  `CREATE TABLE IF NOT EXISTS metric_minute (t INTEGER PRIMARY KEY, samples BLOB NOT NULL)`,
-  // t: the 5-minute bucket's start; means: a one-tick block of every series' means over it.
-  `CREATE TABLE IF NOT EXISTS metric_bucket (t INTEGER PRIMARY KEY, means BLOB NOT NULL)`,
+  // t: the minute's start + part number; n, slots, head, d0…: a block (metric-blocks.ts) of that
+  // minute's ticks.
+  `CREATE TABLE IF NOT EXISTS metric_minute (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS})`,
+  // t: the 5-minute bucket's start; a one-tick block of every series' means over it. seen: per slot
+  // (u32), the last bucket index (t / 5 min) with a sample of it, carried from bucket to bucket, so
+  // the newest row tells which slots hold nothing any more.
+  `CREATE TABLE IF NOT EXISTS metric_bucket (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, seen BLOB NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS metric_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`,
 ];
-const UPSERT_MINUTE = `INSERT INTO metric_minute (t, samples) VALUES (?, ?) ON CONFLICT (t) DO UPDATE SET samples = excluded.samples`;
-const UPSERT_BUCKET = `INSERT INTO metric_bucket (t, means) VALUES (?, ?) ON CONFLICT (t) DO UPDATE SET means = excluded.means`;
+const upsert = (table: string, columns: string[]) =>
+  `INSERT INTO ${table} (t, ${columns.join(", ")}) VALUES (?${", ?".repeat(columns.length)})
+   ON CONFLICT (t) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(", ")}`;
+const UPSERT_MINUTE = upsert("metric_minute", BLOCK_COLUMNS);
+const UPSERT_BUCKET = upsert("metric_bucket", [...BLOCK_COLUMNS, "seen"]);
+const SELECT_BLOCK = `SELECT t, head, ${DATA_COLUMN_NAMES.join(", ")}`;
+/** One series' slice of every row of a table from a time on, each after its row's head, as one BLOB:
+ *  one row crosses into the reader, holding only that series' bytes. The pieces are joined as text,
+ *  which keeps their bytes, and read back as a BLOB (in the order scanned: by time, which the
+ *  reader checks). Bound: the slice's index in its column, the time. */
+const sliceQuery = (table: "metric_minute" | "metric_bucket", column: string) =>
+  `SELECT CAST(group_concat(head || substr(${column}, ? * ${STRIDE_SQL} + 1, ${STRIDE_SQL}), '') AS BLOB) AS b
+   FROM ${table} WHERE t >= ?`;
+const SLICE_MINUTES = DATA_COLUMN_NAMES.map((c) => sliceQuery("metric_minute", c));
+const SLICE_BUCKETS = DATA_COLUMN_NAMES.map((c) => sliceQuery("metric_bucket", c));
+/** Whether a minute row has a sample of a slot (to check it holds nothing). Bound: the slot, its
+ *  index in its column. */
+const SLOT_IN_MINUTES = DATA_COLUMN_NAMES.map(
+  (c) => `SELECT 1 AS x FROM metric_minute
+  WHERE slots > ? AND instr(substr(${c}, ? * ${STRIDE_SQL} + 1, (n + 7) / 8 * 8), x'01') > 0 ORDER BY t DESC LIMIT 1`,
+);
 
 export type IngestCost = { rowsWritten: number };
 export type { MetricsStorage };
@@ -51,6 +90,18 @@ const sameBytes = (a: ArrayBuffer | Uint8Array, b: ArrayBuffer) => {
   const y = new Uint8Array(b);
   return x.length === y.length && x.every((v, i) => v === y[i]);
 };
+/** A stored u32 array (DurableObjectStorage hands BLOBs over as ArrayBuffer, node:sqlite as Uint8Array). */
+const u32Of = (b: ArrayBuffer | Uint8Array) => {
+  const out = new Uint32Array(b.byteLength / 4);
+  new Uint8Array(out.buffer).set(b instanceof Uint8Array ? b : new Uint8Array(b));
+  return out;
+};
+// (typed as DurableObjectStorage hands them over; the bench's node:sqlite gives Uint8Array, which
+// Block and u32Of read too)
+type StoredRow = { t: number; head: ArrayBuffer; [column: string]: ArrayBuffer | number };
+const dataOf = (row: StoredRow) => DATA_COLUMN_NAMES.map((c) => row[c] as ArrayBuffer);
+const blockOf = (row: StoredRow) => new Block(row.head, dataOf(row));
+const upsertArgs = (t: number, b: EncodedBlock) => [t, b.n, b.slots, b.head, ...b.data];
 
 export class MetricsHistory {
   private readonly storage: MetricsStorage;
@@ -107,20 +158,48 @@ export class MetricsHistory {
     return this.ids;
   }
 
-  /** The id of a series, added on its first sample (one row per VM ever sampled on this node). */
-  private idFor(series: string, cost: IngestCost): number {
+  /** The slot of a series, given on its first sample: a slot whose series has nothing held any
+   *  more, or a new one (one row per slot: about as many as VMs on the node at once). */
+  private slotFor(series: string, cost: IngestCost): number {
     const ids = this.seriesIds();
     let id = ids.get(series);
     if (id === undefined) {
-      const cursor = this.sql.exec<{ id: number }>(
-        "INSERT INTO metric_series (series) VALUES (?) RETURNING id",
-        series,
-      );
-      id = cursor.one().id;
-      cost.rowsWritten += cursor.rowsWritten;
+      const free = this.freeSlot();
+      if (free === null) {
+        const cursor = this.sql.exec<{ id: number }>(
+          "INSERT INTO metric_series (series) VALUES (?) RETURNING id",
+          series,
+        );
+        id = cursor.one().id;
+        cost.rowsWritten += cursor.rowsWritten;
+      } else {
+        id = free + 1;
+        for (const [name, held] of ids) if (held === id) ids.delete(name);
+        cost.rowsWritten += this.sql.exec("UPDATE metric_series SET series = ? WHERE id = ?", series, id).rowsWritten;
+      }
       ids.set(series, id);
     }
-    return id;
+    return id - 1;
+  }
+
+  /** A slot none of whose samples is held any more: last seen before the oldest bucket kept (the
+   *  newest bucket row says when each slot was last seen), and in no minute row either (a late tick
+   *  may land in a minute rolled up already). */
+  private freeSlot(): number | null {
+    const newest = this.sql
+      .exec<{ seen: ArrayBuffer; oldest: number }>(
+        "SELECT seen, (SELECT min(t) FROM metric_bucket) AS oldest FROM metric_bucket ORDER BY t DESC LIMIT 1",
+      )
+      .toArray()[0];
+    if (!newest) return null;
+    const seen = u32Of(newest.seen);
+    const oldest = newest.oldest / ROLLUP_STEP_MS;
+    for (let slot = 0; slot < seen.length; slot++) {
+      if (seen[slot] >= oldest) continue;
+      const { column, index } = placeOf(slot);
+      if (this.sql.exec(SLOT_IN_MINUTES[column], slot, index).toArray().length === 0) return slot;
+    }
+    return null;
   }
 
   /** Stores one frame's ticks (one transaction): each minute's row read, merged and written back once.
@@ -147,51 +226,48 @@ export class MetricsHistory {
 
   private mergeMinute(minute: number, ticks: MetricsTick[], cost: IngestCost): void {
     const stored = this.sql
-      .exec<{ t: number; samples: ArrayBuffer }>(
-        "SELECT t, samples FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t",
+      .exec<StoredRow>(
+        `${SELECT_BLOCK} FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t`,
         minute,
         minute + MINUTE_MS,
       )
       .toArray();
     const samples: Samples = new Map();
-    for (const row of stored) new Block(row.samples).decodeInto(samples);
+    for (const row of stored) blockOf(row).decodeInto(samples);
     for (const tick of ticks) {
       let at = samples.get(tick.t);
       if (!at) samples.set(tick.t, (at = new Map<number, Float64Array>()));
-      // A later sample of the same series and tick replaces the earlier one.
-      for (const vm of tick.vms) at.set(this.idFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
-      if (tick.node) at.set(this.idFor(NODE_SERIES, cost), figuresArray(tick.node));
+      // A later sample of the same series and tick replaces the earlier one. The node's totals take
+      // their slot first: a low slot lies in the row's first page, which the node's view reads.
+      if (tick.node) at.set(this.slotFor(NODE_SERIES, cost), figuresArray(tick.node));
+      for (const vm of tick.vms) at.set(this.slotFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
     }
     this.writeMinute(minute, samples, stored, cost);
   }
 
   /** Writes a minute's samples as few parts as fit, rewriting only the parts that changed. */
-  private writeMinute(
-    minute: number,
-    samples: Samples,
-    stored: { t: number; samples: ArrayBuffer | Uint8Array }[],
-    cost: IngestCost,
-  ): void {
+  private writeMinute(minute: number, samples: Samples, stored: StoredRow[], cost: IngestCost): void {
     const times = [...samples.keys()].sort((a, b) => a - b);
     const parts: number[][] = [];
     let part: number[] = [];
-    const ids = new Set<number>();
+    let slots = 0;
     for (const t of times) {
-      const next = new Set([...ids, ...samples.get(t)!.keys()]);
-      if (part.length && blockBytes(part.length + 1, next.size) > PART_BYTES) {
+      let tickSlots = 0;
+      for (const slot of samples.get(t)!.keys()) if (slot >= tickSlots) tickSlots = slot + 1;
+      if (part.length && blockBytes(part.length + 1, Math.max(slots, tickSlots)) > PART_BYTES) {
         parts.push(part);
         part = [];
-        ids.clear();
-        for (const id of samples.get(t)!.keys()) ids.add(id);
-      } else for (const id of next) ids.add(id);
+        slots = 0;
+      }
+      slots = Math.max(slots, tickSlots);
       part.push(t);
     }
     if (part.length) parts.push(part);
     parts.forEach((ticks, i) => {
-      const bytes = encodeBlock(samples, ticks);
+      const block = encodeBlock(samples, ticks);
       const old = stored.find((r) => r.t === minute + i);
-      if (old && sameBytes(old.samples, bytes)) return;
-      cost.rowsWritten += this.sql.exec(UPSERT_MINUTE, minute + i, bytes).rowsWritten;
+      if (old && sameBytes(old.head, block.head) && dataOf(old).every((d, c) => sameBytes(d, block.data[c]))) return;
+      cost.rowsWritten += this.sql.exec(UPSERT_MINUTE, ...upsertArgs(minute + i, block)).rowsWritten;
     });
     if (stored.length > parts.length)
       cost.rowsWritten += this.sql.exec(
@@ -210,6 +286,7 @@ export class MetricsHistory {
     if (this.rolledTo >= current) return 0;
     let written = 0;
     let from = this.rolledTo;
+    let seen: Uint32Array<ArrayBuffer> | null = null;
     for (;;) {
       const next = this.sql
         .exec<{ t: number | null }>("SELECT min(t) AS t FROM metric_minute WHERE t >= ? AND t < ?", from, current)
@@ -217,18 +294,19 @@ export class MetricsHistory {
       if (next === null) break;
       const bucket = bucketOf(next);
       const means = new BucketMeans();
-      for (const row of this.sql.exec<{ samples: ArrayBuffer }>(
-        "SELECT samples FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t",
+      for (const row of this.sql.exec<StoredRow>(
+        `${SELECT_BLOCK} FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t`,
         bucket,
         bucket + ROLLUP_STEP_MS,
       )) {
-        const block = new Block(row.samples);
-        for (let j = 0; j < block.series.length; j++)
+        const block = blockOf(row);
+        for (let s = 0; s < block.slots; s++)
           for (let k = 0; k < block.ticks.length; k++)
-            if (block.has(j, k)) means.add(bucket, block.series[j], (f) => block.value(j, f, k));
+            if (block.has(s, k)) means.add(bucket, s, (f) => block.value(s, f, k));
       }
-      const bytes = encodeBlock(means.samplesOf(bucket));
-      written += this.sql.exec(UPSERT_BUCKET, bucket, bytes).rowsWritten;
+      const block = encodeBlock(means.samplesOf(bucket));
+      seen = this.seenAfter(seen, bucket, means);
+      written += this.sql.exec(UPSERT_BUCKET, ...upsertArgs(bucket, block), seen.buffer).rowsWritten;
       from = bucket + ROLLUP_STEP_MS;
     }
     // A minute leaves once all of it is past a day (its key may carry a part number, hence the minute).
@@ -243,6 +321,28 @@ export class MetricsHistory {
     return written;
   }
 
+  /** When each slot was last seen, with this bucket: carried on from the newest bucket row before it.
+   *  Without one (a fresh object, or none kept after a long offline stretch), every slot known counts
+   *  as seen long ago. */
+  private seenAfter(
+    carried: Uint32Array<ArrayBuffer> | null,
+    bucket: number,
+    means: BucketMeans,
+  ): Uint32Array<ArrayBuffer> {
+    let before = carried;
+    if (!before) {
+      const row = this.sql
+        .exec<{ seen: ArrayBuffer }>("SELECT seen FROM metric_bucket WHERE t < ? ORDER BY t DESC LIMIT 1", bucket)
+        .toArray()[0];
+      before = row ? u32Of(row.seen) : new Uint32Array(Math.max(0, ...this.seriesIds().values()));
+    }
+    const present = [...(means.buckets.get(bucket)?.keys() ?? [])];
+    const seen = new Uint32Array(Math.max(before.length, ...present.map((s) => s + 1)));
+    seen.set(before);
+    for (const slot of present) seen[slot] = bucket / ROLLUP_STEP_MS;
+    return seen;
+  }
+
   /** A VM's series (or, with null, the node's totals) over a range: a day from the raw samples,
    *  longer ranges from the 5-minute means. Each step's point is the mean of the samples in it. */
   series(vmId: string | null, range: MetricRange, now = Date.now()): MetricsAnswer {
@@ -252,38 +352,33 @@ export class MetricsHistory {
     const from = now - spanMs;
     const name = vmId?.toLowerCase() ?? NODE_SERIES;
     const id = this.seriesIds().get(name);
-    const means = new BucketMeans();
+    const means = new StepMeans();
     // Rows of an object written before packing come first: all older than any packed row.
     for (const old of this.legacy?.samples(raw ? "metric_raw" : "metric_5m", name, from) ?? [])
-      means.add(Math.floor(old.t / stepMs) * stepMs, 0, (f) => old.figures[f]);
+      means.add(Math.floor(old.t / stepMs) * stepMs, old.figures);
     if (id !== undefined) {
-      const rows = raw
-        ? this.sql.exec<{ b: ArrayBuffer }>(
-            "SELECT samples AS b FROM metric_minute WHERE t >= ? ORDER BY t",
-            minuteOf(from),
-          )
-        : this.sql.exec<{ b: ArrayBuffer }>("SELECT means AS b FROM metric_bucket WHERE t >= ? ORDER BY t", from);
-      for (const row of rows) {
-        const block = new Block(row.b);
-        const j = block.indexOf(id);
-        if (j < 0) continue;
-        for (let k = 0; k < block.ticks.length; k++) {
-          const t = block.ticks[k];
-          if (t < from || !block.has(j, k)) continue;
-          means.add(Math.floor(t / stepMs) * stepMs, 0, (f) => block.value(j, f, k));
-        }
-      }
+      const slot = id - 1;
+      const { column, index } = placeOf(slot);
+      const slices = this.sql
+        .exec<{ b: ArrayBuffer | null }>(
+          (raw ? SLICE_MINUTES : SLICE_BUCKETS)[column],
+          index,
+          raw ? minuteOf(from) : from,
+        )
+        .one().b;
+      if (slices)
+        eachSliceSample(slices, slot, (t, figures) => {
+          if (t >= from) means.add(Math.floor(t / stepMs) * stepMs, figures);
+        });
     }
-    const points: MetricPoint[] = [];
-    for (const [t, bucket] of means.buckets) {
-      const figures = bucket.get(0)!;
+    means.close();
+    const points = means.steps.map(({ t, means: figures }) => {
       const point = { t } as MetricPoint;
       METRIC_FIELDS.forEach((field, f) => {
-        const v = figures[f].value();
-        point[field] = Number.isNaN(v) ? null : v;
+        point[field] = Number.isNaN(figures[f]) ? null : figures[f];
       });
-      points.push(point);
-    }
+      return point;
+    });
     const resolution = raw ? (this.meta("intervalMs") ?? 10_000) : ROLLUP_STEP_MS;
     return seriesAnswer(range, now, points, resolution);
   }
@@ -304,7 +399,7 @@ export class MetricsHistory {
         if (!samples) byMinute.set(m, (samples = new Map<number, Map<number, Float64Array>>()));
         let at = samples.get(old.t);
         if (!at) samples.set(old.t, (at = new Map<number, Float64Array>()));
-        at.set(this.idFor(old.series, cost), old.figures);
+        at.set(this.slotFor(old.series, cost), old.figures);
       }
       for (const [m, samples] of byMinute) this.writeMinute(m, samples, [], cost);
     });
@@ -318,12 +413,12 @@ export class MetricsHistory {
     let rollup = 0;
     let minuteRows = 0;
     let bucketRows = 0;
-    for (const r of this.sql.exec<{ b: ArrayBuffer }>("SELECT samples AS b FROM metric_minute")) {
-      raw += new Block(r.b).sampleCount();
+    for (const r of this.sql.exec<StoredRow>(`${SELECT_BLOCK} FROM metric_minute`)) {
+      raw += blockOf(r).sampleCount();
       minuteRows++;
     }
-    for (const r of this.sql.exec<{ b: ArrayBuffer }>("SELECT means AS b FROM metric_bucket")) {
-      rollup += new Block(r.b).sampleCount();
+    for (const r of this.sql.exec<StoredRow>(`${SELECT_BLOCK} FROM metric_bucket`)) {
+      rollup += blockOf(r).sampleCount();
       bucketRows++;
     }
     raw += this.legacy?.count("metric_raw") ?? 0;
