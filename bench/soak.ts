@@ -1,6 +1,7 @@
 // Bench: the soak. The demo (control plane + demo agent) runs for BENCH_SOAK_MIN minutes (default 10)
 // the way an open dashboard uses it: `GET /api/vms` and `GET /api/nodes` every 3 s, the Monitoring
-// tab's 1-hour charts every 10 s, a live log follow of a log that grows, metrics on, and, where the
+// tab's live view (its 1-hour charts read with watch=1 every 5 s, so the agent sends each sample
+// as it is taken), a live log follow of a log that grows, metrics on, and, where the
 // machine has QEMU, an open serial console: a second node whose agent runs on the real libvirtd with
 // the echo guest (bench/echo-guest.ts), a line typed into it every 2 s and echoed back, the console
 // opened again whenever it ends. On one clock it samples each agent's RSS and V8 heap (over its debug IPC channel, after a full GC), the heap of the
@@ -9,6 +10,7 @@
 // runtime grows on its own), and the size of every in-memory collection (GET /api/debug/counts,
 // answered only with QX_DEBUG_COUNTS=1). Prints the slope of each after a warm-up of a sixth of the
 // run (10 minutes of 60).
+import { METRICS_WATCH_POLL_MS } from "../protocol/metrics.ts";
 import { appendFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,7 +28,7 @@ import { goal } from "./targets.ts";
 
 const MiB = 1024 * 1024;
 const POLL_MS = 3_000;
-const MONITORING_MS = 10_000;
+const MONITORING_MS = METRICS_WATCH_POLL_MS;
 const LOG_LINE_MS = 1_000;
 const CONSOLE_LINE_MS = 2_000;
 const QEMU_URI = "qemu:///system";
@@ -242,8 +244,8 @@ export async function benchSoak(): Promise<BenchRow[]> {
         MONITORING_MS,
         async () => {
           const answers = await Promise.all([
-            cp.api(`/api/vms/${web.id}/metrics?range=1h`, { token: viewer }),
-            cp.api(`/api/nodes/${node.id}/metrics?range=1h`, { token: viewer }),
+            cp.api(`/api/vms/${web.id}/metrics?range=1h&watch=1`, { token: viewer }),
+            cp.api(`/api/nodes/${node.id}/metrics?range=1h&watch=1`, { token: viewer }),
           ]);
           for (const r of answers) if (!r.ok) throw new Error(String(r.status));
           await Promise.all(answers.map((r) => r.arrayBuffer()));
