@@ -17,6 +17,7 @@ import {
   newContext,
   startAgent,
   until,
+  untilScreenDrawn,
   watchPage,
   type AgentProcess,
 } from "./harness.ts";
@@ -79,20 +80,7 @@ describe("the graphical console in Chromium", { timeout: 150_000 }, () => {
     const status = page.getByTestId("graphical-status");
     await status.getByText("keyboard and mouse go to the VM").waitFor({ timeout: 30_000 });
     expect(scripts.length).toBeGreaterThan(beforeGraphical); // noVNC's chunk came only now
-    const canvas = page.getByTestId("graphical-screen").locator("canvas");
-    // Not blank: SeaBIOS's text screen has lit pixels among the black.
-    await until(
-      "a drawn screen",
-      async () =>
-        canvas.evaluate((c: HTMLCanvasElement) => {
-          if (c.width < 100 || c.height < 100) return false;
-          const data = c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data;
-          let lit = 0;
-          for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 150) lit++;
-          return lit > 200;
-        }),
-      60_000,
-    );
+    await untilScreenDrawn(page);
     // Ctrl-Alt-Del and typed text go out without ending the display.
     await page.getByRole("button", { name: "Ctrl-Alt-Del" }).click();
     await page.getByLabel("Type this text").fill("hello");

@@ -211,3 +211,21 @@ export async function until<T>(
     await new Promise((r) => setTimeout(r, 150));
   }
 }
+
+/** Waits until the graphical console's noVNC canvas is drawn, not blank: a firmware text screen
+ *  (SeaBIOS, then iPXE) has lit pixels among the black. */
+export async function untilScreenDrawn(page: Page, ms = 60_000): Promise<void> {
+  const canvas = page.getByTestId("graphical-screen").locator("canvas");
+  await until(
+    "a drawn screen",
+    async () =>
+      canvas.evaluate((c: HTMLCanvasElement) => {
+        if (c.width < 100 || c.height < 100) return false;
+        const data = c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data;
+        let lit = 0;
+        for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 150) lit++;
+        return lit > 200;
+      }),
+    ms,
+  );
+}

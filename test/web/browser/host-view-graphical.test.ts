@@ -17,6 +17,7 @@ import {
   newContext,
   startAgent,
   until,
+  untilScreenDrawn,
   watchPage,
   type AgentProcess,
 } from "./harness.ts";
@@ -105,20 +106,7 @@ describe("the host view's graphical console", { timeout: 150_000 }, () => {
     await page.waitForURL(/\/console\?view=graphical#/);
     const status = page.getByTestId("graphical-status");
     await status.getByText("keyboard and mouse go to the VM").waitFor({ timeout: 30_000 });
-    const canvas = page.getByTestId("graphical-screen").locator("canvas");
-    // Not blank: SeaBIOS's (then iPXE's) text screen has lit pixels among the black.
-    await until(
-      "a drawn screen",
-      async () =>
-        canvas.evaluate((c: HTMLCanvasElement) => {
-          if (c.width < 100 || c.height < 100) return false;
-          const data = c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data;
-          let lit = 0;
-          for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 150) lit++;
-          return lit > 200;
-        }),
-      60_000,
-    );
+    await untilScreenDrawn(page);
     await page.getByRole("button", { name: "Ctrl-Alt-Del" }).click();
     expect(await page.getByTestId("graphical-ended").count()).toBe(0);
     const license = await page.getByRole("link", { name: /noVNC/ }).getAttribute("href");
