@@ -108,6 +108,8 @@ export class MetricsHistory {
   private ready = false;
   /** start of the next 5-minute bucket to roll up (cached from metric_meta) */
   private rolledTo: number | null = null;
+  /** the agent's sampling interval (cached from metric_meta; undefined: not read yet) */
+  private intervalMs: number | null | undefined = undefined;
   /** metric_series, cached (dropped if a transaction fails, as its inserts are then undone) */
   private ids: Map<string, number> | null = null;
   private legacy: LegacyTables | null = null;
@@ -129,12 +131,19 @@ export class MetricsHistory {
     this.ready = true;
   }
 
+  /** Read on every frame and every chart read: kept in memory once read. */
+  private samplingInterval(): number | null {
+    if (this.intervalMs === undefined) this.intervalMs = this.meta("intervalMs");
+    return this.intervalMs;
+  }
+
   private transaction<T>(fn: () => T): T {
     try {
       return this.storage.transactionSync(fn);
     } catch (err) {
       this.ids = null;
       this.rolledTo = null;
+      this.intervalMs = undefined;
       throw err;
     }
   }
@@ -217,8 +226,8 @@ export class MetricsHistory {
         else byMinute.set(m, [tick]);
       }
       for (const [minute, ticks] of byMinute) this.mergeMinute(minute, ticks, cost);
-      if (this.meta("intervalMs") !== payload.intervalMs)
-        cost.rowsWritten += this.setMeta("intervalMs", payload.intervalMs);
+      if (this.samplingInterval() !== payload.intervalMs)
+        cost.rowsWritten += this.setMeta("intervalMs", (this.intervalMs = payload.intervalMs));
       cost.rowsWritten += this.rollUp(now);
       return cost;
     });
@@ -379,7 +388,7 @@ export class MetricsHistory {
       });
       return point;
     });
-    const resolution = raw ? (this.meta("intervalMs") ?? 10_000) : ROLLUP_STEP_MS;
+    const resolution = raw ? (this.samplingInterval() ?? 10_000) : ROLLUP_STEP_MS;
     return seriesAnswer(range, now, points, resolution);
   }
 
