@@ -139,12 +139,15 @@ export class LocalConsoles {
     let timer: NodeJS.Timeout | null = null;
     let lastFlushAt = 0;
     let paused = false;
+    let pendingBytes = 0;
     const flush = () => {
       if (timer) clearTimeout(timer);
       timer = null;
+      if (!pendingBytes) return;
       lastFlushAt = performance.now();
       const all = Buffer.concat(pending);
       pending = [];
+      pendingBytes = 0;
       for (let at = 0; at < all.byteLength; at += CONSOLE_FRAME_BYTES) {
         const piece = all.subarray(at, at + CONSOLE_FRAME_BYTES);
         if (ws.readyState === ws.OPEN) ws.send(encodeOutput(offset, piece));
@@ -165,8 +168,9 @@ export class LocalConsoles {
     send({ type: "ready", mode: "rw", writer: true, offset: 0, resume: "" });
     stream.onData((bytes) => {
       pending.push(Buffer.from(bytes));
+      pendingBytes += bytes.byteLength;
       // As the control plane's stream does: an echo after a quiet spell at once, a stream coalesced.
-      if (pending.reduce((n, b) => n + b.byteLength, 0) >= CONSOLE_FRAME_BYTES) flush();
+      if (pendingBytes >= CONSOLE_FRAME_BYTES) flush();
       else if (!timer && performance.now() - lastFlushAt >= CONSOLE_COALESCE_MS) flush();
       else timer ??= setTimeout(flush, CONSOLE_COALESCE_MS);
     });

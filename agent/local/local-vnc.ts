@@ -121,7 +121,11 @@ export async function relayLocalDisplay(
       const refused = err instanceof RfbError && /password/.test(err.message);
       return finish(refused ? "password_required" : "error", (err as Error).message);
     }
-    if (pass.byteLength) socket.write(pass);
+    // A VNC server that stops reading holds the page's input back, not this process's memory.
+    if (pass.byteLength && !socket.write(pass)) {
+      ws.pause();
+      socket.once("drain", () => ws.resume());
+    }
   });
   ws.on("close", () => {
     clearTimeout(timer);
