@@ -65,11 +65,13 @@ describe("metrics sampler, live while watched", () => {
     await tick(sampler);
     expect(ticksPerFrame(sent)).toEqual([2, 1, 1, 6]);
 
-    // A short lease runs out on its own: the agent needs no word to go back to batches.
-    sampler.live(50);
+    // A short lease runs out on its own: the agent needs no word to go back to batches. Long enough
+    // for one tick on a slow machine; then waited out by the clock, whatever the tick took.
+    const leaseEnds = Date.now() + 3_000;
+    sampler.live(3_000);
     await tick(sampler);
     expect(ticksPerFrame(sent)).toEqual([2, 1, 1, 6, 1]);
-    await sleep(100);
+    await sleep(Math.max(0, leaseEnds - Date.now()) + 50);
     for (let i = 0; i < 5; i++) await tick(sampler);
     expect(ticksPerFrame(sent)).toEqual([2, 1, 1, 6, 1]);
     await tick(sampler);
