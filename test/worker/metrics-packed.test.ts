@@ -6,41 +6,18 @@
 // until they expire, then drops them.
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ROLLUP_STEP_MS, type MetricFigures, type MetricsTick } from "../../protocol/metrics.ts";
+import { ROLLUP_STEP_MS } from "../../protocol/metrics.ts";
 import { MetricsHistory } from "../../worker/session/metrics.ts";
 import type { NodeSession } from "../../worker/session/node-session.ts";
+import { bucketAgo, cpuOf, DAY, inFreshObject, tickOf } from "./metrics-history.ts";
 import { agentsClosedAfterEach, api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
-const DAY = 86_400_000;
-const figures = (cpuPct: number, netRxBps: number | null = 10): MetricFigures => ({
-  cpuPct,
-  memUsedMiB: 100,
-  memAssignedMiB: 512,
-  diskReadBps: 1,
-  diskWriteBps: 2,
-  diskReadOps: 3,
-  diskWriteOps: 4,
-  netRxBps,
-  netTxBps: null,
-});
-/** A fresh node object's storage, with a history of its own over it. */
-async function inFreshObject(fn: (history: MetricsHistory, storage: DurableObjectStorage) => void | Promise<void>) {
-  const stub = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(`packed-${uuid()}`));
-  await runInDurableObject(stub, (_: NodeSession, state) => fn(new MetricsHistory(state.storage), state.storage));
-}
-/** The start of a 5-minute bucket some days ago (so a bucket and its minutes line up in tests). */
-const bucketAgo = (days: number) => Math.floor(Date.now() / ROLLUP_STEP_MS) * ROLLUP_STEP_MS - days * DAY;
-const cpuOf = (points: { cpuPct: number | null }[]) => points.map((p) => p.cpuPct);
-const tickOf = (t: number, vms: Record<string, number>, node?: number): MetricsTick => ({
-  t,
-  vms: Object.entries(vms).map(([vmId, cpu]) => ({ vmId, ...figures(cpu) })),
-  ...(node === undefined ? {} : { node: figures(node) }),
-});
+const inFresh = (fn: Parameters<typeof inFreshObject>[1]) => inFreshObject("packed", fn);
 
 describe("packed metrics storage", () => {
   it("stores a minute of many VMs as one row, and rolls each 5-minute bucket into one row of means", async () => {
-    await inFreshObject((history) => {
+    await inFresh((history) => {
       const start = bucketAgo(2);
       const vms = Array.from({ length: 50 }, () => uuid());
       const minute = (m: number) => ({
@@ -70,7 +47,7 @@ describe("packed metrics storage", () => {
   });
 
   it("drops whole rows: minutes after a day, bucket means after 30 days", async () => {
-    await inFreshObject((history) => {
+    await inFresh((history) => {
       const start = bucketAgo(40);
       const vmId = uuid();
       const put = (t: number, cpu: number) =>
@@ -93,7 +70,7 @@ describe("packed metrics storage", () => {
   });
 
   it("answers an offline stretch as a gap, and a VM that appears or vanishes mid-minute from its own samples", async () => {
-    await inFreshObject((history) => {
+    await inFresh((history) => {
       const start = bucketAgo(1) + 120_000;
       const [stays, appears, vanishes] = [uuid(), uuid(), uuid()];
       const ticks = Array.from({ length: 6 }, (_, k) =>
@@ -121,7 +98,7 @@ describe("packed metrics storage", () => {
   });
 
   it("merges a minute sent in several frames, a tick at a time or re-sent, into its one row", async () => {
-    await inFreshObject((history) => {
+    await inFresh((history) => {
       const start = bucketAgo(1) + 60_000;
       const [a, b] = [uuid(), uuid()];
       const t = (k: number) => start + k * 10_000;
@@ -179,7 +156,7 @@ describe("packed metrics storage", () => {
   });
 
   it("answers from the row-per-sample tables an object already holds, moves the samples not rolled up yet, and drops the tables once expired", async () => {
-    await inFreshObject((history, storage) => {
+    await inFresh((history, storage) => {
       // a day ago, on a half hour (the 30 d view's step)
       const bucket = Math.floor(Date.now() / 1_800_000) * 1_800_000 - DAY;
       const [vmId, gone] = [uuid(), uuid()];

@@ -3,38 +3,18 @@
 // mid-history reads only its own samples (older rows have no slice of it); a slot passes to a new VM
 // only once nothing of its old VM is held any more; slices read back in time order whatever order
 // the rows come in.
-import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ROLLUP_STEP_MS, type MetricFigures, type MetricsTick } from "../../protocol/metrics.ts";
+import { ROLLUP_STEP_MS } from "../../protocol/metrics.ts";
 import { DATA_COLUMNS, eachSliceSample, encodeBlock, figuresArray } from "../../worker/session/metric-blocks.ts";
 import { MetricsHistory } from "../../worker/session/metrics.ts";
-import type { NodeSession } from "../../worker/session/node-session.ts";
+import { bucketAgo, cpuOf, DAY, figures, inFreshObject, tickOf as ticksOf } from "./metrics-history.ts";
 import { uuid } from "./support.ts";
 
-const DAY = 86_400_000;
 const MINUTE = 60_000;
-const figures = (cpuPct: number): MetricFigures => ({
-  cpuPct,
-  memUsedMiB: 100,
-  memAssignedMiB: 512,
-  diskReadBps: 1,
-  diskWriteBps: 2,
-  diskReadOps: 3,
-  diskWriteOps: 4,
-  netRxBps: cpuPct / 2,
-  netTxBps: null,
-});
-async function inFreshObject(fn: (history: MetricsHistory, storage: DurableObjectStorage) => void) {
-  const stub = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(`slots-${uuid()}`));
-  await runInDurableObject(stub, (_: NodeSession, state) => fn(new MetricsHistory(state.storage), state.storage));
-}
-const bucketAgo = (days: number) => Math.floor(Date.now() / ROLLUP_STEP_MS) * ROLLUP_STEP_MS - days * DAY;
-const tickOf = (t: number, vms: Record<string, number>, node?: number): MetricsTick => ({
-  t,
-  vms: Object.entries(vms).map(([vmId, cpu]) => ({ vmId, ...figures(cpu) })),
-  ...(node === undefined ? {} : { node: figures(node) }),
-});
-const cpuOf = (points: { cpuPct: number | null }[]) => points.map((p) => p.cpuPct);
+/** Figures whose network rate follows the CPU value, so slices are told apart field by field. */
+const slotFigures = (cpuPct: number) => figures(cpuPct, cpuPct / 2);
+const tickOf = (t: number, vms: Record<string, number>, node?: number) => ticksOf(t, vms, node, slotFigures);
+const inFresh = (fn: Parameters<typeof inFreshObject>[1]) => inFreshObject("slots", fn);
 const held = (points: { cpuPct: number | null }[]) => cpuOf(points).filter((v) => v !== null);
 const seriesTable = (storage: DurableObjectStorage) =>
   Object.fromEntries(
@@ -46,7 +26,7 @@ const seriesTable = (storage: DurableObjectStorage) =>
 
 describe("metrics history slots", () => {
   it("answers a VM first seen mid-history, past the first column of slots, from its own samples only; the node's totals are a slot too", async () => {
-    await inFreshObject((history, storage) => {
+    await inFresh((history, storage) => {
       const start = bucketAgo(1);
       // More VMs than columns, so slots share columns.
       const early = Array.from({ length: DATA_COLUMNS + 6 }, () => uuid());
@@ -89,7 +69,7 @@ describe("metrics history slots", () => {
   });
 
   it("gives a new VM the slot of one whose samples have all expired, never one still held", async () => {
-    await inFreshObject((history, storage) => {
+    await inFresh((history, storage) => {
       const start = bucketAgo(40);
       const [gone, keptMeanwhile, stays, newcomer] = [uuid(), uuid(), uuid(), uuid()];
       const put = (t: number, vms: Record<string, number>) =>
@@ -130,7 +110,7 @@ describe("metrics history slots", () => {
   });
 
   it("answers the week and month views from each bucket's means, a half-hour that misses its last bucket included", async () => {
-    await inFreshObject((history) => {
+    await inFresh((history) => {
       const halfHour = 6 * ROLLUP_STEP_MS;
       const start = Math.floor(bucketAgo(3) / halfHour) * halfHour;
       const vmId = uuid();
