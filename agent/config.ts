@@ -1,10 +1,10 @@
-// The agent's configuration: command-line flags and their QX_* environment equivalents, validated with zod.
+// The agent's configuration: command-line flags and their QX_* environment equivalents, each checked
+// by a small function (zod would cost an idle agent megabytes of memory for this one parse).
 // A bad value is a one-line message and exit status 2 (see ConfigError), never a stack trace.
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { z } from "zod";
 import { TRANSPORTS } from "./link/transport.ts";
 import { cleartextServerProblem } from "./link/cleartext-server.ts";
 import { UnsupportedUriError, resolveUri } from "./libvirt/index.ts";
@@ -13,63 +13,98 @@ export const EXIT_BAD_CONFIG = 2;
 
 export class ConfigError extends Error {}
 
-const hostPort = z.string().transform((v, ctx) => {
+/** A value refused, with why (the flag is put in front of it by loadConfig). */
+class FieldError extends Error {}
+type Field<T> = (v: unknown) => T;
+
+const text =
+  (min = 0, max = Infinity): Field<string> =>
+  (v) => {
+    if (typeof v !== "string") throw new FieldError("expected a string");
+    if (v.length < min) throw new FieldError(min === 1 ? "must not be empty" : `at least ${min} characters`);
+    if (v.length > max) throw new FieldError(`at most ${max} characters`);
+    return v;
+  };
+
+const optional =
+  <T>(field: Field<T>): Field<T | undefined> =>
+  (v) =>
+    v === undefined ? undefined : field(v);
+
+const oneOf =
+  <const T extends readonly string[]>(
+    options: T,
+    message = `expected one of ${options.join(", ")}`,
+  ): Field<T[number]> =>
+  (v) => {
+    if (typeof v !== "string" || !options.includes(v)) throw new FieldError(message);
+    return v;
+  };
+
+const flag: Field<boolean> = (v) => {
+  if (typeof v !== "boolean") throw new FieldError("expected true or false");
+  return v;
+};
+
+const hostPort: Field<{ host: string; port: number }> = (v) => {
+  const raw = text()(v);
   // "8080" and ":8080" mean loopback: the local API is for the host itself unless asked otherwise.
-  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(v.trim());
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(raw.trim());
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    ctx.addIssue({ code: "custom", message: `expected HOST:PORT, :PORT or PORT (got "${v}")` });
-    return z.NEVER;
-  }
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new FieldError(`expected HOST:PORT, :PORT or PORT (got "${raw}")`);
   const host = (m[1] ?? "").replace(/^\[|\]$/g, "") || "127.0.0.1";
   return { host, port };
-});
+};
 
-const serverUrl = z.string().transform((v, ctx) => {
+const serverUrl: Field<string> = (v) => {
+  const raw = text()(v);
   let url: URL;
   try {
-    url = new URL(v);
+    url = new URL(raw);
   } catch {
-    ctx.addIssue({ code: "custom", message: `not a URL: "${v}"` });
-    return z.NEVER;
+    throw new FieldError(`not a URL: "${raw}"`);
   }
-  if (!["http:", "https:", "ws:", "wss:"].includes(url.protocol)) {
-    ctx.addIssue({ code: "custom", message: `expected an http(s):// or ws(s):// URL (got "${v}")` });
-    return z.NEVER;
-  }
-  if (url.username || url.password) {
-    ctx.addIssue({ code: "custom", message: "the server URL must not carry credentials" });
-    return z.NEVER;
-  }
+  if (!["http:", "https:", "ws:", "wss:"].includes(url.protocol))
+    throw new FieldError(`expected an http(s):// or ws(s):// URL (got "${raw}")`);
+  if (url.username || url.password) throw new FieldError("the server URL must not carry credentials");
   // Keep only origin + base path: enrollment and the WebSocket paths are appended to it.
   return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
-});
+};
 
 /** A switch given as a flag (true) or as an environment variable ("1"/"0", "true"/"false"). */
-const onOff = z
-  .union([z.boolean(), z.enum(["1", "true", "yes", "on", "0", "false", "no", "off"])], { message: "expected 1 or 0" })
-  .transform((v) => v === true || (typeof v === "string" && ["1", "true", "yes", "on"].includes(v)));
+const onOff: Field<boolean> = (v) => {
+  if (v === true || v === false) return v;
+  if (typeof v === "string" && ["1", "true", "yes", "on"].includes(v)) return true;
+  if (typeof v === "string" && ["0", "false", "no", "off"].includes(v)) return false;
+  throw new FieldError("expected 1 or 0");
+};
 
-const millis = (what: string, min: number, max: number) =>
-  z.coerce
-    .number({ message: `${what} must be a number of milliseconds` })
-    .int()
-    .min(min)
-    .max(max);
+const millis =
+  (what: string, min: number, max: number): Field<number> =>
+  (v) => {
+    const n = Number(v);
+    if (typeof v === "boolean" || !Number.isFinite(n)) throw new FieldError(`${what} must be a number of milliseconds`);
+    if (!Number.isSafeInteger(n)) throw new FieldError(`${what} must be a whole number of milliseconds`);
+    if (n < min) throw new FieldError(`must be at least ${min}`);
+    if (n > max) throw new FieldError(`must be at most ${max}`);
+    return n;
+  };
 
-const Config = z.object({
-  server: serverUrl.optional(),
-  token: z.string().min(1).max(200).optional(),
-  stateDir: z.string().min(1),
-  libvirtUri: z.string().min(1),
-  logDir: z.string().min(1),
-  listen: hostPort.optional(),
-  webDir: z.string().min(1),
+/** Checked in this order; the first refused value is the one reported. */
+const CONFIG = {
+  server: optional(serverUrl),
+  token: optional(text(1, 200)),
+  stateDir: text(1),
+  libvirtUri: text(1),
+  logDir: text(1),
+  listen: optional(hostPort),
+  webDir: text(1),
   insecureHttp: onOff,
-  rotateHostToken: z.boolean(),
-  enrollOnly: z.boolean(),
-  checkUpdate: z.boolean(),
-  logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+  rotateHostToken: flag,
+  enrollOnly: flag,
+  checkUpdate: flag,
+  logLevel: oneOf(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   pollIntervalMs: millis("--poll-interval", 100, 600_000),
   stopPollMs: millis("--stop-poll", 10, 60_000),
   followPollMs: millis("--follow-poll", 50, 60_000),
@@ -78,20 +113,21 @@ const Config = z.object({
   backoffCapMs: millis("--backoff-cap", 1, 3_600_000),
   stableAfterMs: millis("--stable-after", 1, 3_600_000),
   shutdownDeadlineMs: millis("--shutdown-deadline", 100, 60_000),
-  transport: z.enum(TRANSPORTS, { message: `expected one of ${TRANSPORTS.join(", ")}` }),
+  transport: oneOf(TRANSPORTS),
   pollWaitMs: millis("--poll-wait", 100, 120_000),
   websocketRetryMs: millis("--websocket-retry", 100, 86_400_000),
   digestIntervalMs: millis("--digest-interval", 1_000, 86_400_000),
   progressIntervalMs: millis("--progress-interval", 100, 60_000),
   operationCapMs: millis("--operation-cap", 1_000, 86_400_000),
-  metricsIntervalMs: millis("--metrics-interval", 0, 3_600_000).refine(
-    (v) => v === 0 || v >= 1_000,
-    "must be 0 (off) or at least 1000 ms",
-  ),
-  events: z.enum(["auto", "off"], { message: "expected auto or off" }),
+  metricsIntervalMs: (v: unknown) => {
+    const ms = millis("--metrics-interval", 0, 3_600_000)(v);
+    if (ms !== 0 && ms < 1_000) throw new FieldError("must be 0 (off) or at least 1000 ms");
+    return ms;
+  },
+  events: oneOf(["auto", "off"], "expected auto or off"),
   updateConfirmMs: millis("--update-confirm", 1_000, 3_600_000),
-});
-export type AgentConfig = z.infer<typeof Config>;
+};
+export type AgentConfig = { [K in keyof typeof CONFIG]: ReturnType<(typeof CONFIG)[K]> };
 
 export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--state-dir DIR] [--libvirt-uri URI]
                      [--log-dir DIR] [--listen HOST:PORT] [--web-dir DIR] [--log-level LEVEL]
@@ -213,14 +249,21 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
         )
       ] = v;
   }
-  const parsed = Config.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const key = String(issue.path[0] ?? "");
-    const flag = Object.keys(OPTIONS).find((f) => camel(f) === key || `${camel(f)}Ms` === key) ?? key;
-    throw new ConfigError(`--${flag}: ${issue.message}`);
+  const config = {} as Record<string, unknown>;
+  for (const [key, field] of Object.entries(CONFIG)) {
+    try {
+      config[key] = (field as Field<unknown>)(raw[key]);
+    } catch (err) {
+      if (!(err instanceof FieldError)) throw err;
+      const flag = Object.keys(OPTIONS).find((f) => camel(f) === key || `${camel(f)}Ms` === key) ?? key;
+      throw new ConfigError(`--${flag}: ${err.message}`);
+    }
   }
-  const config = parsed.data;
+  return checked(config as AgentConfig, env);
+}
+
+/** What no single value shows: the flags that need each other, the server in clear text, the URI. */
+function checked(config: AgentConfig, env: NodeJS.ProcessEnv): AgentConfig {
   if (config.rotateHostToken || config.checkUpdate) return config; // one-shot commands: the rest does not apply
   if (config.enrollOnly && (!config.server || !config.token))
     throw new ConfigError("--enroll needs --server and --token (or QX_SERVER and QX_TOKEN)");

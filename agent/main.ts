@@ -5,7 +5,8 @@ import { hostname as osHostname } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pkg from "../package.json" with { type: "json" };
-import { CLOSE, PROTOCOL_VERSION, WIRE_FEATURES, type AgentMessage, type ServerMessage } from "../protocol/wire.ts";
+import type { AgentMessage, ServerMessage } from "../protocol/wire.ts";
+import { CLOSE, PROTOCOL_VERSION, WIRE_FEATURES } from "../protocol/wire-constants.ts";
 import { ConfigError, EXIT_BAD_CONFIG, USAGE, loadConfig, type AgentConfig } from "./config.ts";
 import { backoffDelay } from "./link/connection.ts";
 import {

@@ -5,8 +5,7 @@ import { z } from "zod";
 export const INSTALL_SCRIPT_PATH = "/install.sh";
 export const INSTALL_MANIFEST_PATH = "/install/manifest.json";
 export const INSTALL_AGENT_PATH = "/install/quantix-agent.mjs";
-/** The same bundle for a connected agent updating itself, behind its node credential. */
-export const AGENT_UPDATE_PATH = "/agent/update/quantix-agent.mjs";
+export { AGENT_UPDATE_PATH } from "./wire-constants.ts";
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "a hex SHA-256");
 

@@ -1,6 +1,6 @@
 // The newest part of a log text within a byte budget, shared by the agent (a reset's excerpt, read
 // on the host) and the Worker (the same excerpt taken from the last-known log, the kept snapshot).
-import { EXCERPT_MAX_BYTES } from "./wire.ts";
+import { EXCERPT_MAX_BYTES } from "./wire-constants.ts";
 
 /** A reset event's excerpt: the log's last lines, at most EXCERPT_MAX_BYTES of them. */
 export const EXCERPT_LINES = 20;

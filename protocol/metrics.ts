@@ -3,6 +3,9 @@
 // (buckets of the range's step, offline stretches as explicit gaps). Shared by the agent, the
 // Worker's node session, the web and the CLI.
 import { z } from "zod";
+import { METRICS_FRAME_SAMPLES, type MetricField } from "./metrics-series.ts";
+
+export * from "./metrics-series.ts";
 
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
 const rate = z.number().min(0).max(1e15);
@@ -22,14 +25,13 @@ export const MetricFigures = z.object({
   netTxBps: rate.nullable(),
 });
 export type MetricFigures = z.infer<typeof MetricFigures>;
-export const METRIC_FIELDS = Object.keys(MetricFigures.shape) as (keyof MetricFigures)[];
+/** METRIC_FIELDS (metrics-series.ts) names exactly these figures: the type check fails otherwise. */
+type SameKeys<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+export const METRIC_FIELDS_MATCH: SameKeys<keyof MetricFigures, MetricField> = true;
 
 /** One point of a series: the sample time (epoch ms) and its figures. */
 export const MetricPoint = MetricFigures.extend({ t: z.number().int().positive() });
 export type MetricPoint = z.infer<typeof MetricPoint>;
-
-/** VM samples per `metrics` frame (VMs × ticks): about 650 KB at most, under the frame limit. */
-export const METRICS_FRAME_SAMPLES = 3_000;
 
 /** One sample tick: every running VM's figures and the node's totals, at `t` in the control
  *  plane's clock (the agent corrects its own with the welcome's serverTime). */
@@ -50,13 +52,6 @@ export const MetricsPayload = z
   );
 export type MetricsPayload = z.infer<typeof MetricsPayload>;
 
-/** The ranges a reader asks for, each with the step its points are averaged over. */
-export const METRIC_RANGES = {
-  "1h": { spanMs: 3_600_000, stepMs: 10_000 },
-  "24h": { spanMs: 86_400_000, stepMs: 60_000 },
-  "7d": { spanMs: 7 * 86_400_000, stepMs: 300_000 },
-  "30d": { spanMs: 30 * 86_400_000, stepMs: 1_800_000 },
-} as const;
 export const MetricRange = z.enum(["1h", "24h", "7d", "30d"]);
 export type MetricRange = z.infer<typeof MetricRange>;
 /** `watch=1`: the reader's chart is open and shows new samples as they come (the dashboard sends it
@@ -84,49 +79,3 @@ export const MetricsAnswer = z.object({
   points: z.array(MetricPoint),
 });
 export type MetricsAnswer = z.infer<typeof MetricsAnswer>;
-
-const nothing: MetricFigures = Object.fromEntries(METRIC_FIELDS.map((f) => [f, null])) as MetricFigures;
-
-/** The mean of each figure over some points (nulls left out), as one point at `t`. */
-export function meanPoint(t: number, points: MetricFigures[]): MetricPoint {
-  const out = { t } as MetricPoint;
-  for (const f of METRIC_FIELDS) {
-    let n = 0;
-    let sum = 0;
-    for (const p of points) {
-      const v = p[f];
-      if (v === null) continue;
-      n++;
-      sum += v;
-    }
-    out[f] = n ? Math.round((sum / n) * 100) / 100 : null;
-  }
-  return out;
-}
-
-/** Averages points into the range's step buckets and marks each stretch without samples (longer
- *  than two steps, or two samples of the source's resolution `sampleMs`) with one all-null point.
- *  `points` must be oldest first. */
-export function seriesAnswer(range: MetricRange, now: number, points: MetricPoint[], sampleMs = 10_000): MetricsAnswer {
-  const { spanMs, stepMs } = METRIC_RANGES[range];
-  const from = now - spanMs;
-  const buckets = new Map<number, MetricPoint[]>();
-  for (const p of points) {
-    if (p.t < from || p.t > now) continue;
-    const b = Math.floor(p.t / stepMs) * stepMs;
-    const bucket = buckets.get(b);
-    if (bucket) bucket.push(p);
-    else buckets.set(b, [p]);
-  }
-  const out: MetricPoint[] = [];
-  const gapAfter = 2 * Math.max(stepMs, sampleMs);
-  let last: number | null = null;
-  for (const [t, bucket] of [...buckets].sort((a, b) => a[0] - b[0])) {
-    if (last !== null && t - last > gapAfter) out.push({ t: last + stepMs, ...nothing });
-    out.push(meanPoint(t, bucket));
-    last = t;
-  }
-  // Silence since the last point (the node went offline, the VM stopped) shows as a gap up to now.
-  if (last !== null && now - last > gapAfter) out.push({ t: last + stepMs, ...nothing });
-  return { range, stepMs, from, to: now, points: out };
-}

@@ -1,7 +1,12 @@
 // The agent's side of serial consoles: one console stream per VM, its output coalesced into binary
 // frames within the control plane's credit window (reading pauses while the window is full), its
 // input written as it comes. Nothing typed or shown is logged.
-import { CONSOLE_COALESCE_MS, CONSOLE_FRAME_BYTES, decodeLinkFrame, encodeLinkOutput } from "../../protocol/console.ts";
+import {
+  CONSOLE_COALESCE_MS,
+  CONSOLE_FRAME_BYTES,
+  decodeLinkFrame,
+  encodeLinkOutput,
+} from "../../protocol/console-frames.ts";
 import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
 import type { Logger } from "../logger.ts";
 

@@ -3,7 +3,7 @@
 // within the control plane's credit window (reading pauses while it is full). A watcher's input
 // messages are dropped here, whatever its browser does. Nothing shown or typed is logged.
 import { connect, type Socket } from "node:net";
-import { VNC_FRAME_BYTES, decodeLinkFrame, encodeLinkOutput } from "../../protocol/console.ts";
+import { VNC_FRAME_BYTES, decodeLinkFrame, encodeLinkOutput } from "../../protocol/console-frames.ts";
 import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
 import { LibvirtClient } from "../libvirt/index.ts";
 import type { Logger } from "../logger.ts";

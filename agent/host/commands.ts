@@ -3,13 +3,8 @@
 // carried out. Power actions go to power.ts (acked at once, one VM's after another, deadlines
 // checked again when their turn comes, progress while under way).
 import { lastLines } from "../../protocol/log-excerpt.ts";
-import {
-  EXCERPT_MAX_BYTES,
-  LOG_CHUNK_BYTES,
-  MAX_FRAME_BYTES,
-  type Command,
-  type ServerMessage,
-} from "../../protocol/wire.ts";
+import type { Command, ServerMessage } from "../../protocol/wire.ts";
+import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES } from "../../protocol/wire-constants.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { LogFollower } from "../logs/log-follow.ts";
 import { PowerActions, toFailure, type PowerActionsOptions } from "./power.ts";

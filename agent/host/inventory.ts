@@ -4,13 +4,8 @@
 // (anti-entropy), and a scoped inventory of the VMs or digest buckets the control plane asks about.
 import { randomUUID } from "node:crypto";
 import { digestBucket, inventoryDigest } from "../../protocol/digest.ts";
-import {
-  INVENTORY_CHUNK,
-  type AgentMessage,
-  type InventoryScope,
-  type VmInfo,
-  type WireFeature,
-} from "../../protocol/wire.ts";
+import type { AgentMessage, InventoryScope, VmInfo, WireFeature } from "../../protocol/wire.ts";
+import { INVENTORY_CHUNK } from "../../protocol/wire-constants.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Logger } from "../logger.ts";
 

@@ -16,7 +16,9 @@ import {
   type LifecycleEvent,
   type TypedParamValue,
 } from "../libvirt/index.ts";
-import { DomainName, LIBVIRT_STATES, mapLibvirtState, type StateResult, type VmInfo } from "../../protocol/wire.ts";
+import type { StateResult, VmInfo } from "../../protocol/wire.ts";
+import { LIBVIRT_STATES, mapLibvirtState } from "../../protocol/wire-constants.ts";
+import { DomainName } from "../../protocol/server-frames.ts";
 import type { Logger } from "../logger.ts";
 
 export type AgentErrorCode =
@@ -199,7 +201,7 @@ export class Libvirt {
    *  only a name libvirt itself refuses (a `/`, NUL), which no frame may carry, is left out. */
   private async describe(c: LibvirtClient, dom: DomainRef): Promise<VmInfo | null> {
     const info = await c.domainInfo(dom);
-    if (!DomainName.safeParse(dom.name).success) {
+    if (!DomainName(dom.name)) {
       this.log.warn(
         { uuid: dom.uuid, name: dom.name.slice(0, 80) },
         "domain name holds '/' or NUL, which libvirt refuses; skipped",

@@ -14,8 +14,8 @@ import {
   type MetricPoint,
   type MetricRange,
   type MetricsAnswer,
-  type MetricsTick,
-} from "../../protocol/metrics.ts";
+} from "../../protocol/metrics-series.ts";
+import type { MetricsTick } from "../../protocol/metrics.ts";
 import type { AgentMessage, WireFeature } from "../../protocol/wire.ts";
 import type { DomainCounters, Libvirt } from "./libvirt.ts";
 import type { Logger } from "../logger.ts";

@@ -4,16 +4,9 @@
 // the link stayed up a while, PING_FRAME every heartbeat and two unanswered pings = dead link.
 import WebSocket from "ws";
 import type { Logger } from "../logger.ts";
-import {
-  CLOSE,
-  HEARTBEAT_MS,
-  MAX_FRAME_BYTES,
-  PING_FRAME,
-  PONG_FRAME,
-  ServerMessage,
-  parseFrame,
-  type AgentMessage,
-} from "../../protocol/wire.ts";
+import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
+import { CLOSE, HEARTBEAT_MS, MAX_FRAME_BYTES, PING_FRAME, PONG_FRAME } from "../../protocol/wire-constants.ts";
+import { parseServerFrame } from "../../protocol/server-frames.ts";
 
 export type LinkState = "idle" | "connecting" | "online" | "backingOff" | "draining" | "closed";
 
@@ -264,7 +257,7 @@ export class AgentLink {
         this.unansweredPings = 0;
         return;
       }
-      const msg = parseFrame(ServerMessage, text);
+      const msg = parseServerFrame(text);
       if (!msg) {
         this.opts.log.warn({ bytes: text.length }, "unknown frame from the control plane, ignored");
         return;

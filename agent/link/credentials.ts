@@ -4,8 +4,9 @@ import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { http, https } from "../node-http.ts";
 import { join } from "node:path";
-import { z } from "zod";
-import { AGENT_ENROLL_PATH, EnrollResponse } from "../../protocol/wire.ts";
+import { object, optional, string, type Check } from "../../protocol/lean-check.ts";
+import { EnrollResponse } from "../../protocol/server-frames.ts";
+import { AGENT_ENROLL_PATH } from "../../protocol/wire-constants.ts";
 
 /** Exit status for a refused join token or credential: systemd must not restart into it. */
 export const EXIT_REFUSED = 3;
@@ -15,14 +16,19 @@ export const JOIN_TOKEN_REFUSED =
 export const CREDENTIAL_REFUSED =
   "node credential refused: revoked (rotate_token) or the node was deleted — start the agent with a new join token (--token)";
 
-const NodeFile = z.object({
-  nodeId: z.string(),
-  credential: z.string().min(1),
-  server: z.string(),
+export type NodeCredential = {
+  nodeId: string;
+  credential: string;
+  server: string;
   /** sha256 of the join token this credential came from: a *different* token means "re-enroll". */
-  joinTokenSha256: z.string().optional(),
+  joinTokenSha256?: string;
+};
+const NodeFile: Check<NodeCredential> = object({
+  nodeId: string(),
+  credential: string({ min: 1 }),
+  server: string(),
+  joinTokenSha256: optional(string()),
 });
-export type NodeCredential = z.infer<typeof NodeFile>;
 
 /** A refusal that must end the process (exit EXIT_REFUSED), never be retried. */
 export class RefusedError extends Error {}
@@ -41,8 +47,7 @@ export function readCredential(stateDir: string): NodeCredential | null {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw err;
   }
-  const parsed = NodeFile.safeParse(JSON.parse(text));
-  return parsed.success ? parsed.data : null;
+  return NodeFile(JSON.parse(text))?.value ?? null;
 }
 
 export function writeCredential(stateDir: string, cred: NodeCredential) {
@@ -85,11 +90,11 @@ export async function enroll(
   } catch {
     // reported below
   }
-  const body = EnrollResponse.safeParse(json);
-  if (!body.success) throw new Error("enrollment failed: the server's answer is not {nodeId, credential}");
+  const body = EnrollResponse(json)?.value;
+  if (!body) throw new Error("enrollment failed: the server's answer is not {nodeId, credential}");
   return {
-    nodeId: body.data.nodeId,
-    credential: body.data.credential,
+    nodeId: body.nodeId,
+    credential: body.credential,
     server,
     joinTokenSha256: tokenDigest(joinToken),
   };

@@ -1,6 +1,7 @@
 // The long-poll link to the control plane, for networks that block WebSockets: the same frames over
 // plain HTTPS (POST /agent/poll holds until frames are due, POST /agent/send carries ours), with the
 // states, events and backoff of the WebSocket link. The poll itself is the heartbeat.
+import type { AgentMessage, PollResponse, ServerMessage } from "../../protocol/wire.ts";
 import {
   AGENT_POLL_PATH,
   AGENT_SEND_PATH,
@@ -8,10 +9,8 @@ import {
   MAX_FRAME_BYTES,
   MAX_SEND_BYTES,
   MAX_SEND_MESSAGES,
-  PollResponse,
-  type AgentMessage,
-  type ServerMessage,
-} from "../../protocol/wire.ts";
+} from "../../protocol/wire-constants.ts";
+import { PollResponse as checkPollResponse } from "../../protocol/server-frames.ts";
 import { DEFAULT_TIMINGS, Reconnects, type LinkOptions, type LinkState, type LinkTimings } from "./connection.ts";
 
 export type PollLinkOptions = Omit<LinkOptions, "url"> & {
@@ -160,10 +159,10 @@ export class PollLink {
       const { status, json } = await this.post(AGENT_POLL_PATH, {}, this.timings.connectTimeoutMs);
       const end = this.judge(status, json, AGENT_POLL_PATH);
       if (end) throw end;
-      const parsed = PollResponse.safeParse(json);
-      if (!parsed.success || parsed.data.messages[0]?.type !== "welcome")
+      const parsed = checkPollResponse(json);
+      if (!parsed || parsed.value.messages[0]?.type !== "welcome")
         throw new LinkEnd("the control plane's first poll answer had no welcome");
-      opened = parsed.data;
+      opened = parsed.value;
     } catch (err) {
       return this.linkFailed(err, false);
     }
@@ -200,11 +199,11 @@ export class PollLink {
         if (status >= 500 || status === 429) throw new Error(`HTTP ${status} on ${AGENT_POLL_PATH}`);
         const end = this.judge(status, json, AGENT_POLL_PATH);
         if (end) throw end;
-        const parsed = PollResponse.safeParse(json);
-        if (!parsed.success) throw new Error("malformed poll answer");
+        const parsed = checkPollResponse(json);
+        if (!parsed) throw new Error("malformed poll answer");
         failures = 0;
-        this.cursor = parsed.data.cursor;
-        this.deliver(parsed.data.messages);
+        this.cursor = parsed.value.cursor;
+        this.deliver(parsed.value.messages);
       } catch (err) {
         if (this.connId !== connId) return;
         if (err instanceof LinkEnd || ++failures >= MAX_FAILURES_IN_A_ROW) return this.linkFailed(err, true);

@@ -5,8 +5,8 @@
 import { createHash, randomUUID } from "node:crypto";
 import { copyFileSync, createWriteStream, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { z } from "zod";
-import { AGENT_UPDATE_PATH } from "../../protocol/install.ts";
+import { boolean, number, object, optional, string, type Check } from "../../protocol/lean-check.ts";
+import { AGENT_UPDATE_PATH } from "../../protocol/wire-constants.ts";
 import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
 import { httpBase } from "./credentials.ts";
 import type { Logger } from "../logger.ts";
@@ -19,16 +19,22 @@ type UpdateCommand = Extract<ServerMessage, { type: "agent.update" }>;
 type UpdateStatus = Extract<AgentMessage, { type: "agent.update.status" }>["payload"];
 
 /** `<state dir>/update.json`: an update swapped in and not yet confirmed by the new agent connecting. */
-const Pending = z.object({
-  fromVersion: z.string(),
-  toVersion: z.string(),
-  requestedBy: z.string().optional(),
+type Pending = {
+  fromVersion: string;
+  toVersion: string;
+  requestedBy?: string;
   /** starts of the new file so far; a second start before it connected means it failed */
-  starts: z.number().int().min(0),
+  starts: number;
   /** set by --check-update when it put the old file back: the old agent reports it */
-  rolledBack: z.boolean().optional(),
+  rolledBack?: boolean;
+};
+const Pending: Check<Pending> = object({
+  fromVersion: string(),
+  toVersion: string(),
+  requestedBy: optional(string()),
+  starts: number({ int: true, min: 0 }),
+  rolledBack: optional(boolean),
 });
-type Pending = z.infer<typeof Pending>;
 
 const pendingPath = (stateDir: string) => join(stateDir, "update.json");
 /** The file kept to roll back to (a .mjs, so Node reads it as a module when ExecStartPre runs it). */
@@ -36,8 +42,7 @@ export const previousFile = (agentFile: string) => join(dirname(agentFile), "qua
 
 function readPending(stateDir: string): Pending | null {
   try {
-    const parsed = Pending.safeParse(JSON.parse(readFileSync(pendingPath(stateDir), "utf8")));
-    return parsed.success ? parsed.data : null;
+    return Pending(JSON.parse(readFileSync(pendingPath(stateDir), "utf8")))?.value ?? null;
   } catch {
     return null;
   }

@@ -4,7 +4,8 @@
 // answers plain HTTPS (GET /api/health) and the WebSocket fails once more after that: a control plane
 // that is down or restarting fails both, and is waited for on the WebSocket. On long-poll it tries the WebSocket again every `websocketRetryMs`
 // (and on the next process start).
-import { AGENT_CONNECT_PATH, type AgentMessage } from "../../protocol/wire.ts";
+import type { AgentMessage } from "../../protocol/wire.ts";
+import { AGENT_CONNECT_PATH } from "../../protocol/wire-constants.ts";
 import { AgentLink, type LinkEvents, type LinkOptions, type LinkState } from "./connection.ts";
 import { httpBase, wsUrl } from "./credentials.ts";
 import { PollLink } from "./poll-link.ts";

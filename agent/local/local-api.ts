@@ -10,10 +10,8 @@ import { closeSync, fstatSync, openSync, readFileSync, realpathSync } from "node
 import { extname, join, sep } from "node:path";
 import type { AddressInfo } from "node:net";
 import { constants } from "node:fs";
-import { LogLinesQuery } from "../../protocol/api.ts";
 import type { LogsResponse } from "../../protocol/rest.ts";
-import { MAX_LOG_BYTES, VmState } from "../../protocol/wire.ts";
-import { MetricsQuery } from "../../protocol/metrics.ts";
+import { MAX_LOG_BYTES, VM_STATES, type VmState } from "../../protocol/wire-constants.ts";
 import { AgentFailure, type Libvirt } from "../host/libvirt.ts";
 import type { MetricsSampler } from "../host/metrics.ts";
 import type { Logger } from "../logger.ts";
@@ -177,9 +175,9 @@ async function listVms(o: LocalApiOptions, search: URLSearchParams, res: ServerR
   let vms = await o.libvirt.listDomains();
   const state = search.get("state");
   if (state) {
-    const parsed = VmState.safeParse(state);
-    if (!parsed.success) throw new HttpFailure("invalid_request", `state must be one of ${VmState.options.join(", ")}`);
-    vms = vms.filter((v) => v.state === parsed.data);
+    if (!VM_STATES.includes(state as VmState))
+      throw new HttpFailure("invalid_request", `state must be one of ${VM_STATES.join(", ")}`);
+    vms = vms.filter((v) => v.state === state);
   }
   const text = search.get("q")?.toLowerCase();
   if (text) vms = vms.filter((v) => v.name.toLowerCase().includes(text));
@@ -197,6 +195,8 @@ async function listVms(o: LocalApiOptions, search: URLSearchParams, res: ServerR
 }
 
 async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams, res: ServerResponse) {
+  // The query schemas (zod) load with the first such request, not at start: see local-console.ts.
+  const { LogLinesQuery } = await import("../../protocol/api.ts");
   const lines = LogLinesQuery.safeParse({ lines: search.get("lines") ?? undefined });
   if (!lines.success) throw new HttpFailure("invalid_request", lines.error.issues[0]?.message ?? "bad lines");
   const id = decodeSegment(rawId);
@@ -219,6 +219,7 @@ async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams
 }
 
 async function vmMetrics(o: LocalApiOptions, rawId: string, search: URLSearchParams, res: ServerResponse) {
+  const { MetricsQuery } = await import("../../protocol/metrics.ts");
   const query = MetricsQuery.safeParse({ range: search.get("range") || undefined });
   if (!query.success) throw new HttpFailure("invalid_request", "range must be one of 1h, 24h, 7d, 30d");
   const id = decodeSegment(rawId);
@@ -252,7 +253,7 @@ async function consoleTicket(
   } catch {
     throw new HttpFailure("invalid_request", "body: not valid JSON ({mode: 'rw' | 'ro', force?: boolean})");
   }
-  const answer = consoles.ticket(vm.uuid, body);
+  const answer = await consoles.ticket(vm.uuid, body);
   if ("error" in answer) throw new HttpFailure("invalid_request", answer.error);
   sendJson(res, 201, answer);
 }

@@ -13,13 +13,10 @@ import {
   CONSOLE_FRAME_BYTES,
   CONSOLE_MAX_INPUT_BYTES,
   CONSOLE_TICKET_TTL_MS,
-  ConsoleClientMessage,
-  ConsoleRequest,
   encodeOutput,
   type ConsoleServerMessage,
   type ConsoleTicketAnswer,
-} from "../../protocol/console.ts";
-import { parseFrame } from "../../protocol/wire.ts";
+} from "../../protocol/console-frames.ts";
 import { consoleEndOf, type ConsoleOpener } from "../console/console.ts";
 import type { Logger } from "../logger.ts";
 import { LOCAL_VNC_VIEWERS_PER_VM, relayLocalDisplay, type LocalDisplayDeps } from "./local-vnc.ts";
@@ -28,6 +25,12 @@ import { LOCAL_VNC_VIEWERS_PER_VM, relayLocalDisplay, type LocalDisplayDeps } fr
 const PAUSE_ABOVE_BYTES = 1024 * 1024;
 
 const hash = (secret: string) => createHash("sha256").update(secret).digest("hex");
+
+/** The browser messages' zod schemas, loaded with the first ticket rather than at start (zod and
+ *  its schemas are megabytes of an idle agent's memory). A hello can only be good once a ticket was
+ *  issued, so until then there is nothing to check it with. */
+let schemas: typeof import("../../protocol/console.ts") | undefined;
+const loadSchemas = async () => (schemas ??= await import("../../protocol/console.ts"));
 
 export class LocalConsoles {
   private readonly opener: ConsoleOpener;
@@ -64,8 +67,8 @@ export class LocalConsoles {
   }
 
   /** A ticket for `vmId` (already found in libvirt's list); the body as the control plane takes it. */
-  ticket(vmId: string, body: unknown): ConsoleTicketAnswer | { error: string } {
-    const parsed = ConsoleRequest.safeParse(body);
+  async ticket(vmId: string, body: unknown): Promise<ConsoleTicketAnswer | { error: string }> {
+    const parsed = (await loadSchemas()).ConsoleRequest.safeParse(body);
     if (!parsed.success) return { error: `body: ${parsed.error.issues[0]?.message ?? "invalid"}` };
     const vnc = parsed.data.type === "vnc";
     if (vnc && !this.liveXml) return { error: "type: this host view offers the serial console only" };
@@ -102,7 +105,7 @@ export class LocalConsoles {
     const helloTimer = setTimeout(() => end("bad_hello", "no hello in time"), 10_000);
     ws.once("message", (data, binary) => {
       clearTimeout(helloTimer);
-      const msg = binary ? null : parseFrame(ConsoleClientMessage, String(data));
+      const msg = binary || !schemas ? null : helloOf(schemas.ConsoleClientMessage, String(data));
       const ticket = msg?.type === "hello" && msg.ticket ? this.tickets.get(hash(msg.ticket)) : undefined;
       if (msg?.type === "hello" && msg.ticket) this.tickets.delete(hash(msg.ticket));
       if (!ticket || ticket.expiresAt <= Date.now() || ticket.vmId !== vmId)
@@ -222,5 +225,14 @@ export class LocalConsoles {
   close(): void {
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
+  }
+}
+
+function helloOf(schema: typeof import("../../protocol/console.ts").ConsoleClientMessage, text: string) {
+  try {
+    const parsed = schema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
   }
 }

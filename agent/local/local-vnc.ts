@@ -4,7 +4,7 @@
 // A page that asked for `ro` watches: its key, pointer and cut-text messages are dropped here.
 import { connect, type Socket } from "node:net";
 import type { WebSocket } from "ws";
-import type { VncServerMessage } from "../../protocol/console.ts";
+import type { VncServerMessage } from "../../protocol/console-frames.ts";
 import { RfbClientFilter, RfbError, RfbServerGate, securityName } from "../console/rfb.ts";
 import { vncTarget, type DomainXmlSource } from "../console/vnc.ts";
 import type { Logger } from "../logger.ts";

@@ -9,7 +9,7 @@
 // costs ≤ 2 frames/s per follow. A follow that falls more than MAX_LOG_BYTES behind skips to near the
 // end and says so in the text; a UTF-8 character is never split between frames.
 import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
-import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_LOG_BYTES } from "../../protocol/wire.ts";
+import { LOG_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_LOG_BYTES } from "../../protocol/wire-constants.ts";
 import { AgentFailure } from "../host/libvirt.ts";
 import type { Logger } from "../logger.ts";
 import { openedPathIs, resolveLogPath } from "./log-path.ts";
