@@ -81,11 +81,11 @@ const onOff: Field<boolean> = (v) => {
 };
 
 const millis =
-  (what: string, min: number, max: number): Field<number> =>
+  (min: number, max: number): Field<number> =>
   (v) => {
     const n = Number(v);
-    if (typeof v === "boolean" || !Number.isFinite(n)) throw new FieldError(`${what} must be a number of milliseconds`);
-    if (!Number.isSafeInteger(n)) throw new FieldError(`${what} must be a whole number of milliseconds`);
+    if (typeof v === "boolean" || !Number.isFinite(n)) throw new FieldError("must be a number of milliseconds");
+    if (!Number.isSafeInteger(n)) throw new FieldError("must be a whole number of milliseconds");
     if (n < min) throw new FieldError(`must be at least ${min}`);
     if (n > max) throw new FieldError(`must be at most ${max}`);
     return n;
@@ -105,27 +105,27 @@ const CONFIG = {
   enrollOnly: flag,
   checkUpdate: flag,
   logLevel: oneOf(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
-  pollIntervalMs: millis("--poll-interval", 100, 600_000),
-  stopPollMs: millis("--stop-poll", 10, 60_000),
-  followPollMs: millis("--follow-poll", 50, 60_000),
-  connectTimeoutMs: millis("--connect-timeout", 100, 120_000),
-  backoffBaseMs: millis("--backoff-base", 1, 60_000),
-  backoffCapMs: millis("--backoff-cap", 1, 3_600_000),
-  stableAfterMs: millis("--stable-after", 1, 3_600_000),
-  shutdownDeadlineMs: millis("--shutdown-deadline", 100, 60_000),
+  pollIntervalMs: millis(100, 600_000),
+  stopPollMs: millis(10, 60_000),
+  followPollMs: millis(50, 60_000),
+  connectTimeoutMs: millis(100, 120_000),
+  backoffBaseMs: millis(1, 60_000),
+  backoffCapMs: millis(1, 3_600_000),
+  stableAfterMs: millis(1, 3_600_000),
+  shutdownDeadlineMs: millis(100, 60_000),
   transport: oneOf(TRANSPORTS),
-  pollWaitMs: millis("--poll-wait", 100, 120_000),
-  websocketRetryMs: millis("--websocket-retry", 100, 86_400_000),
-  digestIntervalMs: millis("--digest-interval", 1_000, 86_400_000),
-  progressIntervalMs: millis("--progress-interval", 100, 60_000),
-  operationCapMs: millis("--operation-cap", 1_000, 86_400_000),
+  pollWaitMs: millis(100, 120_000),
+  websocketRetryMs: millis(100, 86_400_000),
+  digestIntervalMs: millis(1_000, 86_400_000),
+  progressIntervalMs: millis(100, 60_000),
+  operationCapMs: millis(1_000, 86_400_000),
   metricsIntervalMs: (v: unknown) => {
-    const ms = millis("--metrics-interval", 0, 3_600_000)(v);
+    const ms = millis(0, 3_600_000)(v);
     if (ms !== 0 && ms < 1_000) throw new FieldError("must be 0 (off) or at least 1000 ms");
     return ms;
   },
   events: oneOf(["auto", "off"], "expected auto or off"),
-  updateConfirmMs: millis("--update-confirm", 1_000, 3_600_000),
+  updateConfirmMs: millis(1_000, 3_600_000),
 };
 export type AgentConfig = { [K in keyof typeof CONFIG]: ReturnType<(typeof CONFIG)[K]> };
 

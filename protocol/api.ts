@@ -1,6 +1,9 @@
 // REST API rules and request shapes shared by the Worker's routes, the agent's local API, the web and
 // the CLI (the answers' shapes are in rest.ts).
 import { z } from "zod";
+import { LOG_LINES_RULE, logLinesOf } from "./log-lines.ts";
+
+export { LOG_LINES_DEFAULT, LOG_LINES_MAX, LOG_LINES_MIN } from "./log-lines.ts";
 
 export const ROLES = ["viewer", "operator", "admin"] as const;
 export const Role = z.enum(ROLES);
@@ -10,10 +13,6 @@ export const roleRank: Record<Role, number> = { viewer: 0, operator: 1, admin: 2
 export const REQUEST_STATUSES = ["queued", "sent", "done", "failed", "expired"] as const;
 export const RequestStatus = z.enum(REQUEST_STATUSES);
 export type RequestStatus = z.infer<typeof RequestStatus>;
-
-export const LOG_LINES_MIN = 1;
-export const LOG_LINES_MAX = 10_000;
-export const LOG_LINES_DEFAULT = 100;
 
 /** A VM in a transitional state (CREATING, STARTING, STOPPING) for longer than this is stuck: the
  *  dashboard marks it and the reconciler asks its hypervisor. The control plane's `STUCK_AFTER_MS`
@@ -51,10 +50,9 @@ export const LogLinesQuery = z.object({
     .string()
     .optional()
     .transform((v, ctx) => {
-      if (v === undefined || v === "") return LOG_LINES_DEFAULT;
-      const n = /^\d{1,6}$/.test(v) ? Number(v) : NaN;
-      if (!Number.isInteger(n) || n < LOG_LINES_MIN || n > LOG_LINES_MAX) {
-        ctx.addIssue({ code: "custom", message: `lines must be an integer from ${LOG_LINES_MIN} to ${LOG_LINES_MAX}` });
+      const n = logLinesOf(v);
+      if (n === null) {
+        ctx.addIssue({ code: "custom", message: LOG_LINES_RULE });
         return z.NEVER;
       }
       return n;

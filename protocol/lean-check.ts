@@ -79,12 +79,14 @@ type Out<S extends Shape> = {
   [K in keyof S as S[K] extends Optional<unknown> ? never : K]: S[K] extends Check<infer T> ? T : never;
 } & { [K in keyof S as S[K] extends Optional<unknown> ? K : never]?: S[K] extends Optional<infer T> ? T : never };
 
-/** A JSON object (not an array, not null) with these keys; the value returned holds only them. */
-export function object<S extends Shape>(shape: S): Check<{ [K in keyof Out<S>]: Out<S>[K] }> {
+/** A JSON object (not an array, not null) with these keys; the value returned holds only them.
+ *  `strict`: any other key is refused (zod's `.strict()`). */
+export function object<S extends Shape>(shape: S, { strict = false } = {}): Check<{ [K in keyof Out<S>]: Out<S>[K] }> {
   const keys = Object.keys(shape);
   return (v) => {
     if (typeof v !== "object" || v === null || Array.isArray(v)) return null;
     const input = v as Record<string, unknown>;
+    if (strict && Object.keys(input).some((k) => !Object.hasOwn(shape, k))) return null;
     const out: Record<string, unknown> = {};
     for (const key of keys) {
       const rule = shape[key];

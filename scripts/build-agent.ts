@@ -4,7 +4,7 @@
 //   dist/agent/web/                the host view (web/dist), when it has been built
 //   dist/agent/quantix-agent.service  the example systemd unit
 import { chmodSync, cpSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { build, type Plugin } from "esbuild";
 import pkg from "../package.json" with { type: "json" };
 
@@ -16,19 +16,18 @@ const OUT = join(ROOT, "dist/agent");
  *  measured -1.4 MiB RSS, no CPU cost visible). */
 export const AGENT_NODE_FLAGS = ["--max-semi-space-size=1"];
 
-/** zod bundles the error messages of ~40 languages (290 KiB of the bundle, 3 MiB of an idle
- *  agent's memory); the agent speaks English only, so its bundle keeps zod's `en` alone. */
-const zodEnglishOnly: Plugin = {
-  name: "zod-english-only",
+/** zod stays out of the agent: loading it and building the protocol's schemas cost an idle agent
+ *  about 11 MiB (its V8 heap, and TurboFan's code pages once schema construction ran hot). The
+ *  agent checks what it receives with protocol/lean-check.ts; an import of zod fails the build. */
+const noZod: Plugin = {
+  name: "no-zod",
   setup(b) {
-    b.onResolve({ filter: /\/locales\/index\.js$/ }, ({ importer }) =>
-      /[\\/]node_modules[\\/]zod[\\/]/.test(importer)
-        ? { path: join(dirname(importer), "../locales/en.js"), namespace: "zod-locales" }
-        : undefined,
-    );
-    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, ({ path }) => ({
-      contents: `export { default as en } from ${JSON.stringify(path)};`,
-      resolveDir: dirname(path),
+    b.onResolve({ filter: /^zod(\/|$)/ }, ({ importer }) => ({
+      errors: [
+        {
+          text: `${relative(ROOT, importer)} brings zod into the agent: check with protocol/lean-check.ts, or import the zod-free module (wire-constants.ts, console-frames.ts, metrics-series.ts)`,
+        },
+      ],
     }));
   },
 };
@@ -82,7 +81,7 @@ export async function buildAgent(outDir = OUT, { version = pkg.version }: { vers
     banner: {
       js: `#!/usr/bin/env -S node ${AGENT_NODE_FLAGS.join(" ")}\nimport { createRequire as __qxCreateRequire } from 'node:module';\nconst require = __qxCreateRequire(import.meta.url);`,
     },
-    plugins: [zodEnglishOnly, builtinsByRequire],
+    plugins: [noZod, builtinsByRequire],
     logLevel: "warning",
   });
   chmodSync(outfile, 0o755); // runnable as it is, through its shebang

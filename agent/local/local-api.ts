@@ -10,6 +10,8 @@ import { closeSync, fstatSync, openSync, readFileSync, realpathSync } from "node
 import { extname, join, sep } from "node:path";
 import type { AddressInfo } from "node:net";
 import { constants } from "node:fs";
+import { LOG_LINES_RULE, logLinesOf } from "../../protocol/log-lines.ts";
+import { METRIC_RANGES, type MetricRange } from "../../protocol/metrics-series.ts";
 import type { LogsResponse } from "../../protocol/rest.ts";
 import { MAX_LOG_BYTES, VM_STATES, type VmState } from "../../protocol/wire-constants.ts";
 import { AgentFailure, type Libvirt } from "../host/libvirt.ts";
@@ -195,16 +197,14 @@ async function listVms(o: LocalApiOptions, search: URLSearchParams, res: ServerR
 }
 
 async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams, res: ServerResponse) {
-  // The query schemas (zod) load with the first such request, not at start: see local-console.ts.
-  const { LogLinesQuery } = await import("../../protocol/api.ts");
-  const lines = LogLinesQuery.safeParse({ lines: search.get("lines") ?? undefined });
-  if (!lines.success) throw new HttpFailure("invalid_request", lines.error.issues[0]?.message ?? "bad lines");
+  const lines = logLinesOf(search.get("lines") ?? undefined);
+  if (lines === null) throw new HttpFailure("invalid_request", LOG_LINES_RULE);
   const id = decodeSegment(rawId);
   if (id === null || id.length > 1000) throw new AgentFailure("vm_not_found", "no such VM on this host");
   // The VM is looked up by UUID or domain name in libvirt's own list: the id is never a path.
   const vm = findVm(await o.libvirt.listDomains(), id);
   if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
-  const tail = readVmLog(o.logDir, checkDomainName(vm.name), lines.data.lines, MAX_LOG_BYTES);
+  const tail = readVmLog(o.logDir, checkDomainName(vm.name), lines, MAX_LOG_BYTES);
   const body: LogsResponse = {
     qemuLog: tail.text,
     logPath: tail.logPath,
@@ -219,21 +219,22 @@ async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams
 }
 
 async function vmMetrics(o: LocalApiOptions, rawId: string, search: URLSearchParams, res: ServerResponse) {
-  const { MetricsQuery } = await import("../../protocol/metrics.ts");
-  const query = MetricsQuery.safeParse({ range: search.get("range") || undefined });
-  if (!query.success) throw new HttpFailure("invalid_request", "range must be one of 1h, 24h, 7d, 30d");
+  const asked = search.get("range") || "1h";
+  if (!Object.hasOwn(METRIC_RANGES, asked))
+    throw new HttpFailure("invalid_request", "range must be one of 1h, 24h, 7d, 30d");
+  const range = asked as MetricRange;
   const id = decodeSegment(rawId);
   const vm = id === null || id.length > 1000 ? undefined : findVm(await o.libvirt.listDomains(), id);
   if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
   if (!o.metrics)
     return sendJson(res, 200, {
-      range: query.data.range,
+      range: range,
       stepMs: 10_000,
       from: Date.now(),
       to: Date.now(),
       points: [],
     });
-  sendJson(res, 200, o.metrics.series(vm.uuid, query.data.range));
+  sendJson(res, 200, o.metrics.series(vm.uuid, range));
 }
 
 /** A console ticket for the host view (the socket's first message carries it, as on the control plane). */
@@ -253,7 +254,7 @@ async function consoleTicket(
   } catch {
     throw new HttpFailure("invalid_request", "body: not valid JSON ({mode: 'rw' | 'ro', force?: boolean})");
   }
-  const answer = await consoles.ticket(vm.uuid, body);
+  const answer = consoles.ticket(vm.uuid, body);
   if ("error" in answer) throw new HttpFailure("invalid_request", answer.error);
   sendJson(res, 201, answer);
 }

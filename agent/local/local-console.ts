@@ -17,6 +17,7 @@ import {
   type ConsoleServerMessage,
   type ConsoleTicketAnswer,
 } from "../../protocol/console-frames.ts";
+import { CONSOLE_REQUEST_RULE, ConsoleClientMessage, ConsoleRequest } from "../../protocol/console-checks.ts";
 import { consoleEndOf, type ConsoleOpener } from "../console/console.ts";
 import type { Logger } from "../logger.ts";
 import { LOCAL_VNC_VIEWERS_PER_VM, relayLocalDisplay, type LocalDisplayDeps } from "./local-vnc.ts";
@@ -25,12 +26,6 @@ import { LOCAL_VNC_VIEWERS_PER_VM, relayLocalDisplay, type LocalDisplayDeps } fr
 const PAUSE_ABOVE_BYTES = 1024 * 1024;
 
 const hash = (secret: string) => createHash("sha256").update(secret).digest("hex");
-
-/** The browser messages' zod schemas, loaded with the first ticket rather than at start (zod and
- *  its schemas are megabytes of an idle agent's memory). A hello can only be good once a ticket was
- *  issued, so until then there is nothing to check it with. */
-let schemas: typeof import("../../protocol/console.ts") | undefined;
-const loadSchemas = async () => (schemas ??= await import("../../protocol/console.ts"));
 
 export class LocalConsoles {
   private readonly opener: ConsoleOpener;
@@ -67,10 +62,10 @@ export class LocalConsoles {
   }
 
   /** A ticket for `vmId` (already found in libvirt's list); the body as the control plane takes it. */
-  async ticket(vmId: string, body: unknown): Promise<ConsoleTicketAnswer | { error: string }> {
-    const parsed = (await loadSchemas()).ConsoleRequest.safeParse(body);
-    if (!parsed.success) return { error: `body: ${parsed.error.issues[0]?.message ?? "invalid"}` };
-    const vnc = parsed.data.type === "vnc";
+  ticket(vmId: string, body: unknown): ConsoleTicketAnswer | { error: string } {
+    const parsed = ConsoleRequest(body);
+    if (!parsed) return { error: `body: ${CONSOLE_REQUEST_RULE}` };
+    const vnc = parsed.value.type === "vnc";
     if (vnc && !this.liveXml) return { error: "type: this host view offers the serial console only" };
     const now = Date.now();
     for (const [h, t] of this.tickets) if (t.expiresAt <= now) this.tickets.delete(h);
@@ -78,9 +73,9 @@ export class LocalConsoles {
     const expiresAt = now + CONSOLE_TICKET_TTL_MS;
     this.tickets.set(hash(ticket), {
       vmId,
-      force: parsed.data.force === true,
+      force: parsed.value.force === true,
       vnc,
-      readOnly: parsed.data.mode === "ro",
+      readOnly: parsed.value.mode === "ro",
       expiresAt,
     });
     return { ticket, expiresAt: new Date(expiresAt).toISOString(), url: `/api/v1/vms/${vmId}/console/ws` };
@@ -105,7 +100,7 @@ export class LocalConsoles {
     const helloTimer = setTimeout(() => end("bad_hello", "no hello in time"), 10_000);
     ws.once("message", (data, binary) => {
       clearTimeout(helloTimer);
-      const msg = binary || !schemas ? null : helloOf(schemas.ConsoleClientMessage, String(data));
+      const msg = binary ? null : clientMessageOf(String(data));
       const ticket = msg?.type === "hello" && msg.ticket ? this.tickets.get(hash(msg.ticket)) : undefined;
       if (msg?.type === "hello" && msg.ticket) this.tickets.delete(hash(msg.ticket));
       if (!ticket || ticket.expiresAt <= Date.now() || ticket.vmId !== vmId)
@@ -228,10 +223,9 @@ export class LocalConsoles {
   }
 }
 
-function helloOf(schema: typeof import("../../protocol/console.ts").ConsoleClientMessage, text: string) {
+function clientMessageOf(text: string) {
   try {
-    const parsed = schema.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : null;
+    return ConsoleClientMessage(JSON.parse(text))?.value ?? null;
   } catch {
     return null;
   }
