@@ -1,5 +1,5 @@
-// A VM's serial console: the browser socket's messages, the binary frames of output and input on
-// both the browser socket and the agent link, and the limits every side holds to.
+// A VM's console: the browser socket's messages as zod schemas, with the limits and the binary frames
+// of console-frames.ts (re-exported here).
 import { z } from "zod";
 import { CONSOLE_MODES, CONSOLE_TYPES } from "./console-frames.ts";
 

@@ -1,5 +1,6 @@
 // The one wire protocol between the Worker (NodeSession), the agent and the web: every frame is
-// `{type, id, payload}`, validated with zod on both ends. A message shape is defined here only.
+// `{type, id, payload}`, validated with zod. A message shape is defined here; the agent, which does
+// not load zod, checks what it receives with server-frames.ts, held to these schemas by tests.
 import { z } from "zod";
 import { DIGEST_BUCKETS } from "./digest.ts";
 import { MetricsPayload } from "./metrics.ts";
