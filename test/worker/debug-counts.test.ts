@@ -1,6 +1,6 @@
 // The debug counts a local soak run reads (GET /api/debug/counts) do not exist in a normal
 // deployment, and the node session's in-memory maps give back what a request held once the request
-// is over: answered, or cut off by its agent's link going away.
+// is over: answered, cut off by its agent's link going away, or past its deadline.
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { RequestLedger } from "../../worker/session/ledger.ts";
@@ -14,7 +14,11 @@ const ledgerCounts = (nodeId: string) =>
   runInDurableObject(session(nodeId), (instance: NodeSession) =>
     (instance as unknown as { ledger: RequestLedger }).ledger.counts(),
   );
-const held = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
+/** What a route's logs query holds once its agent's first chunk is read: the caller's waiter, the
+ *  query itself with its deadline timer (in memory, not storage), the chunk and its byte count. A
+ *  route's query writes no `sent` row, so it holds no sent write. */
+const MID_ANSWER = { ledgerWaiters: 1, ledgerWaited: 1, ledgerLogChunks: 1, ledgerLogBytes: 1, ledgerSentWrites: 0 };
+const NOTHING_HELD = { ledgerWaiters: 0, ledgerWaited: 0, ledgerLogChunks: 0, ledgerLogBytes: 0, ledgerSentWrites: 0 };
 
 describe("debug counts in a normal deployment", () => {
   it("GET /api/debug/counts answers 404 like any unknown route, even to the admin", async () => {
@@ -41,12 +45,14 @@ describe("the session's in-memory maps are pruned when their request ends", () =
     return { ...s, vm };
   }
 
-  it("an answered logs query leaves nothing behind (waiter, chunks, byte count, sent write)", async () => {
+  it("an answered logs query leaves nothing behind (waiter, deadline timer, chunks, byte count)", async () => {
     const { agent, vm, nodeId } = await vmOnline();
     const answered = api(`/api/vms/${vm.uuid}/logs?lines=2`);
     const cmd = await agent.next("vm.logs");
+    expect(await ledgerCounts(nodeId)).toMatchObject({ ledgerWaiters: 1, ledgerWaited: 1, ledgerLogChunks: 0 });
     agent.reply(cmd, "log.chunk", { seq: 0, text: "line 1\nline 2\n" });
-    expect(held(await ledgerCounts(nodeId))).toBeGreaterThan(0); // mid-answer: the chunk is held
+    // The chunk reaches the session on its own time: wait until it is read and held.
+    await eventually(async () => expect(await ledgerCounts(nodeId)).toEqual(MID_ANSWER));
     agent.reply(cmd, "result", {
       logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
       logSizeBytes: 14,
@@ -55,8 +61,10 @@ describe("the session's in-memory maps are pruned when their request ends", () =
       lastModified: "2026-01-01T00:00:00.000Z",
       chunks: 1,
     });
-    expect((await answered).status).toBe(200);
-    await eventually(async () => expect(held(await ledgerCounts(nodeId))).toBe(0));
+    const res = await answered;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { qemuLog: string }).qemuLog).toBe("line 1\nline 2\n");
+    await eventually(async () => expect(await ledgerCounts(nodeId)).toEqual(NOTHING_HELD));
   });
 
   it("a query cut off by its agent's link going away leaves nothing behind", async () => {
@@ -64,9 +72,20 @@ describe("the session's in-memory maps are pruned when their request ends", () =
     const cut = api(`/api/vms/${vm.uuid}/logs?lines=2`);
     const cmd = await agent.next("vm.logs");
     agent.reply(cmd, "log.chunk", { seq: 0, text: "half an answer\n" });
-    expect(held(await ledgerCounts(nodeId))).toBeGreaterThan(0);
+    await eventually(async () => expect(await ledgerCounts(nodeId)).toEqual(MID_ANSWER));
     agent.close();
     expect((await cut).status).toBeGreaterThanOrEqual(400);
-    await eventually(async () => expect(held(await ledgerCounts(nodeId))).toBe(0));
+    await eventually(async () => expect(await ledgerCounts(nodeId)).toEqual(NOTHING_HELD));
+  });
+
+  it("a query whose agent stops answering mid-answer leaves nothing behind once its deadline passes", async () => {
+    const { agent, vm, nodeId } = await vmOnline();
+    const late = api(`/api/vms/${vm.uuid}/logs?lines=2`);
+    const cmd = await agent.next("vm.logs");
+    agent.reply(cmd, "log.chunk", { seq: 0, text: "the rest never comes\n" });
+    await eventually(async () => expect(await ledgerCounts(nodeId)).toEqual(MID_ANSWER));
+    const err = await expectError(await late, 504, "agent_timeout");
+    expect(err.message).toMatch(/vm\.logs/);
+    await eventually(async () => expect(await ledgerCounts(nodeId)).toEqual(NOTHING_HELD));
   });
 });
