@@ -63,7 +63,7 @@ describe("the session's in-memory maps are pruned when their request ends", () =
     });
     const res = await answered;
     expect(res.status).toBe(200);
-    expect(((await res.json()) as { qemuLog: string }).qemuLog).toBe("line 1\nline 2\n");
+    expect((await res.json<{ qemuLog: string }>()).qemuLog).toBe("line 1\nline 2\n");
     await eventually(async () => expect(await ledgerCounts(nodeId)).toEqual(NOTHING_HELD));
   });
 
