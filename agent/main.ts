@@ -22,7 +22,8 @@ import {
 import { CommandRunner } from "./host/commands.ts";
 import { ConsoleStreams } from "./console/console.ts";
 import { consoleOpener } from "./console/console-opener.ts";
-import { VncRelays, liveXmlFrom } from "./console/vnc.ts";
+import { VncRelays } from "./console/vnc.ts";
+import { liveXmlFrom } from "./console/vnc-display.ts";
 import { serveDebugCounts } from "./debug-counts.ts";
 import { HostTokenCheck, ensureHostToken, rotateHostToken } from "./local/host-token.ts";
 import { cleartextServerProblem } from "./link/cleartext-server.ts";

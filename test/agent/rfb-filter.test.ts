@@ -3,7 +3,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RfbClientFilter, RfbError, RfbServerGate } from "../../agent/console/rfb.ts";
-import { vncTarget } from "../../agent/console/vnc.ts";
+import { vncTarget } from "../../agent/console/vnc-display.ts";
 
 const bytes = (...parts: (number[] | string)[]) =>
   Uint8Array.from(parts.flatMap((p) => (typeof p === "string" ? [...Buffer.from(p, "latin1")] : p)));
