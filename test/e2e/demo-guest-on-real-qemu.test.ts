@@ -12,6 +12,7 @@ import { AgentProcess } from "../support/agent.ts";
 import { freePort, type ControlPlane } from "../support/control-plane.ts";
 import { QEMU_LOG_DIR, removeFirmwareGuest } from "../support/firmware-guest.ts";
 import { LibvirtAdmin } from "../support/libvirt-admin.ts";
+import { rfbGreeting } from "../support/rfb-greeting.ts";
 import { FAST_AGENT_ARGS, createNode, eventually, json, startControlPlane, waitConnected } from "./journey.ts";
 
 const URI = "qemu:///system";
@@ -103,20 +104,9 @@ describe("npm start's QEMU demo guest", { timeout: 150_000 }, () => {
 
   it("its graphical console answers RFB through the control plane", async () => {
     const { ticket: t, url } = await ticket("vnc");
-    const ws = new WebSocket(url);
-    const got: { ready?: any; version?: string } = {};
-    ws.on("message", (data, binary) => {
-      if (!binary) got.ready ??= JSON.parse(String(data));
-      else got.version ??= Buffer.from(data as Buffer).toString("latin1");
-    });
-    ws.once("open", () => ws.send(JSON.stringify({ type: "hello", ticket: t })));
-    try {
-      await eventually("the RFB version", async () => got.version !== undefined, 30_000, 50);
-      expect(got.ready).toMatchObject({ type: "ready", display: "vnc", writer: true });
-      expect(got.version).toMatch(/^RFB 003\.008\n/);
-    } finally {
-      ws.close();
-    }
+    const got = await rfbGreeting(url, t);
+    expect(got.ready).toMatchObject({ type: "ready", display: "vnc", writer: true });
+    expect(got.version).toMatch(/^RFB 003\.008\n/);
   });
 
   it("stopping it leaves nothing defined", async () => {

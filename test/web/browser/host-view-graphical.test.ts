@@ -8,12 +8,12 @@ import { join } from "node:path";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { ControlPlane, freePort } from "../../support/control-plane.ts";
+import { freePort, type ControlPlane } from "../../support/control-plane.ts";
 import { QEMU_LOG_DIR, firmwareGuest, removeFirmwareGuest } from "../../support/firmware-guest.ts";
 import { LibvirtAdmin } from "../../support/libvirt-admin.ts";
+import { rfbGreeting } from "../../support/rfb-greeting.ts";
 import {
-  ensureWebBuild,
-  launchChromium,
+  startControlPlaneAndChromium,
   newContext,
   startAgent,
   until,
@@ -60,7 +60,7 @@ beforeAll(async () => {
   await admin.connectOpen();
   await admin.domainDefineXML(guest.xml);
   await admin.domainDefineXML(bare.xml);
-  [cp] = await Promise.all([ControlPlane.start(), ensureWebBuild()]);
+  ({ cp, browser } = await startControlPlaneAndChromium());
   const created = await (await cp.api("/api/nodes", { method: "POST", json: { name: "edge-host-vnc" } })).json();
   const port = await freePort();
   hostUrl = `http://127.0.0.1:${port}`;
@@ -78,7 +78,6 @@ beforeAll(async () => {
   // The host view works without the control plane: it is stopped before any console opens.
   await cp.dispose();
   cp = undefined;
-  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
@@ -132,17 +131,9 @@ describe("the host view's graphical console", { timeout: 150_000 }, () => {
     ]);
 
     const once = await openLocal(guest.uuid, { type: "vnc", mode: "ro" });
-    const ws = new WebSocket(`${hostUrl.replace("http", "ws")}${once.body.url}`);
-    const got: { ready?: any; version?: string } = {};
-    ws.on("message", (data, binary) => {
-      if (!binary) got.ready ??= JSON.parse(String(data));
-      else got.version ??= String(data);
-    });
-    ws.once("open", () => ws.send(JSON.stringify({ type: "hello", ticket: once.body.ticket })));
-    await until("the RFB version", async () => got.version !== undefined, 30_000);
+    const got = await rfbGreeting(`${hostUrl.replace("http", "ws")}${once.body.url}`, once.body.ticket);
     expect(got.ready).toEqual({ type: "ready", display: "vnc", mode: "ro", writer: false, offset: 0 });
     expect(got.version).toMatch(/^RFB 003\.00\d\n$/);
-    ws.close();
     expect(await controlMessages(once.body.url, once.body.ticket)).toEqual([
       expect.objectContaining({ type: "closed", reason: "bad_hello" }),
     ]);
