@@ -7,14 +7,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { ControlPlane } from "../../support/control-plane.ts";
+import type { ControlPlane } from "../../support/control-plane.ts";
 import { AccessTeam, teamKey, type TeamKey } from "../../support/access-team.ts";
 import { DEMO_LOG_DIR, demoLibvirtUri } from "../../support/agent.ts";
 import { WebhookReceiver } from "../../../scripts/webhook-receiver.ts";
 import {
   enrollAgent,
-  ensureWebBuild,
-  launchChromium,
+  startControlPlaneAndChromium,
   newContext,
   screenshot,
   watchPage,
@@ -38,18 +37,15 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "qx-access-web-"));
   key = await teamKey("web-key");
   team = await AccessTeam.start({ keys: [key] });
-  const [control] = await Promise.all([
-    ControlPlane.start({ vars: team.vars({ ACCESS_ADMINS: ALICE, ACCESS_OPERATORS: "sre" }) }),
-    ensureWebBuild(),
-  ]);
-  cp = control;
+  ({ cp, browser } = await startControlPlaneAndChromium({
+    vars: team.vars({ ACCESS_ADMINS: ALICE, ACCESS_OPERATORS: "sre" }),
+  }));
   ({ agent } = await enrollAgent(cp, "access-web-node", {
     stateDir: join(dir, "state"),
     libvirtUri: demoLibvirtUri(),
     logDir: DEMO_LOG_DIR,
     vmCount: 8,
   }));
-  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {

@@ -11,10 +11,9 @@ import { LibvirtAdmin } from "../../support/libvirt-admin.ts";
 import { QEMU_LOG_DIR, firmwareGuest, removeFirmwareGuest } from "../../support/firmware-guest.ts";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ControlPlane } from "../../support/control-plane.ts";
+import type { ControlPlane } from "../../support/control-plane.ts";
 import {
-  ensureWebBuild,
-  launchChromium,
+  startControlPlaneAndChromium,
   newContext,
   startAgent,
   until,
@@ -37,7 +36,7 @@ beforeAll(async () => {
   admin = new LibvirtAdmin({ uri: URI });
   await admin.connectOpen();
   await admin.domainDefineXML(guest.xml);
-  [cp] = await Promise.all([ControlPlane.start(), ensureWebBuild()]);
+  ({ cp, browser } = await startControlPlaneAndChromium());
   const created = await (await cp.api("/api/nodes", { method: "POST", json: { name: "edge-console-01" } })).json();
   agent = startAgent({
     server: cp.url,
@@ -47,7 +46,6 @@ beforeAll(async () => {
     logDir: QEMU_LOG_DIR,
   });
   await until("the guest listed", async () => (await cp.api(`/api/vms/${uuid}`)).ok, 60_000);
-  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {

@@ -6,13 +6,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { ControlPlane } from "../../support/control-plane.ts";
+import type { ControlPlane } from "../../support/control-plane.ts";
 import { FIXTURE_XML, writeFixtureLogs } from "./fixture-logs.ts";
 import {
   enrollAgent,
-  ensureWebBuild,
-  launchChromium,
   newContext,
+  startControlPlaneAndChromium,
   watchPage,
   type AgentProcess,
   type PageWatch,
@@ -47,9 +46,15 @@ export async function startDashboard(opts: {
   const logDir = join(dir, "logs");
   writeFixtureLogs(logDir);
   opts.prepareLogs?.(logDir);
-  const [cp] = await Promise.all([ControlPlane.start(opts.start), ensureWebBuild()]);
-  let enrolled: { nodeId: string; agent: AgentProcess } | undefined;
+  let cp: ControlPlane;
   let browser: Browser;
+  let enrolled: { nodeId: string; agent: AgentProcess };
+  try {
+    ({ cp, browser } = await startControlPlaneAndChromium(opts.start));
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   try {
     enrolled = await enrollAgent(cp, opts.nodeName, {
       stateDir: join(dir, "state"),
@@ -57,9 +62,8 @@ export async function startDashboard(opts: {
       logDir,
       vmCount: 6,
     });
-    browser = await launchChromium();
   } catch (err) {
-    await enrolled?.agent.stop();
+    await browser.close();
     await cp.dispose();
     rmSync(dir, { recursive: true, force: true });
     throw err;

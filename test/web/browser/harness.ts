@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from 
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import type { ControlPlane } from "../../support/control-plane.ts";
+import { ControlPlane, type ControlPlaneOptions } from "../../support/control-plane.ts";
 
 const ROOT = resolve(import.meta.dirname, "../../..");
 const WEB = join(ROOT, "web");
@@ -71,6 +71,19 @@ export function launchChromium(): Promise<Browser> {
       "--disable-sync",
     ],
   });
+}
+
+/** A test file's one control plane, started together with the web build check and Chromium (none
+ *  waits on another); if one fails, the others are stopped. */
+export async function startControlPlaneAndChromium(
+  opts?: ControlPlaneOptions,
+): Promise<{ cp: ControlPlane; browser: Browser }> {
+  const [cp, built, browser] = await Promise.allSettled([ControlPlane.start(opts), ensureWebBuild(), launchChromium()]);
+  if (cp.status === "fulfilled" && built.status === "fulfilled" && browser.status === "fulfilled")
+    return { cp: cp.value, browser: browser.value };
+  if (browser.status === "fulfilled") await browser.value.close();
+  if (cp.status === "fulfilled") await cp.value.dispose();
+  throw [cp, built, browser].find((r) => r.status === "rejected")!.reason;
 }
 
 export async function newContext(

@@ -8,13 +8,12 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
-import { ControlPlane, freePort } from "../../support/control-plane.ts";
+import { freePort, type ControlPlane } from "../../support/control-plane.ts";
 import { expectAccessible } from "./axe.ts";
 import { FIXTURE_XML, PAYLOADS, VMS, WEB_LOG_LAST_LINE, writeFixtureLogs } from "./fixture-logs.ts";
 import {
   enrollAgent,
-  ensureWebBuild,
-  launchChromium,
+  startControlPlaneAndChromium,
   newContext,
   screenshot,
   watchPage,
@@ -36,8 +35,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "qx-host-"));
   logDir = join(dir, "logs");
   writeFixtureLogs(logDir);
-  const [control] = await Promise.all([ControlPlane.start(), ensureWebBuild()]);
-  cp = control;
+  ({ cp, browser } = await startControlPlaneAndChromium());
   const port = await freePort();
   hostUrl = `http://127.0.0.1:${port}`;
   stateDir = join(dir, "state");
@@ -50,7 +48,6 @@ beforeAll(async () => {
   }));
   credential = (JSON.parse(readFileSync(join(stateDir, "node.json"), "utf8")) as { credential: string }).credential;
   hostToken = readFileSync(join(stateDir, "host-token"), "utf8").trim();
-  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
