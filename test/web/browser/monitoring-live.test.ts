@@ -3,21 +3,22 @@
 // recording relay: a VM started a few seconds before the tab opens shows its first samples within
 // about 10 s; the agent is asked for live samples and sends a tick per frame while the tab is open;
 // the history stays right across an agent restart and an offline stretch (the stretch a gap, no
-// tick twice); once the tab is gone the agent sends minute batches again.
+// tick twice); once the tab is gone the agent sends batches of ticks again. The restarted agent
+// samples every 2 s, so that its batch of six ticks comes in 12 s rather than a minute (the 1 h
+// chart's steps are 10 s whatever the interval, so the gap's length is the same).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import type { MetricsAnswer, MetricsTick } from "../../../protocol/metrics.ts";
-import { ControlPlane } from "../../support/control-plane.ts";
+import type { ControlPlane } from "../../support/control-plane.ts";
 import { FrameTap, type TappedFrame } from "../../support/frame-tap.ts";
 import { FIXTURE_XML, VMS, writeFixtureLogs } from "./fixture-logs.ts";
 import {
-  ensureWebBuild,
-  launchChromium,
   newContext,
   startAgent,
+  startControlPlaneAndChromium,
   until,
   watchPage,
   type AgentProcess,
@@ -29,6 +30,8 @@ const FRESH = VMS.oddName;
 /** Running in the fixture, so still running after the agent restarts (the test driver's state is
  *  the agent process's own, read from the fixture again at each start). */
 const STEADY = VMS.web;
+/** The restarted agent's sampling interval: short, so its batches come soon after the tab closes. */
+const RESTARTED_INTERVAL_MS = 2_000;
 
 let cp: ControlPlane;
 let tap: FrameTap;
@@ -54,7 +57,7 @@ beforeAll(async () => {
   process.env.QX_TRANSPORT = "websocket";
   dir = mkdtempSync(join(tmpdir(), "qx-web-live-"));
   writeFixtureLogs(join(dir, "logs"));
-  [cp] = await Promise.all([ControlPlane.start(), ensureWebBuild()]);
+  ({ cp, browser } = await startControlPlaneAndChromium());
   tap = await FrameTap.start(cp.url);
   const res = await cp.api("/api/nodes", { method: "POST", json: { name: "edge-live-01" } });
   ({
@@ -72,7 +75,6 @@ beforeAll(async () => {
     },
     60_000,
   );
-  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
@@ -164,6 +166,7 @@ describe("Monitoring tab kept live while open", () => {
 
     // The agent restarts: its new link starts in batches, and the open tab's next poll makes it live again.
     await agent.stop();
+    process.env.QX_METRICS_INTERVAL_MS = String(RESTARTED_INTERVAL_MS);
     agent = startAgent(agentArgs());
     await until(
       "live samples on the restarted agent's link",
@@ -223,7 +226,7 @@ describe("Monitoring tab kept live while open", () => {
     await until(
       "a metrics frame of several ticks",
       async () => metricsFrames(left).some((f) => f.payload.ticks.length > 1),
-      150_000,
+      90_000,
     );
     const frames = metricsFrames(left);
     console.log(
