@@ -6,6 +6,17 @@ import "uplot/dist/uPlot.min.css";
 
 export type ChartSeries = { label: string; color: string; values: (number | null)[] };
 
+/** Points where uPlot draws them (samples far enough apart to tell one from another), and also when
+ *  all the samples shown lie closer together than that: a few minutes of samples on a day's axis are
+ *  otherwise a line too short to see, and the chart looks empty. */
+function showPoints(u: uPlot, seriesIdx: number): boolean {
+  const [first, last] = u.series[0].idxs ?? [0, 0];
+  const xs = u.data[0];
+  const span = Math.abs(u.valToPos(xs[last], "x", true) - u.valToPos(xs[first], "x", true));
+  const space = (u.series[seriesIdx].points?.space ?? 0) * devicePixelRatio;
+  return span < space || last - first <= span / space;
+}
+
 /** `span`: the range shown, in seconds, whatever the points cover (a lone sample is not a year). */
 export function MetricChart({
   title,
@@ -50,6 +61,7 @@ export function MetricChart({
           stroke: s.color,
           width: 1.5,
           spanGaps: false,
+          points: { show: showPoints },
           value: (_u: uPlot, v: number | null) => (v === null ? "—" : format(v)),
         })),
       ],
