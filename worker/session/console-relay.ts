@@ -494,7 +494,7 @@ export class ConsoleRelay {
     return true;
   }
 
-  /** A binary frame from the agent: console output, kept, fanned out and acknowledged. */
+  /** A binary frame from the agent: console output, fanned out, kept and acknowledged. */
   onAgentBytes(link: AgentLink, data: ArrayBuffer): "ok" | "malformed" {
     const frame = decodeLinkFrame(new Uint8Array(data));
     if (!frame || frame.kind !== "output") return "malformed";
@@ -508,7 +508,27 @@ export class ConsoleRelay {
     const agentNext = Math.max(stream.agentNext, frame.offset + bytes.byteLength);
     const offset = stream.head;
     const head = offset + fresh.byteLength;
-    if (fresh.byteLength > 0) this.keep(stream.vmId, offset, fresh, head);
+    // Sent before anything is written: a message sent after a write waits until the write is on
+    // disk (the object's output gate), and a keystroke's echo must not wait for the disk. Should
+    // that write then fail, the object resets and its browsers resume from what it kept.
+    const behind: [WebSocket, ConsoleAttachment][] = [];
+    if (fresh.byteLength > 0) {
+      const out = encodeOutput(offset, fresh);
+      for (const ws of this.liveSockets(stream.vmId)) {
+        const att = this.consoleOf(ws);
+        if (!att) continue;
+        if (head - (att.acked ?? 0) > CONSOLE_TOO_SLOW_BYTES) {
+          behind.push([ws, att]);
+          continue;
+        }
+        try {
+          ws.send(out);
+        } catch {
+          // closing: its close event cleans up
+        }
+      }
+      this.keep(stream.vmId, offset, fresh, head);
+    }
     this.store.putEntry("console", stream.vmId, {
       ...stream,
       phase: "open",
@@ -516,26 +536,14 @@ export class ConsoleRelay {
       agentNext,
       lastOutputAt: Date.now(),
     });
+    // The agent's credit comes back once what it sent is kept.
     try {
       link.send({ type: "console.ack", id: stream.consoleId, payload: { offset: agentNext } });
     } catch {
       // closing
     }
-    if (fresh.byteLength === 0) return "ok";
-    const out = encodeOutput(offset, fresh);
-    for (const ws of this.liveSockets(stream.vmId)) {
-      const att = this.consoleOf(ws);
-      if (!att) continue;
-      if (head - (att.acked ?? 0) > CONSOLE_TOO_SLOW_BYTES) {
-        this.end(ws, att, "too_slow", "this console fell too far behind; resume to catch up");
-        continue;
-      }
-      try {
-        ws.send(out);
-      } catch {
-        // closing: its close event cleans up
-      }
-    }
+    for (const [ws, att] of behind)
+      this.end(ws, att, "too_slow", "this console fell too far behind; resume to catch up");
     return "ok";
   }
 
@@ -572,10 +580,13 @@ export class ConsoleRelay {
   private keep(vmId: string, offset: number, bytes: Uint8Array, head: number): void {
     const sql = this.sql();
     sql.exec("INSERT OR REPLACE INTO console_output (vm_id, offset, data) VALUES (?, ?, ?)", vmId, offset, bytes);
+    // `offset < ?` lets the primary key find the few old rows instead of reading every kept one.
+    const before = head - CONSOLE_KEEP_BYTES;
     sql.exec(
-      "DELETE FROM console_output WHERE vm_id = ? AND offset + length(data) <= ?",
+      "DELETE FROM console_output WHERE vm_id = ? AND offset < ? AND offset + length(data) <= ?",
       vmId,
-      head - CONSOLE_KEEP_BYTES,
+      before,
+      before,
     );
   }
 
