@@ -1,14 +1,10 @@
 // The agent's side of serial consoles: one console stream per VM, its output coalesced into binary
 // frames within the control plane's credit window (reading pauses while the window is full), its
 // input written as it comes. Nothing typed or shown is logged.
-import {
-  CONSOLE_COALESCE_MS,
-  CONSOLE_FRAME_BYTES,
-  decodeLinkFrame,
-  encodeLinkOutput,
-} from "../../protocol/console-frames.ts";
+import { decodeLinkFrame, encodeLinkOutput } from "../../protocol/console-frames.ts";
 import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
 import type { Logger } from "../logger.ts";
+import { OutputCoalescer } from "./output-coalescer.ts";
 
 /** A console stream as the libvirt client gives it (`openConsole`). */
 export type ConsoleStream = {
@@ -58,11 +54,7 @@ type Open = {
   /** the next byte's offset in this stream, and the highest the control plane acked */
   sent: number;
   acked: number;
-  pending: Uint8Array[];
-  pendingBytes: number;
-  flushTimer: NodeJS.Timeout | null;
-  /** when output last went out (performance.now()) */
-  lastFlushAt: number;
+  output: OutputCoalescer;
   paused: boolean;
   closing: boolean;
 };
@@ -123,10 +115,20 @@ export class ConsoleStreams {
       windowBytes: p.windowBytes,
       sent: 0,
       acked: 0,
-      pending: [],
-      pendingBytes: 0,
-      flushTimer: null,
-      lastFlushAt: 0,
+      output: new OutputCoalescer({
+        send: (piece) => {
+          if (!this.opts.sendBytes(encodeLinkOutput(open.channel, open.sent, piece))) return false; // link down: the console ends with it
+          open.sent += piece.byteLength;
+          return true;
+        },
+        // Reading pauses once the window is full; an ack resumes it.
+        flushed: () => {
+          if (!open.paused && open.sent - open.acked >= open.windowBytes) {
+            open.paused = true;
+            open.stream?.pause();
+          }
+        },
+      }),
       paused: false,
       closing: false,
     };
@@ -153,39 +155,12 @@ export class ConsoleStreams {
   }
 
   private output(open: Open, bytes: Uint8Array): void {
-    if (open.closing || bytes.byteLength === 0) return;
-    open.pending.push(bytes);
-    open.pendingBytes += bytes.byteLength;
-    // The first output after a quiet spell (a keystroke's echo) goes at once; output that keeps
-    // coming is coalesced, one frame per CONSOLE_COALESCE_MS at most.
-    if (open.pendingBytes >= CONSOLE_FRAME_BYTES) return this.flush(open);
-    if (!open.flushTimer && performance.now() - open.lastFlushAt >= CONSOLE_COALESCE_MS) return this.flush(open);
-    open.flushTimer ??= setTimeout(() => this.flush(open), CONSOLE_COALESCE_MS);
-  }
-
-  /** Sends what is pending in frames of at most CONSOLE_FRAME_BYTES; pauses reading once the window is full. */
-  private flush(open: Open): void {
-    if (open.flushTimer) clearTimeout(open.flushTimer);
-    open.flushTimer = null;
-    if (open.pendingBytes === 0) return;
-    open.lastFlushAt = performance.now();
-    const all = concat(open.pending, open.pendingBytes);
-    open.pending = [];
-    open.pendingBytes = 0;
-    for (let at = 0; at < all.byteLength; at += CONSOLE_FRAME_BYTES) {
-      const piece = all.subarray(at, at + CONSOLE_FRAME_BYTES);
-      if (!this.opts.sendBytes(encodeLinkOutput(open.channel, open.sent, piece))) return; // link down: the console ends with it
-      open.sent += piece.byteLength;
-    }
-    if (!open.paused && open.sent - open.acked >= open.windowBytes) {
-      open.paused = true;
-      open.stream?.pause();
-    }
+    if (!open.closing) open.output.push(bytes);
   }
 
   private async streamEnded(open: Open, error: { code?: number; message: string } | undefined): Promise<void> {
     if (open.closing) return;
-    this.flush(open);
+    open.output.flush();
     const running = await this.opts.isRunning(open.vmId).catch(() => false);
     const end = consoleEndOf(error, running);
     this.opts.log.info({ vmId: open.vmId, reason: end.reason }, "console ended");
@@ -196,7 +171,7 @@ export class ConsoleStreams {
   /** Closes one console and says so. */
   private end(open: Open, end: ConsoleEnd): void {
     if (open.closing) return;
-    this.flush(open);
+    open.output.flush();
     this.forget(open);
     open.stream?.close();
     this.opts.send({ type: "console.closed", id: open.consoleId, payload: end });
@@ -204,7 +179,7 @@ export class ConsoleStreams {
 
   private forget(open: Open): void {
     open.closing = true;
-    if (open.flushTimer) clearTimeout(open.flushTimer);
+    open.output.stop();
     this.byId.delete(open.consoleId);
     if (this.byChannel.get(open.channel) === open) this.byChannel.delete(open.channel);
   }
@@ -226,18 +201,7 @@ export class ConsoleStreams {
    *  (at most the control plane's consoles per node), and output not yet framed (under one frame each). */
   debugCounts(): Record<string, number> {
     let pendingBytes = 0;
-    for (const open of this.byId.values()) pendingBytes += open.pendingBytes;
+    for (const open of this.byId.values()) pendingBytes += open.output.pendingBytes;
     return { consoles: this.byId.size, consoleChannels: this.byChannel.size, consolePendingBytes: pendingBytes };
   }
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }

@@ -9,8 +9,6 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import {
-  CONSOLE_COALESCE_MS,
-  CONSOLE_FRAME_BYTES,
   CONSOLE_MAX_INPUT_BYTES,
   CONSOLE_TICKET_TTL_MS,
   encodeOutput,
@@ -19,6 +17,7 @@ import {
 } from "../../protocol/console-frames.ts";
 import { CONSOLE_REQUEST_RULE, ConsoleClientMessage, ConsoleRequest } from "../../protocol/console-checks.ts";
 import { consoleEndOf, type ConsoleOpener } from "../console/console.ts";
+import { OutputCoalescer } from "../console/output-coalescer.ts";
 import type { Logger } from "../logger.ts";
 import { LOCAL_VNC_VIEWERS_PER_VM, relayLocalDisplay, type LocalDisplayDeps } from "./local-vnc.ts";
 
@@ -133,25 +132,16 @@ export class LocalConsoles {
     }
     this.log.info({ vmId, forced: force }, "host view console opened");
     let offset = 0;
-    let pending: Buffer[] = [];
-    let timer: NodeJS.Timeout | null = null;
-    let lastFlushAt = 0;
     let paused = false;
-    let pendingBytes = 0;
-    const flush = () => {
-      if (timer) clearTimeout(timer);
-      timer = null;
-      if (!pendingBytes) return;
-      lastFlushAt = performance.now();
-      const all = Buffer.concat(pending);
-      pending = [];
-      pendingBytes = 0;
-      for (let at = 0; at < all.byteLength; at += CONSOLE_FRAME_BYTES) {
-        const piece = all.subarray(at, at + CONSOLE_FRAME_BYTES);
+    const output = new OutputCoalescer({
+      send: (piece) => {
         if (ws.readyState === ws.OPEN) ws.send(encodeOutput(offset, piece));
         offset += piece.byteLength;
-      }
-      if (!paused && ws.bufferedAmount > PAUSE_ABOVE_BYTES) {
+        return true;
+      },
+      // A page that does not keep up: the guest's console is not read until its socket drains.
+      flushed: () => {
+        if (paused || ws.bufferedAmount <= PAUSE_ABOVE_BYTES) return;
         paused = true;
         stream.pause();
         const wait = setInterval(() => {
@@ -161,20 +151,13 @@ export class LocalConsoles {
             stream.resume();
           }
         }, 20);
-      }
-    };
-    send({ type: "ready", mode: "rw", writer: true, offset: 0, resume: "" });
-    stream.onData((bytes) => {
-      pending.push(Buffer.from(bytes));
-      pendingBytes += bytes.byteLength;
-      // As the control plane's stream does: an echo after a quiet spell at once, a stream coalesced.
-      if (pendingBytes >= CONSOLE_FRAME_BYTES) flush();
-      else if (!timer && performance.now() - lastFlushAt >= CONSOLE_COALESCE_MS) flush();
-      else timer ??= setTimeout(flush, CONSOLE_COALESCE_MS);
+      },
     });
+    send({ type: "ready", mode: "rw", writer: true, offset: 0, resume: "" });
+    stream.onData((bytes) => output.push(bytes));
     let closed = false;
     stream.onEnd(({ error }) => {
-      flush();
+      output.flush();
       this.open.delete(vmId);
       if (closed) return;
       closed = true;
@@ -190,7 +173,7 @@ export class LocalConsoles {
       if (binary && Buffer.isBuffer(data) && data.byteLength <= CONSOLE_MAX_INPUT_BYTES) stream.write(data);
     });
     ws.on("close", () => {
-      if (timer) clearTimeout(timer);
+      output.stop();
       this.open.delete(vmId);
       if (closed) return;
       closed = true;
