@@ -162,8 +162,10 @@ async function ensureDashboard(): Promise<void> {
     existsSync(join(dist, "index.html")) && existsSync(join(dist, "install/manifest.json")) ? newestMtime(dist) : 0;
   if (built >= Math.max(...[...sources, join(ROOT, "agent")].map(newestMtime))) return;
   say("building the dashboard and the agent it serves (npm run build)");
+  const t0 = Date.now();
   try {
     await runOwned("npm", ["run", "build", "--silent"], { cwd: ROOT, env: CHILD_ENV });
+    say(`built the dashboard and the agent it serves in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
     process.stderr.write(`${e.stdout ?? ""}${e.stderr ?? ""}`);
