@@ -40,8 +40,7 @@ function run(command: string, args: string[], cwd: string): number {
 const load = () => loadavg()[0].toFixed(1);
 
 /** Whether a libvirt daemon socket is there for `npm start` to find. */
-const systemDaemon = () =>
-  ["/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock"].some((p) => existsSync(p));
+const systemDaemon = () => ["/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock"].some((p) => existsSync(p));
 
 async function get(url: string, token?: string): Promise<{ status: number; text: string }> {
   try {
@@ -67,7 +66,11 @@ export async function freshStart(): Promise<{ phases: [string, number][]; total:
   let tree: ProcessEntry[] = [];
   try {
     const t0 = Date.now();
-    console.log(`fresh start: load ${loadavg().map((l) => l.toFixed(2)).join(" ")}, clone in ${clone}`);
+    console.log(
+      `fresh start: load ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(" ")}, clone in ${clone}`,
+    );
     mark("git clone", run("git", ["clone", "--quiet", ROOT, clone], dir));
     mark("npm install", run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], clone));
 
@@ -131,9 +134,12 @@ export async function freshStart(): Promise<{ phases: [string, number][]; total:
     await Promise.race([exited, sleep(60_000)]);
     for (let i = 0; i < 100 && tree.some(stillRunning); i++) await sleep(100);
     const left = tree.filter(stillRunning);
-    if (left.length) throw new Error(`left running after Ctrl-C: ${left.map((p) => `${p.pid} ${p.command}`).join("; ")}`);
+    if (left.length)
+      throw new Error(`left running after Ctrl-C: ${left.map((p) => `${p.pid} ${p.command}`).join("; ")}`);
     for (const p of [port, port + 1]) if (!(await bindable(p))) throw new Error(`port ${p} still taken after Ctrl-C`);
-    const kinds = ["libvirtd", "wrangler", "workerd", "agent/main.ts"].filter((k) => tree.some((p) => p.command.includes(k)));
+    const kinds = ["libvirtd", "wrangler", "workerd", "agent/main.ts"].filter((k) =>
+      tree.some((p) => p.command.includes(k)),
+    );
     mark(`Ctrl-C → all stopped (${kinds.join(", ")})`, Date.now() - ts2);
     return { phases, total };
   } finally {

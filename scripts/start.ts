@@ -25,6 +25,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { tidyAgent, tidyWrangler } from "./child-output.ts";
 import { ensureLibvirtDaemon } from "./libvirt-prereq.mjs";
+import { migrateLocalD1 } from "./local-d1.ts";
 import { startPrivateLibvirtd } from "./private-libvirtd.ts";
 import { LibvirtClient } from "../agent/libvirt/index.ts";
 import { hostTokenPath } from "../agent/local/host-token.ts";
@@ -84,10 +85,12 @@ const QEMU_DEMO = {
 const STUCK_VM = { id: "3f6a1c2e-8b4d-4e7f-9a10-5c2b7d8e9f07", name: "files-01" };
 
 // Our children must not phone home, and their output is read by a filter, not a terminal.
-// No metrics and no fetch of request.cf data from the internet: a local run talks to loopback only.
+// No metrics, no fetch of request.cf data and no update check against npm's registry (it goes with
+// wrangler's banner): a local run talks to loopback only.
 const CHILD_ENV = {
   ...process.env,
   WRANGLER_SEND_METRICS: "false",
+  WRANGLER_HIDE_BANNER: "true",
   CLOUDFLARE_CF_FETCH_ENABLED: "false",
   FORCE_COLOR: "0",
   NO_COLOR: "1",
@@ -177,16 +180,8 @@ async function ensureDashboard(): Promise<void> {
 
 async function migrateLocalDb(): Promise<void> {
   try {
-    const { stdout } = await runOwned(
-      process.execPath,
-      [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST_DIR],
-      {
-        cwd: ROOT,
-        env: { ...CHILD_ENV, CI: "true" }, // non-interactive: no confirmation prompt
-      },
-    );
-    const applied = [...stdout.matchAll(/^│\s*(\S+\.sql)\s*│\s*✅/gm)].map((m) => m[1]);
-    say(applied.length ? `local D1: applied ${[...new Set(applied)].join(", ")}` : "local D1: migrations up to date");
+    const applied = await migrateLocalD1(PERSIST_DIR, CHILD_ENV);
+    say(applied.length ? `local D1: applied ${applied.join(", ")}` : "local D1: migrations up to date");
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
     process.stderr.write(`${e.stdout ?? ""}${e.stderr ?? ""}`);
