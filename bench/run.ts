@@ -7,6 +7,7 @@
 // bench/results.json. Never pass/fail.
 //   BENCH_FLEET=N    fleet size (default 1000)
 //   BENCH_ONLY=a,b   sections: rest, floor, inventory, fleet, metrics, metrics-live, tail, agent-rss, libvirt, digest, isolation, retention, vnc, console, cost, soak
+//                    and fresh-start (a fresh clone through npm install and npm start; only when named)
 //   BENCH_COST_WINDOW_S=N  the cost section's counting window in seconds (default 300)
 //   BENCH_SOAK_MIN=N soak length in minutes (default 10; 60 for the long run)
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -124,6 +125,8 @@ try {
   await section("cost", async () => (await import("./cost.ts")).benchCost());
   // Last, on its own control plane and floor probe (debug counts on, inspector ports it reads).
   await section("soak", async () => (await import("./soak.ts")).benchSoak());
+  // A clone of its own, its own npm install and npm start; only when named (it installs every package).
+  if (only?.includes("fresh-start")) await section("fresh-start", () => external("fresh-start.ts", "benchFreshStart"));
 } finally {
   await floor?.dispose();
   await cp?.dispose();

@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { runOwned, spawnOwned } from "../../scripts/child-processes.ts";
+import { spawnOwned } from "../../scripts/child-processes.ts";
+import { migrateLocalD1 } from "../../scripts/local-d1.ts";
 import { stopProcessGroup } from "./process-group.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -143,14 +144,11 @@ export class ControlPlane {
   }
 
   private async migrate(): Promise<void> {
-    await runOwned(
-      process.execPath,
-      [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persistDir],
-      {
-        cwd: ROOT,
-        env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
-      },
-    );
+    await migrateLocalD1(this.persistDir, {
+      ...process.env,
+      WRANGLER_SEND_METRICS: "false",
+      CLOUDFLARE_CF_FETCH_ENABLED: "false",
+    });
   }
 
   private emptyEnvFile(): string {
