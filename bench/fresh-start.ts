@@ -149,7 +149,7 @@ export async function freshStart(): Promise<{
     tree = descendants(job.pid!);
     const ts2 = Date.now();
     process.kill(-job.pid!, "SIGINT");
-    await Promise.race([exited, sleep(60_000)]);
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 60_000).unref())]);
     for (let i = 0; i < 100 && tree.some(stillRunning); i++) await sleep(100);
     const left = tree.filter(stillRunning);
     if (left.length)
