@@ -5,7 +5,7 @@
 // whose /run/libvirt is an empty tmpfs (root only), so it sees none and starts its own private one,
 // as on a machine without libvirt; the machine's daemon keeps running, unseen.
 // `node bench/fresh-start.ts` alone, or `BENCH_ONLY=fresh-start npm run bench` (only when named: it
-// installs every package again). It clones what is committed. The figures hold for npm's cache as it
+// installs every package again). It clones what is committed (BENCH_FRESH_REF=<commit>: that one). The figures hold for npm's cache as it
 // is here (warm after the first install on a machine); the CPU seconds, beside the wall-clock ones,
 // hold however busy the machine is.
 import { spawn, spawnSync } from "node:child_process";
@@ -20,6 +20,8 @@ import { goal } from "./targets.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const DEADLINE_MS = 10 * 60_000;
+/** Another commit to time (a before/after comparison); by default what is checked out. */
+const REF = process.env.BENCH_FRESH_REF;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const seconds = (ms: number) => Math.round(ms / 100) / 10;
 
@@ -87,6 +89,7 @@ export async function freshStart(): Promise<{
         .join(" ")}, clone in ${clone}`,
     );
     mark("git clone", run("git", ["clone", "--quiet", ROOT, clone], dir));
+    if (REF) run("git", ["checkout", "--quiet", REF], clone);
     let cpu = childrenCpu();
     mark("npm install", run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], clone));
     const installCpu = childrenCpu() - cpu;
