@@ -148,9 +148,11 @@ export async function freshStart(): Promise<{
     const total = Date.now() - t0;
     mark("clone → demo VMs listed", total);
     // Let it finish what a first start does (the stuck VM), then Ctrl-C.
-    while (pending.length && job.exitCode === null && Date.now() < until) await sleep(200);
+    while (!/\[start\] ready in/.test(output) && job.exitCode === null && Date.now() < until) await sleep(200);
     tree = descendants(job.pid!);
     const ts2 = Date.now();
+    if (job.exitCode !== null)
+      throw new Error(`npm start exited (${job.exitCode}) before Ctrl-C; its output:\n${output}`);
     process.kill(-job.pid!, "SIGINT");
     await Promise.race([exited, new Promise((r) => setTimeout(r, 60_000).unref())]);
     for (let i = 0; i < 100 && tree.some(stillRunning); i++) await sleep(100);
@@ -174,7 +176,9 @@ export async function freshStart(): Promise<{
       }
     }
     for (const p of tree.filter(stillRunning)) process.kill(p.pid, "SIGKILL");
+    const t = Date.now();
     rmSync(dir, { recursive: true, force: true });
+    console.log(`  (clone removed in ${seconds(Date.now() - t)} s)`);
   }
 }
 
