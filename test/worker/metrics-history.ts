@@ -45,4 +45,7 @@ export async function inFreshObject(
 /** The start of a 5-minute bucket some days ago (so a bucket and its minutes line up in tests). */
 export const bucketAgo = (days: number) => Math.floor(Date.now() / ROLLUP_STEP_MS) * ROLLUP_STEP_MS - days * DAY;
 
+/** The start of the hour `t` is in: a row of raw samples holds an hour. */
+export const hourOf = (t: number) => Math.floor(t / 3_600_000) * 3_600_000;
+
 export const cpuOf = (points: { cpuPct: number | null }[]) => points.map((p) => p.cpuPct);

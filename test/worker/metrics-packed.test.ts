@@ -1,6 +1,7 @@
-// The packed metrics history in the node's Durable Object SQLite: one row per minute for every
-// series' raw samples and one per 5-minute bucket for their means, whatever the VM count; a minute
-// sent in several frames or a tick at a time merges into its row; retention drops whole rows; a VM
+// The packed metrics history in the node's Durable Object SQLite: one row per hour for every
+// series' raw samples (in parts when an hour is too big for a row) and one per 5-minute bucket for
+// their means, whatever the VM count; an hour sent in many frames or a tick at a time merges into its
+// rows, a batch rewriting only the last part; retention drops whole rows; a VM
 // that appears or vanishes mid-minute, an offline stretch and a VM re-homed to another node answer
 // as the row-per-sample store did; an object still holding row-per-sample tables answers from them
 // until they expire, then drops them.
@@ -9,16 +10,16 @@ import { describe, expect, it } from "vitest";
 import { ROLLUP_STEP_MS } from "../../protocol/metrics.ts";
 import { MetricsHistory } from "../../worker/session/metrics.ts";
 import type { NodeSession } from "../../worker/session/node-session.ts";
-import { bucketAgo, cpuOf, DAY, inFreshObject, tickOf } from "./metrics-history.ts";
+import { bucketAgo, cpuOf, DAY, hourOf, inFreshObject, tickOf } from "./metrics-history.ts";
 import { agentsClosedAfterEach, api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const inFresh = (fn: Parameters<typeof inFreshObject>[1]) => inFreshObject("packed", fn);
 
 describe("packed metrics storage", () => {
-  it("stores a minute of many VMs as one row, and rolls each 5-minute bucket into one row of means", async () => {
+  it("stores an hour of many VMs as one row, and rolls each 5-minute bucket into one row of means", async () => {
     await inFresh((history) => {
-      const start = bucketAgo(2);
+      const start = hourOf(bucketAgo(2));
       const vms = Array.from({ length: 50 }, () => uuid());
       const minute = (m: number) => ({
         intervalMs: 10_000,
@@ -27,13 +28,13 @@ describe("packed metrics storage", () => {
         ),
       });
       const written = [0, 1, 2, 3, 4, 5].map((m) => history.ingest(minute(m), start + m * 60_000 + 50_000).rowsWritten);
-      // 306 samples a minute: the first minute adds the 51 series names; then one row a minute, and a
-      // bucket's means row plus the roll-up mark when a bucket closes. (The Durable Object counts a
+      // 306 samples a minute: the first minute adds the 51 series names; then each minute rewrites the
+      // hour's row, and a bucket's means row is written when a later tick closes the bucket. (The Durable Object counts a
       // keyed row as two: the row and its index entry.)
-      expect(written[0]).toBe(51 * 2 + 1 + 2 * 2); // names, the minute, intervalMs and the first roll-up mark
+      expect(written[0]).toBe(51 * 2 + 1 + 2); // names, the hour's row, intervalMs
       expect(written.slice(1, 5)).toEqual([1, 1, 1, 1]);
-      expect(written[5]).toBe(1 + 1 + 2); // minute, bucket means, roll-up mark
-      expect(history.counts()).toMatchObject({ raw: 6 * 6 * 51, minuteRows: 6, rollup: 51, bucketRows: 1 });
+      expect(written[5]).toBe(1 + 1); // the hour's row, bucket means
+      expect(history.counts()).toMatchObject({ raw: 6 * 6 * 51, minuteRows: 1, rollup: 51, bucketRows: 1 });
       // The means: VM i had i + m over minutes 0-4 of the bucket, so i + 2.
       const week = history.series(vms[10], "7d", start + 400_000);
       expect(cpuOf(week.points.filter((p) => p.cpuPct !== null))).toEqual([12]);
@@ -46,23 +47,60 @@ describe("packed metrics storage", () => {
     });
   });
 
-  it("drops whole rows: minutes after a day, bucket means after 30 days", async () => {
+  it("takes an hour's batch of a 120-VM node in frames: each appends to the hour's last part, the hour stays whole", async () => {
     await inFresh((history) => {
-      const start = bucketAgo(40);
+      const start = hourOf(bucketAgo(2));
+      const vms = Array.from({ length: 120 }, () => uuid());
+      const t = (k: number) => start + k * 10_000;
+      const cpu = (i: number, k: number) => (i + k) % 100;
+      const tick = (k: number) => tickOf(t(k), Object.fromEntries(vms.map((v, i) => [v, cpu(i, k)])), k % 50);
+      const written: number[] = [];
+      // An agent nobody watches sends an hour at a time, METRICS_FRAME_SAMPLES VM samples a frame.
+      for (let first = 0; first < 360; first += 25) {
+        const ticks = Array.from({ length: Math.min(25, 360 - first) }, (_, j) => tick(first + j));
+        written.push(history.ingest({ intervalMs: 10_000, ticks }, t(359) + 1_000).rowsWritten);
+      }
+      // An hour of 121 series is several parts (a row holds at most 1 MB); each later frame rewrites
+      // the last part and at most starts the next, never the whole hour (nor a row a minute), and
+      // writes the means of the bucket its ticks closed.
+      const { minuteRows } = history.counts();
+      expect(minuteRows).toBeGreaterThan(2);
+      for (const w of written.slice(2)) expect(w).toBeLessThanOrEqual(2 + 1);
+      expect(history.counts()).toMatchObject({ raw: 360 * 121 });
+      const now = t(359) + 1_000;
+      expect(cpuOf(history.series(vms[0], "1h", now).points)).toEqual(Array.from({ length: 360 }, (_, k) => cpu(0, k)));
+      expect(cpuOf(history.series(vms[119], "1h", now).points)).toEqual(
+        Array.from({ length: 360 }, (_, k) => cpu(119, k)),
+      );
+      // A tick re-sent out of order (after a reconnect) merges into the whole hour: the parts stay as many.
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(100), { [vms[0]]: 77 })] }, now);
+      expect(history.series(vms[0], "1h", now).points[100].cpuPct).toBe(77);
+      expect(history.counts()).toMatchObject({ minuteRows, raw: 360 * 121 });
+      // The next hour's first frame closes the last bucket: twelve buckets of means, each of 121 series.
+      history.ingest({ intervalMs: 10_000, ticks: [tick(360)] }, t(360) + 1_000);
+      expect(history.counts()).toMatchObject({ bucketRows: 12, rollup: 12 * 121 });
+      const day = history.series(vms[5], "24h", t(360) + 1_000).points.filter((p) => p.cpuPct !== null);
+      expect(day.length).toBe(61);
+    });
+  });
+
+  it("drops whole rows: hours after a day, bucket means after 30 days", async () => {
+    await inFresh((history) => {
+      const start = hourOf(bucketAgo(40));
       const vmId = uuid();
       const put = (t: number, cpu: number) =>
         history.ingest({ intervalMs: 10_000, ticks: [tickOf(t, { [vmId]: cpu }, 1)] }, t);
       for (let i = 0; i <= 60; i++) put(start + i * 10_000, 10);
-      expect(history.counts()).toMatchObject({ minuteRows: 11, bucketRows: 2 });
-      // Two days on: the old minutes are gone in one statement, counted as the rows they were.
+      expect(history.counts()).toMatchObject({ minuteRows: 1, bucketRows: 2 });
+      // Two days on: the old hour is gone in one statement, counted as the rows it was.
       const later = start + 2 * DAY;
       const cost = put(later, 20);
       expect(history.counts()).toMatchObject({ minuteRows: 1, bucketRows: 3, raw: 2 });
-      expect(cost.rowsWritten).toBe(1 + 1 + 11 + 2); // minute, the last bucket's means, 11 minutes deleted, mark
+      expect(cost.rowsWritten).toBe(1 + 1 + 1); // the hour, the last bucket's means, the old hour deleted
       // 35 days on: the buckets of 40 days ago are gone, the one of 38 days ago too.
       put(start + 35 * DAY, 30);
       put(start + 35 * DAY + ROLLUP_STEP_MS, 30);
-      expect(history.counts()).toMatchObject({ minuteRows: 2, bucketRows: 1, rollup: 2 });
+      expect(history.counts()).toMatchObject({ minuteRows: 1, raw: 4, bucketRows: 1, rollup: 2 });
       expect(
         cpuOf(history.series(vmId, "30d", start + 35 * DAY + ROLLUP_STEP_MS).points.filter((p) => p.cpuPct !== null)),
       ).toEqual([30]);

@@ -1,11 +1,12 @@
 // The node's metrics history in its Durable Object's own SQLite (D1 holds no time series), packed:
-// one row per minute holds every series' raw samples (kept a day), one row per 5-minute bucket
-// every series' means (kept 30 days), so a node writes a row or two a minute whatever its VM count.
+// one row per hour holds every series' raw samples (kept a day; split into parts where an hour does
+// not fit a row), one row per 5-minute bucket every series' means (kept 30 days). Every row written
+// is billed, its expiry too: an agent that sends an hour's batch costs a few rows an hour.
 // Each series has a slot, the same in every row, so one query cuts a series' slice out of every row
 // of a range. Read back as a range's series with offline stretches as gaps. Ticks carry their time in this
 // side's clock (the agent corrects for skew); one stamped in the future or past the raw retention is
-// dropped. A tick may arrive alone or in a batch, and a minute in several frames: it is merged into
-// the minute's row.
+// dropped. A tick may arrive alone or in a batch, and an hour in many frames: ticks later than any
+// held are appended to the hour's last part (the usual case), others merged into the whole hour.
 import {
   METRIC_FIELDS,
   METRIC_RANGES,
@@ -38,9 +39,12 @@ import {
 
 /** The series of the node's own totals (a VM's series is keyed by its UUID). */
 const NODE_SERIES = "node";
-const MINUTE_MS = 60_000;
-/** A Durable Object's SQLite holds at most 2 MB in a row: a minute too big for one row (thousands of
- *  VMs, or short sample intervals) is split by ticks into parts, keyed minute + part number. */
+/** The span of one row of raw samples (an agent nobody watches sends an hour at a time). */
+const CHUNK_MS = 3_600_000;
+/** How long an agent's batch may take to arrive after its last tick was taken: up to an hour. */
+const BATCH_GRACE_MS = CHUNK_MS + ROLLUP_STEP_MS;
+/** A Durable Object's SQLite holds at most 2 MB in a row: an hour too big for one row (a hundred VMs
+ *  or more, or short sample intervals) is split by ticks into parts, keyed hour + part number. */
 const PART_BYTES = 1_000_000;
 
 const DATA_DEFS = DATA_COLUMN_NAMES.map((c) => `${c} BLOB NOT NULL`).join(", ");
@@ -49,8 +53,8 @@ const SCHEMA = [
   // Series names (VM UUIDs, "node") to their slots (id - 1): dense, a slot taken over by a new series
   // only once nothing of its old one is held any more.
   `CREATE TABLE IF NOT EXISTS metric_series (id INTEGER PRIMARY KEY, series TEXT NOT NULL UNIQUE)`,
-  // t: the minute's start + part number; n, slots, head, d0…: a block (metric-blocks.ts) of that
-  // minute's ticks.
+  // t: the hour's start + part number (a row of an older object: its minute's start + part number);
+  // n, slots, head, d0…: a block (metric-blocks.ts) of those ticks. The table keeps its old name.
   `CREATE TABLE IF NOT EXISTS metric_minute (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS})`,
   // t: the 5-minute bucket's start; a one-tick block of every series' means over it. seen: per slot
   // (u32), the last bucket index (t / 5 min) with a sample of it, carried from bucket to bucket, so
@@ -83,7 +87,7 @@ const SLOT_IN_MINUTES = DATA_COLUMN_NAMES.map(
 export type IngestCost = { rowsWritten: number };
 export type { MetricsStorage };
 
-const minuteOf = (t: number) => Math.floor(t / MINUTE_MS) * MINUTE_MS;
+const chunkOf = (t: number) => Math.floor(t / CHUNK_MS) * CHUNK_MS;
 const bucketOf = (t: number) => Math.floor(t / ROLLUP_STEP_MS) * ROLLUP_STEP_MS;
 const sameBytes = (a: ArrayBuffer | Uint8Array, b: ArrayBuffer) => {
   const x = a instanceof Uint8Array ? a : new Uint8Array(a);
@@ -106,7 +110,7 @@ const upsertArgs = (t: number, b: EncodedBlock) => [t, b.n, b.slots, b.head, ...
 export class MetricsHistory {
   private readonly storage: MetricsStorage;
   private ready = false;
-  /** start of the next 5-minute bucket to roll up (cached from metric_meta) */
+  /** start of the next 5-minute bucket to roll up (memory; read back from the rows, see rolledFrom) */
   private rolledTo: number | null = null;
   /** the agent's sampling interval (cached from metric_meta; undefined: not read yet) */
   private intervalMs: number | null | undefined = undefined;
@@ -217,28 +221,46 @@ export class MetricsHistory {
     this.open();
     return this.transaction(() => {
       const cost: IngestCost = { rowsWritten: 0 };
-      const byMinute = new Map<number, MetricsTick[]>();
+      const byChunk = new Map<number, MetricsTick[]>();
       for (const tick of payload.ticks) {
         if (tick.t > now + 60_000 || tick.t < now - RAW_KEEP_MS) continue;
-        const m = minuteOf(tick.t);
-        const ticks = byMinute.get(m);
+        const c = chunkOf(tick.t);
+        const ticks = byChunk.get(c);
         if (ticks) ticks.push(tick);
-        else byMinute.set(m, [tick]);
+        else byChunk.set(c, [tick]);
       }
-      for (const [minute, ticks] of byMinute) this.mergeMinute(minute, ticks, cost);
+      for (const [chunk, ticks] of byChunk) this.mergeChunk(chunk, ticks, cost);
       if (this.samplingInterval() !== payload.intervalMs)
         cost.rowsWritten += this.setMeta("intervalMs", (this.intervalMs = payload.intervalMs));
-      cost.rowsWritten += this.rollUp(now);
+      const latest = Math.max(...payload.ticks.map((tick) => tick.t));
+      cost.rowsWritten += this.rollUp(now, latest);
       return cost;
     });
   }
 
-  private mergeMinute(minute: number, ticks: MetricsTick[], cost: IngestCost): void {
+  /** Merges ticks into an hour's rows. Ticks all later than the last one held (a batch, or a live
+   *  tick) read and rewrite only the hour's last part; any other merge reads the whole hour. */
+  private mergeChunk(chunk: number, ticks: MetricsTick[], cost: IngestCost): void {
+    const heads = this.sql
+      .exec<{ t: number; head: ArrayBuffer }>(
+        "SELECT t, head FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t",
+        chunk,
+        chunk + CHUNK_MS,
+      )
+      .toArray();
+    const last = heads.at(-1);
+    const lastTick = last ? new Block(last.head, []).ticks.at(-1) : undefined;
+    const appending =
+      last !== undefined &&
+      last.t === chunk + heads.length - 1 && // parts of an hour, not an older object's minutes
+      lastTick !== undefined &&
+      ticks.every((tick) => tick.t > lastTick);
+    const first = appending ? heads.length - 1 : 0;
     const stored = this.sql
       .exec<StoredRow>(
         `${SELECT_BLOCK} FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t`,
-        minute,
-        minute + MINUTE_MS,
+        chunk + first,
+        chunk + CHUNK_MS,
       )
       .toArray();
     const samples: Samples = new Map();
@@ -251,11 +273,12 @@ export class MetricsHistory {
       if (tick.node) at.set(this.slotFor(NODE_SERIES, cost), figuresArray(tick.node));
       for (const vm of tick.vms) at.set(this.slotFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
     }
-    this.writeMinute(minute, samples, stored, cost);
+    this.writeParts(chunk, first, samples, stored, cost);
   }
 
-  /** Writes a minute's samples as few parts as fit, rewriting only the parts that changed. */
-  private writeMinute(minute: number, samples: Samples, stored: StoredRow[], cost: IngestCost): void {
+  /** Writes an hour's samples from its part `first` on (`stored`: the rows held from there) as few
+   *  parts as fit, rewriting only the parts that changed. */
+  private writeParts(chunk: number, first: number, samples: Samples, stored: StoredRow[], cost: IngestCost): void {
     const times = [...samples.keys()].sort((a, b) => a - b);
     const parts: number[][] = [];
     let part: number[] = [];
@@ -274,60 +297,77 @@ export class MetricsHistory {
     if (part.length) parts.push(part);
     parts.forEach((ticks, i) => {
       const block = encodeBlock(samples, ticks);
-      const old = stored.find((r) => r.t === minute + i);
+      const key = chunk + first + i;
+      const old = stored.find((r) => r.t === key);
       if (old && sameBytes(old.head, block.head) && dataOf(old).every((d, c) => sameBytes(d, block.data[c]))) return;
-      cost.rowsWritten += this.sql.exec(UPSERT_MINUTE, ...upsertArgs(minute + i, block)).rowsWritten;
+      cost.rowsWritten += this.sql.exec(UPSERT_MINUTE, ...upsertArgs(key, block)).rowsWritten;
     });
-    if (stored.length > parts.length)
+    // Rows past the parts written (fewer parts, or an older object's minute rows now merged).
+    if (stored.some((r) => r.t >= chunk + first + parts.length))
       cost.rowsWritten += this.sql.exec(
         "DELETE FROM metric_minute WHERE t >= ? AND t < ?",
-        minute + parts.length,
-        minute + MINUTE_MS,
+        chunk + first + parts.length,
+        chunk + CHUNK_MS,
       ).rowsWritten;
   }
 
   /** Rolls up every closed bucket not rolled up yet (several after an offline stretch, one row each),
-   *  then drops the minutes past a day and the buckets past 30 days. */
-  private rollUp(now: number): number {
-    const current = bucketOf(now);
-    this.rolledTo ??= this.meta("rolledTo");
-    if (this.rolledTo === null) return this.setMeta("rolledTo", (this.rolledTo = current));
-    if (this.rolledTo >= current) return 0;
+   *  then drops the hours past a day and the buckets past 30 days. */
+  private rollUp(now: number, latest: number): number {
+    // A bucket closes once a later tick came: an hour's batch comes in many frames, in order, and
+    // its first must not close the buckets the next ones fill. Past BATCH_GRACE_MS it closes anyway.
+    const current = bucketOf(Math.min(now, Math.max(latest, now - BATCH_GRACE_MS)));
+    this.rolledTo ??= this.rolledFrom();
+    if (this.rolledTo === null || this.rolledTo >= current) return 0;
     let written = 0;
-    let from = this.rolledTo;
-    let seen: Uint32Array<ArrayBuffer> | null = null;
-    for (;;) {
-      const next = this.sql
-        .exec<{ t: number | null }>("SELECT min(t) AS t FROM metric_minute WHERE t >= ? AND t < ?", from, current)
-        .one().t;
-      if (next === null) break;
-      const bucket = bucketOf(next);
-      const means = new BucketMeans();
-      for (const row of this.sql.exec<StoredRow>(
-        `${SELECT_BLOCK} FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t`,
-        bucket,
-        bucket + ROLLUP_STEP_MS,
-      )) {
-        const block = blockOf(row);
-        for (let s = 0; s < block.slots; s++)
-          for (let k = 0; k < block.ticks.length; k++)
-            if (block.has(s, k)) means.add(bucket, s, (f) => block.value(s, f, k));
+    const from = this.rolledTo;
+    // Every raw row that may hold a tick of the closed buckets (a row's key is its hour's start), one
+    // row at a time: only the buckets' means are held.
+    const means = new BucketMeans();
+    for (const row of this.sql.exec<StoredRow>(
+      `${SELECT_BLOCK} FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t`,
+      chunkOf(from),
+      current,
+    )) {
+      const block = blockOf(row);
+      for (let k = 0; k < block.ticks.length; k++) {
+        const t = block.ticks[k];
+        if (t < from || t >= current) continue;
+        const bucket = bucketOf(t);
+        for (let s = 0; s < block.slots; s++) if (block.has(s, k)) means.add(bucket, s, (f) => block.value(s, f, k));
       }
+    }
+    let seen: Uint32Array<ArrayBuffer> | null = null;
+    for (const bucket of [...means.buckets.keys()].sort((a, b) => a - b)) {
       const block = encodeBlock(means.samplesOf(bucket));
       seen = this.seenAfter(seen, bucket, means);
       written += this.sql.exec(UPSERT_BUCKET, ...upsertArgs(bucket, block), seen.buffer).rowsWritten;
-      from = bucket + ROLLUP_STEP_MS;
     }
-    // A minute leaves once all of it is past a day (its key may carry a part number, hence the minute).
-    written += this.sql.exec("DELETE FROM metric_minute WHERE t < ?", now - RAW_KEEP_MS - MINUTE_MS + 1).rowsWritten;
+    // An hour's rows leave once all of it is past a day (a key may carry a part number, hence the hour).
+    written += this.sql.exec("DELETE FROM metric_minute WHERE t < ?", now - RAW_KEEP_MS - CHUNK_MS + 1).rowsWritten;
     written += this.sql.exec("DELETE FROM metric_bucket WHERE t < ?", now - ROLLUP_KEEP_MS).rowsWritten;
-    written += this.setMeta("rolledTo", (this.rolledTo = current));
+    this.rolledTo = current;
     if (this.legacy?.any) {
       const until = this.meta("legacyUntil")!;
       this.legacy.dropOlderThan("metric_raw", until, now - RAW_KEEP_MS);
       this.legacy.dropOlderThan("metric_5m", until, now - ROLLUP_KEEP_MS);
     }
     return written;
+  }
+
+  /** The next bucket to roll up, from the rows (storing it would be a row written at every roll-up):
+   *  the one after the newest bucket of means (buckets are written in order; one with no sample has
+   *  no row and nothing to roll up), or a fresh history's first raw bucket. */
+  private rolledFrom(): number | null {
+    const row = this.sql
+      .exec<{ bucket: number | null; raw: number | null; mark: number | null }>(
+        `SELECT (SELECT max(t) FROM metric_bucket) AS bucket, (SELECT min(t) FROM metric_minute) AS raw,
+                (SELECT value FROM metric_meta WHERE key = 'rolledTo') AS mark`,
+      )
+      .one();
+    if (row.bucket !== null) return Math.max(row.bucket + ROLLUP_STEP_MS, row.mark ?? 0);
+    if (row.raw === null) return row.mark;
+    return Math.max(bucketOf(row.raw), row.mark ?? 0);
   }
 
   /** When each slot was last seen, with this bucket: carried on from the newest bucket row before it.
@@ -372,7 +412,7 @@ export class MetricsHistory {
         .exec<{ b: ArrayBuffer | null }>(
           (raw ? SLICE_MINUTES : SLICE_BUCKETS)[column],
           index,
-          raw ? minuteOf(from) : from,
+          raw ? chunkOf(from) : from,
         )
         .one().b;
       if (slices)
@@ -398,19 +438,19 @@ export class MetricsHistory {
     if (!this.legacy?.any || this.meta("legacyUntil") !== null) return;
     this.transaction(() => {
       const cost: IngestCost = { rowsWritten: 0 };
-      const byMinute = new Map<number, Samples>();
+      const byChunk = new Map<number, Samples>();
       // Everything left in the old tables is older than the first bucket not rolled up yet.
       const rolledTo = this.meta("rolledTo");
       this.setMeta("legacyUntil", rolledTo ?? Date.now());
       for (const old of this.legacy!.takeRawFrom(rolledTo ?? 0)) {
-        const m = minuteOf(old.t);
-        let samples = byMinute.get(m);
-        if (!samples) byMinute.set(m, (samples = new Map<number, Map<number, Float64Array>>()));
+        const c = chunkOf(old.t);
+        let samples = byChunk.get(c);
+        if (!samples) byChunk.set(c, (samples = new Map<number, Map<number, Float64Array>>()));
         let at = samples.get(old.t);
         if (!at) samples.set(old.t, (at = new Map<number, Float64Array>()));
         at.set(this.slotFor(old.series, cost), old.figures);
       }
-      for (const [m, samples] of byMinute) this.writeMinute(m, samples, [], cost);
+      for (const [c, samples] of byChunk) this.writeParts(c, 0, samples, [], cost);
     });
   }
 
