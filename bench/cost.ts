@@ -154,7 +154,7 @@ function workerdCpuSeconds(groupId: number | undefined): number {
   return ticks / 100; // USER_HZ
 }
 
-type Snapshot = { session: CostCounts & { sqliteBytes: number }; calls: Record<string, number> };
+type Snapshot = { session: CostCounts & { sqliteBytes: number; historyRows: number }; calls: Record<string, number> };
 /** `watch`: a VM whose Monitoring tab is open through the window (its chart fetched as the tab does). */
 type Scenario = {
   label: string;
@@ -221,9 +221,9 @@ function usage(
   // raw for a day and as 5-minute means (1/30 as many rows) for 30 days: twice a day of the growth.
   const steadyGb = (2 * grewBytes * (86_400 / windowS)) / 1e9;
   // A deleted row is billed as written. A fresh history holds nothing old enough to expire, so the
-  // window sees none of its retention deletes: at steady state each row its SQL wrote is deleted
-  // once more (KV calls and alarms are not history).
-  const expiryRows = sqlite.rowsWritten - sqlite.kvWrites - sqlite.alarmWrites;
+  // window sees none of its retention deletes: at steady state as many rows expire as the history
+  // gained (a row rewritten several times, an hour's, is deleted once).
+  const expiryRows = Math.max(0, after.session.historyRows - before.session.historyRows);
   const perMonth = (n: number) => (n * MONTH_S) / windowS;
   const wsMessages = wakes.webSocketMessage ?? 0;
   // Billed requests: RPC calls and fetches, alarms, other socket events, and incoming messages at 20:1.
@@ -334,7 +334,7 @@ function printTable(
   );
   out.push(`D1 rows written, all nodes, counted twice: ${d1Check}`);
   out.push(
-    "storage: the SQLite growth of the window taken as the metrics history's, held a day raw and 30 days as 5-minute means (as many rows again): GB-month at steady state. Rows written: the window's, plus the SQL-written ones again for their deletion when they expire (a fresh history has none to expire yet; modelled)",
+    "storage: the SQLite growth of the window taken as the metrics history's, held a day raw and 30 days as 5-minute means (as many rows again): GB-month at steady state. Rows written: the window's, plus as many again as the history gained rows in it, for their deletion when they expire (a fresh history has none to expire yet; modelled)",
   );
   out.push(
     "left out: D1 storage (a few KB per node), the long-poll transport (a held poll keeps its object awake), a Monitoring tab's traffic (its own rows), the once-a-minute cron (fleet-wide, not per node)",

@@ -454,6 +454,14 @@ export class MetricsHistory {
     });
   }
 
+  /** For the cost bench: rows of raw samples and of means held (each is deleted once, at its expiry). */
+  heldRows(): number {
+    this.open();
+    return this.sql
+      .exec<{ n: number }>("SELECT (SELECT count(*) FROM metric_minute) + (SELECT count(*) FROM metric_bucket) AS n")
+      .one().n;
+  }
+
   /** For tests and the bench: samples held (raw: VM or node samples; rollup: series × buckets) and
    *  the rows holding them. */
   counts(): { raw: number; rollup: number; minuteRows: number; bucketRows: number } {
