@@ -124,6 +124,7 @@ const CONFIG = {
     if (ms !== 0 && ms < 1_000) throw new FieldError("must be 0 (off) or at least 1000 ms");
     return ms;
   },
+  metricsBatchMs: millis(1_000, 3_600_000),
   events: oneOf(["auto", "off"], "expected auto or off"),
   updateConfirmMs: millis(1_000, 3_600_000),
 };
@@ -135,7 +136,7 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--stable-after MS] [--stop-poll MS] [--follow-poll MS] [--shutdown-deadline MS]
                      [--transport auto|websocket|long-poll] [--poll-wait MS] [--websocket-retry MS]
                      [--digest-interval MS] [--progress-interval MS] [--operation-cap MS] [--insecure-http]
-                     [--metrics-interval MS (0: off)] [--events auto|off]
+                     [--metrics-interval MS (0: off)] [--metrics-batch MS] [--events auto|off]
        quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
        quantix-agent --enroll --server URL --token JOIN_TOKEN [--state-dir DIR]
                      (trade the join token for the node credential, then exit: 0 enrolled or already
@@ -187,6 +188,7 @@ const OPTIONS = {
   "progress-interval": { type: "string", env: "QX_PROGRESS_INTERVAL_MS" },
   "operation-cap": { type: "string", env: "QX_OPERATION_CAP_MS" },
   "metrics-interval": { type: "string", env: "QX_METRICS_INTERVAL_MS" },
+  "metrics-batch": { type: "string", env: "QX_METRICS_BATCH_MS" },
   events: { type: "string", env: "QX_EVENTS" },
   "update-confirm": { type: "string", env: "QX_UPDATE_CONFIRM_MS" },
   help: { type: "boolean", short: "h" },
@@ -235,6 +237,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     progressIntervalMs: 3_000,
     operationCapMs: 600_000,
     metricsIntervalMs: 10_000,
+    metricsBatchMs: 3_600_000,
     events: "auto",
     updateConfirmMs: 120_000,
   };
@@ -244,7 +247,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     if (v !== undefined)
       raw[
         camel(flag).replace(
-          /^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap|metricsInterval|updateConfirm)$/,
+          /^(pollInterval|stopPoll|followPoll|connectTimeout|backoffBase|backoffCap|stableAfter|shutdownDeadline|pollWait|websocketRetry|digestInterval|progressInterval|operationCap|metricsInterval|metricsBatch|updateConfirm)$/,
           "$1Ms",
         )
       ] = v;

@@ -108,6 +108,9 @@ class Agent {
       send,
       peerFeatures,
       serverNow,
+      // Samples go in batches while nobody watches (each costs the control plane rows written).
+      batchTicks: Math.max(1, Math.round(config.metricsBatchMs / Math.max(1, config.metricsIntervalMs))),
+      spoolFile: join(config.stateDir, "metrics-unsent.jsonl"),
     });
     this.updater = new SelfUpdater({
       agentFile: AGENT_FILE,

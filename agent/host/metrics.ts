@@ -1,9 +1,11 @@
 // Samples every running VM's figures each metrics interval (CPU %, memory, disk and network rates,
 // and the node's totals), pushes each tick as `metrics` frames to a control plane that announced
-// `metrics` in batches of `batchTicks` ticks (a minute's), or one frame per tick while a live lease
-// runs (someone watches the charts), and keeps a day in memory for the host view (1 h of raw
-// samples, 24 h of 1-minute means).
+// `metrics` in batches of `batchTicks` ticks (the agent's default: an hour's, since each batch costs
+// the control plane rows written), or one frame per tick while a live lease runs (someone watches the
+// charts), and keeps a day in memory for the host view (1 h of raw samples, 24 h of 1-minute means).
+// Ticks not sent yet are kept across a dropped link and, in `spoolFile`, across a restart.
 import { randomUUID } from "node:crypto";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import {
   METRIC_FIELDS,
@@ -167,7 +169,12 @@ export type MetricsSamplerOptions = {
   batchTicks?: number;
   /** the control plane's clock, which the ticks are stamped with */
   serverNow?: () => number;
+  /** where the ticks not sent yet are kept, so a restart loses none (one JSON tick a line) */
+  spoolFile?: string;
 };
+
+/** Ticks older than this are not kept for sending: the control plane keeps raw samples a day. */
+const PENDING_KEEP_MS = 86_400_000;
 
 export class MetricsSampler {
   private readonly opts: MetricsSamplerOptions;
@@ -185,12 +192,53 @@ export class MetricsSampler {
   private pending: MetricsTick[] = [];
   /** until when (this host's clock) each tick is sent as it is taken: someone watches the charts */
   private liveUntil = 0;
+  /** the spool file could not be written (said once) */
+  private spoolFailed = false;
   /** the last tick met a running VM it had no counters for: its figures come at the next tick */
   private newcomers = false;
 
   constructor(opts: MetricsSamplerOptions) {
     this.opts = opts;
     this.hostCpus = opts.hostCpus ?? cpus().length;
+    this.pending = this.readSpool();
+  }
+
+  /** The ticks a previous run left unsent (none if the file is missing or unreadable). */
+  private readSpool(): MetricsTick[] {
+    if (!this.opts.spoolFile) return [];
+    let text: string;
+    try {
+      text = readFileSync(this.opts.spoolFile, "utf8");
+    } catch {
+      return [];
+    }
+    const oldest = (this.opts.serverNow?.() ?? Date.now()) - PENDING_KEEP_MS;
+    const ticks: MetricsTick[] = [];
+    for (const line of text.split("\n")) {
+      if (!line) continue;
+      try {
+        // written by this agent: its shape is only checked, not validated in full
+        const tick = JSON.parse(line) as MetricsTick;
+        if (typeof tick?.t === "number" && Array.isArray(tick.vms) && tick.t >= oldest) ticks.push(tick);
+      } catch {
+        // a line cut short by a crash: the rest is still read
+      }
+    }
+    return ticks;
+  }
+
+  /** Keeps the spool file equal to what is pending (appending `added`, or rewriting it whole). */
+  private spool(added?: MetricsTick[]): void {
+    const file = this.opts.spoolFile;
+    if (!file) return;
+    try {
+      if (added) appendFileSync(file, added.map((t) => `${JSON.stringify(t)}\n`).join(""));
+      else writeFileSync(file, this.pending.map((t) => `${JSON.stringify(t)}\n`).join(""));
+    } catch (err) {
+      if (!this.spoolFailed)
+        this.opts.log.warn({ err: (err as Error).message, file }, "cannot keep unsent metrics on disk");
+      this.spoolFailed = true;
+    }
   }
 
   start(): void {
@@ -295,23 +343,34 @@ export class MetricsSampler {
   }
 
   /** Sends the pending ticks once there are `batchTicks` of them (while live: each tick), in frames of at most
-   *  METRICS_FRAME_SAMPLES VM samples; nothing is kept for a control plane that cannot take them
-   *  (the link is down, or it did not announce `metrics`): it shows the gap. */
+   *  METRICS_FRAME_SAMPLES VM samples, to a control plane that announced `metrics`. Kept meanwhile
+   *  (a link down, a control plane not welcoming yet): at most two batches' worth, the oldest
+   *  dropped first (the control plane shows the gap). */
   private queue(tick: MetricsTick) {
-    if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return void (this.pending = []);
+    const parts: MetricsTick[] = [];
     // A host beyond one frame's worth of VMs sends each tick in parts.
     for (let i = 0; i === 0 || i < tick.vms.length; i += METRICS_FRAME_SAMPLES) {
-      this.pending.push({
+      parts.push({
         t: tick.t,
         vms: tick.vms.slice(i, i + METRICS_FRAME_SAMPLES),
         ...(i === 0 ? { node: tick.node } : {}),
       });
     }
-    if (this.isLive() || this.pending.length >= (this.opts.batchTicks ?? 6)) this.flush();
+    this.pending.push(...parts);
+    const batch = this.opts.batchTicks ?? 6;
+    const keep = Math.max(2 * batch, 2);
+    const oldest = tick.t - PENDING_KEEP_MS;
+    if (this.pending.length > keep || (this.pending[0]?.t ?? Infinity) < oldest) {
+      this.pending = this.pending.filter((t) => t.t >= oldest).slice(-keep);
+      this.spool();
+    } else this.spool(parts);
+    if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return;
+    if (this.isLive() || this.pending.length >= batch) this.flush();
   }
 
-  /** Sends what is pending now (also at stop). */
+  /** Sends what is pending now (also at stop); what the link did not take stays pending. */
   flush(): void {
+    if (!this.pending.length) return;
     const ticks = this.pending.splice(0);
     const batch = randomUUID().slice(0, 8);
     let frame: MetricsTick[] = [];
@@ -323,15 +382,19 @@ export class MetricsSampler {
         payload: { intervalMs: this.opts.intervalMs, ticks: frame },
       });
     let n = 0;
-    for (const tick of ticks) {
+    let sent = 0;
+    for (const [i, tick] of ticks.entries()) {
       if (frame.length && samples + tick.vms.length > METRICS_FRAME_SAMPLES) {
-        if (!send(n++)) return;
+        if (!send(n++)) break;
+        sent = i;
         frame = [];
         samples = 0;
       }
       frame.push(tick);
       samples += tick.vms.length;
     }
-    if (frame.length) send(n);
+    if (sent + frame.length === ticks.length && frame.length && send(n)) sent = ticks.length;
+    this.pending.unshift(...ticks.slice(sent));
+    if (sent > 0) this.spool(); // else the file still holds exactly what is pending
   }
 }

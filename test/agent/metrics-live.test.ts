@@ -1,7 +1,10 @@
 // The sampler's live mode on libvirt's test driver: while a `metrics.live` lease runs, each tick goes
 // out as it is taken (what was pending first, at once); when the lease ends or the link asks it to,
 // ticks go back into minute batches; a VM first seen while live has its figures a moment later, not
-// a whole interval later.
+// a whole interval later. Ticks the link did not take are kept, and across a restart in a spool file.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Libvirt } from "../../agent/host/libvirt.ts";
 import { MetricsSampler } from "../../agent/host/metrics.ts";
@@ -99,5 +102,49 @@ describe("metrics sampler, live while watched", () => {
     sampler.live(60_000);
     await expect.poll(() => sent.length, { timeout: 30_000 }).toBe(1);
     expect(ticksPerFrame(sent)).toEqual([1]);
+  });
+
+  it("keeps the ticks a dropped link did not take, and across a restart in its spool file; a batch sent empties the file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qx-metrics-spool-"));
+    try {
+      const spoolFile = join(dir, "metrics-unsent.jsonl");
+      const libvirt = new Libvirt(TEST_URI, silentLog);
+      let linkUp = false;
+      const sent: AgentMessage[] = [];
+      const samplerOfThisRun = () => {
+        const sampler = new MetricsSampler({
+          libvirt,
+          intervalMs: 10_000,
+          log: silentLog,
+          send: (m) => linkUp && sent.push(m) > 0,
+          peerFeatures: () => new Set(["metrics"]),
+          hostCpus: 4,
+          batchTicks: 3,
+          spoolFile,
+        });
+        opened.push({ libvirt: libvirt, sampler });
+        return sampler;
+      };
+      const before = samplerOfThisRun();
+      await before.sampleNow(); // counters only
+      for (let i = 0; i < 4; i++) await tick(before); // a batch is due, but the link is down
+      expect(sent).toEqual([]);
+      expect(readFileSync(spoolFile, "utf8").trim().split("\n")).toHaveLength(4);
+
+      // The agent restarts, and its link comes up: the new run sends what the last one kept first.
+      opened.pop();
+      const after = samplerOfThisRun();
+      linkUp = true;
+      await after.sampleNow(); // counters only
+      expect(sent).toEqual([]);
+      await tick(after);
+      const times = sent.flatMap((m) => (m.type === "metrics" ? m.payload.ticks.map((t) => t.t) : []));
+      expect(times).toHaveLength(5);
+      expect(new Set(times).size).toBe(5);
+      expect(times).toEqual([...times].sort((a, b) => a - b));
+      expect(readFileSync(spoolFile, "utf8")).toBe("");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

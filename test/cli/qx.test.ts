@@ -62,7 +62,12 @@ beforeAll(async () => {
   logDir = mkdtempSync(join(tmpdir(), "qx-cli-logs-"));
   cpSync(DEMO_LOG_DIR, logDir, { recursive: true });
   writeFileSync(join(logDir, "analytics.log"), HOSTILE_LOG);
-  agent = AgentProcess.start({ server: cp.url, token: joinToken, logDir, env: { QX_METRICS_INTERVAL_MS: "1000" } });
+  agent = AgentProcess.start({
+    server: cp.url,
+    token: joinToken,
+    logDir,
+    env: { QX_METRICS_INTERVAL_MS: "1000", QX_METRICS_BATCH_MS: "6000" },
+  });
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     const { vms } = (await (await cp.api("/api/vms?limit=50")).json()) as { vms: unknown[] };

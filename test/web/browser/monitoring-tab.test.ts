@@ -12,6 +12,7 @@ let f: DashboardFixture;
 beforeAll(async () => {
   // The agent inherits this: a sample a second instead of every 10 s, so charts fill within the test.
   process.env.QX_METRICS_INTERVAL_MS = "1000";
+  process.env.QX_METRICS_BATCH_MS = "6000"; // and a batch every 6 s, not an hour, for charts read unwatched
   f = await startDashboard({ tmpPrefix: "qx-web-metrics-", nodeName: "edge-metrics-01" });
 }, 180_000);
 
