@@ -3,7 +3,11 @@
 // inventory reporter (poll, digest) and metrics sampler at the agent's default intervals over a
 // NAMED FAKE host (no libvirt: a thousand domains in memory). After a settle, every node's object
 // counts over one window what Cloudflare bills (worker/cost-meter.ts): requests by kind, time it
-// could not hibernate, rows read and written in D1 and in its own SQLite; the bench turns the counts
+// could not hibernate, rows read and written in D1 and in its own SQLite. An idle node's metrics
+// come an hour at a time (the agent's default batch), longer than any window: each idle agent then
+// replays two hours of ticks stamped over the last two hours through its real sampler (the first
+// warms the history up: series names, first roll-up), and the second hour's counts, times the hours
+// of a month, are its metrics' share. The bench turns the counts
 // into dollars per node-month at list prices (bench/prices.ts), with and without the paid plan's
 // allowances, and prices a 10,000-node fleet at 100 VMs each. The counts are kept in the output.
 import { readdirSync, readFileSync } from "node:fs";
@@ -85,6 +89,8 @@ class CostAgent extends SimAgent {
   readonly sent = new Map<string, number>();
   private readonly reporter: InventoryReporter;
   private readonly sampler: MetricsSampler;
+  /** while replaying an hour: the time the next tick is stamped with */
+  private stamp: number | null = null;
 
   constructor(url: string, credential: string, vms: SimVm[]) {
     super(url, credential, vms);
@@ -106,8 +112,21 @@ class CostAgent extends SimAgent {
       send,
       peerFeatures,
       hostCpus: 64,
-      serverNow: () => this.link.serverNow(),
+      serverNow: () => this.stamp ?? this.link.serverNow(),
+      batchTicks: Math.round(AGENT_DEFAULTS.metricsBatchMs / AGENT_DEFAULTS.metricsIntervalMs),
     });
+  }
+
+  /** Takes a batch's worth of ticks stamped every interval from `from` on, as fast as the fake host
+   *  answers: the sampler sends them as it would after an hour. */
+  async replayBatch(from: number): Promise<void> {
+    const ticks = Math.round(AGENT_DEFAULTS.metricsBatchMs / AGENT_DEFAULTS.metricsIntervalMs);
+    await this.sampler.sampleNow(); // counters only, on a first run
+    for (let k = 0; k < ticks; k++) {
+      this.stamp = from + k * AGENT_DEFAULTS.metricsIntervalMs;
+      await this.sampler.sampleNow();
+    }
+    this.stamp = null;
   }
 
   /** Announces what the real agent does, `liveMetrics` included. */
@@ -122,11 +141,12 @@ class CostAgent extends SimAgent {
     return super.send(msg);
   }
 
-  async run(): Promise<void> {
+  /** `sampling`: the sampler runs on its timer (a watched node); an idle node's hour is replayed. */
+  async run(sampling: boolean): Promise<void> {
     await this.start();
     await this.reporter.fullSync(); // what the real agent reports on connect, as its own baseline
     this.reporter.startPolling();
-    this.sampler.start();
+    if (sampling) this.sampler.start();
   }
 
   async halt(): Promise<void> {
@@ -197,9 +217,40 @@ type Usage = {
   grewBytes: number;
   /** rows its SQL wrote that will be deleted again when they expire (modelled, see below) */
   expiryRows: number;
+  /** an idle node's metrics: one hour's batch, replayed (counts of that hour alone) */
+  hour?: HourCounts;
   /** billed units in a month, by price */
   month: Partial<Record<PriceKey, number>>;
 };
+
+/** What one hour's metrics batch cost its node's object: frames, rows (its SQL's only: alarms and KV
+ *  calls are the window's), rows at expiry, time awake, SQLite growth. */
+type HourCounts = {
+  frames: number;
+  rowsRead: number;
+  rowsWritten: number;
+  expiryRows: number;
+  activeMs: number;
+  grewBytes: number;
+};
+const HOURS_A_MONTH = MONTH_S / 3600;
+
+function hourCounts(before: Snapshot, after: Snapshot, frames: number): HourCounts {
+  const a = after.session;
+  const b = before.session;
+  return {
+    frames,
+    rowsRead: a.sqlite.rowsRead - b.sqlite.rowsRead - (a.sqlite.kvReads - b.sqlite.kvReads),
+    rowsWritten:
+      a.sqlite.rowsWritten -
+      b.sqlite.rowsWritten -
+      (a.sqlite.kvWrites - b.sqlite.kvWrites) -
+      (a.sqlite.alarmWrites - b.sqlite.alarmWrites),
+    expiryRows: Math.max(0, a.historyRows - b.historyRows),
+    activeMs: a.activeMs - b.activeMs,
+    grewBytes: a.sqliteBytes - b.sqliteBytes,
+  };
+}
 
 function usage(
   s: Scenario,
@@ -207,6 +258,7 @@ function usage(
   after: Snapshot,
   windowS: number,
   sentBefore: Map<string, number>,
+  hour?: HourCounts,
 ): Usage {
   const wakes = minus(after.session.wakes, before.session.wakes);
   const calls = minus(after.calls, before.calls);
@@ -219,12 +271,14 @@ function usage(
   const grewBytes = after.session.sqliteBytes - before.session.sqliteBytes;
   // Storage held at steady state, modelled from the window: what grows is the metrics history, kept
   // raw for a day and as 5-minute means (1/30 as many rows) for 30 days: twice a day of the growth.
-  const steadyGb = (2 * grewBytes * (86_400 / windowS)) / 1e9;
+  // An idle node's history grows by its hourly batches (the window holds none).
+  const steadyGb = (2 * (hour ? hour.grewBytes * 24 : grewBytes * (86_400 / windowS))) / 1e9;
   // A deleted row is billed as written. A fresh history holds nothing old enough to expire, so the
   // window sees none of its retention deletes: at steady state as many rows expire as the history
   // gained (a row rewritten several times, an hour's, is deleted once).
   const expiryRows = Math.max(0, after.session.historyRows - before.session.historyRows);
   const perMonth = (n: number) => (n * MONTH_S) / windowS;
+  const hourly = (n: number) => (hour ? n * HOURS_A_MONTH : 0);
   const wsMessages = wakes.webSocketMessage ?? 0;
   // Billed requests: RPC calls and fetches, alarms, other socket events, and incoming messages at 20:1.
   // Auto-answered pings are priced as incoming messages too (the pages exempt protocol pings and say
@@ -247,13 +301,15 @@ function usage(
     sqlite,
     grewBytes,
     expiryRows,
+    hour,
     month: {
       ...(s.watch ? { workerRequests: perMonth(s.watch.fetches) } : {}),
       doStorage: steadyGb,
-      doRequests: perMonth(requests),
-      doDuration: perMonth((activeMs / 1000) * DO_MEMORY_GB),
-      doRowsRead: perMonth(sqlite.rowsRead),
-      doRowsWritten: perMonth(sqlite.rowsWritten + expiryRows),
+      doRequests: perMonth(requests) + hourly((hour?.frames ?? 0) / WS_MESSAGES_PER_REQUEST),
+      doDuration: perMonth((activeMs / 1000) * DO_MEMORY_GB) + hourly(((hour?.activeMs ?? 0) / 1000) * DO_MEMORY_GB),
+      doRowsRead: perMonth(sqlite.rowsRead) + hourly(hour?.rowsRead ?? 0),
+      doRowsWritten:
+        perMonth(sqlite.rowsWritten + expiryRows) + hourly((hour?.rowsWritten ?? 0) + (hour?.expiryRows ?? 0)),
       d1RowsRead: perMonth(d1.rowsRead),
       d1RowsWritten: perMonth(d1.rowsWritten),
     },
@@ -314,6 +370,12 @@ function printTable(
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
   out.push(line(head), "|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|", ...rows.map(line));
+  out.push("\nan idle node's metrics, one hour's batch (replayed; times 720 in the month):");
+  for (const u of usages)
+    if (u.hour)
+      out.push(
+        `  ${u.label}: ${u.hour.frames} frames, DO rows ${u.hour.rowsRead}/${u.hour.rowsWritten} + ${u.hour.expiryRows} at expiry, active ${u.hour.activeMs} ms, SQLite grew ${round(u.hour.grewBytes / 1024, 0)} KiB`,
+      );
   out.push("\nper node-month, by price (list):");
   for (const u of usages) {
     out.push(
@@ -342,6 +404,32 @@ function printTable(
   console.log(out.join("\n"));
 }
 
+/** Replays an hour of an idle node's ticks from `from` and waits until its object took every frame. */
+async function replayed(cp: ControlPlane, s: Scenario, from: number): Promise<HourCounts> {
+  const before = await costOf(cp, s.nodeId);
+  const sent = s.agent.sent.get("metrics") ?? 0;
+  await s.agent.replayBatch(from);
+  const frames = (s.agent.sent.get("metrics") ?? 0) - sent;
+  let last = "";
+  let after = before;
+  // Taken once every frame woke the object and its counts stopped moving (frames are handled after
+  // their wake is counted).
+  await eventually(
+    `the ${s.vms}-VM node's hour of metrics stored`,
+    async () => {
+      after = await costOf(cp, s.nodeId);
+      const woke = (after.session.wakes.webSocketMessage ?? 0) - (before.session.wakes.webSocketMessage ?? 0);
+      const now = JSON.stringify([after.session.sqlite, after.session.historyRows]);
+      const settled = woke >= frames && now === last;
+      last = now;
+      return settled;
+    },
+    300_000,
+    1_000,
+  );
+  return hourCounts(before, after, frames);
+}
+
 export async function benchCost(): Promise<BenchRow[]> {
   const cp = await ControlPlane.start({ rateLimits: false, vars: { QX_DEBUG_COUNTS: "1" } });
   const scenarios: Scenario[] = [];
@@ -365,7 +453,7 @@ export async function benchCost(): Promise<BenchRow[]> {
         watch: { vmId, fetches: 0 },
       });
     }
-    await Promise.all(scenarios.map((s) => s.agent.run()));
+    await Promise.all(scenarios.map((s) => s.agent.run(s.watch !== undefined)));
     for (const s of scenarios)
       await eventually(
         `inventory of the ${s.vms}-VM node stored`,
@@ -374,12 +462,10 @@ export async function benchCost(): Promise<BenchRow[]> {
         120_000,
         500,
       );
-    await eventually(
-      "every agent's first metrics batch sent",
-      async () => scenarios.every((s) => (s.agent.sent.get("metrics") ?? 0) > 0),
-      180_000,
-      1_000,
-    );
+    // The hour before the last, replayed: series names and the first roll-up are not a steady month's.
+    const idle = scenarios.filter((s) => !s.watch);
+    const warmFrom = Date.now() - 2 * AGENT_DEFAULTS.metricsBatchMs;
+    for (const s of idle) await replayed(cp, s, warmFrom);
     await sleep(SETTLE_MS);
 
     const before = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
@@ -409,7 +495,12 @@ export async function benchCost(): Promise<BenchRow[]> {
     const cpuS = workerdCpuSeconds(cp.pid) - cpu0;
     const triggered = stopD1();
 
-    const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i]));
+    // Then the last hour: its counts alone are one hourly batch's.
+    const hours = new Map<Scenario, HourCounts>();
+    const hourFrom = Date.now() - AGENT_DEFAULTS.metricsBatchMs;
+    for (const s of idle) hours.set(s, await replayed(cp, s, hourFrom));
+
+    const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i], hours.get(s)));
     const totalWakes = usages.reduce((a, u) => a + handlerWakes(u.wakes) + sum(u.calls), 0);
     const cpuPerWakeMs = totalWakes ? (cpuS * 1000) / totalWakes : Number.NaN;
     const metered = usages.reduce((a, u) => a + u.d1.rowsWritten, 0);

@@ -175,6 +175,10 @@ export type MetricsSamplerOptions = {
 
 /** Ticks older than this are not kept for sending: the control plane keeps raw samples a day. */
 const PENDING_KEEP_MS = 86_400_000;
+/** A batch goes once it holds this many VM samples, however few ticks (a big host's hour would be
+ *  tens of MB: past its node's burst of bytes at the control plane, and the agent's memory). */
+const BATCH_MAX_SAMPLES = 24 * METRICS_FRAME_SAMPLES;
+const samplesIn = (ticks: MetricsTick[]) => ticks.reduce((n, t) => n + t.vms.length, 0);
 
 export class MetricsSampler {
   private readonly opts: MetricsSamplerOptions;
@@ -343,9 +347,9 @@ export class MetricsSampler {
   }
 
   /** Sends the pending ticks once there are `batchTicks` of them (while live: each tick), in frames of at most
-   *  METRICS_FRAME_SAMPLES VM samples, to a control plane that announced `metrics`. Kept meanwhile
-   *  (a link down, a control plane not welcoming yet): at most two batches' worth, the oldest
-   *  dropped first (the control plane shows the gap). */
+   *  METRICS_FRAME_SAMPLES VM samples, to a control plane that announced `metrics`; sooner once they
+   *  hold BATCH_MAX_SAMPLES. Kept meanwhile (a link down, a control plane not welcoming yet): at
+   *  most two batches' worth, the oldest dropped first (the control plane shows the gap). */
   private queue(tick: MetricsTick) {
     const parts: MetricsTick[] = [];
     // A host beyond one frame's worth of VMs sends each tick in parts.
@@ -360,12 +364,15 @@ export class MetricsSampler {
     const batch = this.opts.batchTicks ?? 6;
     const keep = Math.max(2 * batch, 2);
     const oldest = tick.t - PENDING_KEEP_MS;
-    if (this.pending.length > keep || (this.pending[0]?.t ?? Infinity) < oldest) {
+    let samples = samplesIn(this.pending);
+    if (this.pending.length > keep || samples > 2 * BATCH_MAX_SAMPLES || (this.pending[0]?.t ?? Infinity) < oldest) {
       this.pending = this.pending.filter((t) => t.t >= oldest).slice(-keep);
+      while (samplesIn(this.pending) > 2 * BATCH_MAX_SAMPLES) this.pending.shift();
+      samples = samplesIn(this.pending);
       this.spool();
     } else this.spool(parts);
     if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return;
-    if (this.isLive() || this.pending.length >= batch) this.flush();
+    if (this.isLive() || this.pending.length >= batch || samples >= BATCH_MAX_SAMPLES) this.flush();
   }
 
   /** Sends what is pending now (also at stop); what the link did not take stays pending. */
