@@ -175,9 +175,11 @@ export type MetricsSamplerOptions = {
 
 /** Ticks older than this are not kept for sending: the control plane keeps raw samples a day. */
 const PENDING_KEEP_MS = 86_400_000;
-/** A batch goes once it holds this many VM samples, however few ticks (a big host's hour would be
- *  tens of MB: past its node's burst of bytes at the control plane, and the agent's memory). */
-const BATCH_MAX_SAMPLES = 24 * METRICS_FRAME_SAMPLES;
+/** A batch goes once it holds this many VM samples, however few ticks, and no batch is bigger (about
+ *  8 MB: a big host's hour would be tens of MB, past what its node's session takes in at once). */
+const BATCH_MAX_SAMPLES = 12 * METRICS_FRAME_SAMPLES;
+/** Batches kept back by a dropped link go one per this long, not all at once. */
+const BATCH_GAP_MS = 60_000;
 const samplesIn = (ticks: MetricsTick[]) => ticks.reduce((n, t) => n + t.vms.length, 0);
 
 export class MetricsSampler {
@@ -196,6 +198,8 @@ export class MetricsSampler {
   private pending: MetricsTick[] = [];
   /** until when (this host's clock) each tick is sent as it is taken: someone watches the charts */
   private liveUntil = 0;
+  /** when the last batch that left a backlog was sent (this host's clock; 0: none left) */
+  private lastBatchAt = 0;
   /** the spool file could not be written (said once) */
   private spoolFailed = false;
   /** the last tick met a running VM it had no counters for: its figures come at the next tick */
@@ -372,13 +376,25 @@ export class MetricsSampler {
       this.spool();
     } else this.spool(parts);
     if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return;
-    if (this.isLive() || this.pending.length >= batch || samples >= BATCH_MAX_SAMPLES) this.flush();
+    if (this.isLive()) return this.flush();
+    const due = this.pending.length >= batch || samples >= BATCH_MAX_SAMPLES;
+    if (due && Date.now() - this.lastBatchAt >= BATCH_GAP_MS) this.flush(BATCH_MAX_SAMPLES);
   }
 
-  /** Sends what is pending now (also at stop); what the link did not take stays pending. */
-  flush(): void {
+  /** Sends what is pending now (also at stop), or its oldest ticks up to `maxSamples` VM samples;
+   *  what the link did not take stays pending. */
+  flush(maxSamples = Infinity): void {
     if (!this.pending.length) return;
-    const ticks = this.pending.splice(0);
+    let count = 0;
+    let taken = 0;
+    for (const tick of this.pending) {
+      if (taken > 0 && count + tick.vms.length > maxSamples) break;
+      count += tick.vms.length;
+      taken++;
+    }
+    // A backlog left behind goes a batch per BATCH_GAP_MS; a batch that took all starts no wait.
+    this.lastBatchAt = taken < this.pending.length ? Date.now() : 0;
+    const ticks = this.pending.splice(0, taken);
     const batch = randomUUID().slice(0, 8);
     let frame: MetricsTick[] = [];
     let samples = 0;
