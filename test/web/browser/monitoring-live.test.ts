@@ -52,6 +52,7 @@ beforeAll(async () => {
   // The shipped sampling interval; quick reconnects after the relay's cut; WebSocket only, so every
   // frame crosses the relay.
   delete process.env.QX_METRICS_INTERVAL_MS;
+  delete process.env.QX_METRICS_BATCH_MS;
   process.env.QX_BACKOFF_BASE = "200";
   process.env.QX_BACKOFF_CAP = "2000";
   process.env.QX_TRANSPORT = "websocket";
@@ -167,6 +168,7 @@ describe("Monitoring tab kept live while open", () => {
     // The agent restarts: its new link starts in batches, and the open tab's next poll makes it live again.
     await agent.stop();
     process.env.QX_METRICS_INTERVAL_MS = String(RESTARTED_INTERVAL_MS);
+    process.env.QX_METRICS_BATCH_MS = String(6 * RESTARTED_INTERVAL_MS); // unwatched, a batch of six ticks, not an hour's
     agent = startAgent(agentArgs());
     await until(
       "live samples on the restarted agent's link",
