@@ -23,8 +23,8 @@ const OLD_AGE_MS = 40 * 86_400_000;
 /** The whole deletion may take this long before the section gives up. */
 const DELETION_CAP_MS = 15 * 60_000;
 /** The shipped RETENTION_BATCHES_PER_RUN and RETENTION_BATCH_ROWS (wrangler.toml). */
-const RUN_STATEMENTS = 200;
-const RUN_ROWS = 500;
+const RUN_STATEMENTS = 1000;
+const RUN_ROWS = 100;
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);

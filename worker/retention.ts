@@ -51,8 +51,8 @@ export function retentionSettings(
     keepMs: positive(env.EVENTS_KEEP_DAYS, 30) * DAY_MS,
     keepPerVm: positive(env.EVENTS_KEEP_PER_VM, 1000),
     auditKeepMs: positive(env.AUDIT_EVENTS_KEEP_DAYS, 365) * DAY_MS,
-    batchRows: positive(env.RETENTION_BATCH_ROWS, 500),
-    batchesPerRun: positive(env.RETENTION_BATCHES_PER_RUN, 200),
+    batchRows: positive(env.RETENTION_BATCH_ROWS, 100),
+    batchesPerRun: positive(env.RETENTION_BATCHES_PER_RUN, 1000),
     runMs: RUN_BUDGET_MS,
   };
 }
