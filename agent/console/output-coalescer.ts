@@ -41,7 +41,7 @@ export class OutputCoalescer {
     this.clearTimer();
     if (this.pendingCount === 0) return;
     this.lastFlushAt = performance.now();
-    const all = concat(this.pending, this.pendingCount);
+    const all = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingCount);
     this.pending = [];
     this.pendingCount = 0;
     for (let at = 0; at < all.byteLength; at += CONSOLE_FRAME_BYTES)
@@ -60,15 +60,4 @@ export class OutputCoalescer {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
