@@ -202,6 +202,8 @@ export class MetricsSampler {
   private lastBatchAt = 0;
   /** the spool file could not be written (said once) */
   private spoolFailed = false;
+  /** ticks in the spool file: it may hold ones already trimmed from `pending`, which a read trims again */
+  private spooled = 0;
   /** the last tick met a running VM it had no counters for: its figures come at the next tick */
   private newcomers = false;
 
@@ -232,16 +234,34 @@ export class MetricsSampler {
         // a line cut short by a crash: the rest is still read
       }
     }
-    return ticks;
+    this.spooled = ticks.length;
+    return this.trimmed(ticks, oldest);
   }
 
-  /** Keeps the spool file equal to what is pending (appending `added`, or rewriting it whole). */
+  /** At most two batches' worth of `ticks` (count and VM samples), none before `oldest`: the oldest go first. */
+  private trimmed(ticks: MetricsTick[], oldest: number): MetricsTick[] {
+    const kept = ticks.filter((t) => t.t >= oldest).slice(-this.keepTicks());
+    while (samplesIn(kept) > 2 * BATCH_MAX_SAMPLES) kept.shift();
+    return kept;
+  }
+
+  private keepTicks(): number {
+    return Math.max(2 * (this.opts.batchTicks ?? 6), 2);
+  }
+
+  /** Keeps what is pending in the spool file: appends `added`, or rewrites it whole (also when the
+   *  appended file has grown to twice the cap, ticks trimmed from `pending` included). */
   private spool(added?: MetricsTick[]): void {
     const file = this.opts.spoolFile;
     if (!file) return;
     try {
-      if (added) appendFileSync(file, added.map((t) => `${JSON.stringify(t)}\n`).join(""));
-      else writeFileSync(file, this.pending.map((t) => `${JSON.stringify(t)}\n`).join(""));
+      if (added && this.spooled + added.length <= 2 * this.keepTicks()) {
+        appendFileSync(file, added.map((t) => `${JSON.stringify(t)}\n`).join(""));
+        this.spooled += added.length;
+      } else {
+        writeFileSync(file, this.pending.map((t) => `${JSON.stringify(t)}\n`).join(""));
+        this.spooled = this.pending.length;
+      }
     } catch (err) {
       if (!this.spoolFailed)
         this.opts.log.warn({ err: (err as Error).message, file }, "cannot keep unsent metrics on disk");
@@ -366,15 +386,18 @@ export class MetricsSampler {
     }
     this.pending.push(...parts);
     const batch = this.opts.batchTicks ?? 6;
-    const keep = Math.max(2 * batch, 2);
     const oldest = tick.t - PENDING_KEEP_MS;
     let samples = samplesIn(this.pending);
-    if (this.pending.length > keep || samples > 2 * BATCH_MAX_SAMPLES || (this.pending[0]?.t ?? Infinity) < oldest) {
-      this.pending = this.pending.filter((t) => t.t >= oldest).slice(-keep);
-      while (samplesIn(this.pending) > 2 * BATCH_MAX_SAMPLES) this.pending.shift();
+    if (
+      this.pending.length > this.keepTicks() ||
+      samples > 2 * BATCH_MAX_SAMPLES ||
+      (this.pending[0]?.t ?? Infinity) < oldest
+    ) {
+      this.pending = this.trimmed(this.pending, oldest);
       samples = samplesIn(this.pending);
-      this.spool();
-    } else this.spool(parts);
+    }
+    // Appended, not rewritten, at each tick: a read trims what the file holds beyond `pending`.
+    this.spool(parts);
     if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return;
     if (this.isLive()) return this.flush();
     const due = this.pending.length >= batch || samples >= BATCH_MAX_SAMPLES;
