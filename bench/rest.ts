@@ -3,6 +3,8 @@
 // agent's own share), and logs end to end. Every figure sits beside its floor, measured just before
 // it in the same run: the floor probe (bench/floor/) doing the same platform hops with none of our
 // code, since local workerd, local D1 and this machine set what any code could reach.
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { pino } from "pino";
 import { splitLogText } from "../agent/host/commands.ts";
 import { Libvirt } from "../agent/host/libvirt.ts";
@@ -15,6 +17,7 @@ import { DEMO, json } from "../test/e2e/journey.ts";
 import { FLOOR_READ_ID, type FloorProbe } from "./floor/probe.ts";
 import { alternating, interleaved, percentile, type LoadResult, type Target } from "./load.ts";
 import type { BenchRow } from "./table.ts";
+import { ensureLog } from "./tail.ts";
 import { goal, type TargetId } from "./targets.ts";
 
 const ONE_CONN_REQUESTS = 1_000;
@@ -26,6 +29,23 @@ const ROUND_SECONDS = 2;
 export const LOG_ANSWER_ROW = "GET logs?lines=1000 answer size (the floor echo's N)";
 
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+const GiB = 1024 ** 3;
+/** The demo's logs with web-01's grown to 1 GiB (real hosts have such logs): 1 GiB of QEMU lines,
+ *  then the demo's own web-01 log, so its last lines (and the answers' size) stay the demo's. Kept
+ *  between runs when already there at the right size. */
+export function restLogDir(): string {
+  const dir = "/tmp/qx-bench/rest-logs";
+  mkdirSync(dir, { recursive: true });
+  for (const f of readdirSync(DEMO_LOG_DIR)) if (f !== "web-01.log") copyFileSync(join(DEMO_LOG_DIR, f), join(dir, f));
+  const demo = readFileSync(join(DEMO_LOG_DIR, "web-01.log"));
+  const big = join(dir, "web-01.log");
+  if (!existsSync(big) || statSync(big).size !== GiB + demo.length) {
+    copyFileSync(ensureLog("/tmp/qx-bench/tail-1g.log", GiB), big);
+    appendFileSync(big, demo);
+  }
+  return dir;
+}
 
 /** Non-2xx and transport errors of a run, as one row. */
 const failuresRow = (name: string, r: LoadResult): BenchRow => ({
@@ -72,7 +92,12 @@ async function throughputPair(floor: Target, product: Target) {
   return { f: f, p: p };
 }
 
-export async function benchRest(cp: ControlPlane, operatorToken: string, floor: FloorProbe): Promise<BenchRow[]> {
+export async function benchRest(
+  cp: ControlPlane,
+  operatorToken: string,
+  floor: FloorProbe,
+  logDir: string,
+): Promise<BenchRow[]> {
   const auth = { authorization: `Bearer ${operatorToken}` };
   const health: Target = { url: `${cp.url}/api/health` };
   const vm: Target = { url: `${cp.url}/api/vms/${DEMO.web01}`, headers: auth };
@@ -196,9 +221,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
     }),
   );
   rows.push(await directLibvirt(r1.p.p50));
-  const excerptP50 = inProcessP50(() =>
-    lastLines(readVmLog(DEMO_LOG_DIR, "web-01", 20, 16 * EXCERPT_MAX_BYTES).text, 20),
-  );
+  const excerptP50 = inProcessP50(() => lastLines(readVmLog(logDir, "web-01", 20, 16 * EXCERPT_MAX_BYTES).text, 20));
   rows.push({
     name: "reset_state, agent: the event's 20-line log excerpt read, in-process p50",
     value: round(excerptP50, 3),
@@ -221,7 +244,7 @@ export async function benchRest(cp: ControlPlane, operatorToken: string, floor: 
     ),
   );
   rows.push(failuresRow("GET logs?lines=1000", l1.p));
-  rows.push(...logShares(l1.p.p50));
+  rows.push(...logShares(l1.p.p50, logDir));
   return rows;
 }
 
@@ -240,10 +263,10 @@ function inProcessP50(fn: () => unknown, runs = 300): number {
 /** Where a 1,000-line logs answer spends CPU outside the platform, each part timed in this process
  *  with the product's own functions: the agent reading the file and framing it, the session parsing
  *  and validating the frames, the Worker serializing the answer. */
-function logShares(roundTripP50: number): BenchRow[] {
+function logShares(roundTripP50: number, logDir: string): BenchRow[] {
   const id = crypto.randomUUID();
   const agentFrames = () => {
-    const tail = readVmLog(DEMO_LOG_DIR, "web-01", 1000, MAX_LOG_BYTES);
+    const tail = readVmLog(logDir, "web-01", 1000, MAX_LOG_BYTES);
     const pieces = splitLogText(tail.text);
     const frames = pieces.map((text, seq) => JSON.stringify({ type: "log.chunk", id, payload: { seq, text } }));
     const { logPath, logSizeBytes, linesReturned, truncated, lastModified, files } = tail;

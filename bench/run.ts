@@ -10,7 +10,7 @@
 //                    and fresh-start (a fresh clone through npm install and npm start; only when named)
 //   BENCH_COST_WINDOW_S=N  the cost section's counting window in seconds (default 300)
 //   BENCH_SOAK_MIN=N soak length in minutes (default 10; 60 for the long run)
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -21,7 +21,7 @@ import { benchFleet } from "./fleet.ts";
 import { benchFloorHops } from "./floor/hops.ts";
 import { FloorProbe } from "./floor/probe.ts";
 import { benchInventory } from "./inventory.ts";
-import { benchRest, LOG_ANSWER_ROW } from "./rest.ts";
+import { benchRest, LOG_ANSWER_ROW, restLogDir } from "./rest.ts";
 import { formatTable, judge, type BenchRow } from "./table.ts";
 
 const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
@@ -91,9 +91,16 @@ try {
       if (!floor) throw new Error("the floor probe did not start");
       // The agent as shipped polls its host every 3 s; the end-to-end tests' 200 ms poll would put
       // work on the agent the product never does beside every timed command.
-      const { agent } = await enrollAgent(cp, `bench-demo-${Date.now()}`, { args: ["--poll-interval", "3000"] });
+      // web-01's QEMU log is 1 GiB: reads take the file's end, whatever its size.
+      const logDir = restLogDir();
+      const { agent } = await enrollAgent(cp, `bench-demo-${Date.now()}`, {
+        args: ["--poll-interval", "3000"],
+        logDir,
+      });
       try {
-        return await benchRest(cp, operator, floor);
+        const rows = await benchRest(cp, operator, floor, logDir);
+        const size = statSync(join(logDir, "web-01.log")).size;
+        return [{ name: "rest: web-01's QEMU log size", value: Math.round(size / 1024 ** 2), unit: "MiB" }, ...rows];
       } finally {
         await agent.dispose();
       }
