@@ -111,7 +111,7 @@ export class LivenessWatch extends DurableObject<Env> {
 
   /** The next look while any socket is held; none otherwise (an empty shard costs nothing). */
   private async arm(): Promise<void> {
-    const held = this.ctx.getWebSockets().some((ws) => ws.readyState === WebSocket.OPEN);
+    const held = this.openSockets() > 0;
     if (this.alarmAt === undefined) this.alarmAt = await this.storage.getAlarm();
     if (!held) {
       if (this.alarmAt !== null) await this.storage.deleteAlarm();
@@ -150,7 +150,12 @@ export class LivenessWatch extends DurableObject<Env> {
   /** A local bench's cost counts of this shard; null unless QX_DEBUG_COUNTS is "1". */
   costCounts(): (CostCounts & { sockets: number }) | null {
     if (!this.meter) return null;
-    return { ...this.meter.snapshot(), sockets: this.ctx.getWebSockets().length };
+    return { ...this.meter.snapshot(), sockets: this.openSockets() };
+  }
+
+  /** Sockets still watched (one closed by us stays listed until its peer answers the close). */
+  private openSockets(): number {
+    return this.ctx.getWebSockets().filter((ws) => ws.readyState === WebSocket.OPEN).length;
   }
 }
 
