@@ -13,7 +13,7 @@ import { nodeSession } from "./calls.ts";
 import { NODE_ID_HEADER, WATCH_CONN_HEADER } from "./headers.ts";
 
 /** What a watch socket carries as its attachment. */
-type Watched = { nodeId: string; watchId: string; openedAt: number };
+type Watched = { nodeId: string; watchId: string; openedAt: number; told?: true };
 
 /** The shard's alarm comes this many times per OFFLINE_AFTER_MS: a silent node is told about within
  *  OFFLINE_AFTER_MS and a quarter of it. */
@@ -67,7 +67,8 @@ export class LivenessWatch extends DurableObject<Env> {
         "conn is not the node's current WebSocket link; open the liveness socket after the link's welcome, with its id",
       );
     // One socket per node: an older one (a reconnect racing its own close) no longer speaks for it.
-    for (const old of this.ctx.getWebSockets(nodeId)) close(old, CLOSE.replaced, "replaced by a newer liveness socket");
+    for (const old of this.ctx.getWebSockets(nodeId))
+      closeTold(old, CLOSE.replaced, "replaced by a newer liveness socket");
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [nodeId]);
     server.serializeAttachment({ nodeId, watchId, openedAt: now } satisfies Watched);
@@ -88,25 +89,26 @@ export class LivenessWatch extends DurableObject<Env> {
     await (this.meter ? this.meter.during(run) : run());
   }
 
-  /** Every socket silent past OFFLINE_AFTER_MS is closed, and its node's object told (it decides by
-   *  its own link's last sign: the agent may still be pinging there). */
+  /** Every socket silent past OFFLINE_AFTER_MS: its node's object is told (it decides by its own
+   *  link's last sign: the agent may still be pinging there), then the socket is closed. One whose
+   *  node could not be told stays, and is told at the next look. */
   private async look(): Promise<void> {
     const now = Date.now();
-    const lapsed: Watched[] = [];
+    const lapsed: { ws: WebSocket; att: Watched }[] = [];
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue; // closing: told already
       const att = ws.deserializeAttachment() as Watched | null;
       if (!att) continue;
       const lastPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-      if (now - Math.max(lastPing, att.openedAt) <= this.offlineAfterMs) continue;
-      lapsed.push(att);
-      close(ws, CLOSE.dead, "no ping in time");
+      if (now - Math.max(lastPing, att.openedAt) > this.offlineAfterMs) lapsed.push({ ws, att });
     }
     const told = await Promise.allSettled(
-      lapsed.map((w) => nodeSession(this.env, w.nodeId).watchEnded(w.watchId, true)),
+      lapsed.map(({ att }) => nodeSession(this.env, att.nodeId).watchEnded(att.watchId, true)),
     );
-    for (const [i, t] of told.entries())
-      if (t.status === "rejected") console.error(`liveness shard could not tell node ${lapsed[i].nodeId}`, t.reason);
+    for (const [i, t] of told.entries()) {
+      if (t.status === "fulfilled") closeTold(lapsed[i].ws, CLOSE.dead, "no ping in time");
+      else console.error(`liveness shard could not tell node ${lapsed[i].att.nodeId}`, t.reason);
+    }
   }
 
   /** The next look while any socket is held; none otherwise (an empty shard costs nothing). */
@@ -144,7 +146,7 @@ export class LivenessWatch extends DurableObject<Env> {
   /** A socket the agent closed (or broke): its node's object goes back to its own alarm. */
   private async ended(ws: WebSocket): Promise<void> {
     const att = ws.deserializeAttachment() as Watched | null;
-    if (att) await nodeSession(this.env, att.nodeId).watchEnded(att.watchId, false);
+    if (att && !att.told) await nodeSession(this.env, att.nodeId).watchEnded(att.watchId, false);
   }
 
   /** A local bench's cost counts of this shard; null unless QX_DEBUG_COUNTS is "1". */
@@ -161,6 +163,13 @@ export class LivenessWatch extends DurableObject<Env> {
 
 function refusal(status: 400 | 409, code: string, message: string): Response {
   return Response.json({ success: false, error: { code, message } }, { status });
+}
+
+/** Closes a socket whose node needs no word of it any more (told, or its watch replaced). */
+function closeTold(ws: WebSocket, code: number, reason: string): void {
+  const att = ws.deserializeAttachment() as Watched | null;
+  if (att) ws.serializeAttachment({ ...att, told: true } satisfies Watched);
+  close(ws, code, reason);
 }
 
 function close(ws: WebSocket, code: number, reason: string): void {
