@@ -418,9 +418,14 @@ function usage(
   };
 }
 
+/** A watched node's object wakes once per LAST_SEEN_WRITE_MS (hourly by default) to write lastSeenAt,
+ *  more rarely than any window: modelled, an alarm (a request and a row) and a D1 update (two rows:
+ *  the column is indexed) an hour. */
+const LAST_SEEN_WRITES_A_MONTH = MONTH_S / 3600;
+
 /** What a node's liveness costs in a month at list: the pings on its link and on its shard, its
  *  object's own alarms in the window (at idle nothing else sets one: the fallback check, lastSeenAt)
- *  with the row each alarm set writes, and its share of its shard's alarms. */
+ *  with the row each alarm set writes, its share of its shard's alarms, and the hourly lastSeenAt. */
 function livenessMonth(u: Usage, shard: ShardUsage): { usd: number; parts: string } {
   const perMonth = (n: number) => (n * MONTH_S) / u.windowS;
   const linkPings = dollars("doRequests", perMonth(u.pings / WS_MESSAGES_PER_REQUEST), false);
@@ -431,9 +436,13 @@ function livenessMonth(u: Usage, shard: ShardUsage): { usd: number; parts: strin
   const share =
     (Object.keys(shard.month) as PriceKey[]).reduce((a, k) => a + dollars(k, shard.month[k] ?? 0, false), 0) -
     shardPings;
+  const lastSeen =
+    dollars("doRequests", LAST_SEEN_WRITES_A_MONTH, false) +
+    dollars("doRowsWritten", LAST_SEEN_WRITES_A_MONTH, false) +
+    dollars("d1RowsWritten", 2 * LAST_SEEN_WRITES_A_MONTH, false);
   return {
-    usd: linkPings + shardPings + ownAlarms + share,
-    parts: `pings on the link ${money(linkPings)}, on the shard ${money(shardPings)}; its object's alarms ${u.wakes.alarm ?? 0} (${u.sqlite.alarmWrites} set) in ${round(u.windowS, 0)} s = ${money(ownAlarms)}; shard share ${money(share)}`,
+    usd: linkPings + shardPings + ownAlarms + share + lastSeen,
+    parts: `pings on the link ${money(linkPings)}, on the shard ${money(shardPings)}; its object's alarms ${u.wakes.alarm ?? 0} (${u.sqlite.alarmWrites} set) in ${round(u.windowS, 0)} s = ${money(ownAlarms)}; shard share ${money(share)}; hourly lastSeenAt (modelled: an alarm and 2 D1 rows) ${money(lastSeen)}`,
   };
 }
 
@@ -540,15 +549,17 @@ async function replayed(cp: ControlPlane, s: Scenario, from: number): Promise<Ho
   const sent = s.agent.sent.get("metrics") ?? 0;
   await s.agent.replayBatch(from);
   const frames = (s.agent.sent.get("metrics") ?? 0) - sent;
+  const links = s.agent.connectedAt.length;
   let last = "";
   let after = before;
+  let woke = 0;
   // Taken once every frame woke the object and its counts stopped moving (frames are handled after
   // their wake is counted).
   await eventually(
     `the ${s.vms}-VM node's hour of metrics stored`,
     async () => {
       after = await costOf(cp, s.nodeId);
-      const woke = (after.session.wakes.webSocketMessage ?? 0) - (before.session.wakes.webSocketMessage ?? 0);
+      woke = (after.session.wakes.webSocketMessage ?? 0) - (before.session.wakes.webSocketMessage ?? 0);
       // (rows read move at every look: counting the history's rows reads them)
       const now = JSON.stringify([after.session.sqlite.rowsWritten, after.session.historyRows]);
       const settled = woke >= frames && now === last;
@@ -557,7 +568,12 @@ async function replayed(cp: ControlPlane, s: Scenario, from: number): Promise<Ho
     },
     300_000,
     1_000,
-  );
+  ).catch((err: unknown) => {
+    const refused = s.agent.refusals.map((r) => r.code).join(", ") || "none";
+    throw new Error(
+      `${String(err)}: ${woke} of ${frames} frames arrived; the link came up ${s.agent.connectedAt.length - links} times meanwhile; refusals: ${refused}`,
+    );
+  });
   return hourCounts(before, after, frames);
 }
 
