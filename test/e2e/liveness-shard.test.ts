@@ -55,10 +55,35 @@ afterAll(async () => {
 });
 
 describe("a real agent watched by its liveness shard", () => {
-  it("sets no alarm of its node's own while alive; frozen, it is shown offline by the shard and node.offline goes out", async () => {
+  let nodeId = "";
+
+  it("a control plane restart drops both its sockets; the agent opens both again", async () => {
     const enrolled = await enrollAgent(cp, `liveness-${Date.now()}`);
     agent = enrolled.agent;
-    const { nodeId } = enrolled;
+    nodeId = enrolled.nodeId;
+    await eventually(
+      "the agent's liveness socket held by a shard",
+      async () => shardSockets(await counts(nodeId)) === 1,
+    );
+    const restartedAt = Date.now();
+    await cp.restart();
+    await eventually(
+      "the node connected again on a new link",
+      async () => {
+        const node = await getNode(cp, nodeId);
+        return node.connected && node.lastSeenAt !== null && Date.parse(node.lastSeenAt) >= restartedAt;
+      },
+      60_000,
+    );
+    await eventually(
+      "its liveness socket held by a shard again",
+      async () => shardSockets(await counts(nodeId)) === 1,
+      60_000,
+    );
+  }, 180_000);
+
+  it("sets no alarm of its node's own while alive; frozen, it is shown offline by the shard and node.offline goes out", async () => {
+    if (!agent) throw new Error("the previous test enrolls the agent");
     await eventually(
       "the agent's liveness socket held by a shard",
       async () => shardSockets(await counts(nodeId)) === 1,
