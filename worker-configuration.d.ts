@@ -18,6 +18,7 @@ interface __BaseEnv_Env {
 	OFFLINE_AFTER_MS: string;
 	OPERATION_CAP_MS: string;
 	LAST_SEEN_WRITE_MS: string;
+	LIVENESS_NODES_PER_SHARD: string;
 	FLOOD_FRAMES_PER_SECOND: string;
 	BUDGET_VM_CHANGES_PER_SECOND: string;
 	BUDGET_STATEMENTS_PER_SECOND: string;
@@ -55,11 +56,12 @@ interface __BaseEnv_Env {
 	SECRETS_KEYS: string;
 	NODE_SESSION: DurableObjectNamespace<import("./worker/index").NodeSession>;
 	NOTIFICATION_OUTBOX: DurableObjectNamespace<import("./worker/index").NotificationOutbox>;
+	LIVENESS_WATCH: DurableObjectNamespace<import("./worker/index").LivenessWatch>;
 }
 declare namespace Cloudflare {
 	interface GlobalProps {
 		mainModule: typeof import("./worker/index");
-		durableNamespaces: "NodeSession" | "NotificationOutbox";
+		durableNamespaces: "NodeSession" | "NotificationOutbox" | "LivenessWatch";
 	}
 	interface Env extends __BaseEnv_Env {}
 }
@@ -68,7 +70,7 @@ type StringifyValues<EnvType extends Record<string, unknown>> = {
 	[Binding in keyof EnvType]: EnvType[Binding] extends string ? EnvType[Binding] : string;
 };
 declare namespace NodeJS {
-	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "JOIN_TOKEN_TTL_SECONDS" | "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "OPERATION_CAP_MS" | "LAST_SEEN_WRITE_MS" | "FLOOD_FRAMES_PER_SECOND" | "BUDGET_VM_CHANGES_PER_SECOND" | "BUDGET_STATEMENTS_PER_SECOND" | "BUDGET_BYTES_PER_SECOND" | "BUDGET_BURST_SECONDS" | "INBOX_MAX_FRAMES" | "INBOX_MAX_BYTES" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "REPAIR_AFTER_MS" | "LONG_POLL_WAIT_MS" | "ACCESS_TEAM_DOMAIN" | "ACCESS_AUD" | "ACCESS_CERTS_URL" | "ACCESS_ADMINS" | "ACCESS_OPERATORS" | "ACCESS_KEYS_REFETCH_MS" | "NOTIFY_BACKOFF_BASE_MS" | "NOTIFY_BACKOFF_CAP_MS" | "NOTIFY_RETRY_FOR_MS" | "NOTIFY_TIMEOUT_MS" | "MAX_VMS_PER_NODE" | "QX_DEBUG_COUNTS" | "EVENT_WINDOW_MS" | "EVENT_BURST_PER_VM" | "EVENTS_KEEP_DAYS" | "EVENTS_KEEP_PER_VM" | "AUDIT_EVENTS_KEEP_DAYS" | "RETENTION_BATCH_ROWS" | "RETENTION_BATCHES_PER_RUN" | "ADMIN_TOKEN" | "SECRETS_KEYS">> {}
+	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "JOIN_TOKEN_TTL_SECONDS" | "QUERY_TIMEOUT_MS" | "ACK_TIMEOUT_MS" | "STOP_GRACE_MS" | "OFFLINE_AFTER_MS" | "OPERATION_CAP_MS" | "LAST_SEEN_WRITE_MS" | "LIVENESS_NODES_PER_SHARD" | "FLOOD_FRAMES_PER_SECOND" | "BUDGET_VM_CHANGES_PER_SECOND" | "BUDGET_STATEMENTS_PER_SECOND" | "BUDGET_BYTES_PER_SECOND" | "BUDGET_BURST_SECONDS" | "INBOX_MAX_FRAMES" | "INBOX_MAX_BYTES" | "STUCK_AFTER_MS" | "RECONCILE_INTERVAL_MS" | "REPAIR_AFTER_MS" | "LONG_POLL_WAIT_MS" | "ACCESS_TEAM_DOMAIN" | "ACCESS_AUD" | "ACCESS_CERTS_URL" | "ACCESS_ADMINS" | "ACCESS_OPERATORS" | "ACCESS_KEYS_REFETCH_MS" | "NOTIFY_BACKOFF_BASE_MS" | "NOTIFY_BACKOFF_CAP_MS" | "NOTIFY_RETRY_FOR_MS" | "NOTIFY_TIMEOUT_MS" | "MAX_VMS_PER_NODE" | "QX_DEBUG_COUNTS" | "EVENT_WINDOW_MS" | "EVENT_BURST_PER_VM" | "EVENTS_KEEP_DAYS" | "EVENTS_KEEP_PER_VM" | "AUDIT_EVENTS_KEEP_DAYS" | "RETENTION_BATCH_ROWS" | "RETENTION_BATCHES_PER_RUN" | "ADMIN_TOKEN" | "SECRETS_KEYS">> {}
 }
 declare module "*.txt" {
 	const value: string;

@@ -10,6 +10,9 @@
 // of a month, are its metrics' share. The bench turns the counts
 // into dollars per node-month at list prices (bench/prices.ts), with and without the paid plan's
 // allowances, and prices a 10,000-node fleet at 100 VMs each. The counts are kept in the output.
+// Liveness: each agent's liveness socket goes to a shard (worker/session/liveness-watch.ts) whose
+// alarm watches many nodes; the shard's counts are read too, and each node is priced its pings on
+// the shard plus its share of the shard's alarms at the fleet's nodes per shard.
 import { readdirSync, readFileSync } from "node:fs";
 import { loadConfig, type AgentConfig } from "../agent/config.ts";
 import { InventoryReporter } from "../agent/host/inventory.ts";
@@ -199,6 +202,86 @@ type Scenario = {
  *  (web/src/features/metrics/api), which keeps the agent sending each sample as it is taken. */
 const TAB_REFETCH_MS = METRICS_WATCH_POLL_MS;
 
+type ShardCounts = CostCounts & { sockets: number };
+type Shards = { nodesPerShard: number; shards: Record<string, ShardCounts | null> };
+
+/** Every liveness shard's counts, summed (the bench's fleet fits one shard; more are added up). */
+async function shardsOf(cp: ControlPlane): Promise<{ nodesPerShard: number; total: ShardCounts }> {
+  const res = await cp.api("/api/debug/counts?liveness=1");
+  if (!res.ok) throw new Error(`debug counts: HTTP ${res.status} ${await res.text()}`);
+  const { liveness } = await json<{ liveness: Shards }>(res);
+  const total: ShardCounts = {
+    wakes: {},
+    activeMs: 0,
+    timedRuns: 0,
+    d1: { statements: 0, rowsRead: 0, rowsWritten: 0, withoutMeta: 0 },
+    sqlite: { rowsRead: 0, rowsWritten: 0, kvReads: 0, kvWrites: 0, alarmWrites: 0 },
+    sockets: 0,
+  };
+  for (const c of Object.values(liveness.shards)) {
+    if (!c) continue;
+    for (const [k, n] of Object.entries(c.wakes)) total.wakes[k] = (total.wakes[k] ?? 0) + n;
+    total.activeMs += c.activeMs;
+    total.sockets += c.sockets;
+    for (const k of Object.keys(total.sqlite) as (keyof CostCounts["sqlite"])[]) total.sqlite[k] += c.sqlite[k];
+  }
+  return { nodesPerShard: liveness.nodesPerShard, total };
+}
+
+/** The liveness shard over the window, and one node's part of it in a month at the fleet's size. */
+type ShardUsage = {
+  alarms: number;
+  wakes: Record<string, number>;
+  sockets: number;
+  rowsRead: number;
+  rowsWritten: number;
+  activeMs: number;
+  nodesPerShard: number;
+  /** pings one node sends its shard in the window (auto-answered) */
+  pingsPerNode: number;
+  /** a node's share, billed units in a month */
+  month: Partial<Record<PriceKey, number>>;
+};
+
+function shardUsage(
+  before: { total: ShardCounts },
+  after: { nodesPerShard: number; total: ShardCounts },
+  windowS: number,
+): ShardUsage {
+  const wakes = minus(after.total.wakes, before.total.wakes);
+  const alarms = wakes.alarm ?? 0;
+  const rowsRead = after.total.sqlite.rowsRead - before.total.sqlite.rowsRead;
+  const rowsWritten = after.total.sqlite.rowsWritten - before.total.sqlite.rowsWritten;
+  const activeMs = after.total.activeMs - before.total.activeMs;
+  const share = 1 / after.nodesPerShard;
+  const pingsPerNode = Math.floor((windowS * 1000) / HEARTBEAT_MS);
+  const perMonth = (n: number) => (n * MONTH_S) / windowS;
+  // The shard's own requests (its alarms; socket events and messages other than pings are a node's
+  // connects, none at steady state) split over the nodes it watches, plus the node's own pings on it.
+  const shardRequests =
+    alarms +
+    (wakes.fetch ?? 0) +
+    (wakes.webSocketClose ?? 0) +
+    (wakes.webSocketError ?? 0) +
+    (wakes.webSocketMessage ?? 0) / WS_MESSAGES_PER_REQUEST;
+  return {
+    alarms,
+    wakes,
+    sockets: after.total.sockets,
+    rowsRead,
+    rowsWritten,
+    activeMs,
+    nodesPerShard: after.nodesPerShard,
+    pingsPerNode,
+    month: {
+      doRequests: perMonth(shardRequests * share + pingsPerNode / WS_MESSAGES_PER_REQUEST),
+      doDuration: perMonth((activeMs / 1000) * DO_MEMORY_GB * share),
+      doRowsRead: perMonth(rowsRead * share),
+      doRowsWritten: perMonth(rowsWritten * share),
+    },
+  };
+}
+
 async function costOf(cp: ControlPlane, nodeId: string): Promise<Snapshot> {
   const res = await cp.api(`/api/debug/counts?node=${nodeId}&cost=1`);
   if (!res.ok) throw new Error(`debug counts: HTTP ${res.status} ${await res.text()}`);
@@ -270,6 +353,7 @@ function usage(
   after: Snapshot,
   windowS: number,
   sentBefore: Map<string, number>,
+  shard: ShardUsage,
   hour?: HourCounts,
 ): Usage {
   const wakes = minus(after.session.wakes, before.session.wakes);
@@ -301,6 +385,7 @@ function usage(
     (wakes.webSocketClose ?? 0) +
     (wakes.webSocketError ?? 0) +
     (wsMessages + pings) / WS_MESSAGES_PER_REQUEST;
+  const shardPart = (k: PriceKey) => shard.month[k] ?? 0;
   return {
     label: s.label,
     windowS,
@@ -317,14 +402,47 @@ function usage(
     month: {
       ...(s.watch ? { workerRequests: perMonth(s.watch.fetches) } : {}),
       doStorage: steadyGb,
-      doRequests: perMonth(requests) + hourly((hour?.frames ?? 0) / WS_MESSAGES_PER_REQUEST),
-      doDuration: perMonth((activeMs / 1000) * DO_MEMORY_GB) + hourly(((hour?.activeMs ?? 0) / 1000) * DO_MEMORY_GB),
-      doRowsRead: perMonth(sqlite.rowsRead) + hourly(hour?.rowsRead ?? 0),
+      doRequests: perMonth(requests) + hourly((hour?.frames ?? 0) / WS_MESSAGES_PER_REQUEST) + shardPart("doRequests"),
+      doDuration:
+        perMonth((activeMs / 1000) * DO_MEMORY_GB) +
+        hourly(((hour?.activeMs ?? 0) / 1000) * DO_MEMORY_GB) +
+        shardPart("doDuration"),
+      doRowsRead: perMonth(sqlite.rowsRead) + hourly(hour?.rowsRead ?? 0) + shardPart("doRowsRead"),
       doRowsWritten:
-        perMonth(sqlite.rowsWritten + expiryRows) + hourly((hour?.rowsWritten ?? 0) + (hour?.expiryRows ?? 0)),
+        perMonth(sqlite.rowsWritten + expiryRows) +
+        hourly((hour?.rowsWritten ?? 0) + (hour?.expiryRows ?? 0)) +
+        shardPart("doRowsWritten"),
       d1RowsRead: perMonth(d1.rowsRead),
       d1RowsWritten: perMonth(d1.rowsWritten),
     },
+  };
+}
+
+/** A watched node's object wakes once per LAST_SEEN_WRITE_MS (hourly by default) to write lastSeenAt,
+ *  more rarely than any window: modelled, an alarm (a request and a row) and a D1 update (two rows:
+ *  the column is indexed) an hour. */
+const LAST_SEEN_WRITES_A_MONTH = MONTH_S / 3600;
+
+/** What a node's liveness costs in a month at list: the pings on its link and on its shard, its
+ *  object's own alarms in the window (at idle nothing else sets one: the fallback check, lastSeenAt)
+ *  with the row each alarm set writes, its share of its shard's alarms, and the hourly lastSeenAt. */
+function livenessMonth(u: Usage, shard: ShardUsage): { usd: number; parts: string } {
+  const perMonth = (n: number) => (n * MONTH_S) / u.windowS;
+  const linkPings = dollars("doRequests", perMonth(u.pings / WS_MESSAGES_PER_REQUEST), false);
+  const shardPings = dollars("doRequests", perMonth(shard.pingsPerNode / WS_MESSAGES_PER_REQUEST), false);
+  const ownAlarms =
+    dollars("doRequests", perMonth(u.wakes.alarm ?? 0), false) +
+    dollars("doRowsWritten", perMonth(u.sqlite.alarmWrites), false);
+  const share =
+    (Object.keys(shard.month) as PriceKey[]).reduce((a, k) => a + dollars(k, shard.month[k] ?? 0, false), 0) -
+    shardPings;
+  const lastSeen =
+    dollars("doRequests", LAST_SEEN_WRITES_A_MONTH, false) +
+    dollars("doRowsWritten", LAST_SEEN_WRITES_A_MONTH, false) +
+    dollars("d1RowsWritten", 2 * LAST_SEEN_WRITES_A_MONTH, false);
+  return {
+    usd: linkPings + shardPings + ownAlarms + share + lastSeen,
+    parts: `pings on the link ${money(linkPings)}, on the shard ${money(shardPings)}; its object's alarms ${u.wakes.alarm ?? 0} (${u.sqlite.alarmWrites} set) in ${round(u.windowS, 0)} s = ${money(ownAlarms)}; shard share ${money(share)}; hourly lastSeenAt (modelled: an alarm and 2 D1 rows) ${money(lastSeen)}`,
   };
 }
 
@@ -338,6 +456,7 @@ function printTable(
   fleet: { list: number; billed: number; month: Usage["month"] },
   cpuPerWakeMs: number,
   d1Check: string,
+  shard: ShardUsage,
 ): void {
   const out: string[] = [];
   out.push(`\nCost per node-month at Cloudflare list prices (read ${PRICES_READ}: ${PRICE_SOURCES.join(", ")})`);
@@ -388,6 +507,14 @@ function printTable(
       out.push(
         `  ${u.label}: ${u.hour.frames} frames, DO rows ${u.hour.rowsRead}/${u.hour.rowsWritten} + ${u.hour.expiryRows} at expiry, active ${u.hour.activeMs} ms, SQLite grew ${round(u.hour.grewBytes / 1024, 0)} KiB`,
       );
+  out.push(
+    `\nliveness shard in the window: ${shard.sockets} sockets held, wakes ${JSON.stringify(shard.wakes)}, rows ${shard.rowsRead}/${shard.rowsWritten}, active ${shard.activeMs} ms; priced per node at ${shard.nodesPerShard.toLocaleString("en")} nodes a shard (the ${FLEET_NODES.toLocaleString("en")}-node fleet's), plus each node's ${shard.pingsPerNode} pings on it`,
+  );
+  out.push("liveness per node-month (list):");
+  for (const u of usages) {
+    const l = livenessMonth(u, shard);
+    out.push(`  ${u.label}: ${money(l.usd)} (${l.parts})`);
+  }
   out.push("\nper node-month, by price (list):");
   for (const u of usages) {
     out.push(
@@ -422,15 +549,17 @@ async function replayed(cp: ControlPlane, s: Scenario, from: number): Promise<Ho
   const sent = s.agent.sent.get("metrics") ?? 0;
   await s.agent.replayBatch(from);
   const frames = (s.agent.sent.get("metrics") ?? 0) - sent;
+  const links = s.agent.connectedAt.length;
   let last = "";
   let after = before;
+  let woke = 0;
   // Taken once every frame woke the object and its counts stopped moving (frames are handled after
   // their wake is counted).
   await eventually(
     `the ${s.vms}-VM node's hour of metrics stored`,
     async () => {
       after = await costOf(cp, s.nodeId);
-      const woke = (after.session.wakes.webSocketMessage ?? 0) - (before.session.wakes.webSocketMessage ?? 0);
+      woke = (after.session.wakes.webSocketMessage ?? 0) - (before.session.wakes.webSocketMessage ?? 0);
       // (rows read move at every look: counting the history's rows reads them)
       const now = JSON.stringify([after.session.sqlite.rowsWritten, after.session.historyRows]);
       const settled = woke >= frames && now === last;
@@ -439,7 +568,12 @@ async function replayed(cp: ControlPlane, s: Scenario, from: number): Promise<Ho
     },
     300_000,
     1_000,
-  );
+  ).catch((err: unknown) => {
+    const refused = s.agent.refusals.map((r) => r.code).join(", ") || "none";
+    throw new Error(
+      `${String(err)}: ${woke} of ${frames} frames arrived; the link came up ${s.agent.connectedAt.length - links} times meanwhile; refusals: ${refused}`,
+    );
+  });
   return hourCounts(before, after, frames);
 }
 
@@ -493,6 +627,13 @@ export async function benchCost(): Promise<BenchRow[]> {
     }
     await sleep(SETTLE_MS);
 
+    await eventually(
+      "every agent's liveness socket held by a shard",
+      async () => (await shardsOf(cp)).total.sockets >= scenarios.length,
+      60_000,
+      500,
+    );
+    const shardBefore = await shardsOf(cp);
     const before = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
     const sentBefore = scenarios.map((s) => new Map(s.agent.sent));
     const cpu0 = workerdCpuSeconds(cp.pid);
@@ -516,7 +657,9 @@ export async function benchCost(): Promise<BenchRow[]> {
     await sleep(WINDOW_MS);
     await watched;
     const after = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
+    const shardAfter = await shardsOf(cp);
     const windowS = (Date.now() - t0) / 1000;
+    const shard = shardUsage(shardBefore, shardAfter, windowS);
     const cpuS = workerdCpuSeconds(cp.pid) - cpu0;
     const triggered = stopD1();
 
@@ -525,7 +668,7 @@ export async function benchCost(): Promise<BenchRow[]> {
     const hourFrom = Date.now() - AGENT_DEFAULTS.metricsBatchMs;
     for (const s of idle) hours.set(s, await replayed(cp, s, hourFrom));
 
-    const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i], hours.get(s)));
+    const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i], shard, hours.get(s)));
     const totalWakes = usages.reduce((a, u) => a + handlerWakes(u.wakes) + sum(u.calls), 0);
     const cpuPerWakeMs = totalWakes ? (cpuS * 1000) / totalWakes : Number.NaN;
     const metered = usages.reduce((a, u) => a + u.d1.rowsWritten, 0);
@@ -541,7 +684,7 @@ export async function benchCost(): Promise<BenchRow[]> {
       (Object.keys(hundred.month) as PriceKey[]).map((k) => [k, (hundred.month[k] ?? 0) * FLEET_NODES]),
     ) as Usage["month"];
     const fleet = { list: usd(fleetMonth, false), billed: PLAN_MINIMUM_USD + usd(fleetMonth, true), month: fleetMonth };
-    printTable(usages, fleet, cpuPerWakeMs, d1Check);
+    printTable(usages, fleet, cpuPerWakeMs, d1Check, shard);
 
     const rows: BenchRow[] = usages.map((u, i) => {
       const list = usd(u.month, false);
@@ -577,6 +720,15 @@ export async function benchCost(): Promise<BenchRow[]> {
       });
     }
     rows.push({ name: "cost: CPU per wake (workerd, local D1 included)", value: round(cpuPerWakeMs, 2), unit: "ms" });
+    {
+      const l = livenessMonth(hundred, shard);
+      rows.push({
+        name: `cost: liveness of an idle ${FLEET_VMS}-VM node, per node-month at list prices`,
+        value: round(l.usd, 5),
+        unit: "$",
+        note: `${l.parts}; shard: ${shard.alarms} alarms, ${shard.sockets} sockets, rows ${shard.rowsRead}/${shard.rowsWritten} in ${round(windowS, 0)} s, ${shard.nodesPerShard} nodes a shard at the fleet's size`,
+      });
+    }
     return rows;
   } finally {
     await Promise.all(scenarios.map((s) => s.agent.halt()));

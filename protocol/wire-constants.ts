@@ -53,7 +53,9 @@ export const LIVE_METRICS_MAX_LEASE_MS = 120_000;
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  - `console`: serial consoles (`console.*` frames and binary frames, protocol/console.ts), on the
  *    WebSocket link only;
- *  - `vnc`: graphical consoles, a `console.open` with `display` (agent).
+ *  - `vnc`: graphical consoles, a `console.open` with `display` (agent);
+ *  - `livenessWatch`: the control plane takes a second, ping-only socket at AGENT_LIVENESS_PATH for
+ *    the link's liveness (worker); an agent that opens none is watched by its node's own alarm.
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
 export const WIRE_FEATURES = [
@@ -66,6 +68,7 @@ export const WIRE_FEATURES = [
   "console",
   "vnc",
   "liveMetrics",
+  "livenessWatch",
 ] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 
@@ -147,6 +150,11 @@ export const domainNameAllowed = (n: string) => !n.includes("/") && !n.includes(
 export const AGENT_ENROLL_PATH = "/agent/enroll";
 /** WebSocket upgrade with `Authorization: Bearer <node credential>`; 401 when refused. */
 export const AGENT_CONNECT_PATH = "/agent/connect";
+/** The link's liveness socket (feature `livenessWatch`): a WebSocket upgrade with the same node
+ *  credential and `?conn=<the link's connId, welcome.id>`. It carries only PING_FRAME (answered
+ *  PONG_FRAME); the control plane watches many nodes' pings in one place instead of waking each
+ *  node's object every minute. 409 when `conn` is not the node's current link. */
+export const AGENT_LIVENESS_PATH = "/agent/liveness";
 /** The agent bundle for a connected agent updating itself, behind its node credential. */
 export const AGENT_UPDATE_PATH = "/agent/update/quantix-agent.mjs";
 

@@ -157,6 +157,14 @@ export function reconnectSpreadMs(nodes: number): number {
   return Math.min(MAX_RECONNECT_SPREAD_MS, Math.ceil(nodes / FLEET_RECONNECTS_PER_SECOND) * 1000);
 }
 
+/** Nodes per liveness shard (LIVENESS_NODES_PER_SHARD): a shard's alarm every OFFLINE_AFTER_MS / 4
+ *  is shared by this many nodes; a fleet this small or smaller runs one. */
+export const LIVENESS_NODES_PER_SHARD = 1_000;
+
+export function livenessNodesPerShard(env: Partial<Pick<Env, "LIVENESS_NODES_PER_SHARD">>): number {
+  return positive(env.LIVENESS_NODES_PER_SHARD, LIVENESS_NODES_PER_SHARD);
+}
+
 export function joinTokenTtlMs(env: Pick<Env, "JOIN_TOKEN_TTL_SECONDS">): number {
   return positive(env.JOIN_TOKEN_TTL_SECONDS, 3600) * 1000;
 }

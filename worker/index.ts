@@ -26,6 +26,7 @@ import { vmRoutes } from "./routes/vms.ts";
 
 export { NodeSession } from "./session/node-session.ts";
 export { NotificationOutbox } from "./notifications/outbox.ts";
+export { LivenessWatch } from "./session/liveness-watch.ts";
 
 /** No request of this API needs more than a few KiB; refuse big bodies before parsing them. */
 const MAX_BODY_BYTES = 64 * 1024;

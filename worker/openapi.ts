@@ -419,6 +419,25 @@ export const ROUTES: RouteDoc[] = [
     answers: { 101: ok("switching protocols"), 401: ok("credential refused"), 426: ok("not a WebSocket upgrade") },
   },
   {
+    method: "get",
+    path: "/agent/liveness",
+    summary:
+      "Agent: the link's ping-only liveness socket (welcome feature livenessWatch), with the same credential; one shard's alarm watches many nodes' pings",
+    access: "node",
+    query: z.object({
+      conn: z.string().uuid().describe("the id of the node's current WebSocket link (welcome.id)"),
+      node: z.string().optional().describe("if given, must be the credential's own node"),
+    }),
+    answers: {
+      101: ok("switching protocols"),
+      400: ok("invalid_request: conn missing or not a UUID"),
+      401: ok("credential refused"),
+      403: ok("forbidden: another node named"),
+      409: ok("link_not_current: conn is not the node's current WebSocket link"),
+      426: ok("not a WebSocket upgrade"),
+    },
+  },
+  {
     method: "post",
     path: "/agent/poll",
     summary:

@@ -1,12 +1,14 @@
 // The outbound link to the control plane as an explicit state machine:
 //   connecting → online → (drop) → backingOff → connecting …;  stop() → draining → closed.
 // One connect at a time, a connect timeout, full-jitter exponential backoff that resets only after
-// the link stayed up a while, PING_FRAME every heartbeat and two unanswered pings = dead link.
+// the link stayed up a while, PING_FRAME every heartbeat and two unanswered pings = dead link. A
+// control plane that takes a liveness socket gets one beside the link (liveness-socket.ts).
 import WebSocket from "ws";
 import type { Logger } from "../logger.ts";
 import type { AgentMessage, ServerMessage } from "../../protocol/wire.ts";
 import { CLOSE, HEARTBEAT_MS, MAX_FRAME_BYTES, PING_FRAME, PONG_FRAME } from "../../protocol/wire-constants.ts";
 import { parseServerFrame } from "../../protocol/server-frames.ts";
+import { LivenessSocket } from "./liveness-socket.ts";
 
 export type LinkState = "idle" | "connecting" | "online" | "backingOff" | "draining" | "closed";
 
@@ -130,12 +132,22 @@ export class AgentLink {
   private timer: NodeJS.Timeout | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private drained: (() => void) | null = null;
+  /** the link's ping-only socket to the control plane's liveness shard, when it takes one */
+  private readonly liveness: LivenessSocket;
 
   constructor(opts: LinkOptions) {
     this.opts = opts;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
-    this.reconnects = new Reconnects(this.timings, opts.random ?? Math.random);
+    const random = opts.random ?? Math.random;
+    this.reconnects = new Reconnects(this.timings, random);
     this.heartbeatMs = this.timings.heartbeatMs;
+    this.liveness = new LivenessSocket({
+      linkUrl: opts.url,
+      credential: opts.credential,
+      connectTimeoutMs: this.timings.connectTimeoutMs,
+      backoff: (attempt) => backoffDelay(attempt, this.timings, random),
+      log: opts.log,
+    });
   }
 
   /** server clock minus ours, from welcome.serverTime */
@@ -181,6 +193,7 @@ export class AgentLink {
   stop(code: number = CLOSE.goingAway, deadlineMs = 2_000): Promise<void> {
     if (this.state === "closed") return Promise.resolve();
     this.clearTimers();
+    this.liveness.close();
     const ws = this.ws;
     if (!ws || ws.readyState === WebSocket.CLOSED) {
       this.setState("closed");
@@ -268,6 +281,7 @@ export class AgentLink {
           this.heartbeatMs = msg.payload.heartbeatMs;
           this.armHeartbeat();
         }
+        if (msg.payload.features?.includes("livenessWatch")) this.liveness.open(msg.id);
       }
       this.opts.events.onMessage(msg);
     });
@@ -277,6 +291,7 @@ export class AgentLink {
     ws.on("close", (code, reason) => {
       const wasOnline = this.state === "online";
       this.ws = null;
+      this.liveness.close();
       if (this.heartbeat) clearInterval(this.heartbeat);
       this.heartbeat = null;
       if (this.drained) return this.drained();
@@ -304,6 +319,7 @@ export class AgentLink {
       }
       this.unansweredPings++;
       ws.send(PING_FRAME);
+      this.liveness.ping(); // in step: the shard and the link's own check then see the same last sign
     }, this.heartbeatMs);
   }
 

@@ -36,7 +36,7 @@ describe("OpenAPI document", () => {
         Object.keys(ops).map((m) => `${m} ${path}`),
       ),
     );
-    expect(mounted.size).toBe(41);
+    expect(mounted.size).toBe(42);
     expect([...mounted].filter((r) => !documented.has(r))).toEqual([]);
     expect([...documented].filter((r) => !mounted.has(r))).toEqual([]);
   });

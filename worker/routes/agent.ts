@@ -25,8 +25,9 @@ import { database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
 import { ApiError, errorResponse, validate } from "../errors.ts";
 import { clientIp, enforceLimit } from "../rate-limit.ts";
-import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER } from "../session/headers.ts";
-import { reconnectSpreadMs } from "../config.ts";
+import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, WATCH_CONN_HEADER } from "../session/headers.ts";
+import { livenessNodesPerShard, reconnectSpreadMs } from "../config.ts";
+import { livenessShard } from "../session/liveness-watch.ts";
 import { nodeSession } from "../session/calls.ts";
 import { locationHintFor } from "../session/placement.ts";
 
@@ -158,6 +159,30 @@ export const agentRoutes = new Hono<AgentEnv>()
     );
     if (opened.status === 101 && (await closedIfRevoked(c.env, nodeId, credentialHash))) throw credentialRefused();
     return opened;
+  })
+  // The link's liveness socket: the same credential, for the node's own current link only.
+  .get("/liveness", async (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      throw new ApiError(426, "upgrade_required", "this endpoint only accepts a WebSocket upgrade");
+    }
+    const { nodeId } = await authenticatedNode(c);
+    const node = c.req.query("node");
+    if (node !== undefined && node !== nodeId)
+      throw new ApiError(403, "forbidden", "a node credential opens the liveness socket of its own node only");
+    const connId = c.req.query("conn");
+    if (!connId || !/^[0-9a-f-]{36}$/i.test(connId))
+      throw new ApiError(
+        400,
+        "invalid_request",
+        "conn: the id of the node's current link (welcome.id, a UUID) is required",
+      );
+    await enforceLimit(c.env, "CONNECT_LIMITER", `liveness:${nodeId}`);
+    const shard = livenessShard(nodeId, await fleetSize(c.env), livenessNodesPerShard(c.env));
+    const headers = new Headers({ upgrade: "websocket", [NODE_ID_HEADER]: nodeId, [WATCH_CONN_HEADER]: connId });
+    for (const [name, value] of c.req.raw.headers) if (name.startsWith("sec-websocket-")) headers.set(name, value);
+    return c.env.LIVENESS_WATCH.get(c.env.LIVENESS_WATCH.idFromName(shard)).fetch(
+      new Request(c.req.raw.url, { method: "GET", headers }),
+    );
   })
   // Long-poll transport: the credential is checked before the body is looked at.
   .post("/poll", nodeCredential, validate("json", PollRequest), async (c) => {

@@ -1,6 +1,7 @@
-// GET /api/debug/counts[?node=<id>[&cost=1]]: the debug counts of a local soak run (admin only): this
-// isolate's module-level collections and, with `node`, that node session's rooms; with `cost=1`
-// also its cost counts for the bench (cost-meter.ts). A 404 like any unknown route unless
+// GET /api/debug/counts[?node=<id>[&cost=1]][&liveness=1]: the debug counts of a local soak run (admin
+// only): this isolate's module-level collections and, with `node`, that node session's rooms; with
+// `cost=1` also its cost counts for the bench (cost-meter.ts); with `liveness=1` the cost counts of
+// every liveness shard of the fleet's current size. A 404 like any unknown route unless
 // QX_DEBUG_COUNTS is "1".
 import { Hono } from "hono";
 import type { AppEnv } from "../app-env.ts";
@@ -9,6 +10,21 @@ import { callsTo } from "../cost-meter.ts";
 import { debugCountsEnabled, isolateCounts } from "../debug-counts.ts";
 import { errorResponse } from "../errors.ts";
 import { nodeSession } from "../session/calls.ts";
+import { livenessNodesPerShard } from "../config.ts";
+import { database } from "../db/client.ts";
+import { nodes } from "../db/schema.ts";
+import { count } from "drizzle-orm";
+
+/** Every shard's cost counts, by name (liveness-watch.ts names them liveness-0, liveness-1, …). */
+async function livenessShards(env: Env) {
+  const fleet = (await database(env.DB).select({ n: count() }).from(nodes).get())?.n ?? 0;
+  const shards = Math.max(1, Math.ceil(fleet / livenessNodesPerShard(env)));
+  const names = Array.from({ length: shards }, (_, i) => `liveness-${i}`);
+  const counts = await Promise.all(
+    names.map((name) => env.LIVENESS_WATCH.get(env.LIVENESS_WATCH.idFromName(name)).costCounts()),
+  );
+  return { nodesPerShard: livenessNodesPerShard(env), shards: Object.fromEntries(names.map((n, i) => [n, counts[i]])) };
+}
 
 export const debugRoutes = new Hono<AppEnv>().get("/counts", requireRole("admin"), async (c) => {
   if (!debugCountsEnabled(c.env)) return errorResponse(c, 404, "not_found", `no route GET ${c.req.path}`);
@@ -20,5 +36,6 @@ export const debugRoutes = new Hono<AppEnv>().get("/counts", requireRole("admin"
     ...(stub && node && c.req.query("cost") === "1"
       ? { cost: { session: await stub.costCounts(), calls: callsTo(node) } }
       : {}),
+    ...(c.req.query("liveness") === "1" ? { liveness: await livenessShards(c.env) } : {}),
   });
 });

@@ -4,6 +4,8 @@
 export const NODE_ID_HEADER = "x-quantix-node-id";
 /** …and over how long its agent should spread its reconnects after losing the link (see Welcome). */
 export const RECONNECT_SPREAD_HEADER = "x-quantix-reconnect-spread";
+/** …and, on its liveness socket's upgrade (liveness-watch.ts), which of its links the socket watches. */
+export const WATCH_CONN_HEADER = "x-quantix-watch-conn";
 /** Headers of a viewer's follow upgrade, set by the Worker after authorizing it. */
 export const FOLLOW_HEADERS = {
   vmId: "x-quantix-follow-vm",

@@ -1,7 +1,10 @@
 // A node's liveness: connected/offline and its last sign of life in D1, and when the session next
-// checks the agent. Pings are answered by the runtime without waking the object, so a live node's
-// object wakes about once per OFFLINE_AFTER_MS to look at the latest ping's time. The check itself
-// stores nothing: its time follows from the link (every stored row is billed as written).
+// checks the agent. Pings are answered by the runtime without waking the object. An agent watched
+// by a liveness shard (liveness-watch.ts: its second, ping-only socket) is checked by the shard,
+// which tells this object when it falls silent; the object then wakes only to write lastSeenAt every
+// LAST_SEEN_WRITE_MS. Any other link (an older agent, long-poll) is checked by this object about once
+// per OFFLINE_AFTER_MS. The check itself stores nothing: its time follows from the link (every
+// stored row is billed as written).
 import { eq, sql } from "drizzle-orm";
 import type { AgentMessage } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
@@ -33,11 +36,25 @@ export class Liveness {
   /** When the link's next check is due. It stays put between checks, whatever else moves the alarm:
    *  the check is also what keeps lastSeenAt fresh. */
   async dueAt(link: AgentLink, alarmSet: () => Promise<number | null>): Promise<number> {
+    // Watched: only lastSeenAt is due, OFFLINE_AFTER_MS late so a live link's last sign is then past
+    // the interval (the check writes it; a dead one the shard reports first).
+    if (this.watched(link))
+      return (this.store.get("lastSeenWritten") ?? 0) + this.limits.lastSeenWriteMs + this.limits.offlineAfterMs;
     if (this.next?.connId !== link.att.connId) {
       const at = (await alarmSet()) ?? link.lastSign() + this.limits.offlineAfterMs + 1;
       if (this.next?.connId !== link.att.connId) this.next = { connId: link.att.connId, at };
     }
     return this.next.at;
+  }
+
+  /** Whether a liveness shard watches the link (the session then sets no per-minute check). */
+  watched(link: AgentLink): boolean {
+    return this.store.get("watch")?.connId === link.att.connId;
+  }
+
+  /** The shard stopped watching a live link: this object checks it again, from its last sign. */
+  resume(link: AgentLink, now: number): void {
+    this.next = { connId: link.att.connId, at: Math.max(link.lastSign() + this.limits.offlineAfterMs + 1, now + 1) };
   }
 
   /** A new link: the node is connected now. Its first check comes somewhere in the second half of

@@ -203,6 +203,7 @@ export class NodeSession extends DurableObject<Env> {
     if (!this.links.isCurrent(connId)) return; // an older, replaced connection: the node is still online
     const nodeId = this.store.get("nodeId");
     this.links.forget(connId, error.message);
+    if (this.store.get("watch")) this.store.delete("watch");
     this.watch.linkChanged();
     this.follows.nodeOffline();
     this.consoles.nodeOffline();
@@ -274,6 +275,30 @@ export class NodeSession extends DurableObject<Env> {
       await this.store.deleteAll();
       this.consoles.forgetStorage();
     }
+  }
+
+  // ---- liveness shard (liveness-watch.ts) ------------------------------------------------------
+
+  /** The agent's liveness socket on a shard now watches the link `connId`: until it ends, this
+   *  object sets no per-minute liveness alarm. False when that is not the node's current socket link. */
+  async watchStarted(connId: string, watchId: string): Promise<boolean> {
+    const link = this.links.current();
+    if (!link || link.att.connId !== connId || link.att.transport === "poll") return false;
+    this.store.put("watch", { connId, watchId });
+    await this.armAlarm();
+    return true;
+  }
+
+  /** The watch `watchId` ended: the agent closed its liveness socket, or (`lapsed`) the shard heard
+   *  no ping on it for OFFLINE_AFTER_MS. The node's own link decides: silent too, it is offline now;
+   *  else its own liveness alarm takes over. A watch already replaced or ended is ignored. */
+  async watchEnded(watchId: string, lapsed: boolean): Promise<void> {
+    if (this.store.get("watch")?.watchId !== watchId) return;
+    this.store.delete("watch");
+    const current = this.links.current();
+    const now = Date.now();
+    if (current && !(lapsed && (await this.checkLink(current, now)))) this.liveness.resume(current, now);
+    await this.armAlarm();
   }
 
   /** For tests and diagnostics: answers ignored as unknown, duplicate or late. */
@@ -446,21 +471,25 @@ export class NodeSession extends DurableObject<Env> {
     const current = this.links.current();
     const conn = this.store.get("conn");
     if (current) {
-      const dead = await this.liveness.check(current, now);
-      if (dead !== null) {
-        this.links.close(current, CLOSE.dead, "no sign of life in time");
-        await this.connectionGone(
-          current.att.connId,
-          { code: "node_offline", message: "the node stopped answering" },
-          dead,
-        );
-      } else if (this.reconciler.isDue(now)) {
+      if (!(await this.checkLink(current, now)) && this.reconciler.isDue(now))
         await this.reconciler.pass(current, true);
-      }
     } else if (conn) {
       // The socket vanished without a close event (e.g. the object was reset): treat as gone.
       await this.connectionGone(conn, { code: "agent_disconnected", message: "the agent connection was lost" });
     }
+  }
+
+  /** Looks at the link's last sign of life; true when it was too old and the node is now offline. */
+  private async checkLink(current: AgentLink, now: number): Promise<boolean> {
+    const dead = await this.liveness.check(current, now);
+    if (dead === null) return false;
+    this.links.close(current, CLOSE.dead, "no sign of life in time");
+    await this.connectionGone(
+      current.att.connId,
+      { code: "node_offline", message: "the node stopped answering" },
+      dead,
+    );
+    return true;
   }
 
   // ---- inbound frames ----------------------------------------------------------------------------

@@ -173,6 +173,9 @@ type Singles = {
   flapDueAt: number;
   /** the last console channel number handed out */
   consoleChannel: number;
+  /** the liveness shard's socket that watches the current link (liveness-watch.ts): while it does,
+   *  this object sets no per-minute liveness alarm of its own */
+  watch: { connId: string; watchId: string };
 };
 
 type Families = {
@@ -197,6 +200,7 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
   keptAt: "keptAt",
   reconcileAt: "reconcileAt",
   transitionsOpen: "transitionsOpen",
+  watch: "watch",
   lastSeenWritten: "lastSeenWritten",
   ignoredAnswers: "ignoredAnswers",
   agentFeatures: "agentFeatures",
@@ -216,7 +220,13 @@ const FAMILY_PREFIXES: { [F in keyof Families]: string } = {
 
 /** Singles read on every frame and command (which link is current, its node, what its agent
  *  understands): held in memory as well, written through. Only this class writes them. */
-const HELD: ReadonlySet<keyof Singles> = new Set<keyof Singles>(["conn", "nodeId", "pollLink", "agentFeatures"]);
+const HELD: ReadonlySet<keyof Singles> = new Set<keyof Singles>([
+  "conn",
+  "nodeId",
+  "pollLink",
+  "agentFeatures",
+  "watch",
+]);
 /** A held value is shared by every reader: frozen, so nobody changes it without a put. */
 const frozen = <T>(v: T): T => (v !== null && typeof v === "object" ? Object.freeze(v) : v);
 
