@@ -76,9 +76,10 @@ describe("packed metrics storage", () => {
       history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(100), { [vms[0]]: 77 })] }, now);
       expect(history.series(vms[0], "1h", now).points[100].cpuPct).toBe(77);
       expect(history.counts()).toMatchObject({ minuteRows, raw: 360 * 121 });
-      // The next hour's first frame closes the last bucket: twelve buckets of means, each of 121 series.
+      // The next hour's first frame closes the last bucket: twelve buckets of means, each of 121
+      // series, in the hour's one row of means.
       history.ingest({ intervalMs: 10_000, ticks: [tick(360)] }, t(360) + 1_000);
-      expect(history.counts()).toMatchObject({ bucketRows: 12, rollup: 12 * 121 });
+      expect(history.counts()).toMatchObject({ bucketRows: 1, rollup: 12 * 121 });
       const day = history.series(vms[5], "24h", t(360) + 1_000).points.filter((p) => p.cpuPct !== null);
       expect(day.length).toBe(61);
     });
@@ -91,12 +92,12 @@ describe("packed metrics storage", () => {
       const put = (t: number, cpu: number) =>
         history.ingest({ intervalMs: 10_000, ticks: [tickOf(t, { [vmId]: cpu }, 1)] }, t);
       for (let i = 0; i <= 60; i++) put(start + i * 10_000, 10);
-      expect(history.counts()).toMatchObject({ minuteRows: 1, bucketRows: 2 });
+      expect(history.counts()).toMatchObject({ minuteRows: 1, bucketRows: 1, rollup: 4 });
       // Two days on: the old hour is gone in one statement, counted as the rows it was.
       const later = start + 2 * DAY;
       const cost = put(later, 20);
-      expect(history.counts()).toMatchObject({ minuteRows: 1, bucketRows: 3, raw: 2 });
-      expect(cost.rowsWritten).toBe(1 + 1 + 1); // the hour, the last bucket's means, the old hour deleted
+      expect(history.counts()).toMatchObject({ minuteRows: 1, bucketRows: 1, rollup: 6, raw: 2 });
+      expect(cost.rowsWritten).toBe(1 + 1 + 1); // the hour, its row of means with the last bucket, the old hour deleted
       // 35 days on: the buckets of 40 days ago are gone, the one of 38 days ago too.
       put(start + 35 * DAY, 30);
       put(start + 35 * DAY + ROLLUP_STEP_MS, 30);

@@ -1,7 +1,10 @@
 // The node's metrics history in its Durable Object's own SQLite (D1 holds no time series), packed:
-// one row per hour holds every series' raw samples (kept a day; split into parts where an hour does
-// not fit a row), one row per 5-minute bucket every series' means (kept 30 days). Every row written
-// is billed, its expiry too: an agent that sends an hour's batch costs a few rows an hour.
+// one row per hour holds every series' raw samples (split into parts where an hour does not fit a
+// row), one row per hour every series' 5-minute means. Every row written is billed, its deletion
+// too, and every byte held: past what a chart reads at full resolution, an hour's row is rewritten
+// once at the resolution its later charts read (raw samples as 1-minute means after a few hours,
+// for the day view; 5-minute means as 30-minute means after a week, for the month view), and rows
+// leave whole (raw after a day, means after 30 days).
 // Each series has a slot, the same in every row, so one query cuts a series' slice out of every row
 // of a range. Read back as a range's series with offline stretches as gaps. Ticks carry their time in this
 // side's clock (the agent corrects for skew); one stamped in the future or past the raw retention is
@@ -39,14 +42,21 @@ import {
 
 /** The series of the node's own totals (a VM's series is keyed by its UUID). */
 const NODE_SERIES = "node";
-/** The span of one row of raw samples (an agent nobody watches sends an hour at a time). */
+/** The span of one row, raw samples or means (an agent nobody watches sends an hour at a time). */
 const CHUNK_MS = 3_600_000;
-/** How long an agent's batch may take to arrive after its last tick was taken: up to an hour. */
-const BATCH_GRACE_MS = CHUNK_MS + ROLLUP_STEP_MS;
 /** A Durable Object's SQLite holds at most 2 MB in a row: an hour too big for one row (a hundred VMs
  *  or more, or short sample intervals) is split by ticks into parts, keyed hour + part number. */
 const PART_BYTES = 1_000_000;
+/** A raw hour is kept as sampled until it ended this long ago: the hour view reads the last hour, and
+ *  an agent back from a dropped link sends at most its last two batches (an hour each), which merge
+ *  into the hours they fall in. Then its samples become 1-minute means: the day view's step. */
+const RAW_FULL_MS = 2 * CHUNK_MS;
+const MINUTE_MS = METRIC_RANGES["24h"].stepMs;
+/** 5-minute means are kept as such for the week view, then as 30-minute means: the month view's step. */
+const BUCKETS_FULL_MS = METRIC_RANGES["7d"].spanMs;
+const HALF_HOUR_MS = METRIC_RANGES["30d"].stepMs;
 
+type Table = "metric_minute" | "metric_bucket";
 const DATA_DEFS = DATA_COLUMN_NAMES.map((c) => `${c} BLOB NOT NULL`).join(", ");
 const BLOCK_COLUMNS = ["n", "slots", "head", ...DATA_COLUMN_NAMES];
 const SCHEMA = [
@@ -54,25 +64,30 @@ const SCHEMA = [
   // only once nothing of its old one is held any more.
   `CREATE TABLE IF NOT EXISTS metric_series (id INTEGER PRIMARY KEY, series TEXT NOT NULL UNIQUE)`,
   // t: the hour's start + part number (a row of an older object: its minute's start + part number);
-  // n, slots, head, d0…: a block (metric-blocks.ts) of those ticks. The table keeps its old name.
-  `CREATE TABLE IF NOT EXISTS metric_minute (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS})`,
-  // t: the 5-minute bucket's start; a one-tick block of every series' means over it. seen: per slot
-  // (u32), the last bucket index (t / 5 min) with a sample of it, carried from bucket to bucket, so
-  // the newest row tells which slots hold nothing any more.
-  `CREATE TABLE IF NOT EXISTS metric_bucket (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, seen BLOB NOT NULL)`,
+  // n, slots, head, d0…: a block (metric-blocks.ts) of those ticks; step: 0 for samples as taken, or
+  // the span each tick's means cover (its ticks are then those spans' starts). The table keeps its
+  // old name.
+  `CREATE TABLE IF NOT EXISTS metric_minute (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, step INTEGER NOT NULL DEFAULT 0)`,
+  // t: the hour's start + part number (a row of an older object: one 5-minute bucket's start); a
+  // block of every series' means, a tick per bucket (step 0) or per half hour (step 30 min). seen:
+  // per slot (u32), the last bucket index (t / 5 min) with a sample of it, carried from row to row,
+  // so the newest row tells which slots hold nothing any more.
+  `CREATE TABLE IF NOT EXISTS metric_bucket (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, seen BLOB NOT NULL, step INTEGER NOT NULL DEFAULT 0)`,
   `CREATE TABLE IF NOT EXISTS metric_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`,
 ];
-const upsert = (table: string, columns: string[]) =>
+const upsert = (table: Table, columns: string[]) =>
   `INSERT INTO ${table} (t, ${columns.join(", ")}) VALUES (?${", ?".repeat(columns.length)})
    ON CONFLICT (t) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(", ")}`;
-const UPSERT_MINUTE = upsert("metric_minute", BLOCK_COLUMNS);
-const UPSERT_BUCKET = upsert("metric_bucket", [...BLOCK_COLUMNS, "seen"]);
-const SELECT_BLOCK = `SELECT t, head, ${DATA_COLUMN_NAMES.join(", ")}`;
+const UPSERT = {
+  metric_minute: upsert("metric_minute", [...BLOCK_COLUMNS, "step"]),
+  metric_bucket: upsert("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]),
+};
+const SELECT_BLOCK = `SELECT t, step, head, ${DATA_COLUMN_NAMES.join(", ")}`;
 /** One series' slice of every row of a table from a time on, each after its row's head, as one BLOB:
  *  one row crosses into the reader, holding only that series' bytes. The pieces are joined as text,
  *  which keeps their bytes, and read back as a BLOB (in the order scanned: by time, which the
  *  reader checks). Bound: the slice's index in its column, the time. */
-const sliceQuery = (table: "metric_minute" | "metric_bucket", column: string) =>
+const sliceQuery = (table: Table, column: string) =>
   `SELECT CAST(group_concat(head || substr(${column}, ? * ${STRIDE_SQL} + 1, ${STRIDE_SQL}), '') AS BLOB) AS b
    FROM ${table} WHERE t >= ?`;
 const SLICE_MINUTES = DATA_COLUMN_NAMES.map((c) => sliceQuery("metric_minute", c));
@@ -102,7 +117,7 @@ const u32Of = (b: ArrayBuffer | Uint8Array) => {
 };
 // (typed as DurableObjectStorage hands them over; the bench's node:sqlite gives Uint8Array, which
 // Block and u32Of read too)
-type StoredRow = { t: number; head: ArrayBuffer; [column: string]: ArrayBuffer | number };
+type StoredRow = { t: number; step: number; head: ArrayBuffer; [column: string]: ArrayBuffer | number };
 const dataOf = (row: StoredRow) => DATA_COLUMN_NAMES.map((c) => row[c] as ArrayBuffer);
 const blockOf = (row: StoredRow) => new Block(row.head, dataOf(row));
 const upsertArgs = (t: number, b: EncodedBlock) => [t, b.n, b.slots, b.head, ...b.data];
@@ -130,6 +145,13 @@ export class MetricsHistory {
   private open(): void {
     if (this.ready) return;
     for (const statement of SCHEMA) this.sql.exec(statement);
+    // An object whose tables came before `step`: every row it holds is as sampled (step 0). Adding a
+    // column with a default rewrites no row.
+    for (const { name, sql } of this.sql.exec<{ name: Table; sql: string }>(
+      "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN ('metric_minute', 'metric_bucket')",
+    ))
+      if (!/\bstep INTEGER\b/.test(sql))
+        this.sql.exec(`ALTER TABLE ${name} ADD COLUMN step INTEGER NOT NULL DEFAULT 0`);
     this.legacy = new LegacyTables(this.sql);
     this.moveUnrolledRows();
     this.ready = true;
@@ -215,8 +237,9 @@ export class MetricsHistory {
     return null;
   }
 
-  /** Stores one frame's ticks (one transaction): each minute's row read, merged and written back once.
-   *  Past a 5-minute boundary, rolls up the closed buckets and drops what is past its retention. */
+  /** Stores one frame's ticks (one transaction): each hour's last part (or whole hour) read, merged
+   *  and written back once. Past a 5-minute boundary, rolls up the closed buckets, rewrites the hours
+   *  now past full resolution as coarser means and drops what is past its retention. */
   ingest(payload: MetricsPayload, now = Date.now()): IngestCost {
     this.open();
     return this.transaction(() => {
@@ -232,8 +255,10 @@ export class MetricsHistory {
       for (const [chunk, ticks] of byChunk) this.mergeChunk(chunk, ticks, cost);
       if (this.samplingInterval() !== payload.intervalMs)
         cost.rowsWritten += this.setMeta("intervalMs", (this.intervalMs = payload.intervalMs));
-      const latest = Math.max(...payload.ticks.map((tick) => tick.t));
-      cost.rowsWritten += this.rollUp(now, latest);
+      // A batch comes in frames, oldest first, the last one ending with a tick just taken: only that
+      // one (or a live tick) closes buckets, so a batch writes each hour's means once, not per frame.
+      const latest = Math.min(now, Math.max(...payload.ticks.map((tick) => tick.t)));
+      if (latest >= now - 2 * payload.intervalMs) cost.rowsWritten += this.rollUp(now, latest);
       return cost;
     });
   }
@@ -242,12 +267,14 @@ export class MetricsHistory {
    *  tick) read and rewrite only the hour's last part; any other merge reads the whole hour. */
   private mergeChunk(chunk: number, ticks: MetricsTick[], cost: IngestCost): void {
     const heads = this.sql
-      .exec<{ t: number; head: ArrayBuffer }>(
-        "SELECT t, head FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t",
+      .exec<{ t: number; head: ArrayBuffer; step: number }>(
+        "SELECT t, head, step FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t",
         chunk,
         chunk + CHUNK_MS,
       )
       .toArray();
+    // An hour kept as 1-minute means already (its samples are gone): a tick this late is dropped.
+    if (heads.some((h) => h.step !== 0)) return;
     const last = heads.at(-1);
     const lastTick = last ? new Block(last.head, []).ticks.at(-1) : undefined;
     const appending =
@@ -273,12 +300,21 @@ export class MetricsHistory {
       if (tick.node) at.set(this.slotFor(NODE_SERIES, cost), figuresArray(tick.node));
       for (const vm of tick.vms) at.set(this.slotFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
     }
-    this.writeParts(chunk, first, samples, stored, cost);
+    this.writeParts("metric_minute", chunk, first, samples, stored, cost);
   }
 
   /** Writes an hour's samples from its part `first` on (`stored`: the rows held from there) as few
-   *  parts as fit, rewriting only the parts that changed. */
-  private writeParts(chunk: number, first: number, samples: Samples, stored: StoredRow[], cost: IngestCost): void {
+   *  parts as fit, rewriting only the parts that changed. `step`: what each tick stands for (0: a
+   *  sample as taken); `seen`: the means rows' last-seen bucket per slot. */
+  private writeParts(
+    table: Table,
+    chunk: number,
+    first: number,
+    samples: Samples,
+    stored: StoredRow[],
+    cost: IngestCost,
+    { step = 0, seen }: { step?: number; seen?: ArrayBuffer } = {},
+  ): void {
     const times = [...samples.keys()].sort((a, b) => a - b);
     const parts: number[][] = [];
     let part: number[] = [];
@@ -299,33 +335,40 @@ export class MetricsHistory {
       const block = encodeBlock(samples, ticks);
       const key = chunk + first + i;
       const old = stored.find((r) => r.t === key);
-      if (old && sameBytes(old.head, block.head) && dataOf(old).every((d, c) => sameBytes(d, block.data[c]))) return;
-      cost.rowsWritten += this.sql.exec(UPSERT_MINUTE, ...upsertArgs(key, block)).rowsWritten;
+      if (
+        old &&
+        old.step === step &&
+        (seen === undefined || sameBytes(old.seen as ArrayBuffer, seen)) &&
+        sameBytes(old.head, block.head) &&
+        dataOf(old).every((d, c) => sameBytes(d, block.data[c]))
+      )
+        return;
+      const args = [...upsertArgs(key, block), ...(seen ? [seen] : []), step];
+      cost.rowsWritten += this.sql.exec(UPSERT[table], ...args).rowsWritten;
     });
-    // Rows past the parts written (fewer parts, or an older object's minute rows now merged).
+    // Rows past the parts written (fewer parts, or an older object's minute or bucket rows now merged).
     if (stored.some((r) => r.t >= chunk + first + parts.length))
       cost.rowsWritten += this.sql.exec(
-        "DELETE FROM metric_minute WHERE t >= ? AND t < ?",
+        `DELETE FROM ${table} WHERE t >= ? AND t < ?`,
         chunk + first + parts.length,
         chunk + CHUNK_MS,
       ).rowsWritten;
   }
 
-  /** Rolls up every closed bucket not rolled up yet (several after an offline stretch, one row each),
-   *  then drops the hours past a day and the buckets past 30 days. */
+  /** Rolls up every closed bucket not rolled up yet into its hour's row of means (an offline
+   *  stretch's in one go), drops the hours past their retention, and rewrites the hours past full
+   *  resolution as coarser means. */
   private rollUp(now: number, latest: number): number {
-    // A bucket closes once a later tick came: an hour's batch comes in many frames, in order, and
-    // its first must not close the buckets the next ones fill. Past BATCH_GRACE_MS it closes anyway.
-    const current = bucketOf(Math.min(now, Math.max(latest, now - BATCH_GRACE_MS)));
+    const current = bucketOf(latest);
     this.rolledTo ??= this.rolledFrom();
     if (this.rolledTo === null || this.rolledTo >= current) return 0;
-    let written = 0;
+    const cost: IngestCost = { rowsWritten: 0 };
     const from = this.rolledTo;
     // Every raw row that may hold a tick of the closed buckets (a row's key is its hour's start), one
     // row at a time: only the buckets' means are held.
     const means = new BucketMeans();
     for (const row of this.sql.exec<StoredRow>(
-      `${SELECT_BLOCK} FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t`,
+      `${SELECT_BLOCK} FROM metric_minute WHERE t >= ? AND t < ? AND step = 0 ORDER BY t`,
       chunkOf(from),
       current,
     )) {
@@ -337,59 +380,109 @@ export class MetricsHistory {
         for (let s = 0; s < block.slots; s++) if (block.has(s, k)) means.add(bucket, s, (f) => block.value(s, f, k));
       }
     }
-    let seen: Uint32Array<ArrayBuffer> | null = null;
+    const byHour = new Map<number, number[]>();
     for (const bucket of [...means.buckets.keys()].sort((a, b) => a - b)) {
-      const block = encodeBlock(means.samplesOf(bucket));
-      seen = this.seenAfter(seen, bucket, means);
-      written += this.sql.exec(UPSERT_BUCKET, ...upsertArgs(bucket, block), seen.buffer).rowsWritten;
+      const buckets = byHour.get(chunkOf(bucket));
+      if (buckets) buckets.push(bucket);
+      else byHour.set(chunkOf(bucket), [bucket]);
     }
-    // An hour's rows leave once all of it is past a day (a key may carry a part number, hence the hour).
-    written += this.sql.exec("DELETE FROM metric_minute WHERE t < ?", now - RAW_KEEP_MS - CHUNK_MS + 1).rowsWritten;
-    written += this.sql.exec("DELETE FROM metric_bucket WHERE t < ?", now - ROLLUP_KEEP_MS).rowsWritten;
+    for (const [hour, buckets] of byHour) {
+      const stored = this.rowsOf("metric_bucket", hour);
+      const samples: Samples = new Map();
+      for (const row of stored) blockOf(row).decodeInto(samples);
+      for (const bucket of buckets) for (const [t, at] of means.samplesOf(bucket)) samples.set(t, at);
+      this.writeParts("metric_bucket", hour, 0, samples, stored, cost, { seen: this.seenWith(hour, samples) });
+    }
     this.rolledTo = current;
+    // Whole hours leave (a key may carry a part number, hence the hour), before any is rewritten.
+    cost.rowsWritten += this.sql.exec(
+      "DELETE FROM metric_minute WHERE t < ?",
+      now - RAW_KEEP_MS - CHUNK_MS + 1,
+    ).rowsWritten;
+    cost.rowsWritten += this.sql.exec(
+      "DELETE FROM metric_bucket WHERE t < ?",
+      now - ROLLUP_KEEP_MS - CHUNK_MS + 1,
+    ).rowsWritten;
+    // Raw hours rolled up and past the hour view and any re-sent batch; means past the week view.
+    this.coarsen("metric_minute", Math.min(now - RAW_FULL_MS, current), MINUTE_MS, cost);
+    this.coarsen("metric_bucket", now - BUCKETS_FULL_MS, HALF_HOUR_MS, cost);
     if (this.legacy?.any) {
       const until = this.meta("legacyUntil")!;
       this.legacy.dropOlderThan("metric_raw", until, now - RAW_KEEP_MS);
       this.legacy.dropOlderThan("metric_5m", until, now - ROLLUP_KEEP_MS);
     }
-    return written;
+    return cost.rowsWritten;
+  }
+
+  /** An hour's rows of a table, oldest first. */
+  private rowsOf(table: Table, hour: number): StoredRow[] {
+    const columns = table === "metric_bucket" ? `${SELECT_BLOCK}, seen` : SELECT_BLOCK;
+    return this.sql
+      .exec<StoredRow>(`${columns} FROM ${table} WHERE t >= ? AND t < ? ORDER BY t`, hour, hour + CHUNK_MS)
+      .toArray();
+  }
+
+  /** Rewrites each hour of `table` that ended by `until` and is still at full resolution as the means
+   *  of its ticks over `stepMs` (each a tick at its span's start): the same means a range of that
+   *  step computes from them, in the same order, so its answers stay exactly as they were. */
+  private coarsen(table: Table, until: number, stepMs: number, cost: IngestCost): void {
+    const hours = this.sql
+      .exec<{ hour: number }>(
+        `SELECT DISTINCT t / ${CHUNK_MS} * ${CHUNK_MS} AS hour FROM ${table} WHERE step = 0 AND t <= ? ORDER BY hour`,
+        until - CHUNK_MS,
+      )
+      .toArray();
+    for (const { hour } of hours) {
+      if (hour + CHUNK_MS > until) continue;
+      const stored = this.rowsOf(table, hour);
+      const means = new BucketMeans();
+      for (const row of stored) {
+        const block = blockOf(row);
+        for (let k = 0; k < block.ticks.length; k++) {
+          const span = Math.floor(block.ticks[k] / stepMs) * stepMs;
+          for (let s = 0; s < block.slots; s++) if (block.has(s, k)) means.add(span, s, (f) => block.value(s, f, k));
+        }
+      }
+      const samples: Samples = new Map();
+      for (const span of means.buckets.keys()) for (const [t, at] of means.samplesOf(span)) samples.set(t, at);
+      const seen = table === "metric_bucket" ? (stored.at(-1)!.seen as ArrayBuffer) : undefined;
+      this.writeParts(table, hour, 0, samples, stored, cost, { step: stepMs, seen });
+    }
   }
 
   /** The next bucket to roll up, from the rows (storing it would be a row written at every roll-up):
-   *  the one after the newest bucket of means (buckets are written in order; one with no sample has
-   *  no row and nothing to roll up), or a fresh history's first raw bucket. */
+   *  the one after the newest bucket of means (buckets are rolled up in order; one with no sample
+   *  has no tick and nothing to roll up), or a fresh history's first raw bucket. */
   private rolledFrom(): number | null {
     const row = this.sql
-      .exec<{ bucket: number | null; raw: number | null; mark: number | null }>(
-        `SELECT (SELECT max(t) FROM metric_bucket) AS bucket, (SELECT min(t) FROM metric_minute) AS raw,
-                (SELECT value FROM metric_meta WHERE key = 'rolledTo') AS mark`,
+      .exec<{ head: ArrayBuffer | null; step: number | null; raw: number | null; mark: number | null }>(
+        `SELECT newest.head, newest.step, (SELECT min(t) FROM metric_minute) AS raw,
+                (SELECT value FROM metric_meta WHERE key = 'rolledTo') AS mark
+         FROM (SELECT 1) LEFT JOIN (SELECT head, step FROM metric_bucket ORDER BY t DESC LIMIT 1) AS newest`,
       )
       .one();
-    if (row.bucket !== null) return Math.max(row.bucket + ROLLUP_STEP_MS, row.mark ?? 0);
+    const newest = row.head ? new Block(row.head, []).ticks.at(-1) : undefined;
+    if (newest !== undefined)
+      return Math.max(bucketOf(newest) + Math.max(row.step ?? 0, ROLLUP_STEP_MS), row.mark ?? 0);
     if (row.raw === null) return row.mark;
     return Math.max(bucketOf(row.raw), row.mark ?? 0);
   }
 
-  /** When each slot was last seen, with this bucket: carried on from the newest bucket row before it.
-   *  Without one (a fresh object, or none kept after a long offline stretch), every slot known counts
-   *  as seen long ago. */
-  private seenAfter(
-    carried: Uint32Array<ArrayBuffer> | null,
-    bucket: number,
-    means: BucketMeans,
-  ): Uint32Array<ArrayBuffer> {
-    let before = carried;
-    if (!before) {
-      const row = this.sql
-        .exec<{ seen: ArrayBuffer }>("SELECT seen FROM metric_bucket WHERE t < ? ORDER BY t DESC LIMIT 1", bucket)
-        .toArray()[0];
-      before = row ? u32Of(row.seen) : new Uint32Array(Math.max(0, ...this.seriesIds().values()));
-    }
-    const present = [...(means.buckets.get(bucket)?.keys() ?? [])];
-    const seen = new Uint32Array(Math.max(before.length, ...present.map((s) => s + 1)));
+  /** When each slot was last seen, as of an hour's buckets of means: carried on from the newest row
+   *  before the hour. Without one (a fresh object, or none kept after a long offline stretch), every
+   *  slot known counts as seen long ago. */
+  private seenWith(hour: number, samples: Samples): ArrayBuffer {
+    const row = this.sql
+      .exec<{ seen: ArrayBuffer }>("SELECT seen FROM metric_bucket WHERE t < ? ORDER BY t DESC LIMIT 1", hour)
+      .toArray()[0];
+    const before = row ? u32Of(row.seen) : new Uint32Array(Math.max(0, ...this.seriesIds().values()));
+    let slots = before.length;
+    for (const at of samples.values()) for (const slot of at.keys()) slots = Math.max(slots, slot + 1);
+    const seen = new Uint32Array(slots);
     seen.set(before);
-    for (const slot of present) seen[slot] = bucket / ROLLUP_STEP_MS;
-    return seen;
+    for (const [t, at] of samples)
+      for (const slot of at.keys()) seen[slot] = Math.max(seen[slot], bucketOf(t) / ROLLUP_STEP_MS);
+    return seen.buffer;
   }
 
   /** A VM's series (or, with null, the node's totals) over a range: a day from the raw samples,
@@ -412,7 +505,7 @@ export class MetricsHistory {
         .exec<{ b: ArrayBuffer | null }>(
           (raw ? SLICE_MINUTES : SLICE_BUCKETS)[column],
           index,
-          raw ? chunkOf(from) : from,
+          chunkOf(from), // rows are keyed by their hour
         )
         .one().b;
       if (slices)
@@ -450,16 +543,36 @@ export class MetricsHistory {
         if (!at) samples.set(old.t, (at = new Map<number, Float64Array>()));
         at.set(this.slotFor(old.series, cost), old.figures);
       }
-      for (const [c, samples] of byChunk) this.writeParts(c, 0, samples, [], cost);
+      for (const [c, samples] of byChunk) this.writeParts("metric_minute", c, 0, samples, [], cost);
     });
   }
 
-  /** For the cost bench: rows of raw samples and of means held (each is deleted once, at its expiry). */
-  heldRows(): number {
+  /** For the cost bench: the row writes the rows held still owe (an hour at full resolution: its
+   *  rewrite as coarser means and its other parts' deletion, then the coarse rows' deletion; a coarse
+   *  row: its deletion), and the bytes a history of as many series as the newest raw row holds, at
+   *  the sampling interval, holds at steady state (every tier full, rows as the layout sizes them). */
+  costModel(): { owedWrites: number; steadyBytes: number } {
     this.open();
-    return this.sql
-      .exec<{ n: number }>("SELECT (SELECT count(*) FROM metric_minute) + (SELECT count(*) FROM metric_bucket) AS n")
-      .one().n;
+    let owedWrites = 0;
+    for (const table of ["metric_minute", "metric_bucket"] as const) {
+      const coarse = table === "metric_minute" ? MINUTE_MS : HALF_HOUR_MS;
+      for (const { step, rows, slots } of this.sql.exec<{ step: number; rows: number; slots: number }>(
+        `SELECT step, count(*) AS rows, max(slots) AS slots FROM ${table} GROUP BY t / ${CHUNK_MS}, step`,
+      ))
+        owedWrites += rows + (step === 0 ? Math.ceil(blockBytes(CHUNK_MS / coarse, slots) / PART_BYTES) : 0);
+    }
+    const slots = this.sql.exec<{ s: number | null }>("SELECT max(slots) AS s FROM metric_minute").one().s ?? 0;
+    const ticks = CHUNK_MS / (this.samplingInterval() ?? 10_000);
+    const hours = (ms: number) => ms / CHUNK_MS;
+    // Raw: the hour being filled, plus RAW_FULL_MS at full resolution, the rest of the day as minute
+    // means. Means: a week of 5-minute means (and their seen column), the rest as 30-minute means.
+    const rawFull = hours(CHUNK_MS + RAW_FULL_MS);
+    const steadyBytes =
+      rawFull * blockBytes(ticks, slots) +
+      (hours(RAW_KEEP_MS) - rawFull) * blockBytes(CHUNK_MS / MINUTE_MS, slots) +
+      hours(BUCKETS_FULL_MS) * (blockBytes(CHUNK_MS / ROLLUP_STEP_MS, slots) + 4 * slots) +
+      hours(ROLLUP_KEEP_MS - BUCKETS_FULL_MS) * (blockBytes(CHUNK_MS / HALF_HOUR_MS, slots) + 4 * slots);
+    return { owedWrites, steadyBytes };
   }
 
   /** For tests and the bench: samples held (raw: VM or node samples; rollup: series × buckets) and

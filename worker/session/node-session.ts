@@ -338,10 +338,10 @@ export class NodeSession extends DurableObject<Env> {
   }
 
   /** A local bench's cost counts of this object (cost-meter.ts); null unless QX_DEBUG_COUNTS is "1". */
-  costCounts(): (CostCounts & { sqliteBytes: number; historyRows: number }) | null {
+  costCounts(): (CostCounts & { sqliteBytes: number; history: { owedWrites: number; steadyBytes: number } }) | null {
     if (!this.meter) return null;
     const counts = this.meter.snapshot(); // before the rows are counted, which reads rows too
-    return { ...counts, sqliteBytes: this.ctx.storage.sql.databaseSize, historyRows: this.metrics.heldRows() };
+    return { ...counts, sqliteBytes: this.ctx.storage.sql.databaseSize, history: this.metrics.costModel() };
   }
 
   /** The token these follows were opened with was revoked: they are closed. */
