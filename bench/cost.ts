@@ -189,7 +189,10 @@ function workerdCpuSeconds(groupId: number | undefined): number {
   return ticks / 100; // USER_HZ
 }
 
-type Snapshot = { session: CostCounts & { sqliteBytes: number; historyRows: number }; calls: Record<string, number> };
+type Snapshot = {
+  session: CostCounts & { sqliteBytes: number; history: { owedWrites: number; steadyBytes: number } };
+  calls: Record<string, number>;
+};
 /** `watch`: a VM whose Monitoring tab is open through the window (its chart fetched as the tab does). */
 type Scenario = {
   label: string;
@@ -341,7 +344,7 @@ function hourCounts(before: Snapshot, after: Snapshot, frames: number): HourCoun
       b.sqlite.rowsWritten -
       (a.sqlite.kvWrites - b.sqlite.kvWrites) -
       (a.sqlite.alarmWrites - b.sqlite.alarmWrites),
-    expiryRows: Math.max(0, a.historyRows - b.historyRows),
+    expiryRows: Math.max(0, a.history.owedWrites - b.history.owedWrites),
     activeMs: a.activeMs - b.activeMs,
     grewBytes: a.sqliteBytes - b.sqliteBytes,
   };
@@ -365,14 +368,15 @@ function usage(
   const sqlite = minus(after.session.sqlite, before.session.sqlite) as Usage["sqlite"];
   const activeMs = after.session.activeMs - before.session.activeMs;
   const grewBytes = after.session.sqliteBytes - before.session.sqliteBytes;
-  // Storage held at steady state, modelled from the window: what grows is the metrics history, kept
-  // raw for a day and as 5-minute means (1/30 as many rows) for 30 days: twice a day of the growth.
-  // An idle node's history grows by its hourly batches (the window holds none).
-  const steadyGb = (2 * (hour ? hour.grewBytes * 24 : grewBytes * (86_400 / windowS))) / 1e9;
-  // A deleted row is billed as written. A fresh history holds nothing old enough to expire, so the
-  // window sees none of its retention deletes: at steady state as many rows expire as the history
-  // gained (a row rewritten several times, an hour's, is deleted once).
-  const expiryRows = Math.max(0, after.session.historyRows - before.session.historyRows);
+  // Storage held at steady state: the metrics history's, as its layout sizes every tier once full
+  // (raw hours, then 1-minute means for the rest of the day; 5-minute means for a week, then
+  // 30-minute means for the rest of 30 days) for the series it holds now (page overhead left out).
+  const steadyGb = after.session.history.steadyBytes / 1e9;
+  // A deleted row is billed as written. A fresh history holds nothing old enough to be coarsened or
+  // to expire, so the window sees none of those writes: the history counts what the rows it holds
+  // still owe (an hour's rewrite as coarser means, its other parts deleted, the rest deleted at
+  // expiry), and the growth of that is what the window's rows will cost later.
+  const expiryRows = Math.max(0, after.session.history.owedWrites - before.session.history.owedWrites);
   const perMonth = (n: number) => (n * MONTH_S) / windowS;
   const hourly = (n: number) => (hour ? n * HOURS_A_MONTH : 0);
   const wsMessages = wakes.webSocketMessage ?? 0;
@@ -493,7 +497,7 @@ function printTable(
     String(u.pings),
     String(u.activeMs),
     `${round(u.grewBytes / 1024, 0)} KiB`,
-    `${u.sqlite.rowsRead}/${u.sqlite.rowsWritten} + ${u.expiryRows} at expiry (kv ${u.sqlite.kvReads}/${u.sqlite.kvWrites}, alarms ${u.sqlite.alarmWrites})`,
+    `${u.sqlite.rowsRead}/${u.sqlite.rowsWritten} + ${u.expiryRows} later (kv ${u.sqlite.kvReads}/${u.sqlite.kvWrites}, alarms ${u.sqlite.alarmWrites})`,
     `${u.d1.statements}, ${u.d1.rowsRead}/${u.d1.rowsWritten}${u.d1.withoutMeta ? ` (${u.d1.withoutMeta} without meta)` : ""}`,
     money(usd(u.month, false)),
     money(usd(u.month, true)),
@@ -505,7 +509,7 @@ function printTable(
   for (const u of usages)
     if (u.hour)
       out.push(
-        `  ${u.label}: ${u.hour.frames} frames, DO rows ${u.hour.rowsRead}/${u.hour.rowsWritten} + ${u.hour.expiryRows} at expiry, active ${u.hour.activeMs} ms, SQLite grew ${round(u.hour.grewBytes / 1024, 0)} KiB`,
+        `  ${u.label}: ${u.hour.frames} frames, DO rows ${u.hour.rowsRead}/${u.hour.rowsWritten} + ${u.hour.expiryRows} later (coarsened, expired), active ${u.hour.activeMs} ms, SQLite grew ${round(u.hour.grewBytes / 1024, 0)} KiB`,
       );
   out.push(
     `\nliveness shard in the window: ${shard.sockets} sockets held, wakes ${JSON.stringify(shard.wakes)}, rows ${shard.rowsRead}/${shard.rowsWritten}, active ${shard.activeMs} ms; priced per node at ${shard.nodesPerShard.toLocaleString("en")} nodes a shard (the ${FLEET_NODES.toLocaleString("en")}-node fleet's), plus each node's ${shard.pingsPerNode} pings on it`,
@@ -535,7 +539,7 @@ function printTable(
   );
   out.push(`D1 rows written, all nodes, counted twice: ${d1Check}`);
   out.push(
-    "storage: the SQLite growth of an idle node's replayed hour (a watched node's: of the window) taken as the metrics history's, held a day raw and 30 days as 5-minute means (as many rows again): GB-month at steady state. Rows written: the window's, plus as many again as the history gained rows in it, for their deletion when they expire (a fresh history has none to expire yet; modelled)",
+    "storage: the metrics history's bytes at steady state as its layout sizes them for the series it holds (raw samples for the hour being filled and two more, 1-minute means for the rest of the day; 5-minute means for a week, 30-minute means for the rest of 30 days; SQLite's page overhead left out): GB-month. Rows written: the window's, plus what the rows the history gained still owe (each hour rewritten once as coarser means, its other parts and later the coarse rows deleted: a fresh history has none old enough yet; modelled)",
   );
   out.push(
     "left out: D1 storage (a few KB per node), the long-poll transport (a held poll keeps its object awake), a Monitoring tab's traffic (its own rows), the once-a-minute cron (fleet-wide, not per node)",
@@ -561,7 +565,7 @@ async function replayed(cp: ControlPlane, s: Scenario, from: number): Promise<Ho
       after = await costOf(cp, s.nodeId);
       woke = (after.session.wakes.webSocketMessage ?? 0) - (before.session.wakes.webSocketMessage ?? 0);
       // (rows read move at every look: counting the history's rows reads them)
-      const now = JSON.stringify([after.session.sqlite.rowsWritten, after.session.historyRows]);
+      const now = JSON.stringify([after.session.sqlite.rowsWritten, after.session.history.owedWrites]);
       const settled = woke >= frames && now === last;
       last = now;
       return settled;

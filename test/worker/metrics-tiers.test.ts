@@ -29,6 +29,12 @@ const steps = (storage: DurableObjectStorage, table: string) =>
       .map((r) => [r.step, r.n]),
   );
 const ranges = Object.keys(METRIC_RANGES) as MetricRange[];
+/** VMs that run throughout with steady figures: a node of a dozen VMs or more has its hours rewritten
+ *  coarser (a node of a few keeps them as they are: the rewrite would cost more than the bytes). */
+const crowdOf = (count: number) => {
+  const ids = Array.from({ length: count }, () => uuid());
+  return (cpu: number) => Object.fromEntries(ids.map((id) => [id, cpu]));
+};
 const answers = (history: MetricsHistory, series: (string | null)[], now: number) =>
   series.map((s) => ranges.map((r) => history.series(s, r, now)));
 
@@ -74,6 +80,7 @@ describe("metrics history tiers", () => {
     await inFresh((history, storage) => {
       const start = hourOf(Date.now() - 12 * HOUR);
       const [stays, appears, vanishes] = [uuid(), uuid(), uuid()];
+      const crowd = crowdOf(12);
       const t = (k: number) => start + k * 10_000;
       // Two hours, with an offline stretch of 20 minutes in the second, a VM that appears at 1h25m
       // and one that vanishes at 0h42m; figures with fractions, so means are not round.
@@ -82,6 +89,7 @@ describe("metrics history tiers", () => {
         tickOf(
           t(k),
           {
+            ...crowd(k % 3),
             [stays]: ((k * 7) % 101) / 3,
             ...(k >= 510 ? { [appears]: 40 + (k % 9) / 7 } : {}),
             ...(k < 252 ? { [vanishes]: 5 + (k % 4) / 3 } : {}),
@@ -107,8 +115,8 @@ describe("metrics history tiers", () => {
       expect(steps(storage, "metric_minute")).toEqual({ 0: 3, 60_000: 2 });
       // They hold a tick per minute a series had a sample in: the node and `stays` 101 minutes (19
       // offline), `appears` 34, `vanishes` 42; the next two hours every sample of three series.
-      expect(rawBefore).toBe(2 * 600 + 200 + 252);
-      expect(history.counts().raw).toBe(2 * 101 + 34 + 42 + 3 * 780);
+      expect(rawBefore).toBe(14 * 600 + 200 + 252);
+      expect(history.counts().raw).toBe(14 * 101 + 34 + 42 + 15 * 780);
       expect(longer()).toEqual(before);
       const day = history.series(stays, "24h", asked).points;
       expect(day.filter((p) => p.cpuPct === null)).toHaveLength(1); // the offline stretch
@@ -132,6 +140,7 @@ describe("metrics history tiers", () => {
       const halfHour = METRIC_RANGES["30d"].stepMs;
       const start = Math.floor((Date.now() - 12 * DAY) / DAY) * DAY;
       const [vm, leaves] = [uuid(), uuid()];
+      const crowd = crowdOf(12);
       // A tick every 5 minutes for ten days (each bucket's mean is its one sample), the node offline
       // for two hours on day 3, and a VM present only in the first half of each half hour's buckets.
       const points = new Map<string | null, MetricPoint[]>([
@@ -144,10 +153,10 @@ describe("metrics history tiers", () => {
         const at = start + b * ROLLUP_STEP_MS;
         if (at >= start + 3 * DAY && at < start + 3 * DAY + 2 * HOUR) continue;
         const inHalf = b % 6;
-        const vms: Record<string, number> = { [vm]: (b % 11) * 1.5 + inHalf / 4 };
+        const vms: Record<string, number> = { ...crowd(b % 5), [vm]: (b % 11) * 1.5 + inHalf / 4 };
         if (inHalf < 3) vms[leaves] = 60 + inHalf;
         const tick = tickOf(at, vms, b % 17);
-        for (const v of tick.vms) points.get(v.vmId)!.push({ t: at, ...figures(v.cpuPct!) });
+        for (const v of tick.vms) points.get(v.vmId)?.push({ t: at, ...figures(v.cpuPct!) });
         points.get(null)!.push({ t: at, ...tick.node! });
         history.ingest({ intervalMs: 10_000, ticks: [tick] }, at + 1_000);
       }
@@ -173,6 +182,23 @@ describe("metrics history tiers", () => {
       );
       expect(history.counts()).toMatchObject({ bucketRows: 1, rollup: 1 });
       expect(history.series(leaves, "30d", monthOn).points).toEqual([]);
+    });
+  });
+
+  it("keeps a small node's hours as they are: rewriting them would cost more than holding them", async () => {
+    await inFresh((history, storage) => {
+      const start = hourOf(Date.now() - 12 * HOUR);
+      const vm = uuid();
+      // The node's totals and one VM, for four hours and ten minutes.
+      for (let k = 0; k < 4 * 360 + 60; k += 60) {
+        const ticks = Array.from({ length: 60 }, (_, j) => tickOf(start + (k + j) * 10_000, { [vm]: (k + j) % 7 }, 1));
+        history.ingest({ intervalMs: 10_000, ticks }, ticks.at(-1)!.t + 1_000);
+      }
+      expect(steps(storage, "metric_minute")).toEqual({ 0: 5 });
+      expect(history.counts().raw).toBe(2 * (4 * 360 + 60));
+      expect(history.series(vm, "24h", start + 4 * HOUR).points.filter((p) => p.cpuPct !== null)).toHaveLength(
+        4 * 60 + 1,
+      );
     });
   });
 

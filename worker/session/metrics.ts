@@ -57,6 +57,18 @@ const BUCKETS_FULL_MS = METRIC_RANGES["7d"].spanMs;
 const HALF_HOUR_MS = METRIC_RANGES["30d"].stepMs;
 
 type Table = "metric_minute" | "metric_bucket";
+/** Each table's hours, once ended `fullMs` ago, as means over `stepMs` until they leave at `keepMs`. */
+const COARSER: Record<Table, { fullMs: number; stepMs: number; keepMs: number }> = {
+  metric_minute: { fullMs: RAW_FULL_MS, stepMs: MINUTE_MS, keepMs: RAW_KEEP_MS },
+  metric_bucket: { fullMs: BUCKETS_FULL_MS, stepMs: HALF_HOUR_MS, keepMs: ROLLUP_KEEP_MS },
+};
+/** A row written costs what holding this many bytes for a month does ($1 per million rows written,
+ *  $0.20 per GB-month held): an hour is rewritten coarser only where that saves more (a node with a
+ *  few VMs keeps its hours as they are). */
+const ROW_WRITE_BYTE_MONTHS = 5_000;
+const MONTH_MS = 30 * 86_400_000;
+const worthCoarsening = (bytes: number, coarseBytes: number, heldMs: number) =>
+  ((bytes - coarseBytes) * heldMs) / MONTH_MS > ROW_WRITE_BYTE_MONTHS;
 const DATA_DEFS = DATA_COLUMN_NAMES.map((c) => `${c} BLOB NOT NULL`).join(", ");
 const BLOCK_COLUMNS = ["n", "slots", "head", ...DATA_COLUMN_NAMES];
 const SCHEMA = [
@@ -121,6 +133,8 @@ type StoredRow = { t: number; step: number; head: ArrayBuffer; [column: string]:
 const dataOf = (row: StoredRow) => DATA_COLUMN_NAMES.map((c) => row[c] as ArrayBuffer);
 const blockOf = (row: StoredRow) => new Block(row.head, dataOf(row));
 const upsertArgs = (t: number, b: EncodedBlock) => [t, b.n, b.slots, b.head, ...b.data];
+/** Bytes of a row's blocks, summed in SQL (a BLOB's length is read from its record header). */
+const ROW_BYTES_SQL = ["head", ...DATA_COLUMN_NAMES].map((c) => `length(${c})`).join(" + ");
 
 export class MetricsHistory {
   private readonly storage: MetricsStorage;
@@ -404,8 +418,8 @@ export class MetricsHistory {
       now - ROLLUP_KEEP_MS - CHUNK_MS + 1,
     ).rowsWritten;
     // Raw hours rolled up and past the hour view and any re-sent batch; means past the week view.
-    this.coarsen("metric_minute", Math.min(now - RAW_FULL_MS, current), MINUTE_MS, cost);
-    this.coarsen("metric_bucket", now - BUCKETS_FULL_MS, HALF_HOUR_MS, cost);
+    this.coarsen("metric_minute", Math.min(now - RAW_FULL_MS, current), now, cost);
+    this.coarsen("metric_bucket", now - BUCKETS_FULL_MS, now, cost);
     if (this.legacy?.any) {
       const until = this.meta("legacyUntil")!;
       this.legacy.dropOlderThan("metric_raw", until, now - RAW_KEEP_MS);
@@ -425,15 +439,18 @@ export class MetricsHistory {
   /** Rewrites each hour of `table` that ended by `until` and is still at full resolution as the means
    *  of its ticks over `stepMs` (each a tick at its span's start): the same means a range of that
    *  step computes from them, in the same order, so its answers stay exactly as they were. */
-  private coarsen(table: Table, until: number, stepMs: number, cost: IngestCost): void {
+  private coarsen(table: Table, until: number, now: number, cost: IngestCost): void {
+    const { stepMs, keepMs } = COARSER[table];
     const hours = this.sql
-      .exec<{ hour: number }>(
-        `SELECT DISTINCT t / ${CHUNK_MS} * ${CHUNK_MS} AS hour FROM ${table} WHERE step = 0 AND t <= ? ORDER BY hour`,
+      .exec<{ hour: number; slots: number; bytes: number }>(
+        `SELECT t / ${CHUNK_MS} * ${CHUNK_MS} AS hour, max(slots) AS slots, sum(${ROW_BYTES_SQL}) AS bytes
+         FROM ${table} WHERE step = 0 AND t <= ? GROUP BY hour ORDER BY hour`,
         until - CHUNK_MS,
       )
       .toArray();
-    for (const { hour } of hours) {
+    for (const { hour, slots, bytes } of hours) {
       if (hour + CHUNK_MS > until) continue;
+      if (!worthCoarsening(bytes, blockBytes(CHUNK_MS / stepMs, slots), hour + CHUNK_MS + keepMs - now)) continue;
       const stored = this.rowsOf(table, hour);
       const means = new BucketMeans();
       for (const row of stored) {
@@ -553,25 +570,35 @@ export class MetricsHistory {
    *  the sampling interval, holds at steady state (every tier full, rows as the layout sizes them). */
   costModel(): { owedWrites: number; steadyBytes: number } {
     this.open();
-    let owedWrites = 0;
-    for (const table of ["metric_minute", "metric_bucket"] as const) {
-      const coarse = table === "metric_minute" ? MINUTE_MS : HALF_HOUR_MS;
-      for (const { step, rows, slots } of this.sql.exec<{ step: number; rows: number; slots: number }>(
-        `SELECT step, count(*) AS rows, max(slots) AS slots FROM ${table} GROUP BY t / ${CHUNK_MS}, step`,
-      ))
-        owedWrites += rows + (step === 0 ? Math.ceil(blockBytes(CHUNK_MS / coarse, slots) / PART_BYTES) : 0);
-    }
     const slots = this.sql.exec<{ s: number | null }>("SELECT max(slots) AS s FROM metric_minute").one().s ?? 0;
     const ticks = CHUNK_MS / (this.samplingInterval() ?? 10_000);
-    const hours = (ms: number) => ms / CHUNK_MS;
-    // Raw: the hour being filled, plus RAW_FULL_MS at full resolution, the rest of the day as minute
-    // means. Means: a week of 5-minute means (and their seen column), the rest as 30-minute means.
-    const rawFull = hours(CHUNK_MS + RAW_FULL_MS);
-    const steadyBytes =
-      rawFull * blockBytes(ticks, slots) +
-      (hours(RAW_KEEP_MS) - rawFull) * blockBytes(CHUNK_MS / MINUTE_MS, slots) +
-      hours(BUCKETS_FULL_MS) * (blockBytes(CHUNK_MS / ROLLUP_STEP_MS, slots) + 4 * slots) +
-      hours(ROLLUP_KEEP_MS - BUCKETS_FULL_MS) * (blockBytes(CHUNK_MS / HALF_HOUR_MS, slots) + 4 * slots);
+    // Per table: an hour's bytes as written, as coarsened, and whether it is coarsened.
+    const tier = (table: Table, hourTicks: number, hourSlots: number) => {
+      const { fullMs, stepMs, keepMs } = COARSER[table];
+      const full = blockBytes(hourTicks, hourSlots);
+      const coarse = blockBytes(CHUNK_MS / stepMs, hourSlots);
+      return { full, coarse, fullMs, keepMs, coarsened: worthCoarsening(full, coarse, keepMs - fullMs) };
+    };
+    let owedWrites = 0;
+    for (const table of ["metric_minute", "metric_bucket"] as const)
+      for (const { step, rows, n, slots: s } of this.sql.exec<{ step: number; rows: number; n: number; slots: number }>(
+        `SELECT step, count(*) AS rows, sum(n) AS n, max(slots) AS slots FROM ${table} GROUP BY t / ${CHUNK_MS}, step`,
+      )) {
+        const { coarse, coarsened } = tier(table, n, s);
+        owedWrites += rows + (step === 0 && coarsened ? Math.ceil(coarse / PART_BYTES) : 0);
+      }
+    // Raw: the hour being filled and RAW_FULL_MS more as sampled, then the rest of the day; means: a
+    // week of 5-minute means, then the rest of 30 days (and their seen column).
+    let steadyBytes = 0;
+    for (const { full, coarse, fullMs, keepMs, coarsened } of [
+      tier("metric_minute", ticks, slots),
+      tier("metric_bucket", CHUNK_MS / ROLLUP_STEP_MS, slots),
+    ]) {
+      const fullHours = (CHUNK_MS + fullMs) / CHUNK_MS;
+      const restHours = (keepMs - CHUNK_MS - fullMs) / CHUNK_MS;
+      const seen = keepMs === ROLLUP_KEEP_MS ? 4 * slots : 0;
+      steadyBytes += fullHours * (full + seen) + restHours * ((coarsened ? coarse : full) + seen);
+    }
     return { owedWrites, steadyBytes };
   }
 
