@@ -1,6 +1,6 @@
 // The packed metrics history in the node's Durable Object SQLite: one row per hour for every
-// series' raw samples (in parts when an hour is too big for a row) and one per 5-minute bucket for
-// their means, whatever the VM count; an hour sent in many frames or a tick at a time merges into its
+// series' raw samples (in parts when an hour is too big for a row) and one per hour for their
+// 5-minute means, whatever the VM count; an hour sent in many frames or a tick at a time merges into its
 // rows, a batch rewriting only the last part; retention drops whole rows; a VM
 // that appears or vanishes mid-minute, an offline stretch and a VM re-homed to another node answer
 // as the row-per-sample store did; an object still holding row-per-sample tables answers from them
@@ -17,7 +17,7 @@ const agents = agentsClosedAfterEach();
 const inFresh = (fn: Parameters<typeof inFreshObject>[1]) => inFreshObject("packed", fn);
 
 describe("packed metrics storage", () => {
-  it("stores an hour of many VMs as one row, and rolls each 5-minute bucket into one row of means", async () => {
+  it("stores an hour of many VMs as one row, and rolls each 5-minute bucket into the hour's one row of means", async () => {
     await inFresh((history) => {
       const start = hourOf(bucketAgo(2));
       const vms = Array.from({ length: 50 }, () => uuid());

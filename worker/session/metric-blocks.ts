@@ -1,8 +1,8 @@
-// The packed layout of the metrics history: one row holds every series' samples over some ticks (a
-// minute of raw samples, or one 5-minute bucket's means), series by series in fixed-size slices
-// spread over DATA_COLUMNS columns, so a node writes one row per minute instead of one per VM per
-// sample, and SQL cuts one series' slice out of each row reading only its column: SQLite copies a
-// column it reads whole, and walks past the others.
+// The packed layout of the metrics history: one row holds every series' samples over some ticks (an
+// hour, or a part of one, of raw samples, of their 1-minute means, or of 5- or 30-minute means),
+// series by series in fixed-size slices spread over DATA_COLUMNS columns, so a node writes a row per
+// hour instead of one per VM per sample, and SQL cuts one series' slice out of each row reading only
+// its column: SQLite copies a column it reads whole, and walks past the others.
 import { METRIC_FIELDS, type MetricFigures } from "../../protocol/metrics.ts";
 
 export const FIELD_COUNT = METRIC_FIELDS.length;

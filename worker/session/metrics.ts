@@ -66,6 +66,9 @@ const COARSER: Record<Table, { fullMs: number; stepMs: number; keepMs: number }>
  *  $0.20 per GB-month held): an hour is rewritten coarser only where that saves more (a node with a
  *  few VMs keeps its hours as they are). */
 const ROW_WRITE_BYTE_MONTHS = 5_000;
+/** How far back past its line a roll-up looks for hours to rewrite coarser (they cross it an hour at
+ *  a time; hours kept as they were, or that crossed it while the node was away, are not read again). */
+const COARSEN_LOOKBACK_MS = 86_400_000;
 const MONTH_MS = 30 * 86_400_000;
 const worthCoarsening = (bytes: number, coarseBytes: number, heldMs: number) =>
   ((bytes - coarseBytes) * heldMs) / MONTH_MS > ROW_WRITE_BYTE_MONTHS;
@@ -444,7 +447,8 @@ export class MetricsHistory {
     const hours = this.sql
       .exec<{ hour: number; slots: number; bytes: number }>(
         `SELECT t / ${CHUNK_MS} * ${CHUNK_MS} AS hour, max(slots) AS slots, sum(${ROW_BYTES_SQL}) AS bytes
-         FROM ${table} WHERE step = 0 AND t <= ? GROUP BY hour ORDER BY hour`,
+         FROM ${table} WHERE t > ? AND t <= ? AND step = 0 GROUP BY hour ORDER BY hour`,
+        until - CHUNK_MS - COARSEN_LOOKBACK_MS,
         until - CHUNK_MS,
       )
       .toArray();
