@@ -44,6 +44,10 @@ import {
 const NODE_SERIES = "node";
 /** The span of one row, raw samples or means (an agent nobody watches sends an hour at a time). */
 const CHUNK_MS = 3_600_000;
+/** How long a batch's last frame may take to arrive after its last tick was taken, past two sampling
+ *  intervals: under the five minutes of ticks a frame holds at 100 VMs, so the earlier frames of an
+ *  hour's batch end too early (at 1,000 VMs a frame holds 30 s: the last few close a bucket more). */
+const LAST_FRAME_SLACK_MS = 240_000;
 /** A Durable Object's SQLite holds at most 2 MB in a row: an hour too big for one row (a hundred VMs
  *  or more, or short sample intervals) is split by ticks into parts, keyed hour + part number. */
 const PART_BYTES = 1_000_000;
@@ -272,10 +276,11 @@ export class MetricsHistory {
       for (const [chunk, ticks] of byChunk) this.mergeChunk(chunk, ticks, cost);
       if (this.samplingInterval() !== payload.intervalMs)
         cost.rowsWritten += this.setMeta("intervalMs", (this.intervalMs = payload.intervalMs));
-      // A batch comes in frames, oldest first, the last one ending with a tick just taken: only that
-      // one (or a live tick) closes buckets, so a batch writes each hour's means once, not per frame.
+      // A batch comes in frames, oldest first, all at once, the last one ending with a tick taken
+      // moments ago: only a frame ending that late (or a live tick) closes buckets, so a batch writes
+      // each hour's means once, not once per frame.
       const latest = Math.min(now, Math.max(...payload.ticks.map((tick) => tick.t)));
-      if (latest >= now - 2 * payload.intervalMs) cost.rowsWritten += this.rollUp(now, latest);
+      if (latest >= now - 2 * payload.intervalMs - LAST_FRAME_SLACK_MS) cost.rowsWritten += this.rollUp(now, latest);
       return cost;
     });
   }
