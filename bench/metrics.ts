@@ -299,6 +299,8 @@ function storage(): BenchRow[] {
   );
   // The queries are asked when the next bucket has closed: a batch at `asked` lands in both stores.
   const asked = now + ROLLUP_STEP_MS;
+  // (the packed history woken afresh, as an object is after the rows it holds were written)
+  packed.history = new MetricsHistory(packed.storage);
   olderMeans(old, packed, start, asked);
   rows.push(
     pair(

@@ -70,8 +70,9 @@ const COARSER: Record<Table, { fullMs: number; stepMs: number; keepMs: number }>
  *  $0.20 per GB-month held): an hour is rewritten coarser only where that saves more (a node with a
  *  few VMs keeps its hours as they are). */
 const ROW_WRITE_BYTE_MONTHS = 5_000;
-/** How far back past its line a roll-up looks for hours to rewrite coarser (they cross it an hour at
- *  a time; hours kept as they were, or that crossed it while the node was away, are not read again). */
+/** How far back past its line the first roll-up after a wake looks for hours to rewrite coarser
+ *  (they cross it an hour at a time; hours kept as they were, or that crossed it while the node was
+ *  away, are not read again). */
 const COARSEN_LOOKBACK_MS = 86_400_000;
 const MONTH_MS = 30 * 86_400_000;
 const worthCoarsening = (bytes: number, coarseBytes: number, heldMs: number) =>
@@ -153,6 +154,9 @@ export class MetricsHistory {
   /** metric_series, cached (dropped if a transaction fails, as its inserts are then undone) */
   private ids: Map<string, number> | null = null;
   private legacy: LegacyTables | null = null;
+  /** per table, the line its hours were last coarsened up to (memory: after a wake, the roll-up
+   *  looks COARSEN_LOOKBACK_MS back once), so a roll-up reads only the hours that crossed it since */
+  private coarsenedTo = new Map<Table, number>();
 
   constructor(storage: MetricsStorage) {
     this.storage = storage;
@@ -191,6 +195,7 @@ export class MetricsHistory {
       this.ids = null;
       this.rolledTo = null;
       this.intervalMs = undefined;
+      this.coarsenedTo.clear();
       throw err;
     }
   }
@@ -453,10 +458,11 @@ export class MetricsHistory {
       .exec<{ hour: number; slots: number; bytes: number }>(
         `SELECT t / ${CHUNK_MS} * ${CHUNK_MS} AS hour, max(slots) AS slots, sum(${ROW_BYTES_SQL}) AS bytes
          FROM ${table} WHERE t > ? AND t <= ? AND step = 0 GROUP BY hour ORDER BY hour`,
-        until - CHUNK_MS - COARSEN_LOOKBACK_MS,
+        (this.coarsenedTo.get(table) ?? until - COARSEN_LOOKBACK_MS) - CHUNK_MS,
         until - CHUNK_MS,
       )
       .toArray();
+    this.coarsenedTo.set(table, until);
     for (const { hour, slots, bytes } of hours) {
       if (hour + CHUNK_MS > until) continue;
       if (!worthCoarsening(bytes, blockBytes(CHUNK_MS / stepMs, slots), hour + CHUNK_MS + keepMs - now)) continue;
