@@ -178,6 +178,9 @@ async function callFor(route: string): Promise<Call | null> {
       return { method: "POST", path: "/agent/enroll", body: { joinToken: "qxj_not-a-join-token" } };
     case "GET /agent/connect":
       return { method: "GET", path: "/agent/connect", upgrade: true };
+    case "GET /agent/liveness":
+      // A link id that is not the node's current one: its own credential gets past auth to a 409.
+      return { method: "GET", path: `/agent/liveness?conn=${crypto.randomUUID()}`, upgrade: true };
     case "POST /agent/poll":
       return { method: "POST", path: "/agent/poll", body: {} };
     case "POST /agent/send":
