@@ -75,7 +75,10 @@ export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, msg: Agen
     case "vm.changed":
       return applyChanges(report, msg.id, msg.payload);
     case "inventory.digest": {
-      const verdict = await compareDigest(db, att.nodeId, msg.payload, new Set(ledger.all().map((r) => r.id)));
+      const verdict = await compareDigest(db, att.nodeId, msg.payload, new Set(ledger.all().map((r) => r.id)), {
+        get: () => store.get("recordsDigest"),
+        put: (known) => store.put("recordsDigest", known),
+      });
       if (verdict.resync.length) {
         const scoped = store.get("agentFeatures")?.includes("scopedResync") ?? false;
         link.send({ type: "resync", id: crypto.randomUUID(), payload: scoped ? { buckets: verdict.resync } : {} });

@@ -4,6 +4,7 @@
 import type { PowerKind } from "../vm-state.ts";
 import type { RequestRow } from "../request-rows.ts";
 import type { SnapshotRow } from "../last-known-log.ts";
+import type { RecordsDigest } from "./anti-entropy.ts";
 import type { LinkEnded } from "./poll-outbox.ts";
 import type { NewRequest } from "./dispatch.ts";
 import type { Role } from "../../protocol/api.ts";
@@ -176,6 +177,8 @@ type Singles = {
   /** the liveness shard's socket that watches the current link (liveness-watch.ts): while it does,
    *  this object sets no per-minute liveness alarm of its own */
   watch: { connId: string; watchId: string };
+  /** the digest of the node's VM records at a revision of them (anti-entropy.ts) */
+  recordsDigest: RecordsDigest;
 };
 
 type Families = {
@@ -206,6 +209,7 @@ const SINGLE_KEYS: { [K in keyof Singles]: string } = {
   agentFeatures: "agentFeatures",
   flapDueAt: "flapDueAt",
   consoleChannel: "consoleChannel",
+  recordsDigest: "recordsDigest",
 };
 const FAMILY_PREFIXES: { [F in keyof Families]: string } = {
   inFlight: "inflight:",
@@ -219,13 +223,14 @@ const FAMILY_PREFIXES: { [F in keyof Families]: string } = {
 };
 
 /** Singles read on every frame and command (which link is current, its node, what its agent
- *  understands): held in memory as well, written through. Only this class writes them. */
+ *  understands) or every digest: held in memory as well, written through. Only this class writes them. */
 const HELD: ReadonlySet<keyof Singles> = new Set<keyof Singles>([
   "conn",
   "nodeId",
   "pollLink",
   "agentFeatures",
   "watch",
+  "recordsDigest",
 ]);
 /** A held value is shared by every reader: frozen, so nobody changes it without a put. */
 const frozen = <T>(v: T): T => (v !== null && typeof v === "object" ? Object.freeze(v) : v);
