@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { TRANSPORTS } from "./link/transport.ts";
 import { cleartextServerProblem } from "./link/cleartext-server.ts";
 import { UnsupportedUriError, resolveUri } from "./libvirt/index.ts";
+import { METRICS_PACE_BYTES_PER_SECOND } from "./host/metrics.ts";
 
 export const EXIT_BAD_CONFIG = 2;
 
@@ -80,6 +81,15 @@ const onOff: Field<boolean> = (v) => {
   throw new FieldError("expected 1 or 0");
 };
 
+const bytesPerSecond =
+  (min: number, max: number): Field<number> =>
+  (v) => {
+    const n = Number(v);
+    if (typeof v === "boolean" || !Number.isSafeInteger(n)) throw new FieldError("must be a whole number of bytes");
+    if (n < min) throw new FieldError(`must be at least ${min}`);
+    if (n > max) throw new FieldError(`must be at most ${max}`);
+    return n;
+  };
 const millis =
   (min: number, max: number): Field<number> =>
   (v) => {
@@ -125,6 +135,7 @@ const CONFIG = {
     return ms;
   },
   metricsBatchMs: millis(1_000, 3_600_000),
+  metricsPace: bytesPerSecond(1_024, 1_073_741_824),
   events: oneOf(["auto", "off"], "expected auto or off"),
   updateConfirmMs: millis(1_000, 3_600_000),
 };
@@ -136,7 +147,7 @@ export const USAGE = `usage: quantix-agent --server URL [--token JOIN_TOKEN] [--
                      [--stable-after MS] [--stop-poll MS] [--follow-poll MS] [--shutdown-deadline MS]
                      [--transport auto|websocket|long-poll] [--poll-wait MS] [--websocket-retry MS]
                      [--digest-interval MS] [--progress-interval MS] [--operation-cap MS] [--insecure-http]
-                     [--metrics-interval MS (0: off)] [--metrics-batch MS] [--events auto|off]
+                     [--metrics-interval MS (0: off)] [--metrics-batch MS] [--metrics-pace BYTES/S] [--events auto|off]
        quantix-agent --rotate-host-token [--state-dir DIR]   (new host-view token, then exit)
        quantix-agent --enroll --server URL --token JOIN_TOKEN [--state-dir DIR]
                      (trade the join token for the node credential, then exit: 0 enrolled or already
@@ -189,6 +200,7 @@ const OPTIONS = {
   "operation-cap": { type: "string", env: "QX_OPERATION_CAP_MS" },
   "metrics-interval": { type: "string", env: "QX_METRICS_INTERVAL_MS" },
   "metrics-batch": { type: "string", env: "QX_METRICS_BATCH_MS" },
+  "metrics-pace": { type: "string", env: "QX_METRICS_PACE" },
   events: { type: "string", env: "QX_EVENTS" },
   "update-confirm": { type: "string", env: "QX_UPDATE_CONFIRM_MS" },
   help: { type: "boolean", short: "h" },
@@ -238,6 +250,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     operationCapMs: 600_000,
     metricsIntervalMs: 10_000,
     metricsBatchMs: 3_600_000,
+    metricsPace: METRICS_PACE_BYTES_PER_SECOND,
     events: "auto",
     updateConfirmMs: 120_000,
   };

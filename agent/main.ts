@@ -111,6 +111,7 @@ class Agent {
       // Samples go in batches while nobody watches (each costs the control plane rows written).
       batchTicks: Math.max(1, Math.round(config.metricsBatchMs / Math.max(1, config.metricsIntervalMs))),
       spoolFile: join(config.stateDir, "metrics-unsent.jsonl"),
+      paceBytesPerSecond: config.metricsPace,
     });
     this.updater = new SelfUpdater({
       agentFile: AGENT_FILE,

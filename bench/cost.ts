@@ -56,28 +56,30 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The agent's shipped defaults (no flags): the intervals every periodic message comes at. */
 const AGENT_DEFAULTS = loadConfig(["--server", "https://control.example"], {}) as AgentConfig;
 
-/** A NAMED FAKE libvirt: the domains of a SimAgent, all running, with counters that move each read. */
+/** A NAMED FAKE libvirt: the domains of a SimAgent, all running, with counters that move with the
+ *  time since it was made (a replayed hour reads them milliseconds apart: counters moved by a fixed
+ *  step each read gave figures far past what any host shows, e.g. a node's CPU past 100,000 %). */
 function fakeHost(vms: Map<string, SimVm>, agent: SimAgent): Libvirt {
-  let reads = 0;
+  const born = Date.now();
   const host = {
     listDomains: async () => [...vms.values()].map((v) => agent.info(v)),
     activeCounters: async (): Promise<DomainCounters[]> => {
-      reads++;
+      const s = (Date.now() - born) / 1000;
       return [...vms.values()].map((v, i) => ({
         uuid: v.uuid,
         name: v.name,
         vcpus: 1,
-        cpuTimeNs: reads * 1e9 * ((i % 7) / 10),
+        cpuTimeNs: Math.round(s * 1e9 * ((i % 7) / 10)),
         memoryKiB: 524_288,
         maxMemKiB: 524_288,
         running: true,
         stats: new Map([
           ["block.count", 1],
-          ["block.0.rd.bytes", reads * 4096 * i],
-          ["block.0.wr.bytes", reads * 8192 * i],
+          ["block.0.rd.bytes", Math.round(s * 4096 * i)],
+          ["block.0.wr.bytes", Math.round(s * 8192 * i)],
           ["net.count", 1],
-          ["net.0.rx.bytes", reads * 1500 * i],
-          ["net.0.tx.bytes", reads * 900 * i],
+          ["net.0.rx.bytes", Math.round(s * 1500 * i)],
+          ["net.0.tx.bytes", Math.round(s * 900 * i)],
         ]),
       }));
     },
@@ -119,6 +121,7 @@ class CostAgent extends SimAgent {
       hostCpus: 64,
       serverNow: () => this.stamp ?? this.link.serverNow(),
       batchTicks: Math.round(AGENT_DEFAULTS.metricsBatchMs / AGENT_DEFAULTS.metricsIntervalMs),
+      paceBytesPerSecond: AGENT_DEFAULTS.metricsPace,
     });
   }
 
@@ -129,11 +132,10 @@ class CostAgent extends SimAgent {
     await this.sampler.sampleNow(); // counters only, on a first run
     for (let k = 0; k < ticks; k++) {
       this.stamp = from + k * AGENT_DEFAULTS.metricsIntervalMs;
-      const bytes = this.metricsBytes;
       await this.sampler.sampleNow();
-      // A big host's hour goes in several batches, minutes apart: here only as far apart as its node's
-      // byte budget at the control plane refills (1 MiB/s by default), so none is refused.
-      if (this.metricsBytes > bytes) await sleep(Math.ceil((this.metricsBytes - bytes) / 1024 / 1024) * 1000);
+      // A big host's hour goes in several batches, minutes apart, each paced by the sampler: the next
+      // tick waits until a batch is sent, as the ten seconds between two real ticks would.
+      await this.sampler.idle();
     }
     this.stamp = null;
   }
@@ -673,6 +675,24 @@ export async function benchCost(): Promise<BenchRow[]> {
     for (const s of idle) hours.set(s, await replayed(cp, s, hourFrom));
 
     const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i], shard, hours.get(s)));
+    // A node whose link was dropped (or that was flagged) during the run has counts that are not its steady
+    // state's: said beside the table, with the close codes and reasons the control plane gave.
+    const troubles: string[] = [];
+    for (const s of scenarios) {
+      const { node } = await json<{ node: { flag: { code: string; message: string } | null } }>(
+        await cp.api(`/api/nodes/${s.nodeId}`),
+      );
+      const lost = s.agent.linkLost.map((l) => `${l.code} ${l.reason}`);
+      if (lost.length || node.flag)
+        troubles.push(
+          `  ${s.label}: link lost ${lost.length} times${lost.length ? ` (${lost.join("; ")})` : ""}${node.flag ? `; flagged ${node.flag.code}: ${node.flag.message}` : ""}`,
+        );
+    }
+    console.log(
+      troubles.length
+        ? `\nlinks lost or nodes flagged during the run:\n${troubles.join("\n")}`
+        : "\nno link lost, no node flagged during the run",
+    );
     const totalWakes = usages.reduce((a, u) => a + handlerWakes(u.wakes) + sum(u.calls), 0);
     const cpuPerWakeMs = totalWakes ? (cpuS * 1000) / totalWakes : Number.NaN;
     const metered = usages.reduce((a, u) => a + u.d1.rowsWritten, 0);

@@ -25,8 +25,6 @@ export type SimVm = { uuid: string; name: string; libvirtState: LibvirtState };
 /** What the fake does with a command: answer as the real agent would, or leave it to the test. */
 export type CommandPolicy = (cmd: Command, agent: SimAgent) => "answer" | "hold";
 
-const silent = pino({ level: "silent" });
-
 export const wsUrl = (httpUrl: string) => httpUrl.replace(/^http/, "ws") + AGENT_CONNECT_PATH;
 
 /** Trades a join token for a node credential, as the real agent does on its first run. */
@@ -65,6 +63,8 @@ export class SimAgent {
   readonly connectedAt: number[] = [];
   /** every connection attempt (the link entering "connecting"), epoch ms */
   readonly attemptedAt: number[] = [];
+  /** every link lost while online: the close code and reason the control plane gave */
+  readonly linkLost: { code: number; reason: string }[] = [];
   policy: CommandPolicy = () => "answer";
   private welcomed: (() => void) | null = null;
   private syncs = 0;
@@ -75,7 +75,16 @@ export class SimAgent {
       url: wsUrl(url),
       credential: () => credential,
       timings,
-      log: silent,
+      // Only the link's "link lost" warnings are kept (their close code and reason), nothing printed.
+      log: pino(
+        { level: "warn" },
+        {
+          write: (line: string) => {
+            const e = JSON.parse(line) as { msg?: string; code?: number; reason?: string };
+            if (e.msg === "link lost") this.linkLost.push({ code: e.code ?? 0, reason: e.reason ?? "" });
+          },
+        },
+      ),
       events: {
         onOpen: () => {
           this.send({

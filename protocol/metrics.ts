@@ -8,15 +8,17 @@ import { METRICS_FRAME_SAMPLES, type MetricField } from "./metrics-series.ts";
 export * from "./metrics-series.ts";
 
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
-const rate = z.number().min(0).max(1e15);
+/** The largest figure of each kind a frame may carry (the agent sends none beyond: see FIGURE_MAX). */
+export const FIGURE_MAX = { cpuPct: 100_000, mib: 1e9, rate: 1e15 } as const;
+const rate = z.number().min(0).max(FIGURE_MAX.rate);
 
 /** The figures of one sample; null where the hypervisor gave none (a VM without a disk, a driver
  *  without block statistics). Rates are per second over the sample's interval. */
 export const MetricFigures = z.object({
   /** CPU time used over the interval, as % of the VM's vCPUs (a node: of the host's CPUs) */
-  cpuPct: z.number().min(0).max(100_000).nullable(),
-  memUsedMiB: z.number().min(0).max(1e9).nullable(),
-  memAssignedMiB: z.number().min(0).max(1e9).nullable(),
+  cpuPct: z.number().min(0).max(FIGURE_MAX.cpuPct).nullable(),
+  memUsedMiB: z.number().min(0).max(FIGURE_MAX.mib).nullable(),
+  memAssignedMiB: z.number().min(0).max(FIGURE_MAX.mib).nullable(),
   diskReadBps: rate.nullable(),
   diskWriteBps: rate.nullable(),
   diskReadOps: rate.nullable(),

@@ -7,6 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
+import { FIGURE_MAX } from "../../protocol/metrics.ts";
 import {
   METRIC_FIELDS,
   METRICS_FRAME_SAMPLES,
@@ -88,6 +89,28 @@ const perSecond = (now: number | null, before: number | null, ms: number) =>
   now === null || before === null || now < before || ms <= 0 ? null : ((now - before) * 1000) / ms;
 const round = (v: number | null) => (v === null ? null : Math.round(v * 100) / 100);
 
+/** The bound the control plane checks each figure against: a frame with one figure past its bound
+ *  is refused whole (and its link closed), so such a figure (counters read a moment apart, a clock
+ *  that jumped) goes as null, a gap, instead. */
+const BOUND: Record<keyof MetricFigures, number> = {
+  cpuPct: FIGURE_MAX.cpuPct,
+  memUsedMiB: FIGURE_MAX.mib,
+  memAssignedMiB: FIGURE_MAX.mib,
+  diskReadBps: FIGURE_MAX.rate,
+  diskWriteBps: FIGURE_MAX.rate,
+  diskReadOps: FIGURE_MAX.rate,
+  diskWriteOps: FIGURE_MAX.rate,
+  netRxBps: FIGURE_MAX.rate,
+  netTxBps: FIGURE_MAX.rate,
+};
+function bounded(figures: MetricFigures): MetricFigures {
+  for (const f of METRIC_FIELDS) {
+    const v = figures[f];
+    if (v !== null && !(v >= 0 && v <= BOUND[f])) figures[f] = null;
+  }
+  return figures;
+}
+
 export function figuresBetween(
   before: Counters,
   now: Counters,
@@ -96,7 +119,7 @@ export function figuresBetween(
 ): MetricFigures {
   const ms = now.t - before.t;
   const cpuNs = now.cpuTimeNs - before.cpuTimeNs;
-  return {
+  return bounded({
     cpuPct: cpuNs < 0 || ms <= 0 ? null : round((cpuNs / (ms * 1e6 * Math.max(1, vcpus))) * 100),
     memUsedMiB: round(mem.memUsedMiB),
     memAssignedMiB: round(mem.memAssignedMiB),
@@ -106,7 +129,7 @@ export function figuresBetween(
     diskWriteOps: round(perSecond(now.wrReqs, before.wrReqs, ms)),
     netRxBps: round(perSecond(now.rxBytes, before.rxBytes, ms)),
     netTxBps: round(perSecond(now.txBytes, before.txBytes, ms)),
-  };
+  });
 }
 
 /** The node's totals: sums of its VMs' figures; CPU as % of the host's CPUs. */
@@ -126,7 +149,7 @@ export function nodeTotals(vms: { figures: MetricFigures; vcpus: number }[], hos
       : 0;
   // No running VM: its guests use nothing (a zero, not a gap).
   if (!vms.length) totals.memUsedMiB = totals.memAssignedMiB = 0;
-  return totals;
+  return bounded(totals);
 }
 
 /** A day of one series in memory: raw samples for an hour, then 1-minute means. */
@@ -171,6 +194,8 @@ export type MetricsSamplerOptions = {
   serverNow?: () => number;
   /** where the ticks not sent yet are kept, so a restart loses none (one JSON tick a line) */
   spoolFile?: string;
+  /** bytes a second a batch's frames go at (default METRICS_PACE_BYTES_PER_SECOND) */
+  paceBytesPerSecond?: number;
 };
 
 /** Ticks older than this are not kept for sending: the control plane keeps raw samples a day. */
@@ -180,6 +205,11 @@ const PENDING_KEEP_MS = 86_400_000;
 const BATCH_MAX_SAMPLES = 12 * METRICS_FRAME_SAMPLES;
 /** Batches kept back by a dropped link go one per this long, not all at once. */
 const BATCH_GAP_MS = 60_000;
+/** A batch's frames go one after another at most this many bytes a second on average: a quarter of
+ *  the byte budget the control plane gives a node by default (1 MiB/s), so a big host's batch (a
+ *  1,000-VM host's is twelve frames of about 650 KB) never gets its link closed as overloaded, nor
+ *  fills its session's inbox faster than the session stores it. */
+export const METRICS_PACE_BYTES_PER_SECOND = 256 * 1024;
 const samplesIn = (ticks: MetricsTick[]) => ticks.reduce((n, t) => n + t.vms.length, 0);
 
 export class MetricsSampler {
@@ -206,6 +236,8 @@ export class MetricsSampler {
   private spooled = 0;
   /** the last tick met a running VM it had no counters for: its figures come at the next tick */
   private newcomers = false;
+  /** a batch is being sent, a frame at a time; what it may still send, in VM samples */
+  private sending: { left: number; done: Promise<void> } | null = null;
 
   constructor(opts: MetricsSamplerOptions) {
     this.opts = opts;
@@ -312,6 +344,12 @@ export class MetricsSampler {
     this.timer = null;
   }
 
+  /** Resolves once no batch is being sent (the bench's replayed hour waits for it, as the real
+   *  ten seconds between two ticks would). */
+  async idle(): Promise<void> {
+    while (this.sending) await this.sending.done;
+  }
+
   /** One tick: read the counters, turn differences into figures, keep them and push them. */
   sampleNow(): Promise<void> {
     this.sampling ??= this.sample()
@@ -404,43 +442,59 @@ export class MetricsSampler {
     if (due && Date.now() - this.lastBatchAt >= BATCH_GAP_MS) this.flush(BATCH_MAX_SAMPLES);
   }
 
-  /** Sends what is pending now (also at stop), or its oldest ticks up to `maxSamples` VM samples;
-   *  what the link did not take stays pending. */
+  /** Sends what is pending now (also at stop), or its oldest ticks up to `maxSamples` VM samples,
+   *  in frames of at most METRICS_FRAME_SAMPLES VM samples: the first at once, the next each after
+   *  a pause its predecessor's bytes call for at the pace. A tick leaves `pending` (and, once the batch
+   *  ends, the spool) only when its frame was handed to the link; what the link did not take stays.
+   *  While a batch is being sent, a flush of everything lets it send everything. */
   flush(maxSamples = Infinity): void {
+    if (this.sending) {
+      if (maxSamples === Infinity) this.sending.left = Infinity;
+      return;
+    }
     if (!this.pending.length) return;
-    let count = 0;
-    let taken = 0;
-    for (const tick of this.pending) {
-      if (taken > 0 && count + tick.vms.length > maxSamples) break;
-      count += tick.vms.length;
-      taken++;
-    }
-    // A backlog left behind goes a batch per BATCH_GAP_MS; a batch that took all starts no wait.
-    this.lastBatchAt = taken < this.pending.length ? Date.now() : 0;
-    const ticks = this.pending.splice(0, taken);
+    const sending = { left: maxSamples, done: Promise.resolve() };
+    this.sending = sending;
+    sending.done = this.sendBatch(sending);
+  }
+
+  private async sendBatch(sending: { left: number }): Promise<void> {
     const batch = randomUUID().slice(0, 8);
-    let frame: MetricsTick[] = [];
-    let samples = 0;
-    const send = (n: number) =>
-      this.opts.send({
-        type: "metrics",
-        id: `metrics-${batch}-${n}`,
-        payload: { intervalMs: this.opts.intervalMs, ticks: frame },
-      });
+    const pace = this.opts.paceBytesPerSecond ?? METRICS_PACE_BYTES_PER_SECOND;
     let n = 0;
-    let sent = 0;
-    for (const [i, tick] of ticks.entries()) {
-      if (frame.length && samples + tick.vms.length > METRICS_FRAME_SAMPLES) {
-        if (!send(n++)) break;
-        sent = i;
-        frame = [];
-        samples = 0;
+    try {
+      while (this.pending.length) {
+        let taken = 0;
+        let samples = 0;
+        for (const tick of this.pending) {
+          if (taken > 0 && samples + tick.vms.length > Math.min(METRICS_FRAME_SAMPLES, sending.left)) break;
+          samples += tick.vms.length;
+          taken++;
+        }
+        if (n > 0 && samples > sending.left) break; // the batch's share is sent
+        const msg: AgentMessage = {
+          type: "metrics",
+          id: `metrics-${batch}-${n}`,
+          payload: { intervalMs: this.opts.intervalMs, ticks: this.pending.slice(0, taken) },
+        };
+        if (!this.opts.send(msg)) break;
+        n++;
+        this.pending.splice(0, taken);
+        sending.left -= samples;
+        if (!this.pending.length || sending.left <= 0) break;
+        await this.pause((JSON.stringify(msg).length * 1000) / pace);
       }
-      frame.push(tick);
-      samples += tick.vms.length;
+    } finally {
+      this.sending = null;
+      // A backlog left behind goes a batch per BATCH_GAP_MS; a batch that took all, or none (the
+      // link is down: the next tick tries again), starts no wait.
+      this.lastBatchAt = n > 0 && this.pending.length ? Date.now() : 0;
+      if (n > 0) this.spool(); // else the file still holds exactly what is pending
     }
-    if (sent + frame.length === ticks.length && frame.length && send(n)) sent = ticks.length;
-    this.pending.unshift(...ticks.slice(sent));
-    if (sent > 0) this.spool(); // else the file still holds exactly what is pending
+  }
+
+  /** The pause between two frames of a batch (unref'd: it never keeps the process up). */
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((wake) => setTimeout(wake, ms).unref());
   }
 }
