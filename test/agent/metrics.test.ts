@@ -4,8 +4,8 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
 import { Libvirt } from "../../agent/host/libvirt.ts";
 import { startLocalApi } from "../../agent/local/local-api.ts";
-import { MetricsSampler, figuresBetween } from "../../agent/host/metrics.ts";
-import { seriesAnswer, type MetricPoint } from "../../protocol/metrics.ts";
+import { MetricsSampler, figuresBetween, nodeTotals } from "../../agent/host/metrics.ts";
+import { MetricFigures, seriesAnswer, type MetricPoint } from "../../protocol/metrics.ts";
 import { TEST_URI, VMS, recorder, silentLog } from "./helpers.ts";
 
 const opened: Libvirt[] = [];
@@ -111,6 +111,29 @@ describe("metrics sampler on the test driver", () => {
       memUsedMiB: 10,
     });
     expect(figuresBetween(c(0, 0, 0), c(2_000, 1e9, 4096), 2, mem)).toMatchObject({ cpuPct: 25, diskWriteBps: 2048 });
+  });
+
+  it("a figure past what the control plane takes (counters read a moment apart) goes as a gap, not in a frame it would refuse", () => {
+    const c = (t: number, cpuTimeNs: number) => ({
+      t,
+      cpuTimeNs,
+      rdBytes: null,
+      wrBytes: null,
+      rdReqs: null,
+      wrReqs: null,
+      rxBytes: null,
+      txBytes: null,
+    });
+    const mem = { memUsedMiB: 10, memAssignedMiB: 64 };
+    const figures = figuresBetween(c(0, 0), c(1, 2e9), 1, mem); // 2 s of CPU in 1 ms: 200,000 %
+    expect(figures).toMatchObject({ cpuPct: null, memUsedMiB: 10 });
+    expect(MetricFigures.safeParse(figures).success).toBe(true);
+    const node = nodeTotals(
+      Array.from({ length: 100 }, () => ({ figures: { ...figures, cpuPct: 90_000 }, vcpus: 1 })),
+      1,
+    );
+    expect(node.cpuPct).toBeNull();
+    expect(MetricFigures.safeParse(node).success).toBe(true);
   });
 });
 
