@@ -1,4 +1,4 @@
-// The node's revision of its VM records (`nodes.vms_rev`, bumped by D1 triggers): the node's session
+// The node's revision of its VM records (`nodes.vms_rev`, set anew by D1 triggers): the node's session
 // keeps the records' digest at a revision and, while the agent's digest equals it and the revision
 // has not moved, reads no VM row. A record changed behind the session's back (a Worker route, a
 // statement straight into D1) moves the revision, so the next digest still sees the difference and
@@ -70,30 +70,33 @@ describe("the node's revision of its VM records", () => {
   it("moves with each change the digest covers, by any writer, and with nothing else", async () => {
     const vm = inBucket("a", "rev-a");
     const { nodeId } = await nodeWith([vm]);
-    const r0 = await revOf(nodeId);
-    expect(r0).toBeGreaterThan(0); // the insert
-    const touch = (set: string, ...args: unknown[]) =>
-      env.DB.prepare(`UPDATE vms SET ${set} WHERE id = ?`)
+    const other = await nodeWith([]);
+    const revs = async () => [await revOf(nodeId), await revOf(other.nodeId)];
+    let last = await revs();
+    /** Runs `sql` on the VM's row; answers which of the two nodes' revisions moved. */
+    const moved = async (sql: string, ...args: unknown[]) => {
+      await env.DB.prepare(sql)
         .bind(...args, vm.uuid)
         .run();
-    await touch("updated_at = ?, libvirt_state = ?, generation = generation + 1", Date.now(), "running");
-    expect(await revOf(nodeId)).toBe(r0);
-    await touch("state = state, name = name");
-    expect(await revOf(nodeId)).toBe(r0);
-    await touch("name = ?", "rev-a renamed");
-    expect(await revOf(nodeId)).toBe(r0 + 1);
-    await touch("vcpus = vcpus + 1, memory_mib = memory_mib + 1");
-    expect(await revOf(nodeId)).toBe(r0 + 2);
-    await touch("missing = 1");
-    expect(await revOf(nodeId)).toBe(r0 + 3);
-
-    // A VM moving away moves both nodes' revisions; a deleted one its last node's.
-    const other = await nodeWith([]);
-    const o0 = await revOf(other.nodeId);
-    await touch("node_id = ?", other.nodeId);
-    expect([await revOf(nodeId), await revOf(other.nodeId)]).toEqual([r0 + 4, o0 + 1]);
-    await env.DB.prepare("DELETE FROM vms WHERE id = ?").bind(vm.uuid).run();
-    expect([await revOf(nodeId), await revOf(other.nodeId)]).toEqual([r0 + 4, o0 + 2]);
+      const now = await revs();
+      const which = now.map((r, i) => r !== last[i]);
+      last = now;
+      return which;
+    };
+    const set = (assignments: string) => `UPDATE vms SET ${assignments} WHERE id = ?`;
+    expect(await moved(set("updated_at = ?, libvirt_state = ?, generation = generation + 1"), 1, "running")).toEqual([
+      false,
+      false,
+    ]);
+    expect(await moved(set("state = state, name = name, missing = missing"))).toEqual([false, false]);
+    expect(await moved(set("name = ?"), "rev-a renamed")).toEqual([true, false]);
+    expect(await moved(set("state = ?"), "STOPPED")).toEqual([true, false]);
+    expect(await moved(set("vcpus = vcpus + 1"))).toEqual([true, false]);
+    expect(await moved(set("memory_mib = memory_mib + 1"))).toEqual([true, false]);
+    expect(await moved(set("missing = 1"))).toEqual([true, false]);
+    // A VM moving from one node to another moves both revisions; a deleted one its last node's.
+    expect(await moved(set("node_id = ?"), other.nodeId)).toEqual([true, true]);
+    expect(await moved("DELETE FROM vms WHERE id = ?")).toEqual([false, true]);
   });
 });
 

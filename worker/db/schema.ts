@@ -23,8 +23,8 @@ export const nodes = sqliteTable(
     flagCode: text("flag_code"),
     flagMessage: text("flag_message"),
     flagAt: integer("flag_at"),
-    /** bumped by triggers (migrations/0009) whenever a row of `vms` this node holds changes in what
-     *  the inventory digest covers: an unchanged revision means unchanged records */
+    /** set to a new random value by triggers (migrations/0009) whenever a row of `vms` this node holds
+     *  changes in what the inventory digest covers: an unchanged revision means unchanged records */
     vmsRev: integer("vms_rev").notNull().default(0),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),

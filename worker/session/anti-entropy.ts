@@ -1,7 +1,7 @@
 // Anti-entropy: the agent's digest of its whole inventory against the node's records in D1, and
 // what to do about a difference: a scoped resync of the differing buckets, and an immediate look at
 // VMs left in a transition with no request in flight. The records' digest is kept with the node's
-// revision of them (`nodes.vms_rev`, bumped by D1 triggers on every change the digest covers, by
+// revision of them (`nodes.vms_rev`, set anew by D1 triggers on every change the digest covers, by
 // any writer), so an unchanged node costs one row read per digest, not one per VM.
 import { eq, sql } from "drizzle-orm";
 import { digestBucket, differingBuckets, inventoryDigest, type InventoryDigest } from "../../protocol/digest.ts";
