@@ -358,12 +358,13 @@ function usage(
   after: Snapshot,
   windowS: number,
   sentBefore: Map<string, number>,
+  sentAfter: Map<string, number>,
   shard: ShardUsage,
   hour?: HourCounts,
 ): Usage {
   const wakes = minus(after.session.wakes, before.session.wakes);
   const calls = minus(after.calls, before.calls);
-  const sent = Object.fromEntries([...s.agent.sent].map(([k, v]) => [k, v - (sentBefore.get(k) ?? 0)]));
+  const sent = Object.fromEntries([...sentAfter].map(([k, v]) => [k, v - (sentBefore.get(k) ?? 0)]));
   // Pings: one per heartbeat, answered by the runtime (auto-response) without waking the object.
   const pings = Math.floor((windowS * 1000) / HEARTBEAT_MS);
   const d1 = minus(after.session.d1, before.session.d1) as Usage["d1"];
@@ -664,6 +665,8 @@ export async function benchCost(): Promise<BenchRow[]> {
     await watched;
     const after = await Promise.all(scenarios.map((s) => costOf(cp, s.nodeId)));
     const shardAfter = await shardsOf(cp);
+    // (taken now: the replayed hour below sends frames of its own, digests among them)
+    const sentAfter = scenarios.map((s) => new Map(s.agent.sent));
     const windowS = (Date.now() - t0) / 1000;
     const shard = shardUsage(shardBefore, shardAfter, windowS);
     const cpuS = workerdCpuSeconds(cp.pid) - cpu0;
@@ -674,7 +677,9 @@ export async function benchCost(): Promise<BenchRow[]> {
     const hourFrom = Date.now() - AGENT_DEFAULTS.metricsBatchMs;
     for (const s of idle) hours.set(s, await replayed(cp, s, hourFrom));
 
-    const usages = scenarios.map((s, i) => usage(s, before[i], after[i], windowS, sentBefore[i], shard, hours.get(s)));
+    const usages = scenarios.map((s, i) =>
+      usage(s, before[i], after[i], windowS, sentBefore[i], sentAfter[i], shard, hours.get(s)),
+    );
     // A node whose link was dropped (or that was flagged) during the run has counts that are not its steady
     // state's: said beside the table, with the close codes and reasons the control plane gave.
     const troubles: string[] = [];
