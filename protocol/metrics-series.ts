@@ -18,6 +18,10 @@ export type MetricField = (typeof METRIC_FIELDS)[number];
 export type MetricFigures = Record<MetricField, number | null>;
 export type MetricPoint = MetricFigures & { t: number };
 
+/** The largest figure of each kind a `metrics` frame may carry: the control plane refuses a frame
+ *  with one past it, so the agent sends such a figure as null. */
+export const FIGURE_MAX = { cpuPct: 100_000, mib: 1e9, rate: 1e15 } as const;
+
 /** VM samples per `metrics` frame (VMs × ticks): about 650 KB at most, under the frame limit. */
 export const METRICS_FRAME_SAMPLES = 3_000;
 

@@ -3,13 +3,11 @@
 // (buckets of the range's step, offline stretches as explicit gaps). Shared by the agent, the
 // Worker's node session, the web and the CLI.
 import { z } from "zod";
-import { METRICS_FRAME_SAMPLES, type MetricField } from "./metrics-series.ts";
+import { FIGURE_MAX, METRICS_FRAME_SAMPLES, type MetricField } from "./metrics-series.ts";
 
 export * from "./metrics-series.ts";
 
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
-/** The largest figure of each kind a frame may carry (the agent sends none beyond: see FIGURE_MAX). */
-export const FIGURE_MAX = { cpuPct: 100_000, mib: 1e9, rate: 1e15 } as const;
 const rate = z.number().min(0).max(FIGURE_MAX.rate);
 
 /** The figures of one sample; null where the hypervisor gave none (a VM without a disk, a driver

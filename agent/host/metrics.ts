@@ -7,8 +7,8 @@
 import { randomUUID } from "node:crypto";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { FIGURE_MAX } from "../../protocol/metrics.ts";
 import {
+  FIGURE_MAX,
   METRIC_FIELDS,
   METRICS_FRAME_SAMPLES,
   meanPoint,
