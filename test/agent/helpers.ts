@@ -136,6 +136,11 @@ export class LoopbackControlPlane {
   }
 
   private upgrade(req: IncomingMessage, socket: Socket, head: Buffer) {
+    // Only the agent's link: any other socket (e.g. the liveness one) is refused, not taken for a link.
+    if (new URL(req.url ?? "/", "http://x").pathname !== "/agent/connect") {
+      socket.end("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+      return;
+    }
     const b = this.behaviour(this.attempts.length);
     this.attempts.push({ at: Date.now(), behaviour: b, authorization: req.headers.authorization });
     const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
