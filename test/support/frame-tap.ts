@@ -60,12 +60,14 @@ export class FrameTap {
 
   private relay(upstream: URL, req: IncomingMessage, socket: Duplex, head: Buffer) {
     if (this.refusing) return void socket.destroy();
-    const conn = ++this.connections;
+    // Only the agent's links are numbered and recorded; its ping-only liveness socket is relayed as is.
+    const isLink = new URL(req.url ?? "/", "http://x").pathname === "/agent/connect";
+    const conn = isLink ? ++this.connections : 0;
     const headers: Record<string, string> = {};
     if (req.headers.authorization) headers.authorization = req.headers.authorization;
     const peer = new WebSocket(`ws://${upstream.host}${req.url}`, { headers });
     const record = (dir: TappedFrame["dir"], data: RawData, binary: boolean) => {
-      if (binary) return;
+      if (binary || !isLink) return;
       try {
         const f = JSON.parse(data.toString()) as { type: string; payload?: unknown };
         this.frames.push({ dir, conn, at: Date.now(), type: f.type, payload: f.payload });
