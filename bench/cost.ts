@@ -16,13 +16,14 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { loadConfig, type AgentConfig } from "../agent/config.ts";
 import { InventoryReporter } from "../agent/host/inventory.ts";
-import type { DomainCounters, Libvirt } from "../agent/host/libvirt.ts";
+import type { Libvirt } from "../agent/host/libvirt.ts";
 import { MetricsSampler } from "../agent/host/metrics.ts";
 import { pino } from "pino";
 import { METRICS_WATCH_POLL_MS } from "../protocol/metrics.ts";
 import { HEARTBEAT_MS, WIRE_FEATURES, type AgentMessage } from "../protocol/wire.ts";
 import { createNode, eventually, json } from "../test/e2e/journey.ts";
 import { ControlPlane } from "../test/support/control-plane.ts";
+import { movingCounters } from "../test/support/moving-counters.ts";
 import type { CostCounts } from "../worker/cost-counts.ts";
 import { countD1Writes, d1File } from "./d1-writes.ts";
 import { enroll, SimAgent, simVms, type SimVm } from "./fleet-agent.ts";
@@ -63,26 +64,7 @@ function fakeHost(vms: Map<string, SimVm>, agent: SimAgent): Libvirt {
   const born = Date.now();
   const host = {
     listDomains: async () => [...vms.values()].map((v) => agent.info(v)),
-    activeCounters: async (): Promise<DomainCounters[]> => {
-      const s = (Date.now() - born) / 1000;
-      return [...vms.values()].map((v, i) => ({
-        uuid: v.uuid,
-        name: v.name,
-        vcpus: 1,
-        cpuTimeNs: Math.round(s * 1e9 * ((i % 7) / 10)),
-        memoryKiB: 524_288,
-        maxMemKiB: 524_288,
-        running: true,
-        stats: new Map([
-          ["block.count", 1],
-          ["block.0.rd.bytes", Math.round(s * 4096 * i)],
-          ["block.0.wr.bytes", Math.round(s * 8192 * i)],
-          ["net.count", 1],
-          ["net.0.rx.bytes", Math.round(s * 1500 * i)],
-          ["net.0.tx.bytes", Math.round(s * 900 * i)],
-        ]),
-      }));
-    },
+    activeCounters: async () => movingCounters([...vms.values()], born),
   };
   return host as unknown as Libvirt;
 }

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pino } from "pino";
 import { InventoryReporter } from "../../agent/host/inventory.ts";
-import type { DomainCounters, Libvirt } from "../../agent/host/libvirt.ts";
+import type { Libvirt } from "../../agent/host/libvirt.ts";
 import { MetricsSampler } from "../../agent/host/metrics.ts";
 import { AgentLink } from "../../agent/link/connection.ts";
 import type { MetricsAnswer } from "../../protocol/metrics.ts";
@@ -22,6 +22,7 @@ import {
 } from "../../protocol/wire.ts";
 import type { CostCounts } from "../../worker/cost-counts.ts";
 import { ControlPlane } from "../support/control-plane.ts";
+import { movingCounters } from "../support/moving-counters.ts";
 import { createNode, eventually, json } from "./journey.ts";
 
 const VMS = 1_000;
@@ -49,24 +50,7 @@ function fakeHost(): Libvirt {
   const born = Date.now();
   const host = {
     listDomains: async () => vmInfos,
-    activeCounters: async (): Promise<DomainCounters[]> => {
-      const s = (Date.now() - born) / 1000;
-      return vmInfos.map((v, i) => ({
-        uuid: v.uuid,
-        name: v.name,
-        vcpus: 1,
-        cpuTimeNs: Math.round(s * 1e9 * ((i % 7) / 10)),
-        memoryKiB: 524_288,
-        maxMemKiB: 524_288,
-        running: true,
-        stats: new Map([
-          ["block.count", 1],
-          ["block.0.rd.bytes", Math.round(s * 4096 * i)],
-          ["net.count", 1],
-          ["net.0.rx.bytes", Math.round(s * 1500 * i)],
-        ]),
-      }));
-    },
+    activeCounters: async () => movingCounters(vmInfos, born),
   };
   return host as unknown as Libvirt;
 }
