@@ -21,6 +21,19 @@ export type MetricPoint = MetricFigures & { t: number };
 /** The largest figure of each kind a `metrics` frame may carry: the control plane refuses a frame
  *  with one past it, so the agent sends such a figure as null. */
 export const FIGURE_MAX = { cpuPct: 100_000, mib: 1e9, rate: 1e15 } as const;
+/** Each figure's bound, the one the control plane checks a frame against (and the agent sends a
+ *  figure past it as null). */
+export const FIELD_MAX: Record<MetricField, number> = {
+  cpuPct: FIGURE_MAX.cpuPct,
+  memUsedMiB: FIGURE_MAX.mib,
+  memAssignedMiB: FIGURE_MAX.mib,
+  diskReadBps: FIGURE_MAX.rate,
+  diskWriteBps: FIGURE_MAX.rate,
+  diskReadOps: FIGURE_MAX.rate,
+  diskWriteOps: FIGURE_MAX.rate,
+  netRxBps: FIGURE_MAX.rate,
+  netTxBps: FIGURE_MAX.rate,
+};
 
 /** VM samples per `metrics` frame (VMs × ticks): about 650 KB at most, under the frame limit. */
 export const METRICS_FRAME_SAMPLES = 3_000;

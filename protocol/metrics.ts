@@ -3,26 +3,26 @@
 // (buckets of the range's step, offline stretches as explicit gaps). Shared by the agent, the
 // Worker's node session, the web and the CLI.
 import { z } from "zod";
-import { FIGURE_MAX, METRICS_FRAME_SAMPLES, type MetricField } from "./metrics-series.ts";
+import { FIELD_MAX, METRICS_FRAME_SAMPLES, type MetricField } from "./metrics-series.ts";
 
 export * from "./metrics-series.ts";
 
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "a UUID");
-const rate = z.number().min(0).max(FIGURE_MAX.rate);
+const figure = (f: MetricField) => z.number().min(0).max(FIELD_MAX[f]).nullable();
 
 /** The figures of one sample; null where the hypervisor gave none (a VM without a disk, a driver
  *  without block statistics). Rates are per second over the sample's interval. */
 export const MetricFigures = z.object({
   /** CPU time used over the interval, as % of the VM's vCPUs (a node: of the host's CPUs) */
-  cpuPct: z.number().min(0).max(FIGURE_MAX.cpuPct).nullable(),
-  memUsedMiB: z.number().min(0).max(FIGURE_MAX.mib).nullable(),
-  memAssignedMiB: z.number().min(0).max(FIGURE_MAX.mib).nullable(),
-  diskReadBps: rate.nullable(),
-  diskWriteBps: rate.nullable(),
-  diskReadOps: rate.nullable(),
-  diskWriteOps: rate.nullable(),
-  netRxBps: rate.nullable(),
-  netTxBps: rate.nullable(),
+  cpuPct: figure("cpuPct"),
+  memUsedMiB: figure("memUsedMiB"),
+  memAssignedMiB: figure("memAssignedMiB"),
+  diskReadBps: figure("diskReadBps"),
+  diskWriteBps: figure("diskWriteBps"),
+  diskReadOps: figure("diskReadOps"),
+  diskWriteOps: figure("diskWriteOps"),
+  netRxBps: figure("netRxBps"),
+  netTxBps: figure("netTxBps"),
 });
 export type MetricFigures = z.infer<typeof MetricFigures>;
 /** METRIC_FIELDS (metrics-series.ts) names exactly these figures: the type check fails otherwise. */

@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import {
-  FIGURE_MAX,
+  FIELD_MAX,
   METRIC_FIELDS,
   METRICS_FRAME_SAMPLES,
   meanPoint,
@@ -89,24 +89,12 @@ const perSecond = (now: number | null, before: number | null, ms: number) =>
   now === null || before === null || now < before || ms <= 0 ? null : ((now - before) * 1000) / ms;
 const round = (v: number | null) => (v === null ? null : Math.round(v * 100) / 100);
 
-/** The bound the control plane checks each figure against: a frame with one figure past its bound
- *  is refused whole (and its link closed), so such a figure (counters read a moment apart, a clock
- *  that jumped) goes as null, a gap, instead. */
-const BOUND: Record<keyof MetricFigures, number> = {
-  cpuPct: FIGURE_MAX.cpuPct,
-  memUsedMiB: FIGURE_MAX.mib,
-  memAssignedMiB: FIGURE_MAX.mib,
-  diskReadBps: FIGURE_MAX.rate,
-  diskWriteBps: FIGURE_MAX.rate,
-  diskReadOps: FIGURE_MAX.rate,
-  diskWriteOps: FIGURE_MAX.rate,
-  netRxBps: FIGURE_MAX.rate,
-  netTxBps: FIGURE_MAX.rate,
-};
+/** A figure past the bound the control plane checks (counters read a moment apart, a clock that
+ *  jumped) goes as null, a gap: one such figure would get the whole frame refused and its link closed. */
 function bounded(figures: MetricFigures): MetricFigures {
   for (const f of METRIC_FIELDS) {
     const v = figures[f];
-    if (v !== null && !(v >= 0 && v <= BOUND[f])) figures[f] = null;
+    if (v !== null && !(v >= 0 && v <= FIELD_MAX[f])) figures[f] = null;
   }
   return figures;
 }
