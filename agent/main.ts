@@ -298,6 +298,7 @@ class Agent {
           this.consoles.closeAll(); // so do consoles
           this.displays.closeAll();
           this.metrics.endLive(); // and live metrics: the control plane asks again while someone watches
+          this.metrics.linkLost(); // batches not acknowledged on it go again
         },
       },
     });
@@ -329,6 +330,9 @@ class Agent {
         return;
       case "metrics.live":
         this.metrics.live(msg.payload.leaseMs);
+        return;
+      case "metrics.stored":
+        this.metrics.stored(msg.id);
         return;
       case "vm.logs.unfollow":
         this.follower.stop(msg.id); // an unknown id: already stopped (it crossed a drop), nothing to say

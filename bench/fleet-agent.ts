@@ -169,6 +169,7 @@ export class SimAgent {
     if (msg.type === "error") return void this.refusals.push(msg.payload);
     if (msg.type === "agent.update") return; // it announces no `update`: never sent one
     if (msg.type === "metrics.live") return this.onLiveMetrics(msg.payload.leaseMs); // asked only if announced
+    if (msg.type === "metrics.stored") return; // sends no `batch`: never answered
     this.received.push(msg);
     if (this.policy(msg, this) === "answer") this.answer(msg);
   }

@@ -42,10 +42,20 @@ export const MetricsTick = z.object({
 });
 export type MetricsTick = z.infer<typeof MetricsTick>;
 
+/** Which batch a frame belongs to (feature `metricsAck`): its frames share `id` and come in order,
+ *  `last` on the final one, which the control plane answers with `metrics.stored` once it has stored
+ *  the whole batch. */
+export const MetricsBatch = z.object({ id: z.string().min(1).max(64), last: z.boolean() });
+export type MetricsBatch = z.infer<typeof MetricsBatch>;
+
 /** Agent → worker (feature `metrics`): several ticks per frame (a minute's by default), so the
  *  node's Durable Object wakes once per batch rather than at every tick. */
 export const MetricsPayload = z
-  .object({ intervalMs: z.number().int().positive().max(3_600_000), ticks: z.array(MetricsTick).min(1).max(360) })
+  .object({
+    intervalMs: z.number().int().positive().max(3_600_000),
+    ticks: z.array(MetricsTick).min(1).max(360),
+    batch: MetricsBatch.optional(),
+  })
   .refine(
     (p) => p.ticks.reduce((n, t) => n + t.vms.length, 0) <= METRICS_FRAME_SAMPLES,
     `at most ${METRICS_FRAME_SAMPLES} VM samples per frame`,

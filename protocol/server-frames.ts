@@ -90,6 +90,7 @@ const checks = {
     "metrics.live",
     object({ leaseMs: number({ int: true, positive: true, max: LIVE_METRICS_MAX_LEASE_MS }) }),
   ),
+  "metrics.stored": frame("metrics.stored", empty),
 } satisfies { [K in Message["type"]]: Check<Extract<Message, { type: K }>> };
 
 /** wire.ts's ServerMessage. */

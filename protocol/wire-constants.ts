@@ -55,7 +55,11 @@ export const LIVE_METRICS_MAX_LEASE_MS = 120_000;
  *    WebSocket link only;
  *  - `vnc`: graphical consoles, a `console.open` with `display` (agent);
  *  - `livenessWatch`: the control plane takes a second, ping-only socket at AGENT_LIVENESS_PATH for
- *    the link's liveness (worker); an agent that opens none is watched by its node's own alarm.
+ *    the link's liveness (worker); an agent that opens none is watched by its node's own alarm;
+ *  - `metricsAck`: a `metrics` frame may carry `batch` (its batch and whether it is the last frame),
+ *    and the control plane answers a batch's last frame with `metrics.stored` once the whole batch is
+ *    stored (worker): the agent keeps a batch's ticks until then, so the control plane may hold a
+ *    batch's frames in memory and write its hours once instead of once per frame.
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
 export const WIRE_FEATURES = [
@@ -69,6 +73,7 @@ export const WIRE_FEATURES = [
   "vnc",
   "liveMetrics",
   "livenessWatch",
+  "metricsAck",
 ] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 

@@ -163,6 +163,10 @@ export const MetricsLiveCommand = frame(
   z.object({ leaseMs: z.number().int().positive().max(LIVE_METRICS_MAX_LEASE_MS) }),
 );
 
+/** The batch of `metrics` frames named by `id` (its `batch.id`) is stored (feature `metricsAck`):
+ *  the agent may forget its ticks. */
+export const MetricsStoredCommand = frame("metrics.stored", z.object({}));
+
 export const ServerMessage = z.discriminatedUnion("type", [
   Welcome,
   VmStateCommand,
@@ -179,6 +183,7 @@ export const ServerMessage = z.discriminatedUnion("type", [
   ConsoleAckCommand,
   ConsoleCloseCommand,
   MetricsLiveCommand,
+  MetricsStoredCommand,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 export type Command = Exclude<
@@ -194,7 +199,8 @@ export type Command = Exclude<
       | "console.open"
       | "console.ack"
       | "console.close"
-      | "metrics.live";
+      | "metrics.live"
+      | "metrics.stored";
   }
 >;
 export type CommandKind = Command["type"];

@@ -3,7 +3,10 @@
 // `metrics` in batches of `batchTicks` ticks (the agent's default: an hour's, since each batch costs
 // the control plane rows written), or one frame per tick while a live lease runs (someone watches the
 // charts), and keeps a day in memory for the host view (1 h of raw samples, 24 h of 1-minute means).
-// Ticks not sent yet are kept across a dropped link and, in `spoolFile`, across a restart.
+// Ticks not sent yet are kept across a dropped link and, in `spoolFile`, across a restart; to a
+// control plane that acknowledges batches (`metricsAck`), a batch's ticks are kept until it says
+// `metrics.stored`, and sent again if the link drops or no answer comes. Hour-long batches end on
+// the hour of the control plane's clock, so each stores as one hour of the history.
 import { randomUUID } from "node:crypto";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -184,6 +187,8 @@ export type MetricsSamplerOptions = {
   spoolFile?: string;
   /** bytes a second a batch's frames go at (default METRICS_PACE_BYTES_PER_SECOND) */
   paceBytesPerSecond?: number;
+  /** how long a batch may go unacknowledged before it is sent again (default ACK_WAIT_MS) */
+  ackWaitMs?: number;
 };
 
 /** Ticks older than this are not kept for sending: the control plane keeps raw samples a day. */
@@ -193,12 +198,20 @@ const PENDING_KEEP_MS = 86_400_000;
 const BATCH_MAX_SAMPLES = 12 * METRICS_FRAME_SAMPLES;
 /** Batches kept back by a dropped link go one per this long, not all at once. */
 const BATCH_GAP_MS = 60_000;
+/** A batch not acknowledged this long after its last frame went is sent again (its control plane
+ *  lost it: the object was evicted while holding it). */
+const ACK_WAIT_MS = 300_000;
+/** The history's rows hold an hour each: batches of an hour or more end on the hour. */
+const HOUR_MS = 3_600_000;
+const hourOf = (t: number) => Math.floor(t / HOUR_MS) * HOUR_MS;
 /** A batch's frames go one after another at most this many bytes a second on average: a quarter of
  *  the byte budget the control plane gives a node by default (1 MiB/s), so a big host's batch (a
  *  1,000-VM host's is twelve frames of about 650 KB) never gets its link closed as overloaded, nor
  *  fills its session's inbox faster than the session stores it. */
 export const METRICS_PACE_BYTES_PER_SECOND = 256 * 1024;
 const samplesIn = (ticks: MetricsTick[]) => ticks.reduce((n, t) => n + t.vms.length, 0);
+/** A batch being sent: the VM samples it may still send, the tick time it stops before, and its end. */
+type Sending = { left: number; until: number; done: Promise<void> };
 
 export class MetricsSampler {
   private readonly opts: MetricsSamplerOptions;
@@ -224,8 +237,11 @@ export class MetricsSampler {
   private spooled = 0;
   /** the last tick met a running VM it had no counters for: its figures come at the next tick */
   private newcomers = false;
-  /** a batch is being sent, a frame at a time; what it may still send, in VM samples */
-  private sending: { left: number; done: Promise<void> } | null = null;
+  /** a batch is being sent, a frame at a time; what it may still send, in VM samples, and the tick
+   *  time it stops before */
+  private sending: Sending | null = null;
+  /** batches sent and not acknowledged yet (only to a control plane that acknowledges them), oldest first */
+  private inFlight: { id: string; ticks: MetricsTick[]; sentAt: number }[] = [];
 
   constructor(opts: MetricsSamplerOptions) {
     this.opts = opts;
@@ -279,8 +295,9 @@ export class MetricsSampler {
         appendFileSync(file, added.map((t) => `${JSON.stringify(t)}\n`).join(""));
         this.spooled += added.length;
       } else {
-        writeFileSync(file, this.pending.map((t) => `${JSON.stringify(t)}\n`).join(""));
-        this.spooled = this.pending.length;
+        const unsent = [...this.inFlight.flatMap((b) => b.ticks), ...this.pending];
+        writeFileSync(file, unsent.map((t) => `${JSON.stringify(t)}\n`).join(""));
+        this.spooled = unsent.length;
       }
     } catch (err) {
       if (!this.spoolFailed)
@@ -321,6 +338,30 @@ export class MetricsSampler {
   /** Back to batches at once (the link that asked for live samples is gone). */
   endLive(): void {
     this.liveUntil = 0;
+  }
+
+  /** The control plane stored the batch `id`: its ticks are forgotten. */
+  stored(id: string): void {
+    const before = this.inFlight.length;
+    this.inFlight = this.inFlight.filter((b) => b.id !== id);
+    if (this.inFlight.length !== before) this.spool();
+  }
+
+  /** The link is gone: batches it did not acknowledge go again, before what is pending. */
+  linkLost(): void {
+    this.requeue(this.inFlight);
+  }
+
+  /** Puts batches back in `pending`, in tick order (a tick sent twice is stored once: the later wins). */
+  private requeue(batches: { ticks: MetricsTick[] }[]): void {
+    if (!batches.length) return;
+    const back = new Set(batches);
+    this.inFlight = this.inFlight.filter((b) => !back.has(b));
+    const ticks = [...batches.flatMap((b) => b.ticks), ...this.pending];
+    this.pending = this.trimmed(
+      ticks.sort((a, b) => a.t - b.t),
+      (this.opts.serverNow?.() ?? Date.now()) - PENDING_KEEP_MS,
+    );
   }
 
   isLive(now = Date.now()): boolean {
@@ -387,7 +428,12 @@ export class MetricsSampler {
 
   /** Sizes of the sampler's in-memory collections (the soak bench's debug counts). */
   counts(): Record<string, number> {
-    return { metricsPrevious: this.previous.size, metricsRings: this.rings.size, metricsPending: this.pending.length };
+    return {
+      metricsPrevious: this.previous.size,
+      metricsRings: this.rings.size,
+      metricsPending: this.pending.length,
+      metricsInFlight: this.inFlight.reduce((n, b) => n + b.ticks.length, 0),
+    };
   }
 
   private ringOf(key: string): SeriesRing {
@@ -424,10 +470,16 @@ export class MetricsSampler {
     }
     // Appended, not rewritten, at each tick: a read trims what the file holds beyond `pending`.
     this.spool(parts);
-    if (!this.opts.peerFeatures().has("metrics" satisfies WireFeature)) return;
+    const features = this.opts.peerFeatures();
+    if (!features.has("metrics" satisfies WireFeature)) return;
+    const unanswered = this.inFlight.filter((b) => Date.now() - b.sentAt > (this.opts.ackWaitMs ?? ACK_WAIT_MS));
+    if (unanswered.length) this.requeue(unanswered);
     if (this.isLive()) return this.flush();
-    const due = this.pending.length >= batch || samples >= BATCH_MAX_SAMPLES;
-    if (due && Date.now() - this.lastBatchAt >= BATCH_GAP_MS) this.flush(BATCH_MAX_SAMPLES);
+    if (Date.now() - this.lastBatchAt < BATCH_GAP_MS) return;
+    // An hour-long batch ends on the hour: once a tick of the next hour is taken, the hours before go.
+    const hour = hourOf(tick.t);
+    if (batch * this.opts.intervalMs >= HOUR_MS && this.pending[0].t < hour) this.flush(BATCH_MAX_SAMPLES, hour);
+    else if (this.pending.length >= batch || samples >= BATCH_MAX_SAMPLES) this.flush(BATCH_MAX_SAMPLES);
   }
 
   /** Sends what is pending now (also at stop), or its oldest ticks up to `maxSamples` VM samples,
@@ -435,41 +487,64 @@ export class MetricsSampler {
    *  a pause its predecessor's bytes call for at the pace. A tick leaves `pending` (and, once the batch
    *  ends, the spool) only when its frame was handed to the link; what the link did not take stays.
    *  While a batch is being sent, a flush of everything lets it send everything. */
-  flush(maxSamples = Infinity): void {
+  flush(maxSamples = Infinity, until = Infinity): void {
     if (this.sending) {
-      if (maxSamples === Infinity) this.sending.left = Infinity;
+      if (maxSamples === Infinity) Object.assign(this.sending, { left: Infinity, until: Infinity });
       return;
     }
     if (!this.pending.length) return;
-    const sending = { left: maxSamples, done: Promise.resolve() };
+    const sending: Sending = { left: maxSamples, until, done: Promise.resolve() };
     this.sending = sending;
     sending.done = this.sendBatch(sending);
   }
 
-  private async sendBatch(sending: { left: number }): Promise<void> {
+  /** The next frame from `pending[from]` on: how many ticks and VM samples, within the frame limit
+   *  and the batch's share (at least one tick, unless the batch's share or time is used up). */
+  private nextFrame(from: number, sending: Sending, first: boolean): { taken: number; samples: number } {
+    let taken = 0;
+    let samples = 0;
+    for (let i = from; i < this.pending.length; i++) {
+      const tick = this.pending[i];
+      if (tick.t >= sending.until) break;
+      if (taken > 0 && samples + tick.vms.length > Math.min(METRICS_FRAME_SAMPLES, sending.left)) break;
+      samples += tick.vms.length;
+      taken++;
+    }
+    if (!first && samples > sending.left) return { taken: 0, samples: 0 }; // the batch's share is sent
+    return { taken, samples };
+  }
+
+  private async sendBatch(sending: Sending): Promise<void> {
     const batch = randomUUID().slice(0, 8);
     const pace = this.opts.paceBytesPerSecond ?? METRICS_PACE_BYTES_PER_SECOND;
+    // A control plane that acknowledges batches is told which frame ends this one, and its ticks are
+    // kept until it answers.
+    const acked = this.opts.peerFeatures().has("metricsAck" satisfies WireFeature);
+    const kept = acked ? { id: batch, ticks: [] as MetricsTick[], sentAt: 0 } : null;
     let n = 0;
     try {
-      while (this.pending.length) {
-        let taken = 0;
-        let samples = 0;
-        for (const tick of this.pending) {
-          if (taken > 0 && samples + tick.vms.length > Math.min(METRICS_FRAME_SAMPLES, sending.left)) break;
-          samples += tick.vms.length;
-          taken++;
-        }
-        if (n > 0 && samples > sending.left) break; // the batch's share is sent
+      for (;;) {
+        if (kept && n > 0 && !this.inFlight.includes(kept)) break; // sent again already (its link dropped)
+        const { taken, samples } = this.nextFrame(0, sending, n === 0);
+        if (taken === 0) break;
+        const left = sending.left - samples;
+        const last = left <= 0 || this.nextFrame(taken, { ...sending, left }, false).taken === 0;
+        const ticks = this.pending.slice(0, taken);
         const msg: AgentMessage = {
           type: "metrics",
           id: `metrics-${batch}-${n}`,
-          payload: { intervalMs: this.opts.intervalMs, ticks: this.pending.slice(0, taken) },
+          payload: { intervalMs: this.opts.intervalMs, ticks, ...(kept ? { batch: { id: batch, last } } : {}) },
         };
         if (!this.opts.send(msg)) break;
+        if (kept) {
+          if (n === 0) this.inFlight.push(kept);
+          kept.ticks.push(...ticks);
+          kept.sentAt = Date.now();
+        }
         n++;
         this.pending.splice(0, taken);
-        sending.left -= samples;
-        if (!this.pending.length || sending.left <= 0) break;
+        sending.left = left;
+        if (last) break;
         await this.pause((JSON.stringify(msg).length * 1000) / pace);
       }
     } finally {

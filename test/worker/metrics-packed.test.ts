@@ -29,11 +29,13 @@ describe("packed metrics storage", () => {
       });
       const written = [0, 1, 2, 3, 4, 5].map((m) => history.ingest(minute(m), start + m * 60_000 + 50_000).rowsWritten);
       // 306 samples a minute: the first minute adds the 51 series names; then each minute rewrites the
-      // hour's row, and a bucket's means row is written when a later tick closes the bucket. (The Durable Object counts a
-      // keyed row as two: the row and its index entry.)
+      // hour's row, and a bucket's means row is written with its last tick (the next one, an interval
+      // later, falls in the next bucket). (The Durable Object counts a keyed row as two: the row and
+      // its index entry.)
       expect(written[0]).toBe(51 * 2 + 1 + 2); // names, the hour's row, intervalMs
-      expect(written.slice(1, 5)).toEqual([1, 1, 1, 1]);
-      expect(written[5]).toBe(1 + 1); // the hour's row, bucket means
+      expect(written.slice(1, 4)).toEqual([1, 1, 1]);
+      expect(written[4]).toBe(1 + 1); // the hour's row, bucket means
+      expect(written[5]).toBe(1);
       expect(history.counts()).toMatchObject({ raw: 6 * 6 * 51, minuteRows: 1, rollup: 51, bucketRows: 1 });
       // The means: VM i had i + m over minutes 0-4 of the bucket, so i + 2.
       const week = history.series(vms[10], "7d", start + 400_000);

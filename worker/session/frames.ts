@@ -1,6 +1,6 @@
 // The frame switch of a node's session: each agent frame, parsed once here, goes to the room that
 // owns it (liveness, inventory sync, the ledger, the follow relay, anti-entropy, the reconciler,
-// the metrics history).
+// the metrics history, a batch at a time).
 import { CLOSE, type AgentMessage } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
@@ -14,7 +14,7 @@ import { applyChanges, applyInventory } from "./inventory-sync.ts";
 import type { RequestLedger } from "./ledger.ts";
 import type { AgentLink, AgentLinks } from "./links.ts";
 import type { Liveness } from "./liveness.ts";
-import type { MetricsHistory } from "./metrics.ts";
+import type { MetricBatches } from "./metric-batches.ts";
 import type { SessionNotices } from "./notices.ts";
 import type { Reconciler } from "./reconciler.ts";
 import type { SessionStore } from "./store.ts";
@@ -32,7 +32,8 @@ export type FrameRooms = {
   consoles: ConsoleRelay;
   displays: VncRelay;
   notices: SessionNotices;
-  metrics: MetricsHistory;
+  /** metrics frames, held a batch at a time and stored into the history */
+  metrics: MetricBatches;
   coalescer: EventCoalescer;
   /** charges VM state changes to the node's work budget (closing the link when overspent) */
   charge: (link: AgentLink, vmsChanged: number) => void;
@@ -101,7 +102,7 @@ export async function onAgentFrame(rooms: FrameRooms, link: AgentLink, msg: Agen
     case "result":
       return ignored(ledger.onResult(msg.id, msg.payload, actor));
     case "metrics":
-      return void rooms.metrics.ingest(msg.payload);
+      return rooms.metrics.take(link, msg.payload);
     case "agent.update.status": {
       const { outcome, fromVersion, toVersion, requestedBy, message } = msg.payload;
       await db.insert(nodeEvents).values({

@@ -284,8 +284,11 @@ export class MetricsHistory {
       // A batch comes in frames, oldest first, all at once, the last one ending with a tick taken
       // moments ago: only a frame ending that late (or a live tick) closes buckets, so a batch writes
       // each hour's means once, not once per frame.
+      // The newest tick's bucket closes too when the next tick falls in the next one (an hour's batch
+      // ending on the hour closes its hour's last bucket, not the next batch).
       const latest = Math.min(now, Math.max(...payload.ticks.map((tick) => tick.t)));
-      if (latest >= now - 2 * payload.intervalMs - LAST_FRAME_SLACK_MS) cost.rowsWritten += this.rollUp(now, latest);
+      if (latest >= now - 2 * payload.intervalMs - LAST_FRAME_SLACK_MS)
+        cost.rowsWritten += this.rollUp(now, latest + payload.intervalMs);
       return cost;
     });
   }
@@ -384,9 +387,10 @@ export class MetricsHistory {
 
   /** Rolls up every closed bucket not rolled up yet into its hour's row of means (an offline
    *  stretch's in one go), drops the hours past their retention, and rewrites the hours past full
-   *  resolution as coarser means. */
-  private rollUp(now: number, latest: number): number {
-    const current = bucketOf(latest);
+   *  resolution as coarser means. `next`: the earliest time a tick not stored yet can have; the
+   *  buckets before its are closed. */
+  private rollUp(now: number, next: number): number {
+    const current = bucketOf(next);
     this.rolledTo ??= this.rolledFrom();
     if (this.rolledTo === null || this.rolledTo >= current) return 0;
     const cost: IngestCost = { rowsWritten: 0 };

@@ -44,6 +44,7 @@ import { KeptWrites } from "./kept-writes.ts";
 import { RequestLedger } from "./ledger.ts";
 import { AgentLinks, type AgentLink, type StaleLink } from "./links.ts";
 import { Liveness } from "./liveness.ts";
+import { MetricBatches } from "./metric-batches.ts";
 import { MetricsHistory } from "./metrics.ts";
 import { MetricsWatch } from "./metrics-watch.ts";
 import type { PollAnswer } from "./poll-outbox.ts";
@@ -66,6 +67,7 @@ export class NodeSession extends DurableObject<Env> {
   private readonly notices: SessionNotices;
   private readonly coalescer: EventCoalescer;
   readonly metrics: MetricsHistory;
+  private readonly metricBatches: MetricBatches;
   private readonly watch = new MetricsWatch();
   /** a local bench's cost counts (QX_DEBUG_COUNTS only; see cost-meter.ts) */
   private readonly meter: CostMeter | null;
@@ -96,6 +98,7 @@ export class NodeSession extends DurableObject<Env> {
     this.consoles = new ConsoleRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm, accessSettings(env));
     this.displays = new VncRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
     this.metrics = new MetricsHistory(this.storage);
+    this.metricBatches = new MetricBatches((payload) => this.metrics.ingest(payload));
     this.coalescer = new EventCoalescer(this.store, this.db, this.limits.events);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
@@ -326,6 +329,7 @@ export class NodeSession extends DurableObject<Env> {
     return {
       ...this.ledger.counts(),
       storeHeld: this.store.heldCount,
+      metricSamplesHeld: this.metricBatches.heldSamples(),
       pollQueued: this.links.pollQueued,
       storedInFlight: this.store.all("inFlight").length,
       storedFollows: this.store.all("follow").length,
@@ -574,7 +578,7 @@ export class NodeSession extends DurableObject<Env> {
       consoles,
       displays,
       notices,
-      metrics,
+      metricBatches,
       coalescer,
     } = this;
     const rooms: FrameRooms = {
@@ -589,7 +593,7 @@ export class NodeSession extends DurableObject<Env> {
       reconciler,
       follows,
       notices,
-      metrics,
+      metrics: metricBatches,
       coalescer,
       charge: (l, n) => this.charge(l, n),
       dropLink: (l, code, why) => this.dropLink(l, code, why),
