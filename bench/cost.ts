@@ -20,7 +20,7 @@ import type { Libvirt } from "../agent/host/libvirt.ts";
 import { MetricsSampler } from "../agent/host/metrics.ts";
 import { pino } from "pino";
 import { METRICS_WATCH_POLL_MS } from "../protocol/metrics.ts";
-import { HEARTBEAT_MS, WIRE_FEATURES, type AgentMessage } from "../protocol/wire.ts";
+import { HEARTBEAT_MS, WATCHED_CHECK_INTERVALS, WIRE_FEATURES, type AgentMessage } from "../protocol/wire.ts";
 import { createNode, eventually, json } from "../test/e2e/journey.ts";
 import { ControlPlane } from "../test/support/control-plane.ts";
 import { movingCounters } from "../test/support/moving-counters.ts";
@@ -132,6 +132,10 @@ class CostAgent extends SimAgent {
 
   protected override onLiveMetrics(leaseMs: number): void {
     this.sampler.live(leaseMs);
+  }
+
+  protected override onMetricsStored(id: string): void {
+    this.sampler.stored(id);
   }
 
   override send(msg: AgentMessage): boolean {
@@ -407,10 +411,12 @@ function usage(
   };
 }
 
-/** A watched node's object wakes once per LAST_SEEN_WRITE_MS (hourly by default) to write lastSeenAt,
- *  more rarely than any window: modelled, an alarm (a request and a row) and a D1 update (two rows:
- *  the column is indexed) an hour. */
+/** A watched node's lastSeenAt is written by its shard once per LAST_SEEN_WRITE_MS (hourly by
+ *  default), in a look the shard runs anyway: a D1 row (measured: the column is not indexed). Its
+ *  object wakes once per WATCHED_CHECK_INTERVALS of them for a check of its own: an alarm (a request,
+ *  and a row to set it), which writes lastSeenAt too. Both more rarely than any window: modelled. */
 const LAST_SEEN_WRITES_A_MONTH = MONTH_S / 3600;
+const WATCHED_CHECKS_A_MONTH = LAST_SEEN_WRITES_A_MONTH / WATCHED_CHECK_INTERVALS;
 
 /** What a node's liveness costs in a month at list: the pings on its link and on its shard, its
  *  object's own alarms in the window (at idle nothing else sets one: the fallback check, lastSeenAt)
@@ -426,12 +432,12 @@ function livenessMonth(u: Usage, shard: ShardUsage): { usd: number; parts: strin
     (Object.keys(shard.month) as PriceKey[]).reduce((a, k) => a + dollars(k, shard.month[k] ?? 0, false), 0) -
     shardPings;
   const lastSeen =
-    dollars("doRequests", LAST_SEEN_WRITES_A_MONTH, false) +
-    dollars("doRowsWritten", LAST_SEEN_WRITES_A_MONTH, false) +
-    dollars("d1RowsWritten", 2 * LAST_SEEN_WRITES_A_MONTH, false);
+    dollars("d1RowsWritten", LAST_SEEN_WRITES_A_MONTH + WATCHED_CHECKS_A_MONTH, false) +
+    dollars("doRequests", WATCHED_CHECKS_A_MONTH, false) +
+    dollars("doRowsWritten", WATCHED_CHECKS_A_MONTH, false);
   return {
     usd: linkPings + shardPings + ownAlarms + share + lastSeen,
-    parts: `pings on the link ${money(linkPings)}, on the shard ${money(shardPings)}; its object's alarms ${u.wakes.alarm ?? 0} (${u.sqlite.alarmWrites} set) in ${round(u.windowS, 0)} s = ${money(ownAlarms)}; shard share ${money(share)}; hourly lastSeenAt (modelled: an alarm and 2 D1 rows) ${money(lastSeen)}`,
+    parts: `pings on the link ${money(linkPings)}, on the shard ${money(shardPings)}; its object's alarms ${u.wakes.alarm ?? 0} (${u.sqlite.alarmWrites} set) in ${round(u.windowS, 0)} s = ${money(ownAlarms)}; shard share ${money(share)}; lastSeenAt hourly by the shard and its object's check every ${WATCHED_CHECK_INTERVALS} h (modelled: a D1 row an hour, an alarm every ${WATCHED_CHECK_INTERVALS} h) ${money(lastSeen)}`,
   };
 }
 

@@ -115,6 +115,9 @@ export class SimAgent {
   /** A `metrics.live` lease (sent only to an agent that announced `liveMetrics`). */
   protected onLiveMetrics(_leaseMs: number): void {}
 
+  /** The control plane stored the metrics batch `id` (only ever said to one that sent it). */
+  protected onMetricsStored(_id: string): void {}
+
   /** Starts the link; resolves on the first welcome. */
   start(): Promise<void> {
     const up = new Promise<void>((r) => (this.welcomed = r));
@@ -169,7 +172,7 @@ export class SimAgent {
     if (msg.type === "error") return void this.refusals.push(msg.payload);
     if (msg.type === "agent.update") return; // it announces no `update`: never sent one
     if (msg.type === "metrics.live") return this.onLiveMetrics(msg.payload.leaseMs); // asked only if announced
-    if (msg.type === "metrics.stored") return; // sends no `batch`: never answered
+    if (msg.type === "metrics.stored") return this.onMetricsStored(msg.id); // answers a `batch` only
     this.received.push(msg);
     if (this.policy(msg, this) === "answer") this.answer(msg);
   }

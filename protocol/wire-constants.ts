@@ -19,6 +19,10 @@ export const PING_FRAME = '{"type":"ping"}';
 export const PONG_FRAME = '{"type":"pong"}';
 /** No sign of life for this long: the node is offline. */
 export const OFFLINE_AFTER_MS = 60_000;
+/** A link watched by a liveness shard is still checked by its node's own object once per this many
+ *  LAST_SEEN_WRITE_MS (six hours by default): should the shard be lost without a word (its sockets
+ *  gone, the agent unable to open another), a dead link still ends and its node goes offline. */
+export const WATCHED_CHECK_INTERVALS = 6;
 
 /** Default deadlines: 10 s for an answer or an acknowledgement, 60 s for a guest to shut down. */
 export const QUERY_TIMEOUT_MS = 10_000; // vm.state, vm.logs

@@ -140,6 +140,7 @@ beforeAll(async () => {
       onMessage: (msg) => {
         if (msg.type === "welcome") welcomed();
         if (msg.type === "resync") void reporter.resync(msg.id, msg.payload);
+        if (msg.type === "metrics.stored") sampler.stored(msg.id);
       },
       onRefused: () => {},
     },
@@ -196,6 +197,8 @@ describe("a 1,000-VM host's metrics batch against the node's byte budget", () =>
         60_000,
         500,
       );
+    // The batch was acknowledged once stored whole: the agent keeps none of it.
+    await eventually("the batch acknowledged", async () => sampler.counts().metricsInFlight === 0, 30_000, 200);
     expect(linkLost).toEqual([]);
     const { node } = await json<{ node: { flag: unknown; connected: boolean } }>(await cp.api(`/api/nodes/${nodeId}`));
     expect(node.flag).toBeNull();

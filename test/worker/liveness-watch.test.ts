@@ -1,12 +1,14 @@
 // The liveness shard (LivenessWatch) in workerd: an agent's second, ping-only socket, one alarm per
-// shard, and the node's own alarm only as the fallback. OFFLINE_AFTER_MS is 4 s here, so a shard
-// looks every second, and LAST_SEEN_WRITE_MS 2 s.
+// shard, which also writes its nodes' lastSeenAt, and the node's own alarm only as the fallback (and a
+// rare check while watched). OFFLINE_AFTER_MS is 4 s here, so a shard looks every second, and
+// LAST_SEEN_WRITE_MS 2 s.
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { CLOSE, PING_FRAME, PONG_FRAME } from "../../protocol/wire.ts";
+import { CLOSE, PING_FRAME, PONG_FRAME, WATCHED_CHECK_INTERVALS } from "../../protocol/wire.ts";
 import { agentsClosedAfterEach, api, BASE, eventually, expectError, json, session, TestAgent } from "./support.ts";
 
 const OFFLINE_AFTER_MS = 4000;
+const LAST_SEEN_WRITE_MS = 2000;
 const agents = agentsClosedAfterEach();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -69,13 +71,34 @@ describe("liveness shard", () => {
   it("a watched node's object sets no liveness alarm of its own; silent on both sockets, the shard has it shown offline", async () => {
     const { agent, nodeId, watch, t0 } = await watchedNode();
     // The fallback check would come within OFFLINE_AFTER_MS of the connect; while watched, the
-    // object's alarm is only its lastSeenAt write, LAST_SEEN_WRITE_MS + OFFLINE_AFTER_MS away.
-    await eventually(async () => expect((await linkOf(nodeId)).alarm).toBeGreaterThan(t0 + OFFLINE_AFTER_MS + 1000));
+    // object's alarm is only its rare check of its own, WATCHED_CHECK_INTERVALS × LAST_SEEN_WRITE_MS away.
+    await eventually(async () =>
+      expect((await linkOf(nodeId)).alarm).toBeGreaterThanOrEqual(t0 + WATCHED_CHECK_INTERVALS * LAST_SEEN_WRITE_MS),
+    );
     // Both sockets fall silent: the shard closes its own and tells the node, which finds its link
     // silent too, ends it (CLOSE.dead) and shows the node offline.
     expect((await agent.waitClosed(OFFLINE_AFTER_MS + 6000)).code).toBe(CLOSE.dead);
     await eventually(async () => expect(watch.closed?.code).toBe(CLOSE.dead));
     expect(await connected(nodeId)).toBe(false);
+  }, 20_000);
+
+  it("the shard writes a watched node's lastSeenAt every LAST_SEEN_WRITE_MS while it pings, never its object", async () => {
+    const { nodeId, watch } = await watchedNode();
+    const lastSeen = async () => Date.parse((await json(await api(`/api/nodes/${nodeId}`))).node.lastSeenAt);
+    const atConnect = await lastSeen();
+    const { alarm } = await linkOf(nodeId);
+    // Only the liveness socket pings (the link stays silent: the shard's word is what keeps it online).
+    const until = Date.now() + 2 * LAST_SEEN_WRITE_MS + 1500;
+    let lastPing = 0;
+    while (Date.now() < until) {
+      await watch.ping();
+      lastPing = Date.now();
+      await sleep(400);
+    }
+    await eventually(async () => expect(await lastSeen()).toBeGreaterThanOrEqual(atConnect + LAST_SEEN_WRITE_MS));
+    expect(await lastSeen()).toBeLessThanOrEqual(lastPing);
+    expect((await linkOf(nodeId)).alarm).toBe(alarm); // the object was not woken for it
+    expect(await connected(nodeId)).toBe(true);
   }, 20_000);
 
   it("a shard socket that drops while the link keeps pinging: the node stays online on its own alarm again", async () => {

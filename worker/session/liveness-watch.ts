@@ -1,11 +1,15 @@
 // LivenessWatch: one Durable Object per shard of the fleet, holding each watched agent's second,
 // ping-only socket. The runtime answers the pings without waking it; one alarm per shard, only while
 // it holds sockets, looks at every socket's last ping and tells the node's own object about a node
-// silent for OFFLINE_AFTER_MS. A watched node's object then sets no per-minute alarm of its own, so
-// a fleet pays for a shard's alarms, not one per node.
+// silent for OFFLINE_AFTER_MS, and writes each live node's lastSeenAt to D1 every LAST_SEEN_WRITE_MS
+// (a row per node, a batch per look). A watched node's object then sets no alarm of its own but a
+// rare safety check, so a fleet pays for a shard's alarms, not one per node.
 import { DurableObject } from "cloudflare:workers";
 import { CLOSE, PING_FRAME, PONG_FRAME } from "../../protocol/wire.ts";
+import { eq, sql } from "drizzle-orm";
 import { sessionSettings } from "../config.ts";
+import { database } from "../db/client.ts";
+import { nodes } from "../db/schema.ts";
 import type { CostCounts } from "../cost-counts.ts";
 import { CostMeter } from "../cost-meter.ts";
 import { debugCountsEnabled } from "../debug-counts.ts";
@@ -13,7 +17,7 @@ import { nodeSession } from "./calls.ts";
 import { NODE_ID_HEADER, WATCH_CONN_HEADER } from "./headers.ts";
 
 /** What a watch socket carries as its attachment. */
-type Watched = { nodeId: string; watchId: string; openedAt: number; told?: true };
+type Watched = { nodeId: string; watchId: string; openedAt: number; told?: true; seenWrittenAt?: number };
 
 /** The shard's alarm comes this many times per OFFLINE_AFTER_MS: a silent node is told about within
  *  OFFLINE_AFTER_MS and a quarter of it. */
@@ -32,6 +36,7 @@ export function livenessShard(nodeId: string, fleetNodes: number, nodesPerShard:
 
 export class LivenessWatch extends DurableObject<Env> {
   private readonly offlineAfterMs: number;
+  private readonly lastSeenWriteMs: number;
   /** a local bench's cost counts (QX_DEBUG_COUNTS only; see cost-meter.ts) */
   private readonly meter: CostMeter | null;
   private readonly storage: DurableObjectStorage;
@@ -42,7 +47,9 @@ export class LivenessWatch extends DurableObject<Env> {
     super(ctx, env);
     this.meter = debugCountsEnabled(env) ? CostMeter.of(`watch:${ctx.id.toString()}`) : null;
     this.storage = this.meter ? this.meter.storage(ctx.storage) : ctx.storage;
-    this.offlineAfterMs = sessionSettings(env).offlineAfterMs;
+    const settings = sessionSettings(env);
+    this.offlineAfterMs = settings.offlineAfterMs;
+    this.lastSeenWriteMs = settings.lastSeenWriteMs;
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
 
@@ -91,17 +98,21 @@ export class LivenessWatch extends DurableObject<Env> {
 
   /** Every socket silent past OFFLINE_AFTER_MS: its node's object is told (it decides by its own
    *  link's last sign: the agent may still be pinging there), then the socket is closed. One whose
-   *  node could not be told stays, and is told at the next look. */
+   *  node could not be told stays, and is told at the next look. The others' lastSeenAt, once due. */
   private async look(): Promise<void> {
     const now = Date.now();
     const lapsed: { ws: WebSocket; att: Watched }[] = [];
+    const seen: { ws: WebSocket; att: Watched; at: number }[] = [];
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue; // closing: told already
       const att = ws.deserializeAttachment() as Watched | null;
       if (!att) continue;
       const lastPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       if (now - Math.max(lastPing, att.openedAt) > this.offlineAfterMs) lapsed.push({ ws, att });
+      else if (lastPing - (att.seenWrittenAt ?? att.openedAt) >= this.lastSeenWriteMs)
+        seen.push({ ws, att, at: lastPing });
     }
+    await this.writeLastSeen(seen);
     const told = await Promise.allSettled(
       lapsed.map(({ att }) => nodeSession(this.env, att.nodeId).watchEnded(att.watchId, true)),
     );
@@ -109,6 +120,26 @@ export class LivenessWatch extends DurableObject<Env> {
       if (t.status === "fulfilled") closeTold(lapsed[i].ws, CLOSE.dead, "no ping in time");
       else console.error(`liveness shard could not tell node ${lapsed[i].att.nodeId}`, t.reason);
     }
+  }
+
+  /** Writes the nodes' last signs of life (never moving one back), then remembers them on their
+   *  sockets; a failed write is tried again at the next look. */
+  private async writeLastSeen(seen: { ws: WebSocket; att: Watched; at: number }[]): Promise<void> {
+    if (!seen.length) return;
+    const db = database(this.env.DB);
+    const [first, ...rest] = seen.map(({ att, at }) =>
+      db
+        .update(nodes)
+        .set({ lastSeenAt: sql`max(coalesce(${nodes.lastSeenAt}, 0), ${at})` })
+        .where(eq(nodes.id, att.nodeId)),
+    );
+    try {
+      await db.batch([first, ...rest]);
+    } catch (err) {
+      console.error("liveness shard could not write lastSeenAt", err);
+      return;
+    }
+    for (const { ws, att, at } of seen) ws.serializeAttachment({ ...att, seenWrittenAt: at } satisfies Watched);
   }
 
   /** The next look while any socket is held; none otherwise (an empty shard costs nothing). */

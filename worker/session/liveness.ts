@@ -1,12 +1,12 @@
 // A node's liveness: connected/offline and its last sign of life in D1, and when the session next
 // checks the agent. Pings are answered by the runtime without waking the object. An agent watched
 // by a liveness shard (liveness-watch.ts: its second, ping-only socket) is checked by the shard,
-// which tells this object when it falls silent; the object then wakes only to write lastSeenAt every
-// LAST_SEEN_WRITE_MS. Any other link (an older agent, long-poll) is checked by this object about once
-// per OFFLINE_AFTER_MS. The check itself stores nothing: its time follows from the link (every
-// stored row is billed as written).
+// which tells this object when it falls silent and writes its lastSeenAt every LAST_SEEN_WRITE_MS;
+// the object then wakes only for a rare check of its own (WATCHED_CHECK_INTERVALS). Any other link
+// (an older agent, long-poll) is checked by this object about once per OFFLINE_AFTER_MS. The check
+// itself stores nothing: its time follows from the link (every stored row is billed as written).
 import { eq, sql } from "drizzle-orm";
-import type { AgentMessage } from "../../protocol/wire.ts";
+import { WATCHED_CHECK_INTERVALS, type AgentMessage } from "../../protocol/wire.ts";
 import type { SessionSettings } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
@@ -36,10 +36,9 @@ export class Liveness {
   /** When the link's next check is due. It stays put between checks, whatever else moves the alarm:
    *  the check is also what keeps lastSeenAt fresh. */
   async dueAt(link: AgentLink, alarmSet: () => Promise<number | null>): Promise<number> {
-    // Watched: only lastSeenAt is due, OFFLINE_AFTER_MS late so a live link's last sign is then past
-    // the interval (the check writes it; a dead one the shard reports first).
+    // Watched: the shard reports a dead link and writes lastSeenAt; only the rare check of its own.
     if (this.watched(link))
-      return (this.store.get("lastSeenWritten") ?? 0) + this.limits.lastSeenWriteMs + this.limits.offlineAfterMs;
+      return (this.store.get("lastSeenWritten") ?? 0) + WATCHED_CHECK_INTERVALS * this.limits.lastSeenWriteMs;
     if (this.next?.connId !== link.att.connId) {
       const at = (await alarmSet()) ?? link.lastSign() + this.limits.offlineAfterMs + 1;
       if (this.next?.connId !== link.att.connId) this.next = { connId: link.att.connId, at };
