@@ -76,6 +76,27 @@ describe("acknowledged metrics batches", () => {
     expect(agent.frames.filter((f) => f.type === "metrics.stored")).toEqual([]);
   });
 
+  it("rolls up a whole batch however long ago its ticks were taken; a lone old frame waits for a late one", async () => {
+    const { agent, nodeId, vm } = await nodeWithVm();
+    // Ten minutes of ticks that ended twenty minutes ago (a batch sent late: a backlog, a replay).
+    const from = Math.floor((Date.now() - 30 * 60_000) / 300_000) * 300_000;
+    const ticks = Array.from({ length: 60 }, (_, k) => ({
+      t: from + k * 10_000,
+      vms: [{ vmId: vm.uuid, ...figures(k % 7) }],
+    }));
+    const send = (id: string, part: typeof ticks, batch?: { id: string; last: boolean }) =>
+      agent.send({ type: "metrics", id, payload: { intervalMs: 10_000, ticks: part, ...(batch ? { batch } : {}) } });
+    // As an older agent sends it: stored, but no bucket is closed by a frame this old.
+    send("old-agent", ticks.slice(0, 30));
+    await eventually(async () => expect((await samplesHeld(nodeId)).raw).toBe(30));
+    expect((await samplesHeld(nodeId)).rollup).toBe(0);
+    // The rest as a whole batch: both 5-minute buckets close at once.
+    send("b-0", ticks.slice(30, 45), { id: "late", last: false });
+    send("b-1", ticks.slice(45), { id: "late", last: true });
+    expect((await agent.next("metrics.stored")).id).toBe("late");
+    expect(await samplesHeld(nodeId)).toMatchObject({ raw: 60, rollup: 2 });
+  });
+
   it("stores an older agent's frames at once and never answers them", async () => {
     const { agent, nodeId, frame } = await nodeWithVm();
     agent.send(frame("old-0", [0, 1]));

@@ -13,10 +13,10 @@ type Held = { connId: string; batch: string; intervalMs: number; ticks: MetricsT
 
 export class MetricBatches {
   private held: Held | null = null;
-  private readonly store: (payload: MetricsPayload) => void;
+  private readonly store: (payload: MetricsPayload, whole: boolean) => void;
 
-  /** `store`: writes ticks to the history (in one transaction). */
-  constructor(store: (payload: MetricsPayload) => void) {
+  /** `store`: writes ticks to the history (in one transaction); `whole`: a whole batch. */
+  constructor(store: (payload: MetricsPayload, whole: boolean) => void) {
     this.store = store;
   }
 
@@ -25,7 +25,7 @@ export class MetricBatches {
    *  held of the one before (it would only be sent again). */
   take(link: AgentLink, payload: MetricsPayload): void {
     const { batch, ...frame } = payload;
-    if (!batch) return this.store(frame);
+    if (!batch) return this.store(frame, false);
     const held = this.held;
     if (held && (held.connId !== link.att.connId || held.batch !== batch.id || held.intervalMs !== frame.intervalMs))
       this.release();
@@ -35,16 +35,17 @@ export class MetricBatches {
     this.held.ticks.push(...frame.ticks);
     this.held.samples += samples;
     if (!batch.last) return;
-    this.release();
+    this.release(true);
     link.send({ type: "metrics.stored", id: batch.id, payload: {} });
   }
 
-  /** Stores what is held (nothing is acknowledged: the agent sends the batch again). */
-  private release(): void {
+  /** Stores what is held: the whole batch at its last frame, else a part of it (unacknowledged: the
+   *  agent sends the batch again). */
+  private release(whole = false): void {
     const held = this.held;
     if (!held) return;
     this.held = null;
-    this.store({ intervalMs: held.intervalMs, ticks: held.ticks });
+    this.store({ intervalMs: held.intervalMs, ticks: held.ticks }, whole);
   }
 
   /** VM samples held now (debug counts). */

@@ -265,8 +265,9 @@ export class MetricsHistory {
 
   /** Stores one frame's ticks (one transaction): each hour's last part (or whole hour) read, merged
    *  and written back once. Past a 5-minute boundary, rolls up the closed buckets, rewrites the hours
-   *  now past full resolution as coarser means and drops what is past its retention. */
-  ingest(payload: MetricsPayload, now = Date.now()): IngestCost {
+   *  now past full resolution as coarser means and drops what is past its retention. `whole`: the
+   *  ticks are a whole batch (held until its last frame), not one frame of it. */
+  ingest(payload: MetricsPayload, now = Date.now(), whole = false): IngestCost {
     this.open();
     return this.transaction(() => {
       const cost: IngestCost = { rowsWritten: 0 };
@@ -282,12 +283,12 @@ export class MetricsHistory {
       if (this.samplingInterval() !== payload.intervalMs)
         cost.rowsWritten += this.setMeta("intervalMs", (this.intervalMs = payload.intervalMs));
       // A batch comes in frames, oldest first, all at once, the last one ending with a tick taken
-      // moments ago: only a frame ending that late (or a live tick) closes buckets, so a batch writes
-      // each hour's means once, not once per frame.
+      // moments ago: unless the batch comes whole, only a frame ending that late (or a live tick)
+      // closes buckets, so a batch writes each hour's means once, not once per frame.
       // The newest tick's bucket closes too when the next tick falls in the next one (an hour's batch
       // ending on the hour closes its hour's last bucket, not the next batch).
       const latest = Math.min(now, Math.max(...payload.ticks.map((tick) => tick.t)));
-      if (latest >= now - 2 * payload.intervalMs - LAST_FRAME_SLACK_MS)
+      if (whole || latest >= now - 2 * payload.intervalMs - LAST_FRAME_SLACK_MS)
         cost.rowsWritten += this.rollUp(now, latest + payload.intervalMs);
       return cost;
     });

@@ -98,7 +98,7 @@ export class NodeSession extends DurableObject<Env> {
     this.consoles = new ConsoleRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm, accessSettings(env));
     this.displays = new VncRelay(ctx, this.store, this.links, this.db, this.limits, armAlarm);
     this.metrics = new MetricsHistory(this.storage);
-    this.metricBatches = new MetricBatches((payload) => this.metrics.ingest(payload));
+    this.metricBatches = new MetricBatches((payload, whole) => this.metrics.ingest(payload, Date.now(), whole));
     this.coalescer = new EventCoalescer(this.store, this.db, this.limits.events);
     // Pings are answered by the runtime without waking the object; their time is our liveness.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
@@ -344,8 +344,10 @@ export class NodeSession extends DurableObject<Env> {
   /** A local bench's cost counts of this object (cost-meter.ts); null unless QX_DEBUG_COUNTS is "1". */
   costCounts(): (CostCounts & { sqliteBytes: number; history: { owedWrites: number; steadyBytes: number } }) | null {
     if (!this.meter) return null;
-    const counts = this.meter.snapshot(); // before the rows are counted, which reads rows too
-    return { ...counts, sqliteBytes: this.ctx.storage.sql.databaseSize, history: this.metrics.costModel() };
+    const counts = this.meter.snapshot();
+    // Modelled over the storage itself: the rows it reads are the bench's, not the node's.
+    const history = new MetricsHistory(this.ctx.storage).costModel();
+    return { ...counts, sqliteBytes: this.ctx.storage.sql.databaseSize, history };
   }
 
   /** The token these follows were opened with was revoked: they are closed. */
