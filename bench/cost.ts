@@ -5,9 +5,9 @@
 // counts over one window what Cloudflare bills (worker/cost-meter.ts): requests by kind, time it
 // could not hibernate, rows read and written in D1 and in its own SQLite. An idle node's metrics
 // come an hour at a time (the agent's default batch), longer than any window: each idle agent then
-// replays two hours of ticks stamped over the last two hours through its real sampler (the first
-// warms the history up: series names, first roll-up), and the second hour's counts, times the hours
-// of a month, are its metrics' share. The bench turns the counts
+// replays the two clock hours before the current one through its real sampler, each sent when the
+// next hour's first tick is taken (the first warms the history up: series names, first roll-up), and
+// the second hour's counts, times the hours of a month, are its metrics' share. The bench turns the counts
 // into dollars per node-month at list prices (bench/prices.ts), with and without the paid plan's
 // allowances, and prices a 10,000-node fleet at 100 VMs each. The counts are kept in the output.
 // Liveness: each agent's liveness socket goes to a shard (worker/session/liveness-watch.ts) whose
@@ -50,6 +50,7 @@ const WINDOW_MS = Number(process.env.BENCH_COST_WINDOW_S ?? 300) * 1000;
 const SETTLE_MS = 10_000;
 const FLEET_NODES = 10_000;
 const FLEET_VMS = 100;
+const HOUR_MS = 3_600_000;
 const silent = pino({ level: "silent" });
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -107,13 +108,13 @@ class CostAgent extends SimAgent {
     });
   }
 
-  /** Takes a batch's worth of ticks stamped every interval from `from` on, as fast as the fake host
-   *  answers: the sampler sends them as it would after an hour. */
-  async replayBatch(from: number): Promise<void> {
-    const ticks = Math.round(AGENT_DEFAULTS.metricsBatchMs / AGENT_DEFAULTS.metricsIntervalMs);
+  /** Takes ticks stamped every interval from `from` through `to`, as fast as the fake host answers:
+   *  the sampler sends them as it would have then (an hour's batch once a tick of the next hour is
+   *  taken). */
+  async replayBatch(from: number, to: number): Promise<void> {
     await this.sampler.sampleNow(); // counters only, on a first run
-    for (let k = 0; k < ticks; k++) {
-      this.stamp = from + k * AGENT_DEFAULTS.metricsIntervalMs;
+    for (let t = from; t <= to; t += AGENT_DEFAULTS.metricsIntervalMs) {
+      this.stamp = t;
       await this.sampler.sampleNow();
       // A big host's hour goes in several batches, minutes apart, each paced by the sampler: the next
       // tick waits until a batch is sent, as the ten seconds between two real ticks would.
@@ -539,10 +540,10 @@ function printTable(
 }
 
 /** Replays an hour of an idle node's ticks from `from` and waits until its object took every frame. */
-async function replayed(cp: ControlPlane, s: Scenario, from: number): Promise<HourCounts> {
+async function replayed(cp: ControlPlane, s: Scenario, from: number, to: number): Promise<HourCounts> {
   const before = await costOf(cp, s.nodeId);
   const sent = s.agent.sent.get("metrics") ?? 0;
-  await s.agent.replayBatch(from);
+  await s.agent.replayBatch(from, to);
   const frames = (s.agent.sent.get("metrics") ?? 0) - sent;
   const links = s.agent.connectedAt.length;
   let last = "";
@@ -606,8 +607,10 @@ export async function benchCost(): Promise<BenchRow[]> {
       );
     // The hour before the last, replayed: series names and the first roll-up are not a steady month's.
     const idle = scenarios.filter((s) => !s.watch);
-    const warmFrom = Date.now() - 2 * AGENT_DEFAULTS.metricsBatchMs;
-    for (const s of idle) await replayed(cp, s, warmFrom);
+    // The replayed hours are clock hours, as the agent's hourly batches are: the hour before the last
+    // one ended, then that one; each ends with the next hour's first tick, which sends it.
+    const lastHour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS - HOUR_MS;
+    for (const s of idle) await replayed(cp, s, lastHour - HOUR_MS, lastHour);
     // A watched node's first frame (its series' names) before the window, too.
     for (const s of scenarios.filter((x) => x.watch)) {
       await eventually(
@@ -662,8 +665,8 @@ export async function benchCost(): Promise<BenchRow[]> {
 
     // Then the last hour: its counts alone are one hourly batch's.
     const hours = new Map<Scenario, HourCounts>();
-    const hourFrom = Date.now() - AGENT_DEFAULTS.metricsBatchMs;
-    for (const s of idle) hours.set(s, await replayed(cp, s, hourFrom));
+    const step = AGENT_DEFAULTS.metricsIntervalMs;
+    for (const s of idle) hours.set(s, await replayed(cp, s, lastHour + step, lastHour + HOUR_MS));
 
     const usages = scenarios.map((s, i) =>
       usage(s, before[i], after[i], windowS, sentBefore[i], sentAfter[i], shard, hours.get(s)),
