@@ -1,20 +1,35 @@
 // The packed metrics history in the node's Durable Object SQLite: one row per hour for every
-// series' raw samples (in parts when an hour is too big for a row) and one per hour for their
-// 5-minute means, whatever the VM count; an hour sent in many frames or a tick at a time merges into its
-// rows, a batch rewriting only the last part; retention drops whole rows; a VM
-// that appears or vanishes mid-minute, an offline stretch and a VM re-homed to another node answer
-// as the row-per-sample store did; an object still holding row-per-sample tables answers from them
-// until they expire, then drops them.
+// series' raw samples (an hour of 100 VMs in one row of float32 figures; in parts when an hour is too
+// big for a row) and one per hour for their 5-minute means, whatever the VM count; an hour sent in
+// many frames or a tick at a time merges into its rows, a batch rewriting only the last part;
+// retention drops whole rows; a VM that appears or vanishes mid-minute, an offline stretch and a VM
+// re-homed to another node answer as the row-per-sample store did; figures at the frame's bounds and
+// nulls keep; rows of float64 figures an object wrote before answer beside float32 ones; an object
+// still holding row-per-sample tables answers from them until they expire, then drops them.
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ROLLUP_STEP_MS } from "../../protocol/metrics.ts";
+import {
+  FIELD_MAX,
+  METRIC_FIELDS,
+  METRICS_FRAME_SAMPLES,
+  ROLLUP_STEP_MS,
+  type MetricFigures,
+} from "../../protocol/metrics.ts";
+import { blockBytes, DATA_COLUMN_NAMES, encodeBlock, figuresArray } from "../../worker/session/metric-blocks.ts";
 import { MetricsHistory } from "../../worker/session/metrics.ts";
 import type { NodeSession } from "../../worker/session/node-session.ts";
-import { bucketAgo, cpuOf, DAY, hourOf, inFreshObject, tickOf } from "./metrics-history.ts";
+import { bucketAgo, cpuOf, DAY, figures, hourOf, inFreshObject, tickOf } from "./metrics-history.ts";
 import { agentsClosedAfterEach, api, eventually, json, TestAgent, uuid, vmInfo } from "./support.ts";
 
 const agents = agentsClosedAfterEach();
 const inFresh = (fn: Parameters<typeof inFreshObject>[1]) => inFreshObject("packed", fn);
+/** The raw rows held, oldest first: each one's figure width and bytes (every BLOB column). */
+const rawRows = (storage: DurableObjectStorage) =>
+  storage.sql
+    .exec<{ w: number; bytes: number }>(
+      `SELECT w, ${["head", ...DATA_COLUMN_NAMES].map((c) => `length(${c})`).join(" + ")} AS bytes FROM metric_minute ORDER BY t`,
+    )
+    .toArray();
 
 describe("packed metrics storage", () => {
   it("stores an hour of many VMs as one row, and rolls each 5-minute bucket into the hour's one row of means", async () => {
@@ -49,39 +64,73 @@ describe("packed metrics storage", () => {
     });
   });
 
-  it("takes an hour's batch of a 120-VM node in frames: each appends to the hour's last part, the hour stays whole", async () => {
-    await inFresh((history) => {
+  it("holds an hour of 100 VMs sampled every 10 s in one row of float32 figures, sent in the agent's frames", async () => {
+    await inFresh((history, storage) => {
       const start = hourOf(bucketAgo(2));
-      const vms = Array.from({ length: 120 }, () => uuid());
+      const vms = Array.from({ length: 100 }, () => uuid());
+      const t = (k: number) => start + k * 10_000;
+      // figures with two decimals, as the agent rounds them
+      const cpu = (i: number, k: number) => ((i * 7 + k * 13) % 10_000) / 100;
+      const tick = (k: number) =>
+        tickOf(t(k), Object.fromEntries(vms.map((v, i) => [v, cpu(i, k)])), k % 50, (c) => figures(c, 5e4 + c));
+      const perFrame = METRICS_FRAME_SAMPLES / vms.length;
+      for (let first = 0; first < 360; first += perFrame)
+        history.ingest(
+          { intervalMs: 10_000, ticks: Array.from({ length: perFrame }, (_, j) => tick(first + j)) },
+          t(359) + 1_000,
+        );
+      // 101 series (the VMs and the node's totals) × 360 ticks: ~1.35 MB, under a row's 2 MB.
+      const rows = rawRows(storage);
+      expect(rows).toEqual([{ w: 4, bytes: blockBytes(360, 101) }]);
+      expect(rows[0].bytes).toBeGreaterThan(1_300_000);
+      expect(history.counts()).toMatchObject({ raw: 360 * 101, minuteRows: 1 });
+      const now = t(359) + 1_000;
+      for (const i of [0, 63, 64, 99]) {
+        const points = history.series(vms[i], "1h", now).points;
+        expect(cpuOf(points)).toEqual(Array.from({ length: 360 }, (_, k) => cpu(i, k)));
+        const netRx = (k: number) => Math.round((5e4 + cpu(i, k)) * 100) / 100;
+        expect(points.map((p) => p.netRxBps)).toEqual(Array.from({ length: 360 }, (_, k) => netRx(k)));
+      }
+    });
+  });
+
+  it("takes an hour's batch of a 300-VM node in frames: each appends to the hour's last part, the hour stays whole", async () => {
+    await inFresh((history, storage) => {
+      const start = hourOf(bucketAgo(2));
+      const vms = Array.from({ length: 300 }, () => uuid());
       const t = (k: number) => start + k * 10_000;
       const cpu = (i: number, k: number) => (i + k) % 100;
       const tick = (k: number) => tickOf(t(k), Object.fromEntries(vms.map((v, i) => [v, cpu(i, k)])), k % 50);
       const written: number[] = [];
       // An agent nobody watches sends an hour at a time, METRICS_FRAME_SAMPLES VM samples a frame.
-      for (let first = 0; first < 360; first += 25) {
-        const ticks = Array.from({ length: Math.min(25, 360 - first) }, (_, j) => tick(first + j));
+      const perFrame = METRICS_FRAME_SAMPLES / vms.length;
+      for (let first = 0; first < 360; first += perFrame) {
+        const ticks = Array.from({ length: perFrame }, (_, j) => tick(first + j));
         written.push(history.ingest({ intervalMs: 10_000, ticks }, t(359) + 1_000).rowsWritten);
       }
-      // An hour of 121 series is several parts (a row holds at most 1 MB); each later frame rewrites
-      // the last part and at most starts the next, never the whole hour (nor a row a minute), and
-      // writes the means of the bucket its ticks closed.
+      // An hour of 301 series is several parts (~4 MB, a row holds at most 2 MB), each filled close
+      // to the limit; each later frame rewrites the last part and at most starts the next, never the
+      // whole hour (nor a row a minute), and writes the means of the bucket its ticks closed.
       const { minuteRows } = history.counts();
       expect(minuteRows).toBeGreaterThan(2);
+      const rows = rawRows(storage);
+      expect(Math.max(...rows.map((r) => r.bytes))).toBeGreaterThan(1_700_000);
+      expect(Math.max(...rows.map((r) => r.bytes))).toBeLessThan(1_900_000);
       for (const w of written.slice(2)) expect(w).toBeLessThanOrEqual(2 + 1);
-      expect(history.counts()).toMatchObject({ raw: 360 * 121 });
+      expect(history.counts()).toMatchObject({ raw: 360 * 301 });
       const now = t(359) + 1_000;
       expect(cpuOf(history.series(vms[0], "1h", now).points)).toEqual(Array.from({ length: 360 }, (_, k) => cpu(0, k)));
-      expect(cpuOf(history.series(vms[119], "1h", now).points)).toEqual(
-        Array.from({ length: 360 }, (_, k) => cpu(119, k)),
+      expect(cpuOf(history.series(vms[299], "1h", now).points)).toEqual(
+        Array.from({ length: 360 }, (_, k) => cpu(299, k)),
       );
       // A tick re-sent out of order (after a reconnect) merges into the whole hour: the parts stay as many.
       history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(100), { [vms[0]]: 77 })] }, now);
       expect(history.series(vms[0], "1h", now).points[100].cpuPct).toBe(77);
-      expect(history.counts()).toMatchObject({ minuteRows, raw: 360 * 121 });
-      // The next hour's first frame closes the last bucket: twelve buckets of means, each of 121
+      expect(history.counts()).toMatchObject({ minuteRows, raw: 360 * 301 });
+      // The next hour's first frame closes the last bucket: twelve buckets of means, each of 301
       // series, in the hour's one row of means.
       history.ingest({ intervalMs: 10_000, ticks: [tick(360)] }, t(360) + 1_000);
-      expect(history.counts()).toMatchObject({ bucketRows: 1, rollup: 12 * 121 });
+      expect(history.counts()).toMatchObject({ bucketRows: 1, rollup: 12 * 301 });
       const day = history.series(vms[5], "24h", t(360) + 1_000).points.filter((p) => p.cpuPct !== null);
       expect(day.length).toBe(61);
     });
@@ -162,6 +211,106 @@ describe("packed metrics storage", () => {
       expect(cpuOf(history.series(b, "1h", now).points)).toEqual([2, 2, 2, 2]);
       expect(cpuOf(history.series(null, "1h", now).points)).toEqual([9, null]); // silent since
       expect(cpuOf(history.series(a, "24h", now).points)).toEqual([11.25]);
+    });
+  });
+
+  it("keeps figures at the bounds a frame may carry, and nulls, through raw rows and their means", async () => {
+    await inFresh((history) => {
+      const start = bucketAgo(1);
+      const [top, blank] = [uuid(), uuid()];
+      const nulls = Object.fromEntries(METRIC_FIELDS.map((f) => [f, null])) as MetricFigures;
+      const put = (t: number) =>
+        history.ingest(
+          {
+            intervalMs: 10_000,
+            ticks: [
+              {
+                t,
+                vms: [
+                  { vmId: top, ...FIELD_MAX },
+                  { vmId: blank, ...nulls },
+                ],
+              },
+            ],
+          },
+          t,
+        );
+      put(start);
+      put(start + 10_000);
+      put(start + ROLLUP_STEP_MS); // closes the first bucket
+      const now = start + ROLLUP_STEP_MS;
+      // float32 holds them (its range is far wider), whole numbers up to 2^24 exactly, 1e15 to ~7 digits
+      const held = (f: (typeof METRIC_FIELDS)[number]) => Math.fround(FIELD_MAX[f]);
+      for (const range of ["1h", "7d"] as const) {
+        const point = history.series(top, range, now).points[0];
+        for (const f of METRIC_FIELDS) {
+          expect(point[f], `${range} ${f}`).toBe(held(f));
+          expect(Math.abs(point[f]! - FIELD_MAX[f])).toBeLessThanOrEqual(FIELD_MAX[f] * 2 ** -24);
+        }
+        expect(point.cpuPct).toBe(FIELD_MAX.cpuPct);
+        expect(point.memUsedMiB).toBe(FIELD_MAX.memUsedMiB);
+        // a VM sampled with no figures is a point of nulls
+        expect(history.series(blank, range, now).points[0]).toEqual({ t: start, ...nulls });
+      }
+    });
+  });
+
+  it("reads rows of float64 figures an object wrote before beside float32 ones in one answer, and rewrites them as float32 when merging", async () => {
+    await inFresh((_, storage) => {
+      const hour = hourOf(bucketAgo(1));
+      const vm = uuid();
+      // The tables as an object wrote them before float32: no width column, float64 figures.
+      const data = DATA_COLUMN_NAMES.map((c) => `${c} BLOB NOT NULL`).join(", ");
+      storage.sql.exec("CREATE TABLE metric_series (id INTEGER PRIMARY KEY, series TEXT NOT NULL UNIQUE)");
+      storage.sql.exec(
+        `CREATE TABLE metric_minute (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${data}, step INTEGER NOT NULL DEFAULT 0)`,
+      );
+      storage.sql.exec(
+        `CREATE TABLE metric_bucket (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${data}, seen BLOB NOT NULL, step INTEGER NOT NULL DEFAULT 0)`,
+      );
+      storage.sql.exec("INSERT INTO metric_series (id, series) VALUES (1, ?)", vm);
+      // The hour's last minute, with a rate float32 cannot hold exactly.
+      const big = 987_654_321.25;
+      const old = (cpu: number): MetricFigures => ({ ...figures(cpu), diskReadBps: big });
+      const t = (k: number) => hour + k * 10_000;
+      const block = encodeBlock(
+        new Map(Array.from({ length: 6 }, (_, j) => [t(354 + j), new Map([[0, figuresArray(old(10.01 + j))]])])),
+        undefined,
+        8,
+      );
+      storage.sql.exec(
+        `INSERT INTO metric_minute (t, n, slots, head, ${DATA_COLUMN_NAMES.join(", ")}) VALUES (?, ?, ?, ?${", ?".repeat(DATA_COLUMN_NAMES.length)})`,
+        hour,
+        block.n,
+        block.slots,
+        block.head,
+        ...block.data,
+      );
+      const history = new MetricsHistory(storage);
+      // The next hour's first minute, as float32 rows; its last tick closes the old hour's last bucket.
+      const next = (cpu: number): MetricFigures => ({ ...figures(cpu), diskReadBps: big });
+      for (let k = 360; k < 366; k++)
+        history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(k), { [vm]: k - 340.01 }, undefined, next)] }, t(k));
+      expect(rawRows(storage).map((r) => r.w)).toEqual([8, 4]);
+      const now = t(365);
+      const points = history.series(vm, "1h", now).points;
+      expect(cpuOf(points)).toEqual([
+        10.01, 11.01, 12.01, 13.01, 14.01, 15.01, 19.99, 20.99, 21.99, 22.99, 23.99, 24.99,
+      ]);
+      // each row read at its own width: the old one's rate exact, the new one's as float32 holds it
+      expect(points.map((p) => p.diskReadBps)).toEqual([...Array(6).fill(big), ...Array(6).fill(Math.fround(big))]);
+      // The old hour's last bucket, rolled up from the float64 row into a row of float32 means.
+      const week = history.series(vm, "7d", now).points;
+      expect(week).toHaveLength(1);
+      expect(week[0]).toMatchObject({ t: hour + 55 * 60_000, cpuPct: 12.51, diskReadBps: Math.fround(big) });
+      expect(storage.sql.exec("SELECT w FROM metric_bucket").toArray()).toEqual([{ w: 4 }]);
+      // A late tick for the old hour merges into it: rewritten as float32, its answers the same but
+      // for the rate float32 cannot hold.
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(353), { [vm]: 9.01 }, undefined, old)] }, now);
+      expect(rawRows(storage).map((r) => r.w)).toEqual([4, 4]);
+      const merged = history.series(vm, "1h", now).points;
+      expect(cpuOf(merged)).toEqual([9.01, ...cpuOf(points)]);
+      expect(new Set(merged.map((p) => p.diskReadBps))).toEqual(new Set([Math.fround(big)]));
     });
   });
 

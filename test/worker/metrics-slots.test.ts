@@ -134,24 +134,28 @@ describe("metrics history slots", () => {
     });
   });
 
-  it("reads a series' slices in time order whatever order the rows come in", () => {
-    const row = (t: number, cpu: number) => {
-      const block = encodeBlock(new Map([[t, new Map([[2, figuresArray(figures(cpu))]])]]));
+  it("reads a series' slices in time order whatever order the rows come in, float32 rows beside float64 ones", () => {
+    // A row's piece of the range query's stream: its figure width (a byte), its head, the slot's slice.
+    const row = (t: number, cpu: number, width: 4 | 8) => {
+      const block = encodeBlock(new Map([[t, new Map([[2, figuresArray(figures(cpu))]])]]), [t], width);
       const slice = new Uint8Array(block.data[2]);
-      const out = new Uint8Array(block.head.byteLength + slice.length);
-      out.set(new Uint8Array(block.head));
-      out.set(slice, block.head.byteLength);
+      const out = new Uint8Array(1 + block.head.byteLength + slice.length);
+      out[0] = block.w;
+      out.set(new Uint8Array(block.head), 1);
+      out.set(slice, 1 + block.head.byteLength);
       return out;
     };
-    const rows = [row(3_000, 3), row(1_000, 1), row(2_000, 2)];
+    // (a figure float32 cannot hold exactly: each row reads back as the figure it was written from)
+    const rows = [row(3_000, 3.01, 4), row(1_000, 1.01, 8), row(2_000, 2.01, 4), row(500, 0.1, 8)];
     const stream = new Uint8Array(rows.reduce((n, r) => n + r.length, 0));
     rows.reduce((at, r) => (stream.set(r, at), at + r.length), 0);
-    const seen: [number, number][] = [];
-    eachSliceSample(stream, 2, (t, figures) => seen.push([t, figures[0]]));
+    const seen: [number, number, number, number][] = [];
+    eachSliceSample(stream, 2, (t, figures) => seen.push([t, figures[0], figures[7], figures[8]]));
     expect(seen).toEqual([
-      [1_000, 1],
-      [2_000, 2],
-      [3_000, 3],
+      [500, 0.1, 10, NaN],
+      [1_000, 1.01, 10, NaN],
+      [2_000, 2.01, 10, NaN],
+      [3_000, 3.01, 10, NaN],
     ]);
   });
 });

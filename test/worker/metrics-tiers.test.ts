@@ -2,8 +2,8 @@
 // 5-minute means once (at its last frame), not once per frame; raw hours a few hours old are
 // rewritten once as 1-minute means and week-old 5-minute means as 30-minute means, and every range
 // answers exactly as before (offline gaps, VMs appearing and vanishing mid-span included); a late
-// tick for an hour already reduced is dropped; an object written with a row per 5-minute bucket (the
-// layout before) keeps answering and merges into hour rows.
+// tick for an hour already reduced is dropped; an object written with a row per 5-minute bucket of
+// float64 figures (the layout before) keeps answering and merges into hour rows of float32 ones.
 import { describe, expect, it } from "vitest";
 import {
   METRIC_RANGES,
@@ -29,8 +29,10 @@ const steps = (storage: DurableObjectStorage, table: string) =>
       .map((r) => [r.step, r.n]),
   );
 const ranges = Object.keys(METRIC_RANGES) as MetricRange[];
-/** VMs that run throughout with steady figures: a node of a dozen VMs or more has its hours rewritten
- *  coarser (a node of a few keeps them as they are: the rewrite would cost more than the bytes). */
+/** VMs that run throughout with steady figures: a node of a score of VMs or more has its hours
+ *  rewritten coarser (a node of a few keeps them as they are: the rewrite would cost more than the
+ *  bytes). */
+const CROWD = 24;
 const crowdOf = (count: number) => {
   const ids = Array.from({ length: count }, () => uuid());
   return (cpu: number) => Object.fromEntries(ids.map((id) => [id, cpu]));
@@ -81,7 +83,7 @@ describe("metrics history tiers", () => {
     await inFresh((history, storage) => {
       const start = hourOf(Date.now() - 12 * HOUR);
       const [stays, appears, vanishes] = [uuid(), uuid(), uuid()];
-      const crowd = crowdOf(12);
+      const crowd = crowdOf(CROWD);
       const t = (k: number) => start + k * 10_000;
       // Two hours, with an offline stretch of 20 minutes in the second, a VM that appears at 1h25m
       // and one that vanishes at 0h42m; figures with fractions, so means are not round.
@@ -114,10 +116,11 @@ describe("metrics history tiers", () => {
       // Two hours and ten minutes pass: the first two hours ended two hours ago.
       for (let k = 2 * 360; k < 4 * 360 + 60; k += 60) batch(k, k + 60);
       expect(steps(storage, "metric_minute")).toEqual({ 0: 3, 60_000: 2 });
-      // They hold a tick per minute a series had a sample in: the node and `stays` 101 minutes (19
-      // offline), `appears` 34, `vanishes` 42; the next two hours every sample of three series.
-      expect(rawBefore).toBe(14 * 600 + 200 + 252);
-      expect(history.counts().raw).toBe(14 * 101 + 34 + 42 + 15 * 780);
+      // They hold a tick per minute a series had a sample in: the crowd, the node and `stays` 101
+      // minutes (19 offline), `appears` 34, `vanishes` 42; the next two hours every sample of the
+      // crowd, the node, `stays` and `appears`.
+      expect(rawBefore).toBe((CROWD + 2) * 600 + 200 + 252);
+      expect(history.counts().raw).toBe((CROWD + 2) * 101 + 34 + 42 + (CROWD + 3) * 780);
       expect(longer()).toEqual(before);
       const day = history.series(stays, "24h", asked).points;
       expect(day.filter((p) => p.cpuPct === null)).toHaveLength(1); // the offline stretch
@@ -141,7 +144,7 @@ describe("metrics history tiers", () => {
       const halfHour = METRIC_RANGES["30d"].stepMs;
       const start = Math.floor((Date.now() - 12 * DAY) / DAY) * DAY;
       const [vm, leaves] = [uuid(), uuid()];
-      const crowd = crowdOf(12);
+      const crowd = crowdOf(CROWD);
       // A tick every 5 minutes for ten days (each bucket's mean is its one sample), the node offline
       // for two hours on day 3, and a VM present only in the first half of each half hour's buckets.
       const points = new Map<string | null, MetricPoint[]>([
@@ -207,7 +210,8 @@ describe("metrics history tiers", () => {
     await inFresh((_, storage) => {
       const hour = hourOf(Date.now() - 2 * DAY);
       const vm = uuid();
-      // The tables as the layout before had them: no step column, a row per bucket of means.
+      // The tables as the layout before had them: no step column, a row per bucket of means, its
+      // figures float64.
       const data = DATA_COLUMN_NAMES.map((c) => `${c} BLOB NOT NULL`).join(", ");
       storage.sql.exec("CREATE TABLE metric_series (id INTEGER PRIMARY KEY, series TEXT NOT NULL UNIQUE)");
       storage.sql.exec(
@@ -219,7 +223,7 @@ describe("metrics history tiers", () => {
       storage.sql.exec("INSERT INTO metric_series (id, series) VALUES (1, ?)", vm);
       for (let b = 0; b < 4; b++) {
         const at = hour + b * ROLLUP_STEP_MS;
-        const block = encodeBlock(new Map([[at, new Map([[0, figuresArray(figures(10 + b))]])]]));
+        const block = encodeBlock(new Map([[at, new Map([[0, figuresArray(figures(10.01 + b))]])]]), [at], 8);
         storage.sql.exec(
           `INSERT INTO metric_bucket (t, n, slots, head, ${DATA_COLUMN_NAMES.join(", ")}, seen) VALUES (?, ?, ?, ?${", ?".repeat(DATA_COLUMN_NAMES.length)}, ?)`,
           at,
@@ -233,14 +237,16 @@ describe("metrics history tiers", () => {
       const history = new MetricsHistory(storage);
       const asked = hour + 30 * 60_000;
       const week = () => cpuOf(history.series(vm, "7d", asked).points);
-      expect(week()).toEqual([10, 11, 12, 13, null]);
-      // Samples of the hour's fifth bucket, closed by a later tick: the hour becomes one row.
+      expect(week()).toEqual([10.01, 11.01, 12.01, 13.01, null]);
+      // Samples of the hour's fifth bucket, closed by a later tick: the hour becomes one row, of
+      // float32 figures.
       const at = hour + 4 * ROLLUP_STEP_MS;
-      history.ingest({ intervalMs: 10_000, ticks: [tickOf(at, { [vm]: 14 })] }, at);
+      history.ingest({ intervalMs: 10_000, ticks: [tickOf(at, { [vm]: 14.01 })] }, at);
       history.ingest({ intervalMs: 10_000, ticks: [tickOf(at + ROLLUP_STEP_MS, { [vm]: 15 })] }, at + ROLLUP_STEP_MS);
       expect(history.counts()).toMatchObject({ bucketRows: 1, rollup: 5 });
       expect(steps(storage, "metric_bucket")).toEqual({ 0: 1 });
-      expect(cpuOf(history.series(vm, "7d", asked).points)).toEqual([10, 11, 12, 13, 14]);
+      expect(storage.sql.exec("SELECT w FROM metric_bucket").toArray()).toEqual([{ w: 4 }]);
+      expect(cpuOf(history.series(vm, "7d", asked).points)).toEqual([10.01, 11.01, 12.01, 13.01, 14.01]);
     });
   });
 });

@@ -10,29 +10,45 @@ export const FIELD_COUNT = METRIC_FIELDS.length;
 /** Decoded samples: by tick time, then by slot, the figures in METRIC_FIELDS order (NaN: null). */
 export type Samples = Map<number, Map<number, Float64Array>>;
 
-// A row: n (tick count), slots (slot count) and
+// A row: n (tick count), slots (slot count), w (bytes a figure takes: 4; 8 in rows an older object
+// wrote, read until they expire) and
 //   head  f64 [n, slots, tickTimes[n]]       tick times ascending
-//   d0…   column c holds slots c, c + DATA_COLUMNS, …, stride(n) bytes each: slot s in column
-//         s % DATA_COLUMNS at (s / DATA_COLUMNS | 0) × stride(n):
+//   d0…   column c holds slots c, c + DATA_COLUMNS, …, stride(n, w) bytes each: slot s in column
+//         s % DATA_COLUMNS at (s / DATA_COLUMNS | 0) × stride(n, w):
 //         u8  present[n] (padded to 8)       a sample was taken at tick k
-//         f64 values[FIELD_COUNT × n]        [f * n + k], little endian
-// A missing sample and a sample of nulls differ (a VM sampled with no figures is still a point). A
-// slot past the row's slot count had no sample in it (the row was written before its VM was seen).
+//         f32 values[FIELD_COUNT × n]        [f * n + k], little endian (f64 where w is 8)
+// A missing sample and a sample of nulls (NaN) differ (a VM sampled with no figures is still a
+// point). A slot past the row's slot count had no sample in it (the row was written before its VM was
+// seen). Figures are held as float32 (~7 significant digits; the largest a frame may carry, 1e15, is
+// far below its range), read back as the 2-decimal number they were sent as where there is one.
 const pad8 = (n: number) => Math.ceil(n / 8) * 8;
 /** Columns a row's slices are spread over (a series' read copies about slots / DATA_COLUMNS slices
- *  a row; an upsert binds 4 + DATA_COLUMNS values, under the 100 a statement may bind). */
+ *  a row; an upsert binds at most 7 + DATA_COLUMNS values, under the 100 a statement may bind). */
 export const DATA_COLUMNS = 64;
 export const DATA_COLUMN_NAMES = Array.from({ length: DATA_COLUMNS }, (_, c) => `d${c}`);
+/** Bytes a figure takes: 4 (float32) in every row written now, 8 (float64) in rows written before. */
+export type FigureWidth = 4 | 8;
+export const FIGURE_BYTES: FigureWidth = 4;
 /** Where a slot's slice is: its column and its index in that column. */
 export const placeOf = (slot: number) => ({ column: slot % DATA_COLUMNS, index: Math.floor(slot / DATA_COLUMNS) });
-export const stride = (n: number) => pad8(n) + FIELD_COUNT * n * 8;
-/** stride(n) as SQL over a row's n column. */
-export const STRIDE_SQL = `((n + 7) / 8 * 8 + ${FIELD_COUNT * 8} * n)`;
+export const stride = (n: number, w: FigureWidth = FIGURE_BYTES) => pad8(n) + FIELD_COUNT * n * w;
+/** stride(n, w) as SQL over a row's n and w columns. */
+export const STRIDE_SQL = `((n + 7) / 8 * 8 + ${FIELD_COUNT} * w * n)`;
 
-/** Bytes a row of this many ticks and slots takes. */
+/** Bytes a row of this many ticks and slots takes (its head and slices, as written now). */
 export const blockBytes = (ticks: number, slots: number) => (2 + ticks) * 8 + slots * stride(ticks);
 /** Slots a column of a row of `slots` slots holds. */
 const slotsIn = (column: number, slots: number) => Math.max(0, Math.ceil((slots - column) / DATA_COLUMNS));
+
+/** A stored float32 figure as the float64 it was written from where that had at most two decimals (as
+ *  the agent sends them) or three (a mean halfway between two shown values): the shortest such number
+ *  that stores as the same float32, else the float32. */
+export function widen(x: number): number {
+  const r = Math.round(x * 100) / 100;
+  if (Math.fround(r) === x) return r;
+  const r3 = Math.round(x * 1000) / 1000;
+  return Math.fround(r3) === x ? r3 : x;
+}
 
 export function figuresArray(f: MetricFigures): Float64Array {
   const out = new Float64Array(FIELD_COUNT);
@@ -40,10 +56,15 @@ export function figuresArray(f: MetricFigures): Float64Array {
   return out;
 }
 
-export type EncodedBlock = { n: number; slots: number; head: ArrayBuffer; data: ArrayBuffer[] };
+export type EncodedBlock = { n: number; slots: number; w: FigureWidth; head: ArrayBuffer; data: ArrayBuffer[] };
 
-/** Packs the given ticks of `samples` (all of them by default) into one row's columns. */
-export function encodeBlock(samples: Samples, tickTimes = [...samples.keys()].sort((a, b) => a - b)): EncodedBlock {
+/** Packs the given ticks of `samples` (all of them by default) into one row's columns, its figures
+ *  `w` bytes each (8 only to build a row as an older object wrote it). */
+export function encodeBlock(
+  samples: Samples,
+  tickTimes = [...samples.keys()].sort((a, b) => a - b),
+  w: FigureWidth = FIGURE_BYTES,
+): EncodedBlock {
   let slots = 0;
   for (const t of tickTimes) for (const s of samples.get(t)!.keys()) if (s >= slots) slots = s + 1;
   const n = tickTimes.length;
@@ -51,20 +72,20 @@ export function encodeBlock(samples: Samples, tickTimes = [...samples.keys()].so
   head[0] = n;
   head[1] = slots;
   head.set(tickTimes, 2);
-  const step = stride(n);
+  const step = stride(n, w);
   const data = DATA_COLUMN_NAMES.map((_, c) => new ArrayBuffer(slotsIn(c, slots) * step));
   const bytes = data.map((d) => new Uint8Array(d));
-  const values = data.map((d) => new Float64Array(d).fill(NaN));
+  const values = data.map((d) => (w === 4 ? new Float32Array(d) : new Float64Array(d)).fill(NaN));
   for (const b of bytes) for (let i = 0; i < b.length; i += step) b.fill(0, i, i + pad8(n));
   for (let k = 0; k < n; k++) {
     for (const [s, figures] of samples.get(tickTimes[k])!) {
       const { column, index } = placeOf(s);
       bytes[column][index * step + k] = 1;
-      const at = (index * step + pad8(n)) / 8;
+      const at = (index * step + pad8(n)) / w;
       for (let f = 0; f < FIELD_COUNT; f++) values[column][at + f * n + k] = figures[f];
     }
   }
-  return { n, slots, head: head.buffer, data };
+  return { n, slots, w, head: head.buffer, data };
 }
 
 /** An 8-byte aligned copy (or view) of a BLOB as SQLite hands it over. */
@@ -75,25 +96,36 @@ function aligned(stored: ArrayBuffer | Uint8Array): { buf: ArrayBuffer; base: nu
   return { buf: stored.slice().buffer, base: 0, length: stored.length };
 }
 
+/** The time of the last tick a row's head lists. */
+export function lastTick(head: ArrayBuffer | Uint8Array): number | undefined {
+  const h = aligned(head);
+  const meta = new Float64Array(h.buf, h.base, h.length / 8);
+  return meta[0] > 0 ? meta[1 + meta[0]] : undefined;
+}
+
 /** A stored row, read in place. */
 export class Block {
   readonly ticks: Float64Array;
   readonly slots: number;
   private readonly bytes: Uint8Array[];
-  private readonly values: Float64Array[];
+  private readonly values: (Float32Array | Float64Array)[];
+  private readonly width: FigureWidth;
   private readonly step: number;
   private readonly presentBytes: number;
 
-  /** `data`: the row's d0… columns in order. */
-  constructor(head: ArrayBuffer | Uint8Array, data: (ArrayBuffer | Uint8Array)[]) {
+  /** `data`: the row's d0… columns in order; `width`: its w. */
+  constructor(head: ArrayBuffer | Uint8Array, data: (ArrayBuffer | Uint8Array)[], width: FigureWidth) {
     const h = aligned(head);
     const meta = new Float64Array(h.buf, h.base, h.length / 8);
     this.ticks = meta.subarray(2, 2 + meta[0]);
     this.slots = meta[1];
+    this.width = width;
     const columns = data.map(aligned);
     this.bytes = columns.map((d) => new Uint8Array(d.buf, d.base, d.length));
-    this.values = columns.map((d) => new Float64Array(d.buf, d.base, d.length / 8));
-    this.step = stride(this.ticks.length);
+    this.values = columns.map((d) =>
+      width === 4 ? new Float32Array(d.buf, d.base, d.length / 4) : new Float64Array(d.buf, d.base, d.length / 8),
+    );
+    this.step = stride(this.ticks.length, width);
     this.presentBytes = pad8(this.ticks.length);
   }
 
@@ -102,8 +134,9 @@ export class Block {
   }
 
   value(s: number, f: number, k: number): number {
-    const at = (Math.floor(s / DATA_COLUMNS) * this.step + this.presentBytes) / 8;
-    return this.values[s % DATA_COLUMNS][at + f * this.ticks.length + k];
+    const at = (Math.floor(s / DATA_COLUMNS) * this.step + this.presentBytes) / this.width;
+    const v = this.values[s % DATA_COLUMNS][at + f * this.ticks.length + k];
+    return this.width === 4 ? widen(v) : v;
   }
 
   /** Adds every sample of this row to `into` (a later sample of the same slot and tick wins). */
@@ -128,10 +161,10 @@ export class Block {
   }
 }
 
-/** Walks the rows' heads each followed by one slot's slice (as the range query concatenates them),
- *  calling `visit` for each sample the slot has (its figures in a buffer reused from call to call),
- *  rows in time order (sorted here should SQLite have joined them in another: the means depend on
- *  the order samples are added in). */
+/** Walks the rows' pieces as the range query concatenates them, each its row's width (one byte), its
+ *  head and one slot's slice, calling `visit` for each sample the slot has (its figures in a buffer
+ *  reused from call to call), rows in time order (sorted here should SQLite have joined them in
+ *  another: the means depend on the order samples are added in). */
 export function eachSliceSample(
   stream: ArrayBuffer | Uint8Array,
   slot: number,
@@ -139,31 +172,39 @@ export function eachSliceSample(
 ): void {
   const bytes = stream instanceof Uint8Array ? stream : new Uint8Array(stream);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const widthAt = (row: number): FigureWidth => {
+    const w = bytes[row];
+    if (w !== 4 && w !== 8) throw new Error(`metrics row of figure width ${w}`);
+    return w;
+  };
   const next = (row: number) => {
-    const n = view.getFloat64(row, true);
-    return row + 16 + n * 8 + (slot < view.getFloat64(row + 8, true) ? stride(n) : 0);
+    const n = view.getFloat64(row + 1, true);
+    return row + 17 + n * 8 + (slot < view.getFloat64(row + 9, true) ? stride(n, widthAt(row)) : 0);
   };
   let rows: number[] | null = null;
   for (let at = 0, last = -Infinity; at < bytes.length; at = next(at)) {
-    const first = view.getFloat64(at + 16, true);
+    const first = view.getFloat64(at + 17, true);
     if (first < last) {
       rows = [];
       for (let row = 0; row < bytes.length; row = next(row)) rows.push(row);
-      rows.sort((a, b) => view.getFloat64(a + 16, true) - view.getFloat64(b + 16, true));
+      rows.sort((a, b) => view.getFloat64(a + 17, true) - view.getFloat64(b + 17, true));
       break;
     }
     last = first;
   }
   const figures = new Float64Array(FIELD_COUNT);
   const visitRow = (row: number) => {
-    const n = view.getFloat64(row, true);
-    if (slot >= view.getFloat64(row + 8, true)) return; // the row has no slice of it
-    const ticksAt = row + 16;
+    const n = view.getFloat64(row + 1, true);
+    if (slot >= view.getFloat64(row + 9, true)) return; // the row has no slice of it
+    const w = widthAt(row);
+    const ticksAt = row + 17;
     const presentAt = ticksAt + n * 8;
     const valuesAt = presentAt + pad8(n);
     for (let k = 0; k < n; k++) {
       if (bytes[presentAt + k] !== 1) continue;
-      for (let f = 0; f < FIELD_COUNT; f++) figures[f] = view.getFloat64(valuesAt + (f * n + k) * 8, true);
+      if (w === 4)
+        for (let f = 0; f < FIELD_COUNT; f++) figures[f] = widen(view.getFloat32(valuesAt + (f * n + k) * 4, true));
+      else for (let f = 0; f < FIELD_COUNT; f++) figures[f] = view.getFloat64(valuesAt + (f * n + k) * 8, true);
       visit(view.getFloat64(ticksAt + k * 8, true), figures);
     }
   };

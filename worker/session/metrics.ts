@@ -10,6 +10,9 @@
 // side's clock (the agent corrects for skew); one stamped in the future or past the raw retention is
 // dropped. A tick may arrive alone or in a batch, and an hour in many frames: ticks later than any
 // held are appended to the hour's last part (the usual case), others merged into the whole hour.
+// Figures are held as float32 (metric-blocks.ts): answers of whole numbers and 2-decimal figures up to
+// ~130,000 are as exact as before; larger figures with decimals, and the means that hours kept
+// coarser hold, may differ in the last digit shown.
 import {
   METRIC_FIELDS,
   METRIC_RANGES,
@@ -33,6 +36,8 @@ import {
   eachSliceSample,
   encodeBlock,
   figuresArray,
+  type FigureWidth,
+  lastTick,
   placeOf,
   STRIDE_SQL,
   StepMeans,
@@ -48,9 +53,11 @@ const CHUNK_MS = 3_600_000;
  *  intervals: under the five minutes of ticks a frame holds at 100 VMs, so the earlier frames of an
  *  hour's batch end too early (at 1,000 VMs a frame holds 30 s: the last few close a bucket more). */
 const LAST_FRAME_SLACK_MS = 240_000;
-/** A Durable Object's SQLite holds at most 2 MB in a row: an hour too big for one row (a hundred VMs
- *  or more, or short sample intervals) is split by ticks into parts, keyed hour + part number. */
-const PART_BYTES = 1_000_000;
+/** A Durable Object's SQLite holds at most 2 MB in a row, every column counted: an hour too big for
+ *  one row (past ~130 series at 10 s sampling, 13.3 KB a series; or short sample intervals) is split
+ *  by ticks into parts, keyed hour + part number. A part's blocks and seen column stay under this,
+ *  the rest of the 2 MB is ample for the row's integers and its record header. */
+const PART_BYTES = 1_800_000;
 /** A raw hour is kept as sampled until it ended this long ago: the hour view reads the last hour, and
  *  an agent back from a dropped link sends at most its last two batches (an hour each), which merge
  *  into the hours they fall in. Then its samples become 1-minute means: the day view's step. */
@@ -78,21 +85,23 @@ const MONTH_MS = 30 * 86_400_000;
 const worthCoarsening = (bytes: number, coarseBytes: number, heldMs: number) =>
   ((bytes - coarseBytes) * heldMs) / MONTH_MS > ROW_WRITE_BYTE_MONTHS;
 const DATA_DEFS = DATA_COLUMN_NAMES.map((c) => `${c} BLOB NOT NULL`).join(", ");
-const BLOCK_COLUMNS = ["n", "slots", "head", ...DATA_COLUMN_NAMES];
+/** A row written without it is of float64 figures, as every row was before. */
+const WIDTH_DEF = "w INTEGER NOT NULL DEFAULT 8";
+const BLOCK_COLUMNS = ["n", "slots", "w", "head", ...DATA_COLUMN_NAMES];
 const SCHEMA = [
   // Series names (VM UUIDs, "node") to their slots (id - 1): dense, a slot taken over by a new series
   // only once nothing of its old one is held any more.
   `CREATE TABLE IF NOT EXISTS metric_series (id INTEGER PRIMARY KEY, series TEXT NOT NULL UNIQUE)`,
   // t: the hour's start + part number (a row of an older object: its minute's start + part number);
   // n, slots, head, d0…: a block (metric-blocks.ts) of those ticks; step: 0 for samples as taken, or
-  // the span each tick's means cover (its ticks are then those spans' starts). The table keeps its
-  // old name.
-  `CREATE TABLE IF NOT EXISTS metric_minute (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, step INTEGER NOT NULL DEFAULT 0)`,
+  // the span each tick's means cover (its ticks are then those spans' starts); w: the bytes a figure
+  // takes (4; 8 in rows written before float32). The table keeps its old name.
+  `CREATE TABLE IF NOT EXISTS metric_minute (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, step INTEGER NOT NULL DEFAULT 0, ${WIDTH_DEF})`,
   // t: the hour's start + part number (a row of an older object: one 5-minute bucket's start); a
   // block of every series' means, a tick per bucket (step 0) or per half hour (step 30 min). seen:
   // per slot (u32), the last bucket index (t / 5 min) with a sample of it, carried from row to row,
   // so the newest row tells which slots hold nothing any more.
-  `CREATE TABLE IF NOT EXISTS metric_bucket (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, seen BLOB NOT NULL, step INTEGER NOT NULL DEFAULT 0)`,
+  `CREATE TABLE IF NOT EXISTS metric_bucket (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, seen BLOB NOT NULL, step INTEGER NOT NULL DEFAULT 0, ${WIDTH_DEF})`,
   `CREATE TABLE IF NOT EXISTS metric_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`,
 ];
 const upsert = (table: Table, columns: string[]) =>
@@ -102,13 +111,13 @@ const UPSERT = {
   metric_minute: upsert("metric_minute", [...BLOCK_COLUMNS, "step"]),
   metric_bucket: upsert("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]),
 };
-const SELECT_BLOCK = `SELECT t, step, head, ${DATA_COLUMN_NAMES.join(", ")}`;
-/** One series' slice of every row of a table from a time on, each after its row's head, as one BLOB:
- *  one row crosses into the reader, holding only that series' bytes. The pieces are joined as text,
- *  which keeps their bytes, and read back as a BLOB (in the order scanned: by time, which the
- *  reader checks). Bound: the slice's index in its column, the time. */
+const SELECT_BLOCK = `SELECT t, step, w, head, ${DATA_COLUMN_NAMES.join(", ")}`;
+/** One series' slice of every row of a table from a time on, each after its row's figure width (one
+ *  byte) and head, as one BLOB: one row crosses into the reader, holding only that series' bytes.
+ *  The pieces are joined as text, which keeps their bytes, and read back as a BLOB (in the order
+ *  scanned: by time, which the reader checks). Bound: the slice's index in its column, the time. */
 const sliceQuery = (table: Table, column: string) =>
-  `SELECT CAST(group_concat(head || substr(${column}, ? * ${STRIDE_SQL} + 1, ${STRIDE_SQL}), '') AS BLOB) AS b
+  `SELECT CAST(group_concat(char(w) || head || substr(${column}, ? * ${STRIDE_SQL} + 1, ${STRIDE_SQL}), '') AS BLOB) AS b
    FROM ${table} WHERE t >= ?`;
 const SLICE_MINUTES = DATA_COLUMN_NAMES.map((c) => sliceQuery("metric_minute", c));
 const SLICE_BUCKETS = DATA_COLUMN_NAMES.map((c) => sliceQuery("metric_bucket", c));
@@ -137,10 +146,10 @@ const u32Of = (b: ArrayBuffer | Uint8Array) => {
 };
 // (typed as DurableObjectStorage hands them over; the bench's node:sqlite gives Uint8Array, which
 // Block and u32Of read too)
-type StoredRow = { t: number; step: number; head: ArrayBuffer; [column: string]: ArrayBuffer | number };
+type StoredRow = { t: number; step: number; w: FigureWidth; head: ArrayBuffer; [column: string]: ArrayBuffer | number };
 const dataOf = (row: StoredRow) => DATA_COLUMN_NAMES.map((c) => row[c] as ArrayBuffer);
-const blockOf = (row: StoredRow) => new Block(row.head, dataOf(row));
-const upsertArgs = (t: number, b: EncodedBlock) => [t, b.n, b.slots, b.head, ...b.data];
+const blockOf = (row: StoredRow) => new Block(row.head, dataOf(row), row.w);
+const upsertArgs = (t: number, b: EncodedBlock) => [t, b.n, b.slots, b.w, b.head, ...b.data];
 /** Bytes of a row's blocks, summed in SQL (a BLOB's length is read from its record header). */
 const ROW_BYTES_SQL = ["head", ...DATA_COLUMN_NAMES].map((c) => `length(${c})`).join(" + ");
 
@@ -170,13 +179,15 @@ export class MetricsHistory {
   private open(): void {
     if (this.ready) return;
     for (const statement of SCHEMA) this.sql.exec(statement);
-    // An object whose tables came before `step`: every row it holds is as sampled (step 0). Adding a
-    // column with a default rewrites no row.
+    // An object whose tables came before `step`: every row it holds is as sampled (step 0); before
+    // `w`: of float64 figures. Adding a column with a default rewrites no row.
     for (const { name, sql } of this.sql.exec<{ name: Table; sql: string }>(
       "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN ('metric_minute', 'metric_bucket')",
-    ))
+    )) {
       if (!/\bstep INTEGER\b/.test(sql))
         this.sql.exec(`ALTER TABLE ${name} ADD COLUMN step INTEGER NOT NULL DEFAULT 0`);
+      if (!/\bw INTEGER\b/.test(sql)) this.sql.exec(`ALTER TABLE ${name} ADD COLUMN ${WIDTH_DEF}`);
+    }
     this.legacy = new LegacyTables(this.sql);
     this.moveUnrolledRows();
     this.ready = true;
@@ -307,12 +318,12 @@ export class MetricsHistory {
     // An hour kept as 1-minute means already (its samples are gone): a tick this late is dropped.
     if (heads.some((h) => h.step !== 0)) return;
     const last = heads.at(-1);
-    const lastTick = last ? new Block(last.head, []).ticks.at(-1) : undefined;
+    const lastHeld = last ? lastTick(last.head) : undefined;
     const appending =
       last !== undefined &&
       last.t === chunk + heads.length - 1 && // parts of an hour, not an older object's minutes
-      lastTick !== undefined &&
-      ticks.every((tick) => tick.t > lastTick);
+      lastHeld !== undefined &&
+      ticks.every((tick) => tick.t > lastHeld);
     const first = appending ? heads.length - 1 : 0;
     const stored = this.sql
       .exec<StoredRow>(
@@ -347,13 +358,14 @@ export class MetricsHistory {
     { step = 0, seen }: { step?: number; seen?: ArrayBuffer } = {},
   ): void {
     const times = [...samples.keys()].sort((a, b) => a - b);
+    const seenBytes = seen?.byteLength ?? 0;
     const parts: number[][] = [];
     let part: number[] = [];
     let slots = 0;
     for (const t of times) {
       let tickSlots = 0;
       for (const slot of samples.get(t)!.keys()) if (slot >= tickSlots) tickSlots = slot + 1;
-      if (part.length && blockBytes(part.length + 1, Math.max(slots, tickSlots)) > PART_BYTES) {
+      if (part.length && blockBytes(part.length + 1, Math.max(slots, tickSlots)) + seenBytes > PART_BYTES) {
         parts.push(part);
         part = [];
         slots = 0;
@@ -369,6 +381,7 @@ export class MetricsHistory {
       if (
         old &&
         old.step === step &&
+        old.w === block.w &&
         (seen === undefined || sameBytes(old.seen as ArrayBuffer, seen)) &&
         sameBytes(old.head, block.head) &&
         dataOf(old).every((d, c) => sameBytes(d, block.data[c]))
@@ -498,7 +511,7 @@ export class MetricsHistory {
          FROM (SELECT 1) LEFT JOIN (SELECT head, step FROM metric_bucket ORDER BY t DESC LIMIT 1) AS newest`,
       )
       .one();
-    const newest = row.head ? new Block(row.head, []).ticks.at(-1) : undefined;
+    const newest = row.head ? lastTick(row.head) : undefined;
     if (newest !== undefined)
       return Math.max(bucketOf(newest) + Math.max(row.step ?? 0, ROLLUP_STEP_MS), row.mark ?? 0);
     if (row.raw === null) return row.mark;
