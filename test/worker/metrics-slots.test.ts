@@ -5,7 +5,14 @@
 // the rows come in.
 import { describe, expect, it } from "vitest";
 import { ROLLUP_STEP_MS } from "../../protocol/metrics.ts";
-import { DATA_COLUMNS, eachSliceSample, encodeBlock, figuresArray } from "../../worker/session/metric-blocks.ts";
+import {
+  Block,
+  DATA_COLUMNS,
+  eachSliceSample,
+  encodeBlock,
+  figuresArray,
+  type Samples,
+} from "../../worker/session/metric-blocks.ts";
 import { MetricsHistory } from "../../worker/session/metrics.ts";
 import { bucketAgo, cpuOf, DAY, figures, inFreshObject, tickOf as ticksOf } from "./metrics-history.ts";
 import { uuid } from "./support.ts";
@@ -132,6 +139,32 @@ describe("metrics history slots", () => {
       const week = start + 4 * ROLLUP_STEP_MS + 7 * DAY;
       expect(held(history.series(vmId, "7d", week).points)).toEqual([4, 5, 6, 7, 8, 9, 10, 12]);
     });
+  });
+
+  it("appends ticks to a row by copying its slices: the bytes of the row written whole, from float32 or float64 rows", () => {
+    // Slots past a column's first (more than DATA_COLUMNS), a slot first seen in the appended ticks,
+    // samples missing here and there, nulls, and figures float32 cannot hold exactly.
+    const sample = (s: number, k: number) =>
+      figuresArray({ ...figures(s + k / 100, k % 4 === 0 ? null : 1e9 + s / 3), diskReadBps: 123_456_789.123 * k });
+    const ticksOf = (from: number, to: number, slots: number): Samples =>
+      new Map(
+        Array.from({ length: to - from }, (_, j) => {
+          const k = from + j;
+          const at = new Map<number, Float64Array>();
+          for (let s = 0; s < slots; s++) if ((s + k) % 5 !== 0) at.set(s, sample(s, k));
+          return [1_000 * k, at];
+        }),
+      );
+    const held = ticksOf(0, 7, DATA_COLUMNS + 3);
+    const later = ticksOf(7, 10, DATA_COLUMNS + 9);
+    const whole = encodeBlock(new Map([...held, ...later]));
+    for (const width of [4, 8] as const) {
+      const stored = encodeBlock(held, undefined, width);
+      const block = new Block(stored.head, stored.data, width).appended(later, [...later.keys()]);
+      expect({ n: block.n, slots: block.slots, w: block.w }).toEqual({ n: 10, slots: DATA_COLUMNS + 9, w: 4 });
+      expect(new Uint8Array(block.head)).toEqual(new Uint8Array(whole.head));
+      block.data.forEach((d, c) => expect(new Uint8Array(d), `column ${c}`).toEqual(new Uint8Array(whole.data[c])));
+    }
   });
 
   it("reads a series' slices in time order whatever order the rows come in, float32 rows beside float64 ones", () => {

@@ -153,6 +153,45 @@ export class Block {
     }
   }
 
+  /** This row with later ticks added after its last one, copied slice by slice rather than decoded:
+   *  the bytes encodeBlock writes for its samples and theirs (as float32). */
+  appended(extra: Samples, times: number[]): EncodedBlock {
+    const n0 = this.ticks.length;
+    const n = n0 + times.length;
+    let slots = this.slots;
+    for (const t of times) for (const s of extra.get(t)!.keys()) if (s >= slots) slots = s + 1;
+    const head = new Float64Array(2 + n);
+    head[0] = n;
+    head[1] = slots;
+    head.set(this.ticks, 2);
+    head.set(times, 2 + n0);
+    const step = stride(n, 4);
+    const data = DATA_COLUMN_NAMES.map((_, c) => new ArrayBuffer(slotsIn(c, slots) * step));
+    const bytes = data.map((d) => new Uint8Array(d));
+    const values = data.map((d) => new Float32Array(d).fill(NaN));
+    for (let s = 0; s < slots; s++) {
+      const { column, index } = placeOf(s);
+      const at = index * step;
+      bytes[column].fill(0, at, at + pad8(n));
+      if (s >= this.slots) continue;
+      const from = index * this.step;
+      bytes[column].set(this.bytes[column].subarray(from, from + n0), at);
+      const old = (from + this.presentBytes) / this.width;
+      const to = (at + pad8(n)) / 4;
+      for (let f = 0; f < FIELD_COUNT; f++)
+        values[column].set(this.values[column].subarray(old + f * n0, old + (f + 1) * n0), to + f * n);
+    }
+    times.forEach((t, j) => {
+      for (const [s, figures] of extra.get(t)!) {
+        const { column, index } = placeOf(s);
+        bytes[column][index * step + n0 + j] = 1;
+        const to = (index * step + pad8(n)) / 4;
+        for (let f = 0; f < FIELD_COUNT; f++) values[column][to + f * n + n0 + j] = figures[f];
+      }
+    });
+    return { n, slots, w: 4, head: head.buffer, data };
+  }
+
   /** Samples held (slots × ticks present). */
   sampleCount(): number {
     let count = 0;

@@ -332,15 +332,32 @@ export class MetricsHistory {
         chunk + CHUNK_MS,
       )
       .toArray();
-    const samples: Samples = new Map();
-    for (const row of stored) blockOf(row).decodeInto(samples);
+    const fresh: Samples = new Map();
     for (const tick of ticks) {
-      let at = samples.get(tick.t);
-      if (!at) samples.set(tick.t, (at = new Map<number, Float64Array>()));
+      let at = fresh.get(tick.t);
+      if (!at) fresh.set(tick.t, (at = new Map<number, Float64Array>()));
       // A later sample of the same series and tick replaces the earlier one. The node's totals take
       // their slot first: a low slot lies in the row's first page, which the node's view reads.
       if (tick.node) at.set(this.slotFor(NODE_SERIES, cost), figuresArray(tick.node));
       for (const vm of tick.vms) at.set(this.slotFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
+    }
+    // The usual case, ticks appended to a last part they still fit in: its slices copied, not decoded.
+    if (appending) {
+      const block = blockOf(stored[0]).appended(
+        fresh,
+        [...fresh.keys()].sort((a, b) => a - b),
+      );
+      if (blockBytes(block.n, block.slots) <= PART_BYTES) {
+        cost.rowsWritten += this.sql.exec(UPSERT.metric_minute, ...upsertArgs(stored[0].t, block), 0).rowsWritten;
+        return;
+      }
+    }
+    const samples: Samples = new Map();
+    for (const row of stored) blockOf(row).decodeInto(samples);
+    for (const [t, at] of fresh) {
+      const held = samples.get(t);
+      if (held) for (const [slot, figures] of at) held.set(slot, figures);
+      else samples.set(t, at);
     }
     this.writeParts("metric_minute", chunk, first, samples, stored, cost);
   }
