@@ -20,7 +20,8 @@ export type Samples = Map<number, Map<number, Float64Array>>;
 // A missing sample and a sample of nulls (NaN) differ (a VM sampled with no figures is still a
 // point). A slot past the row's slot count had no sample in it (the row was written before its VM was
 // seen). Figures are held as float32 (~7 significant digits; the largest a frame may carry, 1e15, is
-// far below its range), read back as the 2-decimal number they were sent as where there is one.
+// far below its range), read back as the 2- or 3-decimal number they were written from where float32
+// holds one (widen).
 const pad8 = (n: number) => Math.ceil(n / 8) * 8;
 /** Columns a row's slices are spread over (a series' read copies about slots / DATA_COLUMNS slices
  *  a row; an upsert binds at most 7 + DATA_COLUMNS values, under the 100 a statement may bind). */

@@ -11,8 +11,8 @@
 // dropped. A tick may arrive alone or in a batch, and an hour in many frames: ticks later than any
 // held are appended to the hour's last part (the usual case), others merged into the whole hour.
 // Figures are held as float32 (metric-blocks.ts): answers of whole numbers and 2-decimal figures up to
-// ~130,000 are as exact as before; larger figures with decimals, and the means that hours kept
-// coarser hold, may differ in the last digit shown.
+// ~130,000 are as before; larger figures with decimals may differ in the last digit shown, as may a
+// mean a coarser tier holds that lies exactly halfway between two shown values (rounded the other way).
 import {
   METRIC_FIELDS,
   METRIC_RANGES,
