@@ -189,6 +189,38 @@ describe("metrics history tiers", () => {
     });
   });
 
+  it("at steady state writes each new hour over one past retention: no deletes, as many rows held, the day view intact", async () => {
+    await inFresh((history, storage) => {
+      const crowd = crowdOf(CROWD);
+      // Hourly batches, each sent on the hour it ends (as the agent sends them), for 27 hours.
+      const first = hourOf(Date.now()) - 27 * HOUR;
+      const hourBatch = (h: number) => {
+        const from = first + h * HOUR;
+        const ticks = Array.from({ length: 360 }, (_, k) => tickOf(from + k * 10_000, crowd((h + k) % 5), h));
+        return history.ingest({ intervalMs: 10_000, ticks }, from + HOUR + 1_000, true).rowsWritten;
+      };
+      const written: number[] = [];
+      const held: number[] = [];
+      for (let h = 0; h < 27; h++) {
+        written.push(hourBatch(h));
+        held.push(history.counts().minuteRows);
+      }
+      // Past the first day: the hour's raw row written over the expired one, its row of means, and the
+      // hour that ended two hours ago rewritten as minute means. Nothing deleted, nothing grows.
+      expect(written.slice(-2)).toEqual([3, 3]);
+      expect(held.at(-1)).toBe(held.at(-2));
+      expect(storage.sql.exec("SELECT min(t) AS t FROM metric_minute").one().t).toBeGreaterThanOrEqual(
+        hourOf(first + 27 * HOUR - 25 * HOUR),
+      );
+      // The day view reads every minute of the last 24 hours, the node's figure the hour's number.
+      const now = first + 27 * HOUR;
+      const day = history.series(null, "24h", now).points.filter((p) => p.cpuPct !== null);
+      expect(day).toHaveLength(24 * 60);
+      expect(day[0].cpuPct).toBe(3);
+      expect(day.at(-1)?.cpuPct).toBe(26);
+    });
+  });
+
   it("keeps a small node's hours as they are: rewriting them would cost more than holding them", async () => {
     await inFresh((history, storage) => {
       const start = hourOf(Date.now() - 12 * HOUR);

@@ -111,6 +111,21 @@ const UPSERT = {
   metric_minute: upsert("metric_minute", [...BLOCK_COLUMNS, "step"]),
   metric_bucket: upsert("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]),
 };
+/** A new row written over the table's oldest row past its retention, if any (no row changes
+ *  otherwise): a row inserted and later deleted is two rows written, one written over is one, so at
+ *  steady state, an hour in and an hour out, retention deletes nothing. Bound: as UPSERT's, then the
+ *  retention line. */
+const recycle = (table: Table, columns: string[]) =>
+  `UPDATE ${table} SET t = ?, ${columns.map((c) => `${c} = ?`).join(", ")}
+   WHERE t = (SELECT min(t) FROM ${table} WHERE t < ?)`;
+const RECYCLE = {
+  metric_minute: recycle("metric_minute", [...BLOCK_COLUMNS, "step"]),
+  metric_bucket: recycle("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]),
+};
+const KEEP_MS: Record<Table, number> = { metric_minute: RAW_KEEP_MS, metric_bucket: ROLLUP_KEEP_MS };
+/** Rows keyed before this are past their table's retention (a key may carry a part number: whole
+ *  hours leave). */
+const expiryLine = (table: Table, now: number) => now - KEEP_MS[table] - CHUNK_MS + 1;
 const SELECT_BLOCK = `SELECT t, step, w, head, ${DATA_COLUMN_NAMES.join(", ")}`;
 /** One series' slice of every row of a table from a time on, each after its row's figure width (one
  *  byte) and head, as one BLOB: one row crosses into the reader, holding only that series' bytes.
@@ -290,7 +305,7 @@ export class MetricsHistory {
         if (ticks) ticks.push(tick);
         else byChunk.set(c, [tick]);
       }
-      for (const [chunk, ticks] of byChunk) this.mergeChunk(chunk, ticks, cost);
+      for (const [chunk, ticks] of byChunk) this.mergeChunk(chunk, ticks, cost, now);
       if (this.samplingInterval() !== payload.intervalMs)
         cost.rowsWritten += this.setMeta("intervalMs", (this.intervalMs = payload.intervalMs));
       // A batch comes in frames, oldest first, all at once, the last one ending with a tick taken
@@ -307,7 +322,7 @@ export class MetricsHistory {
 
   /** Merges ticks into an hour's rows. Ticks all later than the last one held (a batch, or a live
    *  tick) read and rewrite only the hour's last part; any other merge reads the whole hour. */
-  private mergeChunk(chunk: number, ticks: MetricsTick[], cost: IngestCost): void {
+  private mergeChunk(chunk: number, ticks: MetricsTick[], cost: IngestCost, now: number): void {
     const heads = this.sql
       .exec<{ t: number; head: ArrayBuffer; step: number }>(
         "SELECT t, head, step FROM metric_minute WHERE t >= ? AND t < ? ORDER BY t",
@@ -359,12 +374,13 @@ export class MetricsHistory {
       if (held) for (const [slot, figures] of at) held.set(slot, figures);
       else samples.set(t, at);
     }
-    this.writeParts("metric_minute", chunk, first, samples, stored, cost);
+    this.writeParts("metric_minute", chunk, first, samples, stored, cost, { now });
   }
 
   /** Writes an hour's samples from its part `first` on (`stored`: the rows held from there) as few
-   *  parts as fit, rewriting only the parts that changed. `step`: what each tick stands for (0: a
-   *  sample as taken); `seen`: the means rows' last-seen bucket per slot. */
+   *  parts as fit, rewriting only the parts that changed; a new part over a row past retention as of
+   *  `now`, if there is one. `step`: what each tick stands for (0: a sample as taken); `seen`: the
+   *  means rows' last-seen bucket per slot. */
   private writeParts(
     table: Table,
     chunk: number,
@@ -372,7 +388,7 @@ export class MetricsHistory {
     samples: Samples,
     stored: StoredRow[],
     cost: IngestCost,
-    { step = 0, seen }: { step?: number; seen?: ArrayBuffer } = {},
+    { step = 0, seen, now }: { step?: number; seen?: ArrayBuffer; now?: number } = {},
   ): void {
     const times = [...samples.keys()].sort((a, b) => a - b);
     const seenBytes = seen?.byteLength ?? 0;
@@ -405,6 +421,12 @@ export class MetricsHistory {
       )
         return;
       const args = [...upsertArgs(key, block), ...(seen ? [seen] : []), step];
+      const line = !old && now !== undefined ? this.recycleLine(table, now) : null;
+      if (line !== null) {
+        const over = this.sql.exec(RECYCLE[table], ...args, line).rowsWritten;
+        cost.rowsWritten += over;
+        if (over) return;
+      }
       cost.rowsWritten += this.sql.exec(UPSERT[table], ...args).rowsWritten;
     });
     // Rows past the parts written (fewer parts, or an older object's minute or bucket rows now merged).
@@ -414,6 +436,16 @@ export class MetricsHistory {
         chunk + first + parts.length,
         chunk + CHUNK_MS,
       ).rowsWritten;
+  }
+
+  /** Rows of a table keyed before this may be written over: past retention and, for raw samples,
+   *  rolled up whole (an hour whose last bucket no later tick closed, the node gone since, is rolled
+   *  up before it leaves); null: none. */
+  private recycleLine(table: Table, now: number): number | null {
+    const line = expiryLine(table, now);
+    if (table === "metric_bucket") return line;
+    this.rolledTo ??= this.rolledFrom();
+    return this.rolledTo === null ? null : Math.min(line, this.rolledTo - CHUNK_MS + 1);
   }
 
   /** Rolls up every closed bucket not rolled up yet into its hour's row of means (an offline
@@ -453,18 +485,13 @@ export class MetricsHistory {
       const samples: Samples = new Map();
       for (const row of stored) blockOf(row).decodeInto(samples);
       for (const bucket of buckets) for (const [t, at] of means.samplesOf(bucket)) samples.set(t, at);
-      this.writeParts("metric_bucket", hour, 0, samples, stored, cost, { seen: this.seenWith(hour, samples) });
+      this.writeParts("metric_bucket", hour, 0, samples, stored, cost, { seen: this.seenWith(hour, samples), now });
     }
     this.rolledTo = current;
-    // Whole hours leave (a key may carry a part number, hence the hour), before any is rewritten.
-    cost.rowsWritten += this.sql.exec(
-      "DELETE FROM metric_minute WHERE t < ?",
-      now - RAW_KEEP_MS - CHUNK_MS + 1,
-    ).rowsWritten;
-    cost.rowsWritten += this.sql.exec(
-      "DELETE FROM metric_bucket WHERE t < ?",
-      now - ROLLUP_KEEP_MS - CHUNK_MS + 1,
-    ).rowsWritten;
+    // Whole hours leave, before any is rewritten: those no new row was written over (fewer new hours
+    // than expired ones, after an offline stretch).
+    for (const table of ["metric_minute", "metric_bucket"] as const)
+      cost.rowsWritten += this.sql.exec(`DELETE FROM ${table} WHERE t < ?`, expiryLine(table, now)).rowsWritten;
     // Raw hours rolled up and past the hour view and any re-sent batch; means past the week view.
     this.coarsen("metric_minute", Math.min(now - RAW_FULL_MS, current), now, cost);
     this.coarsen("metric_bucket", now - BUCKETS_FULL_MS, now, cost);
@@ -614,9 +641,9 @@ export class MetricsHistory {
     });
   }
 
-  /** For the cost bench: the row writes the rows held still owe (an hour at full resolution: its
-   *  rewrite as coarser means and its other parts' deletion, then the coarse rows' deletion; a coarse
-   *  row: its deletion), and the bytes a history of as many series as the newest raw row holds, at
+  /** For the cost bench: the row writes the rows held still owe at steady state (an hour at full
+   *  resolution to be coarsened: its rewrite as coarser means and its other parts' deletion; a row
+   *  past retention is written over by a new hour's, whose write is that hour's), and the bytes a history of as many series as the newest raw row holds, at
    *  the sampling interval, holds at steady state (every tier full, rows as the layout sizes them). */
   costModel(): { owedWrites: number; steadyBytes: number } {
     this.open();
@@ -635,7 +662,7 @@ export class MetricsHistory {
         `SELECT step, count(*) AS rows, sum(n) AS n, max(slots) AS slots FROM ${table} GROUP BY t / ${CHUNK_MS}, step`,
       )) {
         const { coarse, coarsened } = tier(table, n, s);
-        owedWrites += rows + (step === 0 && coarsened ? Math.ceil(coarse / PART_BYTES) : 0);
+        if (step === 0 && coarsened) owedWrites += Math.max(rows, Math.ceil(coarse / PART_BYTES));
       }
     // Raw: the hour being filled and RAW_FULL_MS more as sampled, then the rest of the day; means: a
     // week of 5-minute means, then the rest of 30 days (and their seen column).
