@@ -79,6 +79,7 @@ class CostAgent extends SimAgent {
   metricsBytes = 0;
   private readonly reporter: InventoryReporter;
   private readonly sampler: MetricsSampler;
+  private replayedBefore = false;
   /** while replaying an hour: the time the next tick is stamped with */
   private stamp: number | null = null;
 
@@ -112,7 +113,9 @@ class CostAgent extends SimAgent {
    *  the sampler sends them as it would have then (an hour's batch once a tick of the next hour is
    *  taken). */
   async replayBatch(from: number, to: number): Promise<void> {
-    await this.sampler.sampleNow(); // counters only, on a first run
+    // Counters only, on the first run (a later one would take a tick stamped now, out of the replay).
+    if (!this.replayedBefore) await this.sampler.sampleNow();
+    this.replayedBefore = true;
     for (let t = from; t <= to; t += AGENT_DEFAULTS.metricsIntervalMs) {
       this.stamp = t;
       await this.sampler.sampleNow();
