@@ -1,10 +1,16 @@
 // The link's second, ping-only socket to the control plane's liveness shard (feature `livenessWatch`):
-// opened after the link's welcome with the link's id, pinged on the link's heartbeat, closed with the
-// link, and opened again with backoff while the link stays up. Through it the control plane sees the
-// agent's pings without waking the node's own object every minute.
+// opened after the link's welcome with the link's id, pinged on every other heartbeat of the link,
+// closed with the link, and opened again with backoff while the link stays up. Through it the control
+// plane sees the agent's pings without waking the node's own object every minute.
 import WebSocket from "ws";
 import type { Logger } from "../logger.ts";
 import { AGENT_CONNECT_PATH, AGENT_LIVENESS_PATH, PING_FRAME, PONG_FRAME } from "../../protocol/wire-constants.ts";
+
+/** The socket is pinged once per this many heartbeats of its link (40 s by default): the shard
+ *  reports a node silent for OFFLINE_AFTER_MS (60 s), whose object then looks at its link's own last
+ *  sign (pinged every heartbeat), so a ping late here costs a reopened socket, never a false offline.
+ *  Each incoming message is billed: half the pings, half the bill. */
+export const HEARTBEATS_PER_PING = 2;
 
 export type LivenessSocketOptions = {
   /** the link's own URL (…/agent/connect): the liveness socket's is next to it */
@@ -33,6 +39,8 @@ export class LivenessSocket {
   private connId: string | null = null;
   private attempt = 0;
   private unanswered = 0;
+  /** heartbeats since the last ping */
+  private beats = 0;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(opts: LivenessSocketOptions) {
@@ -47,10 +55,12 @@ export class LivenessSocket {
     this.connect();
   }
 
-  /** One heartbeat: a ping, or (two unanswered) a new socket. */
+  /** One heartbeat of the link: every HEARTBEATS_PER_PING, a ping, or (two unanswered) a new socket. */
   ping(): void {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    if (++this.beats < HEARTBEATS_PER_PING) return;
+    this.beats = 0;
     if (this.unanswered >= 2) {
       ws.terminate(); // its close opens a new one
       return;
@@ -93,6 +103,7 @@ export class LivenessSocket {
     });
     ws.on("open", () => {
       this.unanswered = 0;
+      this.beats = 0;
       ws.send(PING_FRAME); // its first sign at once
     });
     ws.on("message", (data) => {

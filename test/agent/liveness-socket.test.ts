@@ -19,7 +19,7 @@ class FakeControlPlane {
   readonly wss = new WebSocketServer({ noServer: true });
   url = "";
   features = ["livenessWatch"];
-  links: { ws: WebSocket; connId: string }[] = [];
+  links: { ws: WebSocket; connId: string; pings: number }[] = [];
   watches: Watch[] = [];
   /** the status /agent/liveness refuses with (null: it accepts) */
   refuseWatch: number | null = null;
@@ -60,9 +60,12 @@ class FakeControlPlane {
         return;
       }
       const connId = `00000000-0000-4000-8000-${String(++this.seq).padStart(12, "0")}`;
-      this.links.push({ ws, connId });
+      const link = { ws, connId, pings: 0 };
+      this.links.push(link);
       ws.on("message", (d) => {
-        if (d.toString() === PING_FRAME) ws.send(PONG_FRAME);
+        if (d.toString() !== PING_FRAME) return;
+        link.pings++;
+        ws.send(PONG_FRAME);
       });
       ws.send(
         JSON.stringify({
@@ -105,13 +108,20 @@ async function setup(opts: { features?: string[]; refuseWatch?: number } = {}) {
 }
 
 describe("the agent's liveness socket", () => {
-  it("opens after the welcome with the link's id and credential, and is pinged on the link's heartbeat", async () => {
+  it("opens after the welcome with the link's id and credential, and is pinged on every other heartbeat of the link", async () => {
     const { cp } = await setup();
     await until(() => cp.watches.length === 1);
     const [watch] = cp.watches;
     expect(watch.conn).toBe(cp.links[0].connId);
     expect(watch.authorization).toBe("Bearer qxn_cred-1");
-    await until(() => watch.pings >= 4); // heartbeat 100 ms here
+    await until(() => watch.pings >= 2); // a ping on opening, then one per two heartbeats (100 ms here)
+    const [linkFrom, watchFrom] = [cp.links[0].pings, watch.pings];
+    await until(() => watch.pings >= watchFrom + 4);
+    // Both are sent from the link's heartbeat: twice the link's pings in the same stretch, give or take
+    // one sent but not yet counted at either end.
+    const linkPings = cp.links[0].pings - linkFrom;
+    expect(linkPings).toBeGreaterThanOrEqual(2 * (watch.pings - watchFrom) - 2);
+    expect(linkPings).toBeLessThanOrEqual(2 * (watch.pings - watchFrom) + 2);
     expect(cp.open()).toHaveLength(1);
   });
 
