@@ -18,6 +18,7 @@ import { loadConfig, type AgentConfig } from "../agent/config.ts";
 import { InventoryReporter } from "../agent/host/inventory.ts";
 import type { Libvirt } from "../agent/host/libvirt.ts";
 import { MetricsSampler } from "../agent/host/metrics.ts";
+import { HEARTBEATS_PER_PING } from "../agent/link/liveness-socket.ts";
 import { pino } from "pino";
 import { METRICS_WATCH_POLL_MS } from "../protocol/metrics.ts";
 import { HEARTBEAT_MS, WATCHED_CHECK_INTERVALS, WIRE_FEATURES, type AgentMessage } from "../protocol/wire.ts";
@@ -249,7 +250,8 @@ function shardUsage(
   const rowsWritten = after.total.sqlite.rowsWritten - before.total.sqlite.rowsWritten;
   const activeMs = after.total.activeMs - before.total.activeMs;
   const share = 1 / after.nodesPerShard;
-  const pingsPerNode = Math.floor((windowS * 1000) / HEARTBEAT_MS);
+  // Answered by the runtime, so not seen by the shard: the agent's, one per HEARTBEATS_PER_PING heartbeats.
+  const pingsPerNode = Math.floor((windowS * 1000) / (HEARTBEAT_MS * HEARTBEATS_PER_PING));
   const perMonth = (n: number) => (n * MONTH_S) / windowS;
   // The shard's own requests (its alarms; socket events and messages other than pings are a node's
   // connects, none at steady state) split over the nodes it watches, plus the node's own pings on it.
