@@ -18,10 +18,16 @@ import { loadConfig, type AgentConfig } from "../agent/config.ts";
 import { InventoryReporter } from "../agent/host/inventory.ts";
 import type { Libvirt } from "../agent/host/libvirt.ts";
 import { MetricsSampler } from "../agent/host/metrics.ts";
-import { HEARTBEATS_PER_PING } from "../agent/link/liveness-socket.ts";
 import { pino } from "pino";
 import { METRICS_WATCH_POLL_MS } from "../protocol/metrics.ts";
-import { HEARTBEAT_MS, WATCHED_CHECK_INTERVALS, WIRE_FEATURES, type AgentMessage } from "../protocol/wire.ts";
+import {
+  HEARTBEAT_MS,
+  livenessHeartbeats,
+  OFFLINE_AFTER_MS,
+  WATCHED_CHECK_INTERVALS,
+  WIRE_FEATURES,
+  type AgentMessage,
+} from "../protocol/wire.ts";
 import { createNode, eventually, json } from "../test/e2e/journey.ts";
 import { ControlPlane } from "../test/support/control-plane.ts";
 import { movingCounters } from "../test/support/moving-counters.ts";
@@ -250,8 +256,11 @@ function shardUsage(
   const rowsWritten = after.total.sqlite.rowsWritten - before.total.sqlite.rowsWritten;
   const activeMs = after.total.activeMs - before.total.activeMs;
   const share = 1 / after.nodesPerShard;
-  // Answered by the runtime, so not seen by the shard: the agent's, one per HEARTBEATS_PER_PING heartbeats.
-  const pingsPerNode = Math.floor((windowS * 1000) / (HEARTBEAT_MS * HEARTBEATS_PER_PING));
+  // Answered by the runtime, so not seen by the shard: the agent's, at the rate the welcome gives it
+  // (the bench's control plane runs the default OFFLINE_AFTER_MS).
+  const pingsPerNode = Math.floor(
+    (windowS * 1000) / (HEARTBEAT_MS * livenessHeartbeats(OFFLINE_AFTER_MS, HEARTBEAT_MS)),
+  );
   const perMonth = (n: number) => (n * MONTH_S) / windowS;
   // The shard's own requests (its alarms; socket events and messages other than pings are a node's
   // connects, none at steady state) split over the nodes it watches, plus the node's own pings on it.

@@ -33,6 +33,7 @@ const checks = {
       serverTime: number({ int: true }),
       heartbeatMs: number({ int: true, positive: true }),
       reconnectSpreadMs: optional(number({ int: true, min: 0, max: 600_000 })),
+      livenessHeartbeats: optional(number({ int: true, min: 1, max: 16 })),
       features: optional(array(string({ max: 64 }), { max: 64 })),
     }),
   ),

@@ -19,6 +19,14 @@ export const PING_FRAME = '{"type":"ping"}';
 export const PONG_FRAME = '{"type":"pong"}';
 /** No sign of life for this long: the node is offline. */
 export const OFFLINE_AFTER_MS = 60_000;
+/** How many of its link's heartbeats the agent lets pass between two pings of its liveness socket
+ *  (the welcome's `livenessHeartbeats`): as many as leave a heartbeat to spare inside OFFLINE_AFTER_MS
+ *  (2 at the defaults: a ping every 40 s), so one ping late by a heartbeat still does not let the
+ *  shard call a live node silent. A shard's lapse only makes the node's object look at its link's own
+ *  last sign (pinged every heartbeat), and each ping is a billed message. */
+export function livenessHeartbeats(offlineAfterMs: number, heartbeatMs: number): number {
+  return Math.max(1, Math.min(16, Math.floor(offlineAfterMs / heartbeatMs) - 1));
+}
 /** A link watched by a liveness shard is still checked by its node's own object once per this many
  *  LAST_SEEN_WRITE_MS (six hours by default): should the shard be lost without a word (its sockets
  *  gone, the agent unable to open another), a dead link still ends and its node goes offline. */

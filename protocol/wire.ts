@@ -65,6 +65,8 @@ export const Welcome = frame(
     serverTime: z.number().int(),
     heartbeatMs: z.number().int().positive(),
     reconnectSpreadMs: z.number().int().min(0).max(600_000).optional(),
+    /** ping the liveness socket once per this many heartbeats (livenessHeartbeats; 1 if absent) */
+    livenessHeartbeats: z.number().int().min(1).max(16).optional(),
     /** the WIRE_FEATURES this control plane understands */
     features,
   }),

@@ -281,7 +281,8 @@ export class AgentLink {
           this.heartbeatMs = msg.payload.heartbeatMs;
           this.armHeartbeat();
         }
-        if (msg.payload.features?.includes("livenessWatch")) this.liveness.open(msg.id);
+        if (msg.payload.features?.includes("livenessWatch"))
+          this.liveness.open(msg.id, msg.payload.livenessHeartbeats ?? 1);
       }
       this.opts.events.onMessage(msg);
     });

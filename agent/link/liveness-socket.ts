@@ -1,16 +1,10 @@
 // The link's second, ping-only socket to the control plane's liveness shard (feature `livenessWatch`):
-// opened after the link's welcome with the link's id, pinged on every other heartbeat of the link,
-// closed with the link, and opened again with backoff while the link stays up. Through it the control
+// opened after the link's welcome with the link's id, pinged every few heartbeats of the link (as
+// the welcome says: livenessHeartbeats in wire-constants.ts), closed with the link, and opened again with backoff while the link stays up. Through it the control
 // plane sees the agent's pings without waking the node's own object every minute.
 import WebSocket from "ws";
 import type { Logger } from "../logger.ts";
 import { AGENT_CONNECT_PATH, AGENT_LIVENESS_PATH, PING_FRAME, PONG_FRAME } from "../../protocol/wire-constants.ts";
-
-/** The socket is pinged once per this many heartbeats of its link (40 s by default): the shard
- *  reports a node silent for OFFLINE_AFTER_MS (60 s), whose object then looks at its link's own last
- *  sign (pinged every heartbeat), so a ping late here costs a reopened socket, never a false offline.
- *  Each incoming message is billed: half the pings, half the bill. */
-export const HEARTBEATS_PER_PING = 2;
 
 export type LivenessSocketOptions = {
   /** the link's own URL (…/agent/connect): the liveness socket's is next to it */
@@ -39,27 +33,30 @@ export class LivenessSocket {
   private connId: string | null = null;
   private attempt = 0;
   private unanswered = 0;
-  /** heartbeats since the last ping */
+  /** heartbeats since the last ping, and how many pass between two (the welcome's) */
   private beats = 0;
+  private heartbeatsPerPing = 1;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(opts: LivenessSocketOptions) {
     this.opts = opts;
   }
 
-  /** Watches the link `connId` (a new link's welcome), replacing any older socket. */
-  open(connId: string): void {
+  /** Watches the link `connId` (a new link's welcome), replacing any older socket, pinged once per
+   *  `heartbeatsPerPing` heartbeats of the link. */
+  open(connId: string, heartbeatsPerPing = 1): void {
     this.close();
     this.connId = connId;
+    this.heartbeatsPerPing = heartbeatsPerPing;
     this.attempt = 0;
     this.connect();
   }
 
-  /** One heartbeat of the link: every HEARTBEATS_PER_PING, a ping, or (two unanswered) a new socket. */
+  /** One heartbeat of the link: once per `heartbeatsPerPing`, a ping, or (two unanswered) a new socket. */
   ping(): void {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    if (++this.beats < HEARTBEATS_PER_PING) return;
+    if (++this.beats < this.heartbeatsPerPing) return;
     this.beats = 0;
     if (this.unanswered >= 2) {
       ws.terminate(); // its close opens a new one

@@ -19,6 +19,8 @@ class FakeControlPlane {
   readonly wss = new WebSocketServer({ noServer: true });
   url = "";
   features = ["livenessWatch"];
+  /** the welcome's livenessHeartbeats (absent: as an older control plane's welcome) */
+  livenessHeartbeats: number | undefined = undefined;
   links: { ws: WebSocket; connId: string; pings: number }[] = [];
   watches: Watch[] = [];
   /** the status /agent/liveness refuses with (null: it accepts) */
@@ -71,7 +73,13 @@ class FakeControlPlane {
         JSON.stringify({
           type: "welcome",
           id: connId,
-          payload: { nodeId: "node-1", serverTime: Date.now(), heartbeatMs: 100, features: this.features },
+          payload: {
+            nodeId: "node-1",
+            serverTime: Date.now(),
+            heartbeatMs: 100,
+            features: this.features,
+            ...(this.livenessHeartbeats ? { livenessHeartbeats: this.livenessHeartbeats } : {}),
+          },
         }),
       );
     });
@@ -90,9 +98,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(opts: { features?: string[]; refuseWatch?: number } = {}) {
+async function setup(opts: { features?: string[]; refuseWatch?: number; livenessHeartbeats?: number } = {}) {
   const cp = await FakeControlPlane.start();
   cleanups.push(() => cp.close());
+  cp.livenessHeartbeats = opts.livenessHeartbeats;
   if (opts.features) cp.features = opts.features;
   if (opts.refuseWatch) cp.refuseWatch = opts.refuseWatch;
   const link = new AgentLink({
@@ -108,21 +117,34 @@ async function setup(opts: { features?: string[]; refuseWatch?: number } = {}) {
 }
 
 describe("the agent's liveness socket", () => {
-  it("opens after the welcome with the link's id and credential, and is pinged on every other heartbeat of the link", async () => {
-    const { cp } = await setup();
+  /** Link pings and liveness pings over the same stretch, once the socket is open and pinged. */
+  async function pingsOver(cp: FakeControlPlane, watch: Watch, watchPings: number) {
+    await until(() => watch.pings >= 2); // a ping on opening, then on the heartbeat (100 ms here)
+    const [linkFrom, watchFrom] = [cp.links[0].pings, watch.pings];
+    await until(() => watch.pings >= watchFrom + watchPings);
+    return { link: cp.links[0].pings - linkFrom, watch: watch.pings - watchFrom };
+  }
+
+  it("opens after the welcome with the link's id and credential, and is pinged once per the welcome's livenessHeartbeats", async () => {
+    const { cp } = await setup({ livenessHeartbeats: 2 });
     await until(() => cp.watches.length === 1);
     const [watch] = cp.watches;
     expect(watch.conn).toBe(cp.links[0].connId);
     expect(watch.authorization).toBe("Bearer qxn_cred-1");
-    await until(() => watch.pings >= 2); // a ping on opening, then one per two heartbeats (100 ms here)
-    const [linkFrom, watchFrom] = [cp.links[0].pings, watch.pings];
-    await until(() => watch.pings >= watchFrom + 4);
     // Both are sent from the link's heartbeat: twice the link's pings in the same stretch, give or take
     // one sent but not yet counted at either end.
-    const linkPings = cp.links[0].pings - linkFrom;
-    expect(linkPings).toBeGreaterThanOrEqual(2 * (watch.pings - watchFrom) - 2);
-    expect(linkPings).toBeLessThanOrEqual(2 * (watch.pings - watchFrom) + 2);
+    const counted = await pingsOver(cp, watch, 4);
+    expect(counted.link).toBeGreaterThanOrEqual(2 * counted.watch - 2);
+    expect(counted.link).toBeLessThanOrEqual(2 * counted.watch + 2);
     expect(cp.open()).toHaveLength(1);
+  });
+
+  it("is pinged on every heartbeat when the welcome does not say (an older control plane)", async () => {
+    const { cp } = await setup();
+    await until(() => cp.watches.length === 1);
+    const counted = await pingsOver(cp, cp.watches[0], 6);
+    expect(counted.link).toBeGreaterThanOrEqual(counted.watch - 2);
+    expect(counted.link).toBeLessThanOrEqual(counted.watch + 2);
   });
 
   it("dropped by the control plane, it is opened again for the same link", async () => {

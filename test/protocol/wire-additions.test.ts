@@ -3,7 +3,8 @@
 // resync, a scoped inventory, a digest, a progress frame and an error carrying the domain's state
 // parse; and an older peer's frames (no features, no scope, no state) still parse as before.
 import { describe, expect, it } from "vitest";
-import { AgentMessage, ServerMessage, VmInfo } from "../../protocol/wire.ts";
+import { AgentMessage, livenessHeartbeats, ServerMessage, VmInfo } from "../../protocol/wire.ts";
+import { parseServerFrame } from "../../protocol/server-frames.ts";
 import { inventoryDigest } from "../../protocol/digest.ts";
 
 const vm = (name: string) => ({
@@ -79,5 +80,23 @@ describe("wire additions", () => {
       payload: { code: "overridden", message: "overridden by force stop", state: "STOPPED", libvirtState: "shutoff" },
     });
     ok(AgentMessage, { type: "error", id: "e", payload: { code: "libvirt_error", message: "down" } });
+  });
+});
+
+describe("the liveness socket's ping rate", () => {
+  it("leaves a heartbeat to spare inside the offline window, never less than one ping a heartbeat", () => {
+    expect(livenessHeartbeats(60_000, 20_000)).toBe(2); // the defaults: a ping every 40 s
+    expect(livenessHeartbeats(30_000, 20_000)).toBe(1);
+    expect(livenessHeartbeats(4_000, 20_000)).toBe(1);
+    expect(livenessHeartbeats(200_000, 20_000)).toBe(9);
+    const welcome = {
+      type: "welcome",
+      id: "c1",
+      payload: { nodeId: "n", serverTime: 1, heartbeatMs: 20_000, livenessHeartbeats: 2, features: [] },
+    };
+    expect(ServerMessage.safeParse(welcome).success).toBe(true);
+    expect(parseServerFrame(JSON.stringify(welcome))).toMatchObject({ payload: { livenessHeartbeats: 2 } });
+    const { livenessHeartbeats: _omitted, ...older } = welcome.payload;
+    expect(parseServerFrame(JSON.stringify({ ...welcome, payload: older }))?.type).toBe("welcome");
   });
 });

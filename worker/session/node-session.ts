@@ -8,6 +8,7 @@ import { DurableObject } from "cloudflare:workers";
 import {
   CLOSE,
   HEARTBEAT_MS,
+  livenessHeartbeats,
   PING_FRAME,
   PONG_FRAME,
   WIRE_FEATURES,
@@ -191,7 +192,14 @@ export class NodeSession extends DurableObject<Env> {
     link.send({
       type: "welcome",
       id: link.att.connId,
-      payload: { nodeId, serverTime: now, heartbeatMs: HEARTBEAT_MS, reconnectSpreadMs, features },
+      payload: {
+        nodeId,
+        serverTime: now,
+        heartbeatMs: HEARTBEAT_MS,
+        reconnectSpreadMs,
+        livenessHeartbeats: livenessHeartbeats(this.limits.offlineAfterMs, HEARTBEAT_MS),
+        features,
+      },
     });
     this.follows.resumeOn(link);
     this.reconciler.scheduleFrom(now);
