@@ -410,7 +410,11 @@ function usage(
     month: {
       ...(s.watch ? { workerRequests: perMonth(s.watch.fetches) } : {}),
       doStorage: steadyGb,
-      doRequests: perMonth(requests) + hourly((hour?.frames ?? 0) / WS_MESSAGES_PER_REQUEST) + shardPart("doRequests"),
+      doRequests:
+        perMonth(requests) +
+        hourly((hour?.frames ?? 0) / WS_MESSAGES_PER_REQUEST) +
+        shardPart("doRequests") +
+        WATCHED_CHECKS_A_MONTH,
       doDuration:
         perMonth((activeMs / 1000) * DO_MEMORY_GB) +
         hourly(((hour?.activeMs ?? 0) / 1000) * DO_MEMORY_GB) +
@@ -419,9 +423,11 @@ function usage(
       doRowsWritten:
         perMonth(sqlite.rowsWritten + expiryRows) +
         hourly((hour?.rowsWritten ?? 0) + (hour?.expiryRows ?? 0)) +
-        shardPart("doRowsWritten"),
+        shardPart("doRowsWritten") +
+        WATCHED_CHECKS_A_MONTH,
       d1RowsRead: perMonth(d1.rowsRead),
-      d1RowsWritten: perMonth(d1.rowsWritten),
+      // lastSeenAt, rarer than the window: modelled (below)
+      d1RowsWritten: perMonth(d1.rowsWritten) + LAST_SEEN_WRITES_A_MONTH + WATCHED_CHECKS_A_MONTH,
     },
   };
 }
