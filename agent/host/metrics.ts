@@ -552,7 +552,9 @@ export class MetricsSampler {
       // A backlog left behind goes a batch per BATCH_GAP_MS; a batch that took all, or none (the
       // link is down: the next tick tries again), starts no wait.
       this.lastBatchAt = n > 0 && this.pending.length ? Date.now() : 0;
-      if (n > 0) this.spool(); // else the file still holds exactly what is pending
+      // The file still holds what is unsent: unless ticks left it for good (no acknowledgement to
+      // wait for), it is rewritten once the batch is stored.
+      if (n > 0 && !kept) this.spool();
     }
   }
 

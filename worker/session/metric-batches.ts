@@ -5,8 +5,9 @@
 import type { MetricsPayload, MetricsTick } from "../../protocol/metrics.ts";
 import type { AgentLink } from "./links.ts";
 
-/** VM samples held at most (a big host's batch, about 8 MB as parsed): past it what is held is
- *  stored at once and the rest of the batch held anew. */
+/** Samples held at most, each VM's and each tick's node totals counted (a big host's batch, about
+ *  8 MB as parsed): past it what is held is stored at once and the rest of the batch held anew, so
+ *  an agent that never ends its batch holds no more than this. */
 export const HELD_SAMPLES_MAX = 40_000;
 
 type Held = { connId: string; batch: string; intervalMs: number; ticks: MetricsTick[]; samples: number };
@@ -29,7 +30,7 @@ export class MetricBatches {
     const held = this.held;
     if (held && (held.connId !== link.att.connId || held.batch !== batch.id || held.intervalMs !== frame.intervalMs))
       this.release();
-    const samples = frame.ticks.reduce((n, t) => n + t.vms.length, 0);
+    const samples = frame.ticks.reduce((n, t) => n + t.vms.length + 1, 0);
     if (this.held && this.held.samples + samples > HELD_SAMPLES_MAX) this.release();
     this.held ??= { connId: link.att.connId, batch: batch.id, intervalMs: frame.intervalMs, ticks: [], samples: 0 };
     this.held.ticks.push(...frame.ticks);
@@ -48,7 +49,7 @@ export class MetricBatches {
     this.store({ intervalMs: held.intervalMs, ticks: held.ticks }, whole);
   }
 
-  /** VM samples held now (debug counts). */
+  /** Samples held now, node totals counted (debug counts). */
   heldSamples(): number {
     return this.held?.samples ?? 0;
   }
