@@ -353,6 +353,13 @@ function hourCounts(before: Snapshot, after: Snapshot, frames: number): HourCoun
   };
 }
 
+/** A watched node's lastSeenAt is written by its shard once per LAST_SEEN_WRITE_MS (hourly by
+ *  default), in a look the shard runs anyway: a D1 row (measured: the column is not indexed). Its
+ *  object wakes once per WATCHED_CHECK_INTERVALS of them for a check of its own: an alarm (a request,
+ *  and a row to set it), which writes lastSeenAt too. Both more rarely than any window: modelled. */
+const LAST_SEEN_WRITES_A_MONTH = MONTH_S / 3600;
+const WATCHED_CHECKS_A_MONTH = LAST_SEEN_WRITES_A_MONTH / WATCHED_CHECK_INTERVALS;
+
 function usage(
   s: Scenario,
   before: Snapshot,
@@ -431,13 +438,6 @@ function usage(
     },
   };
 }
-
-/** A watched node's lastSeenAt is written by its shard once per LAST_SEEN_WRITE_MS (hourly by
- *  default), in a look the shard runs anyway: a D1 row (measured: the column is not indexed). Its
- *  object wakes once per WATCHED_CHECK_INTERVALS of them for a check of its own: an alarm (a request,
- *  and a row to set it), which writes lastSeenAt too. Both more rarely than any window: modelled. */
-const LAST_SEEN_WRITES_A_MONTH = MONTH_S / 3600;
-const WATCHED_CHECKS_A_MONTH = LAST_SEEN_WRITES_A_MONTH / WATCHED_CHECK_INTERVALS;
 
 /** What a node's liveness costs in a month at list: the pings on its link and on its shard, its
  *  object's own alarms in the window (at idle nothing else sets one: the fallback check, lastSeenAt)

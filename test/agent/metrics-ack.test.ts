@@ -3,15 +3,14 @@
 // and in the spool file) until `metrics.stored` answers it; a batch its link dropped, or one never
 // answered, goes again. Hour-long batches end on the hour of the control plane's clock. To a control
 // plane that did not announce it, frames carry no batch and ticks leave once sent.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Libvirt } from "../../agent/host/libvirt.ts";
 import { MetricsSampler, type MetricsSamplerOptions } from "../../agent/host/metrics.ts";
 import type { MetricsTick } from "../../protocol/metrics.ts";
 import type { AgentMessage } from "../../protocol/wire.ts";
-import { TEST_URI, recorder, silentLog } from "./helpers.ts";
+import { TEST_URI, recorder, silentLog, tempDir } from "./helpers.ts";
 
 const opened: { libvirt: Libvirt; sampler: MetricsSampler }[] = [];
 const dirs: string[] = [];
@@ -46,7 +45,7 @@ const spooledTick = (t: number, vms: number): MetricsTick => ({
 });
 
 function samplerWith(opts: Partial<MetricsSamplerOptions>, features = ["metrics", "metricsAck"]) {
-  const dir = mkdtempSync(join(tmpdir(), "qx-metrics-ack-"));
+  const dir = tempDir("qx-metrics-ack-");
   dirs.push(dir);
   const spoolFile = join(dir, "metrics-unsent.jsonl");
   const libvirt = new Libvirt(TEST_URI, silentLog);
