@@ -1,6 +1,6 @@
 // GET /api/debug/counts[?node=<id>[&cost=1]][&liveness=1]: the debug counts of a local soak run (admin
 // only): this isolate's module-level collections and, with `node`, that node session's rooms; with
-// `cost=1` also its cost counts for the bench (cost-meter.ts); with `liveness=1` the cost counts of
+// `cost=1` its cost counts for the bench (cost-meter.ts) instead; with `liveness=1` the cost counts of
 // every liveness shard of the fleet's current size. A 404 like any unknown route unless
 // QX_DEBUG_COUNTS is "1".
 import { Hono } from "hono";
@@ -30,12 +30,13 @@ export const debugRoutes = new Hono<AppEnv>().get("/counts", requireRole("admin"
   if (!debugCountsEnabled(c.env)) return errorResponse(c, 404, "not_found", `no route GET ${c.req.path}`);
   const node = c.req.query("node");
   const stub = node ? nodeSession(c.env, node) : null;
+  // The cost counts alone when asked for: the debug counts read the object's stored families through
+  // its metered storage, rows the bench would bill to the node.
+  const cost = c.req.query("cost") === "1";
   return c.json({
     worker: isolateCounts(),
-    ...(stub ? { session: await stub.debugCounts() } : {}),
-    ...(stub && node && c.req.query("cost") === "1"
-      ? { cost: { session: await stub.costCounts(), calls: callsTo(node) } }
-      : {}),
+    ...(stub && !cost ? { session: await stub.debugCounts() } : {}),
+    ...(stub && node && cost ? { cost: { session: await stub.costCounts(), calls: callsTo(node) } } : {}),
     ...(c.req.query("liveness") === "1" ? { liveness: await livenessShards(c.env) } : {}),
   });
 });
