@@ -1,6 +1,7 @@
 // The metrics history's tiers and writes: an hour's batch in many frames writes each hour's row of
 // 5-minute means once (at its last frame), not once per frame; raw hours a few hours old are
-// rewritten once as 1-minute means and week-old 5-minute means as 30-minute means, and every range
+// rewritten once as 1-minute means and a week-old day of 5-minute means as one row of 30-minute means
+// (its other hours then written over by new hours, not deleted), and every range
 // answers exactly as before (offline gaps, VMs appearing and vanishing mid-span included); a late
 // tick for an hour already reduced is dropped; an object written with a row per 5-minute bucket of
 // float64 figures (the layout before) keeps answering and merges into hour rows of float32 ones.
@@ -165,7 +166,7 @@ describe("metrics history tiers", () => {
         history.ingest({ intervalMs: 10_000, ticks: [tick] }, at + 1_000);
       }
       const now = start + last * ROLLUP_STEP_MS;
-      // Means older than a week are 30-minute means, in hour rows; the last week's are 5-minute means.
+      // Means older than a week are 30-minute means, a row a day; the last week's are 5-minute means.
       const byStep = steps(storage, "metric_bucket");
       expect(Object.keys(byStep).sort()).toEqual(["0", String(halfHour)]);
       expect(byStep[0]).toBeGreaterThanOrEqual(7 * 24 - 2); // (two hours offline among them)
@@ -186,6 +187,44 @@ describe("metrics history tiers", () => {
       );
       expect(history.counts()).toMatchObject({ bucketRows: 1, rollup: 1 });
       expect(history.series(leaves, "30d", monthOn).points).toEqual([]);
+    });
+  });
+
+  it("writes a week-old day of 5-minute means as one row of 30-minute means, and new hours over the day's other rows: one write a day, none deleted", async () => {
+    await inFresh((history, storage) => {
+      const halfHour = METRIC_RANGES["30d"].stepMs;
+      const start = Math.floor((Date.now() - 10 * DAY) / DAY) * DAY;
+      const vm = uuid();
+      const crowd = crowdOf(CROWD);
+      const points: MetricPoint[] = [];
+      const writtenOn = new Map<number, number>(); // by day
+      const tickAt = (b: number) => {
+        const at = start + b * ROLLUP_STEP_MS;
+        const tick = tickOf(at, { ...crowd(b % 5), [vm]: (b % 13) * 2.5 }, b % 7);
+        points.push({ t: at, ...figures((b % 13) * 2.5) });
+        const day = Math.floor(b / 288);
+        const w = history.ingest({ intervalMs: 10_000, ticks: [tick] }, at + 1_000).rowsWritten;
+        writtenOn.set(day, (writtenOn.get(day) ?? 0) + w);
+      };
+      // Nine days of a tick every 5 minutes: day 0 leaves the week as day 8 begins.
+      for (let b = 0; b < 9 * 288; b++) tickAt(b);
+      // Day 8 wrote what day 7 did, plus day 0's row of means and where the days so written end: not
+      // a rewrite per hour, no deletion.
+      expect(writtenOn.get(8)! - writtenOn.get(7)!).toBe(2);
+      // Day 0 is one row; day 8's hours took the place of its 23 others (one more hour, one more row).
+      expect(steps(storage, "metric_bucket")).toEqual({ 0: 8 * 24, [halfHour]: 1 });
+      const answersAt = (now: number) => {
+        for (const range of ["7d", "30d"] as const) {
+          const closed = points.filter((p) => p.t < now - ROLLUP_STEP_MS && p.t >= now - METRIC_RANGES[range].spanMs);
+          expect(history.series(vm, range, now)).toEqual(seriesAnswer(range, now, closed, ROLLUP_STEP_MS));
+        }
+      };
+      answersAt(start + 9 * DAY);
+      // Day 1 leaves the week: its hours shadowed by its row, not read twice.
+      tickAt(9 * 288);
+      tickAt(9 * 288 + 1);
+      expect(steps(storage, "metric_bucket")[halfHour]).toBe(2);
+      answersAt(start + 9 * DAY + 2 * ROLLUP_STEP_MS);
     });
   });
 

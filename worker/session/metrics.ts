@@ -3,8 +3,9 @@
 // row), one row per hour every series' 5-minute means. Every row written is billed, its deletion
 // too, and every byte held: past what a chart reads at full resolution, an hour's row is rewritten
 // once at the resolution its later charts read (raw samples as 1-minute means after a few hours,
-// for the day view; 5-minute means as 30-minute means after a week, for the month view), and rows
-// leave whole (raw after a day, means after 30 days).
+// for the day view; a day's 5-minute means as one row of 30-minute means after a week, for the month
+// view: one write a day, the day's other hours then written over by new ones), and rows leave whole
+// (raw after a day, means after 30 days).
 // Each series has a slot, the same in every row, so one query cuts a series' slice out of every row
 // of a range. Read back as a range's series with offline stretches as gaps. Ticks carry their time in this
 // side's clock (the agent corrects for skew); one stamped in the future or past the raw retention is
@@ -66,6 +67,14 @@ const MINUTE_MS = METRIC_RANGES["24h"].stepMs;
 /** 5-minute means are kept as such for the week view, then as 30-minute means: the month view's step. */
 const BUCKETS_FULL_MS = METRIC_RANGES["7d"].spanMs;
 const HALF_HOUR_MS = METRIC_RANGES["30d"].stepMs;
+/** A day's 30-minute means are one row (one write, not one an hour), keyed by the day's last hour
+ *  (and part), so it leaves with that hour. Its other hours' rows of 5-minute means are then
+ *  shadowed: read by nothing, and the first rows a new hour's row is written over (they are not
+ *  deleted: a deletion is a row written). The days so written run from metric_days' from_t to its
+ *  to_t; a row there keyed in one of a day's first 23 hours is shadowed. */
+const DAY_MS = 86_400_000;
+const DAY_ROW_AT = DAY_MS - CHUNK_MS;
+const SHADOWED_SQL = `(t >= ? AND t < ? AND t % ${DAY_MS} < ${DAY_ROW_AT})`;
 
 type Table = "metric_minute" | "metric_bucket";
 /** Each table's hours, once ended `fullMs` ago, as means over `stepMs` until they leave at `keepMs`. */
@@ -103,6 +112,9 @@ const SCHEMA = [
   // so the newest row tells which slots hold nothing any more.
   `CREATE TABLE IF NOT EXISTS metric_bucket (t INTEGER PRIMARY KEY, n INTEGER NOT NULL, slots INTEGER NOT NULL, head BLOB NOT NULL, ${DATA_DEFS}, seen BLOB NOT NULL, step INTEGER NOT NULL DEFAULT 0, ${WIDTH_DEF})`,
   `CREATE TABLE IF NOT EXISTS metric_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`,
+  // The days written as rows of 30-minute means, [from, to): one row (id 1), keyed by its rowid, so
+  // moving `to` on is one row written (a TEXT key's index would make it two).
+  `CREATE TABLE IF NOT EXISTS metric_days (id INTEGER PRIMARY KEY, from_t INTEGER NOT NULL, to_t INTEGER NOT NULL)`,
 ];
 const upsert = (table: Table, columns: string[]) =>
   `INSERT INTO ${table} (t, ${columns.join(", ")}) VALUES (?${", ?".repeat(columns.length)})
@@ -120,7 +132,11 @@ const recycle = (table: Table, columns: string[]) =>
    WHERE t = (SELECT min(t) FROM ${table} WHERE t < ?)`;
 const RECYCLE = {
   metric_minute: recycle("metric_minute", [...BLOCK_COLUMNS, "step"]),
-  metric_bucket: recycle("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]),
+  // Bound as well: the shadowed days (daysFrom, daysTo).
+  metric_bucket: recycle("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]).replace(
+    "WHERE t < ?)",
+    `WHERE t < ? OR ${SHADOWED_SQL})`,
+  ),
 };
 const KEEP_MS: Record<Table, number> = { metric_minute: RAW_KEEP_MS, metric_bucket: ROLLUP_KEEP_MS };
 /** Rows keyed before this are past their table's retention (a key may carry a part number: whole
@@ -133,7 +149,7 @@ const SELECT_BLOCK = `SELECT t, step, w, head, ${DATA_COLUMN_NAMES.join(", ")}`;
  *  scanned: by time, which the reader checks). Bound: the slice's index in its column, the time. */
 const sliceQuery = (table: Table, column: string) =>
   `SELECT CAST(group_concat(char(w) || head || substr(${column}, ? * ${STRIDE_SQL} + 1, ${STRIDE_SQL}), '') AS BLOB) AS b
-   FROM ${table} WHERE t >= ?`;
+   FROM ${table} WHERE t >= ?${table === "metric_bucket" ? ` AND NOT ${SHADOWED_SQL}` : ""}`;
 const SLICE_MINUTES = DATA_COLUMN_NAMES.map((c) => sliceQuery("metric_minute", c));
 const SLICE_BUCKETS = DATA_COLUMN_NAMES.map((c) => sliceQuery("metric_bucket", c));
 /** Whether a minute row has a sample of a slot (to check it holds nothing). Bound: the slot, its
@@ -181,6 +197,8 @@ export class MetricsHistory {
   /** per table, the line its hours were last coarsened up to (memory: after a wake, the roll-up
    *  looks COARSEN_LOOKBACK_MS back once), so a roll-up reads only the hours that crossed it since */
   private coarsenedTo = new Map<Table, number>();
+  /** the days written as rows of 30-minute means (metric_days; cached once read) */
+  private days: { from: number; to: number } | undefined = undefined;
 
   constructor(storage: MetricsStorage) {
     this.storage = storage;
@@ -208,6 +226,14 @@ export class MetricsHistory {
     this.ready = true;
   }
 
+  /** The days written as rows of 30-minute means, [from, to) (none yet: an empty span). */
+  private dayRows(): { from: number; to: number } {
+    this.days ??= this.sql
+      .exec<{ from: number; to: number }>(`SELECT from_t AS "from", to_t AS "to" FROM metric_days WHERE id = 1`)
+      .toArray()[0] ?? { from: 0, to: 0 };
+    return this.days;
+  }
+
   /** Read on every frame and every chart read: kept in memory once read. */
   private samplingInterval(): number | null {
     if (this.intervalMs === undefined) this.intervalMs = this.meta("intervalMs");
@@ -222,6 +248,7 @@ export class MetricsHistory {
       this.rolledTo = null;
       this.intervalMs = undefined;
       this.coarsenedTo.clear();
+      this.days = undefined;
       throw err;
     }
   }
@@ -423,7 +450,13 @@ export class MetricsHistory {
       const args = [...upsertArgs(key, block), ...(seen ? [seen] : []), step];
       const line = !old && now !== undefined ? this.recycleLine(table, now) : null;
       if (line !== null) {
-        const over = this.sql.exec(RECYCLE[table], ...args, line).rowsWritten;
+        const days = this.dayRows();
+        const over = this.sql.exec(
+          RECYCLE[table],
+          ...args,
+          line,
+          ...(table === "metric_bucket" ? [days.from, days.to] : []),
+        ).rowsWritten;
         cost.rowsWritten += over;
         if (over) return;
       }
@@ -494,7 +527,7 @@ export class MetricsHistory {
       cost.rowsWritten += this.sql.exec(`DELETE FROM ${table} WHERE t < ?`, expiryLine(table, now)).rowsWritten;
     // Raw hours rolled up and past the hour view and any re-sent batch; means past the week view.
     this.coarsen("metric_minute", Math.min(now - RAW_FULL_MS, current), now, cost);
-    this.coarsen("metric_bucket", now - BUCKETS_FULL_MS, now, cost);
+    this.coarsenDays(now - BUCKETS_FULL_MS, now, cost);
     if (this.legacy?.any) {
       const until = this.meta("legacyUntil")!;
       this.legacy.dropOlderThan("metric_raw", until, now - RAW_KEEP_MS);
@@ -541,6 +574,60 @@ export class MetricsHistory {
       for (const span of means.buckets.keys()) for (const [t, at] of means.samplesOf(span)) samples.set(t, at);
       const seen = table === "metric_bucket" ? (stored.at(-1)!.seen as ArrayBuffer) : undefined;
       this.writeParts(table, hour, 0, samples, stored, cost, { step: stepMs, seen });
+    }
+  }
+
+  /** Writes each day of 5-minute means that ended by `until` (and after the last day so written) as
+   *  one row of its 30-minute means, keyed by the day's last hour: written over that hour's rows, its
+   *  other hours' rows shadowed from then on (see DAY_ROW_AT). The means are those the month view
+   *  computes from the 5-minute means, in the same order, so its answers stay as they were. A day of
+   *  an older object's hours already rewritten as 30-minute means is read as it is. */
+  private coarsenDays(until: number, now: number, cost: IngestCost): void {
+    const end = Math.floor(until / DAY_MS) * DAY_MS;
+    const done = this.dayRows();
+    const from = done.to || (this.coarsenedTo.get("metric_bucket") ?? until - COARSEN_LOOKBACK_MS) - DAY_MS;
+    this.coarsenedTo.set("metric_bucket", until);
+    if (from >= end) return;
+    const days = this.sql
+      .exec<{ day: number }>(
+        `SELECT DISTINCT t / ${DAY_MS} * ${DAY_MS} AS day FROM metric_bucket WHERE t >= ? AND t < ? AND step = 0 ORDER BY day`,
+        Math.max(from, 0),
+        end,
+      )
+      .toArray();
+    for (const { day } of days) {
+      const means = new BucketMeans();
+      const lastHour: StoredRow[] = [];
+      let seen: ArrayBuffer | undefined;
+      // One row at a time: only the day's means and its last hour's rows (to write over) are held.
+      for (const row of this.sql.exec<StoredRow>(
+        `${SELECT_BLOCK}, seen FROM metric_bucket WHERE t >= ? AND t < ? ORDER BY t`,
+        day,
+        day + DAY_MS,
+      )) {
+        const block = blockOf(row);
+        for (let k = 0; k < block.ticks.length; k++) {
+          const span = Math.floor(block.ticks[k] / HALF_HOUR_MS) * HALF_HOUR_MS;
+          for (let s = 0; s < block.slots; s++) if (block.has(s, k)) means.add(span, s, (f) => block.value(s, f, k));
+        }
+        seen = row.seen as ArrayBuffer;
+        if (row.t >= day + DAY_ROW_AT) lastHour.push(row);
+      }
+      const samples: Samples = new Map();
+      for (const span of [...means.buckets.keys()].sort((a, b) => a - b))
+        for (const [t, at] of means.samplesOf(span)) samples.set(t, at);
+      if (samples.size && seen)
+        this.writeParts("metric_bucket", day + DAY_ROW_AT, 0, samples, lastHour, cost, {
+          step: HALF_HOUR_MS,
+          seen,
+          now,
+        });
+      this.days = { from: this.dayRows().from || day, to: day + DAY_MS };
+      cost.rowsWritten += this.sql.exec(
+        `INSERT INTO metric_days (id, from_t, to_t) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET to_t = excluded.to_t`,
+        this.days.from,
+        this.days.to,
+      ).rowsWritten;
     }
   }
 
@@ -595,11 +682,13 @@ export class MetricsHistory {
     if (id !== undefined) {
       const slot = id - 1;
       const { column, index } = placeOf(slot);
+      const days = this.dayRows();
       const slices = this.sql
         .exec<{ b: ArrayBuffer | null }>(
           (raw ? SLICE_MINUTES : SLICE_BUCKETS)[column],
           index,
-          chunkOf(from), // rows are keyed by their hour
+          chunkOf(from), // rows are keyed by their hour (a day of 30-minute means by its last)
+          ...(raw ? [] : [days.from, days.to]),
         )
         .one().b;
       if (slices)
@@ -649,33 +738,45 @@ export class MetricsHistory {
     this.open();
     const slots = this.sql.exec<{ s: number | null }>("SELECT max(slots) AS s FROM metric_minute").one().s ?? 0;
     const ticks = CHUNK_MS / (this.samplingInterval() ?? 10_000);
-    // Per table: an hour's bytes as written, as coarsened, and whether it is coarsened.
-    const tier = (table: Table, hourTicks: number, hourSlots: number) => {
-      const { fullMs, stepMs, keepMs } = COARSER[table];
+    // Raw hours: as written, as 1-minute means, and whether they are rewritten so.
+    const minute = (hourTicks: number, hourSlots: number) => {
       const full = blockBytes(hourTicks, hourSlots);
-      const coarse = blockBytes(CHUNK_MS / stepMs, hourSlots);
-      return { full, coarse, fullMs, keepMs, coarsened: worthCoarsening(full, coarse, keepMs - fullMs) };
+      const coarse = blockBytes(CHUNK_MS / MINUTE_MS, hourSlots);
+      return { full, coarse, coarsened: worthCoarsening(full, coarse, RAW_KEEP_MS - RAW_FULL_MS) };
     };
+    // A day's row of 30-minute means (and its seen column): the parts it is written as.
+    const dayBytes = (daySlots: number) => blockBytes(DAY_MS / HALF_HOUR_MS, daySlots) + 4 * daySlots;
+    const days = this.dayRows();
     let owedWrites = 0;
-    for (const table of ["metric_minute", "metric_bucket"] as const)
-      for (const { step, rows, n, slots: s } of this.sql.exec<{ step: number; rows: number; n: number; slots: number }>(
-        `SELECT step, count(*) AS rows, sum(n) AS n, max(slots) AS slots FROM ${table} GROUP BY t / ${CHUNK_MS}, step`,
-      )) {
-        const { coarse, coarsened } = tier(table, n, s);
-        if (step === 0 && coarsened) owedWrites += Math.max(rows, Math.ceil(coarse / PART_BYTES));
-      }
-    // Raw: the hour being filled and RAW_FULL_MS more as sampled, then the rest of the day; means: a
-    // week of 5-minute means, then the rest of 30 days (and their seen column).
-    let steadyBytes = 0;
-    for (const { full, coarse, fullMs, keepMs, coarsened } of [
-      tier("metric_minute", ticks, slots),
-      tier("metric_bucket", CHUNK_MS / ROLLUP_STEP_MS, slots),
-    ]) {
-      const fullHours = (CHUNK_MS + fullMs) / CHUNK_MS;
-      const restHours = (keepMs - CHUNK_MS - fullMs) / CHUNK_MS;
-      const seen = keepMs === ROLLUP_KEEP_MS ? 4 * slots : 0;
-      steadyBytes += fullHours * (full + seen) + restHours * ((coarsened ? coarse : full) + seen);
+    for (const { step, rows, n, slots: s } of this.sql.exec<{ step: number; rows: number; n: number; slots: number }>(
+      `SELECT step, count(*) AS rows, sum(n) AS n, max(slots) AS slots FROM metric_minute GROUP BY t / ${CHUNK_MS}, step`,
+    )) {
+      const { coarse, coarsened } = minute(n, s);
+      if (step === 0 && coarsened) owedWrites += Math.max(rows, Math.ceil(coarse / PART_BYTES));
     }
+    // An hour of 5-minute means owes a 24th of its day's row (its own row is written over by a new hour).
+    for (const { s } of this.sql.exec<{ s: number }>(
+      `SELECT max(slots) AS s FROM metric_bucket WHERE step = 0 AND NOT ${SHADOWED_SQL} GROUP BY t / ${CHUNK_MS}`,
+      days.from,
+      days.to,
+    ))
+      owedWrites += Math.ceil(dayBytes(s) / PART_BYTES) / 24;
+    // Raw: the hour being filled and RAW_FULL_MS more as sampled, then the rest of the day. Means: a
+    // week of 5-minute means (and their seen column), then the rest of 30 days as rows of a day (one
+    // kept until its last hour leaves: half a day more on average), and half a day's hours of 5-minute
+    // means, shadowed, on average, until new hours are written over them.
+    const raw = minute(ticks, slots);
+    const rawFull = (CHUNK_MS + RAW_FULL_MS) / CHUNK_MS;
+    const rawRest = (RAW_KEEP_MS - CHUNK_MS - RAW_FULL_MS) / CHUNK_MS;
+    const bucketHour = blockBytes(CHUNK_MS / ROLLUP_STEP_MS, slots) + 4 * slots;
+    const bucketFull = (CHUNK_MS + BUCKETS_FULL_MS) / CHUNK_MS;
+    const dayRowsHeld = (ROLLUP_KEEP_MS - CHUNK_MS - BUCKETS_FULL_MS) / DAY_MS + 0.5;
+    const steadyBytes =
+      rawFull * raw.full +
+      rawRest * (raw.coarsened ? raw.coarse : raw.full) +
+      bucketFull * bucketHour +
+      dayRowsHeld * dayBytes(slots) +
+      ((DAY_ROW_AT / CHUNK_MS) * bucketHour) / 2;
     return { owedWrites, steadyBytes };
   }
 
