@@ -551,7 +551,7 @@ function printTable(
   );
   out.push(`D1 rows written, all nodes, counted twice: ${d1Check}`);
   out.push(
-    "storage: the metrics history's bytes at steady state as its layout sizes them for the series it holds (raw samples for the hour being filled and two more, 1-minute means for the rest of the day; 5-minute means for a week, 30-minute means for the rest of 30 days; SQLite's page overhead left out): GB-month. Rows written: the window's, plus what the rows the history gained still owe (each hour rewritten once as coarser means, its other parts and later the coarse rows deleted: a fresh history has none old enough yet; modelled)",
+    "storage: the metrics history's bytes at steady state as its layout sizes them for the series it holds (raw samples for the last hour stored, and the hour being filled where samples come as taken, 1-minute means for the rest of the day; 5-minute means for a week, a row a day of 30-minute means for the rest of 30 days, and half a day's hours of 5-minute means waiting to be written over; SQLite's page overhead left out): GB-month. Rows written: the window's, plus what the rows the history gained still owe (each raw hour rewritten once as minute means, a 24th of its day's row of 30-minute means: a fresh history has none old enough yet; modelled)",
   );
   out.push(
     "left out: D1 storage (a few KB per node), the long-poll transport (a held poll keeps its object awake), a Monitoring tab's traffic (its own rows), the once-a-minute cron (fleet-wide, not per node)",

@@ -80,7 +80,7 @@ describe("metrics history tiers", () => {
     });
   });
 
-  it("keeps raw hours as sampled for two hours past their end, then as 1-minute means: the day view answers the same, the hour view still has every sample", async () => {
+  it("keeps raw hours as sampled for an hour past their end, then as 1-minute means: the day view answers the same, the hour view still has every sample, a batch come late merges as minute means", async () => {
     await inFresh((history, storage) => {
       const start = hourOf(Date.now() - 12 * HOUR);
       const [stays, appears, vanishes] = [uuid(), uuid(), uuid()];
@@ -114,14 +114,14 @@ describe("metrics history tiers", () => {
       const before = longer();
       const rawBefore = history.counts().raw;
       expect(steps(storage, "metric_minute")).toEqual({ 0: 2 });
-      // Two hours and ten minutes pass: the first two hours ended two hours ago.
-      for (let k = 2 * 360; k < 4 * 360 + 60; k += 60) batch(k, k + 60);
-      expect(steps(storage, "metric_minute")).toEqual({ 0: 3, 60_000: 2 });
+      // An hour and ten minutes pass: the first two hours ended an hour ago.
+      for (let k = 2 * 360; k < 3 * 360 + 60; k += 60) batch(k, k + 60);
+      expect(steps(storage, "metric_minute")).toEqual({ 0: 2, 60_000: 2 });
       // They hold a tick per minute a series had a sample in: the crowd, the node and `stays` 101
-      // minutes (19 offline), `appears` 34, `vanishes` 42; the next two hours every sample of the
-      // crowd, the node, `stays` and `appears`.
+      // minutes (19 offline), `appears` 34, `vanishes` 42; the next hour and ten minutes every sample
+      // of the crowd, the node, `stays` and `appears`.
       expect(rawBefore).toBe((CROWD + 2) * 600 + 200 + 252);
-      expect(history.counts().raw).toBe((CROWD + 2) * 101 + 34 + 42 + (CROWD + 3) * 780);
+      expect(history.counts().raw).toBe((CROWD + 2) * 101 + 34 + 42 + (CROWD + 3) * 420);
       expect(longer()).toEqual(before);
       const day = history.series(stays, "24h", asked).points;
       expect(day.filter((p) => p.cpuPct === null)).toHaveLength(1); // the offline stretch
@@ -129,11 +129,21 @@ describe("metrics history tiers", () => {
       expect(vanished.filter((p) => p.cpuPct !== null)).toHaveLength(42); // 0h00 to 0h41
       expect(vanished.at(-1)?.cpuPct).toBeNull();
       // The hour view of now still reads every sample.
-      const now = t(4 * 360 + 59) + 1_000;
+      const now = t(3 * 360 + 59) + 1_000;
       expect(history.series(stays, "1h", now).points.filter((p) => p.cpuPct !== null)).toHaveLength(360);
-      // A tick re-sent for an hour already reduced is dropped (its samples are means now).
+      // A tick re-sent for an hour already reduced is dropped (its minute is held, as a mean).
       history.ingest({ intervalMs: 10_000, ticks: [tickOf(t(30), { [stays]: 999 })] }, now);
       expect(longer()).toEqual(before);
+      // A batch that comes late for it (a series it holds nothing of then) merges as the minute means
+      // it makes: the day view has them as if the batch had come in time; the rest is as it was.
+      const late = uuid();
+      const lateTicks = Array.from({ length: 60 }, (_, k) => tickOf(t(k), { [late]: (k % 6) * 1.5 }));
+      history.ingest({ intervalMs: 10_000, ticks: lateTicks }, now);
+      expect(longer()).toEqual(before);
+      const lateDay = history.series(late, "24h", asked).points.filter((p) => p.cpuPct !== null);
+      expect(lateDay.map((p) => [p.t, p.cpuPct])).toEqual(
+        Array.from({ length: 10 }, (_, m) => [start + m * 60_000, 3.75]),
+      );
       // Woken again (nothing cached), the same answers.
       const reopened = new MetricsHistory(storage);
       expect(series.map((s) => reopened.series(s, "24h", asked))).toEqual(before);

@@ -59,10 +59,11 @@ const LAST_FRAME_SLACK_MS = 240_000;
  *  by ticks into parts, keyed hour + part number. A part's blocks and seen column stay under this,
  *  the rest of the 2 MB is ample for the row's integers and its record header. */
 const PART_BYTES = 1_800_000;
-/** A raw hour is kept as sampled until it ended this long ago: the hour view reads the last hour, and
- *  an agent back from a dropped link sends at most its last two batches (an hour each), which merge
- *  into the hours they fall in. Then its samples become 1-minute means: the day view's step. */
-const RAW_FULL_MS = 2 * CHUNK_MS;
+/** A raw hour is kept as sampled until it ended this long ago: the hour view reads the last 60
+ *  minutes, never an hour that ended longer ago. Then its samples become 1-minute means, the day
+ *  view's step; ticks that come later still (an agent back from a dropped link sends its last two
+ *  batches, an hour each) merge into it as the minute means they make. */
+const RAW_FULL_MS = CHUNK_MS;
 const MINUTE_MS = METRIC_RANGES["24h"].stepMs;
 /** 5-minute means are kept as such for the week view, then as 30-minute means: the month view's step. */
 const BUCKETS_FULL_MS = METRIC_RANGES["7d"].spanMs;
@@ -357,8 +358,8 @@ export class MetricsHistory {
         chunk + CHUNK_MS,
       )
       .toArray();
-    // An hour kept as 1-minute means already (its samples are gone): a tick this late is dropped.
-    if (heads.some((h) => h.step !== 0)) return;
+    // An hour kept as 1-minute means already (its samples are gone): merged as minute means.
+    if (heads.some((h) => h.step !== 0)) return this.mergeLate(chunk, ticks, cost);
     const last = heads.at(-1);
     const lastHeld = last ? lastTick(last.head) : undefined;
     const appending =
@@ -402,6 +403,34 @@ export class MetricsHistory {
       else samples.set(t, at);
     }
     this.writeParts("metric_minute", chunk, first, samples, stored, cost, { now });
+  }
+
+  /** Ticks for an hour kept as 1-minute means: each minute's means of a series the hour holds nothing
+   *  of in that minute are added (a batch that came late), the rest is dropped (a tick re-sent: its
+   *  minute is held already). The same means the hour's own samples were reduced to. */
+  private mergeLate(chunk: number, ticks: MetricsTick[], cost: IngestCost): void {
+    const stored = this.rowsOf("metric_minute", chunk);
+    if (stored.some((r) => r.step !== MINUTE_MS)) return; // an older object's rows: left as they are
+    const samples: Samples = new Map();
+    for (const row of stored) blockOf(row).decodeInto(samples);
+    const late = new BucketMeans();
+    for (const tick of ticks) {
+      const minute = Math.floor(tick.t / MINUTE_MS) * MINUTE_MS;
+      const held = samples.get(minute);
+      const add = (slot: number, figures: Float64Array) => {
+        if (!held?.has(slot)) late.add(minute, slot, (f) => figures[f]);
+      };
+      if (tick.node) add(this.slotFor(NODE_SERIES, cost), figuresArray(tick.node));
+      for (const vm of tick.vms) add(this.slotFor(vm.vmId.toLowerCase(), cost), figuresArray(vm));
+    }
+    if (!late.buckets.size) return;
+    for (const minute of late.buckets.keys())
+      for (const [t, at] of late.samplesOf(minute)) {
+        const held = samples.get(t);
+        if (held) for (const [slot, figures] of at) held.set(slot, figures);
+        else samples.set(t, at);
+      }
+    this.writeParts("metric_minute", chunk, 0, samples, stored, cost, { step: MINUTE_MS });
   }
 
   /** Writes an hour's samples from its part `first` on (`stored`: the rows held from there) as few
@@ -734,7 +763,7 @@ export class MetricsHistory {
    *  resolution to be coarsened: its rewrite as coarser means and its other parts' deletion; a row
    *  past retention is written over by a new hour's, whose write is that hour's), and the bytes a history of as many series as the newest raw row holds, at
    *  the sampling interval, holds at steady state (every tier full, rows as the layout sizes them). */
-  costModel(): { owedWrites: number; steadyBytes: number } {
+  costModel(now = Date.now()): { owedWrites: number; steadyBytes: number } {
     this.open();
     const slots = this.sql.exec<{ s: number | null }>("SELECT max(slots) AS s FROM metric_minute").one().s ?? 0;
     const ticks = CHUNK_MS / (this.samplingInterval() ?? 10_000);
@@ -761,15 +790,18 @@ export class MetricsHistory {
       days.to,
     ))
       owedWrites += Math.ceil(dayBytes(s) / PART_BYTES) / 24;
-    // Raw: the hour being filled and RAW_FULL_MS more as sampled, then the rest of the day. Means: a
-    // week of 5-minute means (and their seen column), then the rest of 30 days as rows of a day (one
-    // kept until its last hour leaves: half a day more on average), and half a day's hours of 5-minute
-    // means, shadowed, on average, until new hours are written over them.
+    // Raw: RAW_FULL_MS as sampled (and the hour being filled, where ticks come as taken: an agent
+    // sending a batch an hour holds it itself), then the rest of the day. Means: a week of 5-minute
+    // means (and their seen column; the hour being filled's too, where it is), then the rest of 30
+    // days as rows of a day (one kept until its last hour leaves: half a day more on average), and
+    // half a day's hours of 5-minute means, shadowed, on average, until new hours are written over them.
+    const newest = this.sql.exec<{ t: number | null }>("SELECT max(t) AS t FROM metric_minute WHERE step = 0").one().t;
+    const filling = newest !== null && chunkOf(newest) >= chunkOf(now) ? 1 : 0;
     const raw = minute(ticks, slots);
-    const rawFull = (CHUNK_MS + RAW_FULL_MS) / CHUNK_MS;
+    const rawFull = RAW_FULL_MS / CHUNK_MS + filling;
     const rawRest = (RAW_KEEP_MS - CHUNK_MS - RAW_FULL_MS) / CHUNK_MS;
     const bucketHour = blockBytes(CHUNK_MS / ROLLUP_STEP_MS, slots) + 4 * slots;
-    const bucketFull = (CHUNK_MS + BUCKETS_FULL_MS) / CHUNK_MS;
+    const bucketFull = BUCKETS_FULL_MS / CHUNK_MS + filling;
     const dayRowsHeld = (ROLLUP_KEEP_MS - CHUNK_MS - BUCKETS_FULL_MS) / DAY_MS + 0.5;
     const steadyBytes =
       rawFull * raw.full +
