@@ -353,10 +353,11 @@ function hourCounts(before: Snapshot, after: Snapshot, frames: number): HourCoun
   };
 }
 
-/** A watched node's lastSeenAt is written by its shard once per LAST_SEEN_WRITE_MS (hourly by
- *  default), in a look the shard runs anyway: a D1 row (measured: the column is not indexed). Its
- *  object wakes once per WATCHED_CHECK_INTERVALS of them for a check of its own: an alarm (a request,
- *  and a row to set it), which writes lastSeenAt too. Both more rarely than any window: modelled. */
+/** A watched node's last sign of life is written by its shard once per LAST_SEEN_WRITE_MS (hourly by
+ *  default), in a look the shard runs anyway: one D1 row for all the shard's nodes, a share of it per
+ *  node at the fleet's nodes per shard. Its object wakes once per WATCHED_CHECK_INTERVALS of them for
+ *  a check of its own: an alarm (a request, and a row to set it), which writes the node's own
+ *  lastSeenAt (a D1 row). Both more rarely than any window: modelled. */
 const LAST_SEEN_WRITES_A_MONTH = MONTH_S / 3600;
 const WATCHED_CHECKS_A_MONTH = LAST_SEEN_WRITES_A_MONTH / WATCHED_CHECK_INTERVALS;
 
@@ -434,7 +435,7 @@ function usage(
         WATCHED_CHECKS_A_MONTH,
       d1RowsRead: perMonth(d1.rowsRead),
       // lastSeenAt, rarer than the window: modelled (below)
-      d1RowsWritten: perMonth(d1.rowsWritten) + LAST_SEEN_WRITES_A_MONTH + WATCHED_CHECKS_A_MONTH,
+      d1RowsWritten: perMonth(d1.rowsWritten) + LAST_SEEN_WRITES_A_MONTH / shard.nodesPerShard + WATCHED_CHECKS_A_MONTH,
     },
   };
 }
@@ -453,12 +454,12 @@ function livenessMonth(u: Usage, shard: ShardUsage): { usd: number; parts: strin
     (Object.keys(shard.month) as PriceKey[]).reduce((a, k) => a + dollars(k, shard.month[k] ?? 0, false), 0) -
     shardPings;
   const lastSeen =
-    dollars("d1RowsWritten", LAST_SEEN_WRITES_A_MONTH + WATCHED_CHECKS_A_MONTH, false) +
+    dollars("d1RowsWritten", LAST_SEEN_WRITES_A_MONTH / shard.nodesPerShard + WATCHED_CHECKS_A_MONTH, false) +
     dollars("doRequests", WATCHED_CHECKS_A_MONTH, false) +
     dollars("doRowsWritten", WATCHED_CHECKS_A_MONTH, false);
   return {
     usd: linkPings + shardPings + ownAlarms + share + lastSeen,
-    parts: `pings on the link ${money(linkPings)}, on the shard ${money(shardPings)}; its object's alarms ${u.wakes.alarm ?? 0} (${u.sqlite.alarmWrites} set) in ${round(u.windowS, 0)} s = ${money(ownAlarms)}; shard share ${money(share)}; lastSeenAt hourly by the shard and its object's check every ${WATCHED_CHECK_INTERVALS} h (modelled: a D1 row an hour, an alarm every ${WATCHED_CHECK_INTERVALS} h) ${money(lastSeen)}`,
+    parts: `pings on the link ${money(linkPings)}, on the shard ${money(shardPings)}; its object's alarms ${u.wakes.alarm ?? 0} (${u.sqlite.alarmWrites} set) in ${round(u.windowS, 0)} s = ${money(ownAlarms)}; shard share ${money(share)}; lastSeenAt hourly by the shard and its object's check every ${WATCHED_CHECK_INTERVALS} h (modelled: a D1 row an hour for the shard's ${shard.nodesPerShard.toLocaleString("en")} nodes, an alarm and a D1 row every ${WATCHED_CHECK_INTERVALS} h) ${money(lastSeen)}`,
   };
 }
 

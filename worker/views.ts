@@ -2,12 +2,24 @@
 import { roleRank, type Role } from "../protocol/api.ts";
 import type { NodeEventView, NodeView, RequestView, VmEventView, VmView } from "../protocol/rest.ts";
 import type { VmState } from "../protocol/wire.ts";
-import type { nodeEvents, nodes, requests, vmEvents, VmRecord } from "./db/schema.ts";
+import { getTableColumns, sql } from "drizzle-orm";
+import { nodes, type nodeEvents, type requests, type vmEvents, type VmRecord } from "./db/schema.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
 
-type NodeRow = typeof nodes.$inferSelect;
+/** A node's row with its last sign of life as its liveness shard wrote it (null: none), which a
+ *  watched node's own `last_seen_at` is not kept up with (the shard writes one row for all its nodes). */
+type NodeRow = typeof nodes.$inferSelect & { shardSeenAt?: number | null };
+
+/** The columns to select a node by for nodeView: its row and its shard's word on it. (Written out in
+ *  full: drizzle renders a column of the outer table unqualified, which the subquery would misread.) */
+export const nodeColumns = {
+  ...getTableColumns(nodes),
+  shardSeenAt: sql<
+    number | null
+  >`(SELECT json_extract(s.seen, '$."' || "nodes"."id" || '"') FROM liveness_seen s WHERE s.shard = "nodes"."liveness_shard")`,
+};
 
 export function vmView(v: VmRecord): VmView {
   return {
@@ -25,16 +37,19 @@ export function vmView(v: VmRecord): VmView {
   };
 }
 
-/** `connected` is also false when the last sign of life in D1 is older than `staleAfterMs`
+/** `connected` is also false when the last sign of life in D1 (the node's row's or its liveness
+ *  shard's, the later) is older than `staleAfterMs`
  *  (SessionSettings.nodeStaleAfterMs), even if the node's Durable Object has not said so (it may
  *  be gone with its host). */
 export function nodeView(n: NodeRow, vmCount: number, staleAfterMs: number, now = Date.now()): NodeView {
-  const fresh = n.lastSeenAt !== null && now - n.lastSeenAt <= staleAfterMs;
+  const shard = n.shardSeenAt ?? null;
+  const lastSeenAt = shard !== null && shard > (n.lastSeenAt ?? 0) ? shard : n.lastSeenAt;
+  const fresh = lastSeenAt !== null && now - lastSeenAt <= staleAfterMs;
   return {
     id: n.id,
     name: n.name,
     connected: n.connected && fresh,
-    lastSeenAt: isoOrNull(n.lastSeenAt),
+    lastSeenAt: isoOrNull(lastSeenAt),
     hostname: n.hostname,
     agentVersion: n.agentVersion,
     libvirtVersion: n.libvirtVersion,

@@ -1,8 +1,9 @@
 // The liveness shard (LivenessWatch) in workerd: an agent's second, ping-only socket, one alarm per
-// shard, which also writes its nodes' lastSeenAt, and the node's own alarm only as the fallback (and a
-// rare check while watched). OFFLINE_AFTER_MS is 4 s here, so a shard looks every second, and
+// shard, which also writes its nodes' last signs of life (one D1 row for the shard, which the node
+// routes read beside each node's own lastSeenAt), and the node's own alarm only as the fallback (and
+// a rare check while watched). OFFLINE_AFTER_MS is 4 s here, so a shard looks every second, and
 // LAST_SEEN_WRITE_MS 2 s.
-import { runInDurableObject, SELF } from "cloudflare:test";
+import { env, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { CLOSE, PING_FRAME, PONG_FRAME, WATCHED_CHECK_INTERVALS } from "../../protocol/wire.ts";
 import { agentsClosedAfterEach, api, BASE, eventually, expectError, json, session, TestAgent } from "./support.ts";
@@ -66,6 +67,18 @@ async function watchedNode() {
 }
 
 const connected = async (nodeId: string) => (await json(await api(`/api/nodes/${nodeId}`))).node.connected;
+/** The node's own row: its lastSeenAt and the shard it names. */
+const nodeRow = (nodeId: string) =>
+  env.DB.prepare("SELECT last_seen_at AS lastSeenAt, liveness_shard AS shard FROM nodes WHERE id = ?")
+    .bind(nodeId)
+    .first<{ lastSeenAt: number | null; shard: string | null }>();
+/** Every shard's row of last signs, by shard. */
+const shardRows = async () =>
+  Object.fromEntries(
+    (await env.DB.prepare("SELECT shard, seen FROM liveness_seen").all<{ shard: string; seen: string }>()).results.map(
+      (r) => [r.shard, JSON.parse(r.seen) as Record<string, number>],
+    ),
+  );
 
 describe("liveness shard", () => {
   it("a watched node's object sets no liveness alarm of its own; silent on both sockets, the shard has it shown offline", async () => {
@@ -84,14 +97,19 @@ describe("liveness shard", () => {
 
   it("the shard writes a watched node's lastSeenAt every LAST_SEEN_WRITE_MS while it pings, never its object", async () => {
     const { nodeId, watch } = await watchedNode();
+    const other = await watchedNode(); // on the same shard
     const lastSeen = async () => Date.parse((await json(await api(`/api/nodes/${nodeId}`))).node.lastSeenAt);
     const atConnect = await lastSeen();
     const { alarm } = await linkOf(nodeId);
+    const shard = (await nodeRow(nodeId))?.shard;
+    expect(shard).toMatch(/^liveness-\d+$/);
+    expect((await nodeRow(other.nodeId))?.shard).toBe(shard);
     // Only the liveness socket pings (the link stays silent: the shard's word is what keeps it online).
     const until = Date.now() + 2 * LAST_SEEN_WRITE_MS + 1500;
     let lastPing = 0;
     while (Date.now() < until) {
       await watch.ping();
+      await other.watch.ping();
       lastPing = Date.now();
       await sleep(400);
     }
@@ -99,6 +117,32 @@ describe("liveness shard", () => {
     expect(await lastSeen()).toBeLessThanOrEqual(lastPing);
     expect((await linkOf(nodeId)).alarm).toBe(alarm); // the object was not woken for it
     expect(await connected(nodeId)).toBe(true);
+    // One row for the shard holds both nodes' last signs; neither node's own row was written.
+    const rows = await shardRows();
+    expect(rows[shard!][nodeId]).toBe(await lastSeen());
+    expect(rows[shard!][other.nodeId]).toBeGreaterThanOrEqual(atConnect + LAST_SEEN_WRITE_MS);
+    expect((await nodeRow(nodeId))?.lastSeenAt).toBeLessThan(atConnect + LAST_SEEN_WRITE_MS);
+  }, 20_000);
+
+  it("a node's routes read its lastSeenAt as the later of its row's and its shard's; stale in both, it is offline", async () => {
+    const { nodeId } = await watchedNode();
+    const shard = (await nodeRow(nodeId))!.shard!;
+    const now = Date.now();
+    const hourAgo = now - 3_600_000;
+    const view = async () => (await json(await api(`/api/nodes/${nodeId}`))).node;
+    // Its own row an hour old (past the stale line here), its shard's word fresh: connected, seen now.
+    await env.DB.prepare("UPDATE nodes SET last_seen_at = ? WHERE id = ?").bind(hourAgo, nodeId).run();
+    await env.DB.prepare(
+      "INSERT INTO liveness_seen (shard, seen, at) VALUES (?, ?, ?) ON CONFLICT (shard) DO UPDATE SET seen = excluded.seen",
+    )
+      .bind(shard, JSON.stringify({ [nodeId]: now }), now)
+      .run();
+    expect(await view()).toMatchObject({ connected: true, lastSeenAt: new Date(now).toISOString() });
+    // The shard's word as old as its own row: the node is shown offline, seen an hour ago.
+    await env.DB.prepare("UPDATE liveness_seen SET seen = ? WHERE shard = ?")
+      .bind(JSON.stringify({ [nodeId]: hourAgo - 1000 }), shard)
+      .run();
+    expect(await view()).toMatchObject({ connected: false, lastSeenAt: new Date(hourAgo).toISOString() });
   }, 20_000);
 
   it("a shard socket that drops while the link keeps pinging: the node stays online on its own alarm again", async () => {

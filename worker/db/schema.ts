@@ -13,6 +13,9 @@ export const nodes = sqliteTable(
     protocolVersion: integer("protocol_version"),
     connected: integer("connected", { mode: "boolean" }).notNull().default(false),
     lastSeenAt: integer("last_seen_at"),
+    /** the liveness shard that holds the node's liveness socket (its last sign of life is in that
+     *  shard's `liveness_seen` row), set when the socket opens */
+    livenessShard: text("liveness_shard"),
     /** SHA-256 of the single-use join token; null once traded for a credential. */
     joinTokenHash: text("join_token_hash"),
     joinTokenExpiresAt: integer("join_token_expires_at"),
@@ -35,6 +38,15 @@ export const nodes = sqliteTable(
     uniqueIndex("nodes_credential_hash_unique").on(t.credentialHash),
   ],
 );
+
+/** Each liveness shard's last signs of life of the nodes it watches, one row per shard written once
+ *  per LAST_SEEN_WRITE_MS: a row written a shard an hour, not one a node. */
+export const livenessSeen = sqliteTable("liveness_seen", {
+  shard: text("shard").primaryKey(),
+  /** JSON: node id -> epoch ms of its last ping the shard saw */
+  seen: text("seen").notNull().default("{}"),
+  at: integer("at").notNull(),
+});
 
 export const vms = sqliteTable(
   "vms",

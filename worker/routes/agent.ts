@@ -25,7 +25,7 @@ import { database } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
 import { ApiError, errorResponse, validate } from "../errors.ts";
 import { clientIp, enforceLimit } from "../rate-limit.ts";
-import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, WATCH_CONN_HEADER } from "../session/headers.ts";
+import { NODE_ID_HEADER, RECONNECT_SPREAD_HEADER, WATCH_CONN_HEADER, WATCH_SHARD_HEADER } from "../session/headers.ts";
 import { livenessNodesPerShard, reconnectSpreadMs } from "../config.ts";
 import { livenessShard } from "../session/liveness-watch.ts";
 import { nodeSession } from "../session/calls.ts";
@@ -178,7 +178,12 @@ export const agentRoutes = new Hono<AgentEnv>()
       );
     await enforceLimit(c.env, "CONNECT_LIMITER", `liveness:${nodeId}`);
     const shard = livenessShard(nodeId, await fleetSize(c.env), livenessNodesPerShard(c.env));
-    const headers = new Headers({ upgrade: "websocket", [NODE_ID_HEADER]: nodeId, [WATCH_CONN_HEADER]: connId });
+    const headers = new Headers({
+      upgrade: "websocket",
+      [NODE_ID_HEADER]: nodeId,
+      [WATCH_CONN_HEADER]: connId,
+      [WATCH_SHARD_HEADER]: shard,
+    });
     for (const [name, value] of c.req.raw.headers) if (name.startsWith("sec-websocket-")) headers.set(name, value);
     return c.env.LIVENESS_WATCH.get(c.env.LIVENESS_WATCH.idFromName(shard)).fetch(
       new Request(c.req.raw.url, { method: "GET", headers }),

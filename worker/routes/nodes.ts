@@ -13,7 +13,7 @@ import { nodeEvents, nodes } from "../db/schema.ts";
 import { ApiError, validate } from "../errors.ts";
 import { IdParam } from "../params.ts";
 import { nodeSession } from "../session/calls.ts";
-import { nodeEventView, nodeView } from "../views.ts";
+import { nodeColumns, nodeEventView, nodeView } from "../views.ts";
 import { installAsset } from "./install.ts";
 import { orphanStatements } from "../vm-ownership.ts";
 
@@ -30,7 +30,7 @@ export const CreateNode = z.object({
 const vmCount = sql<number>`(SELECT count(*) FROM vms WHERE vms.node_id = "nodes"."id")`.mapWith(Number);
 
 async function nodeWithCount(db: Database, id: string) {
-  return db.select({ node: nodes, vmCount }).from(nodes).where(eq(nodes.id, id)).get();
+  return db.select({ node: nodeColumns, vmCount }).from(nodes).where(eq(nodes.id, id)).get();
 }
 
 async function issueJoinToken(env: Env) {
@@ -45,7 +45,7 @@ async function issueJoinToken(env: Env) {
 export const nodeRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
     const rows = await database(c.env.DB)
-      .select({ node: nodes, vmCount })
+      .select({ node: nodeColumns, vmCount })
       .from(nodes)
       .orderBy(asc(nodes.name))
       .limit(10_000);

@@ -6,6 +6,8 @@ export const NODE_ID_HEADER = "x-quantix-node-id";
 export const RECONNECT_SPREAD_HEADER = "x-quantix-reconnect-spread";
 /** …and, on its liveness socket's upgrade (liveness-watch.ts), which of its links the socket watches. */
 export const WATCH_CONN_HEADER = "x-quantix-watch-conn";
+/** …and the name of the shard it goes to (its last signs of life are written under that name). */
+export const WATCH_SHARD_HEADER = "x-quantix-watch-shard";
 /** Headers of a viewer's follow upgrade, set by the Worker after authorizing it. */
 export const FOLLOW_HEADERS = {
   vmId: "x-quantix-follow-vm",

@@ -1,23 +1,33 @@
 // LivenessWatch: one Durable Object per shard of the fleet, holding each watched agent's second,
 // ping-only socket. The runtime answers the pings without waking it; one alarm per shard, only while
 // it holds sockets, looks at every socket's last ping and tells the node's own object about a node
-// silent for OFFLINE_AFTER_MS, and writes each live node's lastSeenAt to D1 every LAST_SEEN_WRITE_MS
-// (a row per node, a batch per look). A watched node's object then sets no alarm of its own but a
-// rare safety check, so a fleet pays for a shard's alarms, not one per node.
+// silent for OFFLINE_AFTER_MS, and writes its live nodes' last signs of life to D1 every
+// LAST_SEEN_WRITE_MS, all in one row of `liveness_seen` (a row a shard, not one a node; each node's
+// row names its shard, and its lastSeenAt is read as the later of the two). A watched node's object
+// then sets no alarm of its own but a rare safety check, so a fleet pays for a shard's alarms and
+// writes, not one per node.
 import { DurableObject } from "cloudflare:workers";
 import { CLOSE, PING_FRAME, PONG_FRAME } from "../../protocol/wire.ts";
-import { eq, sql } from "drizzle-orm";
+import { and, eq, isNull, ne, or, sql } from "drizzle-orm";
 import { sessionSettings } from "../config.ts";
 import { database } from "../db/client.ts";
-import { nodes } from "../db/schema.ts";
+import { livenessSeen, nodes } from "../db/schema.ts";
 import type { CostCounts } from "../cost-counts.ts";
 import { CostMeter } from "../cost-meter.ts";
 import { debugCountsEnabled } from "../debug-counts.ts";
 import { nodeSession } from "./calls.ts";
-import { NODE_ID_HEADER, WATCH_CONN_HEADER } from "./headers.ts";
+import { NODE_ID_HEADER, WATCH_CONN_HEADER, WATCH_SHARD_HEADER } from "./headers.ts";
 
-/** What a watch socket carries as its attachment. */
-type Watched = { nodeId: string; watchId: string; openedAt: number; told?: true; seenWrittenAt?: number };
+/** What a watch socket carries as its attachment: its node, the watch, when it opened, the shard's
+ *  name, whether its node was told it lapsed, and the last sign written for it. */
+type Watched = {
+  nodeId: string;
+  watchId: string;
+  openedAt: number;
+  shard: string;
+  told?: true;
+  seenWrittenAt?: number;
+};
 
 /** The shard's alarm comes this many times per OFFLINE_AFTER_MS: a silent node is told about within
  *  OFFLINE_AFTER_MS and a quarter of it. */
@@ -63,7 +73,8 @@ export class LivenessWatch extends DurableObject<Env> {
   private async accept(request: Request): Promise<Response> {
     const nodeId = request.headers.get(NODE_ID_HEADER);
     const connId = request.headers.get(WATCH_CONN_HEADER);
-    if (!nodeId || !connId || request.headers.get("upgrade")?.toLowerCase() !== "websocket")
+    const shard = request.headers.get(WATCH_SHARD_HEADER);
+    if (!nodeId || !connId || !shard || request.headers.get("upgrade")?.toLowerCase() !== "websocket")
       return refusal(400, "bad_request", "expected an agent's liveness WebSocket upgrade");
     const watchId = crypto.randomUUID();
     const now = Date.now();
@@ -78,7 +89,13 @@ export class LivenessWatch extends DurableObject<Env> {
       closeTold(old, CLOSE.replaced, "replaced by a newer liveness socket");
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [nodeId]);
-    server.serializeAttachment({ nodeId, watchId, openedAt: now } satisfies Watched);
+    server.serializeAttachment({ nodeId, watchId, openedAt: now, shard } satisfies Watched);
+    // Where its last signs are written from now on (a row written only when the shard changes).
+    const db = database(this.env.DB);
+    await db
+      .update(nodes)
+      .set({ livenessShard: shard })
+      .where(and(eq(nodes.id, nodeId), or(isNull(nodes.livenessShard), ne(nodes.livenessShard, shard))));
     await this.arm();
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -102,17 +119,20 @@ export class LivenessWatch extends DurableObject<Env> {
   private async look(): Promise<void> {
     const now = Date.now();
     const lapsed: { ws: WebSocket; att: Watched }[] = [];
-    const seen: { ws: WebSocket; att: Watched; at: number }[] = [];
+    const live: { ws: WebSocket; att: Watched; at: number }[] = [];
+    let due = false;
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue; // closing: told already
       const att = ws.deserializeAttachment() as Watched | null;
       if (!att) continue;
       const lastPing = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       if (now - Math.max(lastPing, att.openedAt) > this.offlineAfterMs) lapsed.push({ ws, att });
-      else if (lastPing - (att.seenWrittenAt ?? att.openedAt) >= this.lastSeenWriteMs)
-        seen.push({ ws, att, at: lastPing });
+      else {
+        live.push({ ws, att, at: Math.max(lastPing, att.openedAt) });
+        due ||= lastPing - (att.seenWrittenAt ?? att.openedAt) >= this.lastSeenWriteMs;
+      }
     }
-    await this.writeLastSeen(seen);
+    if (due) await this.writeLastSeen(live);
     const told = await Promise.allSettled(
       lapsed.map(({ att }) => nodeSession(this.env, att.nodeId).watchEnded(att.watchId, true)),
     );
@@ -122,24 +142,25 @@ export class LivenessWatch extends DurableObject<Env> {
     }
   }
 
-  /** Writes the nodes' last signs of life (never moving one back), then remembers them on their
-   *  sockets; a failed write is tried again at the next look. */
-  private async writeLastSeen(seen: { ws: WebSocket; att: Watched; at: number }[]): Promise<void> {
-    if (!seen.length) return;
-    const db = database(this.env.DB);
-    const [first, ...rest] = seen.map(({ att, at }) =>
-      db
-        .update(nodes)
-        .set({ lastSeenAt: sql`max(coalesce(${nodes.lastSeenAt}, 0), ${at})` })
-        .where(eq(nodes.id, att.nodeId)),
-    );
+  /** Writes every live node's last sign of life in the shard's one row (so all are written again
+   *  together, once one is due), then remembers them on their sockets; a failed write is tried again
+   *  at the next look. A node's older socket elsewhere, or its row's own lastSeenAt, may say later:
+   *  readers take the later of the two. */
+  private async writeLastSeen(live: { ws: WebSocket; att: Watched; at: number }[]): Promise<void> {
+    if (!live.length) return;
+    const seen: Record<string, number> = {};
+    for (const { att, at } of live) seen[att.nodeId] = Math.max(seen[att.nodeId] ?? 0, at);
+    const now = Date.now();
     try {
-      await db.batch([first, ...rest]);
+      await database(this.env.DB)
+        .insert(livenessSeen)
+        .values({ shard: live[0].att.shard, seen: JSON.stringify(seen), at: now })
+        .onConflictDoUpdate({ target: livenessSeen.shard, set: { seen: sql`excluded.seen`, at: sql`excluded.at` } });
     } catch (err) {
-      console.error("liveness shard could not write lastSeenAt", err);
+      console.error("liveness shard could not write its nodes' last signs of life", err);
       return;
     }
-    for (const { ws, att, at } of seen) ws.serializeAttachment({ ...att, seenWrittenAt: at } satisfies Watched);
+    for (const { ws, att, at } of live) ws.serializeAttachment({ ...att, seenWrittenAt: at } satisfies Watched);
   }
 
   /** The next look while any socket is held; none otherwise (an empty shard costs nothing). */

@@ -6,7 +6,7 @@ import type { Database } from "../db/client.ts";
 import { vmFromRow } from "../db/rows.ts";
 import { nodes, vms, type VmRecord } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
-import { nodeView } from "../views.ts";
+import { nodeColumns, nodeView } from "../views.ts";
 
 // Which node a VM was on when this isolate last read it: lets reset_state ask that node's agent
 // before reading D1 (one D1 round trip less on the common path). Only a hint: the reset's write is
@@ -46,7 +46,7 @@ export async function loadVm(db: Database, id: string): Promise<VmRecord> {
  *  command routes would otherwise pay two round trips before doing anything. */
 export async function loadVmOnNode(settings: SessionSettings, db: Database, id: string) {
   const row = await db
-    .select({ vm: vms, node: nodes })
+    .select({ vm: vms, node: nodeColumns })
     .from(vms)
     .leftJoin(nodes, eq(nodes.id, vms.nodeId))
     .where(eq(vms.id, id.toLowerCase()))
@@ -60,7 +60,7 @@ export async function loadVmOnNode(settings: SessionSettings, db: Database, id: 
 /** The VM's node when it has one and is connected now (D1 view, liveness-checked). */
 export async function nodeState(settings: SessionSettings, db: Database, vm: VmRecord) {
   if (!vm.nodeId) return { node: null, online: false };
-  const node = await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
+  const node = await db.select(nodeColumns).from(nodes).where(eq(nodes.id, vm.nodeId)).get();
   if (!node) return { node: null, online: false };
   return { node, online: nodeView(node, 0, settings.nodeStaleAfterMs).connected };
 }

@@ -15,7 +15,7 @@ import { askVmState, readLogThroughNode, verifyWrittenState } from "../session/c
 import type { StateOutcome } from "../session/dispatch.ts";
 import { markRemoved } from "../inventory.ts";
 import { AS_STORED, writeVmState, type StateWritten } from "../vm-state.ts";
-import { nodeView } from "../views.ts";
+import { nodeColumns, nodeView } from "../views.ts";
 import { homeOf, loadVmOnNode, rememberHome } from "./lookup.ts";
 
 export type ResetRequest = { id: string; force: boolean; reason: string | null; actor: string };
@@ -230,7 +230,8 @@ async function attachLogExcerpt(
     const db = database(env.DB);
     let excerpt: string | null = null;
     if (vm.nodeId && from !== "snapshot") {
-      const node = from === "answered-node" ? null : await db.select().from(nodes).where(eq(nodes.id, vm.nodeId)).get();
+      const node =
+        from === "answered-node" ? null : await db.select(nodeColumns).from(nodes).where(eq(nodes.id, vm.nodeId)).get();
       if (from === "answered-node" || (node && nodeView(node, 0, sessionSettings(env).nodeStaleAfterMs).connected)) {
         const outcome = await readLogThroughNode(env, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
         if (outcome.status === "done") excerpt = lastLines(outcome.text);
