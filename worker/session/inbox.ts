@@ -6,7 +6,8 @@
 import { MAX_LINK_BINARY_BYTES } from "../../protocol/console.ts";
 import { AgentMessage, CLOSE, MAX_FRAME_BYTES, parseFrame } from "../../protocol/wire.ts";
 
-export type Refusal = { code: number; why: string };
+/** Why a frame is refused; `cooling`: only because its node is still refused for an earlier overload. */
+export type Refusal = { code: number; why: string; cooling?: true };
 
 /** Console output frames per second an agent may send (16 consoles, each coalescing to ~10 ms). */
 const BINARY_PER_SECOND = 2_000;
@@ -39,14 +40,16 @@ export type AdmissionLimits = {
 };
 
 /** D1 statements a frame costs at most: an inventory report is one batch of ten, plus the missing
- *  marks of a sync's end or of removed VMs; a result or an error a few; the rest next to none. */
+ *  marks of a sync's end or of removed VMs; a digest a few; the rest next to none. An answer (a
+ *  result or an error) costs the node nothing: its work is the request's, which the control plane
+ *  sent (an operator's, rate-limited per token, or its own reconciler's), and one for no request in
+ *  flight is dropped unread. Charged to the agent, an operator's burst of reset_state calls would
+ *  close the node's link and flag it overloaded. */
 function statementsOf(msg: AgentMessage | null): number {
   switch (msg?.type) {
     case "inventory":
     case "vm.changed":
       return 12;
-    case "result":
-    case "error":
     case "inventory.digest":
       return 3;
     case "hello":
@@ -112,6 +115,8 @@ export class AgentInbox {
   private readonly binary = new TokenBucket(BINARY_PER_SECOND, BINARY_PER_SECOND);
   /** the current link was refused: frames it queued before are skipped until the next link */
   private ending = false;
+  /** why the node was last refused as overloaded: what a link refused while it cools down is told */
+  private overloadedBy: string | null = null;
 
   constructor(limits: AdmissionLimits) {
     this.limits = limits;
@@ -131,19 +136,18 @@ export class AgentInbox {
   charge(vmsChanged: number): Refusal | null {
     const now = Date.now();
     if (vmsChanged === 0 || this.vms.spend(vmsChanged, now)) return null;
-    this.coolDown(now);
-    this.ending = true;
     const l = this.limits;
-    return {
-      code: CLOSE.overloaded,
-      why: `over the node's work budget: more than ${l.vmsPerSecond} VM state changes a second (burst ${l.vmsBurst})`,
-    };
+    const why = `over the node's work budget: more than ${l.vmsPerSecond} VM state changes a second (burst ${l.vmsBurst})`;
+    this.coolDown(now, why);
+    this.ending = true;
+    return { code: CLOSE.overloaded, why };
   }
 
   /** An overloaded node is refused for COOL_DOWN_SECONDS: a reconnect does not buy it a fresh
    *  backlog of work. */
-  private coolDown(now: number): void {
+  private coolDown(now: number, why: string): void {
     this.vms.owe(this.limits.vmsPerSecond * COOL_DOWN_SECONDS, now);
+    this.overloadedBy = why;
   }
 
   /** A binary frame (console output): its size and a rate of its own; its bytes are bounded by the
@@ -173,7 +177,12 @@ export class AgentInbox {
         code: CLOSE.overloaded,
         why: `inbox backlog over ${l.backlogFrames} frames or ${l.backlogBytes} bytes: frames come faster than they can be handled`,
       };
-    if (!this.vms.take(0, now)) return this.over("VM state changes", l.vmsPerSecond, l.vmsBurst);
+    if (!this.vms.take(0, now))
+      return {
+        code: CLOSE.overloaded,
+        why: `${this.overloadedBy ?? "over the node's work budget"}; refused for ${COOL_DOWN_SECONDS} s since`,
+        cooling: true,
+      };
     if (!this.bytes.take(bytes, now)) return this.over("bytes", l.bytesPerSecond, l.bytesBurst);
     return null;
   }
@@ -204,7 +213,8 @@ export class AgentInbox {
     if (!refused && !this.statements.take(statementsOf(msg), now))
       refused = this.over("database statements", this.limits.statementsPerSecond, this.limits.statementsBurst);
     if (refused) {
-      if (refused.code === CLOSE.overloaded) this.coolDown(now);
+      if (refused.code === CLOSE.overloaded)
+        this.coolDown(now, refused.cooling ? (this.overloadedBy ?? refused.why) : refused.why);
       refuse(refused);
       this.ending = true;
     } else {
