@@ -78,11 +78,6 @@ const DAY_ROW_AT = DAY_MS - CHUNK_MS;
 const SHADOWED_SQL = `(t >= ? AND t < ? AND t % ${DAY_MS} < ${DAY_ROW_AT})`;
 
 type Table = "metric_minute" | "metric_bucket";
-/** Each table's hours, once ended `fullMs` ago, as means over `stepMs` until they leave at `keepMs`. */
-const COARSER: Record<Table, { fullMs: number; stepMs: number; keepMs: number }> = {
-  metric_minute: { fullMs: RAW_FULL_MS, stepMs: MINUTE_MS, keepMs: RAW_KEEP_MS },
-  metric_bucket: { fullMs: BUCKETS_FULL_MS, stepMs: HALF_HOUR_MS, keepMs: ROLLUP_KEEP_MS },
-};
 /** A row written costs what holding this many bytes for a month does ($1 per million rows written,
  *  $0.20 per GB-month held): an hour is rewritten coarser only where that saves more (a node with a
  *  few VMs keeps its hours as they are). */
@@ -124,20 +119,16 @@ const UPSERT = {
   metric_minute: upsert("metric_minute", [...BLOCK_COLUMNS, "step"]),
   metric_bucket: upsert("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]),
 };
-/** A new row written over the table's oldest row past its retention, if any (no row changes
- *  otherwise): a row inserted and later deleted is two rows written, one written over is one, so at
- *  steady state, an hour in and an hour out, retention deletes nothing. Bound: as UPSERT's, then the
- *  retention line. */
-const recycle = (table: Table, columns: string[]) =>
+/** A new row written over the table's oldest row past its retention (or, for means, shadowed), if
+ *  any (no row changes otherwise): a row inserted and later deleted is two rows written, one written
+ *  over is one, so at steady state, an hour in and an hour out, retention deletes nothing. Bound: as
+ *  UPSERT's, then the retention line (and, for means, the shadowed days' span). */
+const recycle = (table: Table, columns: string[], orFree = "") =>
   `UPDATE ${table} SET t = ?, ${columns.map((c) => `${c} = ?`).join(", ")}
-   WHERE t = (SELECT min(t) FROM ${table} WHERE t < ?)`;
+   WHERE t = (SELECT min(t) FROM ${table} WHERE t < ?${orFree})`;
 const RECYCLE = {
   metric_minute: recycle("metric_minute", [...BLOCK_COLUMNS, "step"]),
-  // Bound as well: the shadowed days (daysFrom, daysTo).
-  metric_bucket: recycle("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"]).replace(
-    "WHERE t < ?)",
-    `WHERE t < ? OR ${SHADOWED_SQL})`,
-  ),
+  metric_bucket: recycle("metric_bucket", [...BLOCK_COLUMNS, "seen", "step"], ` OR ${SHADOWED_SQL}`),
 };
 const KEEP_MS: Record<Table, number> = { metric_minute: RAW_KEEP_MS, metric_bucket: ROLLUP_KEEP_MS };
 /** Rows keyed before this are past their table's retention (a key may carry a part number: whole
@@ -165,6 +156,20 @@ export type { MetricsStorage };
 
 const chunkOf = (t: number) => Math.floor(t / CHUNK_MS) * CHUNK_MS;
 const bucketOf = (t: number) => Math.floor(t / ROLLUP_STEP_MS) * ROLLUP_STEP_MS;
+/** Each sample of a row's block, added to the means of the `stepMs` span it falls in. */
+function addToSpans(means: BucketMeans, block: Block, stepMs: number): void {
+  for (let k = 0; k < block.ticks.length; k++) {
+    const span = Math.floor(block.ticks[k] / stepMs) * stepMs;
+    for (let s = 0; s < block.slots; s++) if (block.has(s, k)) means.add(span, s, (f) => block.value(s, f, k));
+  }
+}
+/** Means as samples: a tick per span, at its start, in time order. */
+function samplesOfMeans(means: BucketMeans): Samples {
+  const samples: Samples = new Map();
+  for (const span of [...means.buckets.keys()].sort((a, b) => a - b))
+    for (const [t, at] of means.samplesOf(span)) samples.set(t, at);
+  return samples;
+}
 const sameBytes = (a: ArrayBuffer | Uint8Array, b: ArrayBuffer) => {
   const x = a instanceof Uint8Array ? a : new Uint8Array(a);
   const y = new Uint8Array(b);
@@ -479,13 +484,8 @@ export class MetricsHistory {
       const args = [...upsertArgs(key, block), ...(seen ? [seen] : []), step];
       const line = !old && now !== undefined ? this.recycleLine(table, now) : null;
       if (line !== null) {
-        const days = this.dayRows();
-        const over = this.sql.exec(
-          RECYCLE[table],
-          ...args,
-          line,
-          ...(table === "metric_bucket" ? [days.from, days.to] : []),
-        ).rowsWritten;
+        const shadowed = table === "metric_bucket" ? [this.dayRows().from, this.dayRows().to] : [];
+        const over = this.sql.exec(RECYCLE[table], ...args, line, ...shadowed).rowsWritten;
         cost.rowsWritten += over;
         if (over) return;
       }
@@ -555,7 +555,7 @@ export class MetricsHistory {
     for (const table of ["metric_minute", "metric_bucket"] as const)
       cost.rowsWritten += this.sql.exec(`DELETE FROM ${table} WHERE t < ?`, expiryLine(table, now)).rowsWritten;
     // Raw hours rolled up and past the hour view and any re-sent batch; means past the week view.
-    this.coarsen("metric_minute", Math.min(now - RAW_FULL_MS, current), now, cost);
+    this.coarsenRaw(Math.min(now - RAW_FULL_MS, current), now, cost);
     this.coarsenDays(now - BUCKETS_FULL_MS, now, cost);
     if (this.legacy?.any) {
       const until = this.meta("legacyUntil")!;
@@ -573,36 +573,28 @@ export class MetricsHistory {
       .toArray();
   }
 
-  /** Rewrites each hour of `table` that ended by `until` and is still at full resolution as the means
-   *  of its ticks over `stepMs` (each a tick at its span's start): the same means a range of that
-   *  step computes from them, in the same order, so its answers stay exactly as they were. */
-  private coarsen(table: Table, until: number, now: number, cost: IngestCost): void {
-    const { stepMs, keepMs } = COARSER[table];
+  /** Rewrites each raw hour that ended by `until` as the means of its samples over each minute (each
+   *  a tick at its minute's start): the same means the day view computes from them, in the same
+   *  order, so its answers stay exactly as they were. An hour whose rewrite would cost more than its
+   *  bytes held (a node with a few VMs) is kept as it is. */
+  private coarsenRaw(until: number, now: number, cost: IngestCost): void {
     const hours = this.sql
       .exec<{ hour: number; slots: number; bytes: number }>(
         `SELECT t / ${CHUNK_MS} * ${CHUNK_MS} AS hour, max(slots) AS slots, sum(${ROW_BYTES_SQL}) AS bytes
-         FROM ${table} WHERE t > ? AND t <= ? AND step = 0 GROUP BY hour ORDER BY hour`,
-        (this.coarsenedTo.get(table) ?? until - COARSEN_LOOKBACK_MS) - CHUNK_MS,
+         FROM metric_minute WHERE t > ? AND t <= ? AND step = 0 GROUP BY hour ORDER BY hour`,
+        (this.coarsenedTo.get("metric_minute") ?? until - COARSEN_LOOKBACK_MS) - CHUNK_MS,
         until - CHUNK_MS,
       )
       .toArray();
-    this.coarsenedTo.set(table, until);
+    this.coarsenedTo.set("metric_minute", until);
     for (const { hour, slots, bytes } of hours) {
       if (hour + CHUNK_MS > until) continue;
-      if (!worthCoarsening(bytes, blockBytes(CHUNK_MS / stepMs, slots), hour + CHUNK_MS + keepMs - now)) continue;
-      const stored = this.rowsOf(table, hour);
+      const heldMs = hour + CHUNK_MS + RAW_KEEP_MS - now;
+      if (!worthCoarsening(bytes, blockBytes(CHUNK_MS / MINUTE_MS, slots), heldMs)) continue;
+      const stored = this.rowsOf("metric_minute", hour);
       const means = new BucketMeans();
-      for (const row of stored) {
-        const block = blockOf(row);
-        for (let k = 0; k < block.ticks.length; k++) {
-          const span = Math.floor(block.ticks[k] / stepMs) * stepMs;
-          for (let s = 0; s < block.slots; s++) if (block.has(s, k)) means.add(span, s, (f) => block.value(s, f, k));
-        }
-      }
-      const samples: Samples = new Map();
-      for (const span of means.buckets.keys()) for (const [t, at] of means.samplesOf(span)) samples.set(t, at);
-      const seen = table === "metric_bucket" ? (stored.at(-1)!.seen as ArrayBuffer) : undefined;
-      this.writeParts(table, hour, 0, samples, stored, cost, { step: stepMs, seen });
+      for (const row of stored) addToSpans(means, blockOf(row), MINUTE_MS);
+      this.writeParts("metric_minute", hour, 0, samplesOfMeans(means), stored, cost, { step: MINUTE_MS });
     }
   }
 
@@ -634,17 +626,11 @@ export class MetricsHistory {
         day,
         day + DAY_MS,
       )) {
-        const block = blockOf(row);
-        for (let k = 0; k < block.ticks.length; k++) {
-          const span = Math.floor(block.ticks[k] / HALF_HOUR_MS) * HALF_HOUR_MS;
-          for (let s = 0; s < block.slots; s++) if (block.has(s, k)) means.add(span, s, (f) => block.value(s, f, k));
-        }
+        addToSpans(means, blockOf(row), HALF_HOUR_MS);
         seen = row.seen as ArrayBuffer;
         if (row.t >= day + DAY_ROW_AT) lastHour.push(row);
       }
-      const samples: Samples = new Map();
-      for (const span of [...means.buckets.keys()].sort((a, b) => a - b))
-        for (const [t, at] of means.samplesOf(span)) samples.set(t, at);
+      const samples = samplesOfMeans(means);
       if (samples.size && seen)
         this.writeParts("metric_bucket", day + DAY_ROW_AT, 0, samples, lastHour, cost, {
           step: HALF_HOUR_MS,
