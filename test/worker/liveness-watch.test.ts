@@ -101,9 +101,6 @@ describe("liveness shard", () => {
     const lastSeen = async () => Date.parse((await json(await api(`/api/nodes/${nodeId}`))).node.lastSeenAt);
     const atConnect = await lastSeen();
     const { alarm } = await linkOf(nodeId);
-    const shard = (await nodeRow(nodeId))?.shard;
-    expect(shard).toMatch(/^liveness-\d+$/);
-    expect((await nodeRow(other.nodeId))?.shard).toBe(shard);
     // Only the liveness socket pings (the link stays silent: the shard's word is what keeps it online).
     const until = Date.now() + 2 * LAST_SEEN_WRITE_MS + 1500;
     let lastPing = 0;
@@ -117,7 +114,11 @@ describe("liveness shard", () => {
     expect(await lastSeen()).toBeLessThanOrEqual(lastPing);
     expect((await linkOf(nodeId)).alarm).toBe(alarm); // the object was not woken for it
     expect(await connected(nodeId)).toBe(true);
-    // One row for the shard holds both nodes' last signs; neither node's own row was written.
+    // One row for the shard holds both nodes' last signs, and each node's row names that shard;
+    // neither node's own lastSeenAt was written.
+    const shard = (await nodeRow(nodeId))?.shard;
+    expect(shard).toMatch(/^liveness-\d+$/);
+    expect((await nodeRow(other.nodeId))?.shard).toBe(shard);
     const rows = await shardRows();
     expect(rows[shard!][nodeId]).toBe(await lastSeen());
     expect(rows[shard!][other.nodeId]).toBeGreaterThanOrEqual(atConnect + LAST_SEEN_WRITE_MS);
@@ -126,12 +127,15 @@ describe("liveness shard", () => {
 
   it("a node's routes read its lastSeenAt as the later of its row's and its shard's; stale in both, it is offline", async () => {
     const { nodeId } = await watchedNode();
-    const shard = (await nodeRow(nodeId))!.shard!;
+    const shard = "liveness-0";
     const now = Date.now();
     const hourAgo = now - 3_600_000;
     const view = async () => (await json(await api(`/api/nodes/${nodeId}`))).node;
-    // Its own row an hour old (past the stale line here), its shard's word fresh: connected, seen now.
-    await env.DB.prepare("UPDATE nodes SET last_seen_at = ? WHERE id = ?").bind(hourAgo, nodeId).run();
+    // Its own row an hour old (past the stale line here) and naming its shard, the shard's word
+    // fresh: connected, seen now.
+    await env.DB.prepare("UPDATE nodes SET last_seen_at = ?, liveness_shard = ? WHERE id = ?")
+      .bind(hourAgo, shard, nodeId)
+      .run();
     await env.DB.prepare(
       "INSERT INTO liveness_seen (shard, seen, at) VALUES (?, ?, ?) ON CONFLICT (shard) DO UPDATE SET seen = excluded.seen",
     )

@@ -14,7 +14,7 @@ export const nodes = sqliteTable(
     connected: integer("connected", { mode: "boolean" }).notNull().default(false),
     lastSeenAt: integer("last_seen_at"),
     /** the liveness shard that holds the node's liveness socket (its last sign of life is in that
-     *  shard's `liveness_seen` row), set when the socket opens */
+     *  shard's `liveness_seen` row), set with the shard's first write of it after the socket opens */
     livenessShard: text("liveness_shard"),
     /** SHA-256 of the single-use join token; null once traded for a credential. */
     joinTokenHash: text("join_token_hash"),

@@ -19,7 +19,8 @@ import { nodeSession } from "./calls.ts";
 import { NODE_ID_HEADER, WATCH_CONN_HEADER, WATCH_SHARD_HEADER } from "./headers.ts";
 
 /** What a watch socket carries as its attachment: its node, the watch, when it opened, the shard's
- *  name, whether its node was told it lapsed, and the last sign written for it. */
+ *  name, whether its node was told it lapsed, and the last sign written for it (its node's row names
+ *  this shard from the first such write on). */
 type Watched = {
   nodeId: string;
   watchId: string;
@@ -90,12 +91,6 @@ export class LivenessWatch extends DurableObject<Env> {
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [nodeId]);
     server.serializeAttachment({ nodeId, watchId, openedAt: now, shard } satisfies Watched);
-    // Where its last signs are written from now on (a row written only when the shard changes).
-    const db = database(this.env.DB);
-    await db
-      .update(nodes)
-      .set({ livenessShard: shard })
-      .where(and(eq(nodes.id, nodeId), or(isNull(nodes.livenessShard), ne(nodes.livenessShard, shard))));
     await this.arm();
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -143,19 +138,32 @@ export class LivenessWatch extends DurableObject<Env> {
   }
 
   /** Writes every live node's last sign of life in the shard's one row (so all are written again
-   *  together, once one is due), then remembers them on their sockets; a failed write is tried again
-   *  at the next look. A node's older socket elsewhere, or its row's own lastSeenAt, may say later:
-   *  readers take the later of the two. */
+   *  together, once one is due), and has each node's row name this shard the first time (a row
+   *  written only where it named none or another: its node's connect wrote a fresh lastSeenAt, which
+   *  covers it until then), then remembers them on their sockets; a failed write is tried again at
+   *  the next look. A node's row's own lastSeenAt may say later: readers take the later of the two. */
   private async writeLastSeen(live: { ws: WebSocket; att: Watched; at: number }[]): Promise<void> {
     if (!live.length) return;
     const seen: Record<string, number> = {};
     for (const { att, at } of live) seen[att.nodeId] = Math.max(seen[att.nodeId] ?? 0, at);
-    const now = Date.now();
+    const shard = live[0].att.shard;
+    const db = database(this.env.DB);
+    const named = live
+      .filter(({ att }) => att.seenWrittenAt === undefined)
+      .map(({ att }) =>
+        db
+          .update(nodes)
+          .set({ livenessShard: shard })
+          .where(and(eq(nodes.id, att.nodeId), or(isNull(nodes.livenessShard), ne(nodes.livenessShard, shard)))),
+      );
     try {
-      await database(this.env.DB)
-        .insert(livenessSeen)
-        .values({ shard: live[0].att.shard, seen: JSON.stringify(seen), at: now })
-        .onConflictDoUpdate({ target: livenessSeen.shard, set: { seen: sql`excluded.seen`, at: sql`excluded.at` } });
+      await db.batch([
+        db
+          .insert(livenessSeen)
+          .values({ shard, seen: JSON.stringify(seen), at: Date.now() })
+          .onConflictDoUpdate({ target: livenessSeen.shard, set: { seen: sql`excluded.seen`, at: sql`excluded.at` } }),
+        ...named,
+      ]);
     } catch (err) {
       console.error("liveness shard could not write its nodes' last signs of life", err);
       return;
