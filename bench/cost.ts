@@ -360,6 +360,9 @@ function hourCounts(before: Snapshot, after: Snapshot, frames: number): HourCoun
  *  lastSeenAt (a D1 row). Both more rarely than any window: modelled. */
 const LAST_SEEN_WRITES_A_MONTH = MONTH_S / 3600;
 const WATCHED_CHECKS_A_MONTH = LAST_SEEN_WRITES_A_MONTH / WATCHED_CHECK_INTERVALS;
+/** A node's D1 rows written a month for its last sign of life: its share of its shard's row, and
+ *  its object's own checks. */
+const lastSeenD1Rows = (nodesPerShard: number) => LAST_SEEN_WRITES_A_MONTH / nodesPerShard + WATCHED_CHECKS_A_MONTH;
 
 function usage(
   s: Scenario,
@@ -435,7 +438,7 @@ function usage(
         WATCHED_CHECKS_A_MONTH,
       d1RowsRead: perMonth(d1.rowsRead),
       // lastSeenAt, rarer than the window: modelled (below)
-      d1RowsWritten: perMonth(d1.rowsWritten) + LAST_SEEN_WRITES_A_MONTH / shard.nodesPerShard + WATCHED_CHECKS_A_MONTH,
+      d1RowsWritten: perMonth(d1.rowsWritten) + lastSeenD1Rows(shard.nodesPerShard),
     },
   };
 }
@@ -454,7 +457,7 @@ function livenessMonth(u: Usage, shard: ShardUsage): { usd: number; parts: strin
     (Object.keys(shard.month) as PriceKey[]).reduce((a, k) => a + dollars(k, shard.month[k] ?? 0, false), 0) -
     shardPings;
   const lastSeen =
-    dollars("d1RowsWritten", LAST_SEEN_WRITES_A_MONTH / shard.nodesPerShard + WATCHED_CHECKS_A_MONTH, false) +
+    dollars("d1RowsWritten", lastSeenD1Rows(shard.nodesPerShard), false) +
     dollars("doRequests", WATCHED_CHECKS_A_MONTH, false) +
     dollars("doRowsWritten", WATCHED_CHECKS_A_MONTH, false);
   return {
