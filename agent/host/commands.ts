@@ -22,7 +22,7 @@ type FollowCommand = Extract<ServerMessage, { type: "vm.logs.follow" }>;
 /** The domain's name for its log: libvirt's own name for that UUID, never a name sent to us alone. */
 export async function logNameFor(libvirt: Libvirt, vmId: string, fallback: string): Promise<string> {
   try {
-    return (await libvirt.domain(vmId)).name;
+    return await libvirt.nameOf(vmId);
   } catch (err) {
     // libvirt unreachable: the control plane's name is still checked and confined by resolveLogPath.
     if (err instanceof AgentFailure && err.code === "libvirt_error") return fallback;
@@ -54,6 +54,18 @@ export function splitLogText(text: string, chunkBytes = LOG_CHUNK_BYTES): string
   return out;
 }
 
+/** `fn`'s result, run after what this turn started (a socket write under way) has gone out. */
+const nextTurn = <T>(fn: () => T): Promise<T> =>
+  new Promise((resolve, reject) =>
+    setImmediate(() => {
+      try {
+        resolve(fn());
+      } catch (err) {
+        reject(err);
+      }
+    }),
+  );
+
 export class CommandRunner {
   private readonly o: CommandRunnerOptions;
   readonly power: PowerActions;
@@ -82,13 +94,15 @@ export class CommandRunner {
     switch (cmd.type) {
       case "vm.state":
         return this.answer(id, async () => {
-          // One look at the domain gives its state and libvirt's name for its log. While libvirt
-          // answers, the log is read under the name the control plane sent; that text is used only
-          // when libvirt names the domain the same (the usual case), else it is read again.
+          // libvirt is asked for the domain's state and its name for the log. While it answers, the
+          // log is read under the name the control plane sent (on the next turn, once the calls are
+          // on their way); that text is used only when libvirt names the domain the same (the usual
+          // case), else it is read again.
           const { vmId, name: sentName, excerptLines } = cmd.payload;
-          const looked = this.o.libvirt.domain(vmId);
-          const early = excerptLines ? this.excerpt(id, sentName, excerptLines) : null;
-          const { state, libvirtState, name } = await looked;
+          const [{ state, libvirtState, name }, early] = await Promise.all([
+            this.o.libvirt.stateAndName(vmId),
+            excerptLines ? nextTurn(() => this.excerpt(id, sentName, excerptLines)) : null,
+          ]);
           if (!excerptLines) return void this.o.send({ type: "result", id, payload: { state, libvirtState } });
           this.o.send({
             type: "result",

@@ -54,6 +54,24 @@ export function failureOf(what: string, err: unknown): AgentFailure {
 
 const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
 
+function checkedUuid(uuid: string): string {
+  if (!UUID.test(uuid)) throw new AgentFailure("vm_not_found", `${uuid.slice(0, 80)} is not a domain UUID`);
+  return uuid;
+}
+
+/** libvirt's state number as the agent reports it. */
+function stateResult(state: number): StateResult {
+  const libvirtState = LIBVIRT_STATES[state] ?? "nostate";
+  return { state: mapLibvirtState(libvirtState), libvirtState };
+}
+
+/** The domain, unless its name is one libvirt itself refuses (a `/`, NUL), which no frame may carry. */
+function named(dom: DomainRef): DomainRef {
+  if (!DomainName(dom.name))
+    throw new AgentFailure("invalid_name", `domain ${dom.uuid} has a name libvirt itself refuses ('/' or NUL)`);
+  return dom;
+}
+
 export type DomainCounters = {
   uuid: string;
   name: string;
@@ -193,8 +211,7 @@ export class Libvirt {
   }
 
   private lookup(c: LibvirtClient, uuid: string): Promise<DomainRef> {
-    if (!UUID.test(uuid)) throw new AgentFailure("vm_not_found", `${uuid.slice(0, 80)} is not a domain UUID`);
-    return c.lookupByUuid(uuid);
+    return c.lookupByUuid(checkedUuid(uuid));
   }
 
   /** Every domain whatever its name (its log path is confined where the log is opened, log-path.ts);
@@ -208,12 +225,10 @@ export class Libvirt {
       );
       return null;
     }
-    const libvirtState = LIBVIRT_STATES[info.state] ?? "nostate";
     return {
       uuid: dom.uuid,
       name: dom.name,
-      libvirtState,
-      state: mapLibvirtState(libvirtState),
+      ...stateResult(info.state),
       vcpus: info.vcpus,
       memoryMiB: Math.round(Number(info.maxMemKiB) / 1024), // libvirt reports KiB
     };
@@ -284,14 +299,28 @@ export class Libvirt {
     });
   }
 
+  /** The domain's state, in one call: libvirt's drivers find a domain by its UUID, so no lookup
+   *  goes first (the name a reference carries is not looked at). */
   async state(uuid: string): Promise<StateResult> {
-    const { state, libvirtState } = await this.domain(uuid);
-    return { state, libvirtState };
+    return this.call(`state ${uuid}`, async (c) => stateResult((await c.domainState(checkedUuid(uuid))).state));
+  }
+
+  /** libvirt's own name for the domain (one call). */
+  async nameOf(uuid: string): Promise<string> {
+    return this.call(`domain ${uuid}`, async (c) => named(await this.lookup(c, uuid)).name);
+  }
+
+  /** The domain's state and libvirt's name for it, asked at once: one wait on the daemon, not two. */
+  async stateAndName(uuid: string): Promise<StateResult & { name: string }> {
+    return this.call(`domain ${uuid}`, async (c) => {
+      const [dom, { state }] = await Promise.all([this.lookup(c, uuid), c.domainState(checkedUuid(uuid))]);
+      return { ...stateResult(state), name: named(dom).name };
+    });
   }
 
   /** Start a shut-off domain; a paused one is resumed, a pm-suspended one woken (start is allowed from PAUSED too). */
   async start(uuid: string): Promise<void> {
-    const { libvirtState } = await this.domain(uuid);
+    const { libvirtState } = await this.state(uuid);
     await this.call(`start ${uuid}`, async (c) => {
       const dom = await this.lookup(c, uuid);
       if (libvirtState === "paused") return c.resume(dom);

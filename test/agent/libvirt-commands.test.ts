@@ -133,6 +133,29 @@ describe("commands", () => {
     expect(errorOf(rec.of(missing.id))?.code).toBe("vm_not_found");
   });
 
+  it("state in one call and state with name agree with the domain's full description; an unknown UUID is vm_not_found on each", async () => {
+    const { libvirt } = setup();
+    for (const vm of Object.values(VMS)) {
+      const full = await libvirt.domain(vm.uuid);
+      expect(await libvirt.state(vm.uuid)).toEqual({ state: full.state, libvirtState: full.libvirtState });
+      expect(await libvirt.stateAndName(vm.uuid)).toEqual({
+        state: full.state,
+        libvirtState: full.libvirtState,
+        name: vm.name,
+      });
+      expect(await libvirt.nameOf(vm.uuid)).toBe(vm.name);
+    }
+    const ghost = "99999999-0000-4000-8000-000000000000";
+    const asks: ((uuid: string) => Promise<unknown>)[] = [
+      (u) => libvirt.state(u),
+      (u) => libvirt.stateAndName(u),
+      (u) => libvirt.nameOf(u),
+      (u) => libvirt.domain(u),
+    ];
+    for (const ask of asks) await expect(ask(ghost)).rejects.toMatchObject({ code: "vm_not_found" });
+    await expect(libvirt.state("not-a-uuid")).rejects.toMatchObject({ code: "vm_not_found" });
+  });
+
   it("vm.state with excerptLines also sends the log's last lines (newest 4 KiB at most); null when the VM has no log", async () => {
     const { runner, rec, logDir } = setup();
     const text = Array.from({ length: 100 }, (_, i) => `2026-11-26 line ${i}`).join("\n") + "\n";
