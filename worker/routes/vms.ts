@@ -15,7 +15,7 @@ import { loadSnapshot, logsAnswer } from "../last-known-log.ts";
 import { flag, IdParam } from "../params.ts";
 import { limitPerToken } from "../rate-limit.ts";
 import { finishRequest } from "../request-rows.ts";
-import { agentFeaturesOf, nodeSession, readLogThroughNode, sendPowerAction } from "../session/calls.ts";
+import { agentFeaturesOf, nodeSession, readLogThroughNode, sendPowerAction, writeQueryRow } from "../session/calls.ts";
 import { FOLLOW_HEADERS } from "../session/headers.ts";
 import { assertPowerAllowed, beginPowerAction, clearVmFlag, undoPowerAction, type PowerKind } from "../vm-state.ts";
 import { agentFailureError } from "../vms/agent-errors.ts";
@@ -125,6 +125,7 @@ export const ResetBody = z
   .strict();
 
 async function optionalJson(req: Request): Promise<unknown> {
+  if (req.body === null) return {};
   const text = await req.text();
   if (text.trim() === "") return {};
   try {
@@ -229,11 +230,17 @@ export const vmRoutes = new Hono<AppEnv>()
       const id = c.req.valid("param").id.toLowerCase();
       const { lines } = c.req.valid("query");
       const actor = c.get("principal").actor;
+      // Each read's request row is written once the caller is answered.
+      const read = async (vm: { id: string; name: string; nodeId: string }) => {
+        const outcome = await readLogThroughNode(c.env, vm, lines, actor, true);
+        c.executionCtx.waitUntil(writeQueryRow(c.env, outcome));
+        return outcome;
+      };
       // The common path asks the node this isolate last saw the VM on, without reading D1 first; a VM
       // that moved, a node gone or any doubt takes the path that reads D1 and answers from what it finds.
       const home = homeOf(id);
       if (home) {
-        const fast = await readLogThroughNode(c.env, { id, name: home.name, nodeId: home.nodeId }, lines, actor, true);
+        const fast = await read({ id, name: home.name, nodeId: home.nodeId });
         if (fast.status === "done") return c.json(logsAnswer(fast.result, fast.text, fast.at));
         // Only an answer that says "not here" (no link to that node, or no such domain on it) is asked again.
         if (!WRONG_PLACE.has(fast.error.code)) throw agentFailureError(fast);
@@ -243,7 +250,7 @@ export const vmRoutes = new Hono<AppEnv>()
       if (!vm.nodeId)
         throw new ApiError(409, "vm_not_on_node", `VM ${vm.name} is on no node, so it has no log to read`);
       if (!online) throw new ApiError(503, "node_offline", `node ${node?.name ?? vm.nodeId} is offline`);
-      const outcome = await readLogThroughNode(c.env, { ...vm, nodeId: vm.nodeId }, lines, actor, true);
+      const outcome = await read({ ...vm, nodeId: vm.nodeId });
       if (outcome.status !== "done") throw agentFailureError(outcome);
       // The node's session keeps this answer as the last-known log; the caller does not wait for that.
       return c.json(logsAnswer(outcome.result, outcome.text, outcome.at));

@@ -4,8 +4,8 @@ import type { VmRecord } from "../db/schema.ts";
 import { countedCalls } from "../cost-meter.ts";
 import { database } from "../db/client.ts";
 import { debugCountsEnabled } from "../debug-counts.ts";
-import { runBatch } from "../db/batch.ts";
-import { finishedQueryRow, insertFinishedRows, type AgentFailure } from "../request-rows.ts";
+import { runBatch, type Statement } from "../db/batch.ts";
+import { finishedQueryRow, insertFinishedRows, type AgentFailure, type RequestRow } from "../request-rows.ts";
 import {
   failed,
   type LogsOutcome,
@@ -90,8 +90,26 @@ export async function verifyWrittenState(env: Env, nodeId: string, vmId: string)
   }
 }
 
-/** Asks the VM's node for its state and waits for the answer. The node's session writes the request
- *  row once the query has ended: one D1 write instead of two. With `excerptLines` the answer also
+/** The D1 statement that writes a route query's row, final, as its outcome brought it back (none
+ *  when the session kept it, or lost it and the row was written then). */
+export const queryRowStatements = (outcome: { row?: RequestRow }): Statement[] =>
+  outcome.row ? insertFinishedRows([outcome.row]) : [];
+
+/** Writes a route query's row, final; for a caller with no D1 write of its own to carry it (often
+ *  after answering). Never throws. */
+export async function writeQueryRow(env: Env, outcome: { row?: RequestRow }): Promise<void> {
+  const statements = queryRowStatements(outcome);
+  if (statements.length === 0) return;
+  try {
+    await runBatch(database(env.DB), statements);
+  } catch (err) {
+    console.error("could not write a query's request row", outcome.row?.id, err);
+  }
+}
+
+/** Asks the VM's node for its state and waits for the answer. The request row comes back with the
+ *  outcome, final, for the caller to write (queryRowStatements, writeQueryRow): one D1 write, never
+ *  two, and none made by the node's session as it answers. With `excerptLines` the answer also
  *  carries the log's last lines. */
 export function askVmState(env: Env, vm: VmOnNode, actor: string, excerptLines?: number): Promise<StateOutcome> {
   const d = {
@@ -106,7 +124,8 @@ export function askVmState(env: Env, vm: VmOnNode, actor: string, excerptLines?:
 }
 
 /** Reads the last `lines` of the VM's log through its node; with `keepAsLastKnown` the answer is also
- *  kept as the VM's last-known log. */
+ *  kept as the VM's last-known log. Its request row comes back for the caller to write, as with
+ *  askVmState. */
 export function readLogThroughNode(
   env: Env,
   vm: VmOnNode,

@@ -2,7 +2,7 @@
 // (power action, state query, log read), each outcome carrying that kind's parsed agent answer.
 import type { LogsResult, PowerResult, StateResult } from "../../protocol/wire.ts";
 import type { PowerKind } from "../vm-state.ts";
-import type { AgentFailure } from "../request-rows.ts";
+import type { AgentFailure, RequestRow } from "../request-rows.ts";
 
 type Target = { id: string; vmId: string; name: string };
 
@@ -35,8 +35,11 @@ export type QueryDispatch = StateDispatch | LogsDispatch;
 type Failed = { status: "failed" | "expired"; error: AgentFailure };
 
 export type PowerOutcome = { status: "sent" } | { status: "done"; result: PowerResult } | Failed;
-export type StateOutcome = { status: "done"; result: StateResult; at: number } | Failed;
-export type LogsOutcome = { status: "done"; result: LogsResult; text: string; at: number } | Failed;
+/** A route's query comes back with its request row, final: the caller writes it, with its own D1
+ *  write or after answering (calls.ts), so the object writes nothing as it answers. */
+type WithRow = { row?: RequestRow };
+export type StateOutcome = ({ status: "done"; result: StateResult; at: number } | Failed) & WithRow;
+export type LogsOutcome = ({ status: "done"; result: LogsResult; text: string; at: number } | Failed) & WithRow;
 
 /** A failure before any answer (no link, session lost), which every kind of outcome can be. */
 export const failed = (code: string, message: string): Failed => ({ status: "failed", error: { code, message } });

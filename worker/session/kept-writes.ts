@@ -1,7 +1,7 @@
 // Writes the session keeps for D1 and makes together on the next alarm, at most KEPT_DELAY_MS later:
-// finished query rows (a round trip's D1 writes were an insert as it left and an update as it
-// ended) and each VM's newest last-known log (a dashboard refreshing a 1,000-line log wrote it on
-// every read).
+// each VM's newest last-known log (a dashboard refreshing a 1,000-line log wrote it on every read),
+// and the row of a finished query whose caller no longer waits (a waiting caller takes its row and
+// writes it itself).
 import type { Database } from "../db/client.ts";
 import { runBatch, type Statement } from "../db/batch.ts";
 import { upsertSnapshot, type SnapshotRow } from "../last-known-log.ts";
@@ -29,15 +29,16 @@ export class KeptWrites {
     return this.store.get("keptAt");
   }
 
-  /** A finished query's row: kept as its caller is answered, and the answer does not wait for it. */
+  /** A finished query's row that no caller took. */
   keepRow(requestId: string, row: RequestRow): Promise<void> {
     this.store.putEntryUnconfirmed("queryRow", requestId, row);
     return this.scheduled();
   }
 
-  /** The VM's newest last-known log; written with the next batch (no alarm of its own: a row comes with it). */
-  keepSnapshot(vmId: string, row: SnapshotRow): void {
+  /** The VM's newest last-known log; written with the next batch. */
+  keepSnapshot(vmId: string, row: SnapshotRow): Promise<void> {
     this.store.putEntryUnconfirmed("snapshot", vmId, row);
+    return this.scheduled();
   }
 
   /** Keeps the batch due KEPT_DELAY_MS from the first write kept. */

@@ -7,11 +7,18 @@ import type { ResetStateResponse } from "../../protocol/rest.ts";
 import { EXCERPT_LINES, lastLines } from "../../protocol/log-excerpt.ts";
 import { mapLibvirtState, type VmState } from "../../protocol/wire.ts";
 import { sessionSettings } from "../config.ts";
+import type { Statement } from "../db/batch.ts";
 import { database, type Database } from "../db/client.ts";
 import { nodes, vmEvents, type VmRecord } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { loadSnapshot } from "../last-known-log.ts";
-import { askVmState, readLogThroughNode, verifyWrittenState } from "../session/calls.ts";
+import {
+  askVmState,
+  queryRowStatements,
+  readLogThroughNode,
+  verifyWrittenState,
+  writeQueryRow,
+} from "../session/calls.ts";
 import type { StateOutcome } from "../session/dispatch.ts";
 import { markRemoved } from "../inventory.ts";
 import { AS_STORED, writeVmState, type StateWritten } from "../vm-state.ts";
@@ -102,13 +109,22 @@ type ResetEvent = {
 
 /** The hypervisor's answer, written only if nobody changed the VM's state since it was asked
  *  (`askedAt`) and it is still on that node. */
-function writeAnswer(db: Database, vmId: string, nodeId: string, askedAt: number, change: Observed, event: ResetEvent) {
+function writeAnswer(
+  db: Database,
+  vmId: string,
+  nodeId: string,
+  askedAt: number,
+  change: Observed,
+  event: ResetEvent,
+  query: Statement[],
+) {
   const observed = { ...event, observedState: change.to, logExcerpt: change.logExcerpt ?? null };
   return writeVmState(
     db,
     { vmId, nodeId, unchangedSince: askedAt },
     { state: change.to, libvirtState: change.libvirtState, forcedResetAt: null },
     observed,
+    query,
   );
 }
 
@@ -148,13 +164,18 @@ export async function resetVmState(env: Env, background: Background, r: ResetReq
       source: change.source,
     };
   };
-  /** Asks the node and writes its answer; null when the VM changed meanwhile (nothing written). */
+  /** Asks the node and writes its answer, with the query's request row in the same batch (the row
+   *  alone when the node gave no answer, or when the VM changed meanwhile: then done is null). */
   const askAndWrite = async (vm: { id: string; name: string }, nodeId: string) => {
     const askedAt = Date.now();
     const outcome = await askState(vm, nodeId);
-    if (outcome.status !== "done") return { outcome, done: null };
+    if (outcome.status !== "done") {
+      background(writeQueryRow(env, outcome));
+      return { outcome, done: null };
+    }
     const change = hypervisorChange(outcome);
-    return { outcome, change, done: await writeAnswer(db, vm.id, nodeId, askedAt, change, eventOf(change, r)) };
+    const query = queryRowStatements(outcome);
+    return { outcome, change, done: await writeAnswer(db, vm.id, nodeId, askedAt, change, eventOf(change, r), query) };
   };
 
   // The common case, when this isolate has seen the VM lately: ask its node at once, and write only
@@ -234,6 +255,7 @@ async function attachLogExcerpt(
         from === "answered-node" ? null : await db.select(nodeColumns).from(nodes).where(eq(nodes.id, vm.nodeId)).get();
       if (from === "answered-node" || (node && nodeView(node, 0, sessionSettings(env).nodeStaleAfterMs).connected)) {
         const outcome = await readLogThroughNode(env, { ...vm, nodeId: vm.nodeId }, EXCERPT_LINES, actor);
+        await writeQueryRow(env, outcome);
         if (outcome.status === "done") excerpt = lastLines(outcome.text);
       }
     }
