@@ -1,6 +1,6 @@
 // reset_state (hypervisor path, forced path, fall-back when the node is away or silent) and the
 // logs route (chunks reassembled in order, every error code the logs route has), plus their rate limits.
-import { env, runInDurableObject } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import {
   agentsClosedAfterEach,
@@ -59,6 +59,35 @@ describe("reset_state", () => {
     expect(row).toMatchObject({ reason: "stop hung", transition_request_id: null });
     // Start / stop work again.
     expect((await api(`/api/vms/${vm.uuid}/stop`, { method: "POST" })).status).toBe(202);
+  });
+
+  it("writes the state query's request row in the reset's own D1 batch: in D1 when it answers, nothing kept by the node's session; a timed-out query's row too", async () => {
+    const { agent, vm, nodeId } = await stuckVm();
+    const session = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
+    const kept = () =>
+      runInDurableObject(session, async (_o, state) => [...state.storage.kv.list({ prefix: "queryrow:" })].length);
+    const rowOf = (id: string) => env.DB.prepare("SELECT * FROM requests WHERE id = ?").bind(id).first<any>();
+    const p = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
+    const q = await agent.next("vm.state");
+    agent.reply(q, "result", { state: "RUNNING", libvirtState: "running", logExcerpt: "a\nb" });
+    expect(await json(await p)).toMatchObject({ source: "hypervisor", vm: { state: "RUNNING" } });
+    const row = await rowOf(q.id);
+    expect(row).toMatchObject({ kind: "vm.state", vm_id: vm.uuid, status: "done", requested_by: "admin" });
+    expect(JSON.parse(row.result)).toMatchObject({ state: "RUNNING", libvirtState: "running" });
+    expect(row.finished_at).toBeGreaterThanOrEqual(row.sent_at);
+    expect(await kept()).toBe(0);
+    // Unanswered: the reset forces STOPPED, and the query's row says it timed out.
+    const p2 = api(`/api/vms/${vm.uuid}/reset_state`, { method: "POST" });
+    const silent = await agent.next("vm.state");
+    expect(await json(await p2)).toMatchObject({ source: "forced" });
+    const timedOut = await eventually(async () => {
+      const r = await rowOf(silent.id);
+      expect(r).toBeTruthy();
+      return r;
+    });
+    expect(timedOut).toMatchObject({ kind: "vm.state", status: "failed" });
+    expect(JSON.parse(timedOut.error).code).toBe("agent_timeout");
+    expect(await kept()).toBe(0);
   });
 
   it("force=true sets STOPPED without asking (source forced, 'forced by request')", async () => {
@@ -227,7 +256,7 @@ describe("logs", () => {
     expect(row).toMatchObject({ kind: "vm.logs", status: "done", vm_id: vm.uuid, error: null });
   });
 
-  it("the row of each finished query reaches D1 from its caller: one per query, final, with when it was sent and ended", async () => {
+  it("the rows of finished queries reach D1 together: one per query, final, with when it was sent and ended", async () => {
     const { agent, vm, nodeId } = await vmOnline();
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) {
@@ -248,13 +277,25 @@ describe("logs", () => {
       }
       expect((await p).status).toBe(i % 3 === 2 ? 404 : 200);
     }
-    // Each finished row comes back to the Worker with its answer and is written once the caller is
-    // answered: none is kept in the node's session's storage, none is missing.
+    // Each finished row is kept by the node's session until its next alarm writes them all: none is
+    // in both places, none in neither, and one alarm leaves none behind.
     const session = env.NODE_SESSION.get(env.NODE_SESSION.idFromName(nodeId));
     const keptIds = () =>
       runInDurableObject(session, async (_o, state) =>
         [...state.storage.kv.list({ prefix: "queryrow:" })].map(([k]) => k.slice("queryrow:".length)),
       );
+    const inD1 = async () =>
+      (
+        await env.DB.prepare(`SELECT id FROM requests WHERE id IN (${ids.map(() => "?").join(",")})`)
+          .bind(...ids)
+          .all<{ id: string }>()
+      ).results.map((r) => r.id);
+    const [kept, written] = [await keptIds(), await inD1()];
+    expect([...kept, ...written].filter((id) => ids.includes(id)).sort()).toEqual([...ids].sort());
+    await runInDurableObject(session, async (_o, state) => state.storage.kv.put("keptAt", 0)); // due now
+    await runDurableObjectAlarm(session);
+    expect(await keptIds()).toEqual([]);
+    expect((await inD1()).sort()).toEqual([...ids].sort());
     const rows = await eventually(async () => {
       const { results } = await env.DB.prepare(`SELECT * FROM requests WHERE id IN (${ids.map(() => "?").join(",")})`)
         .bind(...ids)
@@ -262,7 +303,6 @@ describe("logs", () => {
       expect(results).toHaveLength(12);
       return results;
     });
-    expect(await keptIds()).toEqual([]);
     for (const row of rows) {
       const failed = ids.indexOf(row.id) % 3 === 2;
       expect(row).toMatchObject({

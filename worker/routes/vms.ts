@@ -230,7 +230,7 @@ export const vmRoutes = new Hono<AppEnv>()
       const id = c.req.valid("param").id.toLowerCase();
       const { lines } = c.req.valid("query");
       const actor = c.get("principal").actor;
-      // Each read's request row is written once the caller is answered.
+      // The session keeps a read's request row; one that never left comes back, written after answering.
       const read = async (vm: { id: string; name: string; nodeId: string }) => {
         const outcome = await readLogThroughNode(c.env, vm, lines, actor, true);
         c.executionCtx.waitUntil(writeQueryRow(c.env, outcome));

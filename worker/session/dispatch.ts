@@ -35,8 +35,9 @@ export type QueryDispatch = StateDispatch | LogsDispatch;
 type Failed = { status: "failed" | "expired"; error: AgentFailure };
 
 export type PowerOutcome = { status: "sent" } | { status: "done"; result: PowerResult } | Failed;
-/** A route's query comes back with its request row, final: the caller writes it, with its own D1
- *  write or after answering (calls.ts), so the object writes nothing as it answers. */
+/** A state query comes back with its request row, final, for the caller to write with its own D1
+ *  write (calls.ts), so the object writes nothing as it answers; so does a query that never left.
+ *  A log read's row is kept by the session with the log it read. */
 type WithRow = { row?: RequestRow };
 export type StateOutcome = ({ status: "done"; result: StateResult; at: number } | Failed) & WithRow;
 export type LogsOutcome = ({ status: "done"; result: LogsResult; text: string; at: number } | Failed) & WithRow;

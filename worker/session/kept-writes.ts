@@ -1,7 +1,7 @@
 // Writes the session keeps for D1 and makes together on the next alarm, at most KEPT_DELAY_MS later:
 // each VM's newest last-known log (a dashboard refreshing a 1,000-line log wrote it on every read),
-// and the row of a finished query whose caller no longer waits (a waiting caller takes its row and
-// writes it itself).
+// the rows of finished log reads, and of state queries whose caller no longer waits (a waiting
+// caller takes its row and writes it itself).
 import type { Database } from "../db/client.ts";
 import { runBatch, type Statement } from "../db/batch.ts";
 import { upsertSnapshot, type SnapshotRow } from "../last-known-log.ts";
@@ -29,7 +29,8 @@ export class KeptWrites {
     return this.store.get("keptAt");
   }
 
-  /** A finished query's row that no caller took. */
+  /** A finished query's row that no caller took: kept as its caller is answered, and the answer does
+   *  not wait for it. */
   keepRow(requestId: string, row: RequestRow): Promise<void> {
     this.store.putEntryUnconfirmed("queryRow", requestId, row);
     return this.scheduled();

@@ -487,23 +487,26 @@ export class RequestLedger {
         ? { status: s.status, error: s.error }
         : { status: "done", result: "power" in s ? s.power : "state" in s ? s.state : s.logs };
     if (r.newRequest) {
-      // A route's query: the caller has its answer now, with its row to write (a storage write made
-      // as the caller is answered holds its return back, by a millisecond on local workerd even
-      // unconfirmed). Kept here to go to D1 with others shortly only when nobody waits any more;
-      // the log it read is kept to be the VM's last-known one.
+      // A route's query: the caller has its answer now. A state query's caller takes its request
+      // row, final, and writes it with its own D1 write (a reset's batch): a storage write made as
+      // the caller is answered holds its return back, by a millisecond on local workerd even
+      // unconfirmed. A log read's row is kept here with the log it read (to be the VM's last-known
+      // one), both going to D1 with others shortly: a dashboard refreshing a log would otherwise
+      // write a row per read.
       const { sentAt, ...request } = r.newRequest;
       const row = finishedQueryRow(
         { ...request, id: r.id, kind: r.kind, vmId: r.vmId, deadlineAt: r.deadline, sentAt },
         finish,
         at,
       );
-      if (s.status !== "done") wakeFailed(waiter, s, row);
+      const takes = waiter?.kind === "state";
+      if (s.status !== "done") wakeFailed(waiter, s, takes ? row : undefined);
       else if ("logs" in s) {
-        if (waiter?.kind === "logs") waiter.wake({ status: "done", result: s.logs, text: s.text, at, row });
+        if (waiter?.kind === "logs") waiter.wake({ status: "done", result: s.logs, text: s.text, at });
         if (r.kind === "vm.logs" && r.keepAsLastKnown)
           await this.kept.keepSnapshot(r.vmId, snapshotRow(r.vmId, logsAnswer(s.logs, s.text, at)));
       } else if ("state" in s && waiter?.kind === "state") waiter.wake({ status: "done", result: s.state, at, row });
-      if (!waiter) await this.kept.keepRow(r.id, row);
+      if (!takes) await this.kept.keepRow(r.id, row);
       return;
     }
     // A power action's caller may answer with the request's status, so its row is final first.
