@@ -140,6 +140,18 @@ const FINISHED_INSERT =
   `INSERT INTO requests (${FINISHED_COLUMNS.map(([, c]) => c).join(", ")}) ` +
   `SELECT ${FINISHED_COLUMNS.map((_, i) => `json_extract(value, '$[${i}]')`).join(", ")} FROM json_each(?) WHERE true ON CONFLICT (id) DO NOTHING`;
 
+const FINISHED_INSERT_ONE =
+  `INSERT INTO requests (${FINISHED_COLUMNS.map(([, c]) => c).join(", ")}) ` +
+  `VALUES (${FINISHED_COLUMNS.map(() => "?").join(", ")}) ON CONFLICT (id) DO NOTHING`;
+
+/** One finished query row, its values bound one by one (no JSON for SQLite to take apart); a row
+ *  written before is left as it is. */
+export const insertFinishedRow = (row: RequestRow): Raw =>
+  raw(
+    FINISHED_INSERT_ONE,
+    FINISHED_COLUMNS.map(([key]) => row[key] ?? null),
+  );
+
 /** One statement inserting finished query rows, all of them in ONE bound JSON parameter (many rows
  *  per statement whatever D1's 100 parameters); a row written before is left as it is. */
 export function insertFinishedRows(rows: RequestRow[]): Raw[] {

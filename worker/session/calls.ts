@@ -5,7 +5,12 @@ import { countedCalls } from "../cost-meter.ts";
 import { database } from "../db/client.ts";
 import { debugCountsEnabled } from "../debug-counts.ts";
 import { runBatch, type Statement } from "../db/batch.ts";
-import { finishedQueryRow, insertFinishedRows, type AgentFailure, type RequestRow } from "../request-rows.ts";
+import {
+  finishedQueryRow,
+  insertFinishedRow,
+  type AgentFailure,
+  type RequestRow,
+} from "../request-rows.ts";
 import {
   failed,
   type LogsOutcome,
@@ -55,7 +60,7 @@ const writeLostQuery = (env: Env, d: QueryDispatch) => async (error: AgentFailur
     { status: "failed", error },
     now,
   );
-  await runBatch(database(env.DB), insertFinishedRows([row]));
+  await runBatch(database(env.DB), [insertFinishedRow(row)]);
 };
 
 const newRequest = (vm: VmOnNode, params: Record<string, unknown>, actor: string) => ({
@@ -93,7 +98,7 @@ export async function verifyWrittenState(env: Env, nodeId: string, vmId: string)
 /** The D1 statement that writes a route query's row, final, as its outcome brought it back (none
  *  when the session kept it, or lost it and the row was written then). */
 export const queryRowStatements = (outcome: { row?: RequestRow }): Statement[] =>
-  outcome.row ? insertFinishedRows([outcome.row]) : [];
+  outcome.row ? [insertFinishedRow(outcome.row)] : [];
 
 /** Writes a route query's row, final; for a caller with no D1 write of its own to carry it (often
  *  after answering). Never throws. */
