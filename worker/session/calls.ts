@@ -5,12 +5,7 @@ import { countedCalls } from "../cost-meter.ts";
 import { database } from "../db/client.ts";
 import { debugCountsEnabled } from "../debug-counts.ts";
 import { runBatch, type Statement } from "../db/batch.ts";
-import {
-  finishedQueryRow,
-  insertFinishedRow,
-  type AgentFailure,
-  type RequestRow,
-} from "../request-rows.ts";
+import { finishedQueryRow, insertFinishedRow, type AgentFailure, type RequestRow } from "../request-rows.ts";
 import {
   failed,
   type LogsOutcome,
