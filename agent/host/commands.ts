@@ -143,8 +143,22 @@ export class CommandRunner {
   }
 
   private async sendLogs(cmd: Extract<Command, { type: "vm.logs" }>) {
-    const name = await logNameFor(this.o.libvirt, cmd.payload.vmId, cmd.payload.name);
-    const tail = readVmLog(this.o.logDir, name, cmd.payload.lines, cmd.payload.maxBytes);
+    // As for a state query: while libvirt names the domain, the log is read under the name the
+    // control plane sent (on the next turn, once the call is on its way); that text is used only
+    // when libvirt names the domain the same, else the log libvirt names is read.
+    const { vmId, name: sentName, lines, maxBytes } = cmd.payload;
+    const read = (name: string) => readVmLog(this.o.logDir, name, lines, maxBytes);
+    const [name, early] = await Promise.all([
+      logNameFor(this.o.libvirt, vmId, sentName),
+      nextTurn(() => {
+        try {
+          return read(sentName);
+        } catch {
+          return null; // read again under libvirt's name, which says why it fails
+        }
+      }),
+    ]);
+    const tail = name === sentName && early ? early : read(name);
     const pieces = splitLogText(tail.text);
     pieces.forEach((text, seq) => this.o.send({ type: "log.chunk", id: cmd.id, payload: { seq, text } }));
     this.o.send({

@@ -291,6 +291,35 @@ describe("commands", () => {
     expect(resultOf(rec.of(start.id))).toMatchObject({ state: "RUNNING" }); // started after the stop finished
   });
 
+  it("vm.logs reads the log of the domain libvirt names, whatever name the control plane sent", async () => {
+    const { runner, rec, logDir } = setup();
+    writeFileSync(join(logDir, `${VMS.running.name}.log`), "the real domain's line\n");
+    writeFileSync(join(logDir, "stale-name.log"), "another file's line\n");
+    const text = (frames: AgentMessage[]) =>
+      frames
+        .filter((m) => m.type === "log.chunk")
+        .map((m) => (m.payload as { text: string }).text)
+        .join("");
+    for (const sent of ["stale-name", "../../../etc/passwd", VMS.running.name]) {
+      const logs = cmd("vm.logs", {
+        ...target({ uuid: VMS.running.uuid, name: sent }),
+        lines: 5,
+        maxBytes: MAX_LOG_BYTES,
+      });
+      await runner.handle(logs);
+      expect(text(rec.of(logs.id))).toBe("the real domain's line\n");
+      expect(resultOf(rec.of(logs.id))).toMatchObject({ logPath: join(logDir, `${VMS.running.name}.log`) });
+    }
+    // A sent name whose file exists while libvirt's has none: log_not_found, not the other file.
+    const onlyStale = cmd("vm.logs", {
+      ...target({ uuid: VMS.paused.uuid, name: "stale-name" }),
+      lines: 5,
+      maxBytes: MAX_LOG_BYTES,
+    });
+    await runner.handle(onlyStale);
+    expect(errorOf(rec.of(onlyStale.id))?.code).toBe("log_not_found");
+  });
+
   it("vm.logs sends the tail as log.chunk frames then a result; missing log → log_not_found", async () => {
     const { runner, rec, logDir } = setup();
     mkdirSync(logDir, { recursive: true });
