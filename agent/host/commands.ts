@@ -66,6 +66,29 @@ const nextTurn = <T>(fn: () => T): Promise<T> =>
     }),
   );
 
+/** What `read` makes of the log of the domain libvirt names, and libvirt's answer. While libvirt
+ *  answers (`naming`, a call already on its way), `read` runs under the name the control plane sent,
+ *  on the next turn; that result stands when libvirt names the domain the same (the usual case),
+ *  else, or when it threw, `read` runs again under libvirt's name (which says why it fails). A name
+ *  sent to us alone is never the answer. */
+async function readUnderLibvirtName<N extends { name: string }, T>(
+  naming: Promise<N>,
+  sentName: string,
+  read: (name: string) => T,
+): Promise<[N, T]> {
+  const [named, early] = await Promise.all([
+    naming,
+    nextTurn(() => {
+      try {
+        return { value: read(sentName) };
+      } catch {
+        return null;
+      }
+    }),
+  ]);
+  return [named, named.name === sentName && early ? early.value : read(named.name)];
+}
+
 export class CommandRunner {
   private readonly o: CommandRunnerOptions;
   readonly power: PowerActions;
@@ -94,25 +117,18 @@ export class CommandRunner {
     switch (cmd.type) {
       case "vm.state":
         return this.answer(id, async () => {
-          // libvirt is asked for the domain's state and its name for the log. While it answers, the
-          // log is read under the name the control plane sent (on the next turn, once the calls are
-          // on their way); that text is used only when libvirt names the domain the same (the usual
-          // case), else it is read again.
           const { vmId, name: sentName, excerptLines } = cmd.payload;
-          const [{ state, libvirtState, name }, early] = await Promise.all([
+          if (!excerptLines) {
+            const { state, libvirtState } = await this.o.libvirt.state(vmId);
+            return void this.o.send({ type: "result", id, payload: { state, libvirtState } });
+          }
+          // The state and libvirt's name for the log, asked at once; the excerpt read meanwhile.
+          const [{ state, libvirtState }, logExcerpt] = await readUnderLibvirtName(
             this.o.libvirt.stateAndName(vmId),
-            excerptLines ? nextTurn(() => this.excerpt(id, sentName, excerptLines)) : null,
-          ]);
-          if (!excerptLines) return void this.o.send({ type: "result", id, payload: { state, libvirtState } });
-          this.o.send({
-            type: "result",
-            id,
-            payload: {
-              state,
-              libvirtState,
-              logExcerpt: name === sentName ? early : this.excerpt(id, name, excerptLines),
-            },
-          });
+            sentName,
+            (name) => this.excerpt(id, name, excerptLines),
+          );
+          this.o.send({ type: "result", id, payload: { state, libvirtState, logExcerpt } });
         });
       case "vm.logs":
         return this.answer(id, () => this.sendLogs(cmd));
@@ -143,22 +159,12 @@ export class CommandRunner {
   }
 
   private async sendLogs(cmd: Extract<Command, { type: "vm.logs" }>) {
-    // As for a state query: while libvirt names the domain, the log is read under the name the
-    // control plane sent (on the next turn, once the call is on its way); that text is used only
-    // when libvirt names the domain the same, else the log libvirt names is read.
     const { vmId, name: sentName, lines, maxBytes } = cmd.payload;
-    const read = (name: string) => readVmLog(this.o.logDir, name, lines, maxBytes);
-    const [name, early] = await Promise.all([
-      logNameFor(this.o.libvirt, vmId, sentName),
-      nextTurn(() => {
-        try {
-          return read(sentName);
-        } catch {
-          return null; // read again under libvirt's name, which says why it fails
-        }
-      }),
-    ]);
-    const tail = name === sentName && early ? early : read(name);
+    const [, tail] = await readUnderLibvirtName(
+      logNameFor(this.o.libvirt, vmId, sentName).then((name) => ({ name })),
+      sentName,
+      (name) => readVmLog(this.o.logDir, name, lines, maxBytes),
+    );
     const pieces = splitLogText(tail.text);
     pieces.forEach((text, seq) => this.o.send({ type: "log.chunk", id: cmd.id, payload: { seq, text } }));
     this.o.send({
