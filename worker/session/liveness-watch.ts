@@ -8,7 +8,7 @@
 // writes, not one per node.
 import { DurableObject } from "cloudflare:workers";
 import { CLOSE, PING_FRAME, PONG_FRAME } from "../../protocol/wire.ts";
-import { and, eq, isNull, ne, or, sql } from "drizzle-orm";
+import { and, isNull, ne, or, sql } from "drizzle-orm";
 import { sessionSettings } from "../config.ts";
 import { database } from "../db/client.ts";
 import { livenessSeen, nodes } from "../db/schema.ts";
@@ -148,22 +148,30 @@ export class LivenessWatch extends DurableObject<Env> {
     for (const { att, at } of live) seen[att.nodeId] = Math.max(seen[att.nodeId] ?? 0, at);
     const shard = live[0].att.shard;
     const db = database(this.env.DB);
-    const named = live
-      .filter(({ att }) => att.seenWrittenAt === undefined)
-      .map(({ att }) =>
-        db
-          .update(nodes)
-          .set({ livenessShard: shard })
-          .where(and(eq(nodes.id, att.nodeId), or(isNull(nodes.livenessShard), ne(nodes.livenessShard, shard)))),
-      );
+    // One statement names the shard on every new socket's row, however many (a deploy reconnects
+    // the shard's thousand nodes at once): their ids in one bound JSON parameter.
+    const unnamed = [
+      ...new Set(live.filter(({ att }) => att.seenWrittenAt === undefined).map(({ att }) => att.nodeId)),
+    ];
+    const written = db
+      .insert(livenessSeen)
+      .values({ shard, seen: JSON.stringify(seen), at: Date.now() })
+      .onConflictDoUpdate({ target: livenessSeen.shard, set: { seen: sql`excluded.seen`, at: sql`excluded.at` } });
     try {
-      await db.batch([
-        db
-          .insert(livenessSeen)
-          .values({ shard, seen: JSON.stringify(seen), at: Date.now() })
-          .onConflictDoUpdate({ target: livenessSeen.shard, set: { seen: sql`excluded.seen`, at: sql`excluded.at` } }),
-        ...named,
-      ]);
+      if (unnamed.length === 0) await written;
+      else
+        await db.batch([
+          written,
+          db
+            .update(nodes)
+            .set({ livenessShard: shard })
+            .where(
+              and(
+                sql`${nodes.id} IN (SELECT value FROM json_each(${JSON.stringify(unnamed)}))`,
+                or(isNull(nodes.livenessShard), ne(nodes.livenessShard, shard)),
+              ),
+            ),
+        ]);
     } catch (err) {
       console.error("liveness shard could not write its nodes' last signs of life", err);
       return;
