@@ -91,7 +91,7 @@ export async function verifyWrittenState(env: Env, nodeId: string, vmId: string)
 }
 
 /** The D1 statement that writes a route query's row, final, as its outcome brought it back (none
- *  when the session kept it, or lost it and the row was written then). */
+ *  when the session kept it, or when the call broke and the row of the lost query was written then). */
 export const queryRowStatements = (outcome: { row?: RequestRow }): Statement[] =>
   outcome.row ? [insertFinishedRow(outcome.row)] : [];
 
@@ -124,8 +124,8 @@ export function askVmState(env: Env, vm: VmOnNode, actor: string, excerptLines?:
 }
 
 /** Reads the last `lines` of the VM's log through its node; with `keepAsLastKnown` the answer is also
- *  kept as the VM's last-known log. Its request row comes back for the caller to write, as with
- *  askVmState. */
+ *  kept as the VM's last-known log. The node's session keeps the read's request row with that log;
+ *  only a read that never left brings its row back, for the caller to write (writeQueryRow). */
 export function readLogThroughNode(
   env: Env,
   vm: VmOnNode,

@@ -135,7 +135,7 @@ export class RequestLedger {
     return this.waited.get(id) ?? this.store.entry("inFlight", id);
   }
 
-  /** The earliest deadline the alarm must keep (a waited query's deadline is its own timer). */
+  /** The earliest deadline the alarm must keep (waited queries' deadlines have their own timer). */
   earliestDeadline(): number {
     let due = Infinity;
     for (const r of this.store.all("inFlight")) due = Math.min(due, r.deadline);
