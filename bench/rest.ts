@@ -6,7 +6,7 @@
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
-import { splitLogText } from "../agent/host/commands.ts";
+import { logAnswerFrames } from "../agent/host/commands.ts";
 import { Libvirt } from "../agent/host/libvirt.ts";
 import { readVmLog } from "../agent/logs/vm-log.ts";
 import { lastLines } from "../protocol/log-excerpt.ts";
@@ -267,16 +267,8 @@ function logShares(roundTripP50: number, logDir: string): BenchRow[] {
   const id = crypto.randomUUID();
   const agentFrames = () => {
     const tail = readVmLog(logDir, "web-01", 1000, MAX_LOG_BYTES);
-    const pieces = splitLogText(tail.text);
-    const frames = pieces.map((text, seq) => JSON.stringify({ type: "log.chunk", id, payload: { seq, text } }));
-    const { logPath, logSizeBytes, linesReturned, truncated, lastModified, files } = tail;
-    frames.push(
-      JSON.stringify({
-        type: "result",
-        id,
-        payload: { logPath, logSizeBytes, linesReturned, truncated, lastModified, chunks: pieces.length, files },
-      }),
-    );
+    // As to a control plane that takes the text in the result (this one does).
+    const frames = logAnswerFrames(id, tail, true).map((frame) => JSON.stringify(frame));
     return { frames, text: tail.text, tail };
   };
   const { frames, text, tail } = agentFrames();

@@ -71,7 +71,9 @@ export const LIVE_METRICS_MAX_LEASE_MS = 120_000;
  *  - `metricsAck`: a `metrics` frame may carry `batch` (its batch and whether it is the last frame),
  *    and the control plane answers a batch's last frame with `metrics.stored` once the whole batch is
  *    stored (worker): the agent keeps a batch's ticks until then, so the control plane may hold a
- *    batch's frames in memory and write its hours once instead of once per frame.
+ *    batch's frames in memory and write its hours once instead of once per frame;
+ *  - `logText`: a `vm.logs` result may carry the whole text itself (`text`, with `chunks` 0) when it
+ *    fits in one frame (agent): one frame to read instead of a `log.chunk` and a `result`.
  *  An agent error on a power action carries `state` / `libvirtState` whatever was announced: an
  *  older parser drops unknown fields. Unknown feature names are ignored. */
 export const WIRE_FEATURES = [
@@ -86,6 +88,7 @@ export const WIRE_FEATURES = [
   "liveMetrics",
   "livenessWatch",
   "metricsAck",
+  "logText",
 ] as const;
 export type WireFeature = (typeof WIRE_FEATURES)[number];
 

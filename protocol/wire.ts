@@ -284,6 +284,9 @@ export const LogsResult = z.object({
   truncated: z.boolean(),
   lastModified: z.string().nullable(), // ISO 8601
   chunks: z.number().int().min(0).max(64), // `log.chunk` frames sent before this result
+  /** the whole text, in this frame instead of `log.chunk` frames (`chunks` is then 0); sent only to a
+   *  control plane that announced `logText` */
+  text: z.string().optional(),
   /** the files read, newest first: `<name>.log`, then virtlogd's rotated `<name>.log.1`, `.2`, ... */
   files: z.array(z.string().max(4096)).max(32).optional(),
   /** rotated files that exist but were not read: compressed, pointing outside the log dir, or

@@ -3,12 +3,17 @@
 // carried out. Power actions go to power.ts (acked at once, one VM's after another, deadlines
 // checked again when their turn comes, progress while under way).
 import { lastLines } from "../../protocol/log-excerpt.ts";
-import type { Command, ServerMessage } from "../../protocol/wire.ts";
-import { EXCERPT_MAX_BYTES, LOG_CHUNK_BYTES, MAX_FRAME_BYTES } from "../../protocol/wire-constants.ts";
+import type { AgentMessage, Command, ServerMessage } from "../../protocol/wire.ts";
+import {
+  EXCERPT_MAX_BYTES,
+  LOG_CHUNK_BYTES,
+  MAX_FRAME_BYTES,
+  type WireFeature,
+} from "../../protocol/wire-constants.ts";
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { LogFollower } from "../logs/log-follow.ts";
 import { PowerActions, toFailure, type PowerActionsOptions } from "./power.ts";
-import { readVmLog } from "../logs/vm-log.ts";
+import { readVmLog, type VmLog } from "../logs/vm-log.ts";
 
 /** What power actions need (power.ts), plus the log directory and the live-follow room. */
 export type CommandRunnerOptions = PowerActionsOptions & {
@@ -52,6 +57,35 @@ export function splitLogText(text: string, chunkBytes = LOG_CHUNK_BYTES): string
     i = end;
   }
   return out;
+}
+
+/** Whether a result frame holding `meta` and `text` fits MAX_FRAME_BYTES. JSON escapes a control
+ *  character as six bytes: text under a sixth of the room surely fits, without encoding it twice. */
+function fitsOneFrame(text: string, meta: object): boolean {
+  const room = MAX_FRAME_BYTES - Buffer.byteLength(JSON.stringify(meta)) - 1024; // 1 KiB: type, id, keys
+  return Buffer.byteLength(text) * 6 <= room || Buffer.byteLength(JSON.stringify(text)) <= room;
+}
+
+/** A log read's answer as frames: the result alone, holding the text, when `oneFrame` (the control
+ *  plane announced `logText`) and it fits in one frame, since each frame is an event for the node's
+ *  object to wake for and parse; else `log.chunk` frames, then the result. */
+export function logAnswerFrames(id: string, tail: VmLog, oneFrame: boolean): AgentMessage[] {
+  const meta = {
+    logPath: tail.logPath,
+    logSizeBytes: tail.logSizeBytes,
+    linesReturned: tail.linesReturned,
+    truncated: tail.truncated,
+    lastModified: tail.lastModified,
+    files: tail.files,
+    ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
+  };
+  if (oneFrame && fitsOneFrame(tail.text, meta))
+    return [{ type: "result", id, payload: { ...meta, chunks: 0, text: tail.text } }];
+  const pieces = splitLogText(tail.text);
+  return [
+    ...pieces.map((text, seq): AgentMessage => ({ type: "log.chunk", id, payload: { seq, text } })),
+    { type: "result", id, payload: { ...meta, chunks: pieces.length } },
+  ];
 }
 
 /** `fn`'s result, run after what this turn started (a socket write under way) has gone out. */
@@ -165,22 +199,8 @@ export class CommandRunner {
       sentName,
       (name) => readVmLog(this.o.logDir, name, lines, maxBytes),
     );
-    const pieces = splitLogText(tail.text);
-    pieces.forEach((text, seq) => this.o.send({ type: "log.chunk", id: cmd.id, payload: { seq, text } }));
-    this.o.send({
-      type: "result",
-      id: cmd.id,
-      payload: {
-        logPath: tail.logPath,
-        logSizeBytes: tail.logSizeBytes,
-        linesReturned: tail.linesReturned,
-        truncated: tail.truncated,
-        lastModified: tail.lastModified,
-        chunks: pieces.length,
-        files: tail.files,
-        ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
-      },
-    });
+    const oneFrame = this.o.peerFeatures?.().has("logText" satisfies WireFeature) ?? false;
+    for (const frame of logAnswerFrames(cmd.id, tail, oneFrame)) this.o.send(frame);
   }
 
   private async answer(id: string, work: () => Promise<unknown>): Promise<void> {

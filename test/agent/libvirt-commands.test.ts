@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   LOG_CHUNK_BYTES,
+  MAX_FRAME_BYTES,
   MAX_LOG_BYTES,
   STOP_GRACE_MS,
   type AgentMessage,
@@ -22,7 +23,7 @@ afterEach(async () => {
   await Promise.all(opened.splice(0).map((l) => l.close()));
 });
 
-function setup(opts: { skewMs?: number } = {}) {
+function setup(opts: { skewMs?: number; peerFeatures?: string[] } = {}) {
   const libvirt = new Libvirt(TEST_URI, silentLog);
   opened.push(libvirt);
   const rec = recorder();
@@ -34,6 +35,7 @@ function setup(opts: { skewMs?: number } = {}) {
     log: silentLog,
     serverNow: () => Date.now() + (opts.skewMs ?? 0),
     stopPollMs: 20,
+    peerFeatures: () => new Set(opts.peerFeatures ?? []),
   });
   return { libvirt, rec, runner, logDir };
 }
@@ -347,5 +349,33 @@ describe("commands", () => {
     const none = cmd("vm.logs", { ...target(VMS.paused), lines: 10, maxBytes: MAX_LOG_BYTES });
     await runner.handle(none);
     expect(errorOf(rec.of(none.id))?.code).toBe("log_not_found");
+  });
+
+  it("vm.logs to a control plane that takes the text in the result: one frame when it fits, chunks when not", async () => {
+    const { runner, rec, logDir } = setup({ peerFeatures: ["logText"] });
+    mkdirSync(logDir, { recursive: true });
+    const line = '2026-01-01T00:00:00.000000Z qemu-system-x86_64: \u001b[0m "quoted" ✓\n';
+    const file = join(logDir, `${VMS.running.name}.log`);
+    writeFileSync(file, line.repeat(1000));
+    const small = cmd("vm.logs", { ...target(VMS.running), lines: 1000, maxBytes: MAX_LOG_BYTES });
+    await runner.handle(small);
+    const frames = rec.of(small.id);
+    expect(frames.map((m) => m.type)).toEqual(["result"]);
+    expect(resultOf(frames)).toMatchObject({ chunks: 0, linesReturned: 1000, text: line.repeat(1000), logPath: file });
+
+    // Text whose frame would pass MAX_FRAME_BYTES (control characters escape six-fold) goes as chunks.
+    const escaped = "\u0001".repeat(199) + "\n";
+    writeFileSync(file, escaped.repeat(1000));
+    const large = cmd("vm.logs", { ...target(VMS.running), lines: 1000, maxBytes: MAX_LOG_BYTES });
+    await runner.handle(large);
+    const parts = rec.of(large.id);
+    for (const m of parts) expect(Buffer.byteLength(JSON.stringify(m))).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+    expect(parts.filter((m) => m.type === "log.chunk").length).toBeGreaterThan(1);
+    expect(resultOf(parts)).not.toHaveProperty("text");
+    const chunkText = parts
+      .filter((m) => m.type === "log.chunk")
+      .map((m) => (m.payload as { text: string }).text)
+      .join("");
+    expect(chunkText).toBe(escaped.repeat(1000));
   });
 });

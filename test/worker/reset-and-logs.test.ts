@@ -256,6 +256,51 @@ describe("logs", () => {
     expect(row).toMatchObject({ kind: "vm.logs", status: "done", vm_id: vm.uuid, error: null });
   });
 
+  it("takes the whole text in the result itself (one frame), the row and last-known log without it; never as well as chunks", async () => {
+    const { agent, vm } = await vmOnline();
+    const meta = {
+      logPath: `/var/log/libvirt/qemu/${vm.name}.log`,
+      logSizeBytes: 20,
+      linesReturned: 2,
+      truncated: false,
+      lastModified: null,
+      files: [`${vm.name}.log`],
+    };
+    const p = api(`/api/vms/${vm.uuid}/logs?lines=2`);
+    const cmd = await agent.next("vm.logs");
+    agent.reply(cmd, "result", { ...meta, chunks: 0, text: "first line\nsecond ✓\n" });
+    expect(await json(await p)).toEqual({
+      ...meta,
+      qemuLog: "first line\nsecond ✓\n",
+      capturedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+    });
+    // The request row's result and the last-known log hold the text once: the log, not the row.
+    const row = await eventually(async () => {
+      const { results } = await env.DB.prepare("SELECT result FROM requests WHERE id = ?")
+        .bind(cmd.id)
+        .all<{ result: string }>();
+      expect(results).toHaveLength(1);
+      return JSON.parse(results[0].result) as Record<string, unknown>;
+    });
+    expect(row).toMatchObject({ chunks: 0, linesReturned: 2 });
+    expect(row).not.toHaveProperty("text");
+    const lastKnown = await eventually(async () => {
+      const res = await api(`/api/vms/${vm.uuid}/logs/last_known`);
+      expect(res.status).toBe(200);
+      return json(res);
+    });
+    expect(lastKnown).toMatchObject({ qemuLog: "first line\nsecond ✓\n" });
+
+    const both = api(`/api/vms/${vm.uuid}/logs?lines=2`);
+    const twice = await agent.next("vm.logs");
+    agent.reply(twice, "log.chunk", { seq: 0, text: "a\n" });
+    agent.reply(twice, "result", { ...meta, chunks: 1, text: "a\n" });
+    expect((await json(await both, 502)).error).toMatchObject({
+      code: "agent_error",
+      message: expect.stringMatching(/both/),
+    });
+  });
+
   it("the rows of finished queries reach D1 together: one per query, final, with when it was sent and ended", async () => {
     const { agent, vm, nodeId } = await vmOnline();
     const ids: string[] = [];

@@ -368,14 +368,20 @@ export class RequestLedger {
     if (r.kind === "vm.logs") {
       const parsed = LogsResult.safeParse(payload);
       if (!parsed.success) return bad("the agent's vm.logs result was malformed");
+      const { text: inline, ...logs } = parsed.data;
       const chunks = this.logChunks.get(id) ?? new Map<number, string>();
-      if (chunks.size !== parsed.data.chunks)
-        return bad(`the agent announced ${parsed.data.chunks} log chunks but ${chunks.size} arrived`);
+      if (chunks.size !== logs.chunks)
+        return bad(`the agent announced ${logs.chunks} log chunks but ${chunks.size} arrived`);
+      if (inline !== undefined) {
+        // The whole text in the result itself, never as well as chunks (one frame: under the byte cap).
+        if (logs.chunks > 0) return bad("the agent sent log text both in its result and as chunks");
+        return this.settle(r, { status: "done", logs, text: inline });
+      }
       const text = [...chunks.entries()]
         .sort(([a], [b]) => a - b)
         .map(([, t]) => t)
         .join("");
-      return this.settle(r, { status: "done", logs: parsed.data, text });
+      return this.settle(r, { status: "done", logs, text });
     }
     if (r.kind === "vm.state") {
       const parsed = StateResult.safeParse(payload);
