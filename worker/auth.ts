@@ -58,8 +58,11 @@ export function bearer(header: string | undefined): string | null {
 // no other isolate trusts its copy longer than this.
 export const TOKEN_CACHE_MS = 1_000;
 // Bound: at most this many tokens; the cache is emptied when full (entries live a second anyway).
+// Requests with the same token while it is looked up share that lookup: under load, a second's
+// entry running out would otherwise send every request in flight to hash the token and read D1.
 const TOKEN_CACHE_MAX = 1_000;
-const tokenCache = new Map<string, { principal: Principal; hash: string; until: number }>();
+type CachedToken = { lookup: Promise<Principal | null>; hash: string | null; until: number };
+const tokenCache = new Map<string, CachedToken>();
 
 /** Entries in this isolate's token cache (the debug counts of a local soak run). */
 export const tokenCacheSize = (): number => tokenCache.size;
@@ -68,7 +71,8 @@ export function forgetTokenHash(hash: string): void {
   for (const [token, entry] of tokenCache) if (entry.hash === hash) tokenCache.delete(token);
 }
 
-async function principalOf(env: Env, token: string): Promise<Principal | null> {
+/** The principal a bearer token stands for, or null. */
+export async function principalOf(env: Env, token: string): Promise<Principal | null> {
   // API tokens first (the common case, usually a cache hit); ADMIN_TOKEN is compared otherwise.
   // A node credential or join token is never a principal of /api/*.
   if (token.startsWith(TOKEN_PREFIX.api)) {
@@ -84,27 +88,31 @@ async function principalOf(env: Env, token: string): Promise<Principal | null> {
 async function apiTokenPrincipal(env: Env, token: string): Promise<Principal | null> {
   const now = Date.now();
   const cached = tokenCache.get(token);
-  if (cached && cached.until > now) return cached.principal;
+  if (cached && cached.until > now) return cached.lookup;
+  if (tokenCache.size >= TOKEN_CACHE_MAX) tokenCache.clear();
+  const entry: CachedToken = { lookup: Promise.resolve(null), hash: null, until: now + TOKEN_CACHE_MS };
+  entry.lookup = lookUpToken(env, token, entry);
+  tokenCache.set(token, entry);
+  // An unknown token is not kept (one created a moment later works at once), nor a failed lookup.
+  const forget = () => tokenCache.get(token) === entry && tokenCache.delete(token);
+  const principal = await entry.lookup.catch((err: unknown) => {
+    forget();
+    throw err;
+  });
+  if (!principal) forget();
+  return principal;
+}
+
+async function lookUpToken(env: Env, token: string, entry: CachedToken): Promise<Principal | null> {
   const hash = await hashSecret(token);
+  entry.hash = hash; // from now on a revocation in this isolate evicts the entry
   const row = await database(env.DB)
     .select({ id: apiTokens.id, name: apiTokens.name, role: apiTokens.role })
     .from(apiTokens)
     .where(and(eq(apiTokens.tokenHash, hash), isNull(apiTokens.revokedAt)))
     .get();
-  if (!row) {
-    tokenCache.delete(token);
-    return null;
-  }
-  const principal: Principal = {
-    id: row.id,
-    name: row.name,
-    role: row.role as Role,
-    actor: `token:${row.name}`,
-    via: "token",
-  };
-  if (tokenCache.size >= TOKEN_CACHE_MAX) tokenCache.clear();
-  tokenCache.set(token, { principal, hash, until: now + TOKEN_CACHE_MS });
-  return principal;
+  if (!row) return null;
+  return { id: row.id, name: row.name, role: row.role as Role, actor: `token:${row.name}`, via: "token" };
 }
 
 /** A browser WebSocket cannot carry an Authorization header and a token never goes in a URL: the

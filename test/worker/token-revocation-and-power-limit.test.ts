@@ -1,9 +1,10 @@
 // An API token revoked is refused from the next request on in the isolate that revoked it, and
 // within TOKEN_CACHE_MS (one second) in any other isolate still holding it; the live log follows
-// opened with it are closed; power actions are rate limited per token.
+// opened with it are closed; power actions are rate limited per token. Requests with one token share
+// its lookup while it runs; an unknown token is never kept.
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { TOKEN_CACHE_MS } from "../../worker/auth.ts";
+import { forgetTokenHash, hashSecret, principalOf, TOKEN_CACHE_MS } from "../../worker/auth.ts";
 import { FOLLOW_CLOSE_REVOKED } from "../../protocol/api.ts";
 import {
   agentsClosedAfterEach,
@@ -22,6 +23,48 @@ const agents = agentsClosedAfterEach();
 
 const tokenId = async (name: string) =>
   (await json(await api("/api/tokens"))).tokens.find((t: any) => t.name === name).id as string;
+
+/** The test environment with its real D1, counting the statements prepared on it. */
+function countingEnv() {
+  const counted = { statements: 0 };
+  const DB = new Proxy(env.DB, {
+    get(target, key) {
+      if (key === "prepare")
+        return (sql: string) => {
+          counted.statements++;
+          return target.prepare(sql);
+        };
+      const value: unknown = Reflect.get(target, key);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return { env: { ...env, DB }, counted };
+}
+
+describe("API token cache", () => {
+  it("requests with one token while it is looked up share the lookup: one D1 read for twenty", async () => {
+    const token = await createToken("viewer", "twenty-at-once");
+    const { env: counting, counted } = countingEnv();
+    const principals = await Promise.all(Array.from({ length: 20 }, () => principalOf(counting, token)));
+    expect(principals.map((p) => p?.actor)).toEqual(Array(20).fill("token:twenty-at-once"));
+    expect(counted.statements).toBe(1);
+    // Kept: the next request reads nothing; evicted by its hash (a revocation here): read again.
+    await principalOf(counting, token);
+    expect(counted.statements).toBe(1);
+    forgetTokenHash(await hashSecret(token));
+    expect((await principalOf(counting, token))?.role).toBe("viewer");
+    expect(counted.statements).toBe(2);
+  });
+
+  it("an unknown token is not kept: refused each time it is tried, by a fresh lookup", async () => {
+    const { env: counting, counted } = countingEnv();
+    const unknown = "qxa_not-a-token-anyone-was-given";
+    expect(await Promise.all([principalOf(counting, unknown), principalOf(counting, unknown)])).toEqual([null, null]);
+    expect(counted.statements).toBe(1);
+    expect(await principalOf(counting, unknown)).toBeNull();
+    expect(counted.statements).toBe(2);
+  });
+});
 
 describe("API token revocation", () => {
   it("DELETE /api/tokens/:id: the very next request with the token is refused", async () => {
