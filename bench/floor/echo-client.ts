@@ -1,9 +1,10 @@
 // The floor probe's echoing client, a process of its own as an agent is: connects to the probe's
 // Durable Object over a WebSocket, sends every binary frame straight back (a relayed keystroke), and
-// answers each `{id, bytes, json}` with `bytes` bytes of text,
-// in one plain frame `<id> <text>`, or as the agent answers a log read (a JSON log.chunk frame, then
-// a JSON result frame). Connects again when the link drops (wrangler dev restarts the object when a
-// file changes). Prints "ready" once connected; exits on SIGTERM or when its parent goes.
+// answers each `{id, bytes, json}` with `bytes` bytes of text, in one plain frame `<id> <text>`, or
+// as the agent answers a log read: one JSON result frame holding the text (`json`), or a JSON
+// log.chunk frame, then a JSON result frame (`chunked`, older agents). Connects again when the link
+// drops (wrangler dev restarts the object when a file changes). Prints "ready" once connected; exits
+// on SIGTERM or when its parent goes.
 //   node bench/floor/echo-client.ts ws://127.0.0.1:PORT/connect
 import { WebSocket } from "ws";
 
@@ -34,9 +35,11 @@ function connect(): void {
   });
   ws.on("message", (data, binary) => {
     if (binary) return ws.send(data as Buffer); // a relayed frame: straight back
-    const ask = JSON.parse(String(data)) as { id: string; bytes: number; json: boolean };
+    const ask = JSON.parse(String(data)) as { id: string; bytes: number; json: false | "json" | "chunked" };
     const text = textOf(ask.bytes);
     if (!ask.json) return ws.send(`${ask.id} ${text}`);
+    if (ask.json === "json")
+      return ws.send(JSON.stringify({ type: "result", id: ask.id, payload: { chunks: 0, text } }));
     ws.send(JSON.stringify({ type: "log.chunk", id: ask.id, payload: { seq: 0, text } }));
     ws.send(JSON.stringify({ type: "result", id: ask.id, payload: { chunks: 1 } }));
   });

@@ -74,10 +74,16 @@ export async function benchFloorHops(floor: FloorProbe, logAnswerBytes: number):
       over: `DO + WebSocket echo, ${n} bytes back`,
     },
     {
-      name: `DO + WebSocket echo, ${n} bytes in JSON frames, JSON answer`,
+      name: `DO + WebSocket echo, ${n} bytes in a JSON frame, JSON answer`,
       path: `/echo-json?bytes=${n}`,
       method: "POST",
       over: `DO + WebSocket echo, ${n} bytes back`,
+    },
+    {
+      name: `DO + WebSocket echo, ${n} bytes in two JSON frames (chunk, result), JSON answer`,
+      path: `/echo-json/chunked?bytes=${n}`,
+      method: "POST",
+      over: `DO + WebSocket echo, ${n} bytes in a JSON frame, JSON answer`,
     },
   ];
   const targets: Target[] = hops.map((hop) => ({

@@ -7,14 +7,24 @@ import { DurableObject } from "cloudflare:workers";
 
 type FloorEnv = { DB: D1Database; ECHO_SESSION: DurableObjectNamespace<EchoSession> };
 
-/** How the echo client answers: `plain` one frame `<id> <text>`; `json` the product's shape (a
- *  log.chunk frame and a result frame, both JSON). `kept` is plain plus the product's per-command
+/** How the echo client answers: `plain` one frame `<id> <text>`; `json` the product's shape (one
+ *  JSON result frame holding the text); `chunked` the shape before it, and an older agent's (a JSON
+ *  log.chunk frame, then a JSON result frame). `kept` is plain plus the product's per-command
  *  Durable Object storage: an in-flight entry and a deadline alarm written before the frame leaves,
  *  the entry deleted on the answer; `put` and `alarm` are each half of that. `stored` is plain plus
  *  the answer's text written to the object's storage as it is handed back (as a logs answer is kept
  *  as the VM's last-known log). */
-export type EchoMode = "plain" | "json" | "kept" | "put" | "alarm" | "stored";
-const ECHO_MODES: readonly string[] = ["plain", "json", "kept", "put", "alarm", "stored"] satisfies EchoMode[];
+export type EchoMode = "plain" | "json" | "chunked" | "kept" | "put" | "alarm" | "stored";
+const ECHO_MODES: readonly string[] = [
+  "plain",
+  "json",
+  "chunked",
+  "kept",
+  "put",
+  "alarm",
+  "stored",
+] satisfies EchoMode[];
+const JSON_MODES: readonly string[] = ["json", "chunked"] satisfies EchoMode[];
 
 /** Socket tags: the echo client, a client whose frames are echoed, one whose frames are relayed. */
 const CLIENT_TAG = "client";
@@ -120,13 +130,16 @@ export default {
       case "echo": {
         // /echo/<mode>: plain when none is named
         const mode = (arg ?? "plain") as EchoMode;
-        if (!ECHO_MODES.includes(mode) || mode === "json")
+        if (!ECHO_MODES.includes(mode) || JSON_MODES.includes(mode))
           return Response.json({ error: `no echo mode ${mode}` }, { status: 404 });
         return new Response(await session().echo(bytes, mode));
       }
-      case "echo-json":
-        // The product's answer shape: the text inside a JSON document.
-        return Response.json({ text: await session().echo(bytes, "json"), capturedAt: new Date().toISOString() });
+      case "echo-json": {
+        // The product's answer shape: the text inside a JSON document. /echo-json/chunked: the agent's
+        // answer in two frames
+        const mode = arg === "chunked" ? "chunked" : "json";
+        return Response.json({ text: await session().echo(bytes, mode), capturedAt: new Date().toISOString() });
+      }
       case "echo-write": {
         // /echo-write/kept: with the per-command storage of `kept`
         await session().echo(bytes, arg === "kept" ? "kept" : "plain");
@@ -170,7 +183,7 @@ export class EchoSession extends DurableObject<FloorEnv> {
     const answer = new Promise<string>((resolve) => this.waiters.set(id, { resolve, mode, chunks: [] }));
     if (mode === "kept" || mode === "put") this.ctx.storage.kv.put(`inflight:${id}`, { id, bytes, at: Date.now() });
     if (mode === "kept" || mode === "alarm") await this.ctx.storage.setAlarm(Date.now() + 10_000);
-    ws.send(JSON.stringify({ id, bytes, json: mode === "json" }));
+    ws.send(JSON.stringify({ id, bytes, json: JSON_MODES.includes(mode) ? mode : false }));
     return answer;
   }
 
@@ -196,7 +209,7 @@ export class EchoSession extends DurableObject<FloorEnv> {
     const waiter = this.waiters.get(frame.id);
     if (!waiter) return;
     if (frame.type === "log.chunk") waiter.chunks.push(frame.payload.text ?? "");
-    else this.settle(frame.id, waiter.chunks.join(""));
+    else this.settle(frame.id, frame.payload.text ?? waiter.chunks.join(""));
   }
 
   private settle(id: string, text: string): void {
