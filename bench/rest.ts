@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { logAnswerFrames } from "../agent/host/commands.ts";
 import { Libvirt } from "../agent/host/libvirt.ts";
-import { readVmLog } from "../agent/logs/vm-log.ts";
+import { logFacts, readVmLog } from "../agent/logs/vm-log.ts";
 import { lastLines } from "../protocol/log-excerpt.ts";
 import { AgentMessage, EXCERPT_MAX_BYTES, MAX_LOG_BYTES, parseFrame } from "../protocol/wire.ts";
 import { DEMO_LOG_DIR, demoLibvirtUri } from "../test/support/agent.ts";
@@ -272,16 +272,7 @@ function logShares(roundTripP50: number, logDir: string): BenchRow[] {
     return { frames, text: tail.text, tail };
   };
   const { frames, text, tail } = agentFrames();
-  const answer = {
-    qemuLog: text,
-    logPath: tail.logPath,
-    logSizeBytes: tail.logSizeBytes,
-    linesReturned: tail.linesReturned,
-    truncated: tail.truncated,
-    lastModified: tail.lastModified,
-    files: tail.files,
-    capturedAt: new Date().toISOString(),
-  };
+  const answer = { qemuLog: text, ...logFacts(tail), capturedAt: new Date().toISOString() };
   const shares: [string, number][] = [
     ["agent: read 1,000 lines and frame them", inProcessP50(agentFrames)],
     [

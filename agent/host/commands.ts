@@ -13,7 +13,7 @@ import {
 import { AgentFailure, type Libvirt } from "./libvirt.ts";
 import type { LogFollower } from "../logs/log-follow.ts";
 import { PowerActions, toFailure, type PowerActionsOptions } from "./power.ts";
-import { readVmLog, type VmLog } from "../logs/vm-log.ts";
+import { logFacts, readVmLog, type VmLog } from "../logs/vm-log.ts";
 
 /** What power actions need (power.ts), plus the log directory and the live-follow room. */
 export type CommandRunnerOptions = PowerActionsOptions & {
@@ -70,15 +70,7 @@ function fitsOneFrame(text: string, meta: object): boolean {
  *  plane announced `logText`) and it fits in one frame, since each frame is an event for the node's
  *  object to wake for and parse; else `log.chunk` frames, then the result. */
 export function logAnswerFrames(id: string, tail: VmLog, oneFrame: boolean): AgentMessage[] {
-  const meta = {
-    logPath: tail.logPath,
-    logSizeBytes: tail.logSizeBytes,
-    linesReturned: tail.linesReturned,
-    truncated: tail.truncated,
-    lastModified: tail.lastModified,
-    files: tail.files,
-    ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
-  };
+  const meta = logFacts(tail);
   if (oneFrame && fitsOneFrame(tail.text, meta))
     return [{ type: "result", id, payload: { ...meta, chunks: 0, text: tail.text } }];
   const pieces = splitLogText(tail.text);

@@ -18,7 +18,7 @@ import { AgentFailure, type Libvirt } from "../host/libvirt.ts";
 import type { MetricsSampler } from "../host/metrics.ts";
 import type { Logger } from "../logger.ts";
 import { checkDomainName, decodeRepeatedly } from "../logs/log-path.ts";
-import { readVmLog } from "../logs/vm-log.ts";
+import { logFacts, readVmLog } from "../logs/vm-log.ts";
 import type { LocalConsoles } from "./local-console.ts";
 
 export type LocalApiOptions = {
@@ -205,16 +205,7 @@ async function vmLogs(o: LocalApiOptions, rawId: string, search: URLSearchParams
   const vm = findVm(await o.libvirt.listDomains(), id);
   if (!vm) throw new AgentFailure("vm_not_found", "no such VM on this host");
   const tail = readVmLog(o.logDir, checkDomainName(vm.name), lines, MAX_LOG_BYTES);
-  const body: LogsResponse = {
-    qemuLog: tail.text,
-    logPath: tail.logPath,
-    logSizeBytes: tail.logSizeBytes,
-    linesReturned: tail.linesReturned,
-    truncated: tail.truncated,
-    lastModified: tail.lastModified,
-    files: tail.files,
-    ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
-  };
+  const body: LogsResponse = { qemuLog: tail.text, ...logFacts(tail) };
   sendJson(res, 200, body);
 }
 

@@ -24,6 +24,19 @@ const ATTEMPTS = 3;
 /** The tail's fields (see above for their meaning across files), the files read and the one skipped. */
 export type VmLog = TailResult & { files: string[]; skipped: { file: string; reason: SkipReason }[] };
 
+/** What an answer says of a log besides its text (`skipped` only when a file was). */
+export function logFacts(tail: VmLog) {
+  return {
+    logPath: tail.logPath,
+    logSizeBytes: tail.logSizeBytes,
+    linesReturned: tail.linesReturned,
+    truncated: tail.truncated,
+    lastModified: tail.lastModified,
+    files: tail.files,
+    ...(tail.skipped.length ? { skipped: tail.skipped } : {}),
+  };
+}
+
 /** Rotation moved the files while they were read: read them all again. */
 class FilesMoved extends Error {}
 
