@@ -292,8 +292,12 @@ export class RequestLedger {
   private async expireWaited(): Promise<void> {
     this.waitedTimer = null;
     const now = Date.now();
-    const due = [...this.waited.values()].filter((r) => r.deadline <= now);
-    const next = Math.min(...[...this.waited.values()].filter((r) => r.deadline > now).map((r) => r.deadline));
+    const due: (StateInFlight | LogsInFlight)[] = [];
+    let next = Infinity;
+    for (const r of this.waited.values()) {
+      if (r.deadline <= now) due.push(r);
+      else next = Math.min(next, r.deadline);
+    }
     if (next !== Infinity) this.armWaitedTimer(next);
     for (const r of due)
       await this.settle(r, {
@@ -544,6 +548,5 @@ function wakeFailed(
   if (!waiter) return;
   const failed = { status: s.status, error: s.error };
   if (waiter.kind === "power") waiter.wake(failed);
-  else if (waiter.kind === "state") waiter.wake({ ...failed, row });
   else waiter.wake({ ...failed, row });
 }
